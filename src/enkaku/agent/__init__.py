@@ -1,0 +1,1 @@
+"""The customer's program: identity, session runtime, capture, input, consent."""

@@ -1,0 +1,1 @@
+"""Screen capture backends behind one interface (see base.py)."""

@@ -1,0 +1,71 @@
+"""The screen capture interface every platform backend implements.
+
+All methods are blocking; the agent calls them from a worker thread, never from the
+event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class CaptureError(RuntimeError):
+    """The screen cannot be captured (no display, extension missing, display gone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rect:
+    """A screen rectangle in pixels; x, y is the top-left corner."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+
+@dataclass(frozen=True, slots=True)
+class CursorImage:
+    """The pointer's shape: BGRA pixels (straight alpha) and its hotspot."""
+
+    pixels: npt.NDArray[np.uint8]  # (h, w, 4) B, G, R, A
+    hotspot_x: int
+    hotspot_y: int
+    serial: int  # changes whenever the shape changes
+
+
+class ScreenCapture(Protocol):
+    """A source of screen frames.
+
+    Frames are ``numpy`` arrays of shape ``(height, width, 4)``, dtype ``uint8``, in
+    B, G, R, X byte order (32-bit little-endian 0x00RRGGBB, the X server's native
+    TrueColor layout). The X byte is unspecified.
+    """
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Current (width, height) of the screen."""
+        ...
+
+    def grab(self) -> npt.NDArray[np.uint8]:
+        """Capture the whole screen now; the caller owns the returned array."""
+        ...
+
+    def changed_regions(self) -> list[Rect] | None:
+        """Regions that changed since the previous call; None when unknown (assume all)."""
+        ...
+
+    def cursor(self) -> CursorImage | None:
+        """The current pointer shape, or None when the backend cannot tell."""
+        ...
+
+    def close(self) -> None:
+        """Release the display connection and shared memory."""
+        ...

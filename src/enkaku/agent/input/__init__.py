@@ -1,0 +1,1 @@
+"""Input injection backends behind one interface (see base.py)."""

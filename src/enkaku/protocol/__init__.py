@@ -1,0 +1,1 @@
+"""Wire formats and state machines of enkaku. Nothing here does IO or imports asyncio."""
