@@ -1,0 +1,125 @@
+"""User-facing strings in English and Japanese.
+
+The language comes from ENKAKU_LANG, then LC_ALL / LC_MESSAGES / LANG ("ja*" → Japanese);
+English otherwise. Every user-facing message is a key of CATALOG with both texts.
+"""
+
+from __future__ import annotations
+
+import os
+
+CATALOG: dict[str, tuple[str, str]] = {
+    # server / API errors
+    "unauthorized": ("Log in first: run `enkaku login`.", "先にログインしてください: `enkaku login` を実行してください。"),
+    "login_failed": ("Wrong user name or password.", "ユーザー名またはパスワードが違います。"),
+    "forbidden": ("Your account may not do this.", "このアカウントにはこの操作の権限がありません。"),
+    "bad_request": ("The request is invalid: {detail}", "リクエストが不正です: {detail}"),
+    "not_found": ("Not found.", "見つかりません。"),
+    "csrf": ("Missing or wrong CSRF token; reload the page.", "CSRF トークンがありません。ページを再読み込みしてください。"),
+    "agent_offline": (
+        "Agent {agent_id} is not online. Ask the customer to start enkaku and read you the ID again.",
+        "エージェント {agent_id} はオンラインではありません。お客様に enkaku を起動して ID をもう一度読み上げてもらってください。",
+    ),
+    "agent_busy": ("Agent {agent_id} is already in a session.", "エージェント {agent_id} は別のセッション中です。"),
+    "contract_unknown": (
+        "Unknown contract {contract!r}. Known contracts: {known}.",
+        "契約 {contract!r} は存在しません。登録済みの契約: {known}",
+    ),
+    "contract_required": (
+        "Choose the contract to bill with --contract. Known contracts: {known}.",
+        "--contract で請求先の契約を指定してください。登録済みの契約: {known}",
+    ),
+    "contract_excludes_remote_support": (
+        "Contract {contract} does not include remote support.",
+        "契約 {contract} にはリモートサポートが含まれていません。",
+    ),
+    "contract_not_in_force": ("Contract {contract} is not in force today.", "契約 {contract} は本日有効ではありません。"),
+    "rate_limited": (
+        "Too many failed attempts; wait {seconds} s before trying again.",
+        "失敗が多すぎます。{seconds} 秒待ってから再試行してください。",
+    ),
+    "session_not_found": ("No such session.", "そのセッションは存在しません。"),
+    # technician CLI
+    "prompt_password": ("One-time password of {agent_id}: ", "{agent_id} のワンタイムパスワード: "),
+    "prompt_login_password": ("Password for {user}: ", "{user} のパスワード: "),
+    "logged_in": ("Logged in to {server} as {user}.", "{server} に {user} としてログインしました。"),
+    "connecting": ("Connecting to {agent_id} ...", "{agent_id} に接続しています..."),
+    "waiting_consent": ("Waiting for the customer's consent ...", "お客様の同意を待っています..."),
+    "connected": (
+        "Connected to {agent_id} (end-to-end encrypted). Press Ctrl-C to end the session.",
+        "{agent_id} に接続しました (エンドツーエンド暗号化)。Ctrl-C でセッションを終了します。",
+    ),
+    "vnc_listening": (
+        "VNC viewers can connect to {addr} (e.g. `xtigervncviewer {viewer}`).",
+        "VNC ビューアーは {addr} に接続できます (例: `xtigervncviewer {viewer}`)。",
+    ),
+    "wrong_password": (
+        "Wrong one-time password. Ask the customer to read it again.",
+        "ワンタイムパスワードが違います。お客様にもう一度読み上げてもらってください。",
+    ),
+    "password_replaced": (
+        "Too many wrong passwords: the agent drew a new one. Ask the customer for the new password.",
+        "パスワードの誤りが多すぎたため、エージェントが新しいパスワードを発行しました。お客様に新しいパスワードを確認してください。",
+    ),
+    "consent_denied": ("The customer did not allow the session.", "お客様がセッションを許可しませんでした。"),
+    "session_ended": ("Session ended: {reason}.", "セッションが終了しました: {reason}。"),
+    "not_logged_in": (
+        "Not logged in to {server}: run `enkaku login --server {server} --user NAME`.",
+        "{server} にログインしていません: `enkaku login --server {server} --user NAME` を実行してください。",
+    ),
+    "server_unreachable": (
+        "Cannot reach the server {server}: {detail}",
+        "サーバー {server} に接続できません: {detail}",
+    ),
+    "handshake_failed": (
+        "The end-to-end handshake failed ({detail}); the session was closed.",
+        "エンドツーエンドのハンドシェイクに失敗したため、セッションを閉じました ({detail})。",
+    ),
+    "interrupted": ("Ending the session ...", "セッションを終了しています..."),
+    # agent
+    "agent_ready": ("Your ID: {agent_id}   Password: {password}", "ID: {agent_id}   パスワード: {password}"),
+    "agent_new_password": (
+        "A new one-time password was drawn: {password}",
+        "新しいワンタイムパスワードを発行しました: {password}",
+    ),
+    "consent_question": (
+        "{name} of {company} asks to see your screen and control it. Allow? [y/N] ",
+        "{company} の {name} が画面の表示と操作を求めています。許可しますか? [y/N] ",
+    ),
+    "consent_auto": (
+        "Consent granted automatically (--consent allow): {name} of {company} may see and control this screen.",
+        "自動的に同意しました (--consent allow): {company} の {name} がこの画面を表示・操作できます。",
+    ),
+    "session_active": (
+        "Session active: {name} of {company} is connected. Press Ctrl-C to end it.",
+        "セッション中: {company} の {name} が接続しています。Ctrl-C で終了します。",
+    ),
+    "agent_session_ended": ("Session ended ({reason}).", "セッションが終了しました ({reason})。"),
+    "agent_offline_retry": (
+        "Cannot reach {server} ({detail}); retrying in {delay:.0f} s.",
+        "{server} に接続できません ({detail})。{delay:.0f} 秒後に再試行します。",
+    ),
+    "agent_online": ("Online at {server}.", "{server} に接続しました。"),
+}
+
+
+def language() -> str:
+    """'ja' or 'en', from the environment."""
+    for var in ("ENKAKU_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(var)
+        if value:
+            return "ja" if value.lower().startswith("ja") else "en"
+    return "en"
+
+
+def t(key: str, lang: str | None = None, **kwargs: object) -> str:
+    """The message ``key`` in ``lang`` (default: the environment's), formatted."""
+    en, ja = CATALOG[key]
+    text = ja if (lang or language()) == "ja" else en
+    return text.format(**kwargs) if kwargs else text
+
+
+def both(key: str, **kwargs: object) -> dict[str, str]:
+    """The message in both languages, for API error bodies."""
+    en, ja = CATALOG[key]
+    return {"en": en.format(**kwargs), "ja": ja.format(**kwargs)}

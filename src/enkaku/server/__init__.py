@@ -1,0 +1,1 @@
+"""The support company's server: API, agent rendezvous, opaque relay, records."""

@@ -1,0 +1,157 @@
+"""The agents' control WebSocket: /ws/agent.
+
+Wire (JSON text messages, docs/protocol/agent-control.md):
+
+    server → agent  {"type": "challenge", "nonce": <hex 32 bytes>, "protocol": 1}
+    agent → server  {"type": "hello", "public_key": <hex Ed25519>, "signature": <hex>,
+                     "agent_version": str, "platform": str}
+                    signature = Ed25519(b"enkaku/1 agent-auth\\0" + nonce)
+    server → agent  {"type": "welcome", "agent_id": "123456789", "heartbeat": seconds}
+    server → agent  {"type": "session_request", "session_id", "relay_url" (absolute, or
+                     null: then resolve "relay_path" against the agent's server URL),
+                     "relay_path", "relay_token",
+                     "technician": {"name", "company"}, "implicit_consent": bool}
+    server → agent  {"type": "session_end", "session_id", "reason"}
+    agent → server  {"type": "session_event", "session_id", "event", "detail"?}
+                    events: busy, wrong_password, password_replaced, consent_granted,
+                    consent_denied, ended
+
+The agent's ID is bound to its device key: the same key always gets the same ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import WSMsgType, web
+import pysodium
+
+from .presence import Presence
+from .ratelimit import FailureDelay
+from .relay import RelayHub
+from .settings import Settings
+from .store.repo import Store
+
+log = logging.getLogger(__name__)
+
+AUTH_CONTEXT = b"enkaku/1 agent-auth\x00"
+HELLO_TIMEOUT = 10.0
+MAX_CONTROL = 16 * 1024
+SESSION_EVENTS = {
+    "busy", "wrong_password", "password_replaced", "consent_granted", "consent_denied", "ended",
+    "handshake_failed",
+}
+
+
+class AgentConnection:
+    """The server's end of one authenticated agent control connection."""
+
+    def __init__(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+        self.agent_id = agent_id
+        self.ws = ws
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.ws.send_str(json.dumps(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode())
+
+
+class AgentGateway:
+    def __init__(
+        self, settings: Settings, store: Store, presence: Presence, relay: RelayHub,
+        failures: FailureDelay,
+    ) -> None:
+        self.settings, self.store, self.presence = settings, store, presence
+        self.relay, self.failures = relay, failures
+        self.connections: set[web.WebSocketResponse] = set()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=MAX_CONTROL, compress=False)
+        await ws.prepare(request)
+        self.connections.add(ws)
+        try:
+            agent_id = await self._authenticate(ws)
+            if agent_id is None:
+                return ws
+            conn = AgentConnection(agent_id, ws)
+            replaced = await self.presence.register(conn)
+            if replaced is not None:
+                with contextlib.suppress(Exception):
+                    await replaced.close(4009, "replaced by a newer connection")
+            log.info("agent %s online", agent_id)
+            try:
+                await conn.send({"type": "welcome", "agent_id": agent_id,
+                                 "heartbeat": self.settings.heartbeat_timeout})
+                await self._serve(conn)
+            finally:
+                await self.presence.unregister(conn)
+                log.info("agent %s offline", agent_id)
+            return ws
+        finally:
+            self.connections.discard(ws)
+
+    async def _authenticate(self, ws: web.WebSocketResponse) -> str | None:
+        nonce = secrets.token_bytes(32)
+        await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce.hex(), "protocol": 1}))
+        try:
+            msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
+            hello = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
+            if not isinstance(hello, dict) or hello.get("type") != "hello":
+                raise ValueError("expected hello")
+            key_hex, sig_hex = hello["public_key"], hello["signature"]
+            public_key, signature = bytes.fromhex(key_hex), bytes.fromhex(sig_hex)
+            if len(public_key) != 32 or len(signature) != 64:
+                raise ValueError("bad key or signature length")
+            # libsodium, unlike OpenSSL, refuses small-order keys and non-canonical
+            # signatures: an all-zero key must never verify.
+            pysodium.crypto_sign_verify_detached(signature, AUTH_CONTEXT + nonce, public_key)
+        except (TimeoutError, ValueError, KeyError, TypeError):
+            log.info("agent authentication failed from %s", ws)
+            await ws.close(code=4401, message=b"device key proof failed")
+            return None
+        return await self.store.agent_for_key(key_hex.lower())
+
+    async def _serve(self, conn: AgentConnection) -> None:
+        ws = conn.ws
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            try:
+                data = json.loads(msg.data)
+                if not isinstance(data, dict):
+                    raise ValueError
+                await self._handle_message(conn, data)
+            except (ValueError, KeyError, TypeError):
+                log.debug("agent %s sent a malformed control message", conn.agent_id)
+                await ws.close(code=4400, message=b"malformed control message")
+                break
+
+    async def _handle_message(self, conn: AgentConnection, data: dict[str, Any]) -> None:
+        if data.get("type") != "session_event":
+            raise ValueError("unknown message type")
+        session_id, event = str(data["session_id"]), str(data["event"])
+        if event not in SESSION_EVENTS:
+            raise ValueError("unknown session event")
+        sess = self.relay.sessions.get(session_id)
+        if sess is None or sess.agent_id != conn.agent_id:
+            return  # stale or foreign session: ignore, never trust it
+        await self.store.audit("agent", event, session_id=session_id, agent_id=conn.agent_id,
+                               technician_id=sess.technician_id)
+        if event == "busy":
+            await self.relay.end(session_id, "busy")
+        elif event == "password_replaced":
+            self.failures.failed(("agent", conn.agent_id))
+
+    async def shutdown(self) -> None:
+        for ws in list(self.connections):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"server shutting down")

@@ -1,0 +1,163 @@
+"""A small typed routing layer over aiohttp that also writes the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from enkaku import __version__
+from enkaku.i18n import both
+
+from ..store.models import Technician
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+class ApiError(web.HTTPException):
+    """An API failure with a stable code and a message in both languages."""
+
+    def __init__(self, status: int, code: str, *, message_key: str | None = None,
+                 headers: dict[str, str] | None = None, **fmt: object) -> None:
+        self.status_code = status
+        body = {"error": {"code": code, "message": both(message_key or code, **fmt)}}
+        super().__init__(text=json.dumps(body, ensure_ascii=False), content_type="application/json",
+                         headers=headers)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: dict[str, str]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+@dataclass
+class Context:
+    request: web.Request
+    technician: Technician | None
+
+    @property
+    def tech(self) -> Technician:
+        assert self.technician is not None
+        return self.technician
+
+
+Handler = Callable[[Context, Any], Awaitable[BaseModel | None]]
+Authenticator = Callable[[web.Request], Awaitable[Technician | None]]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    auth: bool
+    summary: str
+    status: int
+
+
+class Api:
+    def __init__(self, prefix: str = "/api/v1") -> None:
+        self.prefix = prefix
+        self.routes: list[Route] = []
+
+    def route(
+        self, method: str, path: str, *, body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None, auth: bool = True, summary: str = "",
+        status: int = 200,
+    ) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.routes.append(Route(method, path, fn, body, response, auth,
+                                     summary or (fn.__doc__ or "").strip(), status))
+            return fn
+
+        return deco
+
+    def install(self, app: web.Application, authenticate: Authenticator) -> None:
+        for r in self.routes:
+            app.router.add_route(r.method, self.prefix + r.path, self._wrap(r, authenticate))
+        doc = self.openapi()
+
+        async def openapi_json(_request: web.Request) -> web.Response:
+            return web.json_response(doc)
+
+        app.router.add_get(self.prefix + "/openapi.json", openapi_json)
+
+    def _wrap(self, r: Route, authenticate: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            tech = await authenticate(request)
+            if r.auth and tech is None:
+                raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            body = None
+            if r.body is not None:
+                if request.content_length is not None and request.content_length > MAX_BODY:
+                    raise ApiError(413, "bad_request", detail="body too large")
+                raw = await request.content.read(MAX_BODY + 1)
+                if len(raw) > MAX_BODY:
+                    raise ApiError(413, "bad_request", detail="body too large")
+                try:
+                    body = r.body.model_validate_json(raw or b"{}")
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(map(str, err["loc"])) or "body"
+                    raise ApiError(422, "bad_request", detail=f"{where}: {err['msg']}") from None
+            result = await r.handler(Context(request, tech), body)
+            if result is None:
+                return web.Response(status=204)
+            return web.Response(status=r.status, text=result.model_dump_json(),
+                                content_type="application/json")
+
+        return handler
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of every route."""
+        paths: dict[str, dict[str, Any]] = {}
+        schemas: dict[str, Any] = {}
+
+        def ref(model: type[BaseModel]) -> dict[str, str]:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas[name] = sub
+            schemas[model.__name__] = schema
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+        err = ref(ErrorResponse)
+        for r in self.routes:
+            op: dict[str, Any] = {"summary": r.summary, "operationId": r.handler.__name__,
+                                  "responses": {}}
+            params = [seg[1:-1] for seg in r.path.split("/") if seg.startswith("{")]
+            if params:
+                op["parameters"] = [{"name": p, "in": "path", "required": True,
+                                     "schema": {"type": "string"}} for p in params]
+            if r.body is not None:
+                op["requestBody"] = {"required": True,
+                                     "content": {"application/json": {"schema": ref(r.body)}}}
+            if r.response is not None:
+                op["responses"][str(r.status)] = {
+                    "description": "OK", "content": {"application/json": {"schema": ref(r.response)}}}
+            else:
+                op["responses"]["204"] = {"description": "No content"}
+            op["responses"]["default"] = {
+                "description": "Error", "content": {"application/json": {"schema": err}}}
+            if r.auth:
+                op["security"] = [{"bearer": []}]
+            paths.setdefault(self.prefix + r.path, {})[r.method.lower()] = op
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": "enkaku server API", "version": __version__},
+            "paths": paths,
+            "components": {"schemas": schemas,
+                           "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        }

@@ -1,0 +1,240 @@
+"""The /api/v1 endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from enkaku import __version__
+from enkaku.protocol.control import END_REASONS
+
+from ..services import SERVICES, Services
+from .framework import Api, ApiError, Context
+
+api = Api()
+
+AGENT_ID_PATTERN = r"^\d{9}$"
+
+
+def services(ctx: Context) -> Services:
+    return ctx.request.app[SERVICES]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    agents_online: int
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    label: str = Field(default="", max_length=128)
+
+
+class TechnicianInfo(BaseModel):
+    username: str
+    display_name: str
+    company: str
+    role: str
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_at: datetime
+    technician: TechnicianInfo
+
+
+class ContractInfo(BaseModel):
+    code: str
+    customer_name: str
+    remote_support: bool
+    valid_from: date
+    valid_until: date | None
+
+
+class ContractList(BaseModel):
+    contracts: list[ContractInfo]
+
+
+class AgentStatus(BaseModel):
+    agent_id: str
+    online: bool
+
+
+class SessionRequest(BaseModel):
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
+    contract: str | None = Field(default=None, max_length=64)
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    agent_id: str
+    contract: str
+    relay_url: str
+    relay_token: str
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    agent_id: str
+    contract_id: int
+    requested_at: datetime
+    paired_at: datetime | None
+    ended_at: datetime | None
+    end_reason: str | None
+    bytes_to_agent: int
+    bytes_to_technician: int
+
+
+class EndRequest(BaseModel):
+    reason: str = Field(default="technician_ended")
+
+
+def tech_info(t: object) -> TechnicianInfo:
+    return TechnicianInfo.model_validate(t, from_attributes=True)
+
+
+@api.route("GET", "/health", response=Health, auth=False)
+async def health(ctx: Context, _body: None) -> Health:
+    """Liveness and version."""
+    return Health(status="ok", version=__version__,
+                  agents_online=await services(ctx).presence.online_count())
+
+
+@api.route("POST", "/auth/token", body=LoginRequest, response=TokenResponse, auth=False,
+           status=201)
+async def login(ctx: Context, body: LoginRequest) -> TokenResponse:
+    """Exchange a user name and password for an API token (CLI login)."""
+    svc = services(ctx)
+    peer = ctx.request.remote or "?"
+    wait = max(svc.login_failures.delay(("user", body.username)),
+               svc.login_failures.delay(("addr", peer)))
+    if wait >= 30:
+        raise ApiError(429, "rate_limited", headers={"Retry-After": str(int(wait))},
+                       seconds=int(wait))
+    await asyncio.sleep(wait)
+    tech = await svc.store.verify_login(body.username, body.password)
+    if tech is None:
+        svc.login_failures.failed(("user", body.username))
+        svc.login_failures.failed(("addr", peer))
+        await svc.store.audit("server", "login_failed", detail=body.username[:64])
+        raise ApiError(401, "login_failed")
+    svc.login_failures.succeeded(("user", body.username))
+    token, expires = await svc.store.issue_token(tech.id, body.label)
+    await svc.store.audit("server", "login", technician_id=tech.id)
+    return TokenResponse(token=token, expires_at=expires, technician=tech_info(tech))
+
+
+@api.route("DELETE", "/auth/token")
+async def logout(ctx: Context, _body: None) -> None:
+    """Revoke the token used for this request."""
+    raw = ctx.request.headers.get("Authorization", "")[7:]
+    await services(ctx).store.revoke_token(raw)
+
+
+@api.route("GET", "/me", response=TechnicianInfo)
+async def me(ctx: Context, _body: None) -> TechnicianInfo:
+    """The logged-in technician."""
+    return tech_info(ctx.tech)
+
+
+@api.route("GET", "/contracts", response=ContractList)
+async def contracts(ctx: Context, _body: None) -> ContractList:
+    """Contracts a session can be billed to."""
+    rows = await services(ctx).store.list_contracts()
+    return ContractList(contracts=[ContractInfo.model_validate(c, from_attributes=True) for c in rows])
+
+
+@api.route("GET", "/agents/{agent_id}", response=AgentStatus)
+async def agent_status(ctx: Context, _body: None) -> AgentStatus:
+    """Whether an agent ID is online now."""
+    agent_id = ctx.request.match_info["agent_id"]
+    return AgentStatus(agent_id=agent_id,
+                       online=await services(ctx).presence.is_online(agent_id))
+
+
+@api.route("POST", "/sessions", body=SessionRequest, response=SessionCreated, status=201)
+async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
+    """Ask an online agent for a session, billed to a contract."""
+    svc = services(ctx)
+    tech = ctx.tech
+    wait = max(svc.failures.delay(("technician", tech.id)),
+               svc.failures.delay(("agent", body.agent_id)))
+    if wait >= 30:
+        raise ApiError(429, "rate_limited", headers={"Retry-After": str(int(wait))},
+                       seconds=int(wait))
+    await asyncio.sleep(wait)  # exponential slow-down after failed handshakes
+    all_contracts = await svc.store.list_contracts()
+    known = ", ".join(c.code for c in all_contracts if svc.store.contract_serviceable(c) is None)
+    if body.contract is None:
+        usable = [c for c in all_contracts if svc.store.contract_serviceable(c) is None]
+        if len(usable) != 1:
+            raise ApiError(422, "contract_required", known=known or "-")
+        contract = usable[0]
+    else:
+        found = next((c for c in all_contracts if c.code == body.contract), None)
+        if found is None:
+            raise ApiError(404, "contract_unknown", contract=body.contract, known=known or "-")
+        contract = found
+    why_not = svc.store.contract_serviceable(contract)
+    if why_not:
+        raise ApiError(403, why_not, contract=contract.code)
+    if not await svc.presence.is_online(body.agent_id):
+        raise ApiError(404, "agent_offline", agent_id=body.agent_id)
+    session_id = secrets.token_hex(16)
+    await svc.store.create_session(session_id, body.agent_id, tech.id, contract.id,
+                                   svc.settings.node)
+    tokens = svc.relay.create(session_id, body.agent_id, tech.id)
+    relay_path = f"/ws/relay/{session_id}"
+    # Without a configured public URL the technician reaches the relay the way it reached
+    # the API, and the agent the way it reached its control connection (relay_path).
+    public = svc.settings.public_url.rstrip("/")
+    if public:
+        relay_url = "ws" + public[4:] + relay_path
+    else:
+        origin = ctx.request.url.origin()
+        relay_url = str(origin.with_scheme("wss" if origin.scheme == "https" else "ws")) + relay_path
+    delivered = await svc.presence.send(body.agent_id, {
+        "type": "session_request", "session_id": session_id,
+        "relay_url": ("ws" + public[4:] + relay_path) if public else None,
+        "relay_path": relay_path,
+        "relay_token": tokens["agent"],
+        "technician": {"name": tech.display_name, "company": tech.company},
+        "implicit_consent": svc.settings.implicit_consent,
+    })
+    if not delivered:
+        await svc.relay.end(session_id, "agent_disconnected", "agent went offline")
+        raise ApiError(404, "agent_offline", agent_id=body.agent_id)
+    await svc.store.audit("server", "session_request", session_id=session_id,
+                          agent_id=body.agent_id, technician_id=tech.id, detail=contract.code)
+    return SessionCreated(session_id=session_id, agent_id=body.agent_id, contract=contract.code,
+                          relay_url=relay_url, relay_token=tokens["technician"])
+
+
+async def _own_session(ctx: Context) -> str:
+    svc = services(ctx)
+    session_id = ctx.request.match_info["session_id"]
+    row = await svc.store.get_session(session_id)
+    if row is None or (row.technician_id != ctx.tech.id and ctx.tech.role != "admin"):
+        raise ApiError(404, "session_not_found")
+    return session_id
+
+
+@api.route("GET", "/sessions/{session_id}", response=SessionInfo)
+async def get_session(ctx: Context, _body: None) -> SessionInfo:
+    """A session's record: times, end reason, bytes in each direction."""
+    row = await services(ctx).store.get_session(await _own_session(ctx))
+    return SessionInfo(session_id=row.id, **{  # type: ignore[union-attr]
+        k: getattr(row, k) for k in SessionInfo.model_fields if k != "session_id"})
+
+
+@api.route("POST", "/sessions/{session_id}/end", body=EndRequest)
+async def end_session(ctx: Context, body: EndRequest) -> None:
+    """End a session now, with a recorded reason."""
+    if body.reason not in END_REASONS:
+        raise ApiError(422, "bad_request", detail=f"reason must be one of {', '.join(END_REASONS)}")
+    await services(ctx).relay.end(await _own_session(ctx), body.reason, "ended through the API")

@@ -1,0 +1,115 @@
+"""The composition root of `enkaku server`: builds the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .agents import AgentGateway
+from .api.framework import ApiError
+from .api.routes import api
+from .presence import MemoryPresence
+from .ratelimit import FailureDelay
+from .relay import RelayHub, RelayObserver
+from .services import SERVICES, Services
+from .settings import Settings
+from .store.db import open_engine
+from .store.models import Technician
+from .store.repo import Store
+
+log = logging.getLogger(__name__)
+
+
+async def _authenticate(request: web.Request) -> Technician | None:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    return await request.app[SERVICES].store.technician_for_token(header[7:].strip())
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    try:
+        resp = await handler(request)
+    except ApiError as exc:
+        resp = exc
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "no-referrer")
+    resp.headers.setdefault("Cache-Control", "no-store")
+    if request.app[SERVICES].settings.tls or request.app[SERVICES].settings.behind_proxy:
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if isinstance(resp, ApiError):
+        raise resp
+    return resp
+
+
+def build_app(
+    settings: Settings, *, store: Store | None = None, relay_observer: RelayObserver | None = None,
+) -> web.Application:
+    """The application; the database opens on startup unless ``store`` is given."""
+    app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        own_store = store or Store(await open_engine(settings.db_url))
+        orphans = await own_store.end_orphaned_sessions(settings.node)
+        if orphans:
+            log.warning("closed %d session record(s) left open by a previous run", orphans)
+        presence = MemoryPresence()
+        failures = FailureDelay()
+        relay = RelayHub(settings, own_store, presence, failures, observer=relay_observer)
+        agents = AgentGateway(settings, own_store, presence, relay, failures)
+        app[SERVICES] = Services(settings, own_store, presence, relay, agents, failures,
+                                 FailureDelay(base=0.5, cap=60.0))
+        yield
+        await relay.shutdown()
+        await agents.shutdown()
+        if store is None:
+            await own_store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    api.install(app, _authenticate)
+    async def agent_ws(request: web.Request) -> web.StreamResponse:
+        return await request.app[SERVICES].agents.handle(request)
+
+    async def relay_ws(request: web.Request) -> web.StreamResponse:
+        return await request.app[SERVICES].relay.handle(request)
+
+    app.router.add_get("/ws/agent", agent_ws)
+    app.router.add_get("/ws/relay/{session_id}", relay_ws)
+    return app
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return ctx
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM."""
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings),
+                       reuse_address=True)
+    await site.start()
+    log.info("enkaku server listening on %s (node %s)", settings.base_url, settings.node)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("enkaku server stopping")
+        await runner.cleanup()

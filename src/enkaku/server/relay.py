@@ -1,0 +1,246 @@
+"""Pairing and opaque relaying of session traffic: /ws/relay/{session_id}.
+
+Wire (docs/protocol/relay.md):
+
+1. Each leg (technician, agent) opens the WebSocket and sends one text message
+   ``{"token": "<one-use relay token>"}`` within AUTH_TIMEOUT. The token says which leg
+   it is; a token is accepted once.
+2. When both legs are there the server sends each ``{"type": "paired"}`` (text).
+3. From then on the server copies binary messages from one leg to the other, untouched,
+   and counts their bytes. Reading from a leg pauses while the other leg cannot take
+   more (backpressure through the WebSocket writer's drain).
+4. A leg ends the session by closing with code 4000 and an end reason (control.END_REASONS)
+   as the close message. The server then closes the other leg with 4000 and the same
+   reason and records it. Text after pairing, a binary message before pairing or a
+   message over max_frame is a protocol error: the session ends with ``protocol_error``.
+   A leg that disappears or stops answering heartbeats ends it as
+   ``<role>_disconnected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from enkaku.protocol.control import END_REASONS
+
+from .presence import Presence
+from .ratelimit import FailureDelay
+from .settings import Settings
+from .store.repo import Store
+
+log = logging.getLogger(__name__)
+
+Role = Literal["technician", "agent"]
+AUTH_TIMEOUT = 10.0
+CLOSE_SESSION_END = 4000
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_CONFLICT = 4409
+CLOSE_PROTOCOL = 4400
+
+#: Observers see every relayed message (tests use one to prove the relay carries no
+#: plaintext). Never used in production code paths other than counting.
+RelayObserver = Callable[[str, Role, bytes], None]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(eq=False)
+class RelaySession:
+    id: str
+    agent_id: str
+    technician_id: int
+    token_digests: dict[Role, bytes]
+    legs: dict[Role, web.WebSocketResponse] = field(default_factory=dict)
+    used: set[Role] = field(default_factory=set)
+    paired: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+    end_reason: str | None = None
+    bytes_to: dict[Role, int] = field(default_factory=lambda: {"technician": 0, "agent": 0})
+    timer: asyncio.TimerHandle | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RelayHub:
+    """Owns every session this node relays."""
+
+    def __init__(
+        self, settings: Settings, store: Store, presence: Presence, failures: FailureDelay,
+        *, observer: RelayObserver | None = None,
+    ) -> None:
+        self.settings, self.store, self.presence, self.failures = settings, store, presence, failures
+        self.observer = observer
+        self.sessions: dict[str, RelaySession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_end: list[Callable[[RelaySession], Awaitable[None]]] = []
+
+    def create(self, session_id: str, agent_id: str, technician_id: int) -> dict[Role, str]:
+        """Register a session; returns one fresh relay token per leg."""
+        tokens: dict[Role, str] = {
+            "technician": secrets.token_urlsafe(24), "agent": secrets.token_urlsafe(24)}
+        sess = RelaySession(session_id, agent_id, technician_id,
+                            {r: _digest(t) for r, t in tokens.items()})
+        loop = asyncio.get_running_loop()
+        sess.timer = loop.call_later(self.settings.pairing_timeout, self._spawn_end,
+                                     session_id, "timeout", "pairing timed out")
+        self.sessions[session_id] = sess
+        return tokens
+
+    def _spawn_end(
+        self, session_id: str, reason: str, detail: str | None = None,
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self.end(session_id, reason, detail))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The /ws/relay/{session_id} endpoint."""
+        ws = web.WebSocketResponse(
+            heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=self.settings.max_frame,
+            compress=False,
+        )
+        await ws.prepare(request)
+        sess = self.sessions.get(request.match_info["session_id"])
+        role = await self._authenticate(ws, sess)
+        if sess is None or role is None:
+            return ws
+        sess.legs[role] = ws
+        log.info("session %s: %s leg connected", sess.id[:8], role)
+        other: Role = "agent" if role == "technician" else "technician"
+        if other in sess.legs:
+            if sess.timer:
+                sess.timer.cancel()
+            sess.paired.set()
+            await self.store.mark_paired(sess.id)
+            for leg in sess.legs.values():
+                with contextlib.suppress(ConnectionError):
+                    await leg.send_str('{"type":"paired"}')
+            log.info("session %s: paired", sess.id[:8])
+        try:
+            reason, detail = await self._pipe(sess, role, ws, other)
+        except asyncio.CancelledError:
+            # aiohttp cancels a handler whose connection dropped: that leg is gone.
+            self._spawn_end(sess.id, f"{role}_disconnected", "connection lost")
+            raise
+        # Shielded: the ending must finish even if this handler is cancelled meanwhile.
+        await asyncio.shield(self._spawn_end(sess.id, reason, detail))
+        return ws
+
+    async def _authenticate(self, ws: web.WebSocketResponse, sess: RelaySession | None) -> Role | None:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
+        except TimeoutError:
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"no relay token")
+            return None
+        token = None
+        if msg.type == WSMsgType.TEXT:
+            with contextlib.suppress(ValueError, AttributeError):
+                token = json.loads(msg.data).get("token")
+        if not isinstance(token, str) or sess is None or sess.ended:
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
+            return None
+        digest = _digest(token)
+        role = next((r for r, d in sess.token_digests.items() if hmac.compare_digest(d, digest)), None)
+        if role is None:
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
+            return None
+        if role in sess.used:
+            await ws.close(code=CLOSE_CONFLICT, message=b"relay token already used")
+            return None
+        sess.used.add(role)
+        return role
+
+    async def _pipe(
+        self, sess: RelaySession, role: Role, ws: web.WebSocketResponse, other: Role,
+    ) -> tuple[str, str | None]:
+        """Copy this leg's messages to the other leg until something ends the session."""
+        observer = self.observer
+        while True:
+            msg = await ws.receive()
+            if msg.type == WSMsgType.BINARY:
+                if not sess.paired.is_set():
+                    return "protocol_error", f"{role} sent data before pairing"
+                data: bytes = msg.data
+                sess.bytes_to[other] += len(data)
+                if observer is not None:
+                    observer(sess.id, role, data)
+                peer = sess.legs.get(other)
+                if peer is None or peer.closed:
+                    return f"{other}_disconnected", None
+                try:
+                    await peer.send_bytes(data)
+                except ConnectionError:
+                    return f"{other}_disconnected", None
+            elif msg.type == WSMsgType.TEXT:
+                return "protocol_error", f"{role} sent text after authentication"
+            elif msg.type == WSMsgType.CLOSE:
+                code, text = msg.data, (msg.extra or "")
+                if code == CLOSE_SESSION_END and text in END_REASONS:
+                    return text, f"ended by {role}"
+                if code == WSCloseCode.MESSAGE_TOO_BIG:
+                    return "protocol_error", f"{role} sent an oversized frame"
+                return f"{role}_disconnected", f"close code {code}"
+            elif msg.type == WSMsgType.ERROR:
+                exc = msg.data
+                if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    return "protocol_error", f"{role} sent an oversized frame"
+                return f"{role}_disconnected", type(exc).__name__ if exc else None
+            else:  # CLOSING / CLOSED: we closed it (the session already ended) or it died
+                if sess.ended and sess.end_reason:
+                    return sess.end_reason, None
+                return f"{role}_disconnected", None
+
+    async def end(self, session_id: str, reason: str, detail: str | None = None) -> None:
+        """End a session once: close both legs with the reason, record it."""
+        sess = self.sessions.get(session_id)
+        if sess is None or sess.ended:
+            return
+        sess.ended, sess.end_reason = True, reason
+        if sess.timer:
+            sess.timer.cancel()
+        log.info("session %s: ended (%s)", session_id[:8], reason)
+        try:
+            for leg in list(sess.legs.values()):
+                if not leg.closed:
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await leg.close(code=CLOSE_SESSION_END, message=reason.encode())
+            if not sess.legs.get("agent"):
+                # The agent may not have joined yet: tell it over its control link.
+                await self.presence.send(sess.agent_id, {
+                    "type": "session_end", "session_id": session_id, "reason": reason})
+            if reason == "wrong_password":
+                self.failures.failed(("agent", sess.agent_id))
+                self.failures.failed(("technician", sess.technician_id))
+            elif sess.paired.is_set() and reason not in ("handshake_failed", "protocol_error"):
+                self.failures.succeeded(("technician", sess.technician_id))
+            await self.store.end_session(
+                session_id, reason, detail=detail, bytes_to_agent=sess.bytes_to["agent"],
+                bytes_to_technician=sess.bytes_to["technician"])
+            await self.store.audit("server", "session_end", session_id=session_id,
+                                   agent_id=sess.agent_id, technician_id=sess.technician_id,
+                                   detail=reason)
+            for cb in self.on_end:
+                await cb(sess)
+        finally:
+            self.sessions.pop(session_id, None)
+            sess.done.set()
+
+    async def shutdown(self) -> None:
+        """End every session (server stopping)."""
+        for sid in list(self.sessions):
+            await self.end(sid, "server_shutdown")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

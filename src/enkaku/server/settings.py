@@ -1,0 +1,118 @@
+"""The server's typed settings, built once at the composition root.
+
+Precedence: command-line flag > environment variable (ENKAKU_<NAME>) > default.
+docs/operations.md lists every setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the setting."""
+
+
+def default_db_url() -> str:
+    path = Path(platformdirs.user_data_dir("enkaku")) / "server.db"
+    return f"sqlite:///{path}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    db_url: str = field(default_factory=default_db_url)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Set when a TLS-terminating reverse proxy is in front; then plain HTTP is allowed
+    #: on any address and public_url must be https://.
+    behind_proxy: bool = False
+    #: The URL agents and technicians use to reach this node (wss:// derived from it).
+    public_url: str = ""
+    node_id: str = ""
+    #: A peer that stays silent this long is gone; both legs are closed.
+    heartbeat_timeout: float = 5.0
+    #: How long one leg of a session waits for the other before the session is dropped.
+    pairing_timeout: float = 60.0
+    max_frame: int = 256 * 1024
+    #: Consent policy: if true, the ID and password are the consent (no prompt).
+    implicit_consent: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port: {self.port} is not a TCP port")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("tls_cert / tls_key: give both or neither")
+        if self.tls_cert is None and not self.behind_proxy and not _is_loopback(self.host):
+            raise SettingsError(
+                f"host: plain HTTP is only allowed on loopback, not on {self.host}; "
+                "give --tls-cert and --tls-key, or --behind-proxy when a TLS proxy is in front"
+            )
+        if self.heartbeat_timeout <= 0.5:
+            raise SettingsError("heartbeat_timeout: must be more than 0.5 seconds")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def ws_base_url(self) -> str:
+        return "ws" + self.base_url[4:]
+
+    @property
+    def node(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def from_env(**overrides: object) -> Settings:
+    """Settings from ENKAKU_* environment variables, then ``overrides`` (flags) on top."""
+    env: dict[str, object] = {}
+    conv = {
+        "ENKAKU_HOST": ("host", str), "ENKAKU_PORT": ("port", int), "ENKAKU_DB": ("db_url", str),
+        "ENKAKU_TLS_CERT": ("tls_cert", Path), "ENKAKU_TLS_KEY": ("tls_key", Path),
+        "ENKAKU_PUBLIC_URL": ("public_url", str), "ENKAKU_NODE_ID": ("node_id", str),
+        "ENKAKU_BEHIND_PROXY": ("behind_proxy", _bool),
+        "ENKAKU_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
+        "ENKAKU_IMPLICIT_CONSENT": ("implicit_consent", _bool),
+    }
+    for var, (name, fn) in conv.items():
+        raw = os.environ.get(var)
+        if raw:
+            try:
+                env[name] = fn(raw)
+            except ValueError:
+                raise SettingsError(f"{var}: cannot parse {raw!r}") from None
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**env)  # type: ignore[arg-type]
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from enkaku.server.agents import AUTH_CONTEXT
+from enkaku.server.app import build_app
+from enkaku.server.services import SERVICES, Services
+from enkaku.server.settings import Settings
+
+
+@dataclass
+class Env:
+    server: TestServer
+    http: aiohttp.ClientSession
+    relayed: list[tuple[str, str, bytes]]
+
+    @property
+    def svc(self) -> Services:
+        return self.server.app[SERVICES]
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def token(self, user: str = "tech", password: str = "correct horse") -> str:
+        async with self.http.post(self.url("/api/v1/auth/token"),
+                                  json={"username": user, "password": password}) as r:
+            assert r.status == 201, await r.text()
+            return str((await r.json())["token"])
+
+    async def agent(self, key: Ed25519PrivateKey | None = None) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+        key = key or Ed25519PrivateKey.generate()
+        ws = await self.http.ws_connect(self.url("/ws/agent"))
+        challenge = json.loads((await ws.receive()).data)
+        pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
+        await ws.send_json({"type": "hello", "public_key": pub.hex(), "signature": sig.hex()})
+        welcome = json.loads((await ws.receive()).data)
+        assert welcome["type"] == "welcome"
+        return ws, welcome["agent_id"]
+
+    async def request_session(self, token: str, agent_id: str, **kw: Any) -> aiohttp.ClientResponse:
+        return await self.http.post(self.url("/api/v1/sessions"), json={"agent_id": agent_id, **kw},
+                                    headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture
+async def env(tmp_path) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
+    relayed: list[tuple[str, str, bytes]] = []
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/t.db", heartbeat_timeout=2.0,
+                        pairing_timeout=3.0, max_frame=64 * 1024, node_id="test-node")
+    app = build_app(settings, relay_observer=lambda s, r, d: relayed.append((s, r, d)))
+    server = TestServer(app)
+    await server.start_server()
+    svc = app[SERVICES]
+    await svc.store.create_technician("tech", "correct horse", display_name="Taro", company="ACME")
+    await svc.store.create_contract("C-1", "Customer One")
+    async with aiohttp.ClientSession() as http:
+        yield Env(server, http, relayed)
+    await server.close()

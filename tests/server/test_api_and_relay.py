@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from aiohttp import WSMsgType
+
+from .conftest import Env
+
+
+async def test_login_rejects_wrong_password_with_bilingual_message(env: Env) -> None:
+    async with env.http.post(env.url("/api/v1/auth/token"),
+                             json={"username": "tech", "password": "nope"}) as r:
+        assert r.status == 401
+        body = await r.json()
+    assert body["error"]["code"] == "login_failed"
+    assert body["error"]["message"]["ja"] and body["error"]["message"]["en"]
+
+
+async def test_requests_need_a_token(env: Env) -> None:
+    async with env.http.get(env.url("/api/v1/me")) as r:
+        assert r.status == 401
+    token = await env.token()
+    async with env.http.get(env.url("/api/v1/me"), headers={"Authorization": f"Bearer {token}"}) as r:
+        assert (await r.json())["display_name"] == "Taro"
+
+
+async def test_openapi_lists_every_route(env: Env) -> None:
+    async with env.http.get(env.url("/api/v1/openapi.json")) as r:
+        doc = await r.json()
+    assert doc["openapi"].startswith("3.")
+    assert "post" in doc["paths"]["/api/v1/sessions"]
+    assert "SessionCreated" in doc["components"]["schemas"]
+
+
+async def test_agent_id_is_stable_per_key(env: Env) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    ws, first = await env.agent(key)
+    await ws.close()
+    ws, second = await env.agent(key)
+    await ws.close()
+    _, other = await env.agent()
+    assert first == second and len(first) == 9 and first.isdigit()
+    assert other != first
+
+
+async def test_agent_with_bad_signature_is_refused(env: Env) -> None:
+    ws = await env.http.ws_connect(env.url("/ws/agent"))
+    await ws.receive()
+    await ws.send_json({"type": "hello", "public_key": "00" * 32, "signature": "00" * 64})
+    msg = await ws.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.data == 4401
+
+
+async def test_offline_agent_and_bad_contract(env: Env) -> None:
+    token = await env.token()
+    r = await env.request_session(token, "123456789")
+    assert r.status == 404 and (await r.json())["error"]["code"] == "agent_offline"
+    _ws, agent_id = await env.agent()
+    r = await env.request_session(token, agent_id, contract="NOPE")
+    assert r.status == 404 and "C-1" in (await r.json())["error"]["message"]["en"]
+
+
+async def pair(env: Env) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse, str, aiohttp.ClientWebSocketResponse]:
+    token = await env.token()
+    control, agent_id = await env.agent()
+    r = await env.request_session(token, agent_id)
+    assert r.status == 201, await r.text()
+    created = await r.json()
+    req = json.loads((await control.receive()).data)
+    assert req["type"] == "session_request" and req["technician"]["company"] == "ACME"
+    tech = await env.http.ws_connect(created["relay_url"])
+    await tech.send_json({"token": created["relay_token"]})
+    agent = await env.http.ws_connect(req["relay_url"] or env.url(req["relay_path"]))
+    await agent.send_json({"token": req["relay_token"]})
+    for ws in (tech, agent):
+        assert json.loads((await ws.receive()).data) == {"type": "paired"}
+    return tech, agent, created["session_id"], control
+
+
+async def session_record(env: Env, sid: str):  # type: ignore[no-untyped-def]
+    for _ in range(100):
+        row = await env.svc.store.get_session(sid)
+        if row is not None and row.ended_at is not None:
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError("session never ended")
+
+
+async def test_relay_copies_bytes_and_records_end_reason(env: Env) -> None:
+    tech, agent, sid, _ = await pair(env)
+    await tech.send_bytes(b"\x01" * 100)
+    assert (await agent.receive()).data == b"\x01" * 100
+    await agent.send_bytes(b"\x02" * 10)
+    assert (await tech.receive()).data == b"\x02" * 10
+    await tech.close(code=4000, message=b"technician_ended")
+    msg = await agent.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.data == 4000 and msg.extra == "technician_ended"
+    row = await session_record(env, sid)
+    assert row.end_reason == "technician_ended"
+    assert (row.bytes_to_agent, row.bytes_to_technician) == (100, 10)
+
+
+async def test_relay_token_is_single_use(env: Env) -> None:
+    token = await env.token()
+    control, agent_id = await env.agent()
+    created = await (await env.request_session(token, agent_id)).json()
+    first = await env.http.ws_connect(created["relay_url"])
+    await first.send_json({"token": created["relay_token"]})
+    second = await env.http.ws_connect(created["relay_url"])
+    await second.send_json({"token": created["relay_token"]})
+    msg = await second.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.data == 4409
+
+
+async def test_oversized_and_text_frames_end_only_that_session(env: Env) -> None:
+    tech1, agent1, sid1, _ = await pair(env)
+    tech2, agent2, sid2, _ = await pair(env)
+    await tech1.send_bytes(b"x" * (64 * 1024 + 1))
+    msg = await agent1.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.extra == "protocol_error"
+    assert (await session_record(env, sid1)).end_reason == "protocol_error"
+    await agent2.send_str("garbage")
+    msg = await tech2.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.extra == "protocol_error"
+    # The server still serves a third session.
+    tech3, agent3, _sid3, _ = await pair(env)
+    await tech3.send_bytes(b"still alive")
+    assert (await agent3.receive()).data == b"still alive"
+
+
+async def test_abrupt_disconnect_is_recorded(env: Env) -> None:
+    tech, agent, sid, _ = await pair(env)
+    await agent.close()  # a close without an end reason: the agent went away
+    msg = await tech.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.extra == "agent_disconnected"
+    assert (await session_record(env, sid)).end_reason == "agent_disconnected"
+
+
+async def test_pairing_times_out_and_tells_the_agent(env: Env) -> None:
+    token = await env.token()
+    control, agent_id = await env.agent()
+    created = await (await env.request_session(token, agent_id)).json()
+    await control.receive()  # session_request, never answered
+    end = json.loads((await control.receive(timeout=10)).data)
+    assert end == {"type": "session_end", "session_id": created["session_id"], "reason": "timeout"}
+
+
+async def test_wrong_password_slows_the_next_request(env: Env) -> None:
+    tech, agent, sid, control = await pair(env)
+    await agent.close(code=4000, message=b"wrong_password")
+    await session_record(env, sid)
+    agent_id = (await env.svc.store.get_session(sid)).agent_id  # type: ignore[union-attr]
+    assert env.svc.failures.delay(("agent", agent_id)) >= 1.0
