@@ -26,9 +26,23 @@ def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]
     for _attempt in range(5):
         n = _free_display()
         proc = subprocess.Popen(
-            ["Xvfb", f":{n}", "-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp",
-             "+extension", "MIT-SHM", "+extension", "DAMAGE", "+extension", "XTEST"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "Xvfb",
+                f":{n}",
+                "-screen",
+                "0",
+                f"{width}x{height}x{depth}",
+                "-nolisten",
+                "tcp",
+                "+extension",
+                "MIT-SHM",
+                "+extension",
+                "DAMAGE",
+                "+extension",
+                "XTEST",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

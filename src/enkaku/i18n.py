@@ -10,17 +10,29 @@ import os
 
 CATALOG: dict[str, tuple[str, str]] = {
     # server / API errors
-    "unauthorized": ("Log in first: run `enkaku login`.", "先にログインしてください: `enkaku login` を実行してください。"),
+    "unauthorized": (
+        "Log in first: run `enkaku login`.",
+        "先にログインしてください: `enkaku login` を実行してください。",
+    ),
     "login_failed": ("Wrong user name or password.", "ユーザー名またはパスワードが違います。"),
-    "forbidden": ("Your account may not do this.", "このアカウントにはこの操作の権限がありません。"),
+    "forbidden": (
+        "Your account may not do this.",
+        "このアカウントにはこの操作の権限がありません。",
+    ),
     "bad_request": ("The request is invalid: {detail}", "リクエストが不正です: {detail}"),
     "not_found": ("Not found.", "見つかりません。"),
-    "csrf": ("Missing or wrong CSRF token; reload the page.", "CSRF トークンがありません。ページを再読み込みしてください。"),
+    "csrf": (
+        "Missing or wrong CSRF token; reload the page.",
+        "CSRF トークンがありません。ページを再読み込みしてください。",
+    ),
     "agent_offline": (
         "Agent {agent_id} is not online. Ask the customer to start enkaku and read you the ID again.",
         "エージェント {agent_id} はオンラインではありません。お客様に enkaku を起動して ID をもう一度読み上げてもらってください。",
     ),
-    "agent_busy": ("Agent {agent_id} is already in a session.", "エージェント {agent_id} は別のセッション中です。"),
+    "agent_busy": (
+        "Agent {agent_id} is already in a session.",
+        "エージェント {agent_id} は別のセッション中です。",
+    ),
     "contract_unknown": (
         "Unknown contract {contract!r}. Known contracts: {known}.",
         "契約 {contract!r} は存在しません。登録済みの契約: {known}",
@@ -33,7 +45,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Contract {contract} does not include remote support.",
         "契約 {contract} にはリモートサポートが含まれていません。",
     ),
-    "contract_not_in_force": ("Contract {contract} is not in force today.", "契約 {contract} は本日有効ではありません。"),
+    "contract_not_in_force": (
+        "Contract {contract} is not in force today.",
+        "契約 {contract} は本日有効ではありません。",
+    ),
     "rate_limited": (
         "Too many failed attempts; wait {seconds} s before trying again.",
         "失敗が多すぎます。{seconds} 秒待ってから再試行してください。",
@@ -42,7 +57,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     # technician CLI
     "prompt_password": ("One-time password of {agent_id}: ", "{agent_id} のワンタイムパスワード: "),
     "prompt_login_password": ("Password for {user}: ", "{user} のパスワード: "),
-    "logged_in": ("Logged in to {server} as {user}.", "{server} に {user} としてログインしました。"),
+    "logged_in": (
+        "Logged in to {server} as {user}.",
+        "{server} に {user} としてログインしました。",
+    ),
     "connecting": ("Connecting to {agent_id} ...", "{agent_id} に接続しています..."),
     "waiting_consent": ("Waiting for the customer's consent ...", "お客様の同意を待っています..."),
     "connected": (
@@ -61,7 +79,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Too many wrong passwords: the agent drew a new one. Ask the customer for the new password.",
         "パスワードの誤りが多すぎたため、エージェントが新しいパスワードを発行しました。お客様に新しいパスワードを確認してください。",
     ),
-    "consent_denied": ("The customer did not allow the session.", "お客様がセッションを許可しませんでした。"),
+    "consent_denied": (
+        "The customer did not allow the session.",
+        "お客様がセッションを許可しませんでした。",
+    ),
     "session_ended": ("Session ended: {reason}.", "セッションが終了しました: {reason}。"),
     "not_logged_in": (
         "Not logged in to {server}: run `enkaku login --server {server} --user NAME`.",
@@ -77,7 +98,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "interrupted": ("Ending the session ...", "セッションを終了しています..."),
     # agent
-    "agent_ready": ("Your ID: {agent_id}   Password: {password}", "ID: {agent_id}   パスワード: {password}"),
+    "agent_ready": (
+        "Your ID: {agent_id}   Password: {password}",
+        "ID: {agent_id}   パスワード: {password}",
+    ),
     "agent_new_password": (
         "A new one-time password was drawn: {password}",
         "新しいワンタイムパスワードを発行しました: {password}",
@@ -98,6 +122,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "agent_offline_retry": (
         "Cannot reach {server} ({detail}); retrying in {delay:.0f} s.",
         "{server} に接続できません ({detail})。{delay:.0f} 秒後に再試行します。",
+    ),
+    "agent_replaced": (
+        "Another enkaku agent with the same device key went online; this one stops.",
+        "同じデバイスキーを持つ別の enkaku エージェントが接続したため、こちらは終了します。",
     ),
     "agent_online": ("Online at {server}.", "{server} に接続しました。"),
 }

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enkaku.protocol.control import ControlReader, Consent, End, encode
+from enkaku.protocol.control import Consent, ControlReader, End, encode
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.streams import (
     INITIAL_WINDOW,

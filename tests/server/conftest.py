@@ -31,12 +31,15 @@ class Env:
         return str(self.server.make_url(path))
 
     async def token(self, user: str = "tech", password: str = "correct horse") -> str:
-        async with self.http.post(self.url("/api/v1/auth/token"),
-                                  json={"username": user, "password": password}) as r:
+        async with self.http.post(
+            self.url("/api/v1/auth/token"), json={"username": user, "password": password}
+        ) as r:
             assert r.status == 201, await r.text()
             return str((await r.json())["token"])
 
-    async def agent(self, key: Ed25519PrivateKey | None = None) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    async def agent(
+        self, key: Ed25519PrivateKey | None = None
+    ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
         key = key or Ed25519PrivateKey.generate()
         ws = await self.http.ws_connect(self.url("/ws/agent"))
         challenge = json.loads((await ws.receive()).data)
@@ -48,15 +51,23 @@ class Env:
         return ws, welcome["agent_id"]
 
     async def request_session(self, token: str, agent_id: str, **kw: Any) -> aiohttp.ClientResponse:
-        return await self.http.post(self.url("/api/v1/sessions"), json={"agent_id": agent_id, **kw},
-                                    headers={"Authorization": f"Bearer {token}"})
+        return await self.http.post(
+            self.url("/api/v1/sessions"),
+            json={"agent_id": agent_id, **kw},
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
 
 @pytest.fixture
 async def env(tmp_path) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
     relayed: list[tuple[str, str, bytes]] = []
-    settings = Settings(db_url=f"sqlite:///{tmp_path}/t.db", heartbeat_timeout=2.0,
-                        pairing_timeout=3.0, max_frame=64 * 1024, node_id="test-node")
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path}/t.db",
+        heartbeat_timeout=2.0,
+        pairing_timeout=3.0,
+        max_frame=64 * 1024,
+        node_id="test-node",
+    )
     app = build_app(settings, relay_observer=lambda s, r, d: relayed.append((s, r, d)))
     server = TestServer(app)
     await server.start_server()

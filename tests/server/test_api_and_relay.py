@@ -10,8 +10,9 @@ from .conftest import Env
 
 
 async def test_login_rejects_wrong_password_with_bilingual_message(env: Env) -> None:
-    async with env.http.post(env.url("/api/v1/auth/token"),
-                             json={"username": "tech", "password": "nope"}) as r:
+    async with env.http.post(
+        env.url("/api/v1/auth/token"), json={"username": "tech", "password": "nope"}
+    ) as r:
         assert r.status == 401
         body = await r.json()
     assert body["error"]["code"] == "login_failed"
@@ -22,7 +23,9 @@ async def test_requests_need_a_token(env: Env) -> None:
     async with env.http.get(env.url("/api/v1/me")) as r:
         assert r.status == 401
     token = await env.token()
-    async with env.http.get(env.url("/api/v1/me"), headers={"Authorization": f"Bearer {token}"}) as r:
+    async with env.http.get(
+        env.url("/api/v1/me"), headers={"Authorization": f"Bearer {token}"}
+    ) as r:
         assert (await r.json())["display_name"] == "Taro"
 
 
@@ -64,7 +67,14 @@ async def test_offline_agent_and_bad_contract(env: Env) -> None:
     assert r.status == 404 and "C-1" in (await r.json())["error"]["message"]["en"]
 
 
-async def pair(env: Env) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse, str, aiohttp.ClientWebSocketResponse]:
+async def pair(
+    env: Env,
+) -> tuple[
+    aiohttp.ClientWebSocketResponse,
+    aiohttp.ClientWebSocketResponse,
+    str,
+    aiohttp.ClientWebSocketResponse,
+]:
     token = await env.token()
     control, agent_id = await env.agent()
     r = await env.request_session(token, agent_id)

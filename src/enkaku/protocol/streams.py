@@ -122,7 +122,9 @@ class Mux:
         sid = self._next_id
         self._next_id += 2
         self._streams[sid] = _Stream(kind, params=dict(params or {}))
-        self._out.append(encode_frame(FrameType.OPEN, sid, bytes([len(kind_b)]) + kind_b + params_b))
+        self._out.append(
+            encode_frame(FrameType.OPEN, sid, bytes([len(kind_b)]) + kind_b + params_b)
+        )
         log.debug("stream %d (%s) opened locally", sid, kind)
         return sid
 
@@ -169,7 +171,9 @@ class Mux:
         st.unacked += n
         # Batch credit updates: one WINDOW frame per quarter window consumed.
         if st.unacked >= INITIAL_WINDOW // 4 and not st.remote_eof:
-            self._out.append(encode_frame(FrameType.WINDOW, stream_id, struct.pack(">I", st.unacked)))
+            self._out.append(
+                encode_frame(FrameType.WINDOW, stream_id, struct.pack(">I", st.unacked))
+            )
             st.recv_window += st.unacked
             st.unacked = 0
 

@@ -28,8 +28,8 @@ import logging
 import secrets
 from typing import Any
 
-from aiohttp import WSMsgType, web
 import pysodium
+from aiohttp import WSMsgType, web
 
 from .presence import Presence
 from .ratelimit import FailureDelay
@@ -43,7 +43,12 @@ AUTH_CONTEXT = b"enkaku/1 agent-auth\x00"
 HELLO_TIMEOUT = 10.0
 MAX_CONTROL = 16 * 1024
 SESSION_EVENTS = {
-    "busy", "wrong_password", "password_replaced", "consent_granted", "consent_denied", "ended",
+    "busy",
+    "wrong_password",
+    "password_replaced",
+    "consent_granted",
+    "consent_denied",
+    "ended",
     "handshake_failed",
 }
 
@@ -66,7 +71,11 @@ class AgentConnection:
 
 class AgentGateway:
     def __init__(
-        self, settings: Settings, store: Store, presence: Presence, relay: RelayHub,
+        self,
+        settings: Settings,
+        store: Store,
+        presence: Presence,
+        relay: RelayHub,
         failures: FailureDelay,
     ) -> None:
         self.settings, self.store, self.presence = settings, store, presence
@@ -75,7 +84,8 @@ class AgentGateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
-            heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=MAX_CONTROL, compress=False)
+            heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=MAX_CONTROL, compress=False
+        )
         await ws.prepare(request)
         self.connections.add(ws)
         try:
@@ -89,8 +99,13 @@ class AgentGateway:
                     await replaced.close(4009, "replaced by a newer connection")
             log.info("agent %s online", agent_id)
             try:
-                await conn.send({"type": "welcome", "agent_id": agent_id,
-                                 "heartbeat": self.settings.heartbeat_timeout})
+                await conn.send(
+                    {
+                        "type": "welcome",
+                        "agent_id": agent_id,
+                        "heartbeat": self.settings.heartbeat_timeout,
+                    }
+                )
                 await self._serve(conn)
             finally:
                 await self.presence.unregister(conn)
@@ -144,8 +159,13 @@ class AgentGateway:
         sess = self.relay.sessions.get(session_id)
         if sess is None or sess.agent_id != conn.agent_id:
             return  # stale or foreign session: ignore, never trust it
-        await self.store.audit("agent", event, session_id=session_id, agent_id=conn.agent_id,
-                               technician_id=sess.technician_id)
+        await self.store.audit(
+            "agent",
+            event,
+            session_id=session_id,
+            agent_id=conn.agent_id,
+            technician_id=sess.technician_id,
+        )
         if event == "busy":
             await self.relay.end(session_id, "busy")
         elif event == "password_replaced":

@@ -49,7 +49,10 @@ async def _security_headers(request: web.Request, handler):  # type: ignore[no-u
 
 
 def build_app(
-    settings: Settings, *, store: Store | None = None, relay_observer: RelayObserver | None = None,
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    relay_observer: RelayObserver | None = None,
 ) -> web.Application:
     """The application; the database opens on startup unless ``store`` is given."""
     app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
@@ -63,8 +66,9 @@ def build_app(
         failures = FailureDelay()
         relay = RelayHub(settings, own_store, presence, failures, observer=relay_observer)
         agents = AgentGateway(settings, own_store, presence, relay, failures)
-        app[SERVICES] = Services(settings, own_store, presence, relay, agents, failures,
-                                 FailureDelay(base=0.5, cap=60.0))
+        app[SERVICES] = Services(
+            settings, own_store, presence, relay, agents, failures, FailureDelay(base=0.5, cap=60.0)
+        )
         yield
         await relay.shutdown()
         await agents.shutdown()
@@ -73,6 +77,7 @@ def build_app(
 
     app.cleanup_ctx.append(lifecycle)
     api.install(app, _authenticate)
+
     async def agent_ws(request: web.Request) -> web.StreamResponse:
         return await request.app[SERVICES].agents.handle(request)
 
@@ -98,8 +103,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings),
-                       reuse_address=True)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, ssl_context=ssl_context(settings), reuse_address=True
+    )
     await site.start()
     log.info("enkaku server listening on %s (node %s)", settings.base_url, settings.node)
     stop = asyncio.Event()

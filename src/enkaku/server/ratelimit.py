@@ -22,8 +22,13 @@ class FailureDelay:
     """
 
     def __init__(
-        self, *, base: float = 1.0, cap: float = 60.0, forget_after: float = 900.0,
-        clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000,
+        self,
+        *,
+        base: float = 1.0,
+        cap: float = 60.0,
+        forget_after: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
     ) -> None:
         self.base, self.cap, self.forget_after = base, cap, forget_after
         self._clock = clock

@@ -77,10 +77,20 @@ class RelayHub:
     """Owns every session this node relays."""
 
     def __init__(
-        self, settings: Settings, store: Store, presence: Presence, failures: FailureDelay,
-        *, observer: RelayObserver | None = None,
+        self,
+        settings: Settings,
+        store: Store,
+        presence: Presence,
+        failures: FailureDelay,
+        *,
+        observer: RelayObserver | None = None,
     ) -> None:
-        self.settings, self.store, self.presence, self.failures = settings, store, presence, failures
+        self.settings, self.store, self.presence, self.failures = (
+            settings,
+            store,
+            presence,
+            failures,
+        )
         self.observer = observer
         self.sessions: dict[str, RelaySession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,17 +99,28 @@ class RelayHub:
     def create(self, session_id: str, agent_id: str, technician_id: int) -> dict[Role, str]:
         """Register a session; returns one fresh relay token per leg."""
         tokens: dict[Role, str] = {
-            "technician": secrets.token_urlsafe(24), "agent": secrets.token_urlsafe(24)}
-        sess = RelaySession(session_id, agent_id, technician_id,
-                            {r: _digest(t) for r, t in tokens.items()})
+            "technician": secrets.token_urlsafe(24),
+            "agent": secrets.token_urlsafe(24),
+        }
+        sess = RelaySession(
+            session_id, agent_id, technician_id, {r: _digest(t) for r, t in tokens.items()}
+        )
         loop = asyncio.get_running_loop()
-        sess.timer = loop.call_later(self.settings.pairing_timeout, self._spawn_end,
-                                     session_id, "timeout", "pairing timed out")
+        sess.timer = loop.call_later(
+            self.settings.pairing_timeout,
+            self._spawn_end,
+            session_id,
+            "timeout",
+            "pairing timed out",
+        )
         self.sessions[session_id] = sess
         return tokens
 
     def _spawn_end(
-        self, session_id: str, reason: str, detail: str | None = None,
+        self,
+        session_id: str,
+        reason: str,
+        detail: str | None = None,
     ) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self.end(session_id, reason, detail))
         self._tasks.add(task)
@@ -109,7 +130,8 @@ class RelayHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The /ws/relay/{session_id} endpoint."""
         ws = web.WebSocketResponse(
-            heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=self.settings.max_frame,
+            heartbeat=self.settings.heartbeat_timeout / 2,
+            max_msg_size=self.settings.max_frame,
             compress=False,
         )
         await ws.prepare(request)
@@ -139,7 +161,9 @@ class RelayHub:
         await asyncio.shield(self._spawn_end(sess.id, reason, detail))
         return ws
 
-    async def _authenticate(self, ws: web.WebSocketResponse, sess: RelaySession | None) -> Role | None:
+    async def _authenticate(
+        self, ws: web.WebSocketResponse, sess: RelaySession | None
+    ) -> Role | None:
         try:
             msg = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
         except TimeoutError:
@@ -153,7 +177,9 @@ class RelayHub:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
             return None
         digest = _digest(token)
-        role = next((r for r, d in sess.token_digests.items() if hmac.compare_digest(d, digest)), None)
+        role = next(
+            (r for r, d in sess.token_digests.items() if hmac.compare_digest(d, digest)), None
+        )
         if role is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
             return None
@@ -164,7 +190,11 @@ class RelayHub:
         return role
 
     async def _pipe(
-        self, sess: RelaySession, role: Role, ws: web.WebSocketResponse, other: Role,
+        self,
+        sess: RelaySession,
+        role: Role,
+        ws: web.WebSocketResponse,
+        other: Role,
     ) -> tuple[str, str | None]:
         """Copy this leg's messages to the other leg until something ends the session."""
         observer = self.observer
@@ -219,19 +249,30 @@ class RelayHub:
                         await leg.close(code=CLOSE_SESSION_END, message=reason.encode())
             if not sess.legs.get("agent"):
                 # The agent may not have joined yet: tell it over its control link.
-                await self.presence.send(sess.agent_id, {
-                    "type": "session_end", "session_id": session_id, "reason": reason})
+                await self.presence.send(
+                    sess.agent_id,
+                    {"type": "session_end", "session_id": session_id, "reason": reason},
+                )
             if reason == "wrong_password":
                 self.failures.failed(("agent", sess.agent_id))
                 self.failures.failed(("technician", sess.technician_id))
             elif sess.paired.is_set() and reason not in ("handshake_failed", "protocol_error"):
                 self.failures.succeeded(("technician", sess.technician_id))
             await self.store.end_session(
-                session_id, reason, detail=detail, bytes_to_agent=sess.bytes_to["agent"],
-                bytes_to_technician=sess.bytes_to["technician"])
-            await self.store.audit("server", "session_end", session_id=session_id,
-                                   agent_id=sess.agent_id, technician_id=sess.technician_id,
-                                   detail=reason)
+                session_id,
+                reason,
+                detail=detail,
+                bytes_to_agent=sess.bytes_to["agent"],
+                bytes_to_technician=sess.bytes_to["technician"],
+            )
+            await self.store.audit(
+                "server",
+                "session_end",
+                session_id=session_id,
+                agent_id=sess.agent_id,
+                technician_id=sess.technician_id,
+                detail=reason,
+            )
             for cb in self.on_end:
                 await cb(sess)
         finally:

@@ -92,9 +92,13 @@ def from_env(**overrides: object) -> Settings:
     """Settings from ENKAKU_* environment variables, then ``overrides`` (flags) on top."""
     env: dict[str, object] = {}
     conv = {
-        "ENKAKU_HOST": ("host", str), "ENKAKU_PORT": ("port", int), "ENKAKU_DB": ("db_url", str),
-        "ENKAKU_TLS_CERT": ("tls_cert", Path), "ENKAKU_TLS_KEY": ("tls_key", Path),
-        "ENKAKU_PUBLIC_URL": ("public_url", str), "ENKAKU_NODE_ID": ("node_id", str),
+        "ENKAKU_HOST": ("host", str),
+        "ENKAKU_PORT": ("port", int),
+        "ENKAKU_DB": ("db_url", str),
+        "ENKAKU_TLS_CERT": ("tls_cert", Path),
+        "ENKAKU_TLS_KEY": ("tls_key", Path),
+        "ENKAKU_PUBLIC_URL": ("public_url", str),
+        "ENKAKU_NODE_ID": ("node_id", str),
         "ENKAKU_BEHIND_PROXY": ("behind_proxy", _bool),
         "ENKAKU_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
         "ENKAKU_IMPLICIT_CONSENT": ("implicit_consent", _bool),

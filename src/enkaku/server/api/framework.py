@@ -24,12 +24,22 @@ MAX_BODY = 64 * 1024
 class ApiError(web.HTTPException):
     """An API failure with a stable code and a message in both languages."""
 
-    def __init__(self, status: int, code: str, *, message_key: str | None = None,
-                 headers: dict[str, str] | None = None, **fmt: object) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        *,
+        message_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        **fmt: object,
+    ) -> None:
         self.status_code = status
         body = {"error": {"code": code, "message": both(message_key or code, **fmt)}}
-        super().__init__(text=json.dumps(body, ensure_ascii=False), content_type="application/json",
-                         headers=headers)
+        super().__init__(
+            text=json.dumps(body, ensure_ascii=False),
+            content_type="application/json",
+            headers=headers,
+        )
 
 
 class ErrorBody(BaseModel):
@@ -74,13 +84,29 @@ class Api:
         self.routes: list[Route] = []
 
     def route(
-        self, method: str, path: str, *, body: type[BaseModel] | None = None,
-        response: type[BaseModel] | None = None, auth: bool = True, summary: str = "",
+        self,
+        method: str,
+        path: str,
+        *,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        auth: bool = True,
+        summary: str = "",
         status: int = 200,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
-            self.routes.append(Route(method, path, fn, body, response, auth,
-                                     summary or (fn.__doc__ or "").strip(), status))
+            self.routes.append(
+                Route(
+                    method,
+                    path,
+                    fn,
+                    body,
+                    response,
+                    auth,
+                    summary or (fn.__doc__ or "").strip(),
+                    status,
+                )
+            )
             return fn
 
         return deco
@@ -95,7 +121,9 @@ class Api:
 
         app.router.add_get(self.prefix + "/openapi.json", openapi_json)
 
-    def _wrap(self, r: Route, authenticate: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _wrap(
+        self, r: Route, authenticate: Authenticator
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             tech = await authenticate(request)
             if r.auth and tech is None:
@@ -116,8 +144,9 @@ class Api:
             result = await r.handler(Context(request, tech), body)
             if result is None:
                 return web.Response(status=204)
-            return web.Response(status=r.status, text=result.model_dump_json(),
-                                content_type="application/json")
+            return web.Response(
+                status=r.status, text=result.model_dump_json(), content_type="application/json"
+            )
 
         return handler
 
@@ -135,22 +164,33 @@ class Api:
 
         err = ref(ErrorResponse)
         for r in self.routes:
-            op: dict[str, Any] = {"summary": r.summary, "operationId": r.handler.__name__,
-                                  "responses": {}}
+            op: dict[str, Any] = {
+                "summary": r.summary,
+                "operationId": r.handler.__name__,
+                "responses": {},
+            }
             params = [seg[1:-1] for seg in r.path.split("/") if seg.startswith("{")]
             if params:
-                op["parameters"] = [{"name": p, "in": "path", "required": True,
-                                     "schema": {"type": "string"}} for p in params]
+                op["parameters"] = [
+                    {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for p in params
+                ]
             if r.body is not None:
-                op["requestBody"] = {"required": True,
-                                     "content": {"application/json": {"schema": ref(r.body)}}}
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref(r.body)}},
+                }
             if r.response is not None:
                 op["responses"][str(r.status)] = {
-                    "description": "OK", "content": {"application/json": {"schema": ref(r.response)}}}
+                    "description": "OK",
+                    "content": {"application/json": {"schema": ref(r.response)}},
+                }
             else:
                 op["responses"]["204"] = {"description": "No content"}
             op["responses"]["default"] = {
-                "description": "Error", "content": {"application/json": {"schema": err}}}
+                "description": "Error",
+                "content": {"application/json": {"schema": err}},
+            }
             if r.auth:
                 op["security"] = [{"bearer": []}]
             paths.setdefault(self.prefix + r.path, {})[r.method.lower()] = op
@@ -158,6 +198,8 @@ class Api:
             "openapi": "3.1.0",
             "info": {"title": "enkaku server API", "version": __version__},
             "paths": paths,
-            "components": {"schemas": schemas,
-                           "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
         }

@@ -101,21 +101,23 @@ def tech_info(t: object) -> TechnicianInfo:
 @api.route("GET", "/health", response=Health, auth=False)
 async def health(ctx: Context, _body: None) -> Health:
     """Liveness and version."""
-    return Health(status="ok", version=__version__,
-                  agents_online=await services(ctx).presence.online_count())
+    return Health(
+        status="ok", version=__version__, agents_online=await services(ctx).presence.online_count()
+    )
 
 
-@api.route("POST", "/auth/token", body=LoginRequest, response=TokenResponse, auth=False,
-           status=201)
+@api.route("POST", "/auth/token", body=LoginRequest, response=TokenResponse, auth=False, status=201)
 async def login(ctx: Context, body: LoginRequest) -> TokenResponse:
     """Exchange a user name and password for an API token (CLI login)."""
     svc = services(ctx)
     peer = ctx.request.remote or "?"
-    wait = max(svc.login_failures.delay(("user", body.username)),
-               svc.login_failures.delay(("addr", peer)))
+    wait = max(
+        svc.login_failures.delay(("user", body.username)), svc.login_failures.delay(("addr", peer))
+    )
     if wait >= 30:
-        raise ApiError(429, "rate_limited", headers={"Retry-After": str(int(wait))},
-                       seconds=int(wait))
+        raise ApiError(
+            429, "rate_limited", headers={"Retry-After": str(int(wait))}, seconds=int(wait)
+        )
     await asyncio.sleep(wait)
     tech = await svc.store.verify_login(body.username, body.password)
     if tech is None:
@@ -146,15 +148,16 @@ async def me(ctx: Context, _body: None) -> TechnicianInfo:
 async def contracts(ctx: Context, _body: None) -> ContractList:
     """Contracts a session can be billed to."""
     rows = await services(ctx).store.list_contracts()
-    return ContractList(contracts=[ContractInfo.model_validate(c, from_attributes=True) for c in rows])
+    return ContractList(
+        contracts=[ContractInfo.model_validate(c, from_attributes=True) for c in rows]
+    )
 
 
 @api.route("GET", "/agents/{agent_id}", response=AgentStatus)
 async def agent_status(ctx: Context, _body: None) -> AgentStatus:
     """Whether an agent ID is online now."""
     agent_id = ctx.request.match_info["agent_id"]
-    return AgentStatus(agent_id=agent_id,
-                       online=await services(ctx).presence.is_online(agent_id))
+    return AgentStatus(agent_id=agent_id, online=await services(ctx).presence.is_online(agent_id))
 
 
 @api.route("POST", "/sessions", body=SessionRequest, response=SessionCreated, status=201)
@@ -162,11 +165,13 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
     """Ask an online agent for a session, billed to a contract."""
     svc = services(ctx)
     tech = ctx.tech
-    wait = max(svc.failures.delay(("technician", tech.id)),
-               svc.failures.delay(("agent", body.agent_id)))
+    wait = max(
+        svc.failures.delay(("technician", tech.id)), svc.failures.delay(("agent", body.agent_id))
+    )
     if wait >= 30:
-        raise ApiError(429, "rate_limited", headers={"Retry-After": str(int(wait))},
-                       seconds=int(wait))
+        raise ApiError(
+            429, "rate_limited", headers={"Retry-After": str(int(wait))}, seconds=int(wait)
+        )
     await asyncio.sleep(wait)  # exponential slow-down after failed handshakes
     all_contracts = await svc.store.list_contracts()
     known = ", ".join(c.code for c in all_contracts if svc.store.contract_serviceable(c) is None)
@@ -186,8 +191,9 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
     if not await svc.presence.is_online(body.agent_id):
         raise ApiError(404, "agent_offline", agent_id=body.agent_id)
     session_id = secrets.token_hex(16)
-    await svc.store.create_session(session_id, body.agent_id, tech.id, contract.id,
-                                   svc.settings.node)
+    await svc.store.create_session(
+        session_id, body.agent_id, tech.id, contract.id, svc.settings.node
+    )
     tokens = svc.relay.create(session_id, body.agent_id, tech.id)
     relay_path = f"/ws/relay/{session_id}"
     # Without a configured public URL the technician reaches the relay the way it reached
@@ -197,22 +203,39 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
         relay_url = "ws" + public[4:] + relay_path
     else:
         origin = ctx.request.url.origin()
-        relay_url = str(origin.with_scheme("wss" if origin.scheme == "https" else "ws")) + relay_path
-    delivered = await svc.presence.send(body.agent_id, {
-        "type": "session_request", "session_id": session_id,
-        "relay_url": ("ws" + public[4:] + relay_path) if public else None,
-        "relay_path": relay_path,
-        "relay_token": tokens["agent"],
-        "technician": {"name": tech.display_name, "company": tech.company},
-        "implicit_consent": svc.settings.implicit_consent,
-    })
+        relay_url = (
+            str(origin.with_scheme("wss" if origin.scheme == "https" else "ws")) + relay_path
+        )
+    delivered = await svc.presence.send(
+        body.agent_id,
+        {
+            "type": "session_request",
+            "session_id": session_id,
+            "relay_url": ("ws" + public[4:] + relay_path) if public else None,
+            "relay_path": relay_path,
+            "relay_token": tokens["agent"],
+            "technician": {"name": tech.display_name, "company": tech.company},
+            "implicit_consent": svc.settings.implicit_consent,
+        },
+    )
     if not delivered:
         await svc.relay.end(session_id, "agent_disconnected", "agent went offline")
         raise ApiError(404, "agent_offline", agent_id=body.agent_id)
-    await svc.store.audit("server", "session_request", session_id=session_id,
-                          agent_id=body.agent_id, technician_id=tech.id, detail=contract.code)
-    return SessionCreated(session_id=session_id, agent_id=body.agent_id, contract=contract.code,
-                          relay_url=relay_url, relay_token=tokens["technician"])
+    await svc.store.audit(
+        "server",
+        "session_request",
+        session_id=session_id,
+        agent_id=body.agent_id,
+        technician_id=tech.id,
+        detail=contract.code,
+    )
+    return SessionCreated(
+        session_id=session_id,
+        agent_id=body.agent_id,
+        contract=contract.code,
+        relay_url=relay_url,
+        relay_token=tokens["technician"],
+    )
 
 
 async def _own_session(ctx: Context) -> str:
@@ -228,8 +251,12 @@ async def _own_session(ctx: Context) -> str:
 async def get_session(ctx: Context, _body: None) -> SessionInfo:
     """A session's record: times, end reason, bytes in each direction."""
     row = await services(ctx).store.get_session(await _own_session(ctx))
-    return SessionInfo(session_id=row.id, **{  # type: ignore[union-attr]
-        k: getattr(row, k) for k in SessionInfo.model_fields if k != "session_id"})
+    return SessionInfo(
+        session_id=row.id,
+        **{  # type: ignore[union-attr]
+            k: getattr(row, k) for k in SessionInfo.model_fields if k != "session_id"
+        },
+    )
 
 
 @api.route("POST", "/sessions/{session_id}/end", body=EndRequest)

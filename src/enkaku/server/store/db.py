@@ -25,7 +25,9 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise DatabaseError(f"invalid database URL ({exc}); example: sqlite:///path/enkaku.db") from None
+        raise DatabaseError(
+            f"invalid database URL ({exc}); example: sqlite:///path/enkaku.db"
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return str(parsed.set(drivername="sqlite+aiosqlite"))

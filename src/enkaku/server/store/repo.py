@@ -50,7 +50,12 @@ class Store:
     # -- technicians and tokens -------------------------------------------------
 
     async def create_technician(
-        self, username: str, password: str, *, display_name: str = "", company: str = "",
+        self,
+        username: str,
+        password: str,
+        *,
+        display_name: str = "",
+        company: str = "",
         role: str = "technician",
     ) -> Technician:
         """Add a technician account (argon2id hash of ``password``)."""
@@ -58,8 +63,12 @@ class Store:
             raise StoreError(f"unknown role {role!r}: use admin or technician")
         pw_hash = await asyncio.to_thread(_hasher.hash, password)
         tech = Technician(
-            username=username, display_name=display_name or username, company=company,
-            password_hash=pw_hash, role=role, created_at=self._clock(),
+            username=username,
+            display_name=display_name or username,
+            company=company,
+            password_hash=pw_hash,
+            role=role,
+            created_at=self._clock(),
         )
         async with self._sessions() as s:
             s.add(tech)
@@ -87,10 +96,15 @@ class Store:
         raw = "ek_" + secrets.token_urlsafe(32)
         now = self._clock()
         async with self._sessions() as s:
-            s.add(ApiToken(
-                technician_id=technician_id, token_hash=token_digest(raw), label=label[:128],
-                created_at=now, expires_at=now + TOKEN_LIFETIME,
-            ))
+            s.add(
+                ApiToken(
+                    technician_id=technician_id,
+                    token_hash=token_digest(raw),
+                    label=label[:128],
+                    created_at=now,
+                    expires_at=now + TOKEN_LIFETIME,
+                )
+            )
             await s.commit()
         return raw, now + TOKEN_LIFETIME
 
@@ -98,11 +112,13 @@ class Store:
         """Resolve a bearer token to its active technician."""
         now = self._clock()
         async with self._sessions() as s:
-            row = (await s.execute(
-                select(ApiToken, Technician)
-                .join(Technician, Technician.id == ApiToken.technician_id)
-                .where(ApiToken.token_hash == token_digest(raw))
-            )).first()
+            row = (
+                await s.execute(
+                    select(ApiToken, Technician)
+                    .join(Technician, Technician.id == ApiToken.technician_id)
+                    .where(ApiToken.token_hash == token_digest(raw))
+                )
+            ).first()
             if row is None:
                 return None
             token, tech = row
@@ -132,15 +148,19 @@ class Store:
                 return agent.id
             for _ in range(20):
                 agent_id = str(secrets.randbelow(900_000_000) + 100_000_000)
-                s.add(Agent(id=agent_id, public_key=public_key_hex, first_seen_at=now,
-                            last_seen_at=now))
+                s.add(
+                    Agent(
+                        id=agent_id, public_key=public_key_hex, first_seen_at=now, last_seen_at=now
+                    )
+                )
                 try:
                     await s.commit()
                     return agent_id
                 except IntegrityError:
                     await s.rollback()
                     existing = await s.scalar(
-                        select(Agent).where(Agent.public_key == public_key_hex))
+                        select(Agent).where(Agent.public_key == public_key_hex)
+                    )
                     if existing is not None:  # a concurrent first contact won
                         return existing.id
         raise StoreError("could not allocate an agent ID")
@@ -152,12 +172,20 @@ class Store:
     # -- contracts --------------------------------------------------------------
 
     async def create_contract(
-        self, code: str, customer_name: str, *, remote_support: bool = True,
-        valid_from: date | None = None, valid_until: date | None = None,
+        self,
+        code: str,
+        customer_name: str,
+        *,
+        remote_support: bool = True,
+        valid_from: date | None = None,
+        valid_until: date | None = None,
     ) -> Contract:
         contract = Contract(
-            code=code, customer_name=customer_name, remote_support=remote_support,
-            valid_from=valid_from or self._clock().date(), valid_until=valid_until,
+            code=code,
+            customer_name=customer_name,
+            remote_support=remote_support,
+            valid_from=valid_from or self._clock().date(),
+            valid_until=valid_until,
         )
         async with self._sessions() as s:
             s.add(contract)
@@ -187,11 +215,20 @@ class Store:
     # -- sessions ---------------------------------------------------------------
 
     async def create_session(
-        self, session_id: str, agent_id: str, technician_id: int, contract_id: int, node: str,
+        self,
+        session_id: str,
+        agent_id: str,
+        technician_id: int,
+        contract_id: int,
+        node: str,
     ) -> SupportSession:
         row = SupportSession(
-            id=session_id, agent_id=agent_id, technician_id=technician_id,
-            contract_id=contract_id, node=node, requested_at=self._clock(),
+            id=session_id,
+            agent_id=agent_id,
+            technician_id=technician_id,
+            contract_id=contract_id,
+            node=node,
+            requested_at=self._clock(),
         )
         async with self._sessions() as s:
             s.add(row)
@@ -200,12 +237,20 @@ class Store:
 
     async def mark_paired(self, session_id: str) -> None:
         async with self._sessions() as s:
-            await s.execute(update(SupportSession).where(SupportSession.id == session_id)
-                            .values(paired_at=self._clock()))
+            await s.execute(
+                update(SupportSession)
+                .where(SupportSession.id == session_id)
+                .values(paired_at=self._clock())
+            )
             await s.commit()
 
     async def end_session(
-        self, session_id: str, reason: str, *, bytes_to_agent: int, bytes_to_technician: int,
+        self,
+        session_id: str,
+        reason: str,
+        *,
+        bytes_to_agent: int,
+        bytes_to_technician: int,
         detail: str | None = None,
     ) -> bool:
         """Record the end once; later calls for the same session change nothing."""
@@ -213,8 +258,13 @@ class Store:
             res = await s.execute(
                 update(SupportSession)
                 .where(SupportSession.id == session_id, SupportSession.ended_at.is_(None))
-                .values(ended_at=self._clock(), end_reason=reason, end_detail=detail,
-                        bytes_to_agent=bytes_to_agent, bytes_to_technician=bytes_to_technician)
+                .values(
+                    ended_at=self._clock(),
+                    end_reason=reason,
+                    end_detail=detail,
+                    bytes_to_agent=bytes_to_agent,
+                    bytes_to_technician=bytes_to_technician,
+                )
             )
             await s.commit()
             return bool(res.rowcount)  # type: ignore[attr-defined]
@@ -235,21 +285,39 @@ class Store:
             return int(res.rowcount)  # type: ignore[attr-defined]
 
     async def audit(
-        self, source: str, event: str, *, session_id: str | None = None,
-        agent_id: str | None = None, technician_id: int | None = None, detail: str | None = None,
+        self,
+        source: str,
+        event: str,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        technician_id: int | None = None,
+        detail: str | None = None,
     ) -> None:
         """Append one metadata event (never content) to the audit log."""
         async with self._sessions() as s:
-            s.add(AuditEvent(session_id=session_id, agent_id=agent_id,
-                             technician_id=technician_id, at=self._clock(), source=source,
-                             event=event[:48], detail=(detail or None) and detail[:1000]))
+            s.add(
+                AuditEvent(
+                    session_id=session_id,
+                    agent_id=agent_id,
+                    technician_id=technician_id,
+                    at=self._clock(),
+                    source=source,
+                    event=event[:48],
+                    detail=(detail or None) and detail[:1000],
+                )
+            )
             await s.commit()
 
     async def audit_events(self, session_id: str) -> list[AuditEvent]:
         async with self._sessions() as s:
-            return list(await s.scalars(
-                select(AuditEvent).where(AuditEvent.session_id == session_id)
-                .order_by(AuditEvent.id)))
+            return list(
+                await s.scalars(
+                    select(AuditEvent)
+                    .where(AuditEvent.session_id == session_id)
+                    .order_by(AuditEvent.id)
+                )
+            )
 
 
 def _aware(dt: datetime) -> datetime:

@@ -1,0 +1,78 @@
+"""Consent policies: who decides whether a technician may see and control the screen.
+
+Deny by default: the agent refuses unless a policy says yes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+from enkaku.i18n import t
+
+#: No answer within this many seconds is a "no".
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Requester:
+    name: str
+    company: str
+
+
+class ConsentPolicy(Protocol):
+    async def ask(self, who: Requester, scope: list[str]) -> bool:
+        """True only if the customer allows ``scope`` for ``who`` now."""
+        ...
+
+
+class DenyAll:
+    """The default: nothing is allowed."""
+
+    async def ask(self, who: Requester, scope: list[str]) -> bool:
+        return False
+
+
+class AllowAll:
+    """Grants every request and says so on stderr (demo, or implicit-consent policy)."""
+
+    async def ask(self, who: Requester, scope: list[str]) -> bool:
+        print(t("consent_auto", name=who.name, company=who.company), file=sys.stderr, flush=True)
+        return True
+
+
+class TerminalConsent:
+    """Asks on the controlling terminal; no answer within the timeout is a no."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+
+    async def ask(self, who: Requester, scope: list[str]) -> bool:
+        try:
+            tty = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            print(
+                "no terminal to ask for consent on: denied / 確認できる端末がないため拒否しました",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        loop = asyncio.get_running_loop()
+        with tty:
+            tty.write(t("consent_question", name=who.name, company=who.company))
+            tty.flush()
+            readable: asyncio.Future[None] = loop.create_future()
+            fd = tty.fileno()
+            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+            try:
+                await asyncio.wait_for(readable, self.timeout)
+                answer = os.read(fd, 256).decode("utf-8", "replace")
+            except TimeoutError:
+                tty.write("\n")
+                return False
+            finally:
+                loop.remove_reader(fd)
+        return answer.strip().lower() in ("y", "yes", "はい", "ｙ")

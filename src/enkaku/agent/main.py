@@ -1,0 +1,74 @@
+"""`enkaku agent`: builds the runtime from command-line options and runs it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+
+from .capture.base import ScreenCapture
+from .consent import AllowAll, ConsentPolicy, DenyAll, TerminalConsent
+from .identity import DeviceKey, default_config_dir
+from .input.base import InputInjector
+from .runtime import AgentRuntime
+from .ui import HeadlessUI
+
+
+def screen_backends(
+    display: str | None,
+) -> tuple[Callable[[], ScreenCapture] | None, Callable[[], InputInjector] | None]:
+    """Capture and input factories for ``display`` (None: no screen to serve)."""
+    if not display:
+        return None, None
+    from .capture.x11 import X11Capture
+    from .input.x11 import X11Input
+
+    return (lambda: X11Capture(display)), (lambda: X11Input(display))
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    if not args.headless:
+        print(
+            "enkaku agent: the window interface is not available in this version; "
+            "run with --headless / このバージョンではウィンドウ表示は未対応です。--headless を付けて実行してください",
+            file=sys.stderr,
+        )
+        return 2
+    consent: ConsentPolicy = {"ask": TerminalConsent, "allow": AllowAll, "deny": DenyAll}[
+        args.consent
+    ]()
+    key = DeviceKey.load_or_create(args.config_dir or default_config_dir())
+    capture, injector = screen_backends(args.display or os.environ.get("DISPLAY"))
+    ssl_ctx: ssl.SSLContext | bool = True
+    if args.insecure:
+        ssl_ctx = False
+    runtime = AgentRuntime(
+        args.server,
+        key,
+        HeadlessUI(args.server),
+        consent=consent,
+        capture_factory=capture,
+        input_factory=injector,
+        ssl_context=ssl_ctx,
+    )
+    return asyncio.run(_run(runtime))
+
+
+async def _run(runtime: AgentRuntime) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    main = asyncio.create_task(runtime.run())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({main, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    await runtime.stop("customer_ended")
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(main, 10)
+    waiter.cancel()
+    return 0

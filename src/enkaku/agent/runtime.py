@@ -1,0 +1,237 @@
+"""The agent's long-running loop: control connection, ID, password, sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType
+from yarl import URL
+
+from enkaku.agent.capture.base import ScreenCapture
+from enkaku.agent.input.base import InputInjector
+from enkaku.protocol.handshake import FailureReason
+from enkaku.protocol.password import generate_password
+
+from .consent import ConsentPolicy, DenyAll
+from .identity import DeviceKey
+from .session import AgentSession, SessionRequest
+from .ui import AgentUI
+
+log = logging.getLogger(__name__)
+
+MAX_FAILED_ATTEMPTS = 3
+#: The server closes a control connection with this code when the same device key
+#: connected again (a second agent on the same machine and account).
+CLOSE_REPLACED = 4009
+
+
+class AgentReplaced(Exception):
+    """Another agent process with this device key took over."""
+
+
+BACKOFF_MAX = 30.0
+
+
+class AgentRuntime:
+    """Owns the control connection and at most one session at a time."""
+
+    def __init__(
+        self,
+        server_url: str,
+        key: DeviceKey,
+        ui: AgentUI,
+        *,
+        consent: ConsentPolicy | None = None,
+        capture_factory: Callable[[], ScreenCapture] | None = None,
+        input_factory: Callable[[], InputInjector] | None = None,
+        ssl_context: ssl.SSLContext | bool = True,
+        new_password: Callable[[], str] = generate_password,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.key, self.ui = key, ui
+        self.consent: ConsentPolicy = consent or DenyAll()
+        self.capture_factory, self.input_factory = capture_factory, input_factory
+        self.ssl_context = ssl_context
+        self._new_password = new_password
+        self.password = new_password()
+        self.failed_attempts = 0
+        self.agent_id = ""
+        self.heartbeat = 2.5
+        self.http: aiohttp.ClientSession
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self.session: AgentSession | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- password ---------------------------------------------------------------
+
+    def replace_password(self) -> None:
+        self.password = self._new_password()
+        self.failed_attempts = 0
+        if self.agent_id:
+            self.ui.credentials(self.agent_id, self.password)
+
+    def count_failed_attempt(self) -> FailureReason:
+        """One more wrong password; the third replaces it. Returns what to tell the peer."""
+        self.failed_attempts += 1
+        if self.failed_attempts >= MAX_FAILED_ATTEMPTS:
+            self.replace_password()
+            self.ui.notice("agent_new_password", password=self.password)
+            self._report_later("password_replaced")
+            return FailureReason.PASSWORD_REPLACED
+        return FailureReason.WRONG_PASSWORD
+
+    # -- main loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected (with backoff) until stop()."""
+        delay = 1.0
+        async with aiohttp.ClientSession() as self.http:
+            while not self._stopping:
+                try:
+                    await self._connect_once()
+                    delay = 1.0
+                except AgentReplaced:
+                    self.ui.notice("agent_replaced")
+                    self._stopping = True
+                    break
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    if self._stopping:
+                        break
+                    wait = min(BACKOFF_MAX, delay) * (0.8 + 0.4 * random.random())
+                    self.ui.notice(
+                        "agent_offline_retry",
+                        server=self.server_url,
+                        detail=str(exc) or type(exc).__name__,
+                        delay=wait,
+                    )
+                    await asyncio.sleep(wait)
+                    delay = min(BACKOFF_MAX, delay * 2)
+                    continue
+                if not self._stopping:
+                    await asyncio.sleep(0.5 + random.random())
+            await self._end_session("customer_ended")
+
+    async def stop(self, reason: str = "customer_ended") -> None:
+        self._stopping = True
+        await self._end_session(reason)
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _connect_once(self) -> None:
+        url = str(
+            URL(self.server_url).with_scheme("wss" if self.server_url.startswith("https") else "ws")
+            / "ws"
+            / "agent"
+        )
+        async with self.http.ws_connect(
+            url, heartbeat=self.heartbeat, ssl=self.ssl_context, compress=0, max_msg_size=64 * 1024
+        ) as ws:
+            self._ws = ws
+            challenge = await self._receive_json(ws, timeout=15)
+            nonce = bytes.fromhex(challenge["nonce"])
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "public_key": self.key.public_hex,
+                        "signature": self.key.sign_challenge(nonce),
+                        "agent_version": "0.1.0",
+                        "platform": "linux",
+                    }
+                )
+            )
+            welcome = await self._receive_json(ws, timeout=15)
+            if welcome.get("type") != "welcome":
+                raise ValueError("server refused the device key")
+            first = not self.agent_id
+            self.agent_id = str(welcome["agent_id"])
+            self.heartbeat = max(0.5, float(welcome.get("heartbeat", 5.0)) / 2)
+            self.ui.notice("agent_online", server=self.server_url)
+            if first:
+                self.ui.credentials(self.agent_id, self.password)
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+                try:
+                    await self._handle(json.loads(msg.data))
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning("ignoring a malformed message from the server: %s", exc)
+        self._ws = None
+        if ws.close_code == CLOSE_REPLACED:
+            raise AgentReplaced
+
+    async def _receive_json(
+        self, ws: aiohttp.ClientWebSocketResponse, timeout: float
+    ) -> dict[str, Any]:
+        msg = await ws.receive(timeout=timeout)
+        if msg.type != WSMsgType.TEXT:
+            raise ValueError(f"server closed the control connection ({msg.data} {msg.extra or ''})")
+        data = json.loads(msg.data)
+        if not isinstance(data, dict):
+            raise ValueError("malformed server message")
+        return data
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "session_request":
+            req = SessionRequest.parse(msg, self._resolve)
+            if self.session is not None:
+                await self.report(req.session_id, "busy")
+                return
+            self.session = AgentSession(self, req)
+            self._session_task = asyncio.create_task(self._run_session(self.session))
+        elif kind == "session_end":
+            if self.session is not None and self.session.req.session_id == msg.get("session_id"):
+                self.session.end(str(msg.get("reason", "timeout")))
+
+    def _resolve(self, path: str) -> str:
+        base = URL(self.server_url)
+        return str(base.with_scheme("wss" if base.scheme == "https" else "ws").with_path(path))
+
+    async def _run_session(self, session: AgentSession) -> None:
+        reason = "connection_lost"
+        try:
+            reason = await session.run()
+        except Exception:
+            log.exception("session %s failed", session.req.session_id[:8])
+        finally:
+            self.session = None
+            paired_and_authenticated = session.channel is not None
+            log.info("session %s ended: %s", session.req.session_id[:8], reason)
+            if paired_and_authenticated:
+                self.ui.session_ended(reason)
+                # Every session ends with a new password: the same credentials never
+                # reconnect.
+                self.replace_password()
+            await self.report(session.req.session_id, "ended", reason)
+
+    async def _end_session(self, reason: str) -> None:
+        if self.session is not None:
+            self.session.end(reason)
+        if self._session_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._session_task), 10)
+
+    async def report(self, session_id: str, event: str, detail: str | None = None) -> None:
+        """Tell the server a metadata event about a session (never content)."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        msg: dict[str, Any] = {"type": "session_event", "session_id": session_id, "event": event}
+        if detail:
+            msg["detail"] = detail
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(json.dumps(msg))
+
+    def _report_later(self, event: str) -> None:
+        if self.session is not None:
+            asyncio.ensure_future(self.report(self.session.req.session_id, event))

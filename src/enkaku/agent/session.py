@@ -1,0 +1,206 @@
+"""One support session on the agent side: relay leg, handshake, consent, streams, end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from enkaku.protocol import control
+from enkaku.protocol.errors import AuthenticationFailed, ProtocolError
+from enkaku.protocol.handshake import AgentHandshake, FailureReason
+from enkaku.transport.channel import SecureChannel, Stream, run_handshake
+from enkaku.transport.errors import SessionEnded, TransportError
+from enkaku.transport.relay import open_leg
+
+from .consent import AllowAll, Requester
+
+if TYPE_CHECKING:
+    from .runtime import AgentRuntime
+
+log = logging.getLogger(__name__)
+
+SCOPE = ["screen", "control"]
+
+
+@dataclass
+class SessionRequest:
+    session_id: str
+    relay_url: str
+    relay_token: str
+    who: Requester
+    implicit_consent: bool
+
+    @classmethod
+    def parse(cls, msg: dict[str, Any], resolve: Callable[[str], str]) -> SessionRequest:
+        tech = msg.get("technician") or {}
+        return cls(
+            session_id=str(msg["session_id"]),
+            relay_url=str(msg.get("relay_url") or resolve(str(msg["relay_path"]))),
+            relay_token=str(msg["relay_token"]),
+            who=Requester(str(tech.get("name", "?"))[:128], str(tech.get("company", ""))[:128]),
+            implicit_consent=bool(msg.get("implicit_consent", False)),
+        )
+
+
+class AgentSession:
+    """Owns one session's tasks; ``run()`` returns the end reason."""
+
+    def __init__(self, rt: AgentRuntime, req: SessionRequest) -> None:
+        self.rt, self.req = rt, req
+        self.channel: SecureChannel | None = None
+        self.control_paused = False
+        self._local_end: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def end(self, reason: str) -> None:
+        """Ask the session to end (customer pressed End, agent stopping, server said so)."""
+        if not self._local_end.done():
+            self._local_end.set_result(reason)
+
+    async def run(self) -> str:
+        reason = "connection_lost"
+        try:
+            reason = await self._run()
+        except SessionEnded as exc:
+            reason = exc.reason
+        except TransportError as exc:
+            log.warning("session %s: %s", self.req.session_id[:8], exc)
+            reason = "connection_lost"
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.channel is not None:
+                await self.channel.close(
+                    reason if reason in control.END_REASONS else "customer_ended"
+                )
+        return reason
+
+    async def _run(self) -> str:
+        rt, req = self.rt, self.req
+        leg_task = asyncio.ensure_future(
+            open_leg(
+                rt.http,
+                req.relay_url,
+                req.relay_token,
+                heartbeat=rt.heartbeat,
+                ssl_context=rt.ssl_context,
+            )
+        )
+        done, _ = await asyncio.wait(
+            {leg_task, self._local_end}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._local_end in done:
+            leg_task.cancel()
+            return self._local_end.result()
+        leg = leg_task.result()
+        hs = AgentHandshake(rt.password, rt.agent_id)
+        try:
+            records = await run_handshake(leg, hs, on_wrong_password=rt.count_failed_attempt)
+        except AuthenticationFailed:
+            await rt.report(req.session_id, "wrong_password")
+            await leg.close("wrong_password")
+            return "wrong_password"
+        except ProtocolError as exc:
+            if hs.attempt_started:  # a share not followed by a valid Tb is a failed attempt
+                rt.count_failed_attempt()
+            log.info("session %s: handshake failed: %s", req.session_id[:8], exc)
+            await leg.close("handshake_failed")
+            return "handshake_failed"
+        except TimeoutError:
+            if hs.attempt_started:
+                rt.count_failed_attempt()
+            await leg.close("handshake_failed")
+            return "handshake_failed"
+        self.channel = channel = SecureChannel(leg, records, "agent")
+        channel.start()
+
+        policy = AllowAll() if req.implicit_consent else rt.consent
+        ask = asyncio.ensure_future(policy.ask(req.who, SCOPE))
+        closed = asyncio.ensure_future(channel.closed.wait())
+        done, _ = await asyncio.wait(
+            {ask, closed, self._local_end}, return_when=asyncio.FIRST_COMPLETED
+        )
+        closed.cancel()
+        if ask not in done:
+            ask.cancel()
+            return (
+                self._local_end.result() if self._local_end.done() else await channel.wait_closed()
+            )
+        granted = ask.result()
+        await rt.report(req.session_id, "consent_granted" if granted else "consent_denied")
+        await channel.send_control(control.Consent(granted=granted, scope=SCOPE if granted else []))
+        if not granted:
+            return "consent_denied"
+        rt.ui.session_started(req.who)
+        self._spawn(self._accept_streams(channel))
+        self._spawn(self._read_control(channel))
+        closed = asyncio.ensure_future(channel.closed.wait())
+        await asyncio.wait({closed, self._local_end}, return_when=asyncio.FIRST_COMPLETED)
+        closed.cancel()
+        if self._local_end.done():
+            return self._local_end.result()
+        return channel.end_reason or "connection_lost"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_control(self, channel: SecureChannel) -> None:
+        while True:
+            msg = await channel.control_messages.get()
+            if isinstance(msg, control.End):
+                self.end(msg.reason)
+                return
+
+    async def _accept_streams(self, channel: SecureChannel) -> None:
+        while True:
+            stream = await channel.incoming.get()
+            if stream.kind == "rfb":
+                self._spawn(self._serve_rfb(stream))
+            else:
+                await stream.reset("unsupported_stream")
+
+    async def _serve_rfb(self, stream: Stream) -> None:
+        from .rfbservice import RFBService
+
+        rt = self.rt
+        if rt.capture_factory is None or rt.input_factory is None:
+            await stream.reset("no_display")
+            return
+        try:
+            capture = await asyncio.to_thread(rt.capture_factory)
+            injector = await asyncio.to_thread(rt.input_factory)
+        except Exception as exc:  # the display went away or an extension is missing
+            log.warning("cannot serve the screen: %s", exc)
+            await stream.reset("no_display")
+            return
+        try:
+            service = RFBService(
+                capture,
+                injector,
+                stream.read,
+                stream.write,
+                name=f"enkaku {rt.agent_id}",
+                control_allowed=lambda: not self.control_paused,
+            )
+            await service.run()
+        except (SessionEnded, ConnectionError):
+            pass
+        finally:
+            await asyncio.to_thread(injector.close)
+            await asyncio.to_thread(capture.close)
+            with contextlib.suppress(Exception):
+                await stream.write_eof()
+
+
+def failure_for(count: int, limit: int) -> FailureReason:
+    return FailureReason.PASSWORD_REPLACED if count >= limit else FailureReason.WRONG_PASSWORD

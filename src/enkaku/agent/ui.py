@@ -1,0 +1,51 @@
+"""What the agent tells the customer. The headless UI prints; the Tk window is ui/ (later)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Protocol
+
+from enkaku.i18n import t
+
+from .consent import Requester
+
+
+class AgentUI(Protocol):
+    def credentials(self, agent_id: str, password: str) -> None:
+        """Show the ID and the current one-time password."""
+        ...
+
+    def notice(self, key: str, **kwargs: object) -> None:
+        """Show a status message (an i18n catalog key)."""
+        ...
+
+    def session_started(self, who: Requester) -> None: ...
+
+    def session_ended(self, reason: str) -> None: ...
+
+
+class HeadlessUI:
+    """--headless: one JSON line per credential change on stdout, messages on stderr."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+
+    def credentials(self, agent_id: str, password: str) -> None:
+        line = {
+            "event": "credentials",
+            "agent_id": agent_id,
+            "password": password,
+            "server": self.server_url,
+        }
+        print(json.dumps(line), flush=True)
+        print(t("agent_ready", agent_id=agent_id, password=password), file=sys.stderr, flush=True)
+
+    def notice(self, key: str, **kwargs: object) -> None:
+        print(t(key, **kwargs), file=sys.stderr, flush=True)
+
+    def session_started(self, who: Requester) -> None:
+        print(t("session_active", name=who.name, company=who.company), file=sys.stderr, flush=True)
+
+    def session_ended(self, reason: str) -> None:
+        print(t("agent_session_ended", reason=reason), file=sys.stderr, flush=True)

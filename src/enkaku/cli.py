@@ -1,0 +1,280 @@
+"""The `enkaku` command: server, agent, login, connect, demo, and administration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from enkaku import __version__
+from enkaku.i18n import t
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _agent_id(value: str) -> str:
+    digits = "".join(ch for ch in value if ch.isdigit())
+    if len(digits) != 9 or any(ch not in "0123456789 -" for ch in value):
+        raise argparse.ArgumentTypeError(f"an agent ID has 9 digits, got {value!r}")
+    return digits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="enkaku", description="Self-hosted, end-to-end encrypted remote support."
+    )
+    p.add_argument("--version", action="version", version=f"enkaku {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("server", help="run the server")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 8443)")
+    s.add_argument(
+        "--db", dest="db_url", help="database URL (default: SQLite in the user data folder)"
+    )
+    s.add_argument("--tls-cert", type=Path, help="PEM certificate chain")
+    s.add_argument("--tls-key", type=Path, help="PEM private key")
+    s.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        default=None,
+        help="a TLS-terminating reverse proxy is in front: allow plain HTTP on any address",
+    )
+    s.add_argument("--public-url", help="URL agents and technicians reach this node at")
+    s.add_argument("--node-id", help="this node's name in session records")
+    s.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        help="seconds of silence before a peer is gone (default 5)",
+    )
+
+    a = sub.add_parser("agent", help="run the customer's agent")
+    a.add_argument("--server", required=True, help="server URL, e.g. https://support.example.com")
+    a.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window: print the ID and password as JSON lines on stdout",
+    )
+    a.add_argument(
+        "--consent",
+        choices=("ask", "allow", "deny"),
+        default="ask",
+        help="ask on the terminal (default), allow every request, or deny every request",
+    )
+    a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
+    a.add_argument("--config-dir", type=Path, help="where the device key lives")
+    a.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+
+    lg = sub.add_parser(
+        "login", help="log in to a server (password from a prompt or ENKAKU_LOGIN_PASSWORD)"
+    )
+    lg.add_argument("--server", required=True)
+    lg.add_argument("--user", required=True)
+    lg.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+
+    c = sub.add_parser(
+        "connect", help="connect to an agent (password from a prompt or ENKAKU_PASSWORD)"
+    )
+    c.add_argument("agent_id", type=_agent_id, help="the 9-digit ID the customer reads to you")
+    c.add_argument("--server", help="server URL (default: the last one you logged in to)")
+    c.add_argument("--contract", help="contract code the session is billed to")
+    c.add_argument(
+        "--vnc-listen",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="serve the remote screen to VNC viewers on this address",
+    )
+    c.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+
+    d = sub.add_parser("demo", help="server + agent on a virtual display + a technician account")
+    d.add_argument("--json", action="store_true", help="print one JSON line when ready")
+    d.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+
+    u = sub.add_parser("user", help="manage technician accounts")
+    u.add_argument("--db", dest="db_url", help="database URL (as for `enkaku server`)")
+    usub = u.add_subparsers(dest="action", required=True)
+    ua = usub.add_parser(
+        "add", help="add a technician (password from a prompt or ENKAKU_NEW_PASSWORD)"
+    )
+    ua.add_argument("username")
+    ua.add_argument("--display-name", default="")
+    ua.add_argument("--company", default="")
+    ua.add_argument("--role", choices=("technician", "admin"), default="technician")
+
+    k = sub.add_parser("contract", help="manage maintenance contracts")
+    k.add_argument("--db", dest="db_url", help="database URL (as for `enkaku server`)")
+    ksub = k.add_subparsers(dest="action", required=True)
+    ka = ksub.add_parser("add", help="add a contract")
+    ka.add_argument("code")
+    ka.add_argument("--customer", required=True, help="customer name")
+    ka.add_argument(
+        "--no-remote-support", action="store_true", help="the contract excludes remote support"
+    )
+    ka.add_argument("--valid-until", help="last day (YYYY-MM-DD)")
+    ksub.add_parser("list", help="list contracts")
+    return p
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _secret(env: str, prompt: str) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise SystemExit(f"enkaku: set {env} or run in a terminal to be prompted")
+    return getpass.getpass(prompt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "server":
+        from enkaku.server.app import serve
+        from enkaku.server.settings import SettingsError, from_env
+
+        if args.verbose == 0:
+            logging.getLogger("enkaku").setLevel(logging.INFO)
+        try:
+            settings = from_env(
+                host=args.host,
+                port=args.port,
+                db_url=args.db_url,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                behind_proxy=args.behind_proxy,
+                public_url=args.public_url,
+                node_id=args.node_id,
+                heartbeat_timeout=args.heartbeat_timeout,
+            )
+        except SettingsError as exc:
+            print(f"enkaku server: {exc}", file=sys.stderr)
+            return 2
+        asyncio.run(serve(settings))
+        return 0
+    if args.command == "agent":
+        from enkaku.agent.main import run_agent
+
+        return run_agent(args)
+    if args.command == "login":
+        from enkaku.technician import config
+        from enkaku.technician.client import ClientError, login
+
+        password = _secret("ENKAKU_LOGIN_PASSWORD", t("prompt_login_password", user=args.user))
+        server = args.server.rstrip("/")
+        try:
+            token = asyncio.run(login(server, args.user, password, ssl_context=not args.insecure))
+        except ClientError as exc:
+            print(exc, file=sys.stderr)
+            return exc.exit_code
+        config.save_login(server, args.user, token)
+        print(t("logged_in", server=server, user=args.user), file=sys.stderr)
+        return 0
+    if args.command == "connect":
+        from enkaku.technician import config
+        from enkaku.technician.client import ConnectOptions, ExitCode, connect
+
+        server = (args.server or config.default_server() or "").rstrip("/")
+        token = config.token_for(server) if server else None
+        if not server or not token:
+            print(t("not_logged_in", server=server or "URL"), file=sys.stderr)
+            return ExitCode.NOT_LOGGED_IN
+        password = _secret("ENKAKU_PASSWORD", t("prompt_password", agent_id=args.agent_id))
+        opts = ConnectOptions(
+            server=server,
+            token=token,
+            agent_id=args.agent_id,
+            password=password,
+            contract=args.contract,
+            vnc_listen=args.vnc_listen,
+            ssl_context=not args.insecure,
+        )
+        return asyncio.run(connect(opts))
+    if args.command == "demo":
+        from enkaku.demo import run_demo
+
+        return run_demo(json_output=args.json, port=args.port)
+    if args.command in ("user", "contract"):
+        return asyncio.run(_admin(args))
+    raise AssertionError(args.command)
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from enkaku.server.settings import default_db_url
+    from enkaku.server.store.db import open_engine
+    from enkaku.server.store.repo import Store, StoreError
+
+    store = Store(await open_engine(args.db_url or os.environ.get("ENKAKU_DB") or default_db_url()))
+    try:
+        if args.command == "user":
+            password = _secret("ENKAKU_NEW_PASSWORD", f"Password for {args.username}: ")
+            if len(password) < 10:
+                print(
+                    "enkaku: passwords need at least 10 characters / パスワードは10文字以上必要です",
+                    file=sys.stderr,
+                )
+                return 2
+            await store.create_technician(
+                args.username,
+                password,
+                display_name=args.display_name,
+                company=args.company,
+                role=args.role,
+            )
+            print(f"added {args.role} {args.username}")
+        elif args.action == "add":
+            until = date.fromisoformat(args.valid_until) if args.valid_until else None
+            await store.create_contract(
+                args.code,
+                args.customer,
+                remote_support=not args.no_remote_support,
+                valid_until=until,
+            )
+            print(f"added contract {args.code}")
+        else:
+            for c in await store.list_contracts():
+                state = store.contract_serviceable(c) or "ok"
+                print(
+                    f"{c.code}\t{c.customer_name}\t{c.valid_from}..{c.valid_until or ''}\t{state}"
+                )
+    except (StoreError, ValueError) as exc:
+        print(f"enkaku: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

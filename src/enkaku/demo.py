@@ -1,0 +1,212 @@
+"""`enkaku demo`: a server, a technician account, and an agent serving a virtual display,
+all in one process (plus Xvfb and an xterm when there is no $DISPLAY).
+
+The person running the demo is both the customer and the technician, so the demo agent
+grants consent by itself and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from enkaku.agent.consent import AllowAll, Requester
+from enkaku.agent.identity import DeviceKey
+from enkaku.agent.main import screen_backends
+from enkaku.agent.runtime import AgentRuntime
+from enkaku.server.app import build_app
+from enkaku.server.settings import Settings
+from enkaku.server.store.db import open_engine
+from enkaku.server.store.repo import Store
+
+DEMO_USER = "demo"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_virtual_display(workdir: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """Xvfb on a free display number with an xterm on it."""
+    for tool in ("Xvfb", "xterm"):
+        if shutil.which(tool) is None:
+            raise DemoError(
+                f"{tool} is not installed: run scripts/bootstrap (apt-get install xvfb xterm)"
+            )
+    for n in range(90, 200):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            break
+    else:
+        raise DemoError("no free X display number")
+    display = f":{n}"
+    xvfb = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if xvfb.poll() is not None or time.monotonic() > deadline:
+            xvfb.kill()
+            raise DemoError("Xvfb did not start")
+        time.sleep(0.05)
+    env = dict(os.environ, DISPLAY=display)
+    xterm = subprocess.Popen(
+        ["xterm", "-geometry", "100x30+40+40", "-T", "enkaku demo"],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return display, [xterm, xvfb]
+
+
+class DemoUI:
+    """Prints the demo's credentials (human text or JSON lines) as they change."""
+
+    def __init__(self, info: dict[str, str], json_output: bool) -> None:
+        self.info, self.json_output = info, json_output
+        self.ready = asyncio.Event()
+
+    def credentials(self, agent_id: str, password: str) -> None:
+        first = not self.ready.is_set()
+        self.info.update(agent_id=agent_id, agent_password=password)
+        if self.json_output:
+            line = (
+                dict(self.info)
+                if first
+                else {"event": "credentials", "agent_id": agent_id, "agent_password": password}
+            )
+            print(json.dumps(line), flush=True)
+        elif not first:
+            print(f"\nNew one-time password / 新しいパスワード: {password}", flush=True)
+        self.ready.set()
+
+    def notice(self, key: str, **kwargs: object) -> None:
+        from enkaku.i18n import t
+
+        print(t(key, **kwargs), file=sys.stderr, flush=True)
+
+    def session_started(self, who: Requester) -> None:
+        print(
+            f"Session active / セッション中: {who.name} ({who.company})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def session_ended(self, reason: str) -> None:
+        print(f"Session ended / セッション終了: {reason}", file=sys.stderr, flush=True)
+
+
+async def _demo(json_output: bool, port: int) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="enkaku-demo-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    runner = None
+    try:
+        display = os.environ.get("DISPLAY")
+        if not display:
+            display, procs = start_virtual_display(workdir)
+        port = port or _free_port()
+        settings = Settings(port=port, db_url=f"sqlite:///{workdir}/demo.db", node_id="demo")
+        store = Store(await open_engine(settings.db_url))
+        login_password = secrets.token_urlsafe(12)
+        await store.create_technician(
+            DEMO_USER, login_password, display_name="Demo Technician", company="enkaku demo"
+        )
+        await store.create_contract("DEMO", "Demo customer / デモ顧客")
+        app = build_app(settings, store=store)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=3)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        server_url = settings.base_url
+        info = {
+            "server_url": server_url,
+            "console_url": f"{server_url}/",
+            "login": DEMO_USER,
+            "login_password": login_password,
+            "display": display,
+            "consent": "automatic (demo)",
+        }
+        ui = DemoUI(info, json_output)
+        capture, injector = screen_backends(display)
+        agent = AgentRuntime(
+            server_url,
+            DeviceKey.load_or_create(workdir / "agent"),
+            ui,
+            consent=AllowAll(),
+            capture_factory=capture,
+            input_factory=injector,
+        )
+        agent_task = asyncio.create_task(agent.run())
+        await asyncio.wait_for(ui.ready.wait(), 30)
+        if not json_output:
+            _print_banner(info)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await agent.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(agent_task, 10)
+        return 0
+    except DemoError as exc:
+        print(f"enkaku demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for proc in procs:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            if proc.poll() is None:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _print_banner(info: dict[str, str]) -> None:
+    server = info["server_url"]
+    print(
+        f"""
+enkaku demo is running / enkaku デモ実行中 (Ctrl-C to stop / Ctrl-C で終了)
+
+  Server / サーバー:          {server}
+  Console / コンソール:       {info["console_url"]}
+  Login / ログイン:           {info["login"]} / {info["login_password"]}
+  Agent ID / エージェント ID:  {info["agent_id"]}
+  Password / パスワード:      {info["agent_password"]}
+  Display / 画面:             {info["display"]}
+  Consent / 同意:             the demo agent allows every request by itself
+                              デモのエージェントはすべての要求を自動で許可します
+
+Connect from a terminal / 端末から接続:
+  ENKAKU_LOGIN_PASSWORD={info["login_password"]} enkaku login --server {server} --user {info["login"]}
+  ENKAKU_PASSWORD={info["agent_password"]} enkaku connect {info["agent_id"]} --vnc-listen 127.0.0.1:5901
+  xtigervncviewer 127.0.0.1::5901
+""",
+        flush=True,
+    )
+
+
+def run_demo(*, json_output: bool = False, port: int = 0) -> int:
+    return asyncio.run(_demo(json_output, port))

@@ -1,0 +1,263 @@
+"""`enkaku login` and `enkaku connect`: the technician's side of a session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from enkaku.i18n import t
+from enkaku.protocol import control
+from enkaku.protocol.errors import ProtocolError
+from enkaku.protocol.handshake import FailureReason, PeerRejectedPassword, TechnicianHandshake
+from enkaku.protocol.password import normalize_password
+from enkaku.transport.channel import SecureChannel, run_handshake
+from enkaku.transport.errors import SessionEnded, TransportError
+from enkaku.transport.relay import open_leg
+
+from .vncbridge import VNCBridge
+
+log = logging.getLogger(__name__)
+
+CONSENT_WAIT = 120.0
+
+
+class ExitCode:
+    """`enkaku connect` / `enkaku login` exit codes (docs/cli.md)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_LOGGED_IN = 3
+    REFUSED = 4  # agent offline, unknown contract, rate limited, ...
+    WRONG_PASSWORD = 5
+    PASSWORD_REPLACED = 6
+    CONSENT_DENIED = 7
+    ENDED_BY_PEER = 8
+    CONNECTION_LOST = 9
+
+
+class ClientError(Exception):
+    """A failure with a user-facing message and an exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _lang_message(body: Any, fallback: str) -> str:
+    from enkaku.i18n import language
+
+    try:
+        return str(body["error"]["message"][language()])
+    except (KeyError, TypeError):
+        return fallback
+
+
+async def api_call(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    json_body: dict[str, Any] | None = None,
+    ssl_context: ssl.SSLContext | bool = True,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with http.request(method, url, json=json_body, headers=headers, ssl=ssl_context) as r:
+            try:
+                body = await r.json(content_type=None)
+            except ValueError:
+                body = None
+            return r.status, body
+    except (aiohttp.ClientError, OSError) as exc:
+        server = str(url).split("/api/")[0]
+        raise ClientError(
+            t("server_unreachable", server=server, detail=exc), ExitCode.CONNECTION_LOST
+        ) from None
+
+
+async def login(
+    server: str, user: str, password: str, *, ssl_context: ssl.SSLContext | bool = True
+) -> str:
+    """Exchange credentials for an API token."""
+    async with aiohttp.ClientSession() as http:
+        status, body = await api_call(
+            http,
+            "POST",
+            f"{server}/api/v1/auth/token",
+            json_body={"username": user, "password": password, "label": "enkaku CLI"},
+            ssl_context=ssl_context,
+        )
+    if status != 201:
+        raise ClientError(
+            _lang_message(body, f"login failed (HTTP {status})"),
+            ExitCode.NOT_LOGGED_IN if status == 401 else ExitCode.REFUSED,
+        )
+    return str(body["token"])
+
+
+@dataclass
+class ConnectOptions:
+    server: str
+    token: str
+    agent_id: str
+    password: str
+    contract: str | None = None
+    vnc_listen: tuple[str, int] | None = None
+    ssl_context: ssl.SSLContext | bool = True
+    heartbeat: float = 2.5
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) -> int:
+    """Run one session until it ends; returns the exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with aiohttp.ClientSession() as http:
+            return await _connect(http, opts, stop)
+    except ClientError as exc:
+        say(str(exc))
+        return exc.exit_code
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyncio.Event) -> int:
+    try:
+        normalize_password(opts.password)  # a typo is caught before it costs an attempt
+    except ProtocolError as exc:
+        raise ClientError(f"{t('wrong_password')} ({exc})", ExitCode.USAGE) from None
+    say(t("connecting", agent_id=opts.agent_id))
+    body: dict[str, Any] = {"agent_id": opts.agent_id}
+    if opts.contract:
+        body["contract"] = opts.contract
+    status, created = await api_call(
+        http,
+        "POST",
+        f"{opts.server}/api/v1/sessions",
+        token=opts.token,
+        json_body=body,
+        ssl_context=opts.ssl_context,
+    )
+    if status == 401:
+        raise ClientError(t("not_logged_in", server=opts.server), ExitCode.NOT_LOGGED_IN)
+    if status != 201:
+        raise ClientError(
+            _lang_message(created, f"session refused (HTTP {status})"), ExitCode.REFUSED
+        )
+    try:
+        leg = await open_leg(
+            http,
+            created["relay_url"],
+            created["relay_token"],
+            heartbeat=opts.heartbeat,
+            ssl_context=opts.ssl_context,
+        )
+    except SessionEnded as exc:
+        raise ClientError(t("session_ended", reason=exc.reason), ExitCode.ENDED_BY_PEER) from None
+    except TransportError as exc:
+        raise ClientError(str(exc), ExitCode.CONNECTION_LOST) from None
+    hs = TechnicianHandshake(opts.password, opts.agent_id)
+    try:
+        records = await run_handshake(leg, hs)
+    except PeerRejectedPassword as exc:
+        await leg.close("wrong_password")
+        if exc.reason is FailureReason.PASSWORD_REPLACED:
+            raise ClientError(t("password_replaced"), ExitCode.PASSWORD_REPLACED) from None
+        raise ClientError(t("wrong_password"), ExitCode.WRONG_PASSWORD) from None
+    except ProtocolError as exc:
+        await leg.close("handshake_failed")
+        raise ClientError(t("handshake_failed", detail=exc), ExitCode.ERROR) from None
+    except SessionEnded as exc:
+        raise ClientError(t("session_ended", reason=exc.reason), ExitCode.ENDED_BY_PEER) from None
+    except TimeoutError:
+        await leg.close("handshake_failed")
+        raise ClientError(
+            t("handshake_failed", detail="timeout"), ExitCode.CONNECTION_LOST
+        ) from None
+    channel = SecureChannel(leg, records, "technician")
+    channel.start()
+    try:
+        return await _session(channel, opts, stop)
+    finally:
+        await channel.close("technician_ended")
+
+
+async def _next_control(channel: SecureChannel, stop: asyncio.Event, timeout: float) -> Any:
+    get = asyncio.ensure_future(channel.control_messages.get())
+    closed = asyncio.ensure_future(channel.closed.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {get, closed, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for f in (closed, stopped):
+            f.cancel()
+    if get in done:
+        return get.result()
+    get.cancel()
+    return None
+
+
+async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.Event) -> int:
+    say(t("waiting_consent"))
+    msg = await _next_control(channel, stop, CONSENT_WAIT)
+    if stop.is_set():
+        say(t("interrupted"))
+        return ExitCode.OK
+    if isinstance(msg, control.End) or msg is None:
+        reason = channel.end_reason or (msg.reason if msg else "timeout")
+        code = ExitCode.CONSENT_DENIED if reason == "consent_denied" else ExitCode.ENDED_BY_PEER
+        say(
+            t("consent_denied") if reason == "consent_denied" else t("session_ended", reason=reason)
+        )
+        return code
+    if not isinstance(msg, control.Consent) or not msg.granted:
+        say(t("consent_denied"))
+        return ExitCode.CONSENT_DENIED
+    say(t("connected", agent_id=opts.agent_id))
+    bridge = None
+    if opts.vnc_listen:
+        bridge = VNCBridge(channel, *opts.vnc_listen)
+        host, port = await bridge.start()
+        say(t("vnc_listening", addr=f"{host}:{port}", viewer=f"{host}::{port}"))
+        # A machine-readable line for scripts.
+        print(f'{{"event":"vnc_listening","host":"{host}","port":{port}}}', flush=True)
+    try:
+        while True:
+            msg = await _next_control(channel, stop, 3600)
+            if stop.is_set():
+                say(t("interrupted"))
+                return ExitCode.OK
+            if channel.closed.is_set() or isinstance(msg, control.End):
+                reason = channel.end_reason or "connection_lost"
+                say(t("session_ended", reason=reason))
+                return (
+                    ExitCode.CONNECTION_LOST
+                    if reason in ("connection_lost", "protocol_error")
+                    else ExitCode.ENDED_BY_PEER
+                )
+            if isinstance(msg, control.Status):
+                log.info("customer %s control", "paused" if msg.control_paused else "resumed")
+    finally:
+        if bridge is not None:
+            await bridge.close()

@@ -1,0 +1,80 @@
+"""Serves the remote screen on a local TCP port so any VNC viewer can use it.
+
+Each viewer connection opens one ``rfb`` stream in the E2E channel; bytes are copied
+both ways unchanged (the agent speaks RFB 3.8 with security type None: the channel is
+the security). Listen on loopback unless you know who can reach the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from enkaku.transport.channel import SecureChannel
+from enkaku.transport.errors import SessionEnded
+
+log = logging.getLogger(__name__)
+
+
+class VNCBridge:
+    def __init__(self, channel: SecureChannel, host: str, port: int) -> None:
+        self.channel, self.host, self.port = channel, host, port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        sock = self._server.sockets[0].getsockname()
+        return sock[0], sock[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        stream = None
+        try:
+            stream = await self.channel.open_stream("rfb")
+            log.info("VNC viewer connected (stream %d)", stream.id)
+
+            async def upstream() -> None:
+                while data := await reader.read(64 * 1024):
+                    await stream.write(data)
+                await stream.write_eof()
+
+            async def downstream() -> None:
+                while data := await stream.read():
+                    writer.write(data)
+                    await writer.drain()
+
+            up = asyncio.ensure_future(upstream())
+            down = asyncio.ensure_future(downstream())
+            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+            if up in done and not up.exception():
+                # The viewer closed its side; the agent ends the stream after EOF.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(down, 5)
+            for t in (up, down):
+                t.cancel()
+        except (SessionEnded, ConnectionError) as exc:
+            log.info("VNC viewer connection ended: %s", exc)
+        finally:
+            if stream is not None and self.channel.mux.is_open(stream.id):
+                with contextlib.suppress(Exception):
+                    await stream.reset("viewer_closed")
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            self._tasks.discard(task)
