@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 
 def _free_display() -> int:
@@ -73,3 +77,27 @@ def x_env(display: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DISPLAY"] = display
     return env
+
+
+def xwd_root(display: str) -> npt.NDArray[np.uint8]:
+    """The root window as (h, w, 3) R, G, B, read by xwd and parsed here (XWDFile.h)."""
+    data = subprocess.run(
+        ["xwd", "-root", "-silent", "-display", display], check=True, capture_output=True,
+        timeout=30,
+    ).stdout  # fmt: skip
+    fields = struct.unpack(">25I", data[:100])
+    header_size, version = fields[0], fields[1]
+    assert version == 7
+    depth, width, height = fields[3], fields[4], fields[5]
+    byte_order, bpp, stride = fields[7], fields[11], fields[12]
+    red_mask, green_mask, blue_mask = fields[14], fields[15], fields[16]
+    ncolors = fields[19]
+    assert (depth, bpp) == (24, 32) and (red_mask, green_mask, blue_mask) == (
+        0xFF0000, 0xFF00, 0xFF,
+    )  # fmt: skip
+    offset = header_size + 12 * ncolors
+    raw = np.frombuffer(data, dtype=np.uint8, count=stride * height, offset=offset)
+    px = raw.reshape(height, stride)[:, : width * 4].reshape(height, width, 4)
+    if byte_order == 1:  # MSBFirst: X R G B
+        return px[:, :, 1:4].copy()
+    return px[:, :, 2::-1].copy()  # LSBFirst: B G R X

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,33 +19,9 @@ from PIL import Image
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, Rect
 from enkaku.agent.capture.x11 import X11Capture, _convert_cursor
-from tests.xdisplay import x_env, xvfb
+from tests.xdisplay import x_env, xvfb, xwd_root
 
 pytestmark = pytest.mark.x11
-
-
-def xwd_root(display: str) -> npt.NDArray[np.uint8]:
-    """The root window as (h, w, 3) R, G, B, read by xwd and parsed here (XWDFile.h)."""
-    data = subprocess.run(
-        ["xwd", "-root", "-silent", "-display", display], check=True, capture_output=True,
-        timeout=30,
-    ).stdout  # fmt: skip
-    fields = struct.unpack(">25I", data[:100])
-    header_size, version = fields[0], fields[1]
-    assert version == 7
-    depth, width, height = fields[3], fields[4], fields[5]
-    byte_order, bpp, stride = fields[7], fields[11], fields[12]
-    red_mask, green_mask, blue_mask = fields[14], fields[15], fields[16]
-    ncolors = fields[19]
-    assert (depth, bpp) == (24, 32) and (red_mask, green_mask, blue_mask) == (
-        0xFF0000, 0xFF00, 0xFF,
-    )  # fmt: skip
-    offset = header_size + 12 * ncolors
-    raw = np.frombuffer(data, dtype=np.uint8, count=stride * height, offset=offset)
-    px = raw.reshape(height, stride)[:, : width * 4].reshape(height, width, 4)
-    if byte_order == 1:  # MSBFirst: X R G B
-        return px[:, :, 1:4].copy()
-    return px[:, :, 2::-1].copy()  # LSBFirst: B G R X
 
 
 def rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

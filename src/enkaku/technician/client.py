@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import ssl
@@ -163,6 +164,17 @@ async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyn
         raise ClientError(
             _lang_message(created, f"session refused (HTTP {status})"), ExitCode.REFUSED
         )
+    # Machine-readable lines on stdout for scripts; human messages go to stderr.
+    print(
+        json.dumps(
+            {
+                "event": "session",
+                "session_id": created["session_id"],
+                "contract": created["contract"],
+            }
+        ),
+        flush=True,
+    )
     try:
         leg = await open_leg(
             http,
@@ -235,13 +247,14 @@ async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.E
         say(t("consent_denied"))
         return ExitCode.CONSENT_DENIED
     say(t("connected", agent_id=opts.agent_id))
+    print(json.dumps({"event": "connected", "agent_id": opts.agent_id}), flush=True)
     bridge = None
     if opts.vnc_listen:
         bridge = VNCBridge(channel, *opts.vnc_listen)
         host, port = await bridge.start()
         say(t("vnc_listening", addr=f"{host}:{port}", viewer=f"{host}::{port}"))
         # A machine-readable line for scripts.
-        print(f'{{"event":"vnc_listening","host":"{host}","port":{port}}}', flush=True)
+        print(json.dumps({"event": "vnc_listening", "host": host, "port": port}), flush=True)
     try:
         while True:
             msg = await _next_control(channel, stop, 3600)

@@ -1,0 +1,114 @@
+"""Session lifecycle with real processes: wrong passwords, every way a session ends."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from .harness import InProcessServer, World, saved_token, server_process, session_record, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def started_agent(world: World) -> tuple[object, str, str]:
+    agent = world.agent(None)
+    creds = agent.next_line(60, event="credentials")
+    return agent, creds["agent_id"], creds["password"]
+
+
+def test_wrong_password_three_times_replaces_it_and_slows_requests(
+    inproc: tuple[World, InProcessServer],
+) -> None:
+    world, server = inproc
+    agent, agent_id, password = started_agent(world)
+    wrong = "zzzz-zzzz" if password != "zzzz-zzzz" else "yyyy-yyyy"
+    codes = []
+    for i in range(3):
+        proc = world.connect(agent_id, wrong, vnc=False, name=f"wrong{i}")
+        codes.append(proc.wait(60))
+    # 5 = wrong password, 6 = wrong password and the agent drew a new one.
+    assert codes == [5, 5, 6]
+    new = agent.next_line(30, event="credentials")  # type: ignore[attr-defined]
+    assert new["agent_id"] == agent_id and new["password"] != password
+    # The old password no longer works, the new one does.
+    assert world.connect(agent_id, password, vnc=False, name="old").wait(60) == 5
+    failures = server.services.failures
+    assert failures.delay(("agent", agent_id)) > 0
+    assert failures.failures(("agent", agent_id)) >= 4
+    ok = world.connect(agent_id, new["password"], vnc=False, name="right")
+    ok.next_line(60, event="connected")
+    ok.signal(signal.SIGINT)
+    assert ok.wait(30) == 0
+    # Nothing the relay carried contains either password.
+    for _sid, _role, data in server.relayed:
+        for pw in (password, new["password"], wrong):
+            assert pw.encode() not in data and pw.replace("-", "").encode() not in data
+
+
+ENDINGS = {
+    "technician_ctrl_c": "technician_ended",
+    "technician_killed": "technician_disconnected",
+    "technician_frozen": "technician_disconnected",
+    "agent_killed": "agent_disconnected",
+    "server_killed": "server_restart",
+}
+
+
+@pytest.mark.parametrize("how", list(ENDINGS))
+def test_every_ending_is_noticed_and_recorded(world: World, how: str) -> None:
+    agent, agent_id, password = started_agent(world)
+    tech = world.connect(agent_id, password, vnc=False)
+    session_id = tech.next_line(60, event="session")["session_id"]
+    tech.next_line(60, event="connected")
+    start = time.monotonic()
+    if how == "technician_ctrl_c":
+        tech.signal(signal.SIGINT)
+        assert tech.wait(30) == 0
+    elif how == "technician_killed":
+        tech.signal(signal.SIGKILL)
+    elif how == "technician_frozen":
+        tech.signal(signal.SIGSTOP)  # alive but silent: only heartbeats can tell
+    elif how == "agent_killed":
+        agent.signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        assert tech.wait(30) in (8, 9)
+    elif how == "server_killed":
+        server = next(p for p in world.procs if p.name == "server")
+        server.signal(signal.SIGKILL)
+        server.wait(10)
+        assert tech.wait(30) in (8, 9)
+    if how != "agent_killed":
+        # The agent noticed: the session is over and the password was replaced.
+        new = agent.next_line(30, event="credentials")  # type: ignore[attr-defined]
+        assert new["password"] != password
+    noticed = time.monotonic() - start
+    print(f"{how}: the other side noticed after {noticed:.2f} s")
+    if how == "server_killed":
+        server_process(world, world.db, world.port)  # type: ignore[attr-defined]
+        # The agent comes back online by itself, with the same ID.
+        wait_for(lambda: "agent_online" in _agent_status(world, agent_id), 60, "agent back online")
+    record = session_record(world.server_url, saved_token(world), session_id)
+    assert record["end_reason"] == ENDINGS[how]
+
+
+def _agent_status(world: World, agent_id: str) -> str:
+    import asyncio
+
+    import aiohttp
+
+    async def fetch() -> str:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{world.server_url}/api/v1/agents/{agent_id}",
+                headers={"Authorization": f"Bearer {saved_token(world)}"},
+            ) as r,
+        ):
+            body = await r.json()
+            return "agent_online" if body.get("online") else "agent_offline"
+
+    try:
+        return asyncio.run(fetch())
+    except (aiohttp.ClientError, OSError):
+        return "server_down"
