@@ -1,0 +1,504 @@
+"""RFB 3.8 messages (RFC 6143 §7.5, §7.6 and the rfbproto community extensions).
+
+Client-to-server messages are frozen dataclasses with ``parse(data)`` for one complete
+message and ``wire_size(data)`` telling how long the message at the start of ``data`` is
+(``None`` when more bytes are needed to know). Server-to-client messages have
+``__bytes__``. Every length read from the wire is checked before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar, Protocol
+
+from enkaku.protocol.errors import ProtocolError
+from enkaku.protocol.rfb.pixelformat import PixelFormat
+
+#: Longest ClientCutText kept; longer ones are skipped (read and dropped), not buffered.
+MAX_CUT_TEXT = 1 << 20
+#: Most encodings accepted in one SetEncodings (real viewers send about 30).
+MAX_ENCODINGS = 1024
+#: Fence payloads are at most 64 bytes (rfbproto "ClientFence").
+MAX_FENCE_PAYLOAD = 64
+#: Most screens accepted in one SetDesktopSize.
+MAX_SCREENS = 16
+
+
+class Encoding(IntEnum):
+    """Encoding and pseudo-encoding numbers (rfbproto "Encodings")."""
+
+    RAW = 0
+    COPYRECT = 1
+    TIGHT = 7
+    ZRLE = 16
+    JPEG_QUALITY_LOW = -32  # -32 .. -23: quality level 0 .. 9
+    JPEG_QUALITY_HIGH = -23
+    DESKTOP_SIZE = -223
+    LAST_RECT = -224
+    CURSOR = -239
+    COMPRESS_LOW = -256  # -256 .. -247: compression level 0 .. 9
+    COMPRESS_HIGH = -247
+    QEMU_EXTENDED_KEY_EVENT = -258
+    EXTENDED_DESKTOP_SIZE = -308
+    FENCE = -312
+    CONTINUOUS_UPDATES = -313
+    FINE_QUALITY_LOW = -512  # -512 .. -412: JPEG quality 0 .. 100
+    FINE_QUALITY_HIGH = -412
+    SUBSAMPLING_LOW = -768  # -768 .. -763: JPEG subsampling 1x, 4x, 2x, gray, 8x, 16x
+    SUBSAMPLING_HIGH = -763
+
+
+class FenceFlags(IntEnum):
+    """ClientFence / ServerFence flag bits."""
+
+    BLOCK_BEFORE = 1 << 0
+    BLOCK_AFTER = 1 << 1
+    SYNC_NEXT = 1 << 2
+    REQUEST = 1 << 31
+
+
+#: Fence flags this server understands (and therefore echoes in a response).
+FENCE_SUPPORTED = FenceFlags.BLOCK_BEFORE | FenceFlags.BLOCK_AFTER | FenceFlags.SYNC_NEXT
+
+
+# -- rectangles and encoder parameters -----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EncodeOptions:
+    """The client's hints: compression level 0..9 and JPEG quality 0..100 (None: lossless)."""
+
+    compress_level: int = 2
+    jpeg_quality: int | None = None
+    #: Pillow's subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0.
+    jpeg_subsampling: int = 2
+    jpeg_grayscale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRect:
+    """One wire rectangle, positioned relative to the frame the encoder was given."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    encoding: int
+    payload: bytes
+
+
+class RectLike(Protocol):
+    """Anything with x, y, w, h: the capture layer's ``Rect`` and ours alike."""
+
+    @property
+    def x(self) -> int: ...
+    @property
+    def y(self) -> int: ...
+    @property
+    def w(self) -> int: ...
+    @property
+    def h(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rect:
+    """A framebuffer rectangle; x, y is the top-left corner."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def intersect(self, other: RectLike) -> Rect | None:
+        """The overlap with ``other``, or None when they do not overlap."""
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1 = min(self.x + self.w, other.x + other.w)
+        y1 = min(self.y + self.h, other.y + other.h)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+    def union(self, other: RectLike) -> Rect:
+        """The bounding box of both."""
+        x0, y0 = min(self.x, other.x), min(self.y, other.y)
+        x1 = max(self.x + self.w, other.x + other.w)
+        y1 = max(self.y + self.h, other.y + other.h)
+        return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+# -- client to server -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetPixelFormat:
+    """Type 0: the client wants pixels in ``pixel_format`` from now on."""
+
+    pixel_format: PixelFormat
+
+    TYPE: ClassVar[int] = 0
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        return 20
+
+    @classmethod
+    def parse(cls, data: bytes) -> SetPixelFormat:
+        return cls(PixelFormat.parse(data[4:20]))
+
+
+@dataclass(frozen=True, slots=True)
+class SetEncodings:
+    """Type 2: the encodings the client can decode, most preferred first."""
+
+    encodings: tuple[int, ...]
+
+    TYPE: ClassVar[int] = 2
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        if len(data) < 4:
+            return None
+        (count,) = struct.unpack_from("!H", data, 2)
+        if count > MAX_ENCODINGS:
+            raise ProtocolError(f"SetEncodings lists {count} encodings, limit {MAX_ENCODINGS}")
+        return 4 + 4 * count
+
+    @classmethod
+    def parse(cls, data: bytes) -> SetEncodings:
+        (count,) = struct.unpack_from("!H", data, 2)
+        return cls(struct.unpack_from(f"!{count}i", data, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class FramebufferUpdateRequest:
+    """Type 3: send the area, all of it unless ``incremental``."""
+
+    incremental: bool
+    x: int
+    y: int
+    w: int
+    h: int
+
+    TYPE: ClassVar[int] = 3
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        return 10
+
+    @classmethod
+    def parse(cls, data: bytes) -> FramebufferUpdateRequest:
+        incremental, x, y, w, h = struct.unpack_from("!BHHHH", data, 1)
+        return cls(incremental != 0, x, y, w, h)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """Type 4: a key with X11 ``keysym`` went down or up."""
+
+    down: bool
+    keysym: int
+
+    TYPE: ClassVar[int] = 4
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        return 8
+
+    @classmethod
+    def parse(cls, data: bytes) -> KeyEvent:
+        down, keysym = struct.unpack_from("!B2xI", data, 1)
+        return cls(down != 0, keysym)
+
+
+@dataclass(frozen=True, slots=True)
+class PointerEvent:
+    """Type 5: the pointer is at (x, y) with ``buttons`` (bit 0 = left) held."""
+
+    buttons: int
+    x: int
+    y: int
+
+    TYPE: ClassVar[int] = 5
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        return 6
+
+    @classmethod
+    def parse(cls, data: bytes) -> PointerEvent:
+        return cls(*struct.unpack_from("!BHH", data, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCutText:
+    """Type 6: the client's clipboard text (Latin-1 on the wire)."""
+
+    text: str
+
+    TYPE: ClassVar[int] = 6
+
+    @staticmethod
+    def declared_length(data: bytes) -> int | None:
+        """The text length in the header, or None before the header is complete."""
+        if len(data) < 8:
+            return None
+        (length,) = struct.unpack_from("!I", data, 4)
+        return int(length)
+
+    @classmethod
+    def wire_size(cls, data: bytes) -> int | None:
+        length = cls.declared_length(data)
+        if length is None:
+            return None
+        if length > MAX_CUT_TEXT:
+            # Also catches ExtendedClipboard's negative lengths, which we never invited.
+            raise ProtocolError(f"ClientCutText of {length} bytes exceeds {MAX_CUT_TEXT}")
+        return 8 + length
+
+    @classmethod
+    def parse(cls, data: bytes) -> ClientCutText:
+        return cls(bytes(data[8:]).decode("latin-1"))
+
+
+@dataclass(frozen=True, slots=True)
+class EnableContinuousUpdates:
+    """Type 150: start (or stop) sending updates for the area without requests."""
+
+    enable: bool
+    x: int
+    y: int
+    w: int
+    h: int
+
+    TYPE: ClassVar[int] = 150
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        return 10
+
+    @classmethod
+    def parse(cls, data: bytes) -> EnableContinuousUpdates:
+        enable, x, y, w, h = struct.unpack_from("!BHHHH", data, 1)
+        return cls(enable != 0, x, y, w, h)
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Type 248 (ClientFence), also the layout of ServerFence (type 248 the other way)."""
+
+    flags: int
+    payload: bytes = b""
+
+    TYPE: ClassVar[int] = 248
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        if len(data) < 9:
+            return None
+        length = data[8]
+        if length > MAX_FENCE_PAYLOAD:
+            raise ProtocolError(f"Fence payload of {length} bytes exceeds {MAX_FENCE_PAYLOAD}")
+        return 9 + length
+
+    @classmethod
+    def parse(cls, data: bytes) -> Fence:
+        (flags,) = struct.unpack_from("!I", data, 4)
+        return cls(flags, bytes(data[9:]))
+
+    def __bytes__(self) -> bytes:
+        if len(self.payload) > MAX_FENCE_PAYLOAD:
+            raise ValueError("fence payload too long")
+        return struct.pack("!B3xIB", 248, self.flags, len(self.payload)) + self.payload
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """One screen of the ExtendedDesktopSize screen layout."""
+
+    id: int
+    x: int
+    y: int
+    w: int
+    h: int
+    flags: int = 0
+
+    def __bytes__(self) -> bytes:
+        return struct.pack("!IHHHHI", self.id, self.x, self.y, self.w, self.h, self.flags)
+
+
+@dataclass(frozen=True, slots=True)
+class SetDesktopSize:
+    """Type 251: the client asks for a new framebuffer size / screen layout."""
+
+    w: int
+    h: int
+    screens: tuple[Screen, ...]
+
+    TYPE: ClassVar[int] = 251
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        if len(data) < 8:
+            return None
+        count = data[6]
+        if count > MAX_SCREENS:
+            raise ProtocolError(f"SetDesktopSize lists {count} screens, limit {MAX_SCREENS}")
+        return 8 + 16 * count
+
+    @classmethod
+    def parse(cls, data: bytes) -> SetDesktopSize:
+        w, h, count = struct.unpack_from("!HHB", data, 2)
+        screens = tuple(
+            Screen(*struct.unpack_from("!IHHHHI", data, 8 + 16 * i)) for i in range(count)
+        )
+        return cls(w, h, screens)
+
+
+@dataclass(frozen=True, slots=True)
+class QEMUExtendedKeyEvent:
+    """Type 255 subtype 0: a key event carrying the XT scancode (``keycode``)."""
+
+    down: bool
+    keysym: int
+    keycode: int
+
+    TYPE: ClassVar[int] = 255
+
+    @staticmethod
+    def wire_size(data: bytes) -> int | None:
+        if len(data) < 2:
+            return None
+        if data[1] != 0:
+            raise ProtocolError(f"unsupported QEMU client message subtype {data[1]}")
+        return 12
+
+    @classmethod
+    def parse(cls, data: bytes) -> QEMUExtendedKeyEvent:
+        down, keysym, keycode = struct.unpack_from("!HII", data, 2)
+        return cls(down != 0, keysym, keycode)
+
+
+ClientMessage = (
+    SetPixelFormat
+    | SetEncodings
+    | FramebufferUpdateRequest
+    | KeyEvent
+    | PointerEvent
+    | ClientCutText
+    | EnableContinuousUpdates
+    | Fence
+    | SetDesktopSize
+    | QEMUExtendedKeyEvent
+)
+
+CLIENT_MESSAGES: dict[int, type[ClientMessage]] = {
+    cls.TYPE: cls
+    for cls in (
+        SetPixelFormat,
+        SetEncodings,
+        FramebufferUpdateRequest,
+        KeyEvent,
+        PointerEvent,
+        ClientCutText,
+        EnableContinuousUpdates,
+        Fence,
+        SetDesktopSize,
+        QEMUExtendedKeyEvent,
+    )
+}
+
+
+def client_message_size(data: bytes) -> int | None:
+    """Length of the client message starting ``data``; None when more bytes are needed."""
+    if not data:
+        return None
+    cls = CLIENT_MESSAGES.get(data[0])
+    if cls is None:
+        raise ProtocolError(f"unknown client message type {data[0]}")
+    return cls.wire_size(data)
+
+
+def parse_client_message(data: bytes) -> tuple[ClientMessage, int] | None:
+    """Parse the message at the start of ``data``: (message, bytes used) or None."""
+    size = client_message_size(data)
+    if size is None or len(data) < size:
+        return None
+    return CLIENT_MESSAGES[data[0]].parse(data[:size]), size
+
+
+# -- server to client -----------------------------------------------------------------
+
+
+class ServerMessageType(IntEnum):
+    FRAMEBUFFER_UPDATE = 0
+    SET_COLOUR_MAP_ENTRIES = 1
+    BELL = 2
+    SERVER_CUT_TEXT = 3
+    END_OF_CONTINUOUS_UPDATES = 150
+    SERVER_FENCE = 248
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInit:
+    """ServerInit (RFC 6143 §7.3.2)."""
+
+    width: int
+    height: int
+    pixel_format: PixelFormat
+    name: str
+
+    def __bytes__(self) -> bytes:
+        name = self.name.encode("utf-8")
+        return (
+            struct.pack("!HH", self.width, self.height)
+            + bytes(self.pixel_format)
+            + struct.pack("!I", len(name))
+            + name
+        )
+
+
+def framebuffer_update_header(count: int) -> bytes:
+    """FramebufferUpdate header for ``count`` rectangles (0xFFFF = ended by LastRect)."""
+    return struct.pack("!BxH", ServerMessageType.FRAMEBUFFER_UPDATE, count)
+
+
+def rect_header(x: int, y: int, w: int, h: int, encoding: int) -> bytes:
+    """The 12-byte header in front of each rectangle of a FramebufferUpdate."""
+    return struct.pack("!HHHHi", x, y, w, h, encoding)
+
+
+@dataclass(frozen=True, slots=True)
+class SetColourMapEntries:
+    first: int
+    colours: tuple[tuple[int, int, int], ...]
+
+    def __bytes__(self) -> bytes:
+        head = struct.pack(
+            "!BxHH", ServerMessageType.SET_COLOUR_MAP_ENTRIES, self.first, len(self.colours)
+        )
+        return head + b"".join(struct.pack("!HHH", *c) for c in self.colours)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCutText:
+    text: str
+
+    def __bytes__(self) -> bytes:
+        data = self.text.encode("latin-1", errors="replace")
+        return struct.pack("!B3xI", ServerMessageType.SERVER_CUT_TEXT, len(data)) + data
+
+
+@dataclass(frozen=True, slots=True)
+class Bell:
+    def __bytes__(self) -> bytes:
+        return bytes([ServerMessageType.BELL])
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfContinuousUpdates:
+    def __bytes__(self) -> bytes:
+        return bytes([ServerMessageType.END_OF_CONTINUOUS_UPDATES])

@@ -1,0 +1,510 @@
+"""Sans-IO RFB 3.8 server (RFC 6143; extensions from the rfbproto community spec).
+
+Wire summary (server ``S``, client ``C``; full text in docs/protocol/rfb.md)::
+
+    S: "RFB 003.008\\n"          C: "RFB 003.00x\\n"   (3.3, 3.7 and 3.8 accepted)
+    3.7/3.8  S: [1, None(1)]    C: 1    3.8 only: S: SecurityResult OK (U32 0)
+    3.3      S: U32 1 (None)
+    C: ClientInit (shared flag)  S: ServerInit (size, pixel format, name)
+    then C: SetPixelFormat, SetEncodings, FramebufferUpdateRequest, KeyEvent,
+            PointerEvent, ClientCutText, EnableContinuousUpdates, ClientFence,
+            SetDesktopSize, QEMU Extended Key Event
+         S: FramebufferUpdate, SetColourMapEntries, ServerCutText,
+            EndOfContinuousUpdates, ServerFence
+
+Security type None only: enkaku's end-to-end channel already authenticates and encrypts.
+``receive_data()`` parses whatever bytes arrived and returns events; ``data_to_send()``
+returns what must go out. The server answers what is pure protocol itself (fences,
+continuous-update acknowledgements, SetDesktopSize refusals, colour maps, extension
+announcements) and leaves capture, damage and input to its owner.
+
+Updates may be encoded on a worker thread: ``begin_framebuffer_update()`` (on the
+owner's thread) snapshots the pixel format and options and consumes the request,
+``PendingUpdate.encode()`` does the pixel work touching only the encoders, and
+``end_framebuffer_update()`` queues the message. Replies produced in between are held
+back and sent after it, so a fence answered meanwhile still follows the update.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from enkaku.protocol.errors import ProtocolError
+from enkaku.protocol.rfb import messages as m
+from enkaku.protocol.rfb.encodings import ENCODERS, EncodeOptions, Encoder, Rect, RectLike
+from enkaku.protocol.rfb.encodings.copyrect import Copy, encode_copyrect
+from enkaku.protocol.rfb.messages import Encoding
+from enkaku.protocol.rfb.pixelformat import NATIVE, Frame, PixelFormat
+
+logger = logging.getLogger(__name__)
+
+_VERSION = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
+#: JPEG quality for Tight quality levels 0..9 (the TurboVNC/TigerVNC scale).
+JPEG_QUALITY = (15, 29, 41, 42, 62, 77, 79, 86, 92, 100)
+SECURITY_NONE = 1
+
+
+class State(Enum):
+    """Where the connection is in RFC 6143 §7.1-7.3."""
+
+    WAITING_FOR_VERSION = "waiting_for_version"
+    WAITING_FOR_SECURITY_TYPE = "waiting_for_security_type"
+    WAITING_FOR_CLIENT_INIT = "waiting_for_client_init"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class Trigger(Enum):
+    VERSION_3_3 = "version_3_3"
+    VERSION_3_7_OR_3_8 = "version_3_7_or_3_8"
+    SECURITY_NONE_CHOSEN = "security_none_chosen"
+    CLIENT_INIT = "client_init"
+    FAILURE = "failure"
+
+
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (State.WAITING_FOR_VERSION, Trigger.VERSION_3_3): State.WAITING_FOR_CLIENT_INIT,
+    (State.WAITING_FOR_VERSION, Trigger.VERSION_3_7_OR_3_8): State.WAITING_FOR_SECURITY_TYPE,
+    (State.WAITING_FOR_SECURITY_TYPE, Trigger.SECURITY_NONE_CHOSEN): State.WAITING_FOR_CLIENT_INIT,
+    (State.WAITING_FOR_CLIENT_INIT, Trigger.CLIENT_INIT): State.RUNNING,
+    **{(state, Trigger.FAILURE): State.CLOSED for state in State},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInitialised:
+    """The handshake is done: updates and input may flow."""
+
+    version: tuple[int, int]
+    shared: bool
+
+
+Event = ClientInitialised | m.ClientMessage
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """What the client is waiting for: changes within ``region``, all of ``full``."""
+
+    region: Rect
+    full: Rect | None = None
+    continuous: bool = False
+
+    @property
+    def incremental(self) -> bool:
+        return self.full is None
+
+
+class CursorLike(Protocol):
+    """The capture layer's CursorImage: BGRA pixels (straight alpha) and hotspot."""
+
+    @property
+    def pixels(self) -> npt.NDArray[np.uint8]: ...
+    @property
+    def hotspot_x(self) -> int: ...
+    @property
+    def hotspot_y(self) -> int: ...
+
+
+@dataclass(slots=True)
+class PendingUpdate:
+    """A FramebufferUpdate between begin and end; ``encode()`` may run on any thread."""
+
+    frame: Frame
+    rects: list[Rect]
+    copies: list[tuple[Rect, int, int]]
+    encoder: Encoder
+    pixel_format: PixelFormat
+    options: EncodeOptions
+    last_rect: bool
+    prefix: bytes
+    pseudo: list[bytes]
+    message: bytes | None = None
+    rect_count: int = field(default=0)
+
+    def encode(self) -> bytes:
+        """Encode all rectangles into the FramebufferUpdate message(s)."""
+        parts = list(self.pseudo)
+        for dest, sx, sy in self.copies:
+            parts.append(
+                m.rect_header(dest.x, dest.y, dest.w, dest.h, Encoding.COPYRECT)
+                + encode_copyrect(sx, sy)
+            )
+        for r in self.rects:
+            sub = self.frame[r.y : r.y + r.h, r.x : r.x + r.w]
+            for er in self.encoder.encode(sub, self.pixel_format, self.options):
+                head = m.rect_header(r.x + er.x, r.y + er.y, er.w, er.h, er.encoding)
+                parts.append(head + er.payload)
+        self.rect_count = len(parts)
+        if len(parts) < 0xFFFF:
+            body = m.framebuffer_update_header(len(parts)) + b"".join(parts)
+        elif self.last_rect:
+            last = m.rect_header(0, 0, 0, 0, Encoding.LAST_RECT)
+            body = m.framebuffer_update_header(0xFFFF) + b"".join(parts) + last
+        else:
+            chunks = [parts[i : i + 0xFFFE] for i in range(0, len(parts), 0xFFFE)]
+            body = b"".join(m.framebuffer_update_header(len(c)) + b"".join(c) for c in chunks)
+        self.message = self.prefix + body
+        return self.message
+
+
+class RFBServer:
+    """One RFB connection's protocol state; no IO, no threads of its own."""
+
+    def __init__(self, width: int, height: int, name: str) -> None:
+        self.width = width
+        self.height = height
+        self.name = name
+        self.state = State.WAITING_FOR_VERSION
+        self.version: tuple[int, int] | None = None
+        self.pixel_format = NATIVE
+        self.encodings: frozenset[int] = frozenset()
+        self.encoding: int = Encoding.RAW
+        self.options = EncodeOptions()
+        self._encoders: dict[int, Encoder] = {}
+        self._in = bytearray()
+        self._out = bytearray(b"RFB 003.008\n")
+        self._held: bytearray | None = None
+        self._skip = 0
+        self._pending: Rect | None = None
+        self._pending_full: Rect | None = None
+        self._continuous: Rect | None = None
+        self._pseudo: list[bytes] = []
+        self._announced: set[int] = set()
+
+    # -- state machine ---------------------------------------------------------------
+
+    def _fire(self, trigger: Trigger) -> None:
+        new = TRANSITIONS.get((self.state, trigger))
+        if new is None:
+            raise ProtocolError(f"{trigger.value} is illegal in state {self.state.value}")
+        logger.debug("rfb %s -> %s (%s)", self.state.value, new.value, trigger.value)
+        self.state = new
+
+    def _fail(self, reason: str) -> ProtocolError:
+        if self.state is not State.CLOSED:
+            self._fire(Trigger.FAILURE)
+        return ProtocolError(reason)
+
+    # -- input ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the client; returns the complete events they finished."""
+        if self.state is State.CLOSED:
+            raise ProtocolError("RFB connection is closed")
+        self._in += data
+        events: list[Event] = []
+        pos = 0
+        try:
+            while pos < len(self._in):
+                if self._skip:
+                    n = min(self._skip, len(self._in) - pos)
+                    self._skip -= n
+                    pos += n
+                    continue
+                used, event = self._next(pos)
+                if not used:
+                    break
+                pos += used
+                if event is not None:
+                    events.append(event)
+        except ProtocolError:
+            if self.state is not State.CLOSED:
+                self._fire(Trigger.FAILURE)
+            raise
+        finally:
+            del self._in[:pos]
+        return events
+
+    def _next(self, pos: int) -> tuple[int, Event | None]:
+        buf = self._in
+        avail = len(buf) - pos
+        if self.state is State.WAITING_FOR_VERSION:
+            if avail < 12:
+                return 0, None
+            self._handle_version(bytes(buf[pos : pos + 12]))
+            return 12, None
+        if self.state is State.WAITING_FOR_SECURITY_TYPE:
+            self._handle_security_type(buf[pos])
+            return 1, None
+        if self.state is State.WAITING_FOR_CLIENT_INIT:
+            return 1, self._handle_client_init(buf[pos])
+        head = bytes(buf[pos : pos + 9])
+        if head[0] == m.ClientCutText.TYPE:
+            length = m.ClientCutText.declared_length(head)
+            if length is not None and length > m.MAX_CUT_TEXT:
+                # Skip it as TigerVNC does rather than end the session over a big paste.
+                logger.debug("rfb skipping a %d-byte ClientCutText", length)
+                self._skip = length
+                return 8, None
+        size = m.client_message_size(head)
+        if size is None or avail < size:
+            return 0, None
+        message = m.CLIENT_MESSAGES[head[0]].parse(bytes(buf[pos : pos + size]))
+        self._handle_message(message)
+        return size, message
+
+    def _handle_version(self, data: bytes) -> None:
+        match = _VERSION.fullmatch(data)
+        if match is None or int(match[1]) != 3:
+            raise self._fail(f"bad ProtocolVersion {data[:11]!r}")
+        # RFC 6143 §7.1.1: anything other than 3.7 and 3.8 is to be treated as 3.3.
+        minor = int(match[2])
+        self.version = (3, minor if minor in (7, 8) else 3)
+        if self.version == (3, 3):
+            self._emit(struct.pack("!I", SECURITY_NONE))
+            self._fire(Trigger.VERSION_3_3)
+        else:
+            self._emit(bytes([1, SECURITY_NONE]))
+            self._fire(Trigger.VERSION_3_7_OR_3_8)
+
+    def _handle_security_type(self, chosen: int) -> None:
+        if chosen != SECURITY_NONE:
+            if self.version == (3, 8):
+                reason = b"security type None is the only one offered"
+                self._emit(struct.pack("!II", 1, len(reason)) + reason)
+            raise self._fail(f"client chose security type {chosen}, not None")
+        if self.version == (3, 8):
+            self._emit(struct.pack("!I", 0))  # SecurityResult OK
+        self._fire(Trigger.SECURITY_NONE_CHOSEN)
+
+    def _handle_client_init(self, shared: int) -> ClientInitialised:
+        self._emit(bytes(m.ServerInit(self.width, self.height, self.pixel_format, self.name)))
+        self._fire(Trigger.CLIENT_INIT)
+        assert self.version is not None
+        return ClientInitialised(self.version, shared != 0)
+
+    def _handle_message(self, message: m.ClientMessage) -> None:
+        match message:
+            case m.SetPixelFormat(pixel_format=pf):
+                self.pixel_format = pf
+                if not pf.true_colour:
+                    self._emit(bytes(m.SetColourMapEntries(0, tuple(pf.colour_map()))))
+            case m.SetEncodings(encodings=codes):
+                self._handle_set_encodings(codes)
+            case m.FramebufferUpdateRequest():
+                self._handle_update_request(message)
+            case m.EnableContinuousUpdates(enable=enable, x=x, y=y, w=w, h=h):
+                if enable:
+                    self._continuous = self._clip(Rect(x, y, w, h)) or Rect(0, 0, 0, 0)
+                else:
+                    self._continuous = None
+                    self._emit(bytes(m.EndOfContinuousUpdates()))
+            case m.Fence(flags=flags, payload=payload):
+                if flags & m.FenceFlags.REQUEST:
+                    # Messages are handled in order, so every flag is already honoured.
+                    self._emit(bytes(m.Fence(flags & m.FENCE_SUPPORTED, payload)))
+            case m.SetDesktopSize():
+                # The agent never resizes the customer's screen: prohibited (status 1).
+                self._emit(self._desktop_size_update(reason=1, status=1))
+            case _:
+                pass
+
+    def _handle_set_encodings(self, codes: tuple[int, ...]) -> None:
+        self.encodings = frozenset(codes)
+        # The client's order is its preference (RFC 6143 §7.5.2); Raw when nothing fits.
+        self.encoding = next((c for c in codes if c in ENCODERS), Encoding.RAW)
+        compress, level, fine, subsampling = 2, None, None, None
+        for code in reversed(codes):  # the first one listed wins
+            if Encoding.COMPRESS_LOW <= code <= Encoding.COMPRESS_HIGH:
+                compress = code - Encoding.COMPRESS_LOW
+            elif Encoding.JPEG_QUALITY_LOW <= code <= Encoding.JPEG_QUALITY_HIGH:
+                level = code - Encoding.JPEG_QUALITY_LOW
+            elif Encoding.FINE_QUALITY_LOW <= code <= Encoding.FINE_QUALITY_HIGH:
+                fine = max(1, code - Encoding.FINE_QUALITY_LOW)
+            elif Encoding.SUBSAMPLING_LOW <= code <= Encoding.SUBSAMPLING_HIGH:
+                subsampling = code - Encoding.SUBSAMPLING_LOW
+        quality = fine if fine is not None else None if level is None else JPEG_QUALITY[level]
+        if subsampling is None:
+            # Pillow: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0; higher levels keep more colour.
+            chroma = 0 if level == 9 else 1 if level is not None and level >= 6 else 2
+        else:
+            chroma = {0: 0, 2: 1}.get(subsampling, 2)  # 1x, 2x; 4x, 8x, 16x -> 4:2:0
+        self.options = EncodeOptions(
+            compress_level=compress,
+            jpeg_quality=quality,
+            jpeg_subsampling=chroma,
+            jpeg_grayscale=subsampling == 3,
+        )
+        # Announce the extensions the client asked for, once each (rfbproto §Fence,
+        # §ContinuousUpdates, §QEMU Extended Key Event).
+        if Encoding.FENCE in codes and Encoding.FENCE not in self._announced:
+            self._announced.add(Encoding.FENCE)
+            self._emit(bytes(m.Fence(m.FenceFlags.REQUEST)))
+        if (
+            Encoding.CONTINUOUS_UPDATES in codes
+            and Encoding.CONTINUOUS_UPDATES not in self._announced
+        ):
+            self._announced.add(Encoding.CONTINUOUS_UPDATES)
+            self._emit(bytes(m.EndOfContinuousUpdates()))
+        qemu = Encoding.QEMU_EXTENDED_KEY_EVENT
+        if qemu in codes and qemu not in self._announced:
+            self._announced.add(qemu)
+            self._pseudo.append(m.rect_header(0, 0, 0, 0, qemu))
+
+    def _handle_update_request(self, req: m.FramebufferUpdateRequest) -> None:
+        if req.incremental and self._continuous is not None:
+            return  # rfbproto §EnableContinuousUpdates: ignored while continuous
+        area = self._clip(Rect(req.x, req.y, req.w, req.h)) or Rect(0, 0, 0, 0)
+        self._pending = area if self._pending is None else self._pending.union(area)
+        if not req.incremental:
+            full = self._pending_full
+            self._pending_full = area if full is None else full.union(area)
+
+    def _clip(self, rect: RectLike) -> Rect | None:
+        return Rect(0, 0, self.width, self.height).intersect(rect)
+
+    # -- output --------------------------------------------------------------------
+
+    def _emit(self, data: bytes) -> None:
+        (self._out if self._held is None else self._held).extend(data)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the client, in order; empties the buffer."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def supports(self, encoding: int) -> bool:
+        """Whether the client listed ``encoding`` in its last SetEncodings."""
+        return encoding in self.encodings
+
+    @property
+    def update_requested(self) -> UpdateRequest | None:
+        """What may be sent now, or None when the client is not waiting for an update."""
+        if self.state is not State.RUNNING or self._held is not None:
+            return None
+        if self._pending is not None:
+            return UpdateRequest(self._pending, self._pending_full)
+        if self._continuous is not None:
+            return UpdateRequest(self._continuous, continuous=True)
+        return None
+
+    @property
+    def has_pending_pseudo(self) -> bool:
+        """A cursor shape or announcement waits to ride on the next update."""
+        return bool(self._pseudo)
+
+    def begin_framebuffer_update(
+        self, frame: Frame, rects: Sequence[RectLike], copies: tuple[Copy, ...] | list[Copy] = ()
+    ) -> PendingUpdate:
+        """Consume the pending request and snapshot what encoding ``rects`` needs."""
+        if self.state is not State.RUNNING:
+            raise RuntimeError("no FramebufferUpdate before the handshake completes")
+        if self._held is not None:
+            raise RuntimeError("a FramebufferUpdate is already being encoded")
+        if frame.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame is {frame.shape[:2]}, framebuffer {self.height}x{self.width}")
+        full = self._pending_full
+        self._pending = self._pending_full = None
+        prefix = b""
+        if full is not None and self.supports(Encoding.EXTENDED_DESKTOP_SIZE):
+            # rfbproto §ExtendedDesktopSize: every non-incremental request gets one, in
+            # an update of its own (no framebuffer changes in the same update).
+            prefix = self._desktop_size_update(reason=0, status=0)
+        clipped = [c for r in rects if (c := self._clip(r)) is not None]
+        copy_list: list[tuple[Rect, int, int]] = []
+        for copy in copies:
+            dest = self._clip(copy.dest)
+            if dest is None:
+                continue
+            if self.supports(Encoding.COPYRECT) and dest == Rect(*_xywh(copy.dest)):
+                copy_list.append((dest, copy.src_x, copy.src_y))
+            else:
+                clipped.append(dest)
+        encoder = self._encoders.get(self.encoding)
+        if encoder is None:
+            encoder = self._encoders[self.encoding] = ENCODERS[self.encoding]()
+        pseudo, self._pseudo = self._pseudo, []
+        self._held = bytearray()
+        return PendingUpdate(
+            frame, clipped, copy_list, encoder, self.pixel_format, self.options,
+            self.supports(Encoding.LAST_RECT), prefix, pseudo,
+        )  # fmt: skip
+
+    def end_framebuffer_update(self, update: PendingUpdate) -> None:
+        """Queue the encoded update, then whatever was answered while it was encoded."""
+        if self._held is None:
+            raise RuntimeError("no FramebufferUpdate is being encoded")
+        held, self._held = self._held, None
+        self._out += update.message if update.message is not None else update.encode()
+        self._out += held
+
+    def send_framebuffer_update(
+        self, frame: Frame, rects: Sequence[RectLike], copies: tuple[Copy, ...] | list[Copy] = ()
+    ) -> None:
+        """Encode ``rects`` of the BGRX ``frame`` (and ``copies``) as one update, now."""
+        update = self.begin_framebuffer_update(frame, rects, copies)
+        update.encode()
+        self.end_framebuffer_update(update)
+
+    def send_desktop_size(self, width: int, height: int) -> bool:
+        """Tell the client the framebuffer is now ``width``×``height``.
+
+        Uses ExtendedDesktopSize when offered, else DesktopSize; returns False when the
+        client can handle neither (it then keeps the old size). The update answers any
+        pending request; the owner should consider the whole framebuffer changed.
+        """
+        if self.state is not State.RUNNING:
+            raise RuntimeError("no desktop size before the handshake completes")
+        extended = self.supports(Encoding.EXTENDED_DESKTOP_SIZE)
+        if not extended and not self.supports(Encoding.DESKTOP_SIZE):
+            return False
+        old = Rect(0, 0, self.width, self.height)
+        self.width, self.height = width, height
+        if self._continuous is not None:
+            cont = self._continuous
+            self._continuous = Rect(0, 0, width, height) if cont == old else self._clip(cont)
+        self._pending = self._pending_full = None
+        if extended:
+            self._emit(self._desktop_size_update(reason=0, status=0))
+        else:
+            header = m.rect_header(0, 0, width, height, Encoding.DESKTOP_SIZE)
+            self._emit(m.framebuffer_update_header(1) + header)
+        return True
+
+    def _desktop_size_update(self, reason: int, status: int) -> bytes:
+        screen = m.Screen(0, 0, 0, self.width, self.height)
+        rect = m.rect_header(
+            reason, status, self.width, self.height, Encoding.EXTENDED_DESKTOP_SIZE
+        )
+        return m.framebuffer_update_header(1) + rect + b"\x01\x00\x00\x00" + bytes(screen)
+
+    def send_cursor(self, cursor: CursorLike) -> bool:
+        """Queue the pointer shape for the next update; False if the client can't draw it."""
+        if not self.supports(Encoding.CURSOR):
+            return False
+        pixels = cursor.pixels
+        h, w = pixels.shape[:2]
+        pf = self.pixel_format
+        body = pf.pack(pf.values(pixels)).tobytes()
+        mask = np.packbits(pixels[..., 3] >= 128, axis=1).tobytes() if w and h else b""
+        header = m.rect_header(cursor.hotspot_x, cursor.hotspot_y, w, h, Encoding.CURSOR)
+        self._pseudo = [p for p in self._pseudo if not _is_cursor(p)]
+        self._pseudo.append(header + body + mask)
+        return True
+
+    def send_cut_text(self, text: str) -> None:
+        """Put ``text`` on the client's clipboard (Latin-1; others become '?')."""
+        self._emit(bytes(m.ServerCutText(text)))
+
+    def send_bell(self) -> None:
+        """Ring the client's bell."""
+        self._emit(bytes(m.Bell()))
+
+
+def _xywh(r: RectLike) -> tuple[int, int, int, int]:
+    return r.x, r.y, r.w, r.h
+
+
+def _is_cursor(pseudo: bytes) -> bool:
+    return struct.unpack_from("!i", pseudo, 8)[0] == Encoding.CURSOR

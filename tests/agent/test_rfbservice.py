@@ -1,0 +1,489 @@
+"""RFBService over real loopback TCP against real viewers: vncdotool and TigerVNC.
+
+The screen is a fake ScreenCapture over a numpy image; input lands in a recording fake
+InputInjector. Viewers are separate processes nobody here wrote; waits are polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from enkaku.agent.capture.base import CursorImage, Rect
+from enkaku.agent.rfbservice import RFBService, changed_tiles
+from enkaku.protocol.rfb import Encoding
+from tests.protocol.rfb.decoders import sample_image
+from tests.xdisplay import x_env, xvfb
+
+VNCDO = str(Path(sys.executable).with_name("vncdo"))
+W, H = 320, 240
+
+
+class FakeCapture:
+    """A ScreenCapture over a BGRX numpy image the test may change."""
+
+    def __init__(self, image: np.ndarray, *, regions: bool = False) -> None:
+        self.image = image
+        self.regions = regions
+        self.pending: list[Rect] | None = None
+        self.lock = threading.Lock()
+        self.cursor_image: CursorImage | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+    def grab(self) -> np.ndarray:
+        with self.lock:
+            return self.image.copy()
+
+    def changed_regions(self) -> list[Rect] | None:
+        if not self.regions:
+            return None
+        with self.lock:
+            out, self.pending = self.pending, []
+        return out
+
+    def cursor(self) -> CursorImage | None:
+        return self.cursor_image
+
+    def close(self) -> None:
+        pass
+
+    def set_image(self, image: np.ndarray, region: Rect | None = None) -> None:
+        with self.lock:
+            self.image = image
+            if self.pending is not None and region is not None:
+                self.pending.append(region)
+
+
+@dataclass
+class RecordingInjector:
+    calls: list[tuple] = field(default_factory=list)
+
+    def key(self, keysym: int, down: bool, scancode: int | None = None) -> None:
+        self.calls.append(("key", keysym, down, scancode))
+
+    def pointer(self, x: int, y: int, buttons: int) -> None:
+        self.calls.append(("pointer", x, y, buttons))
+
+    def release_all(self) -> None:
+        self.calls.append(("release_all",))
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Served:
+    port: int
+    services: list[RFBService] = field(default_factory=list)
+    finished: list[asyncio.Task] = field(default_factory=list)
+
+    async def wait_closed(self, count: int = 1, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while sum(t.done() for t in self.finished) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        for t in self.finished:
+            t.result()
+
+
+@contextlib.asynccontextmanager
+async def serve(capture: FakeCapture, injector: RecordingInjector, **kw) -> AsyncIterator[Served]:
+    """RFBService on 127.0.0.1:<free port>, one service per connection."""
+    served = Served(0)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def write(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        service = RFBService(
+            capture, injector, lambda: reader.read(65536), write, name="enkaku test", **kw
+        )
+        served.services.append(service)
+        task = asyncio.current_task()
+        assert task is not None
+        served.finished.append(task)
+        try:
+            await service.run()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    served.port = server.sockets[0].getsockname()[1]
+    try:
+        yield served
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def run(*args: str, timeout: float = 60, env: dict | None = None) -> bytes:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return out
+
+
+def rgb(image: np.ndarray) -> np.ndarray:
+    return image[..., 2::-1]
+
+
+# -- unit level ----------------------------------------------------------------------
+
+
+def test_changed_tiles_merges_runs() -> None:
+    a = np.zeros((200, 300, 4), np.uint8)
+    b = a.copy()
+    b[10, 10, 0] = 1
+    b[10, 70, 0] = 1  # the neighbouring tile: one run of two tiles
+    b[150:199, 250, 1] = 1  # two tiles stacked in the last column
+    b[100, 100, 3] = 9  # the X byte alone is no change
+    assert sorted((r.x, r.y, r.w, r.h) for r in changed_tiles(a, b)) == [
+        (0, 0, 128, 64),
+        (192, 128, 64, 72),
+    ]
+    assert changed_tiles(a, a) == []
+
+
+# -- vncdotool -----------------------------------------------------------------------
+
+ZRLE_VNCDO = (
+    "import sys\n"
+    "from vncdotool import client, command, rfb\n"
+    "client.VNCDoToolClient.encoding = rfb.Encoding.ZRLE\n"
+    "command.vncdo(sys.argv[1:])\n"
+)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["raw", "raw-nocursor", "zrle", "zrle-xdamage"],
+)
+async def test_vncdotool_capture_is_pixel_exact(variant: str, tmp_path: Path) -> None:
+    image = sample_image(H, W, seed=7)
+    capture = FakeCapture(image, regions=variant.endswith("xdamage"))
+    cursor = np.zeros((8, 8, 4), np.uint8)
+    cursor[..., 3] = 255
+    capture.cursor_image = CursorImage(cursor, 1, 1, serial=1)
+    injector = RecordingInjector()
+    out = tmp_path / "out.png"
+    async with serve(capture, injector) as served:
+        target = f"127.0.0.1::{served.port}"
+        extra = ["--nocursor"] if "nocursor" in variant else []
+        if variant.startswith("zrle"):
+            cmd = [sys.executable, "-c", ZRLE_VNCDO, "-s", target, *extra, "capture", str(out)]
+        else:
+            cmd = [VNCDO, "-s", target, *extra, "capture", str(out)]
+        await run(*cmd)
+        await served.wait_closed()
+        server = served.services[0].server
+        assert server is not None
+        expected = Encoding.ZRLE if variant.startswith("zrle") else Encoding.RAW
+        assert server.encoding == expected
+        assert (Encoding.CURSOR in server.encodings) == ("nocursor" in variant)
+    got = np.asarray(Image.open(out).convert("RGB"))
+    np.testing.assert_array_equal(got, rgb(image))
+    assert injector.calls == [("release_all",)]
+
+
+async def test_vncdotool_input_reaches_the_injector() -> None:
+    capture = FakeCapture(sample_image(H, W))
+    injector = RecordingInjector()
+    async with serve(capture, injector) as served:
+        target = f"127.0.0.1::{served.port}"
+        await run(
+            VNCDO, "-s", target, "key", "a", "type", "hello", "move", "10", "20", "click", "1"
+        )
+        await served.wait_closed()
+    keys = [c[1:] for c in injector.calls if c[0] == "key"]
+    expected = [(ord("a"), True, None), (ord("a"), False, None)]
+    for ch in "hello":
+        expected += [(ord(ch), True, None), (ord(ch), False, None)]
+    assert keys == expected
+    pointers = [c[1:] for c in injector.calls if c[0] == "pointer"]
+    assert pointers == [(10, 20, 0), (10, 20, 1), (10, 20, 0)]
+    assert injector.calls[-1] == ("release_all",)
+
+
+async def test_input_is_dropped_without_control() -> None:
+    capture = FakeCapture(sample_image(H, W))
+    injector = RecordingInjector()
+    async with serve(capture, injector, control_allowed=lambda: False) as served:
+        await run(VNCDO, "-s", f"127.0.0.1::{served.port}", "key", "a", "move", "1", "2")
+        await served.wait_closed()
+    assert injector.calls == [("release_all",)]
+
+
+# -- TigerVNC ------------------------------------------------------------------------
+
+
+def screenshot(display: str) -> np.ndarray:
+    data = subprocess.run(
+        ["import", "-window", "root", "png:-"],
+        env=x_env(display),
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def locate(screen: np.ndarray, image: np.ndarray) -> tuple[int, int] | None:
+    """Top-left corner where ``image`` (h, w, 3) appears exactly in ``screen``."""
+    h, w = image.shape[:2]
+    ay, ax = 0, w - 1  # a noisy pixel: few false candidates
+    ys, xs = np.nonzero((screen == image[ay, ax]).all(axis=2))
+    for y, x in zip(ys - ay, xs - ax, strict=True):
+        inside = 0 <= y <= screen.shape[0] - h and 0 <= x <= screen.shape[1] - w
+        if inside and np.array_equal(screen[y : y + h, x : x + w], image):
+            return int(x), int(y)
+    return None
+
+
+async def wait_for_image(display: str, image: np.ndarray, timeout: float = 45) -> tuple[int, int]:
+    async with asyncio.timeout(timeout):
+        while True:
+            screen = await asyncio.to_thread(screenshot, display)
+            where = locate(screen, image)
+            if where is not None:
+                return where
+            await asyncio.sleep(0.3)
+
+
+needs_tigervnc = pytest.mark.skipif(
+    shutil.which("xtigervncviewer") is None or shutil.which("import") is None,
+    reason="xtigervncviewer and ImageMagick are needed",
+)
+
+
+@pytest.mark.x11
+@needs_tigervnc
+@pytest.mark.parametrize(
+    ("encoding", "options", "regions"),
+    [
+        ("Tight", ["-NoJPEG"], False),
+        ("ZRLE", ["-NoJPEG"], True),
+        ("Raw", [], False),
+    ],
+)
+async def test_tigervnc_shows_the_screen_exactly(
+    encoding: str, options: list[str], regions: bool
+) -> None:
+    image = sample_image(H, W, seed=11)
+    capture = FakeCapture(image, regions=regions)
+    injector = RecordingInjector()
+    with xvfb() as display:
+        async with serve(capture, injector) as served:
+            proc = await asyncio.create_subprocess_exec(
+                "xtigervncviewer",
+                "-FullScreen=0",
+                "-AutoSelect=0",
+                "-FullColor=1",
+                f"-PreferredEncoding={encoding}",
+                "-RemoteResize=0",
+                *options,
+                f"127.0.0.1::{served.port}",
+                env=x_env(display),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                await wait_for_image(display, rgb(image))
+                # an incremental change travels too (damage found by diffing or regions)
+                changed = image.copy()
+                changed[50:120, 30:200] = sample_image(70, 170, seed=12)
+                capture.set_image(changed, Rect(30, 50, 170, 70))
+                await wait_for_image(display, rgb(changed))
+                server = served.services[0].server
+                assert server is not None
+                assert server.encoding == getattr(Encoding, encoding.upper())
+                if "-NoJPEG" in options:
+                    assert server.options.jpeg_quality is None
+            finally:
+                proc.terminate()
+                await proc.wait()
+            await served.wait_closed()
+    assert injector.calls[-1] == ("release_all",)
+
+
+async def start_viewer(display: str, port: int, *options: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "xtigervncviewer",
+        "-FullScreen=0",
+        "-AutoSelect=0",
+        "-FullColor=1",
+        "-RemoteResize=0",
+        *options,
+        f"127.0.0.1::{port}",
+        env=x_env(display),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.x11
+@needs_tigervnc
+async def test_tigervnc_jpeg_is_close() -> None:
+    image = sample_image(H, W, seed=13)
+    flat = image[0, 0, 2::-1]  # the flat block at the top left: Tight fill, exact
+    injector = RecordingInjector()
+    with xvfb() as display:
+        async with serve(FakeCapture(image), injector) as served:
+            proc = await start_viewer(
+                display, served.port, "-PreferredEncoding=Tight", "-QualityLevel=9"
+            )
+            try:
+                async with asyncio.timeout(45):
+                    while True:
+                        screen = await asyncio.to_thread(screenshot, display)
+                        ys, xs = np.nonzero((screen == flat).all(axis=2))
+                        if ys.size:
+                            y, x = int(ys[0]), int(xs[0])
+                            shown = screen[y : y + H, x : x + W].astype(int)
+                            if shown.shape == (H, W, 3):
+                                error = np.abs(shown - rgb(image).astype(int))
+                                if error.mean() < 4:
+                                    break
+                        await asyncio.sleep(0.3)
+                server = served.services[0].server
+                assert server is not None
+                assert server.encoding == Encoding.TIGHT
+                assert server.options.jpeg_quality == 100
+                assert locate(screen, rgb(image)) is None  # lossy: not exact
+            finally:
+                proc.terminate()
+                await proc.wait()
+            await served.wait_closed()
+
+
+@pytest.mark.x11
+@needs_tigervnc
+async def test_tigervnc_input_with_scancodes() -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is needed")
+    image = sample_image(H, W, seed=17)
+    injector = RecordingInjector()
+    with xvfb() as display:
+        async with serve(FakeCapture(image), injector) as served:
+            proc = await start_viewer(display, served.port, "-PreferredEncoding=ZRLE")
+            try:
+                x, y = await wait_for_image(display, rgb(image))
+                # No window manager here: give the viewer keyboard focus ourselves.
+                await run(
+                    "xdotool", "search", "--sync", "--name", "enkaku test", "windowfocus",
+                    "mousemove", str(x + 100), str(y + 50), "click", "1",
+                    "key", "a", env=x_env(display),
+                )  # fmt: skip
+                async with asyncio.timeout(30):
+                    while not any(c[0] == "key" and not c[2] for c in injector.calls):  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+            finally:
+                proc.terminate()
+                await proc.wait()
+            await served.wait_closed()
+    pointers = [c[1:] for c in injector.calls if c[0] == "pointer"]
+    assert (100, 50, 1) in pointers and pointers[-1] == (100, 50, 0)
+    keys = [c[1:] for c in injector.calls if c[0] == "key"]
+    # TigerVNC uses the QEMU Extended Key Event we announced: keysym plus XT scancode
+    assert keys == [(ord("a"), True, 0x1E), (ord("a"), False, 0x1E)]
+
+
+# -- in memory, our own decoder as the viewer ----------------------------------------
+
+
+class Pipe:
+    """The viewer's end of an in-memory connection to an RFBService."""
+
+    def __init__(self) -> None:
+        self.to_server: asyncio.Queue[bytes] = asyncio.Queue()
+        self.from_server: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def read(self) -> bytes:
+        return await self.to_server.get()
+
+    async def write(self, data: bytes) -> None:
+        await self.from_server.put(data)
+
+    async def receive(self, dec, until, timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while not until():
+                dec.feed(await self.from_server.get())
+
+
+async def test_in_memory_updates_resize_and_pause() -> None:
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    image = sample_image(60, 80)
+    capture = FakeCapture(image)
+    injector = RecordingInjector()
+    allowed = [True]
+    pipe = Pipe()
+    service = RFBService(
+        capture, injector, pipe.read, pipe.write, name="mem", control_allowed=lambda: allowed[0]
+    )
+    task = asyncio.create_task(service.run())
+    assert await pipe.from_server.get() == b"RFB 003.008\n"
+    await pipe.to_server.put(b"RFB 003.008\n")
+    assert await pipe.from_server.get() == b"\x01\x01"
+    await pipe.to_server.put(b"\x01")
+    assert await pipe.from_server.get() == b"\x00\x00\x00\x00"
+    await pipe.to_server.put(b"\x01")
+    init = await pipe.from_server.get()
+    dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
+    assert init[:4] == b"\x00\x50\x00\x3c"
+    await pipe.to_server.put(set_encodings(Encoding.TIGHT, Encoding.DESKTOP_SIZE))
+    await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
+    await pipe.receive(dec, lambda: len(dec.updates) == 1)
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(image))
+    # an incremental request is answered only once something changes
+    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    await asyncio.sleep(0.3)
+    assert pipe.from_server.empty()
+    changed = image.copy()
+    changed[5:9, 70:80] = 255
+    capture.set_image(changed)
+    await pipe.receive(dec, lambda: len(dec.updates) == 2)
+    assert dec.updates[1].rects == [(64, 0, 16, 60, Encoding.TIGHT)]  # one dirty tile column
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(changed))
+    # the screen grows: DesktopSize, then the whole new screen
+    bigger = sample_image(70, 100, seed=3)
+    capture.set_image(bigger)
+    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    await pipe.receive(dec, lambda: dec.desktop_sizes != [])
+    await pipe.to_server.put(update_request(True, 0, 0, 100, 70))
+    await pipe.receive(dec, lambda: len(dec.updates) == 4)
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(bigger))
+    # input flows while allowed; pausing drops it and releases held keys once
+    await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x61")
+    async with asyncio.timeout(10):
+        while not injector.calls:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    allowed[0] = False
+    await pipe.to_server.put(b"\x05\x01\x00\x01\x00\x02")
+    await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x61")
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)
+    assert injector.calls == [("key", 0x61, True, None), ("release_all",), ("release_all",)]

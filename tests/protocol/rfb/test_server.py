@@ -1,0 +1,325 @@
+"""RFBServer: handshake, state machine, protocol bookkeeping, fuzzing."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enkaku.protocol.errors import ProtocolError
+from enkaku.protocol.rfb import ClientInitialised, Encoding, Rect, RFBServer, State
+from enkaku.protocol.rfb import messages as m
+from enkaku.protocol.rfb.pixelformat import PixelFormat
+from tests.protocol.rfb.decoders import (
+    Decoder,
+    handshake,
+    sample_image,
+    set_encodings,
+    set_pixel_format,
+    update_request,
+)
+
+W, H = 64, 48
+
+
+def running(*codes: int) -> tuple[RFBServer, Decoder]:
+    server = RFBServer(W, H, "desk")
+    dec = handshake(server)
+    if codes:
+        server.receive_data(set_encodings(*codes))
+        dec.feed(server.data_to_send())
+    return server, dec
+
+
+@pytest.mark.parametrize(
+    ("version", "negotiated"),
+    [
+        (b"RFB 003.008\n", (3, 8)),
+        (b"RFB 003.007\n", (3, 7)),
+        (b"RFB 003.003\n", (3, 3)),
+        (b"RFB 003.005\n", (3, 3)),  # rfbproto: 3.5 means 3.3
+        (b"RFB 003.006\n", (3, 3)),  # RFC 6143 §7.1.1: others are 3.3
+    ],
+)
+def test_handshake_versions(version: bytes, negotiated: tuple[int, int]) -> None:
+    server = RFBServer(W, H, "desk")
+    dec = handshake(server, version if negotiated != (3, 3) else b"RFB 003.003\n")
+    assert server.version == (3, 3) if negotiated == (3, 3) else negotiated
+    assert (dec.width, dec.height) == (W, H)
+    assert server.state is State.RUNNING
+    if negotiated == (3, 3) and version != b"RFB 003.003\n":
+        other = RFBServer(W, H, "desk")
+        other.data_to_send()
+        other.receive_data(version)
+        assert other.data_to_send() == b"\x00\x00\x00\x01"
+        assert other.version == (3, 3)
+
+
+def test_handshake_events_and_byte_at_a_time() -> None:
+    server = RFBServer(W, H, "名前")
+    assert server.data_to_send() == b"RFB 003.008\n"
+    events = []
+    for b in b"RFB 003.008\n\x01\x00" + set_encodings(7) + update_request(True, 0, 0, W, H):
+        events += server.receive_data(bytes([b]))
+    assert events == [
+        ClientInitialised((3, 8), False),
+        m.SetEncodings((7,)),
+        m.FramebufferUpdateRequest(True, 0, 0, W, H),
+    ]
+    out = server.data_to_send()
+    assert out.startswith(b"\x01\x01\x00\x00\x00\x00")
+    assert out.endswith(struct.pack("!I", 6) + "名前".encode())
+
+
+def test_wrong_security_type_fails_with_reason_in_3_8() -> None:
+    server = RFBServer(W, H, "desk")
+    server.data_to_send()
+    server.receive_data(b"RFB 003.008\n")
+    server.data_to_send()
+    with pytest.raises(ProtocolError, match="security type 2"):
+        server.receive_data(b"\x02")
+    out = server.data_to_send()
+    (status, length) = struct.unpack_from("!II", out)
+    assert status == 1 and out[8:] and len(out) == 8 + length
+    assert server.state is State.CLOSED
+    with pytest.raises(ProtocolError, match="closed"):
+        server.receive_data(b"\x01")
+
+
+@pytest.mark.parametrize("junk", [b"GET / HTTP/1.1\r\n", b"RFB 004.000\n", b"RFB 03.8\n\n\n\n"])
+def test_bad_version_is_a_protocol_error(junk: bytes) -> None:
+    server = RFBServer(W, H, "desk")
+    with pytest.raises(ProtocolError, match="ProtocolVersion"):
+        server.receive_data(junk)
+    assert server.state is State.CLOSED
+
+
+def test_unknown_message_closes() -> None:
+    server, _ = running()
+    with pytest.raises(ProtocolError, match="unknown client message type 99"):
+        server.receive_data(b"\x63")
+    assert server.state is State.CLOSED
+
+
+def test_announcements_once() -> None:
+    server, dec = running(
+        Encoding.TIGHT,
+        Encoding.FENCE,
+        Encoding.CONTINUOUS_UPDATES,
+        Encoding.QEMU_EXTENDED_KEY_EVENT,
+    )
+    assert dec.fences == [(m.FenceFlags.REQUEST, b"")]
+    assert dec.end_of_cu == 1
+    assert server.encoding == Encoding.TIGHT
+    server.receive_data(set_encodings(Encoding.ZRLE, Encoding.FENCE, Encoding.CONTINUOUS_UPDATES))
+    assert server.data_to_send() == b""
+    assert server.encoding == Encoding.ZRLE
+    # the QEMU announcement rides on the next update
+    assert server.has_pending_pseudo
+    server.receive_data(update_request(True, 0, 0, W, H))
+    server.send_framebuffer_update(np.zeros((H, W, 4), np.uint8), [])
+    dec.feed(server.data_to_send())
+    assert dec.qemu_announced and not server.has_pending_pseudo
+
+
+def test_fence_reply_clears_request_and_unknown_bits() -> None:
+    server, dec = running(Encoding.FENCE)
+    dec.fences.clear()
+    flags = m.FenceFlags.REQUEST | m.FenceFlags.SYNC_NEXT | m.FenceFlags.BLOCK_BEFORE | 1 << 9
+    server.receive_data(bytes(m.Fence(flags, b"pf")))
+    server.receive_data(bytes(m.Fence(m.FenceFlags.BLOCK_AFTER, b"")))  # a response: ignored
+    dec.feed(server.data_to_send())
+    assert dec.fences == [(m.FenceFlags.SYNC_NEXT | m.FenceFlags.BLOCK_BEFORE, b"pf")]
+
+
+def test_update_requests_and_continuous_updates() -> None:
+    server, dec = running(Encoding.RAW, Encoding.CONTINUOUS_UPDATES)
+    assert server.update_requested is None
+    server.receive_data(update_request(True, 10, 10, 500, 500))
+    req = server.update_requested
+    assert req is not None and req.incremental and req.region == Rect(10, 10, W - 10, H - 10)
+    server.receive_data(update_request(False, 0, 0, 5, 5))
+    req = server.update_requested
+    assert req is not None and req.full == Rect(0, 0, 5, 5) and req.region == Rect(0, 0, W, H)
+    server.send_framebuffer_update(np.zeros((H, W, 4), np.uint8), [req.full])
+    assert server.update_requested is None
+    server.receive_data(bytes([150, 1]) + struct.pack("!HHHH", 0, 0, W, H))
+    req = server.update_requested
+    assert req is not None and req.continuous and req.region == Rect(0, 0, W, H)
+    server.receive_data(update_request(True, 0, 0, 1, 1))  # ignored while continuous
+    assert server.update_requested == req
+    server.receive_data(bytes([150, 0]) + struct.pack("!HHHH", 0, 0, W, H))
+    dec.feed(server.data_to_send())
+    assert dec.end_of_cu == 2
+    assert server.update_requested is None
+
+
+def test_non_incremental_gets_extended_desktop_size_first() -> None:
+    server, dec = running(Encoding.ZRLE, Encoding.EXTENDED_DESKTOP_SIZE, Encoding.DESKTOP_SIZE)
+    img = sample_image(H, W)
+    server.receive_data(update_request(False, 0, 0, W, H))
+    server.send_framebuffer_update(img, [Rect(0, 0, W, H)])
+    dec.feed(server.data_to_send())
+    assert dec.updates[0].rects == [(0, 0, W, H, Encoding.EXTENDED_DESKTOP_SIZE)]
+    assert {r[-1] for r in dec.updates[1].rects} == {Encoding.ZRLE}
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(img))
+
+
+def test_set_desktop_size_is_refused() -> None:
+    server, dec = running(Encoding.EXTENDED_DESKTOP_SIZE)
+    screen = bytes(m.Screen(1, 0, 0, 800, 600))
+    server.receive_data(b"\xfb\x00\x03\x20\x02\x58\x01\x00" + screen)
+    dec.feed(server.data_to_send())
+    assert dec.desktop_sizes == [(1, 1, W, H, 1)]  # client-initiated, prohibited
+
+
+@pytest.mark.parametrize("extended", [True, False])
+def test_desktop_size_change(extended: bool) -> None:
+    code = Encoding.EXTENDED_DESKTOP_SIZE if extended else Encoding.DESKTOP_SIZE
+    server, dec = running(Encoding.RAW, code, Encoding.CONTINUOUS_UPDATES)
+    server.receive_data(bytes([150, 1]) + struct.pack("!HHHH", 0, 0, W, H))
+    server.receive_data(update_request(True, 0, 0, W, H))
+    assert server.send_desktop_size(100, 30)
+    dec.feed(server.data_to_send())
+    assert (dec.width, dec.height) == (100, 30)
+    req = server.update_requested
+    assert req is not None and req.region == Rect(0, 0, 100, 30)
+    img = sample_image(30, 100)
+    server.send_framebuffer_update(img, [Rect(0, 0, 100, 30)])
+    dec.feed(server.data_to_send())
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(img))
+    plain, _ = running(Encoding.RAW)
+    assert not plain.send_desktop_size(10, 10)
+
+
+def test_cursor_pseudo_encoding() -> None:
+    server, dec = running(Encoding.RAW, Encoding.CURSOR)
+
+    @dataclass
+    class Cursor:
+        pixels: np.ndarray
+        hotspot_x: int
+        hotspot_y: int
+
+    px = np.zeros((3, 10, 4), np.uint8)
+    px[..., 2] = 255  # red
+    px[1, :, 3] = 255  # only the middle row is opaque
+    assert server.send_cursor(Cursor(px, 4, 1))
+    server.receive_data(update_request(True, 0, 0, W, H))
+    server.send_framebuffer_update(np.zeros((H, W, 4), np.uint8), [])
+    dec.feed(server.data_to_send())
+    assert dec.cursor is not None
+    hx, hy, pixels, mask = dec.cursor
+    assert (hx, hy) == (4, 1) and pixels.shape == (3, 10)
+    assert (pixels == 0xFF0000).all()
+    assert mask.tolist() == [[0] * 10, [1] * 10, [0] * 10]
+    assert not running(Encoding.RAW)[0].send_cursor(Cursor(px, 0, 0))
+
+
+def test_colour_map_format_gets_a_colour_map() -> None:
+    server, dec = running(Encoding.RAW)
+    pf = PixelFormat(8, 8, False, False, 0, 0, 0, 0, 0, 0)
+    server.receive_data(set_pixel_format(pf))
+    dec.feed(server.data_to_send())
+    assert len(dec.colour_map) == 256 and dec.colour_map[255] == (65535, 65535, 65535)
+    img = sample_image(H, W)
+    dec.pf = pf
+    server.receive_data(update_request(False, 0, 0, W, H))
+    server.send_framebuffer_update(img, [Rect(0, 0, W, H)])
+    dec.feed(server.data_to_send())
+    # look pixels up in the colour map: close to the source colours
+    cmap = np.array(dec.colour_map) >> 8
+    rgb = cmap[dec.fb]
+    assert np.abs(rgb - img[..., 2::-1].astype(int)).max() <= 255 // 7 // 2 + 43
+
+
+def test_cut_text_both_ways_and_oversize_is_skipped() -> None:
+    server, dec = running()
+    big = 2 * m.MAX_CUT_TEXT
+    events = server.receive_data(b"\x06\x00\x00\x00" + struct.pack("!I", big) + b"x" * 1000)
+    assert events == []
+    events = server.receive_data(b"x" * (big - 1000) + b"\x06\x00\x00\x00\x00\x00\x00\x02ok")
+    assert events == [m.ClientCutText("ok")]
+    server.send_cut_text("héllo")
+    dec.feed(server.data_to_send())
+    assert dec.cut_texts == ["héllo".encode("latin-1")]
+
+
+def test_replies_during_encoding_wait_for_the_update() -> None:
+    server, dec = running(Encoding.ZRLE, Encoding.FENCE)
+    dec.fences.clear()
+    img = sample_image(H, W)
+    server.receive_data(update_request(False, 0, 0, W, H))
+    pending = server.begin_framebuffer_update(img, [Rect(0, 0, W, H)])
+    assert server.update_requested is None
+    server.receive_data(bytes(m.Fence(m.FenceFlags.REQUEST | m.FenceFlags.BLOCK_BEFORE, b"1")))
+    assert server.data_to_send() == b""
+    pending.encode()
+    server.end_framebuffer_update(pending)
+    out = server.data_to_send()
+    assert out[0] == 0 and out.endswith(bytes(m.Fence(m.FenceFlags.BLOCK_BEFORE, b"1")))
+    dec.feed(out)
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(img))
+
+
+def test_updates_before_handshake_are_refused() -> None:
+    server = RFBServer(W, H, "desk")
+    assert server.update_requested is None
+    with pytest.raises(RuntimeError):
+        server.send_framebuffer_update(np.zeros((H, W, 4), np.uint8), [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=8))
+def test_fuzz_running_server_raises_only_protocol_error(chunks: list[bytes]) -> None:
+    server, _ = running()
+    for chunk in chunks:
+        try:
+            server.receive_data(chunk)
+        except ProtocolError:
+            assert server.state is State.CLOSED
+            return
+        server.data_to_send()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40))
+def test_fuzz_handshake_raises_only_protocol_error(data: bytes) -> None:
+    server = RFBServer(W, H, "desk")
+    try:
+        server.receive_data(data)
+    except ProtocolError:
+        assert server.state is State.CLOSED
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                update_request(True, 0, 0, W, H),
+                update_request(False, 3, 4, 1000, 1000),
+                bytes([150, 1, 0, 0, 0, 0, 0, 10, 0, 10]),
+                bytes([150, 0, 0, 0, 0, 0, 0, 10, 0, 10]),
+                b"\x04\x01\x00\x00\x00\x00\x00\x61",
+                b"\x05\x01\x00\x0a\x00\x14",
+                set_encodings(7, 16, -308, -313, -312, -258, -239, -224),
+                bytes(m.Fence(m.FenceFlags.REQUEST, b"abc")),
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_valid_message_sequences_keep_running(messages: list[bytes]) -> None:
+    server, dec = running()
+    server.receive_data(b"".join(messages))
+    dec.feed(server.data_to_send())
+    req = server.update_requested
+    if req is not None:
+        server.send_framebuffer_update(sample_image(H, W), [req.region])
+        dec.feed(server.data_to_send())
+    assert server.state is State.RUNNING
