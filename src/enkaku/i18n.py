@@ -131,6 +131,45 @@ CATALOG: dict[str, tuple[str, str]] = {
 }
 
 
+#: How each session end reason (protocol.control.END_REASONS) reads to a person.
+REASONS: dict[str, tuple[str, str]] = {
+    "technician_ended": ("the technician ended it", "技術者が終了しました"),
+    "customer_ended": ("the customer ended it", "お客様が終了しました"),
+    "consent_denied": ("the customer did not allow it", "お客様が許可しませんでした"),
+    "wrong_password": ("wrong password", "パスワードが違います"),
+    "handshake_failed": ("the encrypted handshake failed", "暗号化の確立に失敗しました"),
+    "protocol_error": ("invalid data was received", "不正なデータを受信しました"),
+    "agent_disconnected": (
+        "the customer's computer went offline",
+        "お客様のコンピューターとの接続が切れました",
+    ),
+    "technician_disconnected": ("the technician went offline", "技術者との接続が切れました"),
+    "timeout": ("the other side did not answer in time", "相手が時間内に応答しませんでした"),
+    "server_restart": ("the server restarted", "サーバーが再起動しました"),
+    "server_shutdown": ("the server shut down", "サーバーが停止しました"),
+    "device_malfunction": (
+        "the device is malfunctioning or modified",
+        "機器の故障または改造が見つかりました",
+    ),
+    "malware_found": ("malware was found", "マルウェアが見つかりました"),
+    "credentials_refused": (
+        "required credentials were refused",
+        "必要な認証情報の提供が拒否されました",
+    ),
+    "illegal_request": ("an illegal request was made", "違法な依頼がありました"),
+    "busy": ("the agent is already in a session", "エージェントは別のセッション中です"),
+    "connection_lost": ("the connection was lost", "接続が失われました"),
+}
+
+
+def reason_text(code: str, lang: str | None = None) -> str:
+    """A session end reason in words (the code itself if unknown)."""
+    pair = REASONS.get(code)
+    if pair is None:
+        return code
+    return pair[1] if (lang or language()) == "ja" else pair[0]
+
+
 def language() -> str:
     """'ja' or 'en', from the environment."""
     for var in ("ENKAKU_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):

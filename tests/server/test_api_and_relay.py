@@ -165,3 +165,49 @@ async def test_wrong_password_slows_the_next_request(env: Env) -> None:
     await session_record(env, sid)
     agent_id = (await env.svc.store.get_session(sid)).agent_id  # type: ignore[union-attr]
     assert env.svc.failures.delay(("agent", agent_id)) >= 1.0
+
+
+async def test_start_page_tells_how_to_connect_in_both_languages(env: Env) -> None:
+    async with env.http.get(env.url("/")) as r:
+        assert r.status == 200
+        page = await r.text()
+    assert "enkaku connect" in page and "接続" in page
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+
+
+async def test_agent_reports_are_recorded_even_after_the_relay_closed(env: Env) -> None:
+    tech, agent, sid, control = await pair(env)
+    await tech.close(code=4000, message=b"technician_ended")
+    await session_record(env, sid)
+    await control.send_json(
+        {"type": "session_event", "session_id": sid, "event": "ended", "detail": "technician_ended"}
+    )
+    for _ in range(100):
+        events = [e.event for e in await env.svc.store.audit_events(sid)]
+        if "ended" in events:
+            break
+        await asyncio.sleep(0.05)
+    assert "ended" in events
+
+
+async def test_a_verified_handshake_clears_the_technician_slowdown(env: Env) -> None:
+    tech, agent, sid, control = await pair(env)
+    row = await env.svc.store.get_session(sid)
+    assert row is not None
+    env.svc.failures.failed(("technician", row.technician_id))
+    # An agent's report of a wrong password counts (once per session)...
+    await control.send_json({"type": "session_event", "session_id": sid, "event": "wrong_password"})
+    for _ in range(100):
+        if env.svc.failures.failures(("technician", row.technician_id)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert env.svc.failures.failures(("technician", row.technician_id)) == 2
+    # ...only the agent's word that the key confirmation verified does.
+    await control.send_json(
+        {"type": "session_event", "session_id": sid, "event": "consent_granted"}
+    )
+    for _ in range(100):
+        if env.svc.failures.failures(("technician", row.technician_id)) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert env.svc.failures.failures(("technician", row.technician_id)) == 0

@@ -23,7 +23,7 @@ def screen_backends(
     display: str | None,
 ) -> tuple[Callable[[], ScreenCapture] | None, Callable[[], InputInjector] | None]:
     """Capture and input factories for ``display`` (None: no screen to serve)."""
-    if not display:
+    if not display or display.lower() == "none":
         return None, None
     from .capture.x11 import X11Capture
     from .input.x11 import X11Input

@@ -152,11 +152,11 @@ class AgentRuntime:
             welcome = await self._receive_json(ws, timeout=15)
             if welcome.get("type") != "welcome":
                 raise ValueError("server refused the device key")
-            first = not self.agent_id
+            changed = self.agent_id != str(welcome["agent_id"])
             self.agent_id = str(welcome["agent_id"])
             self.heartbeat = max(0.5, float(welcome.get("heartbeat", 5.0)) / 2)
             self.ui.notice("agent_online", server=self.server_url)
-            if first:
+            if changed:  # first contact, or the server gave another ID (database reset)
                 self.ui.credentials(self.agent_id, self.password)
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Protocol
 
-from enkaku.i18n import t
+from enkaku.i18n import reason_text, t
 
 from .consent import Requester
 
@@ -48,4 +48,4 @@ class HeadlessUI:
         print(t("session_active", name=who.name, company=who.company), file=sys.stderr, flush=True)
 
     def session_ended(self, reason: str) -> None:
-        print(t("agent_session_ended", reason=reason), file=sys.stderr, flush=True)
+        print(t("agent_session_ended", reason=reason_text(reason)), file=sys.stderr, flush=True)

@@ -14,33 +14,13 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ProtocolError
 
 MAX_CONTROL_MESSAGE = 64 * 1024
-
-#: Reasons a session can end, as recorded by the server and shown to both sides.
-END_REASONS = (
-    "technician_ended",
-    "customer_ended",
-    "consent_denied",
-    "wrong_password",
-    "handshake_failed",
-    "protocol_error",
-    "agent_disconnected",
-    "technician_disconnected",
-    "timeout",
-    "server_restart",
-    "server_shutdown",
-    "device_malfunction",
-    "malware_found",
-    "credentials_refused",
-    "illegal_request",
-    "busy",
-)
 
 EndReason = Literal[
     "technician_ended",
@@ -59,7 +39,10 @@ EndReason = Literal[
     "credentials_refused",
     "illegal_request",
     "busy",
+    "connection_lost",
 ]
+#: Reasons a session can end, as recorded by the server and shown to both sides.
+END_REASONS: tuple[str, ...] = get_args(EndReason)
 
 
 class _Msg(BaseModel):

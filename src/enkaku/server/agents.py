@@ -14,7 +14,7 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
     server → agent  {"type": "session_end", "session_id", "reason"}
     agent → server  {"type": "session_event", "session_id", "event", "detail"?}
                     events: busy, wrong_password, password_replaced, consent_granted,
-                    consent_denied, ended
+                    consent_denied, ended (detail: the end reason), handshake_failed
 
 The agent's ID is bound to its device key: the same key always gets the same ID.
 """
@@ -156,20 +156,33 @@ class AgentGateway:
         session_id, event = str(data["session_id"]), str(data["event"])
         if event not in SESSION_EVENTS:
             raise ValueError("unknown session event")
-        sess = self.relay.sessions.get(session_id)
-        if sess is None or sess.agent_id != conn.agent_id:
-            return  # stale or foreign session: ignore, never trust it
+        detail = data.get("detail")
+        detail = str(detail)[:200] if detail is not None else None
+        live = self.relay.sessions.get(session_id)
+        if live is not None:
+            agent_id, technician_id = live.agent_id, live.technician_id
+        else:  # the relay already closed it (e.g. the "ended" report): use the record
+            row = await self.store.get_session(session_id)
+            if row is None:
+                return
+            agent_id, technician_id = row.agent_id, row.technician_id
+        if agent_id != conn.agent_id:
+            return  # a foreign session: never trust it
         await self.store.audit(
             "agent",
             event,
             session_id=session_id,
-            agent_id=conn.agent_id,
-            technician_id=sess.technician_id,
+            agent_id=agent_id,
+            technician_id=technician_id,
+            detail=detail,
         )
         if event == "busy":
             await self.relay.end(session_id, "busy")
-        elif event == "password_replaced":
-            self.failures.failed(("agent", conn.agent_id))
+        elif event == "wrong_password" and live is not None:
+            self.relay.count_wrong_password(live)
+        elif event in ("consent_granted", "consent_denied"):
+            # The agent checked the technician's key confirmation: the password was right.
+            self.failures.succeeded(("technician", technician_id))
 
     async def shutdown(self) -> None:
         for ws in list(self.connections):

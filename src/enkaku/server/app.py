@@ -13,6 +13,7 @@ from aiohttp import web
 from .agents import AgentGateway
 from .api.framework import ApiError
 from .api.routes import api
+from .home import home
 from .presence import MemoryPresence
 from .ratelimit import FailureDelay
 from .relay import RelayHub, RelayObserver
@@ -84,6 +85,7 @@ def build_app(
     async def relay_ws(request: web.Request) -> web.StreamResponse:
         return await request.app[SERVICES].relay.handle(request)
 
+    app.router.add_get("/", home)
     app.router.add_get("/ws/agent", agent_ws)
     app.router.add_get("/ws/relay/{session_id}", relay_ws)
     return app

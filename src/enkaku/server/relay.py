@@ -11,7 +11,7 @@ Wire (docs/protocol/relay.md):
    more (backpressure through the WebSocket writer's drain).
 4. A leg ends the session by closing with code 4000 and an end reason (control.END_REASONS)
    as the close message. The server then closes the other leg with 4000 and the same
-   reason and records it. Text after pairing, a binary message before pairing or a
+   reason and records it. Text after the token message, a binary message before pairing or a
    message over max_frame is a protocol error: the session ends with ``protocol_error``.
    A leg that disappears or stops answering heartbeats ends it as
    ``<role>_disconnected``.
@@ -46,7 +46,6 @@ AUTH_TIMEOUT = 10.0
 CLOSE_SESSION_END = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_CONFLICT = 4409
-CLOSE_PROTOCOL = 4400
 
 #: Observers see every relayed message (tests use one to prove the relay carries no
 #: plaintext). Never used in production code paths other than counting.
@@ -71,6 +70,7 @@ class RelaySession:
     bytes_to: dict[Role, int] = field(default_factory=lambda: {"technician": 0, "agent": 0})
     timer: asyncio.TimerHandle | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    failure_counted: bool = False
 
 
 class RelayHub:
@@ -254,10 +254,7 @@ class RelayHub:
                     {"type": "session_end", "session_id": session_id, "reason": reason},
                 )
             if reason == "wrong_password":
-                self.failures.failed(("agent", sess.agent_id))
-                self.failures.failed(("technician", sess.technician_id))
-            elif sess.paired.is_set() and reason not in ("handshake_failed", "protocol_error"):
-                self.failures.succeeded(("technician", sess.technician_id))
+                self.count_wrong_password(sess)
             await self.store.end_session(
                 session_id,
                 reason,
@@ -278,6 +275,16 @@ class RelayHub:
         finally:
             self.sessions.pop(session_id, None)
             sess.done.set()
+
+    def count_wrong_password(self, sess: RelaySession) -> None:
+        """One failed password attempt for this session's technician and agent ID, counted
+        once however many sides report it. Only the agent's report of a verified key
+        confirmation (consent asked) clears a technician's count."""
+        if sess.failure_counted:
+            return
+        sess.failure_counted = True
+        self.failures.failed(("agent", sess.agent_id))
+        self.failures.failed(("technician", sess.technician_id))
 
     async def shutdown(self) -> None:
         """End every session (server stopping)."""

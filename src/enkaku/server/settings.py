@@ -55,6 +55,13 @@ class Settings:
                 f"host: plain HTTP is only allowed on loopback, not on {self.host}; "
                 "give --tls-cert and --tls-key, or --behind-proxy when a TLS proxy is in front"
             )
+        if self.public_url and not (
+            self.public_url.startswith("https://")
+            or (self.public_url.startswith("http://") and _is_loopback_url(self.public_url))
+        ):
+            raise SettingsError(
+                f"public_url: {self.public_url!r} must be an https:// URL (http:// only on loopback)"
+            )
         if self.heartbeat_timeout <= 0.5:
             raise SettingsError("heartbeat_timeout: must be more than 0.5 seconds")
 
@@ -86,6 +93,12 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return _is_loopback(urlsplit(url).hostname or "")
 
 
 def from_env(**overrides: object) -> Settings:

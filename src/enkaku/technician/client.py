@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from enkaku.i18n import t
+from enkaku.i18n import reason_text, t
 from enkaku.protocol import control
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.handshake import FailureReason, PeerRejectedPassword, TechnicianHandshake
@@ -129,9 +129,31 @@ async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) ->
     with contextlib.suppress(NotImplementedError, RuntimeError):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    progress = _Progress()
     try:
         async with aiohttp.ClientSession() as http:
-            return await _connect(http, opts, stop)
+            task = asyncio.ensure_future(_connect(http, opts, stop, progress))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if task.done() or progress.established:
+                return await task  # once established, the session handles Ctrl-C itself
+            # Ctrl-C while pairing or in the handshake: give up and tell the server why.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientError):
+                await task
+            if progress.session_id:
+                with contextlib.suppress(ClientError):
+                    await api_call(
+                        http,
+                        "POST",
+                        f"{opts.server}/api/v1/sessions/{progress.session_id}/end",
+                        token=opts.token,
+                        json_body={"reason": "technician_ended"},
+                        ssl_context=opts.ssl_context,
+                    )
+            say(t("interrupted"))
+            return ExitCode.OK
     except ClientError as exc:
         say(str(exc))
         return exc.exit_code
@@ -141,7 +163,15 @@ async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) ->
                 loop.remove_signal_handler(sig)
 
 
-async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyncio.Event) -> int:
+@dataclass
+class _Progress:
+    session_id: str | None = None
+    established: bool = False
+
+
+async def _connect(
+    http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyncio.Event, progress: _Progress
+) -> int:
     try:
         normalize_password(opts.password)  # a typo is caught before it costs an attempt
     except ProtocolError as exc:
@@ -164,6 +194,7 @@ async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyn
         raise ClientError(
             _lang_message(created, f"session refused (HTTP {status})"), ExitCode.REFUSED
         )
+    progress.session_id = created["session_id"]
     # Machine-readable lines on stdout for scripts; human messages go to stderr.
     print(
         json.dumps(
@@ -184,7 +215,9 @@ async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyn
             ssl_context=opts.ssl_context,
         )
     except SessionEnded as exc:
-        raise ClientError(t("session_ended", reason=exc.reason), ExitCode.ENDED_BY_PEER) from None
+        raise ClientError(
+            t("session_ended", reason=reason_text(exc.reason)), ExitCode.ENDED_BY_PEER
+        ) from None
     except TransportError as exc:
         raise ClientError(str(exc), ExitCode.CONNECTION_LOST) from None
     hs = TechnicianHandshake(opts.password, opts.agent_id)
@@ -199,7 +232,9 @@ async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyn
         await leg.close("handshake_failed")
         raise ClientError(t("handshake_failed", detail=exc), ExitCode.ERROR) from None
     except SessionEnded as exc:
-        raise ClientError(t("session_ended", reason=exc.reason), ExitCode.ENDED_BY_PEER) from None
+        raise ClientError(
+            t("session_ended", reason=reason_text(exc.reason)), ExitCode.ENDED_BY_PEER
+        ) from None
     except TimeoutError:
         await leg.close("handshake_failed")
         raise ClientError(
@@ -207,10 +242,11 @@ async def _connect(http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyn
         ) from None
     channel = SecureChannel(leg, records, "technician")
     channel.start()
+    progress.established = True
     try:
         return await _session(channel, opts, stop)
     finally:
-        await channel.close("technician_ended")
+        await channel.close(channel.end_reason or "technician_ended")
 
 
 async def _next_control(channel: SecureChannel, stop: asyncio.Event, timeout: float) -> Any:
@@ -240,11 +276,14 @@ async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.E
         reason = channel.end_reason or (msg.reason if msg else "timeout")
         code = ExitCode.CONSENT_DENIED if reason == "consent_denied" else ExitCode.ENDED_BY_PEER
         say(
-            t("consent_denied") if reason == "consent_denied" else t("session_ended", reason=reason)
+            t("consent_denied")
+            if reason == "consent_denied"
+            else t("session_ended", reason=reason_text(reason))
         )
         return code
     if not isinstance(msg, control.Consent) or not msg.granted:
         say(t("consent_denied"))
+        await channel.close("consent_denied")
         return ExitCode.CONSENT_DENIED
     say(t("connected", agent_id=opts.agent_id))
     print(json.dumps({"event": "connected", "agent_id": opts.agent_id}), flush=True)
@@ -263,7 +302,7 @@ async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.E
                 return ExitCode.OK
             if channel.closed.is_set() or isinstance(msg, control.End):
                 reason = channel.end_reason or "connection_lost"
-                say(t("session_ended", reason=reason))
+                say(t("session_ended", reason=reason_text(reason)))
                 return (
                     ExitCode.CONNECTION_LOST
                     if reason in ("connection_lost", "protocol_error")

@@ -94,6 +94,15 @@ class EndRequest(BaseModel):
     reason: str = Field(default="technician_ended")
 
 
+def client_address(ctx: Context) -> str:
+    """The client's address; behind a trusted proxy, the one the proxy appended last."""
+    svc = services(ctx)
+    forwarded = ctx.request.headers.get("X-Forwarded-For")
+    if svc.settings.behind_proxy and forwarded:
+        return forwarded.split(",")[-1].strip()[:64]
+    return ctx.request.remote or "?"
+
+
 def tech_info(t: object) -> TechnicianInfo:
     return TechnicianInfo.model_validate(t, from_attributes=True)
 
@@ -110,7 +119,7 @@ async def health(ctx: Context, _body: None) -> Health:
 async def login(ctx: Context, body: LoginRequest) -> TokenResponse:
     """Exchange a user name and password for an API token (CLI login)."""
     svc = services(ctx)
-    peer = ctx.request.remote or "?"
+    peer = client_address(ctx)
     wait = max(
         svc.login_failures.delay(("user", body.username)), svc.login_failures.delay(("addr", peer))
     )

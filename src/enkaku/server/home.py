@@ -1,0 +1,55 @@
+"""The server's start page at "/": what this server is and how to connect to it.
+
+The web console (noVNC) will be served here once it exists; until then the page says
+so and shows the command-line way, in English and Japanese.
+"""
+
+from __future__ import annotations
+
+import html
+
+from aiohttp import web
+
+from enkaku import __version__
+
+from .services import SERVICES
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>enkaku</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 44rem; margin: 3rem auto; padding: 0 1rem;
+       color: #1d2733; line-height: 1.5; }}
+code, pre {{ background: #eef2f6; border-radius: 4px; padding: .1rem .3rem; }}
+pre {{ padding: .8rem; overflow-x: auto; }}
+.muted {{ color: #5b6775; }}
+</style></head>
+<body>
+<h1>enkaku <span class="muted">遠隔</span></h1>
+<p>Remote support server {version} &middot; {online} agent(s) online /
+リモートサポートサーバー {version} &middot; オンラインのエージェント {online} 台</p>
+<h2>Connect to a customer / お客様に接続する</h2>
+<p>The browser console is not part of this version yet. Use the enkaku command line; it
+serves the customer's screen to any VNC viewer.<br>
+このバージョンにはブラウザーのコンソールはまだありません。enkaku コマンドを使ってください。
+お客様の画面を任意の VNC ビューアーで表示できます。</p>
+<pre>enkaku login --server {server} --user NAME
+enkaku connect ID --vnc-listen 127.0.0.1:5901
+xtigervncviewer 127.0.0.1::5901</pre>
+<p class="muted">API: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></p>
+</body></html>
+"""
+
+
+async def home(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    server = svc.settings.public_url or str(request.url.origin())
+    body = _PAGE.format(
+        version=html.escape(__version__),
+        online=await svc.presence.online_count(),
+        server=html.escape(server),
+    )
+    resp = web.Response(text=body, content_type="text/html")
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return resp
