@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from enkaku import __version__
 from enkaku.i18n import t
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
     a.add_argument("--config-dir", type=Path, help="where the device key lives")
     a.add_argument(
+        "--ca-file",
+        type=Path,
+        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
+    )
+    a.add_argument(
         "--insecure", action="store_true", help="do not verify the server's TLS certificate"
     )
 
@@ -85,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lg.add_argument("--server", required=True)
     lg.add_argument("--user", required=True)
+    lg.add_argument(
+        "--ca-file",
+        type=Path,
+        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
+    )
     lg.add_argument(
         "--insecure", action="store_true", help="do not verify the server's TLS certificate"
     )
@@ -100,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_hostport,
         metavar="HOST:PORT",
         help="serve the remote screen to VNC viewers on this address",
+    )
+    c.add_argument(
+        "--ca-file",
+        type=Path,
+        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
     )
     c.add_argument(
         "--insecure", action="store_true", help="do not verify the server's TLS certificate"
@@ -132,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument("--valid-until", help="last day (YYYY-MM-DD)")
     ksub.add_parser("list", help="list contracts")
     return p
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    from enkaku.transport.tls import client_ssl_context
+
+    try:
+        return client_ssl_context(args.ca_file, insecure=args.insecure)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"enkaku: {exc}") from None
 
 
 def _setup_logging(verbose: int) -> None:
@@ -192,7 +217,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         password = _secret("ENKAKU_LOGIN_PASSWORD", t("prompt_login_password", user=args.user))
         server = args.server.rstrip("/")
         try:
-            token = asyncio.run(login(server, args.user, password, ssl_context=not args.insecure))
+            token = asyncio.run(login(server, args.user, password, ssl_context=_tls(args)))
         except ClientError as exc:
             print(exc, file=sys.stderr)
             return exc.exit_code
@@ -216,7 +241,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             password=password,
             contract=args.contract,
             vnc_listen=args.vnc_listen,
-            ssl_context=not args.insecure,
+            ssl_context=_tls(args),
         )
         return asyncio.run(connect(opts))
     if args.command == "demo":

@@ -209,7 +209,8 @@ def make_db(tmp: Path) -> str:
     return db
 
 
-def server_process(world: World, db: str, port: int) -> Proc:
+def server_process(world: World, db: str, port: int, *extra: str, scheme: str = "http") -> Proc:
+    """`enkaku server` as a child process, returned once it accepts connections."""
     proc = world.spawn(
         [
             ENKAKU,
@@ -223,10 +224,11 @@ def server_process(world: World, db: str, port: int) -> Proc:
             "e2e",
             "--heartbeat-timeout",
             "5",
+            *extra,
         ],
         "server",
     )
-    world.server_url = f"http://127.0.0.1:{port}"
+    world.server_url = f"{scheme}://127.0.0.1:{port}"
 
     def healthy() -> bool:
         try:

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import os
 import signal
-import ssl
 import sys
 from collections.abc import Callable
+
+from enkaku.transport.tls import client_ssl_context
 
 from .capture.base import ScreenCapture
 from .consent import AllowAll, ConsentPolicy, DenyAll, TerminalConsent
@@ -44,9 +45,11 @@ def run_agent(args: argparse.Namespace) -> int:
     ]()
     key = DeviceKey.load_or_create(args.config_dir or default_config_dir())
     capture, injector = screen_backends(args.display or os.environ.get("DISPLAY"))
-    ssl_ctx: ssl.SSLContext | bool = True
-    if args.insecure:
-        ssl_ctx = False
+    try:
+        ssl_ctx = client_ssl_context(args.ca_file, insecure=args.insecure)
+    except FileNotFoundError as exc:
+        print(f"enkaku agent: {exc}", file=sys.stderr)
+        return 2
     runtime = AgentRuntime(
         args.server,
         key,
