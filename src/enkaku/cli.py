@@ -228,15 +228,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from enkaku.technician import config
         from enkaku.technician.client import ConnectOptions, ExitCode, connect
 
-        server = (args.server or config.default_server() or "").rstrip("/")
-        token = config.token_for(server) if server else None
-        if not server or not token:
-            print(t("not_logged_in", server=server or "URL"), file=sys.stderr)
+        target = (args.server or config.default_server() or "").rstrip("/")
+        api_token = config.token_for(target) if target else None
+        if not target or not api_token:
+            print(t("not_logged_in", server=target or "URL"), file=sys.stderr)
             return ExitCode.NOT_LOGGED_IN
         password = _secret("ENKAKU_PASSWORD", t("prompt_password", agent_id=args.agent_id))
         opts = ConnectOptions(
-            server=server,
-            token=token,
+            server=target,
+            token=api_token,
             agent_id=args.agent_id,
             password=password,
             contract=args.contract,
@@ -266,7 +266,7 @@ async def _admin(args: argparse.Namespace) -> int:
             password = _secret("ENKAKU_NEW_PASSWORD", f"Password for {args.username}: ")
             if len(password) < 10:
                 print(
-                    "enkaku: passwords need at least 10 characters / パスワードは10文字以上必要です",
+                    t("password_too_short"),
                     file=sys.stderr,
                 )
                 return 2

@@ -123,6 +123,14 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Cannot reach {server} ({detail}); retrying in {delay:.0f} s.",
         "{server} に接続できません ({detail})。{delay:.0f} 秒後に再試行します。",
     ),
+    "agent_no_window": (
+        "enkaku agent: the window interface is not available in this version; run with --headless.",
+        "enkaku agent: このバージョンではウィンドウ表示は未対応です。--headless を付けて実行してください。",
+    ),
+    "password_too_short": (
+        "enkaku: technician passwords need at least 10 characters.",
+        "enkaku: 技術者のパスワードは10文字以上必要です。",
+    ),
     "agent_replaced": (
         "Another enkaku agent with the same device key went online; this one stops.",
         "同じデバイスキーを持つ別の enkaku エージェントが接続したため、こちらは終了します。",
@@ -179,7 +187,7 @@ def language() -> str:
     return "en"
 
 
-def t(key: str, lang: str | None = None, **kwargs: object) -> str:
+def t(key: str, lang: str | None = None, /, **kwargs: object) -> str:
     """The message ``key`` in ``lang`` (default: the environment's), formatted."""
     en, ja = CATALOG[key]
     text = ja if (lang or language()) == "ja" else en

@@ -27,11 +27,10 @@ async def _admin() -> asyncpg.Connection:
     url = f"{SERVER}/{MAINTENANCE_DB}"
     try:
         return await asyncpg.connect(url, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {url} ({type(exc).__name__}: {exc}); {START_HINT}",
-            pytrace=False,
-        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    # Outside the except block, so the report is the hint and not a chained traceback.
+    pytest.fail(f"PostgreSQL is not reachable at {url} ({problem}); {START_HINT}", pytrace=False)
 
 
 async def server_version() -> str:

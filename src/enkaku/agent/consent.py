@@ -52,7 +52,8 @@ class TerminalConsent:
 
     async def ask(self, who: Requester, scope: list[str]) -> bool:
         try:
-            tty = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115
+            # Opening the terminal does not block; reading it goes through add_reader.
+            tty = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115, ASYNC230
         except OSError:
             print(
                 "no terminal to ask for consent on: denied / 確認できる端末がないため拒否しました",
@@ -66,7 +67,12 @@ class TerminalConsent:
             tty.flush()
             readable: asyncio.Future[None] = loop.create_future()
             fd = tty.fileno()
-            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+
+            def on_readable() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(fd, on_readable)
             try:
                 await asyncio.wait_for(readable, self.timeout)
                 answer = os.read(fd, 256).decode("utf-8", "replace")

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from enkaku.i18n import t
 from enkaku.transport.tls import client_ssl_context
 
 from .capture.base import ScreenCapture
@@ -34,11 +35,7 @@ def screen_backends(
 
 def run_agent(args: argparse.Namespace) -> int:
     if not args.headless:
-        print(
-            "enkaku agent: the window interface is not available in this version; "
-            "run with --headless / このバージョンではウィンドウ表示は未対応です。--headless を付けて実行してください",
-            file=sys.stderr,
-        )
+        print(t("agent_no_window"), file=sys.stderr)
         return 2
     consent: ConsentPolicy = {"ask": TerminalConsent, "allow": AllowAll, "deny": DenyAll}[
         args.consent

@@ -70,6 +70,7 @@ class AgentRuntime:
         self.session: AgentSession | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- password ---------------------------------------------------------------
 
@@ -189,9 +190,12 @@ class AgentRuntime:
                 return
             self.session = AgentSession(self, req)
             self._session_task = asyncio.create_task(self._run_session(self.session))
-        elif kind == "session_end":
-            if self.session is not None and self.session.req.session_id == msg.get("session_id"):
-                self.session.end(str(msg.get("reason", "timeout")))
+        elif (
+            kind == "session_end"
+            and self.session is not None
+            and self.session.req.session_id == msg.get("session_id")
+        ):
+            self.session.end(str(msg.get("reason", "timeout")))
 
     def _resolve(self, path: str) -> str:
         base = URL(self.server_url)
@@ -234,4 +238,6 @@ class AgentRuntime:
 
     def _report_later(self, event: str) -> None:
         if self.session is not None:
-            asyncio.ensure_future(self.report(self.session.req.session_id, event))
+            task = asyncio.ensure_future(self.report(self.session.req.session_id, event))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from enkaku.protocol import control
 from enkaku.protocol.errors import AuthenticationFailed, ProtocolError
@@ -94,9 +94,8 @@ class AgentSession:
                 ssl_context=rt.ssl_context,
             )
         )
-        done, _ = await asyncio.wait(
-            {leg_task, self._local_end}, return_when=asyncio.FIRST_COMPLETED
-        )
+        first: set[asyncio.Future[Any]] = {leg_task, self._local_end}
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if self._local_end in done:
             leg_task.cancel()
             return self._local_end.result()
@@ -125,9 +124,8 @@ class AgentSession:
         policy = AllowAll() if req.implicit_consent else rt.consent
         ask = asyncio.ensure_future(policy.ask(req.who, SCOPE))
         closed = asyncio.ensure_future(channel.closed.wait())
-        done, _ = await asyncio.wait(
-            {ask, closed, self._local_end}, return_when=asyncio.FIRST_COMPLETED
-        )
+        waiting: set[asyncio.Future[Any]] = {ask, closed, self._local_end}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         closed.cancel()
         if ask not in done:
             ask.cancel()
@@ -136,14 +134,16 @@ class AgentSession:
             )
         granted = ask.result()
         await rt.report(req.session_id, "consent_granted" if granted else "consent_denied")
-        await channel.send_control(control.Consent(granted=granted, scope=SCOPE if granted else []))
+        scope: list[Literal["screen", "control"]] = ["screen", "control"] if granted else []
+        await channel.send_control(control.Consent(granted=granted, scope=scope))
         if not granted:
             return "consent_denied"
         rt.ui.session_started(req.who)
         self._spawn(self._accept_streams(channel))
         self._spawn(self._read_control(channel))
         closed = asyncio.ensure_future(channel.closed.wait())
-        await asyncio.wait({closed, self._local_end}, return_when=asyncio.FIRST_COMPLETED)
+        running: set[asyncio.Future[Any]] = {closed, self._local_end}
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         closed.cancel()
         if self._local_end.done():
             return self._local_end.result()

@@ -87,7 +87,7 @@ def encode(msg: _Msg) -> bytes:
 def parse(body: bytes) -> Consent | Status | End | Error:
     """Validate one message body (without its length prefix)."""
     try:
-        return _adapter.validate_python(json.loads(body))  # type: ignore[no-any-return]
+        return _adapter.validate_python(json.loads(body))
     except (ValueError, ValidationError) as exc:
         raise ProtocolError(f"invalid control message: {_first_error(exc)}") from None
 

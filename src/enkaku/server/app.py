@@ -9,6 +9,7 @@ import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .agents import AgentGateway
 from .api.framework import ApiError
@@ -34,7 +35,7 @@ async def _authenticate(request: web.Request) -> Technician | None:
 
 
 @web.middleware
-async def _security_headers(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
     except ApiError as exc:

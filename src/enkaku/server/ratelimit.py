@@ -59,11 +59,15 @@ class FailureDelay:
         if now - rec.last > self.forget_after:
             del self._records[key]
             return 0.0
-        return min(self.cap, self.base * 2 ** (rec.failures - 1))
+        # Cap the exponent first: 2**n for a huge n would not fit in a float.
+        return min(self.cap, self.base * 2.0 ** min(rec.failures - 1, 64))
 
     def failures(self, key: Hashable) -> int:
+        """Recent failures for ``key`` (forgotten ones do not count)."""
         rec = self._records.get(key)
-        return 0 if rec is None else rec.failures
+        if rec is None or self._clock() - rec.last > self.forget_after:
+            return 0
+        return rec.failures
 
     def _evict(self, now: float) -> None:
         stale = [k for k, r in self._records.items() if now - r.last > self.forget_after]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,8 @@ class Settings:
             or (self.public_url.startswith("http://") and _is_loopback_url(self.public_url))
         ):
             raise SettingsError(
-                f"public_url: {self.public_url!r} must be an https:// URL (http:// only on loopback)"
+                f"public_url: {self.public_url!r} must be an https:// URL "
+                "(http:// only on loopback)"
             )
         if self.heartbeat_timeout <= 0.5:
             raise SettingsError("heartbeat_timeout: must be more than 0.5 seconds")
@@ -104,7 +106,7 @@ def _is_loopback_url(url: str) -> bool:
 def from_env(**overrides: object) -> Settings:
     """Settings from ENKAKU_* environment variables, then ``overrides`` (flags) on top."""
     env: dict[str, object] = {}
-    conv = {
+    conv: dict[str, tuple[str, Callable[[str], object]]] = {
         "ENKAKU_HOST": ("host", str),
         "ENKAKU_PORT": ("port", int),
         "ENKAKU_DB": ("db_url", str),

@@ -61,7 +61,7 @@ class VNCBridge:
 
             up = asyncio.ensure_future(upstream())
             down = asyncio.ensure_future(downstream())
-            done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
             if up in done and not up.exception():
                 # The viewer closed its side; the agent ends the stream after EOF.
                 with contextlib.suppress(asyncio.TimeoutError):

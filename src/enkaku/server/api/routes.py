@@ -260,12 +260,10 @@ async def _own_session(ctx: Context) -> str:
 async def get_session(ctx: Context, _body: None) -> SessionInfo:
     """A session's record: times, end reason, bytes in each direction."""
     row = await services(ctx).store.get_session(await _own_session(ctx))
-    return SessionInfo(
-        session_id=row.id,
-        **{  # type: ignore[union-attr]
-            k: getattr(row, k) for k in SessionInfo.model_fields if k != "session_id"
-        },
-    )
+    if row is None:
+        raise ApiError(404, "session_not_found")
+    fields = {k: getattr(row, k) for k in SessionInfo.model_fields if k != "session_id"}
+    return SessionInfo(session_id=row.id, **fields)
 
 
 @api.route("POST", "/sessions/{session_id}/end", body=EndRequest)
