@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="ask",
         help="ask on the terminal (default), allow every request, or deny every request",
     )
+    a.add_argument(
+        "--consent-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --consent ask: no answer within this time is a no (default 60)",
+    )
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
     a.add_argument("--config-dir", type=Path, help="where the device key lives")
     a.add_argument(

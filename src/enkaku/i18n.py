@@ -110,6 +110,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "{name} of {company} asks to see your screen and control it. Allow? [y/N] ",
         "{company} の {name} が画面の表示と操作を求めています。許可しますか? [y/N] ",
     ),
+    "consent_no_terminal": (
+        "No terminal to ask the customer on: the request is denied.",
+        "お客様に確認できる端末がないため、要求を拒否しました。",
+    ),
     "consent_auto": (
         "Consent granted automatically (--consent allow): {name} of {company} may see and control this screen.",
         "自動的に同意しました (--consent allow): {company} の {name} がこの画面を表示・操作できます。",

@@ -54,12 +54,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 class Proc:
     """A child process whose stdout JSON lines are collected by a reader thread."""
 
-    def __init__(self, args: list[str], *, env: dict[str, str], name: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str],
+        name: str,
+        log_dir: Path,
+        stdin: int = subprocess.DEVNULL,
+    ) -> None:
         self.name = name
         self.stderr_path = log_dir / f"{name}.stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL
+            args, env=env, stdout=subprocess.PIPE, stderr=self._stderr, stdin=stdin
         )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.all_lines: list[dict[str, Any]] = []
@@ -133,12 +141,22 @@ class World:
         env.update(extra)
         return env
 
-    def spawn(self, args: list[str], name: str, **env: str) -> Proc:
-        proc = Proc(args, env=self.env(**env), name=name, log_dir=self.tmp)
+    def spawn(
+        self, args: list[str], name: str, stdin: int = subprocess.DEVNULL, **env: str
+    ) -> Proc:
+        proc = Proc(args, env=self.env(**env), name=name, log_dir=self.tmp, stdin=stdin)
         self.procs.append(proc)
         return proc
 
-    def agent(self, display: str | None, name: str = "agent", consent: str = "allow") -> Proc:
+    def agent(
+        self,
+        display: str | None,
+        name: str = "agent",
+        consent: str = "allow",
+        *extra: str,
+        stdin: int = subprocess.DEVNULL,
+        prefix: tuple[str, ...] = (),
+    ) -> Proc:
         args = [
             ENKAKU,
             "-v",
@@ -153,7 +171,7 @@ class World:
         ]
         if display:
             args += ["--display", display]
-        return self.spawn(args, name)
+        return self.spawn([*prefix, *args, *extra], name, stdin=stdin)
 
     def login(self) -> None:
         subprocess.run(

@@ -53,6 +53,7 @@ ENDINGS = {
     "technician_frozen": "technician_disconnected",
     "agent_killed": "agent_disconnected",
     "server_killed": "server_restart",
+    "server_stopped": "server_shutdown",
 }
 
 
@@ -73,9 +74,9 @@ def test_every_ending_is_noticed_and_recorded(world: World, how: str) -> None:
     elif how == "agent_killed":
         agent.signal(signal.SIGKILL)  # type: ignore[attr-defined]
         assert tech.wait(30) in (8, 9)
-    elif how == "server_killed":
+    elif how in ("server_killed", "server_stopped"):
         server = next(p for p in world.procs if p.name == "server")
-        server.signal(signal.SIGKILL)
+        server.signal(signal.SIGKILL if how == "server_killed" else signal.SIGTERM)
         server.wait(10)
         assert tech.wait(30) in (8, 9)
     if how != "agent_killed":
@@ -84,7 +85,7 @@ def test_every_ending_is_noticed_and_recorded(world: World, how: str) -> None:
         assert new["password"] != password
     noticed = time.monotonic() - start
     print(f"{how}: the other side noticed after {noticed:.2f} s")
-    if how == "server_killed":
+    if how in ("server_killed", "server_stopped"):
         server_process(world, world.db, world.port)  # type: ignore[attr-defined]
         # The agent comes back online by itself, with the same ID.
         wait_for(lambda: "agent_online" in _agent_status(world, agent_id), 60, "agent back online")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import termios
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,32 +54,29 @@ class TerminalConsent:
     async def ask(self, who: Requester, scope: list[str]) -> bool:
         try:
             # Opening the terminal does not block; reading it goes through add_reader.
-            tty = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115, ASYNC230
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
         except OSError:
-            print(
-                "no terminal to ask for consent on: denied / 確認できる端末がないため拒否しました",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(t("consent_no_terminal"), file=sys.stderr, flush=True)
             return False
         loop = asyncio.get_running_loop()
-        with tty:
-            tty.write(t("consent_question", name=who.name, company=who.company))
-            tty.flush()
-            readable: asyncio.Future[None] = loop.create_future()
-            fd = tty.fileno()
+        readable: asyncio.Future[None] = loop.create_future()
 
-            def on_readable() -> None:
-                if not readable.done():
-                    readable.set_result(None)
+        def on_readable() -> None:
+            if not readable.done():
+                readable.set_result(None)
 
+        try:
+            termios.tcflush(fd, termios.TCIFLUSH)  # an earlier keystroke is not an answer
+            os.write(fd, t("consent_question", name=who.name, company=who.company).encode())
             loop.add_reader(fd, on_readable)
             try:
                 await asyncio.wait_for(readable, self.timeout)
                 answer = os.read(fd, 256).decode("utf-8", "replace")
             except TimeoutError:
-                tty.write("\n")
+                os.write(fd, b"\n")
                 return False
             finally:
                 loop.remove_reader(fd)
+        finally:
+            os.close(fd)
         return answer.strip().lower() in ("y", "yes", "はい", "ｙ")

@@ -37,9 +37,11 @@ def run_agent(args: argparse.Namespace) -> int:
     if not args.headless:
         print(t("agent_no_window"), file=sys.stderr)
         return 2
-    consent: ConsentPolicy = {"ask": TerminalConsent, "allow": AllowAll, "deny": DenyAll}[
-        args.consent
-    ]()
+    consent: ConsentPolicy
+    if args.consent == "ask":
+        consent = TerminalConsent(timeout=args.consent_timeout)
+    else:
+        consent = AllowAll() if args.consent == "allow" else DenyAll()
     key = DeviceKey.load_or_create(args.config_dir or default_config_dir())
     capture, injector = screen_backends(args.display or os.environ.get("DISPLAY"))
     try:

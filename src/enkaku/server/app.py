@@ -72,12 +72,17 @@ def build_app(
             settings, own_store, presence, relay, agents, failures, FailureDelay(base=0.5, cap=60.0)
         )
         yield
-        await relay.shutdown()
-        await agents.shutdown()
         if store is None:
             await own_store.close()
 
+    async def end_sessions(app: web.Application) -> None:
+        # on_shutdown runs before aiohttp drops the connections, so every session is
+        # recorded (and both legs told) as ended by the server, not as a lost peer.
+        await app[SERVICES].relay.shutdown()
+        await app[SERVICES].agents.shutdown()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(end_sessions)
     api.install(app, _authenticate)
 
     async def agent_ws(request: web.Request) -> web.StreamResponse:
