@@ -7,12 +7,20 @@ import time
 
 import pytest
 
-from .harness import InProcessServer, World, saved_token, server_process, session_record, wait_for
+from .harness import (
+    InProcessServer,
+    Proc,
+    World,
+    saved_token,
+    server_process,
+    session_record,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def started_agent(world: World) -> tuple[object, str, str]:
+def started_agent(world: World) -> tuple[Proc, str, str]:
     agent = world.agent(None)
     creds = agent.next_line(60, event="credentials")
     return agent, creds["agent_id"], creds["password"]
@@ -30,7 +38,7 @@ def test_wrong_password_three_times_replaces_it_and_slows_requests(
         codes.append(proc.wait(60))
     # 5 = wrong password, 6 = wrong password and the agent drew a new one.
     assert codes == [5, 5, 6]
-    new = agent.next_line(30, event="credentials")  # type: ignore[attr-defined]
+    new = agent.next_line(30, event="credentials")
     assert new["agent_id"] == agent_id and new["password"] != password
     # The old password no longer works, the new one does.
     assert world.connect(agent_id, password, vnc=False, name="old").wait(60) == 5
@@ -72,7 +80,7 @@ def test_every_ending_is_noticed_and_recorded(world: World, how: str) -> None:
     elif how == "technician_frozen":
         tech.signal(signal.SIGSTOP)  # alive but silent: only heartbeats can tell
     elif how == "agent_killed":
-        agent.signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        agent.signal(signal.SIGKILL)
         assert tech.wait(30) in (8, 9)
     elif how in ("server_killed", "server_stopped"):
         server = next(p for p in world.procs if p.name == "server")
@@ -81,12 +89,12 @@ def test_every_ending_is_noticed_and_recorded(world: World, how: str) -> None:
         assert tech.wait(30) in (8, 9)
     if how != "agent_killed":
         # The agent noticed: the session is over and the password was replaced.
-        new = agent.next_line(30, event="credentials")  # type: ignore[attr-defined]
+        new = agent.next_line(30, event="credentials")
         assert new["password"] != password
     noticed = time.monotonic() - start
     print(f"{how}: the other side noticed after {noticed:.2f} s")
     if how in ("server_killed", "server_stopped"):
-        server_process(world, world.db, world.port)  # type: ignore[attr-defined]
+        server_process(world, world.db, world.port)
         # The agent comes back online by itself, with the same ID.
         wait_for(lambda: "agent_online" in _agent_status(world, agent_id), 60, "agent back online")
     record = session_record(world.server_url, saved_token(world), session_id)

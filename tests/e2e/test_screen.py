@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.xdisplay import xvfb, xwd_root
 
-from .harness import VNCDO, InProcessServer, World, wait_for, xterm_on
+from .harness import VNCDO, InProcessServer, Proc, World, wait_for, xterm_on
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -33,12 +33,13 @@ def vncdo(port: int, *commands: str) -> None:
     )
 
 
-def bridge(world: World, display: str) -> tuple[int, object, object]:
+def bridge(world: World, display: str) -> tuple[int, str, Proc]:
+    """Agent on ``display`` and `enkaku connect --vnc-listen`; returns port, password, CLI."""
     agent = world.agent(display)
     creds = agent.next_line(60, event="credentials")
     tech = world.connect(creds["agent_id"], creds["password"])
     port = tech.next_line(60, event="vnc_listening")["port"]
-    return int(port), agent, tech
+    return int(port), creds["password"], tech
 
 
 def test_vncdotool_types_a_command_and_captures_the_exact_screen(
@@ -48,7 +49,7 @@ def test_vncdotool_types_a_command_and_captures_the_exact_screen(
 ) -> None:
     world, server = inproc
     display, work = desktop
-    port, _agent, tech = bridge(world, display)
+    port, password, tech = bridge(world, display)
     secret_text = "enkaku-typed-7Q"
     vncdo(port, "type", f"echo {secret_text} > result.txt", "key", "enter")
     out = work / "result.txt"
@@ -66,13 +67,20 @@ def test_vncdotool_types_a_command_and_captures_the_exact_screen(
     frames = [data for _s, _r, data in server.relayed]
     assert sum(len(f) for f in frames) > 10_000
     blob = b"".join(frames)
-    for needle in (b"RFB 003.008", secret_text.encode(), b"result.txt"):
+    needles = [
+        b"RFB 003.008",
+        secret_text.encode(),
+        b"result.txt",
+        password.encode(),
+        password.replace("-", "").encode(),
+    ]
+    for needle in needles:
         assert needle not in blob
     # Typed text crosses as individual key events: no keysym run of it appears either.
     keysyms = b"".join(b"\x04\x01\x00\x00\x00\x00\x00" + bytes([c]) for c in b"enkaku")
     assert keysyms not in blob
-    tech.signal(signal.SIGINT)  # type: ignore[attr-defined]
-    assert tech.wait(30) == 0  # type: ignore[attr-defined]
+    tech.signal(signal.SIGINT)
+    assert tech.wait(30) == 0
 
 
 @pytest.mark.parametrize("encoding", ["ZRLE", "Tight"])
@@ -81,7 +89,7 @@ def test_tigervnc_viewer_shows_the_remote_screen(
 ) -> None:
     world, _server = inproc
     display, _work = desktop
-    port, _agent, _tech = bridge(world, display)
+    port, _password, _tech = bridge(world, display)
     with xvfb(1024, 768) as viewer_display:
         env = dict(world.env(), DISPLAY=viewer_display)
         viewer = subprocess.Popen(
