@@ -101,3 +101,40 @@ def xwd_root(display: str) -> npt.NDArray[np.uint8]:
     if byte_order == 1:  # MSBFirst: X R G B
         return px[:, :, 1:4].copy()
     return px[:, :, 2::-1].copy()  # LSBFirst: B G R X
+
+
+@contextmanager
+def x_client(
+    args: list[str], display: str, stdout: int | None = subprocess.DEVNULL
+) -> Iterator[subprocess.Popen[str]]:
+    """Run an X client in a UTF-8 locale; stop it by PID afterwards."""
+    env = x_env(display) | {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    proc = subprocess.Popen(args, env=env, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_window(display: str, title: str) -> tuple[int, int, int, int]:
+    """Wait for a mapped top-level window named ``title``; its (x, y, w, h)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["xwininfo", "-name", title, "-display", display], capture_output=True, text=True
+        )
+        if out.returncode == 0 and "IsViewable" in out.stdout:
+            info = dict(
+                line.strip().split(":", 1) for line in out.stdout.splitlines() if ":" in line
+            )
+            return (
+                int(info["Absolute upper-left X"]), int(info["Absolute upper-left Y"]),
+                int(info["Width"]), int(info["Height"]),
+            )  # fmt: skip
+        time.sleep(0.1)
+    raise AssertionError(f"window {title!r} did not appear")

@@ -30,6 +30,17 @@ def _agent_id(value: str) -> str:
     return digits
 
 
+def _add_tls_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="enkaku", description="Self-hosted, end-to-end encrypted remote support."
@@ -84,28 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
     a.add_argument("--config-dir", type=Path, help="where the device key lives")
-    a.add_argument(
-        "--ca-file",
-        type=Path,
-        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
-    )
-    a.add_argument(
-        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
-    )
+    _add_tls_args(a)
 
     lg = sub.add_parser(
         "login", help="log in to a server (password from a prompt or ENKAKU_LOGIN_PASSWORD)"
     )
     lg.add_argument("--server", required=True)
     lg.add_argument("--user", required=True)
-    lg.add_argument(
-        "--ca-file",
-        type=Path,
-        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
-    )
-    lg.add_argument(
-        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
-    )
+    _add_tls_args(lg)
 
     c = sub.add_parser(
         "connect", help="connect to an agent (password from a prompt or ENKAKU_PASSWORD)"
@@ -119,14 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve the remote screen to VNC viewers on this address",
     )
-    c.add_argument(
-        "--ca-file",
-        type=Path,
-        help="PEM CA certificate(s) to trust for the server (or ENKAKU_CA_FILE)",
-    )
-    c.add_argument(
-        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
-    )
+    _add_tls_args(c)
 
     d = sub.add_parser("demo", help="server + agent on a virtual display + a technician account")
     d.add_argument("--json", action="store_true", help="print one JSON line when ready")

@@ -114,7 +114,13 @@ class DemoUI:
         )
 
     def session_ended(self, reason: str) -> None:
-        print(f"Session ended / セッション終了: {reason}", file=sys.stderr, flush=True)
+        from enkaku.i18n import reason_text
+
+        print(
+            f"Session ended / セッション終了: {reason_text(reason, 'en')} / {reason_text(reason, 'ja')}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def _demo(json_output: bool, port: int) -> int:

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from PIL import Image
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, Rect
 from enkaku.agent.capture.x11 import X11Capture, _convert_cursor
-from tests.xdisplay import x_env, xvfb, xwd_root
+from tests.xdisplay import wait_window, x_client, x_env, xvfb, xwd_root
 
 pytestmark = pytest.mark.x11
 
@@ -42,42 +40,6 @@ def set_root_image(display: str, path: Path) -> None:
     )  # fmt: skip
 
 
-def wait_window(display: str, title: str) -> tuple[int, int, int, int]:
-    """Wait for a mapped top-level window named ``title``; its (x, y, w, h)."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["xwininfo", "-name", title, "-display", display], capture_output=True, text=True
-        )
-        if out.returncode == 0 and "IsViewable" in out.stdout:
-            info = dict(
-                line.strip().split(":", 1) for line in out.stdout.splitlines() if ":" in line
-            )
-            return (
-                int(info["Absolute upper-left X"]), int(info["Absolute upper-left Y"]),
-                int(info["Width"]), int(info["Height"]),
-            )  # fmt: skip
-        time.sleep(0.1)
-    raise AssertionError(f"window {title!r} did not appear")
-
-
-@contextmanager
-def process(args: list[str], display: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run an X client; stop it by PID afterwards."""
-    proc = subprocess.Popen(
-        args, env=x_env(display), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def noise(path: Path, width: int, height: int, seed: int) -> npt.NDArray[np.uint8]:
     img = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(img).save(path)
@@ -90,7 +52,7 @@ def test_grab_matches_xwd(tmp_path: Path, use_shm: bool) -> None:
     with xvfb(640, 480) as display, X11Capture(display, use_shm=use_shm) as cap:
         expected = noise(tmp_path / "noise.png", 640, 480, seed=1)
         set_root_image(display, tmp_path / "noise.png")
-        with process(["xterm", "-geometry", "40x10+30+40", "-title", "cap"], display):
+        with x_client(["xterm", "-geometry", "40x10+30+40", "-title", "cap"], display):
             wait_window(display, "cap")
             time.sleep(0.3)  # let xterm draw its text
             assert cap.uses_shm is use_shm
@@ -120,7 +82,7 @@ def test_changed_regions_cover_new_window(tmp_path: Path) -> None:
         assert cap.changed_regions() is None  # first call: unknown, send everything
         time.sleep(0.1)
         assert cap.changed_regions() == []  # nothing drew since
-        with process(["xterm", "-geometry", "20x5+300+200", "-title", "dmg"], display):
+        with x_client(["xterm", "-geometry", "20x5+300+200", "-title", "dmg"], display):
             x, y, w, h = wait_window(display, "dmg")
             time.sleep(0.3)
             regions = cap.changed_regions()
@@ -156,7 +118,7 @@ def test_cursor_shape_follows_window(tmp_path: Path) -> None:
         transparent = root_cursor.pixels[:, :, 3] == 0
         assert not root_cursor.pixels[transparent][:, :3].any()  # straight alpha, no junk
         assert cap.cursor() is root_cursor  # same serial: cached
-        with process(["xterm", "-geometry", "40x10+0+0", "-title", "cur"], display):
+        with x_client(["xterm", "-geometry", "40x10+0+0", "-title", "cur"], display):
             wait_window(display, "cur")
             subprocess.run(["xdotool", "mousemove", "50", "50"], env=x_env(display), check=True)
             time.sleep(0.2)

@@ -15,7 +15,7 @@ import pytest
 from enkaku.agent import x11lib
 from enkaku.agent.input.base import InputError
 from enkaku.agent.input.x11 import X11Input, xt_to_evdev
-from tests.xdisplay import x_env, xvfb
+from tests.xdisplay import wait_window, x_client, x_env, xvfb
 
 pytestmark = pytest.mark.x11
 
@@ -23,43 +23,6 @@ XK_SHIFT_L = 0xFFE1
 XK_RETURN = 0xFF0D
 XK_CONTROL_L = 0xFFE3
 XK_CAPS_LOCK = 0xFFE5
-
-
-@contextmanager
-def process(
-    args: list[str], display: str, stdout: int | None = subprocess.DEVNULL
-) -> Iterator[subprocess.Popen[str]]:
-    """Run an X client in a UTF-8 locale; stop it by PID afterwards."""
-    env = x_env(display) | {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    proc = subprocess.Popen(args, env=env, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_window(display: str, title: str) -> tuple[int, int, int, int]:
-    """Wait for a mapped top-level window named ``title``; its (x, y, w, h)."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["xwininfo", "-name", title, "-display", display], capture_output=True, text=True
-        )
-        if out.returncode == 0 and "IsViewable" in out.stdout:
-            info = dict(
-                line.strip().split(":", 1) for line in out.stdout.splitlines() if ":" in line
-            )
-            return (
-                int(info["Absolute upper-left X"]), int(info["Absolute upper-left Y"]),
-                int(info["Width"]), int(info["Height"]),
-            )  # fmt: skip
-        time.sleep(0.1)
-    raise AssertionError(f"window {title!r} did not appear")
 
 
 def mouse_location(display: str) -> tuple[int, int]:
@@ -101,7 +64,7 @@ def xterm_cat(display: str, out: Path) -> Iterator[X11Input]:
     """An xterm running ``cat > out`` under the pointer (focus follows the pointer)."""
     args = ["xterm", "-u8", "-geometry", "60x10+0+0", "-title", "typing",
             "-e", "sh", "-c", f"exec cat > {out}"]  # fmt: skip
-    with process(args, display), X11Input(display) as inp:
+    with x_client(args, display), X11Input(display) as inp:
         x, y, w, h = wait_window(display, "typing")
         inp.pointer(x + w // 2, y + h // 2, 0)
         time.sleep(0.2)
@@ -150,7 +113,7 @@ def test_pointer_moves() -> None:
 def test_buttons_and_wheel_reach_a_window() -> None:
     with xvfb(640, 480) as display:
         args = ["xev", "-geometry", "200x200+0+0", "-name", "evwin", "-event", "button"]
-        with process(args, display, stdout=subprocess.PIPE) as xev, X11Input(display) as inp:
+        with x_client(args, display, stdout=subprocess.PIPE) as xev, X11Input(display) as inp:
             wait_window(display, "evwin")
             inp.pointer(50, 50, 0)
             inp.pointer(50, 50, 0b1)  # left down

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from enkaku.agent.identity import AUTH_CONTEXT
+from enkaku.protocol.handshake import TechnicianHandshake
 
-from .harness import InProcessServer, World, saved_token
+from .harness import InProcessServer, World, saved_token, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -119,3 +120,43 @@ def test_garbage_from_an_agent_fails_the_technician_cleanly(
     assert "Traceback" not in stderr and "handshake failed" in stderr
     assert result["close"] in ("handshake_failed", "protocol_error")
     assert result.get("failure", b"\x05\x05")[0] == 0x05  # a FAILURE message, if any
+
+
+async def hello_then_leave(server_url: str, token: str, agent_id: str) -> bytes:
+    """A technician that sends a valid HELLO, takes the agent's share and goes away."""
+    hs = TechnicianHandshake("abcd-efgh", agent_id)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{server_url}/api/v1/sessions",
+            json={"agent_id": agent_id},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r:
+            created = await r.json()
+        ws = await http.ws_connect(created["relay_url"])
+        await ws.send_json({"token": created["relay_token"]})
+        await ws.receive(timeout=30)  # paired
+        await ws.send_bytes(hs.start())
+        share = (await ws.receive(timeout=30)).data
+        await ws.close()
+        return bytes(share)
+
+
+def test_leaving_after_the_agents_share_is_a_spent_guess(
+    inproc: tuple[World, InProcessServer],
+) -> None:
+    world, server = inproc
+    agent = world.agent(None)
+    creds = agent.next_line(60, event="credentials")
+    token = saved_token(world)
+    for _ in range(3):
+        share = asyncio.run(hello_then_leave(world.server_url, token, creds["agent_id"]))
+        assert share[0] == 0x02  # AGENT_SHARE
+    # Three shares without a confirmation: the agent drew a new password.
+    new = agent.next_line(30, event="credentials")
+    assert new["password"] != creds["password"]
+    # ...and the server counted each, so it slows the next requests for this ID.
+    wait_for(
+        lambda: server.services.failures.failures(("agent", creds["agent_id"])) >= 3,
+        30,
+        "the server to count three failures",
+    )

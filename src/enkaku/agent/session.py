@@ -110,6 +110,7 @@ class AgentSession:
         except ProtocolError as exc:
             if hs.attempt_started:  # a share not followed by a valid Tb is a failed attempt
                 rt.count_failed_attempt()
+                await rt.report(req.session_id, "handshake_failed")
             log.info("session %s: handshake failed: %s", req.session_id[:8], exc)
             await leg.close("handshake_failed")
             return "handshake_failed"
@@ -118,6 +119,13 @@ class AgentSession:
                 rt.count_failed_attempt()
             await leg.close("handshake_failed")
             return "handshake_failed"
+        except SessionEnded:
+            # The technician saw our share and left without a confirmation: that is a
+            # guess like any other (DESIGN.md: a share not followed by a valid Tb).
+            if hs.attempt_started:
+                rt.count_failed_attempt()
+                await rt.report(req.session_id, "handshake_failed")
+            raise
         self.channel = channel = SecureChannel(leg, records, "agent")
         channel.start()
 

@@ -178,8 +178,9 @@ class AgentGateway:
         )
         if event == "busy":
             await self.relay.end(session_id, "busy")
-        elif event == "wrong_password" and live is not None:
-            self.relay.count_wrong_password(live)
+        elif event in ("wrong_password", "handshake_failed"):
+            # Both are spent guesses: a share answered wrongly or not at all.
+            self.relay.count_wrong_password(session_id, agent_id, technician_id)
         elif event in ("consent_granted", "consent_denied"):
             # The agent checked the technician's key confirmation: the password was right.
             self.failures.succeeded(("technician", technician_id))

@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -70,7 +71,6 @@ class RelaySession:
     bytes_to: dict[Role, int] = field(default_factory=lambda: {"technician": 0, "agent": 0})
     timer: asyncio.TimerHandle | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    failure_counted: bool = False
 
 
 class RelayHub:
@@ -95,6 +95,7 @@ class RelayHub:
         self.sessions: dict[str, RelaySession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_end: list[Callable[[RelaySession], Awaitable[None]]] = []
+        self._counted: OrderedDict[str, None] = OrderedDict()
 
     def create(self, session_id: str, agent_id: str, technician_id: int) -> dict[Role, str]:
         """Register a session; returns one fresh relay token per leg."""
@@ -254,7 +255,7 @@ class RelayHub:
                     {"type": "session_end", "session_id": session_id, "reason": reason},
                 )
             if reason == "wrong_password":
-                self.count_wrong_password(sess)
+                self.count_wrong_password(sess.id, sess.agent_id, sess.technician_id)
             await self.store.end_session(
                 session_id,
                 reason,
@@ -276,15 +277,18 @@ class RelayHub:
             self.sessions.pop(session_id, None)
             sess.done.set()
 
-    def count_wrong_password(self, sess: RelaySession) -> None:
+    def count_wrong_password(self, session_id: str, agent_id: str, technician_id: int) -> None:
         """One failed password attempt for this session's technician and agent ID, counted
-        once however many sides report it. Only the agent's report of a verified key
-        confirmation (consent asked) clears a technician's count."""
-        if sess.failure_counted:
+        once however many sides report it, and whenever the report arrives. Only the
+        agent's report of a verified key confirmation (consent asked) clears a
+        technician's count."""
+        if session_id in self._counted:
             return
-        sess.failure_counted = True
-        self.failures.failed(("agent", sess.agent_id))
-        self.failures.failed(("technician", sess.technician_id))
+        self._counted[session_id] = None
+        if len(self._counted) > 10_000:  # bounded memory: forget the oldest
+            self._counted.popitem(last=False)
+        self.failures.failed(("agent", agent_id))
+        self.failures.failed(("technician", technician_id))
 
     async def shutdown(self) -> None:
         """End every session (server stopping)."""

@@ -12,23 +12,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from enkaku.protocol.geometry import Rect
+
+__all__ = ["CaptureError", "CursorImage", "Rect", "ScreenCapture"]
+
 
 class CaptureError(RuntimeError):
     """The screen cannot be captured (no display, extension missing, display gone)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rect:
-    """A screen rectangle in pixels; x, y is the top-left corner."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.rfb.pixelformat import PixelFormat
@@ -85,52 +85,6 @@ class EncodedRect:
     h: int
     encoding: int
     payload: bytes
-
-
-class RectLike(Protocol):
-    """Anything with x, y, w, h: the capture layer's ``Rect`` and ours alike."""
-
-    @property
-    def x(self) -> int: ...
-    @property
-    def y(self) -> int: ...
-    @property
-    def w(self) -> int: ...
-    @property
-    def h(self) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Rect:
-    """A framebuffer rectangle; x, y is the top-left corner."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
-
-    def intersect(self, other: RectLike) -> Rect | None:
-        """The overlap with ``other``, or None when they do not overlap."""
-        x0, y0 = max(self.x, other.x), max(self.y, other.y)
-        x1 = min(self.x + self.w, other.x + other.w)
-        y1 = min(self.y + self.h, other.y + other.h)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return Rect(x0, y0, x1 - x0, y1 - y0)
-
-    def union(self, other: RectLike) -> Rect:
-        """The bounding box of both."""
-        x0, y0 = min(self.x, other.x), min(self.y, other.y)
-        x1 = max(self.x + self.w, other.x + other.w)
-        y1 = max(self.y + self.h, other.y + other.h)
-        return Rect(x0, y0, x1 - x0, y1 - y0)
-
-
-# -- client to server -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

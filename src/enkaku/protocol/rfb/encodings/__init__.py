@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from enkaku.protocol.geometry import Rect, RectLike
 from enkaku.protocol.rfb.encodings.raw import RawEncoder
 from enkaku.protocol.rfb.encodings.tight import TightEncoder
 from enkaku.protocol.rfb.encodings.zrle import ZRLEEncoder
-from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions, Rect, RectLike
+from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
 from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from enkaku.protocol.rfb.messages import RectLike
+from enkaku.protocol.geometry import RectLike
 
 CODE = 1
 
