@@ -157,8 +157,16 @@ def _tls(args: argparse.Namespace) -> Any:
 
 
 def _setup_logging(verbose: int) -> None:
+    """-v: INFO, -vv: DEBUG for enkaku's own loggers only.
+
+    Libraries stay at WARNING even with -vv: some log query parameters at DEBUG
+    (aiosqlite), which would put password hashes and token digests in the log.
+    """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("enkaku").setLevel(level)
 
 
 def _secret(env: str, prompt: str) -> str:

@@ -65,6 +65,10 @@ class Proc:
     ) -> None:
         self.name = name
         self.stderr_path = log_dir / f"{name}.stderr"
+        n = 1
+        while self.stderr_path.exists():  # a restarted process keeps its earlier log
+            n += 1
+            self.stderr_path = log_dir / f"{name}.{n}.stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             args, env=env, stdout=subprocess.PIPE, stderr=self._stderr, stdin=stdin
@@ -100,8 +104,10 @@ class Proc:
             if all(line.get(k) == v for k, v in match.items()):
                 return line
 
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
+    def stderr(self, tail: int | None = 4000) -> str:
+        """What the process wrote to stderr (the last ``tail`` characters; None: all)."""
+        text = self.stderr_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -159,7 +165,7 @@ class World:
     ) -> Proc:
         args = [
             ENKAKU,
-            "-v",
+            "-vv",
             "agent",
             "--server",
             self.server_url,
@@ -185,7 +191,7 @@ class World:
     def connect(
         self, agent_id: str, password: str, *, vnc: bool = True, name: str = "connect"
     ) -> Proc:
-        args = [ENKAKU, "-v", "connect", agent_id]
+        args = [ENKAKU, "-vv", "connect", agent_id]
         if vnc:
             args += ["--vnc-listen", "127.0.0.1:0"]
         return self.spawn(args, name, ENKAKU_PASSWORD=password)
@@ -232,7 +238,7 @@ def server_process(world: World, db: str, port: int, *extra: str, scheme: str = 
     proc = world.spawn(
         [
             ENKAKU,
-            "-v",
+            "-vv",
             "server",
             "--db",
             db,

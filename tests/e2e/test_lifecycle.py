@@ -99,6 +99,11 @@ def test_every_ending_is_noticed_and_recorded(world: World, how: str) -> None:
         wait_for(lambda: "agent_online" in _agent_status(world, agent_id), 60, "agent back online")
     record = session_record(world.server_url, saved_token(world), session_id)
     assert record["end_reason"] == ENDINGS[how]
+    # The server's DEBUG log holds metadata only: never the password or the API token.
+    server_log = "".join(p.stderr(None) for p in world.procs if p.name == "server")
+    assert "session" in server_log  # it did log, at DEBUG
+    for secret in (password, password.replace("-", ""), saved_token(world)):
+        assert secret not in server_log
 
 
 def _agent_status(world: World, agent_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ def vncdo(port: int, *commands: str) -> None:
     )
 
 
+def _agent_log(world: World) -> str:
+    return next(p for p in world.procs if p.name == "agent").stderr(None)
+
+
 def bridge(world: World, display: str) -> tuple[int, str, Proc]:
     """Agent on ``display`` and `enkaku connect --vnc-listen`; returns port, password, CLI."""
     agent = world.agent(display)
@@ -46,7 +51,9 @@ def test_vncdotool_types_a_command_and_captures_the_exact_screen(
     inproc: tuple[World, InProcessServer],
     desktop: tuple[str, Path],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="enkaku")  # the in-process server, at DEBUG
     world, server = inproc
     display, work = desktop
     port, password, tech = bridge(world, display)
@@ -81,6 +88,14 @@ def test_vncdotool_types_a_command_and_captures_the_exact_screen(
     assert keysyms not in blob
     tech.signal(signal.SIGINT)
     assert tech.wait(30) == 0
+    # No log holds the password or what was typed: not the server's (DEBUG, in this
+    # process), not the technician's (-vv). The agent's stderr shows the password by
+    # design (it is the customer's screen) but never the typed text.
+    logs = {"server": caplog.text, "technician": tech.stderr(None), "agent": _agent_log(world)}
+    for name, text in logs.items():
+        assert secret_text not in text, name
+        if name != "agent":
+            assert password not in text and password.replace("-", "") not in text, name
 
 
 @pytest.mark.parametrize("encoding", ["ZRLE", "Tight"])
