@@ -190,8 +190,18 @@ async def _demo(json_output: bool, port: int) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _command_name() -> str:
+    """How the user runs enkaku: plain `enkaku` when that is on PATH, else its full path."""
+    me = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("enkaku")
+    if me.name == "enkaku" and (on_path is None or Path(on_path).resolve() != me):
+        return str(me)
+    return "enkaku"
+
+
 def _print_banner(info: dict[str, str]) -> None:
     server = info["server_url"]
+    enkaku = _command_name()
     print(
         f"""
 enkaku demo is running / enkaku デモ実行中 (Ctrl-C to stop / Ctrl-C で終了)
@@ -206,8 +216,8 @@ enkaku demo is running / enkaku デモ実行中 (Ctrl-C to stop / Ctrl-C で終�
                               デモのエージェントはすべての要求を自動で許可します
 
 Connect from a terminal / 端末から接続:
-  ENKAKU_LOGIN_PASSWORD={info["login_password"]} enkaku login --server {server} --user {info["login"]}
-  ENKAKU_PASSWORD={info["agent_password"]} enkaku connect {info["agent_id"]} --vnc-listen 127.0.0.1:5901
+  ENKAKU_LOGIN_PASSWORD={info["login_password"]} {enkaku} login --server {server} --user {info["login"]}
+  ENKAKU_PASSWORD={info["agent_password"]} {enkaku} connect {info["agent_id"]} --vnc-listen 127.0.0.1:5901
   xtigervncviewer 127.0.0.1::5901
 """,
         flush=True,
