@@ -13,7 +13,7 @@ from aiohttp import WSMsgType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enkaku.agent.identity import AUTH_CONTEXT
+from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.protocol.handshake import TechnicianHandshake
 
 from .harness import InProcessServer, World, saved_token, wait_for

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enkaku.server.agents import AUTH_CONTEXT
+from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.app import build_app
 from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings

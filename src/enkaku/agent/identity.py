@@ -9,7 +9,7 @@ import platformdirs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-AUTH_CONTEXT = b"enkaku/1 agent-auth\x00"
+from enkaku.protocol.agentlink import AUTH_CONTEXT
 
 
 def default_config_dir() -> Path:

@@ -17,6 +17,7 @@ from yarl import URL
 
 from enkaku.agent.capture.base import ScreenCapture
 from enkaku.agent.input.base import InputInjector
+from enkaku.protocol.agentlink import CLOSE_REPLACED
 from enkaku.protocol.handshake import FailureReason
 from enkaku.protocol.password import generate_password
 
@@ -28,9 +29,6 @@ from .ui import AgentUI
 log = logging.getLogger(__name__)
 
 MAX_FAILED_ATTEMPTS = 3
-#: The server closes a control connection with this code when the same device key
-#: connected again (a second agent on the same machine and account).
-CLOSE_REPLACED = 4009
 
 
 class AgentReplaced(Exception):

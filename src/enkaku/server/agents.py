@@ -31,6 +31,13 @@ from typing import Any
 import pysodium
 from aiohttp import WSMsgType, web
 
+from enkaku.protocol.agentlink import (
+    AUTH_CONTEXT,
+    CLOSE_MALFORMED,
+    CLOSE_REPLACED,
+    CLOSE_UNAUTHORIZED,
+)
+
 from .presence import Presence
 from .ratelimit import FailureDelay
 from .relay import RelayHub
@@ -39,7 +46,6 @@ from .store.repo import Store
 
 log = logging.getLogger(__name__)
 
-AUTH_CONTEXT = b"enkaku/1 agent-auth\x00"
 HELLO_TIMEOUT = 10.0
 MAX_CONTROL = 16 * 1024
 SESSION_EVENTS = {
@@ -96,7 +102,7 @@ class AgentGateway:
             replaced = await self.presence.register(conn)
             if replaced is not None:
                 with contextlib.suppress(Exception):
-                    await replaced.close(4009, "replaced by a newer connection")
+                    await replaced.close(CLOSE_REPLACED, "replaced by a newer connection")
             log.info("agent %s online", agent_id)
             try:
                 await conn.send(
@@ -131,7 +137,7 @@ class AgentGateway:
             pysodium.crypto_sign_verify_detached(signature, AUTH_CONTEXT + nonce, public_key)
         except (TimeoutError, ValueError, KeyError, TypeError):
             log.info("agent authentication failed from %s", ws)
-            await ws.close(code=4401, message=b"device key proof failed")
+            await ws.close(code=CLOSE_UNAUTHORIZED, message=b"device key proof failed")
             return None
         return await self.store.agent_for_key(key_hex.lower())
 
@@ -147,7 +153,7 @@ class AgentGateway:
                 await self._handle_message(conn, data)
             except (ValueError, KeyError, TypeError):
                 log.debug("agent %s sent a malformed control message", conn.agent_id)
-                await ws.close(code=4400, message=b"malformed control message")
+                await ws.close(code=CLOSE_MALFORMED, message=b"malformed control message")
                 break
 
     async def _handle_message(self, conn: AgentConnection, data: dict[str, Any]) -> None:

@@ -1,0 +1,13 @@
+"""Constants of the agent control connection (/ws/agent) that the server and the agent
+share. The message flow is in docs/protocol/agent-control.md."""
+
+from __future__ import annotations
+
+#: The agent proves its device key by signing this prefix followed by the server's nonce.
+AUTH_CONTEXT = b"enkaku/1 agent-auth\x00"
+
+#: Close codes of the control connection.
+CLOSE_MALFORMED = 4400
+CLOSE_UNAUTHORIZED = 4401
+#: The same device key connected again; the older connection is closed and its agent stops.
+CLOSE_REPLACED = 4009
