@@ -108,7 +108,7 @@ class DemoUI:
 
     def session_started(self, who: Requester) -> None:
         print(
-            f"Session active / セッション中: {who.name} ({who.company})",
+            f"Session active / セッション中: {who.label}",
             file=sys.stderr,
             flush=True,
         )

@@ -107,20 +107,20 @@ CATALOG: dict[str, tuple[str, str]] = {
         "新しいワンタイムパスワードを発行しました: {password}",
     ),
     "consent_question": (
-        "{name} of {company} asks to see your screen and control it. Allow? [y/N] ",
-        "{company} の {name} が画面の表示と操作を求めています。許可しますか? [y/N] ",
+        "{who} asks to see your screen and control it. Allow? [y/N] ",
+        "{who} が画面の表示と操作を求めています。許可しますか? [y/N] ",
     ),
     "consent_no_terminal": (
         "No terminal to ask the customer on: the request is denied.",
         "お客様に確認できる端末がないため、要求を拒否しました。",
     ),
     "consent_auto": (
-        "Consent granted automatically (--consent allow): {name} of {company} may see and control this screen.",
-        "自動的に同意しました (--consent allow): {company} の {name} がこの画面を表示・操作できます。",
+        "Consent granted automatically (--consent allow): {who} may see and control this screen.",
+        "自動的に同意しました (--consent allow): {who} がこの画面を表示・操作できます。",
     ),
     "session_active": (
-        "Session active: {name} of {company} is connected. Press Ctrl-C to end it.",
-        "セッション中: {company} の {name} が接続しています。Ctrl-C で終了します。",
+        "Session active: {who} is connected. Press Ctrl-C to end it.",
+        "セッション中: {who} が接続しています。Ctrl-C で終了します。",
     ),
     "agent_session_ended": ("Session ended ({reason}).", "セッションが終了しました ({reason})。"),
     "agent_offline_retry": (

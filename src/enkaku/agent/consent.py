@@ -23,6 +23,11 @@ class Requester:
     name: str
     company: str
 
+    @property
+    def label(self) -> str:
+        """How the customer sees the technician: "Name (Company)", or the name alone."""
+        return f"{self.name} ({self.company})" if self.company else self.name
+
 
 class ConsentPolicy(Protocol):
     async def ask(self, who: Requester, scope: list[str]) -> bool:
@@ -41,7 +46,7 @@ class AllowAll:
     """Grants every request and says so on stderr (demo, or implicit-consent policy)."""
 
     async def ask(self, who: Requester, scope: list[str]) -> bool:
-        print(t("consent_auto", name=who.name, company=who.company), file=sys.stderr, flush=True)
+        print(t("consent_auto", who=who.label), file=sys.stderr, flush=True)
         return True
 
 
@@ -67,7 +72,7 @@ class TerminalConsent:
 
         try:
             termios.tcflush(fd, termios.TCIFLUSH)  # an earlier keystroke is not an answer
-            os.write(fd, t("consent_question", name=who.name, company=who.company).encode())
+            os.write(fd, t("consent_question", who=who.label).encode())
             loop.add_reader(fd, on_readable)
             try:
                 await asyncio.wait_for(readable, self.timeout)

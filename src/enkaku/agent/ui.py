@@ -45,7 +45,7 @@ class HeadlessUI:
         print(t(key, **kwargs), file=sys.stderr, flush=True)
 
     def session_started(self, who: Requester) -> None:
-        print(t("session_active", name=who.name, company=who.company), file=sys.stderr, flush=True)
+        print(t("session_active", who=who.label), file=sys.stderr, flush=True)
 
     def session_ended(self, reason: str) -> None:
         print(t("agent_session_ended", reason=reason_text(reason)), file=sys.stderr, flush=True)
