@@ -10,9 +10,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Stop a child by its PID: SIGTERM, then SIGKILL after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_display() -> int:
@@ -64,12 +76,7 @@ def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]
     try:
         yield f":{n}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def x_env(display: str) -> dict[str, str]:
@@ -113,12 +120,7 @@ def x_client(
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def wait_window(display: str, title: str) -> tuple[int, int, int, int]:

@@ -28,6 +28,7 @@ from aiohttp import web
 from enkaku.server.app import build_app
 from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
+from tests.xdisplay import stop
 
 VENV_BIN = Path(sys.executable).parent
 ENKAKU = str(VENV_BIN / "enkaku")
@@ -370,9 +371,4 @@ def xterm_on(display: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
         time.sleep(0.5)  # let the shell draw its prompt
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -29,8 +31,11 @@ BAD_HELLOS = [
 ]
 
 
-async def fake_technician(server_url: str, token: str, agent_id: str, first: bytes) -> str:
-    """Request a session, then send ``first`` instead of a HELLO; returns how it ended."""
+@asynccontextmanager
+async def technician_leg(
+    server_url: str, token: str, agent_id: str
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A hand-driven technician: request a session and open a paired relay leg."""
     async with aiohttp.ClientSession() as http:
         async with http.post(
             f"{server_url}/api/v1/sessions",
@@ -41,6 +46,13 @@ async def fake_technician(server_url: str, token: str, agent_id: str, first: byt
         ws = await http.ws_connect(created["relay_url"])
         await ws.send_json({"token": created["relay_token"]})
         assert json.loads((await ws.receive(timeout=30)).data)["type"] == "paired"
+        yield ws
+        await ws.close()
+
+
+async def fake_technician(server_url: str, token: str, agent_id: str, first: bytes) -> str:
+    """Request a session, then send ``first`` instead of a HELLO; returns how it ended."""
+    async with technician_leg(server_url, token, agent_id) as ws:
         await ws.send_bytes(first)
         while True:
             msg = await ws.receive(timeout=30)
@@ -125,20 +137,9 @@ def test_garbage_from_an_agent_fails_the_technician_cleanly(
 async def hello_then_leave(server_url: str, token: str, agent_id: str) -> bytes:
     """A technician that sends a valid HELLO, takes the agent's share and goes away."""
     hs = TechnicianHandshake("abcd-efgh", agent_id)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{server_url}/api/v1/sessions",
-            json={"agent_id": agent_id},
-            headers={"Authorization": f"Bearer {token}"},
-        ) as r:
-            created = await r.json()
-        ws = await http.ws_connect(created["relay_url"])
-        await ws.send_json({"token": created["relay_token"]})
-        await ws.receive(timeout=30)  # paired
+    async with technician_leg(server_url, token, agent_id) as ws:
         await ws.send_bytes(hs.start())
-        share = (await ws.receive(timeout=30)).data
-        await ws.close()
-        return bytes(share)
+        return bytes((await ws.receive(timeout=30)).data)
 
 
 def test_leaving_after_the_agents_share_is_a_spent_guess(
