@@ -41,7 +41,14 @@ def test_plain_http_allowed_on_loopback(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
 def test_plain_http_allowed_behind_proxy(host: str) -> None:
-    assert Settings(host=host, behind_proxy=True).host == host
+    s = Settings(host=host, behind_proxy=True, public_url="https://support.example.com")
+    assert s.host == host
+    assert s.ws_base_url == "wss://support.example.com"
+
+
+def test_behind_proxy_needs_the_public_url() -> None:
+    with pytest.raises(SettingsError, match="public_url: required with behind_proxy"):
+        Settings(host="0.0.0.0", behind_proxy=True)
 
 
 def test_tls_allowed_anywhere() -> None:
@@ -174,6 +181,7 @@ def test_flag_overrides_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENKAKU_PORT", "9443")
     monkeypatch.setenv("ENKAKU_NODE_ID", "from-env")
     monkeypatch.setenv("ENKAKU_BEHIND_PROXY", "true")
+    monkeypatch.setenv("ENKAKU_PUBLIC_URL", "https://support.example.com")
     monkeypatch.setenv("ENKAKU_HOST", "0.0.0.0")
     s = from_env(port=10443, node_id="from-flag", behind_proxy=None)
     # A flag left unset (None) does not hide the environment's value.
@@ -209,6 +217,7 @@ def test_bad_env_value_names_variable(monkeypatch: pytest.MonkeyPatch, var: str,
 @pytest.mark.parametrize("raw", ["1", "true", "YES", "On"])
 def test_env_bool_true(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("ENKAKU_BEHIND_PROXY", raw)
+    monkeypatch.setenv("ENKAKU_PUBLIC_URL", "https://support.example.com")
     assert from_env().behind_proxy is True
 
 

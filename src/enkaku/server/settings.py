@@ -56,6 +56,13 @@ class Settings:
                 f"host: plain HTTP is only allowed on loopback, not on {self.host}; "
                 "give --tls-cert and --tls-key, or --behind-proxy when a TLS proxy is in front"
             )
+        if self.behind_proxy and not self.public_url:
+            # Behind a proxy this node cannot see the URL clients use (https, host name),
+            # and the relay URLs it hands out must be that one.
+            raise SettingsError(
+                "public_url: required with behind_proxy; give --public-url "
+                "https://support.example.com (the address the proxy serves)"
+            )
         if self.public_url and not (
             self.public_url.startswith("https://")
             or (self.public_url.startswith("http://") and _is_loopback_url(self.public_url))
