@@ -71,6 +71,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "VNC viewers can connect to {addr} (e.g. `xtigervncviewer {viewer}`).",
         "VNC ビューアーは {addr} に接続できます (例: `xtigervncviewer {viewer}`)。",
     ),
+    "remote_no_screen": (
+        "The customer's computer has no screen to share (the agent runs without a display).",
+        "お客様のコンピューターには共有できる画面がありません (エージェントはディスプレイなしで動作しています)。",
+    ),
     "wrong_password": (
         "Wrong one-time password. Ask the customer to read it again.",
         "ワンタイムパスワードが違います。お客様にもう一度読み上げてもらってください。",

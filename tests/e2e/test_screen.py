@@ -148,3 +148,23 @@ def test_tigervnc_viewer_shows_the_remote_screen(
         finally:
             viewer.terminate()
             viewer.wait(10)
+
+
+def test_an_agent_without_a_screen_says_so_to_the_viewer(
+    inproc: tuple[World, InProcessServer], tmp_path: Path
+) -> None:
+    world, _server = inproc
+    agent = world.agent(None)  # no display at all
+    creds = agent.next_line(60, event="credentials")
+    tech = world.connect(creds["agent_id"], creds["password"])
+    port = tech.next_line(60, event="vnc_listening")["port"]
+    result = subprocess.run(
+        [VNCDO, "-t", "60", "-s", f"127.0.0.1::{port}", "capture", str(tmp_path / "x.png")],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode != 0, result.stderr  # the viewer is refused, not left hanging
+    assert not (tmp_path / "x.png").exists()
+    wait_for(lambda: "no screen to share" in tech.stderr(), 30, "the technician's message")
+    tech.signal(signal.SIGINT)
+    assert tech.wait(30) == 0

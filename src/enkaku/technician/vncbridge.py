@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 
+from enkaku.i18n import t
 from enkaku.transport.channel import SecureChannel
 from enkaku.transport.errors import SessionEnded
 
@@ -66,11 +68,14 @@ class VNCBridge:
                 # The viewer closed its side; the agent ends the stream after EOF.
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(down, 5)
-            for t in (up, down):
-                t.cancel()
+            for pump in (up, down):
+                pump.cancel()
         except (SessionEnded, ConnectionError) as exc:
             log.info("VNC viewer connection ended: %s", exc)
         finally:
+            if stream is not None and stream.reset_reason == "no_display":
+                # The agent runs without a screen (--headless on a server, no $DISPLAY).
+                print(t("remote_no_screen"), file=sys.stderr, flush=True)
             if stream is not None and self.channel.mux.is_open(stream.id):
                 with contextlib.suppress(Exception):
                     await stream.reset("viewer_closed")
