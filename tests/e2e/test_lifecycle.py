@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from .harness import (
     InProcessServer,
     Proc,
     World,
+    free_port,
+    make_db,
     saved_token,
     server_process,
     session_record,
@@ -126,3 +129,19 @@ def _agent_status(world: World, agent_id: str) -> str:
         return asyncio.run(fetch())
     except (aiohttp.ClientError, OSError):
         return "server_down"
+
+
+def test_an_agent_started_before_the_server_waits_and_comes_online(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    try:
+        port = free_port()
+        world.server_url = f"http://127.0.0.1:{port}"
+        agent = world.agent(None)
+        # Nothing listens yet: the agent says so (bilingual catalog, English here) and retries.
+        wait_for(lambda: "retrying in" in agent.stderr(), 30, "the agent's retry notice")
+        assert agent.proc.poll() is None
+        server_process(world, make_db(tmp_path), port)
+        creds = agent.next_line(60, event="credentials")
+        assert len(creds["agent_id"]) == 9
+    finally:
+        world.close()
