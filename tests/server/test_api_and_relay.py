@@ -211,3 +211,23 @@ async def test_a_verified_handshake_clears_the_technician_slowdown(env: Env) -> 
             break
         await asyncio.sleep(0.05)
     assert env.svc.failures.failures(("technician", row.technician_id)) == 0
+
+
+async def test_a_leg_arriving_after_the_end_is_told_why(env: Env) -> None:
+    token = await env.token()
+    control, agent_id = await env.agent()
+    created = await (await env.request_session(token, agent_id)).json()
+    req = json.loads((await control.receive()).data)
+    await control.send_json(
+        {"type": "session_event", "session_id": req["session_id"], "event": "busy"}
+    )
+    await session_record(env, created["session_id"])
+    tech = await env.http.ws_connect(created["relay_url"])
+    await tech.send_json({"token": created["relay_token"]})
+    msg = await tech.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.data == 4000 and msg.extra == "busy"
+    # A wrong token still learns nothing.
+    other = await env.http.ws_connect(created["relay_url"])
+    await other.send_json({"token": "not-the-token"})
+    msg = await other.receive()
+    assert msg.type == WSMsgType.CLOSE and msg.data == 4401

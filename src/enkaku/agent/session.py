@@ -101,8 +101,18 @@ class AgentSession:
             return self._local_end.result()
         leg = leg_task.result()
         hs = AgentHandshake(rt.password, rt.agent_id)
+        shake = asyncio.ensure_future(
+            run_handshake(leg, hs, on_wrong_password=rt.count_failed_attempt)
+        )
+        pending: set[asyncio.Future[Any]] = {shake, self._local_end}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if not shake.done():  # the customer ended it (or the agent stops) mid-handshake
+            shake.cancel()
+            reason = self._local_end.result()
+            await leg.close(reason if reason in control.END_REASONS else "customer_ended")
+            return reason
         try:
-            records = await run_handshake(leg, hs, on_wrong_password=rt.count_failed_attempt)
+            records = shake.result()
         except AuthenticationFailed:
             await rt.report(req.session_id, "wrong_password")
             await leg.close("wrong_password")

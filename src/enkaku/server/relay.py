@@ -96,6 +96,8 @@ class RelayHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_end: list[Callable[[RelaySession], Awaitable[None]]] = []
         self._counted: OrderedDict[str, None] = OrderedDict()
+        #: Sessions that ended lately, so a leg arriving late is told why (bounded).
+        self._recently_ended: OrderedDict[str, RelaySession] = OrderedDict()
 
     def create(self, session_id: str, agent_id: str, technician_id: int) -> dict[Role, str]:
         """Register a session; returns one fresh relay token per leg."""
@@ -136,7 +138,8 @@ class RelayHub:
             compress=False,
         )
         await ws.prepare(request)
-        sess = self.sessions.get(request.match_info["session_id"])
+        session_id = request.match_info["session_id"]
+        sess = self.sessions.get(session_id) or self._recently_ended.get(session_id)
         role = await self._authenticate(ws, sess)
         if sess is None or role is None:
             return ws
@@ -174,7 +177,7 @@ class RelayHub:
         if msg.type == WSMsgType.TEXT:
             with contextlib.suppress(ValueError, AttributeError):
                 token = json.loads(msg.data).get("token")
-        if not isinstance(token, str) or sess is None or sess.ended:
+        if not isinstance(token, str) or sess is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
             return None
         digest = _digest(token)
@@ -183,6 +186,12 @@ class RelayHub:
         )
         if role is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
+            return None
+        if sess.ended:
+            # A leg arriving just after the end (busy agent, pairing timeout, ended through
+            # the API) learns why, like a leg that was there.
+            reason = (sess.end_reason or "timeout").encode()
+            await ws.close(code=CLOSE_SESSION_END, message=reason)
             return None
         if role in sess.used:
             await ws.close(code=CLOSE_CONFLICT, message=b"relay token already used")
@@ -275,6 +284,10 @@ class RelayHub:
                 await cb(sess)
         finally:
             self.sessions.pop(session_id, None)
+            sess.legs.clear()  # the closed sockets need not live on in the memo below
+            self._recently_ended[session_id] = sess
+            if len(self._recently_ended) > 1000:
+                self._recently_ended.popitem(last=False)
             sess.done.set()
 
     def count_wrong_password(self, session_id: str, agent_id: str, technician_id: int) -> None:
