@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,56 +27,52 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-def _free_display() -> int:
-    for n in range(40, 400):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return n
-    raise RuntimeError("no free X display number between :40 and :399")
+_PIDS: dict[str, int] = {}
 
 
 @contextmanager
 def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]:
-    """Run a private Xvfb; yields its DISPLAY string (":N")."""
+    """Run a private Xvfb; yields its DISPLAY string (":N") once it accepts clients.
+
+    Xvfb picks a free display number itself and reports it on a pipe (-displayfd) only
+    when it is ready, so parallel runs never race for a number or connect too early.
+    """
     if shutil.which("Xvfb") is None:
         raise RuntimeError("Xvfb is not installed: run scripts/bootstrap")
-    for _attempt in range(5):
-        n = _free_display()
-        proc = subprocess.Popen(
-            [
-                "Xvfb",
-                f":{n}",
-                "-screen",
-                "0",
-                f"{width}x{height}x{depth}",
-                "-nolisten",
-                "tcp",
-                "+extension",
-                "MIT-SHM",
-                "+extension",
-                "DAMAGE",
-                "+extension",
-                "XTEST",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if Path(f"/tmp/.X11-unix/X{n}").exists():
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if proc.poll() is None and Path(f"/tmp/.X11-unix/X{n}").exists():
-            break
-        proc.kill()
-        proc.wait()
-    else:
-        raise RuntimeError("Xvfb did not start")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x{depth}",
+         "-nolisten", "tcp", "+extension", "MIT-SHM", "+extension", "DAMAGE",
+         "+extension", "XTEST"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,),
+    )  # fmt: skip
+    os.close(write_fd)
     try:
-        yield f":{n}"
-    finally:
+        number = b""
+        deadline = time.monotonic() + 30
+        while not number.endswith(b"\n"):
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(read_fd, 16) if ready else b""
+            if not chunk:
+                raise RuntimeError("Xvfb did not start (no display number reported)")
+            number += chunk
+    except BaseException:
         stop(proc)
+        raise
+    finally:
+        os.close(read_fd)
+    display = f":{int(number)}"
+    _PIDS[display] = proc.pid
+    try:
+        yield display
+    finally:
+        _PIDS.pop(display, None)
+        stop(proc)
+
+
+def xvfb_pid(display: str) -> int:
+    """The PID of the Xvfb that xvfb() started for ``display``."""
+    return _PIDS[display]
 
 
 def x_env(display: str) -> dict[str, str]:

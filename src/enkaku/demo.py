@@ -12,13 +12,13 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -52,23 +52,24 @@ def start_virtual_display(workdir: Path) -> tuple[str, list[subprocess.Popen[byt
             raise DemoError(
                 f"{tool} is not installed: run scripts/bootstrap (apt-get install xvfb xterm)"
             )
-    for n in range(90, 200):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            break
-    else:
-        raise DemoError("no free X display number")
-    display = f":{n}"
+    # Xvfb picks a free display number and writes it to the pipe once it accepts clients.
+    read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=(write_fd,),
     )
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        if xvfb.poll() is not None or time.monotonic() > deadline:
-            xvfb.kill()
-            raise DemoError("Xvfb did not start")
-        time.sleep(0.05)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            ready, _, _ = select.select([pipe], [], [], 30)
+            line = pipe.readline() if ready else b""
+        display = f":{int(line)}"
+    except ValueError:
+        xvfb.kill()
+        xvfb.wait()
+        raise DemoError("Xvfb did not start") from None
     env = dict(os.environ, DISPLAY=display)
     xterm = subprocess.Popen(
         ["xterm", "-geometry", "100x30+40+40", "-T", "enkaku demo"],

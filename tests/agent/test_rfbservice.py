@@ -487,3 +487,35 @@ async def test_in_memory_updates_resize_and_pause() -> None:
     await pipe.to_server.put(b"")  # EOF
     await asyncio.wait_for(task, 10)
     assert injector.calls == [("key", 0x61, True, None), ("release_all",), ("release_all",)]
+
+
+async def test_jpeg_areas_are_refreshed_losslessly_when_idle() -> None:
+    """noVNC always asks for JPEG: areas left unchanged must end up exact on its canvas."""
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    image = np.random.default_rng(21).integers(0, 256, (60, 80, 4), dtype=np.uint8)
+    capture = FakeCapture(image)
+    pipe = Pipe()
+    service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
+    task = asyncio.create_task(service.run())
+    assert await pipe.from_server.get() == b"RFB 003.008\n"
+    await pipe.to_server.put(b"RFB 003.008\n")
+    assert await pipe.from_server.get() == b"\x01\x01"
+    await pipe.to_server.put(b"\x01")
+    assert await pipe.from_server.get() == b"\x00\x00\x00\x00"
+    await pipe.to_server.put(b"\x01")
+    await pipe.from_server.get()  # ServerInit
+    dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
+    await pipe.to_server.put(set_encodings(Encoding.TIGHT, Encoding.JPEG_QUALITY_LOW + 6))
+    await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
+    await pipe.receive(dec, lambda: len(dec.updates) == 1)
+    assert dec.jpeg_rects == 1 and not np.array_equal(dec.fb, dec.pf.values(image))
+    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    await pipe.receive(dec, lambda: len(dec.updates) == 2)
+    assert dec.updates[1].rects == [(0, 0, 80, 60, Encoding.TIGHT)] and dec.jpeg_rects == 1
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(image))
+    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    await asyncio.sleep(0.8)
+    assert pipe.from_server.empty()  # refreshed once, then quiet
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)

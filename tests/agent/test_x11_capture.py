@@ -17,7 +17,7 @@ from PIL import Image
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, Rect
 from enkaku.agent.capture.x11 import X11Capture, _convert_cursor
-from tests.xdisplay import wait_window, x_client, x_env, xvfb, xwd_root
+from tests.xdisplay import wait_window, x_client, x_env, xvfb, xvfb_pid, xwd_root
 
 pytestmark = pytest.mark.x11
 
@@ -220,11 +220,9 @@ def test_lost_display_raises() -> None:
     with xvfb(320, 240) as display:
         cap = X11Capture(display)
         cap.grab()
-        # The server's own lock file names its PID; SIGTERM lets Xvfb remove it.
-        pid = int(Path(f"/tmp/.X{display[1:]}-lock").read_text().strip())
-        os.kill(pid, signal.SIGTERM)
+        os.kill(xvfb_pid(display), signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while Path(f"/tmp/.X{display[1:]}-lock").exists() and time.monotonic() < deadline:
+        while Path(f"/tmp/.X11-unix/X{display[1:]}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         with pytest.raises(CaptureError, match="lost"):
             cap.grab()

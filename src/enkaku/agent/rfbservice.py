@@ -11,7 +11,9 @@ Two tasks per connection, both owned by ``run()``:
 - the **updater** waits until the client wants an update, polls the screen at most
   ``max_fps`` times a second, and sends the changed rectangles (the whole requested
   area for non-incremental requests). Writes are awaited, so a slow peer slows capture
-  down instead of filling memory.
+  down instead of filling memory. Areas sent as JPEG are sent again losslessly once
+  they have stayed unchanged for ``LOSSLESS_REFRESH_DELAY`` (TigerVNC does the same), so
+  the viewer's picture ends up exact; noVNC always asks for JPEG.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from enkaku.protocol.rfb.pixelformat import Frame
 logger = logging.getLogger(__name__)
 
 TILE = 64
+#: Seconds without screen changes after which areas sent as JPEG are resent losslessly.
+LOSSLESS_REFRESH_DELAY = 0.5
 
 
 def changed_tiles(old: Frame, new: Frame, tile: int = TILE) -> list[Rect]:
@@ -112,6 +116,8 @@ class RFBService:
         self._write_lock = asyncio.Lock()
         self._previous: Frame | None = None
         self._damage: list[Rect] = []
+        self._lossy: list[Rect] = []  # sent as JPEG and not resent since
+        self._changed_at = 0.0  # loop time of the last update with screen changes
         self._cursor_serial: int | None = None
         self._controlling = False
 
@@ -214,6 +220,7 @@ class RFBService:
             started = loop.time()
             poll = await asyncio.to_thread(self._poll, request)
             if poll.resized is not None:
+                self._lossy = []
                 if not server.send_desktop_size(*poll.resized):
                     logger.info("rfb viewer cannot resize; screen size change not shown")
                 await self._flush()
@@ -224,14 +231,21 @@ class RFBService:
             if request is None or poll.frame is None:
                 continue
             rects = self._take_damage(request)
+            lossless = False
             if not rects and request.incremental and not server.has_pending_pseudo:
-                next_at = started + self._interval
-                continue
-            pending = server.begin_framebuffer_update(poll.frame, rects)
+                if self._lossy and started - self._changed_at >= LOSSLESS_REFRESH_DELAY:
+                    rects, lossless = self._take_lossy(request.region), True
+                if not rects:
+                    next_at = started + self._interval
+                    continue
+            pending = server.begin_framebuffer_update(poll.frame, rects, lossless=lossless)
             try:
                 await asyncio.to_thread(pending.encode)
             finally:
                 server.end_framebuffer_update(pending)
+            if rects and not lossless:
+                self._changed_at = started
+            self._note_lossy(rects, pending.lossy)
             await self._flush()
             next_at = started + self._interval
 
@@ -254,6 +268,23 @@ class RFBService:
         if request.full is not None:
             inside = [request.full, *(r for r in inside if request.full.intersect(r) != r)]
         return inside
+
+    def _take_lossy(self, region: Rect) -> list[Rect]:
+        """The lossily sent areas inside ``region``; the rest stays for later."""
+        inside = [part for r in self._lossy if (part := region.intersect(r)) is not None]
+        self._lossy = [r for r in self._lossy if region.intersect(r) != r]
+        return inside
+
+    def _note_lossy(self, sent: Sequence[RectLike], lossy: list[Rect]) -> None:
+        """Forget lossy areas that ``sent`` covered again, remember the new ones."""
+        covered = [Rect(s.x, s.y, s.w, s.h) for s in sent]
+        self._lossy = [r for r in self._lossy if not any(c.intersect(r) == r for c in covered)]
+        self._lossy.extend(lossy)
+        if len(self._lossy) > 256:  # bounded, like the damage list
+            box = self._lossy[0]
+            for r in self._lossy[1:]:
+                box = box.union(r)
+            self._lossy = [box]
 
     def _poll(self, request: UpdateRequest) -> _Poll:
         """Worker thread: capture, detect damage and size changes, pick up the cursor."""

@@ -323,3 +323,25 @@ def test_valid_message_sequences_keep_running(messages: list[bytes]) -> None:
         server.send_framebuffer_update(sample_image(H, W), [req.region])
         dec.feed(server.data_to_send())
     assert server.state is State.RUNNING
+
+
+def test_lossless_update_overrides_jpeg_and_reports_lossy_rects() -> None:
+    server = RFBServer(160, 96, "t")
+    dec = handshake(server)
+    server.receive_data(set_encodings(Encoding.TIGHT, Encoding.JPEG_QUALITY_LOW + 6))
+    noise = np.random.default_rng(8).integers(0, 256, (96, 160, 4), dtype=np.uint8)
+    noise[:, 128:] = 7  # one colour: a fill, exact
+    server.receive_data(update_request(False, 0, 0, 160, 96))
+    update = server.begin_framebuffer_update(noise, [Rect(0, 0, 160, 96)])
+    update.encode()
+    server.end_framebuffer_update(update)
+    dec.feed(server.data_to_send())
+    assert update.lossy == [Rect(0, 0, 128, 96)] and dec.jpeg_rects == 1
+    assert not np.array_equal(dec.fb, dec.pf.values(noise))
+    server.receive_data(update_request(True, 0, 0, 160, 96))
+    update = server.begin_framebuffer_update(noise, update.lossy, lossless=True)
+    update.encode()
+    server.end_framebuffer_update(update)
+    dec.feed(server.data_to_send())
+    assert update.lossy == [] and dec.jpeg_rects == 1
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(noise))

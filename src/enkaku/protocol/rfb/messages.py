@@ -85,6 +85,8 @@ class EncodedRect:
     h: int
     encoding: int
     payload: bytes
+    #: The pixels only approximate the frame (JPEG): worth a lossless refresh later.
+    lossy: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ import logging
 import re
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
@@ -130,6 +130,8 @@ class PendingUpdate:
     pseudo: list[bytes]
     message: bytes | None = None
     rect_count: int = field(default=0)
+    #: Rectangles sent lossily (JPEG), in framebuffer coordinates; known after encode().
+    lossy: list[Rect] = field(default_factory=list)
 
     def encode(self) -> bytes:
         """Encode all rectangles into the FramebufferUpdate message(s)."""
@@ -144,6 +146,8 @@ class PendingUpdate:
             for er in self.encoder.encode(sub, self.pixel_format, self.options):
                 head = m.rect_header(r.x + er.x, r.y + er.y, er.w, er.h, er.encoding)
                 parts.append(head + er.payload)
+                if er.lossy:
+                    self.lossy.append(Rect(r.x + er.x, r.y + er.y, er.w, er.h))
         self.rect_count = len(parts)
         if len(parts) < 0xFFFF:
             body = m.framebuffer_update_header(len(parts)) + b"".join(parts)
@@ -395,9 +399,18 @@ class RFBServer:
         return bool(self._pseudo)
 
     def begin_framebuffer_update(
-        self, frame: Frame, rects: Sequence[RectLike], copies: tuple[Copy, ...] | list[Copy] = ()
+        self,
+        frame: Frame,
+        rects: Sequence[RectLike],
+        copies: tuple[Copy, ...] | list[Copy] = (),
+        *,
+        lossless: bool = False,
     ) -> PendingUpdate:
-        """Consume the pending request and snapshot what encoding ``rects`` needs."""
+        """Consume the pending request and snapshot what encoding ``rects`` needs.
+
+        ``lossless`` encodes without JPEG whatever quality the client asked for: the
+        refresh of areas sent lossily that have not changed since (as TigerVNC does).
+        """
         if self.state is not State.RUNNING:
             raise RuntimeError("no FramebufferUpdate before the handshake completes")
         if self._held is not None:
@@ -426,8 +439,9 @@ class RFBServer:
             encoder = self._encoders[self.encoding] = ENCODERS[self.encoding]()
         pseudo, self._pseudo = self._pseudo, []
         self._held = bytearray()
+        options = replace(self.options, jpeg_quality=None) if lossless else self.options
         return PendingUpdate(
-            frame, clipped, copy_list, encoder, self.pixel_format, self.options,
+            frame, clipped, copy_list, encoder, self.pixel_format, options,
             self.supports(Encoding.LAST_RECT), prefix, pseudo,
         )  # fmt: skip
 

@@ -11,9 +11,14 @@ pixels of width, and the compact length at most 4 MiB of data), and each tile be
 - **basic, copy filter** (TPIXELs on stream 0) otherwise.
 
 Basic data shorter than 12 bytes goes uncompressed. The four zlib streams persist across
-rectangles (each rectangle's data ends with a Z_SYNC_FLUSH); a stream whose compression
-level must change is replaced and the client told to reset it in the same rectangle's
-compression-control byte.
+rectangles (each rectangle's data ends with a Z_SYNC_FLUSH) and are never reset. When the
+client asks for another compression level, the stream goes on at the new level the way
+zlib's deflateParams() does it (TigerVNC and libvncserver do the same): after the sync
+flush, a raw-deflate compressor primed with the stream's last 32 KiB of input continues
+with new blocks, so the client's inflater, window and all, carries on unaware. Setting the
+compression-control byte's reset bits instead is legal Tight but breaks noVNC (1.7 and
+earlier): its vendored pako's inflateReset() leaves the old window with a size of zero,
+so the first back-reference after a reset fails with "zlib inflate failed".
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ MAX_WIDTH = 2048
 #: Tiles with more colours than this go to JPEG when the client allows JPEG.
 JPEG_MIN_COLOURS = 64
 MIN_TO_COMPRESS = 12
+#: The zlib window: how much of a stream's input its continuation is primed with.
+WINDOW = 1 << 15
 
 FILL = 0x80
 JPEG = 0x90
@@ -62,6 +69,7 @@ class TightEncoder:
     def __init__(self) -> None:
         self._streams: list[zlib._Compress | None] = [None] * 4
         self._levels: list[int] = [-1] * 4
+        self._history: list[bytes] = [b""] * 4  # each stream's last WINDOW bytes of input
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         """Encode ``frame`` (a BGRX rectangle) as Tight rectangles of at most TILE²."""
@@ -71,9 +79,8 @@ class TightEncoder:
             for x in range(0, w, TILE):
                 tile = frame[y : y + TILE, x : x + TILE]
                 th, tw = tile.shape[:2]
-                out.append(
-                    EncodedRect(x, y, tw, th, self.code, self.encode_tile(tile, pf, options))
-                )
+                payload = self.encode_tile(tile, pf, options)
+                out.append(EncodedRect(x, y, tw, th, self.code, payload, payload[0] == JPEG))
         return out
 
     def encode_tile(self, tile: Frame, pf: PixelFormat, options: EncodeOptions) -> bytes:
@@ -114,12 +121,17 @@ class TightEncoder:
             return bytes([ctl]) + head + data
         level = max(1, options.compress_level)
         compressor = self._streams[stream]
-        if compressor is None or self._levels[stream] != level:
-            if compressor is not None:
-                ctl |= 1 << stream  # the client resets its inflater before this rect
+        if compressor is None:
             compressor = self._streams[stream] = zlib.compressobj(level)
             self._levels[stream] = level
+        elif self._levels[stream] != level:
+            # Same stream, new level (see the module docstring): no reset bit, no header.
+            compressor = self._streams[stream] = zlib.compressobj(
+                level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=self._history[stream]
+            )
+            self._levels[stream] = level
         packed = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._history[stream] = (self._history[stream] + data)[-WINDOW:]
         return bytes([ctl]) + head + compact_length(len(packed)) + packed
 
     @staticmethod
