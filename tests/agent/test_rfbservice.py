@@ -427,6 +427,16 @@ class Pipe:
     async def write(self, data: bytes) -> None:
         await self.from_server.put(data)
 
+    async def handshake(self) -> bytes:
+        """RFB 3.8 with security type None and a shared ClientInit; returns ServerInit."""
+        assert await self.from_server.get() == b"RFB 003.008\n"
+        await self.to_server.put(b"RFB 003.008\n")
+        assert await self.from_server.get() == b"\x01\x01"
+        await self.to_server.put(b"\x01")
+        assert await self.from_server.get() == b"\x00\x00\x00\x00"
+        await self.to_server.put(b"\x01")
+        return await self.from_server.get()
+
     async def receive(self, dec, until, timeout: float = 10) -> None:
         async with asyncio.timeout(timeout):
             while not until():
@@ -445,13 +455,7 @@ async def test_in_memory_updates_resize_and_pause() -> None:
         capture, injector, pipe.read, pipe.write, name="mem", control_allowed=lambda: allowed[0]
     )
     task = asyncio.create_task(service.run())
-    assert await pipe.from_server.get() == b"RFB 003.008\n"
-    await pipe.to_server.put(b"RFB 003.008\n")
-    assert await pipe.from_server.get() == b"\x01\x01"
-    await pipe.to_server.put(b"\x01")
-    assert await pipe.from_server.get() == b"\x00\x00\x00\x00"
-    await pipe.to_server.put(b"\x01")
-    init = await pipe.from_server.get()
+    init = await pipe.handshake()
     dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
     assert init[:4] == b"\x00\x50\x00\x3c"
     await pipe.to_server.put(set_encodings(Encoding.TIGHT, Encoding.DESKTOP_SIZE))
@@ -498,13 +502,7 @@ async def test_jpeg_areas_are_refreshed_losslessly_when_idle() -> None:
     pipe = Pipe()
     service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
     task = asyncio.create_task(service.run())
-    assert await pipe.from_server.get() == b"RFB 003.008\n"
-    await pipe.to_server.put(b"RFB 003.008\n")
-    assert await pipe.from_server.get() == b"\x01\x01"
-    await pipe.to_server.put(b"\x01")
-    assert await pipe.from_server.get() == b"\x00\x00\x00\x00"
-    await pipe.to_server.put(b"\x01")
-    await pipe.from_server.get()  # ServerInit
+    await pipe.handshake()
     dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
     await pipe.to_server.put(set_encodings(Encoding.TIGHT, Encoding.JPEG_QUALITY_LOW + 6))
     await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
