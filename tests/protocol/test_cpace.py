@@ -11,8 +11,8 @@ import pytest
 from enkaku.protocol import cpace
 from enkaku.protocol.errors import HandshakeError
 
-VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"
-VECTOR_FILE = VECTORS / "cpace-draft21-testvectors.json"
+#: The draft's public test vectors, copied into the repository (see vectors/README.md).
+VECTOR_FILE = Path(__file__).resolve().parent / "vectors" / "cpace-draft21-testvectors.json"
 
 # Every value of the suite's entry and what checks it; a new key in the file fails the
 # completeness test below instead of going unchecked.
@@ -26,8 +26,8 @@ POINT_KEYS = {"Valid", "Invalid Y1", "Invalid Y2"}
 def load(entry: str) -> Any:
     if not VECTOR_FILE.is_file():
         pytest.fail(
-            f"CPace test vectors not found at {VECTOR_FILE.resolve()}: the shared/ directory "
-            "must sit beside the repository root (see shared/vectors/README.md)"
+            f"CPace test vectors not found at {VECTOR_FILE}: the file is part of the "
+            "repository (tests/protocol/vectors/README.md); restore it with git"
         )
     return json.loads(VECTOR_FILE.read_text())[entry]
 
