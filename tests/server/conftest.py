@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,8 @@ from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.app import build_app
 from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
+
+from . import pg
 
 
 @dataclass
@@ -77,3 +80,28 @@ async def env(tmp_path) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
     async with aiohttp.ClientSession() as http:
         yield Env(server, http, relayed)
     await server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The PostgreSQL server URL (no database name): ENKAKU_TEST_PG, or a throw-away one.
+
+    The throw-away cluster (tests/server/pg.py) is started on first use and stopped by PID
+    at the end of the run. If it cannot start, every PostgreSQL test fails with the reason.
+    """
+    given = os.environ.get(pg.ENV)
+    if given:
+        yield given.rstrip("/")
+        return
+    try:
+        server = pg.ThrowawayPostgres.start()
+    except pg.PostgresUnavailable as exc:
+        problem = str(exc)
+    else:
+        try:
+            yield server.url
+        finally:
+            server.stop()
+        return
+    # Outside the except block, so the report is the reason and not a chained traceback.
+    pytest.fail(f"could not start a throw-away PostgreSQL: {problem}", pytrace=False)

@@ -53,11 +53,12 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/store.db"
         return
-    url = await pg.create_database()
+    server: str = request.getfixturevalue("pg_server")  # started only when needed
+    url = await pg.create_database(server)
     try:
         yield url
     finally:
-        await pg.drop_database(url)
+        await pg.drop_database(server, url)
 
 
 @pytest.fixture
@@ -116,15 +117,15 @@ async def test_open_engine_rejects_unsupported_backend() -> None:
         await open_engine("mysql://u@localhost/enkaku")
 
 
-async def test_open_engine_reports_missing_postgresql_database() -> None:
-    await pg.server_version()  # fail (not skip) with the start hint if the server is down
-    missing = f"{pg.SERVER}/enkaku_t_missing_{secrets.token_hex(4)}"
+async def test_open_engine_reports_missing_postgresql_database(pg_server: str) -> None:
+    await pg.server_version(pg_server)  # fail (not skip) with the hint if it is down
+    missing = f"{pg_server}/enkaku_t_missing_{secrets.token_hex(4)}"
     with pytest.raises(DatabaseError, match="cannot open or migrate the database"):
         await open_engine(missing)
 
 
-async def test_postgresql_is_recent_enough() -> None:
-    version = await pg.server_version()
+async def test_postgresql_is_recent_enough(pg_server: str) -> None:
+    version = await pg.server_version(pg_server)
     # DROP DATABASE ... WITH (FORCE) in tests/server/pg.py needs 13 or later.
     assert int(version.split(".")[0]) >= 13, version
 
