@@ -54,6 +54,14 @@ CATALOG: dict[str, tuple[str, str]] = {
         "失敗が多すぎます。{seconds} 秒待ってから再試行してください。",
     ),
     "session_not_found": ("No such session.", "そのセッションは存在しません。"),
+    "too_many_connections": (
+        "Too many connections from your address are still authenticating; try again shortly.",
+        "このアドレスから認証待ちの接続が多すぎます。しばらくしてから再試行してください。",
+    ),
+    "request_timeout": (
+        "The request body did not arrive in time.",
+        "リクエスト本文が時間内に届きませんでした。",
+    ),
     # technician CLI
     "prompt_password": ("One-time password of {agent_id}: ", "{agent_id} のワンタイムパスワード: "),
     "prompt_login_password": ("Password for {user}: ", "{user} のパスワード: "),

@@ -29,15 +29,19 @@ import secrets
 from typing import Any
 
 import pysodium
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from enkaku.protocol.agentlink import (
     AUTH_CONTEXT,
     CLOSE_MALFORMED,
+    CLOSE_RATE_LIMITED,
     CLOSE_REPLACED,
     CLOSE_UNAUTHORIZED,
+    MAX_HELLO,
 )
+from enkaku.protocol.jsonlimits import loads_object
 
+from .preauth import PendingConnections, RegistrationLimiter, peer_address, too_many_connections
 from .presence import Presence
 from .ratelimit import FailureDelay
 from .relay import RelayHub
@@ -46,7 +50,6 @@ from .store.repo import Store
 
 log = logging.getLogger(__name__)
 
-HELLO_TIMEOUT = 10.0
 MAX_CONTROL = 16 * 1024
 SESSION_EVENTS = {
     "busy",
@@ -83,19 +86,33 @@ class AgentGateway:
         presence: Presence,
         relay: RelayHub,
         failures: FailureDelay,
+        *,
+        pending: PendingConnections | None = None,
+        registrations: RegistrationLimiter | None = None,
     ) -> None:
         self.settings, self.store, self.presence = settings, store, presence
         self.relay, self.failures = relay, failures
+        #: Unauthenticated sockets per address, shared with the relay.
+        self.pending = pending or relay.pending
+        self.registrations = registrations or RegistrationLimiter(
+            settings.agent_registration_burst, settings.agent_registrations_per_minute
+        )
         self.connections: set[web.WebSocketResponse] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        address = peer_address(request, self.settings.behind_proxy)
+        if not self.pending.acquire(address):
+            raise too_many_connections(self.settings.auth_timeout)
+        pending = True
         ws = web.WebSocketResponse(
             heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=MAX_CONTROL, compress=False
         )
-        await ws.prepare(request)
-        self.connections.add(ws)
         try:
-            agent_id = await self._authenticate(ws)
+            await ws.prepare(request)
+            self.connections.add(ws)
+            agent_id = await self._authenticate(ws, address)
+            self.pending.release(address)
+            pending = False
             if agent_id is None:
                 return ws
             conn = AgentConnection(agent_id, ws)
@@ -115,18 +132,26 @@ class AgentGateway:
                 await self._serve(conn)
             finally:
                 await self.presence.unregister(conn)
+                await self.store.touch_agent(agent_id)
                 log.info("agent %s offline", agent_id)
             return ws
         finally:
+            if pending:
+                self.pending.release(address)
             self.connections.discard(ws)
 
-    async def _authenticate(self, ws: web.WebSocketResponse) -> str | None:
+    async def _authenticate(self, ws: web.WebSocketResponse, address: str) -> str | None:
         nonce = secrets.token_bytes(32)
         await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce.hex(), "protocol": 1}))
         try:
-            msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
-            hello = json.loads(msg.data) if msg.type == WSMsgType.TEXT else None
-            if not isinstance(hello, dict) or hello.get("type") != "hello":
+            msg = await asyncio.wait_for(ws.receive(), self.settings.auth_timeout)
+            if msg.type != WSMsgType.TEXT:
+                raise ValueError("expected hello")
+            if len(msg.data) > MAX_HELLO:  # characters ≤ bytes: the exact check follows
+                await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"hello too large")
+                return None
+            hello = loads_object(msg.data, max_bytes=MAX_HELLO)
+            if hello.get("type") != "hello":
                 raise ValueError("expected hello")
             key_hex, sig_hex = hello["public_key"], hello["signature"]
             public_key, signature = bytes.fromhex(key_hex), bytes.fromhex(sig_hex)
@@ -136,10 +161,20 @@ class AgentGateway:
             # signatures: an all-zero key must never verify.
             pysodium.crypto_sign_verify_detached(signature, AUTH_CONTEXT + nonce, public_key)
         except (TimeoutError, ValueError, KeyError, TypeError):
-            log.info("agent authentication failed from %s", ws)
+            # ProtocolError (oversized, too deep, not JSON) is a ValueError too.
+            log.info("agent authentication failed from %s", address)
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"device key proof failed")
             return None
-        return await self.store.agent_for_key(key_hex.lower())
+        key = public_key.hex()  # canonical: one key, one spelling, one ID
+        known = await self.store.find_agent(key)
+        if known is not None:
+            return known
+        # Only a key never seen before costs a token: reconnects are not registrations.
+        if not self.registrations.allow(address):
+            log.warning("agent registration from %s refused: rate limit", address)
+            await ws.close(code=CLOSE_RATE_LIMITED, message=b"too many new agents; retry later")
+            return None
+        return await self.store.agent_for_key(key)
 
     async def _serve(self, conn: AgentConnection) -> None:
         ws = conn.ws
@@ -147,9 +182,7 @@ class AgentGateway:
             if msg.type != WSMsgType.TEXT:
                 break
             try:
-                data = json.loads(msg.data)
-                if not isinstance(data, dict):
-                    raise ValueError
+                data = loads_object(msg.data, max_bytes=MAX_CONTROL)
                 await self._handle_message(conn, data)
             except (ValueError, KeyError, TypeError):
                 log.debug("agent %s sent a malformed control message", conn.agent_id)

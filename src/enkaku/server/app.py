@@ -6,7 +6,8 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -14,7 +15,9 @@ from aiohttp.typedefs import Handler
 from .agents import AgentGateway
 from .api.framework import ApiError
 from .api.routes import api
+from .expiry import AgentExpiry
 from .home import home
+from .preauth import PendingConnections, RegistrationLimiter
 from .presence import MemoryPresence
 from .ratelimit import FailureDelay
 from .relay import RelayHub, RelayObserver
@@ -55,8 +58,12 @@ def build_app(
     *,
     store: Store | None = None,
     relay_observer: RelayObserver | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
-    """The application; the database opens on startup unless ``store`` is given."""
+    """The application; the database opens on startup unless ``store`` is given.
+
+    ``clock`` (monotonic seconds) drives the per-address registration limit.
+    """
     app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -66,12 +73,31 @@ def build_app(
             log.warning("closed %d session record(s) left open by a previous run", orphans)
         presence = MemoryPresence()
         failures = FailureDelay()
-        relay = RelayHub(settings, own_store, presence, failures, observer=relay_observer)
-        agents = AgentGateway(settings, own_store, presence, relay, failures)
+        pending = PendingConnections(settings.max_unauthenticated_per_address)
+        relay = RelayHub(
+            settings, own_store, presence, failures, observer=relay_observer, pending=pending
+        )
+        registrations = RegistrationLimiter(
+            settings.agent_registration_burst,
+            settings.agent_registrations_per_minute,
+            clock=clock,
+        )
+        agents = AgentGateway(
+            settings,
+            own_store,
+            presence,
+            relay,
+            failures,
+            pending=pending,
+            registrations=registrations,
+        )
+        expiry = AgentExpiry(own_store, presence, settings.agent_expiry_days)
+        expiry.start()
         app[SERVICES] = Services(
             settings, own_store, presence, relay, agents, failures, FailureDelay(base=0.5, cap=60.0)
         )
         yield
+        await expiry.stop()
         if store is None:
             await own_store.close()
 
@@ -83,7 +109,7 @@ def build_app(
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_sessions)
-    api.install(app, _authenticate)
+    api.install(app, _authenticate, body_timeout=settings.body_timeout)
 
     async def agent_ws(request: web.Request) -> web.StreamResponse:
         return await request.app[SERVICES].agents.handle(request)
@@ -106,10 +132,23 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+def make_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner of the server's own listener, with its connection deadlines.
+
+    aiohttp's ``keepalive_timeout`` is a hard deadline from the moment a connection
+    opens (or its previous response ends) until a complete request head has arrived,
+    however slowly the bytes trickle in: it is the header timeout. aiohttp closes the
+    connection silently when it passes.
+    """
+    return web.AppRunner(
+        app, access_log=None, shutdown_timeout=5, keepalive_timeout=settings.header_timeout
+    )
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run the server until SIGINT/SIGTERM."""
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = make_runner(app, settings)
     await runner.setup()
     site = web.TCPSite(
         runner, settings.host, settings.port, ssl_context=ssl_context(settings), reuse_address=True

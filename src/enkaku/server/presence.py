@@ -34,6 +34,10 @@ class Presence(Protocol):
 
     async def online_count(self) -> int: ...
 
+    async def online_ids(self) -> set[str]:
+        """The IDs of every agent online now."""
+        ...
+
 
 class MemoryPresence:
     """Presence for a single server process."""
@@ -65,6 +69,9 @@ class MemoryPresence:
 
     async def online_count(self) -> int:
         return len(self._links)
+
+    async def online_ids(self) -> set[str]:
+        return set(self._links)
 
     def links(self) -> list[AgentLink]:
         return list(self._links.values())

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 from collections import OrderedDict
@@ -34,7 +33,10 @@ from typing import Literal
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from enkaku.protocol.control import END_REASONS
+from enkaku.protocol.errors import ProtocolError
+from enkaku.protocol.jsonlimits import loads_object
 
+from .preauth import PendingConnections, peer_address, too_many_connections
 from .presence import Presence
 from .ratelimit import FailureDelay
 from .settings import Settings
@@ -43,7 +45,8 @@ from .store.repo import Store
 log = logging.getLogger(__name__)
 
 Role = Literal["technician", "agent"]
-AUTH_TIMEOUT = 10.0
+#: The token message is ``{"token": "<32 characters>"}``; nothing longer is read as one.
+MAX_TOKEN_MESSAGE = 1024
 CLOSE_SESSION_END = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_CONFLICT = 4409
@@ -51,6 +54,10 @@ CLOSE_CONFLICT = 4409
 #: Observers see every relayed message (tests use one to prove the relay carries no
 #: plaintext). Never used in production code paths other than counting.
 RelayObserver = Callable[[str, Role, bytes], None]
+
+
+def _size(data: str | bytes) -> int:
+    return len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
 
 
 def _digest(token: str) -> bytes:
@@ -84,7 +91,10 @@ class RelayHub:
         failures: FailureDelay,
         *,
         observer: RelayObserver | None = None,
+        pending: PendingConnections | None = None,
     ) -> None:
+        #: Unauthenticated sockets per address, shared with the agent gateway.
+        self.pending = pending or PendingConnections(settings.max_unauthenticated_per_address)
         self.settings, self.store, self.presence, self.failures = (
             settings,
             store,
@@ -132,15 +142,21 @@ class RelayHub:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The /ws/relay/{session_id} endpoint."""
-        ws = web.WebSocketResponse(
-            heartbeat=self.settings.heartbeat_timeout / 2,
-            max_msg_size=self.settings.max_frame,
-            compress=False,
-        )
-        await ws.prepare(request)
-        session_id = request.match_info["session_id"]
-        sess = self.sessions.get(session_id) or self._recently_ended.get(session_id)
-        role = await self._authenticate(ws, sess)
+        address = peer_address(request, self.settings.behind_proxy)
+        if not self.pending.acquire(address):
+            raise too_many_connections(self.settings.auth_timeout)
+        try:
+            ws = web.WebSocketResponse(
+                heartbeat=self.settings.heartbeat_timeout / 2,
+                max_msg_size=self.settings.max_frame,
+                compress=False,
+            )
+            await ws.prepare(request)
+            session_id = request.match_info["session_id"]
+            sess = self.sessions.get(session_id) or self._recently_ended.get(session_id)
+            role = await self._authenticate(ws, sess)
+        finally:
+            self.pending.release(address)
         if sess is None or role is None:
             return ws
         sess.legs[role] = ws
@@ -169,14 +185,19 @@ class RelayHub:
         self, ws: web.WebSocketResponse, sess: RelaySession | None
     ) -> Role | None:
         try:
-            msg = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT)
+            msg = await asyncio.wait_for(ws.receive(), self.settings.auth_timeout)
         except TimeoutError:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"no relay token")
             return None
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and _size(msg.data) > MAX_TOKEN_MESSAGE:
+            await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"token message too large")
+            return None
         token = None
         if msg.type == WSMsgType.TEXT:
-            with contextlib.suppress(ValueError, AttributeError):
-                token = json.loads(msg.data).get("token")
+            try:
+                token = loads_object(msg.data, max_bytes=MAX_TOKEN_MESSAGE).get("token")
+            except ProtocolError as exc:
+                log.debug("relay token message refused: %s", exc)
         if not isinstance(token, str) or sess is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
             return None

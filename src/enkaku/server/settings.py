@@ -45,6 +45,22 @@ class Settings:
     max_frame: int = 256 * 1024
     #: Consent policy: if true, the ID and password are the consent (no prompt).
     implicit_consent: bool = False
+    # Limits before authentication (docs/operations.md#limits-before-authentication).
+    #: An agent link must send a verified hello, a relay leg its token, this fast.
+    auth_timeout: float = 5.0
+    #: WebSockets one address may hold open before they authenticate.
+    max_unauthenticated_per_address: int = 500
+    #: New agent IDs one address may register at once, then per minute.
+    agent_registration_burst: int = 300
+    agent_registrations_per_minute: float = 30.0
+    #: A connection must finish a request's headers this long after it opened or after
+    #: its previous response (also the idle keep-alive time).
+    header_timeout: float = 15.0
+    #: An API request body must arrive within this time.
+    body_timeout: float = 30.0
+    #: Agent IDs offline this many days and never used in a session are deleted
+    #: (0: never).
+    agent_expiry_days: float = 180.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -73,6 +89,16 @@ class Settings:
             )
         if self.heartbeat_timeout <= 0.5:
             raise SettingsError("heartbeat_timeout: must be more than 0.5 seconds")
+        for name in ("auth_timeout", "header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name}: must be more than 0 seconds")
+        for name in ("max_unauthenticated_per_address", "agent_registration_burst"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name}: must be at least 1")
+        if self.agent_registrations_per_minute < 0:
+            raise SettingsError("agent_registrations_per_minute: must not be negative")
+        if self.agent_expiry_days < 0:
+            raise SettingsError("agent_expiry_days: must not be negative (0: never)")
 
     @property
     def tls(self) -> bool:
@@ -124,6 +150,13 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_BEHIND_PROXY": ("behind_proxy", _bool),
         "ENKAKU_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
         "ENKAKU_IMPLICIT_CONSENT": ("implicit_consent", _bool),
+        "ENKAKU_AUTH_TIMEOUT": ("auth_timeout", float),
+        "ENKAKU_MAX_UNAUTHENTICATED_PER_ADDRESS": ("max_unauthenticated_per_address", int),
+        "ENKAKU_AGENT_REGISTRATION_BURST": ("agent_registration_burst", int),
+        "ENKAKU_AGENT_REGISTRATIONS_PER_MINUTE": ("agent_registrations_per_minute", float),
+        "ENKAKU_HEADER_TIMEOUT": ("header_timeout", float),
+        "ENKAKU_BODY_TIMEOUT": ("body_timeout", float),
+        "ENKAKU_AGENT_EXPIRY_DAYS": ("agent_expiry_days", float),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

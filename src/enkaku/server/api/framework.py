@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,19 @@ from ..store.models import Technician
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body (``read(n)`` alone may return less)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await request.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class ApiError(web.HTTPException):
@@ -111,9 +125,14 @@ class Api:
 
         return deco
 
-    def install(self, app: web.Application, authenticate: Authenticator) -> None:
+    def install(
+        self, app: web.Application, authenticate: Authenticator, *, body_timeout: float = 30.0
+    ) -> None:
+        """Add every route to ``app``; a body must arrive within ``body_timeout`` s."""
         for r in self.routes:
-            app.router.add_route(r.method, self.prefix + r.path, self._wrap(r, authenticate))
+            app.router.add_route(
+                r.method, self.prefix + r.path, self._wrap(r, authenticate, body_timeout)
+            )
         doc = self.openapi()
 
         async def openapi_json(_request: web.Request) -> web.Response:
@@ -122,7 +141,7 @@ class Api:
         app.router.add_get(self.prefix + "/openapi.json", openapi_json)
 
     def _wrap(
-        self, r: Route, authenticate: Authenticator
+        self, r: Route, authenticate: Authenticator, body_timeout: float
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             tech = await authenticate(request)
@@ -132,7 +151,13 @@ class Api:
             if r.body is not None:
                 if request.content_length is not None and request.content_length > MAX_BODY:
                     raise ApiError(413, "bad_request", detail="body too large")
-                raw = await request.content.read(MAX_BODY + 1)
+                try:
+                    async with asyncio.timeout(body_timeout):
+                        raw = await _read_body(request, MAX_BODY + 1)
+                except TimeoutError:
+                    raise ApiError(
+                        408, "request_timeout", headers={"Connection": "close"}
+                    ) from None
                 if len(raw) > MAX_BODY:
                     raise ApiError(413, "bad_request", detail="body too large")
                 try:

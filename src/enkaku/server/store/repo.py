@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, date, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -168,6 +168,44 @@ class Store:
     async def agent_exists(self, agent_id: str) -> bool:
         async with self._sessions() as s:
             return await s.get(Agent, agent_id) is not None
+
+    async def find_agent(self, public_key_hex: str) -> str | None:
+        """The ID bound to a known device key (its last_seen_at updated), else None."""
+        async with self._sessions() as s:
+            agent = await s.scalar(select(Agent).where(Agent.public_key == public_key_hex))
+            if agent is None:
+                return None
+            agent.last_seen_at = self._clock()
+            await s.commit()
+            return agent.id
+
+    async def touch_agent(self, agent_id: str) -> None:
+        """Record that the agent was online until now (it just went offline)."""
+        async with self._sessions() as s:
+            await s.execute(
+                update(Agent).where(Agent.id == agent_id).values(last_seen_at=self._clock())
+            )
+            await s.commit()
+
+    async def expire_agents(self, offline_for: timedelta, keep: Collection[str] = ()) -> int:
+        """Delete agent IDs not seen for ``offline_for`` that no session ever used (so no
+        customer's record names them), except those in ``keep`` (online now)."""
+        cutoff = self._clock() - offline_for
+        async with self._sessions() as s:
+            stale = (
+                Agent.last_seen_at < cutoff,
+                ~exists().where(SupportSession.agent_id == Agent.id),
+            )
+            ids = [i for i in await s.scalars(select(Agent.id).where(*stale)) if i not in keep]
+            deleted = 0
+            for start in range(0, len(ids), 500):
+                # The conditions again: an agent that came back meanwhile stays.
+                res = await s.execute(
+                    delete(Agent).where(Agent.id.in_(ids[start : start + 500]), *stale)
+                )
+                deleted += int(res.rowcount)  # type: ignore[attr-defined]
+            await s.commit()
+            return deleted
 
     # -- contracts --------------------------------------------------------------
 
