@@ -2,13 +2,14 @@
 
 ``python -m benchmarks.ratios RESULTS.jsonl [--ours A,B] [--peers x11vnc,x0vncserver]``
 
-Reads the ``results.jsonl`` that /work/shared/bench-peers/run.sh wrote (every server
-measured in the same run) and prints, per profile and workload, the throughput rows
-(``--decode parse``) as ours/peer for updates/s, KB/s and server CPU %, then the
-key->screen latency medians. A ratio is "-" when the peer's figure is 0 or missing, and
-the CPU ratio also when the peer used under ``MIN_PEER_CPU_S`` (noise at 10 ms ticks).
-Servers named in ``--wrapper-cpu`` are run through a wrapper whose own PID is what the
-harness measured (benchmarks.e2e_chain): their CPU column says "wrapper".
+Reads the ``results.jsonl`` that the peer harness's ``run.sh`` wrote (every server
+measured in the same run; see benchmarks/README.md and ``run_peers.sh --harness DIR``)
+and prints, per profile and workload, the throughput rows (``--decode parse``) as
+ours/peer for updates/s, KB/s and server CPU %, then the key->screen latency medians. A
+ratio is "-" when the peer's figure is 0 or missing, and the CPU ratio also when the peer
+used under ``MIN_PEER_CPU_S`` (noise at 10 ms ticks). Servers named in ``--wrapper-cpu``
+are run through a wrapper whose own PID is what the harness measured
+(benchmarks.e2e_chain): their CPU column says "wrapper".
 """
 
 from __future__ import annotations
@@ -143,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated servers whose measured PID is only a wrapper (no CPU ratio)",
     )
     args = p.parse_args(argv)
-    rows = load(args.results)
+    try:
+        rows = load(args.results)
+    except (OSError, ValueError) as exc:
+        p.error(f"cannot read {args.results}: {exc}")
     ours, peers = args.ours.split(","), args.peers.split(",")
     print(throughput_table(rows, ours, peers, set(args.wrapper_cpu.split(","))))
     print()

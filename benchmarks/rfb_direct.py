@@ -2,12 +2,13 @@
 
 ``python -m benchmarks.rfb_direct --display :42 --port 5942 [--max-fps N]``
 
-This program exists so that /work/shared/bench-peers can measure ``RFBService`` (capture,
-damage detection, encoding, input injection) against other VNC servers without the
-relay and the encrypted channel in between. It has no authentication (RFB security type
-None) and no encryption, by design, and therefore only ever binds a loopback address.
-The product never exposes RFB on a socket except through ``enkaku connect --vnc-listen``
-on the technician's side, behind the end-to-end encrypted channel.
+This program exists so that the peer harness (``run_peers.sh --harness DIR``, see
+benchmarks/README.md) can measure ``RFBService`` (capture, damage detection, encoding,
+input injection) against other VNC servers without the relay and the encrypted channel
+in between. It has no authentication (RFB security type None) and no encryption, by
+design, and therefore only ever binds a loopback address. The product never exposes RFB
+on a socket except through ``enkaku connect --vnc-listen`` on the technician's side,
+behind the end-to-end encrypted channel.
 
 One connection is served at a time (a second one waits for the first to end); the
 process stays in the foreground until SIGTERM or SIGINT, so its PID is the one whose CPU
