@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 CONTROL_STREAM = 0
 MAX_DATA = 32 * 1024
 INITIAL_WINDOW = 512 * 1024
-MAX_STREAMS = 64
+#: Streams each side may have open that it opened itself (the control stream aside).
+#: Counted per opener so that two sides opening at once never exceed the peer's count.
+MAX_STREAMS = 32
 MAX_OPEN_PARAMS = 16 * 1024
 MAX_WINDOW = 1 << 30
 
@@ -111,7 +113,7 @@ class Mux:
 
     def open_stream(self, kind: str, params: dict[str, Any] | None = None) -> int:
         """Open a new stream of ``kind``; returns its id."""
-        if len(self._streams) >= MAX_STREAMS:
+        if self._count_opened_by(self._next_id % 2) >= MAX_STREAMS:
             raise ProtocolError("too many open streams")
         kind_b = kind.encode("ascii")
         if not 0 < len(kind_b) < 256:
@@ -229,9 +231,10 @@ class Mux:
 
     def _handle_open(self, sid: int, payload: bytes) -> StreamOpened:
         peer_parity = 0 if self.role == "technician" else 1
-        if sid == CONTROL_STREAM or sid % 2 != peer_parity or sid in self._streams:
+        # Ids increase and are never reused: an id at or below the highest seen is refused.
+        if sid == CONTROL_STREAM or sid % 2 != peer_parity or sid <= self._peer_max:
             raise ProtocolError(f"peer may not open stream {sid}")
-        if len(self._streams) >= MAX_STREAMS:
+        if self._count_opened_by(peer_parity) >= MAX_STREAMS:
             raise ProtocolError("too many open streams")
         if not payload or len(payload) < 1 + payload[0] or payload[0] == 0:
             raise ProtocolError("OPEN frame is truncated")
@@ -242,7 +245,7 @@ class Mux:
         try:
             kind = kind_b.decode("ascii")
             params = json.loads(params_b) if params_b else {}
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # [[[… nests too deep
             raise ProtocolError("OPEN frame is malformed") from None
         if not isinstance(params, dict):
             raise ProtocolError("OPEN parameters must be a JSON object")
@@ -266,6 +269,9 @@ class Mux:
         if st is None:
             raise ValueError(f"stream {stream_id} is not open")
         return st
+
+    def _count_opened_by(self, parity: int) -> int:
+        return sum(1 for sid in self._streams if sid != CONTROL_STREAM and sid % 2 == parity)
 
     def _maybe_forget(self, sid: int, st: _Stream) -> None:
         if st.local_eof and st.remote_eof and sid != CONTROL_STREAM:
