@@ -19,6 +19,7 @@ from enkaku.agent.capture.base import ScreenCapture
 from enkaku.agent.input.base import InputInjector
 from enkaku.protocol.agentlink import CLOSE_REPLACED
 from enkaku.protocol.handshake import FailureReason
+from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.password import generate_password
 
 from .consent import ConsentPolicy, DenyAll
@@ -36,6 +37,8 @@ class AgentReplaced(Exception):
 
 
 BACKOFF_MAX = 30.0
+#: The largest message the agent reads from the server (docs/protocol/agent-control.md).
+MAX_SERVER_MESSAGE = 64 * 1024
 
 
 class AgentRuntime:
@@ -132,7 +135,11 @@ class AgentRuntime:
             / "agent"
         )
         async with self.http.ws_connect(
-            url, heartbeat=self.heartbeat, ssl=self.ssl_context, compress=0, max_msg_size=64 * 1024
+            url,
+            heartbeat=self.heartbeat,
+            ssl=self.ssl_context,
+            compress=0,
+            max_msg_size=MAX_SERVER_MESSAGE,
         ) as ws:
             self._ws = ws
             challenge = await self._receive_json(ws, timeout=15)
@@ -161,7 +168,9 @@ class AgentRuntime:
                 if msg.type != WSMsgType.TEXT:
                     break
                 try:
-                    await self._handle(json.loads(msg.data))
+                    # A ProtocolError (oversized, nested too deep, not an object) is a
+                    # ValueError: the message is logged and ignored like any malformed one.
+                    await self._handle(loads_object(msg.data, max_bytes=MAX_SERVER_MESSAGE))
                 except (ValueError, KeyError, TypeError) as exc:
                     log.warning("ignoring a malformed message from the server: %s", exc)
         self._ws = None
@@ -174,10 +183,7 @@ class AgentRuntime:
         msg = await ws.receive(timeout=timeout)
         if msg.type != WSMsgType.TEXT:
             raise ValueError(f"server closed the control connection ({msg.data} {msg.extra or ''})")
-        data = json.loads(msg.data)
-        if not isinstance(data, dict):
-            raise ValueError("malformed server message")
-        return data
+        return loads_object(msg.data, max_bytes=MAX_SERVER_MESSAGE)
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
