@@ -12,13 +12,13 @@ Every message has a ``type``. Types and fields (docs/protocol/control.md):
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ProtocolError
+from .jsonlimits import loads_limited
 
 MAX_CONTROL_MESSAGE = 64 * 1024
 
@@ -87,7 +87,8 @@ def encode(msg: _Msg) -> bytes:
 def parse(body: bytes) -> Consent | Status | End | Error:
     """Validate one message body (without its length prefix)."""
     try:
-        return _adapter.validate_python(json.loads(body))
+        # Size- and depth-checked: 64 KiB of ``[[[…`` made json.loads raise RecursionError.
+        return _adapter.validate_python(loads_limited(body, max_bytes=MAX_CONTROL_MESSAGE))
     except (ValueError, ValidationError) as exc:
         raise ProtocolError(f"invalid control message: {_first_error(exc)}") from None
 
@@ -96,6 +97,8 @@ def _first_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
         return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    if isinstance(exc, ProtocolError):
+        return str(exc)
     return "not JSON"
 
 

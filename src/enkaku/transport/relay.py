@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import WSMsgType
 
+from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.records import MAX_RECORD
 
 from .errors import SessionEnded, TransportError
@@ -79,8 +80,8 @@ async def open_leg(
     msg = await ws.receive(timeout=pairing_timeout)
     if msg.type == WSMsgType.TEXT:
         try:
-            ok = json.loads(msg.data).get("type") == "paired"
-        except (ValueError, AttributeError):
+            ok = loads_object(msg.data, max_bytes=1024).get("type") == "paired"
+        except ValueError:  # ProtocolError: too large, too deep, not JSON, not an object
             ok = False
         if ok:
             return RelayLeg(ws)
