@@ -54,6 +54,34 @@ CATALOG: dict[str, tuple[str, str]] = {
         "失敗が多すぎます。{seconds} 秒待ってから再試行してください。",
     ),
     "session_not_found": ("No such session.", "そのセッションは存在しません。"),
+    "login_in_progress": (
+        "Another login for this account or from this address is in progress; try again in a moment.",
+        "このアカウントまたはこのアドレスからの別のログインが処理中です。少し待ってから再試行してください。",
+    ),
+    "too_many_pending": (
+        "You already have {count} session requests waiting to be joined; join or end them first.",
+        "参加待ちのセッション要求がすでに {count} 件あります。先に参加するか終了してください。",
+    ),
+    "end_reason_not_yours": (
+        "A technician cannot record the end reason {reason}; use one of: {allowed}.",
+        "技術者は終了理由 {reason} を記録できません。次のいずれかを使ってください: {allowed}",
+    ),
+    "end_reason_own_session": (
+        "Only the technician of this session can record {reason}.",
+        "{reason} を記録できるのは、このセッションの技術者だけです。",
+    ),
+    "end_comment_required": (
+        "The end reason {reason} needs a comment saying what you found.",
+        "終了理由 {reason} には、何が見つかったかを説明するコメントが必要です。",
+    ),
+    "end_reason_needs_consent": (
+        "The end reason {reason} can only be recorded in a session the customer allowed.",
+        "終了理由 {reason} は、お客様が許可したセッションでのみ記録できます。",
+    ),
+    "session_already_ended": (
+        "This session has already ended ({reason}).",
+        "このセッションはすでに終了しています ({reason})。",
+    ),
     "too_many_connections": (
         "Too many connections from your address are still authenticating; try again shortly.",
         "このアドレスから認証待ちの接続が多すぎます。しばらくしてから再試行してください。",

@@ -45,9 +45,10 @@ def test_wrong_password_three_times_replaces_it_and_slows_requests(
     assert new["agent_id"] == agent_id and new["password"] != password
     # The old password no longer works, the new one does.
     assert world.connect(agent_id, password, vnc=False, name="old").wait(60) == 5
-    failures = server.services.failures
-    assert failures.delay(("agent", agent_id)) > 0
-    assert failures.failures(("agent", agent_id)) >= 4
+    # Counted from the agent's reports: for this technician and agent, and the agent's ceiling.
+    limits = server.services.limits.sessions
+    assert limits.pair.delay((1, agent_id)) > 0  # the world's only technician
+    assert limits.agent.failures(agent_id) >= 4
     ok = world.connect(agent_id, new["password"], vnc=False, name="right")
     ok.next_line(60, event="connected")
     ok.signal(signal.SIGINT)

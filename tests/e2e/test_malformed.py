@@ -157,7 +157,7 @@ def test_leaving_after_the_agents_share_is_a_spent_guess(
     assert new["password"] != creds["password"]
     # ...and the server counted each, so it slows the next requests for this ID.
     wait_for(
-        lambda: server.services.failures.failures(("agent", creds["agent_id"])) >= 3,
+        lambda: server.services.limits.sessions.agent.failures(creds["agent_id"]) >= 3,
         30,
         "the server to count three failures",
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -161,10 +162,24 @@ async def test_pairing_times_out_and_tells_the_agent(env: Env) -> None:
 
 async def test_wrong_password_slows_the_next_request(env: Env) -> None:
     tech, agent, sid, control = await pair(env)
+    row = await env.svc.store.get_session(sid)
+    assert row is not None
+    # The agent's authenticated report is what counts...
+    await control.send_json({"type": "session_event", "session_id": sid, "event": "wrong_password"})
     await agent.close(code=4000, message=b"wrong_password")
     await session_record(env, sid)
-    agent_id = (await env.svc.store.get_session(sid)).agent_id  # type: ignore[union-attr]
-    assert env.svc.failures.delay(("agent", agent_id)) >= 1.0
+    limits = env.svc.limits.sessions
+    await until(lambda: limits.pair.failures((row.technician_id, row.agent_id)) == 1)
+    assert limits.wait(row.technician_id, row.agent_id) >= 1.0
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    """Wait (bounded) for a report sent over another connection to be handled."""
+    for _ in range(200):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition never held")
 
 
 async def test_start_page_tells_how_to_connect_in_both_languages(env: Env) -> None:
@@ -194,23 +209,21 @@ async def test_a_verified_handshake_clears_the_technician_slowdown(env: Env) -> 
     tech, agent, sid, control = await pair(env)
     row = await env.svc.store.get_session(sid)
     assert row is not None
-    env.svc.failures.failed(("technician", row.technician_id))
+    key = (row.technician_id, row.agent_id)
+    limits = env.svc.limits.sessions
+    limits.pair.failed(key)
     # An agent's report of a wrong password counts (once per session)...
     await control.send_json({"type": "session_event", "session_id": sid, "event": "wrong_password"})
-    for _ in range(100):
-        if env.svc.failures.failures(("technician", row.technician_id)) == 2:
-            break
-        await asyncio.sleep(0.05)
-    assert env.svc.failures.failures(("technician", row.technician_id)) == 2
-    # ...only the agent's word that the key confirmation verified does.
+    await control.send_json({"type": "session_event", "session_id": sid, "event": "wrong_password"})
+    await until(lambda: limits.pair.failures(key) == 2)
+    # ...only the agent's word that the key confirmation verified clears her count for it.
     await control.send_json(
         {"type": "session_event", "session_id": sid, "event": "consent_granted"}
     )
-    for _ in range(100):
-        if env.svc.failures.failures(("technician", row.technician_id)) == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert env.svc.failures.failures(("technician", row.technician_id)) == 0
+    await until(lambda: limits.pair.failures(key) == 0)
+    # The agent's own ceiling and her count over all agents only leak with time.
+    assert limits.agent.failures(row.agent_id) == 1
+    assert limits.technician.failures(row.technician_id) == 1
 
 
 async def test_a_leg_arriving_after_the_end_is_told_why(env: Env) -> None:

@@ -44,6 +44,48 @@ EndReason = Literal[
 #: Reasons a session can end, as recorded by the server and shown to both sides.
 END_REASONS: tuple[str, ...] = get_args(EndReason)
 
+#: Who asserts an end reason: a relay leg or the API (technician), a relay leg or the
+#: agent's control connection (agent), or the server itself.
+EndRole = Literal["technician", "agent", "server"]
+
+#: The end reasons of the terms of use: support stopped for a reason the technician
+#: found. Only the session's own technician asserts them, through the API, with a
+#: comment, in a session the customer allowed (docs/protocol/control.md#who-may-assert).
+POLICY_REASONS: frozenset[str] = frozenset(
+    {"device_malfunction", "malware_found", "credentials_refused", "illegal_request"}
+)
+
+_T, _A, _S = "technician", "agent", "server"
+#: The roles that may assert each end reason. The server records who asserted it.
+REASON_ROLES: dict[str, frozenset[str]] = {
+    "technician_ended": frozenset({_T}),
+    "customer_ended": frozenset({_A}),
+    "consent_denied": frozenset({_A}),
+    "wrong_password": frozenset({_T, _A}),
+    "handshake_failed": frozenset({_T, _A}),
+    "protocol_error": frozenset({_T, _A, _S}),
+    "agent_disconnected": frozenset({_S}),
+    "technician_disconnected": frozenset({_S}),
+    "timeout": frozenset({_S}),
+    "server_restart": frozenset({_S}),
+    "server_shutdown": frozenset({_S}),
+    "device_malfunction": frozenset({_T}),
+    "malware_found": frozenset({_T}),
+    "credentials_refused": frozenset({_T}),
+    "illegal_request": frozenset({_T}),
+    "busy": frozenset({_A}),
+    "connection_lost": frozenset({_T, _A}),
+}
+assert set(REASON_ROLES) == set(END_REASONS)
+
+#: What a role's own ending is called when it claims a reason it may not assert.
+OWN_END: dict[str, str] = {_T: "technician_ended", _A: "customer_ended"}
+
+
+def may_assert(role: str, reason: str) -> bool:
+    """Whether ``role`` may assert ``reason`` (policy reasons need more: see above)."""
+    return role in REASON_ROLES.get(reason, frozenset())
+
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -43,7 +43,7 @@ from enkaku.protocol.jsonlimits import loads_object
 
 from .preauth import PendingConnections, RegistrationLimiter, peer_address, too_many_connections
 from .presence import Presence
-from .ratelimit import FailureDelay
+from .ratelimit import SessionLimits
 from .relay import RelayHub
 from .settings import Settings
 from .store.repo import Store
@@ -85,7 +85,7 @@ class AgentGateway:
         store: Store,
         presence: Presence,
         relay: RelayHub,
-        failures: FailureDelay,
+        failures: SessionLimits,
         *,
         pending: PendingConnections | None = None,
         registrations: RegistrationLimiter | None = None,
@@ -216,13 +216,17 @@ class AgentGateway:
             detail=detail,
         )
         if event == "busy":
-            await self.relay.end(session_id, "busy")
+            await self.relay.end(session_id, "busy", by="agent")
         elif event in ("wrong_password", "handshake_failed"):
-            # Both are spent guesses: a share answered wrongly or not at all.
+            # Both are spent guesses: a share answered wrongly or not at all. Only this
+            # authenticated report counts them, never a relay close or the API.
             self.relay.count_wrong_password(session_id, agent_id, technician_id)
         elif event in ("consent_granted", "consent_denied"):
             # The agent checked the technician's key confirmation: the password was right.
-            self.failures.succeeded(("technician", technician_id))
+            # That ends her count for this agent only, never anyone else's.
+            self.failures.verified(technician_id, agent_id)
+            if event == "consent_granted" and live is not None:
+                live.consent_granted = True
 
     async def shutdown(self) -> None:
         for ws in list(self.connections):

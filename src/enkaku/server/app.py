@@ -19,7 +19,7 @@ from .expiry import AgentExpiry
 from .home import home
 from .preauth import PendingConnections, RegistrationLimiter
 from .presence import MemoryPresence
-from .ratelimit import FailureDelay
+from .ratelimit import Limits
 from .relay import RelayHub, RelayObserver
 from .services import SERVICES, Services
 from .settings import Settings
@@ -30,11 +30,9 @@ from .store.repo import Store
 log = logging.getLogger(__name__)
 
 
-async def _authenticate(request: web.Request) -> Technician | None:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        return None
-    return await request.app[SERVICES].store.technician_for_token(header[7:].strip())
+async def _authenticate(request: web.Request, token: str) -> Technician | None:
+    # The token comes parsed from api.framework.bearer_token (one parser for all routes).
+    return await request.app[SERVICES].store.technician_for_token(token)
 
 
 @web.middleware
@@ -59,10 +57,13 @@ def build_app(
     store: Store | None = None,
     relay_observer: RelayObserver | None = None,
     clock: Callable[[], float] = time.monotonic,
+    limits: Limits | None = None,
 ) -> web.Application:
     """The application; the database opens on startup unless ``store`` is given.
 
-    ``clock`` (monotonic seconds) drives the per-address registration limit.
+    ``clock`` (monotonic seconds) drives the per-address registration limit and the
+    login and session slow-downs; ``limits`` replaces those slow-downs (tests inject a
+    sleep that advances a fake clock).
     """
     app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
 
@@ -72,7 +73,8 @@ def build_app(
         if orphans:
             log.warning("closed %d session record(s) left open by a previous run", orphans)
         presence = MemoryPresence()
-        failures = FailureDelay()
+        own_limits = limits or Limits(clock)
+        failures = own_limits.sessions
         pending = PendingConnections(settings.max_unauthenticated_per_address)
         relay = RelayHub(
             settings, own_store, presence, failures, observer=relay_observer, pending=pending
@@ -93,9 +95,7 @@ def build_app(
         )
         expiry = AgentExpiry(own_store, presence, settings.agent_expiry_days)
         expiry.start()
-        app[SERVICES] = Services(
-            settings, own_store, presence, relay, agents, failures, FailureDelay(base=0.5, cap=60.0)
-        )
+        app[SERVICES] = Services(settings, own_store, presence, relay, agents, own_limits)
         yield
         await expiry.stop()
         if store is None:

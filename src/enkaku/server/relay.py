@@ -10,9 +10,11 @@ Wire (docs/protocol/relay.md):
    and counts their bytes. Reading from a leg pauses while the other leg cannot take
    more (backpressure through the WebSocket writer's drain).
 4. A leg ends the session by closing with code 4000 and an end reason (control.END_REASONS)
-   as the close message. The server then closes the other leg with 4000 and the same
-   reason and records it. Text after the token message, a binary message before pairing or a
-   message over max_frame is a protocol error: the session ends with ``protocol_error``.
+   as the close message. The server then closes the other leg with 4000 and the reason it
+   records: the leg's, if the leg's role may assert it (control.REASON_ROLES, policy
+   reasons excepted), else the leg's own ending (technician_ended / customer_ended).
+   Text after the token message, a binary message before pairing or a message over
+   max_frame is a protocol error: the session ends with ``protocol_error``.
    A leg that disappears or stops answering heartbeats ends it as
    ``<role>_disconnected``.
 """
@@ -32,13 +34,13 @@ from typing import Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from enkaku.protocol.control import END_REASONS
+from enkaku.protocol.control import END_REASONS, OWN_END, POLICY_REASONS, EndRole, may_assert
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.jsonlimits import loads_object
 
 from .preauth import PendingConnections, peer_address, too_many_connections
 from .presence import Presence
-from .ratelimit import FailureDelay
+from .ratelimit import SessionLimits
 from .settings import Settings
 from .store.repo import Store
 
@@ -64,6 +66,14 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def leg_claim(role: Role, reason: str) -> tuple[str, str | None, EndRole]:
+    """What a leg's 4000 close records: its reason if its role may assert it (policy
+    reasons only through the API, with a comment), else the leg's own ending."""
+    if may_assert(role, reason) and reason not in POLICY_REASONS:
+        return reason, f"ended by {role}", role
+    return OWN_END[role], f"ended by {role}, which claimed {reason}", role
+
+
 @dataclass(eq=False)
 class RelaySession:
     id: str
@@ -78,6 +88,8 @@ class RelaySession:
     bytes_to: dict[Role, int] = field(default_factory=lambda: {"technician": 0, "agent": 0})
     timer: asyncio.TimerHandle | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The agent reported consent_granted: the technician has had access to the device.
+    consent_granted: bool = False
 
 
 class RelayHub:
@@ -88,22 +100,22 @@ class RelayHub:
         settings: Settings,
         store: Store,
         presence: Presence,
-        failures: FailureDelay,
+        limits: SessionLimits,
         *,
         observer: RelayObserver | None = None,
         pending: PendingConnections | None = None,
     ) -> None:
         #: Unauthenticated sockets per address, shared with the agent gateway.
         self.pending = pending or PendingConnections(settings.max_unauthenticated_per_address)
-        self.settings, self.store, self.presence, self.failures = (
+        self.settings, self.store, self.presence, self.limits = (
             settings,
             store,
             presence,
-            failures,
+            limits,
         )
         self.observer = observer
         self.sessions: dict[str, RelaySession] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self.on_end: list[Callable[[RelaySession], Awaitable[None]]] = []
         self._counted: OrderedDict[str, None] = OrderedDict()
         #: Sessions that ended lately, so a leg arriving late is told why (bounded).
@@ -119,23 +131,39 @@ class RelayHub:
             session_id, agent_id, technician_id, {r: _digest(t) for r, t in tokens.items()}
         )
         loop = asyncio.get_running_loop()
-        sess.timer = loop.call_later(
-            self.settings.pairing_timeout,
-            self._spawn_end,
-            session_id,
-            "timeout",
-            "pairing timed out",
-        )
+        sess.timer = loop.call_later(self.settings.pairing_timeout, self._pairing_expired, sess)
         self.sessions[session_id] = sess
         return tokens
+
+    def pending_for(self, technician_id: int) -> int:
+        """Sessions this technician requested that are not paired yet."""
+        return sum(
+            1
+            for s in self.sessions.values()
+            if s.technician_id == technician_id and not s.paired.is_set() and not s.ended
+        )
+
+    def _pairing_expired(self, sess: RelaySession) -> None:
+        """The pairing timer: end the session, and count a technician who never came."""
+        if sess.ended or sess.paired.is_set():
+            return
+        if "technician" not in sess.used:
+            # The request held the agent (it joins at once) and the technician never
+            # came: counted like a spent guess for this technician and this agent only.
+            self.limits.no_show(sess.technician_id, sess.agent_id)
+            detail = "pairing timed out: the technician did not join"
+        else:
+            detail = "pairing timed out: the agent did not join"
+        self._spawn_end(sess.id, "timeout", detail)
 
     def _spawn_end(
         self,
         session_id: str,
         reason: str,
         detail: str | None = None,
-    ) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self.end(session_id, reason, detail))
+        by: EndRole = "server",
+    ) -> asyncio.Task[bool]:
+        task = asyncio.get_running_loop().create_task(self.end(session_id, reason, detail, by=by))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -172,13 +200,13 @@ class RelayHub:
                     await leg.send_str('{"type":"paired"}')
             log.info("session %s: paired", sess.id[:8])
         try:
-            reason, detail = await self._pipe(sess, role, ws, other)
+            reason, detail, by = await self._pipe(sess, role, ws, other)
         except asyncio.CancelledError:
             # aiohttp cancels a handler whose connection dropped: that leg is gone.
             self._spawn_end(sess.id, f"{role}_disconnected", "connection lost")
             raise
         # Shielded: the ending must finish even if this handler is cancelled meanwhile.
-        await asyncio.shield(self._spawn_end(sess.id, reason, detail))
+        await asyncio.shield(self._spawn_end(sess.id, reason, detail, by))
         return ws
 
     async def _authenticate(
@@ -226,49 +254,61 @@ class RelayHub:
         role: Role,
         ws: web.WebSocketResponse,
         other: Role,
-    ) -> tuple[str, str | None]:
+    ) -> tuple[str, str | None, EndRole]:
         """Copy this leg's messages to the other leg until something ends the session."""
         observer = self.observer
         while True:
             msg = await ws.receive()
             if msg.type == WSMsgType.BINARY:
                 if not sess.paired.is_set():
-                    return "protocol_error", f"{role} sent data before pairing"
+                    return "protocol_error", f"{role} sent data before pairing", "server"
                 data: bytes = msg.data
                 sess.bytes_to[other] += len(data)
                 if observer is not None:
                     observer(sess.id, role, data)
                 peer = sess.legs.get(other)
                 if peer is None or peer.closed:
-                    return f"{other}_disconnected", None
+                    return f"{other}_disconnected", None, "server"
                 try:
                     await peer.send_bytes(data)
                 except ConnectionError:
-                    return f"{other}_disconnected", None
+                    return f"{other}_disconnected", None, "server"
             elif msg.type == WSMsgType.TEXT:
-                return "protocol_error", f"{role} sent text after authentication"
+                return "protocol_error", f"{role} sent text after authentication", "server"
             elif msg.type == WSMsgType.CLOSE:
                 code, text = msg.data, (msg.extra or "")
                 if code == CLOSE_SESSION_END and text in END_REASONS:
-                    return text, f"ended by {role}"
+                    return leg_claim(role, text)
                 if code == WSCloseCode.MESSAGE_TOO_BIG:
-                    return "protocol_error", f"{role} sent an oversized frame"
-                return f"{role}_disconnected", f"close code {code}"
+                    return "protocol_error", f"{role} sent an oversized frame", "server"
+                return f"{role}_disconnected", f"close code {code}", "server"
             elif msg.type == WSMsgType.ERROR:
                 exc = msg.data
                 if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
-                    return "protocol_error", f"{role} sent an oversized frame"
-                return f"{role}_disconnected", type(exc).__name__ if exc else None
+                    return "protocol_error", f"{role} sent an oversized frame", "server"
+                return f"{role}_disconnected", type(exc).__name__ if exc else None, "server"
             else:  # CLOSING / CLOSED: we closed it (the session already ended) or it died
                 if sess.ended and sess.end_reason:
-                    return sess.end_reason, None
-                return f"{role}_disconnected", None
+                    return sess.end_reason, None, "server"
+                return f"{role}_disconnected", None, "server"
 
-    async def end(self, session_id: str, reason: str, detail: str | None = None) -> None:
-        """End a session once: close both legs with the reason, record it."""
+    async def end(
+        self,
+        session_id: str,
+        reason: str,
+        detail: str | None = None,
+        *,
+        by: EndRole = "server",
+        technician_id: int | None = None,
+        comment: str | None = None,
+    ) -> bool:
+        """End a session once: close both legs with the reason, record it with who
+        asserted it (``by``; ``technician_id`` for an end through the API). False when
+        the session was not live here (already ended). The caller checks the role may
+        assert the reason (control.REASON_ROLES)."""
         sess = self.sessions.get(session_id)
         if sess is None or sess.ended:
-            return
+            return False
         sess.ended, sess.end_reason = True, reason
         if sess.timer:
             sess.timer.cancel()
@@ -284,14 +324,15 @@ class RelayHub:
                     sess.agent_id,
                     {"type": "session_end", "session_id": session_id, "reason": reason},
                 )
-            if reason == "wrong_password":
-                self.count_wrong_password(sess.id, sess.agent_id, sess.technician_id)
             await self.store.end_session(
                 session_id,
                 reason,
                 detail=detail,
                 bytes_to_agent=sess.bytes_to["agent"],
                 bytes_to_technician=sess.bytes_to["technician"],
+                asserted_by=by,
+                ended_by_technician_id=technician_id,
+                comment=comment,
             )
             await self.store.audit(
                 "server",
@@ -299,7 +340,7 @@ class RelayHub:
                 session_id=session_id,
                 agent_id=sess.agent_id,
                 technician_id=sess.technician_id,
-                detail=reason,
+                detail=f"{reason} (by {by})",
             )
             for cb in self.on_end:
                 await cb(sess)
@@ -310,19 +351,18 @@ class RelayHub:
             if len(self._recently_ended) > 1000:
                 self._recently_ended.popitem(last=False)
             sess.done.set()
+        return True
 
     def count_wrong_password(self, session_id: str, agent_id: str, technician_id: int) -> None:
-        """One failed password attempt for this session's technician and agent ID, counted
-        once however many sides report it, and whenever the report arrives. Only the
-        agent's report of a verified key confirmation (consent asked) clears a
-        technician's count."""
+        """One spent guess in this session, as the agent reported it over its authenticated
+        control connection (never from a relay close or the API), counted once per session
+        whenever the report arrives."""
         if session_id in self._counted:
             return
         self._counted[session_id] = None
         if len(self._counted) > 10_000:  # bounded memory: forget the oldest
             self._counted.popitem(last=False)
-        self.failures.failed(("agent", agent_id))
-        self.failures.failed(("technician", technician_id))
+        self.limits.wrong_password(technician_id, agent_id)
 
     async def shutdown(self) -> None:
         """End every session (server stopping)."""

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .agents import AgentGateway
 from .presence import Presence
-from .ratelimit import FailureDelay
+from .ratelimit import Limits
 from .relay import RelayHub
 from .settings import Settings
 from .store.repo import Store
@@ -21,10 +21,8 @@ class Services:
     presence: Presence
     relay: RelayHub
     agents: AgentGateway
-    #: Failed handshakes per technician and per agent ID (slows session requests).
-    failures: FailureDelay
-    #: Failed logins per user name and per client address.
-    login_failures: FailureDelay
+    #: Login and session-request slow-downs, lockouts and caps (ratelimit.py).
+    limits: Limits
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -45,6 +45,8 @@ class Settings:
     max_frame: int = 256 * 1024
     #: Consent policy: if true, the ID and password are the consent (no prompt).
     implicit_consent: bool = False
+    #: Session requests one technician may have waiting to be paired at once.
+    max_pending_sessions: int = 3
     # Limits before authentication (docs/operations.md#limits-before-authentication).
     #: An agent link must send a verified hello, a relay leg its token, this fast.
     auth_timeout: float = 5.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,20 @@ from ..store.models import Technician
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+
+# RFC 7235 §2.1: credentials = auth-scheme [ 1*SP token68 ]; the scheme is
+# case-insensitive. RFC 6750 §2.1: the bearer token is a token68.
+_BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The bearer token of the Authorization header, or None: parsed here only, once
+    per request, so authentication and logout see the same token."""
+    values = request.headers.getall("Authorization", [])
+    if len(values) != 1:
+        return None
+    match = _BEARER.fullmatch(values[0].strip(" \t"))
+    return match.group(1) if match else None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -69,6 +84,8 @@ class ErrorResponse(BaseModel):
 class Context:
     request: web.Request
     technician: Technician | None
+    #: The bearer token the request was authenticated with (see bearer_token).
+    token: str | None = None
 
     @property
     def tech(self) -> Technician:
@@ -77,7 +94,8 @@ class Context:
 
 
 Handler = Callable[[Context, Any], Awaitable[BaseModel | None]]
-Authenticator = Callable[[web.Request], Awaitable[Technician | None]]
+#: Resolves a bearer token (already parsed) to its technician.
+Authenticator = Callable[[web.Request, str], Awaitable[Technician | None]]
 
 
 @dataclass
@@ -144,7 +162,8 @@ class Api:
         self, r: Route, authenticate: Authenticator, body_timeout: float
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            tech = await authenticate(request)
+            token = bearer_token(request)
+            tech = await authenticate(request, token) if token is not None else None
             if r.auth and tech is None:
                 raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
             body = None
@@ -166,7 +185,7 @@ class Api:
                     err = exc.errors()[0]
                     where = ".".join(map(str, err["loc"])) or "body"
                     raise ApiError(422, "bad_request", detail=f"{where}: {err['msg']}") from None
-            result = await r.handler(Context(request, tech), body)
+            result = await r.handler(Context(request, tech, token), body)
             if result is None:
                 return web.Response(status=204)
             return web.Response(

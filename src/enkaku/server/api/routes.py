@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
 from enkaku import __version__
-from enkaku.protocol.control import END_REASONS
+from enkaku.protocol.control import END_REASONS, POLICY_REASONS
 
+from ..preauth import peer_address
+from ..ratelimit import RateLimited
 from ..services import SERVICES, Services
 from .framework import Api, ApiError, Context
 
@@ -86,21 +87,34 @@ class SessionInfo(BaseModel):
     paired_at: datetime | None
     ended_at: datetime | None
     end_reason: str | None
+    #: technician, agent or server: who asserted end_reason.
+    end_asserted_by: str | None
+    #: The account that ended it through the API (its technician or an admin).
+    ended_by_technician_id: int | None
+    end_comment: str | None
     bytes_to_agent: int
     bytes_to_technician: int
 
 
 class EndRequest(BaseModel):
     reason: str = Field(default="technician_ended")
+    #: What the technician found; required with a policy reason (control.POLICY_REASONS).
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+#: Reasons a technician may record through the API (control.REASON_ROLES, technician).
+API_END_REASONS = ("technician_ended", *sorted(POLICY_REASONS))
 
 
 def client_address(ctx: Context) -> str:
-    """The client's address; behind a trusted proxy, the one the proxy appended last."""
-    svc = services(ctx)
-    forwarded = ctx.request.headers.get("X-Forwarded-For")
-    if svc.settings.behind_proxy and forwarded:
-        return forwarded.split(",")[-1].strip()[:64]
-    return ctx.request.remote or "?"
+    """The client's address; behind a trusted proxy, the entry the proxy appended to the
+    last X-Forwarded-For line (preauth.peer_address, the one place that reads it)."""
+    return peer_address(ctx.request, services(ctx).settings.behind_proxy)
+
+
+def rate_limited(exc: RateLimited) -> ApiError:
+    """HTTP 429 stating the real wait, in Retry-After and in the message."""
+    return ApiError(429, exc.code, headers={"Retry-After": str(exc.seconds)}, seconds=exc.seconds)
 
 
 def tech_info(t: object) -> TechnicianInfo:
@@ -120,21 +134,21 @@ async def login(ctx: Context, body: LoginRequest) -> TokenResponse:
     """Exchange a user name and password for an API token (CLI login)."""
     svc = services(ctx)
     peer = client_address(ctx)
-    wait = max(
-        svc.login_failures.delay(("user", body.username)), svc.login_failures.delay(("addr", peer))
-    )
-    if wait >= 30:
-        raise ApiError(
-            429, "rate_limited", headers={"Retry-After": str(int(wait))}, seconds=int(wait)
-        )
-    await asyncio.sleep(wait)
-    tech = await svc.store.verify_login(body.username, body.password)
+    limits = svc.limits.login
+    try:
+        # Counted before the password is checked: concurrent guesses see each other.
+        wait = limits.begin(body.username, peer)
+    except RateLimited as exc:
+        raise rate_limited(exc) from None
+    tech = None
+    try:
+        await svc.limits.pause(wait)
+        tech = await svc.store.verify_login(body.username, body.password)
+    finally:
+        limits.finish(body.username, peer, ok=tech is not None)
     if tech is None:
-        svc.login_failures.failed(("user", body.username))
-        svc.login_failures.failed(("addr", peer))
         await svc.store.audit("server", "login_failed", detail=body.username[:64])
         raise ApiError(401, "login_failed")
-    svc.login_failures.succeeded(("user", body.username))
     token, expires = await svc.store.issue_token(tech.id, body.label)
     await svc.store.audit("server", "login", technician_id=tech.id)
     return TokenResponse(token=token, expires_at=expires, technician=tech_info(tech))
@@ -143,8 +157,8 @@ async def login(ctx: Context, body: LoginRequest) -> TokenResponse:
 @api.route("DELETE", "/auth/token")
 async def logout(ctx: Context, _body: None) -> None:
     """Revoke the token used for this request."""
-    raw = ctx.request.headers.get("Authorization", "")[7:]
-    await services(ctx).store.revoke_token(raw)
+    assert ctx.token is not None  # an authenticated route: the token was parsed and valid
+    await services(ctx).store.revoke_token(ctx.token)
 
 
 @api.route("GET", "/me", response=TechnicianInfo)
@@ -174,14 +188,19 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
     """Ask an online agent for a session, billed to a contract."""
     svc = services(ctx)
     tech = ctx.tech
-    wait = max(
-        svc.failures.delay(("technician", tech.id)), svc.failures.delay(("agent", body.agent_id))
-    )
-    if wait >= 30:
+    try:
+        wait = svc.limits.sessions.check(tech.id, body.agent_id)
+    except RateLimited as exc:
+        raise rate_limited(exc) from None
+    pending = svc.relay.pending_for(tech.id)
+    if pending >= svc.settings.max_pending_sessions:
         raise ApiError(
-            429, "rate_limited", headers={"Retry-After": str(int(wait))}, seconds=int(wait)
+            429,
+            "too_many_pending",
+            headers={"Retry-After": str(max(1, int(svc.settings.pairing_timeout)))},
+            count=pending,
         )
-    await asyncio.sleep(wait)  # exponential slow-down after failed handshakes
+    await svc.limits.pause(wait)  # exponential slow-down after spent guesses
     all_contracts = await svc.store.list_contracts()
     known = ", ".join(c.code for c in all_contracts if svc.store.contract_serviceable(c) is None)
     if body.contract is None:
@@ -268,7 +287,35 @@ async def get_session(ctx: Context, _body: None) -> SessionInfo:
 
 @api.route("POST", "/sessions/{session_id}/end", body=EndRequest)
 async def end_session(ctx: Context, body: EndRequest) -> None:
-    """End a session now, with a recorded reason."""
-    if body.reason not in END_REASONS:
+    """End a session now, with a recorded reason (a policy reason needs a comment)."""
+    svc = services(ctx)
+    session_id = await _own_session(ctx)
+    reason, tech = body.reason, ctx.tech
+    comment = (body.comment or "").strip() or None
+    if reason not in END_REASONS:
         raise ApiError(422, "bad_request", detail=f"reason must be one of {', '.join(END_REASONS)}")
-    await services(ctx).relay.end(await _own_session(ctx), body.reason, "ended through the API")
+    if reason not in API_END_REASONS:
+        raise ApiError(
+            403, "end_reason_not_yours", reason=reason, allowed=", ".join(API_END_REASONS)
+        )
+    live = svc.relay.sessions.get(session_id)
+    if reason in POLICY_REASONS:
+        if live is not None and live.technician_id != tech.id:
+            raise ApiError(403, "end_reason_own_session", reason=reason)
+        if comment is None:
+            raise ApiError(422, "end_comment_required", reason=reason)
+        if live is not None and not live.consent_granted:
+            raise ApiError(403, "end_reason_needs_consent", reason=reason)
+    ended = await svc.relay.end(
+        session_id,
+        reason,
+        "ended through the API",
+        by="technician",
+        technician_id=tech.id,
+        comment=comment,
+    )
+    if not ended:
+        row = await svc.store.get_session(session_id)
+        raise ApiError(
+            409, "session_already_ended", reason=(row.end_reason if row else None) or "-"
+        )

@@ -71,6 +71,12 @@ class SupportSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     end_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Who asserted the end reason: technician, agent or server (control.REASON_ROLES).
+    end_asserted_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: The technician account that ended it through the API (own technician or an admin).
+    ended_by_technician_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The technician's comment; required with a policy reason (control.POLICY_REASONS).
+    end_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     bytes_to_agent: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_to_technician: Mapped[int] = mapped_column(BigInteger, default=0)
 

@@ -290,8 +290,12 @@ class Store:
         bytes_to_agent: int,
         bytes_to_technician: int,
         detail: str | None = None,
+        asserted_by: str = "server",
+        ended_by_technician_id: int | None = None,
+        comment: str | None = None,
     ) -> bool:
-        """Record the end once; later calls for the same session change nothing."""
+        """Record the end once, with who asserted the reason; later calls for the same
+        session change nothing."""
         async with self._sessions() as s:
             res = await s.execute(
                 update(SupportSession)
@@ -300,6 +304,9 @@ class Store:
                     ended_at=self._clock(),
                     end_reason=reason,
                     end_detail=detail,
+                    end_asserted_by=asserted_by,
+                    ended_by_technician_id=ended_by_technician_id,
+                    end_comment=comment,
                     bytes_to_agent=bytes_to_agent,
                     bytes_to_technician=bytes_to_technician,
                 )
@@ -317,7 +324,7 @@ class Store:
             res = await s.execute(
                 update(SupportSession)
                 .where(SupportSession.node == node, SupportSession.ended_at.is_(None))
-                .values(ended_at=self._clock(), end_reason=reason)
+                .values(ended_at=self._clock(), end_reason=reason, end_asserted_by="server")
             )
             await s.commit()
             return int(res.rowcount)  # type: ignore[attr-defined]

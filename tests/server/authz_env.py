@@ -1,0 +1,182 @@
+"""A real loopback server with an injected clock and sleep, for the authorization tests.
+
+The server runs behind a (pretend) trusted proxy, so a test chooses the client address
+with ``X-Forwarded-For``; the login and session slow-downs use a fake monotonic clock,
+and their sleeps advance that clock instead of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from enkaku.protocol.agentlink import AUTH_CONTEXT
+from enkaku.server.app import build_app
+from enkaku.server.ratelimit import Limits
+from enkaku.server.services import SERVICES, Services
+from enkaku.server.settings import Settings
+from enkaku.server.store.models import SupportSession
+
+PASSWORD = "correct horse"
+
+
+class FakeClock:
+    """A settable monotonic clock; ``sleep`` advances it and records the wait."""
+
+    def __init__(self) -> None:
+        self.now = 10_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Agent:
+    """A pretend agent: its control connection, as the real agent would speak it."""
+
+    control: aiohttp.ClientWebSocketResponse
+    agent_id: str
+
+
+@dataclass
+class AuthzEnv:
+    server: TestServer
+    http: aiohttp.ClientSession
+    clock: FakeClock
+    tokens: dict[str, str] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def svc(self) -> Services:
+        return self.server.app[SERVICES]
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def login(
+        self, user: str, password: str = PASSWORD, *, address: str = "192.0.2.1"
+    ) -> aiohttp.ClientResponse:
+        async with self.http.post(
+            self.url("/api/v1/auth/token"),
+            json={"username": user, "password": password},
+            headers={"X-Forwarded-For": address},
+        ) as r:
+            await r.read()
+            return r
+
+    async def add_technician(self, user: str, role: str = "technician") -> str:
+        """A technician account and a token for it (issued directly: no argon2 check)."""
+        tech = await self.svc.store.create_technician(
+            user, PASSWORD, display_name=user.title(), company="ACME", role=role
+        )
+        token, _ = await self.svc.store.issue_token(tech.id)
+        self.tokens[user], self.ids[user] = token, tech.id
+        return token
+
+    async def agent(self) -> Agent:
+        key = Ed25519PrivateKey.generate()
+        ws = await self.http.ws_connect(self.url("/ws/agent"))
+        challenge = json.loads((await ws.receive()).data)
+        pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
+        await ws.send_json({"type": "hello", "public_key": pub.hex(), "signature": sig.hex()})
+        welcome = json.loads((await ws.receive()).data)
+        assert welcome["type"] == "welcome", welcome
+        return Agent(ws, welcome["agent_id"])
+
+    async def call(
+        self, method: str, path: str, user: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        async with self.http.request(
+            method,
+            self.url("/api/v1" + path),
+            json=body,
+            headers={"Authorization": f"Bearer {self.tokens[user]}"},
+        ) as r:
+            data = await r.json() if r.content_type == "application/json" else None
+            return r.status, data, r.headers
+
+    async def request(self, user: str, agent_id: str, **kw: Any) -> tuple[int, Any, Any]:
+        return await self.call("POST", "/sessions", user, {"agent_id": agent_id, **kw})
+
+    async def end(self, user: str, sid: str, reason: str, comment: str | None = None) -> int:
+        body: dict[str, Any] = {"reason": reason}
+        if comment is not None:
+            body["comment"] = comment
+        status, _, _ = await self.call("POST", f"/sessions/{sid}/end", user, body)
+        return status
+
+    async def report(self, agent: Agent, sid: str, event: str) -> None:
+        await agent.control.send_json({"type": "session_event", "session_id": sid, "event": event})
+
+    async def leg(self, url: str, token: str) -> aiohttp.ClientWebSocketResponse:
+        ws = await self.http.ws_connect(url)
+        await ws.send_json({"token": token})
+        return ws
+
+    async def record(self, sid: str, *, ended: bool = True) -> SupportSession:
+        """The session row, once it has ended (when ``ended``)."""
+        for _ in range(250):
+            row = await self.svc.store.get_session(sid)
+            if row is not None and (row.ended_at is not None or not ended):
+                return row
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"session {sid} never ended")
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    """Wait (bounded) for a report sent over another connection to be handled."""
+    for _ in range(250):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition never held")
+
+
+@asynccontextmanager
+async def authz_env(tmp_path: Path, **settings: Any) -> AsyncIterator[AuthzEnv]:
+    """The server, the contract C-1 and no accounts yet."""
+    port = free_port()
+    clock = FakeClock()
+    options: dict[str, Any] = {
+        "db_url": f"sqlite:///{tmp_path}/authz.db",
+        "port": port,
+        "behind_proxy": True,
+        "public_url": f"http://127.0.0.1:{port}",
+        "heartbeat_timeout": 2.0,
+        "pairing_timeout": 5.0,
+        "node_id": "authz-node",
+        **settings,
+    }
+    app = build_app(Settings(**options), limits=Limits(clock, clock.sleep))
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        await app[SERVICES].store.create_contract("C-1", "Customer One")
+        async with aiohttp.ClientSession() as http:
+            yield AuthzEnv(server, http, clock)
+    finally:
+        await server.close()
