@@ -3,10 +3,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import WSMsgType
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from multidict import CIMultiDict
+from sqlalchemy import select
 
+from enkaku.protocol.agentlink import AUTH_CONTEXT
+from enkaku.server.store.models import Agent
+
+from .authz_env import authz_env
 from .conftest import Env
 
 
@@ -39,8 +48,6 @@ async def test_openapi_lists_every_route(env: Env) -> None:
 
 
 async def test_agent_id_is_stable_per_key(env: Env) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     key = Ed25519PrivateKey.generate()
     ws, first = await env.agent(key)
     await ws.close()
@@ -244,3 +251,66 @@ async def test_a_leg_arriving_after_the_end_is_told_why(env: Env) -> None:
     await other.send_json({"token": "not-the-token"})
     msg = await other.receive()
     assert msg.type == WSMsgType.CLOSE and msg.data == 4401
+
+
+async def test_logout_revokes_the_token_however_the_header_is_spaced(env: Env) -> None:
+    token = await env.token()
+    # RFC 7235 allows several spaces after the scheme; the token is parsed once, the same
+    # way for authentication and for revocation.
+    async with env.http.delete(
+        env.url("/api/v1/auth/token"), headers={"Authorization": f"Bearer  {token}"}
+    ) as r:
+        assert r.status == 204
+    async with env.http.get(
+        env.url("/api/v1/me"), headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        assert r.status == 401
+
+
+async def test_a_malformed_authorization_header_is_not_a_token(env: Env) -> None:
+    token = await env.token()
+    for header in (f"Bearer {token} extra", f"Basic {token}", f"Bearer{token}", "Bearer "):
+        async with env.http.get(env.url("/api/v1/me"), headers={"Authorization": header}) as r:
+            assert r.status == 401, header
+    async with env.http.get(
+        env.url("/api/v1/me"), headers={"Authorization": f"bearer {token}"}
+    ) as r:
+        assert r.status == 200  # the scheme is case-insensitive
+
+
+async def test_behind_a_proxy_the_address_is_the_one_it_appended_last(tmp_path: Path) -> None:
+    async with authz_env(tmp_path) as proxied:
+        # The client sent its own header line; the proxy appended its own line.
+        headers = CIMultiDict(
+            [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "10.0.0.9, 203.0.113.9")]
+        )
+        async with proxied.http.post(
+            proxied.url("/api/v1/auth/token"),
+            json={"username": "nobody", "password": "wrong"},
+            headers=headers,
+        ) as r:
+            assert r.status == 401
+        login = proxied.svc.limits.login
+        assert login.address.failures("203.0.113.9") == 1
+        assert login.address.failures("198.51.100.1") == 0
+        assert login.pair.failures(("nobody", "203.0.113.9")) == 1
+
+
+async def test_one_device_key_has_one_id_however_it_is_spelled(env: Env) -> None:
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    spaced = " ".join(raw[i : i + 2] for i in range(0, len(raw), 2))
+    ids = set()
+    for spelling in (raw, raw.upper(), spaced, f" {raw}\n"):
+        ws = await env.http.ws_connect(env.url("/ws/agent"))
+        challenge = json.loads((await ws.receive()).data)
+        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
+        await ws.send_json({"type": "hello", "public_key": spelling, "signature": sig.hex()})
+        welcome = json.loads((await ws.receive()).data)
+        assert welcome["type"] == "welcome", welcome
+        ids.add(welcome["agent_id"])
+        await ws.close()
+    assert len(ids) == 1
+    async with env.svc.store.engine.connect() as conn:
+        keys = (await conn.execute(select(Agent.public_key))).scalars().all()
+    assert keys == [raw]

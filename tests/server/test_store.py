@@ -10,11 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from enkaku.server.store import db as store_db
 from enkaku.server.store.db import DatabaseError, async_url, open_engine
@@ -163,6 +164,76 @@ async def test_migration_is_idempotent(db_url: str) -> None:
         assert await Store(second).verify_login("keep", PASSWORD) is not None
     finally:
         await second.dispose()
+
+
+async def test_migration_0002_up_and_down_keeps_the_sessions(db_url: str) -> None:
+    """0002 adds who asserted the end reason and the comment; old rows survive both ways."""
+    engine = create_async_engine(async_url(db_url))
+
+    def migrate(conn: Connection, target: str, down: bool = False) -> None:
+        cfg = store_db.alembic_config(conn)
+        (command.downgrade if down else command.upgrade)(cfg, target)
+
+    def columns(conn: Connection) -> set[str]:
+        return {c["name"] for c in inspect(conn).get_columns("sessions")}
+
+    new = {"end_asserted_by", "ended_by_technician_id", "end_comment"}
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, "0001")
+            assert not new & await conn.run_sync(columns)
+            await conn.execute(
+                text(
+                    "INSERT INTO agents (id, public_key, first_seen_at, last_seen_at)"
+                    " VALUES ('123456789', 'ab', :t, :t)"
+                ),
+                {"t": START},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO technicians (id, username, display_name, company,"
+                    " password_hash, role, active, created_at)"
+                    " VALUES (1, 'taro', 'Taro', 'ACME', 'x', 'technician', true, :t)"
+                ),
+                {"t": START},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO contracts (id, code, customer_name, remote_support, valid_from)"
+                    " VALUES (1, 'C-1', 'One', true, :d)"
+                ),
+                {"d": START.date()},
+            )
+            for sid, reason in (("a" * 32, "timeout"), ("b" * 32, "malware_found")):
+                await conn.execute(
+                    text(
+                        "INSERT INTO sessions (id, agent_id, technician_id, contract_id, node,"
+                        " requested_at, ended_at, end_reason, bytes_to_agent,"
+                        " bytes_to_technician)"
+                        " VALUES (:id, '123456789', 1, 1, 'n', :t, :t, :r, 1, 2)"
+                    ),
+                    {"id": sid, "t": START, "r": reason},
+                )
+            await conn.run_sync(migrate, "0002")
+            assert new <= await conn.run_sync(columns)
+            rows = (
+                await conn.execute(
+                    text("SELECT id, end_reason, end_asserted_by FROM sessions ORDER BY id")
+                )
+            ).all()
+            # Only the server gives timeout; nobody can tell who claimed malware_found.
+            assert [tuple(r) for r in rows] == [
+                ("a" * 32, "timeout", "server"),
+                ("b" * 32, "malware_found", None),
+            ]
+            await conn.run_sync(migrate, "0001", True)
+            assert not new & await conn.run_sync(columns)
+            count = await conn.execute(text("SELECT count(*) FROM sessions"))
+            assert count.scalar_one() == 2
+            await conn.run_sync(migrate, "head")
+            assert new <= await conn.run_sync(columns)
+    finally:
+        await engine.dispose()
 
 
 async def test_models_match_migrated_schema(store: Store) -> None:
@@ -454,3 +525,34 @@ async def test_audit_truncates_and_drops_empty_detail(store: Store) -> None:
     assert long.event == "e" * 48
     assert long.detail == "x" * 1000
     assert empty.detail is None
+
+
+async def test_end_records_who_asserted_it(store: Store) -> None:
+    agent_id, tech_id, contract_id = await _parties(store)
+    by_api, orphan = secrets.token_hex(16), secrets.token_hex(16)
+    for sid in (by_api, orphan):
+        await store.create_session(sid, agent_id, tech_id, contract_id, "node-a")
+    assert await store.end_session(
+        by_api,
+        "malware_found",
+        bytes_to_agent=0,
+        bytes_to_technician=0,
+        asserted_by="technician",
+        ended_by_technician_id=tech_id,
+        comment="trojan in autostart",
+    )
+    await store.end_orphaned_sessions("node-a")
+    got = await store.get_session(by_api)
+    assert got is not None
+    assert (got.end_asserted_by, got.ended_by_technician_id, got.end_comment) == (
+        "technician",
+        tech_id,
+        "trojan in autostart",
+    )
+    got = await store.get_session(orphan)
+    assert got is not None
+    assert (got.end_reason, got.end_asserted_by, got.ended_by_technician_id) == (
+        "server_restart",
+        "server",
+        None,
+    )
