@@ -46,6 +46,7 @@ import math
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,9 @@ from enkaku.transport.relay import RelayLeg, open_leg
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONTRACT = "LOAD"
 ROOT = Path(__file__).resolve().parent.parent
+#: Agents per source address by default: under the server's default burst of 300 new agent
+#: IDs per address (agent_registration_burst), so no registration is ever refused.
+AGENTS_PER_ADDRESS = 250
 MESHCENTRAL_DEVICES = 14_000  # Ylianst/MeshCentral issues #1302, #2037: AWS t3.medium
 MESHCENTRAL_RAM_GB = 4.0  # 2 vCPU, 4 GiB
 
@@ -211,7 +215,7 @@ class Fleet:
     async def report_progress(self) -> None:
         while True:
             await asyncio.sleep(2)
-            emit({"event": "progress", "welcomed": len(self.ids)})
+            emit({"event": "progress", "welcomed": len(self.ids), **self.stats.__dict__})
             if not self.ready.is_set() and len(self.ids) == self.count:
                 self.ready.set()
                 emit({"event": "ready", "ids": [self.ids[i] for i in range(self.count)]})
@@ -279,7 +283,9 @@ class Fleet:
             await ws.close()
         if not self.stopping:
             self.stats.disconnects += 1
-            self._count(self.stats.disconnect_codes, str(ws.close_code))
+            exc = ws.exception()
+            why = f"{ws.close_code} {type(exc).__name__ if exc else ''}".strip()
+            self._count(self.stats.disconnect_codes, why)
 
     async def relay(self, request: dict[str, Any], heartbeat: float) -> None:
         """The agent's relay leg: pair, then echo every binary message until the end."""
@@ -515,6 +521,7 @@ class Bench:
         deadline = time.monotonic() + self.args.connect_timeout
         last_print = 0.0
         welcomed: dict[str, int] = {}
+        progress: dict[str, dict[str, Any]] = {}
         while len(ids) < len(self.fleets):
             if time.monotonic() > deadline:
                 raise LoadError(f"only {sum(welcomed.values())} agents connected in time")
@@ -525,11 +532,17 @@ class Bench:
                     obj = child.lines.get_nowait()
                     if obj.get("event") == "progress":
                         welcomed[child.name] = int(obj["welcomed"])
+                        progress[child.name] = obj
                     elif obj.get("event") == "ready":
                         ids[child.name] = list(obj["ids"])
             if time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
-                say(f"agents connected: {sum(welcomed.values())}/{self.args.agents}")
+                drops = sum(int(p.get("disconnects", 0)) for p in progress.values())
+                refused = sum(int(p.get("connect_failures", 0)) for p in progress.values())
+                say(
+                    f"agents connected: {sum(welcomed.values())}/{self.args.agents} "
+                    f"({drops} disconnects, {refused} failed connection attempts so far)"
+                )
             await asyncio.sleep(0.5)
         return [i for child in self.fleets for i in ids[child.name]]
 
@@ -883,6 +896,22 @@ def git_head() -> str:
     return out.stdout.strip() or "?"
 
 
+def server_code() -> str:
+    """Where the server's ``enkaku`` package came from, and whether src/ had local edits."""
+    import enkaku
+
+    where = str(Path(enkaku.__file__).resolve().parent)
+    if not where.startswith(str(ROOT)):
+        return f"{where} (PYTHONPATH)"
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return "src/ of this checkout" + (" with uncommitted edits" if out.stdout.strip() else "")
+
+
 async def run_bench(args: argparse.Namespace) -> int:
     """The whole benchmark, bounded by ``--timeout``; everything stopped at the end."""
     nofile = raise_nofile()
@@ -900,6 +929,8 @@ async def run_bench(args: argparse.Namespace) -> int:
         results = await asyncio.wait_for(bench.run(), args.timeout)
     except (LoadError, TimeoutError, asyncio.CancelledError) as exc:
         say(f"failed: {exc!r}")
+        if bench.fleets:
+            say(f"fleets: {json.dumps(await bench.stop_fleets())}")
         if bench.server is not None and (bench.workdir / "server.log").exists():
             say("server log tail:\n" + bench.server_log_tail())
         return 1
@@ -910,6 +941,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         {
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "git": git_head(),
+            "server_code": server_code(),
             "db": args.db,
             "cores": os.cpu_count(),
             "mem_gib": round(mem_kib / 1024 / 1024, 1),
@@ -926,6 +958,7 @@ async def run_bench(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     out.with_suffix(".txt").write_text(text + "\n")
     say(f"results in {out} and {out.with_suffix('.txt')}")
+    shutil.rmtree(bench.workdir, ignore_errors=True)
     failed = (
         results["setup_failures"]
         or results["relay"]["open_errors"]
@@ -945,7 +978,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=10_000, help="idle agents (default 10000)")
     p.add_argument("--sessions", type=int, default=20, help="relaying sessions (default 20)")
     p.add_argument(
-        "--addresses", type=int, default=20, help="source addresses 127.0.0.2... (default 20)"
+        "--addresses",
+        type=int,
+        default=0,
+        help="source addresses 127.0.0.2... (default: one per 250 agents, so each stays "
+        "within the server's default registration burst of 300)",
     )
     p.add_argument(
         "--seconds", type=float, default=30.0, help="idle and relay windows (default 30)"
@@ -984,6 +1021,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise_nofile()
         asyncio.run(Fleet(args).run())
         return 0
+    if args.addresses == 0:
+        args.addresses = max(1, math.ceil(args.agents / AGENTS_PER_ADDRESS))
     if not 1 <= args.addresses <= 250 or args.agents < args.sessions + 1:
         p.error("--addresses must be 1..250 and --agents more than --sessions")
     return asyncio.run(run_bench(args))
