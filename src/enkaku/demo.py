@@ -27,6 +27,7 @@ from enkaku.agent.consent import AllowAll, Requester
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.main import screen_backends
 from enkaku.agent.runtime import AgentRuntime
+from enkaku.agent.ui import printable_args
 from enkaku.server.app import build_app
 from enkaku.server.settings import Settings
 from enkaku.server.store.db import open_engine
@@ -105,7 +106,7 @@ class DemoUI:
     def notice(self, key: str, **kwargs: object) -> None:
         from enkaku.i18n import t
 
-        print(t(key, **kwargs), file=sys.stderr, flush=True)
+        print(t(key, **printable_args(kwargs)), file=sys.stderr, flush=True)
 
     def session_started(self, who: Requester) -> None:
         print(
@@ -159,7 +160,7 @@ async def _demo(json_output: bool, port: int) -> int:
             server_url,
             DeviceKey.load_or_create(workdir / "agent"),
             ui,
-            consent=AllowAll(),
+            consent=AllowAll(notice="consent_demo"),
             capture_factory=capture,
             input_factory=injector,
         )

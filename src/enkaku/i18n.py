@@ -7,6 +7,7 @@ English otherwise. Every user-facing message is a key of CATALOG with both texts
 from __future__ import annotations
 
 import os
+import unicodedata
 
 CATALOG: dict[str, tuple[str, str]] = {
     # server / API errors
@@ -142,13 +143,33 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Your ID: {agent_id}   Password: {password}",
         "ID: {agent_id}   パスワード: {password}",
     ),
-    "agent_new_password": (
-        "A new one-time password was drawn: {password}",
-        "新しいワンタイムパスワードを発行しました: {password}",
+    "agent_wrong_attempt": (
+        "Someone tried to connect with a wrong password (attempt {attempt} of {limit}).",
+        "誤ったパスワードで接続が試みられました ({limit} 回中 {attempt} 回目)。",
+    ),
+    "agent_password_replaced": (
+        "Wrong password {limit} times: a new one-time password was drawn "
+        "(the old one no longer works).",
+        "パスワードの誤りが {limit} 回続いたため、新しいワンタイムパスワードを発行しました "
+        "(以前のパスワードは使えません)。",
     ),
     "consent_question": (
         "{who} asks to see your screen and control it. Allow? [y/N] ",
         "{who} が画面の表示と操作を求めています。許可しますか? [y/N] ",
+    ),
+    "consent_demo": (
+        "Consent granted automatically (demo): {who} may see and control this screen.",
+        "自動的に同意しました (デモ): {who} がこの画面を表示・操作できます。",
+    ),
+    "consent_implicit": (
+        "Consent given by the support company's policy (the ID and password are the consent): "
+        "{who} may see and control this screen.",
+        "サポート会社の方針 (ID とパスワードの提供が同意とみなされます) により同意しました: "
+        "{who} がこの画面を表示・操作できます。",
+    ),
+    "consent_withdrawn": (
+        "(The request was withdrawn.)",
+        "(要求は取り消されました。)",
     ),
     "consent_no_terminal": (
         "No terminal to ask the customer on: the request is denied.",
@@ -214,11 +235,33 @@ REASONS: dict[str, tuple[str, str]] = {
 }
 
 
+# Characters that break a line when printed; they become one space.
+_LINE_BREAKS = frozenset("\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def printable(text: str, limit: int = 256) -> str:
+    """``text`` from a peer or the server, safe to print on a terminal or a window.
+
+    Control characters (C0, DEL, C1 — so no ESC sequences), format characters (bidi
+    overrides and isolates, zero-width marks) and lone surrogates are removed; line and
+    tab characters become a space; the result is cut at ``limit`` characters.
+    """
+    out: list[str] = []
+    for ch in str(text):
+        if ch in _LINE_BREAKS:
+            out.append(" ")
+        elif unicodedata.category(ch) not in ("Cc", "Cf", "Cs"):
+            out.append(ch)
+        if len(out) >= limit:
+            break
+    return "".join(out)
+
+
 def reason_text(code: str, lang: str | None = None) -> str:
-    """A session end reason in words (the code itself if unknown)."""
+    """A session end reason in words (the code itself, made printable, if unknown)."""
     pair = REASONS.get(code)
     if pair is None:
-        return code
+        return printable(code, 64)
     return pair[1] if (lang or language()) == "ja" else pair[0]
 
 

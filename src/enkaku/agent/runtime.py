@@ -85,10 +85,14 @@ class AgentRuntime:
         """One more wrong password; the third replaces it. Returns what to tell the peer."""
         self.failed_attempts += 1
         if self.failed_attempts >= MAX_FAILED_ATTEMPTS:
+            # Say why, then show the new credentials once (replace_password shows them).
+            self.ui.notice("agent_password_replaced", limit=MAX_FAILED_ATTEMPTS)
             self.replace_password()
-            self.ui.notice("agent_new_password", password=self.password)
             self._report_later("password_replaced")
             return FailureReason.PASSWORD_REPLACED
+        self.ui.notice(
+            "agent_wrong_attempt", attempt=self.failed_attempts, limit=MAX_FAILED_ATTEMPTS
+        )
         return FailureReason.WRONG_PASSWORD
 
     # -- main loop --------------------------------------------------------------

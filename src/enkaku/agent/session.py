@@ -16,7 +16,7 @@ from enkaku.transport.channel import SecureChannel, Stream, run_handshake
 from enkaku.transport.errors import SessionEnded, TransportError
 from enkaku.transport.relay import open_leg
 
-from .consent import AllowAll, Requester
+from .consent import Requester, session_policy
 
 if TYPE_CHECKING:
     from .runtime import AgentRuntime
@@ -41,7 +41,8 @@ class SessionRequest:
             session_id=str(msg["session_id"]),
             relay_url=str(msg.get("relay_url") or resolve(str(msg["relay_path"]))),
             relay_token=str(msg["relay_token"]),
-            who=Requester(str(tech.get("name", "?"))[:128], str(tech.get("company", ""))[:128]),
+            # Requester strips control and bidi characters: these strings are printed.
+            who=Requester(str(tech.get("name", "?")), str(tech.get("company", ""))),
             implicit_consent=bool(msg.get("implicit_consent", False)),
         )
 
@@ -101,9 +102,14 @@ class AgentSession:
             return self._local_end.result()
         leg = leg_task.result()
         hs = AgentHandshake(rt.password, rt.agent_id)
-        shake = asyncio.ensure_future(
-            run_handshake(leg, hs, on_wrong_password=rt.count_failed_attempt)
-        )
+        counted = False
+
+        def wrong_password() -> FailureReason:
+            nonlocal counted
+            counted = True
+            return rt.count_failed_attempt()
+
+        shake = asyncio.ensure_future(run_handshake(leg, hs, on_wrong_password=wrong_password))
         pending: set[asyncio.Future[Any]] = {shake, self._local_end}
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if not shake.done():  # the customer ended it (or the agent stops) mid-handshake
@@ -113,33 +119,26 @@ class AgentSession:
             return reason
         try:
             records = shake.result()
-        except AuthenticationFailed:
-            await rt.report(req.session_id, "wrong_password")
-            await leg.close("wrong_password")
-            return "wrong_password"
-        except ProtocolError as exc:
-            if hs.attempt_started:  # a share not followed by a valid Tb is a failed attempt
+        except (ProtocolError, TimeoutError, SessionEnded) as exc:
+            # DESIGN.md: a share not followed by a valid Tb is a failed attempt, whatever
+            # came instead: a wrong tag, a FAILURE from the technician (any reason),
+            # garbage, silence, or the technician leaving. Counted once.
+            if hs.attempt_started and not counted:
                 rt.count_failed_attempt()
-                await rt.report(req.session_id, "handshake_failed")
-            log.info("session %s: handshake failed: %s", req.session_id[:8], exc)
-            await leg.close("handshake_failed")
-            return "handshake_failed"
-        except TimeoutError:
+            wrong = isinstance(exc, AuthenticationFailed)
+            outcome = "wrong_password" if wrong else "handshake_failed"
             if hs.attempt_started:
-                rt.count_failed_attempt()
-            await leg.close("handshake_failed")
-            return "handshake_failed"
-        except SessionEnded:
-            # The technician saw our share and left without a confirmation: that is a
-            # guess like any other (DESIGN.md: a share not followed by a valid Tb).
-            if hs.attempt_started:
-                rt.count_failed_attempt()
-                await rt.report(req.session_id, "handshake_failed")
-            raise
+                await rt.report(req.session_id, outcome)
+            if isinstance(exc, SessionEnded):
+                raise
+            log.info("session %s: handshake failed: %s", req.session_id[:8], exc or "timeout")
+            await leg.close(outcome)
+            return outcome
         self.channel = channel = SecureChannel(leg, records, "agent")
         channel.start()
 
-        policy = AllowAll() if req.implicit_consent else rt.consent
+        # The agent's own setting is the floor: the server may only skip an "ask" prompt.
+        policy = session_policy(rt.consent, req.implicit_consent)
         ask = asyncio.ensure_future(policy.ask(req.who, SCOPE))
         closed = asyncio.ensure_future(channel.closed.wait())
         waiting: set[asyncio.Future[Any]] = {ask, closed, self._local_end}
@@ -218,7 +217,3 @@ class AgentSession:
             await asyncio.to_thread(capture.close)
             with contextlib.suppress(Exception):
                 await stream.write_eof()
-
-
-def failure_for(count: int, limit: int) -> FailureReason:
-    return FailureReason.PASSWORD_REPLACED if count >= limit else FailureReason.WRONG_PASSWORD

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Protocol
 
-from enkaku.i18n import reason_text, t
+from enkaku.i18n import printable, reason_text, t
 
 from .consent import Requester
 
@@ -42,10 +42,16 @@ class HeadlessUI:
         print(t("agent_ready", agent_id=agent_id, password=password), file=sys.stderr, flush=True)
 
     def notice(self, key: str, **kwargs: object) -> None:
-        print(t(key, **kwargs), file=sys.stderr, flush=True)
+        print(t(key, **printable_args(kwargs)), file=sys.stderr, flush=True)
 
     def session_started(self, who: Requester) -> None:
         print(t("session_active", who=who.label), file=sys.stderr, flush=True)
 
     def session_ended(self, reason: str) -> None:
         print(t("agent_session_ended", reason=reason_text(reason)), file=sys.stderr, flush=True)
+
+
+def printable_args(kwargs: dict[str, object]) -> dict[str, object]:
+    """Message arguments with every string made printable (they may come from the server:
+    error details, close reasons)."""
+    return {k: printable(v) if isinstance(v, str) else v for k, v in kwargs.items()}

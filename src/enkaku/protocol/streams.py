@@ -10,7 +10,9 @@ Each record's plaintext is exactly one mux frame::
     0x04 EOF     payload empty (the sender will write no more on this stream)
     0x05 RESET   payload = reason (ascii, <= 64 bytes): the stream is aborted both ways
 
-Stream 0 is the ``control`` stream, open from the start. The technician opens odd ids,
+Stream 0 is the ``control`` stream, open from the start and for the whole session: it
+is never ended or reset (a session ends with the control message ``end``), so EOF or
+RESET on stream 0 is a protocol error. The technician opens odd ids,
 the agent even ids (>= 2). Every stream starts with INITIAL_WINDOW bytes of credit in
 each direction. Written down in docs/protocol/streams.md.
 """
@@ -152,6 +154,8 @@ class Mux:
 
     def send_eof(self, stream_id: int) -> None:
         """Tell the peer nothing more will be written on ``stream_id``."""
+        if stream_id == CONTROL_STREAM:
+            raise ValueError("the control stream is never ended: send an `end` message")
         st = self._streams.get(stream_id)
         if st is None or st.local_eof:
             return
@@ -161,6 +165,8 @@ class Mux:
 
     def reset(self, stream_id: int, reason: str) -> None:
         """Abort ``stream_id`` in both directions."""
+        if stream_id == CONTROL_STREAM:
+            raise ValueError("the control stream is never reset: send an `end` message")
         if self._streams.pop(stream_id, None) is None:
             return
         self._out.append(encode_frame(FrameType.RESET, stream_id, reason.encode("ascii")[:64]))
@@ -210,6 +216,9 @@ class Mux:
             return []
         if ftype is FrameType.DATA:
             return [self._handle_data(sid, st, payload)]
+        if sid == CONTROL_STREAM and ftype in (FrameType.EOF, FrameType.RESET):
+            # Accepting it would leave a session whose `end` can no longer arrive.
+            raise ProtocolError(f"{ftype.name} on the control stream")
         if ftype is FrameType.WINDOW:
             if len(payload) != 4:
                 raise ProtocolError("WINDOW frame must carry 4 bytes")
