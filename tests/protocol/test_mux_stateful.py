@@ -61,8 +61,6 @@ CONTROL_CLOSE_FRAMES = [
     encode_frame(FrameType.EOF, CONTROL_STREAM),
     encode_frame(FrameType.RESET, CONTROL_STREAM, b"bye"),
 ]
-#: True until streams.py refuses CONTROL_CLOSE_FRAMES (then this flag goes).
-CONTROL_CLOSE_PENDING = True
 
 
 def other(side: Side) -> Side:
@@ -134,8 +132,7 @@ def illegal_frames(machine: MuxPair, receiver: Side) -> list[bytes]:
         payload = struct.pack(">I", 1) if ftype is FrameType.WINDOW else b""
         frames.append(encode_frame(ftype, never_own, payload))
         frames.append(encode_frame(ftype, never_peer, payload))
-    if not CONTROL_CLOSE_PENDING:
-        frames += CONTROL_CLOSE_FRAMES
+    frames += CONTROL_CLOSE_FRAMES
     for sid, sm in model.items():
         if sm.opener == sender and receiver in sm.seen_by and not sm.known[receiver]:
             # Ids are never reused: a closed stream's id may not be opened again.
@@ -454,7 +451,6 @@ def test_deeply_nested_open_parameters_are_a_protocol_error() -> None:
         agent.receive_frame(encode_frame(FrameType.OPEN, 1, b"\x03rfb" + b"[" * 8000))
 
 
-@pytest.mark.xfail(CONTROL_CLOSE_PENDING, reason="issue 5 §2.7, being fixed", strict=True)
 @pytest.mark.parametrize("frame", CONTROL_CLOSE_FRAMES)
 def test_control_stream_cannot_be_closed_by_the_peer(frame: bytes) -> None:
     for side in SIDES:
