@@ -175,6 +175,8 @@ class Fleet:
         self.next_start = 0.0
         self.stats = FleetStats()
         self.ids: dict[int, str] = {}
+        self.online = 0
+        self.heartbeat: dict[int, float] = {}
         self.stopping = False
         self.sockets: set[aiohttp.ClientWebSocketResponse] = set()
         self.ready = asyncio.Event()
@@ -215,8 +217,8 @@ class Fleet:
     async def report_progress(self) -> None:
         while True:
             await asyncio.sleep(2)
-            emit({"event": "progress", "welcomed": len(self.ids), **self.stats.__dict__})
-            if not self.ready.is_set() and len(self.ids) == self.count:
+            emit({"event": "progress", "online": self.online, **self.stats.__dict__})
+            if not self.ready.is_set() and self.online == self.count:
                 self.ready.set()
                 emit({"event": "ready", "ids": [self.ids[i] for i in range(self.count)]})
 
@@ -236,13 +238,15 @@ class Fleet:
                 await asyncio.sleep(min(30.0, delay) * (0.8 + 0.4 * secrets.randbelow(1000) / 1000))
                 delay *= 2
                 continue
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5 + secrets.randbelow(1000) / 1000)  # as AgentRuntime
 
     async def serve(self, i: int, public: bytes, secret: bytes) -> None:
         url = self.server.replace("http", "ws", 1) + "/ws/agent"
         async with self.inflight:
             await self._pace()
-            ws = await self.http.ws_connect(url, heartbeat=2.5, compress=0, max_msg_size=64 * 1024)
+            ws = await self.http.ws_connect(
+                url, heartbeat=self.heartbeat.get(i, 2.5), compress=0, max_msg_size=64 * 1024
+            )
             self.sockets.add(ws)
             try:
                 challenge = await receive_json(ws, 15)
@@ -264,20 +268,19 @@ class Fleet:
                 await ws.close()
                 raise
         try:
-            # As AgentRuntime: this connection keeps the 2.5 s it was opened with; the
-            # welcome's value (half of it) is used for relay legs and the next connection.
+            # As AgentRuntime: this connection keeps the heartbeat it was opened with (2.5 s
+            # the first time); half the welcome's value is used for relay legs and the
+            # next connection.
             heartbeat = max(0.5, float(welcome.get("heartbeat", 5.0)) / 2)
+            self.heartbeat[i] = heartbeat
             if i not in self.ids:
                 self.stats.welcomed += 1
             self.ids[i] = str(welcome["agent_id"])
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    break
-                data = json.loads(msg.data)
-                if data.get("type") == "session_request":
-                    task = asyncio.create_task(self.relay(data, heartbeat))
-                    self.relays.add(task)
-                    task.add_done_callback(self.relays.discard)
+            self.online += 1
+            try:
+                await self.listen(ws, heartbeat)
+            finally:
+                self.online -= 1
         finally:
             self.sockets.discard(ws)
             await ws.close()
@@ -286,6 +289,17 @@ class Fleet:
             exc = ws.exception()
             why = f"{ws.close_code} {type(exc).__name__ if exc else ''}".strip()
             self._count(self.stats.disconnect_codes, why)
+
+    async def listen(self, ws: aiohttp.ClientWebSocketResponse, heartbeat: float) -> None:
+        """Serve the control connection: each session_request gets its relay leg."""
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            data = json.loads(msg.data)
+            if data.get("type") == "session_request":
+                task = asyncio.create_task(self.relay(data, heartbeat))
+                self.relays.add(task)
+                task.add_done_callback(self.relays.discard)
 
     async def relay(self, request: dict[str, Any], heartbeat: float) -> None:
         """The agent's relay leg: pair, then echo every binary message until the end."""
@@ -340,8 +354,9 @@ def emit(obj: dict[str, Any]) -> None:
 class Child:
     name: str
     proc: asyncio.subprocess.Process
-    lines: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     last: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
+    ids: list[str] | None = None
 
 
 class Bench:
@@ -513,38 +528,31 @@ class Bench:
             with contextlib.suppress(ValueError):
                 obj = json.loads(line)
                 child.last = obj
-                await child.lines.put(obj)
+                if obj.get("event") == "progress":
+                    child.progress = obj
+                elif obj.get("event") == "ready":
+                    child.ids = list(obj["ids"])
 
     async def wait_ready(self) -> list[str]:
-        """Every fleet's agent IDs, once all are welcomed (progress on stderr)."""
-        ids: dict[str, list[str]] = {}
+        """Every fleet's agent IDs, once all its agents are online (progress on stderr)."""
         deadline = time.monotonic() + self.args.connect_timeout
         last_print = 0.0
-        welcomed: dict[str, int] = {}
-        progress: dict[str, dict[str, Any]] = {}
-        while len(ids) < len(self.fleets):
+        while any(child.ids is None for child in self.fleets):
+            totals = sum_stats([c.progress for c in self.fleets])
             if time.monotonic() > deadline:
-                raise LoadError(f"only {sum(welcomed.values())} agents connected in time")
+                raise LoadError(f"only {totals.get('online', 0)} agents online in time")
             for child in self.fleets:
                 if child.proc.returncode is not None:
                     raise LoadError(f"fleet {child.name} exited ({child.proc.returncode})")
-                while not child.lines.empty():
-                    obj = child.lines.get_nowait()
-                    if obj.get("event") == "progress":
-                        welcomed[child.name] = int(obj["welcomed"])
-                        progress[child.name] = obj
-                    elif obj.get("event") == "ready":
-                        ids[child.name] = list(obj["ids"])
             if time.monotonic() - last_print > 10:
                 last_print = time.monotonic()
-                drops = sum(int(p.get("disconnects", 0)) for p in progress.values())
-                refused = sum(int(p.get("connect_failures", 0)) for p in progress.values())
                 say(
-                    f"agents connected: {sum(welcomed.values())}/{self.args.agents} "
-                    f"({drops} disconnects, {refused} failed connection attempts so far)"
+                    f"agents online: {totals.get('online', 0)}/{self.args.agents} "
+                    f"({totals.get('disconnects', 0)} disconnects, "
+                    f"{totals.get('connect_failures', 0)} failed connection attempts so far)"
                 )
             await asyncio.sleep(0.5)
-        return [i for child in self.fleets for i in ids[child.name]]
+        return [i for child in self.fleets for i in child.ids or []]
 
     async def login(self, http: aiohttp.ClientSession, users: list[tuple[str, str]]) -> None:
         for user, password in users:
@@ -721,6 +729,7 @@ class Bench:
             await asyncio.sleep(a.settle)
             online0 = await self.online(http)
             rss1 = rss_kib(self.server.pid)
+            at_start = sum_stats([c.progress for c in self.fleets])
             say(f"idle window: {a.seconds} s")
             window = self.window_start()
             await asyncio.sleep(a.seconds)
@@ -734,7 +743,10 @@ class Bench:
             rss_relay = rss_kib(self.server.pid)
             await asyncio.sleep(2)
             online1 = await self.online(http)
+        await asyncio.sleep(2.5)  # one more progress line from every fleet
+        at_end = sum_stats([c.progress for c in self.fleets])
         fleet_stats = await self.stop_fleets()
+        measured_drops = at_end.get("disconnects", 0) - at_start.get("disconnects", 0)
         per_agent = (rss1 - rss0) * 1024 / len(ids)
         all_setups = setup_times + relay["setup_s"]
         self.results.update(
@@ -766,12 +778,17 @@ class Bench:
                 else None,
                 "relay": relay,
                 "fleets": fleet_stats,
+                "ramp_disconnects": at_start.get("disconnects", 0),
+                "ramp_connect_failures": at_start.get("connect_failures", 0),
+                "measured_disconnects": measured_drops,
+                "measured_connect_failures": at_end.get("connect_failures", 0)
+                - at_start.get("connect_failures", 0),
             }
         )
         return self.results
 
     async def stop_fleets(self) -> dict[str, Any]:
-        total: dict[str, Any] = {}
+        """SIGTERM every fleet, wait for its last stats line; the summed stats."""
         for child in self.fleets:
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(signal.SIGTERM)
@@ -783,18 +800,11 @@ class Bench:
                     child.proc.kill()
                 await child.proc.wait()
         await asyncio.gather(*self.readers, return_exceptions=True)
-        for child in self.fleets:
-            if child.last.get("event") != "stats":
-                total.setdefault("missing_stats", []).append(child.name)
-                continue
-            for k, v in child.last.items():
-                if isinstance(v, int):
-                    total[k] = total.get(k, 0) + v
-                elif isinstance(v, dict):
-                    bucket = total.setdefault(k, {})
-                    for kk, vv in v.items():
-                        bucket[kk] = bucket.get(kk, 0) + vv
-        return total
+        missing = [c.name for c in self.fleets if c.last.get("event") != "stats"]
+        totals = sum_stats([c.last for c in self.fleets if c.name not in missing])
+        if missing:
+            totals["missing_stats"] = missing
+        return totals
 
     async def stop(self) -> None:
         """Stop every child by PID (fleets, then the server), drop the database."""
@@ -818,6 +828,20 @@ class Bench:
                 self.psql(f"DROP DATABASE IF EXISTS {self.pg_db} WITH (FORCE)")
             except subprocess.CalledProcessError as exc:
                 say(f"could not drop {self.pg_db}: {exc.stderr.decode(errors='replace')}")
+
+
+def sum_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fleet stats summed: integers added, dicts of counts merged."""
+    total: dict[str, Any] = {}
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+            elif isinstance(v, dict):
+                bucket = total.setdefault(k, {})
+                for kk, vv in v.items():
+                    bucket[kk] = bucket.get(kk, 0) + vv
+    return total
 
 
 def say(text: str) -> None:
@@ -872,8 +896,10 @@ def report(results: dict[str, Any]) -> str:
         f"{relay['cpu']['bench_cpu_pct']} %, other {relay['cpu']['other_processes_cpu_pct']} %)",
         f"  failures                sessions: {len(r['setup_failures'])} set-up, "
         f"{len(relay['open_errors'])} pump open, {len(relay['bad_end_reasons'])} bad end; "
-        f"agents: {fleets.get('disconnects', '?')} disconnects, "
-        f"{fleets.get('connect_failures', '?')} connect failures; online "
+        f"agents: {r['measured_disconnects']} disconnects while measured "
+        f"({r['ramp_disconnects']} during the ramp-up, "
+        f"{fleets.get('disconnect_codes', {})}), {r['ramp_connect_failures']} + "
+        f"{r['measured_connect_failures']} failed connection attempts; online "
         f"{r['online_before']} -> {r['online_after']}",
         f"  anchor                  {anc['agents_per_node']} agents per node "
         f"(RAM {anc['ram_gib']} GiB: {anc['agents_by_ram']}, one core: "
@@ -963,7 +989,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         results["setup_failures"]
         or results["relay"]["open_errors"]
         or results["relay"]["bad_end_reasons"]
-        or results["fleets"].get("disconnects")
+        or results["measured_disconnects"]
         or results["online_after"] != results["agents"]
     )
     return 1 if failed else 0
