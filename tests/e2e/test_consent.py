@@ -104,3 +104,14 @@ def test_a_second_technician_finds_the_agent_busy(world: World) -> None:
     assert first.proc.poll() is None
     first.signal(signal.SIGINT)
     assert first.wait(30) == 0
+
+
+def test_a_withdrawn_question_ends_its_line(world: World, terminal: Terminal) -> None:
+    _agent, creds = ask_agent(world, terminal)
+    tech = world.connect(creds["agent_id"], creds["password"], vnc=False)
+    terminal.read_until(b"[y/N] ")
+    tech.signal(signal.SIGINT)  # the technician gives up while the customer is asked
+    assert tech.wait(30) == 0
+    seen = terminal.read_until(b"withdrawn")
+    # The prompt's line is ended, so the next message starts on a line of its own.
+    assert b"[y/N] \r\n(The request was withdrawn.)\r\n" in seen
