@@ -102,7 +102,15 @@ def test_control_reader_is_split_invariant(
     if garbage is not None:
         data += garbage + tail
     whole_events, whole_error = feed_all(control.ControlReader().feed, [data])
-    split_events, split_error = feed_all(control.ControlReader().feed, split(data, cuts))
+    reader = control.ControlReader()
+
+    def feed(piece: bytes) -> list[Any]:
+        try:
+            return reader.feed(piece)
+        finally:
+            assert len(reader._buf) <= 4 + control.MAX_CONTROL_MESSAGE  # never more than one
+
+    split_events, split_error = feed_all(feed, split(data, cuts))
     assert split_error == whole_error
     assert bool(whole_error) == (garbage is not None)
     if whole_error:
@@ -225,6 +233,8 @@ def _run(data: bytes, pieces: list[bytes]) -> tuple[list[Any], str, bytes, tuple
             return server.receive_data(piece)
         finally:
             out += server.data_to_send()
+            # Bounded: at most one legal message waits; an oversized paste is skipped.
+            assert server.state is State.CLOSED or len(server._in) <= 8 + m.MAX_CUT_TEXT
 
     events, error = feed_all(feed, pieces)
     return events, error, out, _state(server)
