@@ -167,3 +167,27 @@ def test_untampered_run_succeeds() -> None:
     assert out.errors == {}
     assert agent.state is tech.state is HandshakeState.ESTABLISHED
     assert agent.attempt_started and not attempt_spent(agent)
+
+
+@pytest.mark.parametrize("step", range(4), ids=NAMES)
+@pytest.mark.parametrize("reason", list(FailureReason))
+def test_a_forged_failure_in_place_of_any_message(step: int, reason: FailureReason) -> None:
+    """The relay answers for a party with FAILURE: the handshake fails, PeerFailed names
+    the reason, nobody answers a FAILURE, and once the agent's share is out its attempt
+    is started (the adapter counts it on this path and on the timeout that follows)."""
+    agent, tech = parties()
+    messages = [tech.start()]
+    receivers: list[AgentHandshake | TechnicianHandshake] = [agent, tech, agent, tech]
+    for i in range(step):
+        messages += receivers[i].receive(messages[i])
+    victim = receivers[step]
+    with pytest.raises(PeerFailed) as info:
+        victim.receive(failure_message(reason))
+    assert info.value.reason is reason
+    assert failure_reason_for(info.value) is None
+    assert victim.state is HandshakeState.FAILED
+    assert tech.state is not HandshakeState.ESTABLISHED
+    assert agent.attempt_started is (step > 0)
+    if victim is agent:
+        assert agent.state is HandshakeState.FAILED
+        assert attempt_spent(agent) is (step == 2)
