@@ -14,6 +14,7 @@ from typing import Any
 
 from enkaku import __version__
 from enkaku.i18n import t
+from enkaku.secretfile import SecretFileError
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -185,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130
+    except SecretFileError as exc:  # a loose or planted key/token file: say what to do
+        print(f"enkaku: {exc}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:

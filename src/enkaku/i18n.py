@@ -91,6 +91,31 @@ CATALOG: dict[str, tuple[str, str]] = {
         "The request body did not arrive in time.",
         "リクエスト本文が時間内に届きませんでした。",
     ),
+    # secret files (device key, saved logins)
+    "secret_file_loose": (
+        "{path} holds a secret but other users may read or change it (mode {mode}). "
+        "If only you could ever read it, run: chmod 600 {path} ; otherwise delete it "
+        "(the agent then gets a new ID; a technician logs in again).",
+        "{path} は秘密情報を含みますが、他のユーザーが読み書きできます (モード {mode})。"
+        "自分以外が読めなかったのであれば chmod 600 {path} を実行してください。"
+        "そうでなければ削除してください (エージェントは新しい ID になり、技術者は再ログインします)。",
+    ),
+    "secret_file_owner": (
+        "{path} belongs to another user; it was not read. Delete it or run as its owner.",
+        "{path} は別のユーザーの所有です。読み込みませんでした。削除するか所有者として実行してください。",
+    ),
+    "secret_file_not_regular": (
+        "{path} is a symbolic link or not a regular file; it was not read. Delete it.",
+        "{path} はシンボリックリンクか通常のファイルではありません。読み込みませんでした。削除してください。",
+    ),
+    "secret_file_unreadable": (
+        "Cannot read {path}: {error}",
+        "{path} を読み込めません: {error}",
+    ),
+    "secret_file_corrupt": (
+        "{path} is corrupt; delete it (the agent then gets a new ID; a technician logs in again).",
+        "{path} は壊れています。削除してください (エージェントは新しい ID になり、技術者は再ログインします)。",
+    ),
     # technician CLI
     "prompt_password": ("One-time password of {agent_id}: ", "{agent_id} のワンタイムパスワード: "),
     "prompt_login_password": ("Password for {user}: ", "{user} のパスワード: "),

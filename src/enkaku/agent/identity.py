@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import platformdirs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from enkaku.i18n import t
 from enkaku.protocol.agentlink import AUTH_CONTEXT
+from enkaku.secretfile import SecretFileError, read_secret, write_secret
+
+SEED_SIZE = 32
 
 
 def default_config_dir() -> Path:
@@ -24,26 +27,23 @@ class DeviceKey:
 
     @classmethod
     def load_or_create(cls, config_dir: Path) -> DeviceKey:
-        """Load ``config_dir/device_key`` or create it (0600) on first run."""
+        """Load ``config_dir/device_key`` or create it (0600, exclusively) on first run.
+
+        A key file that others may read, that belongs to someone else or that is a
+        symbolic link is refused with a message that says what to do (SecretFileError).
+        """
         path = config_dir / "device_key"
-        if path.exists():
-            seed = path.read_bytes()
-            if len(seed) != 32:
-                raise ValueError(
-                    f"{path} is corrupt (expected 32 bytes); delete it to get a new ID"
-                )
-            return cls(Ed25519PrivateKey.from_private_bytes(seed))
-        config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        seed = key.private_bytes_raw()
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(seed)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return cls(key)
+        for _ in range(2):
+            seed = read_secret(path, SEED_SIZE)
+            if seed is not None:
+                if len(seed) != SEED_SIZE:
+                    raise SecretFileError(t("secret_file_corrupt", path=path))
+                return cls(Ed25519PrivateKey.from_private_bytes(seed))
+            key = Ed25519PrivateKey.generate()
+            if write_secret(path, key.private_bytes_raw(), replace=False):
+                return cls(key)
+            # Another agent process created the key meanwhile: use that one.
+        raise SecretFileError(t("secret_file_unreadable", path=path, error="created concurrently"))
 
     @property
     def public_hex(self) -> str:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import platformdirs
 
+from enkaku.i18n import t
+from enkaku.protocol.jsonlimits import loads_limited
+from enkaku.secretfile import SecretFileError, read_secret, write_secret
+
 
 def config_path() -> Path:
     override = os.environ.get("ENKAKU_TECHNICIAN_CONFIG")
@@ -16,28 +20,29 @@ def config_path() -> Path:
     return Path(platformdirs.user_config_dir("enkaku")) / "technician.json"
 
 
+#: A saved-logins file larger than this is not ours.
+MAX_CONFIG = 1024 * 1024
+
+
 def load() -> dict[str, dict[str, str]]:
+    """The saved logins; a file others may read is refused (SecretFileError)."""
     path = config_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    raw = read_secret(path, MAX_CONFIG)
+    if raw is None:
         return {}
+    try:
+        data = loads_limited(raw, max_bytes=MAX_CONFIG)
     except ValueError:
-        raise ValueError(f"{path} is not valid JSON; delete it and log in again") from None
+        raise SecretFileError(t("secret_file_corrupt", path=path)) from None
     return data if isinstance(data, dict) else {}
 
 
 def save_login(server: str, user: str, token: str) -> None:
+    """Save ``token`` for ``server`` (0600, written through a fresh temporary file)."""
     data = load()
     data[server.rstrip("/")] = {"user": user, "token": token}
     data["_default"] = {"server": server.rstrip("/")}
-    path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_secret(config_path(), json.dumps(data, indent=2).encode())
 
 
 def default_server() -> str | None:

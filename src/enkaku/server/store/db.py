@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,28 @@ def async_url(url: str) -> str:
     raise DatabaseError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+def _create_private(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite opens it (SQLite would create it 0644
+    under the usual umask); its -wal and -shm files take the same mode from it. The
+    database holds password hashes and token digests."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:  # e.g. a dangling symlink: SQLite reports it
+            return
+        if mode & 0o077:
+            log.warning(
+                "database %s may be read by other users (mode %04o); run: chmod 600 %s",
+                path,
+                mode,
+                path,
+            )
+
+
 def alembic_config(connection: Connection) -> Config:
     """An Alembic config that runs the packaged migrations on ``connection``."""
     cfg = Config()
@@ -55,7 +79,7 @@ async def open_engine(url: str) -> AsyncEngine:
     if full.startswith("sqlite"):
         db_path = make_url(full).database
         if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(db_path))
     engine = create_async_engine(full, pool_pre_ping=True)
     if full.startswith("sqlite"):
 
