@@ -373,3 +373,13 @@ async def test_expiry_can_be_switched_off(tmp_path: Path) -> None:
         assert await AgentExpiry(store, MemoryPresence(), 0).run_once() == 0
     finally:
         await store.close()
+
+
+async def test_a_token_with_a_lone_surrogate_is_a_bad_token(start: Start) -> None:
+    # Found by the fuzz target (tests/fuzz): str.encode raised UnicodeEncodeError.
+    srv = await start()
+    srv.svc.relay.create("ab" * 16, "123456789", 1)  # a live session: the token is checked
+    ws = await srv.http.ws_connect(srv.url("/ws/relay/" + "ab" * 16))
+    await ws.send_str('{"token": "\\ud800"}')
+    msg = await ws.receive()
+    assert closed_with(msg, 4401) and msg.extra == "unknown session or bad token", msg

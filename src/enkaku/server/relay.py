@@ -226,7 +226,9 @@ class RelayHub:
                 token = loads_object(msg.data, max_bytes=MAX_TOKEN_MESSAGE).get("token")
             except ProtocolError as exc:
                 log.debug("relay token message refused: %s", exc)
-        if not isinstance(token, str) or sess is None:
+        # A real token is URL-safe base64; anything else (a lone surrogate cannot even be
+        # hashed) is simply a bad token.
+        if not isinstance(token, str) or not token.isascii() or sess is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"unknown session or bad token")
             return None
         digest = _digest(token)
