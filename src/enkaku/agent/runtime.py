@@ -21,6 +21,7 @@ from enkaku.protocol.agentlink import CLOSE_REPLACED
 from enkaku.protocol.handshake import FailureReason
 from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.password import generate_password
+from enkaku.transport.proxy import proxy_kwargs
 
 from .consent import ConsentPolicy, DenyAll
 from .identity import DeviceKey
@@ -144,6 +145,7 @@ class AgentRuntime:
             ssl=self.ssl_context,
             compress=0,
             max_msg_size=MAX_SERVER_MESSAGE,
+            **proxy_kwargs(url),
         ) as ws:
             self._ws = ws
             challenge = await self._receive_json(ws, timeout=15)

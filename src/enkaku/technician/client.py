@@ -21,6 +21,7 @@ from enkaku.protocol.handshake import FailureReason, PeerRejectedPassword, Techn
 from enkaku.protocol.password import normalize_password
 from enkaku.transport.channel import SecureChannel, run_handshake
 from enkaku.transport.errors import SessionEnded, TransportError
+from enkaku.transport.proxy import proxy_kwargs
 from enkaku.transport.relay import open_leg
 
 from .vncbridge import VNCBridge
@@ -73,7 +74,9 @@ async def api_call(
 ) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with http.request(method, url, json=json_body, headers=headers, ssl=ssl_context) as r:
+        async with http.request(
+            method, url, json=json_body, headers=headers, ssl=ssl_context, **proxy_kwargs(url)
+        ) as r:
             try:
                 body = await r.json(content_type=None)
             except ValueError:

@@ -14,6 +14,7 @@ from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.records import MAX_RECORD
 
 from .errors import SessionEnded, TransportError
+from .proxy import proxy_kwargs
 
 CLOSE_SESSION_END = 4000
 
@@ -71,6 +72,7 @@ async def open_leg(
             compress=0,
             ssl=ssl_context,
             autoping=True,
+            **proxy_kwargs(url),
         )
     except (aiohttp.ClientError, OSError) as exc:
         raise TransportError(f"cannot open the relay connection: {exc}") from exc
