@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.models import Technician
 
 from .authz_env import PASSWORD, Agent, AuthzEnv, authz_env, until
@@ -311,3 +312,21 @@ async def test_session_lockout_states_its_remaining_time(env: AuthzEnv) -> None:
     status, body, headers = await env.request("taro", agent.agent_id)
     assert status == 429 and headers["Retry-After"] == "169"
     assert "169 s" in body["error"]["message"]["en"]
+
+
+def test_the_pending_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENKAKU_MAX_PENDING_SESSIONS", "1")
+    assert from_env().max_pending_sessions == 1
+    with pytest.raises(SettingsError, match="max_pending_sessions"):
+        Settings(max_pending_sessions=0)
+
+
+async def test_a_pending_cap_of_one(tmp_path: Path) -> None:
+    async with authz_env(tmp_path, max_pending_sessions=1) as env:
+        await env.add_technician("taro")
+        first, second = await env.agent(), await env.agent()
+        s = await session(env, "taro", first)
+        status, body, _ = await env.request("taro", second.agent_id)
+        assert (status, body["error"]["code"]) == (429, "too_many_pending")
+        assert await env.end("taro", s["session_id"], "technician_ended") == 204
+        assert (await env.request("taro", second.agent_id))[0] == 201

@@ -94,7 +94,11 @@ class Settings:
         for name in ("auth_timeout", "header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name}: must be more than 0 seconds")
-        for name in ("max_unauthenticated_per_address", "agent_registration_burst"):
+        for name in (
+            "max_unauthenticated_per_address",
+            "agent_registration_burst",
+            "max_pending_sessions",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1")
         if self.agent_registrations_per_minute < 0:
@@ -152,6 +156,7 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_BEHIND_PROXY": ("behind_proxy", _bool),
         "ENKAKU_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
         "ENKAKU_IMPLICIT_CONSENT": ("implicit_consent", _bool),
+        "ENKAKU_MAX_PENDING_SESSIONS": ("max_pending_sessions", int),
         "ENKAKU_AUTH_TIMEOUT": ("auth_timeout", float),
         "ENKAKU_MAX_UNAUTHENTICATED_PER_ADDRESS": ("max_unauthenticated_per_address", int),
         "ENKAKU_AGENT_REGISTRATION_BURST": ("agent_registration_burst", int),
