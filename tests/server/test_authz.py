@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from enkaku.protocol.control import END_REASONS, OWN_END, POLICY_REASONS, REASON_ROLES, may_assert
+from enkaku.server.relay import leg_claim
 from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.models import Technician
 
@@ -330,3 +332,17 @@ async def test_a_pending_cap_of_one(tmp_path: Path) -> None:
         assert (status, body["error"]["code"]) == (429, "too_many_pending")
         assert await env.end("taro", s["session_id"], "technician_ended") == 204
         assert (await env.request("taro", second.agent_id))[0] == 201
+
+
+@pytest.mark.parametrize("reason", END_REASONS)
+@pytest.mark.parametrize("role", ["technician", "agent"])
+def test_every_reason_has_its_roles_and_a_leg_claims_only_its_own(role: str, reason: str) -> None:
+    roles = REASON_ROLES[reason]
+    assert roles and roles <= {"technician", "agent", "server"}
+    recorded, detail, by = leg_claim(role, reason)  # type: ignore[arg-type]
+    assert by == role
+    if role in roles and reason not in POLICY_REASONS:
+        assert (recorded, detail) == (reason, f"ended by {role}")
+    else:
+        assert recorded == OWN_END[role] and detail == f"ended by {role}, which claimed {reason}"
+    assert may_assert(role, recorded)
