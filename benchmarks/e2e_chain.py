@@ -170,7 +170,7 @@ class Chain:
         login_password = secrets.token_urlsafe(16)
         await self.run_once(
             "user add",
-            ["user", "--db", db_url, "add", USER, "--display-name", "Bench"],
+            ["user", "--db", db_url, "--create", "add", USER, "--display-name", "Bench"],
             {"ENKAKU_NEW_PASSWORD": login_password},
         )
         await self.run_once(

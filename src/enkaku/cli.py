@@ -24,6 +24,24 @@ def _hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _server_url(value: str) -> str:
+    """A server URL as given on the command line: http(s)://host[:port][/prefix]."""
+    from yarl import URL
+
+    try:
+        url = URL(value.strip())
+        ok = url.scheme in ("http", "https") and bool(url.host) and url.absolute
+        ok = ok and not url.query_string and not url.fragment
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"expected a server URL such as https://support.example.com, got {value!r}"
+            + ("" if "://" in value else " (add https:// or http://)")
+        )
+    return str(url).rstrip("/")
+
+
 def _agent_id(value: str) -> str:
     digits = "".join(ch for ch in value if ch.isdigit())
     if len(digits) != 9 or any(ch not in "0123456789 -" for ch in value):
@@ -42,6 +60,21 @@ def _add_tls_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_db_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        dest="db_url",
+        help="database URL (as for `enkaku server`; default ENKAKU_DB, then the default "
+        "SQLite file)",
+    )
+    parser.add_argument(
+        "--create",
+        action="store_true",
+        help="create the SQLite database named by --db/ENKAKU_DB if it does not exist "
+        "(without it, a missing file is an error: a mistyped path would give an empty one)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="enkaku", description="Self-hosted, end-to-end encrypted remote support."
@@ -50,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    # Not required=True: argparse would then report "the following arguments are required:
+    # command" before an unknown option such as `enkaku --bogus`; main() checks it instead.
+    sub = p.add_subparsers(dest="command")
 
     s = sub.add_parser("server", help="run the server")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -75,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     a = sub.add_parser("agent", help="run the customer's agent")
-    a.add_argument("--server", required=True, help="server URL, e.g. https://support.example.com")
+    a.add_argument(
+        "--server",
+        required=True,
+        type=_server_url,
+        help="server URL, e.g. https://support.example.com",
+    )
     a.add_argument(
         "--headless",
         action="store_true",
@@ -101,21 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser(
         "login", help="log in to a server (password from a prompt or ENKAKU_LOGIN_PASSWORD)"
     )
-    lg.add_argument("--server", required=True)
-    lg.add_argument("--user", required=True)
+    lg.add_argument(
+        "--server",
+        required=True,
+        type=_server_url,
+        help="server URL, e.g. https://support.example.com",
+    )
+    lg.add_argument("--user", required=True, help="your technician user name")
     _add_tls_args(lg)
 
     c = sub.add_parser(
         "connect", help="connect to an agent (password from a prompt or ENKAKU_PASSWORD)"
     )
     c.add_argument("agent_id", type=_agent_id, help="the 9-digit ID the customer reads to you")
-    c.add_argument("--server", help="server URL (default: the last one you logged in to)")
+    c.add_argument(
+        "--server",
+        type=_server_url,
+        help="server URL (default: the last one you logged in to)",
+    )
     c.add_argument("--contract", help="contract code the session is billed to")
     c.add_argument(
         "--vnc-listen",
         type=_hostport,
         metavar="HOST:PORT",
-        help="serve the remote screen to VNC viewers on this address",
+        help="serve the remote screen to VNC viewers on this address (keep it on loopback, "
+        "e.g. 127.0.0.1:5901; port 0 picks a free one)",
+    )
+    c.add_argument(
+        "--vnc-listen-public",
+        action="store_true",
+        help="allow --vnc-listen on an address other than loopback: anyone who can reach "
+        "it sees and controls the customer's screen (there is no VNC password)",
     )
     _add_tls_args(c)
 
@@ -124,21 +180,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
 
     u = sub.add_parser("user", help="manage technician accounts")
-    u.add_argument("--db", dest="db_url", help="database URL (as for `enkaku server`)")
+    _add_db_args(u)
     usub = u.add_subparsers(dest="action", required=True)
     ua = usub.add_parser(
         "add", help="add a technician (password from a prompt or ENKAKU_NEW_PASSWORD)"
     )
-    ua.add_argument("username")
-    ua.add_argument("--display-name", default="")
-    ua.add_argument("--company", default="")
-    ua.add_argument("--role", choices=("technician", "admin"), default="technician")
+    ua.add_argument("username", help="the name the technician logs in with")
+    ua.add_argument(
+        "--display-name",
+        default="",
+        help="the name customers see in the consent question (default: the user name)",
+    )
+    ua.add_argument(
+        "--company", default="", help="the company customers see in the consent question"
+    )
+    ua.add_argument(
+        "--role",
+        choices=("technician", "admin"),
+        default="technician",
+        help="technician (default) or admin",
+    )
 
     k = sub.add_parser("contract", help="manage maintenance contracts")
-    k.add_argument("--db", dest="db_url", help="database URL (as for `enkaku server`)")
+    _add_db_args(k)
     ksub = k.add_subparsers(dest="action", required=True)
     ka = ksub.add_parser("add", help="add a contract")
-    ka.add_argument("code")
+    ka.add_argument("code", help="the contract code technicians bill sessions to")
     ka.add_argument("--customer", required=True, help="customer name")
     ka.add_argument(
         "--no-remote-support", action="store_true", help="the contract excludes remote support"
@@ -155,6 +222,30 @@ def _tls(args: argparse.Namespace) -> Any:
         return client_ssl_context(args.ca_file, insecure=args.insecure)
     except FileNotFoundError as exc:
         raise SystemExit(f"enkaku: {exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a loopback address or ``localhost`` (names are not resolved)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _proxy_ok(server: str) -> bool:
+    """False (after saying why) if the proxy variables cannot be used for ``server``."""
+    from enkaku.transport.proxy import ProxyError, proxy_for
+
+    try:
+        proxy_for(server)
+    except ProxyError as exc:
+        print(f"enkaku: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _setup_logging(verbose: int) -> None:
@@ -180,7 +271,10 @@ def _secret(env: str, prompt: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("a command is required (see `enkaku --help`)")
     _setup_logging(args.verbose)
     try:
         return _dispatch(args)
@@ -193,7 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "server":
-        from enkaku.server.app import serve
         from enkaku.server.settings import SettingsError, from_env
 
         if args.verbose == 0:
@@ -213,8 +306,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         except SettingsError as exc:
             print(f"enkaku server: {exc}", file=sys.stderr)
             return 2
-        asyncio.run(serve(settings))
-        return 0
+        return _run_server(settings)
     if args.command == "agent":
         from enkaku.agent.main import run_agent
 
@@ -223,8 +315,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from enkaku.technician import config
         from enkaku.technician.client import ClientError, login
 
+        server = args.server
+        if not _proxy_ok(server):
+            return 2
         password = _secret("ENKAKU_LOGIN_PASSWORD", t("prompt_login_password", user=args.user))
-        server = args.server.rstrip("/")
         try:
             token = asyncio.run(login(server, args.user, password, ssl_context=_tls(args)))
         except ClientError as exc:
@@ -234,15 +328,36 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(t("logged_in", server=server, user=args.user), file=sys.stderr)
         return 0
     if args.command == "connect":
+        from enkaku.protocol.errors import ProtocolError
+        from enkaku.protocol.password import normalize_password
         from enkaku.technician import config
         from enkaku.technician.client import ConnectOptions, ExitCode, connect
 
         target = (args.server or config.default_server() or "").rstrip("/")
         api_token = config.token_for(target) if target else None
-        if not target or not api_token:
-            print(t("not_logged_in", server=target or "URL"), file=sys.stderr)
+        if not target:
+            print(t("not_logged_in_anywhere"), file=sys.stderr)
             return ExitCode.NOT_LOGGED_IN
+        if not api_token:
+            print(t("not_logged_in", server=target), file=sys.stderr)
+            return ExitCode.NOT_LOGGED_IN
+        if args.vnc_listen is not None:
+            host, port = args.vnc_listen
+            addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if not _is_loopback(host):
+                if not args.vnc_listen_public:
+                    print(t("vnc_listen_not_loopback", addr=addr), file=sys.stderr)
+                    return ExitCode.USAGE
+                print(t("vnc_listen_public", addr=addr), file=sys.stderr)
+        if not _proxy_ok(target):
+            return ExitCode.USAGE
         password = _secret("ENKAKU_PASSWORD", t("prompt_password", agent_id=args.agent_id))
+        try:
+            # Checked before anything goes out: a typo must not cost an attempt.
+            normalize_password(password)
+        except ProtocolError as exc:
+            print(t("malformed_password", detail=exc), file=sys.stderr)
+            return ExitCode.USAGE
         opts = ConnectOptions(
             server=target,
             token=api_token,
@@ -262,14 +377,65 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _run_server(settings: Any) -> int:
+    """Run the server; a database or listening problem at start is one line and exit 2."""
+    from enkaku.server.app import serve
+    from enkaku.server.store.db import DatabaseError
+
+    ready = asyncio.Event()
+
+    async def run() -> None:
+        await serve(settings, ready=ready)
+
+    try:
+        asyncio.run(run())
+    except DatabaseError as exc:
+        print(f"enkaku server: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if ready.is_set():  # not a start-up problem: let it show in full
+            raise
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(
+            f"enkaku server: cannot listen on {settings.host}:{settings.port}: {reason}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _missing_sqlite_file(db_url: str) -> Path | None:
+    """The file a sqlite:/// URL names, if it does not exist (None otherwise)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db_url)
+    except Exception:  # open_engine reports a bad URL in its own words
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database)
+    return None if path.exists() else path
+
+
 async def _admin(args: argparse.Namespace) -> int:
     from datetime import date
 
     from enkaku.server.settings import default_db_url
-    from enkaku.server.store.db import open_engine
+    from enkaku.server.store.db import DatabaseError, open_engine
     from enkaku.server.store.repo import Store, StoreError
 
-    store = Store(await open_engine(args.db_url or os.environ.get("ENKAKU_DB") or default_db_url()))
+    given = args.db_url or os.environ.get("ENKAKU_DB")
+    missing = _missing_sqlite_file(given) if given and not args.create else None
+    if missing is not None:
+        # A mistyped path would silently become a new, empty database.
+        print(t("db_missing", path=missing), file=sys.stderr)
+        return 2
+    try:
+        store = Store(await open_engine(given or default_db_url()))
+    except DatabaseError as exc:
+        print(f"enkaku: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "user":
             password = _secret("ENKAKU_NEW_PASSWORD", f"Password for {args.username}: ")

@@ -46,6 +46,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The VNC port the demo suggests for `enkaku connect --vnc-listen` (display :1).
+VNC_PORT = 5901
+
+
+def suggested_vnc_port(preferred: int = VNC_PORT) -> int:
+    """``preferred`` if it is free on loopback now, else a free port (a second demo, or a
+    VNC server already on 5901, must not be told to use a busy port)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return _free_port()
+    return preferred
+
+
 def start_virtual_display(workdir: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
     """Xvfb on a free display number with an xterm on it."""
     for tool in ("Xvfb", "xterm"):
@@ -201,9 +216,10 @@ def _command_name() -> str:
     return "enkaku"
 
 
-def _print_banner(info: dict[str, str]) -> None:
+def _print_banner(info: dict[str, str], vnc_port: int | None = None) -> None:
     server = info["server_url"]
     enkaku = _command_name()
+    vnc = suggested_vnc_port() if vnc_port is None else vnc_port
     print(
         f"""
 enkaku demo is running / enkaku デモ実行中 (Ctrl-C to stop / Ctrl-C で終了)
@@ -219,8 +235,8 @@ enkaku demo is running / enkaku デモ実行中 (Ctrl-C to stop / Ctrl-C で終�
 
 Connect from a terminal / 端末から接続:
   ENKAKU_LOGIN_PASSWORD={info["login_password"]} {enkaku} login --server {server} --user {info["login"]}
-  ENKAKU_PASSWORD={info["agent_password"]} {enkaku} connect {info["agent_id"]} --vnc-listen 127.0.0.1:5901
-  xtigervncviewer 127.0.0.1::5901
+  ENKAKU_PASSWORD={info["agent_password"]} {enkaku} connect {info["agent_id"]} --vnc-listen 127.0.0.1:{vnc}
+  xtigervncviewer 127.0.0.1::{vnc}
 """,
         flush=True,
     )

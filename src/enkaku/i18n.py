@@ -154,6 +154,36 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Not logged in to {server}: run `enkaku login --server {server} --user NAME`.",
         "{server} にログインしていません: `enkaku login --server {server} --user NAME` を実行してください。",
     ),
+    "not_logged_in_anywhere": (
+        "Not logged in to any server: run `enkaku login --server https://… --user NAME` first.",
+        "どのサーバーにもログインしていません: 先に `enkaku login --server https://… --user NAME` を実行してください。",
+    ),
+    "malformed_password": (
+        "That is not a one-time password ({detail}). It has 8 letters and digits, "
+        "e.g. k3m9-x2qa; ask the customer to read it again. Nothing was sent.",
+        "ワンタイムパスワードの形式ではありません ({detail})。英数字 8 文字です "
+        "(例: k3m9-x2qa)。お客様にもう一度読み上げてもらってください。何も送信していません。",
+    ),
+    "vnc_listen_not_loopback": (
+        "--vnc-listen {addr} is not a loopback address: anyone who can reach it would see and "
+        "control the customer's screen (there is no VNC password). Use 127.0.0.1:PORT, or add "
+        "--vnc-listen-public if that is what you want.",
+        "--vnc-listen {addr} はループバックアドレスではありません。そこに到達できる誰もが"
+        "お客様の画面を表示・操作できます (VNC パスワードはありません)。127.0.0.1:PORT を使うか、"
+        "意図どおりであれば --vnc-listen-public を付けてください。",
+    ),
+    "vnc_listen_public": (
+        "Warning: the customer's screen will be served on {addr} without a password: anyone "
+        "who can reach that address can see and control it.",
+        "警告: お客様の画面をパスワードなしで {addr} に公開します。このアドレスに到達できる"
+        "誰もが画面を表示・操作できます。",
+    ),
+    "vnc_listen_failed": (
+        "Cannot listen on {addr} for VNC viewers: {detail}. Nothing was sent to the customer; "
+        "choose another port (port 0 picks a free one).",
+        "VNC ビューアー用に {addr} で待ち受けできません: {detail}。お客様には何も送信していません。"
+        "別のポートを指定してください (0 で空きポートを選びます)。",
+    ),
     "server_unreachable": (
         "Cannot reach the server {server}: {detail}",
         "サーバー {server} に接続できません: {detail}",
@@ -216,6 +246,12 @@ CATALOG: dict[str, tuple[str, str]] = {
     "agent_no_window": (
         "enkaku agent: the window interface is not available in this version; run with --headless.",
         "enkaku agent: このバージョンではウィンドウ表示は未対応です。--headless を付けて実行してください。",
+    ),
+    "db_missing": (
+        "enkaku: no database at {path}. Check --db (or ENKAKU_DB); `enkaku server` creates "
+        "it on its first start, or add --create to make a new, empty one.",
+        "enkaku: {path} にデータベースがありません。--db (または ENKAKU_DB) を確認してください。"
+        "`enkaku server` は初回起動時に作成します。新しい空のデータベースを作るには --create を付けてください。",
     ),
     "password_too_short": (
         "enkaku: technician passwords need at least 10 characters.",

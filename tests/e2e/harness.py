@@ -212,6 +212,7 @@ def make_db(tmp: Path) -> str:
             "user",
             "--db",
             db,
+            "--create",
             "add",
             "tech",
             "--display-name",

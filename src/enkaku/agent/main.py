@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from enkaku.i18n import t
+from enkaku.transport.proxy import ProxyError, proxy_for
 from enkaku.transport.tls import client_ssl_context
 
 from .capture.base import ScreenCapture
@@ -46,7 +47,8 @@ def run_agent(args: argparse.Namespace) -> int:
     capture, injector = screen_backends(args.display or os.environ.get("DISPLAY"))
     try:
         ssl_ctx = client_ssl_context(args.ca_file, insecure=args.insecure)
-    except FileNotFoundError as exc:
+        proxy_for(args.server)  # a proxy setting we cannot use stops here, not in a retry loop
+    except (FileNotFoundError, ProxyError) as exc:
         print(f"enkaku agent: {exc}", file=sys.stderr)
         return 2
     runtime = AgentRuntime(

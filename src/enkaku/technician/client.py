@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -133,9 +134,27 @@ async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) ->
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     progress = _Progress()
+    bridge = None
     try:
+        if opts.vnc_listen:
+            # Take the VNC address before the session is asked for: a busy port must fail
+            # before the customer consents and the one-time password is spent.
+            bridge = VNCBridge(*opts.vnc_listen)
+            try:
+                await bridge.bind()
+            except OSError as exc:
+                host, port = opts.vnc_listen
+                addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                raise ClientError(
+                    t(
+                        "vnc_listen_failed",
+                        addr=addr,
+                        detail=os.strerror(exc.errno) if exc.errno else exc,
+                    ),
+                    ExitCode.USAGE,
+                ) from None
         async with aiohttp.ClientSession() as http:
-            task = asyncio.ensure_future(_connect(http, opts, stop, progress))
+            task = asyncio.ensure_future(_connect(http, opts, stop, progress, bridge))
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
@@ -161,6 +180,8 @@ async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) ->
         say(str(exc))
         return exc.exit_code
     finally:
+        if bridge is not None:
+            await bridge.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -173,12 +194,16 @@ class _Progress:
 
 
 async def _connect(
-    http: aiohttp.ClientSession, opts: ConnectOptions, stop: asyncio.Event, progress: _Progress
+    http: aiohttp.ClientSession,
+    opts: ConnectOptions,
+    stop: asyncio.Event,
+    progress: _Progress,
+    bridge: VNCBridge | None,
 ) -> int:
     try:
         normalize_password(opts.password)  # a typo is caught before it costs an attempt
     except ProtocolError as exc:
-        raise ClientError(f"{t('wrong_password')} ({exc})", ExitCode.USAGE) from None
+        raise ClientError(t("malformed_password", detail=exc), ExitCode.USAGE) from None
     say(t("connecting", agent_id=opts.agent_id))
     body: dict[str, Any] = {"agent_id": opts.agent_id}
     if opts.contract:
@@ -247,7 +272,7 @@ async def _connect(
     channel.start()
     progress.established = True
     try:
-        return await _session(channel, opts, stop)
+        return await _session(channel, opts, stop, bridge)
     finally:
         await channel.close(channel.end_reason or "technician_ended")
 
@@ -269,7 +294,9 @@ async def _next_control(channel: SecureChannel, stop: asyncio.Event, timeout: fl
     return None
 
 
-async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.Event) -> int:
+async def _session(
+    channel: SecureChannel, opts: ConnectOptions, stop: asyncio.Event, bridge: VNCBridge | None
+) -> int:
     say(t("waiting_consent"))
     msg = await _next_control(channel, stop, CONSENT_WAIT)
     if stop.is_set():
@@ -290,10 +317,9 @@ async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.E
         return ExitCode.CONSENT_DENIED
     say(t("connected", agent_id=opts.agent_id))
     print(json.dumps({"event": "connected", "agent_id": opts.agent_id}), flush=True)
-    bridge = None
-    if opts.vnc_listen:
-        bridge = VNCBridge(channel, *opts.vnc_listen)
-        host, port = await bridge.start()
+    if bridge is not None:
+        await bridge.start(channel)
+        host, port = bridge.address
         say(t("vnc_listening", addr=f"{host}:{port}", viewer=f"{host}::{port}"))
         # A machine-readable line for scripts.
         print(json.dumps({"event": "vnc_listening", "host": host, "port": port}), flush=True)
@@ -315,4 +341,4 @@ async def _session(channel: SecureChannel, opts: ConnectOptions, stop: asyncio.E
                 log.info("customer %s control", "paused" if msg.control_paused else "resumed")
     finally:
         if bridge is not None:
-            await bridge.close()
+            await bridge.close()  # viewers first, then the channel (see _connect)

@@ -20,17 +20,39 @@ log = logging.getLogger(__name__)
 
 
 class VNCBridge:
-    def __init__(self, channel: SecureChannel, host: str, port: int) -> None:
-        self.channel, self.host, self.port = channel, host, port
+    """A local VNC port in two steps: ``bind()`` before the session is asked for (a busy
+    port fails before the customer is involved), ``start(channel)`` after consent."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.channel: SecureChannel | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+    async def bind(self) -> tuple[str, int]:
+        """Take the address (bound, not yet accepting); raises OSError if it is in use."""
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, start_serving=False
+        )
+        return self.address
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port): port 0 resolved to the port the system chose."""
+        if self._server is None:
+            raise RuntimeError("bind() first")
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 
+    async def start(self, channel: SecureChannel) -> None:
+        """Accept viewers; each one gets its own ``rfb`` stream on ``channel``."""
+        if self._server is None:
+            raise RuntimeError("bind() first")
+        self.channel = channel
+        await self._server.start_serving()
+
     async def close(self) -> None:
+        """Stop accepting, end every viewer connection, release the address (idempotent)."""
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -47,8 +69,10 @@ class VNCBridge:
         assert task is not None
         self._tasks.add(task)
         stream = None
+        channel = self.channel
+        assert channel is not None  # start() set it before accepting
         try:
-            stream = await self.channel.open_stream("rfb")
+            stream = await channel.open_stream("rfb")
             log.info("VNC viewer connected (stream %d)", stream.id)
 
             async def upstream() -> None:
@@ -63,20 +87,27 @@ class VNCBridge:
 
             up = asyncio.ensure_future(upstream())
             down = asyncio.ensure_future(downstream())
-            done, _pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-            if up in done and not up.exception():
-                # The viewer closed its side; the agent ends the stream after EOF.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(down, 5)
-            for pump in (up, down):
-                pump.cancel()
+            try:
+                done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+                if up in done and not up.cancelled() and up.exception() is None:
+                    # The viewer closed its side; the agent ends the stream after EOF.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(down, 5)
+            finally:
+                # Also when this handler is cancelled (Ctrl-C, session end): no pump is
+                # left running or with an unretrieved exception.
+                for pump in (up, down):
+                    pump.cancel()
+                for pump in (up, down):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pump
         except (SessionEnded, ConnectionError) as exc:
             log.info("VNC viewer connection ended: %s", exc)
         finally:
             if stream is not None and stream.reset_reason == "no_display":
                 # The agent runs without a screen (--headless on a server, no $DISPLAY).
                 print(t("remote_no_screen"), file=sys.stderr, flush=True)
-            if stream is not None and self.channel.mux.is_open(stream.id):
+            if stream is not None and channel.mux.is_open(stream.id):
                 with contextlib.suppress(Exception):
                     await stream.reset("viewer_closed")
             writer.close()

@@ -1,0 +1,322 @@
+"""The `enkaku` command as a new user meets it: help texts, one-line errors, exit codes.
+
+Most cases run the installed command as a child process and check its exit code and
+that stderr is one clear line (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enkaku.cli import build_parser
+from enkaku.demo import _print_banner, suggested_vnc_port
+from tests.e2e.harness import ENKAKU, free_port
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+    """(exit code, stderr) of `enkaku args...` with English messages."""
+    import os
+
+    full_env = dict(os.environ, ENKAKU_LANG="en")
+    full_env.pop("DISPLAY", None)
+    full_env.update(env or {})
+    done = subprocess.run(
+        [ENKAKU, *args],
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done.returncode, done.stderr
+
+
+def one_line(stderr: str) -> str:
+    """The single message line (log lines from the server's INFO logger aside)."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and " INFO " not in ln]
+    lines = [ln for ln in lines if " WARNING enkaku." not in ln]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# -- argparse tree ---------------------------------------------------------------------
+
+
+def parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from parsers(sub)
+
+
+def test_every_option_and_argument_has_help_text() -> None:
+    missing = [
+        f"{prog} {action.option_strings or action.dest}"
+        for prog, parser in parsers(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction)
+        and (not action.help or action.help == argparse.SUPPRESS)
+    ]
+    assert missing == []
+
+
+def test_every_command_has_help_text() -> None:
+    missing = [
+        f"{prog} {choice.dest}"
+        for prog, parser in parsers(build_parser())
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for choice in action._choices_actions
+        if not choice.help
+    ]
+    assert missing == []
+
+
+def test_an_unknown_global_flag_is_named() -> None:
+    code, err = run("--bogus")
+    assert code == 2
+    assert "unrecognized arguments: --bogus" in err
+    assert "required" not in err
+
+
+def test_no_command_says_a_command_is_required() -> None:
+    code, err = run()
+    assert code == 2
+    assert "a command is required" in err
+
+
+# -- URLs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["login", "agent"])
+@pytest.mark.parametrize("url", ["localhost:8443", "support.example.com", "ftp://x", "https://"])
+def test_a_server_url_without_http_or_https_is_refused_at_start(command: str, url: str) -> None:
+    extra = ["--user", "x"] if command == "login" else ["--headless"]
+    # The agent used to retry such a URL forever; now it stops at once.
+    code, err = run(command, "--server", url, *extra, env={"ENKAKU_LOGIN_PASSWORD": "x"})
+    assert code == 2
+    assert "expected a server URL such as https://support.example.com" in err
+    assert "Traceback" not in err
+
+
+def test_connect_without_any_login_has_no_placeholder(tmp_path: Path) -> None:
+    code, err = run(
+        "connect", "123456789", env={"ENKAKU_TECHNICIAN_CONFIG": str(tmp_path / "t.json")}
+    )
+    assert code == 3
+    line = one_line(err)
+    assert "Not logged in to URL" not in line
+    assert line.startswith("Not logged in to any server")
+
+
+def test_an_https_proxy_url_is_refused_at_start() -> None:
+    code, err = run(
+        "agent",
+        "--server",
+        f"https://127.0.0.1:{free_port()}",
+        "--headless",
+        env={
+            "HTTPS_PROXY": "https://proxy.example:3128",
+            "https_proxy": "https://proxy.example:3128",
+        },
+    )
+    assert code == 2
+    assert "must be an http:// proxy URL" in one_line(err)
+
+
+# -- connect: checks before anything is sent ---------------------------------------------
+
+
+@pytest.fixture
+def logged_in(tmp_path: Path) -> dict[str, str]:
+    """A saved login for a server that does not exist (nothing may reach it)."""
+    from enkaku.technician import config
+
+    path = tmp_path / "technician.json"
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"ENKAKU_TECHNICIAN_CONFIG": str(path)}
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ENKAKU_TECHNICIAN_CONFIG", str(path))
+    try:
+        config.save_login(dead, "tech", "t" * 43)
+    finally:
+        mp.undo()
+    return env
+
+
+@pytest.mark.parametrize("password", ["abcd-efg", "abcd-efghj", "abcd-ef!h", "パスワード"])
+def test_a_malformed_password_is_called_malformed_not_wrong(
+    logged_in: dict[str, str], password: str
+) -> None:
+    code, err = run("connect", "123456789", env={**logged_in, "ENKAKU_PASSWORD": password})
+    assert code == 2
+    line = one_line(err)
+    assert "not a one-time password" in line
+    assert "Wrong" not in line
+    # Checked before any network attempt: the dead server was never tried.
+    assert "Cannot reach" not in err
+
+
+def test_vnc_listen_off_loopback_needs_the_public_flag(logged_in: dict[str, str]) -> None:
+    code, err = run(
+        "connect",
+        "123456789",
+        "--vnc-listen",
+        "192.0.2.1:5901",
+        env={**logged_in, "ENKAKU_PASSWORD": "abcd-efgh"},
+    )
+    assert code == 2
+    line = one_line(err)
+    assert "--vnc-listen-public" in line and "no VNC password" in line
+
+
+def test_vnc_listen_public_says_who_can_reach_the_screen(logged_in: dict[str, str]) -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: binding fails, after the warning and
+    # before the server is contacted.
+    code, err = run(
+        "connect",
+        "123456789",
+        "--vnc-listen",
+        "192.0.2.1:5901",
+        "--vnc-listen-public",
+        env={**logged_in, "ENKAKU_PASSWORD": "abcd-efgh"},
+    )
+    assert "Traceback" not in err
+    assert "anyone who can reach that address can see and control it" in err
+    assert code == 2
+    assert "Cannot listen on 192.0.2.1:5901" in err
+    assert "Cannot reach" not in err
+
+
+def test_a_busy_vnc_port_fails_before_the_session_is_asked_for(
+    logged_in: dict[str, str],
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = run(
+            "connect",
+            "123456789",
+            "--vnc-listen",
+            f"127.0.0.1:{port}",
+            env={**logged_in, "ENKAKU_PASSWORD": "abcd-efgh"},
+        )
+    assert code == 2
+    line = one_line(err)
+    assert f"Cannot listen on 127.0.0.1:{port}" in line and "in use" in line
+    assert "Cannot reach" not in err  # the server (and so the customer) was never asked
+
+
+# -- server and admin commands -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db", "expected"),
+    [
+        ("mysql://u:p@127.0.0.1/enkaku", "unsupported database 'mysql'"),
+        ("not a url", "invalid database URL"),
+    ],
+)
+def test_server_with_an_unusable_database_url(db: str, expected: str) -> None:
+    code, err = run("server", "--db", db, "--port", str(free_port()))
+    assert code == 2
+    assert expected in one_line(err)
+
+
+def test_server_with_an_unreachable_postgresql() -> None:
+    db = f"postgresql://enkaku:secret@127.0.0.1:{free_port()}/enkaku"
+    code, err = run("server", "--db", db, "--port", str(free_port()))
+    assert code == 2
+    line = one_line(err)
+    assert "cannot open or migrate the database" in line
+    assert "secret" not in err
+
+
+def test_server_on_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = run("server", "--db", f"sqlite:///{tmp_path}/s.db", "--port", str(port))
+    assert code == 2
+    line = one_line(err)
+    assert line == f"enkaku server: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+@pytest.mark.parametrize("command", [["user", "--db", "mysql://x/y", "add", "bob"]])
+def test_admin_with_an_unusable_database_url(command: list[str]) -> None:
+    code, err = run(*command, env={"ENKAKU_NEW_PASSWORD": "0123456789ab"})
+    assert code == 2
+    assert "unsupported database 'mysql'" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["user", "add", "bob"], ["contract", "add", "C-1", "--customer", "X"], ["contract", "list"]],
+)
+def test_admin_refuses_a_database_file_that_does_not_exist(
+    tmp_path: Path, command: list[str]
+) -> None:
+    typo = tmp_path / "sever.db"
+    db = ["--db", f"sqlite:///{typo}"]
+    code, err = run(command[0], *db, *command[1:], env={"ENKAKU_NEW_PASSWORD": "0123456789ab"})
+    assert code == 2
+    line = one_line(err)
+    assert str(typo) in line and "--create" in line
+    assert not typo.exists()  # no new, empty database appeared
+    # The same through ENKAKU_DB.
+    code, _ = run(*command, env={"ENKAKU_NEW_PASSWORD": "0123456789ab", "ENKAKU_DB": db[1]})
+    assert code == 2 and not typo.exists()
+
+
+def test_admin_creates_a_database_only_with_create(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db = f"sqlite:///{path}"
+    code, err = run(
+        "user", "--db", db, "--create", "add", "bob", env={"ENKAKU_NEW_PASSWORD": "0123456789ab"}
+    )
+    assert code == 0, err
+    assert path.exists()
+    # Once it exists, no flag is needed.
+    code, err = run("contract", "--db", db, "add", "C-1", "--customer", "X")
+    assert code == 0, err
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def test_the_demo_suggests_a_free_vnc_port_when_its_own_is_busy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        port = suggested_vnc_port(taken)
+        assert port != taken
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # it really is free
+    free = free_port()
+    assert suggested_vnc_port(free) == free
+    info = {
+        "server_url": "http://127.0.0.1:1",
+        "console_url": "http://127.0.0.1:1/",
+        "login": "demo",
+        "login_password": "pw",
+        "agent_id": "123456789",
+        "agent_password": "abcd-efgh",
+        "display": ":9",
+    }
+    _print_banner(info, port)
+    out = capsys.readouterr().out
+    assert f"--vnc-listen 127.0.0.1:{port}" in out and f"127.0.0.1::{port}" in out
+    assert "5901" not in out or port == 5901
