@@ -103,6 +103,11 @@ class VNCBridge:
                         await pump
         except (SessionEnded, ConnectionError) as exc:
             log.info("VNC viewer connection ended: %s", exc)
+        except asyncio.CancelledError:
+            # close() ends viewer connections by cancelling their handlers. Python 3.11's
+            # start_server callback calls task.exception() on a finished handler, which
+            # raises (and logs a traceback) for a cancelled task: end normally instead.
+            log.debug("VNC viewer connection closed by the bridge")
         finally:
             if stream is not None and stream.reset_reason == "no_display":
                 # The agent runs without a screen (--headless on a server, no $DISPLAY).
