@@ -56,10 +56,11 @@ class ClientError(Exception):
 
 
 def _lang_message(body: Any, fallback: str) -> str:
-    from enkaku.i18n import language
+    from enkaku.i18n import language, printable
 
     try:
-        return str(body["error"]["message"][language()])
+        # The server's text, printed on the technician's terminal: no control characters.
+        return printable(str(body["error"]["message"][language()]), 1000)
     except (KeyError, TypeError):
         return fallback
 
