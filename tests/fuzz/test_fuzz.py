@@ -24,9 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("ENKAKU_FUZZ_EXAMPLES", "150"))
 #: libFuzzer executions per target in the suite.
 ATHERIS_RUNS = int(os.environ.get("ENKAKU_FUZZ_RUNS", "3000"))
-#: True until the server's relay refuses a token with a lone surrogate cleanly
-#: (src/enkaku/server/relay.py _digest: str.encode raises UnicodeEncodeError).
-RELAY_SURROGATE_PENDING = False
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -108,16 +105,7 @@ def inputs(name: str) -> st.SearchStrategy[bytes]:
     return st.one_of(strategies)
 
 
-def _param(name: str) -> Any:
-    if name == "relay_token" and RELAY_SURROGATE_PENDING:
-        return pytest.param(
-            name,
-            marks=pytest.mark.xfail(reason="lone surrogate in the relay token", strict=True),
-        )
-    return name
-
-
-@pytest.mark.parametrize("name", [_param(n) for n in TARGETS])
+@pytest.mark.parametrize("name", list(TARGETS))
 def test_hypothesis(name: str) -> None:
     @settings(
         max_examples=EXAMPLES,
@@ -140,8 +128,9 @@ def test_seeds_pass() -> None:
             TARGETS[name](seed)
 
 
-@pytest.mark.xfail(RELAY_SURROGATE_PENDING, reason="reported to the lead", strict=True)
 def test_relay_token_with_a_lone_surrogate_is_refused_cleanly() -> None:
+    """Found by the relay_token target: the server's hash of the token raised
+    UnicodeEncodeError (fixed in 7a57425)."""
     TARGETS["relay_token"](b'{"token": "\\ud800"}')
 
 
@@ -150,9 +139,7 @@ def test_relay_token_with_a_lone_surrogate_is_refused_cleanly() -> None:
 _DONE = re.compile(r"Done (\d+) runs")
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in TARGETS if not (n == "relay_token" and RELAY_SURROGATE_PENDING)]
-)
+@pytest.mark.parametrize("name", list(TARGETS))
 def test_atheris(name: str, tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     proc = subprocess.run(
