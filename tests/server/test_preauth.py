@@ -37,8 +37,19 @@ class Clock:
 
 
 class Server:
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
-        self.server, self.http = server, http
+    def __init__(
+        self,
+        server: TestServer,
+        http: aiohttp.ClientSession,
+        sockets: list[aiohttp.ClientWebSocketResponse],
+    ) -> None:
+        self.server, self.http, self.sockets = server, http, sockets
+
+    async def ws_connect(self, url: str) -> aiohttp.ClientWebSocketResponse:
+        """A client WebSocket that the fixture closes at the end."""
+        ws = await self.http.ws_connect(url)
+        self.sockets.append(ws)
+        return ws
 
     @property
     def svc(self) -> Services:
@@ -49,7 +60,7 @@ class Server:
 
     async def agent(self, key: Ed25519PrivateKey) -> aiohttp.ClientWebSocketResponse:
         """An agent link after the challenge, before the hello."""
-        ws = await self.http.ws_connect(self.url("/ws/agent"))
+        ws = await self.ws_connect(self.url("/ws/agent"))
         self.challenge = json.loads((await ws.receive()).data)
         return ws
 
@@ -74,6 +85,7 @@ Start = Callable[..., Awaitable[Server]]
 @pytest.fixture
 async def start(tmp_path: Path) -> AsyncIterator[Start]:
     servers: list[TestServer] = []
+    sockets: list[aiohttp.ClientWebSocketResponse] = []
     async with aiohttp.ClientSession() as http:
 
         async def _start(
@@ -86,11 +98,13 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             server = TestServer(build_app(settings, store=store, **extra))
             await server.start_server()
             servers.append(server)
-            return Server(server, http)
+            return Server(server, http, sockets)
 
         yield _start
-    for server in servers:
-        await server.close()
+        for ws in sockets:
+            await ws.close()
+        for server in servers:
+            await server.close()
 
 
 def closed_with(msg: aiohttp.WSMessage, code: int) -> bool:
@@ -103,11 +117,11 @@ def closed_with(msg: aiohttp.WSMessage, code: int) -> bool:
 async def test_deep_json_token_message_gets_the_documented_close(start: Start) -> None:
     srv = await start()
     url = srv.url("/ws/relay/" + "0" * 32)
-    ws = await srv.http.ws_connect(url)
+    ws = await srv.ws_connect(url)
     await ws.send_str('{"token": ' + "[" * 1010)  # under the size cap, too deep
     msg = await ws.receive()
     assert closed_with(msg, 4401) and msg.extra == "unknown session or bad token", msg
-    ws = await srv.http.ws_connect(url)
+    ws = await srv.ws_connect(url)
     await ws.send_str(DEEP)
     msg = await ws.receive()
     assert closed_with(msg, 1009) and msg.extra == "token message too large", msg
@@ -115,7 +129,7 @@ async def test_deep_json_token_message_gets_the_documented_close(start: Start) -
 
 async def test_relay_first_message_is_capped_at_what_authentication_needs(start: Start) -> None:
     srv = await start()
-    ws = await srv.http.ws_connect(srv.url("/ws/relay/" + "0" * 32))
+    ws = await srv.ws_connect(srv.url("/ws/relay/" + "0" * 32))
     await ws.send_str(json.dumps({"token": "x" * 2000}))  # well under max_frame
     msg = await ws.receive()
     assert closed_with(msg, 1009) and msg.extra == "token message too large", msg
@@ -160,7 +174,7 @@ async def test_deep_json_api_body_is_a_bad_request(start: Start) -> None:
 
 async def test_relay_socket_without_token_is_closed_at_the_auth_deadline(start: Start) -> None:
     srv = await start(auth_timeout=0.2)
-    ws = await srv.http.ws_connect(srv.url("/ws/relay/" + "0" * 32))
+    ws = await srv.ws_connect(srv.url("/ws/relay/" + "0" * 32))
     # The old fixed deadline was 10 s; waiting 8 s tells the two apart on a slow machine.
     msg = await ws.receive(timeout=8)
     assert closed_with(msg, 4401) and msg.extra == "no relay token"
@@ -178,11 +192,11 @@ async def test_agent_link_without_hello_is_closed_at_the_auth_deadline(start: St
 async def test_unauthenticated_sockets_per_address_are_capped(start: Start) -> None:
     srv = await start(max_unauthenticated_per_address=3)
     relay_url = srv.url("/ws/relay/" + "0" * 32)
-    held = [await srv.http.ws_connect(relay_url) for _ in range(2)]
+    held = [await srv.ws_connect(relay_url) for _ in range(2)]
     held.append(await srv.agent(Ed25519PrivateKey.generate()))  # both kinds count
     for url in (relay_url, srv.url("/ws/agent")):
         with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
-            await srv.http.ws_connect(url)
+            await srv.ws_connect(url)
         assert exc.value.status == 429
         assert exc.value.headers is not None and int(exc.value.headers["Retry-After"]) >= 1
     await held[0].close()
@@ -191,7 +205,7 @@ async def test_unauthenticated_sockets_per_address_are_capped(start: Start) -> N
         if srv.svc.relay.pending.count("127.0.0.1") < 3:
             break
         await asyncio.sleep(0.05)
-    held[0] = await srv.http.ws_connect(relay_url)  # a freed slot is reusable
+    held[0] = await srv.ws_connect(relay_url)  # a freed slot is reusable
 
 
 async def test_authenticated_agents_hold_no_slot(start: Start) -> None:
@@ -347,6 +361,7 @@ async def test_agent_ids_unused_for_long_are_expired(start: Start, tmp_path: Pat
         ws, again = await srv.register(gone)
         assert again["type"] == "welcome"
         await online_ws.close()
+        await srv.server.close()  # its handlers write last_seen: before the store closes
     finally:
         await store.close()
 
@@ -379,7 +394,7 @@ async def test_a_token_with_a_lone_surrogate_is_a_bad_token(start: Start) -> Non
     # Found by the fuzz target (tests/fuzz): str.encode raised UnicodeEncodeError.
     srv = await start()
     srv.svc.relay.create("ab" * 16, "123456789", 1)  # a live session: the token is checked
-    ws = await srv.http.ws_connect(srv.url("/ws/relay/" + "ab" * 16))
+    ws = await srv.ws_connect(srv.url("/ws/relay/" + "ab" * 16))
     await ws.send_str('{"token": "\\ud800"}')
     msg = await ws.receive()
     assert closed_with(msg, 4401) and msg.extra == "unknown session or bad token", msg

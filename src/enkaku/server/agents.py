@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Coroutine
 from typing import Any
 
 import pysodium
@@ -98,6 +99,7 @@ class AgentGateway:
             settings.agent_registration_burst, settings.agent_registrations_per_minute
         )
         self.connections: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         address = peer_address(request, self.settings.behind_proxy)
@@ -132,7 +134,9 @@ class AgentGateway:
                 await self._serve(conn)
             finally:
                 await self.presence.unregister(conn)
-                await self.store.touch_agent(agent_id)
+                # Its own task: aiohttp may cancel this handler, and the write must
+                # finish before the store closes (drain()).
+                self._spawn(self.store.touch_agent(agent_id))
                 log.info("agent %s offline", agent_id)
             return ws
         finally:
@@ -232,3 +236,14 @@ class AgentGateway:
         for ws in list(self.connections):
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutting down")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the bookkeeping writes of connections that ended (before the store
+        closes)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -98,6 +98,7 @@ def build_app(
         app[SERVICES] = Services(settings, own_store, presence, relay, agents, own_limits)
         yield
         await expiry.stop()
+        await agents.drain()
         if store is None:
             await own_store.close()
 
