@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds of silence before a peer is gone (default 5)",
     )
+    pre = s.add_argument_group("limits before authentication (docs/operations.md)")
+    for flag, kind, text in _PREAUTH_FLAGS:
+        pre.add_argument(flag, type=kind, metavar="N", help=text)
 
     a = sub.add_parser("agent", help="run the customer's agent")
     a.add_argument(
@@ -215,6 +218,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Server flags named like their setting (docs/operations.md#limits-before-authentication).
+_PREAUTH_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--auth-timeout", float, "seconds an agent link or relay leg has to authenticate (5)"),
+    (
+        "--max-unauthenticated-per-address",
+        int,
+        "WebSockets one address may hold before they authenticate (500)",
+    ),
+    ("--agent-registration-burst", int, "new agent IDs one address may register at once (300)"),
+    (
+        "--agent-registrations-per-minute",
+        float,
+        "then this many new agent IDs a minute per address (30)",
+    ),
+    ("--header-timeout", float, "seconds to finish a request's headers (15)"),
+    ("--body-timeout", float, "seconds for an API request body to arrive (30)"),
+    (
+        "--agent-expiry-days",
+        float,
+        "delete agent IDs offline this long and in no session; 0: never (180)",
+    ),
+)
+
+
 def _tls(args: argparse.Namespace) -> Any:
     from enkaku.transport.tls import client_ssl_context
 
@@ -302,6 +329,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 public_url=args.public_url,
                 node_id=args.node_id,
                 heartbeat_timeout=args.heartbeat_timeout,
+                **{
+                    f[2:].replace("-", "_"): getattr(args, f[2:].replace("-", "_"))
+                    for f, *_ in _PREAUTH_FLAGS
+                },
             )
         except SettingsError as exc:
             print(f"enkaku server: {exc}", file=sys.stderr)

@@ -88,3 +88,22 @@ def test_settings_of_the_limits_name_their_key(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ENKAKU_AUTH_TIMEOUT", "soon")
     with pytest.raises(SettingsError, match="ENKAKU_AUTH_TIMEOUT"):
         from_env()
+
+
+def test_server_flags_set_the_limits_and_name_a_bad_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from enkaku import cli
+
+    args = cli.build_parser().parse_args(
+        ["server", "--header-timeout", "3", "--agent-registration-burst", "50"]
+    )
+    assert (args.header_timeout, args.agent_registration_burst, args.auth_timeout) == (
+        3.0,
+        50,
+        None,
+    )
+    monkeypatch.setenv("ENKAKU_AUTH_TIMEOUT", "7")
+    assert cli.main(["server", "--auth-timeout", "0"]) == 2  # the flag wins over the variable
+    err = capsys.readouterr().err
+    assert "auth_timeout" in err and "Traceback" not in err
