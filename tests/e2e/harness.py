@@ -235,7 +235,14 @@ def make_db(tmp: Path) -> str:
     return db
 
 
-def server_process(world: World, db: str, port: int, *extra: str, scheme: str = "http") -> Proc:
+def server_process(
+    world: World,
+    db: str,
+    port: int,
+    *extra: str,
+    scheme: str = "http",
+    env: dict[str, str] | None = None,
+) -> Proc:
     """`enkaku server` as a child process, returned once it accepts connections."""
     proc = world.spawn(
         [
@@ -253,6 +260,8 @@ def server_process(world: World, db: str, port: int, *extra: str, scheme: str = 
             *extra,
         ],
         "server",
+        subprocess.DEVNULL,
+        **(env or {}),
     )
     world.server_url = f"{scheme}://127.0.0.1:{port}"
 

@@ -6,10 +6,22 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .harness import World, saved_token, session_record
+from .harness import (
+    Proc,
+    World,
+    free_port,
+    make_db,
+    saved_token,
+    server_process,
+    session_record,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +53,13 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal() -> Terminal:
+def terminal() -> Iterator[Terminal]:
     term = Terminal()
-    yield term  # type: ignore[misc]
+    yield term
     term.close()
 
 
-def ask_agent(world: World, terminal: Terminal, *extra: str) -> tuple[object, dict[str, str]]:
+def ask_agent(world: World, terminal: Terminal, *extra: str) -> tuple[Proc, dict[str, Any]]:
     agent = world.agent(None, "agent", "ask", *extra, stdin=terminal.slave, prefix=("setsid", "-c"))
     return agent, agent.next_line(60, event="credentials")
 
@@ -115,3 +127,37 @@ def test_a_withdrawn_question_ends_its_line(world: World, terminal: Terminal) ->
     seen = terminal.read_until(b"withdrawn")
     # The prompt's line is ended, so the next message starts on a line of its own.
     assert b"[y/N] \r\n(The request was withdrawn.)\r\n" in seen
+
+
+@pytest.mark.parametrize("own", ["deny", "ask"])
+def test_implicit_consent_never_overrides_the_agents_own_setting(
+    tmp_path: Path, terminal: Terminal, own: str
+) -> None:
+    """ENKAKU_IMPLICIT_CONSENT on the server: a `--consent deny` agent still refuses; an
+    asking agent grants without a prompt and says the support company's policy did."""
+    world = World(tmp_path)
+    try:
+        server_process(world, make_db(tmp_path), free_port(), env={"ENKAKU_IMPLICIT_CONSENT": "1"})
+        world.login()
+        if own == "ask":
+            agent, creds = ask_agent(world, terminal)
+        else:
+            agent = world.agent(None, "agent", "deny")
+            creds = agent.next_line(60, event="credentials")
+        tech = world.connect(creds["agent_id"], creds["password"], vnc=False)
+        if own == "deny":
+            assert tech.wait(60) == 7
+            assert "--consent allow" not in agent.stderr(None)
+        else:
+            tech.next_line(60, event="connected")
+            err = wait_for(
+                lambda: "policy" in agent.stderr(None) and agent.stderr(None),
+                30,
+                "the agent's notice",
+            )
+            assert "--consent allow" not in err
+            assert b"[y/N]" not in terminal.seen  # no prompt
+            tech.signal(signal.SIGINT)
+            assert tech.wait(30) == 0
+    finally:
+        world.close()
