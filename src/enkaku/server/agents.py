@@ -175,7 +175,7 @@ class AgentGateway:
             return known
         # Only a key never seen before costs a token: reconnects are not registrations.
         if not self.registrations.allow(address):
-            log.warning("agent registration from %s refused: rate limit", address)
+            log.info("agent registration from %s refused: rate limit", address)
             await ws.close(code=CLOSE_RATE_LIMITED, message=b"too many new agents; retry later")
             return None
         return await self.store.agent_for_key(key)
