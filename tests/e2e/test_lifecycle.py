@@ -43,6 +43,11 @@ def test_wrong_password_three_times_replaces_it_and_slows_requests(
     assert codes == [5, 5, 6]
     new = agent.next_line(30, event="credentials")
     assert new["agent_id"] == agent_id and new["password"] != password
+    # The customer was told about every wrong attempt, and sees the new password once.
+    told = wait_for(lambda: new["password"] in agent.stderr(None) and agent.stderr(None), 30)
+    assert "attempt 1 of 3" in told and "attempt 2 of 3" in told
+    assert "a new one-time password was drawn" in told
+    assert told.count(new["password"]) == 1
     # The old password no longer works, the new one does.
     assert world.connect(agent_id, password, vnc=False, name="old").wait(60) == 5
     # Counted from the agent's reports: for this technician and agent, and the agent's ceiling.
