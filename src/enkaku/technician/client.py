@@ -19,6 +19,7 @@ from enkaku.i18n import reason_text, t
 from enkaku.protocol import control
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.handshake import FailureReason, PeerRejectedPassword, TechnicianHandshake
+from enkaku.protocol.jsonlimits import loads_limited
 from enkaku.protocol.password import normalize_password
 from enkaku.transport.channel import SecureChannel, run_handshake
 from enkaku.transport.errors import SessionEnded, TransportError
@@ -65,6 +66,10 @@ def _lang_message(body: Any, fallback: str) -> str:
         return fallback
 
 
+#: The largest API response the client parses (the real ones are a few hundred bytes).
+MAX_API_RESPONSE = 1024 * 1024
+
+
 async def api_call(
     http: aiohttp.ClientSession,
     method: str,
@@ -79,9 +84,17 @@ async def api_call(
         async with http.request(
             method, url, json=json_body, headers=headers, ssl=ssl_context, **proxy_kwargs(url)
         ) as r:
+            # Size- and depth-checked: a hostile or broken server cannot send the CLI
+            # into a RecursionError or an unbounded read.
+            raw = b""
+            while len(raw) <= MAX_API_RESPONSE:
+                chunk = await r.content.read(MAX_API_RESPONSE + 1 - len(raw))
+                if not chunk:
+                    break
+                raw += chunk
             try:
-                body = await r.json(content_type=None)
-            except ValueError:
+                body = loads_limited(raw, max_bytes=MAX_API_RESPONSE)
+            except ValueError:  # ProtocolError: empty, not JSON, too large, too deep
                 body = None
             return r.status, body
     except (aiohttp.ClientError, OSError) as exc:
