@@ -68,6 +68,11 @@ def test_every_option_and_argument_has_help_text() -> None:
     assert missing == []
 
 
+def test_every_help_page_renders() -> None:
+    for prog, parser in parsers(build_parser()):
+        assert prog in parser.format_help()
+
+
 def test_every_command_has_help_text() -> None:
     missing = [
         f"{prog} {choice.dest}"
