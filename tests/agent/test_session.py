@@ -68,6 +68,7 @@ class Agent:
         self.rt.agent_id = AGENT_ID
         self.rt.http = None  # type: ignore[assignment]  # the fake open_leg needs none
         self.reports: list[str] = []
+        self.session: AgentSession | None = None
 
         async def report(session_id: str, event: str, detail: str | None = None) -> None:
             self.reports.append(event)
@@ -98,7 +99,7 @@ class Agent:
             },
             str,
         )
-        sess = AgentSession(self.rt, req)
+        self.session = sess = AgentSession(self.rt, req)
         return asyncio.ensure_future(sess.run()), tech_leg
 
 
@@ -273,3 +274,20 @@ async def test_ending_the_control_stream_ends_the_session_as_a_protocol_error(
     await tech_leg.send(channel.records.seal(encode_frame(ftype, CONTROL_STREAM)))
     # Accepted, it would leave a session whose `end` can never arrive; it ends instead.
     assert await asyncio.wait_for(run, 5) == "protocol_error"
+
+
+@pytest.mark.parametrize(("ended_by", "counted"), [("technician_ended", 1), ("customer_ended", 0)])
+async def test_a_session_ended_through_the_server_after_the_share_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ended_by: str, counted: int
+) -> None:
+    agent = Agent(tmp_path, DenyAll())
+    run, tech_leg = agent.start(monkeypatch)
+    sess = agent.session
+    assert sess is not None
+    hs = TechnicianHandshake("zzzz-zzzz", AGENT_ID)
+    await tech_leg.send(hs.start())
+    assert (await asyncio.wait_for(tech_leg.receive(), 5))[0] == 0x02  # the share is out
+    # The server relays the technician's API end (session_end), or the customer ends it.
+    sess.end(ended_by)
+    assert await asyncio.wait_for(run, 5) == ended_by
+    assert agent.rt.failed_attempts == counted

@@ -112,9 +112,15 @@ class AgentSession:
         shake = asyncio.ensure_future(run_handshake(leg, hs, on_wrong_password=wrong_password))
         pending: set[asyncio.Future[Any]] = {shake, self._local_end}
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if not shake.done():  # the customer ended it (or the agent stops) mid-handshake
+        if not shake.done():  # ended mid-handshake: by the customer, or the server said so
             shake.cancel()
             reason = self._local_end.result()
+            # A technician who got our share and then had the session ended through the
+            # server (API end, timeout) spent a guess like any other; only the customer's
+            # own ending (or the agent stopping) is not theirs.
+            if hs.attempt_started and reason != "customer_ended":
+                rt.count_failed_attempt()
+                await rt.report(req.session_id, "handshake_failed")
             await leg.close(reason if reason in control.END_REASONS else "customer_ended")
             return reason
         try:
