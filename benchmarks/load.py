@@ -78,6 +78,24 @@ MESHCENTRAL_DEVICES = 14_000  # Ylianst/MeshCentral issues #1302, #2037: AWS t3.
 MESHCENTRAL_RAM_GB = 4.0  # 2 vCPU, 4 GiB
 
 
+#: ``enkaku server`` as ``python -m enkaku.cli server``, plus a GC callback that logs every
+#: collection pausing the process over 50 ms (the agents' pong deadline is 1.25 s), and
+#: with --server-gc-threshold a gc.set_threshold() call first. Nothing else differs.
+SERVER_WRAPPER = """
+import gc, sys, time
+GC_SETUP; t = [0.0]
+def pause(phase, info):
+    if phase == "start":
+        t[0] = time.perf_counter()
+    elif time.perf_counter() - t[0] > 0.05:
+        print(f"load-gc-pause gen={info['generation']} {time.perf_counter() - t[0]:.3f}",
+              file=sys.stderr, flush=True)
+gc.callbacks.append(pause)
+from enkaku.cli import main
+sys.exit(main())
+"""
+
+
 class LoadError(RuntimeError):
     """A step of the benchmark failed."""
 
@@ -420,8 +438,18 @@ class Bench:
             self.psql(f"CREATE DATABASE {self.pg_db}")
         db = self.db_url()
         users = [(f"tech{n:02d}", secrets.token_urlsafe(16)) for n in range(self.args.technicians)]
+        # The first command creates the SQLite file on purpose (`--create`, docs/cli.md).
+        create = ["--create"] if self.args.db == "sqlite" else []
         await self.cli(
-            "user", "--db", db, "add", users[0][0], env={"ENKAKU_NEW_PASSWORD": users[0][1]}
+            "user",
+            "--db",
+            db,
+            *create,
+            "add",
+            users[0][0],
+            "--display-name",
+            users[0][0],
+            env={"ENKAKU_NEW_PASSWORD": users[0][1]},
         )
         sem = asyncio.Semaphore(2)
 
@@ -446,10 +474,14 @@ class Bench:
 
     async def start_server(self) -> None:
         log = (self.workdir / "server.log").open("wb")
+        gc_setup = ""
+        if self.args.server_gc_threshold:
+            a, b, c = (int(x) for x in self.args.server_gc_threshold.split(","))
+            gc_setup = f"gc.set_threshold({a}, {b}, {c}); "
         cmd = [
             sys.executable,
-            "-m",
-            "enkaku.cli",
+            "-c",
+            SERVER_WRAPPER.replace("GC_SETUP; ", gc_setup),
             "server",
             "--host",
             "127.0.0.1",
@@ -478,6 +510,22 @@ class Bench:
                 return
             await asyncio.sleep(0.2)
         raise LoadError("server did not listen within 60 s")
+
+    def gc_pauses(self) -> dict[str, Any]:
+        """The server's GC pauses over 50 ms, from its log: count, max, over 1.25 s."""
+        pauses: dict[int, list[float]] = {}
+        for line in (self.workdir / "server.log").read_text(errors="replace").splitlines():
+            if line.startswith("load-gc-pause "):
+                _, gen, secs = line.split()
+                pauses.setdefault(int(gen[4:]), []).append(float(secs))
+        return {
+            f"gen{g}": {
+                "count": len(v),
+                "max_s": max(v),
+                "over_1_25_s": sum(1 for x in v if x > 1.25),
+            }
+            for g, v in sorted(pauses.items())
+        }
 
     def server_log_tail(self, lines: int = 20) -> str:
         text = (self.workdir / "server.log").read_text(errors="replace").splitlines()
@@ -873,9 +921,15 @@ def report(results: dict[str, Any]) -> str:
     """The human-readable results block."""
     r, relay, idle, fleets = results, results["relay"], results["idle"], results["fleets"]
     anc = r["anchor"]
+    gc_line = ", ".join(
+        f"{g} {v['count']} (max {v['max_s']:.2f} s, {v['over_1_25_s']} over 1.25 s)"
+        for g, v in r["server_gc_pauses"].items()
+    )
     lines = [
         f"enkaku load benchmark {r['date']} git {r['git']} ({r['db']}, {r['cores']} cores, "
-        f"{r['mem_gib']} GiB)",
+        f"{r['mem_gib']} GiB){' - ' + r['note'] if r['note'] else ''}",
+        f"  server                  {r['server_code']}; GC thresholds "
+        f"{r['options']['server_gc_threshold'] or 'default'}; pauses > 50 ms: {gc_line or 'none'}",
         f"  agents connected        {r['agents']} from {r['addresses']} source addresses "
         f"in {r['connect_seconds']} s",
         f"  server RSS              {r['rss_before_mib']} MiB before -> "
@@ -951,36 +1005,42 @@ async def run_bench(args: argparse.Namespace) -> int:
     assert main is not None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main.cancel)
-    try:
-        results = await asyncio.wait_for(bench.run(), args.timeout)
-    except (LoadError, TimeoutError, asyncio.CancelledError) as exc:
-        say(f"failed: {exc!r}")
-        if bench.fleets:
-            say(f"fleets: {json.dumps(await bench.stop_fleets())}")
-        if bench.server is not None and (bench.workdir / "server.log").exists():
-            say("server log tail:\n" + bench.server_log_tail())
-        return 1
-    finally:
-        await bench.stop()
-    mem_kib = mem_total_kib()
-    results.update(
-        {
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "git": git_head(),
-            "server_code": server_code(),
-            "db": args.db,
-            "cores": os.cpu_count(),
-            "mem_gib": round(mem_kib / 1024 / 1024, 1),
-            "options": {k: v for k, v in vars(args).items() if k != "worker"},
-        }
-    )
-    results["anchor"] = anchor(results)
-    text = report(results)
-    print(text, flush=True)
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git_head(),
+        "server_code": server_code(),
+        "db": args.db,
+        "cores": os.cpu_count(),
+        "mem_gib": round(mem_total_kib() / 1024 / 1024, 1),
+        "note": args.note,
+        "options": {k: v for k, v in vars(args).items() if k != "worker"},
+    }
     out = args.out or ROOT / "benchmarks" / "results" / (
         datetime.now(UTC).strftime("%Y-%m-%d") + f"-load-{args.db}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        results = await asyncio.wait_for(bench.run(), args.timeout)
+    except (LoadError, TimeoutError, asyncio.CancelledError) as exc:
+        say(f"failed: {exc!r}")
+        failure: dict[str, Any] = {"failed": repr(exc), **meta}
+        if bench.fleets:
+            failure["fleets"] = await bench.stop_fleets()
+            say(f"fleets: {json.dumps(failure['fleets'])}")
+        if bench.server is not None and (bench.workdir / "server.log").exists():
+            failure["server_gc_pauses"] = bench.gc_pauses()
+            say(f"server GC pauses: {json.dumps(failure['server_gc_pauses'])}")
+            say("server log tail:\n" + bench.server_log_tail())
+        out.write_text(json.dumps(failure, indent=2, default=str) + "\n")
+        say(f"what was measured is in {out}; logs in {bench.workdir}")
+        return 1
+    finally:
+        await bench.stop()
+    results.update(meta)
+    results["server_gc_pauses"] = bench.gc_pauses()
+    results["anchor"] = anchor(results)
+    text = report(results)
+    print(text, flush=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     out.with_suffix(".txt").write_text(text + "\n")
     say(f"results in {out} and {out.with_suffix('.txt')}")
@@ -1033,6 +1093,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--server-arg", action="append", default=[], help="extra `enkaku server` argument"
     )
+    p.add_argument(
+        "--server-gc-threshold",
+        metavar="G0,G1,G2",
+        help="experiment: gc.set_threshold(G0, G1, G2) in the server process before it starts",
+    )
+    p.add_argument("--note", default="", help="free text stored with the results")
     p.add_argument(
         "--out", type=Path, help="results JSON (default benchmarks/results/DATE-load-DB.json)"
     )
