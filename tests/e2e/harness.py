@@ -375,7 +375,7 @@ def xterm_on(display: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
                 ).returncode
                 == 0
             ),
-            30,
+            90,  # a limit for a hung run: the machine may be busy
             "xterm window",
         )
         time.sleep(0.5)  # let the shell draw its prompt
