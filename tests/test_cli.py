@@ -257,6 +257,29 @@ def test_server_on_a_port_in_use(tmp_path: Path) -> None:
     assert line == f"enkaku server: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
+@pytest.mark.parametrize("exists", [False, True])
+def test_server_with_an_unusable_certificate(tmp_path: Path, exists: bool) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    if exists:
+        cert.write_text("not PEM\n")
+        key.write_text("not PEM\n")
+    code, err = run(
+        "server",
+        "--db",
+        f"sqlite:///{tmp_path}/s.db",
+        "--port",
+        str(free_port()),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith(f"enkaku server: cannot use the TLS certificate {cert} with the key")
+    assert ("not a usable PEM" if exists else "No such file or directory") in line
+
+
 @pytest.mark.parametrize("command", [["user", "--db", "mysql://x/y", "add", "bob"]])
 def test_admin_with_an_unusable_database_url(command: list[str]) -> None:
     code, err = run(*command, env={"ENKAKU_NEW_PASSWORD": "0123456789ab"})

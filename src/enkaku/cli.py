@@ -410,9 +410,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _run_server(settings: Any) -> int:
     """Run the server; a database or listening problem at start is one line and exit 2."""
-    from enkaku.server.app import serve
+    import ssl
+
+    from enkaku.server.app import serve, ssl_context
     from enkaku.server.store.db import DatabaseError
 
+    try:
+        ssl_context(settings)  # load the certificate and key once before anything starts
+    except (OSError, ssl.SSLError) as exc:
+        reason = (
+            "not a usable PEM certificate chain and matching private key"
+            if isinstance(exc, ssl.SSLError)
+            else (os.strerror(exc.errno) if exc.errno else str(exc))
+        )
+        print(
+            f"enkaku server: cannot use the TLS certificate {settings.tls_cert} with the key "
+            f"{settings.tls_key}: {reason}",
+            file=sys.stderr,
+        )
+        return 2
     ready = asyncio.Event()
 
     async def run() -> None:
@@ -426,11 +442,7 @@ def _run_server(settings: Any) -> int:
     except OSError as exc:
         if ready.is_set():  # not a start-up problem: let it show in full
             raise
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        print(
-            f"enkaku server: cannot listen on {settings.host}:{settings.port}: {reason}",
-            file=sys.stderr,
-        )
+        print(f"enkaku server: {_start_error(exc, settings)}", file=sys.stderr)
         return 2
     return 0
 
@@ -447,6 +459,12 @@ def _missing_sqlite_file(db_url: str) -> Path | None:
         return None
     path = Path(url.database)
     return None if path.exists() else path
+
+
+def _start_error(exc: OSError, settings: Any) -> str:
+    """What stopped the server from listening, in one line."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"cannot listen on {settings.host}:{settings.port}: {reason}"
 
 
 async def _admin(args: argparse.Namespace) -> int:
