@@ -319,6 +319,12 @@ def test_admin_creates_a_database_only_with_create(tmp_path: Path) -> None:
     assert code == 0, err
 
 
+def test_a_bad_day_is_a_usage_error(tmp_path: Path) -> None:
+    code, err = run("contract", "add", "C-1", "--customer", "X", "--valid-until", "31.3.2026")
+    assert code == 2
+    assert "expected a day as YYYY-MM-DD, got '31.3.2026'" in err
+
+
 # -- demo ----------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ def _server_url(value: str) -> str:
             + ("" if "://" in value else " (add https:// or http://)")
         )
     return str(url).rstrip("/")
+
+
+def _day(value: str) -> date:
+    """A calendar day written YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {value!r}") from None
 
 
 def _agent_id(value: str) -> str:
@@ -213,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument(
         "--no-remote-support", action="store_true", help="the contract excludes remote support"
     )
-    ka.add_argument("--valid-until", help="last day (YYYY-MM-DD)")
+    ka.add_argument("--valid-until", type=_day, help="last day (YYYY-MM-DD)")
     ksub.add_parser("list", help="list contracts")
     return p
 
@@ -468,8 +477,6 @@ def _start_error(exc: OSError, settings: Any) -> str:
 
 
 async def _admin(args: argparse.Namespace) -> int:
-    from datetime import date
-
     from enkaku.server.settings import default_db_url
     from enkaku.server.store.db import DatabaseError, open_engine
     from enkaku.server.store.repo import Store, StoreError
@@ -503,7 +510,7 @@ async def _admin(args: argparse.Namespace) -> int:
             )
             print(f"added {args.role} {args.username}")
         elif args.action == "add":
-            until = date.fromisoformat(args.valid_until) if args.valid_until else None
+            until: date | None = args.valid_until
             await store.create_contract(
                 args.code,
                 args.customer,
