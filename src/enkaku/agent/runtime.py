@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -164,9 +165,16 @@ class AgentRuntime:
             welcome = await self._receive_json(ws, timeout=15)
             if welcome.get("type") != "welcome":
                 raise ValueError("server refused the device key")
-            changed = self.agent_id != str(welcome["agent_id"])
-            self.agent_id = str(welcome["agent_id"])
-            self.heartbeat = max(0.5, float(welcome.get("heartbeat", 5.0)) / 2)
+            agent_id, heartbeat = welcome.get("agent_id"), welcome.get("heartbeat", 5.0)
+            # Both are shown or used as they are: the ID is printed for the customer to
+            # read aloud, so it must be the 9 digits and nothing else.
+            if not (isinstance(agent_id, str | int) and re.fullmatch(r"[0-9]{9}", str(agent_id))):
+                raise ValueError("malformed welcome from the server (agent_id)")
+            if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
+                raise ValueError("malformed welcome from the server (heartbeat)")
+            changed = self.agent_id != str(agent_id)
+            self.agent_id = str(agent_id)
+            self.heartbeat = max(0.5, float(heartbeat) / 2)
             self.ui.notice("agent_online", server=self.server_url)
             if changed:  # first contact, or the server gave another ID (database reset)
                 self.ui.credentials(self.agent_id, self.password)
