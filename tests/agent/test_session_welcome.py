@@ -16,14 +16,18 @@ from enkaku.agent.runtime import AgentRuntime
 from tests.agent.test_session import RecordingUI
 from tests.e2e.harness import free_port
 
+GOOD_CHALLENGE = {"type": "challenge", "nonce": "00" * 32}
 
-async def fake_server(welcome: dict[str, Any]) -> tuple[web.AppRunner, str]:
-    """A /ws/agent endpoint that answers any hello with ``welcome``."""
+
+async def fake_server(
+    welcome: dict[str, Any], challenge: dict[str, Any] = GOOD_CHALLENGE
+) -> tuple[web.AppRunner, str]:
+    """A /ws/agent endpoint that sends ``challenge`` and answers any hello with ``welcome``."""
 
     async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str(json.dumps({"type": "challenge", "nonce": "00" * 32}))
+        await ws.send_str(json.dumps(challenge))
         await ws.receive()
         await ws.send_str(json.dumps(welcome))
         await ws.receive()  # hold the connection until the agent closes it
@@ -38,20 +42,32 @@ async def fake_server(welcome: dict[str, Any]) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+WELCOME = {"type": "welcome", "agent_id": "123456789", "heartbeat": 5}
+
+
 @pytest.mark.parametrize(
-    "welcome",
+    ("welcome", "challenge"),
     [
-        {"type": "welcome", "agent_id": "\x1b[2J12345678", "heartbeat": 5},
-        {"type": "welcome", "agent_id": "１２３４５６７８９", "heartbeat": 5},  # full-width
-        {"type": "welcome", "heartbeat": 5},
-        {"type": "welcome", "agent_id": "123456789", "heartbeat": float("nan")},
-        {"type": "welcome", "agent_id": "123456789", "heartbeat": "soon"},
+        (WELCOME, {"type": "challenge"}),
+        (WELCOME, {"type": "challenge", "nonce": 7}),
+        (WELCOME, {"type": "challenge", "nonce": "zz"}),
+        (WELCOME, {"type": "challenge", "nonce": " 00" * 32}),
+    ]
+    + [
+        (w, GOOD_CHALLENGE)
+        for w in [
+            {"type": "welcome", "agent_id": "\x1b[2J12345678", "heartbeat": 5},
+            {"type": "welcome", "agent_id": "１２３４５６７８９", "heartbeat": 5},  # full-width
+            {"type": "welcome", "heartbeat": 5},
+            {"type": "welcome", "agent_id": "123456789", "heartbeat": float("nan")},
+            {"type": "welcome", "agent_id": "123456789", "heartbeat": "soon"},
+        ]
     ],
 )
 async def test_a_malformed_welcome_is_refused_and_nothing_is_printed_from_it(
-    tmp_path: Path, welcome: dict[str, Any]
+    tmp_path: Path, welcome: dict[str, Any], challenge: dict[str, Any]
 ) -> None:
-    runner, url = await fake_server(welcome)
+    runner, url = await fake_server(welcome, challenge)
     ui = RecordingUI()
     rt = AgentRuntime(url, DeviceKey.load_or_create(tmp_path), ui, consent=DenyAll())
     task = asyncio.ensure_future(rt.run())
@@ -61,7 +77,7 @@ async def test_a_malformed_welcome_is_refused_and_nothing_is_printed_from_it(
                 break
             await asyncio.sleep(0.01)
         retry = [kw for key, kw in ui.notices if key == "agent_offline_retry"]
-        assert retry and "malformed welcome" in str(retry[0]["detail"])
+        assert retry and "malformed" in str(retry[0]["detail"])
         assert ui.credentials_shown == []  # no ID was shown from it
         assert rt.agent_id == ""
         assert not task.done()  # the agent keeps retrying, it does not crash

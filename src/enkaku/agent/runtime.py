@@ -150,7 +150,10 @@ class AgentRuntime:
         ) as ws:
             self._ws = ws
             challenge = await self._receive_json(ws, timeout=15)
-            nonce = bytes.fromhex(challenge["nonce"])
+            raw_nonce = challenge.get("nonce")
+            if not (isinstance(raw_nonce, str) and re.fullmatch(r"[0-9a-f]{64}", raw_nonce)):
+                raise ValueError("malformed challenge from the server")
+            nonce = bytes.fromhex(raw_nonce)
             await ws.send_str(
                 json.dumps(
                     {
