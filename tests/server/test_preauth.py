@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -398,3 +399,58 @@ async def test_a_token_with_a_lone_surrogate_is_a_bad_token(start: Start) -> Non
     await ws.send_str('{"token": "\\ud800"}')
     msg = await ws.receive()
     assert closed_with(msg, 4401) and msg.extra == "unknown session or bad token", msg
+
+
+async def test_the_real_server_process_cuts_off_slow_headers(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    enkaku = str(Path(sys.executable).parent / "enkaku")
+    proc = await asyncio.create_subprocess_exec(
+        enkaku,
+        "server",
+        "--port",
+        str(port),
+        "--db",
+        f"sqlite:///{tmp_path}/p.db",
+        "--header-timeout",
+        "1",
+        env={**os.environ, "ENKAKU_LANG": "en"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        while True:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, "enkaku server exited before listening"
+            if b"listening on" in line:
+                break
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        closed = False
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 300:  # 30 s at most
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                closed = True
+                break
+        writer.close()
+        assert closed, "enkaku server kept a connection that never finished its headers"
+        # A prompt client is still served on the same listener.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
