@@ -132,3 +132,47 @@ async def test_wrong_password_fails_both_handshakes_and_tells_the_technician() -
     assert tech_result.reason is FailureReason.WRONG_PASSWORD
     # The agent sent nothing keyed: no record ever crossed.
     assert all(m[0] != 0x10 for m in agent_leg.sent)
+
+
+async def test_a_side_never_claims_the_peers_reason_on_its_own_leg() -> None:
+    # The customer denies: the agent says `end consent_denied` and closes its leg with it.
+    # The technician, told end to end, must not close its own leg with the agent's reason
+    # (the server would refuse the claim and might record it first as technician_ended).
+    agent, tech = await channels()
+    closes: list[str] = []
+    original = tech.leg.close
+
+    async def recording_close(reason: str) -> None:
+        closes.append(reason)
+        await original(reason)
+
+    tech.leg.close = recording_close  # type: ignore[method-assign]
+    await agent.send_control(control.End(reason="consent_denied"))
+    msg = await asyncio.wait_for(tech.control_messages.get(), 5)
+    assert msg == control.End(reason="consent_denied")
+    closing = asyncio.ensure_future(tech.close("consent_denied"))
+    await asyncio.sleep(0.05)  # the technician is now waiting for the relay's word
+    await agent.leg.close("consent_denied")  # the agent's leg closes; the relay tells us
+    await asyncio.wait_for(closing, 5)
+    assert closes == []
+    assert tech.end_reason == "consent_denied"
+
+
+async def test_a_peer_that_never_closes_its_leg_gets_our_own_ending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("enkaku.transport.channel.PEER_END_GRACE", 0.05)
+    agent, tech = await channels()
+    await agent.send_control(control.End(reason="customer_ended"))  # but the leg stays open
+    closes: list[str] = []
+    original = tech.leg.close
+
+    async def recording_close(reason: str) -> None:
+        closes.append(reason)
+        await original(reason)
+
+    tech.leg.close = recording_close  # type: ignore[method-assign]
+    await asyncio.wait_for(tech.control_messages.get(), 5)
+    await tech.close("customer_ended")
+    assert closes == ["technician_ended"]
+    await agent.close("customer_ended")

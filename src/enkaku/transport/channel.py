@@ -41,6 +41,8 @@ from .relay import RelayLeg
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 30.0
+#: How long a side that learned the peer's end reason waits for the relay to close its leg.
+PEER_END_GRACE = 5.0
 
 
 async def run_handshake(
@@ -163,11 +165,25 @@ class SecureChannel:
         """End the session: tell the peer why, close the relay leg, stop the reader."""
         if self.closed.is_set():
             return
+        if not control.may_assert(self.role, reason) and self._reader is not None:
+            # The peer's reason, learned end to end (its `end` message): the peer closes its
+            # own relay leg with it and the server then closes ours. Claiming it ourselves
+            # would be refused (the server records a reason only from a role that may
+            # assert it) and could reach the server first, so let the peer's word settle.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.closed.wait()), PEER_END_GRACE)
+            if self.closed.is_set():
+                await self._stop_reader()
+                return
+            reason = control.OWN_END[self.role]
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.send_control(control.End(reason=reason, detail=detail)), 2)  # type: ignore[arg-type]
         self._finish(reason, detail)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.leg.close(reason), 5)
+        await self._stop_reader()
+
+    async def _stop_reader(self) -> None:
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
