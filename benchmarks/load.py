@@ -797,6 +797,14 @@ class Bench:
         measured_drops = at_end.get("disconnects", 0) - at_start.get("disconnects", 0)
         per_agent = (rss1 - rss0) * 1024 / len(ids)
         all_setups = setup_times + relay["setup_s"]
+        if relay["relayed_bytes"]:
+            # The relay window also carries the idle agents' heartbeats: take the idle
+            # window's rate out to get the cost of the relaying itself.
+            idle_cpu = idle["server_cpu_pct"] / 100 * relay["cpu"]["seconds"]
+            net = max(0.0, relay["cpu"]["server_cpu_s"] - idle_cpu)
+            relay["server_cpu_s_per_gb_net_of_idle"] = round(
+                net / (relay["relayed_bytes"] / 1e9), 2
+            )
         self.results.update(
             {
                 "agents": len(ids),
@@ -946,6 +954,7 @@ def report(results: dict[str, Any]) -> str:
         f"  relay, {relay['sessions']} sessions        {relay['mb_per_s']} MB/s total "
         f"({relay['relayed_bytes'] / 1e9:.2f} GB in {relay['cpu']['seconds']} s), server "
         f"{relay['cpu']['server_cpu_pct']} % of one core, {relay['server_cpu_s_per_gb']} CPU-s/GB "
+        f"({relay.get('server_cpu_s_per_gb_net_of_idle')} net of the idle agents' share) "
         f"(fleets {relay['cpu']['fleets_cpu_pct']} %, technician side "
         f"{relay['cpu']['bench_cpu_pct']} %, other {relay['cpu']['other_processes_cpu_pct']} %)",
         f"  failures                sessions: {len(r['setup_failures'])} set-up, "
