@@ -134,19 +134,25 @@ async def test_wrong_password_fails_both_handshakes_and_tells_the_technician() -
     assert all(m[0] != 0x10 for m in agent_leg.sent)
 
 
-async def test_a_side_never_claims_the_peers_reason_on_its_own_leg() -> None:
-    # The customer denies: the agent says `end consent_denied` and closes its leg with it.
-    # The technician, told end to end, must not close its own leg with the agent's reason
-    # (the server would refuse the claim and might record it first as technician_ended).
-    agent, tech = await channels()
+def record_closes(channel: SecureChannel) -> list[str]:
+    """The reasons ``channel`` closes its relay leg with, in order."""
     closes: list[str] = []
-    original = tech.leg.close
+    original = channel.leg.close
 
     async def recording_close(reason: str) -> None:
         closes.append(reason)
         await original(reason)
 
-    tech.leg.close = recording_close  # type: ignore[method-assign]
+    channel.leg.close = recording_close  # type: ignore[method-assign]
+    return closes
+
+
+async def test_a_side_never_claims_the_peers_reason_on_its_own_leg() -> None:
+    # The customer denies: the agent says `end consent_denied` and closes its leg with it.
+    # The technician, told end to end, must not close its own leg with the agent's reason
+    # (the server would refuse the claim and might record it first as technician_ended).
+    agent, tech = await channels()
+    closes = record_closes(tech)
     await agent.send_control(control.End(reason="consent_denied"))
     msg = await asyncio.wait_for(tech.control_messages.get(), 5)
     assert msg == control.End(reason="consent_denied")
@@ -164,14 +170,7 @@ async def test_a_peer_that_never_closes_its_leg_gets_our_own_ending(
     monkeypatch.setattr("enkaku.transport.channel.PEER_END_GRACE", 0.05)
     agent, tech = await channels()
     await agent.send_control(control.End(reason="customer_ended"))  # but the leg stays open
-    closes: list[str] = []
-    original = tech.leg.close
-
-    async def recording_close(reason: str) -> None:
-        closes.append(reason)
-        await original(reason)
-
-    tech.leg.close = recording_close  # type: ignore[method-assign]
+    closes = record_closes(tech)
     await asyncio.wait_for(tech.control_messages.get(), 5)
     await tech.close("customer_ended")
     assert closes == ["technician_ended"]
