@@ -21,7 +21,7 @@ from enkaku.secretfile import SecretFileError
 def _hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+        raise argparse.ArgumentTypeError(t("arg_hostport", value=value))
     return host.strip("[]"), int(port)
 
 
@@ -37,8 +37,8 @@ def _server_url(value: str) -> str:
         ok = False
     if not ok:
         raise argparse.ArgumentTypeError(
-            f"expected a server URL such as https://support.example.com, got {value!r}"
-            + ("" if "://" in value else " (add https:// or http://)")
+            t("arg_server_url", value=value)
+            + ("" if "://" in value else t("arg_server_url_scheme"))
         )
     return str(url).rstrip("/")
 
@@ -48,14 +48,35 @@ def _day(value: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {value!r}") from None
+        raise argparse.ArgumentTypeError(t("arg_day", value=value)) from None
 
 
 def _agent_id(value: str) -> str:
     digits = "".join(ch for ch in value if ch.isdigit())
     if len(digits) != 9 or any(ch not in "0123456789 -" for ch in value):
-        raise argparse.ArgumentTypeError(f"an agent ID has 9 digits, got {value!r}")
+        raise argparse.ArgumentTypeError(t("arg_agent_id", value=value))
     return digits
+
+
+def _session_id(value: str) -> str:
+    """A session ID as `enkaku connect` prints it: 32 hexadecimal characters."""
+    text = value.strip().lower()
+    if len(text) != 32 or any(ch not in "0123456789abcdef" for ch in text):
+        raise argparse.ArgumentTypeError(t("arg_session_id", value=value))
+    return text
+
+
+#: Reasons `enkaku end` may record (server: api.routes.API_END_REASONS); all but the
+#: first are policy reasons, which need a comment and the session's own technician.
+END_REASONS = (
+    "technician_ended",
+    "credentials_refused",
+    "device_malfunction",
+    "illegal_request",
+    "malware_found",
+)
+#: The longest comment the server keeps (api.routes.EndRequest).
+MAX_END_COMMENT = 1000
 
 
 def _add_tls_args(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tls_args(c)
 
+    e = sub.add_parser(
+        "end",
+        help="end a session with a recorded reason (policy reasons need --comment)",
+    )
+    e.add_argument("session_id", type=_session_id, help="the session ID `enkaku connect` printed")
+    e.add_argument(
+        "--reason",
+        required=True,
+        choices=END_REASONS,
+        help="technician_ended, or a policy reason (needs --comment; only your own session "
+        "after the customer's consent)",
+    )
+    e.add_argument("--comment", help="what you found (required with a policy reason)")
+    e.add_argument(
+        "--server",
+        type=_server_url,
+        help="server URL (default: the last one you logged in to)",
+    )
+    _add_tls_args(e)
+
     d = sub.add_parser("demo", help="server + agent on a virtual display + a technician account")
     d.add_argument("--json", action="store_true", help="print one JSON line when ready")
     d.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
@@ -257,7 +298,7 @@ def _tls(args: argparse.Namespace) -> Any:
     try:
         return client_ssl_context(args.ca_file, insecure=args.insecure)
     except FileNotFoundError as exc:
-        raise SystemExit(f"enkaku: {exc}") from None
+        raise SystemExit(f"enkaku: {exc}") from None  # tls says it in the user's language
 
 
 def _is_loopback(host: str) -> bool:
@@ -302,7 +343,7 @@ def _secret(env: str, prompt: str) -> str:
     if value:
         return value
     if not sys.stdin.isatty():
-        raise SystemExit(f"enkaku: set {env} or run in a terminal to be prompted")
+        raise SystemExit(t("secret_env_missing", env=env))
     return getpass.getpass(prompt)
 
 
@@ -310,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("a command is required (see `enkaku --help`)")
+        parser.error(t("command_required"))
     _setup_logging(args.verbose)
     try:
         return _dispatch(args)
@@ -408,6 +449,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             ssl_context=_tls(args),
         )
         return asyncio.run(connect(opts))
+    if args.command == "end":
+        return _end(args)
     if args.command == "demo":
         from enkaku.demo import run_demo
 
@@ -415,6 +458,48 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("user", "contract"):
         return asyncio.run(_admin(args))
     raise AssertionError(args.command)
+
+
+def _end(args: argparse.Namespace) -> int:
+    """`enkaku end`: end a session through the API with a recorded reason."""
+    from enkaku.technician import config
+    from enkaku.technician.client import ClientError, ExitCode, end_session
+
+    comment = (args.comment or "").strip() or None
+    # Checked before anything goes out, in the server's words (routes.end_session).
+    if args.reason != "technician_ended" and comment is None:
+        print(t("end_comment_missing", reason=args.reason), file=sys.stderr)
+        return ExitCode.USAGE
+    if comment is not None and len(comment) > MAX_END_COMMENT:
+        print(
+            t("end_comment_too_long", length=len(comment), limit=MAX_END_COMMENT), file=sys.stderr
+        )
+        return ExitCode.USAGE
+    target = (args.server or config.default_server() or "").rstrip("/")
+    if not target:
+        print(t("not_logged_in_anywhere"), file=sys.stderr)
+        return ExitCode.NOT_LOGGED_IN
+    api_token = config.token_for(target)
+    if not api_token:
+        print(t("not_logged_in", server=target), file=sys.stderr)
+        return ExitCode.NOT_LOGGED_IN
+    if not _proxy_ok(target):
+        return ExitCode.USAGE
+    try:
+        asyncio.run(
+            end_session(
+                target,
+                api_token,
+                args.session_id,
+                args.reason,
+                comment,
+                ssl_context=_tls(args),
+            )
+        )
+    except ClientError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    return ExitCode.OK
 
 
 def _run_server(settings: Any) -> int:
@@ -428,13 +513,12 @@ def _run_server(settings: Any) -> int:
         ssl_context(settings)  # load the certificate and key once before anything starts
     except (OSError, ssl.SSLError) as exc:
         reason = (
-            "not a usable PEM certificate chain and matching private key"
+            t("tls_not_pem")
             if isinstance(exc, ssl.SSLError)
             else (os.strerror(exc.errno) if exc.errno else str(exc))
         )
         print(
-            f"enkaku server: cannot use the TLS certificate {settings.tls_cert} with the key "
-            f"{settings.tls_key}: {reason}",
+            t("tls_unusable", cert=settings.tls_cert, key=settings.tls_key, reason=reason),
             file=sys.stderr,
         )
         return 2
@@ -451,7 +535,7 @@ def _run_server(settings: Any) -> int:
     except OSError as exc:
         if ready.is_set():  # not a start-up problem: let it show in full
             raise
-        print(f"enkaku server: {_start_error(exc, settings)}", file=sys.stderr)
+        print(_start_error(exc, settings), file=sys.stderr)
         return 2
     return 0
 
@@ -473,7 +557,7 @@ def _missing_sqlite_file(db_url: str) -> Path | None:
 def _start_error(exc: OSError, settings: Any) -> str:
     """What stopped the server from listening, in one line."""
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return f"cannot listen on {settings.host}:{settings.port}: {reason}"
+    return t("listen_failed", addr=f"{settings.host}:{settings.port}", reason=reason)
 
 
 async def _admin(args: argparse.Namespace) -> int:
@@ -494,7 +578,7 @@ async def _admin(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.command == "user":
-            password = _secret("ENKAKU_NEW_PASSWORD", f"Password for {args.username}: ")
+            password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
             if len(password) < 10:
                 print(
                     t("password_too_short"),
@@ -508,7 +592,7 @@ async def _admin(args: argparse.Namespace) -> int:
                 company=args.company,
                 role=args.role,
             )
-            print(f"added {args.role} {args.username}")
+            print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
         elif args.action == "add":
             until: date | None = args.valid_until
             await store.create_contract(
@@ -517,7 +601,7 @@ async def _admin(args: argparse.Namespace) -> int:
                 remote_support=not args.no_remote_support,
                 valid_until=until,
             )
-            print(f"added contract {args.code}")
+            print(t("contract_added", code=args.code))
         else:
             for c in await store.list_contracts():
                 state = store.contract_serviceable(c) or "ok"

@@ -262,6 +262,103 @@ CATALOG: dict[str, tuple[str, str]] = {
         "同じデバイスキーを持つ別の enkaku エージェントが接続したため、こちらは終了します。",
     ),
     "agent_online": ("Online at {server}.", "{server} に接続しました。"),
+    # `enkaku end` and the end hint of `enkaku connect`
+    "connected_end_hint": (
+        "To end it with a recorded reason: `enkaku end {session_id} --reason REASON "
+        "--comment TEXT` (see `enkaku end --help`).",
+        "理由を記録して終了するには `enkaku end {session_id} --reason REASON --comment TEXT` "
+        "を実行してください (`enkaku end --help` を参照してください)。",
+    ),
+    "end_done": (
+        "Session {session_id} ended: {reason}.",
+        "セッション {session_id} を終了しました: {reason}。",
+    ),
+    "end_comment_too_long": (
+        "The comment has {length} characters; at most {limit} are allowed. Nothing was sent.",
+        "コメントが {length} 文字あります。{limit} 文字以内にしてください。何も送信していません。",
+    ),
+    "end_comment_missing": (
+        "The end reason {reason} needs --comment saying what you found. Nothing was sent.",
+        "終了理由 {reason} には、何が見つかったかを説明する --comment が必要です。"
+        "何も送信していません。",
+    ),
+    "end_http_error": (
+        "The server did not end the session (HTTP {status}).",
+        "サーバーはセッションを終了しませんでした (HTTP {status})。",
+    ),
+    "login_http_error": (
+        "Login failed (HTTP {status}).",
+        "ログインに失敗しました (HTTP {status})。",
+    ),
+    "session_http_error": (
+        "The server refused the session (HTTP {status}).",
+        "サーバーがセッションを拒否しました (HTTP {status})。",
+    ),
+    # command-line arguments and start-up errors (src/enkaku/cli.py)
+    "arg_hostport": (
+        "expected HOST:PORT, got {value!r}",
+        "HOST:PORT の形式で指定してください ({value!r} が指定されました)",
+    ),
+    "arg_server_url": (
+        "expected a server URL such as https://support.example.com, got {value!r}",
+        "https://support.example.com のようなサーバー URL を指定してください "
+        "({value!r} が指定されました)",
+    ),
+    "arg_server_url_scheme": (
+        " (add https:// or http://)",
+        " (https:// または http:// を付けてください)",
+    ),
+    "arg_day": (
+        "expected a day as YYYY-MM-DD, got {value!r}",
+        "日付は YYYY-MM-DD の形式で指定してください ({value!r} が指定されました)",
+    ),
+    "arg_agent_id": (
+        "an agent ID has 9 digits, got {value!r}",
+        "エージェント ID は 9 桁の数字です ({value!r} が指定されました)",
+    ),
+    "arg_session_id": (
+        "a session ID has 32 hexadecimal characters, got {value!r}",
+        "セッション ID は 32 文字の 16 進数です ({value!r} が指定されました)",
+    ),
+    "command_required": (
+        "a command is required (see `enkaku --help`)",
+        "コマンドを指定してください (`enkaku --help` を参照してください)",
+    ),
+    "secret_env_missing": (
+        "enkaku: set {env} or run in a terminal to be prompted",
+        "enkaku: {env} を設定するか、端末で実行して入力してください",
+    ),
+    "prompt_new_password": ("Password for {user}: ", "{user} の新しいパスワード: "),
+    "user_added": ("added {role} {user}", "{role} {user} を追加しました。"),
+    "role_technician": ("technician", "技術者"),
+    "role_admin": ("admin", "管理者"),
+    "contract_added": ("added contract {code}", "契約 {code} を追加しました。"),
+    "ca_file_missing": ("CA file {path} does not exist", "CA ファイル {path} が存在しません"),
+    "tls_unusable": (
+        "enkaku server: cannot use the TLS certificate {cert} with the key {key}: {reason}",
+        "enkaku server: TLS 証明書 {cert} と秘密鍵 {key} を使用できません: {reason}",
+    ),
+    "tls_not_pem": (
+        "not a usable PEM certificate chain and matching private key",
+        "使用できる PEM 形式の証明書チェーンと対応する秘密鍵ではありません",
+    ),
+    "listen_failed": (
+        "enkaku server: cannot listen on {addr}: {reason}",
+        "enkaku server: {addr} で待ち受けできません: {reason}",
+    ),
+    "db_invalid_url": (
+        "invalid database URL ({detail}); example: sqlite:///path/enkaku.db",
+        "データベース URL が不正です ({detail})。例: sqlite:///path/enkaku.db",
+    ),
+    "db_unsupported": (
+        "unsupported database {backend!r}: use sqlite:/// or postgresql://",
+        "データベース {backend!r} には対応していません。sqlite:/// または postgresql:// を"
+        "使ってください",
+    ),
+    "db_cannot_open": (
+        "cannot open or migrate the database: {detail}",
+        "データベースを開けないか、スキーマを更新できません: {detail}",
+    ),
 }
 
 

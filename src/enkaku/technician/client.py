@@ -1,4 +1,4 @@
-"""`enkaku login` and `enkaku connect`: the technician's side of a session."""
+"""`enkaku login`, `enkaku connect` and `enkaku end`: the technician's side of a session."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ CONSENT_WAIT = 120.0
 
 
 class ExitCode:
-    """`enkaku connect` / `enkaku login` exit codes (docs/cli.md)."""
+    """`enkaku connect` / `enkaku login` / `enkaku end` exit codes (docs/cli.md)."""
 
     OK = 0
     ERROR = 1
@@ -118,10 +118,46 @@ async def login(
         )
     if status != 201:
         raise ClientError(
-            _lang_message(body, f"login failed (HTTP {status})"),
+            _lang_message(body, t("login_http_error", status=status)),
             ExitCode.NOT_LOGGED_IN if status == 401 else ExitCode.REFUSED,
         )
     return str(body["token"])
+
+
+async def end_session(
+    server: str,
+    token: str,
+    session_id: str,
+    reason: str,
+    comment: str | None,
+    *,
+    ssl_context: ssl.SSLContext | bool = True,
+) -> None:
+    """End a session through the API with a recorded reason (`enkaku end`).
+
+    Says so on stderr and prints ``{"event": "ended", ...}`` on stdout; a refusal is a
+    ClientError carrying the server's message in the user's language.
+    """
+    body: dict[str, Any] = {"reason": reason}
+    if comment is not None:
+        body["comment"] = comment
+    async with aiohttp.ClientSession() as http:
+        status, answer = await api_call(
+            http,
+            "POST",
+            f"{server}/api/v1/sessions/{session_id}/end",
+            token=token,
+            json_body=body,
+            ssl_context=ssl_context,
+        )
+    if status == 401:
+        raise ClientError(t("not_logged_in", server=server), ExitCode.NOT_LOGGED_IN)
+    if not 200 <= status < 300:
+        raise ClientError(
+            _lang_message(answer, t("end_http_error", status=status)), ExitCode.REFUSED
+        )
+    say(t("end_done", session_id=session_id, reason=reason_text(reason)))
+    print(json.dumps({"event": "ended", "session_id": session_id, "reason": reason}), flush=True)
 
 
 @dataclass
@@ -234,7 +270,7 @@ async def _connect(
         raise ClientError(t("not_logged_in", server=opts.server), ExitCode.NOT_LOGGED_IN)
     if status != 201:
         raise ClientError(
-            _lang_message(created, f"session refused (HTTP {status})"), ExitCode.REFUSED
+            _lang_message(created, t("session_http_error", status=status)), ExitCode.REFUSED
         )
     progress.session_id = created["session_id"]
     # Machine-readable lines on stdout for scripts; human messages go to stderr.
@@ -286,7 +322,7 @@ async def _connect(
     channel.start()
     progress.established = True
     try:
-        return await _session(channel, opts, stop, bridge)
+        return await _session(channel, opts, stop, bridge, str(created["session_id"]))
     finally:
         await channel.close(channel.end_reason or "technician_ended")
 
@@ -309,7 +345,11 @@ async def _next_control(channel: SecureChannel, stop: asyncio.Event, timeout: fl
 
 
 async def _session(
-    channel: SecureChannel, opts: ConnectOptions, stop: asyncio.Event, bridge: VNCBridge | None
+    channel: SecureChannel,
+    opts: ConnectOptions,
+    stop: asyncio.Event,
+    bridge: VNCBridge | None,
+    session_id: str,
 ) -> int:
     say(t("waiting_consent"))
     msg = await _next_control(channel, stop, CONSENT_WAIT)
@@ -330,7 +370,11 @@ async def _session(
         await channel.close("consent_denied")
         return ExitCode.CONSENT_DENIED
     say(t("connected", agent_id=opts.agent_id))
-    print(json.dumps({"event": "connected", "agent_id": opts.agent_id}), flush=True)
+    say(t("connected_end_hint", session_id=session_id))
+    print(
+        json.dumps({"event": "connected", "agent_id": opts.agent_id, "session_id": session_id}),
+        flush=True,
+    )
     if bridge is not None:
         await bridge.start(channel)
         host, port = bridge.address

@@ -7,6 +7,8 @@ import os
 import ssl
 from pathlib import Path
 
+from enkaku.i18n import t
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ def client_ssl_context(
     if ca is None:
         return True
     if not ca.is_file():
-        raise FileNotFoundError(f"CA file {ca} does not exist")
+        raise FileNotFoundError(t("ca_file_missing", path=ca))
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

@@ -14,6 +14,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from enkaku.i18n import t
+
 log = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -28,15 +30,13 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise DatabaseError(
-            f"invalid database URL ({exc}); example: sqlite:///path/enkaku.db"
-        ) from None
+        raise DatabaseError(t("db_invalid_url", detail=exc)) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return str(parsed.set(drivername="sqlite+aiosqlite"))
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    raise DatabaseError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    raise DatabaseError(t("db_unsupported", backend=backend))
 
 
 def _create_private(path: Path) -> None:
@@ -96,6 +96,6 @@ async def open_engine(url: str) -> AsyncEngine:
             await conn.run_sync(_upgrade)
     except Exception as exc:
         await engine.dispose()
-        raise DatabaseError(f"cannot open or migrate the database: {exc}") from exc
+        raise DatabaseError(t("db_cannot_open", detail=exc)) from exc
     log.info("database ready (%s)", make_url(full).render_as_string(hide_password=True))
     return engine
