@@ -354,3 +354,149 @@ def test_the_demo_suggests_a_free_vnc_port_when_its_own_is_busy(
     out = capsys.readouterr().out
     assert f"--vnc-listen 127.0.0.1:{port}" in out and f"127.0.0.1::{port}" in out
     assert "5901" not in out or port == 5901
+
+
+# -- enkaku end: checks before anything is sent --------------------------------------------
+
+SESSION = "0123456789abcdef" * 2
+
+
+@pytest.mark.parametrize("comment", [None, "", "   "])
+def test_end_refuses_a_policy_reason_without_a_comment(
+    logged_in: dict[str, str], comment: str | None
+) -> None:
+    extra = [] if comment is None else ["--comment", comment]
+    code, err = run("end", SESSION, "--reason", "malware_found", *extra, env=logged_in)
+    # Exit 2 and nothing sent: the saved server does not exist, so a request would have
+    # been "Cannot reach the server" (exit 9).
+    assert code == 2
+    assert one_line(err) == (
+        "The end reason malware_found needs --comment saying what you found. Nothing was sent."
+    )
+
+
+def test_end_refuses_a_comment_the_server_would_not_keep(logged_in: dict[str, str]) -> None:
+    code, err = run(
+        "end", SESSION, "--reason", "illegal_request", "--comment", "x" * 1001, env=logged_in
+    )
+    assert code == 2
+    assert "1001 characters" in one_line(err)
+
+
+def test_end_without_a_policy_reason_needs_no_comment(logged_in: dict[str, str]) -> None:
+    code, err = run("end", SESSION, "--reason", "technician_ended", env=logged_in)
+    assert code == 9  # it did try: the saved server is not there
+    assert one_line(err).startswith("Cannot reach the server http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["not-a-session", "--reason", "technician_ended"], "a session ID has 32 hexadecimal"),
+        ([SESSION, "--reason", "customer_ended"], "invalid choice: 'customer_ended'"),
+        ([SESSION], "the following arguments are required: --reason"),
+    ],
+)
+def test_end_usage_errors(args: list[str], expected: str) -> None:
+    code, err = run("end", *args)
+    assert code == 2
+    assert expected in err
+
+
+def test_end_reasons_are_the_ones_the_api_accepts() -> None:
+    from enkaku.cli import END_REASONS, MAX_END_COMMENT
+    from enkaku.server.api.routes import API_END_REASONS, EndRequest
+
+    assert sorted(END_REASONS) == sorted(API_END_REASONS)
+    assert END_REASONS[0] == "technician_ended"
+    assert EndRequest.model_fields["comment"].metadata[0].max_length == MAX_END_COMMENT
+
+
+# -- Japanese ------------------------------------------------------------------------------
+
+
+def run_ja(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`enkaku args...` with ENKAKU_LANG=ja: exit code, stdout and stderr."""
+    import os
+
+    full_env = dict(os.environ, ENKAKU_LANG="ja", **(env or {}))
+    full_env.pop("DISPLAY", None)
+    return subprocess.run(
+        [ENKAKU, *args],
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (
+            ["server", "--db", "mysql://x"],
+            2,
+            "enkaku server: データベース 'mysql' には対応していません。",
+        ),
+        (["connect", "12345"], 2, "エージェント ID は 9 桁の数字です ('12345' が指定されました)"),
+        (["agent", "--server", "localhost:8443", "--headless"], 2, "https:// または http://"),
+        ([], 2, "コマンドを指定してください"),
+        (
+            ["end", SESSION, "--reason", "credentials_refused"],
+            2,
+            "終了理由 credentials_refused には、何が見つかったかを説明する --comment が必要です。",
+        ),
+        (
+            ["end", "xyz", "--reason", "technician_ended"],
+            2,
+            "セッション ID は 32 文字の 16 進数です",
+        ),
+        (
+            ["agent", "--server", "http://127.0.0.1:1", "--headless", "--ca-file", "/nonexistent"],
+            2,
+            "enkaku agent: CA ファイル /nonexistent が存在しません",
+        ),
+        (
+            ["login", "--server", "http://127.0.0.1:1", "--user", "x"],
+            1,
+            "enkaku: ENKAKU_LOGIN_PASSWORD を設定するか、端末で実行して入力してください",
+        ),
+    ],
+)
+def test_errors_in_japanese(args: list[str], code: int, expected: str) -> None:
+    done = run_ja(*args)
+    assert done.returncode == code
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_server_start_errors_in_japanese(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not PEM\n")
+    key.write_text("not PEM\n")
+    db = f"sqlite:///{tmp_path}/s.db"
+    done = run_ja("server", "--db", db, "--port", str(free_port()), "--tls-cert", str(cert),
+                  "--tls-key", str(key))  # fmt: skip
+    assert done.returncode == 2
+    assert f"TLS 証明書 {cert} と秘密鍵 {key} を使用できません: 使用できる PEM 形式" in done.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_ja("server", "--db", db, "--port", str(port))
+    assert done.returncode == 2
+    assert f"enkaku server: 127.0.0.1:{port} で待ち受けできません: " in done.stderr
+
+
+def test_admin_output_in_japanese(tmp_path: Path) -> None:
+    db = ["--db", f"sqlite:///{tmp_path}/new.db"]
+    done = run_ja(
+        "user", *db, "--create", "add", "bob", env={"ENKAKU_NEW_PASSWORD": "0123456789ab"}
+    )
+    assert (done.returncode, done.stdout) == (0, "技術者 bob を追加しました。\n"), done.stderr
+    done = run_ja("contract", *db, "add", "C-1", "--customer", "X")
+    assert (done.returncode, done.stdout) == (0, "契約 C-1 を追加しました。\n"), done.stderr
+    done = run_ja("contract", *db, "add", "C-1", "--customer", "X")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "enkaku: 契約コード 'C-1' の契約はすでに存在します"

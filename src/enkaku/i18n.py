@@ -355,6 +355,27 @@ CATALOG: dict[str, tuple[str, str]] = {
         "データベース {backend!r} には対応していません。sqlite:/// または postgresql:// を"
         "使ってください",
     ),
+    "proxy_not_http": (
+        "{name} must be an http:// proxy URL such as http://proxy.example.com:3128, got {url}",
+        "{name} には http://proxy.example.com:3128 のような http:// のプロキシ URL を"
+        "指定してください ({url} が指定されました)",
+    ),
+    "relay_open_failed": (
+        "cannot open the relay connection: {detail}",
+        "中継接続を開けません: {detail}",
+    ),
+    "store_unknown_role": (
+        "unknown role {role!r}: use admin or technician",
+        "ロール {role!r} は存在しません。admin または technician を指定してください",
+    ),
+    "store_technician_exists": (
+        "a technician named {user!r} already exists",
+        "技術者 {user!r} はすでに存在します",
+    ),
+    "store_contract_exists": (
+        "a contract with code {code!r} already exists",
+        "契約コード {code!r} の契約はすでに存在します",
+    ),
     "db_cannot_open": (
         "cannot open or migrate the database: {detail}",
         "データベースを開けないか、スキーマを更新できません: {detail}",

@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import encode_basic_auth
 from yarl import URL
 
+from enkaku.i18n import t
+
 
 class ProxyError(ValueError):
     """The proxy setting in the environment cannot be used."""
@@ -44,8 +46,7 @@ def proxy_for(
     if proxy.scheme != "http" or not proxy.host:
         name = f"{keys[1].upper()}_PROXY"
         raise ProxyError(
-            f"{name} must be an http:// proxy URL such as http://proxy.example.com:3128, "
-            f"got {proxy.with_user(None).with_password(None)}"
+            t("proxy_not_http", name=name, url=proxy.with_user(None).with_password(None))
         )
     headers = {}
     if proxy.user is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import WSMsgType
 
+from enkaku.i18n import t
 from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.records import MAX_RECORD
 
@@ -75,7 +76,7 @@ async def open_leg(
             **proxy_kwargs(url),
         )
     except (aiohttp.ClientError, OSError) as exc:
-        raise TransportError(f"cannot open the relay connection: {exc}") from exc
+        raise TransportError(t("relay_open_failed", detail=exc)) from exc
     await ws.send_str(json.dumps({"token": token}))
     if on_waiting:
         on_waiting()

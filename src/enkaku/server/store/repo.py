@@ -14,6 +14,8 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from enkaku.i18n import t
+
 from .models import Agent, ApiToken, AuditEvent, Contract, SupportSession, Technician
 
 _hasher = PasswordHasher()
@@ -60,7 +62,7 @@ class Store:
     ) -> Technician:
         """Add a technician account (argon2id hash of ``password``)."""
         if role not in ("admin", "technician"):
-            raise StoreError(f"unknown role {role!r}: use admin or technician")
+            raise StoreError(t("store_unknown_role", role=role))
         pw_hash = await asyncio.to_thread(_hasher.hash, password)
         tech = Technician(
             username=username,
@@ -75,7 +77,7 @@ class Store:
             try:
                 await s.commit()
             except IntegrityError:
-                raise StoreError(f"a technician named {username!r} already exists") from None
+                raise StoreError(t("store_technician_exists", user=username)) from None
         return tech
 
     async def verify_login(self, username: str, password: str) -> Technician | None:
@@ -230,7 +232,7 @@ class Store:
             try:
                 await s.commit()
             except IntegrityError:
-                raise StoreError(f"a contract with code {code!r} already exists") from None
+                raise StoreError(t("store_contract_exists", code=code)) from None
         return contract
 
     async def list_contracts(self) -> list[Contract]:
