@@ -439,6 +439,11 @@ def run_ja(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
             2,
             "enkaku server: データベース 'mysql' には対応していません。",
         ),
+        (
+            ["server", "--db", "sqlite:///:memory:", "--port", "70000"],
+            2,
+            "enkaku server: port: 70000 は TCP ポート番号ではありません",
+        ),
         (["connect", "12345"], 2, "エージェント ID は 9 桁の数字です ('12345' が指定されました)"),
         (["agent", "--server", "localhost:8443", "--headless"], 2, "https:// または http://"),
         ([], 2, "コマンドを指定してください"),

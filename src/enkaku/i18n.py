@@ -355,6 +355,50 @@ CATALOG: dict[str, tuple[str, str]] = {
         "データベース {backend!r} には対応していません。sqlite:/// または postgresql:// を"
         "使ってください",
     ),
+    # server settings (src/enkaku/server/settings.py): each names its setting first
+    "setting_port": (
+        "port: {port} is not a TCP port",
+        "port: {port} は TCP ポート番号ではありません",
+    ),
+    "setting_tls_pair": (
+        "tls_cert / tls_key: give both or neither",
+        "tls_cert / tls_key: 両方を指定するか、どちらも指定しないでください",
+    ),
+    "setting_plain_http": (
+        "host: plain HTTP is only allowed on loopback, not on {host}; "
+        "give --tls-cert and --tls-key, or --behind-proxy when a TLS proxy is in front",
+        "host: 暗号化なしの HTTP はループバックでのみ使えます ({host} では使えません)。"
+        "--tls-cert と --tls-key を指定するか、TLS プロキシの背後で動かす場合は "
+        "--behind-proxy を指定してください",
+    ),
+    "setting_public_url_required": (
+        "public_url: required with behind_proxy; give --public-url "
+        "https://support.example.com (the address the proxy serves)",
+        "public_url: behind_proxy では必須です。--public-url https://support.example.com "
+        "のように、プロキシが公開するアドレスを指定してください",
+    ),
+    "setting_public_url_https": (
+        "public_url: {url!r} must be an https:// URL (http:// only on loopback)",
+        "public_url: {url!r} は https:// の URL にしてください (http:// はループバックのみ)",
+    ),
+    "setting_heartbeat": (
+        "heartbeat_timeout: must be more than 0.5 seconds",
+        "heartbeat_timeout: 0.5 秒より大きくしてください",
+    ),
+    "setting_positive_seconds": (
+        "{name}: must be more than 0 seconds",
+        "{name}: 0 秒より大きくしてください",
+    ),
+    "setting_at_least_one": ("{name}: must be at least 1", "{name}: 1 以上にしてください"),
+    "setting_not_negative": ("{name}: must not be negative", "{name}: 負の値は指定できません"),
+    "setting_expiry_negative": (
+        "agent_expiry_days: must not be negative (0: never)",
+        "agent_expiry_days: 負の値は指定できません (0: 削除しない)",
+    ),
+    "setting_unparsable": (
+        "{var}: cannot parse {raw!r}",
+        "{var}: {raw!r} を解釈できません",
+    ),
     "proxy_not_http": (
         "{name} must be an http:// proxy URL such as http://proxy.example.com:3128, got {url}",
         "{name} には http://proxy.example.com:3128 のような http:// のプロキシ URL を"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from enkaku.i18n import t
+
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the setting."""
@@ -66,45 +68,36 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise SettingsError(f"port: {self.port} is not a TCP port")
+            raise SettingsError(t("setting_port", port=self.port))
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise SettingsError("tls_cert / tls_key: give both or neither")
+            raise SettingsError(t("setting_tls_pair"))
         if self.tls_cert is None and not self.behind_proxy and not _is_loopback(self.host):
-            raise SettingsError(
-                f"host: plain HTTP is only allowed on loopback, not on {self.host}; "
-                "give --tls-cert and --tls-key, or --behind-proxy when a TLS proxy is in front"
-            )
+            raise SettingsError(t("setting_plain_http", host=self.host))
         if self.behind_proxy and not self.public_url:
             # Behind a proxy this node cannot see the URL clients use (https, host name),
             # and the relay URLs it hands out must be that one.
-            raise SettingsError(
-                "public_url: required with behind_proxy; give --public-url "
-                "https://support.example.com (the address the proxy serves)"
-            )
+            raise SettingsError(t("setting_public_url_required"))
         if self.public_url and not (
             self.public_url.startswith("https://")
             or (self.public_url.startswith("http://") and _is_loopback_url(self.public_url))
         ):
-            raise SettingsError(
-                f"public_url: {self.public_url!r} must be an https:// URL "
-                "(http:// only on loopback)"
-            )
+            raise SettingsError(t("setting_public_url_https", url=self.public_url))
         if self.heartbeat_timeout <= 0.5:
-            raise SettingsError("heartbeat_timeout: must be more than 0.5 seconds")
+            raise SettingsError(t("setting_heartbeat"))
         for name in ("auth_timeout", "header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
-                raise SettingsError(f"{name}: must be more than 0 seconds")
+                raise SettingsError(t("setting_positive_seconds", name=name))
         for name in (
             "max_unauthenticated_per_address",
             "agent_registration_burst",
             "max_pending_sessions",
         ):
             if getattr(self, name) < 1:
-                raise SettingsError(f"{name}: must be at least 1")
+                raise SettingsError(t("setting_at_least_one", name=name))
         if self.agent_registrations_per_minute < 0:
-            raise SettingsError("agent_registrations_per_minute: must not be negative")
+            raise SettingsError(t("setting_not_negative", name="agent_registrations_per_minute"))
         if self.agent_expiry_days < 0:
-            raise SettingsError("agent_expiry_days: must not be negative (0: never)")
+            raise SettingsError(t("setting_expiry_negative"))
 
     @property
     def tls(self) -> bool:
@@ -171,7 +164,7 @@ def from_env(**overrides: object) -> Settings:
             try:
                 env[name] = fn(raw)
             except ValueError:
-                raise SettingsError(f"{var}: cannot parse {raw!r}") from None
+                raise SettingsError(t("setting_unparsable", var=var, raw=raw)) from None
     env.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**env)  # type: ignore[arg-type]
 

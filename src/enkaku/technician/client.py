@@ -316,7 +316,7 @@ async def _connect(
     except TimeoutError:
         await leg.close("handshake_failed")
         raise ClientError(
-            t("handshake_failed", detail="timeout"), ExitCode.CONNECTION_LOST
+            t("handshake_failed", detail=reason_text("timeout")), ExitCode.CONNECTION_LOST
         ) from None
     channel = SecureChannel(leg, records, "technician")
     channel.start()
