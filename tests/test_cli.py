@@ -505,3 +505,15 @@ def test_admin_output_in_japanese(tmp_path: Path) -> None:
     done = run_ja("contract", *db, "add", "C-1", "--customer", "X")
     assert done.returncode == 1
     assert done.stderr.strip() == "enkaku: 契約コード 'C-1' の契約はすでに存在します"
+
+
+def test_every_message_has_both_texts_with_the_same_placeholders() -> None:
+    import string
+
+    from enkaku.i18n import CATALOG
+
+    def fields(text: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+    bad = [k for k, (en, ja) in CATALOG.items() if not en or not ja or fields(en) != fields(ja)]
+    assert bad == []
