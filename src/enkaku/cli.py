@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds of silence before a peer is gone (default 5)",
     )
+    s.add_argument(
+        "--agent-heartbeat",
+        type=float,
+        help="seconds of silence before an idle agent's control link is gone (default 30)",
+    )
     pre = s.add_argument_group("limits before authentication (docs/operations.md)")
     for flag, kind, text in _PREAUTH_FLAGS:
         pre.add_argument(flag, type=kind, metavar="N", help=text)
@@ -379,6 +384,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 public_url=args.public_url,
                 node_id=args.node_id,
                 heartbeat_timeout=args.heartbeat_timeout,
+                agent_heartbeat=args.agent_heartbeat,
                 **{
                     f[2:].replace("-", "_"): getattr(args, f[2:].replace("-", "_"))
                     for f, *_ in _PREAUTH_FLAGS

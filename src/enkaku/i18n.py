@@ -385,6 +385,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "heartbeat_timeout: must be more than 0.5 seconds",
         "heartbeat_timeout: 0.5 秒より大きくしてください",
     ),
+    "setting_agent_heartbeat": (
+        "agent_heartbeat: must be between 2 and 3600 seconds",
+        "agent_heartbeat: 2 秒以上 3600 秒以下にしてください",
+    ),
     "setting_positive_seconds": (
         "{name}: must be more than 0 seconds",
         "{name}: 0 秒より大きくしてください",

@@ -42,6 +42,11 @@ class Settings:
     node_id: str = ""
     #: A peer that stays silent this long is gone; both legs are closed.
     heartbeat_timeout: float = 5.0
+    #: An idle agent's control link (/ws/agent) that stays silent this long is gone.
+    #: Longer than heartbeat_timeout: a session needs fast loss detection, an idle
+    #: agent's presence does not, and every ping costs the server CPU per agent
+    #: (docs/operations.md#agent-heartbeat).
+    agent_heartbeat: float = 30.0
     #: How long one leg of a session waits for the other before the session is dropped.
     pairing_timeout: float = 60.0
     max_frame: int = 256 * 1024
@@ -84,6 +89,8 @@ class Settings:
             raise SettingsError(t("setting_public_url_https", url=self.public_url))
         if self.heartbeat_timeout <= 0.5:
             raise SettingsError(t("setting_heartbeat"))
+        if not 2.0 <= self.agent_heartbeat <= 3600.0:
+            raise SettingsError(t("setting_agent_heartbeat"))
         for name in ("auth_timeout", "header_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise SettingsError(t("setting_positive_seconds", name=name))
@@ -148,6 +155,7 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_NODE_ID": ("node_id", str),
         "ENKAKU_BEHIND_PROXY": ("behind_proxy", _bool),
         "ENKAKU_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", float),
+        "ENKAKU_AGENT_HEARTBEAT": ("agent_heartbeat", float),
         "ENKAKU_IMPLICIT_CONSENT": ("implicit_consent", _bool),
         "ENKAKU_MAX_PENDING_SESSIONS": ("max_pending_sessions", int),
         "ENKAKU_AUTH_TIMEOUT": ("auth_timeout", float),
