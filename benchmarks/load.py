@@ -12,9 +12,10 @@ end):
    own source address 127.0.0.2, 127.0.0.3, ... so the server's per-address limits apply
    to each fleet as they would to one office behind one NAT. Each fleet runs its share of
    the agents: a real agent-link client (Ed25519 device key, challenge signed, welcome,
-   aiohttp heartbeat of half the server's ``heartbeat``, exactly as
-   ``AgentRuntime``) that answers ``session_request`` by opening its relay leg with
-   ``enkaku.transport.relay.open_leg`` and then echoes every binary message;
+   aiohttp heartbeat on the link of half the server's ``agent_heartbeat``, on relay legs
+   half its ``heartbeat``, exactly as ``AgentRuntime``) that answers ``session_request``
+   by opening its relay leg with ``enkaku.transport.relay.open_leg`` and then echoes
+   every binary message;
 3. as technicians, in this process: ``--setups`` sessions one after the other
    (POST /api/v1/sessions -> technician leg paired, which the relay only says once both
    legs are there; then ended with ``technician_ended``), and ``--sessions`` sessions
@@ -63,6 +64,7 @@ import aiohttp
 import pysodium
 from aiohttp import WSMsgType
 
+from enkaku.agent.runtime import DEFAULT_LINK_HEARTBEAT
 from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.protocol.records import MAX_RECORD
 from enkaku.transport.errors import TransportError
@@ -263,7 +265,10 @@ class Fleet:
         async with self.inflight:
             await self._pace()
             ws = await self.http.ws_connect(
-                url, heartbeat=self.heartbeat.get(i, 2.5), compress=0, max_msg_size=64 * 1024
+                url,
+                heartbeat=self.heartbeat.get(i, DEFAULT_LINK_HEARTBEAT),
+                compress=0,
+                max_msg_size=64 * 1024,
             )
             self.sockets.add(ws)
             try:
@@ -286,11 +291,12 @@ class Fleet:
                 await ws.close()
                 raise
         try:
-            # As AgentRuntime: this connection keeps the heartbeat it was opened with (2.5 s
-            # the first time); half the welcome's value is used for relay legs and the
-            # next connection.
+            # As AgentRuntime: this connection keeps the heartbeat it was opened with
+            # (DEFAULT_LINK_HEARTBEAT the first time); half the welcome's heartbeat is
+            # used for relay legs, half its agent_heartbeat for the next connection.
             heartbeat = max(0.5, float(welcome.get("heartbeat", 5.0)) / 2)
-            self.heartbeat[i] = heartbeat
+            link = welcome.get("agent_heartbeat", welcome.get("heartbeat", 5.0))
+            self.heartbeat[i] = max(0.5, float(link) / 2)
             if i not in self.ids:
                 self.stats.welcomed += 1
             self.ids[i] = str(welcome["agent_id"])

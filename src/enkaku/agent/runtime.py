@@ -39,6 +39,10 @@ class AgentReplaced(Exception):
 
 
 BACKOFF_MAX = 30.0
+#: The control link's aiohttp heartbeat until the server says otherwise: a ping after
+#: 15 s of silence, gone without a pong within 7.5 s (half the server's default
+#: agent_heartbeat of 30 s; docs/protocol/agent-control.md).
+DEFAULT_LINK_HEARTBEAT = 15.0
 #: The largest message the agent reads from the server (docs/protocol/agent-control.md).
 MAX_SERVER_MESSAGE = 64 * 1024
 
@@ -67,7 +71,13 @@ class AgentRuntime:
         self.password = new_password()
         self.failed_attempts = 0
         self.agent_id = ""
+        #: Relay legs' aiohttp heartbeat: half the server's heartbeat_timeout (welcome).
         self.heartbeat = 2.5
+        #: The control link's: half the server's agent_heartbeat (welcome). The first
+        #: connection, before any welcome, uses the server's default: a pong deadline of
+        #: 1.25 s there made every agent drop at once when the server paused that long
+        #: (benchmarks/README.md, Load).
+        self.link_heartbeat = DEFAULT_LINK_HEARTBEAT
         self.http: aiohttp.ClientSession
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.session: AgentSession | None = None
@@ -142,7 +152,7 @@ class AgentRuntime:
         )
         async with self.http.ws_connect(
             url,
-            heartbeat=self.heartbeat,
+            heartbeat=self.link_heartbeat,
             ssl=self.ssl_context,
             compress=0,
             max_msg_size=MAX_SERVER_MESSAGE,
@@ -173,11 +183,16 @@ class AgentRuntime:
             # read aloud, so it must be the 9 digits and nothing else.
             if not (isinstance(agent_id, str | int) and re.fullmatch(r"[0-9]{9}", str(agent_id))):
                 raise ValueError("malformed welcome from the server (agent_id)")
-            if not isinstance(heartbeat, int | float) or not 0 < heartbeat <= 3600:
-                raise ValueError("malformed welcome from the server (heartbeat)")
+            # A server before agent_heartbeat existed: its heartbeat is the link's too.
+            link_heartbeat = welcome.get("agent_heartbeat", heartbeat)
+            for value in (heartbeat, link_heartbeat):
+                if not isinstance(value, int | float) or not 0 < value <= 3600:
+                    raise ValueError("malformed welcome from the server (heartbeat)")
             changed = self.agent_id != str(agent_id)
             self.agent_id = str(agent_id)
             self.heartbeat = max(0.5, float(heartbeat) / 2)
+            # Used from the next connection on (this one keeps its own).
+            self.link_heartbeat = max(0.5, float(link_heartbeat) / 2)
             self.ui.notice("agent_online", server=self.server_url)
             if changed:  # first contact, or the server gave another ID (database reset)
                 self.ui.credentials(self.agent_id, self.password)

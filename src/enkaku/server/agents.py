@@ -6,7 +6,9 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
     agent → server  {"type": "hello", "public_key": <hex Ed25519>, "signature": <hex>,
                      "agent_version": str, "platform": str}
                     signature = Ed25519(b"enkaku/1 agent-auth\\0" + nonce)
-    server → agent  {"type": "welcome", "agent_id": "123456789", "heartbeat": seconds}
+    server → agent  {"type": "welcome", "agent_id": "123456789", "heartbeat": seconds,
+                     "agent_heartbeat": seconds}
+                    heartbeat: relay legs (heartbeat_timeout); agent_heartbeat: this link
     server → agent  {"type": "session_request", "session_id", "relay_url" (absolute, or
                      null: then resolve "relay_path" against the agent's server URL),
                      "relay_path", "relay_token",
@@ -31,6 +33,7 @@ from typing import Any
 
 import pysodium
 from aiohttp import WSCloseCode, WSMsgType, web
+from sqlalchemy.exc import OperationalError
 
 from enkaku.protocol.agentlink import (
     AUTH_CONTEXT,
@@ -52,6 +55,9 @@ from .store.repo import Store
 log = logging.getLogger(__name__)
 
 MAX_CONTROL = 16 * 1024
+#: Close code for an agent whose bookkeeping the database could not do right now
+#: ("try again later"; the agent reconnects with its backoff).
+CLOSE_TRY_AGAIN = 1013
 SESSION_EVENTS = {
     "busy",
     "wrong_password",
@@ -106,13 +112,32 @@ class AgentGateway:
         if not self.pending.acquire(address):
             raise too_many_connections(self.settings.auth_timeout)
         pending = True
+        # The control link has its own, longer heartbeat than the relay legs: a ping every
+        # agent_heartbeat / 2, a pong within agent_heartbeat / 4 (aiohttp). A closed TCP
+        # connection is noticed at once either way; the heartbeat only finds silent loss.
         ws = web.WebSocketResponse(
-            heartbeat=self.settings.heartbeat_timeout / 2, max_msg_size=MAX_CONTROL, compress=False
+            heartbeat=self.settings.agent_heartbeat / 2, max_msg_size=MAX_CONTROL, compress=False
         )
         try:
             await ws.prepare(request)
             self.connections.add(ws)
-            agent_id = await self._authenticate(ws, address)
+            try:
+                agent_id = await self._authenticate(ws, address)
+            except ConnectionError:
+                # The peer vanished (e.g. gave up waiting) while we wrote to it.
+                log.debug("agent link from %s closed during authentication", address)
+                return ws
+            except OperationalError as exc:
+                # E.g. SQLite's "database is locked" under a burst of reconnects: this
+                # agent retries with its backoff; nothing is half-written.
+                log.warning(
+                    "agent link from %s: database busy (%s); asked to retry",
+                    address,
+                    _first_line(exc),
+                )
+                with contextlib.suppress(Exception):
+                    await ws.close(code=CLOSE_TRY_AGAIN, message=b"server busy; retry later")
+                return ws
             self.pending.release(address)
             pending = False
             if agent_id is None:
@@ -129,20 +154,35 @@ class AgentGateway:
                         "type": "welcome",
                         "agent_id": agent_id,
                         "heartbeat": self.settings.heartbeat_timeout,
+                        "agent_heartbeat": self.settings.agent_heartbeat,
                     }
                 )
                 await self._serve(conn)
+            except ConnectionError:
+                # The agent went away while we wrote to it: an ordinary disconnect.
+                log.debug("agent %s closed its link while we were sending", agent_id)
             finally:
                 await self.presence.unregister(conn)
                 # Its own task: aiohttp may cancel this handler, and the write must
                 # finish before the store closes (drain()).
-                self._spawn(self.store.touch_agent(agent_id))
+                self._spawn(self._went_offline(agent_id))
                 log.info("agent %s offline", agent_id)
             return ws
         finally:
             if pending:
                 self.pending.release(address)
             self.connections.discard(ws)
+
+    async def _went_offline(self, agent_id: str) -> None:
+        try:
+            await self.store.touch_agent(agent_id)
+        except OperationalError as exc:
+            # Only last_seen_at (for expiry) is lost, and the next contact sets it again.
+            log.warning(
+                "agent %s: last-seen time not recorded, database busy (%s)",
+                agent_id,
+                _first_line(exc),
+            )
 
     async def _authenticate(self, ws: web.WebSocketResponse, address: str) -> str | None:
         nonce = secrets.token_bytes(32)
@@ -247,3 +287,9 @@ class AgentGateway:
         closes)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's statement and parameters."""
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0][:200]

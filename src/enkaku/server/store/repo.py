@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from enkaku.i18n import t
@@ -173,16 +174,26 @@ class Store:
 
     async def find_agent(self, public_key_hex: str) -> str | None:
         """The ID bound to a known device key (its last_seen_at updated), else None."""
+        return await _once_more_if_busy(lambda: self._find_agent(public_key_hex))
+
+    async def _find_agent(self, public_key_hex: str) -> str | None:
+        # Two plain statements, no ORM object: every agent (re)connection runs this on
+        # the event loop, thousands at once after a network blip.
         async with self._sessions() as s:
-            agent = await s.scalar(select(Agent).where(Agent.public_key == public_key_hex))
-            if agent is None:
+            agent_id = await s.scalar(select(Agent.id).where(Agent.public_key == public_key_hex))
+            if agent_id is None:
                 return None
-            agent.last_seen_at = self._clock()
+            await s.execute(
+                update(Agent).where(Agent.id == agent_id).values(last_seen_at=self._clock())
+            )
             await s.commit()
-            return agent.id
+            return agent_id
 
     async def touch_agent(self, agent_id: str) -> None:
         """Record that the agent was online until now (it just went offline)."""
+        await _once_more_if_busy(lambda: self._touch_agent(agent_id))
+
+    async def _touch_agent(self, agent_id: str) -> None:
         async with self._sessions() as s:
             await s.execute(
                 update(Agent).where(Agent.id == agent_id).values(last_seen_at=self._clock())
@@ -370,3 +381,24 @@ class Store:
 def _aware(dt: datetime) -> datetime:
     # SQLite returns naive datetimes even for timezone=True columns.
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+_T = TypeVar("_T")
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" / "database table is locked" (SQLITE_BUSY, after
+    busy_timeout): another connection held the write lock too long."""
+    return "is locked" in str(exc.orig)
+
+
+async def _once_more_if_busy(op: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``op``; if SQLite was busy, once more after a short random pause (the rest
+    of the burst usually clears the lock). A second failure is the caller's to report."""
+    try:
+        return await op()
+    except OperationalError as exc:
+        if not _is_busy(exc):
+            raise
+    await asyncio.sleep(0.05 + secrets.randbelow(200) / 1000)
+    return await op()

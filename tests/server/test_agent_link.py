@@ -1,0 +1,199 @@
+"""The agent control link under load: its own heartbeat, quiet disconnects, a busy
+database, and the serving process's garbage-collector settings."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import signal
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy.exc import OperationalError
+
+from enkaku.protocol.agentlink import AUTH_CONTEXT
+from enkaku.server.agents import CLOSE_TRY_AGAIN
+from enkaku.server.app import GC_THRESHOLDS, serve
+from enkaku.server.settings import Settings
+from enkaku.server.store.db import open_engine
+from enkaku.server.store.repo import Store
+
+from .conftest import Env
+
+
+def _locked() -> OperationalError:
+    return OperationalError("UPDATE agents ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+def _hello(challenge: dict[str, Any], key: Ed25519PrivateKey | None = None) -> dict[str, str]:
+    key = key or Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
+    return {"type": "hello", "public_key": pub.hex(), "signature": sig.hex()}
+
+
+async def _until(condition: Any, what: str) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_the_control_link_has_its_own_heartbeat(env: Env) -> None:
+    ws, _ = await env.agent()
+    try:
+        (server_ws,) = env.svc.agents.connections
+        # The server pings an idle agent every agent_heartbeat / 2, not every
+        # heartbeat_timeout / 2 like a relay leg.
+        assert server_ws._heartbeat == env.svc.settings.agent_heartbeat / 2 == 15.0
+    finally:
+        await ws.close()
+
+
+async def test_welcome_carries_both_heartbeats(env: Env) -> None:
+    ws = await env.http.ws_connect(env.url("/ws/agent"))
+    await ws.send_json(_hello(json.loads((await ws.receive()).data)))
+    welcome = json.loads((await ws.receive()).data)
+    await ws.close()
+    assert welcome["heartbeat"] == 2.0  # relay legs: heartbeat_timeout
+    assert welcome["agent_heartbeat"] == 30.0  # this link
+
+
+async def test_an_agent_gone_before_welcome_is_one_debug_line(
+    env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="enkaku.server.agents")
+    real = env.svc.store.agent_for_key
+
+    async def then_the_link_drops(key: str) -> str:
+        agent_id = await real(key)
+        # As when the peer vanished during a long pause of the server (its heartbeat
+        # closed the transport): the handler goes on to send welcome on a closing one.
+        (server_ws,) = env.svc.agents.connections
+        assert server_ws._req is not None and server_ws._req.transport is not None
+        server_ws._req.transport.abort()
+        return agent_id
+
+    monkeypatch.setattr(env.svc.store, "agent_for_key", then_the_link_drops)
+    ws = await env.http.ws_connect(env.url("/ws/agent"))
+    await ws.send_json(_hello(json.loads((await ws.receive()).data)))
+    assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+    await _until(lambda: not env.svc.agents.connections, "handler finished")
+    await env.svc.agents.drain()
+    assert any("while we were sending" in r.getMessage() for r in caplog.records)
+    assert _tracebacks(caplog) == []
+
+
+async def test_a_busy_database_at_hello_asks_the_agent_to_retry(
+    env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def locked(*_: Any) -> None:
+        raise _locked()
+
+    monkeypatch.setattr(env.svc.store, "find_agent", locked)
+    ws = await env.http.ws_connect(env.url("/ws/agent"))
+    await ws.send_json(_hello(json.loads((await ws.receive()).data)))
+    msg = await ws.receive()
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == CLOSE_TRY_AGAIN
+    await _until(lambda: not env.svc.agents.connections, "handler finished")
+    busy = [r for r in caplog.records if "database busy" in r.getMessage()]
+    assert len(busy) == 1 and busy[0].levelno == logging.WARNING
+    assert "database is locked" in busy[0].getMessage()
+    assert _tracebacks(caplog) == []
+
+
+async def test_a_busy_database_when_an_agent_leaves_is_one_warning(
+    env: Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, agent_id = await env.agent()
+
+    async def locked(*_: Any) -> None:
+        raise _locked()
+
+    monkeypatch.setattr(env.svc.store, "_touch_agent", locked)
+    await ws.close()
+    await _until(lambda: not env.svc.agents.connections, "handler finished")
+    await env.svc.agents.drain()
+    lines = [r for r in caplog.records if "last-seen time not recorded" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING]
+    assert agent_id in lines[0].getMessage()
+    assert _tracebacks(caplog) == []
+
+
+async def test_agent_bookkeeping_retries_once_when_sqlite_is_locked(tmp_path: Path) -> None:
+    store = Store(await open_engine(f"sqlite:///{tmp_path}/t.db"))
+    try:
+        key = "ab" * 32
+        agent_id = await store.agent_for_key(key)
+        failures = [_locked()]
+        real_find, real_touch = store._find_agent, store._touch_agent
+
+        async def find_after_one_failure(k: str) -> str | None:
+            if failures:
+                raise failures.pop()
+            return await real_find(k)
+
+        async def touch_after_one_failure(a: str) -> None:
+            if failures:
+                raise failures.pop()
+            await real_touch(a)
+
+        store._find_agent = find_after_one_failure  # type: ignore[method-assign,assignment]
+        store._touch_agent = touch_after_one_failure  # type: ignore[method-assign,assignment]
+        assert await store.find_agent(key) == agent_id
+        assert failures == []
+        failures.append(_locked())
+        await store.touch_agent(agent_id)
+        assert failures == []
+        # Twice in a row is the caller's to report; other errors are never retried.
+        failures.extend([_locked(), _locked()])
+        with pytest.raises(OperationalError, match="database is locked"):
+            await store.find_agent(key)
+        failures.append(
+            OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: agents"))
+        )
+        with pytest.raises(OperationalError, match="no such table"):
+            await store.touch_agent(agent_id)
+        assert failures == []
+    finally:
+        await store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_freezes_start_up_objects_and_raises_gc_thresholds(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/t.db", port=_free_port(), node_id="t")
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(settings, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        gc.unfreeze()
+        gc.set_threshold(*before)
