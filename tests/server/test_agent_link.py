@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.exc import OperationalError
 
+from enkaku.cli import build_parser
 from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.agents import CLOSE_TRY_AGAIN
 from enkaku.server.app import GC_THRESHOLDS, serve
-from enkaku.server.settings import Settings
+from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
 
@@ -197,3 +198,17 @@ async def test_serve_freezes_start_up_objects_and_raises_gc_thresholds(tmp_path:
             loop.remove_signal_handler(sig)
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize("seconds", [1.9, 3601.0, float("nan")])
+def test_an_agent_heartbeat_out_of_range_is_refused(seconds: float) -> None:
+    with pytest.raises(SettingsError, match=r"^agent_heartbeat:"):
+        Settings(agent_heartbeat=seconds)
+
+
+def test_agent_heartbeat_from_env_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENKAKU_AGENT_HEARTBEAT", "60")
+    assert from_env().agent_heartbeat == 60.0
+    args = build_parser().parse_args(["server", "--agent-heartbeat", "12"])
+    assert from_env(agent_heartbeat=args.agent_heartbeat).agent_heartbeat == 12.0
+    assert Settings().agent_heartbeat == 30.0 and Settings().heartbeat_timeout == 5.0
