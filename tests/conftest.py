@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _english_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """Messages in English whatever the developer's locale (LANG=ja_JP would otherwise
     turn errors that tests match on into Japanese); a test that wants Japanese sets
-    ENKAKU_LANG=ja itself."""
-    monkeypatch.setenv("ENKAKU_LANG", "en")
+    ENKAKU_LANG=ja itself.
+
+    Set once, before any test starts a thread: changing the process environment around
+    every test (an autouse monkeypatch) raced with libX11 reading it in the X tests'
+    worker threads and made XOpenDisplay fail now and then.
+    """
+    os.environ["ENKAKU_LANG"] = "en"
