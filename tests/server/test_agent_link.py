@@ -15,18 +15,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.exc import OperationalError
 
+from enkaku.agent.identity import DeviceKey
+from enkaku.agent.runtime import DEFAULT_LINK_HEARTBEAT, AgentRuntime
 from enkaku.cli import build_parser
 from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.agents import CLOSE_TRY_AGAIN
-from enkaku.server.app import GC_THRESHOLDS, serve
+from enkaku.server.app import GC_THRESHOLDS, build_app, serve
 from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
 
+from ..agent.test_runtime_json import QuietUI
 from .conftest import Env
 
 
@@ -212,3 +216,27 @@ def test_agent_heartbeat_from_env_and_flag(monkeypatch: pytest.MonkeyPatch) -> N
     args = build_parser().parse_args(["server", "--agent-heartbeat", "12"])
     assert from_env(agent_heartbeat=args.agent_heartbeat).agent_heartbeat == 12.0
     assert Settings().agent_heartbeat == 30.0 and Settings().heartbeat_timeout == 5.0
+
+
+async def test_the_agent_takes_its_link_heartbeat_from_welcome(tmp_path: Path) -> None:
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path}/t.db", heartbeat_timeout=2.0, agent_heartbeat=8.0
+    )
+    server = TestServer(build_app(settings))
+    await server.start_server()
+    runtime = AgentRuntime(
+        str(server.make_url("")), DeviceKey.load_or_create(tmp_path / "agent"), QuietUI()
+    )
+    try:
+        async with aiohttp.ClientSession() as runtime.http:
+            task = asyncio.create_task(runtime._connect_once())
+            await _until(lambda: runtime.agent_id != "", "welcome")
+            assert runtime._ws is not None
+            # Before any welcome: the tolerant default, not the 2.5 s of old.
+            assert runtime._ws._heartbeat == DEFAULT_LINK_HEARTBEAT == 15.0
+            assert runtime.link_heartbeat == 4.0  # the next link: agent_heartbeat / 2
+            assert runtime.heartbeat == 1.0  # relay legs: heartbeat_timeout / 2
+            await runtime.stop()
+            await asyncio.wait_for(task, 30)
+    finally:
+        await server.close()
