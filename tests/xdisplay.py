@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import select
 import shutil
@@ -42,7 +44,7 @@ def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x{depth}",
-         "-nolisten", "tcp", "+extension", "MIT-SHM", "+extension", "DAMAGE",
+         "-nolisten", "tcp", "-noreset", "+extension", "MIT-SHM", "+extension", "DAMAGE",
          "+extension", "XTEST"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,),
     )  # fmt: skip
@@ -62,12 +64,40 @@ def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]
     finally:
         os.close(read_fd)
     display = f":{int(number)}"
+    try:
+        _wait_accepting(display, proc)
+    except BaseException:
+        stop(proc)
+        raise
     _PIDS[display] = proc.pid
     try:
         yield display
     finally:
         _PIDS.pop(display, None)
         stop(proc)
+
+
+def _wait_accepting(display: str, proc: subprocess.Popen[Any]) -> None:
+    """Wait until a client can open ``display``.
+
+    Xvfb reports its number through -displayfd when its sockets exist; a client proves it.
+    Xvfb runs with -noreset: by default an X server resets when its last client leaves
+    and refuses connections meanwhile, which made a test's XOpenDisplay fail whenever it
+    came just after another client (xdotool, xprop, this probe) disconnected.
+    """
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    deadline = time.monotonic() + 30
+    while True:
+        dpy = x11.XOpenDisplay(display.encode())
+        if dpy:
+            x11.XCloseDisplay(dpy)
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"Xvfb reported {display} but no client can open it")
+        time.sleep(0.05)
 
 
 def xvfb_pid(display: str) -> int:
