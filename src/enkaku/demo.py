@@ -71,11 +71,10 @@ def start_virtual_display(workdir: Path) -> tuple[str, list[subprocess.Popen[byt
     # Xvfb picks a free display number and writes it to the pipe once it accepts clients.
     read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-noreset"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        pass_fds=(write_fd,),
-    )
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24",
+         "-nolisten", "tcp", "-noreset"],  # no reset when the last client leaves
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,),
+    )  # fmt: skip
     os.close(write_fd)
     try:
         with os.fdopen(read_fd, "rb") as pipe:
