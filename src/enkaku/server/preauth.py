@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .api.framework import ApiError
+from .ratelimit import InFlight
 
 
 def peer_address(request: web.Request, behind_proxy: bool) -> str:
@@ -46,31 +47,19 @@ def too_many_connections(retry_after: float) -> ApiError:
     )
 
 
-class PendingConnections:
-    """Counts unauthenticated connections per address against a cap."""
-
-    def __init__(self, max_per_address: int) -> None:
-        self.max_per_address = max_per_address
-        self._counts: dict[str, int] = {}
+class PendingConnections(InFlight):
+    """Counts unauthenticated connections per address against a cap (``limit``)."""
 
     def acquire(self, address: str) -> bool:
         """Take a slot for ``address``; False when it already holds the maximum."""
-        n = self._counts.get(address, 0)
-        if n >= self.max_per_address:
+        if self.full(address):
             return False
-        self._counts[address] = n + 1
+        self.enter(address)
         return True
 
     def release(self, address: str) -> None:
         """Give back a slot taken by ``acquire``."""
-        n = self._counts.get(address, 0) - 1
-        if n > 0:
-            self._counts[address] = n
-        else:
-            self._counts.pop(address, None)
-
-    def count(self, address: str) -> int:
-        return self._counts.get(address, 0)
+        self.leave(address)
 
 
 @dataclass(slots=True)
