@@ -8,8 +8,6 @@ and their sleeps advance that clock instead of waiting.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,15 +16,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.app import build_app
 from enkaku.server.ratelimit import Limits
 from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
 from enkaku.server.store.models import SupportSession
+
+from .conftest import agent_link
+from .pg import free_port
 
 PASSWORD = "correct horse"
 
@@ -45,12 +43,6 @@ class FakeClock:
         self.slept.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -97,15 +89,7 @@ class AuthzEnv:
         return token
 
     async def agent(self) -> Agent:
-        key = Ed25519PrivateKey.generate()
-        ws = await self.http.ws_connect(self.url("/ws/agent"))
-        challenge = json.loads((await ws.receive()).data)
-        pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
-        await ws.send_json({"type": "hello", "public_key": pub.hex(), "signature": sig.hex()})
-        welcome = json.loads((await ws.receive()).data)
-        assert welcome["type"] == "welcome", welcome
-        return Agent(ws, welcome["agent_id"])
+        return Agent(*await agent_link(self.http, self.url("/ws/agent")))
 
     async def call(
         self, method: str, path: str, user: str, body: dict[str, Any] | None = None

@@ -4,6 +4,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,27 @@ from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
 
 from . import pg
+
+
+def hello(challenge: dict[str, Any], key: Ed25519PrivateKey | None = None) -> dict[str, str]:
+    """The agent's ``hello`` answering ``challenge``: its public key and the signed nonce
+    (a new device key unless ``key``)."""
+    key = key or Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
+    return {"type": "hello", "public_key": pub.hex(), "signature": sig.hex()}
+
+
+async def agent_link(
+    http: aiohttp.ClientSession, url: str, key: Ed25519PrivateKey | None = None
+) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    """An authenticated agent link at ``url`` (a new device key unless ``key``), and its ID."""
+    ws = await http.ws_connect(url)
+    challenge = json.loads((await ws.receive()).data)
+    await ws.send_json(hello(challenge, key))
+    welcome = json.loads((await ws.receive()).data)
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome["agent_id"]
 
 
 @dataclass
@@ -43,15 +65,7 @@ class Env:
     async def agent(
         self, key: Ed25519PrivateKey | None = None
     ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
-        key = key or Ed25519PrivateKey.generate()
-        ws = await self.http.ws_connect(self.url("/ws/agent"))
-        challenge = json.loads((await ws.receive()).data)
-        pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
-        await ws.send_json({"type": "hello", "public_key": pub.hex(), "signature": sig.hex()})
-        welcome = json.loads((await ws.receive()).data)
-        assert welcome["type"] == "welcome"
-        return ws, welcome["agent_id"]
+        return await agent_link(self.http, self.url("/ws/agent"), key)
 
     async def request_session(self, token: str, agent_id: str, **kw: Any) -> aiohttp.ClientResponse:
         return await self.http.post(
@@ -62,7 +76,7 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path) -> AsyncIterator[Env]:  # type: ignore[no-untyped-def]
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
     relayed: list[tuple[str, str, bytes]] = []
     settings = Settings(
         db_url=f"sqlite:///{tmp_path}/t.db",

@@ -8,7 +8,6 @@ import gc
 import json
 import logging
 import signal
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.exc import OperationalError
 
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.runtime import DEFAULT_LINK_HEARTBEAT, AgentRuntime
 from enkaku.cli import build_parser
-from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.agents import CLOSE_TRY_AGAIN
 from enkaku.server.app import GC_THRESHOLDS, build_app, serve
 from enkaku.server.settings import Settings, SettingsError, from_env
@@ -31,18 +27,12 @@ from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
 
 from ..agent.test_runtime_json import QuietUI
-from .conftest import Env
+from .conftest import Env, hello
+from .pg import free_port
 
 
 def _locked() -> OperationalError:
     return OperationalError("UPDATE agents ...", {}, sqlite3.OperationalError("database is locked"))
-
-
-def _hello(challenge: dict[str, Any], key: Ed25519PrivateKey | None = None) -> dict[str, str]:
-    key = key or Ed25519PrivateKey.generate()
-    pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
-    return {"type": "hello", "public_key": pub.hex(), "signature": sig.hex()}
 
 
 async def _until(condition: Any, what: str) -> None:
@@ -70,7 +60,7 @@ async def test_the_control_link_has_its_own_heartbeat(env: Env) -> None:
 
 async def test_welcome_carries_both_heartbeats(env: Env) -> None:
     ws = await env.http.ws_connect(env.url("/ws/agent"))
-    await ws.send_json(_hello(json.loads((await ws.receive()).data)))
+    await ws.send_json(hello(json.loads((await ws.receive()).data)))
     welcome = json.loads((await ws.receive()).data)
     await ws.close()
     assert welcome["heartbeat"] == 2.0  # relay legs: heartbeat_timeout
@@ -94,7 +84,7 @@ async def test_an_agent_gone_before_welcome_is_one_debug_line(
 
     monkeypatch.setattr(env.svc.store, "agent_for_key", then_the_link_drops)
     ws = await env.http.ws_connect(env.url("/ws/agent"))
-    await ws.send_json(_hello(json.loads((await ws.receive()).data)))
+    await ws.send_json(hello(json.loads((await ws.receive()).data)))
     assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     await _until(lambda: not env.svc.agents.connections, "handler finished")
     await env.svc.agents.drain()
@@ -110,7 +100,7 @@ async def test_a_busy_database_at_hello_asks_the_agent_to_retry(
 
     monkeypatch.setattr(env.svc.store, "find_agent", locked)
     ws = await env.http.ws_connect(env.url("/ws/agent"))
-    await ws.send_json(_hello(json.loads((await ws.receive()).data)))
+    await ws.send_json(hello(json.loads((await ws.receive()).data)))
     msg = await ws.receive()
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == CLOSE_TRY_AGAIN
@@ -178,15 +168,9 @@ async def test_agent_bookkeeping_retries_once_when_sqlite_is_locked(tmp_path: Pa
         await store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_serve_freezes_start_up_objects_and_raises_gc_thresholds(tmp_path: Path) -> None:
     before = gc.get_threshold()
-    settings = Settings(db_url=f"sqlite:///{tmp_path}/t.db", port=_free_port(), node_id="t")
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/t.db", port=free_port(), node_id="t")
     ready = asyncio.Event()
     task = asyncio.create_task(serve(settings, ready=ready))
     try:

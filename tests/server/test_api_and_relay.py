@@ -12,11 +12,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from multidict import CIMultiDict
 from sqlalchemy import select
 
-from enkaku.protocol.agentlink import AUTH_CONTEXT
-from enkaku.server.store.models import Agent
+from enkaku.server.store.models import Agent, SupportSession
 
 from .authz_env import authz_env
-from .conftest import Env
+from .conftest import Env, hello
 
 
 async def test_login_rejects_wrong_password_with_bilingual_message(env: Env) -> None:
@@ -99,7 +98,7 @@ async def pair(
     return tech, agent, created["session_id"], control
 
 
-async def session_record(env: Env, sid: str):  # type: ignore[no-untyped-def]
+async def session_record(env: Env, sid: str) -> SupportSession:
     for _ in range(100):
         row = await env.svc.store.get_session(sid)
         if row is not None and row.ended_at is not None:
@@ -304,8 +303,7 @@ async def test_one_device_key_has_one_id_however_it_is_spelled(env: Env) -> None
     for spelling in (raw, raw.upper(), spaced, f" {raw}\n"):
         ws = await env.http.ws_connect(env.url("/ws/agent"))
         challenge = json.loads((await ws.receive()).data)
-        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(challenge["nonce"]))
-        await ws.send_json({"type": "hello", "public_key": spelling, "signature": sig.hex()})
+        await ws.send_json({**hello(challenge, key), "public_key": spelling})
         welcome = json.loads((await ws.receive()).data)
         assert welcome["type"] == "welcome", welcome
         ids.add(welcome["agent_id"])

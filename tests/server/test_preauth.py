@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,13 +17,16 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from enkaku.protocol.agentlink import AUTH_CONTEXT, CLOSE_RATE_LIMITED
+from enkaku.protocol.agentlink import CLOSE_RATE_LIMITED
 from enkaku.server.app import build_app
 from enkaku.server.expiry import AgentExpiry
 from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
+
+from .conftest import hello
+from .pg import free_port
 
 DEEP = "[" * 15_000  # the 15 KB message that raised RecursionError
 
@@ -66,9 +68,7 @@ class Server:
         return ws
 
     def hello(self, key: Ed25519PrivateKey) -> dict[str, str]:
-        pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        sig = key.sign(AUTH_CONTEXT + bytes.fromhex(self.challenge["nonce"]))
-        return {"type": "hello", "public_key": pub.hex(), "signature": sig.hex()}
+        return hello(self.challenge, key)
 
     async def register(self, key: Ed25519PrivateKey) -> tuple[aiohttp.ClientWebSocketResponse, Any]:
         """Connect and authenticate; returns the socket and the server's answer."""
@@ -406,9 +406,7 @@ async def test_the_real_server_process_cuts_off_slow_headers(tmp_path: Path) -> 
     import signal
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     enkaku = str(Path(sys.executable).parent / "enkaku")
     proc = await asyncio.create_subprocess_exec(
         enkaku,
