@@ -163,6 +163,7 @@ class World:
         *extra: str,
         stdin: int = subprocess.DEVNULL,
         prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> Proc:
         args = [
             ENKAKU,
@@ -178,24 +179,30 @@ class World:
         ]
         if display:
             args += ["--display", display]
-        return self.spawn([*prefix, *args, *extra], name, stdin=stdin)
+        return self.spawn([*prefix, *args, *extra], name, stdin=stdin, **(env or {}))
 
-    def login(self) -> None:
+    def login(self, *extra: str, env: dict[str, str] | None = None) -> None:
         subprocess.run(
-            [ENKAKU, "login", "--server", self.server_url, "--user", "tech"],
-            env=self.env(ENKAKU_LOGIN_PASSWORD=LOGIN_PASSWORD),
+            [ENKAKU, "login", "--server", self.server_url, "--user", "tech", *extra],
+            env=self.env(ENKAKU_LOGIN_PASSWORD=LOGIN_PASSWORD, **(env or {})),
             check=True,
             capture_output=True,
             timeout=60,
         )
 
     def connect(
-        self, agent_id: str, password: str, *, vnc: bool = True, name: str = "connect"
+        self,
+        agent_id: str,
+        password: str,
+        *extra: str,
+        vnc: bool = True,
+        name: str = "connect",
+        env: dict[str, str] | None = None,
     ) -> Proc:
-        args = [ENKAKU, "-vv", "connect", agent_id]
+        args = [ENKAKU, "-vv", "connect", agent_id, *extra]
         if vnc:
             args += ["--vnc-listen", "127.0.0.1:0"]
-        return self.spawn(args, name, ENKAKU_PASSWORD=password)
+        return self.spawn(args, name, subprocess.DEVNULL, ENKAKU_PASSWORD=password, **(env or {}))
 
     def close(self) -> None:
         for proc in reversed(self.procs):

@@ -78,47 +78,19 @@ def test_agent_login_and_connect_go_through_the_proxy(tmp_path: Path, proxy: Tin
     port = free_port()
     # Only the proxy variables: NO_PROXY unset, so even a loopback server is proxied.
     via = {"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url, "NO_PROXY": "", "no_proxy": ""}
+    https_via = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "", "no_proxy": ""}
     try:
         db = make_db(tmp_path)
         server_process(
             world, db, port, "--tls-cert", str(cert), "--tls-key", str(key), scheme="https"
         )
-        subprocess.run(
-            [ENKAKU, "login", "--server", world.server_url, "--user", "tech", "--ca-file", str(ca)],
-            env=world.env(ENKAKU_LOGIN_PASSWORD=LOGIN_PASSWORD, **via),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        world.login("--ca-file", str(ca), env=via)
         assert proxy.tunnels_to(port) == 1  # login's API call
-        agent = world.spawn(
-            [
-                ENKAKU,
-                "agent",
-                "--server",
-                world.server_url,
-                "--headless",
-                "--consent",
-                "allow",
-                "--ca-file",
-                str(ca),
-                "--config-dir",
-                str(tmp_path / "a"),
-            ],
-            "agent",
-            HTTPS_PROXY=proxy.url,
-            NO_PROXY="",
-            no_proxy="",
-        )
+        agent = world.agent(None, "agent", "allow", "--ca-file", str(ca), env=https_via)
         creds = agent.next_line(60, event="credentials")
         assert proxy.tunnels_to(port) == 2  # the agent's control connection
-        tech = world.spawn(
-            [ENKAKU, "connect", creds["agent_id"], "--ca-file", str(ca)],
-            "connect",
-            ENKAKU_PASSWORD=creds["password"],
-            HTTPS_PROXY=proxy.url,
-            NO_PROXY="",
-            no_proxy="",
+        tech = world.connect(
+            creds["agent_id"], creds["password"], "--ca-file", str(ca), vnc=False, env=https_via
         )
         tech.next_line(60, event="connected")
         # connect's API call and relay leg (one tunnel when aiohttp reuses the kept-alive
@@ -129,13 +101,7 @@ def test_agent_login_and_connect_go_through_the_proxy(tmp_path: Path, proxy: Tin
         assert tech.wait(30) == 0
 
         # NO_PROXY naming the server: login goes direct, the proxy sees nothing new.
-        subprocess.run(
-            [ENKAKU, "login", "--server", world.server_url, "--user", "tech", "--ca-file", str(ca)],
-            env=world.env(ENKAKU_LOGIN_PASSWORD=LOGIN_PASSWORD, **{**via, "no_proxy": "127.0.0.1"}),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        world.login("--ca-file", str(ca), env={**via, "no_proxy": "127.0.0.1"})
         assert proxy.tunnels_to(port) == before
     finally:
         world.close()

@@ -104,36 +104,11 @@ def test_session_over_tls_with_a_private_ca(tmp_path: Path) -> None:
             text=True,
             timeout=60,
         )
-        subprocess.run(
-            [ENKAKU, "login", "--server", world.server_url, "--user", "tech", "--ca-file", str(ca)],
-            env=world.env(ENKAKU_LOGIN_PASSWORD=LOGIN_PASSWORD),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        world.login("--ca-file", str(ca))
         assert refused.returncode == 9 and "certificate" in refused.stderr.lower(), refused.stderr
-        agent = world.spawn(
-            [
-                ENKAKU,
-                "agent",
-                "--server",
-                world.server_url,
-                "--headless",
-                "--consent",
-                "allow",
-                "--ca-file",
-                str(ca),
-                "--config-dir",
-                str(tmp_path / "a"),
-            ],
-            "agent",
-        )
+        agent = world.agent(None, "agent", "allow", "--ca-file", str(ca))
         creds = agent.next_line(60, event="credentials")
-        tech = world.spawn(
-            [ENKAKU, "connect", creds["agent_id"], "--ca-file", str(ca)],
-            "connect",
-            ENKAKU_PASSWORD=creds["password"],
-        )
+        tech = world.connect(creds["agent_id"], creds["password"], "--ca-file", str(ca), vnc=False)
         tech.next_line(60, event="connected")
         tech.signal(signal.SIGINT)
         assert tech.wait(30) == 0
