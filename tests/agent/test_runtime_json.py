@@ -10,10 +10,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.runtime import AgentRuntime
+from tests.fakeserver import RECEIVE, Handler, scripted_ws, serving
 
 
 class QuietUI:
@@ -33,7 +33,7 @@ class QuietUI:
         pass
 
 
-def hostile_server(messages: list[str], after: asyncio.Event) -> web.Application:
+def hostile_server(messages: list[str], after: asyncio.Event) -> Handler:
     """Authenticates any agent, sends ``messages``, then a ping the agent must answer."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
@@ -51,9 +51,7 @@ def hostile_server(messages: list[str], after: asyncio.Event) -> web.Application
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws/agent", handler)
-    return app
+    return handler
 
 
 @pytest.mark.parametrize(
@@ -63,32 +61,17 @@ def hostile_server(messages: list[str], after: asyncio.Event) -> web.Application
 )
 async def test_hostile_server_messages_are_ignored(tmp_path: Path, message: str) -> None:
     done = asyncio.Event()
-    server = TestServer(hostile_server([message], done))
-    await server.start_server()
-    try:
+    async with serving("GET", "/ws/agent", hostile_server([message], done)) as server:
         runtime = AgentRuntime(
             str(server.make_url("")), DeviceKey.load_or_create(tmp_path), QuietUI()
         )
         async with aiohttp.ClientSession() as runtime.http:
             await asyncio.wait_for(runtime._connect_once(), 10)  # returns: no exception
         assert done.is_set() and runtime.agent_id == "123456789"
-    finally:
-        await server.close()
 
 
 async def test_a_hostile_challenge_is_a_retryable_error(tmp_path: Path) -> None:
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_str("[" * 15_000)
-        await ws.receive()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws/agent", handler)
-    server = TestServer(app)
-    await server.start_server()
-    try:
+    async with serving("GET", "/ws/agent", scripted_ws("[" * 15_000, RECEIVE)) as server:
         runtime = AgentRuntime(
             str(server.make_url("")), DeviceKey.load_or_create(tmp_path), QuietUI()
         )
@@ -96,5 +79,3 @@ async def test_a_hostile_challenge_is_a_retryable_error(tmp_path: Path) -> None:
             # ValueError is what run() retries with backoff; RecursionError ended the agent.
             with pytest.raises(ValueError):
                 await asyncio.wait_for(runtime._connect_once(), 10)
-    finally:
-        await server.close()

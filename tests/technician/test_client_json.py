@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from enkaku.technician.client import MAX_API_RESPONSE, ClientError, login
+from tests.fakeserver import serving
 
 
 @pytest.mark.parametrize(
@@ -18,13 +18,7 @@ async def test_a_hostile_api_answer_is_a_clean_error(
     async def token(request: web.Request) -> web.Response:
         return web.Response(status=401, body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/api/v1/auth/token", token)
-    server = TestServer(app)
-    await server.start_server()
     monkeypatch.setenv("ENKAKU_LANG", "en")
-    try:
+    async with serving("POST", "/api/v1/auth/token", token) as server:
         with pytest.raises(ClientError, match="HTTP 401"):
             await login(str(server.make_url("")).rstrip("/"), "u", "p")
-    finally:
-        await server.close()
