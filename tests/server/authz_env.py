@@ -8,7 +8,7 @@ and their sleeps advance that clock instead of waiting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
 from enkaku.server.store.models import SupportSession
 
-from .conftest import agent_link
+from .conftest import agent_link, session_row
 from .pg import free_port
 
 PASSWORD = "correct horse"
@@ -122,22 +122,7 @@ class AuthzEnv:
         return ws
 
     async def record(self, sid: str, *, ended: bool = True) -> SupportSession:
-        """The session row, once it has ended (when ``ended``)."""
-        for _ in range(250):
-            row = await self.svc.store.get_session(sid)
-            if row is not None and (row.ended_at is not None or not ended):
-                return row
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"session {sid} never ended")
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    """Wait (bounded) for a report sent over another connection to be handled."""
-    for _ in range(250):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition never held")
+        return await session_row(self.svc, sid, ended=ended)
 
 
 @asynccontextmanager

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from enkaku.protocol.agentlink import AUTH_CONTEXT
 from enkaku.server.app import build_app
 from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
+from enkaku.server.store.models import SupportSession
 
 from . import pg
 
@@ -40,6 +42,25 @@ async def agent_link(
     welcome = json.loads((await ws.receive()).data)
     assert welcome["type"] == "welcome", welcome
     return ws, welcome["agent_id"]
+
+
+async def until(cond: Callable[[], bool], what: str = "condition") -> None:
+    """Wait (bounded, a limit for a hung run) for what another connection or task does."""
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} never held")
+
+
+async def session_row(svc: Services, sid: str, *, ended: bool = True) -> SupportSession:
+    """The session's row, once it has ended (when ``ended``)."""
+    for _ in range(250):
+        row = await svc.store.get_session(sid)
+        if row is not None and (row.ended_at is not None or not ended):
+            return row
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"session {sid} never ended")
 
 
 @dataclass
@@ -66,6 +87,9 @@ class Env:
         self, key: Ed25519PrivateKey | None = None
     ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
         return await agent_link(self.http, self.url("/ws/agent"), key)
+
+    async def record(self, sid: str, *, ended: bool = True) -> SupportSession:
+        return await session_row(self.svc, sid, ended=ended)
 
     async def request_session(self, token: str, agent_id: str, **kw: Any) -> aiohttp.ClientResponse:
         return await self.http.post(

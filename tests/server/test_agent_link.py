@@ -27,20 +27,12 @@ from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
 
 from ..agent.test_runtime_json import QuietUI
-from .conftest import Env, hello
+from .conftest import Env, hello, until
 from .pg import free_port
 
 
 def _locked() -> OperationalError:
     return OperationalError("UPDATE agents ...", {}, sqlite3.OperationalError("database is locked"))
-
-
-async def _until(condition: Any, what: str) -> None:
-    for _ in range(2000):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
 
 
 def _tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -86,7 +78,7 @@ async def test_an_agent_gone_before_welcome_is_one_debug_line(
     ws = await env.http.ws_connect(env.url("/ws/agent"))
     await ws.send_json(hello(json.loads((await ws.receive()).data)))
     assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
-    await _until(lambda: not env.svc.agents.connections, "handler finished")
+    await until(lambda: not env.svc.agents.connections, "handler finished")
     await env.svc.agents.drain()
     assert any("while we were sending" in r.getMessage() for r in caplog.records)
     assert _tracebacks(caplog) == []
@@ -104,7 +96,7 @@ async def test_a_busy_database_at_hello_asks_the_agent_to_retry(
     msg = await ws.receive()
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == CLOSE_TRY_AGAIN
-    await _until(lambda: not env.svc.agents.connections, "handler finished")
+    await until(lambda: not env.svc.agents.connections, "handler finished")
     busy = [r for r in caplog.records if "database busy" in r.getMessage()]
     assert len(busy) == 1 and busy[0].levelno == logging.WARNING
     assert "database is locked" in busy[0].getMessage()
@@ -121,7 +113,7 @@ async def test_a_busy_database_when_an_agent_leaves_is_one_warning(
 
     monkeypatch.setattr(env.svc.store, "_touch_agent", locked)
     await ws.close()
-    await _until(lambda: not env.svc.agents.connections, "handler finished")
+    await until(lambda: not env.svc.agents.connections, "handler finished")
     await env.svc.agents.drain()
     lines = [r for r in caplog.records if "last-seen time not recorded" in r.getMessage()]
     assert [r.levelno for r in lines] == [logging.WARNING]
@@ -214,7 +206,7 @@ async def test_the_agent_takes_its_link_heartbeat_from_welcome(tmp_path: Path) -
     try:
         async with aiohttp.ClientSession() as runtime.http:
             task = asyncio.create_task(runtime._connect_once())
-            await _until(lambda: runtime.agent_id != "", "welcome")
+            await until(lambda: runtime.agent_id != "", "welcome")
             assert runtime._ws is not None
             # Before any welcome: the tolerant default, not the 2.5 s of old.
             assert runtime._ws._heartbeat == DEFAULT_LINK_HEARTBEAT == 15.0

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -12,10 +11,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from multidict import CIMultiDict
 from sqlalchemy import select
 
-from enkaku.server.store.models import Agent, SupportSession
+from enkaku.server.store.models import Agent
 
 from .authz_env import authz_env
-from .conftest import Env, hello
+from .conftest import Env, hello, until
 
 
 async def test_login_rejects_wrong_password_with_bilingual_message(env: Env) -> None:
@@ -98,15 +97,6 @@ async def pair(
     return tech, agent, created["session_id"], control
 
 
-async def session_record(env: Env, sid: str) -> SupportSession:
-    for _ in range(100):
-        row = await env.svc.store.get_session(sid)
-        if row is not None and row.ended_at is not None:
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError("session never ended")
-
-
 async def test_relay_copies_bytes_and_records_end_reason(env: Env) -> None:
     tech, agent, sid, _ = await pair(env)
     await tech.send_bytes(b"\x01" * 100)
@@ -116,7 +106,7 @@ async def test_relay_copies_bytes_and_records_end_reason(env: Env) -> None:
     await tech.close(code=4000, message=b"technician_ended")
     msg = await agent.receive()
     assert msg.type == WSMsgType.CLOSE and msg.data == 4000 and msg.extra == "technician_ended"
-    row = await session_record(env, sid)
+    row = await env.record(sid)
     assert row.end_reason == "technician_ended"
     assert (row.bytes_to_agent, row.bytes_to_technician) == (100, 10)
 
@@ -139,7 +129,7 @@ async def test_oversized_and_text_frames_end_only_that_session(env: Env) -> None
     await tech1.send_bytes(b"x" * (64 * 1024 + 1))
     msg = await agent1.receive()
     assert msg.type == WSMsgType.CLOSE and msg.extra == "protocol_error"
-    assert (await session_record(env, sid1)).end_reason == "protocol_error"
+    assert (await env.record(sid1)).end_reason == "protocol_error"
     await agent2.send_str("garbage")
     msg = await tech2.receive()
     assert msg.type == WSMsgType.CLOSE and msg.extra == "protocol_error"
@@ -154,7 +144,7 @@ async def test_abrupt_disconnect_is_recorded(env: Env) -> None:
     await agent.close()  # a close without an end reason: the agent went away
     msg = await tech.receive()
     assert msg.type == WSMsgType.CLOSE and msg.extra == "agent_disconnected"
-    assert (await session_record(env, sid)).end_reason == "agent_disconnected"
+    assert (await env.record(sid)).end_reason == "agent_disconnected"
 
 
 async def test_pairing_times_out_and_tells_the_agent(env: Env) -> None:
@@ -173,19 +163,10 @@ async def test_wrong_password_slows_the_next_request(env: Env) -> None:
     # The agent's authenticated report is what counts...
     await control.send_json({"type": "session_event", "session_id": sid, "event": "wrong_password"})
     await agent.close(code=4000, message=b"wrong_password")
-    await session_record(env, sid)
+    await env.record(sid)
     limits = env.svc.limits.sessions
     await until(lambda: limits.pair.failures((row.technician_id, row.agent_id)) == 1)
     assert limits.wait(row.technician_id, row.agent_id) >= 1.0
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    """Wait (bounded) for a report sent over another connection to be handled."""
-    for _ in range(200):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition never held")
 
 
 async def test_start_page_tells_how_to_connect_in_both_languages(env: Env) -> None:
@@ -199,7 +180,7 @@ async def test_start_page_tells_how_to_connect_in_both_languages(env: Env) -> No
 async def test_agent_reports_are_recorded_even_after_the_relay_closed(env: Env) -> None:
     tech, agent, sid, control = await pair(env)
     await tech.close(code=4000, message=b"technician_ended")
-    await session_record(env, sid)
+    await env.record(sid)
     await control.send_json(
         {"type": "session_event", "session_id": sid, "event": "ended", "detail": "technician_ended"}
     )
@@ -240,7 +221,7 @@ async def test_a_leg_arriving_after_the_end_is_told_why(env: Env) -> None:
     await control.send_json(
         {"type": "session_event", "session_id": req["session_id"], "event": "busy"}
     )
-    await session_record(env, created["session_id"])
+    await env.record(created["session_id"])
     tech = await env.http.ws_connect(created["relay_url"])
     await tech.send_json({"token": created["relay_token"]})
     msg = await tech.receive()

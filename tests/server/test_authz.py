@@ -15,7 +15,8 @@ from enkaku.server.relay import leg_claim
 from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.models import Technician
 
-from .authz_env import PASSWORD, Agent, AuthzEnv, authz_env, until
+from .authz_env import PASSWORD, Agent, AuthzEnv, authz_env
+from .conftest import until
 
 
 @pytest.fixture
