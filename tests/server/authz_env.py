@@ -7,7 +7,6 @@ and their sleeps advance that clock instead of waiting.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,26 +22,10 @@ from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
 from enkaku.server.store.models import SupportSession
 
-from .conftest import agent_link, session_row
+from .conftest import FakeClock, agent_link, session_row
 from .pg import free_port
 
 PASSWORD = "correct horse"
-
-
-class FakeClock:
-    """A settable monotonic clock; ``sleep`` advances it and records the wait."""
-
-    def __init__(self) -> None:
-        self.now = 10_000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -129,7 +112,7 @@ class AuthzEnv:
 async def authz_env(tmp_path: Path, **settings: Any) -> AsyncIterator[AuthzEnv]:
     """The server, the contract C-1 and no accounts yet."""
     port = free_port()
-    clock = FakeClock()
+    clock = FakeClock(10_000.0)
     options: dict[str, Any] = {
         "db_url": f"sqlite:///{tmp_path}/authz.db",
         "port": port,

@@ -23,6 +23,22 @@ from enkaku.server.store.models import SupportSession
 from . import pg
 
 
+class FakeClock:
+    """A settable monotonic clock; ``sleep`` advances it and records the wait."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 def hello(challenge: dict[str, Any], key: Ed25519PrivateKey | None = None) -> dict[str, str]:
     """The agent's ``hello`` answering ``challenge``: its public key and the signed nonce
     (a new device key unless ``key``)."""

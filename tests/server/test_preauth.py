@@ -25,18 +25,10 @@ from enkaku.server.settings import Settings
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
 
-from .conftest import hello
+from .conftest import FakeClock, hello
 from .pg import free_port
 
 DEEP = "[" * 15_000  # the 15 KB message that raised RecursionError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Server:
@@ -225,7 +217,7 @@ async def test_authenticated_agents_hold_no_slot(start: Start) -> None:
 
 
 async def test_new_agent_ids_are_rate_limited_per_address(start: Start) -> None:
-    clock = Clock()
+    clock = FakeClock()
     srv = await start(clock=clock, agent_registration_burst=3, agent_registrations_per_minute=2)
     keys = [Ed25519PrivateKey.generate() for _ in range(5)]
     ids = []

@@ -9,17 +9,11 @@ from multidict import CIMultiDict
 from enkaku.server.preauth import PendingConnections, RegistrationLimiter, peer_address
 from enkaku.server.settings import Settings, SettingsError, from_env
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from .conftest import FakeClock
 
 
 def test_bucket_allows_a_burst_then_the_rate() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = RegistrationLimiter(300, 30, clock=clock)  # the defaults
     assert all(limiter.allow("office") for _ in range(300))  # a whole office at once
     assert not limiter.allow("office")
@@ -32,7 +26,7 @@ def test_bucket_allows_a_burst_then_the_rate() -> None:
 
 
 def test_bucket_with_no_rate_never_refills() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = RegistrationLimiter(1, 0, clock=clock)
     assert limiter.allow("a")
     clock.now += 1e9
@@ -41,7 +35,7 @@ def test_bucket_with_no_rate_never_refills() -> None:
 
 
 def test_bucket_memory_is_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = RegistrationLimiter(2, 60, clock=clock, max_keys=10)
     for i in range(100):
         limiter.allow(f"10.0.0.{i}")

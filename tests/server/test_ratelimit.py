@@ -13,15 +13,7 @@ from enkaku.server.ratelimit import (
     SessionLimits,
 )
 
-
-class FakeClock:
-    """A settable monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .conftest import FakeClock
 
 
 @pytest.fixture
