@@ -17,9 +17,6 @@ gives one). Whatever was flipped:
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,14 +32,9 @@ from enkaku.protocol.handshake import (
     failure_message,
     failure_reason_for,
 )
+from tests.protocol.test_handshake import AGENT_ID, PASSWORD, run, seeded
 
-PASSWORD = "k7m2-9qzx"
-AGENT_ID = "123456789"
 NAMES = ("HELLO", "AGENT_SHARE", "TECH_SHARE", "AGENT_CONFIRM")
-
-
-def seeded(seed: int) -> Callable[[int], bytes]:
-    return random.Random(seed).randbytes
 
 
 def parties() -> tuple[AgentHandshake, TechnicianHandshake]:
@@ -52,17 +44,7 @@ def parties() -> tuple[AgentHandshake, TechnicianHandshake]:
     )
 
 
-def transcript() -> list[bytes]:
-    agent, tech = parties()
-    hello = tech.start()
-    [share_a] = agent.receive(hello)
-    [share_b] = tech.receive(share_a)
-    [confirm] = agent.receive(share_b)
-    assert tech.receive(confirm) == []
-    return [hello, share_a, share_b, confirm]
-
-
-TRANSCRIPT = transcript()
+TRANSCRIPT = run()[2]  # the four messages, with the same seeded parties
 LENGTHS = [len(msg) for msg in TRANSCRIPT]
 
 
