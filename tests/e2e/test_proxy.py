@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.xdisplay import stop
+
 from .harness import ENKAKU, LOGIN_PASSWORD, World, free_port, make_db, server_process, wait_for
 from .test_tls import make_pki
 
@@ -54,13 +56,7 @@ class TinyProxy:
         return self.text().count(f"CONNECT 127.0.0.1:{port} ")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 @pytest.fixture
