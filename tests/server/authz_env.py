@@ -18,11 +18,11 @@ from aiohttp.test_utils import TestServer
 
 from enkaku.server.app import build_app
 from enkaku.server.ratelimit import Limits
-from enkaku.server.services import SERVICES, Services
+from enkaku.server.services import SERVICES
 from enkaku.server.settings import Settings
 from enkaku.server.store.models import SupportSession
 
-from .conftest import FakeClock, agent_link, session_row
+from .conftest import FakeClock, Served, agent_link, session_row
 from .pg import free_port
 
 PASSWORD = "correct horse"
@@ -37,19 +37,10 @@ class Agent:
 
 
 @dataclass
-class AuthzEnv:
-    server: TestServer
-    http: aiohttp.ClientSession
+class AuthzEnv(Served):
     clock: FakeClock
     tokens: dict[str, str] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def svc(self) -> Services:
-        return self.server.app[SERVICES]
-
-    def url(self, path: str) -> str:
-        return str(self.server.make_url(path))
 
     async def login(
         self, user: str, password: str = PASSWORD, *, address: str = "192.0.2.1"

@@ -80,10 +80,11 @@ async def session_row(svc: Services, sid: str, *, ended: bool = True) -> Support
 
 
 @dataclass
-class Env:
+class Served:
+    """A test server and a client session that speaks to it."""
+
     server: TestServer
     http: aiohttp.ClientSession
-    relayed: list[tuple[str, str, bytes]]
 
     @property
     def svc(self) -> Services:
@@ -91,6 +92,11 @@ class Env:
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
+
+
+@dataclass
+class Env(Served):
+    relayed: list[tuple[str, str, bytes]]
 
     async def token(self, user: str = "tech", password: str = "correct horse") -> str:
         async with self.http.post(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,38 +21,25 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from enkaku.protocol.agentlink import CLOSE_RATE_LIMITED
 from enkaku.server.app import build_app
 from enkaku.server.expiry import AgentExpiry
-from enkaku.server.services import SERVICES, Services
 from enkaku.server.settings import Settings
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
 
-from .conftest import FakeClock, hello
+from .conftest import FakeClock, Served, hello
 from .pg import free_port
 
 DEEP = "[" * 15_000  # the 15 KB message that raised RecursionError
 
 
-class Server:
-    def __init__(
-        self,
-        server: TestServer,
-        http: aiohttp.ClientSession,
-        sockets: list[aiohttp.ClientWebSocketResponse],
-    ) -> None:
-        self.server, self.http, self.sockets = server, http, sockets
+@dataclass
+class Server(Served):
+    sockets: list[aiohttp.ClientWebSocketResponse]
 
     async def ws_connect(self, url: str) -> aiohttp.ClientWebSocketResponse:
         """A client WebSocket that the fixture closes at the end."""
         ws = await self.http.ws_connect(url)
         self.sockets.append(ws)
         return ws
-
-    @property
-    def svc(self) -> Services:
-        return self.server.app[SERVICES]
-
-    def url(self, path: str) -> str:
-        return str(self.server.make_url(path))
 
     async def agent(self, key: Ed25519PrivateKey) -> aiohttp.ClientWebSocketResponse:
         """An agent link after the challenge, before the hello."""
