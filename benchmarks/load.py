@@ -49,7 +49,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,7 +69,9 @@ from enkaku.protocol.records import MAX_RECORD
 from enkaku.transport.errors import TransportError
 from enkaku.transport.relay import RelayLeg, open_leg
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from .e2e_chain import CLK_TCK, free_port
+from .e2e_chain import cpu_seconds as process_cpu_seconds
+
 CONTRACT = "LOAD"
 ROOT = Path(__file__).resolve().parent.parent
 #: Agents per source address by default: under the server's default burst of 300 new agent
@@ -107,12 +108,7 @@ class LoadError(RuntimeError):
 
 def cpu_seconds(pid: int) -> float:
     """utime+stime of ``pid`` in seconds (0 once it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return process_cpu_seconds(pid) or 0.0
 
 
 def rss_kib(pid: int, key: str = "VmRSS") -> int:
@@ -134,13 +130,6 @@ def machine_busy() -> tuple[float, float]:
 def mem_total_kib() -> int:
     """MemTotal of the machine in KiB."""
     return int(Path("/proc/meminfo").read_text().split()[1])
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raise_nofile() -> int:
