@@ -21,9 +21,9 @@ from enkaku.server.ratelimit import Limits
 from enkaku.server.services import SERVICES
 from enkaku.server.settings import Settings
 from enkaku.server.store.models import SupportSession
+from tests.e2e.harness import free_port
 
 from .conftest import FakeClock, Served, agent_link, session_row
-from .pg import free_port
 
 PASSWORD = "correct horse"
 

@@ -27,7 +27,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
+from tests.e2e.harness import free_port
 
 #: The environment variable naming a server to use instead of a throw-away one.
 ENV = "ENKAKU_TEST_PG"
@@ -89,13 +90,6 @@ def find_bindir() -> Path:
             f"initdb was found neither on PATH nor in /usr/lib/postgresql/*/bin; {WHAT_TO_DO}"
         )
     return max(debian, key=lambda p: int(p.parent.name))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

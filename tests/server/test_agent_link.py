@@ -25,10 +25,10 @@ from enkaku.server.app import GC_THRESHOLDS, build_app, serve
 from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
+from tests.e2e.harness import free_port
 
 from ..agent.test_runtime_json import QuietUI
 from .conftest import Env, hello, until
-from .pg import free_port
 
 
 def _locked() -> OperationalError:

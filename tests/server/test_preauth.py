@@ -24,9 +24,9 @@ from enkaku.server.expiry import AgentExpiry
 from enkaku.server.settings import Settings
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
+from tests.e2e.harness import free_port
 
 from .conftest import FakeClock, Served, hello
-from .pg import free_port
 
 DEEP = "[" * 15_000  # the 15 KB message that raised RecursionError
 
