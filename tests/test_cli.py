@@ -7,6 +7,7 @@ that stderr is one clear line (no traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -19,14 +20,14 @@ from enkaku.demo import _print_banner, suggested_vnc_port
 from tests.e2e.harness import ENKAKU, free_port
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
-    """(exit code, stderr) of `enkaku args...` with English messages."""
-    import os
-
-    full_env = dict(os.environ, ENKAKU_LANG="en")
+def enkaku(
+    *args: str, lang: str = "en", env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`enkaku args...` with messages in ``lang`` and no display: exit code, stdout, stderr."""
+    full_env = dict(os.environ, ENKAKU_LANG=lang)
     full_env.pop("DISPLAY", None)
     full_env.update(env or {})
-    done = subprocess.run(
+    return subprocess.run(
         [ENKAKU, *args],
         env=full_env,
         stdin=subprocess.DEVNULL,
@@ -34,6 +35,11 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> t
         text=True,
         timeout=timeout,
     )
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+    """(exit code, stderr) of `enkaku args...` with English messages."""
+    done = enkaku(*args, env=env, timeout=timeout)
     return done.returncode, done.stderr
 
 
@@ -417,18 +423,7 @@ def test_end_reasons_are_the_ones_the_api_accepts() -> None:
 
 def run_ja(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`enkaku args...` with ENKAKU_LANG=ja: exit code, stdout and stderr."""
-    import os
-
-    full_env = dict(os.environ, ENKAKU_LANG="ja", **(env or {}))
-    full_env.pop("DISPLAY", None)
-    return subprocess.run(
-        [ENKAKU, *args],
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return enkaku(*args, lang="ja", env=env)
 
 
 @pytest.mark.parametrize(
