@@ -4,42 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from enkaku.agent.consent import DenyAll
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.runtime import AgentRuntime
 from tests.agent.test_session import RecordingUI
-from tests.e2e.harness import free_port
+from tests.fakeserver import RECEIVE, scripted_ws, serving
 
 GOOD_CHALLENGE = {"type": "challenge", "nonce": "00" * 32}
 
 
+@asynccontextmanager
 async def fake_server(
     welcome: dict[str, Any], challenge: dict[str, Any] = GOOD_CHALLENGE
-) -> tuple[web.AppRunner, str]:
-    """A /ws/agent endpoint that sends ``challenge`` and answers any hello with ``welcome``."""
-
-    async def agent_ws(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_str(json.dumps(challenge))
-        await ws.receive()
-        await ws.send_str(json.dumps(welcome))
-        await ws.receive()  # hold the connection until the agent closes it
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws/agent", agent_ws)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
+) -> AsyncIterator[str]:
+    """A /ws/agent endpoint that sends ``challenge`` and answers any hello with ``welcome``
+    (then holds the connection until the agent closes it); yields the server URL."""
+    agent_ws = scripted_ws(json.dumps(challenge), RECEIVE, json.dumps(welcome), RECEIVE)
+    async with serving("GET", "/ws/agent", agent_ws) as server:
+        yield str(server.make_url("")).rstrip("/")
 
 
 WELCOME = {"type": "welcome", "agent_id": "123456789", "heartbeat": 5}
@@ -67,38 +56,36 @@ WELCOME = {"type": "welcome", "agent_id": "123456789", "heartbeat": 5}
 async def test_a_malformed_welcome_is_refused_and_nothing_is_printed_from_it(
     tmp_path: Path, welcome: dict[str, Any], challenge: dict[str, Any]
 ) -> None:
-    runner, url = await fake_server(welcome, challenge)
-    ui = RecordingUI()
-    rt = AgentRuntime(url, DeviceKey.load_or_create(tmp_path), ui, consent=DenyAll())
-    task = asyncio.ensure_future(rt.run())
-    try:
-        for _ in range(500):  # until the first retry notice (a limit, not a measurement)
-            if any(key == "agent_offline_retry" for key, _kw in ui.notices):
-                break
-            await asyncio.sleep(0.01)
-        retry = [kw for key, kw in ui.notices if key == "agent_offline_retry"]
-        assert retry and "malformed" in str(retry[0]["detail"])
-        assert ui.credentials_shown == []  # no ID was shown from it
-        assert rt.agent_id == ""
-        assert not task.done()  # the agent keeps retrying, it does not crash
-    finally:
-        await rt.stop()
-        await asyncio.wait_for(task, 10)
-        await runner.cleanup()
+    async with fake_server(welcome, challenge) as url:
+        ui = RecordingUI()
+        rt = AgentRuntime(url, DeviceKey.load_or_create(tmp_path), ui, consent=DenyAll())
+        task = asyncio.ensure_future(rt.run())
+        try:
+            for _ in range(500):  # until the first retry notice (a limit, not a measurement)
+                if any(key == "agent_offline_retry" for key, _kw in ui.notices):
+                    break
+                await asyncio.sleep(0.01)
+            retry = [kw for key, kw in ui.notices if key == "agent_offline_retry"]
+            assert retry and "malformed" in str(retry[0]["detail"])
+            assert ui.credentials_shown == []  # no ID was shown from it
+            assert rt.agent_id == ""
+            assert not task.done()  # the agent keeps retrying, it does not crash
+        finally:
+            await rt.stop()
+            await asyncio.wait_for(task, 10)
 
 
 async def test_a_good_welcome_shows_the_id(tmp_path: Path) -> None:
-    runner, url = await fake_server({"type": "welcome", "agent_id": 123456789, "heartbeat": 5})
-    ui = RecordingUI()
-    rt = AgentRuntime(url, DeviceKey.load_or_create(tmp_path), ui, consent=DenyAll())
-    task = asyncio.ensure_future(rt.run())
-    try:
-        for _ in range(500):
-            if ui.credentials_shown:
-                break
-            await asyncio.sleep(0.01)
-        assert rt.agent_id == "123456789" and ui.credentials_shown == [rt.password]
-    finally:
-        await rt.stop()
-        await asyncio.wait_for(task, 10)
-        await runner.cleanup()
+    async with fake_server({"type": "welcome", "agent_id": 123456789, "heartbeat": 5}) as url:
+        ui = RecordingUI()
+        rt = AgentRuntime(url, DeviceKey.load_or_create(tmp_path), ui, consent=DenyAll())
+        task = asyncio.ensure_future(rt.run())
+        try:
+            for _ in range(500):
+                if ui.credentials_shown:
+                    break
+                await asyncio.sleep(0.01)
+            assert rt.agent_id == "123456789" and ui.credentials_shown == [rt.password]
+        finally:
+            await rt.stop()
+            await asyncio.wait_for(task, 10)
