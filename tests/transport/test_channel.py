@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 
 import pytest
@@ -16,7 +17,7 @@ from enkaku.protocol.handshake import (
     TechnicianHandshake,
 )
 from enkaku.protocol.streams import INITIAL_WINDOW
-from enkaku.transport.channel import SecureChannel, run_handshake
+from enkaku.transport.channel import SecureChannel, Stream, run_handshake
 from enkaku.transport.errors import SessionEnded
 
 
@@ -42,6 +43,12 @@ class MemoryLeg:
 
     async def close(self, reason: str) -> None:
         await self.outbox.put(reason)
+
+
+def wire_bytes(channel: SecureChannel, start: int = 0) -> int:
+    """The bytes ``channel`` sent on its in-memory leg, from its ``start``-th message on."""
+    leg: MemoryLeg = channel.leg  # type: ignore[assignment]
+    return sum(len(message) for message in leg.sent[start:])
 
 
 def leg_pair() -> tuple[MemoryLeg, MemoryLeg]:
@@ -94,7 +101,7 @@ async def test_a_slow_reader_stops_the_writer_at_the_window() -> None:
     await asyncio.sleep(0.2)
     # Nobody reads on the agent side: the writer is parked on the window, not buffering.
     assert not writer.done()
-    sent = sum(len(d) for d in tech.leg.sent)  # type: ignore[attr-defined]
+    sent = wire_bytes(tech)
     assert sent < INITIAL_WINDOW + 64 * 1024
     writer.cancel()
     await tech.close("technician_ended")
@@ -175,3 +182,170 @@ async def test_a_peer_that_never_closes_its_leg_gets_our_own_ending(
     await tech.close("customer_ended")
     assert closes == ["technician_ended"]
     await agent.close("customer_ended")
+
+
+# -- the writer: priority, round-robin, reading never waits for writing, byte counters ------
+
+
+class GatedLeg(MemoryLeg):
+    """A leg whose sends wait for ``gate`` while it is set: the test decides when a
+    record leaves, so the order of records is checked without any timing."""
+
+    def __init__(self, inbox: asyncio.Queue[bytes | str], outbox: asyncio.Queue[bytes | str]):
+        super().__init__(inbox, outbox)
+        self.gate: asyncio.Event | None = None
+        self.held = asyncio.Event()  # a send is waiting at the gate
+
+    async def send(self, data: bytes) -> None:
+        if self.gate is not None:
+            self.held.set()
+            await self.gate.wait()
+        await super().send(data)
+
+
+async def gated_channels() -> tuple[SecureChannel, SecureChannel]:
+    a: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=64)
+    b: asyncio.Queue[bytes | str] = asyncio.Queue(maxsize=64)
+    agent_leg, tech_leg = GatedLeg(a, b), GatedLeg(b, a)
+    agent_records, tech_records = await asyncio.gather(
+        run_handshake(agent_leg, AgentHandshake("abcd-efgh", "123456789")),  # type: ignore[arg-type]
+        run_handshake(tech_leg, TechnicianHandshake("abcd-efgh", "123456789")),  # type: ignore[arg-type]
+    )
+    agent = SecureChannel(agent_leg, agent_records, "agent")  # type: ignore[arg-type]
+    tech = SecureChannel(tech_leg, tech_records, "technician")  # type: ignore[arg-type]
+    agent.start()
+    tech.start()
+    return agent, tech
+
+
+def frames_seen(channel: SecureChannel) -> list[tuple[int, int]]:
+    """(frame type, stream id) of every record ``channel`` opens, in wire order."""
+    seen: list[tuple[int, int]] = []
+    original = channel.records.open
+
+    def recording_open(message: bytes) -> bytes:
+        frame = original(message)
+        seen.append((frame[0], int.from_bytes(frame[1:5], "big")))
+        return frame
+
+    channel.records.open = recording_open  # type: ignore[method-assign]
+    return seen
+
+
+async def drain(stream: Stream) -> int:
+    total = 0
+    while chunk := await stream.read():
+        total += len(chunk)
+    return total
+
+
+DATA, WINDOW = 2, 3
+
+
+async def test_a_control_message_overtakes_a_big_write_in_progress() -> None:
+    agent, tech = await gated_channels()
+    stream = await tech.open_stream("file")
+    reader = asyncio.ensure_future(drain(await asyncio.wait_for(agent.incoming.get(), 5)))
+    seen = frames_seen(agent)
+    leg: GatedLeg = tech.leg  # type: ignore[assignment]
+    leg.gate = asyncio.Event()
+    writing = asyncio.ensure_future(stream.write(b"x" * (2 * INITIAL_WINDOW)))
+    await asyncio.wait_for(leg.held.wait(), 5)  # the first record of the big write is on its way
+    controlling = asyncio.ensure_future(tech.send_control(control.Status(control_paused=True)))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the control message is queued behind that one record
+    leg.gate.set()
+    leg.gate = None
+    await asyncio.wait_for(asyncio.gather(writing, controlling), 10)
+    await stream.write_eof()
+    assert await asyncio.wait_for(reader, 10) == 2 * INITIAL_WINDOW
+    data_sids = [sid for ftype, sid in seen if ftype == DATA]
+    # At most the record already in flight went out before the control message.
+    assert data_sids.index(0) <= 1
+    await tech.close("technician_ended")
+
+
+async def test_two_big_writes_take_turns() -> None:
+    agent, tech = await channels()
+    first, second = await tech.open_stream("file"), await tech.open_stream("rfb")
+    readers = [
+        asyncio.ensure_future(drain(await asyncio.wait_for(agent.incoming.get(), 5)))
+        for _ in range(2)
+    ]
+    seen = frames_seen(agent)
+    await asyncio.gather(first.write(b"a" * INITIAL_WINDOW), second.write(b"b" * INITIAL_WINDOW))
+    await first.write_eof()
+    await second.write_eof()
+    assert await asyncio.wait_for(asyncio.gather(*readers), 10) == [INITIAL_WINDOW] * 2
+    data_sids = [sid for ftype, sid in seen if ftype == DATA]
+    runs = [1]
+    for prev, cur in itertools.pairwise(data_sids):
+        runs.append(runs[-1] + 1 if cur == prev else 1)
+    # Round-robin slices: neither stream sends two records in a row (the very first
+    # slice may go before the other write is queued).
+    assert max(runs) <= 2
+    await tech.close("technician_ended")
+
+
+async def test_reading_returns_credit_while_the_writer_is_stuck() -> None:
+    agent, tech = await gated_channels()
+    upload = await tech.open_stream("file")
+    incoming = await asyncio.wait_for(agent.incoming.get(), 5)
+    screen = await agent.open_stream("rfb")
+    await asyncio.wait_for(tech.incoming.get(), 5)
+    seen = frames_seen(tech)
+    # The agent's big screen write is stuck on its leg (the relay is not taking records).
+    leg: GatedLeg = agent.leg  # type: ignore[assignment]
+    leg.gate = asyncio.Event()
+    writing = asyncio.ensure_future(screen.write(b"s" * INITIAL_WINDOW))
+    await asyncio.wait_for(leg.held.wait(), 5)
+    # Reading the upload on the agent neither waits for that write nor for credit.
+    await upload.write(b"u" * (INITIAL_WINDOW // 2))
+    got = 0
+    while got < INITIAL_WINDOW // 2:
+        got += len(await asyncio.wait_for(incoming.read(), 5))
+    assert not writing.done()
+    leg.gate.set()
+    leg.gate = None
+    await asyncio.wait_for(writing, 10)
+    # The credit it returned went out right after the record that was in flight.
+    order = [(ftype, sid) for ftype, sid in seen if sid != 0]
+    assert (WINDOW, incoming.id) in order[:2]
+    await tech.close("technician_ended")
+
+
+async def test_byte_counters_equal_the_records_on_the_wire() -> None:
+    agent, tech = await channels()
+    before = {side: len(side.leg.sent) for side in (agent, tech)}  # type: ignore[attr-defined]
+    stream = await tech.open_stream("file")
+    reader = asyncio.ensure_future(drain(await asyncio.wait_for(agent.incoming.get(), 5)))
+    await tech.send_control(control.Status(control_paused=True))
+    await stream.write(b"f" * (INITIAL_WINDOW + 1000))
+    await stream.write_eof()
+    assert await asyncio.wait_for(reader, 10) == INITIAL_WINDOW + 1000
+    await tech.close("technician_ended")
+    await asyncio.wait_for(agent.wait_closed(), 5)
+    on_wire = {side: wire_bytes(side, before[side]) for side in (agent, tech)}
+    assert tech.stats.sent == on_wire[tech] == agent.stats.received
+    assert agent.stats.sent == on_wire[agent] == tech.stats.received > 0  # credit returned
+    assert sum(tech.stats.sent_by_kind.values()) == tech.stats.sent
+    assert tech.stats.sent_by_kind["file"] > INITIAL_WINDOW + 1000
+    assert tech.stats.sent_by_kind["control"] > 0
+    assert agent.stats.received_by_kind == tech.stats.sent_by_kind
+    await agent.close("customer_ended")
+
+
+async def test_writing_after_eof_is_refused_and_a_waiting_write_ends_at_eof() -> None:
+    agent, tech = await channels()
+    stream = await tech.open_stream("file")
+    await asyncio.wait_for(agent.incoming.get(), 5)  # nobody reads: the window runs out
+    waiting = asyncio.ensure_future(stream.write(b"w" * (2 * INITIAL_WINDOW)))
+    await asyncio.sleep(0)
+    await stream.write_eof()
+    with pytest.raises(SessionEnded, match="stream_closed"):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(SessionEnded, match="stream_closed"):
+        await stream.write(b"late")
+    await tech.close("technician_ended")
+    assert await asyncio.wait_for(agent.wait_closed(), 5) == "technician_ended"
+    assert agent.end_reason == "technician_ended"  # no DATA after EOF reached the agent

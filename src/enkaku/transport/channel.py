@@ -1,8 +1,12 @@
 """The end-to-end channel over a paired relay leg: handshake, records, streams.
 
-One SecureChannel per session and side. It owns a reader task that decrypts records,
-feeds the mux and wakes the streams; writes go through one lock so that record
-counters follow wire order. Any record or mux error ends the session (no fallback).
+One SecureChannel per session and side. It owns two tasks: a reader that decrypts
+records, feeds the mux and wakes the streams, and a writer, the only one that seals and
+sends records (so record counters follow wire order). The writer sends frames the mux
+queued itself (OPEN, WINDOW credit, EOF, RESET) first, then control-stream data, then the
+data streams round-robin, one slice each per turn, so a keystroke never waits behind a
+screen flush and reading never waits for writing. Any record or mux error ends the
+session (no fallback).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from enkaku.protocol import control
@@ -27,6 +33,7 @@ from enkaku.protocol.handshake import (
 from enkaku.protocol.records import RecordChannel
 from enkaku.protocol.streams import (
     CONTROL_STREAM,
+    MAX_DATA,
     DataReceived,
     Mux,
     StreamEnded,
@@ -43,6 +50,31 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 30.0
 #: How long a side that learned the peer's end reason waits for the relay to close its leg.
 PEER_END_GRACE = 5.0
+#: Bytes a stream may send per turn of the writer before the next stream's turn.
+SLICE = 16 * 1024
+assert SLICE <= MAX_DATA  # one slice is one record
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """Bytes on the wire (sealed record sizes) per direction, in total and per stream kind.
+
+    Records of the control stream count under ``control``; records of a stream this side
+    has already forgotten (a RESET it sent or received) count under ``other``."""
+
+    sent: int
+    received: int
+    sent_by_kind: Mapping[str, int]
+    received_by_kind: Mapping[str, int]
+
+
+class _Outgoing:
+    """One ``write`` waiting for the writer: the bytes not yet taken, and its completion."""
+
+    __slots__ = ("data", "done")
+
+    def __init__(self, data: memoryview, done: asyncio.Future[None]) -> None:
+        self.data, self.done = data, done
 
 
 async def run_handshake(
@@ -84,9 +116,9 @@ class Stream:
         self.channel, self.id, self.kind, self.params = channel, stream_id, kind, params
         self._chunks: deque[bytes] = deque()
         self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
         self.eof = False
         self.reset_reason: str | None = None
+        self._eof_sent = False
 
     async def read(self) -> bytes:
         """The next chunk; b"" at end of stream (EOF, reset or session end)."""
@@ -96,33 +128,28 @@ class Stream:
             self._readable.clear()
             await self._readable.wait()
         chunk = self._chunks.popleft()
-        await self.channel._consumed(self.id, len(chunk))
+        self.channel._consumed(self.id, len(chunk))
         return chunk
 
     async def write(self, data: bytes) -> None:
-        """Send ``data``, waiting for the peer's window as needed."""
-        view = memoryview(data)
-        while view:
-            if self.reset_reason is not None:
-                raise SessionEnded("stream_reset", self.reset_reason)
-            if self.channel.closed.is_set():
-                raise SessionEnded(self.channel.end_reason or "connection_lost")
-            taken = await self.channel._send_data(self.id, bytes(view))
-            view = view[taken:]
-            if view:
-                self._writable.clear()
-                await self._writable.wait()
+        """Send ``data``: returns once the writer has sent all of it, which waits for the
+        peer's window as needed (nothing is buffered beyond the caller's own bytes)."""
+        if self.reset_reason is not None:
+            raise SessionEnded("stream_reset", self.reset_reason)
+        if self._eof_sent:
+            raise SessionEnded("stream_closed")
+        await self.channel._write(self.id, data)
 
     async def write_eof(self) -> None:
-        await self.channel._send_eof(self.id)
+        self._eof_sent = True
+        self.channel._send_eof(self.id)
 
     async def reset(self, reason: str) -> None:
         self.reset_reason = reason
-        await self.channel._reset(self.id, reason)
+        self.channel._reset(self.id, reason)
 
     def _wake(self) -> None:
         self._readable.set()
-        self._writable.set()
 
 
 class SecureChannel:
@@ -140,26 +167,41 @@ class SecureChannel:
         self.incoming: asyncio.Queue[Stream] = asyncio.Queue(maxsize=16)
         self._streams: dict[int, Stream] = {}
         self._control_reader = control.ControlReader()
-        self._write_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        # Writes waiting for the writer, per stream; data streams take turns in _turns.
+        self._outgoing: dict[int, deque[_Outgoing]] = {}
+        self._turns: deque[int] = deque()
+        self._taken: list[_Outgoing] = []  # fully handed to the mux, done once sent
+        self._work = asyncio.Event()
+        self._sent: Counter[str] = Counter()
+        self._received: Counter[str] = Counter()
 
     def start(self) -> None:
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._read_loop())
+        self._writer = loop.create_task(self._write_loop())
+
+    @property
+    def stats(self) -> ChannelStats:
+        """Bytes sent and received on the wire so far (a snapshot)."""
+        return ChannelStats(
+            sent=sum(self._sent.values()),
+            received=sum(self._received.values()),
+            sent_by_kind=MappingProxyType(dict(self._sent)),
+            received_by_kind=MappingProxyType(dict(self._received)),
+        )
 
     async def open_stream(self, kind: str, params: dict[str, Any] | None = None) -> Stream:
-        async with self._write_lock:
-            sid = self.mux.open_stream(kind, params)
-            stream = self._streams[sid] = Stream(self, sid, kind, params or {})
-            await self._flush_locked()
+        if self.closed.is_set():
+            raise SessionEnded(self.end_reason or "connection_lost")
+        sid = self.mux.open_stream(kind, params)
+        stream = self._streams[sid] = Stream(self, sid, kind, params or {})
+        self._work.set()
         return stream
 
     async def send_control(self, msg: Any) -> None:
-        data = control.encode(msg)
-        while data:
-            taken = await self._send_data(CONTROL_STREAM, data)
-            data = data[taken:]
-            if data:
-                await asyncio.sleep(0.01)
+        await self._write(CONTROL_STREAM, control.encode(msg))
 
     async def close(self, reason: str, detail: str | None = None) -> None:
         """End the session: tell the peer why, close the relay leg, stop the reader."""
@@ -173,7 +215,7 @@ class SecureChannel:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.closed.wait()), PEER_END_GRACE)
             if self.closed.is_set():
-                await self._stop_reader()
+                await self._stop_tasks()
                 return
             reason = control.OWN_END[self.role]
         with contextlib.suppress(Exception):
@@ -181,13 +223,14 @@ class SecureChannel:
         self._finish(reason, detail)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.leg.close(reason), 5)
-        await self._stop_reader()
+        await self._stop_tasks()
 
-    async def _stop_reader(self) -> None:
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+    async def _stop_tasks(self) -> None:
+        for task in (self._reader, self._writer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def wait_closed(self) -> str:
         await self.closed.wait()
@@ -202,46 +245,122 @@ class SecureChannel:
         self.closed.set()
         for st in self._streams.values():
             st._wake()
+        for sid in list(self._outgoing):
+            self._fail(sid, SessionEnded(reason))
+        self._work.set()  # the writer stops
         log.info("channel closed: %s", reason)
 
-    async def _flush_locked(self) -> None:
-        for frame in self.mux.frames_to_send():
-            await self.leg.send(self.records.seal(frame))
+    async def _write(self, sid: int, data: bytes) -> None:
+        """Queue ``data`` for the writer and wait until it has all been sent."""
+        if self.closed.is_set():
+            raise SessionEnded(self.end_reason or "connection_lost")
+        if not self.mux.is_open(sid):
+            raise SessionEnded("stream_closed")
+        if not data:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outgoing.setdefault(sid, deque()).append(_Outgoing(memoryview(data), done))
+        if sid != CONTROL_STREAM and sid not in self._turns:
+            self._turns.append(sid)
+        self._work.set()
+        await done  # a cancelled write cancels ``done``; the writer then skips the rest
 
-    async def _send_data(self, sid: int, data: bytes) -> int:
-        async with self._write_lock:
-            if not self.mux.is_open(sid):
-                raise SessionEnded("stream_closed")
-            taken = self.mux.send_data(sid, data)
-            await self._flush_locked()
-            return taken
+    def _fail(self, sid: int, exc: SessionEnded) -> None:
+        for item in self._outgoing.pop(sid, ()):
+            if not item.done.done():
+                item.done.set_exception(exc)
 
-    async def _send_eof(self, sid: int) -> None:
-        async with self._write_lock:
-            self.mux.send_eof(sid)
-            await self._flush_locked()
+    def _send_eof(self, sid: int) -> None:
+        # A write still waiting (from another task) ends here: no DATA may follow EOF.
+        self._fail(sid, SessionEnded("stream_closed"))
+        self.mux.send_eof(sid)
+        self._work.set()
 
-    async def _reset(self, sid: int, reason: str) -> None:
-        async with self._write_lock:
-            self.mux.reset(sid, reason)
-            self._streams.pop(sid, None)
-            await self._flush_locked()
+    def _reset(self, sid: int, reason: str) -> None:
+        self.mux.reset(sid, reason)
+        self._streams.pop(sid, None)
+        self._fail(sid, SessionEnded("stream_reset", reason))
+        self._work.set()
 
-    async def _consumed(self, sid: int, n: int) -> None:
+    def _consumed(self, sid: int, n: int) -> None:
+        """Return credit: the mux queues a WINDOW frame when due and the writer sends it
+        before any data, so reading never waits for writing."""
         if self.closed.is_set():
             return
-        async with self._write_lock:
-            self.mux.consumed(sid, n)
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self._flush_locked()
+        self.mux.consumed(sid, n)
+        self._work.set()
+
+    def _kind_of(self, sid: int) -> str | None:
+        if sid == CONTROL_STREAM:
+            return "control"
+        st = self._streams.get(sid)
+        return st.kind if st is not None else None
+
+    async def _write_loop(self) -> None:
+        """The only sender of records: the mux's own frames first, then one slice."""
+        try:
+            while not self.closed.is_set():
+                self._work.clear()
+                frames = self.mux.frames_to_send()
+                if not frames and self._take_slice():
+                    frames = self.mux.frames_to_send()
+                if not frames:
+                    await self._work.wait()
+                    continue
+                for frame in frames:
+                    record = self.records.seal(frame)
+                    await self.leg.send(record)
+                    kind = self._kind_of(int.from_bytes(frame[1:5], "big")) or "other"
+                    self._sent[kind] += len(record)
+                for item in self._taken:
+                    if not item.done.done():
+                        item.done.set_result(None)
+                self._taken.clear()
+        except (SessionEnded, TimeoutError, ConnectionError, RuntimeError) as exc:
+            self._finish(self.end_reason or "connection_lost", type(exc).__name__)
+
+    def _take_slice(self) -> bool:
+        """Hand the mux one slice: control data first, else the next data stream in turn
+        that has credit. False when nothing can be sent now."""
+        if self._slice_of(CONTROL_STREAM):
+            return True
+        for _ in range(len(self._turns)):
+            sid = self._turns.popleft()
+            took = self._slice_of(sid)
+            if self._outgoing.get(sid):
+                self._turns.append(sid)  # more to send: back of the line
+            if took:
+                return True
+        return False
+
+    def _slice_of(self, sid: int) -> bool:
+        queue = self._outgoing.get(sid)
+        while queue and queue[0].done.done():  # cancelled writes
+            queue.popleft()
+        if not queue:
+            self._outgoing.pop(sid, None)
+            return False
+        if self.mux.send_window(sid) == 0:
+            if not self.mux.is_open(sid):  # ended or forgotten under a waiting write
+                self._fail(sid, SessionEnded("stream_closed"))
+            return False  # waiting for credit: a WINDOW frame wakes the writer
+        item = queue[0]
+        n = self.mux.send_data(sid, bytes(item.data[:SLICE]))
+        item.data = item.data[n:]
+        if not item.data:
+            self._taken.append(queue.popleft())
+        return True
 
     async def _read_loop(self) -> None:
         try:
             while True:
                 record = await self.leg.receive()
                 frame = self.records.open(record)
+                sid = int.from_bytes(frame[1:5], "big")
+                kind = self._kind_of(sid)
                 for event in self.mux.receive_frame(frame):
                     await self._dispatch(event)
+                self._received[kind or self._kind_of(sid) or "other"] += len(record)
         except SessionEnded as exc:
             self._finish(self.end_reason or exc.reason, exc.detail)
         except ProtocolError as exc:
@@ -261,7 +380,7 @@ class SecureChannel:
                     if self.control_messages.full():
                         raise ProtocolError("peer floods the control stream")
                     self.control_messages.put_nowait(msg)
-                await self._consumed(CONTROL_STREAM, len(event.data))
+                self._consumed(CONTROL_STREAM, len(event.data))
                 return
             st = self._streams.get(event.stream_id)
             if st is not None:
@@ -274,9 +393,7 @@ class SecureChannel:
             self._streams[event.stream_id] = st
             self.incoming.put_nowait(st)
         elif isinstance(event, WindowOpened):
-            st = self._streams.get(event.stream_id)
-            if st is not None:
-                st._writable.set()
+            self._work.set()
         elif isinstance(event, StreamEnded):
             st = self._streams.get(event.stream_id)
             if st is not None:
@@ -284,6 +401,7 @@ class SecureChannel:
                 st._wake()
         elif isinstance(event, StreamReset):
             st = self._streams.pop(event.stream_id, None)
+            self._fail(event.stream_id, SessionEnded("stream_reset", event.reason))
             if st is not None:
                 st.reset_reason = event.reason
                 st._wake()
