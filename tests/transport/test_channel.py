@@ -332,6 +332,8 @@ async def test_byte_counters_equal_the_records_on_the_wire() -> None:
     assert tech.stats.sent_by_kind["file"] > INITIAL_WINDOW + 1000
     assert tech.stats.sent_by_kind["control"] > 0
     assert agent.stats.received_by_kind == tech.stats.sent_by_kind
+    # The peer ended the session: the agent's writer stopped on its own (no orphan task).
+    await asyncio.wait_for(asyncio.shield(agent._writer), 5)  # type: ignore[arg-type]
     await agent.close("customer_ended")
 
 
