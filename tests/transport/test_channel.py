@@ -28,8 +28,13 @@ class MemoryLeg:
         self.inbox, self.outbox = inbox, outbox
         self.sent: list[bytes] = []
         self.tamper = False
+        self.broken = False  # sends fail, as a closing WebSocket's do
+        self.send_failed = asyncio.Event()
 
     async def send(self, data: bytes) -> None:
+        if self.broken:
+            self.send_failed.set()
+            raise ConnectionResetError("closing")
         self.sent.append(data)
         if self.tamper and data[0] == 0x10:
             data = data[:-1] + bytes([data[-1] ^ 1])
@@ -351,3 +356,19 @@ async def test_writing_after_eof_is_refused_and_a_waiting_write_ends_at_eof() ->
     await tech.close("technician_ended")
     assert await asyncio.wait_for(agent.wait_closed(), 5) == "technician_ended"
     assert agent.end_reason == "technician_ended"  # no DATA after EOF reached the agent
+
+
+async def test_a_failed_send_keeps_the_reason_the_relay_gives() -> None:
+    agent, tech = await channels()
+    stream = await tech.open_stream("file")
+    await asyncio.wait_for(agent.incoming.get(), 5)
+    leg: MemoryLeg = tech.leg  # type: ignore[assignment]
+    leg.broken = True
+    writing = asyncio.ensure_future(stream.write(b"w"))
+    await asyncio.wait_for(leg.send_failed.wait(), 5)
+    await agent.leg.close("customer_ended")  # the relay closes the technician's leg
+    with pytest.raises(SessionEnded, match="customer_ended"):
+        await asyncio.wait_for(writing, 5)
+    assert tech.end_reason == "customer_ended"
+    await tech.close("customer_ended")
+    await agent.close("customer_ended")

@@ -247,6 +247,10 @@ class SecureChannel:
             st._wake()
         for sid in list(self._outgoing):
             self._fail(sid, SessionEnded(reason))
+        for item in self._taken:  # handed to the mux but not sent
+            if not item.done.done():
+                item.done.set_exception(SessionEnded(reason))
+        self._taken.clear()
         self._work.set()  # the writer stops
         log.info("channel closed: %s", reason)
 
@@ -317,6 +321,10 @@ class SecureChannel:
                         item.done.set_result(None)
                 self._taken.clear()
         except (SessionEnded, TimeoutError, ConnectionError, RuntimeError) as exc:
+            # A leg that fails to send is usually closing: let the reader learn the
+            # relay's reason (as close() does) before ending with our own.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.closed.wait()), PEER_END_GRACE)
             self._finish(self.end_reason or "connection_lost", type(exc).__name__)
 
     def _take_slice(self) -> bool:
