@@ -501,6 +501,14 @@ def language() -> str:
     return "en"
 
 
+def register(entries: dict[str, tuple[str, str]]) -> None:
+    """Add a module's own messages (English, Japanese) to CATALOG; a key may be defined once."""
+    clash = set(entries) & set(CATALOG)
+    if clash:
+        raise ValueError(f"message keys defined twice: {sorted(clash)}")
+    CATALOG.update(entries)
+
+
 def t(key: str, lang: str | None = None, /, **kwargs: object) -> str:
     """The message ``key`` in ``lang`` (default: the environment's), formatted."""
     en, ja = CATALOG[key]

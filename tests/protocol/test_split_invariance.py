@@ -80,7 +80,7 @@ control_garbage = st.sampled_from(
     [
         struct.pack(">I", 3) + b"{1]",
         struct.pack(">I", 2) + b"[]",
-        struct.pack(">I", 18) + b'{"type": "nosuch"}',
+        struct.pack(">I", 16) + b'{"type": "chat"}',
         DEEP_CONTROL_MESSAGE,
         struct.pack(">I", control.MAX_CONTROL_MESSAGE + 1),
         b"\xff\xff\xff\xff",

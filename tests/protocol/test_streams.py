@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from enkaku.protocol import control
 from enkaku.protocol.control import Consent, ControlReader, End, encode
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.streams import (
@@ -115,11 +116,28 @@ def test_control_framing_incremental() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b"[]", b'{"type":"nope"}', b'{"type":"end","reason":"because"}', b'{"type":"consent"}'],
+    [
+        b"{",
+        b"[]",
+        b'{"type":""}',
+        b'{"type":7}',
+        b'{"type":"end","reason":"because"}',
+        b'{"type":"consent"}',
+        b'{"type":"request","id":0,"action":"screen"}',
+        b'{"type":"request","id":1,"action":"format_disk"}',
+        b'{"type":"chat","text":"","at":"x"}',
+    ],
 )
 def test_control_rejects_bad_messages(body: bytes) -> None:
     with pytest.raises(ProtocolError):
         ControlReader().feed(struct.pack(">I", len(body)) + body)
+
+
+def test_a_message_of_an_unknown_type_is_passed_on_not_fatal() -> None:
+    """A newer peer's message type is answered with ``error``, the session goes on."""
+    body = b'{"type":"whiteboard","strokes":[]}'
+    out = ControlReader().feed(struct.pack(">I", len(body)) + body)
+    assert out == [control.Unknown("whiteboard")]
 
 
 def test_control_rejects_oversized_length_before_buffering() -> None:

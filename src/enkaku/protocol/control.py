@@ -1,13 +1,9 @@
 """Control messages: JSON objects on stream 0, each prefixed by its u32 length.
 
-Every message has a ``type``. Types and fields (docs/protocol/control.md):
-
-- ``consent`` (agent → technician): ``granted`` bool, ``scope`` list of "screen",
-  "control"; sent once after the customer answered (or the prompt timed out: denied).
-- ``status`` (agent → technician): ``control_paused`` bool — the customer paused control.
-- ``end`` (either way): ``reason`` (one of END_REASONS), optional ``detail``. The sender
-  closes the channel right after it.
-- ``error`` (either way): ``code``, ``message``: a request was refused; the session goes on.
+Every message has a ``type``; the models below are the whole vocabulary, documented in
+docs/protocol/control.md. A well-formed object whose ``type`` is not known parses to
+``Unknown`` (the receiver answers ``error`` and goes on); anything else invalid is a
+ProtocolError that ends the session.
 """
 
 from __future__ import annotations
@@ -87,19 +83,90 @@ def may_assert(role: str, reason: str) -> bool:
     return role in REASON_ROLES.get(reason, frozenset())
 
 
+Action = Literal[
+    "screen",
+    "control",
+    "system_info",
+    "browse",
+    "screenshot",
+    "file_to_customer",
+    "file_from_customer",
+    "clipboard",
+    "terminal",
+]
+#: What a technician may ask the customer to allow (docs/protocol/control.md#actions).
+ACTIONS: tuple[str, ...] = get_args(Action)
+#: Allowed for the rest of the session once granted, until the customer withdraws them.
+#: The other actions are asked each time, and one grant serves one stream.
+SESSION_ACTIONS: frozenset[str] = frozenset(
+    {"screen", "control", "system_info", "browse", "clipboard", "terminal"}
+)
+#: What the server's implicit-consent setting may cover ("giving the ID and password is
+#: consent"): never screenshots, files, system information or anything else of the
+#: customer's data.
+IMPLICIT_ACTIONS: frozenset[str] = frozenset({"screen", "control"})
+
+#: Why a request was not granted.
+RefusalReason = Literal["denied", "timeout", "policy", "unavailable", "invalid", "busy"]
+
+MAX_REQUEST_ID = 2**31 - 1
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Consent(_Msg):
+    """The customer's answer to the session itself (agent → technician, once)."""
+
     type: Literal["consent"] = "consent"
     granted: bool
-    scope: list[Literal["screen", "control"]] = Field(default_factory=list, max_length=8)
+    scope: list[Action] = Field(default_factory=list, max_length=len(ACTIONS))
 
 
 class Status(_Msg):
+    """What is allowed now (agent → technician, whenever it changes)."""
+
     type: Literal["status"] = "status"
     control_paused: bool
+    #: The session grants in force; absent from agents before it existed.
+    granted: list[Action] | None = Field(default=None, max_length=len(ACTIONS))
+
+
+DetailValue = Annotated[str, Field(max_length=1024)] | int | bool
+
+
+class Request(_Msg):
+    """The technician asks the customer to allow one action (technician → agent)."""
+
+    type: Literal["request"] = "request"
+    id: int = Field(ge=1, le=MAX_REQUEST_ID)
+    action: Action
+    #: The technician's stated purpose, shown to the customer.
+    purpose: str | None = Field(default=None, max_length=500)
+    #: What the customer needs to decide: file name, size, folder, ... (per action).
+    details: dict[Annotated[str, Field(max_length=32)], DetailValue] = Field(
+        default_factory=dict, max_length=16
+    )
+
+
+class Answer(_Msg):
+    """The customer's (or the policy's) answer to one ``request`` (agent → technician)."""
+
+    type: Literal["answer"] = "answer"
+    id: int = Field(ge=1, le=MAX_REQUEST_ID)
+    action: Action
+    granted: bool
+    reason: RefusalReason | None = None
+
+
+class Chat(_Msg):
+    """One chat line (either way); kept only by the two endpoints."""
+
+    type: Literal["chat"] = "chat"
+    text: str = Field(min_length=1, max_length=4000)
+    #: When the sender wrote it, ISO 8601 with offset.
+    at: str = Field(max_length=40)
 
 
 class End(_Msg):
@@ -114,8 +181,31 @@ class Error(_Msg):
     message: str = Field(max_length=500)
 
 
-ControlMessage = Annotated[Consent | Status | End | Error, Field(discriminator="type")]
+class Unknown:
+    """A message of a type this side does not know (a newer peer): answered with
+    ``error`` code ``unknown_message``, never an end of the session."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, type_: str) -> None:
+        self.type = type_
+
+    def __repr__(self) -> str:
+        return f"Unknown({self.type!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unknown) and other.type == self.type
+
+    def __hash__(self) -> int:
+        return hash(self.type)
+
+
+Message = Consent | Status | Request | Answer | Chat | End | Error
+ControlMessage = Annotated[Message, Field(discriminator="type")]
 _adapter: TypeAdapter[Any] = TypeAdapter(ControlMessage)
+KNOWN_TYPES: frozenset[str] = frozenset(
+    m.model_fields["type"].default for m in (Consent, Status, Request, Answer, Chat, End, Error)
+)
 
 
 def encode(msg: _Msg) -> bytes:
@@ -126,11 +216,15 @@ def encode(msg: _Msg) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-def parse(body: bytes) -> Consent | Status | End | Error:
+def parse(body: bytes) -> Message | Unknown:
     """Validate one message body (without its length prefix)."""
     try:
         # Size- and depth-checked: 64 KiB of ``[[[…`` made json.loads raise RecursionError.
-        return _adapter.validate_python(loads_limited(body, max_bytes=MAX_CONTROL_MESSAGE))
+        obj = loads_limited(body, max_bytes=MAX_CONTROL_MESSAGE)
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if isinstance(kind, str) and kind not in KNOWN_TYPES and 0 < len(kind) <= 32:
+            return Unknown(kind)
+        return _adapter.validate_python(obj)
     except (ValueError, ValidationError) as exc:
         raise ProtocolError(f"invalid control message: {_first_error(exc)}") from None
 
@@ -150,7 +244,7 @@ class ControlReader:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[Consent | Status | End | Error]:
+    def feed(self, data: bytes) -> list[Message | Unknown]:
         self._buf += data
         out = []
         while len(self._buf) >= 4:

@@ -161,9 +161,9 @@ class SecureChannel:
         self.closed = asyncio.Event()
         self.end_reason: str | None = None
         self.end_detail: str | None = None
-        self.control_messages: asyncio.Queue[
-            control.Consent | control.Status | control.End | control.Error
-        ] = asyncio.Queue(maxsize=256)
+        self.control_messages: asyncio.Queue[control.Message | control.Unknown] = asyncio.Queue(
+            maxsize=256
+        )
         self.incoming: asyncio.Queue[Stream] = asyncio.Queue(maxsize=16)
         self._streams: dict[int, Stream] = {}
         self._control_reader = control.ControlReader()
