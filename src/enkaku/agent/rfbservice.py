@@ -14,12 +14,22 @@ Two tasks per connection, both owned by ``run()``:
   down instead of filling memory. Areas sent as JPEG are sent again losslessly once
   they have stayed unchanged for ``LOSSLESS_REFRESH_DELAY`` (TigerVNC does the same), so
   the viewer's picture ends up exact; noVNC always asks for JPEG.
+
+With a ``Clipboard``, a third task, the **clipboard** watcher, reads the customer's
+clipboard when another program copies and offers the text to the viewer
+(ExtendedClipboard notify, the text when asked; plain ServerCutText otherwise), and the
+reader puts text from the viewer on the customer's clipboard. Both only while
+``clipboard_allowed()``: otherwise the clipboard is neither read nor written, nothing is
+requested from the viewer, and text that arrives anyway is dropped and counted
+(``clipboard_dropped``). ``on_clipboard(direction, n_chars)`` hears of every text that
+crossed, for the audit trail; clipboard text itself is never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,16 +37,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from enkaku.agent.capture.base import CursorImage, ScreenCapture
+from enkaku.agent.clipboard.base import Clipboard, ClipboardError
 from enkaku.agent.input.base import InputInjector
 from enkaku.protocol.errors import ProtocolError
-from enkaku.protocol.rfb import RFBServer, UpdateRequest
+from enkaku.protocol.rfb import RFBServer, State, UpdateRequest
 from enkaku.protocol.rfb import messages as m
 from enkaku.protocol.rfb.encodings import Rect, RectLike
 from enkaku.protocol.rfb.pixelformat import Frame
+from enkaku.protocol.rfb.server import ClipboardAnnounced, ClipboardDropped, ClipboardRequested
 
 logger = logging.getLogger(__name__)
 
 TILE = 64
+#: ``on_clipboard`` directions (also the audit event names the session reports).
+TO_CUSTOMER = "clipboard_to_customer"
+FROM_CUSTOMER = "clipboard_from_customer"
 #: Seconds without screen changes after which areas sent as JPEG are resent losslessly.
 LOSSLESS_REFRESH_DELAY = 0.5
 
@@ -103,6 +118,9 @@ class RFBService:
         name: str,
         control_allowed: Callable[[], bool] = lambda: True,
         max_fps: float = 30,
+        clipboard: Clipboard | None = None,
+        clipboard_allowed: Callable[[], bool] = lambda: False,
+        on_clipboard: Callable[[str, int], Awaitable[None] | None] | None = None,
     ) -> None:
         self._capture = capture
         self._injector = injector
@@ -120,6 +138,14 @@ class RFBService:
         self._changed_at = 0.0  # loop time of the last update with screen changes
         self._cursor_serial: int | None = None
         self._controlling = False
+        self._clipboard = clipboard
+        self._clipboard_allowed = clipboard_allowed
+        self._on_clipboard = on_clipboard
+        self._clipboard_changed = asyncio.Event()
+        self._offered: str | None = None  # the customer's text we last offered the viewer
+        self._last_text: str | None = None  # the last text that crossed either way
+        #: Texts and offers from the viewer dropped: clipboard not allowed, or too long.
+        self.clipboard_dropped = 0
 
     @property
     def server(self) -> RFBServer | None:
@@ -132,8 +158,19 @@ class RFBService:
         self._server = RFBServer(width, height, self._name)
         reader = asyncio.create_task(self._read_loop(), name="rfb-reader")
         updater = asyncio.create_task(self._update_loop(), name="rfb-updater")
+        tasks = {reader, updater}
+        unwatch: Callable[[], None] | None = None
+        if self._clipboard is not None:
+            loop = asyncio.get_running_loop()
+            changed = self._clipboard_changed
+
+            def on_change() -> None:
+                loop.call_soon_threadsafe(changed.set)
+
+            unwatch = self._clipboard.watch(on_change)
+            tasks.add(asyncio.create_task(self._clipboard_loop(), name="rfb-clipboard"))
         try:
-            done, _ = await asyncio.wait({reader, updater}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and (exc := task.exception()) is not None:
                     if isinstance(exc, (ProtocolError, ConnectionError, EOFError)):
@@ -141,9 +178,11 @@ class RFBService:
                     else:
                         raise exc
         finally:
-            for task in (reader, updater):
+            if unwatch is not None:
+                unwatch()
+            for task in tasks:
                 task.cancel()
-            for task in (reader, updater):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await asyncio.to_thread(self._injector.release_all)
@@ -184,8 +223,21 @@ class RFBService:
             case m.PointerEvent(buttons=buttons, x=x, y=y):
                 if await self._may_control():
                     await asyncio.to_thread(self._injector.pointer, x, y, buttons)
-            case m.ClientCutText():
-                logger.debug("rfb ignoring client clipboard text")
+            case m.ClientCutText(text=text):
+                await self._handle_cut_text(text)
+            case ClipboardAnnounced(text=True):
+                if self._may_use_clipboard():
+                    assert self._server is not None
+                    self._server.request_clipboard()
+                    await self._flush()
+                else:
+                    self._drop("offer")
+            case ClipboardRequested():
+                await self._handle_clipboard_request()
+            case ClipboardDropped():
+                self._drop("too long")
+            case ClipboardAnnounced():
+                pass  # the viewer's clipboard is empty now: nothing to do
             case _:
                 self._wake.set()  # requests, pixel format, encodings, continuous updates
 
@@ -198,6 +250,75 @@ class RFBService:
         if not allowed:
             logger.debug("rfb input dropped: control not allowed")
         return allowed
+
+    # -- clipboard -----------------------------------------------------------------
+
+    def _may_use_clipboard(self) -> bool:
+        return self._clipboard is not None and self._clipboard_allowed()
+
+    def _drop(self, what: str) -> None:
+        self.clipboard_dropped += 1
+        logger.debug("rfb clipboard %s from the viewer dropped", what)
+
+    async def _handle_cut_text(self, text: str) -> None:
+        """Text from the viewer: onto the customer's clipboard, if allowed."""
+        if not self._may_use_clipboard():
+            self._drop("text")
+            return
+        assert self._clipboard is not None
+        try:
+            await asyncio.to_thread(self._clipboard.set_text, text)
+        except ClipboardError as exc:
+            logger.info("rfb clipboard text not set: %s", exc)
+            return
+        self._last_text = text
+        await self._report(TO_CUSTOMER, len(text))
+
+    async def _handle_clipboard_request(self) -> None:
+        """The viewer asks for the text we offered: send it if still allowed."""
+        server = self._server
+        assert server is not None
+        text = self._offered
+        if text is None or not self._may_use_clipboard():
+            return
+        server.send_cut_text(text)
+        await self._flush()
+        await self._report(FROM_CUSTOMER, len(text))
+
+    async def _clipboard_loop(self) -> None:
+        """Offer the customer's clipboard to the viewer whenever another program copies."""
+        server = self._server
+        clipboard = self._clipboard
+        assert server is not None and clipboard is not None
+        while True:
+            await self._clipboard_changed.wait()
+            self._clipboard_changed.clear()
+            if server.state is not State.RUNNING or not self._clipboard_allowed():
+                continue  # not read at all
+            try:
+                text = await asyncio.to_thread(clipboard.read_text)
+            except ClipboardError as exc:
+                logger.info("rfb clipboard not read: %s", exc)
+                return
+            if text is None or text == self._last_text or not self._clipboard_allowed():
+                continue
+            self._last_text = self._offered = text
+            if server.announce_clipboard(True):
+                await self._flush()  # the text goes when the viewer asks for it
+            else:
+                server.send_cut_text(text)
+                await self._flush()
+                await self._report(FROM_CUSTOMER, len(text))
+
+    async def _report(self, direction: str, n_chars: int) -> None:
+        if self._on_clipboard is None:
+            return
+        try:
+            result = self._on_clipboard(direction, n_chars)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("rfb clipboard audit callback failed")
 
     # -- updater -------------------------------------------------------------------
 

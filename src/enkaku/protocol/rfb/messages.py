@@ -9,8 +9,9 @@ message and ``wire_size(data)`` telling how long the message at the start of ``d
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 from typing import ClassVar
 
 from enkaku.protocol.errors import ProtocolError
@@ -18,6 +19,11 @@ from enkaku.protocol.rfb.pixelformat import PixelFormat
 
 #: Longest ClientCutText kept; longer ones are skipped (read and dropped), not buffered.
 MAX_CUT_TEXT = 1 << 20
+#: Longest ExtendedClipboard message body kept (compressed); longer ones are skipped.
+MAX_EXTENDED_CLIPBOARD = MAX_CUT_TEXT
+#: Most clipboard text accepted once decompressed (UTF-8 bytes, terminating null
+#: included); a provide declaring more is dropped without inflating it (zlib bombs).
+MAX_CLIPBOARD_TEXT = 1 << 20
 #: Most encodings accepted in one SetEncodings (real viewers send about 30).
 MAX_ENCODINGS = 1024
 #: Fence payloads are at most 64 bytes (rfbproto "ClientFence").
@@ -48,6 +54,7 @@ class Encoding(IntEnum):
     FINE_QUALITY_HIGH = -412
     SUBSAMPLING_LOW = -768  # -768 .. -763: JPEG subsampling 1x, 4x, 2x, gray, 8x, 16x
     SUBSAMPLING_HIGH = -763
+    EXTENDED_CLIPBOARD = -1063131698  # 0xC0A1E5CE as S32
 
 
 class FenceFlags(IntEnum):
@@ -218,6 +225,186 @@ class ClientCutText:
     @classmethod
     def parse(cls, data: bytes) -> ClientCutText:
         return cls(bytes(data[8:]).decode("latin-1"))
+
+
+class ClipboardFormat(IntFlag):
+    """ExtendedClipboard format bits (rfbproto "Extended Clipboard Pseudo-Encoding")."""
+
+    TEXT = 1 << 0
+    RTF = 1 << 1
+    HTML = 1 << 2
+    DIB = 1 << 3
+    FILES = 1 << 4
+
+
+class ClipboardAction(IntFlag):
+    """ExtendedClipboard action bits; only CAPS may be combined with others."""
+
+    CAPS = 1 << 24
+    REQUEST = 1 << 25
+    PEEK = 1 << 26
+    NOTIFY = 1 << 27
+    PROVIDE = 1 << 28
+
+
+NO_FORMATS = ClipboardFormat(0)
+_FORMAT_MASK = 0xFFFF
+_ACTION_MASK = 0xFF000000
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendedClipboard:
+    """An ExtendedClipboard message: a Client/ServerCutText whose S32 length is negative.
+
+    Wire: ``type | 3 pad | S32 -len | U32 flags | body`` where ``flags`` holds format
+    bits 0-15 and action bits 24-31. ``caps``: one U32 maximum unsolicited size per
+    format bit set; ``provide``: one zlib stream holding ``U32 size | data`` per format
+    bit set; the others have no body. Only text is carried here: UTF-8 with CRLF line
+    ends and a terminating null on the wire, ``text`` with LF line ends here. Other
+    formats a peer provides are ignored, never inflated. ``text`` is None in a provide without text,
+    and ``oversized`` is set when its text was dropped for exceeding the limit.
+    """
+
+    action: ClipboardAction
+    formats: ClipboardFormat = NO_FORMATS
+    #: caps only: the maximum unsolicited size for each format in ``formats``, in order.
+    sizes: tuple[int, ...] = ()
+    #: provide only.
+    text: str | None = None
+    oversized: bool = False
+
+    @property
+    def actions(self) -> ClipboardAction:
+        """The actions a caps message lists (CAPS itself excluded)."""
+        return self.action & ~ClipboardAction.CAPS
+
+    @classmethod
+    def caps(
+        cls, formats: ClipboardFormat, actions: ClipboardAction, sizes: tuple[int, ...]
+    ) -> ExtendedClipboard:
+        """A caps message: which formats and actions the sender accepts."""
+        return cls(ClipboardAction.CAPS | actions, formats, sizes)
+
+    @classmethod
+    def provide(cls, text: str | None) -> ExtendedClipboard:
+        """A provide message carrying ``text`` (None: an empty clipboard)."""
+        formats = NO_FORMATS if text is None else ClipboardFormat.TEXT
+        return cls(ClipboardAction.PROVIDE, formats, text=text)
+
+    def body(self) -> bytes:
+        """Flags and body (what follows the S32 length)."""
+        flags = int(self.action) | int(self.formats)
+        out = struct.pack("!I", flags)
+        if self.action & ClipboardAction.CAPS:
+            if len(self.sizes) != _format_count(int(self.formats)):
+                raise ValueError("caps needs one size per format")
+            out += struct.pack(f"!{len(self.sizes)}I", *self.sizes)
+        elif self.action == ClipboardAction.PROVIDE:
+            if self.formats & ~ClipboardFormat.TEXT:
+                raise ValueError("only text can be provided")
+            payload = b""
+            if self.formats & ClipboardFormat.TEXT:
+                data = (self.text or "").replace("\r\n", "\n").replace("\n", "\r\n")
+                raw = data.encode("utf-8", errors="replace") + b"\0"
+                payload = struct.pack("!I", len(raw)) + raw
+            out += zlib.compress(payload)
+        return out
+
+    def to_wire(self, message_type: int) -> bytes:
+        """The whole message as message ``message_type`` (3 from servers, 6 from clients)."""
+        body = self.body()
+        return struct.pack("!B3xi", message_type, -len(body)) + body
+
+    def __bytes__(self) -> bytes:
+        return self.to_wire(ServerMessageType.SERVER_CUT_TEXT)
+
+    @classmethod
+    def parse_body(cls, body: bytes) -> ExtendedClipboard:
+        """Parse what follows the negative length; ProtocolError when malformed."""
+        if len(body) < 4:
+            raise ProtocolError(f"ExtendedClipboard message of {len(body)} bytes has no flags")
+        (flags,) = struct.unpack_from("!I", body)
+        formats = ClipboardFormat(flags & _FORMAT_MASK)
+        action = ClipboardAction(flags & _ACTION_MASK)
+        if action & ClipboardAction.CAPS:
+            count = _format_count(flags)
+            if len(body) != 4 + 4 * count:
+                raise ProtocolError(
+                    f"ExtendedClipboard caps with {count} formats is {len(body)} bytes"
+                )
+            return cls(action, formats, struct.unpack_from(f"!{count}I", body, 4))
+        if action not in (
+            ClipboardAction.REQUEST,
+            ClipboardAction.PEEK,
+            ClipboardAction.NOTIFY,
+            ClipboardAction.PROVIDE,
+        ):
+            raise ProtocolError(f"ExtendedClipboard flags 0x{flags:08x} name no single action")
+        if action != ClipboardAction.PROVIDE:
+            if len(body) != 4:
+                raise ProtocolError(f"ExtendedClipboard {action.name} carries data")
+            return cls(action, formats)
+        return _parse_provide(formats, body[4:])
+
+
+def _format_count(flags: int) -> int:
+    return (flags & _FORMAT_MASK).bit_count()
+
+
+def _parse_provide(formats: ClipboardFormat, compressed: bytes) -> ExtendedClipboard:
+    """Inflate the text of a provide, never more than the limit.
+
+    Text is format bit 0, so it comes first in the stream; what follows it (RTF, HTML,
+    ...) is never inflated. Text declared over the limit is dropped uninflated, and a
+    text-only stream must end right after the text (a zlib bomb ends the connection).
+    """
+    if not formats & ClipboardFormat.TEXT:
+        return ExtendedClipboard(ClipboardAction.PROVIDE, formats)
+    stream = _Inflated(compressed)
+    (size,) = struct.unpack("!I", stream.take(4))
+    if size > MAX_CLIPBOARD_TEXT:
+        return ExtendedClipboard(ClipboardAction.PROVIDE, formats, oversized=True)
+    raw = stream.take(size)
+    if formats == ClipboardFormat.TEXT:
+        stream.finish()
+    # The text is null-terminated; like TigerVNC, anything after a null is ignored.
+    text = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace").replace("\r\n", "\n")
+    return ExtendedClipboard(ClipboardAction.PROVIDE, formats, text=text)
+
+
+class _Inflated:
+    """Bounded reads from a zlib stream: every ``take`` inflates at most what it needs."""
+
+    def __init__(self, compressed: bytes) -> None:
+        self._z = zlib.decompressobj()
+        self._pending = compressed
+
+    def take(self, n: int) -> bytes:
+        out = b""
+        try:
+            while len(out) < n:
+                chunk = self._z.decompress(self._pending, min(n - len(out), 1 << 16))
+                self._pending = self._z.unconsumed_tail
+                if not chunk:
+                    break
+                out += chunk
+        except zlib.error as exc:
+            raise ProtocolError(f"ExtendedClipboard data is not a zlib stream ({exc})") from None
+        if len(out) < n:
+            raise ProtocolError("ExtendedClipboard data ends early")
+        return out
+
+    def finish(self) -> None:
+        """Nothing may inflate past the last format (a zlib bomb would be found here).
+
+        The stream need not be finished: TigerVNC ends it with a sync flush only.
+        """
+        try:
+            extra = self._z.decompress(self._pending, 1)
+        except zlib.error as exc:
+            raise ProtocolError(f"ExtendedClipboard data is not a zlib stream ({exc})") from None
+        if extra:
+            raise ProtocolError("ExtendedClipboard data has bytes after its last format")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,13 @@ Wire summary (server ``S``, client ``C``; full text in docs/protocol/rfb.md)::
          S: FramebufferUpdate, SetColourMapEntries, ServerCutText,
             EndOfContinuousUpdates, ServerFence
 
+Clipboard: plain Client/ServerCutText (Latin-1), or, once the client lists the
+ExtendedClipboard pseudo-encoding (and we answered with caps), negative-length cut text
+messages carrying UTF-8 text (caps / request / peek / notify / provide). The server
+answers peeks itself and turns the rest into events (``ClipboardAnnounced``,
+``ClipboardRequested``, ``m.ClientCutText`` for text that arrived, ``ClipboardDropped``);
+whether any of it reaches the customer's clipboard is the owner's decision.
+
 Security type None only: enkaku's end-to-end channel already authenticates and encrypts.
 ``receive_data()`` parses whatever bytes arrived and returns events; ``data_to_send()``
 returns what must go out. The server answers what is pure protocol itself (fences,
@@ -88,7 +95,48 @@ class ClientInitialised:
     shared: bool
 
 
-Event = ClientInitialised | m.ClientMessage
+@dataclass(frozen=True, slots=True)
+class ClipboardAnnounced:
+    """The client's clipboard changed (ExtendedClipboard notify); ``text``: it holds text.
+
+    The text itself comes only if the owner calls ``request_clipboard()``.
+    """
+
+    text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClipboardRequested:
+    """The client wants our clipboard text: answer with ``send_cut_text()`` (or not)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClipboardDropped:
+    """Clipboard text from the client was too long and was thrown away unread."""
+
+    size: int
+
+
+Event = (
+    ClientInitialised | m.ClientMessage | ClipboardAnnounced | ClipboardRequested
+    | ClipboardDropped
+)  # fmt: skip
+
+#: The client's capabilities when it lists ExtendedClipboard but sends no caps
+#: (rfbproto "Extended Clipboard Pseudo-Encoding"): 20 MiB of text unsolicited.
+DEFAULT_CLIENT_CLIPBOARD_CAPS = m.ExtendedClipboard.caps(
+    m.ClipboardFormat.TEXT | m.ClipboardFormat.RTF | m.ClipboardFormat.HTML,
+    m.ClipboardAction.REQUEST | m.ClipboardAction.NOTIFY | m.ClipboardAction.PROVIDE,
+    (20 << 20, 0, 0),
+)
+#: What we accept: text only, every action but unsolicited data (size 0, as rfbproto
+#: recommends: the client notifies and we request only while the customer allows it).
+SERVER_CLIPBOARD_CAPS = m.ExtendedClipboard.caps(
+    m.ClipboardFormat.TEXT,
+    m.ClipboardAction.REQUEST | m.ClipboardAction.PEEK | m.ClipboardAction.NOTIFY
+    | m.ClipboardAction.PROVIDE,
+    (0,),
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +232,9 @@ class RFBServer:
         self._continuous: Rect | None = None
         self._pseudo: list[bytes] = []
         self._announced: set[int] = set()
+        #: The client's ExtendedClipboard caps once we sent ours (None: plain cut text).
+        self._clipboard_caps: m.ExtendedClipboard | None = None
+        self._clipboard_has_text = False  # what our last notify said (answers peeks)
 
     # -- state machine ---------------------------------------------------------------
 
@@ -245,6 +296,8 @@ class RFBServer:
         head = bytes(buf[pos : pos + 9])
         if head[0] == m.ClientCutText.TYPE:
             length = m.ClientCutText.declared_length(head)
+            if length is not None and length >= 1 << 31:  # S32 < 0: ExtendedClipboard
+                return self._next_extended_clipboard(pos, (1 << 32) - length)
             if length is not None and length > m.MAX_CUT_TEXT:
                 # Skip it as TigerVNC does rather than end the session over a big paste.
                 logger.debug("rfb skipping a %d-byte ClientCutText", length)
@@ -256,6 +309,39 @@ class RFBServer:
         message = m.CLIENT_MESSAGES[head[0]].parse(bytes(buf[pos : pos + size]))
         self._handle_message(message)
         return size, message
+
+    def _next_extended_clipboard(self, pos: int, size: int) -> tuple[int, Event | None]:
+        if self._clipboard_caps is None:
+            raise ProtocolError("ExtendedClipboard message, but the client never listed it")
+        if size > m.MAX_EXTENDED_CLIPBOARD:
+            logger.info(
+                "rfb skipping a %d-byte ExtendedClipboard message (limit %d)",
+                size, m.MAX_EXTENDED_CLIPBOARD,
+            )  # fmt: skip
+            self._skip = size
+            return 8, ClipboardDropped(size)
+        if len(self._in) - pos < 8 + size:
+            return 0, None
+        message = m.ExtendedClipboard.parse_body(bytes(self._in[pos + 8 : pos + 8 + size]))
+        return 8 + size, self._handle_extended_clipboard(message)
+
+    def _handle_extended_clipboard(self, message: m.ExtendedClipboard) -> Event | None:
+        action = message.action
+        logger.debug("rfb clipboard %s (formats 0x%x)", action.name, message.formats)
+        if action & m.ClipboardAction.CAPS:
+            self._clipboard_caps = message
+        elif action == m.ClipboardAction.PEEK:
+            self._emit_clipboard_notify()
+        elif action == m.ClipboardAction.NOTIFY:
+            return ClipboardAnnounced(bool(message.formats & m.ClipboardFormat.TEXT))
+        elif action == m.ClipboardAction.REQUEST:
+            if message.formats & m.ClipboardFormat.TEXT:
+                return ClipboardRequested()
+        elif message.oversized:
+            return ClipboardDropped(m.MAX_CLIPBOARD_TEXT + 1)
+        elif message.text is not None:
+            return m.ClientCutText(message.text)
+        return None
 
     def _handle_version(self, data: bytes) -> None:
         match = _VERSION.fullmatch(data)
@@ -350,6 +436,11 @@ class RFBServer:
         ):
             self._announced.add(Encoding.CONTINUOUS_UPDATES)
             self._emit(bytes(m.EndOfContinuousUpdates()))
+        if Encoding.EXTENDED_CLIPBOARD in codes:
+            # rfbproto: caps answer every SetEncodings that lists the pseudo-encoding.
+            if self._clipboard_caps is None:
+                self._clipboard_caps = DEFAULT_CLIENT_CLIPBOARD_CAPS
+            self._emit(bytes(SERVER_CLIPBOARD_CAPS))
         qemu = Encoding.QEMU_EXTENDED_KEY_EVENT
         if qemu in codes and qemu not in self._announced:
             self._announced.add(qemu)
@@ -507,9 +598,45 @@ class RFBServer:
         self._pseudo.append(header + body + mask)
         return True
 
+    @property
+    def extended_clipboard(self) -> bool:
+        """The client speaks ExtendedClipboard (UTF-8 text, notify/request)."""
+        return self._clipboard_caps is not None
+
+    def _client_accepts(self, action: m.ClipboardAction) -> bool:
+        caps = self._clipboard_caps
+        return caps is not None and bool(caps.actions & action)
+
+    def announce_clipboard(self, has_text: bool) -> bool:
+        """Tell the client our clipboard changed (notify); it may then ask for the text.
+
+        Returns False when the client cannot be notified; the owner then sends the text
+        itself with ``send_cut_text()`` if it wants the client to have it.
+        """
+        if self.state is not State.RUNNING or not self._client_accepts(m.ClipboardAction.NOTIFY):
+            return False
+        self._clipboard_has_text = has_text
+        self._emit_clipboard_notify()
+        return True
+
+    def _emit_clipboard_notify(self) -> None:
+        formats = m.ClipboardFormat.TEXT if self._clipboard_has_text else m.NO_FORMATS
+        self._emit(bytes(m.ExtendedClipboard(m.ClipboardAction.NOTIFY, formats)))
+
+    def request_clipboard(self) -> bool:
+        """Ask the client for its clipboard text (after ``ClipboardAnnounced``)."""
+        if self.state is not State.RUNNING or not self._client_accepts(m.ClipboardAction.REQUEST):
+            return False
+        self._emit(bytes(m.ExtendedClipboard(m.ClipboardAction.REQUEST, m.ClipboardFormat.TEXT)))
+        return True
+
     def send_cut_text(self, text: str) -> None:
-        """Put ``text`` on the client's clipboard (Latin-1; others become '?')."""
-        self._emit(bytes(m.ServerCutText(text)))
+        """Put ``text`` on the client's clipboard: ExtendedClipboard provide (UTF-8) when
+        the client takes it, else ServerCutText (Latin-1; others become '?')."""
+        if self._client_accepts(m.ClipboardAction.PROVIDE):
+            self._emit(bytes(m.ExtendedClipboard.provide(text)))
+        else:
+            self._emit(bytes(m.ServerCutText(text)))
 
     def send_bell(self) -> None:
         """Ring the client's bell."""
