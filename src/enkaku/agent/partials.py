@@ -150,10 +150,11 @@ class Part:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise Refused("io_error")
             old = read_info(dir_fd, stem)
-            keep = 0
+            keep, created = 0, now
             if old is not None and (old.key, old.size, old.sha256) == (key, size, sha256):
                 keep = min(old.verified, os.fstat(fd).st_size, size)
-            info = PartInfo(key, size, sha256, old.created if old is not None and keep else now, now, keep)
+                created = old.created
+            info = PartInfo(key, size, sha256, created, now, keep)
             part = cls(dir_fd, stem, fd, info)
             os.ftruncate(fd, keep)
             part._rehash(keep)
