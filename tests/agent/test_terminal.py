@@ -1,0 +1,253 @@
+"""The terminal service with a real PTY and shell, over two real SecureChannels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from enkaku.agent.consent import Requester
+from enkaku.agent.services import FileSettings, Grant, ServiceContext
+from enkaku.agent.services.terminal import SPEC, login_shell, serve
+from enkaku.protocol import terminal as wire
+from enkaku.technician.terminal import TerminalError, run_command
+from enkaku.transport.channel import SecureChannel, Stream
+from enkaku.transport.fdio import wait_fd
+from tests.channelpair import channels
+
+#: A bound on every wait, so that a broken service fails the test instead of hanging it.
+LIMIT = 30
+
+
+@dataclass
+class Audit:
+    """The audit events a service reported."""
+
+    events: list[tuple[str, str | None]] = field(default_factory=list)
+
+    async def __call__(self, event: str, detail: str | None = None) -> None:
+        self.events.append((event, detail))
+
+
+def context(audit: Audit, action: str = "terminal") -> ServiceContext:
+    return ServiceContext(
+        session_id="s1",
+        agent_id="123456789",
+        who=Requester("Taro", "Support Co"),
+        grant=Grant(id=1, action=action, details={}),
+        report=audit,
+        files=FileSettings(),
+    )
+
+
+@dataclass
+class Opened:
+    tech: SecureChannel
+    stream: Stream
+    serving: asyncio.Future[None]
+    audit: Audit
+
+    async def served(self) -> None:
+        """Wait for the service to return (bounded: a hang fails)."""
+        await asyncio.wait_for(asyncio.shield(self.serving), LIMIT)
+
+
+@contextlib.asynccontextmanager
+async def opened(**params: object) -> AsyncIterator[Opened]:
+    """A terminal stream from technician to agent, served by ``serve``."""
+    agent, tech = await channels()
+    audit = Audit()
+    stream = await tech.open_stream("terminal", {"grant": 1, "cols": 80, "rows": 24} | params)
+    served = await asyncio.wait_for(agent.incoming.get(), LIMIT)
+    serving = asyncio.ensure_future(serve(served, context(audit)))
+    try:
+        yield Opened(tech, stream, serving, audit)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await tech.close("technician_ended")
+
+
+class Shell:
+    """Reads the agent's frames and types into the shell, like a technician would."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.decoder = wire.Decoder("agent")
+        self.output = bytearray()
+        self.hello: wire.Hello | None = None
+        self.status: int | None = None
+
+    async def send(self, text: str) -> None:
+        await self.stream.write(wire.data_frames(text.encode()))
+
+    async def _more(self) -> bool:
+        chunk = await asyncio.wait_for(self.stream.read(), LIMIT)
+        for frame in self.decoder.feed(chunk):
+            if isinstance(frame, wire.Hello):
+                self.hello = frame
+            elif isinstance(frame, wire.Data):
+                self.output += frame.data
+            elif isinstance(frame, wire.Exit):
+                self.status = frame.status
+        return bool(chunk)
+
+    async def expect(self, pattern: bytes) -> re.Match[bytes]:
+        """Read until the output matches ``pattern``; drop the output up to the match."""
+        while (match := re.search(pattern, bytes(self.output))) is None:
+            assert await self._more(), f"ended before {pattern!r}: {bytes(self.output)!r}"
+        del self.output[: match.end()]
+        return match
+
+    async def until_end(self) -> None:
+        while await self._more():
+            pass
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` exited (a zombie someone else must reap counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+def test_spec() -> None:
+    assert (SPEC.kind, SPEC.action, SPEC.serve, SPEC.bound) == ("terminal", "terminal", serve, ())
+
+
+async def test_command_output_and_exit_status() -> None:
+    async with opened() as t:
+        status, output = await asyncio.wait_for(
+            run_command(t.stream, "echo $((6*7)); (exit 3)"), LIMIT
+        )
+        await t.served()
+    assert status == 3
+    assert b"42\r\n" in output  # the echoed command line holds $((6*7)), not 42
+    assert t.audit.events == [("terminal_opened", None), ("terminal_closed", "3")]
+
+
+async def test_exit_status_of_exit() -> None:
+    async with opened() as t:
+        status, _ = await asyncio.wait_for(run_command(t.stream, "exit 7"), LIMIT)
+        await t.served()
+    assert status == 7
+
+
+async def test_first_frame_says_whose_shell_it_is() -> None:
+    me = pwd.getpwuid(os.geteuid())
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send("exit 0\n")
+        await shell.until_end()
+    assert shell.hello == wire.Hello(me.pw_name, me.pw_uid, os.geteuid() == 0, login_shell(me))
+    assert shell.status == 0
+
+
+async def test_size_from_parameters_then_resize() -> None:
+    async with opened(cols=90, rows=20) as t:
+        shell = Shell(t.stream)
+        await shell.send("echo SIZE=$(stty size)\n")  # the echoed line holds no digits
+        assert (await shell.expect(rb"SIZE=(\d+ \d+)")).group(1) == b"20 90"
+        await t.stream.write(wire.resize_frame(132, 43))
+        await shell.send("echo SIZE=$(stty size)\n")
+        assert (await shell.expect(rb"SIZE=(\d+ \d+)")).group(1) == b"43 132"
+        await shell.send("exit\n")
+        await shell.until_end()
+    assert shell.status == 0
+
+
+async def test_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENKAKU_SECRET_TEST", "hunter2-must-not-leak")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    async with opened(term="vt220") as t:
+        status, output = await asyncio.wait_for(run_command(t.stream, "env"), LIMIT)
+    assert status == 0
+    assert b"hunter2-must-not-leak" not in output
+    assert b"ENKAKU_SECRET_TEST" not in output
+    lines = output.decode().splitlines()
+    assert "TERM=vt220" in lines
+    assert "LANG=C.UTF-8" in lines
+    assert f"USER={pwd.getpwuid(os.geteuid()).pw_name}" in lines
+    assert not [line for line in lines if line.startswith("OLDPWD=")]  # the agent's folder
+
+
+async def test_closing_the_stream_hangs_up_the_shell_and_its_job() -> None:
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send("echo PID=$$\n")
+        pid = int((await shell.expect(rb"PID=(\d+)")).group(1))
+        await shell.send("sh -c 'echo JOB=$$; exec sleep 1000'\n")
+        job = int((await shell.expect(rb"JOB=(\d+)")).group(1))
+        job_exit = os.pidfd_open(job)
+        try:
+            await t.stream.write_eof()
+            await t.served()
+            await shell.until_end()  # the agent ends its side too
+            await asyncio.wait_for(wait_fd(job_exit), LIMIT)
+        finally:
+            os.close(job_exit)
+    with pytest.raises(ProcessLookupError):  # exited and reaped: no zombie left
+        os.kill(pid, 0)
+    assert gone(job)
+    assert shell.status is None  # hung up: no exit status
+    assert t.audit.events == [("terminal_opened", None), ("terminal_closed", "129")]  # SIGHUP
+
+
+async def test_a_reset_in_the_middle_of_output_does_not_hang() -> None:
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send("echo PID=$$; yes\n")
+        pid = int((await shell.expect(rb"PID=(\d+)")).group(1))
+        await shell.expect(rb"(y\r\n){100}")
+        await t.stream.reset("gone")
+        await t.served()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert t.audit.events[-1][0] == "terminal_closed"
+
+
+async def test_the_session_ending_hangs_up_the_shell() -> None:
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send("echo PID=$$\n")
+        pid = int((await shell.expect(rb"PID=(\d+)")).group(1))
+        await t.tech.close("technician_ended")
+        await t.served()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"term": "xterm; rm -rf /"}, {"term": ""}, {"cols": 0}, {"rows": 5000}, {"cols": "80"}],
+)
+async def test_bad_parameters_reset_the_stream(params: dict[str, object]) -> None:
+    async with opened(**params) as t:
+        with pytest.raises(TerminalError, match="bad_params"):
+            await asyncio.wait_for(run_command(t.stream, "true"), LIMIT)
+        await t.served()
+    assert t.stream.reset_reason == "bad_params"
+    assert t.audit.events == []
+
+
+async def test_a_forbidden_frame_resets_the_stream_and_hangs_up() -> None:
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send("echo PID=$$\n")
+        pid = int((await shell.expect(rb"PID=(\d+)")).group(1))
+        await t.stream.write(wire.exit_frame(0))  # only the agent may send EXIT
+        await shell.until_end()
+        await t.served()
+    assert t.stream.reset_reason == "bad_frame"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
