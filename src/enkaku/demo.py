@@ -129,6 +129,12 @@ class DemoUI:
             flush=True,
         )
 
+    def chat(self, who: Requester, text: str, at: str) -> None:
+        from enkaku.i18n import printable, t
+
+        line = t("agent_chat", at=printable(at, 40), who=who.label, text=printable(text, 4000))
+        print(line, file=sys.stderr, flush=True)
+
     def session_ended(self, reason: str) -> None:
         from enkaku.i18n import reason_text
 
@@ -174,7 +180,7 @@ async def _demo(json_output: bool, port: int) -> int:
             server_url,
             DeviceKey.load_or_create(workdir / "agent"),
             ui,
-            consent=AllowAll(notice="consent_demo"),
+            consent=AllowAll(notice="consent_granted_demo"),
             capture_factory=capture,
             input_factory=injector,
         )

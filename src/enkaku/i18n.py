@@ -208,20 +208,6 @@ CATALOG: dict[str, tuple[str, str]] = {
         "パスワードの誤りが {limit} 回続いたため、新しいワンタイムパスワードを発行しました "
         "(以前のパスワードは使えません)。",
     ),
-    "consent_question": (
-        "{who} asks to see your screen and control it. Allow? [y/N] ",
-        "{who} が画面の表示と操作を求めています。許可しますか? [y/N] ",
-    ),
-    "consent_demo": (
-        "Consent granted automatically (demo): {who} may see and control this screen.",
-        "自動的に同意しました (デモ): {who} がこの画面を表示・操作できます。",
-    ),
-    "consent_implicit": (
-        "Consent given by the support company's policy (the ID and password are the consent): "
-        "{who} may see and control this screen.",
-        "サポート会社の方針 (ID とパスワードの提供が同意とみなされます) により同意しました: "
-        "{who} がこの画面を表示・操作できます。",
-    ),
     "consent_withdrawn": (
         "(The request was withdrawn.)",
         "(要求は取り消されました。)",
@@ -229,10 +215,6 @@ CATALOG: dict[str, tuple[str, str]] = {
     "consent_no_terminal": (
         "No terminal to ask the customer on: the request is denied.",
         "お客様に確認できる端末がないため、要求を拒否しました。",
-    ),
-    "consent_auto": (
-        "Consent granted automatically (--consent allow): {who} may see and control this screen.",
-        "自動的に同意しました (--consent allow): {who} がこの画面を表示・操作できます。",
     ),
     "session_active": (
         "Session active: {who} is connected. Press Ctrl-C to end it.",

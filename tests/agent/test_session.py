@@ -15,8 +15,10 @@ from enkaku.agent.consent import (
     DenyAll,
     ImplicitConsent,
     PolicyKind,
+    Question,
     Requester,
     TerminalConsent,
+    Verdict,
     session_policy,
 )
 from enkaku.agent.identity import DeviceKey
@@ -27,7 +29,7 @@ from enkaku.protocol import control
 from enkaku.protocol.handshake import FailureReason, TechnicianHandshake, failure_message
 from enkaku.protocol.streams import CONTROL_STREAM, FrameType, encode_frame
 from enkaku.transport.channel import SecureChannel, run_handshake
-from tests.transport.test_channel import MemoryLeg, leg_pair
+from tests.channelpair import MemoryLeg, leg_pair
 
 AGENT_ID = "123456789"
 PASSWORDS = iter(f"{n:04d}-abcd" for n in range(1000))
@@ -220,11 +222,11 @@ class Recording:
     kind: ClassVar[PolicyKind] = "ask"
 
     def __init__(self) -> None:
-        self.asked: list[list[str]] = []
+        self.asked: list[tuple[str, ...]] = []
 
-    async def ask(self, who: Requester, scope: list[str]) -> bool:
-        self.asked.append(scope)
-        return False
+    async def decide(self, question: Question) -> Verdict:
+        self.asked.append(question.actions)
+        return Verdict(False, "denied")
 
 
 async def test_session_policy_floor() -> None:
@@ -235,11 +237,13 @@ async def test_session_policy_floor() -> None:
     implicit = session_policy(ask, True)
     assert isinstance(implicit, ImplicitConsent)
     who = Requester("a", "b")
-    assert await implicit.ask(who, ["screen", "control"]) is True
+    assert (await implicit.decide(Question(who, ("screen", "control")))).granted
     assert ask.asked == []
-    # Beyond screen and control, the customer is still asked.
-    assert await implicit.ask(who, ["screenshot"]) is False
-    assert ask.asked == [["screenshot"]]
+    # Beyond screen and control, the customer is still asked: screenshots, files,
+    # system information and every other receipt of the customer's data.
+    for action in sorted(set(control.ACTIONS) - {"screen", "control"}):
+        assert not (await implicit.decide(Question(who, (action,)))).granted
+    assert ask.asked == [(a,) for a in sorted(set(control.ACTIONS) - {"screen", "control"})]
 
 
 @pytest.mark.parametrize(

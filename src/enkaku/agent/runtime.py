@@ -26,6 +26,7 @@ from enkaku.transport.proxy import proxy_kwargs
 
 from .consent import ConsentPolicy, DenyAll
 from .identity import DeviceKey
+from .services import FileSettings
 from .session import AgentSession, SessionRequest
 from .ui import AgentUI
 
@@ -61,11 +62,13 @@ class AgentRuntime:
         input_factory: Callable[[], InputInjector] | None = None,
         ssl_context: ssl.SSLContext | bool = True,
         new_password: Callable[[], str] = generate_password,
+        files: FileSettings | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.key, self.ui = key, ui
         self.consent: ConsentPolicy = consent or DenyAll()
         self.capture_factory, self.input_factory = capture_factory, input_factory
+        self.files = files or FileSettings()
         self.ssl_context = ssl_context
         self._new_password = new_password
         self.password = new_password()

@@ -6,9 +6,11 @@ import json
 import sys
 from typing import Protocol
 
-from enkaku.i18n import printable, reason_text, t
+from enkaku.i18n import printable, reason_text, register, t
 
 from .consent import Requester
+
+register({"agent_chat": ("[{at}] {who}: {text}", "[{at}] {who}: {text}")})
 
 
 class AgentUI(Protocol):
@@ -23,6 +25,10 @@ class AgentUI(Protocol):
     def session_started(self, who: Requester) -> None: ...
 
     def session_ended(self, reason: str) -> None: ...
+
+    def chat(self, who: Requester, text: str, at: str) -> None:
+        """Show a chat line from the technician (untrusted text)."""
+        ...
 
 
 class HeadlessUI:
@@ -49,6 +55,10 @@ class HeadlessUI:
 
     def session_ended(self, reason: str) -> None:
         print(t("agent_session_ended", reason=reason_text(reason)), file=sys.stderr, flush=True)
+
+    def chat(self, who: Requester, text: str, at: str) -> None:
+        line = t("agent_chat", at=printable(at, 40), who=who.label, text=printable(text, 4000))
+        print(line, file=sys.stderr, flush=True)
 
 
 def printable_args(kwargs: dict[str, object]) -> dict[str, object]:

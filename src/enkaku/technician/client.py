@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from enkaku.i18n import reason_text, t
+from enkaku.i18n import printable, reason_text, register, t
 from enkaku.protocol import control
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.handshake import FailureReason, PeerRejectedPassword, TechnicianHandshake
@@ -26,11 +26,14 @@ from enkaku.transport.errors import SessionEnded, TransportError
 from enkaku.transport.proxy import proxy_kwargs
 from enkaku.transport.relay import open_leg
 
+from .session import TechnicianSession
 from .vncbridge import VNCBridge
 
 log = logging.getLogger(__name__)
 
 CONSENT_WAIT = 120.0
+
+register({"chat_from_customer": ("[{at}] customer: {text}", "[{at}] お客様: {text}")})
 
 
 class ExitCode:
@@ -327,21 +330,12 @@ async def _connect(
         await channel.close(channel.end_reason or "technician_ended")
 
 
-async def _next_control(channel: SecureChannel, stop: asyncio.Event, timeout: float) -> Any:
-    get = asyncio.ensure_future(channel.control_messages.get())
-    closed = asyncio.ensure_future(channel.closed.wait())
+async def _first_of(stop: asyncio.Event, *aws: asyncio.Future[Any], timeout: float) -> None:
     stopped = asyncio.ensure_future(stop.wait())
     try:
-        done, _ = await asyncio.wait(
-            {get, closed, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait({stopped, *aws}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for f in (closed, stopped):
-            f.cancel()
-    if get in done:
-        return get.result()
-    get.cancel()
-    return None
+        stopped.cancel()
 
 
 async def _session(
@@ -351,24 +345,41 @@ async def _session(
     bridge: VNCBridge | None,
     session_id: str,
 ) -> int:
-    say(t("waiting_consent"))
-    msg = await _next_control(channel, stop, CONSENT_WAIT)
-    if stop.is_set():
-        say(t("interrupted"))
-        return ExitCode.OK
-    if isinstance(msg, control.End) or msg is None:
-        reason = channel.end_reason or (msg.reason if msg else "timeout")
-        code = ExitCode.CONSENT_DENIED if reason == "consent_denied" else ExitCode.ENDED_BY_PEER
-        say(
-            t("consent_denied")
-            if reason == "consent_denied"
-            else t("session_ended", reason=reason_text(reason))
-        )
-        return code
-    if not isinstance(msg, control.Consent) or not msg.granted:
-        say(t("consent_denied"))
-        await channel.close("consent_denied")
-        return ExitCode.CONSENT_DENIED
+    session = TechnicianSession(channel, on_chat=_print_chat)
+    session.start()
+    closed = asyncio.ensure_future(channel.closed.wait())
+    try:
+        say(t("waiting_consent"))
+        await _first_of(stop, session.consented, closed, timeout=CONSENT_WAIT)
+        if stop.is_set():
+            say(t("interrupted"))
+            return ExitCode.OK
+        if not session.consented.done():
+            reason = channel.end_reason or "timeout"
+            if reason == "consent_denied":
+                say(t("consent_denied"))
+                return ExitCode.CONSENT_DENIED
+            say(t("session_ended", reason=reason_text(reason)))
+            return ExitCode.ENDED_BY_PEER
+        if not session.consented.result().granted:
+            say(t("consent_denied"))
+            await channel.close("consent_denied")
+            return ExitCode.CONSENT_DENIED
+        return await _active(session, opts, stop, bridge, session_id, closed)
+    finally:
+        closed.cancel()
+        await session.stop()
+
+
+async def _active(
+    session: TechnicianSession,
+    opts: ConnectOptions,
+    stop: asyncio.Event,
+    bridge: VNCBridge | None,
+    session_id: str,
+    closed: asyncio.Future[Any],
+) -> int:
+    channel = session.channel
     say(t("connected", agent_id=opts.agent_id))
     say(t("connected_end_hint", session_id=session_id))
     print(
@@ -382,21 +393,23 @@ async def _session(
         # A machine-readable line for scripts.
         print(json.dumps({"event": "vnc_listening", "host": host, "port": port}), flush=True)
     try:
-        while True:
-            msg = await _next_control(channel, stop, 3600)
-            if stop.is_set():
-                say(t("interrupted"))
-                return ExitCode.OK
-            if channel.closed.is_set() or isinstance(msg, control.End):
-                reason = channel.end_reason or "connection_lost"
-                say(t("session_ended", reason=reason_text(reason)))
-                return (
-                    ExitCode.CONNECTION_LOST
-                    if reason in ("connection_lost", "protocol_error")
-                    else ExitCode.ENDED_BY_PEER
-                )
-            if isinstance(msg, control.Status):
-                log.info("customer %s control", "paused" if msg.control_paused else "resumed")
+        await _first_of(stop, closed, timeout=None)  # type: ignore[arg-type]
+        if stop.is_set() and not channel.closed.is_set():
+            say(t("interrupted"))
+            return ExitCode.OK
+        reason = channel.end_reason or "connection_lost"
+        say(t("session_ended", reason=reason_text(reason)))
+        return (
+            ExitCode.CONNECTION_LOST
+            if reason in ("connection_lost", "protocol_error")
+            else ExitCode.ENDED_BY_PEER
+        )
     finally:
         if bridge is not None:
             await bridge.close()  # viewers first, then the channel (see _connect)
+
+
+def _print_chat(msg: control.Chat) -> None:
+    """A chat line from the customer: on stderr for people, a JSON line for scripts."""
+    say(t("chat_from_customer", at=printable(msg.at, 40), text=printable(msg.text, 4000)))
+    print(json.dumps({"event": "chat", "at": msg.at, "text": msg.text}), flush=True)

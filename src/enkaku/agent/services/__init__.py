@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from enkaku.agent.capture.base import ScreenCapture
     from enkaku.agent.consent import Requester
+    from enkaku.agent.input.base import InputInjector
     from enkaku.transport.channel import Stream
 
 #: RESET reasons of the registry (the service's own reasons are listed in its module).
@@ -71,6 +72,7 @@ class ServiceContext:
     report: Reporter
     files: FileSettings
     capture_factory: Callable[[], ScreenCapture] | None = None
+    input_factory: Callable[[], InputInjector] | None = None
     #: Whether a session grant is still in force (the customer may withdraw it).
     allowed: Callable[[str], bool] = lambda action: True
     clock: Clock | None = None
