@@ -1,0 +1,189 @@
+"""Clipboard text through RFBService, end to end, against viewers nobody here wrote.
+
+The agent's display is a real Xvfb whose clipboard the service reads and writes with
+``X11Clipboard``; a second ``X11Clipboard`` on the same display plays the customer's
+program. TigerVNC's viewer runs on a second Xvfb (ExtendedClipboard, UTF-8), vncdotool
+in a subprocess (plain cut text, Latin-1). Waits are on the audit callback, then polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from enkaku.agent.clipboard.x11 import X11Clipboard
+from enkaku.agent.rfbservice import FROM_CUSTOMER, TO_CUSTOMER
+from tests.agent.test_rfbservice import (
+    FakeCapture,
+    RecordingInjector,
+    Served,
+    needs_tigervnc,
+    rgb,
+    run,
+    serve,
+    start_viewer,
+    wait_for_image,
+)
+from tests.protocol.rfb.decoders import sample_image
+from tests.xdisplay import x_env, xvfb
+
+W, H = 320, 240
+JAPANESE_TO_CUSTOMER = "技術者から：こんにちは、世界！\n二行目 ✓"
+JAPANESE_FROM_CUSTOMER = "お客様から：日本語のテキスト\n改行あり"
+
+
+@dataclass
+class Audit:
+    """Records ``on_clipboard`` calls and lets a test wait for one."""
+
+    events: list[tuple[str, int]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self, direction: str, n_chars: int) -> None:
+        self.events.append((direction, n_chars))
+        self.changed.set()
+
+    async def wait(self, direction: str, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while not any(d == direction for d, _ in self.events):
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.contextmanager
+def clipboard(display: str) -> Iterator[X11Clipboard]:
+    board = X11Clipboard(display)
+    try:
+        yield board
+    finally:
+        board.close()
+
+
+async def wait_text(board: X11Clipboard, expected: str, timeout: float = 30) -> None:
+    """Wait until ``board`` holds ``expected``: read again whenever a program copies."""
+    loop = asyncio.get_running_loop()
+    copied = asyncio.Event()
+    unwatch = board.watch(lambda: loop.call_soon_threadsafe(copied.set))
+    try:
+        async with asyncio.timeout(timeout):
+            while await asyncio.to_thread(board.read_text) != expected:
+                await copied.wait()
+                copied.clear()
+    finally:
+        unwatch()
+
+
+@contextlib.asynccontextmanager
+async def agent(
+    display: str, allowed: Callable[[], bool], audit: Audit
+) -> AsyncIterator[tuple[Served, X11Clipboard]]:
+    """An RFBService with the clipboard of ``display``, and the customer's own program."""
+    with clipboard(display) as service_board, clipboard(display) as customer:
+        capture = FakeCapture(sample_image(H, W, seed=5))
+        async with serve(
+            capture,
+            RecordingInjector(),
+            clipboard=service_board,
+            clipboard_allowed=allowed,
+            on_clipboard=audit,
+        ) as served:
+            yield served, customer
+
+
+@pytest.mark.x11
+@needs_tigervnc
+async def test_tigervnc_japanese_both_ways_with_extended_clipboard() -> None:
+    audit = Audit()
+    with xvfb() as agent_display, xvfb() as viewer_display:
+        async with agent(agent_display, lambda: True, audit) as (served, customer):
+            proc = await start_viewer(viewer_display, served.port, "-PreferredEncoding=ZRLE")
+            try:
+                x, y = await wait_for_image(viewer_display, rgb(sample_image(H, W, seed=5)))
+                # No window manager: give the viewer keyboard focus (it only exchanges
+                # clipboards while focused, like TigerVNC on any desktop).
+                await run(
+                    "xdotool", "search", "--sync", "--name", "enkaku test", "windowfocus",
+                    "mousemove", str(x + 10), str(y + 10), "click", "1",
+                    env=x_env(viewer_display),
+                )  # fmt: skip
+                with clipboard(viewer_display) as technician:
+                    # technician copies on their machine -> the customer can paste it
+                    await asyncio.to_thread(technician.set_text, JAPANESE_TO_CUSTOMER)
+                    await audit.wait(TO_CUSTOMER)
+                    assert await asyncio.to_thread(customer.read_text) == JAPANESE_TO_CUSTOMER
+                    # the customer copies -> the technician can paste it
+                    await asyncio.to_thread(customer.set_text, JAPANESE_FROM_CUSTOMER)
+                    await audit.wait(FROM_CUSTOMER)
+                    await wait_text(technician, JAPANESE_FROM_CUSTOMER)
+                server = served.services[0].server
+                assert server is not None and server.extended_clipboard
+            finally:
+                proc.terminate()
+                await proc.wait()
+            await served.wait_closed()
+    assert (TO_CUSTOMER, len(JAPANESE_TO_CUSTOMER)) in audit.events
+    assert (FROM_CUSTOMER, len(JAPANESE_FROM_CUSTOMER)) in audit.events
+    assert {d for d, _ in audit.events} == {TO_CUSTOMER, FROM_CUSTOMER}
+
+
+# -- vncdotool: plain ClientCutText / ServerCutText ----------------------------------
+
+#: Pastes argv[2] (ClientCutText), says so, then prints each ServerCutText as JSON and
+#: leaves after the first one.
+VNCDO_CLIPBOARD = """
+import json, queue, sys
+from vncdotool import api, client
+texts = queue.Queue()
+client.VNCDoToolClient.copy_text = lambda self, text: texts.put(text)
+c = api.connect(sys.argv[1])
+try:
+    c.paste(sys.argv[2])
+    print("pasted", flush=True)
+    print(json.dumps(texts.get(timeout=60)), flush=True)
+finally:
+    c.disconnect()
+    api.shutdown()
+"""
+
+LATIN1_TO_CUSTOMER = "Grüße aus Zürich: café, ½ × 3\nzweite Zeile"
+LATIN1_FROM_CUSTOMER = "Ça marche, señor! ±5 °C"
+
+
+async def test_vncdotool_latin1_both_ways_with_plain_cut_text() -> None:
+    audit = Audit()
+    with xvfb() as display:
+        async with agent(display, lambda: True, audit) as (served, customer):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", VNCDO_CLIPBOARD,
+                f"127.0.0.1::{served.port}", LATIN1_TO_CUSTOMER,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            try:
+                async with asyncio.timeout(60):
+                    assert await proc.stdout.readline() == b"pasted\n"
+                await audit.wait(TO_CUSTOMER)
+                assert await asyncio.to_thread(customer.read_text) == LATIN1_TO_CUSTOMER
+                await asyncio.to_thread(customer.set_text, LATIN1_FROM_CUSTOMER)
+                async with asyncio.timeout(60):
+                    line = await proc.stdout.readline()
+                assert json.loads(line) == LATIN1_FROM_CUSTOMER
+                assert await proc.wait() == 0
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            await served.wait_closed()
+            server = served.services[0].server
+            assert not server.extended_clipboard
+    assert audit.events == [
+        (TO_CUSTOMER, len(LATIN1_TO_CUSTOMER)),
+        (FROM_CUSTOMER, len(LATIN1_FROM_CUSTOMER)),
+    ]
