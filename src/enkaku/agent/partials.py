@@ -65,8 +65,8 @@ def stem_for(key: str) -> str:
 def open_folder(path: Path, create: bool = False) -> int:
     """A file descriptor on folder ``path`` (its last component not a symbolic link);
     Refused with dest_missing, dest_not_dir, dest_symlink or permission_denied."""
-    if create:
-        with contextlib.suppress(FileExistsError):
+    if create:  # the default incoming folder is made on first use (not its parents)
+        with contextlib.suppress(FileExistsError, FileNotFoundError):
             os.mkdir(path, 0o700)
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
