@@ -73,7 +73,7 @@ def _lang_text(value: Any, lang: str) -> str:
     """A ``{"en", "ja"}`` pair in ``lang`` (or whatever text there is)."""
     if isinstance(value, dict):
         value = value.get(lang, value.get("en", ""))
-    return str(value)
+    return "" if value is None else str(value)
 
 
 def _is_pair(value: Any) -> bool:
@@ -197,7 +197,10 @@ def _ordered(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
 
 def _collected(report: dict[str, Any], lang: str) -> str:
     return t(
-        "sysinfo_collected", lang, when=report.get("collected_at"), seconds=report.get("duration_s")
+        "sysinfo_collected",
+        lang,
+        when=report.get("collected_at") or "?",
+        seconds=report.get("duration_s") or "?",
     )
 
 
@@ -285,14 +288,7 @@ def to_text(report: dict[str, Any], lang: str) -> RenderableType:
     lang = "ja" if lang == "ja" else "en"
     items: list[RenderableType] = [
         Text(t("sysinfo_title", lang), style="bold underline"),
-        _txt(
-            t(
-                "sysinfo_collected",
-                lang,
-                when=report.get("collected_at"),
-                seconds=report.get("duration_s"),
-            )
-        ),
+        _txt(_collected(report, lang)),
     ]
     found = report_findings(report)
     for f in found:
