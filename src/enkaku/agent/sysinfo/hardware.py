@@ -119,6 +119,11 @@ def _smart(device: str) -> dict[str, Any]:
             "ok": False,
             "why": Unavailable("sysinfo_why_failed", what="smartctl", detail="no JSON").why(),
         }
+    return smart_of(doc)
+
+
+def smart_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The health summary of one ``smartctl --json`` document (ATA or NVMe)."""
     status = int(doc.get("smartctl", {}).get("exit_status", 0))
     if status & 0b11:  # command line or device open failed (or asleep with -n)
         msgs = [m.get("string", "") for m in doc.get("smartctl", {}).get("messages", [])]

@@ -317,6 +317,23 @@ def _summary(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def crashes_of(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kernel crashes (oops, panic, segfault) and core dumps among journal entries."""
+    crashes = []
+    for entry in entries:
+        text = _message(entry)
+        if entry.get("SYSLOG_IDENTIFIER") == "systemd-coredump":
+            if "dumped core" in text:
+                m = CORE_PROCESS.search(text)
+                crashes.append({"kind": "coredump", "process": m and m.group(1), **_summary(entry)})
+            continue
+        m = KERNEL_CRASH.search(text)
+        if m:
+            p = SEGFAULT_PROCESS.search(text) if m.lastgroup == "segfault" else None
+            crashes.append({"kind": m.lastgroup, "process": p and p.group(1), **_summary(entry)})
+    return crashes
+
+
 def journal(_server: str | None) -> dict[str, Any]:
     """Errors of the last 24 hours and crashes (kernel oops, panic, segfault, core
     dumps) of the last 7 days, newest last, messages cut at 200 characters."""
@@ -335,18 +352,7 @@ def journal(_server: str | None) -> dict[str, Any]:
         ],
         5000,
     )
-    crashes = []
-    for entry in raw:
-        text = _message(entry)
-        if entry.get("SYSLOG_IDENTIFIER") == "systemd-coredump":
-            if "dumped core" in text:
-                m = CORE_PROCESS.search(text)
-                crashes.append({"kind": "coredump", "process": m and m.group(1), **_summary(entry)})
-            continue
-        m = KERNEL_CRASH.search(text)
-        if m:
-            p = SEGFAULT_PROCESS.search(text) if m.lastgroup == "segfault" else None
-            crashes.append({"kind": m.lastgroup, "process": p and p.group(1), **_summary(entry)})
+    crashes = crashes_of(raw)
     return {
         "window_hours": JOURNAL_HOURS,
         "error_count": len(errors),
