@@ -10,13 +10,17 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enkaku.agent.consent import Requester
 from enkaku.agent.services import FileSettings, Grant, ServiceContext
 from enkaku.agent.services.terminal import SPEC, login_shell, serve
 from enkaku.protocol import terminal as wire
+from enkaku.protocol.errors import ProtocolError
 from enkaku.technician.terminal import TerminalError, run_command
 from enkaku.transport.channel import SecureChannel, Stream
 from enkaku.transport.fdio import wait_fd
@@ -251,3 +255,85 @@ async def test_a_forbidden_frame_resets_the_stream_and_hangs_up() -> None:
     assert t.stream.reset_reason == "bad_frame"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# -- the frames (enkaku.protocol.terminal) ------------------------------------------------
+
+
+def test_golden_frames() -> None:
+    assert wire.resize_frame(132, 43) == bytes.fromhex("03 00000004 0084 002b")
+    assert wire.exit_frame(130) == bytes.fromhex("04 00000004 00000082")
+    assert wire.exit_frame(-1) == bytes.fromhex("04 00000004 ffffffff")
+    assert wire.data_frames(b"ls\r") == bytes.fromhex("02 00000003 6c730d")
+    hello = bytes(wire.Hello("ゆき", 1000, False, "/bin/bash"))
+    assert hello[:1] == b"\x01" and int.from_bytes(hello[1:5], "big") == len(hello) - 5
+    assert wire.Decoder("agent").feed(hello) == [wire.Hello("ゆき", 1000, False, "/bin/bash")]
+
+
+@pytest.mark.parametrize(
+    ("sender", "data", "error"),
+    [
+        ("agent", wire.data_frames(b"x"), "DATA before HELLO"),
+        ("agent", wire.resize_frame(80, 24), "agent may not send terminal RESIZE"),
+        ("technician", wire.exit_frame(0), "technician may not send terminal EXIT"),
+        ("technician", bytes(wire.Hello("a", 1, False, "/bin/sh")), "may not send terminal HELLO"),
+        ("technician", bytes.fromhex("09 00000000"), "unknown terminal frame type 9"),
+        ("technician", bytes.fromhex("03 00000005"), "RESIZE payload of 5 bytes"),
+        ("technician", bytes.fromhex("02 00010001"), "DATA payload of 65537 bytes"),
+        ("technician", bytes.fromhex("03 00000004 0000 0018"), "cols 0 is outside"),
+        ("agent", wire.frame(wire.FrameType.HELLO, b"[]"), "not a JSON object"),
+        ("agent", wire.frame(wire.FrameType.HELLO, b'{"user": 1}'), "HELLO needs user"),
+    ],
+)
+def test_bad_frames(sender: Literal["agent", "technician"], data: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        wire.Decoder(sender).feed(data)
+
+
+def test_nothing_after_exit() -> None:
+    decoder = wire.Decoder("agent")
+    decoder.feed(bytes(wire.Hello("a", 1, False, "/bin/sh")) + wire.exit_frame(0))
+    with pytest.raises(ProtocolError, match="DATA after EXIT"):
+        decoder.feed(wire.data_frames(b"late"))
+
+
+agent_frames = st.lists(
+    st.one_of(
+        st.binary(min_size=1, max_size=200).map(wire.Data),
+        st.integers(-(2**31), 2**31 - 1).map(wire.Exit),
+    ),
+    max_size=8,
+)
+
+
+def _encode(frame: wire.Frame) -> bytes:
+    if isinstance(frame, wire.Data):
+        return wire.data_frames(frame.data)
+    if isinstance(frame, wire.Exit):
+        return wire.exit_frame(frame.status)
+    raise AssertionError(frame)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(agent_frames, st.lists(st.integers(min_value=0), max_size=10))
+def test_any_cut_gives_the_same_frames(frames: list[wire.Frame], cuts: list[int]) -> None:
+    hello = wire.Hello("root", 0, True, "/bin/sh")
+    # EXIT ends the stream: keep frames up to the first one.
+    ends = [i for i, f in enumerate(frames) if isinstance(f, wire.Exit)]
+    frames = [hello, *frames[: ends[0] + 1 if ends else len(frames)]]
+    data = bytes(hello) + b"".join(_encode(f) for f in frames[1:])
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    decoder, got = wire.Decoder("agent"), []
+    for start, end in zip([0, *points], [*points, len(data)], strict=True):
+        got += decoder.feed(data[start:end])
+    assert got == frames
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.sampled_from(["agent", "technician"]), st.binary(max_size=64))
+def test_arbitrary_bytes_give_frames_or_a_protocol_error(
+    sender: Literal["agent", "technician"], data: bytes
+) -> None:
+    with contextlib.suppress(ProtocolError):
+        for frame in wire.Decoder(sender).feed(data):
+            assert isinstance(frame, wire.Hello | wire.Data | wire.Resize | wire.Exit)
