@@ -195,3 +195,37 @@ def test_encode_line_is_bounded() -> None:
     with pytest.raises(ValueError):
         fx.encode_line({"x": "y" * fx.MAX_LINE})
     assert fx.encode_line({"offset": 0}) == b'{"offset":0}\n'
+
+
+def test_archive_frames_any_split() -> None:
+    trailer = fx.Trailer(7, SHA, 2)
+    wire = fx.frame(b"abc") + fx.frame(b"defg") + trailer.encode()
+    for cut in range(len(wire) + 1):
+        reader = fx.FramedReader()
+        got = reader.feed(wire[:cut]) + reader.feed(wire[cut:])
+        assert b"".join(got) == b"abcdefg"
+        assert reader.trailer == trailer
+    header = fx.ArchiveHeader("logs.tar", 123)
+    obj, rest = fx.LineReader().feed(header.encode()) or ({}, b"")
+    assert fx.ArchiveHeader.parse(obj) == header and rest == b""
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        (fx.MAX_FRAME + 1).to_bytes(4, "big"),
+        fx.frame(b"") + b'{"size":1}\n',
+        fx.frame(b"") + fx.encode_line({"size": 0, "sha256": SHA, "skipped": 0}) + b"x",
+    ],
+)
+def test_bad_archive_frames(wire: bytes) -> None:
+    with pytest.raises(fx.Refused, match="bad_params"):
+        fx.FramedReader().feed(wire)
+
+
+def test_after_the_trailer_nothing_more() -> None:
+    reader = fx.FramedReader()
+    reader.feed(fx.Trailer(0, SHA, 0).encode())
+    assert reader.trailer is not None and reader.feed(b"") == []
+    with pytest.raises(fx.Refused):
+        reader.feed(b"more")

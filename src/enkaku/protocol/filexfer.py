@@ -163,10 +163,9 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "not_found": ("No such file or folder.", "そのファイルまたはフォルダーは存在しません。"),
     "is_directory": (
-        "Folders cannot be fetched; ask the customer to make an archive (zip) of it, or "
-        "fetch its files one by one.",
-        "フォルダーは取得できません。お客様に圧縮ファイル (zip) にしてもらうか、"
-        "ファイルを 1 つずつ取得してください。",
+        "Folders cannot be sent as such: make an archive (zip or tar) of the folder and send that.",
+        "フォルダーはそのままでは送れません。フォルダーを圧縮ファイル (zip または tar) にして"
+        "送ってください。",
     ),
     "not_a_directory": ("That path is not a folder.", "そのパスはフォルダーではありません。"),
     "symlink": (
@@ -211,6 +210,12 @@ register(
         "files_err_other": (
             "The transfer failed ({reason}).",
             "転送に失敗しました ({reason})。",
+        ),
+        "files_archive_skipped": (
+            "{count} entries of the folder were left out of the archive (unreadable files, "
+            "devices, pipes or sockets, or files that shrank while they were read).",
+            "フォルダー内の {count} 件をアーカイブに含めませんでした (読めないファイル、"
+            "デバイス、パイプ、ソケット、または読み取り中に小さくなったファイル)。",
         ),
     }
 )
@@ -414,6 +419,96 @@ class GetHeader:
             offset=_int(obj.get("offset"), 0, size),
             mtime=float(mtime),
         )
+
+
+#: Largest chunk of a folder's tar stream.
+MAX_FRAME = 1 << 20
+
+
+def frame(data: bytes) -> bytes:
+    """One chunk of a folder's tar stream: ``length u32 | bytes`` (length 0 ends it)."""
+    return len(data).to_bytes(4, "big") + data
+
+
+@dataclass(frozen=True)
+class ArchiveHeader:
+    """First message of a ``file_get`` of a folder: a tar stream follows."""
+
+    name: str
+    #: The regular files' total size, for progress (the tar is a little larger).
+    estimate: int
+
+    def encode(self) -> bytes:
+        return encode_line(
+            {"name": self.name, "archive": "tar", "estimate": self.estimate, "offset": 0}
+        )
+
+    @classmethod
+    def parse(cls, obj: dict[str, Any]) -> ArchiveHeader:
+        if obj.get("archive") != "tar":
+            raise Refused("bad_params")
+        return cls(
+            _str(obj.get("name"), 4 * MAX_NAME_BYTES), _int(obj.get("estimate"), 0, MAX_SIZE)
+        )
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """Last message of a folder's tar stream: what was sent, and entries left out."""
+
+    size: int
+    sha256: str
+    skipped: int
+
+    def encode(self) -> bytes:
+        return frame(b"") + encode_line(
+            {"size": self.size, "sha256": self.sha256, "skipped": self.skipped}
+        )
+
+
+class FramedReader:
+    """Incremental reader of a folder's tar stream: chunks, then the ``Trailer``."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._lines: LineReader | None = None
+        self.trailer: Trailer | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The tar bytes completed by ``data``; ``trailer`` is set once it arrived.
+        Raises Refused("bad_params") on a bad frame or anything after the trailer."""
+        if self.trailer is not None:
+            if data:
+                raise Refused("bad_params")
+            return []
+        self._buf += data
+        out: list[bytes] = []
+        while self._lines is None:
+            if len(self._buf) < 4:
+                return out
+            n = int.from_bytes(self._buf[:4], "big")
+            if n > MAX_FRAME:
+                raise Refused("bad_params")
+            if n == 0:
+                del self._buf[:4]
+                self._lines = LineReader()
+            elif len(self._buf) < 4 + n:
+                return out
+            else:
+                out.append(bytes(self._buf[4 : 4 + n]))
+                del self._buf[: 4 + n]
+        got = self._lines.feed(bytes(self._buf))
+        self._buf.clear()
+        if got is not None:
+            obj, rest = got
+            if rest:
+                raise Refused("bad_params")
+            self.trailer = Trailer(
+                _int(obj.get("size"), 0, MAX_SIZE),
+                _sha(obj.get("sha256")),
+                _int(obj.get("skipped"), 0, MAX_SIZE),
+            )
+        return out
 
 
 def parse_offset(obj: dict[str, Any], size: int) -> int:

@@ -237,23 +237,29 @@ def _commit_unique(part: Part, name: str) -> str:
     raise fx.Refused("exists")
 
 
-async def get(stream: Stream, dest_dir: Path, on_progress: Progress | None = None) -> Path:
+async def get(
+    stream: Stream,
+    dest_dir: Path,
+    on_progress: Progress | None = None,
+    *,
+    on_skipped: Callable[[int], None] | None = None,
+) -> Path:
     """Receive the file of a ``file_get`` stream opened with ``get_params`` into
     ``dest_dir``; returns where it was saved. Raises TransferError (an interrupted
-    download keeps its part: the next ``get_params`` resumes it)."""
+    download keeps its part: the next ``get_params`` resumes it). A folder arrives as
+    ``NAME.tar``; ``on_skipped(n)`` is told how many of its entries were left out
+    (message "files_archive_skipped")."""
     progress = on_progress or _no_progress
     obj, rest = await _read_line(stream, fx.LineReader())
+    if "archive" in obj:
+        path = await _get_archive(stream, obj, rest, dest_dir, progress, on_skipped)
+        await stream.write_eof()
+        return path
     try:
         header = fx.GetHeader.parse(obj)
     except fx.Refused as exc:
         raise await _fail(stream, exc.reason) from None
-    bad = fx.check_name(header.name, fx.local_os_kind())
-    if bad is not None:
-        raise await _fail(stream, bad)
-    try:
-        dir_fd = await asyncio.to_thread(open_folder, dest_dir)
-    except fx.Refused as exc:
-        raise await _fail(stream, exc.reason) from None
+    dir_fd = await _open_dest(stream, dest_dir, header.name)
     try:
         key = _get_key(stream.params["path"])
         part = await asyncio.to_thread(
@@ -306,6 +312,80 @@ async def _receive(
     if part.written != size:
         raise fx.Refused("size_mismatch")
     return await asyncio.to_thread(_commit_unique, part, header.name)
+
+
+async def _open_dest(stream: Stream, dest_dir: Path, name: str) -> int:
+    bad = fx.check_name(name, fx.local_os_kind())
+    if bad is not None:
+        raise await _fail(stream, bad)
+    try:
+        return await asyncio.to_thread(open_folder, dest_dir)
+    except fx.Refused as exc:
+        raise await _fail(stream, exc.reason) from None
+
+
+async def _get_archive(
+    stream: Stream,
+    obj: dict[str, Any],
+    first: bytes,
+    dest_dir: Path,
+    progress: Progress,
+    on_skipped: Callable[[int], None] | None,
+) -> Path:
+    """A folder's tar stream: written to a hidden part, checked, named ``NAME.tar``.
+    Nothing is kept when it is interrupted (an archive is made afresh each time)."""
+    try:
+        header = fx.ArchiveHeader.parse(obj)
+    except fx.Refused as exc:
+        raise await _fail(stream, exc.reason) from None
+    dir_fd = await _open_dest(stream, dest_dir, header.name)
+    try:
+        key = f"tar\0{stream.params['path']}"
+        part = await asyncio.to_thread(Part.open, dir_fd, key, 0, "", time.time())
+        try:
+            trailer = await _receive_frames(stream, part, header.estimate, first, progress)
+            part.info.size, part.info.sha256 = part.written, trailer.sha256
+            name = await asyncio.to_thread(_commit_unique, part, header.name)
+        except fx.Refused as exc:
+            raise await _fail(stream, exc.reason) from None
+        except OSError:
+            raise await _fail(stream, "io_error") from None
+        finally:
+            if not part.closed:
+                await asyncio.to_thread(part.discard)
+    except fx.Refused as exc:
+        raise await _fail(stream, exc.reason) from None
+    finally:
+        os.close(dir_fd)
+    if on_skipped is not None and trailer.skipped:
+        on_skipped(trailer.skipped)
+    return dest_dir / name
+
+
+async def _receive_frames(
+    stream: Stream, part: Part, estimate: int, first: bytes, progress: Progress
+) -> fx.Trailer:
+    reader = fx.FramedReader()
+    batch = bytearray()
+    data = first
+    while True:
+        for chunk in reader.feed(data):
+            batch += chunk
+        if len(batch) >= WRITE_BATCH:
+            await asyncio.to_thread(part.write, bytes(batch))
+            batch.clear()
+            progress(part.written, max(estimate, part.written))
+        data = await stream.read()
+        if not data:
+            break
+    if batch:
+        await asyncio.to_thread(part.write, bytes(batch))
+        progress(part.written, part.written)
+    if reader.trailer is None or not stream.eof:
+        raise _ended(stream)
+    if reader.trailer.size != part.written:
+        raise fx.Refused("size_mismatch")
+    return reader.trailer
 
 
 class Listing(list[dict[str, Any]]):

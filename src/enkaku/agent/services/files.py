@@ -26,6 +26,7 @@ from typing import Any
 
 from enkaku.agent.partials import Part, expire_partials, open_folder, target_state
 from enkaku.agent.services import ServiceContext, ServiceSpec
+from enkaku.agent.tarstream import TarStream, estimate
 from enkaku.protocol import filexfer as fx
 from enkaku.transport.channel import Stream
 from enkaku.transport.errors import SessionEnded
@@ -209,7 +210,12 @@ def hash_file(fd: int, size: int) -> str:
 
 async def _get(stream: Stream) -> int:
     req = fx.parse_get(stream.params)
-    fd = await asyncio.to_thread(open_source, req.path)
+    try:
+        fd = await asyncio.to_thread(open_source, req.path)
+    except fx.Refused as exc:
+        if exc.reason != "is_directory":
+            raise
+        return await _get_folder(stream, req.path)
     try:
         st = os.fstat(fd)
         size = st.st_size
@@ -227,6 +233,25 @@ async def _get(stream: Stream) -> int:
         await stream.write_eof()
     finally:
         os.close(fd)
+    return size
+
+
+async def _get_folder(stream: Stream, path: str) -> int:
+    """Send a folder as a tar stream in frames, then its size and SHA-256 (no resume:
+    an archive is made afresh each time)."""
+    top = path.rstrip("/") or "/"
+    name = os.path.basename(top) or "root"
+    total = await asyncio.to_thread(estimate, top)
+    await _send(stream, fx.ArchiveHeader(f"{name}.tar", total).encode())
+    tar = TarStream(top, name)
+    hasher, size = hashlib.sha256(), 0
+    async with contextlib.aclosing(tar.chunks()) as chunks:
+        async for chunk in chunks:
+            hasher.update(chunk)
+            size += len(chunk)
+            await _send(stream, fx.frame(chunk))
+    await _send(stream, fx.Trailer(size, hasher.hexdigest(), tar.skipped).encode())
+    await stream.write_eof()
     return size
 
 
