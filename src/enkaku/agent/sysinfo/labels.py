@@ -197,7 +197,7 @@ BYTE_FIELDS = frozenset(
 )
 
 #: Short fields kept on one line in tables.
-NOWRAP_FIELDS = frozenset(
+NOWRAP_FIELDS = BYTE_FIELDS | frozenset(
     {
         "time",
         "kind",
@@ -207,12 +207,19 @@ NOWRAP_FIELDS = frozenset(
         "proto",
         "started",
         "cpu_percent",
-        "rss",
-        "size",
         "percent",
         "boot_time",
         "family",
+        "mac",
+        "name",
+        "mount",
+        "device",
     }
+)
+
+#: Free text from the machine, allowed to break anywhere so it never widens a table.
+LONG_FIELDS = frozenset(
+    {"message", "description", "security_names", "error", "offset_why", "updates_why", "why"}
 )
 
 

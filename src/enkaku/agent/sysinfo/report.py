@@ -120,8 +120,10 @@ font-size:.85em;font-weight:bold;vertical-align:middle}
 .none{background:#e9f7ec;border-left:6px solid #2e7d32;padding:10px 14px;border-radius:4px}
 table{border-collapse:collapse;margin:4px 0 8px;font-size:.9em;max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top;
-overflow-wrap:anywhere;word-break:break-word}
-th{background:#f2f2f4;font-weight:600;white-space:nowrap}
+overflow-wrap:break-word}
+td.long{overflow-wrap:anywhere;min-width:12em}th{word-break:keep-all}
+th{background:#f2f2f4;font-weight:600}table.kv>tbody>tr>th{white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}
 td.nw{white-space:nowrap}td .why{display:block}
 td table{margin:0;font-size:1em}
 .why{background:#f4f4f4;color:#444;border-left:6px solid #999;padding:8px 12px;
@@ -134,7 +136,10 @@ def _e(text: Any) -> str:
 
 
 def _nowrap(key: str) -> str:
-    return ' class="nw"' if key in labels.NOWRAP_FIELDS else ""
+    """Short fields stay on one line; free text may break anywhere (hostile long words)."""
+    if key in labels.NOWRAP_FIELDS:
+        return ' class="nw"'
+    return ' class="long"' if key in labels.LONG_FIELDS else ""
 
 
 def _html_value(key: str, value: Any, lang: str, depth: int = 0) -> str:
@@ -145,11 +150,11 @@ def _html_value(key: str, value: Any, lang: str, depth: int = 0) -> str:
             return f'<span class="why">{_e(_lang_text(value["why"], lang))}</span>'
         rows = "".join(
             f"<tr><th>{_e(labels.field_label(str(k), lang))}</th>"
-            f"<td>{_html_value(str(k), v, lang, depth + 1)}</td></tr>"
+            f"<td{_nowrap(str(k))}>{_html_value(str(k), v, lang, depth + 1)}</td></tr>"
             for k, v in value.items()
             if k != "ok"
         )
-        return f"<table>{rows}</table>"
+        return f'<table class="kv">{rows}</table>'
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         columns: list[str] = []
         for row in value:
@@ -157,11 +162,14 @@ def _html_value(key: str, value: Any, lang: str, depth: int = 0) -> str:
         head = "".join(f"<th>{_e(labels.field_label(c, lang))}</th>" for c in columns)
         body = "".join(
             "<tr>"
-            + "".join(f"<td>{_html_value(c, row.get(c), lang, depth + 1)}</td>" for c in columns)
+            + "".join(
+                f"<td{_nowrap(c)}>{_html_value(c, row.get(c), lang, depth + 1)}</td>"
+                for c in columns
+            )
             + "</tr>"
             for row in value
         )
-        return f"<table><tr>{head}</tr>{body}</table>"
+        return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
     return _e(scalar(key, value, lang))
 
 
