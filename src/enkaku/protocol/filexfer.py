@@ -11,7 +11,9 @@ ending in ``\\n`` (at most ``MAX_LINE`` bytes); file bytes are raw.
 - ``file_get`` (customer → technician): the agent sends
   ``{"name", "size", "sha256", "offset", "mtime"}`` then the bytes ``[offset, size)``
   and EOF. ``offset`` is the one asked for if the technician's ``sha256`` parameter is
-  the file's hash, else 0.
+  the file's hash, else 0. For a folder it sends ``{"name": "NAME.tar", "archive":
+  "tar", "estimate", "offset": 0}``, the tar stream as frames ``length u32 | bytes``, a
+  zero length, ``{"size", "sha256", "skipped"}`` and EOF.
 - ``browse``: the agent sends one JSON object ``{"path", "entries", "truncated"}``
   and EOF.
 
@@ -185,10 +187,10 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "保存されていた途中までのダウンロードが一致しません。もう一度取得してください。",
     ),
     "interrupted": (
-        "The transfer was interrupted; the part already transferred is kept for 24 hours, "
-        "so sending it again resumes where it stopped.",
-        "転送が中断されました。転送済みの部分は 24 時間保存されるため、"
-        "もう一度送ると続きから再開します。",
+        "The transfer was interrupted. Start it again: a file resumes where it stopped "
+        "(the part already transferred is kept for 24 hours by default).",
+        "転送が中断されました。もう一度開始してください。ファイルは中断した所から再開します "
+        "(転送済みの部分は既定で 24 時間保存されます)。",
     ),
     "cancelled": ("The transfer was cancelled.", "転送はキャンセルされました。"),
     "consent_required": (
