@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tls_args(e)
 
+    _add_session_parser(sub)
+
     d = sub.add_parser("demo", help="server + agent on a virtual display + a technician account")
     d.add_argument("--json", action="store_true", help="print one JSON line when ready")
     d.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
@@ -271,6 +273,46 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument("--valid-until", type=_day, help="last day (YYYY-MM-DD)")
     ksub.add_parser("list", help="list contracts")
     return p
+
+
+def _add_session_parser(sub: Any) -> None:
+    """`enkaku session ...`: commands on the session a running `enkaku connect` holds."""
+    sp = sub.add_parser(
+        "session", help="act on the session `enkaku connect` holds (files, report, shell, ...)"
+    )
+    sp.add_argument("--session", metavar="ID", help="the session ID (needed when several run)")
+    ssub = sp.add_subparsers(dest="session_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    asked = argparse.ArgumentParser(add_help=False)
+    asked.add_argument("--purpose", help="why you ask, shown to the customer")
+    i = ssub.add_parser("info", parents=[asked], help="the system information report")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    i.add_argument("--html", metavar="FILE", help="save the report as an HTML page")
+    g = ssub.add_parser("get", parents=[common, asked], help="fetch a file of the customer's")
+    g.add_argument("remote", metavar="REMOTE_PATH", help="absolute path on the customer's side")
+    g.add_argument("local", metavar="LOCAL", nargs="?", help="folder or new file (default .)")
+    pt = ssub.add_parser("put", parents=[common, asked], help="send a file to the customer")
+    pt.add_argument("local", metavar="LOCAL", help="the file to send")
+    pt.add_argument(
+        "remote_dir",
+        metavar="REMOTE_DIR",
+        nargs="?",
+        help="absolute folder on the customer's side (default: their Downloads)",
+    )
+    pt.add_argument("--overwrite", action="store_true", help="replace a file of that name")
+    sc = ssub.add_parser("screenshot", parents=[common, asked], help="save a screenshot (PNG)")
+    sc.add_argument("file", metavar="FILE", nargs="?", help="default screenshot-<time>.png")
+    ch = ssub.add_parser("chat", parents=[common], help="chat with the customer")
+    ch.add_argument(
+        "text", metavar="TEXT", nargs="?", help="one line to send (none: lines from stdin)"
+    )
+    sh = ssub.add_parser("shell", parents=[common, asked], help="a shell on the customer's side")
+    sh.add_argument("-c", dest="command", metavar="COMMAND", help="run COMMAND and exit")
+    en = ssub.add_parser("end", parents=[common], help="end the session with a reason")
+    en.add_argument("--reason", choices=END_REASONS, default="technician_ended")
+    en.add_argument("--comment", help="what you found (required with a policy reason)")
+    ssub.add_parser("status", parents=[common], help="the session and what is allowed now")
 
 
 #: Server flags named like their setting (docs/operations.md#limits-before-authentication).
@@ -457,6 +499,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(connect(opts))
     if args.command == "end":
         return _end(args)
+    if args.command == "session":
+        from enkaku.technician.session_cli import run
+
+        return run(args)
     if args.command == "demo":
         from enkaku.demo import run_demo
 

@@ -11,7 +11,7 @@ import signal
 import ssl
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -28,6 +28,9 @@ from enkaku.transport.relay import open_leg
 
 from .session import TechnicianSession
 from .vncbridge import VNCBridge
+
+if TYPE_CHECKING:
+    from .control_socket import ChatHub
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class ExitCode:
     CONSENT_DENIED = 7
     ENDED_BY_PEER = 8
     CONNECTION_LOST = 9
+    NO_SESSION = 10  # `enkaku session`: no `enkaku connect` holds a session (or several do)
 
 
 class ClientError(Exception):
@@ -345,7 +349,10 @@ async def _session(
     bridge: VNCBridge | None,
     session_id: str,
 ) -> int:
-    session = TechnicianSession(channel, on_chat=_print_chat)
+    from .control_socket import ChatHub
+
+    chats = ChatHub(_print_chat)  # the session commands' `chat` listens too
+    session = TechnicianSession(channel, on_chat=chats)
     session.start()
     closed = asyncio.ensure_future(channel.closed.wait())
     try:
@@ -365,7 +372,7 @@ async def _session(
             say(t("consent_denied"))
             await channel.close("consent_denied")
             return ExitCode.CONSENT_DENIED
-        return await _active(session, opts, stop, bridge, session_id, closed)
+        return await _active(session, opts, stop, bridge, session_id, closed, chats)
     finally:
         closed.cancel()
         await session.stop()
@@ -378,7 +385,10 @@ async def _active(
     bridge: VNCBridge | None,
     session_id: str,
     closed: asyncio.Future[Any],
+    chats: ChatHub,
 ) -> int:
+    from .control_socket import ControlSocket, ControlSocketError
+
     channel = session.channel
     say(t("connected", agent_id=opts.agent_id))
     say(t("connected_end_hint", session_id=session_id))
@@ -392,6 +402,18 @@ async def _active(
         say(t("vnc_listening", addr=f"{host}:{port}", viewer=f"{host}::{port}"))
         # A machine-readable line for scripts.
         print(json.dumps({"event": "vnc_listening", "host": host, "port": port}), flush=True)
+
+    async def end(reason: str, comment: str | None) -> None:
+        await end_session(
+            opts.server, opts.token, session_id, reason, comment, ssl_context=opts.ssl_context
+        )
+
+    commands = ControlSocket(session, session_id, opts.agent_id, chats=chats, end=end)
+    try:
+        path = await commands.start()
+        print(json.dumps({"event": "control_socket", "path": str(path)}), flush=True)
+    except (ControlSocketError, OSError) as exc:  # the session goes on without them
+        say(t("session_sock_failed", detail=exc))
     try:
         await _first_of(stop, closed, timeout=None)  # type: ignore[arg-type]
         if stop.is_set() and not channel.closed.is_set():
@@ -405,6 +427,7 @@ async def _active(
             else ExitCode.ENDED_BY_PEER
         )
     finally:
+        await commands.close()
         if bridge is not None:
             await bridge.close()  # viewers first, then the channel (see _connect)
 
