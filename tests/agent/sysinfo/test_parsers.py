@@ -63,3 +63,9 @@ def test_journal_crashes_are_recognised() -> None:
     assert all(len(c["message"]) <= 200 for c in crashes)
     report = {"sections": {"journal": {"ok": True, "data": {"crashes": crashes}}}}
     assert [f.id for f in findings(report)] == ["kernel_crash", "app_crash"]
+
+
+def test_a_virtual_disk_says_it_has_no_smart() -> None:
+    smart = smart_of(doc("smartctl_virtual.json"))  # recorded on this machine's /dev/vda
+    assert smart["ok"] is False
+    assert "does not report SMART" in smart["why"]["en"] and "SMART" in smart["why"]["ja"]

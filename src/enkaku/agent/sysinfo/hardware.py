@@ -128,6 +128,8 @@ def smart_of(doc: dict[str, Any]) -> dict[str, Any]:
     if status & 0b11:  # command line or device open failed (or asleep with -n)
         msgs = [m.get("string", "") for m in doc.get("smartctl", {}).get("messages", [])]
         detail = printable("; ".join(msgs), 160) or f"exit status {status}"
+        if "Unable to detect device type" in detail or "Unknown USB bridge" in detail:
+            return {"ok": False, "why": Unavailable("sysinfo_why_no_smart").why()}
         if "ermission" in detail:
             return {"ok": False, "why": Unavailable("sysinfo_why_permission", what="SMART").why()}
         return {

@@ -58,6 +58,10 @@ register(
             "No supported package manager (dpkg/apt or rpm) was found.",
             "対応するパッケージ管理 (dpkg/apt または rpm) が見つかりません。",
         ),
+        "sysinfo_why_no_smart": (
+            "This disk does not report SMART health (virtual disks and some USB cases don't).",
+            "このディスクは SMART 診断情報を提供していません (仮想ディスクや一部の USB ケース)。",
+        ),
         "sysinfo_why_not_linux": (
             "This section is only read on Linux.",
             "このセクションは Linux でのみ取得できます。",
