@@ -16,7 +16,14 @@ import pytest
 from enkaku.agent.consent import Requester
 from enkaku.agent.partials import Part
 from enkaku.agent.services import FileSettings, Grant, ServiceContext, bound_params_match
-from enkaku.agent.services.files import GET_SPEC, PUT_SPEC, serve_browse, serve_get, serve_put
+from enkaku.agent.services.files import (
+    GET_SPEC,
+    PUT_SPEC,
+    serve_browse,
+    serve_get,
+    serve_put,
+    shown_details,
+)
 from enkaku.i18n import t
 from enkaku.protocol import filexfer as fx
 from enkaku.technician import files as tf
@@ -495,3 +502,11 @@ async def test_browse_errors(tmp_path: Path) -> None:
             await do_browse(s, path)
         assert err.value.reason == reason
     await s.close()
+
+
+def test_the_customer_sees_the_incoming_folder_for_dest_empty(tmp_path: Path) -> None:
+    local = random_file(tmp_path / "a.txt", 3)
+    details = tf.consent_details(fx.KIND_PUT, tf.put_params(local))
+    files = FileSettings(incoming=tmp_path / "in")
+    assert shown_details(fx.ACTION_PUT, details, files)["dest"] == str(tmp_path / "in")
+    assert details["dest"] == ""  # the grant keeps what the stream repeats

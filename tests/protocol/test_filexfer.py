@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -229,3 +231,26 @@ def test_after_the_trailer_nothing_more() -> None:
     assert reader.trailer is not None and reader.feed(b"") == []
     with pytest.raises(fx.Refused):
         reader.feed(b"more")
+
+
+@given(st.binary(max_size=600), st.integers(min_value=0, max_value=600))
+def test_readers_take_any_bytes_without_crashing(data: bytes, cut: int) -> None:
+    """Peer bytes only ever give results or Refused (never another exception)."""
+    for reader in (fx.LineReader(), fx.FramedReader()):
+        with contextlib.suppress(fx.Refused):
+            reader.feed(data[:cut])
+            reader.feed(data[cut:])
+    with contextlib.suppress(fx.Refused):
+        fx.parse_listing(data)
+
+
+KEYS = st.sampled_from(["name", "size", "sha256", "offset", "mtime", "path", "archive"])
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70))
+
+
+@given(st.dictionaries(KEYS, VALUES))
+def test_message_parsers_take_any_object(obj: dict[str, Any]) -> None:
+    """Any JSON object gives a checked message or Refused (never another exception)."""
+    for parse in (fx.GetHeader.parse, fx.ArchiveHeader.parse, fx.parse_put, fx.parse_get):
+        with contextlib.suppress(fx.Refused):
+            parse(obj)

@@ -21,11 +21,12 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from enkaku.agent.partials import Part, expire_partials, open_folder, target_state
-from enkaku.agent.services import ServiceContext, ServiceSpec
+from enkaku.agent.services import FileSettings, ServiceContext, ServiceSpec
 from enkaku.agent.tarstream import TarStream, estimate
 from enkaku.protocol import filexfer as fx
 from enkaku.transport.channel import Stream
@@ -322,6 +323,17 @@ def list_folder(path: str) -> bytes:
         listing = {"path": shown, "entries": entries, "truncated": truncated}
         return fx.encode_line(listing, fx.MAX_LISTING)
     raise fx.Refused("io_error")
+
+
+def shown_details(
+    action: str, details: Mapping[str, str | int | bool], files: FileSettings
+) -> dict[str, str | int | bool]:
+    """The details to show the customer: a put's ``dest`` "" is the incoming folder
+    (the grant keeps "", which is what the stream repeats)."""
+    shown = dict(details)
+    if action == fx.ACTION_PUT and shown.get("dest") == "":
+        shown["dest"] = str(files.incoming)
+    return shown
 
 
 PUT_SPEC = ServiceSpec(
