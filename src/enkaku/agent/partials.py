@@ -304,12 +304,13 @@ def expire_partials(folder: Path, ttl: float, now: float) -> int:
     except OSError:
         return 0
     try:
-        return _expire(dir_fd, ttl, now)
+        return expire_in(dir_fd, ttl, now)
     finally:
         os.close(dir_fd)
 
 
-def _expire(dir_fd: int, ttl: float, now: float) -> int:
+def expire_in(dir_fd: int, ttl: float, now: float) -> int:
+    """``expire_partials`` for a folder already open (as ``open_folder`` gives)."""
     stems: set[str] = set()
     with os.scandir(dir_fd) as entries:
         for entry in entries:

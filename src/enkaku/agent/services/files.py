@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from enkaku.agent.partials import Part, expire_partials, open_folder, target_state
+from enkaku.agent.partials import Part, expire_in, open_folder, target_state
 from enkaku.agent.services import FileSettings, ServiceContext, ServiceSpec
 from enkaku.agent.tarstream import TarStream, estimate
 from enkaku.protocol import filexfer as fx
@@ -85,7 +85,7 @@ async def _put(stream: Stream, ctx: ServiceContext) -> int:
     folder = Path(req.dest) if req.dest else ctx.files.incoming
     dir_fd = await asyncio.to_thread(open_folder, folder, req.dest == "")
     try:
-        await asyncio.to_thread(expire_partials, folder, ctx.files.partial_ttl, wall_clock())
+        await asyncio.to_thread(expire_in, dir_fd, ctx.files.partial_ttl, wall_clock())
         state = await asyncio.to_thread(target_state, dir_fd, req.name)
         if state == "other":
             raise fx.Refused("target_not_file")
