@@ -307,7 +307,10 @@ def to_text(report: dict[str, Any], lang: str) -> RenderableType:
                 printable(
                     t("sysinfo_evidence", lang)
                     + ": "
-                    + "; ".join(f"{k}: {scalar(str(k), v, lang)}" for k, v in evidence.items()),
+                    + "; ".join(
+                        f"{labels.field_label(str(k), lang)}: {scalar(str(k), v, lang)}"
+                        for k, v in evidence.items()
+                    ),
                     1000,
                 ),
                 "dim",
