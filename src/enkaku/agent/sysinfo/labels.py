@@ -171,6 +171,7 @@ FIELDS = {
     "crash_window_days": ("Crashes of the last days", "クラッシュ集計期間 (日)"),
     "crashes": ("Crashes", "クラッシュ"),
     "crash_count": ("Crash count", "クラッシュ件数"),
+    "crashes_why": ("Crashes not checked", "クラッシュを確認できなかった理由"),
     "time": ("Time (UTC)", "日時 (UTC)"),
     "priority": ("Priority", "優先度"),
     "message": ("Message", "メッセージ"),
@@ -219,7 +220,16 @@ NOWRAP_FIELDS = BYTE_FIELDS | frozenset(
 
 #: Free text from the machine, allowed to break anywhere so it never widens a table.
 LONG_FIELDS = frozenset(
-    {"message", "description", "security_names", "error", "offset_why", "updates_why", "why"}
+    {
+        "message",
+        "description",
+        "security_names",
+        "error",
+        "offset_why",
+        "updates_why",
+        "why",
+        "crashes_why",
+    }
 )
 
 

@@ -240,12 +240,12 @@ def packages(_server: str | None) -> dict[str, Any]:
     """Installed package count and pending updates from the local package lists (no
     network: what the machine last downloaded, dated by ``lists_updated``)."""
     try:
-        status = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\n"], timeout=8.0)
+        status = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\n"], timeout=4.0)
     except Unavailable as exc:
         if exc.key != "sysinfo_why_tool_missing":
             raise
         try:
-            rpm = run(["rpm", "-qa", "--qf", ".\n"], timeout=8.0)
+            rpm = run(["rpm", "-qa", "--qf", ".\n"], timeout=4.0)
         except Unavailable:
             raise Unavailable("sysinfo_why_no_package_manager") from None
         return {
@@ -264,7 +264,7 @@ def packages(_server: str | None) -> dict[str, Any]:
         "updates_why": None,
     }
     try:
-        text = run(["apt", "list", "--upgradable"], timeout=10.0)
+        text = run(["apt", "list", "--upgradable"], timeout=7.0)
     except Unavailable as exc:
         data["updates_why"] = exc.why()
         return data
@@ -284,7 +284,7 @@ def packages(_server: str | None) -> dict[str, Any]:
 
 def _journal(args: list[str], limit: int) -> list[dict[str, Any]]:
     text = run(
-        ["journalctl", "--no-pager", "-q", "-o", "json", "-n", str(limit), *args], timeout=6.0
+        ["journalctl", "--no-pager", "-q", "-o", "json", "-n", str(limit), *args], timeout=5.0
     )
     entries = []
     for line in text.splitlines():
@@ -342,17 +342,23 @@ def journal(_server: str | None) -> dict[str, Any]:
         raise Unavailable("sysinfo_why_no_journal")
     cap = 1000
     errors = _journal(["-p", "0..3", "--since", f"-{JOURNAL_HOURS}h"], cap)
-    raw = _journal(
-        [
-            "--since",
-            f"-{CRASH_DAYS}d",
-            "_TRANSPORT=kernel",
-            "+",
-            "SYSLOG_IDENTIFIER=systemd-coredump",
-        ],
-        5000,
-    )
-    crashes = crashes_of(raw)
+    crashes: list[dict[str, Any]] = []
+    crashes_why = None
+    try:
+        crashes = crashes_of(
+            _journal(
+                [
+                    "--since",
+                    f"-{CRASH_DAYS}d",
+                    "_TRANSPORT=kernel",
+                    "+",
+                    "SYSLOG_IDENTIFIER=systemd-coredump",
+                ],
+                5000,
+            )
+        )
+    except Unavailable as exc:  # the errors above are still worth sending
+        crashes_why = exc.why()
     return {
         "window_hours": JOURNAL_HOURS,
         "error_count": len(errors),
@@ -361,4 +367,5 @@ def journal(_server: str | None) -> dict[str, Any]:
         "crash_window_days": CRASH_DAYS,
         "crashes": crashes[-MAX_JOURNAL_ENTRIES:],
         "crash_count": len(crashes),
+        "crashes_why": crashes_why,
     }
