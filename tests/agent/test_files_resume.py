@@ -246,3 +246,31 @@ async def test_get_params_removes_expired_downloads(tmp_path: Path) -> None:
     params = tf.get_params(str(remote), s.downloads, ttl=0.0)
     assert params == {"path": str(remote), "offset": 0}
     assert hidden(s.downloads) == []
+
+
+async def test_a_cancelled_put_tells_the_agent_which_keeps_the_part(tmp_path: Path) -> None:
+    """The technician gives up (Ctrl-C): the agent is not left waiting for more bytes."""
+    local = random_file(tmp_path / "tech" / "iso.bin", 4 * MiB)
+    s = await session(tmp_path)
+    params = tf.put_params(local)
+    stream = await s.tech.open_stream(fx.KIND_PUT, {**params, "grant": 1})
+    served = await asyncio.wait_for(s.agent.incoming.get(), HANG)
+    details = tf.consent_details(fx.KIND_PUT, params)
+    task = asyncio.ensure_future(serve_put(served, s.ctx(fx.ACTION_PUT, details)))
+    sender: asyncio.Future[str] | None = None
+
+    def progress(done: int, total: int) -> None:
+        if done >= 1 * MiB and sender is not None:
+            sender.cancel()
+
+    sender = asyncio.ensure_future(tf.put(stream, local, progress))
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    await asyncio.wait_for(task, HANG)
+    assert s.events == [("file_failed", "interrupted")]
+    assert not (s.incoming / "iso.bin").exists()
+    assert int(part_info(s.incoming)["verified"]) >= 1 * MiB  # type: ignore[call-overload]
+    await s.close()
+    s2, offset = await resume_put(tmp_path, local)
+    assert offset >= 1 * MiB and sha(s2.incoming / "iso.bin") == sha(local)
+    await s2.close()

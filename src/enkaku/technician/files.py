@@ -18,7 +18,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +181,23 @@ async def _read_line(stream: Stream, reader: fx.LineReader) -> tuple[dict[str, A
 
 async def put(stream: Stream, local_path: Path, on_progress: Progress | None = None) -> str:
     """Send ``local_path`` on a ``file_put`` stream opened with ``put_params``; returns
-    the name the customer's file got. Raises TransferError."""
-    progress = on_progress or _no_progress
+    the name the customer's file got. Raises TransferError. Cancelling it resets the
+    stream with ``cancelled`` (the agent keeps what arrived, for a resume)."""
+    async with _cancels(stream):
+        return await _put(stream, local_path, on_progress or _no_progress)
+
+
+@contextlib.asynccontextmanager
+async def _cancels(stream: Stream) -> AsyncIterator[None]:
+    """A cancelled transfer tells the agent, which otherwise would wait for more."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        await stream.reset("cancelled")
+        raise
+
+
+async def _put(stream: Stream, local_path: Path, progress: Progress) -> str:
     size = stream.params["size"]
     obj, _ = await _read_line(stream, fx.LineReader())
     try:
@@ -248,8 +263,17 @@ async def get(
     ``dest_dir``; returns where it was saved. Raises TransferError (an interrupted
     download keeps its part: the next ``get_params`` resumes it). A folder arrives as
     ``NAME.tar``; ``on_skipped(n)`` is told how many of its entries were left out
-    (message "files_archive_skipped")."""
-    progress = on_progress or _no_progress
+    (message "files_archive_skipped"). Cancelling it resets the stream with ``cancelled``."""
+    async with _cancels(stream):
+        return await _get(stream, dest_dir, on_progress or _no_progress, on_skipped)
+
+
+async def _get(
+    stream: Stream,
+    dest_dir: Path,
+    progress: Progress,
+    on_skipped: Callable[[int], None] | None,
+) -> Path:
     obj, rest = await _read_line(stream, fx.LineReader())
     if "archive" in obj:
         path = await _get_archive(stream, obj, rest, dest_dir, progress, on_skipped)
@@ -399,6 +423,11 @@ class Listing(list[dict[str, Any]]):
 
 async def browse(stream: Stream) -> Listing:
     """Read the listing of a ``browse`` stream opened with ``browse_params``."""
+    async with _cancels(stream):
+        return await _browse(stream)
+
+
+async def _browse(stream: Stream) -> Listing:
     data = bytearray()
     while chunk := await stream.read():
         data += chunk
