@@ -98,7 +98,7 @@ def test_put_params() -> None:
     good = {"grant": 3, "name": "a.txt", "size": 10, "sha256": SHA, "dest": "", "overwrite": False}
     assert fx.parse_put(good) == fx.PutParams("a.txt", 10, SHA, "", False)
     assert fx.parse_put({**good, "dest": "/home/u"}).dest == "/home/u"
-    for bad in [
+    bad_fields: list[dict[str, Any]] = [
         {"size": -1},
         {"size": True},
         {"size": "10"},
@@ -108,7 +108,8 @@ def test_put_params() -> None:
         {"overwrite": 1},
         {"name": 5},
         {"dest": 7},
-    ]:
+    ]
+    for bad in bad_fields:
         with pytest.raises(fx.Refused) as err:
             fx.parse_put({**good, **bad})
         assert err.value.reason == "bad_params", bad
