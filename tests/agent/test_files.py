@@ -510,3 +510,18 @@ def test_the_customer_sees_the_incoming_folder_for_dest_empty(tmp_path: Path) ->
     files = FileSettings(incoming=tmp_path / "in")
     assert shown_details(fx.ACTION_PUT, details, files)["dest"] == str(tmp_path / "in")
     assert details["dest"] == ""  # the grant keeps what the stream repeats
+
+
+async def test_the_incoming_folder_and_the_download_folder_may_be_links(tmp_path: Path) -> None:
+    """Our own settings are trusted; only a folder the peer names must be the real one."""
+    s = await session(tmp_path)
+    links = [(tmp_path / "disk2-in", s.incoming), (tmp_path / "disk2-dl", tmp_path / "dl")]
+    for real, link in links:
+        real.mkdir()
+        link.symlink_to(real)
+    local = random_file(tmp_path / "tech" / "a.txt", 100)
+    await do_put(s, local)
+    assert sha(tmp_path / "disk2-in" / "a.txt") == sha(local)
+    saved = await do_get(s, str(local), dest=tmp_path / "dl")
+    assert sha(tmp_path / "disk2-dl" / "a.txt") == sha(local) and saved.name == "a.txt"
+    await s.close()

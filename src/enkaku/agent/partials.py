@@ -62,14 +62,17 @@ def stem_for(key: str) -> str:
     return f"{TEMP_PREFIX}{digest}"
 
 
-def open_folder(path: Path, create: bool = False) -> int:
-    """A file descriptor on folder ``path`` (its last component not a symbolic link);
-    Refused with dest_missing, dest_not_dir, dest_symlink or permission_denied."""
+def open_folder(path: Path, create: bool = False, follow: bool = False) -> int:
+    """A file descriptor on folder ``path``, whose last component may not be a symbolic
+    link unless ``follow`` (a folder the peer names: no; one from our own settings, such
+    as the incoming folder or the technician's downloads: yes). Refused with
+    dest_missing, dest_not_dir, dest_symlink or permission_denied."""
     if create:  # the default incoming folder is made on first use (not its parents)
         with contextlib.suppress(FileExistsError, FileNotFoundError):
             os.mkdir(path, 0o700)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(path, flags)
     except FileNotFoundError:
         raise Refused("dest_missing") from None
     except PermissionError:

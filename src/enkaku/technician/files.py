@@ -115,7 +115,7 @@ def get_params(path: str, dest_dir: Path, ttl: float = PARTIAL_TTL) -> dict[str,
     expire_partials(dest_dir, ttl, time.time())
     params: dict[str, Any] = {"path": path, "offset": 0}
     with contextlib.suppress(fx.Refused):
-        dir_fd = open_folder(dest_dir)
+        dir_fd = open_folder(dest_dir, follow=True)
         try:
             info = read_info(dir_fd, stem_for(_get_key(path)))
         finally:
@@ -343,7 +343,7 @@ async def _open_dest(stream: Stream, dest_dir: Path, name: str) -> int:
     if bad is not None:
         raise await _fail(stream, bad)
     try:
-        return await asyncio.to_thread(open_folder, dest_dir)
+        return await asyncio.to_thread(open_folder, dest_dir, False, True)
     except fx.Refused as exc:
         raise await _fail(stream, exc.reason) from None
 

@@ -83,7 +83,9 @@ async def _put(stream: Stream, ctx: ServiceContext) -> int:
     if bad is not None:
         raise fx.Refused(bad)
     folder = Path(req.dest) if req.dest else ctx.files.incoming
-    dir_fd = await asyncio.to_thread(open_folder, folder, req.dest == "")
+    # The incoming folder is the agent's own setting (it may be a link, say to another
+    # disk); a folder the technician names must be the real one.
+    dir_fd = await asyncio.to_thread(open_folder, folder, req.dest == "", req.dest == "")
     try:
         await asyncio.to_thread(expire_in, dir_fd, ctx.files.partial_ttl, wall_clock())
         state = await asyncio.to_thread(target_state, dir_fd, req.name)
