@@ -525,3 +525,13 @@ async def test_the_incoming_folder_and_the_download_folder_may_be_links(tmp_path
     saved = await do_get(s, str(local), dest=tmp_path / "dl")
     assert sha(tmp_path / "disk2-dl" / "a.txt") == sha(local) and saved.name == "a.txt"
     await s.close()
+
+
+async def test_a_missing_download_folder_is_named_to_the_technician(tmp_path: Path) -> None:
+    s = await session(tmp_path)
+    remote = random_file(tmp_path / "customer" / "a.txt", 10)
+    with pytest.raises(tf.TransferError) as err:
+        await do_get(s, str(remote), dest=tmp_path / "nowhere")
+    assert err.value.reason == "dest_missing"
+    assert not (tmp_path / "nowhere").exists()
+    await s.close()

@@ -56,6 +56,15 @@ class PartInfo:
     verified: int
 
 
+def os_reason(exc: OSError) -> str:
+    """The RESET reason for a disk error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission_denied"
+    return "io_error"
+
+
 def stem_for(key: str) -> str:
     """The hidden base name of the part for transfer ``key``."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]

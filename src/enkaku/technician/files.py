@@ -22,7 +22,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from enkaku.agent.partials import Part, expire_partials, open_folder, read_info, stem_for
+from enkaku.agent.partials import (
+    Part,
+    expire_partials,
+    open_folder,
+    os_reason,
+    read_info,
+    stem_for,
+)
 from enkaku.protocol import filexfer as fx
 from enkaku.transport.channel import Stream
 from enkaku.transport.errors import SessionEnded
@@ -295,13 +302,13 @@ async def _get(
             name = await _receive(stream, part, header, rest, progress)
         except fx.Refused as exc:
             raise await _fail(stream, exc.reason) from None
-        except OSError:
-            raise await _fail(stream, "io_error") from None
         finally:
             if not part.closed:
                 await asyncio.to_thread(part.keep, time.time())
     except fx.Refused as exc:
         raise await _fail(stream, exc.reason) from None
+    except OSError as exc:
+        raise await _fail(stream, os_reason(exc)) from None
     finally:
         os.close(dir_fd)
     await stream.write_eof()
@@ -372,13 +379,13 @@ async def _get_archive(
             name = await asyncio.to_thread(_commit_unique, part, header.name)
         except fx.Refused as exc:
             raise await _fail(stream, exc.reason) from None
-        except OSError:
-            raise await _fail(stream, "io_error") from None
         finally:
             if not part.closed:
                 await asyncio.to_thread(part.discard)
     except fx.Refused as exc:
         raise await _fail(stream, exc.reason) from None
+    except OSError as exc:
+        raise await _fail(stream, os_reason(exc)) from None
     finally:
         os.close(dir_fd)
     if on_skipped is not None and trailer.skipped:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from enkaku.agent.partials import Part, expire_in, open_folder, target_state
+from enkaku.agent.partials import Part, expire_in, open_folder, os_reason, target_state
 from enkaku.agent.services import FileSettings, ServiceContext, ServiceSpec
 from enkaku.agent.tarstream import TarStream, estimate
 from enkaku.protocol import filexfer as fx
@@ -43,15 +43,6 @@ CHECKPOINT_EVERY = 16 << 20
 def wall_clock() -> float:
     """Seconds since the epoch: part ages must survive restarts (not monotonic)."""
     return time.time()
-
-
-def os_reason(exc: OSError) -> str:
-    """The RESET reason for a disk error."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "disk_full"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission_denied"
-    return "io_error"
 
 
 async def _refuse(stream: Stream, ctx: ServiceContext, reason: str) -> None:
