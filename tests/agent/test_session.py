@@ -41,6 +41,7 @@ class RecordingUI:
     def __init__(self) -> None:
         self.credentials_shown: list[str] = []
         self.notices: list[tuple[str, dict[str, object]]] = []
+        self.chats: list[tuple[str, str]] = []
 
     def credentials(self, agent_id: str, password: str) -> None:
         self.credentials_shown.append(password)
@@ -53,6 +54,9 @@ class RecordingUI:
 
     def session_ended(self, reason: str) -> None:
         pass
+
+    def chat(self, who: Requester, text: str, at: str) -> None:
+        self.chats.append((who.label, text))
 
 
 class Agent:
