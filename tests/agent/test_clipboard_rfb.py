@@ -58,8 +58,8 @@ class Audit:
 
 
 @contextlib.contextmanager
-def clipboard(display: str) -> Iterator[X11Clipboard]:
-    board = X11Clipboard(display)
+def clipboard(display: str, *, primary: bool = True) -> Iterator[X11Clipboard]:
+    board = X11Clipboard(display, primary=primary)
     try:
         yield board
     finally:
@@ -113,7 +113,9 @@ async def test_tigervnc_japanese_both_ways_with_extended_clipboard() -> None:
                     "mousemove", str(x + 10), str(y + 10), "click", "1",
                     env=x_env(viewer_display),
                 )  # fmt: skip
-                with clipboard(viewer_display) as technician:
+                # CLIPBOARD only: TigerVNC would announce PRIMARY too (SendPrimary), and
+                # its second provide could land after the customer's copy below.
+                with clipboard(viewer_display, primary=False) as technician:
                     # technician copies on their machine -> the customer can paste it
                     await asyncio.to_thread(technician.set_text, JAPANESE_TO_CUSTOMER)
                     await audit.wait(TO_CUSTOMER)
@@ -187,3 +189,106 @@ async def test_vncdotool_latin1_both_ways_with_plain_cut_text() -> None:
         (TO_CUSTOMER, len(LATIN1_TO_CUSTOMER)),
         (FROM_CUSTOMER, len(LATIN1_FROM_CUSTOMER)),
     ]
+
+
+# -- denied: nothing crosses -----------------------------------------------------------
+
+
+@dataclass
+class RecordingClipboard:
+    """The service's clipboard, recording every read and write it makes."""
+
+    inner: X11Clipboard
+    calls: list[str] = field(default_factory=list)
+
+    def read_text(self) -> str | None:
+        self.calls.append("read")
+        return self.inner.read_text()
+
+    def set_text(self, text: str) -> None:
+        self.calls.append("set")
+        self.inner.set_text(text)
+
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        return self.inner.watch(on_change)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def wait_dropped(served: Served, index: int, timeout: float = 30) -> None:
+    """Wait until connection ``index`` dropped something from its viewer."""
+    async with asyncio.timeout(timeout):
+        while len(served.services) <= index or not served.services[index].clipboard_dropped:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.x11
+@needs_tigervnc
+async def test_denied_nothing_crosses_until_allowed() -> None:
+    """Denied: the viewer's offer is dropped unrequested and the customer's copy is not
+    even read, with TigerVNC (ExtendedClipboard) and vncdotool (plain) alike. Allowing
+    it later lets the next copy through, so the denied ones were really processed."""
+    audit = Audit()
+    allowed = [False]
+    image = sample_image(H, W, seed=5)
+    with (
+        xvfb() as agent_display,
+        xvfb() as viewer_display,
+        clipboard(agent_display) as inner,
+        clipboard(agent_display) as customer,
+        clipboard(viewer_display, primary=False) as technician,
+    ):
+        service_board = RecordingClipboard(inner)
+        async with serve(
+            FakeCapture(image),
+            RecordingInjector(),
+            clipboard=service_board,
+            clipboard_allowed=lambda: allowed[0],
+            on_clipboard=audit,
+        ) as served:
+            await asyncio.to_thread(customer.set_text, "before the session")
+            proc = await start_viewer(viewer_display, served.port, "-PreferredEncoding=ZRLE")
+            vncdo = None
+            try:
+                x, y = await wait_for_image(viewer_display, rgb(image))
+                await run(
+                    "xdotool", "search", "--sync", "--name", "enkaku test", "windowfocus",
+                    "mousemove", str(x + 10), str(y + 10), "click", "1",
+                    env=x_env(viewer_display),
+                )  # fmt: skip
+                await asyncio.to_thread(technician.set_text, "secret of the technician")
+                await wait_dropped(served, 0)  # TigerVNC's notify, never requested
+                vncdo = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", VNCDO_CLIPBOARD, f"127.0.0.1::{served.port}",
+                    "plain secret of the technician",
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                assert vncdo.stdout is not None
+                async with asyncio.timeout(60):
+                    assert await vncdo.stdout.readline() == b"pasted\n"
+                await wait_dropped(served, 1)  # vncdotool's ClientCutText, dropped
+                await asyncio.to_thread(customer.set_text, "secret of the customer")
+                assert await asyncio.to_thread(customer.read_text) == "secret of the customer"
+                assert service_board.calls == []
+                assert audit.events == []
+                # allowed from now on: the next copy reaches both viewers
+                allowed[0] = True
+                await asyncio.to_thread(customer.set_text, "allowed now")
+                await wait_text(technician, "allowed now")
+                async with asyncio.timeout(60):
+                    assert json.loads(await vncdo.stdout.readline()) == "allowed now"
+                assert await vncdo.wait() == 0
+            finally:
+                for p in (proc, vncdo):
+                    if p is not None and p.returncode is None:
+                        p.kill()
+                        await p.wait()
+            await served.wait_closed(count=2)
+    # read only once allowed (per connection, per selection the customer's copy took),
+    # never written: the technician's texts never reached the customer's clipboard
+    assert service_board.calls and set(service_board.calls) == {"read"}
+    assert [d for d, _ in audit.events] == [FROM_CUSTOMER, FROM_CUSTOMER]
+    # TigerVNC notifies for CLIPBOARD and PRIMARY (SendPrimary): one or two offers
+    assert served.services[0].clipboard_dropped >= 1
+    assert served.services[1].clipboard_dropped == 1

@@ -177,8 +177,12 @@ class _Owned:
 class X11Clipboard:
     """The clipboard of one X display, served from a thread of our own."""
 
-    def __init__(self, display: str | None = None, *, max_bytes: int = MAX_TEXT_BYTES) -> None:
+    def __init__(
+        self, display: str | None = None, *, max_bytes: int = MAX_TEXT_BYTES, primary: bool = True
+    ) -> None:
+        """``primary``: ``set_text`` owns PRIMARY too (middle-click paste), not CLIPBOARD only."""
         self._max = max_bytes
+        self._own_primary = primary
         self._conn = x11lib.XConnection(display, ClipboardError)
         try:
             self._setup()
@@ -246,7 +250,7 @@ class X11Clipboard:
         return self._wait(future)
 
     def set_text(self, text: str) -> None:
-        """Own CLIPBOARD and PRIMARY with ``text`` until another program copies."""
+        """Own CLIPBOARD (and PRIMARY) with ``text`` until another program copies."""
         future: Future[None] = Future()
         self._submit(lambda: self._own(text, future), future)
         self._wait(future)
@@ -397,7 +401,8 @@ class X11Clipboard:
         x11, dpy = self._conn.x11, self._conn.dpy
         utf8 = text.encode("utf-8", errors="replace")
         self._owned = _Owned(utf8, text.encode("latin-1", errors="replace"))
-        for selection in (self._clipboard, self._primary):
+        selections = (self._clipboard, self._primary) if self._own_primary else (self._clipboard,)
+        for selection in selections:
             x11.XSetSelectionOwner(dpy, selection, self._window, CURRENT_TIME)
             if x11.XGetSelectionOwner(dpy, selection) == self._window:
                 self._owned.selections.add(selection)
