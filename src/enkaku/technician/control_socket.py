@@ -53,6 +53,9 @@ MAX_COMMAND = 64 * 1024
 PROGRESS_EVERY = 0.1
 #: Incoming chat lines a slow ``chat`` follower may have queued before more are dropped.
 CHAT_BACKLOG = 256
+#: How long the end of the session waits for an ``end`` command to answer its client
+#: (the server ends the session before its HTTP answer may arrive).
+END_GRACE = 10.0
 #: Bytes moved at a time between the socket and a terminal stream.
 SHELL_CHUNK = 64 * 1024
 
@@ -216,6 +219,8 @@ class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.lang: str | None = None
+        #: The task serving this connection (it sends the result).
+        self.task = asyncio.current_task()
         self._last_progress = 0.0
 
     async def send(self, obj: dict[str, Any]) -> None:
@@ -251,6 +256,7 @@ class ControlSocket:
         self.path = socket_path(session_id, directory)
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._ending: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Handler] = {
             "status": self._status,
             "info": self._info,
@@ -278,6 +284,8 @@ class ControlSocket:
             self._server = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        if self._ending:  # let `enkaku session end` hear that it worked
+            await asyncio.wait(self._ending, timeout=END_GRACE)
         for task in list(self._clients):
             task.cancel()
         await asyncio.gather(*self._clients, return_exceptions=True)
@@ -300,6 +308,7 @@ class ControlSocket:
             log.exception("a session command failed")
         finally:
             self._clients.discard(task)
+            self._ending.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -479,6 +488,8 @@ class ControlSocket:
         reason, comment = request.get("reason"), request.get("comment")
         if not isinstance(reason, str) or not (comment is None or isinstance(comment, str)):
             raise self._bad("reason")
+        if conn.task is not None:
+            self._ending.add(conn.task)
         await self._end(reason, comment)
         return {"session_id": self.session_id, "reason": reason}
 

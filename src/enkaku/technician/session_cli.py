@@ -512,13 +512,14 @@ class SocketStream:
 
 
 def _wrapped(command: str, token: str) -> str:
-    """One line for the remote shell: no echo, no CR added, ``command`` between two
-    markers, then ``exit`` with its status (the markers are split in the echo)."""
+    """One line for the remote shell: no echo, no CR added, ``command`` (in a subshell,
+    so that its own ``exit`` ends only it) between two markers, then ``exit`` with its
+    status (the markers are split in the echo, so only the printed ones match)."""
     import shlex
 
     return (
         f"stty -echo -onlcr 2>/dev/null; printf '%s%s\\n' ENKAKU_ {token}B; "
-        f"eval {shlex.quote(command)}; __enkaku_status=$?; "
+        f"(eval {shlex.quote(command)}); __enkaku_status=$?; "
         f"printf '\\n%s%s\\n' ENKAKU_ {token}E; exit $__enkaku_status"
     )
 
@@ -536,7 +537,7 @@ def _between(output: bytes, token: str) -> bytes:
 async def _shell(path: Path, args: argparse.Namespace, out: Output) -> int:
     from .terminal import TerminalError, attach, run_command
 
-    interactive = args.command is None
+    interactive = args.shell_command is None
     if interactive and not sys.stdin.isatty():
         raise SessionCommandError(t("terminal_not_a_tty"), ExitCode.USAGE)
     size = os.get_terminal_size(sys.stdout.fileno()) if sys.stdout.isatty() else None
@@ -560,7 +561,7 @@ async def _shell(path: Path, args: argparse.Namespace, out: Output) -> int:
             if interactive:
                 return await attach(stream)
             token = secrets.token_hex(8)
-            status, output = await run_command(stream, _wrapped(args.command, token))
+            status, output = await run_command(stream, _wrapped(args.shell_command, token))
         except TerminalError as exc:
             raise SessionCommandError(str(exc), ExitCode.ENDED_BY_PEER) from None
         sys.stdout.buffer.write(_between(output, token))
