@@ -293,3 +293,36 @@ async def test_one_device_key_has_one_id_however_it_is_spelled(env: Env) -> None
     async with env.svc.store.engine.connect() as conn:
         keys = (await conn.execute(select(Agent.public_key))).scalars().all()
     assert keys == [raw]
+
+
+async def test_tool_events_are_recorded_as_metadata_and_content_is_dropped(env: Env) -> None:
+    tech, agent, sid, control = await pair(env)
+    reports = [
+        ("action_granted", "file_to_customer"),
+        ("action_denied", "screenshot:timeout"),
+        ("file_received", "1073741824"),
+        ("screenshot_sent", "1024x768"),
+        # An agent that put content in a detail: the event is kept, the detail is not.
+        ("file_failed", "/home/taro/給与明細.pdf"),
+        ("action_granted", "secret text typed by the customer"),
+    ]
+    for event, detail in reports:
+        await control.send_json(
+            {"type": "session_event", "session_id": sid, "event": event, "detail": detail}
+        )
+    await control.send_json({"type": "session_event", "session_id": sid, "event": "busy"})
+    await env.record(sid)
+    for _ in range(100):
+        events = await env.svc.store.audit_events(sid)
+        rows = [(e.event, e.detail) for e in events if e.source == "agent"]
+        if ("busy", None) in rows:
+            break
+        await asyncio.sleep(0.05)
+    assert rows[: len(reports)] == [
+        ("action_granted", "file_to_customer"),
+        ("action_denied", "screenshot:timeout"),
+        ("file_received", "1073741824"),
+        ("screenshot_sent", "1024x768"),
+        ("file_failed", None),
+        ("action_granted", None),
+    ]

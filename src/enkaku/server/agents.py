@@ -15,8 +15,7 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
                      "technician": {"name", "company"}, "implicit_consent": bool}
     server → agent  {"type": "session_end", "session_id", "reason"}
     agent → server  {"type": "session_event", "session_id", "event", "detail"?}
-                    events: busy, wrong_password, password_replaced, consent_granted,
-                    consent_denied, ended (detail: the end reason), handshake_failed
+                    events and the shape of their detail: SESSION_EVENTS below
 
 The agent's ID is bound to its device key: the same key always gets the same ID.
 """
@@ -27,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import Coroutine
 from typing import Any
@@ -58,14 +58,31 @@ MAX_CONTROL = 16 * 1024
 #: Close code for an agent whose bookkeeping the database could not do right now
 #: ("try again later"; the agent reconnects with its backoff).
 CLOSE_TRY_AGAIN = 1013
-SESSION_EVENTS = {
-    "busy",
-    "wrong_password",
-    "password_replaced",
-    "consent_granted",
-    "consent_denied",
-    "ended",
-    "handshake_failed",
+#: Metadata the agent may report about a session, and the shape its detail must have:
+#: short codes and numbers, never content (no file names, text or keystrokes).
+_CODE = r"[a-z_]{1,32}"
+SESSION_EVENTS: dict[str, re.Pattern[str] | None] = {
+    "busy": None,
+    "wrong_password": None,
+    "password_replaced": None,
+    "consent_granted": None,
+    "consent_denied": None,
+    "ended": re.compile(_CODE),
+    "handshake_failed": None,
+    # consent per action (docs/protocol/control.md): the action, and why not
+    "action_granted": re.compile(_CODE),
+    "action_denied": re.compile(rf"{_CODE}:{_CODE}"),
+    "action_withdrawn": re.compile(_CODE),
+    # what the tools did: sizes and counts only
+    "system_info_sent": re.compile(r"[0-9]{1,12}"),
+    "file_received": re.compile(r"[0-9]{1,15}"),
+    "file_sent": re.compile(r"[0-9]{1,15}"),
+    "file_failed": re.compile(_CODE),
+    "screenshot_sent": re.compile(r"[0-9]{1,5}x[0-9]{1,5}"),
+    "terminal_opened": None,
+    "terminal_closed": re.compile(r"-?[0-9]{1,5}"),
+    "clipboard_to_customer": re.compile(r"[0-9]{1,9}"),
+    "clipboard_from_customer": re.compile(r"[0-9]{1,9}"),
 }
 
 
@@ -240,7 +257,12 @@ class AgentGateway:
         if event not in SESSION_EVENTS:
             raise ValueError("unknown session event")
         detail = data.get("detail")
-        detail = str(detail)[:200] if detail is not None else None
+        shape = SESSION_EVENTS[event]
+        if detail is not None and (shape is None or not shape.fullmatch(str(detail))):
+            # Not metadata of the expected shape: recorded without it, never stored.
+            log.info("agent %s: %s event with an unexpected detail", conn.agent_id, event)
+            detail = None
+        detail = str(detail) if detail is not None else None
         live = self.relay.sessions.get(session_id)
         if live is not None:
             agent_id, technician_id = live.agent_id, live.technician_id
