@@ -535,3 +535,23 @@ async def test_a_missing_download_folder_is_named_to_the_technician(tmp_path: Pa
     assert err.value.reason == "dest_missing"
     assert not (tmp_path / "nowhere").exists()
     await s.close()
+
+
+async def test_a_file_larger_than_the_free_space_is_refused_before_any_byte(
+    tmp_path: Path,
+) -> None:
+    s = await session(tmp_path)
+    local = random_file(tmp_path / "tech" / "huge.img", 10)
+    params = {**tf.put_params(local), "size": fx.MAX_SIZE}
+    with pytest.raises(tf.TransferError) as err:
+        await do_put(s, local, params)
+    assert err.value.reason == "disk_full"
+    assert list(s.incoming.iterdir()) == []
+    await s.close()
+
+
+async def test_browse_of_the_empty_path_lists_the_home_folder(tmp_path: Path) -> None:
+    s = await session(tmp_path)
+    listing = await do_browse(s, "")
+    assert listing.path == str(Path.home())
+    await s.close()
