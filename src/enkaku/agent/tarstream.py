@@ -93,12 +93,17 @@ def _nofollow(path: str, flags: int) -> int:
 def write_tar(top: str, name: str, pipe: _Pipe) -> int:
     """Archive folder ``top`` as ``name/…`` into ``pipe``; returns the entries left out."""
     skipped = 0
+
+    def unreadable(exc: OSError) -> None:  # a folder os.walk cannot list
+        nonlocal skipped
+        skipped += 1
+
     # bufsize: the writer hands over CHUNK-sized pieces instead of 10 KiB records.
     with tarfile.open(  # type: ignore[call-overload]
         fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK
     ) as tar:
         tar.addfile(tar.gettarinfo(top, name))
-        for root, dirs, files in os.walk(top, followlinks=False):
+        for root, dirs, files in os.walk(top, onerror=unreadable, followlinks=False):
             rel = os.path.relpath(root, top)
             base = name if rel == "." else f"{name}/{rel}"
             dirs.sort()

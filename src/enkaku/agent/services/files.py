@@ -230,11 +230,17 @@ async def _get(stream: Stream) -> int:
     return size
 
 
+def _can_list(path: str) -> None:
+    with os.scandir(path):
+        pass
+
+
 async def _get_folder(stream: Stream, path: str) -> int:
     """Send a folder as a tar stream in frames, then its size and SHA-256 (no resume:
     an archive is made afresh each time)."""
     top = path.rstrip("/") or "/"
     name = os.path.basename(top) or "root"
+    await asyncio.to_thread(_can_list, top)  # an unreadable folder is refused, not empty
     total = await asyncio.to_thread(estimate, top)
     await _send(stream, fx.ArchiveHeader(f"{name}.tar", total).encode())
     tar = TarStream(top, name)
