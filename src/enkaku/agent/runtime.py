@@ -24,7 +24,7 @@ from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.password import generate_password
 from enkaku.transport.proxy import proxy_kwargs
 
-from .consent import ConsentPolicy, DenyAll
+from .consent import ConsentPolicy, DenyAll, human_size
 from .identity import DeviceKey
 from .services import FileSettings
 from .session import AgentSession, SessionRequest
@@ -252,6 +252,13 @@ class AgentRuntime:
             log.info("session %s ended: %s", session.req.session_id[:8], reason)
             if paired_and_authenticated:
                 self.ui.session_ended(reason)
+                stats = session.traffic()
+                if stats is not None:  # what the customer's connection carried (billed)
+                    self.ui.notice(
+                        "agent_traffic",
+                        sent=human_size(stats.sent),
+                        received=human_size(stats.received),
+                    )
                 # Every session ends with a new password: the same credentials never
                 # reconnect.
                 self.replace_password()

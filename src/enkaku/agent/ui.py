@@ -10,7 +10,15 @@ from enkaku.i18n import printable, reason_text, register, t
 
 from .consent import Requester
 
-register({"agent_chat": ("[{at}] {who}: {text}", "[{at}] {who}: {text}")})
+register(
+    {
+        "agent_chat": ("[{at}] {who}: {text}", "[{at}] {who}: {text}"),
+        "agent_traffic": (
+            "Traffic of this session: {sent} sent, {received} received.",
+            "このセッションの通信量: 送信 {sent}、受信 {received}。",
+        ),
+    }
+)
 
 
 class AgentUI(Protocol):
