@@ -66,6 +66,7 @@ class SessionHost(Protocol):
     """What a session uses of the agent runtime, and nothing else."""
 
     http: aiohttp.ClientSession
+    server_url: str
     heartbeat: float
     ssl_context: Any
     password: str
@@ -114,7 +115,7 @@ class AgentSession:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rt, self.req = rt, req
-        self.registry = registry or default_registry()
+        self.registry = registry or default_registry(rt.server_url)
         self.lifecycle = Lifecycle(clock)
         self.grants = Grants()
         self.channel: SecureChannel | None = None
