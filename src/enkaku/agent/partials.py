@@ -159,8 +159,11 @@ class Part:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Refused("busy") from None
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise Refused("io_error")
+            if _inode(dir_fd, stem + PART_SUFFIX) != (st.st_dev, st.st_ino):
+                raise Refused("busy")  # expired and removed between our open and lock
             old = read_info(dir_fd, stem)
             keep, created = 0, now
             if old is not None and (old.key, old.size, old.sha256) == (key, size, sha256):
@@ -289,6 +292,14 @@ class Part:
             if not self.closed:
                 self.closed = True
                 os.close(self.fd)
+
+
+def _inode(dir_fd: int, name: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _link_no_replace(dir_fd: int, src: str, name: str) -> None:
