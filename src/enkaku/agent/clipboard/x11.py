@@ -325,6 +325,10 @@ class X11Clipboard:
                         next_poll = now + POLL_INTERVAL
                     deadlines.append(next_poll)
                 timeout = max(0.0, min(deadlines) - now) if deadlines else None
+                # Flush what _expire() asked for; its round trips may also have queued
+                # events inside Xlib, where select() cannot see them.
+                if x11.XPending(conn.dpy):
+                    continue
                 ready, _, _ = select.select([fd, self._wake_r], [], [], timeout)
                 if self._wake_r in ready:
                     os.read(self._wake_r, 4096)
@@ -492,7 +496,10 @@ class X11Clipboard:
     def _expire(self, now: float) -> None:
         if self._reads and now >= self._reads[0].deadline:
             logger.info("the clipboard owner did not answer in %.0f s", STEP_TIMEOUT)
-            self._reads[0].incr = None
+            read = self._reads[0]
+            read.incr = None
+            # An owner that does not answer will not answer other targets either.
+            read.steps = [s for s in read.steps if s[0] != read.current[0]]
             self._next_step()
 
     def _converted(self, event: XSelectionEvent) -> None:

@@ -262,7 +262,7 @@ class ExtendedClipboard:
     bit set; the others have no body. Only text is carried here: UTF-8 with CRLF line
     ends and a terminating null on the wire, ``text`` with LF line ends here. Other
     formats a peer provides are ignored, never inflated. ``text`` is None in a provide without text,
-    and ``oversized`` is set when its text was dropped for exceeding the limit.
+    and ``dropped`` is the declared size of text dropped for exceeding the limit.
     """
 
     action: ClipboardAction
@@ -271,7 +271,7 @@ class ExtendedClipboard:
     sizes: tuple[int, ...] = ()
     #: provide only.
     text: str | None = None
-    oversized: bool = False
+    dropped: int = 0
 
     @property
     def actions(self) -> ClipboardAction:
@@ -363,7 +363,7 @@ def _parse_provide(formats: ClipboardFormat, compressed: bytes) -> ExtendedClipb
     stream = _Inflated(compressed)
     (size,) = struct.unpack("!I", stream.take(4))
     if size > MAX_CLIPBOARD_TEXT:
-        return ExtendedClipboard(ClipboardAction.PROVIDE, formats, oversized=True)
+        return ExtendedClipboard(ClipboardAction.PROVIDE, formats, dropped=size)
     raw = stream.take(size)
     if formats == ClipboardFormat.TEXT:
         stream.finish()

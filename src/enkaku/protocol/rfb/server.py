@@ -112,7 +112,10 @@ class ClipboardRequested:
 
 @dataclass(frozen=True, slots=True)
 class ClipboardDropped:
-    """Clipboard text from the client was too long and was thrown away unread."""
+    """Clipboard text from the client was too long and was thrown away unread.
+
+    ``size``: the text's declared size, or the whole message's when it was skipped.
+    """
 
     size: int
 
@@ -337,8 +340,8 @@ class RFBServer:
         elif action == m.ClipboardAction.REQUEST:
             if message.formats & m.ClipboardFormat.TEXT:
                 return ClipboardRequested()
-        elif message.oversized:
-            return ClipboardDropped(m.MAX_CLIPBOARD_TEXT + 1)
+        elif message.dropped:
+            return ClipboardDropped(message.dropped)
         elif message.text is not None:
             return m.ClientCutText(message.text)
         return None
