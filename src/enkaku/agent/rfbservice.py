@@ -159,6 +159,7 @@ class RFBService:
         reader = asyncio.create_task(self._read_loop(), name="rfb-reader")
         updater = asyncio.create_task(self._update_loop(), name="rfb-updater")
         tasks = {reader, updater}
+        background: set[asyncio.Task[None]] = set()  # a failing clipboard ends no screen
         unwatch: Callable[[], None] | None = None
         if self._clipboard is not None:
             loop = asyncio.get_running_loop()
@@ -168,7 +169,7 @@ class RFBService:
                 loop.call_soon_threadsafe(changed.set)
 
             unwatch = self._clipboard.watch(on_change)
-            tasks.add(asyncio.create_task(self._clipboard_loop(), name="rfb-clipboard"))
+            background.add(asyncio.create_task(self._clipboard_loop(), name="rfb-clipboard"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -180,9 +181,9 @@ class RFBService:
         finally:
             if unwatch is not None:
                 unwatch()
-            for task in tasks:
+            for task in tasks | background:
                 task.cancel()
-            for task in tasks:
+            for task in tasks | background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await asyncio.to_thread(self._injector.release_all)
@@ -298,7 +299,7 @@ class RFBService:
             try:
                 text = await asyncio.to_thread(clipboard.read_text)
             except ClipboardError as exc:
-                logger.info("rfb clipboard not read: %s", exc)
+                logger.warning("rfb clipboard not read, no more offers: %s", exc)
                 return
             if text is None or text == self._last_text or not self._clipboard_allowed():
                 continue
