@@ -312,3 +312,17 @@ def test_every_state_can_end() -> None:
         life.state = state
         life.end()
         assert life.state is State.ENDING
+
+
+async def test_a_put_into_the_default_folder_shows_the_folder_and_keeps_the_grant_as_asked(
+    start: Start,
+) -> None:
+    live = await start(Scripted(file_to_customer=True))
+    details = {"name": "fix.sh", "size": 120, "dest": ""}
+    answer = await live.tech.ask("file_to_customer", details)
+    policy: Scripted = live.agent.rt.consent  # type: ignore[assignment]
+    shown = policy.questions[-1]
+    assert shown.details["dest"] == str(live.agent.rt.files.incoming)
+    assert str(live.agent.rt.files.incoming) in shown.what("en")
+    grant = live.session.grants._once[answer.id]
+    assert grant.details == details  # what the stream repeats

@@ -27,7 +27,7 @@ from enkaku.transport.proxy import proxy_kwargs
 from .consent import ConsentPolicy, DenyAll, human_size
 from .identity import DeviceKey
 from .services import FileSettings
-from .session import AgentSession, SessionRequest
+from .session import AgentSession, SessionRequest, expire_partials
 from .ui import AgentUI
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class AgentRuntime:
 
     async def run(self) -> None:
         """Stay connected (with backoff) until stop()."""
+        await expire_partials(self.files)
         delay = 1.0
         async with aiohttp.ClientSession() as self.http:
             while not self._stopping:

@@ -270,6 +270,7 @@ class AgentSession:
             self.grants.add(Grant(id=0, action=action, details={}))
         self.lifecycle.move(State.ACTIVE)
         rt.ui.session_started(req.who)
+        self._spawn(expire_partials(rt.files))
         router = ControlRouter(channel)
         router.on(control.End, lambda msg: self.end(msg.reason))
         router.on(control.Request, self._on_request)
@@ -339,6 +340,10 @@ class AgentSession:
             details["user"] = _user_label()
         if msg.action == "file_from_customer":
             details["size"] = _file_size(str(details["path"]))
+        if msg.action == "file_to_customer":
+            from .services.files import shown_details
+
+            details = shown_details(msg.action, details, self.rt.files)
         return details
 
     async def _decide(self, msg: control.Request, details: dict[str, str | int | bool]) -> None:
@@ -346,7 +351,9 @@ class AgentSession:
             question = Question(self.req.who, (msg.action,), details, msg.purpose)
             verdict = await self.policy.decide(question)
             if verdict.granted and self.lifecycle.is_live:
-                self.grants.add(Grant(msg.id, msg.action, details, msg.purpose))
+                # The grant keeps the technician's own details: they are what the stream
+                # repeats (a put's dest "" is shown as the incoming folder, kept as "").
+                self.grants.add(Grant(msg.id, msg.action, dict(msg.details), msg.purpose))
             elif verdict.granted:
                 verdict = Verdict(False, "unavailable")
             await self._answer(msg, verdict)
@@ -409,6 +416,20 @@ class AgentSession:
             log.exception("the %s service failed", spec.kind)
             with contextlib.suppress(Exception):
                 await stream.reset("service_error")
+
+
+async def expire_partials(files: FileSettings) -> None:
+    """Remove interrupted transfers' parts in the incoming folder older than their time
+    (at agent start and at each session start; a put also clears its own folder)."""
+    from .partials import expire_partials as expire
+
+    try:
+        n = await asyncio.to_thread(expire, files.incoming, files.partial_ttl, time.time())
+    except OSError as exc:
+        log.warning("cannot clear expired partial files: %s", exc.strerror or exc)
+        return
+    if n:
+        log.info("removed %d expired partial file(s)", n)
 
 
 def _user_label() -> str:
