@@ -11,17 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from enkaku.agent.clipboard.x11 import X11Clipboard
-from enkaku.agent.rfbservice import FROM_CUSTOMER, TO_CUSTOMER
+from enkaku.agent.rfbservice import FROM_CUSTOMER, TO_CUSTOMER, RFBService
+from enkaku.protocol.rfb import Encoding
+from enkaku.protocol.rfb import messages as m
+from enkaku.protocol.rfb.messages import ClipboardAction as A
+from enkaku.protocol.rfb.messages import ClipboardFormat as F
 from tests.agent.test_rfbservice import (
     FakeCapture,
+    Pipe,
     RecordingInjector,
     Served,
     needs_tigervnc,
@@ -31,7 +39,8 @@ from tests.agent.test_rfbservice import (
     start_viewer,
     wait_for_image,
 )
-from tests.protocol.rfb.decoders import sample_image
+from tests.protocol.rfb.decoders import sample_image, set_encodings
+from tests.protocol.rfb.test_extended_clipboard import CAPS, client, provide
 from tests.xdisplay import x_env, xvfb
 
 W, H = 320, 240
@@ -292,3 +301,124 @@ async def test_denied_nothing_crosses_until_allowed() -> None:
     # TigerVNC notifies for CLIPBOARD and PRIMARY (SendPrimary): one or two offers
     assert served.services[0].clipboard_dropped >= 1
     assert served.services[1].clipboard_dropped == 1
+
+
+# -- in memory: what real viewers do not send ------------------------------------------
+
+
+@dataclass
+class MemoryClipboard:
+    """A clipboard in a variable; ``copy()`` plays another program copying."""
+
+    text: str | None = None
+    watchers: list[Callable[[], None]] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+
+    def read_text(self) -> str | None:
+        return self.text
+
+    def set_text(self, text: str) -> None:
+        self.writes.append(text)
+        self.text = text
+
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        self.watchers.append(on_change)
+        return lambda: self.watchers.remove(on_change)
+
+    def close(self) -> None:
+        pass
+
+    def copy(self, text: str) -> None:
+        self.text = text
+        for on_change in self.watchers:
+            on_change()
+
+
+FENCE = bytes(m.Fence(m.FenceFlags.REQUEST, b"sync"))
+
+
+async def in_memory(
+    board: MemoryClipboard, allowed: list[bool], audit: Audit
+) -> tuple[Pipe, RFBService, asyncio.Task[None]]:
+    pipe = Pipe()
+    service = RFBService(
+        FakeCapture(sample_image(48, 64)), RecordingInjector(), pipe.read, pipe.write,
+        name="mem", clipboard=board, clipboard_allowed=lambda: allowed[0], on_clipboard=audit,
+    )  # fmt: skip
+    task = asyncio.create_task(service.run())
+    await pipe.handshake()
+    await pipe.to_server.put(set_encodings(Encoding.RAW, Encoding.EXTENDED_CLIPBOARD))
+    assert await pipe.from_server.get() == CAPS
+    return pipe, service, task
+
+
+async def synced(pipe: Pipe) -> list[bytes]:
+    """Send a fence after what was sent; return what came back until its answer.
+
+    The service handles each read completely before the next, so once the fence is
+    answered everything before it has been dealt with.
+    """
+    await pipe.to_server.put(FENCE)
+    got: list[bytes] = []
+    async with asyncio.timeout(10):
+        while (data := await pipe.from_server.get()) != FENCE.replace(b"\x80", b"\x00", 1):
+            got.append(data)
+    return got
+
+
+async def test_in_memory_requests_only_while_allowed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    board, allowed, audit = MemoryClipboard(), [False], Audit()
+    pipe, service, task = await in_memory(board, allowed, audit)
+    secret = "秘密のテキスト"
+    # denied: an offer is not requested, a request not answered, a provide not applied
+    await pipe.to_server.put(client(A.NOTIFY | F.TEXT))
+    await pipe.to_server.put(client(A.REQUEST | F.TEXT))
+    raw = secret.encode() + b"\0"
+    await pipe.to_server.put(
+        client(A.PROVIDE | F.TEXT, zlib.compress(struct.pack("!I", len(raw)) + raw))
+    )
+    assert await synced(pipe) == []
+    assert service.clipboard_dropped == 2 and board.writes == [] and audit.events == []
+    # allowed: the offer is requested and the text applied
+    allowed[0] = True
+    await pipe.to_server.put(client(A.NOTIFY | F.TEXT))
+    assert await synced(pipe) == [bytes.fromhex("03000000fffffffc02000001")]
+    await pipe.to_server.put(
+        client(A.PROVIDE | F.TEXT, zlib.compress(struct.pack("!I", len(raw)) + raw))
+    )
+    await synced(pipe)
+    assert board.writes == [secret] and audit.events == [(TO_CUSTOMER, len(secret))]
+    # text declared over the limit is dropped, the connection goes on
+    z = zlib.compressobj(9)
+    big = m.MAX_CLIPBOARD_TEXT + 1
+    body = z.compress(struct.pack("!I", big) + bytes(big)) + z.flush()
+    await pipe.to_server.put(client(A.PROVIDE | F.TEXT, body))
+    await synced(pipe)
+    assert service.clipboard_dropped == 3 and board.writes == [secret]
+    # a malformed message ends this connection with one clear line, no content
+    await pipe.to_server.put(provide(raw, declared=99))  # the stream ends before that
+    await asyncio.wait_for(task, 10)
+    ended = [r.getMessage() for r in caplog.records if "connection ended" in r.getMessage()]
+    assert ended == ["rfb connection ended: ExtendedClipboard data ends early"]
+    assert not any(secret in r.getMessage() for r in caplog.records)
+
+
+async def test_in_memory_customer_copy_is_offered_then_sent_on_request() -> None:
+    board, allowed, audit = MemoryClipboard(), [True], Audit()
+    pipe, service, task = await in_memory(board, allowed, audit)
+    await pipe.to_server.put(client(A.CAPS | A.NOTIFY | A.PROVIDE | A.REQUEST | F.TEXT, bytes(4)))
+    board.copy("コピー")
+    async with asyncio.timeout(10):
+        assert await pipe.from_server.get() == bytes.fromhex("03000000fffffffc08000001")
+    assert audit.events == []  # offered, not yet sent
+    await pipe.to_server.put(client(A.REQUEST | F.TEXT))
+    async with asyncio.timeout(10):
+        sent = m.ExtendedClipboard.parse_body((await pipe.from_server.get())[8:])
+    assert sent.text == "コピー" and audit.events == [(FROM_CUSTOMER, 3)]
+    # withdrawn: a later request gets nothing
+    allowed[0] = False
+    await pipe.to_server.put(client(A.REQUEST | F.TEXT))
+    assert await synced(pipe) == []
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)

@@ -236,7 +236,7 @@ class RFBService:
             case ClipboardRequested():
                 await self._handle_clipboard_request()
             case ClipboardDropped():
-                self._drop("too long")
+                self._drop("text over the limit")
             case ClipboardAnnounced():
                 pass  # the viewer's clipboard is empty now: nothing to do
             case _:
@@ -288,6 +288,12 @@ class RFBService:
 
     async def _clipboard_loop(self) -> None:
         """Offer the customer's clipboard to the viewer whenever another program copies."""
+        try:
+            await self._offer_changes()
+        except Exception:  # nobody awaits this task until the end: say so now
+            logger.exception("rfb clipboard watcher failed")
+
+    async def _offer_changes(self) -> None:
         server = self._server
         clipboard = self._clipboard
         assert server is not None and clipboard is not None
