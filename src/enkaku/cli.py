@@ -310,7 +310,12 @@ def _add_session_parser(sub: Any) -> None:
     sh = ssub.add_parser("shell", parents=[common, asked], help="a shell on the customer's side")
     sh.add_argument("-c", dest="shell_command", metavar="COMMAND", help="run COMMAND and exit")
     en = ssub.add_parser("end", parents=[common], help="end the session with a reason")
-    en.add_argument("--reason", choices=END_REASONS, default="technician_ended")
+    en.add_argument(
+        "--reason",
+        choices=END_REASONS,
+        default="technician_ended",
+        help="technician_ended (default), or a policy reason (needs --comment)",
+    )
     en.add_argument("--comment", help="what you found (required with a policy reason)")
     ssub.add_parser("status", parents=[common], help="the session and what is allowed now")
 
