@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -26,8 +26,13 @@ from enkaku.protocol import control
 from enkaku.protocol import filexfer as fx
 from enkaku.technician.control_socket import ChatHub, ControlSocket, ControlSocketError
 from enkaku.technician.session import TechnicianSession
-from enkaku.technician.session_cli import SessionCommandError, find_socket
+from enkaku.technician.session_cli import Holder, SessionCommandError, SocketStream, find_socket
+from enkaku.technician.terminal import attach
 from tests.agent.test_session import Agent, established
+from tests.technician.test_terminal_attach import local_terminal
+
+if TYPE_CHECKING:
+    from enkaku.transport.channel import Stream
 
 LIMIT = 10.0
 SESSION_ID = "ab" * 16
@@ -311,3 +316,26 @@ async def test_hanging_up_cancels_a_download_and_the_next_one_resumes(
         got = (dest / "big.bin").read_bytes()
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
         assert os.listdir(dest) == ["big.bin"]
+
+
+async def test_an_interactive_shell_runs_through_the_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_dir: Path
+) -> None:
+    """The terminal helper's attach, on the technician's PTY, against the socket-backed
+    stream: keys go up, output and the exit status come back."""
+    async with holding(tmp_path, monkeypatch, short_dir) as held:
+        path = await held.sock.start()
+        client = await Client.connect(path)
+        await client.send({"command": "shell", "cols": 90, "rows": 30})
+        await client.until("ready")
+        stream = cast("Stream", SocketStream(Holder(client.reader, client.writer)))
+        with local_terminal(cols=101, rows=31) as term:
+            attached = asyncio.ensure_future(
+                attach(stream, stdin_fd=term.slave, stdout_fd=term.slave)
+            )
+            await term.type("echo SIZE=$(stty size) $((6*7))\r")
+            assert (await term.expect(rb"SIZE=(\d+ \d+) (\d+)")).groups() == (b"31 101", b"42")
+            await term.type("exit 5\r")
+            assert await asyncio.wait_for(attached, LIMIT) == 5
+        await client.close()
+        assert held.tech.granted == ["control", "screen", "terminal"]
