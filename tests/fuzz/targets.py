@@ -13,6 +13,7 @@ tests/fuzz/atheris_main.py and benchmarks/fuzz.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import struct
@@ -228,6 +229,45 @@ def rfb_server(data: bytes) -> None:
         server.data_to_send()
 
 
+def file_transfer(data: bytes) -> None:
+    """The file-transfer parsers a hostile peer feeds (technician and agent side):
+    filexfer.Refused only, and the same result cut in two as whole."""
+    from enkaku.protocol import filexfer as fx
+
+    selector, body = (data[0], data[1:]) if data else (0, b"")
+    try:
+        if selector % 4 == 0:  # a message line, then its object as each kind's params
+            got = fx.LineReader().feed(body)
+            if got is not None:
+                obj = got[0]
+                for parse in (fx.parse_put, fx.parse_get, fx.parse_browse):
+                    with contextlib.suppress(fx.Refused):
+                        parse(obj)
+                for header in (fx.GetHeader, fx.ArchiveHeader):
+                    with contextlib.suppress(fx.Refused):
+                        header.parse(obj)
+                with contextlib.suppress(fx.Refused):
+                    fx.parse_offset(obj, 1 << 20)
+        elif selector % 4 == 1:  # a folder's tar stream
+            whole = fx.FramedReader()
+            chunks = whole.feed(body)
+            cut = (data[0] >> 2) % (len(body) + 1)
+            split = fx.FramedReader()
+            try:
+                got_split = split.feed(body[:cut]) + split.feed(body[cut:])
+            except fx.Refused:
+                raise AssertionError("refused cut in two, accepted whole") from None
+            assert b"".join(got_split) == b"".join(chunks)
+            assert split.trailer == whole.trailer
+        elif selector % 4 == 2:
+            fx.parse_listing(body)
+        else:
+            with contextlib.suppress(UnicodeDecodeError):
+                fx.check_name(body.decode(), "windows" if len(body) % 2 else "posix")
+    except fx.Refused:
+        pass
+
+
 # -- JSON from the network --------------------------------------------------------------------
 
 
@@ -410,6 +450,7 @@ TARGETS: dict[str, Target] = {
     "mux_frames": mux_frames,
     "control_reader": control_reader,
     "rfb_server": rfb_server,
+    "file_transfer": file_transfer,
     "json_limits": json_limits,
     "agent_link": agent_link,
     "relay_token": relay_token,
@@ -439,6 +480,16 @@ SEEDS: dict[str, list[bytes]] = {
     "rfb_server": [
         b"\x00" + struct.pack("!BxH2i", 2, 2, 7, -223) + struct.pack("!BB4H", 3, 0, 0, 0, 9, 9),
         b"!RFB 003.003\n\x01",
+    ],
+    "file_transfer": [
+        b"\x00" + b'{"name":"a.txt","size":3,"sha256":"' + b"0" * 64 + b'","dest":""}\n',
+        b"\x01"
+        + b"\x00\x00\x00\x03abc\x00\x00\x00\x00"
+        + b'{"size":3,"sha256":"'
+        + b"1" * 64
+        + b'","skipped":0}\n',
+        b"\x02" + b'{"path":"/tmp","entries":[{"name":"a","type":"file","size":1,"mtime":0}]}',
+        b"\x03CON.txt",
     ],
     "json_limits": [b'{"a": [1, {"b": "x\\"]"}]}', b"[[[[[[[[[1]]]]]]]]]"],
     "agent_link": [
