@@ -3,6 +3,9 @@ agent; ``xtigervncviewer``-free, so these run wherever Xvfb does."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +15,7 @@ import pytest
 from enkaku.agent import x11lib
 from enkaku.agent.clipboard import ClipboardError
 from enkaku.agent.clipboard.x11 import X11Clipboard
-from tests.xdisplay import xvfb
+from tests.xdisplay import stop, x_env, xvfb
 
 pytestmark = pytest.mark.x11
 
@@ -115,3 +118,47 @@ def test_closed_clipboard_refuses_work(display: str) -> None:
 def test_no_display_is_a_clear_error() -> None:
     with pytest.raises(ClipboardError, match="cannot open X display"):
         X11Clipboard(":9999")
+
+
+#: Tk serves selections over 4000 bytes in INCR chunks (tkUnixSelect.c): a real peer
+#: for the large-transfer path. Reads one JSON line (the text) and owns CLIPBOARD.
+TK_OWNER = """
+import json, sys, tkinter
+root = tkinter.Tk()
+root.withdraw()
+root.clipboard_clear()
+root.clipboard_append(json.loads(sys.stdin.readline()))
+root.update()
+print("ready", flush=True)
+root.mainloop()
+"""
+
+
+@contextmanager
+def tk_owner(display: str, text: str) -> Iterator[None]:
+    """A Tk program on ``display`` that copied ``text``; stopped by PID afterwards."""
+    pytest.importorskip("tkinter")
+    env = x_env(display) | {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TK_OWNER], env=env, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(text) + "\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "ready\n"
+        yield
+    finally:
+        stop(proc)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_large_text_arrives_in_incr_chunks(display: str) -> None:
+    text = "日本語のテキスト、" * 20000 + "\n終わり"  # 540 kB of UTF-8
+    with tk_owner(display, text), boards(display, 1) as (agent,):
+        assert agent.read_text() == text
+    with tk_owner(display, "x" * 5000), boards(display, 1, max_bytes=4500) as (agent,):
+        assert agent.read_text() is None  # over the limit, found mid-transfer
