@@ -174,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
     a.add_argument("--config-dir", type=Path, help="where the device key lives")
+    a.add_argument(
+        "--incoming",
+        type=Path,
+        metavar="DIR",
+        help="where files from the technician go unless they name a folder "
+        "(default ~/Downloads; the customer sees the folder in each question)",
+    )
+    a.add_argument(
+        "--keep-partial",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="how long an interrupted transfer's received part is kept for resumption (default 24)",
+    )
     _add_tls_args(a)
 
     lg = sub.add_parser(

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from enkaku.i18n import t
+from enkaku.i18n import register, t
 from enkaku.transport.proxy import ProxyError, proxy_for
 from enkaku.transport.tls import client_ssl_context
 
@@ -19,7 +19,18 @@ from .consent import AllowAll, ConsentPolicy, DenyAll, TerminalConsent
 from .identity import DeviceKey, default_config_dir
 from .input.base import InputInjector
 from .runtime import AgentRuntime
+from .services import FileSettings
 from .ui import HeadlessUI
+
+register(
+    {
+        "agent_bad_keep_partial": (
+            "enkaku agent: --keep-partial takes hours, more than 0 and at most 8760 (a year).",
+            "enkaku agent: --keep-partial には 0 より大きく 8760 (1 年) 以下の時間数を指定して"
+            "ください。",
+        )
+    }
+)
 
 
 def screen_backends(
@@ -51,6 +62,13 @@ def run_agent(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ProxyError) as exc:
         print(f"enkaku agent: {exc}", file=sys.stderr)
         return 2
+    if not 0 < args.keep_partial <= 24 * 365:
+        print(t("agent_bad_keep_partial"), file=sys.stderr)
+        return 2
+    files = FileSettings(
+        incoming=(args.incoming or FileSettings().incoming).expanduser().absolute(),
+        partial_ttl=args.keep_partial * 3600,
+    )
     runtime = AgentRuntime(
         args.server,
         key,
@@ -59,6 +77,7 @@ def run_agent(args: argparse.Namespace) -> int:
         capture_factory=capture,
         input_factory=injector,
         ssl_context=ssl_ctx,
+        files=files,
     )
     return asyncio.run(_run(runtime))
 
