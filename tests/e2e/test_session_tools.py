@@ -229,3 +229,42 @@ def test_end_with_a_reason(world: World, rundir: Path) -> None:
     rec = session_record(world.server_url, saved_token(world), held.session_id)
     assert rec["end_reason"] == "technician_ended"
     assert not held.socket.exists()
+
+
+def test_ctrl_c_cancels_a_download_and_the_next_one_resumes(
+    world: World, rundir: Path, tmp_path: Path
+) -> None:
+    held = hold(world, rundir, world.agent(None))
+    remote = tmp_path / "customer.bin"
+    data = os.urandom(128 << 20)
+    remote.write_bytes(data)
+    back = tmp_path / "back"
+    back.mkdir()
+    proc = subprocess.Popen(
+        [ENKAKU, "session", "get", str(remote), str(back), "--json"],
+        env=world.env(XDG_RUNTIME_DIR=str(rundir)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event.get("event") == "progress" and event["done"] > 0:
+            break
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Cancelled" in err and "Traceback" not in err
+    assert "customer.bin" not in os.listdir(back)
+    wait_for(lambda: os.listdir(back), 30, "the kept part")
+    assert all(name.startswith(".enkaku-") for name in os.listdir(back))  # hidden
+    # The same command again resumes and checks the whole file.
+    again = held.session("get", str(remote), str(back), "--json")
+    assert again.returncode == 0, again.stderr
+    progress = [e for e in map(json.loads, again.stdout.splitlines()) if e["event"] == "progress"]
+    assert progress[0]["done"] > 0  # started where the cancelled one stopped
+    got = (back / "customer.bin").read_bytes()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert os.listdir(back) == ["customer.bin"]
