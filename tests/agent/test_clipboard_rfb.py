@@ -193,7 +193,7 @@ async def test_vncdotool_latin1_both_ways_with_plain_cut_text() -> None:
                 await proc.wait()
             await served.wait_closed()
             server = served.services[0].server
-            assert not server.extended_clipboard
+            assert server is not None and not server.extended_clipboard
     assert audit.events == [
         (TO_CUSTOMER, len(LATIN1_TO_CUSTOMER)),
         (FROM_CUSTOMER, len(LATIN1_FROM_CUSTOMER)),
@@ -218,7 +218,7 @@ class RecordingClipboard:
         self.calls.append("set")
         self.inner.set_text(text)
 
-    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         return self.inner.watch(on_change)
 
     def close(self) -> None:
@@ -311,7 +311,7 @@ class MemoryClipboard:
     """A clipboard in a variable; ``copy()`` plays another program copying."""
 
     text: str | None = None
-    watchers: list[Callable[[], None]] = field(default_factory=list)
+    watchers: list[Callable[[], object]] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
 
     def read_text(self) -> str | None:
@@ -321,7 +321,7 @@ class MemoryClipboard:
         self.writes.append(text)
         self.text = text
 
-    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         self.watchers.append(on_change)
         return lambda: self.watchers.remove(on_change)
 

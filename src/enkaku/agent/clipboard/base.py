@@ -28,7 +28,7 @@ class Clipboard(Protocol):
         """Put ``text`` on the clipboard (this process serves it until someone else copies)."""
         ...
 
-    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         """Call ``on_change`` whenever another program copies; returns the unsubscriber."""
         ...
 

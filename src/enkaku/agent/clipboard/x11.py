@@ -194,7 +194,7 @@ class X11Clipboard:
         )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._watchers: list[Callable[[], None]] = []
+        self._watchers: list[Callable[[], object]] = []
         self._watch_lock = threading.Lock()
         self._closing = False
         self._reads: list[_Read] = []
@@ -255,7 +255,7 @@ class X11Clipboard:
         self._submit(lambda: self._own(text, future), future)
         self._wait(future)
 
-    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+    def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         """Call ``on_change`` (on the clipboard thread) when another program copies."""
         with self._watch_lock:
             self._watchers.append(on_change)
