@@ -418,9 +418,15 @@ class ControlSocket:
         dest = request.get("dest") or ""
         if not isinstance(dest, str):
             raise self._bad("dest")
-        params = await asyncio.to_thread(
-            files.put_params, local, dest, bool(request.get("overwrite"))
-        )
+        try:
+            params = await asyncio.to_thread(
+                files.put_params, local, dest, bool(request.get("overwrite"))
+            )
+        except files.TransferError as exc:  # about the local file: say which
+            detail = exc.message(conn.lang)
+            raise CommandError(
+                exc.reason, t("session_local_error", conn.lang, path=local, detail=detail)
+            ) from None
         details = files.consent_details(fx.KIND_PUT, params)
         grant = await self._grant(conn, "file_to_customer", request, details)
         stream = await self.session.open(fx.KIND_PUT, params, grant)

@@ -96,6 +96,10 @@ register(
             "Chat with the customer: type a line and press Enter; Ctrl-D ends.",
             "お客様とのチャット: 1 行入力して Enter で送信、Ctrl-D で終了します。",
         ),
+        "session_cli_remote_absolute": (
+            "{what} must be an absolute path on the customer's computer (starting with /): {path}",
+            "{what} はお客様のコンピューター上の絶対パス (/ で始まる) で指定してください: {path}",
+        ),
         "session_cli_status": (
             "Session {session_id} with agent {agent_id}; allowed now: {granted}.",
             "セッション {session_id} (エージェント {agent_id})。"
@@ -620,10 +624,22 @@ def _absolute(args: argparse.Namespace) -> None:
         args.html = os.path.abspath(args.html)
 
 
+def _check_remote(args: argparse.Namespace) -> None:
+    """A relative customer path is refused before anything is asked."""
+    what, value = {
+        "get": ("REMOTE_PATH", getattr(args, "remote", None)),
+        "put": ("REMOTE_DIR", getattr(args, "remote_dir", None)),
+    }.get(args.session_command, ("", None))
+    if value and not value.startswith("/"):
+        message = t("session_cli_remote_absolute", what=what, path=printable(value, 300))
+        raise SessionCommandError(message, ExitCode.USAGE)
+
+
 def run(args: argparse.Namespace) -> int:
     """`enkaku session ...` (arguments from cli.build_parser)."""
     _absolute(args)
     try:
+        _check_remote(args)
         return asyncio.run(_main(args))
     except SessionCommandError as exc:
         say(str(exc))
