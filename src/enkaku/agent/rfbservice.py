@@ -282,9 +282,7 @@ class RFBService:
         text = self._offered
         if text is None or not self._may_use_clipboard():
             return
-        server.send_cut_text(text)
-        await self._flush()
-        await self._report(FROM_CUSTOMER, len(text))
+        await self._send_text(text)
 
     async def _clipboard_loop(self) -> None:
         """Offer the customer's clipboard to the viewer whenever another program copies."""
@@ -313,9 +311,15 @@ class RFBService:
             if server.announce_clipboard(True):
                 await self._flush()  # the text goes when the viewer asks for it
             else:
-                server.send_cut_text(text)
-                await self._flush()
-                await self._report(FROM_CUSTOMER, len(text))
+                await self._send_text(text)
+
+    async def _send_text(self, text: str) -> None:
+        server = self._server
+        assert server is not None
+        message = await asyncio.to_thread(server.cut_text_message, text)  # zlib
+        server.send_cut_text_message(message)
+        await self._flush()
+        await self._report(FROM_CUSTOMER, len(text))
 
     async def _report(self, direction: str, n_chars: int) -> None:
         if self._on_clipboard is None:

@@ -307,7 +307,7 @@ class ExtendedClipboard:
                 data = (self.text or "").replace("\r\n", "\n").replace("\n", "\r\n")
                 raw = data.encode("utf-8", errors="replace") + b"\0"
                 payload = struct.pack("!I", len(raw)) + raw
-            out += zlib.compress(payload)
+            out += zlib.compress(payload, 1)  # fast: clipboard text compresses well anyway
         return out
 
     def to_wire(self, message_type: int) -> bytes:
