@@ -339,3 +339,29 @@ async def test_an_interactive_shell_runs_through_the_socket(
             assert await asyncio.wait_for(attached, LIMIT) == 5
         await client.close()
         assert held.tech.granted == ["control", "screen", "terminal"]
+
+
+def test_with_several_sessions_the_client_needs_an_id(short_dir: Path) -> None:
+    folder = short_dir / "enkaku"
+    folder.mkdir(mode=0o700)
+    ids = ["1" * 32, "2" * 32]
+    listeners = []
+    try:
+        for sid in ids:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(folder / f"{sid}.sock"))
+            listener.listen()
+            listeners.append(listener)
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(folder / f"{'3' * 32}.sock"))  # a crashed holder's: not counted
+        stale.close()
+        with pytest.raises(SessionCommandError, match="--session ID") as several:
+            find_socket(None, folder)
+        assert several.value.exit_code == 10
+        assert ids[0] in str(several.value) and "3" * 32 not in str(several.value)
+        assert find_socket("2222", folder) == folder / f"{ids[1]}.sock"
+        with pytest.raises(SessionCommandError, match="No session 4444"):
+            find_socket("4444", folder)
+    finally:
+        for listener in listeners:
+            listener.close()

@@ -318,6 +318,7 @@ class ControlSocket:
             request = await self._read_command(conn)
             conn.lang = request.get("lang") if request.get("lang") in ("en", "ja") else None
             handler = self._handlers[request["command"]]
+            log.debug("session command %s", request["command"])
             if request["command"] in ("chat", "shell") and (
                 request.get("follow") or request["command"] == "shell"
             ):
@@ -340,6 +341,8 @@ class ControlSocket:
     async def _read_command(self, conn: _Conn) -> dict[str, Any]:
         try:
             line = await conn.reader.readline()
+            if not line:  # a client that only looked whether the session is held
+                raise ConnectionResetError("no command")
             request = json.loads(line)
         except (ValueError, asyncio.LimitOverrunError) as exc:
             raise self._bad(f"{type(exc).__name__}") from None
