@@ -27,7 +27,7 @@ from enkaku.protocol import filexfer as fx
 from enkaku.technician.control_socket import ChatHub, ControlSocket, ControlSocketError
 from enkaku.technician.session import TechnicianSession
 from enkaku.technician.session_cli import Holder, SessionCommandError, SocketStream, find_socket
-from enkaku.technician.terminal import attach
+from enkaku.technician.terminal import DETACHED, attach
 from tests.agent.test_session import Agent, established
 from tests.technician.test_terminal_attach import local_terminal
 
@@ -365,3 +365,25 @@ def test_with_several_sessions_the_client_needs_an_id(short_dir: Path) -> None:
     finally:
         for listener in listeners:
             listener.close()
+
+
+async def test_detaching_from_a_shell_ends_the_bridge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_dir: Path
+) -> None:
+    async with holding(tmp_path, monkeypatch, short_dir) as held:
+        path = await held.sock.start()
+        client = await Client.connect(path)
+        await client.send({"command": "shell"})
+        await client.until("ready")
+        stream = cast("Stream", SocketStream(Holder(client.reader, client.writer)))
+        with local_terminal() as term:
+            attached = asyncio.ensure_future(
+                attach(stream, stdin_fd=term.slave, stdout_fd=term.slave)
+            )
+            await term.type("echo READY\r")
+            await term.expect(rb"READY\r\n")
+            await term.type("\r~.")
+            assert await asyncio.wait_for(attached, LIMIT) == DETACHED
+        # The holder hangs up the remote shell and its task for the connection ends.
+        await asyncio.wait_for(asyncio.gather(*held.sock._clients), LIMIT)
+        assert (await command(path, {"command": "status"}))["event"] == "result"

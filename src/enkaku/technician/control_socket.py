@@ -677,13 +677,15 @@ class _Progress:
 
 
 async def _bridge(conn: _Conn, stream: Stream) -> None:
-    """Copy bytes both ways between the client and a terminal stream until both are
-    done; the client going away resets the stream (the remote shell is hung up)."""
+    """Copy bytes both ways between the client and a terminal stream until both ends
+    are done (the client sends EOF after the shell's exit status); the client going
+    away resets the stream, which hangs up the remote shell."""
 
     async def up() -> None:  # client -> customer
         while data := await conn.reader.read(SHELL_CHUNK):
             await stream.write(data)
-        await stream.write_eof()
+        if stream.reset_reason is None:
+            await stream.write_eof()
 
     async def down() -> None:  # customer -> client
         while data := await stream.read():
@@ -695,9 +697,10 @@ async def _bridge(conn: _Conn, stream: Stream) -> None:
     upward, downward = asyncio.ensure_future(up()), asyncio.ensure_future(down())
     try:
         await asyncio.wait({upward, downward}, return_when=asyncio.FIRST_COMPLETED)
-        if upward.done() and upward.exception() is not None and not stream.eof:
+        if upward.done() and upward.exception() is not None:
             await stream.reset("detached")
         await downward  # the shell's last output and exit status
+        await upward
     except (ConnectionError, SessionEnded):
         with contextlib.suppress(Exception):
             await stream.reset("detached")
@@ -705,6 +708,3 @@ async def _bridge(conn: _Conn, stream: Stream) -> None:
         for task in (upward, downward):
             task.cancel()
         await asyncio.gather(upward, downward, return_exceptions=True)
-        if stream.reset_reason is None and not stream.eof:
-            with contextlib.suppress(Exception):
-                await stream.reset("detached")
