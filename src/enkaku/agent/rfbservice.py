@@ -4,7 +4,7 @@ The protocol lives in ``enkaku.protocol.rfb.RFBServer``; this module moves bytes
 capture, damage detection and encoding on worker threads (never on the event loop),
 and hands input to the injector when the customer allows control.
 
-Two tasks per connection, both owned by ``run()``:
+Two tasks per connection (three with a clipboard), all owned by ``run()``:
 
 - the **reader** feeds ``read()`` into the server, answers with ``write()`` and injects
   input events in order;
@@ -277,8 +277,6 @@ class RFBService:
 
     async def _handle_clipboard_request(self) -> None:
         """The viewer asks for the text we offered: send it if still allowed."""
-        server = self._server
-        assert server is not None
         text = self._offered
         if text is None or not self._may_use_clipboard():
             return

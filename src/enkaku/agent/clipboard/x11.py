@@ -307,10 +307,15 @@ class X11Clipboard:
             while not self._closing:
                 while True:
                     try:
-                        command, _ = self._commands.get_nowait()
+                        command, future = self._commands.get_nowait()
                     except queue.Empty:
                         break
-                    command()
+                    try:
+                        command()
+                    except Exception as exc:
+                        if not future.done():
+                            future.set_exception(ClipboardError(f"clipboard failed: {exc}"))
+                        raise  # the connection is in an unknown state: stop
                 while x11.XPending(conn.dpy):  # also flushes our requests
                     x11.XNextEvent(conn.dpy, ctypes.byref(event))
                     self._dispatch(event)
@@ -367,8 +372,10 @@ class X11Clipboard:
                 self._incr_chunk()
         elif event.type == SELECTION_CLEAR:
             cleared = ctypes.cast(ref, _P(XSelectionClearEvent)).contents
-            if self._owned is not None:
-                self._owned.selections.discard(int(cleared.selection))
+            selection = int(cleared.selection)
+            owner = self._conn.x11.XGetSelectionOwner(self._conn.dpy, selection)
+            if self._owned is not None and owner != self._window:  # not a stale clear
+                self._owned.selections.discard(selection)
                 if not self._owned.selections:
                     self._owned = None
         elif event.type == self._fixes_event:
