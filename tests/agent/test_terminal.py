@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from enkaku.agent.consent import Requester
 from enkaku.agent.services import FileSettings, Grant, ServiceContext
+from enkaku.agent.services import terminal as terminal_service
 from enkaku.agent.services.terminal import SPEC, login_shell, serve
 from enkaku.protocol import terminal as wire
 from enkaku.protocol.errors import ProtocolError
@@ -337,3 +338,25 @@ def test_arbitrary_bytes_give_frames_or_a_protocol_error(
     with contextlib.suppress(ProtocolError):
         for frame in wire.Decoder(sender).feed(data):
             assert isinstance(frame, wire.Hello | wire.Data | wire.Resize | wire.Exit)
+
+
+async def test_last_output_arrives_when_the_technician_reads_after_the_exit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Regression: the agent waited a grace period for the last output after the exit, so a
+    # technician slower than that (here: reading only once the shell is gone) lost it.
+    monkeypatch.setattr(terminal_service, "DRAIN_GRACE", 0, raising=False)
+    size = 530_000  # more than the stream's window (512 KiB): the rest waits in the PTY
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send("echo PID=$$\n")
+        pid = int((await shell.expect(rb"PID=(\d+)")).group(1))
+        exited = os.pidfd_open(pid)
+        try:
+            await shell.send(f"stty -opost; head -c {size} /dev/zero | tr '\\0' x; exit 4\n")
+            await asyncio.wait_for(wait_fd(exited), LIMIT)
+        finally:
+            os.close(exited)
+        await shell.until_end()
+    assert max(len(run) for run in re.findall(rb"x+", shell.output)) == size
+    assert shell.status == 4

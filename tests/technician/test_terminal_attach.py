@@ -77,7 +77,9 @@ async def test_raw_mode_size_and_exit_status(capsys: pytest.CaptureFixture[str])
             attrs = termios.tcgetattr(term.slave)
             assert not attrs[3] & (termios.ICANON | termios.ECHO | termios.ISIG)  # raw
             # Ctrl-C reaches the remote shell (it interrupts sleep), not this process.
-            await term.type("sleep 1000\r")
+            # Ctrl-C only once the job prints, i.e. holds the terminal's foreground.
+            await term.type("sh -c 'echo STARTED=$((1+1)); exec sleep 1000'\r")
+            await term.expect(rb"STARTED=2")
             await term.type("\x03")
             await term.type("echo AFTER=$((40+2))\r")
             await term.expect(rb"AFTER=42")

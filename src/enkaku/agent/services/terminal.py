@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from enkaku.protocol import terminal as wire
 from enkaku.protocol.errors import ProtocolError
 from enkaku.transport.errors import SessionEnded
-from enkaku.transport.fdio import read_fd, wait_fd, write_fd
+from enkaku.transport.fdio import write_fd
 
 from . import ServiceContext, ServiceSpec
 
@@ -57,9 +58,6 @@ RESET_SPAWN_FAILED = "spawn_failed"
 
 #: After SIGHUP, how long the shell may take to exit before SIGKILL.
 HANGUP_GRACE = 5.0
-#: After the shell exited, how long its last output may take to arrive (background
-#: processes that keep the terminal open would otherwise hold the stream forever).
-DRAIN_GRACE = 2.0
 READ_CHUNK = 16 * 1024
 DEFAULT_TERM = "xterm-256color"
 _TERM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -129,12 +127,16 @@ def _shell_status(wait_status: int) -> int:
 
 
 class Pty:
-    """A shell on a PTY: its master (non-blocking), its pid and a pidfd for its exit."""
+    """A shell on a PTY: its master (non-blocking) and its exit, watched through a pidfd
+    (reaped as soon as it exits, so no zombie outlives a stream)."""
 
     def __init__(self, master: int, pid: int) -> None:
         self.master, self.pid = master, pid
-        self.pidfd = os.pidfd_open(pid)
-        self.status: int | None = None  # set once reaped
+        self._loop = asyncio.get_running_loop()
+        self.exit: asyncio.Future[int] = self._loop.create_future()  # the shell's status
+        self._pidfd = os.pidfd_open(pid)
+        self._loop.add_reader(self._pidfd, self._exited)
+        self._reading: asyncio.Future[None] | None = None
 
     @classmethod
     def spawn(cls, argv: list[str], env: Mapping[str, str], cols: int, rows: int) -> Pty:
@@ -160,9 +162,41 @@ class Pty:
         os.set_blocking(master, False)
         return cls(master, pid)
 
+    def _exited(self) -> None:
+        """The pidfd is readable: reap the shell, and wake a read waiting for output."""
+        self._loop.remove_reader(self._pidfd)
+        self._reap(os.WNOHANG)
+        if self._reading is not None and not self._reading.done():
+            self._reading.set_result(None)
+
+    def _reap(self, flags: int) -> None:
+        if self.exit.done():
+            return
+        pid, wait_status = os.waitpid(self.pid, flags)
+        if pid == self.pid:
+            self.exit.set_result(_shell_status(wait_status))
+
     async def read(self) -> bytes:
-        """The next output; b"" once no process holds the terminal any more."""
-        return await read_fd(self.master, READ_CHUNK)
+        """The next output; b"" once no process holds the terminal, or once the shell
+        exited and everything it wrote has been read (the kernel hands over pending
+        output before it reports that nothing is left, however slow we were)."""
+        while True:
+            try:
+                return os.read(self.master, READ_CHUNK)
+            except BlockingIOError:
+                if self.exit.done():
+                    return b""  # output of background jobs after the shell's exit is not ours
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # Linux: every slave descriptor is closed
+                    return b""
+                raise
+            self._reading = self._loop.create_future()
+            self._loop.add_reader(self.master, _wake, self._reading)
+            try:
+                await self._reading
+            finally:
+                self._loop.remove_reader(self.master)
+                self._reading = None
 
     async def write(self, data: bytes) -> None:
         """Type ``data``; waits while the terminal's input queue is full (dropped once
@@ -173,49 +207,39 @@ class Pty:
         """Set the window size; the kernel sends the foreground job SIGWINCH."""
         _set_winsize(self.master, cols, rows)
 
-    async def wait(self) -> int:
-        """Wait for the shell to exit; its status."""
-        if self.status is None:
-            await wait_fd(self.pidfd)
-            self._reap()
-        assert self.status is not None
-        return self.status
-
-    def _reap(self) -> None:
-        if self.status is None:
-            _, wait_status = os.waitpid(self.pid, 0)
-            self.status = _shell_status(wait_status)
-
     def _signal_group(self, sig: signal.Signals) -> None:
-        if self.status is None:  # not reaped: the pid (= group id) cannot be reused
+        if not self.exit.done():  # not reaped: the pid (= group id) cannot be reused
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 
     async def close(self) -> int:
-        """Hang up if the shell still runs (SIGHUP, then SIGKILL), reap it, free the fds."""
-        if self.status is None:
-            self._signal_group(signal.SIGHUP)
+        """Hang up if the shell still runs (SIGHUP, then SIGKILL after HANGUP_GRACE),
+        make sure it is reaped, free the descriptors; its exit status."""
+        self._signal_group(signal.SIGHUP)
         if self.master >= 0:
             os.close(self.master)  # a hangup: the terminal's processes get SIGHUP and EIO
             self.master = -1
-        if self.status is None:
-            waiter = asyncio.ensure_future(self.wait())
-            try:
-                await asyncio.wait({waiter}, timeout=HANGUP_GRACE)
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
-                    self._signal_group(signal.SIGKILL)
-                    self._reap()  # returns at once after SIGKILL
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
-        assert self.status is not None
-        return self.status
+        try:
+            if not self.exit.done():
+                await asyncio.wait({self.exit}, timeout=HANGUP_GRACE)
+        finally:  # also when cancelled: never leave the shell running or unreaped
+            if not self.exit.done():
+                self._signal_group(signal.SIGKILL)
+                self._reap(0)  # returns at once after SIGKILL
+            if self._pidfd >= 0:
+                self._loop.remove_reader(self._pidfd)
+                os.close(self._pidfd)
+                self._pidfd = -1
+        return self.exit.result()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def _pump_output(stream: Stream, pty: Pty) -> bool:
-    """PTY → stream until the terminal is closed (True) or the stream is gone (False)."""
+    """PTY → stream until the terminal is done (True) or the stream is gone (False)."""
     try:
         while data := await pty.read():
             await stream.write(wire.data_frames(data))  # no read until this is sent
@@ -242,30 +266,24 @@ async def _pump_input(stream: Stream, pty: Pty) -> None:
 
 
 async def _run(stream: Stream, pty: Pty) -> None:
-    """Move bytes both ways until the shell exits (then EXIT and EOF) or the stream ends."""
+    """Move bytes both ways until the shell exits (then its last output, EXIT and EOF)
+    or the stream ends (the caller then hangs up)."""
     inbound = asyncio.ensure_future(_pump_input(stream, pty))
     outbound = asyncio.ensure_future(_pump_output(stream, pty))
-    exited = asyncio.ensure_future(pty.wait())
-    tasks = (inbound, outbound, exited)
     try:
-        waiting = {inbound, outbound, exited}
-        while True:
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if exited.done():
-                break
-            if inbound.done() or (outbound.done() and not outbound.result()):
-                return  # the stream ended: the caller hangs up
-            waiting.discard(outbound)  # the terminal is closed; the exit follows
-        await asyncio.wait({outbound}, timeout=DRAIN_GRACE)
-        if outbound.done() and not outbound.result():
+        await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
+        if not outbound.done() or not outbound.result():
             return
-        status = exited.result()
-        await stream.write(wire.exit_frame(status))
-        await stream.write_eof()
+        # All output is sent; the exit normally came first (or follows at once).
+        ending: set[asyncio.Future[Any]] = {inbound, pty.exit}
+        await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+        if pty.exit.done():
+            await stream.write(wire.exit_frame(pty.exit.result()))
+            await stream.write_eof()
     finally:
-        for task in tasks:
+        for task in (inbound, outbound):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(inbound, outbound, return_exceptions=True)
 
 
 async def serve(stream: Stream, ctx: ServiceContext) -> None:
