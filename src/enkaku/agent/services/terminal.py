@@ -91,6 +91,17 @@ def parse_params(params: Mapping[str, Any]) -> Params:
     return Params(cols, rows, term)
 
 
+def current_user() -> pwd.struct_passwd:
+    """The password database entry of the user the agent runs as (a stand-in when the
+    uid has none, as in some containers)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        home = os.environ.get("HOME") or "/"
+        return pwd.struct_passwd((str(uid), "x", uid, os.getegid(), "", home, _FALLBACK_SHELL))
+
+
 def login_shell(user: pwd.struct_passwd) -> str:
     """The user's shell from the password database, or /bin/sh when it is unusable."""
     shell = user.pw_shell
@@ -159,8 +170,14 @@ class Pty:
             raise
         finally:
             os.close(slave)  # the child has its own: the master sees EIO once it closes it
-        os.set_blocking(master, False)
-        return cls(master, pid)
+        try:
+            os.set_blocking(master, False)
+            return cls(master, pid)
+        except BaseException:  # no pidfd (a kernel before 5.3): do not leave the shell
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(master)
+            raise
 
     def _exited(self) -> None:
         """The pidfd is readable: reap the shell, and wake a read waiting for output."""
@@ -294,7 +311,7 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         log.info("terminal refused: %s", exc)
         await stream.reset(RESET_BAD_PARAMS)
         return
-    user = pwd.getpwuid(os.geteuid())
+    user = current_user()
     shell = login_shell(user)
     root = os.geteuid() == 0
     env = shell_environment(user, shell, params.term, os.environ)
@@ -311,8 +328,8 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
     if root:
         log.warning("the technician's terminal runs as root, because the agent runs as root")
     log.info("terminal opened for the technician (user %s, pid %d)", user.pw_name, pty.pid)
-    await ctx.report("terminal_opened")
     try:
+        await ctx.report("terminal_opened")
         with contextlib.suppress(SessionEnded):
             await stream.write(bytes(wire.Hello(user.pw_name, user.pw_uid, root, shell)))
             await _run(stream, pty)
