@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import pwd
 import re
 from collections.abc import AsyncIterator
@@ -88,6 +89,7 @@ class Shell:
         self.stream = stream
         self.decoder = wire.Decoder("agent")
         self.output = bytearray()
+        self.transcript = bytearray()  # all output, never trimmed
         self.hello: wire.Hello | None = None
         self.status: int | None = None
 
@@ -101,6 +103,7 @@ class Shell:
                 self.hello = frame
             elif isinstance(frame, wire.Data):
                 self.output += frame.data
+                self.transcript += frame.data
             elif isinstance(frame, wire.Exit):
                 self.status = frame.status
         return bool(chunk)
@@ -360,3 +363,42 @@ async def test_last_output_arrives_when_the_technician_reads_after_the_exit(
         await shell.until_end()
     assert max(len(run) for run in re.findall(rb"x+", shell.output)) == size
     assert shell.status == 4
+
+
+WRITE_SYSCALL = {"x86_64": 1, "aarch64": 64}.get(platform.machine())
+
+
+def in_write(pid: int) -> bool:
+    """Whether ``pid`` sleeps in write(2)."""
+    return Path(f"/proc/{pid}/syscall").read_text().split()[:1] == [str(WRITE_SYSCALL)]
+
+
+async def blocked_in_write(pid: int) -> None:
+    """Wait (bounded) until ``pid`` sleeps in write(2): another process's state, which
+    gives no event, so poll it."""
+    for _ in range(500):
+        if in_write(pid):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{pid} never blocked writing to the terminal")
+
+
+@pytest.mark.skipif(WRITE_SYSCALL is None, reason="write(2)'s number on this machine")
+async def test_output_waits_for_the_technician() -> None:
+    size = 4 * 1024 * 1024  # eight times the stream's window
+    async with opened() as t:
+        shell = Shell(t.stream)
+        await shell.send(
+            "stty -opost; sh -c 'echo W=$$; exec dd if=/dev/zero bs=64k count=64 status=none';"
+            " echo DONE=$((1+1))\n"
+        )
+        pid = int((await shell.expect(rb"W=(\d+)")).group(1))
+        # The technician reads nothing now: the agent must stop reading the PTY, so the
+        # writer blocks instead of the agent buffering its output.
+        await blocked_in_write(pid)
+        assert not gone(pid)
+        await shell.expect(rb"DONE=2")
+        await shell.send("exit\n")
+        await shell.until_end()
+    assert shell.status == 0
+    assert shell.transcript.count(b"\0") == size  # nothing lost while paused
