@@ -385,11 +385,11 @@ async def blocked_in_write(pid: int) -> None:
 
 @pytest.mark.skipif(WRITE_SYSCALL is None, reason="write(2)'s number on this machine")
 async def test_output_waits_for_the_technician() -> None:
-    size = 4 * 1024 * 1024  # eight times the stream's window
+    size = 2 * 1024 * 1024  # four times the stream's window
     async with opened() as t:
         shell = Shell(t.stream)
         await shell.send(
-            "stty -opost; sh -c 'echo W=$$; exec dd if=/dev/zero bs=64k count=64 status=none';"
+            "stty -opost; sh -c 'echo W=$$; exec dd if=/dev/zero bs=64k count=32 status=none';"
             " echo DONE=$((1+1))\n"
         )
         pid = int((await shell.expect(rb"W=(\d+)")).group(1))
