@@ -38,7 +38,7 @@ def test_spec() -> None:
 
 
 async def shoot(
-    capture_factory: Callable[[], ScreenCapture] | None, path: Path
+    capture_factory: Callable[[], ScreenCapture] | None, path: Path | str
 ) -> tuple[tuple[int, int], Audit]:
     """Ask the service for a screenshot and save it at ``path``."""
     agent, tech = await channels()
@@ -79,6 +79,12 @@ async def test_no_display(tmp_path: Path) -> None:
     with pytest.raises(ScreenshotError, match="no screen to capture"):
         await shoot(None, tmp_path / "shot.png")
     assert os.listdir(tmp_path) == []
+
+
+async def test_no_display_in_japanese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENKAKU_LANG", "ja")
+    with pytest.raises(ScreenshotError, match="キャプチャできる画面がありません"):
+        await shoot(None, str(tmp_path / "shot.png"))
 
 
 @pytest.mark.x11

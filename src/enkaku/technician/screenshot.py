@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +92,9 @@ async def _refuse(stream: Stream, reason: str, message: str) -> ScreenshotError:
     return ScreenshotError(message)
 
 
-async def receive(stream: Stream, path: Path, *, max_bytes: int = MAX_BYTES) -> tuple[int, int]:
+async def receive(
+    stream: Stream, path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES
+) -> tuple[int, int]:
     """Receive the screenshot into ``path`` (replaced atomically); its (width, height)."""
     data = bytearray()
     checked = False
