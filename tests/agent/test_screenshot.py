@@ -9,11 +9,13 @@ import io
 import os
 import stat
 import struct
+import subprocess
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from PIL import Image
 
@@ -57,6 +59,18 @@ async def shoot(
         await tech.close("technician_ended")
 
 
+def imagemagick_xwd(display: str) -> npt.NDArray[np.uint8]:
+    """The root window by ``xwd -root | convert xwd:- png:-``: another reader of xwd."""
+    dump = subprocess.run(
+        ["xwd", "-root", "-silent", "-display", display], check=True, capture_output=True
+    ).stdout
+    data = subprocess.run(
+        ["convert", "xwd:-", "png:-"], input=dump, check=True, capture_output=True
+    ).stdout
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 @pytest.mark.x11
 async def test_screenshot_equals_xwd_pixel_for_pixel(tmp_path: Path) -> None:
     with xvfb(640, 480) as display:
@@ -64,11 +78,13 @@ async def test_screenshot_equals_xwd_pixel_for_pixel(tmp_path: Path) -> None:
         set_root_image(display, tmp_path / "noise.png")
         size, audit = await shoot(lambda: X11Capture(display), tmp_path / "shot.png")
         reference = xwd_root(display)
+        converted = imagemagick_xwd(display)
     assert size == (640, 480)
     with Image.open(tmp_path / "shot.png") as image:
         assert (image.format, image.mode, image.size) == ("PNG", "RGB", (640, 480))
         got = np.asarray(image)
     assert np.array_equal(got, reference)
+    assert np.array_equal(got, converted)
     assert np.array_equal(got, drawn)  # the picture is what was drawn, not a black screen
     assert audit.events == [("screenshot_sent", "640x480")]
     assert stat.S_IMODE((tmp_path / "shot.png").stat().st_mode) == 0o600
