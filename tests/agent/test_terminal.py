@@ -211,6 +211,20 @@ async def test_closing_the_stream_hangs_up_the_shell_and_its_job() -> None:
     assert t.audit.events == [("terminal_opened", None), ("terminal_closed", "129")]  # SIGHUP
 
 
+async def test_a_shell_that_ignores_the_hangup_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(terminal_service, "HANGUP_GRACE", 0.0)  # SIGKILL at once
+    async with opened() as t:
+        shell = Shell(t.stream)
+        # The shell becomes a process that ignores SIGHUP and never reads the terminal.
+        await shell.send("trap '' HUP; exec sh -c 'echo PID=$$; exec sleep 1000'\n")
+        pid = int((await shell.expect(rb"PID=(\d+)")).group(1))
+        await t.stream.write_eof()
+        await t.served()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert t.audit.events[-1] == ("terminal_closed", "137")  # 128 + SIGKILL
+
+
 async def test_a_reset_in_the_middle_of_output_does_not_hang() -> None:
     async with opened() as t:
         shell = Shell(t.stream)
