@@ -92,6 +92,7 @@ register(
             "キャンセルしました。ダウンロード済みの部分は隠しファイルとして残り、"
             "次回の実行で再開します。",
         ),
+        "session_cli_stopped": ("Stopped.", "中止しました。"),
         "session_cli_chat_hint": (
             "Chat with the customer: type a line and press Enter; Ctrl-D ends.",
             "お客様とのチャット: 1 行入力して Enter で送信、Ctrl-D で終了します。",
@@ -604,7 +605,8 @@ async def _main(args: argparse.Namespace) -> int:
         out = Output(bool(getattr(args, "json", False)) and args.session_command != "info")
         return int(await COMMANDS[args.session_command](path, args, out))
     except asyncio.CancelledError:
-        say(t("session_cli_cancelled"))
+        transfer = args.session_command in ("get", "put")
+        say(t("session_cli_cancelled" if transfer else "session_cli_stopped"))
         return 130
     finally:
         if handled:
