@@ -109,6 +109,7 @@ def test_the_socket_is_private_and_info_has_every_section(world: World, rundir: 
     assert "enkaku connect" in gone.stderr
 
 
+@pytest.mark.x11
 def test_screenshot_equals_the_x_servers_own_image(
     world: World, rundir: Path, tmp_path: Path
 ) -> None:
