@@ -433,7 +433,8 @@ class ControlSocket:
         details = files.consent_details(fx.KIND_PUT, params)
         grant = await self._grant(conn, "file_to_customer", request, details)
         stream = await self.session.open(fx.KIND_PUT, params, grant)
-        await conn.send({"event": "progress", "done": 0, "total": params["size"]})
+        # The first progress is files.put's own: the offset it starts from (a resumed
+        # transfer starts where the verified part ends, not at 0).
         progress = _Progress(conn)
         try:
             name = await files.put(stream, local, progress)
