@@ -40,7 +40,7 @@ register({"chat_from_customer": ("[{at}] customer: {text}", "[{at}] お客様: {
 
 
 class ExitCode:
-    """`enkaku connect` / `enkaku login` / `enkaku end` exit codes (docs/cli.md)."""
+    """`enkaku connect` / `login` / `end` / `session` exit codes (docs/cli.md)."""
 
     OK = 0
     ERROR = 1
