@@ -98,9 +98,12 @@ async def test_no_display(tmp_path: Path) -> None:
 
 
 async def test_no_display_in_japanese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENKAKU_LANG", "ja")
-    with pytest.raises(ScreenshotError, match="キャプチャできる画面がありません"):
+    with pytest.raises(ScreenshotError) as refused:
         await shoot(None, str(tmp_path / "shot.png"))
+    assert refused.value.key == "screenshot_no_display"
+    assert "キャプチャできる画面がありません" in refused.value.message("ja")
+    monkeypatch.setenv("ENKAKU_LANG", "ja")
+    assert str(refused.value) == refused.value.message("ja")
 
 
 @pytest.mark.x11

@@ -61,7 +61,18 @@ register(
 
 
 class ScreenshotError(RuntimeError):
-    """No screenshot was saved; the message says why."""
+    """No screenshot was saved; ``message(lang)`` says why (``key``: the catalog key)."""
+
+    def __init__(self, key: str, **fields: object) -> None:
+        super().__init__(key)
+        self.key, self.fields = key, fields
+
+    def message(self, lang: str | None = None) -> str:
+        """What went wrong, in ``lang`` (default: the environment's language)."""
+        return t(self.key, lang, **self.fields)
+
+    def __str__(self) -> str:
+        return self.message()
 
 
 def _header_size(head: bytes) -> tuple[int, int] | None:
@@ -78,7 +89,7 @@ def _decode(data: bytes) -> tuple[int, int]:
             image.load()
             return image.size
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ScreenshotError(t("screenshot_not_png")) from exc
+        raise ScreenshotError("screenshot_not_png") from exc
 
 
 def _save(data: bytes, path: Path) -> tuple[int, int]:
@@ -87,9 +98,9 @@ def _save(data: bytes, path: Path) -> tuple[int, int]:
     return size
 
 
-async def _refuse(stream: Stream, reason: str, message: str) -> ScreenshotError:
+async def _refuse(stream: Stream, reason: str, key: str, **fields: object) -> ScreenshotError:
     await stream.reset(reason)
-    return ScreenshotError(message)
+    return ScreenshotError(key, **fields)
 
 
 async def receive(
@@ -101,20 +112,20 @@ async def receive(
     while chunk := await stream.read():
         data += chunk
         if len(data) > max_bytes:
-            raise await _refuse(stream, "too_large", t("screenshot_too_large", limit=max_bytes))
+            raise await _refuse(stream, "too_large", "screenshot_too_large", limit=max_bytes)
         if not checked and len(data) >= _IHDR_END:
             size = _header_size(bytes(data[:_IHDR_END]))
             if size is None:
-                raise await _refuse(stream, "not_png", t("screenshot_not_png"))
+                raise await _refuse(stream, "not_png", "screenshot_not_png")
             if size[0] * size[1] > MAX_PIXELS:
                 limit = f"{MAX_PIXELS} pixels"
-                raise await _refuse(stream, "too_large", t("screenshot_too_large", limit=limit))
+                raise await _refuse(stream, "too_large", "screenshot_too_large", limit=limit)
             checked = True
     if stream.reset_reason == "no_display":
-        raise ScreenshotError(t("screenshot_no_display"))
+        raise ScreenshotError("screenshot_no_display")
     if stream.reset_reason is not None:
         reason = "".join(c if c.isprintable() else "?" for c in stream.reset_reason)
-        raise ScreenshotError(t("screenshot_refused", reason=reason))
+        raise ScreenshotError("screenshot_refused", reason=reason)
     if not stream.eof:
-        raise ScreenshotError(t("screenshot_incomplete"))
+        raise ScreenshotError("screenshot_incomplete")
     return await asyncio.to_thread(_save, bytes(data), Path(path))

@@ -85,7 +85,19 @@ register(
 
 
 class TerminalError(RuntimeError):
-    """The terminal ended without the shell's exit status; the message says why."""
+    """The terminal ended without the shell's exit status; ``message(lang)`` says why
+    (``key``: the catalog key)."""
+
+    def __init__(self, key: str, **fields: object) -> None:
+        super().__init__(key)
+        self.key, self.fields = key, fields
+
+    def message(self, lang: str | None = None) -> str:
+        """What went wrong, in ``lang`` (default: the environment's language)."""
+        return t(self.key, lang, **self.fields)
+
+    def __str__(self) -> str:
+        return self.message()
 
 
 class EscapeFilter:
@@ -120,8 +132,8 @@ def _printable(reason: str) -> str:
 
 def _ended(stream: Stream) -> TerminalError:
     if stream.reset_reason is not None:
-        return TerminalError(t("terminal_refused", reason=_printable(stream.reset_reason)))
-    return TerminalError(t("terminal_no_status"))
+        return TerminalError("terminal_refused", reason=_printable(stream.reset_reason))
+    return TerminalError("terminal_no_status")
 
 
 async def _frames(stream: Stream) -> AsyncGenerator[wire.Frame, None]:
@@ -132,7 +144,7 @@ async def _frames(stream: Stream) -> AsyncGenerator[wire.Frame, None]:
             frames = decoder.feed(chunk)
         except ProtocolError as exc:
             await stream.reset("bad_frame")
-            raise TerminalError(t("terminal_bad_frame", detail=str(exc))) from None
+            raise TerminalError("terminal_bad_frame", detail=str(exc)) from None
         for frame in frames:
             yield frame
     raise _ended(stream)
@@ -160,7 +172,7 @@ async def run_command(
             output += frame.data
             if len(output) > limit:
                 await stream.reset("too_much_output")
-                raise TerminalError(t("terminal_too_much_output", limit=limit))
+                raise TerminalError("terminal_too_much_output", limit=limit)
         elif isinstance(frame, wire.Exit):
             await stream.write_eof()
             return frame.status, bytes(output)
@@ -222,7 +234,7 @@ async def attach(stream: Stream, *, stdin_fd: int = 0, stdout_fd: int = 1) -> in
     try:
         saved = termios.tcgetattr(stdin_fd)
     except termios.error:
-        raise TerminalError(t("terminal_not_a_tty")) from None
+        raise TerminalError("terminal_not_a_tty") from None
     frames = _frames(stream)
     hello = await anext(frames)  # the decoder makes HELLO the first frame
     assert isinstance(hello, wire.Hello)
