@@ -27,6 +27,7 @@ from enkaku.agent.consent import AllowAll, Requester
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.main import screen_backends
 from enkaku.agent.runtime import AgentRuntime
+from enkaku.agent.services import FileSettings
 from enkaku.agent.ui import printable_args
 from enkaku.server.app import build_app
 from enkaku.server.settings import Settings
@@ -173,9 +174,10 @@ async def _demo(json_output: bool, port: int) -> int:
             "login_password": login_password,
             "display": display,
             "consent": "automatic (demo)",
+            "incoming": str(workdir / "incoming"),
         }
         ui = DemoUI(info, json_output)
-        capture, injector = screen_backends(display)
+        capture, injector, clipboard = screen_backends(display)
         agent = AgentRuntime(
             server_url,
             DeviceKey.load_or_create(workdir / "agent"),
@@ -183,6 +185,9 @@ async def _demo(json_output: bool, port: int) -> int:
             consent=AllowAll(notice="consent_granted_demo"),
             capture_factory=capture,
             input_factory=injector,
+            clipboard_factory=clipboard,
+            # Files the technician sends land in the demo's own folder, not ~/Downloads.
+            files=FileSettings(incoming=workdir / "incoming"),
         )
         agent_task = asyncio.create_task(agent.run())
         await asyncio.wait_for(ui.ready.wait(), 30)

@@ -15,6 +15,7 @@ from enkaku.transport.proxy import ProxyError, proxy_for
 from enkaku.transport.tls import client_ssl_context
 
 from .capture.base import ScreenCapture
+from .clipboard import Clipboard
 from .consent import AllowAll, ConsentPolicy, DenyAll, TerminalConsent
 from .identity import DeviceKey, default_config_dir
 from .input.base import InputInjector
@@ -35,14 +36,23 @@ register(
 
 def screen_backends(
     display: str | None,
-) -> tuple[Callable[[], ScreenCapture] | None, Callable[[], InputInjector] | None]:
-    """Capture and input factories for ``display`` (None: no screen to serve)."""
+) -> tuple[
+    Callable[[], ScreenCapture] | None,
+    Callable[[], InputInjector] | None,
+    Callable[[], Clipboard] | None,
+]:
+    """Capture, input and clipboard factories for ``display`` (None: no screen to serve)."""
     if not display or display.lower() == "none":
-        return None, None
+        return None, None, None
     from .capture.x11 import X11Capture
+    from .clipboard.x11 import X11Clipboard
     from .input.x11 import X11Input
 
-    return (lambda: X11Capture(display)), (lambda: X11Input(display))
+    return (
+        (lambda: X11Capture(display)),
+        (lambda: X11Input(display)),
+        (lambda: X11Clipboard(display)),
+    )
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -55,7 +65,7 @@ def run_agent(args: argparse.Namespace) -> int:
     else:
         consent = AllowAll() if args.consent == "allow" else DenyAll()
     key = DeviceKey.load_or_create(args.config_dir or default_config_dir())
-    capture, injector = screen_backends(args.display or os.environ.get("DISPLAY"))
+    capture, injector, clipboard = screen_backends(args.display or os.environ.get("DISPLAY"))
     try:
         ssl_ctx = client_ssl_context(args.ca_file, insecure=args.insecure)
         proxy_for(args.server)  # a proxy setting we cannot use stops here, not in a retry loop
@@ -76,6 +86,7 @@ def run_agent(args: argparse.Namespace) -> int:
         consent=consent,
         capture_factory=capture,
         input_factory=injector,
+        clipboard_factory=clipboard,
         ssl_context=ssl_ctx,
         files=files,
     )

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType
 from yarl import URL
 
 from enkaku.agent.capture.base import ScreenCapture
+from enkaku.agent.clipboard import Clipboard
 from enkaku.agent.input.base import InputInjector
 from enkaku.protocol.agentlink import CLOSE_REPLACED
 from enkaku.protocol.handshake import FailureReason
@@ -60,6 +61,7 @@ class AgentRuntime:
         consent: ConsentPolicy | None = None,
         capture_factory: Callable[[], ScreenCapture] | None = None,
         input_factory: Callable[[], InputInjector] | None = None,
+        clipboard_factory: Callable[[], Clipboard] | None = None,
         ssl_context: ssl.SSLContext | bool = True,
         new_password: Callable[[], str] = generate_password,
         files: FileSettings | None = None,
@@ -68,6 +70,7 @@ class AgentRuntime:
         self.key, self.ui = key, ui
         self.consent: ConsentPolicy = consent or DenyAll()
         self.capture_factory, self.input_factory = capture_factory, input_factory
+        self.clipboard_factory = clipboard_factory
         self.files = files or FileSettings()
         self.ssl_context = ssl_context
         self._new_password = new_password

@@ -33,6 +33,7 @@ from enkaku.transport.relay import open_leg
 from enkaku.transport.router import ControlRouter
 
 from .capture.base import ScreenCapture
+from .clipboard import Clipboard
 from .consent import ConsentPolicy, Question, Requester, Verdict, session_policy
 from .grants import Grants
 from .input.base import InputInjector
@@ -75,6 +76,7 @@ class SessionHost(Protocol):
     consent: ConsentPolicy
     capture_factory: Callable[[], ScreenCapture] | None
     input_factory: Callable[[], InputInjector] | None
+    clipboard_factory: Callable[[], Clipboard] | None
     files: FileSettings
 
     def count_failed_attempt(self) -> FailureReason: ...
@@ -405,6 +407,7 @@ class AgentSession:
             files=rt.files,
             capture_factory=rt.capture_factory,
             input_factory=rt.input_factory,
+            clipboard_factory=rt.clipboard_factory,
             allowed=self.allowed,
             clock=self.lifecycle.clock,
         )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from enkaku.agent.capture.base import ScreenCapture
+    from enkaku.agent.clipboard import Clipboard
     from enkaku.agent.consent import Requester
     from enkaku.agent.input.base import InputInjector
     from enkaku.transport.channel import Stream
@@ -73,6 +74,7 @@ class ServiceContext:
     files: FileSettings
     capture_factory: Callable[[], ScreenCapture] | None = None
     input_factory: Callable[[], InputInjector] | None = None
+    clipboard_factory: Callable[[], Clipboard] | None = None
     #: Whether a session grant is still in force (the customer may withdraw it).
     allowed: Callable[[str], bool] = lambda action: True
     clock: Clock | None = None

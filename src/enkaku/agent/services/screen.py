@@ -1,5 +1,6 @@
 """The ``rfb`` stream: the live screen (action ``screen``), with input while ``control``
-is in force and clipboard text while ``clipboard`` is."""
+is in force and clipboard text while ``clipboard`` is (the length of each text crossing
+is reported, never the text)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 
+from enkaku.agent.clipboard import Clipboard, ClipboardError
 from enkaku.transport.channel import Stream
 from enkaku.transport.errors import SessionEnded
 
@@ -32,6 +34,11 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         log.warning("cannot serve the screen: %s", exc)
         await stream.reset(RESET_NO_DISPLAY)
         return
+    board = await _open_clipboard(ctx)
+
+    async def on_clipboard(direction: str, n_chars: int) -> None:
+        await ctx.report(direction, str(n_chars))  # the length only, never the text
+
     try:
         service = RFBService(
             capture,
@@ -40,6 +47,9 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
             stream.write,
             name=f"enkaku {ctx.agent_id}",
             control_allowed=lambda: ctx.allowed("control"),
+            clipboard=board,
+            clipboard_allowed=lambda: ctx.allowed("clipboard"),
+            on_clipboard=on_clipboard,
         )
         await service.run()
     except (SessionEnded, ConnectionError):
@@ -47,8 +57,22 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
     finally:
         await asyncio.to_thread(injector.close)
         await asyncio.to_thread(capture.close)
+        if board is not None:
+            await asyncio.to_thread(board.close)
         with contextlib.suppress(Exception):
             await stream.write_eof()
+
+
+async def _open_clipboard(ctx: ServiceContext) -> Clipboard | None:
+    """The customer's clipboard, or None: the screen is served without one (and says so
+    in the log) rather than not at all."""
+    if ctx.clipboard_factory is None:
+        return None
+    try:
+        return await asyncio.to_thread(ctx.clipboard_factory)
+    except ClipboardError as exc:
+        log.warning("no clipboard for this screen: %s", exc)
+        return None
 
 
 SPEC = ServiceSpec(kind="rfb", action="screen", serve=serve)
