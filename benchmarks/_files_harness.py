@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .e2e_chain import Chain, wait_port
+from .e2e_chain import CLK_TCK, Chain, wait_port
 
 SSHD = "/usr/sbin/sshd"
 #: Debian's sshd refuses to start as root without its privilege-separation folder.
@@ -223,6 +223,27 @@ class SshPeer:
         lines = err.decode(errors="replace").splitlines()
         return [line.split("kex: ", 1)[1] for line in lines if "cipher:" in line]
 
+    def cpu_seconds(self) -> float:
+        """sshd's CPU with that of its children it has reaped (utime, stime, cutime,
+        cstime of /proc/PID/stat): the whole server side of the finished copies."""
+        if self.proc is None:
+            return 0.0
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return sum(int(x) for x in fields[11:15]) / CLK_TCK  # fields 14-17 of stat
+
+    async def wait_idle(self, limit: float = 10) -> None:
+        """Until sshd has no child left (the last connection's processes were reaped)."""
+        if self.proc is None:
+            return
+        for _ in range(int(limit / 0.02)):  # /proc has no event to wait for
+            if not has_children(self.proc.pid):
+                return
+            await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
         """sshd by its PID (SIGTERM, SIGKILL after 5 s); our privsep folder if we made it."""
         if self.proc is not None and self.proc.returncode is None:
@@ -237,6 +258,14 @@ class SshPeer:
         if self.made_privsep:
             with contextlib.suppress(OSError):
                 os.rmdir(PRIVSEP_DIR)
+
+
+def has_children(pid: int) -> bool:
+    """Whether ``pid`` has a child process (/proc/PID/task/PID/children)."""
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().strip())
+    except OSError:
+        return False
 
 
 def make_privsep_dir() -> bool:

@@ -44,6 +44,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -112,6 +113,12 @@ def loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
+def children_cpu() -> float:
+    """utime+stime of our children that have been waited for (with their own children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def mb_per_s(size: int, seconds: float) -> float:
     return round(size / seconds / 1e6, 1)
 
@@ -129,7 +136,9 @@ class Transfer:
     seconds: float
     mb_per_s: float
     machine_busy_pct: float  # of all cores, over the transfer
-    cpu_s: dict[str, float] = field(default_factory=dict)  # enkaku processes
+    #: CPU seconds per process: enkaku's server, agent, connect and the session command;
+    #: scp and its ssh, sshd with its session processes.
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,10 +259,15 @@ class Bench:
         made.unlink(missing_ok=True)
         env = self.chain.env if tool == "enkaku" and self.chain is not None else None
         cpu0 = self.chain.sample() if self.chain is not None else {}
+        kids0, sshd0 = children_cpu(), self.peer.cpu_seconds()
         busy0 = machine_busy()
         done = await self.timed(args, env)
         busy1 = machine_busy()
         cpu1 = self.chain.sample() if self.chain is not None else {}
+        kids1 = children_cpu()
+        if tool == "scp":
+            await self.peer.wait_idle()  # its session processes are reaped: CPU counted
+        sshd1 = self.peer.cpu_seconds()
         if done.returncode != 0:
             raise BenchError(
                 f"{tool} {direction} exited with {done.returncode}: "
@@ -269,6 +283,11 @@ class Bench:
                 end = cpu1.get(name)
                 if start is not None and end is not None:
                     cpu[name] = round(end - start, 2)
+            cpu["session_cli"] = round(kids1 - kids0, 2)
+        else:
+            cpu["scp+ssh"] = round(kids1 - kids0, 2)
+            cpu["sshd"] = round(sshd1 - sshd0, 2)
+        cpu["total"] = round(sum(cpu.values()), 2)
         busy = 100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9)
         return Transfer(
             tool, direction, round(done.seconds, 3), mb_per_s(self.size, done.seconds),
@@ -331,7 +350,7 @@ class Bench:
             "mb_per_s": round(statistics.median(rates), 1) if rates else None,
             "runs_mb_per_s": rates,
         }
-        if tool == "enkaku" and runs:
+        if runs:
             gb = self.size / 1e9
             out["cpu_s_per_gb"] = {
                 name: round(statistics.median(t.cpu_s.get(name, 0) for t in runs) / gb, 2)
@@ -524,9 +543,10 @@ def report(r: dict[str, Any]) -> str:
             f"scp {fmt(s['mb_per_s'], ' MB/s')} {s['runs_mb_per_s']}: enkaku/scp = "
             f"{fmt(row['ratio_enkaku_scp'])} (goal >= {GOAL_THROUGHPUT})"
         )
-        if e.get("cpu_s_per_gb"):
-            cpu = ", ".join(f"{k} {v}" for k, v in e["cpu_s_per_gb"].items())
-            lines.append(f"      enkaku CPU-s per GB  {cpu}")
+        for tool, x in (("enkaku", e), ("scp", s)):
+            if x.get("cpu_s_per_gb"):
+                cpu = ", ".join(f"{k} {v}" for k, v in x["cpu_s_per_gb"].items())
+                lines.append(f"      CPU-s per GB {tool:6s}  {cpu}")
     lat = r.get("latency", {})
     if "idle" in lat:
         i = lat["idle"]
