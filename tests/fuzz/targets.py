@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType
 
-from enkaku.protocol import control
+from enkaku.protocol import control, terminal
 from enkaku.protocol.errors import ProtocolError, RecordError
 from enkaku.protocol.handshake import (
     AgentConfirm,
@@ -227,6 +227,25 @@ def rfb_server(data: bytes) -> None:
         except ProtocolError:
             return
         server.data_to_send()
+
+
+def terminal_frames(data: bytes) -> None:
+    """The terminal stream's Decoder, the first byte choosing the receiving side:
+    ProtocolError only; cut in two, the same frames or the same error as whole."""
+    if not data:
+        return
+    sender: Any = "agent" if data[0] & 1 else "technician"
+    body, cut = data[1:], data[0] % len(data)
+    results = []
+    for pieces in ([body], [body[:cut], body[cut:]]):
+        decoder, frames = terminal.Decoder(sender), []
+        try:
+            for piece in pieces:
+                frames += decoder.feed(piece)
+            results.append((frames, ""))
+        except ProtocolError as exc:
+            results.append(([], str(exc)))
+    assert results[0] == results[1]
 
 
 def file_transfer(data: bytes) -> None:
@@ -451,6 +470,7 @@ TARGETS: dict[str, Target] = {
     "control_reader": control_reader,
     "rfb_server": rfb_server,
     "file_transfer": file_transfer,
+    "terminal_frames": terminal_frames,
     "json_limits": json_limits,
     "agent_link": agent_link,
     "relay_token": relay_token,
@@ -490,6 +510,13 @@ SEEDS: dict[str, list[bytes]] = {
         + b'","skipped":0}\n',
         b"\x02" + b'{"path":"/tmp","entries":[{"name":"a","type":"file","size":1,"mtime":0}]}',
         b"\x03CON.txt",
+    ],
+    "terminal_frames": [
+        b"\x07"
+        + bytes(terminal.Hello("root", 0, True, "/bin/sh"))
+        + terminal.data_frames(b"ls\r\n")
+        + terminal.exit_frame(129),
+        b"\x04" + terminal.resize_frame(80, 24) + terminal.data_frames(b"\x03~."),
     ],
     "json_limits": [b'{"a": [1, {"b": "x\\"]"}]}', b"[[[[[[[[[1]]]]]]]]]"],
     "agent_link": [
