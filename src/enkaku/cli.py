@@ -15,6 +15,7 @@ from typing import Any
 
 from enkaku import __version__
 from enkaku.i18n import t
+from enkaku.protocol.control import SESSION_ACTIONS
 from enkaku.secretfile import SecretFileError
 
 
@@ -332,6 +333,16 @@ def _add_session_parser(sub: Any) -> None:
     )
     en.add_argument("--comment", help="what you found (required with a policy reason)")
     ssub.add_parser("status", parents=[common], help="the session and what is allowed now")
+    al = ssub.add_parser(
+        "allow",
+        parents=[common, asked],
+        help="ask the customer to allow a session action (clipboard, control, browse, ...)",
+    )
+    al.add_argument(
+        "action",
+        choices=sorted(SESSION_ACTIONS),
+        help="what to ask for; it stays allowed until the customer withdraws it",
+    )
 
 
 #: Server flags named like their setting (docs/operations.md#limits-before-authentication).

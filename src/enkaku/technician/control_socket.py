@@ -259,6 +259,7 @@ class ControlSocket:
         self._ending: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Handler] = {
             "status": self._status,
+            "allow": self._allow,
             "info": self._info,
             "get": self._get,
             "put": self._put,
@@ -408,6 +409,15 @@ class ControlSocket:
             "granted": self.session.granted,
             "control_paused": bool(status.control_paused) if status else False,
         }
+
+    async def _allow(self, conn: _Conn, request: dict[str, Any]) -> dict[str, Any]:
+        """Ask for a session action with no command of its own (clipboard, browse, ...):
+        granted, it stays in force until the customer withdraws it."""
+        action = request.get("action")
+        if action not in control.SESSION_ACTIONS:
+            raise self._bad("action")
+        await self._grant(conn, action, request)
+        return {"action": action, "granted": self.session.granted}
 
     async def _info(self, conn: _Conn, request: dict[str, Any]) -> dict[str, Any]:
         from .sysinfo import fetch

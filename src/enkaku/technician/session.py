@@ -97,6 +97,8 @@ class TechnicianSession:
         self.channel = channel
         self.consented: asyncio.Future[control.Consent] = asyncio.get_running_loop().create_future()
         self.status: control.Status | None = None
+        #: Session actions granted by an answer the agent's next status has not yet listed.
+        self._answered: set[str] = set()
         self._on_chat, self._on_status = on_chat, on_status
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[control.Answer]] = {}
@@ -122,9 +124,11 @@ class TechnicianSession:
     def granted(self) -> list[str]:
         """The session actions in force, as the agent last said."""
         if self.status is not None and self.status.granted is not None:
-            return list(self.status.granted)
-        consent = self.consented.result() if self.consented.done() else None
-        return list(consent.scope) if consent is not None and consent.granted else []
+            base = list(self.status.granted)
+        else:
+            consent = self.consented.result() if self.consented.done() else None
+            base = list(consent.scope) if consent is not None and consent.granted else []
+        return base + sorted(self._answered - set(base))
 
     async def ask(
         self,
@@ -186,12 +190,15 @@ class TechnicianSession:
             self.consented.set_result(msg)
 
     def _answer(self, msg: control.Answer) -> None:
+        if msg.granted and msg.action in control.SESSION_ACTIONS:
+            self._answered.add(msg.action)
         future = self._pending.get(msg.id)
         if future is not None and not future.done():
             future.set_result(msg)
 
     def _status(self, msg: control.Status) -> None:
         self.status = msg
+        self._answered.clear()  # the agent's word on what is in force now
         log.info("customer %s control", "paused" if msg.control_paused else "allows")
         if self._on_status is not None:
             self._on_status(msg)

@@ -101,6 +101,10 @@ register(
             "{what} must be an absolute path on the customer's computer (starting with /): {path}",
             "{what} はお客様のコンピューター上の絶対パス (/ で始まる) で指定してください: {path}",
         ),
+        "session_cli_allowed": (
+            "The customer allowed {action}; it stays allowed until they withdraw it.",
+            "お客様が {action} を許可しました。お客様が取り消すまで有効です。",
+        ),
         "session_cli_status": (
             "Session {session_id} with agent {agent_id}; allowed now: {granted}.",
             "セッション {session_id} (エージェント {agent_id})。"
@@ -359,6 +363,16 @@ async def _screenshot(path: Path, args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
+async def _allow(path: Path, args: argparse.Namespace, out: Output) -> int:
+    request = {"command": "allow", "action": args.action, "purpose": args.purpose}
+    result = await _command(path, request, out)
+    if out.as_json:
+        out.line(result)
+    else:
+        say(t("session_cli_allowed", action=args.action))
+    return ExitCode.OK
+
+
 async def _status(path: Path, args: argparse.Namespace, out: Output) -> int:
     result = await _command(path, {"command": "status"}, out)
     if out.as_json:
@@ -588,6 +602,7 @@ COMMANDS: dict[str, Command] = {
     "shell": _shell,
     "end": _end,
     "status": _status,
+    "allow": _allow,
 }
 
 
