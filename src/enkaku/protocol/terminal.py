@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +34,8 @@ MAX_HELLO = 4096
 MAX_NAME = 256
 #: The largest window a RESIZE (or the stream's cols/rows parameters) may ask for.
 MAX_DIMENSION = 4096
+#: A TERM value either side accepts (the agent refuses any other with ``bad_params``).
+TERM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 class FrameType(enum.IntEnum):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from enkaku.i18n import language, printable, reason_text, register, t
+from enkaku.protocol.terminal import MAX_DIMENSION, TERM_NAME
 from enkaku.transport.errors import SessionEnded
 
 from .client import ExitCode
@@ -562,9 +563,10 @@ async def _shell(path: Path, args: argparse.Namespace, out: Output) -> int:
     size = os.get_terminal_size(sys.stdout.fileno()) if sys.stdout.isatty() else None
     request: dict[str, Any] = {"command": "shell", "purpose": args.purpose}
     if size is not None:
-        request.update(cols=min(size.columns, 1000), rows=min(size.lines, 1000))
+        limit = MAX_DIMENSION
+        request.update(cols=min(size.columns, limit), rows=min(size.lines, limit))
     term = os.environ.get("TERM")
-    if term and re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", term):
+    if term and TERM_NAME.fullmatch(term):  # else the agent's default (xterm-256color)
         request["term"] = term
     holder = await Holder.connect(path)
     try:

@@ -32,7 +32,6 @@ import fcntl
 import logging
 import os
 import pwd
-import re
 import signal
 import struct
 import termios
@@ -60,7 +59,7 @@ RESET_SPAWN_FAILED = "spawn_failed"
 HANGUP_GRACE = 5.0
 READ_CHUNK = 16 * 1024
 DEFAULT_TERM = "xterm-256color"
-_TERM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_TERM_RE = wire.TERM_NAME
 _FALLBACK_SHELL = "/bin/sh"
 #: Signals the shell starts with at their default action (we ignore SIGPIPE, for one).
 _DEFAULT_SIGNALS = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
