@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from enkaku.agent.consent import PolicyKind, Question, Verdict
+from enkaku.agent.consent import PolicyKind, Question, Requester, Verdict
 from enkaku.agent.lifecycle import InvalidMove, Lifecycle, State
 from enkaku.agent.services import Registry, ServiceContext, ServiceSpec
 from enkaku.agent.session import AgentSession
@@ -326,3 +326,11 @@ async def test_a_put_into_the_default_folder_shows_the_folder_and_keeps_the_gran
     assert str(live.agent.rt.files.incoming) in shown.what("en")
     grant = live.session.grants._once[answer.id]
     assert grant.details == details  # what the stream repeats
+
+
+def test_a_terminal_as_root_says_so_in_the_question() -> None:
+    who = Requester("Taro", "ACME")
+    as_root = Question(who, ("terminal",), {"user": "root"}).what("en")
+    assert "root, the administrator" in as_root
+    assert "管理者 (root)" in Question(who, ("terminal",), {"user": "root"}).what("ja")
+    assert "as the user taro" in Question(who, ("terminal",), {"user": "taro"}).what("en")

@@ -91,6 +91,12 @@ register(
             "open a command terminal on this computer as the user {user}",
             "このコンピューターでユーザー {user} としてコマンド端末を開く",
         ),
+        "action_terminal_root": (
+            "open a command terminal on this computer as root, the administrator, with full "
+            "control of the whole computer",
+            "このコンピューターで管理者 (root) としてコマンド端末を開く (コンピューター全体を"
+            "操作できます)",
+        ),
         "size_unknown": ("size unknown", "サイズ不明"),
     }
 )
@@ -152,6 +158,8 @@ class Question:
             key = f"action_{action}"
             if action == "file_to_customer" and d.get("overwrite") is True:
                 key = "action_file_to_customer_overwrite"
+            if action == "terminal" and d.get("user") == "root":
+                key = "action_terminal_root"
             parts.append(t(key, lang, **shown))
         return t("consent_and", lang).join(parts)
 
