@@ -125,7 +125,8 @@ async def test_latin1_both_ways_with_vncdotool_plain_cut_text(world: World, rund
 
 def test_a_refused_allow_says_why_and_the_session_goes_on(tmp_path: Path, rundir: Path) -> None:
     """The server's implicit consent opens the session (screen and control) but never
-    covers the clipboard: the agent asks, finds no terminal to ask on, and refuses."""
+    covers the clipboard, a shell or the report: the agent asks, finds no terminal to ask
+    on, and refuses each."""
     world = World(tmp_path)
     try:
         server_process(world, make_db(tmp_path), free_port(), env={"ENKAKU_IMPLICIT_CONSENT": "1"})
@@ -139,6 +140,11 @@ def test_a_refused_allow_says_why_and_the_session_goes_on(tmp_path: Path, rundir
         refused = session(world, rundir, "allow", "clipboard")
         assert refused.returncode == 7, refused.stderr
         assert "clipboard" in refused.stderr and "Traceback" not in refused.stderr
+        # The shell and the report are the customer's data too: asked, and refused here.
+        for args in (("shell", "-c", "id"), ("info", "--json")):
+            done = session(world, rundir, *args)
+            assert done.returncode == 7, (args, done.stderr)
+            assert "Traceback" not in done.stderr
         status = session(world, rundir, "status", "--json")
         assert status.returncode == 0, status.stderr
         assert "clipboard" not in json.loads(status.stdout.splitlines()[-1])["granted"]
