@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from enkaku.agent.consent import PolicyKind, Question, Requester, Verdict
+from enkaku.agent.consent import AskCustomer, PolicyKind, Question, Requester, Verdict
 from enkaku.agent.lifecycle import InvalidMove, Lifecycle, State
 from enkaku.agent.services import Registry, ServiceContext, ServiceSpec
 from enkaku.agent.session import AgentSession
@@ -334,3 +334,26 @@ def test_a_terminal_as_root_says_so_in_the_question() -> None:
     assert "root, the administrator" in as_root
     assert "管理者 (root)" in Question(who, ("terminal",), {"user": "root"}).what("ja")
     assert "as the user taro" in Question(who, ("terminal",), {"user": "taro"}).what("en")
+
+
+class SilentPrompt:
+    """A customer who never answers; records whether the question was withdrawn."""
+
+    def __init__(self) -> None:
+        self.withdrawn = False
+
+    async def prompt(self, question: Question) -> bool:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.withdrawn = True
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_no_answer_within_the_timeout_is_a_refusal_and_the_question_is_withdrawn() -> None:
+    prompt = SilentPrompt()
+    policy = AskCustomer(prompt, timeout=0.05)
+    verdict = await policy.decide(Question(Requester("Taro", ""), ("screenshot",)))
+    assert verdict == Verdict(False, "timeout")
+    assert prompt.withdrawn
