@@ -220,11 +220,12 @@ class Bench:
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self.args.transfer_timeout)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            await proc.wait()
+            await interrupt(proc)
             limit = self.args.transfer_timeout
             raise BenchError(f"{' '.join(args[:5])} ... took over {limit} s") from None
+        except asyncio.CancelledError:
+            await interrupt(proc)
+            raise
         seconds = time.perf_counter() - started
         assert proc.returncode is not None
         return Command(
@@ -406,6 +407,9 @@ class Bench:
                 samples += await measure(viewer, 1, rng, first=len(samples))
             enough.set()
             await runner
+        except asyncio.CancelledError:
+            runner.cancel()
+            raise
         finally:
             enough.set()
             if not runner.done():
@@ -440,14 +444,20 @@ class Bench:
                 stderr=subprocess.PIPE,
             )
             assert proc.stdout is not None and proc.stderr is not None
+            errors = asyncio.create_task(proc.stderr.read())
             window: list[float] = []
-            async for line in proc.stdout:
-                if not window and b'"progress"' in line:
-                    window += [time.perf_counter(), float("inf")]
-                    windows.append(window)
-                    moving.set()
-            err = await proc.stderr.read()
-            code = await proc.wait()
+            try:
+                async for line in proc.stdout:
+                    if not window and b'"progress"' in line:
+                        window += [time.perf_counter(), float("inf")]
+                        windows.append(window)
+                        moving.set()
+                err = await errors
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                errors.cancel()
+                await interrupt(proc)
+                raise
             if window:
                 window[1] = time.perf_counter()
             if code != 0:
@@ -487,6 +497,18 @@ class Bench:
         r["transfers"] = [asdict(t) for t in self.transfers]
         r["enkaku_error"] = self.enkaku_error
         return r
+
+
+async def interrupt(proc: asyncio.subprocess.Process) -> None:
+    """Ctrl-C for a command of ours (by PID), then wait for it; SIGKILL after 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def inside(sample: Sample, windows: list[list[float]]) -> bool:
@@ -598,8 +620,11 @@ async def run_bench(args: argparse.Namespace) -> int:
     except (
         BenchError, HarnessError, ChainError, ProbeError, TimeoutError, asyncio.CancelledError,
     ) as exc:  # fmt: skip
-        say(f"failed: {exc}")
-        failure = {"failed": str(exc) or repr(exc), **meta, **bench.results}
+        reason = str(exc) or (
+            "interrupted" if isinstance(exc, asyncio.CancelledError) else repr(exc)
+        )
+        say(f"failed: {reason}")
+        failure = {"failed": reason, **meta, **bench.results}
         failure["transfers"] = [asdict(t) for t in bench.transfers]
         out.write_text(json.dumps(failure, indent=2, default=str) + "\n")
         say(f"what was measured is in {out}")
