@@ -21,7 +21,9 @@ Starts, with throw-away state in one temporary folder (removed at the end):
    both include their start-up; their fixed cost is measured on its own: ``ssh true``
    and ``enkaku session status``). Every copy is checked against the file's SHA-256 and
    deleted. MB/s is 10^6 bytes per second; the figure is the median of ``--repeat``
-   rounds; the ratio is enkaku/scp.
+   rounds; the ratio is enkaku/scp. Beside it, CPU seconds per GB of every process that
+   takes part (enkaku's server, agent, connect and the command; scp with its ssh, sshd
+   with its session processes).
 2. **Latency.** A minimal RFB viewer (``_files_rfb.py``) on the ``--vnc-listen`` port types
    "x" and BackSpace into the xterm, ``--keys`` times per phase: idle, then while
    ``enkaku session put`` runs, then while ``enkaku session get`` runs (a key counts only
