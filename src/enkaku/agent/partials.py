@@ -17,6 +17,7 @@ component is swapped for a symbolic link meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -26,6 +27,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -383,3 +385,32 @@ def _expire_one(dir_fd: int, stem: str, ttl: float, now: float) -> bool:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+class WriteBehind:
+    """Writes a part's batches on a worker thread while the caller goes on reading the
+    stream: at most one batch (with its checkpoint) in flight, so memory stays bounded,
+    the network is not paused for the disk, and a write error surfaces at the next call.
+    """
+
+    def __init__(self, part: Part, checkpoint_every: int, clock: Callable[[], float]) -> None:
+        self.part, self.checkpoint_every, self.clock = part, checkpoint_every, clock
+        self._pending: asyncio.Future[None] | None = None
+
+    def _write(self, data: bytes) -> None:
+        self.part.write(data)
+        if self.part.written - self.part.info.verified >= self.checkpoint_every:
+            self.part.checkpoint(self.clock())
+
+    async def write(self, data: bytes) -> None:
+        await self.drain()
+        pending = asyncio.ensure_future(asyncio.to_thread(self._write, data))
+        # Abandoned by a cancelled caller: the error is the part's to report, not the loop's.
+        pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending = pending
+
+    async def drain(self) -> None:
+        """Wait for the write in flight (and raise its error)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending

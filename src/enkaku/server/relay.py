@@ -37,6 +37,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from enkaku.protocol.control import END_REASONS, OWN_END, POLICY_REASONS, EndRole, may_assert
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.jsonlimits import loads_object
+from enkaku.transport.tcp import limit_unsent
 
 from .preauth import PendingConnections, peer_address, too_many_connections
 from .presence import Presence
@@ -180,6 +181,8 @@ class RelayHub:
                 compress=False,
             )
             await ws.prepare(request)
+            if request.transport is not None:
+                limit_unsent(request.transport.get_extra_info("socket"))
             session_id = request.match_info["session_id"]
             sess = self.sessions.get(session_id) or self._recently_ended.get(session_id)
             role = await self._authenticate(ws, sess)

@@ -24,6 +24,7 @@ from typing import Any
 
 from enkaku.agent.partials import (
     Part,
+    WriteBehind,
     expire_partials,
     open_folder,
     os_reason,
@@ -320,24 +321,27 @@ async def _receive(
 ) -> str:
     size = header.size
     progress(part.written, size)
+    disk = WriteBehind(part, CHECKPOINT_EVERY, time.time)
     batch = bytearray(first)
+    received = part.written + len(batch)
     while True:
-        if part.written + len(batch) > size:
+        if received > size:
+            await disk.drain()
             await asyncio.to_thread(part.discard)
             raise fx.Refused("size_mismatch")
         if len(batch) >= WRITE_BATCH:
-            await asyncio.to_thread(part.write, bytes(batch))
+            await disk.write(bytes(batch))
             batch.clear()
-            progress(part.written, size)
-            if part.written - part.info.verified >= CHECKPOINT_EVERY:
-                await asyncio.to_thread(part.checkpoint, time.time())
+            progress(received, size)
         chunk = await stream.read()
         if not chunk:
             break
         batch += chunk
+        received += len(chunk)
     if batch:
-        await asyncio.to_thread(part.write, bytes(batch))
-        progress(part.written, size)
+        await disk.write(bytes(batch))
+    await disk.drain()
+    progress(part.written, size)
     if not stream.eof:
         raise _ended(stream)
     if part.written != size:

@@ -16,6 +16,7 @@ from enkaku.protocol.records import MAX_RECORD
 
 from .errors import SessionEnded, TransportError
 from .proxy import proxy_kwargs
+from .tcp import limit_unsent
 
 CLOSE_SESSION_END = 4000
 
@@ -77,6 +78,7 @@ async def open_leg(
         )
     except (aiohttp.ClientError, OSError) as exc:
         raise TransportError(t("relay_open_failed", detail=exc)) from exc
+    limit_unsent(ws.get_extra_info("socket"))
     await ws.send_str(json.dumps({"token": token}))
     if on_waiting:
         on_waiting()

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from enkaku.agent.partials import Part, expire_in, open_folder, os_reason, target_state
+from enkaku.agent.partials import Part, WriteBehind, expire_in, open_folder, os_reason, target_state
 from enkaku.agent.services import FileSettings, ServiceContext, ServiceSpec
 from enkaku.agent.tarstream import TarStream, estimate
 from enkaku.protocol import filexfer as fx
@@ -101,22 +101,25 @@ async def _receive(stream: Stream, part: Part, dir_fd: int, req: fx.PutParams) -
         raise fx.Refused("disk_full")
     log.debug("put stream %d starts at %d of %d", stream.id, part.offset, req.size)
     await _send(stream, fx.encode_line({"offset": part.offset}))
+    disk = WriteBehind(part, CHECKPOINT_EVERY, wall_clock)
     batch = bytearray()
+    received = part.written
     while True:
         chunk = await stream.read()
         if not chunk:
             break
-        if part.written + len(batch) + len(chunk) > req.size:
+        received += len(chunk)
+        if received > req.size:
+            await disk.drain()
             await asyncio.to_thread(part.discard)  # the sender is broken: keep nothing
             raise fx.Refused("size_mismatch")
         batch += chunk
         if len(batch) >= WRITE_BATCH:
-            await asyncio.to_thread(part.write, bytes(batch))
+            await disk.write(bytes(batch))
             batch.clear()
-            if part.written - part.info.verified >= CHECKPOINT_EVERY:
-                await asyncio.to_thread(part.checkpoint, wall_clock())
     if batch:
-        await asyncio.to_thread(part.write, bytes(batch))
+        await disk.write(bytes(batch))
+    await disk.drain()
     if not stream.eof:  # reset by the technician, or the session ended
         raise fx.Refused("interrupted")
     if part.written != req.size:
