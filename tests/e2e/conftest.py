@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +36,14 @@ def inproc(tmp_path: Path) -> Iterator[tuple[World, InProcessServer]]:
     finally:
         w.close()
         server.stop()
+
+
+@pytest.fixture
+def rundir() -> Iterator[Path]:
+    """A folder with a short path for XDG_RUNTIME_DIR: `enkaku connect` puts its control
+    socket there, and a Unix socket's path is limited to 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="ek"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +28,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
 TO_CUSTOMER = "技術者から：設定ファイルのパス /etc/cups/cupsd.conf"
 FROM_CUSTOMER = "お客様から：エラー番号 0x80070005 が出ました"
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ek"))  # short: a Unix socket path is limited
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def connected(world: World, display: str, rundir: Path) -> tuple[int, str]:

@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,6 @@ from .test_session_tools import Held, hold
 pytestmark = pytest.mark.e2e
 
 GIB = 1 << 30
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ek"))  # short: a Unix socket path is limited
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_file(path: Path, size: int, marker: bytes = b"") -> str:
@@ -81,6 +71,17 @@ def session_cmd(held: Held, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def put_until(held: Held, source: Path, done: int) -> subprocess.Popen[str]:
+    """`enkaku session put SOURCE`, returned once more than ``done`` bytes went through."""
+    put = session_cmd(held, "put", str(source))
+    assert put.stdout is not None
+    for line in put.stdout:
+        event = json.loads(line)
+        if event.get("event") == "progress" and event["done"] > done:
+            return put
+    raise AssertionError(f"the put ended first: {put.communicate(timeout=60)[1]}")
 
 
 def events(stdout: str) -> list[dict[str, Any]]:
@@ -224,12 +225,7 @@ def test_a_put_cut_by_a_lost_connection_resumes_in_the_next_session(
             "agent",
         )
         held = hold(world, rundir, agent)
-        put = session_cmd(held, "put", str(source))
-        assert put.stdout is not None
-        for line in put.stdout:
-            event = json.loads(line)
-            if event.get("event") == "progress" and event["done"] > 48 << 20:
-                break
+        put = put_until(held, source, 48 << 20)
         cutter.cut()  # the agent's control link and relay leg die mid-transfer
         _out, err = put.communicate(timeout=60)
         assert put.returncode != 0
@@ -267,12 +263,7 @@ def test_an_expired_part_is_removed_when_the_next_session_starts(
     # and consent take longer), so the part has expired by then and not before.
     agent = agent_with_files(world, None, incoming, "--keep-partial", "0.00001")
     held = hold(world, rundir, agent)
-    put = session_cmd(held, "put", str(source))
-    assert put.stdout is not None
-    for line in put.stdout:
-        event = json.loads(line)
-        if event.get("event") == "progress" and event["done"] > 32 << 20:
-            break
+    put = put_until(held, source, 32 << 20)
     put.send_signal(2)  # Ctrl-C: the part stays, hidden
     put.communicate(timeout=60)
     wait_for(lambda: any(n.startswith(".enkaku-") for n in os.listdir(incoming)), 30, "a part")

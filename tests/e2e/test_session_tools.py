@@ -11,11 +11,8 @@ import hashlib
 import json
 import os
 import pwd
-import shutil
 import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,15 +37,6 @@ from .harness import (
 from .test_consent import Terminal, ask_agent
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ek"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

@@ -33,7 +33,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from enkaku.i18n import printable, reason_text, register, t
 from enkaku.protocol import control
@@ -43,7 +43,7 @@ from enkaku.transport.errors import SessionEnded
 
 from . import files
 from .client import ClientError, ExitCode
-from .session import ConsentRefused, TechnicianSession
+from .session import REFUSAL_KEYS, ConsentRefused, TechnicianSession
 
 log = logging.getLogger(__name__)
 
@@ -445,15 +445,7 @@ class ControlSocket:
         stream = await self.session.open(fx.KIND_PUT, params, grant)
         # The first progress is files.put's own: the offset it starts from (a resumed
         # transfer starts where the verified part ends, not at 0).
-        progress = _Progress(conn)
-        try:
-            name = await files.put(stream, local, progress)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await stream.reset("cancelled")
-            raise
-        finally:
-            await progress.close()
+        name = await _transfer(conn, stream, lambda progress: files.put(stream, local, progress))
         return {"name": name, "size": params["size"], "sha256": params["sha256"]}
 
     async def _get(self, conn: _Conn, request: dict[str, Any]) -> dict[str, Any]:
@@ -466,15 +458,9 @@ class ControlSocket:
         details = files.consent_details(fx.KIND_GET, params)
         grant = await self._grant(conn, "file_from_customer", request, details)
         stream = await self.session.open(fx.KIND_GET, params, grant)
-        progress = _Progress(conn)
-        try:
-            saved = await files.get(stream, dest_dir, progress)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await stream.reset("cancelled")
-            raise
-        finally:
-            await progress.close()
+        saved = await _transfer(
+            conn, stream, lambda progress: files.get(stream, dest_dir, progress)
+        )
         if rename_to is not None:
             try:  # link, not rename: an existing file is never replaced
                 os.link(saved, rename_to)
@@ -584,24 +570,13 @@ class ControlSocket:
         return {"stream": await self.session.open("terminal", params, grant)}
 
 
-_REFUSED = {
-    "refused_denied",
-    "refused_timeout",
-    "refused_policy",
-    "refused_unavailable",
-    "refused_invalid",
-    "refused_busy",
-    "refused_no_answer",
-}
-
-
 def command_error(exc: BaseException, lang: str | None) -> CommandError:
     """A command's failure as the client shows it: message and exit code."""
     if isinstance(exc, CommandError):
         return exc
     if isinstance(exc, ConsentRefused):
         key = f"refused_{exc.reason}"
-        message = t(key, lang, action=exc.action) if key in _REFUSED else str(exc)
+        message = t(key, lang, action=exc.action) if key in REFUSAL_KEYS else str(exc)
         return CommandError("refused", message, ExitCode.CONSENT_DENIED)
     if isinstance(exc, SessionEnded):
         return CommandError(
@@ -653,6 +628,23 @@ def _chat_text(raw: bytes) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return None
     return text[:4000]
+
+
+T = TypeVar("T")
+
+
+async def _transfer(conn: _Conn, stream: Stream, run: Callable[[_Progress], Awaitable[T]]) -> T:
+    """Run one transfer with its progress events; a cancelled command (the client hung
+    up, Ctrl-C) resets the stream so the other side stops too."""
+    progress = _Progress(conn)
+    try:
+        return await run(progress)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await stream.reset("cancelled")
+        raise
+    finally:
+        await progress.close()
 
 
 class _Progress:

@@ -71,11 +71,12 @@ class ConsentRefused(Exception):
 
     def __init__(self, action: str, reason: str) -> None:
         self.action, self.reason = action, reason
-        key = f"refused_{reason}" if f"refused_{reason}" in _REASON_KEYS else "refused_denied"
+        key = f"refused_{reason}" if f"refused_{reason}" in REFUSAL_KEYS else "refused_denied"
         super().__init__(t(key, action=action))
 
 
-_REASON_KEYS = {
+#: The message keys of ConsentRefused, one per refusal reason (and no answer at all).
+REFUSAL_KEYS = {
     "refused_denied",
     "refused_timeout",
     "refused_policy",
