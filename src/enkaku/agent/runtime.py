@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import WSMsgType
 from yarl import URL
 
+from enkaku import __version__
 from enkaku.agent.capture.base import ScreenCapture
 from enkaku.agent.clipboard import Clipboard
 from enkaku.agent.input.base import InputInjector
@@ -177,7 +178,7 @@ class AgentRuntime:
                         "type": "hello",
                         "public_key": self.key.public_hex,
                         "signature": self.key.sign_challenge(nonce),
-                        "agent_version": "0.1.0",
+                        "agent_version": __version__,
                         "platform": "linux",
                     }
                 )
