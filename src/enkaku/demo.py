@@ -29,12 +29,37 @@ from enkaku.agent.main import screen_backends
 from enkaku.agent.runtime import AgentRuntime
 from enkaku.agent.services import FileSettings
 from enkaku.agent.ui import printable_args
+from enkaku.i18n import register, t
+from enkaku.protocol.terms import Terms
 from enkaku.server.app import build_app
 from enkaku.server.settings import Settings
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.repo import Store
+from enkaku.server.terms import terms_today
 
 DEMO_USER = "demo"
+#: The demo publishes a short terms version so that the terms step shows (it accepts it
+#: itself, DemoUI.ask_terms).
+DEMO_TERMS = (
+    "demo-1",
+    "Demo terms of use: this demo server and agent run on your own computer; nothing is "
+    "sent elsewhere.",
+    "デモ用の利用規約: このデモのサーバーとエージェントはお使いのコンピューター上で動作し、"
+    "外部には何も送信しません。",
+)
+
+register(
+    {
+        "demo_terms_accepted": (
+            "Terms of use version {version} accepted automatically (demo).",
+            "利用規約 第 {version} 版に自動で同意しました (デモ)。",
+        ),
+        "demo_terms_upcoming": (
+            "New terms of use (version {version}) take effect on {effective}.",
+            "新しい利用規約 (第 {version} 版) が {effective} から有効になります。",
+        ),
+    }
+)
 
 
 class DemoError(RuntimeError):
@@ -136,6 +161,15 @@ class DemoUI:
         line = t("agent_chat", at=printable(at, 40), who=who.label, text=printable(text, 4000))
         print(line, file=sys.stderr, flush=True)
 
+    async def ask_terms(self, terms: Terms) -> bool:
+        # The demo is its own customer: it accepts and says so (never a real agent's way).
+        print(t("demo_terms_accepted", version=terms.version), file=sys.stderr, flush=True)
+        return True
+
+    def terms_upcoming(self, terms: Terms) -> None:
+        line = t("demo_terms_upcoming", version=terms.version, effective=terms.effective)
+        print(line, file=sys.stderr, flush=True)
+
     def session_ended(self, reason: str) -> None:
         from enkaku.i18n import reason_text
 
@@ -162,6 +196,9 @@ async def _demo(json_output: bool, port: int) -> int:
             DEMO_USER, login_password, display_name="Demo Technician", company="enkaku demo"
         )
         await store.create_contract("DEMO", "Demo customer / デモ顧客")
+        version, text_en, text_ja = DEMO_TERMS
+        today = terms_today()
+        await store.publish_terms(version, today, text_en, text_ja, today=today)
         app = build_app(settings, store=store)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=3)
         await runner.setup()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
+import termios
 from typing import Protocol
 
-from enkaku.i18n import printable, reason_text, register, t
+from enkaku.i18n import language, printable, reason_text, register, t
+from enkaku.protocol.terms import Terms
 
 from .consent import Requester
 
@@ -16,6 +20,28 @@ register(
         "agent_traffic": (
             "Traffic of this session: {sent} sent, {received} received.",
             "このセッションの通信量: 送信 {sent}、受信 {received}。",
+        ),
+        "agent_terms_header": (
+            "Terms of use, version {version} (in force since {effective}):",
+            "利用規約 第 {version} 版 ({effective} から有効):",
+        ),
+        "agent_terms_prompt": (
+            "The ID and password are shown once you accept these terms. Accept? [y/N] ",
+            "この規約に同意すると ID とパスワードが表示されます。同意しますか? [y/N] ",
+        ),
+        "agent_terms_no_terminal": (
+            "The terms of use (version {version}) must be accepted before this computer can "
+            "be supported, and there is no terminal to ask on. Read them at the server's "
+            "/terms page and start the agent with --accept-terms {version}.",
+            "サポートを受けるには利用規約 (第 {version} 版) への同意が必要ですが、確認できる"
+            "端末がありません。サーバーの /terms ページで規約を読み、--accept-terms {version} "
+            "を付けてエージェントを起動してください。",
+        ),
+        "agent_terms_upcoming": (
+            "Notice: new terms of use (version {version}) take effect on {effective}; you will "
+            "be asked to accept them then. Read them at {server}/terms.",
+            "お知らせ: 新しい利用規約 (第 {version} 版) が {effective} から有効になります。その際に"
+            "同意をお願いします。{server}/terms でご覧いただけます。",
         ),
     }
 )
@@ -36,6 +62,15 @@ class AgentUI(Protocol):
 
     def chat(self, who: Requester, text: str, at: str) -> None:
         """Show a chat line from the technician (untrusted text)."""
+        ...
+
+    async def ask_terms(self, terms: Terms) -> bool:
+        """Show the terms of use in force and ask the customer to accept them; True only
+        if accepted. Until then the agent shows no ID."""
+        ...
+
+    def terms_upcoming(self, terms: Terms) -> None:
+        """A new version is announced: show it as a notice with its effective date."""
         ...
 
 
@@ -67,6 +102,60 @@ class HeadlessUI:
     def chat(self, who: Requester, text: str, at: str) -> None:
         line = t("agent_chat", at=printable(at, 40), who=who.label, text=printable(text, 4000))
         print(line, file=sys.stderr, flush=True)
+
+    async def ask_terms(self, terms: Terms) -> bool:
+        text = terms_text(terms) + "\n" + t("agent_terms_prompt")
+        answer = await ask_terminal(text)
+        if answer is None:
+            print(t("agent_terms_no_terminal", version=terms.version), file=sys.stderr, flush=True)
+            return False
+        return answer
+
+    def terms_upcoming(self, terms: Terms) -> None:
+        line = t(
+            "agent_terms_upcoming",
+            version=terms.version,
+            effective=terms.effective.isoformat(),
+            server=printable(self.server_url),
+        )
+        print(line, file=sys.stderr, flush=True)
+
+
+def terms_text(terms: Terms) -> str:
+    """The header and the text in the customer's language, each line made printable (the
+    text comes from the server)."""
+    body = "\n".join(printable(line, 4000) for line in terms.text_for(language()).splitlines())
+    header = t("agent_terms_header", version=terms.version, effective=terms.effective.isoformat())
+    return f"{header}\n\n{body}\n"
+
+
+async def ask_terminal(text: str) -> bool | None:
+    """Write ``text`` on the controlling terminal and read one answer: True for yes, False
+    for anything else, None if there is no terminal. Like consent.TerminalPrompt, it reads
+    through the event loop, so the agent keeps serving its link while the customer reads."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    try:
+        termios.tcflush(fd, termios.TCIFLUSH)  # an earlier keystroke is not an answer
+        os.write(fd, text.encode())
+        loop.add_reader(fd, on_readable)
+        try:
+            await readable
+            answer = os.read(fd, 256).decode("utf-8", "replace")
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    return answer.strip().lower() in ("y", "yes", "はい", "ｙ")
 
 
 def printable_args(kwargs: dict[str, object]) -> dict[str, object]:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -94,3 +104,29 @@ class AuditEvent(Base):
     source: Mapped[str] = mapped_column(String(16))  # server | agent | technician
     event: Mapped[str] = mapped_column(String(48))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TermsVersion(Base):
+    """One published version of the terms of use (protocol/terms.py; 0003_terms)."""
+
+    __tablename__ = "terms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), unique=True)
+    #: The server's day (terms clock) it was published, and the day it takes effect.
+    published: Mapped[date] = mapped_column(Date)
+    effective: Mapped[date] = mapped_column(Date)
+    text_en: Mapped[str] = mapped_column(Text)
+    text_ja: Mapped[str] = mapped_column(Text)
+
+
+class TermsAcceptance(Base):
+    """An agent (one machine: its device key) accepted a version, at a time."""
+
+    __tablename__ = "terms_acceptances"
+    __table_args__ = (UniqueConstraint("agent_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(ForeignKey("terms.version"))
+    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

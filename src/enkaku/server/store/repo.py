@@ -15,9 +15,56 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from enkaku.i18n import t
+from enkaku.i18n import register, t
+from enkaku.protocol.terms import MAX_TEXT, VERSION_PATTERN, one_month_after
 
-from .models import Agent, ApiToken, AuditEvent, Contract, SupportSession, Technician
+from .models import (
+    Agent,
+    ApiToken,
+    AuditEvent,
+    Contract,
+    SupportSession,
+    Technician,
+    TermsAcceptance,
+    TermsVersion,
+)
+
+register(
+    {
+        "terms_bad_version": (
+            "Version {version!r} is not usable: 1 to 32 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit.",
+            "版 {version!r} は使えません: 英数字と '.'、'_'、'-' の 1〜32 文字 (先頭は英数字) に"
+            "してください。",
+        ),
+        "terms_text_missing": (
+            "The terms need both an English and a Japanese text.",
+            "規約には英語と日本語の両方の本文が必要です。",
+        ),
+        "terms_text_too_long": (
+            "Each language's text may have at most {limit} characters.",
+            "本文は言語ごとに {limit} 文字までです。",
+        ),
+        "terms_effective_past": (
+            "The effective date {effective} is before today ({today}).",
+            "有効日 {effective} が今日 ({today}) より前です。",
+        ),
+        "terms_version_exists": (
+            "Version {version} is already published; publish the change as a new version.",
+            "第 {version} 版はすでに公開されています。変更は新しい版として公開してください。",
+        ),
+        "terms_notice_too_short": (
+            "Refused: a new version must take effect at least one month after it is "
+            "published (today {today}: {earliest} or later), not on {effective}.",
+            "公開できません: 新しい版の有効日は公開から 1 か月以上後 (今日 {today} なら {earliest} "
+            "以降) でなければなりません ({effective} は不可)。",
+        ),
+        "terms_unknown_version": (
+            "No published terms version {version}.",
+            "第 {version} 版の規約は公開されていません。",
+        ),
+    }
+)
 
 _hasher = PasswordHasher()
 # A valid hash of a random password: verified against when the user does not exist so
@@ -29,6 +76,15 @@ TOKEN_LIFETIME = timedelta(days=30)
 
 class StoreError(RuntimeError):
     """A request the data does not allow (duplicate name, unknown contract, ...)."""
+
+
+class TermsRefused(StoreError):
+    """A terms version that may not be published; ``key``/``kwargs`` give the message in
+    both languages (i18n.both) for the admin CLI."""
+
+    def __init__(self, key: str, **kwargs: object) -> None:
+        super().__init__(t(key, **kwargs))
+        self.key, self.kwargs = key, kwargs
 
 
 def _now() -> datetime:
@@ -262,6 +318,103 @@ class Store:
         if contract.valid_from > today or (contract.valid_until and contract.valid_until < today):
             return "contract_not_in_force"
         return None
+
+    # -- terms of use -----------------------------------------------------------
+
+    async def publish_terms(
+        self, version: str, effective: date, text_en: str, text_ja: str, *, today: date
+    ) -> TermsVersion:
+        """Publish a version on ``today`` (the terms clock, server/terms.py). The first
+        version may take effect at once; every later one no sooner than one month after
+        ``today`` (the support company's terms, Art. 10). Raises TermsRefused."""
+        if not VERSION_PATTERN.fullmatch(version):
+            raise TermsRefused("terms_bad_version", version=version)
+        if not text_en.strip() or not text_ja.strip():
+            raise TermsRefused("terms_text_missing")
+        if max(len(text_en), len(text_ja)) > MAX_TEXT:
+            raise TermsRefused("terms_text_too_long", limit=MAX_TEXT)
+        if effective < today:
+            raise TermsRefused("terms_effective_past", effective=effective, today=today)
+        async with self._sessions() as s:
+            if await s.scalar(select(TermsVersion.id).where(TermsVersion.version == version)):
+                raise TermsRefused("terms_version_exists", version=version)
+            earlier = await s.scalar(select(TermsVersion.id).limit(1))
+            earliest = one_month_after(today)
+            if earlier is not None and effective < earliest:
+                raise TermsRefused(
+                    "terms_notice_too_short", effective=effective, today=today, earliest=earliest
+                )
+            row = TermsVersion(
+                version=version,
+                published=today,
+                effective=effective,
+                text_en=text_en,
+                text_ja=text_ja,
+            )
+            s.add(row)
+            try:
+                await s.commit()
+            except IntegrityError:  # a concurrent publish of the same version
+                raise TermsRefused("terms_version_exists", version=version) from None
+        return row
+
+    async def list_terms(self) -> list[TermsVersion]:
+        """Every published version, by effective date."""
+        async with self._sessions() as s:
+            return list(
+                await s.scalars(
+                    select(TermsVersion).order_by(TermsVersion.effective, TermsVersion.id)
+                )
+            )
+
+    async def current_terms(self, today: date) -> tuple[TermsVersion | None, TermsVersion | None]:
+        """The version in force on ``today`` (the latest effective one) and the next one
+        announced but not yet in force; None where there is none."""
+        async with self._sessions() as s:
+            in_force = await s.scalar(
+                select(TermsVersion)
+                .where(TermsVersion.effective <= today)
+                .order_by(TermsVersion.effective.desc(), TermsVersion.id.desc())
+                .limit(1)
+            )
+            upcoming = await s.scalar(
+                select(TermsVersion)
+                .where(TermsVersion.effective > today)
+                .order_by(TermsVersion.effective, TermsVersion.id)
+                .limit(1)
+            )
+            return in_force, upcoming
+
+    async def accept_terms(self, agent_id: str, version: str) -> None:
+        """Record that the agent accepted ``version`` now (once: a repeat keeps the first
+        time)."""
+        async with self._sessions() as s:
+            s.add(TermsAcceptance(agent_id=agent_id, version=version, accepted_at=self._clock()))
+            try:
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
+                if not await self.has_accepted(agent_id, version):
+                    raise StoreError(t("terms_unknown_version", version=version)) from None
+
+    async def has_accepted(self, agent_id: str, version: str) -> bool:
+        async with self._sessions() as s:
+            found = await s.scalar(
+                select(TermsAcceptance.id).where(
+                    TermsAcceptance.agent_id == agent_id, TermsAcceptance.version == version
+                )
+            )
+            return found is not None
+
+    async def terms_acceptances(self, agent_id: str) -> list[TermsAcceptance]:
+        async with self._sessions() as s:
+            return list(
+                await s.scalars(
+                    select(TermsAcceptance)
+                    .where(TermsAcceptance.agent_id == agent_id)
+                    .order_by(TermsAcceptance.id)
+                )
+            )
 
     # -- sessions ---------------------------------------------------------------
 

@@ -1,0 +1,82 @@
+"""The terms of use as the server publishes them and the agent shows them.
+
+A version has a Japanese and an English text, the date it was published and the date it
+takes effect. The support company's terms (Art. 10) promise at least a month's notice of
+a change, so every version after the first takes effect no sooner than one month after
+it was published (checked where it is published, on the server).
+
+On the wire (the agent link's ``welcome``, docs/protocol/agent-control.md) a version is
+``{"version", "published", "effective", "text": {"en", "ja"}}`` with ISO dates.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+#: A version label: what the admin passes to --version and the customer to --accept-terms.
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+#: The longest text per language the server publishes and the agent accepts (characters);
+#: the welcome carries both languages within the agent's 64 KiB message limit.
+MAX_TEXT = 20_000
+LANGUAGES = ("en", "ja")
+
+
+@dataclass(frozen=True)
+class Terms:
+    version: str
+    published: date
+    effective: date
+    #: The text per language: {"en": ..., "ja": ...}.
+    text: dict[str, str]
+
+    def text_for(self, lang: str) -> str:
+        """The text in ``lang``, else the other language's (never empty if either is set)."""
+        return self.text.get(lang) or self.text.get("en") or self.text.get("ja") or ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "published": self.published.isoformat(),
+            "effective": self.effective.isoformat(),
+            "text": {lang: self.text.get(lang, "") for lang in LANGUAGES},
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Terms:
+        """Parse a version from a server message; ValueError if it is not well formed."""
+        if not isinstance(obj, dict):
+            raise ValueError("terms: not an object")
+        version, text = obj.get("version"), obj.get("text")
+        if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+            raise ValueError("terms: malformed version")
+        if not isinstance(text, dict):
+            raise ValueError("terms: text is not an object")
+        texts: dict[str, str] = {}
+        for lang in LANGUAGES:
+            value = text.get(lang, "")
+            if not isinstance(value, str) or len(value) > MAX_TEXT:
+                raise ValueError(f"terms: malformed {lang} text")
+            texts[lang] = value
+        if not any(texts.values()):
+            raise ValueError("terms: no text")
+        return cls(version, _day(obj.get("published")), _day(obj.get("effective")), texts)
+
+
+def one_month_after(day: date) -> date:
+    """The same day of the next calendar month, or that month's last day if it is shorter
+    (Jan 31 -> Feb 28/29): the earliest effective date for a version published on ``day``."""
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def _day(value: object) -> date:
+    if not isinstance(value, str):
+        raise ValueError("terms: malformed date")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("terms: malformed date") from None
