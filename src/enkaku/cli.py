@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --consent ask: no answer within this time is a no (default 60)",
     )
+    a.add_argument(
+        "--lang",
+        choices=("ja", "en"),
+        help="language of the window and messages (default: from the system locale)",
+    )
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
     a.add_argument("--config-dir", type=Path, help="where the device key lives")
     a.add_argument(
@@ -188,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=24.0,
         metavar="HOURS",
         help="how long an interrupted transfer's received part is kept for resumption (default 24)",
+    )
+    a.add_argument(
+        "--accept-terms",
+        metavar="VERSION",
+        help="accept this version of the server's terms of use without asking (scripted "
+        "installs); any other version in force is asked as usual",
     )
     _add_tls_args(a)
 
@@ -287,6 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ka.add_argument("--valid-until", type=_day, help="last day (YYYY-MM-DD)")
     ksub.add_parser("list", help="list contracts")
+
+    ad = sub.add_parser("admin", help="server administration")
+    adsub = ad.add_subparsers(dest="area", required=True)
+    tm = adsub.add_parser("terms", help="the terms of use customers accept (docs/operations.md)")
+    tmsub = tm.add_subparsers(dest="terms_action", required=True)
+    tp = tmsub.add_parser("publish", help="publish a new version of the terms of use")
+    tp.add_argument("file", type=Path, help='TOML file with en = """...""" and ja = """..."""')
+    tp.add_argument("--version", dest="terms_version", required=True, help="its version label")
+    tp.add_argument(
+        "--effective",
+        type=_day,
+        required=True,
+        help="the day it takes effect (YYYY-MM-DD); after the first version, at least one "
+        "month after today",
+    )
+    _add_db_args(tp)
+    _add_db_args(tmsub.add_parser("list", help="list the published versions"))
     return p
 
 
@@ -537,7 +565,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from enkaku.demo import run_demo
 
         return run_demo(json_output=args.json, port=args.port)
-    if args.command in ("user", "contract"):
+    if args.command in ("user", "contract", "admin"):
         return asyncio.run(_admin(args))
     raise AssertionError(args.command)
 
@@ -659,6 +687,10 @@ async def _admin(args: argparse.Namespace) -> int:
         print(f"enkaku: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.command == "admin":
+            from enkaku.server.terms import admin_terms
+
+            return await admin_terms(store, args)
         if args.command == "user":
             password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
             if len(password) < 10:

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from enkaku.i18n import register, t
+from enkaku.i18n import language, register, t
 from enkaku.transport.proxy import ProxyError, proxy_for
 from enkaku.transport.tls import client_ssl_context
 
@@ -21,7 +21,7 @@ from .identity import DeviceKey, default_config_dir
 from .input.base import InputInjector
 from .runtime import AgentRuntime
 from .services import FileSettings
-from .ui import HeadlessUI
+from .ui import AgentUI, HeadlessUI
 
 register(
     {
@@ -56,9 +56,8 @@ def screen_backends(
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    if not args.headless:
-        print(t("agent_no_window"), file=sys.stderr)
-        return 2
+    if getattr(args, "lang", None):
+        os.environ["ENKAKU_LANG"] = args.lang  # before any thread reads the environment
     consent: ConsentPolicy
     if args.consent == "ask":
         consent = TerminalConsent(timeout=args.consent_timeout)
@@ -79,18 +78,49 @@ def run_agent(args: argparse.Namespace) -> int:
         incoming=(args.incoming or FileSettings().incoming).expanduser().absolute(),
         partial_ttl=args.keep_partial * 3600,
     )
-    runtime = AgentRuntime(
-        args.server,
-        key,
-        HeadlessUI(args.server),
-        consent=consent,
-        capture_factory=capture,
-        input_factory=injector,
-        clipboard_factory=clipboard,
-        ssl_context=ssl_ctx,
-        files=files,
-    )
-    return asyncio.run(_run(runtime))
+
+    def build(ui: AgentUI, policy: ConsentPolicy) -> AgentRuntime:
+        return AgentRuntime(
+            args.server,
+            key,
+            ui,
+            consent=policy,
+            capture_factory=capture,
+            input_factory=injector,
+            clipboard_factory=clipboard,
+            ssl_context=ssl_ctx,
+            files=files,
+            accept_terms=args.accept_terms,
+        )
+
+    if not args.headless:
+        code = _run_window(args, build)
+        if code is not None:
+            return code
+    return asyncio.run(_run(build(HeadlessUI(args.server), consent)))
+
+
+def _run_window(
+    args: argparse.Namespace, build: Callable[[AgentUI, ConsentPolicy], AgentRuntime]
+) -> int | None:
+    """The agent with its window; None (after saying why, in both languages) when Tk
+    cannot start here, and the terminal takes over."""
+    from .window import texts  # noqa: F401  (registers window_fallback)
+    from .window.app import WindowUnavailable, run_window
+
+    display = args.display if args.display and args.display.lower() != "none" else None
+    try:
+        return run_window(
+            build,
+            lang=language(),
+            consent=args.consent,
+            timeout=args.consent_timeout,
+            display=display,
+        )
+    except WindowUnavailable as exc:
+        for lang in ("en", "ja"):
+            print(t("window_fallback", lang, detail=exc), file=sys.stderr, flush=True)
+        return None
 
 
 async def _run(runtime: AgentRuntime) -> int:

@@ -9,8 +9,8 @@ import logging
 import random
 import re
 import ssl
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -20,10 +20,12 @@ from enkaku import __version__
 from enkaku.agent.capture.base import ScreenCapture
 from enkaku.agent.clipboard import Clipboard
 from enkaku.agent.input.base import InputInjector
+from enkaku.i18n import register
 from enkaku.protocol.agentlink import CLOSE_REPLACED
 from enkaku.protocol.handshake import FailureReason
 from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.password import generate_password
+from enkaku.protocol.terms import Terms
 from enkaku.transport.proxy import proxy_kwargs
 
 from .consent import ConsentPolicy, DenyAll, human_size
@@ -39,6 +41,28 @@ MAX_FAILED_ATTEMPTS = 3
 
 class AgentReplaced(Exception):
     """Another agent process with this device key took over."""
+
+
+class TermsRefused(Exception):
+    """The customer did not accept the terms of use in force: the agent stops."""
+
+
+_T = TypeVar("_T")
+
+register(
+    {
+        "agent_terms_refused": (
+            "The terms of use were not accepted: this computer cannot be supported, and the "
+            "agent stops. Start it again to read and accept them.",
+            "利用規約に同意いただけなかったため、このコンピューターはサポートを受けられません。"
+            "エージェントを終了します。再度起動すると規約を確認して同意できます。",
+        ),
+        "agent_terms_accepted_option": (
+            "Terms of use version {version} accepted (--accept-terms).",
+            "利用規約 第 {version} 版に同意しました (--accept-terms)。",
+        ),
+    }
+)
 
 
 BACKOFF_MAX = 30.0
@@ -66,6 +90,7 @@ class AgentRuntime:
         ssl_context: ssl.SSLContext | bool = True,
         new_password: Callable[[], str] = generate_password,
         files: FileSettings | None = None,
+        accept_terms: str | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.key, self.ui = key, ui
@@ -73,6 +98,8 @@ class AgentRuntime:
         self.capture_factory, self.input_factory = capture_factory, input_factory
         self.clipboard_factory = clipboard_factory
         self.files = files or FileSettings()
+        #: --accept-terms: this exact version is accepted without asking (scripted installs).
+        self.accept_terms = accept_terms
         self.ssl_context = ssl_context
         self._new_password = new_password
         self.password = new_password()
@@ -127,6 +154,10 @@ class AgentRuntime:
                     delay = 1.0
                 except AgentReplaced:
                     self.ui.notice("agent_replaced")
+                    self._stopping = True
+                    break
+                except TermsRefused:
+                    self.ui.notice("agent_terms_refused")
                     self._stopping = True
                     break
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
@@ -202,7 +233,9 @@ class AgentRuntime:
             # Used from the next connection on (this one keeps its own).
             self.link_heartbeat = max(0.5, float(link_heartbeat) / 2)
             self.ui.notice("agent_online", server=self.server_url)
-            if changed:  # first contact, or the server gave another ID (database reset)
+            # No ID is shown before the terms in force are accepted.
+            asked = await self._terms_step(ws, welcome)
+            if changed or asked:  # first contact, another ID (database reset), new terms
                 self.ui.credentials(self.agent_id, self.password)
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -216,6 +249,54 @@ class AgentRuntime:
         self._ws = None
         if ws.close_code == CLOSE_REPLACED:
             raise AgentReplaced
+
+    async def _terms_step(
+        self, ws: aiohttp.ClientWebSocketResponse, welcome: dict[str, Any]
+    ) -> bool:
+        """The welcome's terms: the version in force accepted here if it was not yet
+        (asking the customer unless --accept-terms names it), the upcoming one shown as a
+        notice. True if this connection accepted a version. Raises TermsRefused."""
+        raw, raw_upcoming = welcome.get("terms"), welcome.get("terms_upcoming")
+        if raw_upcoming is not None:
+            self.ui.terms_upcoming(Terms.from_json(raw_upcoming))
+        if raw is None:  # none published: nothing to accept
+            return False
+        terms = Terms.from_json(raw)
+        if raw.get("accepted") is True:
+            return False
+        if terms.version == self.accept_terms:
+            self.ui.notice("agent_terms_accepted_option", version=terms.version)
+        elif not await self._while_reading(ws, self.ui.ask_terms(terms)):
+            raise TermsRefused
+        await ws.send_str(json.dumps({"type": "accept_terms", "version": terms.version}))
+        async with asyncio.timeout(15):
+            while True:
+                msg = await self._receive_json(ws, timeout=15)
+                if msg.get("type") == "terms_accepted" and msg.get("version") == terms.version:
+                    return True
+
+    async def _while_reading(self, ws: aiohttp.ClientWebSocketResponse, work: Awaitable[_T]) -> _T:
+        """Run ``work`` (the customer reading the terms) while reading the link, whose
+        pings must be answered. A closed link ends it with ValueError; other messages are
+        ignored (the server sends no session request before the terms are accepted)."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                recv = asyncio.ensure_future(ws.receive())
+                await asyncio.wait({recv, task}, return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
+                    recv.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await recv
+                    return task.result()
+                msg = recv.result()
+                if msg.type != WSMsgType.TEXT:
+                    raise ValueError(f"server closed the control connection ({msg.data})")
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _receive_json(
         self, ws: aiohttp.ClientWebSocketResponse, timeout: float

@@ -7,8 +7,13 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
                      "agent_version": str, "platform": str}
                     signature = Ed25519(b"enkaku/1 agent-auth\\0" + nonce)
     server → agent  {"type": "welcome", "agent_id": "123456789", "heartbeat": seconds,
-                     "agent_heartbeat": seconds}
+                     "agent_heartbeat": seconds,
+                     "terms": {version, published, effective, text: {en, ja},
+                               "accepted": bool} | null,
+                     "terms_upcoming": {version, published, effective, text} | null}
                     heartbeat: relay legs (heartbeat_timeout); agent_heartbeat: this link
+    agent → server  {"type": "accept_terms", "version": V}   (V: the version in force)
+    server → agent  {"type": "terms_accepted", "version": V}
     server → agent  {"type": "session_request", "session_id", "relay_url" (absolute, or
                      null: then resolve "relay_path" against the agent's server URL),
                      "relay_path", "relay_token",
@@ -51,6 +56,7 @@ from .ratelimit import SessionLimits
 from .relay import RelayHub
 from .settings import Settings
 from .store.repo import Store
+from .terms import terms_today, to_terms
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +146,7 @@ class AgentGateway:
             self.connections.add(ws)
             try:
                 agent_id = await self._authenticate(ws, address)
+                terms = await self._terms_for(agent_id) if agent_id is not None else {}
             except ConnectionError:
                 # The peer vanished (e.g. gave up waiting) while we wrote to it.
                 log.debug("agent link from %s closed during authentication", address)
@@ -172,6 +179,7 @@ class AgentGateway:
                         "agent_id": agent_id,
                         "heartbeat": self.settings.heartbeat_timeout,
                         "agent_heartbeat": self.settings.agent_heartbeat,
+                        **terms,
                     }
                 )
                 await self._serve(conn)
@@ -237,6 +245,31 @@ class AgentGateway:
             return None
         return await self.store.agent_for_key(key)
 
+    async def _terms_for(self, agent_id: str) -> dict[str, Any]:
+        """The welcome's terms fields: the version in force (and whether this agent
+        accepted it) and the one announced next; both null when none is published."""
+        in_force, upcoming = await self.store.current_terms(terms_today())
+        current: dict[str, Any] | None = None
+        if in_force is not None:
+            current = to_terms(in_force).to_json()
+            current["accepted"] = await self.store.has_accepted(agent_id, in_force.version)
+        return {
+            "terms": current,
+            "terms_upcoming": to_terms(upcoming).to_json() if upcoming is not None else None,
+        }
+
+    async def _accept_terms(self, conn: AgentConnection, data: dict[str, Any]) -> None:
+        """Record the agent's acceptance of the version in force, and confirm it. Any
+        other version (e.g. one superseded since the welcome) is a malformed message: the
+        agent reconnects and is shown the version in force."""
+        version = data["version"]
+        in_force, _ = await self.store.current_terms(terms_today())
+        if in_force is None or version != in_force.version:
+            raise ValueError("accept_terms for a version not in force")
+        await self.store.accept_terms(conn.agent_id, in_force.version)
+        log.info("agent %s accepted terms version %s", conn.agent_id, in_force.version)
+        await conn.send({"type": "terms_accepted", "version": in_force.version})
+
     async def _serve(self, conn: AgentConnection) -> None:
         ws = conn.ws
         async for msg in ws:
@@ -251,6 +284,9 @@ class AgentGateway:
                 break
 
     async def _handle_message(self, conn: AgentConnection, data: dict[str, Any]) -> None:
+        if data.get("type") == "accept_terms":
+            await self._accept_terms(conn, data)
+            return
         if data.get("type") != "session_event":
             raise ValueError("unknown message type")
         session_id, event = str(data["session_id"]), str(data["event"])

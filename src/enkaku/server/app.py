@@ -27,6 +27,7 @@ from .settings import Settings
 from .store.db import open_engine
 from .store.models import Technician
 from .store.repo import Store
+from .terms_page import terms_page
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def build_app(
         return await request.app[SERVICES].relay.handle(request)
 
     app.router.add_get("/", home)
+    app.router.add_get("/terms", terms_page)
     app.router.add_get("/ws/agent", agent_ws)
     app.router.add_get("/ws/relay/{session_id}", relay_ws)
     return app

@@ -13,6 +13,7 @@ the server's today.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tomllib
@@ -26,6 +27,8 @@ from enkaku.protocol.terms import Terms
 if TYPE_CHECKING:
     from .store.models import TermsVersion
     from .store.repo import Store
+
+log = logging.getLogger(__name__)
 
 #: TEST ONLY: shifts the day the terms code sees as today by this many days (an integer),
 #: so a test can reach a later version's effective date. Ignored unless set.
@@ -54,10 +57,6 @@ register(
             "Published terms version {version} (effective {effective}).",
             "利用規約 第 {version} 版を公開しました (有効日 {effective})。",
         ),
-        "terms_bad_clock_offset": (
-            "ENKAKU_TEST_CLOCK_OFFSET_DAYS must be a whole number of days.",
-            "ENKAKU_TEST_CLOCK_OFFSET_DAYS には日数 (整数) を指定してください。",
-        ),
     }
 )
 
@@ -71,7 +70,8 @@ def terms_today() -> date:
     try:
         return today + timedelta(days=int(offset))
     except ValueError:
-        raise ValueError(t("terms_bad_clock_offset")) from None
+        log.warning("%s is not a whole number of days: ignored", CLOCK_OFFSET_ENV)
+        return today
 
 
 def to_terms(row: TermsVersion) -> Terms:

@@ -13,6 +13,7 @@ from enkaku.protocol.control import END_REASONS, POLICY_REASONS
 from ..preauth import peer_address
 from ..ratelimit import RateLimited
 from ..services import SERVICES, Services
+from ..terms import terms_today
 from .framework import Api, ApiError, Context
 
 api = Api()
@@ -218,6 +219,9 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
         raise ApiError(403, why_not, contract=contract.code)
     if not await svc.presence.is_online(body.agent_id):
         raise ApiError(404, "agent_offline", agent_id=body.agent_id)
+    in_force, _ = await svc.store.current_terms(terms_today())
+    if in_force is not None and not await svc.store.has_accepted(body.agent_id, in_force.version):
+        raise ApiError(409, "terms_not_accepted", version=in_force.version)
     session_id = secrets.token_hex(16)
     await svc.store.create_session(
         session_id, body.agent_id, tech.id, contract.id, svc.settings.node
