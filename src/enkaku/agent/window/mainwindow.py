@@ -1,0 +1,134 @@
+"""The main window: the ID and the one-time password, the connection status, notices.
+
+What the customer reads aloud is large and selectable (a read-only entry: select and
+Ctrl-C copy it). Status and notices arrive as i18n keys with their arguments and are
+formatted here, in the language the customer picked, so a switch relabels them too.
+"""
+
+from __future__ import annotations
+
+import time
+import tkinter as tk
+from collections.abc import Callable
+from tkinter import ttk
+
+from enkaku.i18n import t
+
+from ..ui import printable_args
+from . import texts as _texts  # noqa: F401  (registers the window's messages)
+from .fonts import Fonts
+from .lang import Lang, group_id
+
+#: How many notices the window keeps on screen, newest first.
+NOTICES_SHOWN = 4
+
+
+class MainWindow:
+    """The window the agent opens on start; closing it stops the agent."""
+
+    def __init__(
+        self,
+        root: tk.Tk,
+        fonts: Fonts,
+        lang: Lang,
+        *,
+        on_new_password: Callable[[], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        self.root, self.fonts, self.lang = root, fonts, lang
+        self.agent_id = ""
+        self.password = ""
+        self.status: tuple[str, dict[str, object]] = ("window_status_connecting", {})
+        self.notices: list[tuple[str, str, dict[str, object]]] = []
+        root.protocol("WM_DELETE_WINDOW", on_close)
+        root.minsize(520, 0)
+        frame = ttk.Frame(root, name="main", padding=16)
+        frame.pack(fill="both", expand=True)
+        frame.columnconfigure(1, weight=1)
+        self.intro = ttk.Label(frame, name="intro", font=fonts.bold, wraplength=560)
+        self.intro.grid(row=0, column=0, columnspan=3, sticky="w", pady=(0, 12))
+        self.id_label = ttk.Label(frame, name="id_label", font=fonts.body)
+        self.id_label.grid(row=1, column=0, sticky="w", padx=(0, 12))
+        self.id_var = tk.StringVar(root)
+        self.id_entry = ttk.Entry(
+            frame, name="agent_id", textvariable=self.id_var, font=fonts.big,
+            width=12, state="readonly", justify="center",
+        )  # fmt: skip
+        self.id_entry.grid(row=1, column=1, columnspan=2, sticky="we", pady=4)
+        self.pw_label = ttk.Label(frame, name="password_label", font=fonts.body)
+        self.pw_label.grid(row=2, column=0, sticky="w", padx=(0, 12))
+        self.pw_var = tk.StringVar(root)
+        self.pw_entry = ttk.Entry(
+            frame, name="password", textvariable=self.pw_var, font=fonts.big,
+            width=12, state="readonly", justify="center",
+        )  # fmt: skip
+        self.pw_entry.grid(row=2, column=1, sticky="we", pady=4)
+        self.new_pw = ttk.Button(frame, name="new_password", command=on_new_password)
+        self.new_pw.grid(row=2, column=2, sticky="e", padx=(8, 0))
+        self.status_label = ttk.Label(frame, name="status", font=fonts.bold, wraplength=560)
+        self.status_label.grid(row=3, column=0, columnspan=3, sticky="w", pady=(12, 0))
+        self.help_label = ttk.Label(frame, name="status_help", font=fonts.small, wraplength=560)
+        self.help_label.grid(row=4, column=0, columnspan=3, sticky="w")
+        self.notice_label = ttk.Label(
+            frame, name="notices", font=fonts.small, wraplength=560, foreground="#8a4b00"
+        )
+        self.notice_label.grid(row=5, column=0, columnspan=3, sticky="w", pady=(8, 0))
+        langs = ttk.Frame(frame, name="langs")
+        langs.grid(row=6, column=0, columnspan=3, sticky="e", pady=(12, 0))
+        self.lang_caption = ttk.Label(langs, name="lang_caption", font=fonts.small)
+        self.lang_caption.pack(side="left", padx=(0, 6))
+        self.lang_var = tk.StringVar(root, value=lang.code)
+        for code, label in (("ja", "日本語"), ("en", "English")):
+            ttk.Radiobutton(
+                langs, name=f"lang_{code}", text=label, value=code, variable=self.lang_var,
+                command=lambda: self.lang.switch(self.lang_var.get()),
+            ).pack(side="left")  # fmt: skip
+        lang.subscribe(self.relabel)
+        self.relabel()
+
+    # -- what the agent tells it (on the Tk thread, through the bridge) ----------------
+
+    def show_credentials(self, agent_id: str, password: str) -> None:
+        self.agent_id, self.password = agent_id, password
+        self._set(self.id_var, group_id(agent_id))
+        self._set(self.pw_var, password)
+
+    def show_status(self, key: str, **kwargs: object) -> None:
+        self.status = (key, printable_args(kwargs))
+        self.relabel()
+
+    def add_notice(self, key: str, **kwargs: object) -> None:
+        self.notices.insert(0, (time.strftime("%H:%M"), key, printable_args(kwargs)))
+        del self.notices[NOTICES_SHOWN:]
+        self.relabel()
+
+    # -- drawing -------------------------------------------------------------------------
+
+    def relabel(self) -> None:
+        """Every text in the current language."""
+        lang = self.lang.code
+        if self.lang_var.get() != lang:
+            self.lang_var.set(lang)
+        self.root.title(t("window_title", lang))
+        self.intro.configure(text=t("window_intro", lang))
+        self.id_label.configure(text=t("window_id", lang))
+        self.pw_label.configure(text=t("window_password", lang))
+        self.new_pw.configure(text=t("window_new_password", lang))
+        self.lang_caption.configure(text=t("window_language", lang))
+        key, kwargs = self.status
+        self.status_label.configure(
+            text=t(key, lang, **kwargs),
+            foreground="#b00020" if key == "window_status_offline" else "#1b5e20",
+        )
+        self.help_label.configure(
+            text=t("window_offline_help", lang) if key == "window_status_offline" else ""
+        )
+        self.notice_label.configure(
+            text="\n".join(f"{at}  {t(k, lang, **kw)}" for at, k, kw in self.notices)
+        )
+        if not self.agent_id:
+            self._set(self.id_var, "…")
+            self._set(self.pw_var, "…")
+
+    def _set(self, var: tk.StringVar, value: str) -> None:
+        var.set(value)

@@ -1,0 +1,114 @@
+"""``WindowUI``: the agent's ``AgentUI`` shown in Tk windows.
+
+The runtime calls these methods on its loop (worker thread); each one only hands a call
+to the Tk thread through the bridge, or (``ask_terms``) awaits the customer's answer from
+it. Nothing here touches Tk directly.
+"""
+
+from __future__ import annotations
+
+import tkinter as tk
+from collections.abc import Callable
+
+from enkaku.protocol.terms import Terms
+
+from ..consent import Requester
+from .banner import Banner, LiveSession, Snapshot, Summary, snapshot
+from .bridge import Bridge
+from .consentdialog import PauseControl
+from .fonts import Fonts
+from .lang import Lang
+from .mainwindow import MainWindow
+from .termsdialog import TermsDialog
+
+#: Runtime notices that set the connection status rather than add a notice line.
+STATUS_NOTICES = {
+    "agent_online": "window_status_online",
+    "agent_offline_retry": "window_status_offline",
+}
+
+
+class WindowUI:
+    """Implements ``enkaku.agent.ui.AgentUI`` for the window."""
+
+    def __init__(
+        self,
+        bridge: Bridge,
+        fonts: Fonts,
+        lang: Lang,
+        main: MainWindow,
+        pause: PauseControl,
+        session_of: Callable[[], LiveSession | None],
+    ) -> None:
+        self.bridge, self.fonts, self.lang, self.main = bridge, fonts, lang, main
+        self.pause, self.session_of = pause, session_of
+        self._session: LiveSession | None = None  # on the loop: the session shown
+        self.banner: Banner | None = None  # on Tk
+        self.summary: Summary | None = None  # on Tk
+
+    @property
+    def root(self) -> tk.Misc:
+        return self.bridge.root
+
+    # -- AgentUI (called on the loop) ----------------------------------------------------
+
+    def credentials(self, agent_id: str, password: str) -> None:
+        self.bridge.to_tk(self.main.show_credentials, agent_id, password)
+
+    def notice(self, key: str, **kwargs: object) -> None:
+        if key in STATUS_NOTICES:
+            self.bridge.to_tk(lambda: self.main.show_status(STATUS_NOTICES[key], **kwargs))
+        elif key != "agent_traffic":  # the end summary shows the traffic
+            self.bridge.to_tk(lambda: self.main.add_notice(key, **kwargs))
+
+    def session_started(self, who: Requester) -> None:
+        session = self.session_of()
+        if session is None:
+            return
+        self._session = session
+        self.bridge.to_tk(self._open_banner, who, session)
+
+    def session_ended(self, reason: str) -> None:
+        session, self._session = self._session, None
+        snap = snapshot(session) if session is not None else Snapshot(0, 0, (), False)
+        self.bridge.to_tk(self._close_banner, reason, snap)
+
+    def chat(self, who: Requester, text: str, at: str) -> None:
+        self.bridge.to_tk(self._chat, who.label, text, at)
+
+    async def ask_terms(self, terms: Terms) -> bool:
+        def show(reply: Callable[[bool], None]) -> Callable[[], None]:
+            return TermsDialog(self.root, self.fonts, self.lang, terms, reply).close
+
+        return await self.bridge.ask_tk(show)
+
+    def terms_upcoming(self, terms: Terms) -> None:
+        self.bridge.to_tk(
+            lambda: self.main.add_notice(
+                "window_terms_upcoming", version=terms.version,
+                effective=terms.effective.isoformat(),
+            )
+        )  # fmt: skip
+
+    # -- on Tk ----------------------------------------------------------------------------
+
+    def _open_banner(self, who: Requester, session: LiveSession) -> None:
+        if self.banner is not None:
+            self.banner.close()
+        if self.summary is not None:
+            self.summary.close()
+            self.summary = None
+        self.banner = Banner(
+            self.root, self.fonts, self.lang, self.bridge, who, session, self.pause
+        )
+
+    def _close_banner(self, reason: str, snap: Snapshot) -> None:
+        if self.banner is None:
+            return
+        seconds = self.banner.close()
+        self.banner = None
+        self.summary = Summary(self.root, self.fonts, self.lang, reason, seconds, snap)
+
+    def _chat(self, who: str, text: str, at: str) -> None:
+        if self.banner is not None:
+            self.banner.add_chat(who, text, at)
