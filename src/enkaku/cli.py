@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds of silence before an idle agent's control link is gone (default 30)",
     )
+    s.add_argument(
+        "--agent-dir", type=Path, help="folder of the one-file agents (scripts/build-agent)"
+    )
+    s.add_argument(
+        "--agent-ca-file", type=Path, help="PEM CA baked into downloaded agents (private CA)"
+    )
     pre = s.add_argument_group("limits before authentication (docs/operations.md)")
     for flag, kind, text in _PREAUTH_FLAGS:
         pre.add_argument(flag, type=kind, metavar="N", help=text)
@@ -485,6 +491,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 node_id=args.node_id,
                 heartbeat_timeout=args.heartbeat_timeout,
                 agent_heartbeat=args.agent_heartbeat,
+                agent_dir=args.agent_dir,
+                agent_ca_file=args.agent_ca_file,
                 **{
                     f[2:].replace("-", "_"): getattr(args, f[2:].replace("-", "_"))
                     for f, *_ in _PREAUTH_FLAGS

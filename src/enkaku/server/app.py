@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from .agents import AgentGateway
 from .api.framework import ApiError
 from .api.routes import api
+from .downloads import setup_downloads
 from .expiry import AgentExpiry
 from .home import home
 from .preauth import PendingConnections, RegistrationLimiter
@@ -121,6 +122,7 @@ def build_app(
         return await request.app[SERVICES].relay.handle(request)
 
     app.router.add_get("/", home)
+    setup_downloads(app, settings)
     app.router.add_get("/terms", terms_page)
     app.router.add_get("/ws/agent", agent_ws)
     app.router.add_get("/ws/relay/{session_id}", relay_ws)

@@ -37,6 +37,12 @@ serves the customer's screen to any VNC viewer.<br>
 <pre>enkaku login --server {server} --user NAME
 enkaku connect ID --vnc-listen 127.0.0.1:5901
 xtigervncviewer 127.0.0.1::5901</pre>
+<h2>For customers / お客様へ</h2>
+<p><a href="/download/agent">サポート用プログラムのダウンロード</a>: Debian / Ubuntu で
+<code>sudo apt install python3-tk libsodium23</code> を実行してから、ダウンロードしたファイルを
+<code>python3 enkaku-agent-py311.pyz</code> で起動してください (Ubuntu 24.04 では py312)。<br>
+<a href="/download/agent">Download the support program</a>: install <code>python3-tk</code> and
+<code>libsodium23</code>, then run <code>python3 enkaku-agent-py311.pyz</code>.</p>
 <p class="muted">API: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a></p>
 </body></html>
 """

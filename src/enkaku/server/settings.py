@@ -70,6 +70,12 @@ class Settings:
     #: Agent IDs offline this many days and never used in a session are deleted
     #: (0: never).
     agent_expiry_days: float = 180.0
+    #: Folder with the one-file agents scripts/build-agent wrote (served at
+    #: /download/agent); None: the page says how to build them.
+    agent_dir: Path | None = None
+    #: PEM CA certificate(s) baked into downloaded agents, for a server whose
+    #: certificate comes from a private CA (None: the system's CAs).
+    agent_ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -165,6 +171,8 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_HEADER_TIMEOUT": ("header_timeout", float),
         "ENKAKU_BODY_TIMEOUT": ("body_timeout", float),
         "ENKAKU_AGENT_EXPIRY_DAYS": ("agent_expiry_days", float),
+        "ENKAKU_AGENT_DIR": ("agent_dir", Path),
+        "ENKAKU_AGENT_CA_FILE": ("agent_ca_file", Path),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

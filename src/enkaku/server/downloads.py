@@ -1,0 +1,217 @@
+"""The one-file agent for customers: /download/agent and /download/agent/{name}.
+
+The administrator builds the files with `scripts/build-agent` (one shiv zip application
+per Python version) and points the server at their folder (`--agent-dir`). Each download
+is a copy with one member appended, ``enkaku-agent.json`` (enkaku.agent.preconfig): this
+server's URL, the CA of `--agent-ca-file` when its certificate comes from a private CA,
+and the enrolment code of a per-customer link (``?code=``). Copies are cached per
+(file, configuration), a few at a time, in a temporary folder owned by the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import logging
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from enkaku.agent.preconfig import CONFIG_MEMBER, PreConfig, add_member
+
+from .services import SERVICES
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: File names scripts/build-agent writes: enkaku-agent-py311.pyz, -py312.pyz, ...
+NAME = re.compile(r"enkaku-agent-py3(\d{1,2})\.pyz")
+#: An enrolment code as a link may carry it (records issue): short, URL-safe.
+CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Preconfigured copies kept (each is the size of one build, tens of MB).
+CACHE_SIZE = 8
+
+
+class AgentFiles:
+    """The built files in ``agent_dir`` and their preconfigured copies."""
+
+    def __init__(self, agent_dir: Path | None, cache_dir: Path) -> None:
+        self.agent_dir = agent_dir
+        self.cache_dir = cache_dir
+        self._copies: OrderedDict[str, Path] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    def listing(self) -> list[tuple[str, str, int]]:
+        """(file name, "3.11", size in bytes) per built file, oldest Python first."""
+        if self.agent_dir is None or not self.agent_dir.is_dir():
+            return []
+        found = []
+        for path in self.agent_dir.iterdir():
+            match = NAME.fullmatch(path.name)
+            if match and path.is_file():
+                found.append((int(match[1]), path.name, path.stat().st_size))
+        return [(name, f"3.{minor}", size) for minor, name, size in sorted(found)]
+
+    async def copy_for(self, name: str, config: PreConfig) -> Path:
+        """The file ``name`` with ``config`` appended (made once per pair, then cached)."""
+        assert self.agent_dir is not None
+        source = self.agent_dir / name
+        stat = source.stat()
+        key = hashlib.sha256(
+            b"\0".join([name.encode(), str(stat.st_mtime_ns).encode(), config.to_json()])
+        ).hexdigest()[:32]
+        async with self._lock:  # one copy at a time: tens of MB each
+            path = self._copies.get(key)
+            if path is not None and path.is_file():
+                self._copies.move_to_end(key)
+                return path
+            path = self.cache_dir / f"{key}.pyz"
+            await asyncio.to_thread(_preconfigure, source, path, config)
+            self._copies[key] = path
+            while len(self._copies) > CACHE_SIZE:
+                _, old = self._copies.popitem(last=False)
+                old.unlink(missing_ok=True)
+            return path
+
+
+def _preconfigure(source: Path, target: Path, config: PreConfig) -> None:
+    partial = target.with_suffix(".part")
+    shutil.copyfile(source, partial)
+    add_member(partial, CONFIG_MEMBER, config.to_json())
+    partial.replace(target)
+
+
+AGENT_FILES: web.AppKey[AgentFiles] = web.AppKey("agent_files", AgentFiles)
+
+
+def setup_downloads(app: web.Application, settings: Settings) -> None:
+    """Add the download routes and the copy cache (removed when the app stops)."""
+
+    async def cache(app: web.Application) -> AsyncIterator[None]:
+        folder = Path(tempfile.mkdtemp(prefix="enkaku-agent-downloads-"))
+        app[AGENT_FILES] = AgentFiles(settings.agent_dir, folder)
+        yield
+        shutil.rmtree(folder, ignore_errors=True)
+
+    app.cleanup_ctx.append(cache)
+    app.router.add_get("/download/agent", download_page)
+    app.router.add_get("/download/agent/{name}", download_file)
+
+
+def _server_url(request: web.Request) -> str:
+    settings = request.app[SERVICES].settings
+    return settings.public_url.rstrip("/") or str(request.url.origin())
+
+
+def _code(request: web.Request) -> str:
+    code = request.query.get("code", "")
+    if code and not CODE.fullmatch(code):
+        raise web.HTTPBadRequest(
+            text="The enrolment code in this link is not valid; ask the support company for "
+            "a new link.\nこのリンクの登録コードは無効です。サポート会社に新しいリンクを"
+            "お尋ねください。\n"
+        )
+    return code
+
+
+async def download_file(request: web.Request) -> web.StreamResponse:
+    files = request.app[AGENT_FILES]
+    name = request.match_info["name"]
+    if name not in {entry[0] for entry in files.listing()}:
+        raise web.HTTPNotFound(
+            text="No such agent file; see /download/agent.\n"
+            "そのファイルはありません。/download/agent をご覧ください。\n"
+        )
+    settings = request.app[SERVICES].settings
+    ca_pem = ""
+    if settings.agent_ca_file is not None:
+        ca_pem = await asyncio.to_thread(settings.agent_ca_file.read_text)
+    config = PreConfig(server=_server_url(request), ca_pem=ca_pem, code=_code(request))
+    path = await files.copy_for(name, config)
+    log.info("agent download %s", name)  # not the code: it names a customer
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="ja"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>enkaku agent / サポート用プログラム</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 44rem; margin: 3rem auto; padding: 0 1rem;
+       color: #1d2733; line-height: 1.5; }}
+code, pre {{ background: #eef2f6; border-radius: 4px; padding: .1rem .3rem; }}
+pre {{ padding: .8rem; overflow-x: auto; }}
+td {{ padding: .2rem .8rem .2rem 0; }}
+.muted {{ color: #5b6775; }}
+</style></head>
+<body>
+<h1>サポート用プログラム <span class="muted">/ Support program</span></h1>
+{body}
+<p class="muted"><a href="/">enkaku</a></p>
+</body></html>
+"""
+
+_HOW = """<p>サポート担当者があなたの画面を見て操作できるようにするプログラムです。接続するたびに
+あなたの許可が必要で、いつでも終了できます。<br>
+This program lets the support technician see and operate your screen. Every connection
+needs your permission, and you can end it at any time.</p>
+<h2>1. 必要なパッケージ / Packages needed</h2>
+<p>Debian / Ubuntu では一度だけ次を実行してください (管理者のパスワードが必要です)。<br>
+On Debian or Ubuntu, once (needs the administrator's password):</p>
+<pre>sudo apt install python3 python3-tk libsodium23</pre>
+<h2>2. ダウンロード / Download</h2>
+<p>お使いの Python のバージョンに合ったファイルを選んでください。バージョンは
+<code>python3 --version</code> で確認できます (Debian 12: 3.11、Ubuntu 24.04: 3.12)。<br>
+Choose the file for your Python version (<code>python3 --version</code> shows it;
+Debian 12: 3.11, Ubuntu 24.04: 3.12).</p>
+<table>{rows}</table>
+<h2>3. 起動 / Start</h2>
+<p>ダウンロードしたフォルダーで端末を開き、次を実行してください。表示される ID とパスワードを
+サポート担当者に伝えてください。<br>
+Open a terminal in the download folder and run the following; read the ID and password it
+shows to the technician.</p>
+<pre>python3 {example}</pre>
+"""
+
+_NOT_BUILT = """<p>このサーバーにはまだダウンロード用のファイルがありません。サポート会社に
+お問い合わせください。<br>
+This server has no agent files to download yet; please contact the support company.</p>
+<p class="muted">Administrator: build them with <code>scripts/build-agent</code> and start the
+server with <code>--agent-dir dist/agent</code> (or <code>ENKAKU_AGENT_DIR</code>);
+docs/operations.md.<br>
+管理者の方へ: <code>scripts/build-agent</code> でファイルを作り、サーバーを
+<code>--agent-dir dist/agent</code> (または <code>ENKAKU_AGENT_DIR</code>) 付きで起動して
+ください。</p>
+"""
+
+
+async def download_page(request: web.Request) -> web.Response:
+    files = request.app[AGENT_FILES].listing()
+    code = _code(request)
+    query = f"?code={code}" if code else ""  # CODE allows only URL-safe characters
+    if files:
+        rows = "".join(
+            f'<tr><td><a href="/download/agent/{html.escape(name)}{query}">'
+            f"{html.escape(name)}</a></td><td>Python {python}</td>"
+            f"<td>{size / 1e6:.1f} MB</td></tr>"
+            for name, python, size in files
+        )
+        body = _HOW.format(rows=rows, example=html.escape(files[0][0]))
+    else:
+        body = _NOT_BUILT
+    resp = web.Response(text=_PAGE.format(body=body), content_type="text/html")
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return resp
