@@ -1,8 +1,13 @@
-"""A private Xvfb per module and a fresh Tk root on it per test."""
+"""One private Xvfb for all the window tests and a fresh Tk root on it per test.
+
+One display for the whole run, not one per module: Tk keeps a display connection open
+after its root is destroyed, and an Xvfb stopped under it hung the next test's Tk.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import shutil
 import tkinter as tk
 from collections.abc import Iterator
@@ -15,7 +20,7 @@ from tests.xdisplay import xvfb
 pytestmark = pytest.mark.x11
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def display() -> Iterator[str]:
     if shutil.which("xdotool") is None:
         pytest.fail("xdotool is not installed: run scripts/bootstrap")
@@ -25,12 +30,17 @@ def display() -> Iterator[str]:
 
 @pytest.fixture
 def root(display: str) -> Iterator[tk.Tk]:
+    # An earlier test's Tk interpreter must be freed on this (its own) thread: a garbage
+    # collection that happens to run on a loop thread would free it there, and Tcl aborts.
+    gc.collect()
     r = tk.Tk(screenName=display, className="enkaku")
     try:
         yield r
     finally:
         with contextlib.suppress(tk.TclError):  # the test may have destroyed it
             r.destroy()
+        del r
+        gc.collect()
 
 
 @pytest.fixture

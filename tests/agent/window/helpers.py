@@ -8,6 +8,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import subprocess
+import threading
 import time
 import tkinter as tk
 from collections.abc import Callable, Iterator
@@ -134,6 +135,7 @@ def loop_thread(root: tk.Tk) -> Iterator[Bridge]:
         bridge.loop.call_soon_threadsafe(holder[0].set)
         pump_until(root, lambda: finished, what="loop finished")
         assert bridge.join(10)
+        bridge.close()
         assert finished == [None]
 
 
@@ -170,3 +172,29 @@ class FakeSession:
 
     async def send_chat(self, text: str) -> None:
         self.chats.append(text)
+
+
+class FakeRuntime:
+    """The runtime as the window drives it: records stops and password replacements."""
+
+    def __init__(self, ui: Any, policy: Any, session: Any = None) -> None:
+        self.ui, self.policy, self.session = ui, policy, session
+        self.stops: list[str] = []
+        self.replaced_on: list[int] = []
+        self.started = threading.Event()
+        self._stop = asyncio.Event()
+        self.password = "k7dq-m2xa"
+
+    async def run(self) -> None:
+        self.ui.credentials("123456789", self.password)
+        self.started.set()
+        await self._stop.wait()
+
+    async def stop(self, reason: str = "customer_ended") -> None:
+        self.stops.append(reason)
+        self._stop.set()
+
+    def replace_password(self) -> None:
+        self.replaced_on.append(threading.get_ident())
+        self.password = "n3wp-4ssw"
+        self.ui.credentials("123456789", self.password)

@@ -133,16 +133,24 @@ class AgentWindow:
         self.closing = True
         self.main.show_status("window_status_stopped")
         if self.bridge.to_loop(self._request_stop()) is None:
-            self.root.destroy()
+            self._destroy()
 
     def _loop_done(self, error: BaseException | None) -> None:
         self.error = error
         if self.closing:
-            self.root.destroy()
+            self._destroy()
         else:  # stopped by itself (another agent took over): say so, wait for the close
             self.main.show_status("window_status_stopped")
             self.closing = True
-            self.root.protocol("WM_DELETE_WINDOW", self.root.destroy)
+            self.root.protocol("WM_DELETE_WINDOW", self._destroy)
+
+    def _destroy(self) -> None:
+        self.bridge.close()
+        self.root.destroy()
+
+    def start(self) -> None:
+        """Start the agent's loop thread (``run`` does; tests drive Tk themselves)."""
+        self.bridge.start(self._main, self._loop_done)
 
     def run(self) -> int:
         """Show the window until it is closed; 0 when the agent stopped cleanly."""
@@ -152,7 +160,7 @@ class AgentWindow:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.bridge.start(self._main, self._loop_done)
+            self.start()
             self.root.mainloop()
         finally:
             for sig, handler in previous.items():

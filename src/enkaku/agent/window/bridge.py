@@ -48,6 +48,7 @@ class Bridge:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._polling = False
+        self._after: str | None = None
 
     # -- the worker thread ------------------------------------------------------------
 
@@ -95,7 +96,15 @@ class Bridge:
         """Start draining the queue on the Tk thread (idempotent)."""
         if not self._polling:
             self._polling = True
-            self.root.after(POLL_MS, self._drain)
+            self._after = self.root.after(POLL_MS, self._drain)
+
+    def close(self) -> None:
+        """Stop draining (before the root is destroyed: no timer may outlive it)."""
+        self._polling = False
+        if self._after is not None:
+            with contextlib.suppress(tk.TclError):
+                self.root.after_cancel(self._after)
+            self._after = None
 
     def _drain(self) -> None:
         while True:
@@ -107,8 +116,10 @@ class Bridge:
                 fn(*args)
             except Exception:  # one failed UI update must not stop the others
                 log.exception("a window update failed")
+        if not self._polling:
+            return
         try:
-            self.root.after(POLL_MS, self._drain)
+            self._after = self.root.after(POLL_MS, self._drain)
         except (RuntimeError, tk.TclError):  # the root was destroyed
             self._polling = False
 

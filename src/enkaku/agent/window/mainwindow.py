@@ -21,6 +21,8 @@ from .lang import Lang, group_id
 
 #: How many notices the window keeps on screen, newest first.
 NOTICES_SHOWN = 4
+#: The Tcl variable the language radio buttons share.
+LANG_VAR = "enkaku_lang"
 
 
 class MainWindow:
@@ -49,17 +51,15 @@ class MainWindow:
         self.intro.grid(row=0, column=0, columnspan=3, sticky="w", pady=(0, 12))
         self.id_label = ttk.Label(frame, name="id_label", font=fonts.body)
         self.id_label.grid(row=1, column=0, sticky="w", padx=(0, 12))
-        self.id_var = tk.StringVar(root)
         self.id_entry = ttk.Entry(
-            frame, name="agent_id", textvariable=self.id_var, font=fonts.big,
+            frame, name="agent_id", font=fonts.big,
             width=12, state="readonly", justify="center",
         )  # fmt: skip
         self.id_entry.grid(row=1, column=1, columnspan=2, sticky="we", pady=4)
         self.pw_label = ttk.Label(frame, name="password_label", font=fonts.body)
         self.pw_label.grid(row=2, column=0, sticky="w", padx=(0, 12))
-        self.pw_var = tk.StringVar(root)
         self.pw_entry = ttk.Entry(
-            frame, name="password", textvariable=self.pw_var, font=fonts.big,
+            frame, name="password", font=fonts.big,
             width=12, state="readonly", justify="center",
         )  # fmt: skip
         self.pw_entry.grid(row=2, column=1, sticky="we", pady=4)
@@ -77,11 +77,14 @@ class MainWindow:
         langs.grid(row=6, column=0, columnspan=3, sticky="e", pady=(12, 0))
         self.lang_caption = ttk.Label(langs, name="lang_caption", font=fonts.small)
         self.lang_caption.pack(side="left", padx=(0, 6))
-        self.lang_var = tk.StringVar(root, value=lang.code)
+        # A Tcl variable by name, not a tk.StringVar: a Python Variable's finalizer calls
+        # Tk, and a garbage collection on the loop's thread would run it there.
+        root.setvar(LANG_VAR, lang.code)
         for code, label in (("ja", "日本語"), ("en", "English")):
             ttk.Radiobutton(
-                langs, name=f"lang_{code}", text=label, value=code, variable=self.lang_var,
-                command=lambda: self.lang.switch(self.lang_var.get()),
+                langs, name=f"lang_{code}", text=label, value=code,
+                variable=LANG_VAR,  # type: ignore[arg-type]  # Tk takes a variable name
+                command=lambda: self.lang.switch(str(self.root.getvar(LANG_VAR))),
             ).pack(side="left")  # fmt: skip
         lang.subscribe(self.relabel)
         self.relabel()
@@ -90,8 +93,8 @@ class MainWindow:
 
     def show_credentials(self, agent_id: str, password: str) -> None:
         self.agent_id, self.password = agent_id, password
-        self._set(self.id_var, group_id(agent_id))
-        self._set(self.pw_var, password)
+        _show(self.id_entry, group_id(agent_id))
+        _show(self.pw_entry, password)
 
     def show_status(self, key: str, **kwargs: object) -> None:
         self.status = (key, printable_args(kwargs))
@@ -107,8 +110,8 @@ class MainWindow:
     def relabel(self) -> None:
         """Every text in the current language."""
         lang = self.lang.code
-        if self.lang_var.get() != lang:
-            self.lang_var.set(lang)
+        if self.root.getvar(LANG_VAR) != lang:
+            self.root.setvar(LANG_VAR, lang)
         self.root.title(t("window_title", lang))
         self.intro.configure(text=t("window_intro", lang))
         self.id_label.configure(text=t("window_id", lang))
@@ -127,8 +130,13 @@ class MainWindow:
             text="\n".join(f"{at}  {t(k, lang, **kw)}" for at, k, kw in self.notices)
         )
         if not self.agent_id:
-            self._set(self.id_var, "…")
-            self._set(self.pw_var, "…")
+            _show(self.id_entry, "…")
+            _show(self.pw_entry, "…")
 
-    def _set(self, var: tk.StringVar, value: str) -> None:
-        var.set(value)
+
+def _show(entry: ttk.Entry, text: str) -> None:
+    """Set a read-only entry's text (it stays selectable and copyable)."""
+    entry.state(["!readonly"])
+    entry.delete(0, "end")
+    entry.insert(0, text)
+    entry.state(["readonly"])
