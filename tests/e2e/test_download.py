@@ -1,0 +1,250 @@
+"""The one-file agent: built by scripts/build-agent, served preconfigured by the server,
+downloaded from its start page and run by a Python that has no enkaku installed.
+
+The build (a shiv zip application per Python version, wheels from the package index)
+runs once per test session and takes about a minute; it needs the package index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from enkaku.agent.preconfig import (
+    BUILD_MEMBER,
+    CONFIG_MEMBER,
+    PreConfig,
+    add_member,
+    agent_argv,
+)
+from tests.xdisplay import xvfb, xwd_root
+
+from .harness import VNCDO, Proc, World, free_port, make_db, server_process, wait_for, xterm_on
+
+pytestmark = [pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Debian 12's own interpreter: no venv, no enkaku, only what apt installed.
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: More interpreters to run the downloaded file with ("PATH X.Y" pairs, comma-separated),
+#: e.g. a Python 3.12 for the -py312 file.
+EXTRA_PYTHONS = os.environ.get("ENKAKU_TEST_EXTRA_PYTHONS", "")
+
+
+def get(url: str) -> tuple[bytes, dict[str, str]]:
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return resp.read(), dict(resp.headers)
+
+
+def status(url: str) -> int:
+    """The HTTP status of a GET that is expected to fail."""
+    try:
+        get(url)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
+    raise AssertionError(f"{url} did not fail")
+
+
+def python_version(python: str) -> str:
+    done = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.strip()
+
+
+def clean_env(world: World, tmp: Path) -> dict[str, str]:
+    """No venv, no PYTHONPATH: the customer's plain desktop. shiv unpacks under tmp."""
+    env = world.env(SHIV_ROOT=str(tmp / "shiv"), XDG_CONFIG_HOME=str(tmp / "xdg"))
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+        env.pop(name, None)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    return env
+
+
+@pytest.fixture(scope="session")
+def agent_builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dist/agent as scripts/build-agent writes it, for 3.11 and 3.12 (once per session)."""
+    base = tmp_path_factory.mktemp("agent-build")
+    out = base / "agent"
+    done = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "scripts" / "build-agent"), "--out", str(out)),
+            *("--work", str(base / "work"), "--python", "3.11", "--python", "3.12"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def serve(world: World, tmp: Path, *extra: str) -> None:
+    """A real server (started with ``extra``) and a logged-in technician."""
+    db = make_db(tmp)
+    server_process(world, db, free_port(), *extra)
+    world.login()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def download_link(world: World, python: str) -> str:
+    """The link a customer follows: start page → download page → the file for ``python``."""
+    home, _ = get(world.server_url + "/")
+    assert b'href="/download/agent"' in home
+    page, _ = get(world.server_url + "/download/agent")
+    name = f"enkaku-agent-py{python.replace('.', '')}.pyz"
+    match = re.search(rf'href="(/download/agent/{re.escape(name)}[^"]*)"', page.decode())
+    assert match, page.decode()
+    return world.server_url + match[1]
+
+
+def test_without_builds_the_page_says_how_to_make_them(world: World, tmp_path: Path) -> None:
+    serve(world, tmp_path)
+    page, _ = get(world.server_url + "/download/agent")
+    assert "scripts/build-agent" in page.decode()
+    assert "ダウンロード用のファイルがありません" in page.decode()
+    assert status(world.server_url + "/download/agent/enkaku-agent-py311.pyz") == 404
+
+
+def test_each_download_carries_the_server_url_ca_and_code(world: World, tmp_path: Path) -> None:
+    # A stand-in for a build (any zip with the right name): what is tested is the copy.
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    built = agents / "enkaku-agent-py311.pyz"
+    with zipfile.ZipFile(built, "w") as zf:
+        zf.writestr("__main__.py", "print('agent')\n")
+    add_member(built, BUILD_MEMBER, b'{"python": "3.11"}')
+    (agents / "notes.txt").write_text("not an agent file")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    serve(world, tmp_path, "--agent-dir", str(agents), "--agent-ca-file", str(ca))
+    page, _ = get(world.server_url + "/download/agent?code=K-42")
+    assert "python3 enkaku-agent-py311.pyz" in page.decode()
+    assert "notes.txt" not in page.decode()
+    for code in ("K-42", ""):
+        url = download_link(world, "3.11").split("?")[0] + (f"?code={code}" if code else "")
+        data, headers = get(url)
+        assert headers["Content-Disposition"] == 'attachment; filename="enkaku-agent-py311.pyz"'
+        copy = tmp_path / f"copy{code}.pyz"
+        copy.write_bytes(data)
+        with zipfile.ZipFile(copy) as zf:
+            assert zf.read("__main__.py") == b"print('agent')\n"
+            config = PreConfig.from_json(json.loads(zf.read(CONFIG_MEMBER)))
+        assert config == PreConfig(server=world.server_url, ca_pem=ca.read_text(), code=code)
+    with zipfile.ZipFile(built) as zf:  # the build itself is left as it was
+        assert CONFIG_MEMBER not in zf.namelist()
+    assert status(world.server_url + "/download/agent/enkaku-agent-py311.pyz?code=a%20b") == 400
+    assert status(world.server_url + "/download/agent/..%2Fserver.db") == 404
+
+
+def test_options_the_customer_gives_win_over_the_baked_in_ones() -> None:
+    config = PreConfig(server="https://support.example")
+    ca = Path("ca.pem")
+    assert agent_argv(["--headless"], config, ca) == [
+        "agent",
+        *("--server", "https://support.example", "--ca-file", "ca.pem", "--headless"),
+    ]
+    assert agent_argv(["--server=https://other.example", "--insecure"], config, ca) == [
+        "agent",
+        "--server=https://other.example",
+        "--insecure",
+    ]
+    assert agent_argv([], PreConfig(), None) == ["agent"]
+
+
+def interpreters() -> list[tuple[str, str]]:
+    found = [(SYSTEM_PYTHON, "3.11")]
+    for item in filter(None, EXTRA_PYTHONS.split(",")):
+        path, version = item.split()
+        found.append((path, version))
+    return found
+
+
+@pytest.mark.x11
+@pytest.mark.parametrize(("python", "version"), interpreters())
+def test_downloaded_agent_runs_on_plain_python_and_serves_a_session(
+    world: World, tmp_path: Path, agent_builds: Path, python: str, version: str
+) -> None:
+    if python == SYSTEM_PYTHON and not Path(python).exists():
+        pytest.fail(f"{python} is missing: this test runs the agent on the system's Python")
+    assert python_version(python) == version
+    no_enkaku = subprocess.run(
+        [python, "-c", "import enkaku"], env=clean_env(world, tmp_path), capture_output=True
+    )
+    assert no_enkaku.returncode != 0, f"{python} has enkaku installed: not a plain Python"
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    data, _ = get(download_link(world, version))
+    pyz = tmp_path / "Downloads" / f"enkaku-agent-py{version.replace('.', '')}.pyz"
+    pyz.parent.mkdir()
+    pyz.write_bytes(data)
+    print(f"{pyz.name}: {len(data)} bytes")
+    work = tmp_path / "desk"
+    work.mkdir()
+    with xvfb(640, 480) as display, xterm_on(display, work):
+        # What the customer types, plus the options of a scripted run: no --server.
+        args = [python, str(pyz), "--headless", "--consent", "allow", "--display", display]
+        args += ["--config-dir", str(tmp_path / "agent-config")]
+        agent = Proc(args, env=clean_env(world, tmp_path), name="agent", log_dir=tmp_path)
+        world.procs.append(agent)
+        creds = agent.next_line(120, event="credentials")
+        tech = world.connect(creds["agent_id"], creds["password"])
+        port = int(tech.next_line(60, event="vnc_listening")["port"])
+        shot = tmp_path / "capture.png"
+
+        def same() -> bool:
+            subprocess.run(
+                [VNCDO, "-s", f"127.0.0.1::{port}", "capture", str(shot)],
+                check=True,
+                timeout=120,
+                capture_output=True,
+            )
+            got = np.asarray(Image.open(shot).convert("RGB"))
+            return bool(np.array_equal(got, xwd_root(display)))
+
+        wait_for(same, 60, "the customer's screen at the technician's VNC viewer")
+
+
+def test_a_file_for_another_python_says_which_one_to_download(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    data, _ = get(download_link(world, "3.12"))
+    pyz = tmp_path / "enkaku-agent-py312.pyz"
+    pyz.write_bytes(data)
+    done = subprocess.run(
+        [SYSTEM_PYTHON, str(pyz), "--headless"],
+        env=clean_env(world, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "This file is for Python 3.12, but this computer runs Python 3.11" in done.stderr
+    assert f"{world.server_url}/download/agent" in done.stderr
+    assert "python3 enkaku-agent-py311.pyz" in done.stderr
