@@ -58,21 +58,20 @@ class Bridge:
         ready = threading.Event()
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
-            self.loop = loop
-            ready.set()
             error: BaseException | None = None
             try:
-                loop.run_until_complete(main())
+                # As asyncio.run: on the way out, tasks still pending are cancelled and
+                # awaited, async generators and the default executor shut down.
+                with asyncio.Runner() as runner:
+                    self.loop = runner.get_loop()
+                    ready.set()
+                    runner.run(main())
             except BaseException as exc:  # reported to Tk, which decides what to show
                 log.exception("the agent loop failed")
                 error = exc
             finally:
-                try:
-                    loop.run_until_complete(loop.shutdown_asyncgens())
-                finally:
-                    loop.close()
-                    self.to_tk(done, error)
+                ready.set()
+                self.to_tk(done, error)
 
         self._thread = threading.Thread(target=run, name="enkaku-agent-loop", daemon=True)
         self._thread.start()

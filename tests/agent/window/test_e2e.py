@@ -1,0 +1,126 @@
+"""The window against a real server: a technician's `enkaku connect` is allowed with a
+click in the consent dialog, the banner shows the session, End ends it; `enkaku agent`
+without --headless opens the window, stops on SIGTERM, and falls back to the terminal
+when there is no display."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import tkinter as tk
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enkaku.agent.identity import DeviceKey
+from enkaku.agent.main import screen_backends
+from enkaku.agent.runtime import AgentRuntime
+from enkaku.agent.window.app import AgentWindow
+from tests.e2e.harness import (
+    ENKAKU,
+    Proc,
+    World,
+    free_port,
+    make_db,
+    saved_token,
+    server_process,
+    session_record,
+    wait_for,
+)
+from tests.xdisplay import wait_window
+
+from .helpers import click, need, pump_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.x11]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """A real server process with a technician (logged in) and a contract."""
+    w = World(tmp_path)
+    try:
+        server_process(w, make_db(tmp_path), free_port())
+        w.login()
+        yield w
+    finally:
+        w.close()
+
+
+def line(proc: Proc, **match: Any) -> dict[str, Any] | None:
+    """A stdout line of ``proc`` matching ``match`` if one came, without blocking Tk."""
+    while True:
+        try:
+            got = proc.lines.get_nowait()
+        except queue.Empty:
+            return None
+        if all(got.get(k) == v for k, v in match.items()):
+            return got
+
+
+def test_a_session_allowed_and_ended_in_the_window(
+    world: World, root: tk.Tk, display: str, tmp_path: Path
+) -> None:
+    key = DeviceKey.load_or_create(tmp_path / "agent-config")
+    capture, injector, clipboard = screen_backends(display)
+
+    def build(ui: Any, policy: Any) -> AgentRuntime:
+        return AgentRuntime(
+            world.server_url, key, ui, consent=policy, capture_factory=capture,
+            input_factory=injector, clipboard_factory=clipboard,
+        )  # fmt: skip
+
+    win = AgentWindow(root, build, lang="en", timeout=60)  # type: ignore[arg-type]
+    win.start()
+    try:
+        shown = need(root, "agent_id")
+        pump_until(root, lambda: len(shown.get().replace(" ", "")) == 9, 60, "the ID")
+        agent_id = shown.get().replace(" ", "")
+        assert shown.get() == f"{agent_id[:3]} {agent_id[3:6]} {agent_id[6:]}"
+        password = need(root, "password").get()
+        tech = world.connect(agent_id, password, vnc=False)
+        session_id = pump_until(root, lambda: line(tech, event="session"), 60)["session_id"]
+        pump_until(root, lambda: win.prompt.dialog is not None, 60, "the consent dialog")
+        assert win.prompt.dialog is not None
+        top = win.prompt.dialog.top
+        assert "Taro Tanaka (ACME Support)" in need(top, "who").cget("text")
+        assert "see your screen and control your mouse" in need(top, "what").cget("text")
+        click(display, need(top, "allow"))
+        pump_until(root, lambda: line(tech, event="connected"), 60, "the technician connected")
+        banner = need(root, "banner")
+        assert "Taro Tanaka (ACME Support)" in need(banner, "who").cget("text")
+        click(display, need(banner, "end"))
+        need(root, "summary")
+        pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+        record = session_record(world.server_url, saved_token(world), session_id)
+        assert record["end_reason"] == "customer_ended"
+        # A new password for the next session, shown at once.
+        pump_until(root, lambda: need(root, "password").get() != password, 30, "new password")
+    finally:
+        win.close()
+        pump_until(root, lambda: win.bridge.join(0), 30, "the agent stopped")
+
+
+def test_enkaku_agent_opens_the_window_and_stops_on_sigterm(world: World, display: str) -> None:
+    agent = world.spawn(
+        [ENKAKU, "agent", "--server", world.server_url, "--lang", "ja",
+         "--config-dir", str(world.tmp / "cfg")],
+        "agent-window", DISPLAY=display,
+    )  # fmt: skip
+    wait_window(display, "enkaku リモートサポート")
+    assert agent.proc.poll() is None
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(30) == 0
+    assert agent.all_lines == []  # the window shows the credentials; nothing on stdout
+
+
+def test_without_a_display_the_agent_says_so_and_uses_the_terminal(world: World) -> None:
+    agent = world.spawn(
+        [ENKAKU, "agent", "--server", world.server_url, "--config-dir", str(world.tmp / "cfg")],
+        "agent-nodisplay",
+    )
+    creds = agent.next_line(60, event="credentials")
+    assert len(creds["agent_id"]) == 9
+    err = wait_for(lambda: "ウィンドウを開けません" in agent.stderr() and agent.stderr(), 30)
+    assert "cannot open the window" in err
