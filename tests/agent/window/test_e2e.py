@@ -6,6 +6,7 @@ when there is no display."""
 from __future__ import annotations
 
 import queue
+import subprocess
 import signal
 import tkinter as tk
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.main import screen_backends
@@ -124,3 +126,17 @@ def test_without_a_display_the_agent_says_so_and_uses_the_terminal(world: World)
     assert len(creds["agent_id"]) == 9
     err = wait_for(lambda: "ウィンドウを開けません" in agent.stderr() and agent.stderr(), 30)
     assert "cannot open the window" in err
+
+
+def test_the_screenshot_script_draws_every_screen(tmp_path: Path) -> None:
+    root_dir = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [str(root_dir / "scripts" / "screenshots"), str(tmp_path), "--lang", "en"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    names = sorted(Path(p).name for p in out.stdout.split())
+    assert names == [f"agent-{s}-en.png" for s in ("banner", "consent", "main", "terms")]
+    for name in names:
+        with Image.open(tmp_path / name) as img:
+            assert img.width > 300 and img.height > 200
+            assert len(img.convert("L").getcolors(1 << 16) or []) > 20  # text was drawn

@@ -37,7 +37,7 @@ class TermsDialog:
         top.protocol("WM_DELETE_WINDOW", lambda: self.answer(False))
         frame = ttk.Frame(top, name="body", padding=16)
         frame.pack(fill="both", expand=True)
-        self.head = ttk.Label(frame, name="head", font=fonts.bold, wraplength=560)
+        self.head = ttk.Label(frame, name="head", font=fonts.bold, wraplength=640)
         self.head.pack(anchor="w", pady=(0, 8))
         box = ttk.Frame(frame, name="box")
         box.pack(fill="both", expand=True)

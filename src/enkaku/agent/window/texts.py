@@ -90,9 +90,9 @@ register(
         "window_ok": ("OK", "OK"),
         "window_terms_title": ("Terms of use", "利用規約"),
         "window_terms_head": (
-            "Terms of use, version {version}, in force from {effective}. Please read "
+            "Terms of use, version {version}, in force from {effective}.\nPlease read "
             "them; your ID appears once you accept.",
-            "利用規約 (バージョン {version}、{effective} から有効)。お読みください。"
+            "利用規約 バージョン {version} ({effective} から有効)\nお読みください。"
             "同意すると ID が表示されます。",
         ),
         "window_terms_accept": ("Accept", "同意する"),
