@@ -7,6 +7,7 @@ runs once per test session and takes about a minute; it needs the package index.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from enkaku.agent.preconfig import (
@@ -31,7 +33,17 @@ from enkaku.agent.preconfig import (
 )
 from tests.xdisplay import xvfb, xwd_root
 
-from .harness import VNCDO, Proc, World, free_port, make_db, server_process, wait_for, xterm_on
+from .harness import (
+    ENKAKU,
+    VNCDO,
+    Proc,
+    World,
+    free_port,
+    make_db,
+    server_process,
+    wait_for,
+    xterm_on,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -248,3 +260,41 @@ def test_a_file_for_another_python_says_which_one_to_download(
     assert "This file is for Python 3.12, but this computer runs Python 3.11" in done.stderr
     assert f"{world.server_url}/download/agent" in done.stderr
     assert "python3 enkaku-agent-py311.pyz" in done.stderr
+
+
+async def test_an_agent_for_another_link_protocol_stops_and_says_where_to_get_one(
+    tmp_path: Path,
+) -> None:
+    """A server that announces protocol 2 (a later enkaku): the agent does not retry
+    forever with an error the customer cannot act on; it names the download page."""
+    hellos: list[str] = []
+
+    async def agent_ws(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "challenge", "nonce": "ab" * 32, "protocol": 2}))
+        async for msg in ws:  # the agent must not answer; it closes
+            hellos.append(str(msg.data))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws/agent", agent_ws)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        server = f"http://127.0.0.1:{port}"
+        agent = await asyncio.create_subprocess_exec(
+            ENKAKU, "agent", "--server", server, "--headless", "--display", "none",
+            "--accept-terms", "1", "--config-dir", str(tmp_path / "agent"),
+            env=dict(os.environ, ENKAKU_LANG="en"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(agent.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert agent.returncode == 0
+    assert f"Download the current program from {server}/download/agent" in err.decode()
+    assert "retrying" not in err.decode()
+    assert hellos == []

@@ -21,7 +21,7 @@ from enkaku.agent.capture.base import ScreenCapture
 from enkaku.agent.clipboard import Clipboard
 from enkaku.agent.input.base import InputInjector
 from enkaku.i18n import register
-from enkaku.protocol.agentlink import CLOSE_REPLACED
+from enkaku.protocol.agentlink import CLOSE_REPLACED, PROTOCOL
 from enkaku.protocol.handshake import FailureReason
 from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.password import generate_password
@@ -47,10 +47,22 @@ class TermsRefused(Exception):
     """The customer did not accept the terms of use in force: the agent stops."""
 
 
+class IncompatibleServer(Exception):
+    """The server speaks another version of the agent link: retrying cannot help."""
+
+
 _T = TypeVar("_T")
 
 register(
     {
+        "agent_incompatible_server": (
+            "This support program does not match the support server {server} (it is too old "
+            "or too new). Download the current program from {server}/download/agent and "
+            "start that one.",
+            "このサポート用プログラムはサポートサーバー {server} と互換性がありません "
+            "(古すぎるか新しすぎます)。{server}/download/agent から最新のプログラムを"
+            "ダウンロードして起動してください。",
+        ),
         "agent_terms_refused": (
             "The terms of use were not accepted: this computer cannot be supported, and the "
             "agent stops. Start it again to read and accept them.",
@@ -160,6 +172,10 @@ class AgentRuntime:
                     self.ui.notice("agent_terms_refused")
                     self._stopping = True
                     break
+                except IncompatibleServer:
+                    self.ui.notice("agent_incompatible_server", server=self.server_url)
+                    self._stopping = True
+                    break
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     if self._stopping:
                         break
@@ -202,6 +218,8 @@ class AgentRuntime:
             raw_nonce = challenge.get("nonce")
             if not (isinstance(raw_nonce, str) and re.fullmatch(r"[0-9a-f]{64}", raw_nonce)):
                 raise ValueError("malformed challenge from the server")
+            if challenge.get("protocol", PROTOCOL) != PROTOCOL:
+                raise IncompatibleServer
             nonce = bytes.fromhex(raw_nonce)
             await ws.send_str(
                 json.dumps(

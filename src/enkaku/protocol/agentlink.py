@@ -6,6 +6,10 @@ from __future__ import annotations
 #: The agent proves its device key by signing this prefix followed by the server's nonce.
 AUTH_CONTEXT = b"enkaku/1 agent-auth\x00"
 
+#: The version of this link the server announces in ``challenge``; an agent that speaks
+#: another one stops and tells the customer where to get the current agent.
+PROTOCOL = 1
+
 #: The largest ``hello`` the server reads (a real one is about 300 bytes).
 MAX_HELLO = 2048
 
