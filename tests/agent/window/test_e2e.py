@@ -6,10 +6,11 @@ when there is no display."""
 from __future__ import annotations
 
 import queue
-import subprocess
 import signal
+import subprocess
 import tkinter as tk
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from tests.e2e.harness import (
 )
 from tests.xdisplay import wait_window
 
-from .helpers import click, need, pump_until
+from .helpers import click, find, need, pump_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -61,10 +62,10 @@ def line(proc: Proc, **match: Any) -> dict[str, Any] | None:
             return got
 
 
-def test_a_session_allowed_and_ended_in_the_window(
-    world: World, root: tk.Tk, display: str, tmp_path: Path
-) -> None:
-    key = DeviceKey.load_or_create(tmp_path / "agent-config")
+@contextmanager
+def window_agent(world: World, root: tk.Tk, display: str) -> Iterator[AgentWindow]:
+    """A real AgentRuntime behind the window, in this process (Tk on this thread)."""
+    key = DeviceKey.load_or_create(world.tmp / "agent-config")
     capture, injector, clipboard = screen_backends(display)
 
     def build(ui: Any, policy: Any) -> AgentRuntime:
@@ -73,14 +74,27 @@ def test_a_session_allowed_and_ended_in_the_window(
             input_factory=injector, clipboard_factory=clipboard,
         )  # fmt: skip
 
-    win = AgentWindow(root, build, lang="en", timeout=60)  # type: ignore[arg-type]
+    win = AgentWindow(root, build, lang="en", timeout=60)
     win.start()
     try:
-        shown = need(root, "agent_id")
-        pump_until(root, lambda: len(shown.get().replace(" ", "")) == 9, 60, "the ID")
-        agent_id = shown.get().replace(" ", "")
-        assert shown.get() == f"{agent_id[:3]} {agent_id[3:6]} {agent_id[6:]}"
-        password = need(root, "password").get()
+        yield win
+    finally:
+        win.close()
+        pump_until(root, lambda: win.bridge.join(0), 30, "the agent stopped")
+
+
+def credentials(root: tk.Tk) -> tuple[str, str]:
+    """The ID and password as the window shows them, once the agent is online."""
+    shown = need(root, "agent_id")
+    pump_until(root, lambda: len(shown.get().replace(" ", "")) == 9, 60, "the ID")
+    agent_id = shown.get().replace(" ", "")
+    assert shown.get() == f"{agent_id[:3]} {agent_id[3:6]} {agent_id[6:]}"
+    return agent_id, need(root, "password").get()
+
+
+def test_a_session_allowed_and_ended_in_the_window(world: World, root: tk.Tk, display: str) -> None:
+    with window_agent(world, root, display) as win:
+        agent_id, password = credentials(root)
         tech = world.connect(agent_id, password, vnc=False)
         session_id = pump_until(root, lambda: line(tech, event="session"), 60)["session_id"]
         pump_until(root, lambda: win.prompt.dialog is not None, 60, "the consent dialog")
@@ -99,9 +113,36 @@ def test_a_session_allowed_and_ended_in_the_window(
         assert record["end_reason"] == "customer_ended"
         # A new password for the next session, shown at once.
         pump_until(root, lambda: need(root, "password").get() != password, 30, "new password")
-    finally:
-        win.close()
-        pump_until(root, lambda: win.bridge.join(0), 30, "the agent stopped")
+
+
+def test_deny_in_the_window_refuses_the_session(world: World, root: tk.Tk, display: str) -> None:
+    with window_agent(world, root, display) as win:
+        agent_id, password = credentials(root)
+        tech = world.connect(agent_id, password, vnc=False)
+        session_id = pump_until(root, lambda: line(tech, event="session"), 60)["session_id"]
+        pump_until(root, lambda: win.prompt.dialog is not None, 60, "the consent dialog")
+        assert win.prompt.dialog is not None
+        click(display, need(win.prompt.dialog.top, "deny"))
+        pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+        assert tech.proc.returncode == 7
+        assert "did not allow" in tech.stderr()
+        record = session_record(world.server_url, saved_token(world), session_id)
+        assert record["end_reason"] == "consent_denied"
+        assert find(root, "banner") is None  # never opened: nothing was allowed
+
+
+def test_wrong_passwords_show_notices_then_a_new_password(
+    world: World, root: tk.Tk, display: str
+) -> None:
+    with window_agent(world, root, display):
+        agent_id, password = credentials(root)
+        notices = need(root, "notices")
+        expected = ["attempt 1 of 3", "attempt 2 of 3", "a new one-time password was drawn"]
+        for n, text in enumerate(expected):
+            tech = world.connect(agent_id, "wron-gpwd", vnc=False, name=f"wrong{n}")
+            pump_until(root, lambda t=text: t in notices.cget("text"), 60, text)  # type: ignore[misc]
+            pump_until(root, lambda p=tech: p.proc.poll() is not None, 60, "the technician's end")  # type: ignore[misc]
+        pump_until(root, lambda: need(root, "password").get() != password, 30, "new password")
 
 
 def test_enkaku_agent_opens_the_window_and_stops_on_sigterm(world: World, display: str) -> None:

@@ -30,7 +30,7 @@ def window(root: tk.Tk, lang: str = "en") -> tuple[AgentWindow, FakeRuntime]:
         made.append(FakeRuntime(ui, policy))
         return made[0]
 
-    win = AgentWindow(root, build, lang=lang)  # type: ignore[arg-type]
+    win = AgentWindow(root, build, lang=lang)
     return win, made[0]
 
 

@@ -39,7 +39,8 @@ class GrantList(Protocol):
 class LiveSession(Protocol):
     """What the banner uses of a session (``AgentSession``)."""
 
-    grants: GrantList
+    @property
+    def grants(self) -> GrantList: ...
 
     @property
     def control_paused(self) -> bool: ...

@@ -162,6 +162,10 @@ class ConsentDialog:
         self.allow.pack(side="right", padx=(0, 8))
         self._unsubscribe = lang.subscribe(self.relabel)
         self.relabel()
+        # Keyboard focus on the dialog itself, not on a button: a key pressed meanwhile
+        # (Return, space) answers nothing.
+        top.lift()
+        top.focus_force()
         self._tick()
 
     def relabel(self) -> None:
