@@ -149,8 +149,11 @@ def test_each_download_carries_the_server_url_ca_and_code(world: World, tmp_path
     agents = tmp_path / "agents"
     agents.mkdir()
     built = agents / "enkaku-agent-py311.pyz"
-    with zipfile.ZipFile(built, "w") as zf:
-        zf.writestr("__main__.py", "print('agent')\n")
+    with open(built, "wb") as fh:
+        fh.write(b"#!/usr/bin/env python3\n")  # as shiv writes it: a shebang, then the zip
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("__main__.py", "print('agent')\n")
+            zf.writestr("site-packages/big.bin", os.urandom(3 * 1024 * 1024))
     add_member(built, BUILD_MEMBER, b'{"python": "3.11"}')
     (agents / "notes.txt").write_text("not an agent file")
     ca = tmp_path / "ca.pem"
@@ -165,7 +168,9 @@ def test_each_download_carries_the_server_url_ca_and_code(world: World, tmp_path
         assert headers["Content-Disposition"] == 'attachment; filename="enkaku-agent-py311.pyz"'
         copy = tmp_path / f"copy{code}.pyz"
         copy.write_bytes(data)
+        assert data.startswith(b"#!/usr/bin/env python3\n")
         with zipfile.ZipFile(copy) as zf:
+            assert zf.testzip() is None
             assert zf.read("__main__.py") == b"print('agent')\n"
             config = PreConfig.from_json(json.loads(zf.read(CONFIG_MEMBER)))
         assert config == PreConfig(server=world.server_url, ca_pem=ca.read_text(), code=code)

@@ -4,29 +4,33 @@ The administrator builds the files with `scripts/build-agent` (one shiv zip appl
 per Python version) and points the server at their folder (`--agent-dir`). Each download
 is a copy with one member appended, ``enkaku-agent.json`` (enkaku.agent.preconfig): this
 server's URL, the CA of `--agent-ca-file` when its certificate comes from a private CA,
-and the enrolment code of a per-customer link (``?code=``). Copies are cached per
-(file, configuration), a few at a time, in a temporary folder owned by the app.
+and the enrolment code of a per-customer link (``?code=``). The copy is never written
+to disk: the response is the built file up to its central directory, then the new
+member and a new central directory made in memory (`appended`), so a per-customer link
+costs no more than any other download.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
+import io
 import logging
+import os
 import re
-import shutil
-import tempfile
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
-from enkaku.agent.preconfig import CONFIG_MEMBER, PreConfig, add_member
+from enkaku.agent.preconfig import CONFIG_MEMBER, PreConfig
 
 from .services import SERVICES
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +38,15 @@ log = logging.getLogger(__name__)
 NAME = re.compile(r"enkaku-agent-py3(\d{1,2})\.pyz")
 #: An enrolment code as a link may carry it (records issue): short, URL-safe.
 CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: Preconfigured copies kept (each is the size of one build, tens of MB).
-CACHE_SIZE = 8
+#: Bytes of the built file read and sent at a time.
+CHUNK = 1024 * 1024
 
 
 class AgentFiles:
-    """The built files in ``agent_dir`` and their preconfigured copies."""
+    """The built files in ``agent_dir``."""
 
-    def __init__(self, agent_dir: Path | None, cache_dir: Path) -> None:
+    def __init__(self, agent_dir: Path | None) -> None:
         self.agent_dir = agent_dir
-        self.cache_dir = cache_dir
-        self._copies: OrderedDict[str, Path] = OrderedDict()
-        self._lock = asyncio.Lock()
 
     def listing(self) -> list[tuple[str, str, int]]:
         """(file name, "3.11", size in bytes) per built file, oldest Python first."""
@@ -58,48 +59,82 @@ class AgentFiles:
                 found.append((int(match[1]), path.name, path.stat().st_size))
         return [(name, f"3.{minor}", size) for minor, name, size in sorted(found)]
 
-    async def copy_for(self, name: str, config: PreConfig) -> Path:
-        """The file ``name`` with ``config`` appended (made once per pair, then cached)."""
-        assert self.agent_dir is not None
-        source = self.agent_dir / name
-        stat = source.stat()
-        key = hashlib.sha256(
-            b"\0".join([name.encode(), str(stat.st_mtime_ns).encode(), config.to_json()])
-        ).hexdigest()[:32]
-        async with self._lock:  # one copy at a time: tens of MB each
-            path = self._copies.get(key)
-            if path is not None and path.is_file():
-                self._copies.move_to_end(key)
-                return path
-            path = self.cache_dir / f"{key}.pyz"
-            await asyncio.to_thread(_preconfigure, source, path, config)
-            self._copies[key] = path
-            while len(self._copies) > CACHE_SIZE:
-                _, old = self._copies.popitem(last=False)
-                old.unlink(missing_ok=True)
-            return path
+
+class _Overlay(io.RawIOBase):
+    """A zip file as zipfile's append mode sees it, with every write kept in memory.
+
+    Append mode reads the central directory, then writes from its start onwards: the new
+    member, the whole central directory again, the end record, and truncates. So the
+    appended file is ``base[:cut] + tail``, where ``cut`` is the first write's position,
+    and the built file itself is never written.
+    """
+
+    def __init__(self, base: BinaryIO, size: int) -> None:
+        self.base, self.size = base, size
+        self.pos = 0
+        self.cut = size
+        self.tail = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        end = self.cut + len(self.tail)
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: end}[whence] + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.cut + len(self.tail)
+        stop = end if size is None or size < 0 else min(end, self.pos + size)
+        out = b""
+        if self.pos < min(stop, self.cut):
+            self.base.seek(self.pos)
+            out = self.base.read(min(stop, self.cut) - self.pos)
+        if stop > self.cut:
+            out += bytes(self.tail[max(self.pos, self.cut) - self.cut : stop - self.cut])
+        self.pos += len(out)
+        return out
+
+    def write(self, data: ReadableBuffer) -> int:
+        if not self.tail and self.cut == self.size:
+            self.cut = self.pos  # the first write: everything after it is rewritten
+        if self.pos < self.cut:
+            raise OSError("zipfile wrote before the central directory")
+        offset = self.pos - self.cut
+        chunk = bytes(data)
+        self.tail[offset : offset + len(chunk)] = chunk
+        self.pos += len(chunk)
+        return len(chunk)
+
+    def truncate(self, size: int | None = None) -> int:
+        end = self.pos if size is None else size
+        del self.tail[max(0, end - self.cut) :]
+        return end
 
 
-def _preconfigure(source: Path, target: Path, config: PreConfig) -> None:
-    partial = target.with_suffix(".part")
-    shutil.copyfile(source, partial)
-    add_member(partial, CONFIG_MEMBER, config.to_json())
-    partial.replace(target)
+def appended(base: BinaryIO, size: int, name: str, data: bytes) -> tuple[int, bytes]:
+    """(cut, tail) such that ``base[:cut] + tail`` is ``base`` with member ``name`` added."""
+    overlay = _Overlay(base, size)
+    with zipfile.ZipFile(overlay, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, data)
+    return overlay.cut, bytes(overlay.tail)
 
 
 AGENT_FILES: web.AppKey[AgentFiles] = web.AppKey("agent_files", AgentFiles)
 
 
 def setup_downloads(app: web.Application, settings: Settings) -> None:
-    """Add the download routes and the copy cache (removed when the app stops)."""
-
-    async def cache(app: web.Application) -> AsyncIterator[None]:
-        folder = Path(tempfile.mkdtemp(prefix="enkaku-agent-downloads-"))
-        app[AGENT_FILES] = AgentFiles(settings.agent_dir, folder)
-        yield
-        shutil.rmtree(folder, ignore_errors=True)
-
-    app.cleanup_ctx.append(cache)
+    """Add the download routes."""
+    app[AGENT_FILES] = AgentFiles(settings.agent_dir)
     app.router.add_get("/download/agent", download_page)
     app.router.add_get("/download/agent/{name}", download_file)
 
@@ -133,16 +168,32 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     if settings.agent_ca_file is not None:
         ca_pem = await asyncio.to_thread(settings.agent_ca_file.read_text)
     config = PreConfig(server=_server_url(request), ca_pem=ca_pem, code=_code(request))
-    path = await files.copy_for(name, config)
-    log.info("agent download %s", name)  # not the code: it names a customer
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "no-store",
-        },
-    )
+    assert files.agent_dir is not None  # listing() is empty without it
+    # One open file for the whole response: a rebuild meanwhile cannot mix two builds.
+    fh = await asyncio.to_thread(open, files.agent_dir / name, "rb")
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        cut, tail = await asyncio.to_thread(appended, fh, size, CONFIG_MEMBER, config.to_json())
+        log.info("agent download %s", name)  # not the code: it names a customer
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="{name}"',
+            }
+        )
+        resp.content_length = cut + len(tail)
+        await resp.prepare(request)
+        fh.seek(0)
+        left = cut
+        while left:
+            chunk = await asyncio.to_thread(fh.read, min(left, CHUNK))
+            if not chunk:
+                raise ConnectionResetError("the agent file shrank while it was sent")
+            await resp.write(chunk)
+            left -= len(chunk)
+        await resp.write(tail)
+        await resp.write_eof()
+    return resp
 
 
 _PAGE = """<!doctype html>
