@@ -33,7 +33,9 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Coroutine
+from datetime import date
 from typing import Any
 
 import pysodium
@@ -55,12 +57,15 @@ from .presence import Presence
 from .ratelimit import SessionLimits
 from .relay import RelayHub
 from .settings import Settings
+from .store.models import TermsVersion
 from .store.repo import Store
 from .terms import terms_today, to_terms
 
 log = logging.getLogger(__name__)
 
 MAX_CONTROL = 16 * 1024
+#: Seconds the versions of the terms in force and upcoming are kept in memory.
+TERMS_CACHE = 5.0
 #: Close code for an agent whose bookkeeping the database could not do right now
 #: ("try again later"; the agent reconnects with its backoff).
 CLOSE_TRY_AGAIN = 1013
@@ -128,6 +133,9 @@ class AgentGateway:
             settings.agent_registration_burst, settings.agent_registrations_per_minute
         )
         self.connections: set[web.WebSocketResponse] = set()
+        self._terms_cache: (
+            tuple[date, float, tuple[TermsVersion | None, TermsVersion | None]] | None
+        ) = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -145,8 +153,7 @@ class AgentGateway:
             await ws.prepare(request)
             self.connections.add(ws)
             try:
-                agent_id = await self._authenticate(ws, address)
-                terms = await self._terms_for(agent_id) if agent_id is not None else {}
+                authenticated = await self._authenticate(ws, address)
             except ConnectionError:
                 # The peer vanished (e.g. gave up waiting) while we wrote to it.
                 log.debug("agent link from %s closed during authentication", address)
@@ -164,8 +171,9 @@ class AgentGateway:
                 return ws
             self.pending.release(address)
             pending = False
-            if agent_id is None:
+            if authenticated is None:
                 return ws
+            agent_id, terms = authenticated
             conn = AgentConnection(agent_id, ws)
             replaced = await self.presence.register(conn)
             if replaced is not None:
@@ -209,7 +217,10 @@ class AgentGateway:
                 _first_line(exc),
             )
 
-    async def _authenticate(self, ws: web.WebSocketResponse, address: str) -> str | None:
+    async def _authenticate(
+        self, ws: web.WebSocketResponse, address: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The agent's ID and the welcome's terms fields, or None (the link is closed)."""
         nonce = secrets.token_bytes(32)
         await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce.hex(), "protocol": 1}))
         try:
@@ -235,28 +246,32 @@ class AgentGateway:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"device key proof failed")
             return None
         key = public_key.hex()  # canonical: one key, one spelling, one ID
+        in_force, upcoming = await self._current_terms()
         known = await self.store.find_agent(key)
         if known is not None:
-            return known
+            accepted = in_force is not None and await self.store.has_accepted(
+                known, in_force.version
+            )
+            return known, _terms_fields(in_force, upcoming, accepted)
         # Only a key never seen before costs a token: reconnects are not registrations.
         if not self.registrations.allow(address):
             log.info("agent registration from %s refused: rate limit", address)
             await ws.close(code=CLOSE_RATE_LIMITED, message=b"too many new agents; retry later")
             return None
-        return await self.store.agent_for_key(key)
+        # A new agent has accepted nothing: no query (the welcome follows at once).
+        return await self.store.agent_for_key(key), _terms_fields(in_force, upcoming, False)
 
-    async def _terms_for(self, agent_id: str) -> dict[str, Any]:
-        """The welcome's terms fields: the version in force (and whether this agent
-        accepted it) and the one announced next; both null when none is published."""
-        in_force, upcoming = await self.store.current_terms(terms_today())
-        current: dict[str, Any] | None = None
-        if in_force is not None:
-            current = to_terms(in_force).to_json()
-            current["accepted"] = await self.store.has_accepted(agent_id, in_force.version)
-        return {
-            "terms": current,
-            "terms_upcoming": to_terms(upcoming).to_json() if upcoming is not None else None,
-        }
+    async def _current_terms(self) -> tuple[TermsVersion | None, TermsVersion | None]:
+        """The versions in force and upcoming, read at most every TERMS_CACHE seconds:
+        every (re)connection needs them, thousands at once after a network blip, and a
+        version published with `enkaku admin terms` is seen within that time."""
+        today, now = terms_today(), time.monotonic()
+        cached = self._terms_cache
+        if cached is not None and cached[0] == today and now - cached[1] < TERMS_CACHE:
+            return cached[2]
+        current = await self.store.current_terms(today)
+        self._terms_cache = (today, now, current)
+        return current
 
     async def _accept_terms(self, conn: AgentConnection, data: dict[str, Any]) -> None:
         """Record the agent's acceptance of the version in force, and confirm it. Any
@@ -345,6 +360,20 @@ class AgentGateway:
         closes)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _terms_fields(
+    in_force: TermsVersion | None, upcoming: TermsVersion | None, accepted: bool
+) -> dict[str, Any]:
+    """The welcome's terms fields: the version in force (and whether this agent accepted
+    it) and the one announced next; both null when none is published."""
+    current: dict[str, Any] | None = None
+    if in_force is not None:
+        current = {**to_terms(in_force).to_json(), "accepted": accepted}
+    return {
+        "terms": current,
+        "terms_upcoming": to_terms(upcoming).to_json() if upcoming is not None else None,
+    }
 
 
 def _first_line(exc: BaseException) -> str:
