@@ -23,6 +23,7 @@ from enkaku.agent.runtime import AgentRuntime
 from enkaku.agent.window.app import AgentWindow
 from tests.e2e.harness import (
     ENKAKU,
+    VNCDO,
     Proc,
     World,
     free_port,
@@ -113,6 +114,58 @@ def test_a_session_allowed_and_ended_in_the_window(world: World, root: tk.Tk, di
         assert record["end_reason"] == "customer_ended"
         # A new password for the next session, shown at once.
         pump_until(root, lambda: need(root, "password").get() != password, 30, "new password")
+
+
+def test_pause_control_stops_the_technicians_keys_and_the_data_count_grows(
+    world: World, root: tk.Tk, display: str, tmp_path: Path
+) -> None:
+    with window_agent(world, root, display) as win:
+        agent_id, password = credentials(root)
+        tech = world.connect(agent_id, password)  # with a VNC bridge for vncdotool
+        pump_until(root, lambda: win.prompt.dialog is not None, 60, "the consent dialog")
+        assert win.prompt.dialog is not None
+        click(display, need(win.prompt.dialog.top, "allow"))
+        port = pump_until(root, lambda: line(tech, event="vnc_listening"), 60)["port"]
+        banner = need(root, "banner")
+        entry, data = need(banner, "chat_entry"), need(banner, "data")
+        first_count = data.cget("text")
+
+        def focus_chat() -> None:
+            # The customer's keyboard focus: the chat line (a click on a button takes it).
+            click(display, entry)
+            pump_until(root, lambda: entry.focus_get() is entry, what="focus")
+
+        def technician_types(text: str) -> None:
+            # The capture after the keys is answered on the same stream, after the keys
+            # were handled (injected, or dropped while paused): no waiting on time.
+            vncdo(port, "type", text, "capture", str(tmp_path / "shot.png"))
+
+        focus_chat()
+        technician_types("ok")
+        pump_until(root, lambda: entry.get() == "ok", 60, "the technician's keys")
+        entry.delete(0, "end")
+        session = win.runtime.session
+        click(display, need(banner, "pause"))
+        pump_until(root, lambda: session.control_paused, 30, "control paused")
+        focus_chat()
+        technician_types("abc")  # dropped: control is paused
+        click(display, need(banner, "pause"))
+        pump_until(root, lambda: not session.control_paused, 30, "control resumed")
+        focus_chat()
+        technician_types("xyz")
+        pump_until(root, lambda: "xyz" in entry.get(), 60, "the keys after resuming")
+        assert entry.get() == "xyz"
+        # The screen went to the technician meanwhile: the banner's count grew.
+        pump_until(root, lambda: data.cget("text") != first_count, 30, "the data count")
+        tech.signal(signal.SIGINT)
+        pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+
+
+def vncdo(port: int, *commands: str) -> None:
+    subprocess.run(
+        [VNCDO, "-s", f"127.0.0.1::{port}", *commands], check=True, timeout=120,
+        capture_output=True,
+    )  # fmt: skip
 
 
 def test_deny_in_the_window_refuses_the_session(world: World, root: tk.Tk, display: str) -> None:
