@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -303,3 +304,35 @@ async def test_an_agent_for_another_link_protocol_stops_and_says_where_to_get_on
     assert f"Download the current program from {server}/download/agent" in err.decode()
     assert "retrying" not in err.decode()
     assert hellos == []
+
+
+def test_a_server_with_a_private_ca_bakes_it_into_the_download(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    from .test_tls import make_pki
+
+    ca, cert, key = make_pki(tmp_path)
+    port = free_port()
+    server_process(
+        world, make_db(tmp_path), port,
+        "--tls-cert", str(cert), "--tls-key", str(key),
+        "--agent-dir", str(agent_builds), "--agent-ca-file", str(ca),
+        scheme="https",
+    )  # fmt: skip
+    trust = ssl.create_default_context(cafile=str(ca))
+    url = f"{world.server_url}/download/agent/enkaku-agent-py311.pyz"
+    with urllib.request.urlopen(url, timeout=60, context=trust) as resp:
+        pyz = tmp_path / "enkaku-agent-py311.pyz"
+        pyz.write_bytes(resp.read())
+    env = clean_env(world, tmp_path)
+    env.pop("ENKAKU_CA_FILE", None)
+    # No --server, no --ca-file: both come from the file, and the TLS link is verified.
+    args = [SYSTEM_PYTHON, str(pyz), "--headless", "--display", "none", "--consent", "deny"]
+    agent = Proc(
+        [*args, "--config-dir", str(tmp_path / "agent")], env=env, name="agent", log_dir=tmp_path
+    )
+    world.procs.append(agent)
+    creds = agent.next_line(120, event="credentials")
+    assert len(creds["agent_id"]) == 9
+    written = tmp_path / "xdg" / "enkaku" / "agent" / "server-ca.pem"
+    assert written.read_text() == ca.read_text()
