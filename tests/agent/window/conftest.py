@@ -28,18 +28,22 @@ def display() -> Iterator[str]:
         yield d
 
 
+#: Every root a test made, kept until the process exits: a Tk interpreter freed by a
+#: garbage collection that happens to run on another thread (a later test's loop or
+#: server thread) makes Tcl abort the process.
+_ROOTS: list[tk.Tk] = []
+
+
 @pytest.fixture
 def root(display: str) -> Iterator[tk.Tk]:
-    # An earlier test's Tk interpreter must be freed on this (its own) thread: a garbage
-    # collection that happens to run on a loop thread would free it there, and Tcl aborts.
-    gc.collect()
+    gc.collect()  # an earlier test's windows and fonts, on this (Tk's) thread
     r = tk.Tk(screenName=display, className="enkaku")
+    _ROOTS.append(r)
     try:
         yield r
     finally:
         with contextlib.suppress(tk.TclError):  # the test may have destroyed it
             r.destroy()
-        del r
         gc.collect()
 
 
