@@ -6,6 +6,7 @@ when there is no display."""
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import subprocess
 import tkinter as tk
@@ -64,7 +65,9 @@ def line(proc: Proc, **match: Any) -> dict[str, Any] | None:
 
 
 @contextmanager
-def window_agent(world: World, root: tk.Tk, display: str) -> Iterator[AgentWindow]:
+def window_agent(
+    world: World, root: tk.Tk, display: str, timeout: float = 60
+) -> Iterator[AgentWindow]:
     """A real AgentRuntime behind the window, in this process (Tk on this thread)."""
     key = DeviceKey.load_or_create(world.tmp / "agent-config")
     capture, injector, clipboard = screen_backends(display)
@@ -75,7 +78,7 @@ def window_agent(world: World, root: tk.Tk, display: str) -> Iterator[AgentWindo
             input_factory=injector, clipboard_factory=clipboard,
         )  # fmt: skip
 
-    win = AgentWindow(root, build, lang="en", timeout=60)
+    win = AgentWindow(root, build, lang="en", timeout=timeout)
     win.start()
     try:
         yield win
@@ -182,6 +185,26 @@ def test_deny_in_the_window_refuses_the_session(world: World, root: tk.Tk, displ
         record = session_record(world.server_url, saved_token(world), session_id)
         assert record["end_reason"] == "consent_denied"
         assert find(root, "banner") is None  # never opened: nothing was allowed
+
+
+def test_no_answer_in_the_window_refuses_the_session(
+    world: World, root: tk.Tk, display: str
+) -> None:
+    with window_agent(world, root, display, timeout=3) as win:
+        agent_id, password = credentials(root)
+        tech = world.connect(agent_id, password, vnc=False)
+        session_id = pump_until(root, lambda: line(tech, event="session"), 60)["session_id"]
+        pump_until(root, lambda: win.prompt.dialog is not None, 60, "the consent dialog")
+        assert win.prompt.dialog is not None
+        top = win.prompt.dialog.top
+        assert re.search(
+            r"No answer within [0-3] s means Deny", need(top, "countdown").cget("text")
+        )
+        pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+        assert tech.proc.returncode == 7
+        assert not top.winfo_exists()
+        record = session_record(world.server_url, saved_token(world), session_id)
+        assert record["end_reason"] == "consent_denied"
 
 
 def test_wrong_passwords_show_notices_then_a_new_password(
