@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import queue
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import tkinter as tk
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,6 +164,54 @@ def test_pause_control_stops_the_technicians_keys_and_the_data_count_grows(
         pump_until(root, lambda: data.cget("text") != first_count, 30, "the data count")
         tech.signal(signal.SIGINT)
         pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+
+
+def test_the_technician_cannot_answer_a_consent_dialog_remotely(
+    world: World, root: tk.Tk, display: str, tmp_path: Path
+) -> None:
+    run = Path(tempfile.mkdtemp(prefix="ek"))  # short: the control socket's path
+    try:
+        with window_agent(world, root, display) as win:
+            agent_id, password = credentials(root)
+            tech = world.connect(agent_id, password, env={"XDG_RUNTIME_DIR": str(run)})
+            pump_until(root, lambda: win.prompt.dialog is not None, 60, "the consent dialog")
+            first = win.prompt.dialog
+            assert first is not None
+            click(display, need(first.top, "allow"))
+            port = pump_until(root, lambda: line(tech, event="vnc_listening"), 60)["port"]
+            shot = tmp_path / "asked.png"
+            asking = subprocess.Popen(
+                [ENKAKU, "session", "screenshot", str(shot), "--purpose", "see the error"],
+                env=world.env(XDG_RUNTIME_DIR=str(run)), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                pump_until(root, lambda: win.prompt.dialog not in (None, first), 60, "the question")
+                dialog = win.prompt.dialog
+                assert dialog is not None
+                assert win.runtime.session.control_paused  # paused while it is shown
+                allow = need(dialog.top, "allow")
+                x = allow.winfo_rootx() + allow.winfo_width() // 2
+                y = allow.winfo_rooty() + allow.winfo_height() // 2
+                # The technician clicks Allow through VNC; the capture after it is answered
+                # once the agent has handled (here: dropped) the click.
+                vncdo(port, "move", str(x), str(y), "click", "1", "capture", str(shot))
+                root.winfo_pointerxy()  # a round trip: X events sent before it are queued
+                root.update()
+                assert not dialog.answered and dialog.top.winfo_exists()
+                click(display, need(dialog.top, "deny"))  # the customer's own answer
+                pump_until(root, lambda: asking.poll() is not None, 60, "the refusal")
+                _out, err = asking.communicate(timeout=60)
+                assert asking.returncode == 7 and "did not allow" in err
+                pump_until(root, lambda: not win.runtime.session.control_paused, 30, "resumed")
+            finally:
+                if asking.poll() is None:
+                    asking.kill()
+                    asking.communicate()
+            tech.signal(signal.SIGINT)
+            pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def vncdo(port: int, *commands: str) -> None:
