@@ -17,7 +17,15 @@ import pytest
 from enkaku.protocol.terms import one_month_after
 from enkaku.server.terms import terms_today
 
-from .harness import ENKAKU, World, free_port, make_db, server_process, wait_for
+from .harness import (
+    ENKAKU,
+    InProcessServer,
+    World,
+    free_port,
+    make_db,
+    server_process,
+    wait_for,
+)
 from .test_consent import Terminal
 
 pytestmark = pytest.mark.e2e
@@ -171,3 +179,20 @@ def test_a_new_version_needs_a_month_and_is_asked_again_once_in_force(
     assert acceptances(db) == [(agent_id, "1"), (agent_id, "2")]
     agent.signal(signal.SIGTERM)
     assert agent.wait(30) == 0
+
+
+def test_terms_published_while_the_agent_is_connected_are_asked_at_once(
+    inproc: tuple[World, InProcessServer], terminal: Terminal
+) -> None:
+    world, server = inproc
+    agent = world.agent(None, "agent", "deny", stdin=terminal.slave, prefix=("setsid", "-c"))
+    agent_id = agent.next_line(60, event="credentials")["agent_id"]  # no terms: today's way
+    db = server.settings.db_url
+    assert publish(world, db, TERMS_V1, "1", terms_today().isoformat()).returncode == 0
+    # The server's periodic check (TERMS_CHECK), run now.
+    assert server.call(server.services.agents.check_terms()) == 1
+    assert "Rule one" in terminal.read_until(b"[y/N]").decode()
+    terminal.type("y\n")
+    again = agent.next_line(60, event="credentials")
+    assert again["agent_id"] == agent_id
+    assert acceptances(db) == [(agent_id, "1")]

@@ -181,3 +181,21 @@ async def test_the_terms_page_shows_both_versions_escaped(env: Env) -> None:
     assert "In force: version 2026.1" in page and "現行の規約 第 2026.1 版" in page
     assert f"takes effect on {one_month_after(today)}" in page and "改定予定 第 2026.2 版" in page
     assert page.index("2026.1") < page.index("2026.2")
+
+
+async def test_connected_agents_are_told_when_the_terms_change(env: Env) -> None:
+    ws, agent_id = await agent_link(env.http, env.url("/ws/agent"))
+    assert await env.svc.agents.check_terms() == 0  # nothing published, nothing to tell
+    today = await _publish_now(env)
+    assert await env.svc.agents.check_terms() == 1
+    told = json.loads((await ws.receive()).data)
+    assert told["type"] == "terms" and told["terms_upcoming"] is None
+    assert (told["terms"]["version"], told["terms"]["accepted"]) == ("2026.1", False)
+    await ws.send_json({"type": "accept_terms", "version": "2026.1"})
+    assert json.loads((await ws.receive()).data)["type"] == "terms_accepted"
+    assert await env.svc.agents.check_terms() == 0  # told once per change
+    await env.svc.store.publish_terms("2026.2", one_month_after(today), "n", "n", today=today)
+    assert await env.svc.agents.check_terms() == 1
+    told = json.loads((await ws.receive()).data)
+    assert told["terms"]["accepted"] is True and told["terms_upcoming"]["version"] == "2026.2"
+    await ws.close()

@@ -130,6 +130,9 @@ class AgentRuntime:
         self._session_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
+        #: A terms version the server announced during the connection, being asked.
+        self._terms_task: asyncio.Task[None] | None = None
+        self._terms_refused = False
 
     # -- password ---------------------------------------------------------------
 
@@ -255,18 +258,23 @@ class AgentRuntime:
             asked = await self._terms_step(ws, welcome)
             if changed or asked:  # first contact, another ID (database reset), new terms
                 self.ui.credentials(self.agent_id, self.password)
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    break
-                try:
-                    # A ProtocolError (oversized, nested too deep, not an object) is a
-                    # ValueError: the message is logged and ignored like any malformed one.
-                    await self._handle(loads_object(msg.data, max_bytes=MAX_SERVER_MESSAGE))
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.warning("ignoring a malformed message from the server: %s", exc)
+            try:
+                async for msg in ws:
+                    if msg.type != WSMsgType.TEXT:
+                        break
+                    try:
+                        # A ProtocolError (oversized, nested too deep, not an object) is a
+                        # ValueError: logged and ignored like any malformed message.
+                        await self._handle(loads_object(msg.data, max_bytes=MAX_SERVER_MESSAGE))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.warning("ignoring a malformed message from the server: %s", exc)
+            finally:
+                await self._cancel_terms_question()
         self._ws = None
         if ws.close_code == CLOSE_REPLACED:
             raise AgentReplaced
+        if self._terms_refused:
+            raise TermsRefused
 
     async def _terms_step(
         self, ws: aiohttp.ClientWebSocketResponse, welcome: dict[str, Any]
@@ -292,6 +300,42 @@ class AgentRuntime:
                 msg = await self._receive_json(ws, timeout=15)
                 if msg.get("type") == "terms_accepted" and msg.get("version") == terms.version:
                     return True
+
+    def _terms_changed(self, msg: dict[str, Any]) -> None:
+        """The server's ``terms`` message (the terms changed during the connection): the
+        new version in force is asked in the background (the link keeps being read), an
+        upcoming one shown."""
+        raw, raw_upcoming = msg.get("terms"), msg.get("terms_upcoming")
+        if raw_upcoming is not None:
+            self.ui.terms_upcoming(Terms.from_json(raw_upcoming))
+        if raw is None:
+            return
+        terms = Terms.from_json(raw)  # ValueError unless an object of the right shape
+        if raw.get("accepted") is True:
+            return
+        if self._terms_task is not None and not self._terms_task.done():
+            self._terms_task.cancel()  # a question about a version no longer in force
+        self._terms_task = asyncio.create_task(self._ask_terms_later(terms))
+
+    async def _ask_terms_later(self, terms: Terms) -> None:
+        ws = self._ws
+        if terms.version == self.accept_terms:
+            self.ui.notice("agent_terms_accepted_option", version=terms.version)
+        elif not await self.ui.ask_terms(terms):
+            self._terms_refused = True
+            if ws is not None:
+                await ws.close()
+            return
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps({"type": "accept_terms", "version": terms.version}))
+
+    async def _cancel_terms_question(self) -> None:
+        task, self._terms_task = self._terms_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _while_reading(self, ws: aiohttp.ClientWebSocketResponse, work: Awaitable[_T]) -> _T:
         """Run ``work`` (the customer reading the terms) while reading the link, whose
@@ -326,7 +370,12 @@ class AgentRuntime:
 
     async def _handle(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
-        if kind == "session_request":
+        if kind == "terms":
+            self._terms_changed(msg)
+        elif kind == "terms_accepted":
+            # A version announced during the connection was accepted: the ID again.
+            self.ui.credentials(self.agent_id, self.password)
+        elif kind == "session_request":
             req = SessionRequest.parse(msg, self._resolve)
             if self.session is not None:
                 await self.report(req.session_id, "busy")

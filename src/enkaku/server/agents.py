@@ -14,6 +14,8 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
                     heartbeat: relay legs (heartbeat_timeout); agent_heartbeat: this link
     agent → server  {"type": "accept_terms", "version": V}   (V: the version in force)
     server → agent  {"type": "terms_accepted", "version": V}
+    server → agent  {"type": "terms", "terms": ..., "terms_upcoming": ...}   (as in welcome)
+                    when the versions in force or upcoming change while it is connected
     server → agent  {"type": "session_request", "session_id", "relay_url" (absolute, or
                      null: then resolve "relay_path" against the agent's server URL),
                      "relay_path", "relay_token",
@@ -66,6 +68,9 @@ log = logging.getLogger(__name__)
 MAX_CONTROL = 16 * 1024
 #: Seconds the versions of the terms in force and upcoming are kept in memory.
 TERMS_CACHE = 5.0
+#: How often connected agents are checked for a change of the terms (a version that came
+#: into force, one newly published).
+TERMS_CHECK = 60.0
 #: Close code for an agent whose bookkeeping the database could not do right now
 #: ("try again later"; the agent reconnects with its backoff).
 CLOSE_TRY_AGAIN = 1013
@@ -104,6 +109,8 @@ class AgentConnection:
         self.agent_id = agent_id
         self.ws = ws
         self._lock = asyncio.Lock()
+        #: The terms versions (in force, upcoming) this agent was last told about.
+        self.terms_told: tuple[str | None, str | None] = (None, None)
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self._lock:
@@ -137,6 +144,9 @@ class AgentGateway:
             tuple[date, float, tuple[TermsVersion | None, TermsVersion | None]] | None
         ) = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Authenticated links by agent ID, to tell them of a change of the terms.
+        self._live: dict[str, AgentConnection] = {}
+        self._terms_watch: asyncio.Task[None] | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         address = peer_address(request, self.settings.behind_proxy)
@@ -175,6 +185,10 @@ class AgentGateway:
                 return ws
             agent_id, terms = authenticated
             conn = AgentConnection(agent_id, ws)
+            conn.terms_told = _versions(terms)
+            self._live[agent_id] = conn
+            if self._terms_watch is None:
+                self._terms_watch = asyncio.get_running_loop().create_task(self._watch_terms())
             replaced = await self.presence.register(conn)
             if replaced is not None:
                 with contextlib.suppress(Exception):
@@ -196,6 +210,8 @@ class AgentGateway:
                 log.debug("agent %s closed its link while we were sending", agent_id)
             finally:
                 await self.presence.unregister(conn)
+                if self._live.get(agent_id) is conn:
+                    del self._live[agent_id]
                 # Its own task: aiohttp may cancel this handler, and the write must
                 # finish before the store closes (drain()).
                 self._spawn(self._went_offline(agent_id))
@@ -345,7 +361,39 @@ class AgentGateway:
             if event == "consent_granted" and live is not None:
                 live.consent_granted = True
 
+    async def check_terms(self) -> int:
+        """Tell every connected agent whose terms changed since it was last told (a
+        version came into force, or one was published) with a ``terms`` message, as in
+        ``welcome``. Returns how many were told."""
+        in_force, upcoming = await self.store.current_terms(terms_today())
+        now = (in_force.version if in_force else None, upcoming.version if upcoming else None)
+        told = 0
+        for conn in list(self._live.values()):
+            if conn.terms_told == now:
+                continue
+            accepted = in_force is not None and await self.store.has_accepted(
+                conn.agent_id, in_force.version
+            )
+            conn.terms_told = now
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.send({"type": "terms", **_terms_fields(in_force, upcoming, accepted)})
+                told += 1
+        return told
+
+    async def _watch_terms(self) -> None:
+        while True:
+            await asyncio.sleep(TERMS_CHECK)
+            try:
+                told = await self.check_terms()
+            except OperationalError as exc:  # the next round tries again
+                log.warning("terms check skipped, database busy (%s)", _first_line(exc))
+                continue
+            if told:
+                log.info("told %d connected agent(s) of a change of the terms", told)
+
     async def shutdown(self) -> None:
+        if self._terms_watch is not None:
+            self._terms_watch.cancel()
         for ws in list(self.connections):
             with contextlib.suppress(Exception):
                 await ws.close(code=1001, message=b"server shutting down")
@@ -374,6 +422,15 @@ def _terms_fields(
         "terms": current,
         "terms_upcoming": to_terms(upcoming).to_json() if upcoming is not None else None,
     }
+
+
+def _versions(fields: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(in force, upcoming) versions of a welcome's or terms message's fields."""
+    current, upcoming = fields.get("terms"), fields.get("terms_upcoming")
+    return (
+        current["version"] if current else None,
+        upcoming["version"] if upcoming else None,
+    )
 
 
 def _first_line(exc: BaseException) -> str:
