@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from enkaku.agent.consent import Requester
+from enkaku.agent.consent import Question, Requester
 from enkaku.agent.window.bridge import Bridge
-from enkaku.agent.window.consentdialog import PauseControl
+from enkaku.agent.window.consentdialog import Allowed, PauseControl
 from enkaku.agent.window.fonts import Fonts
 from enkaku.agent.window.lang import Lang
 from enkaku.agent.window.mainwindow import MainWindow
@@ -22,11 +22,13 @@ pytestmark = pytest.mark.x11
 WHO = Requester("Sato", "Mirai Support")
 
 
-def window_ui(root: tk.Tk, fonts: Fonts, bridge: Bridge, session: Any) -> WindowUI:
+def window_ui(
+    root: tk.Tk, fonts: Fonts, bridge: Bridge, session: Any, allowed: Allowed | None = None
+) -> WindowUI:
     lang = Lang("en")
     main = MainWindow(root, fonts, lang, on_new_password=lambda: None, on_close=lambda: None)
     root.withdraw()
-    return WindowUI(bridge, fonts, lang, main, PauseControl(), lambda: session)
+    return WindowUI(bridge, fonts, lang, main, PauseControl(), lambda: session, allowed)
 
 
 def on_loop(root: tk.Tk, bridge: Bridge, fn: Any) -> None:
@@ -76,8 +78,10 @@ def test_banner_shows_who_and_live_data_and_the_customer_controls_work(
 
 def test_the_end_replaces_the_banner_with_a_summary(root: tk.Tk, fonts: Fonts) -> None:
     session = FakeSession(sent=3_000_000, received=40_000)
+    allowed = Allowed()
+    allowed.add(session, Question(WHO, ("screenshot",)))
     with loop_thread(root) as bridge:
-        ui = window_ui(root, fonts, bridge, session)
+        ui = window_ui(root, fonts, bridge, session, allowed)
         on_loop(root, bridge, lambda: ui.session_started(WHO))
         need(root, "banner")
         on_loop(root, bridge, lambda: ui.session_ended("technician_ended"))
@@ -87,3 +91,5 @@ def test_the_end_replaces_the_banner_with_a_summary(root: tk.Tk, fonts: Fonts) -
         assert "3.0 MB sent, 40.0 kB received" in text
         assert "Duration: 0:00:" in text
         assert find(root, "banner") is None
+        done = need(summary, "allowed").cget("text")
+        assert "What you allowed" in done and "take a screenshot of your screen" in done

@@ -113,7 +113,8 @@ def test_a_session_allowed_and_ended_in_the_window(world: World, root: tk.Tk, di
         banner = need(root, "banner")
         assert "Taro Tanaka (ACME Support)" in need(banner, "who").cget("text")
         click(display, need(banner, "end"))
-        need(root, "summary")
+        summary = need(root, "summary")
+        assert "see your screen" in need(summary, "allowed").cget("text")
         pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
         record = session_record(world.server_url, saved_token(world), session_id)
         assert record["end_reason"] == "customer_ended"

@@ -71,7 +71,7 @@ class AgentWindow:
         from tkinter import ttk
 
         from .bridge import Bridge
-        from .consentdialog import PauseControl, TkConsentPrompt
+        from .consentdialog import Allowed, PauseControl, TkConsentPrompt
         from .fonts import setup
         from .lang import Lang
         from .mainwindow import MainWindow
@@ -84,16 +84,20 @@ class AgentWindow:
         self.lang = Lang(lang)
         self.bridge = Bridge(root)
         self.pause = PauseControl()
+        self.allowed = Allowed()
         self.closing = False
         self.error: BaseException | None = None
         self.main = MainWindow(
             root, self.fonts, self.lang,
             on_new_password=self.new_password, on_close=self.close,
         )  # fmt: skip
-        self.ui = WindowUI(self.bridge, self.fonts, self.lang, self.main, self.pause, self._session)
+        self.ui = WindowUI(
+            self.bridge, self.fonts, self.lang, self.main, self.pause, self._session,
+            self.allowed,
+        )  # fmt: skip
         self.prompt = TkConsentPrompt(
             self.bridge, self.fonts, self.lang, timeout=timeout,
-            session_of=self._session, pause=self.pause,
+            session_of=self._session, pause=self.pause, allowed=self.allowed,
         )  # fmt: skip
         policy: ConsentPolicy
         if consent == "ask":

@@ -19,7 +19,7 @@ from typing import Protocol
 from enkaku.i18n import printable, reason_text, t
 from enkaku.transport.channel import ChannelStats
 
-from ..consent import Requester, human_size
+from ..consent import Question, Requester, human_size
 from . import texts as _texts  # noqa: F401  (registers the window's messages)
 from .bridge import Bridge
 from .consentdialog import PauseControl
@@ -228,9 +228,17 @@ class Summary:
     """After a session: why it ended, how long it lasted, how much data it used."""
 
     def __init__(
-        self, root: tk.Misc, fonts: Fonts, lang: Lang, reason: str, seconds: float, snap: Snapshot
+        self,
+        root: tk.Misc,
+        fonts: Fonts,
+        lang: Lang,
+        reason: str,
+        seconds: float,
+        snap: Snapshot,
+        allowed: tuple[Question, ...] = (),
     ) -> None:
         self.lang, self.reason, self.seconds, self.snap = lang, reason, seconds, snap
+        self.allowed = allowed
         self.top = top = tk.Toplevel(root, name="summary")
         top.attributes("-topmost", True)
         top.protocol("WM_DELETE_WINDOW", self.close)
@@ -238,6 +246,8 @@ class Summary:
         frame.pack(fill="both", expand=True)
         self.text = ttk.Label(frame, name="text", font=fonts.body, wraplength=420)
         self.text.pack(anchor="w")
+        self.done = ttk.Label(frame, name="allowed", font=fonts.small, wraplength=420)
+        self.done.pack(anchor="w", pady=(8, 0))
         self.ok = ttk.Button(frame, name="ok", command=self.close)
         self.ok.pack(anchor="e", pady=(12, 0))
         self._unsubscribe = lang.subscribe(self.relabel)
@@ -253,6 +263,12 @@ class Summary:
                 received=human_size(self.snap.received, lang),
             )
         )  # fmt: skip
+        done = ""
+        if self.allowed:
+            done = "\n".join(
+                [t("window_summary_allowed", lang)] + [f"• {q.what(lang)}" for q in self.allowed]
+            )
+        self.done.configure(text=done)
         self.ok.configure(text=t("window_ok", lang))
 
     def close(self) -> None:

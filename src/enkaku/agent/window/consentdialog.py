@@ -71,6 +71,24 @@ class PauseControl:
             await self.session.pause_control(self.paused)
 
 
+class Allowed:
+    """What the customer allowed in the current session, for the end summary (on the
+    loop; a new session starts an empty list)."""
+
+    def __init__(self) -> None:
+        self.session: object | None = None
+        self.questions: list[Question] = []
+
+    def add(self, session: object | None, question: Question) -> None:
+        if session is not self.session:
+            self.session, self.questions = session, []
+        self.questions.append(question)
+
+    def of(self, session: object | None) -> tuple[Question, ...]:
+        """The questions allowed in ``session`` (none if it asked nothing here)."""
+        return tuple(self.questions) if session is self.session else ()
+
+
 class TkConsentPrompt:
     """Asks in a dialog on the Tk thread; runs on the loop (``ConsentPrompt``)."""
 
@@ -83,9 +101,11 @@ class TkConsentPrompt:
         timeout: float,
         session_of: Callable[[], Pausable | None],
         pause: PauseControl,
+        allowed: Allowed | None = None,
     ) -> None:
         self.bridge, self.fonts, self.lang = bridge, fonts, lang
         self.timeout, self.session_of, self.pause = timeout, session_of, pause
+        self.allowed = allowed if allowed is not None else Allowed()
         self._reminded: Pausable | None = None
         self.dialog: ConsentDialog | None = None  # the open one, on the Tk thread
 
@@ -95,7 +115,10 @@ class TkConsentPrompt:
         self._reminded = session
         await self.pause.dialog(session, True)
         try:
-            return await self.bridge.ask_tk(lambda reply: self._open(question, remind, reply))
+            yes: bool = await self.bridge.ask_tk(lambda reply: self._open(question, remind, reply))
+            if yes:
+                self.allowed.add(session, question)
+            return yes
         finally:
             await self.pause.dialog(session, False)
 

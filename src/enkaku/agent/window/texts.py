@@ -87,6 +87,10 @@ register(
             "セッションが終了しました: {reason}。\n時間: {elapsed}\n"
             "通信量: 送信 {sent}、受信 {received}。",
         ),
+        "window_summary_allowed": (
+            "What you allowed during the session:",
+            "セッション中に許可した操作:",
+        ),
         "window_ok": ("OK", "OK"),
         "window_terms_title": ("Terms of use", "利用規約"),
         "window_terms_head": (

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 from enkaku.protocol.terms import Terms
 
-from ..consent import Requester
+from ..consent import Question, Requester
 from .banner import Banner, LiveSession, Snapshot, Summary, snapshot
 from .bridge import Bridge
-from .consentdialog import PauseControl
+from .consentdialog import Allowed, PauseControl
 from .fonts import Fonts
 from .lang import Lang
 from .mainwindow import MainWindow
@@ -39,9 +39,11 @@ class WindowUI:
         main: MainWindow,
         pause: PauseControl,
         session_of: Callable[[], LiveSession | None],
+        allowed: Allowed | None = None,
     ) -> None:
         self.bridge, self.fonts, self.lang, self.main = bridge, fonts, lang, main
         self.pause, self.session_of = pause, session_of
+        self.allowed = allowed if allowed is not None else Allowed()
         self._session: LiveSession | None = None  # on the loop: the session shown
         self.banner: Banner | None = None  # on Tk
         self.summary: Summary | None = None  # on Tk
@@ -71,7 +73,7 @@ class WindowUI:
     def session_ended(self, reason: str) -> None:
         session, self._session = self._session, None
         snap = snapshot(session) if session is not None else Snapshot(0, 0, (), False)
-        self.bridge.to_tk(self._close_banner, reason, snap)
+        self.bridge.to_tk(self._close_banner, reason, snap, self.allowed.of(session))
 
     def chat(self, who: Requester, text: str, at: str) -> None:
         self.bridge.to_tk(self._chat, who.label, text, at)
@@ -102,12 +104,12 @@ class WindowUI:
             self.root, self.fonts, self.lang, self.bridge, who, session, self.pause
         )
 
-    def _close_banner(self, reason: str, snap: Snapshot) -> None:
+    def _close_banner(self, reason: str, snap: Snapshot, allowed: tuple[Question, ...]) -> None:
         if self.banner is None:
             return
         seconds = self.banner.close()
         self.banner = None
-        self.summary = Summary(self.root, self.fonts, self.lang, reason, seconds, snap)
+        self.summary = Summary(self.root, self.fonts, self.lang, reason, seconds, snap, allowed)
 
     def _chat(self, who: str, text: str, at: str) -> None:
         if self.banner is not None:
