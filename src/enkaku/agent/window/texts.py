@@ -13,7 +13,6 @@ register(
         ),
         "window_id": ("Your ID", "ID"),
         "window_password": ("Password", "パスワード"),
-        "window_copy": ("Copy", "コピー"),
         "window_new_password": ("New password", "新しいパスワード"),
         "window_language": ("Language:", "言語:"),
         "window_status_connecting": (
@@ -40,7 +39,6 @@ register(
             "Stopped: the program no longer accepts connections. Close this window.",
             "停止しました: 接続を受け付けていません。このウィンドウを閉じてください。",
         ),
-        "window_waiting_id": ("waiting for the server", "サーバー待ち"),
         "window_consent_title": ("Permission requested", "許可の確認"),
         "window_consent_who": ("{who} asks to:", "{who} が次の操作を求めています:"),
         "window_consent_allow": ("Allow", "許可する"),
