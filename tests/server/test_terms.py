@@ -8,10 +8,13 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
+from enkaku.agent.runtime import MAX_SERVER_MESSAGE
 from enkaku.protocol.agentlink import CLOSE_MALFORMED
+from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.terms import Terms, one_month_after
 from enkaku.server.store.db import open_engine
 from enkaku.server.store.models import TermsAcceptance
@@ -68,7 +71,7 @@ async def test_the_first_version_may_take_effect_at_once_later_ones_need_a_month
         ("1", DAY - timedelta(days=1), "en", "ja", "terms_effective_past"),
         ("1", DAY, "en", " ", "terms_text_missing"),
         ("a b", DAY, "en", "ja", "terms_bad_version"),
-        ("1", DAY, "x" * 20_001, "ja", "terms_text_too_long"),
+        ("1", DAY, "x" * 130_000, "ja", "terms_text_too_long"),
     ],
 )
 async def test_unusable_versions_are_refused(
@@ -198,4 +201,23 @@ async def test_connected_agents_are_told_when_the_terms_change(env: Env) -> None
     assert await env.svc.agents.check_terms() == 1
     told = json.loads((await ws.receive()).data)
     assert told["terms"]["accepted"] is True and told["terms_upcoming"]["version"] == "2026.2"
+    await ws.close()
+
+
+async def test_the_largest_versions_fit_the_agents_message_limit(env: Env) -> None:
+    today = terms_today()
+    ja, en = "規" * 19_000, "a" * 6_000  # 114 KB + 6 KB as sent: just under MAX_WIRE
+    await env.svc.store.publish_terms("big.1", today, en, ja, today=today)
+    await env.svc.store.publish_terms("big.2", one_month_after(today), en, ja, today=today)
+    ws = await env.http.ws_connect(env.url("/ws/agent"), max_msg_size=MAX_SERVER_MESSAGE)
+    await ws.send_json(hello(json.loads((await ws.receive()).data)))
+    msg = await ws.receive()
+    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+    welcome = loads_object(msg.data, max_bytes=MAX_SERVER_MESSAGE)
+    assert Terms.from_json(welcome["terms"]).text["ja"] == ja
+    assert Terms.from_json(welcome["terms_upcoming"]).version == "big.2"
+    with pytest.raises(TermsRefused):
+        await env.svc.store.publish_terms(
+            "big.3", one_month_after(today), en + "a" * 3_000, ja, today=today
+        )
     await ws.close()

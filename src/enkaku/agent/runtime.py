@@ -82,8 +82,9 @@ BACKOFF_MAX = 30.0
 #: 15 s of silence, gone without a pong within 7.5 s (half the server's default
 #: agent_heartbeat of 30 s; docs/protocol/agent-control.md).
 DEFAULT_LINK_HEARTBEAT = 15.0
-#: The largest message the agent reads from the server (docs/protocol/agent-control.md).
-MAX_SERVER_MESSAGE = 64 * 1024
+#: The largest message the agent reads from the server (docs/protocol/agent-control.md):
+#: a welcome carries up to two versions of the terms of use (protocol.terms.MAX_WIRE).
+MAX_SERVER_MESSAGE = 256 * 1024
 
 
 class AgentRuntime:

@@ -12,6 +12,7 @@ On the wire (the agent link's ``welcome``, docs/protocol/agent-control.md) a ver
 from __future__ import annotations
 
 import calendar
+import json
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -19,9 +20,13 @@ from typing import Any
 
 #: A version label: what the admin passes to --version and the customer to --accept-terms.
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
-#: The longest text per language the server publishes and the agent accepts (characters);
-#: the welcome carries both languages within the agent's 64 KiB message limit.
-MAX_TEXT = 20_000
+#: The largest version the server publishes: its JSON as sent to agents (json.dumps,
+#: ASCII: a Japanese character takes 6 bytes), so that a welcome with the version in force
+#: and the upcoming one stays within the agent's 256 KiB message limit
+#: (agent.runtime.MAX_SERVER_MESSAGE).
+MAX_WIRE = 120 * 1024
+#: The agent's sanity bound on one text (characters); the server's limit is MAX_WIRE.
+MAX_TEXT = MAX_WIRE
 LANGUAGES = ("en", "ja")
 
 
@@ -36,6 +41,10 @@ class Terms:
     def text_for(self, lang: str) -> str:
         """The text in ``lang``, else the other language's (never empty if either is set)."""
         return self.text.get(lang) or self.text.get("en") or self.text.get("ja") or ""
+
+    def wire_size(self) -> int:
+        """Bytes of this version in a server message (checked against MAX_WIRE)."""
+        return len(json.dumps(self.to_json()).encode())
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from enkaku.i18n import register, t
-from enkaku.protocol.terms import MAX_TEXT, VERSION_PATTERN, one_month_after
+from enkaku.protocol.terms import MAX_WIRE, VERSION_PATTERN, Terms, one_month_after
 
 from .models import (
     Agent,
@@ -42,8 +42,10 @@ register(
             "規約には英語と日本語の両方の本文が必要です。",
         ),
         "terms_text_too_long": (
-            "Each language's text may have at most {limit} characters.",
-            "本文は言語ごとに {limit} 文字までです。",
+            "The terms are too long: {size} KiB as sent to the agents, at most {limit} KiB "
+            "(a Japanese character counts 6 bytes, an ASCII one 1).",
+            "規約が長すぎます: エージェントへの送信時 {size} KiB、上限 {limit} KiB です "
+            "(日本語は 1 文字 6 バイト、ASCII は 1 バイトと数えます)。",
         ),
         "terms_effective_past": (
             "The effective date {effective} is before today ({today}).",
@@ -331,8 +333,9 @@ class Store:
             raise TermsRefused("terms_bad_version", version=version)
         if not text_en.strip() or not text_ja.strip():
             raise TermsRefused("terms_text_missing")
-        if max(len(text_en), len(text_ja)) > MAX_TEXT:
-            raise TermsRefused("terms_text_too_long", limit=MAX_TEXT)
+        size = Terms(version, today, effective, {"en": text_en, "ja": text_ja}).wire_size()
+        if size > MAX_WIRE:
+            raise TermsRefused("terms_text_too_long", size=size // 1024, limit=MAX_WIRE // 1024)
         if effective < today:
             raise TermsRefused("terms_effective_past", effective=effective, today=today)
         async with self._sessions() as s:
