@@ -93,3 +93,14 @@ def test_the_end_replaces_the_banner_with_a_summary(root: tk.Tk, fonts: Fonts) -
         assert find(root, "banner") is None
         done = need(summary, "allowed").cget("text")
         assert "What you allowed" in done and "take a screenshot of your screen" in done
+
+
+def test_a_session_that_never_started_ends_with_a_notice(root: tk.Tk, fonts: Fonts) -> None:
+    with loop_thread(root) as bridge:
+        ui = window_ui(root, fonts, bridge, None)
+        on_loop(root, bridge, lambda: ui.session_ended("consent_denied"))
+        notices = ui.main.notice_label  # the main window is withdrawn here
+        pump_until(root, lambda: "the customer did not allow it" in notices.cget("text"))
+        ui.lang.switch("ja")
+        assert "お客様が許可しませんでした" in notices.cget("text")
+        assert find(root, "summary") is None

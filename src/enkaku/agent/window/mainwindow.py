@@ -12,7 +12,7 @@ import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
 
-from enkaku.i18n import t
+from enkaku.i18n import reason_text, t
 
 from ..ui import printable_args
 from . import texts as _texts  # noqa: F401  (registers the window's messages)
@@ -127,11 +127,19 @@ class MainWindow:
             text=t("window_offline_help", lang) if key == "window_status_offline" else ""
         )
         self.notice_label.configure(
-            text="\n".join(f"{at}  {t(k, lang, **kw)}" for at, k, kw in self.notices)
+            text="\n".join(f"{at}  {_notice(k, lang, kw)}" for at, k, kw in self.notices)
         )
         if not self.agent_id:
             _show(self.id_entry, "…")
             _show(self.pw_entry, "…")
+
+
+def _notice(key: str, lang: str, kwargs: dict[str, object]) -> str:
+    """A notice in ``lang``; a ``reason`` argument is a session end reason code, put in
+    words in that language too."""
+    if isinstance(kwargs.get("reason"), str):
+        kwargs = kwargs | {"reason": reason_text(str(kwargs["reason"]), lang)}
+    return t(key, lang, **kwargs)
 
 
 def _show(entry: ttk.Entry, text: str) -> None:

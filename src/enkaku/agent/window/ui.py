@@ -105,7 +105,8 @@ class WindowUI:
         )
 
     def _close_banner(self, reason: str, snap: Snapshot, allowed: tuple[Question, ...]) -> None:
-        if self.banner is None:
+        if self.banner is None:  # it never started (refused, no answer): a notice says so
+            self.main.add_notice("agent_session_ended", reason=reason)
             return
         seconds = self.banner.close()
         self.banner = None
