@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from enkaku.agent.preconfig import (
     add_member,
     agent_argv,
 )
-from tests.xdisplay import xvfb, xwd_root
+from tests.xdisplay import wait_window, xvfb, xwd_root
 
 from .harness import (
     ENKAKU,
@@ -336,3 +337,30 @@ def test_a_server_with_a_private_ca_bakes_it_into_the_download(
     assert len(creds["agent_id"]) == 9
     written = tmp_path / "xdg" / "enkaku" / "agent" / "server-ca.pem"
     assert written.read_text() == ca.read_text()
+
+
+@pytest.mark.x11
+def test_the_downloaded_agent_opens_its_window_when_started_as_the_page_says(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    data, _ = get(download_link(world, "3.11"))
+    pyz = tmp_path / "enkaku-agent-py311.pyz"
+    pyz.write_bytes(data)
+
+    def online() -> int:
+        body, _ = get(world.server_url + "/api/v1/health")
+        return int(json.loads(body)["agents_online"])
+
+    with xvfb(800, 600) as display:
+        # Exactly `python3 enkaku-agent-py311.pyz` on a Japanese desktop (only the device
+        # key goes to a test folder through XDG_CONFIG_HOME, as clean_env sets it).
+        env = clean_env(world, tmp_path)
+        env.update(DISPLAY=display, ENKAKU_LANG="ja")
+        agent = Proc([SYSTEM_PYTHON, str(pyz)], env=env, name="agent", log_dir=tmp_path)
+        world.procs.append(agent)
+        wait_for(lambda: online() == 1, 120, "the agent online (its ID issued)")
+        wait_window(display, "enkaku リモートサポート")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+    assert agent.all_lines == []  # the window shows the ID and password, not stdout
