@@ -308,3 +308,38 @@ def test_the_screenshot_script_draws_every_screen(tmp_path: Path) -> None:
         with Image.open(tmp_path / name) as img:
             assert img.width > 300 and img.height > 200
             assert len(img.convert("L").getcolors(1 << 16) or []) > 20  # text was drawn
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_the_terms_are_accepted_in_the_window_before_any_id(
+    root: tk.Tk, display: str, tmp_path: Path, accept: bool
+) -> None:
+    from enkaku.server.terms import terms_today
+    from tests.e2e.test_terms import TERMS_V1, acceptances, publish
+
+    world = World(tmp_path)
+    try:
+        db = make_db(tmp_path)
+        assert publish(world, db, TERMS_V1, "1", terms_today().isoformat()).returncode == 0
+        server_process(world, db, free_port())
+        with window_agent(world, root, display) as win:
+            dialog = need(root, "terms")
+            assert "version 1, in force from" in need(dialog, "head").cget("text")
+            assert "Rule one: <stay> at the machine" in need(dialog, "text").get("1.0", "end")
+            assert need(root, "agent_id").get() == "…"  # no ID before the answer
+            assert acceptances(db) == []
+            click(display, need(dialog, "accept" if accept else "decline"))
+            if accept:
+                agent_id, _password = credentials(root)
+                assert acceptances(db) == [(agent_id, "1")]
+            else:
+                status = need(root, "status")
+                pump_until(root, lambda: status.cget("text").startswith("Stopped"), 60)
+                assert "not accepted" in need(root, "notices").cget("text")
+                assert need(root, "agent_id").get() == "…"
+                assert acceptances(db) == []
+                # The agent stopped by itself; the window stays until the customer closes it.
+                pump_until(root, lambda: win.bridge.join(0), 30, "the agent stopped")
+                assert root.winfo_exists() and need(root, "status").winfo_viewable()
+    finally:
+        world.close()
