@@ -20,12 +20,16 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
 from PIL import Image
 
+from enkaku import __version__
+from enkaku.agent.identity import DeviceKey
 from enkaku.agent.preconfig import (
     BUILD_MEMBER,
     CONFIG_MEMBER,
@@ -33,6 +37,7 @@ from enkaku.agent.preconfig import (
     add_member,
     agent_argv,
 )
+from enkaku.protocol.agentlink import PROTOCOL
 from tests.xdisplay import wait_window, xvfb, xwd_root
 
 from .harness import (
@@ -364,3 +369,79 @@ def test_the_downloaded_agent_opens_its_window_when_started_as_the_page_says(
         agent.signal(signal.SIGTERM)
         assert agent.wait(30) == 0
     assert agent.all_lines == []  # the window shows the ID and password, not stdout
+
+
+async def hello_as(server_url: str, key_dir: Path, version: str) -> dict[str, Any]:
+    """The welcome a real server sends an agent that says it is ``version``."""
+    key = DeviceKey.load_or_create(key_dir)
+    async with aiohttp.ClientSession() as http, http.ws_connect(server_url + "/ws/agent") as ws:
+        challenge = await ws.receive_json(timeout=30)
+        assert challenge["protocol"] == PROTOCOL
+        nonce = bytes.fromhex(challenge["nonce"])
+        await ws.send_json(
+            {
+                "type": "hello",
+                "public_key": key.public_hex,
+                "signature": key.sign_challenge(nonce),
+                "agent_version": version,
+                "platform": "linux",
+            }
+        )
+        return dict(await ws.receive_json(timeout=30))
+
+
+async def test_the_server_tells_an_older_agent_where_the_current_one_is(
+    world: World, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(serve, world, tmp_path)
+    old = await hello_as(world.server_url, tmp_path / "old", "0.0.9")
+    assert old["type"] == "welcome"
+    assert old["update_url"] == f"{world.server_url}/download/agent"
+    for version in (__version__, "99.0.0", "not-a-version"):
+        welcome = await hello_as(world.server_url, tmp_path / version, version)
+        assert welcome["type"] == "welcome" and "update_url" not in welcome
+
+
+async def test_the_agent_shows_the_update_url_once(tmp_path: Path) -> None:
+    """A server's welcome with update_url: the customer is told once where to look."""
+
+    async def agent_ws(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "challenge", "nonce": "ab" * 32, "protocol": PROTOCOL})
+        await ws.receive()  # the hello
+        await ws.send_json(
+            {
+                "type": "welcome",
+                "agent_id": "123456789",
+                "heartbeat": 5,
+                "update_url": "https://support.example/download/agent",
+            }
+        )
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws/agent", agent_ws)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    agent = await asyncio.create_subprocess_exec(
+        ENKAKU, "agent", "--server", f"http://127.0.0.1:{port}", "--headless",
+        "--display", "none", "--config-dir", str(tmp_path / "agent"),
+        env=dict(os.environ, ENKAKU_LANG="en"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None and agent.stderr is not None
+        line = json.loads(await asyncio.wait_for(agent.stdout.readline(), 60))
+        assert line["event"] == "credentials"
+    finally:
+        agent.terminate()
+        _, err = await asyncio.wait_for(agent.communicate(), 60)
+        await runner.cleanup()
+    text = err.decode()
+    assert text.count("A newer version of this support program is available") == 1
+    assert "https://support.example/download/agent" in text

@@ -55,6 +55,10 @@ _T = TypeVar("_T")
 
 register(
     {
+        "agent_update_available": (
+            "A newer version of this support program is available: {url}",
+            "このサポート用プログラムの新しいバージョンがあります: {url}",
+        ),
         "agent_incompatible_server": (
             "This support program does not match the support server {server} (it is too old "
             "or too new). Download the current program from {server}/download/agent and "
@@ -130,6 +134,7 @@ class AgentRuntime:
         self.session: AgentSession | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._update_told = False
         self._background: set[asyncio.Future[None]] = set()
         #: A terms version the server announced during the connection, being asked.
         self._terms_task: asyncio.Task[None] | None = None
@@ -255,6 +260,14 @@ class AgentRuntime:
             # Used from the next connection on (this one keeps its own).
             self.link_heartbeat = max(0.5, float(link_heartbeat) / 2)
             self.ui.notice("agent_online", server=self.server_url)
+            update_url = welcome.get("update_url")  # this agent is older than the server
+            if (
+                not self._update_told
+                and isinstance(update_url, str)
+                and re.fullmatch(r"https?://[!-~]{1,200}", update_url)
+            ):
+                self._update_told = True
+                self.ui.notice("agent_update_available", url=update_url)
             # No ID is shown before the terms in force are accepted.
             asked = await self._terms_step(ws, welcome)
             if changed or asked:  # first contact, another ID (database reset), new terms

@@ -44,6 +44,7 @@ import pysodium
 from aiohttp import WSCloseCode, WSMsgType, web
 from sqlalchemy.exc import OperationalError
 
+from enkaku import __version__
 from enkaku.protocol.agentlink import (
     AUTH_CONTEXT,
     CLOSE_MALFORMED,
@@ -51,6 +52,7 @@ from enkaku.protocol.agentlink import (
     CLOSE_REPLACED,
     CLOSE_UNAUTHORIZED,
     MAX_HELLO,
+    PROTOCOL,
 )
 from enkaku.protocol.jsonlimits import loads_object
 
@@ -236,9 +238,12 @@ class AgentGateway:
     async def _authenticate(
         self, ws: web.WebSocketResponse, address: str
     ) -> tuple[str, dict[str, Any]] | None:
-        """The agent's ID and the welcome's terms fields, or None (the link is closed)."""
+        """The agent's ID and the welcome's terms (and update) fields, or None (the link is
+        closed)."""
         nonce = secrets.token_bytes(32)
-        await ws.send_str(json.dumps({"type": "challenge", "nonce": nonce.hex(), "protocol": 1}))
+        await ws.send_str(
+            json.dumps({"type": "challenge", "nonce": nonce.hex(), "protocol": PROTOCOL})
+        )
         try:
             msg = await asyncio.wait_for(ws.receive(), self.settings.auth_timeout)
             if msg.type != WSMsgType.TEXT:
@@ -262,20 +267,24 @@ class AgentGateway:
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"device key proof failed")
             return None
         key = public_key.hex()  # canonical: one key, one spelling, one ID
+        update = _update_fields(hello.get("agent_version"), self.settings.base_url)
         in_force, upcoming = await self._current_terms()
         known = await self.store.find_agent(key)
         if known is not None:
             accepted = in_force is not None and await self.store.has_accepted(
                 known, in_force.version
             )
-            return known, _terms_fields(in_force, upcoming, accepted)
+            return known, {**_terms_fields(in_force, upcoming, accepted), **update}
         # Only a key never seen before costs a token: reconnects are not registrations.
         if not self.registrations.allow(address):
             log.info("agent registration from %s refused: rate limit", address)
             await ws.close(code=CLOSE_RATE_LIMITED, message=b"too many new agents; retry later")
             return None
         # A new agent has accepted nothing: no query (the welcome follows at once).
-        return await self.store.agent_for_key(key), _terms_fields(in_force, upcoming, False)
+        return await self.store.agent_for_key(key), {
+            **_terms_fields(in_force, upcoming, False),
+            **update,
+        }
 
     async def _current_terms(self) -> tuple[TermsVersion | None, TermsVersion | None]:
         """The versions in force and upcoming, read at most every TERMS_CACHE seconds:
@@ -408,6 +417,20 @@ class AgentGateway:
         closes)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _update_fields(agent_version: object, base_url: str) -> dict[str, str]:
+    """``update_url`` for an agent older than this server: where the current one is
+    (server/downloads.py). Versions are compared as numbers; anything else is not older."""
+    try:
+        older = _numbers(str(agent_version)) < _numbers(__version__)
+    except ValueError:
+        return {}
+    return {"update_url": base_url + "/download/agent"} if older else {}
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def _terms_fields(
