@@ -59,9 +59,8 @@ def main_window(root: tk.Tk, fonts: Fonts, lang: Lang) -> MainWindow:
 
 def capture(root: tk.Misc, toplevel: tk.Wm, out: Path, display: str) -> None:
     """Save ``toplevel`` as it is drawn on the X server."""
-    pump_until(root, lambda: root.winfo_viewable() or True, what="drawing")
-    for _ in range(5):  # let every pending redraw happen
-        root.update()
+    pump_until(root, toplevel.winfo_viewable, what="the window mapped")
+    root.update()  # every pending redraw
     subprocess.run(
         ["import", "-window", toplevel.wm_frame(), str(out)],
         env=x_env(display), check=True, timeout=60,

@@ -136,3 +136,11 @@ def test_a_signal_closes_the_window_and_stops_the_agent(root: tk.Tk, sig: int) -
     assert win.run() == 0
     assert rt.stops == ["customer_ended"]
     assert signal.getsignal(sig) == before  # the handlers are given back
+
+
+def test_a_close_right_after_the_start_is_not_lost(root: tk.Tk) -> None:
+    win, rt = window(root)
+    win.start()
+    win.close()  # before the loop's main task has taken its first step, perhaps
+    pump_until(root, lambda: win.bridge.join(0), what="the loop to end")
+    assert rt.stops == ["customer_ended"]

@@ -105,7 +105,8 @@ class AgentWindow:
         else:
             policy = AllowAll() if consent == "allow" else DenyAll()
         self.runtime = build(self.ui, policy)
-        self._stop: asyncio.Event | None = None
+        # Made here, not in _main: a close may arrive before _main's first step runs.
+        self._stop = asyncio.Event()
 
     def _session(self) -> LiveSession | None:
         """The live session (read on the loop)."""
@@ -113,9 +114,8 @@ class AgentWindow:
         return session
 
     async def _main(self) -> None:
-        self._stop = stop = asyncio.Event()
         run = asyncio.create_task(self.runtime.run())
-        waiter = asyncio.create_task(stop.wait())
+        waiter = asyncio.create_task(self._stop.wait())
         await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         await self.runtime.stop("customer_ended")
@@ -123,8 +123,7 @@ class AgentWindow:
             await asyncio.wait_for(run, STOP_GRACE)
 
     async def _request_stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
 
     def new_password(self) -> None:
         """The "New password" button: drawn on the loop, shown through credentials()."""
