@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import tkinter as tk
 from collections.abc import Iterator
@@ -294,6 +295,24 @@ def test_without_a_display_the_agent_says_so_and_uses_the_terminal(world: World)
     assert len(creds["agent_id"]) == 9
     err = wait_for(lambda: "ウィンドウを開けません" in agent.stderr() and agent.stderr(), 30)
     assert "cannot open the window" in err
+
+
+def test_without_tkinter_the_agent_says_so_and_uses_the_terminal(
+    world: World, display: str
+) -> None:
+    no_tk = (
+        "import sys; sys.modules['tkinter'] = None; from enkaku.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    agent = world.spawn(
+        [sys.executable, "-c", no_tk, "agent", "--server", world.server_url,
+         "--config-dir", str(world.tmp / "cfg")],
+        "agent-notk", DISPLAY=display,
+    )  # fmt: skip
+    assert len(agent.next_line(60, event="credentials")["agent_id"]) == 9
+    err = wait_for(lambda: "python3-tk" in agent.stderr() and agent.stderr(), 30)
+    assert "cannot open the window (python3-tk is not installed)" in err
+    assert "ウィンドウを開けません (python3-tk is not installed)" in err
 
 
 def test_the_screenshot_script_draws_every_screen(tmp_path: Path) -> None:
