@@ -196,3 +196,15 @@ def test_terms_published_while_the_agent_is_connected_are_asked_at_once(
     again = agent.next_line(60, event="credentials")
     assert again["agent_id"] == agent_id
     assert acceptances(db) == [(agent_id, "1")]
+
+
+def test_without_a_terminal_the_agent_names_accept_terms_and_stops(served: World) -> None:
+    world, db = served, served.db  # type: ignore[attr-defined]
+    assert publish(world, db, TERMS_V1, "1", terms_today().isoformat()).returncode == 0
+    server_process(world, db, world.port)  # type: ignore[attr-defined]
+    # setsid without -c: a new session with no controlling terminal, so no /dev/tty.
+    agent = world.agent(None, "agent", "deny", "--accept-terms", "0.9", prefix=("setsid",))
+    assert agent.wait(60) == 0
+    assert agent.all_lines == []
+    assert "start the agent with --accept-terms 1" in agent.stderr()
+    assert acceptances(db) == []
