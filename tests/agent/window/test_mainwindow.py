@@ -144,3 +144,13 @@ def test_a_close_right_after_the_start_is_not_lost(root: tk.Tk) -> None:
     win.close()  # before the loop's main task has taken its first step, perhaps
     pump_until(root, lambda: win.bridge.join(0), what="the loop to end")
     assert rt.stops == ["customer_ended"]
+
+
+def test_tk_draws_with_a_japanese_family(root: tk.Tk) -> None:
+    from enkaku.agent.window.fonts import UI_FAMILIES, setup
+
+    fonts = setup(root)
+    assert fonts.family in UI_FAMILIES[:-1]
+    assert fonts.body.actual("family") == fonts.family  # Tk found it, no substitution
+    # Kana are measured with a real glyph, as wide as a CJK ideograph (not a box or 0).
+    assert fonts.body.measure("あ") == fonts.body.measure("日") > 0
