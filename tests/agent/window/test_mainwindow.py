@@ -152,5 +152,5 @@ def test_tk_draws_with_a_japanese_family(root: tk.Tk) -> None:
     fonts = setup(root)
     assert fonts.family in UI_FAMILIES[:-1]
     assert fonts.body.actual("family") == fonts.family  # Tk found it, no substitution
-    # Kana are measured with a real glyph, as wide as a CJK ideograph (not a box or 0).
+    # Kana are as wide as kanji, as in a CJK font (Tk measures the glyphs it draws).
     assert fonts.body.measure("あ") == fonts.body.measure("日") > 0
