@@ -17,8 +17,6 @@ import pytest
 from enkaku.agent.window.fonts import Fonts, setup
 from tests.xdisplay import xvfb
 
-pytestmark = pytest.mark.x11
-
 
 @pytest.fixture(scope="session")
 def display() -> Iterator[str]:
