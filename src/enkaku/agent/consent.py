@@ -273,41 +273,51 @@ class AskCustomer:
         return GRANTED if yes else Verdict(False, "denied")
 
 
+async def ask_terminal(text: str, *, withdrawn: str | None = None) -> bool | None:
+    """Write ``text`` on the controlling terminal and read one answer: True for yes, False
+    for anything else, None if there is no terminal. It reads through the event loop, so
+    the agent keeps serving its link while the customer reads. A cancelled question (the
+    technician left, the timeout passed) ends its line with ``withdrawn``."""
+    try:
+        # Opening the terminal does not block; reading it goes through add_reader.
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    try:
+        termios.tcflush(fd, termios.TCIFLUSH)  # an earlier keystroke is not an answer
+        os.write(fd, text.encode())
+        loop.add_reader(fd, on_readable)
+        try:
+            await readable
+            answer = os.read(fd, 256).decode("utf-8", "replace")
+        except asyncio.CancelledError:
+            if withdrawn is not None:
+                os.write(fd, ("\n" + withdrawn + "\n").encode())
+            raise
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    return answer.strip().lower() in ("y", "yes", "はい", "ｙ")
+
+
 class TerminalPrompt:
     """Asks on the controlling terminal (``--headless --consent ask``)."""
 
     async def prompt(self, question: Question) -> bool:
-        try:
-            # Opening the terminal does not block; reading it goes through add_reader.
-            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-        except OSError:
+        text = question.text() + "\n" + t("consent_allow_prompt")
+        answer = await ask_terminal(text, withdrawn=t("consent_withdrawn"))
+        if answer is None:
             print(t("consent_no_terminal"), file=sys.stderr, flush=True)
             return False
-        loop = asyncio.get_running_loop()
-        readable: asyncio.Future[None] = loop.create_future()
-
-        def on_readable() -> None:
-            if not readable.done():
-                readable.set_result(None)
-
-        try:
-            termios.tcflush(fd, termios.TCIFLUSH)  # an earlier keystroke is not an answer
-            text = question.text() + "\n" + t("consent_allow_prompt")
-            os.write(fd, text.encode())
-            loop.add_reader(fd, on_readable)
-            try:
-                await readable
-                answer = os.read(fd, 256).decode("utf-8", "replace")
-            except asyncio.CancelledError:
-                # Withdrawn (the technician left, the session ended) or timed out: end
-                # the prompt's line so the next message starts on its own.
-                os.write(fd, ("\n" + t("consent_withdrawn") + "\n").encode())
-                raise
-            finally:
-                loop.remove_reader(fd)
-        finally:
-            os.close(fd)
-        return answer.strip().lower() in ("y", "yes", "はい", "ｙ")
+        return answer
 
 
 class TerminalConsent(AskCustomer):

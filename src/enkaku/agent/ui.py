@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sys
-import termios
 from typing import Protocol
 
 from enkaku.i18n import language, printable, reason_text, register, t
 from enkaku.protocol.terms import Terms
 
-from .consent import Requester
+from .consent import Requester, ask_terminal
 
 register(
     {
@@ -127,35 +124,6 @@ def terms_text(terms: Terms) -> str:
     body = "\n".join(printable(line, 4000) for line in terms.text_for(language()).splitlines())
     header = t("agent_terms_header", version=terms.version, effective=terms.effective.isoformat())
     return f"{header}\n\n{body}\n"
-
-
-async def ask_terminal(text: str) -> bool | None:
-    """Write ``text`` on the controlling terminal and read one answer: True for yes, False
-    for anything else, None if there is no terminal. Like consent.TerminalPrompt, it reads
-    through the event loop, so the agent keeps serving its link while the customer reads."""
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
-    except OSError:
-        return None
-    loop = asyncio.get_running_loop()
-    readable: asyncio.Future[None] = loop.create_future()
-
-    def on_readable() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    try:
-        termios.tcflush(fd, termios.TCIFLUSH)  # an earlier keystroke is not an answer
-        os.write(fd, text.encode())
-        loop.add_reader(fd, on_readable)
-        try:
-            await readable
-            answer = os.read(fd, 256).decode("utf-8", "replace")
-        finally:
-            loop.remove_reader(fd)
-    finally:
-        os.close(fd)
-    return answer.strip().lower() in ("y", "yes", "はい", "ｙ")
 
 
 def printable_args(kwargs: dict[str, object]) -> dict[str, object]:
