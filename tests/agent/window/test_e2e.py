@@ -24,6 +24,7 @@ from PIL import Image
 from enkaku.agent.identity import DeviceKey
 from enkaku.agent.main import screen_backends
 from enkaku.agent.runtime import AgentRuntime
+from enkaku.agent.services import FileSettings
 from enkaku.agent.window.app import AgentWindow
 from tests.e2e.harness import (
     ENKAKU,
@@ -69,7 +70,7 @@ def line(proc: Proc, **match: Any) -> dict[str, Any] | None:
 
 @contextmanager
 def window_agent(
-    world: World, root: tk.Tk, display: str, timeout: float = 60
+    world: World, root: tk.Tk, display: str, timeout: float = 60, incoming: Path | None = None
 ) -> Iterator[AgentWindow]:
     """A real AgentRuntime behind the window, in this process (Tk on this thread)."""
     key = DeviceKey.load_or_create(world.tmp / "agent-config")
@@ -79,6 +80,7 @@ def window_agent(
         return AgentRuntime(
             world.server_url, key, ui, consent=policy, capture_factory=capture,
             input_factory=injector, clipboard_factory=clipboard,
+            files=FileSettings(incoming=incoming or world.tmp / "incoming"),
         )  # fmt: skip
 
     win = AgentWindow(root, build, lang="en", timeout=timeout)
@@ -362,3 +364,67 @@ def test_the_terms_are_accepted_in_the_window_before_any_id(
                 assert root.winfo_exists() and need(root, "status").winfo_viewable()
     finally:
         world.close()
+
+
+def test_a_file_offered_shows_its_name_size_and_folder_and_only_allow_saves_it(
+    world: World, root: tk.Tk, display: str, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    source = tmp_path / "printer-driver.deb"
+    data = bytes(range(256)) * 4096  # 1,048,576 bytes: "1.0 MB"
+    source.write_bytes(data)
+    run = Path(tempfile.mkdtemp(prefix="ek"))  # short: a Unix socket path is limited
+    try:
+        with window_agent(world, root, display, incoming=incoming) as win:
+            agent_id, password = credentials(root)
+            tech = world.connect(agent_id, password, vnc=False, env={"XDG_RUNTIME_DIR": str(run)})
+            pump_until(root, lambda: win.prompt.dialog is not None, 60, "the session's dialog")
+            assert win.prompt.dialog is not None
+            click(display, need(win.prompt.dialog.top, "allow"))
+            pump_until(root, lambda: line(tech, event="control_socket"), 60, "the session")
+
+            def offer() -> subprocess.Popen[str]:
+                before = win.prompt.dialog
+                proc = subprocess.Popen(
+                    [ENKAKU, "session", "put", str(source), "--purpose", "fix the printer"],
+                    env=world.env(XDG_RUNTIME_DIR=str(run)),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
+                pump_until(
+                    root,
+                    lambda: (
+                        (d := win.prompt.dialog) is not None
+                        and d is not before
+                        and d.top.winfo_exists()
+                    ),
+                    60,
+                    "the file dialog",
+                )
+                return proc
+
+            denied = offer()
+            assert win.prompt.dialog is not None
+            top = win.prompt.dialog.top
+            what = need(top, "what").cget("text")
+            for shown in ("printer-driver.deb", "1.0 MB", str(incoming)):
+                assert shown in what, (shown, what)
+            click(display, need(top, "deny"))
+            pump_until(root, lambda: denied.poll() is not None, 60, "the refused put")
+            _out, err = denied.communicate()
+            assert denied.returncode == 7, err
+            assert "did not allow" in err
+            assert sorted(incoming.iterdir()) == []  # nothing, not even a hidden part
+
+            allowed = offer()
+            assert win.prompt.dialog is not None
+            click(display, need(win.prompt.dialog.top, "allow"))
+            pump_until(root, lambda: allowed.poll() is not None, 60, "the allowed put")
+            _out, err = allowed.communicate()
+            assert allowed.returncode == 0, err
+            assert (incoming / "printer-driver.deb").read_bytes() == data
+            tech.signal(signal.SIGINT)
+            pump_until(root, lambda: tech.proc.poll() is not None, 60, "the technician's end")
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
