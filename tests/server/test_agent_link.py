@@ -80,7 +80,10 @@ async def test_an_agent_gone_before_welcome_is_one_debug_line(
     assert (await ws.receive()).type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     await until(lambda: not env.svc.agents.connections, "handler finished")
     await env.svc.agents.drain()
-    assert any("while we were sending" in r.getMessage() for r in caplog.records)
+    # An ordinary disconnect: at most a debug line ("while we were sending", or nothing
+    # when aiohttp cancelled the handler first, which a loaded machine makes happen),
+    # never a warning or a traceback.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert _tracebacks(caplog) == []
 
 
