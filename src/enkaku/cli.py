@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--agent-ca-file", type=Path, help="PEM CA baked into downloaded agents (private CA)"
     )
+    s.add_argument("--support-name", help="support company name shown in the customer's window")
+    s.add_argument("--support-phone", help="support phone number shown with --support-name")
     pre = s.add_argument_group("limits before authentication (docs/operations.md)")
     for flag, kind, text in _PREAUTH_FLAGS:
         pre.add_argument(flag, type=kind, metavar="N", help=text)
@@ -493,6 +495,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 agent_heartbeat=args.agent_heartbeat,
                 agent_dir=args.agent_dir,
                 agent_ca_file=args.agent_ca_file,
+                support_name=args.support_name,
+                support_phone=args.support_phone,
                 **{
                     f[2:].replace("-", "_"): getattr(args, f[2:].replace("-", "_"))
                     for f, *_ in _PREAUTH_FLAGS

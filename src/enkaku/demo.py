@@ -28,7 +28,7 @@ from enkaku.agent.identity import DeviceKey
 from enkaku.agent.main import screen_backends
 from enkaku.agent.runtime import AgentRuntime
 from enkaku.agent.services import FileSettings
-from enkaku.agent.ui import printable_args
+from enkaku.agent.ui import printable_args, support_line
 from enkaku.i18n import register, t
 from enkaku.protocol.terms import Terms
 from enkaku.server.app import build_app
@@ -38,6 +38,9 @@ from enkaku.server.store.repo import Store
 from enkaku.server.terms import terms_today
 
 DEMO_USER = "demo"
+#: The support company the demo's customer sees (a made-up one: --support-name's place).
+DEMO_SUPPORT_NAME = "enkaku デモサポート"
+DEMO_SUPPORT_PHONE = "0120-000-000"
 #: The demo publishes a short terms version so that the terms step shows (it accepts it
 #: itself, DemoUI.ask_terms).
 DEMO_TERMS = (
@@ -170,6 +173,9 @@ class DemoUI:
         line = t("demo_terms_upcoming", version=terms.version, effective=terms.effective)
         print(line, file=sys.stderr, flush=True)
 
+    def support_contact(self, name: str, phone: str | None) -> None:
+        print(support_line(name, phone), file=sys.stderr, flush=True)
+
     def session_ended(self, reason: str) -> None:
         from enkaku.i18n import reason_text
 
@@ -189,7 +195,10 @@ async def _demo(json_output: bool, port: int) -> int:
         if not display:
             display, procs = start_virtual_display(workdir)
         port = port or _free_port()
-        settings = Settings(port=port, db_url=f"sqlite:///{workdir}/demo.db", node_id="demo")
+        settings = Settings(
+            port=port, db_url=f"sqlite:///{workdir}/demo.db", node_id="demo",
+            support_name=DEMO_SUPPORT_NAME, support_phone=DEMO_SUPPORT_PHONE,
+        )  # fmt: skip
         store = Store(await open_engine(settings.db_url))
         login_password = secrets.token_urlsafe(12)
         await store.create_technician(

@@ -32,7 +32,7 @@ from .consent import ConsentPolicy, DenyAll, human_size
 from .identity import DeviceKey
 from .services import FileSettings
 from .session import AgentSession, SessionRequest, expire_partials
-from .ui import AgentUI
+from .ui import AgentUI, support_contact
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,9 @@ class AgentRuntime:
             ):
                 self._update_told = True
                 self.ui.notice("agent_update_available", url=update_url)
+            support = support_contact(welcome.get("support"))
+            if support is not None:
+                self.ui.support_contact(*support)
             # No ID is shown before the terms in force are accepted.
             asked = await self._terms_step(ws, welcome)
             if changed or asked:  # first contact, another ID (database reset), new terms

@@ -34,6 +34,11 @@ register(
             "端末がありません。サーバーの /terms ページで規約を読み、--accept-terms {version} "
             "を付けてエージェントを起動してください。",
         ),
+        "agent_support_contact": (
+            "Support: {name}, phone {phone}",
+            "サポート窓口: {name}、電話 {phone}",
+        ),
+        "agent_support_contact_no_phone": ("Support: {name}", "サポート窓口: {name}"),
         "agent_terms_upcoming": (
             "Notice: new terms of use (version {version}) take effect on {effective}; you will "
             "be asked to accept them then. Read them at {server}/terms.",
@@ -68,6 +73,10 @@ class AgentUI(Protocol):
 
     def terms_upcoming(self, terms: Terms) -> None:
         """A new version is announced: show it as a notice with its effective date."""
+        ...
+
+    def support_contact(self, name: str, phone: str | None) -> None:
+        """Who the customer can call (the server's settings, already made printable)."""
         ...
 
 
@@ -117,6 +126,19 @@ class HeadlessUI:
         )
         print(line, file=sys.stderr, flush=True)
 
+    def support_contact(self, name: str, phone: str | None) -> None:
+        # Every welcome carries it: said again only when it changed (not per reconnect).
+        if (name, phone) != getattr(self, "_support", None):
+            self._support = (name, phone)
+            print(support_line(name, phone), file=sys.stderr, flush=True)
+
+
+def support_line(name: str, phone: str | None, lang: str | None = None) -> str:
+    """The line "Support: NAME, phone PHONE" in ``lang`` (default: the customer's)."""
+    if phone is None:
+        return t("agent_support_contact_no_phone", lang, name=name)
+    return t("agent_support_contact", lang, name=name, phone=phone)
+
 
 def terms_text(terms: Terms) -> str:
     """The header and the text in the customer's language, each line made printable (the
@@ -130,3 +152,16 @@ def printable_args(kwargs: dict[str, object]) -> dict[str, object]:
     """Message arguments with every string made printable (they may come from the server:
     error details, close reasons)."""
     return {k: printable(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+
+
+def support_contact(raw: object) -> tuple[str, str | None] | None:
+    """The welcome's ``support`` (the company's name and phone) made printable and cut to
+    the server's limits, or None when absent or malformed (then nothing is shown)."""
+    if not isinstance(raw, dict):
+        return None
+    name, phone = raw.get("name"), raw.get("phone")
+    if not isinstance(name, str) or not (name := printable(name, 80).strip()):
+        return None
+    if not isinstance(phone, str) or not (phone := printable(phone, 40).strip()):
+        phone = None
+    return name, phone

@@ -10,7 +10,8 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
                      "agent_heartbeat": seconds,
                      "terms": {version, published, effective, text: {en, ja},
                                "accepted": bool} | null,
-                     "terms_upcoming": {version, published, effective, text} | null}
+                     "terms_upcoming": {version, published, effective, text} | null,
+                     "support": {"name": str, "phone": str | null} | null}
                     heartbeat: relay legs (heartbeat_timeout); agent_heartbeat: this link
     agent → server  {"type": "accept_terms", "version": V}   (V: the version in force)
     server → agent  {"type": "terms_accepted", "version": V}
@@ -203,6 +204,7 @@ class AgentGateway:
                         "agent_id": agent_id,
                         "heartbeat": self.settings.heartbeat_timeout,
                         "agent_heartbeat": self.settings.agent_heartbeat,
+                        "support": self.settings.support,
                         **terms,
                     }
                 )

@@ -15,7 +15,26 @@ from pathlib import Path
 
 import platformdirs
 
-from enkaku.i18n import t
+from enkaku.i18n import printable, register, t
+
+register(
+    {
+        "setting_support_text": (
+            "{name} must be printable text of at most {limit} characters.",
+            "{name} は {limit} 文字以内の表示可能な文字列にしてください。",
+        ),
+        "setting_support_phone_alone": (
+            "--support-phone (ENKAKU_SUPPORT_PHONE) needs --support-name "
+            "(ENKAKU_SUPPORT_NAME): the customer sees whose number it is.",
+            "--support-phone (ENKAKU_SUPPORT_PHONE) には --support-name "
+            "(ENKAKU_SUPPORT_NAME) も指定してください。お客様にどこの番号かを示すためです。",
+        ),
+    }
+)
+
+#: Longest support company name and phone number sent to agents (the agent cuts there too).
+SUPPORT_NAME_MAX = 80
+SUPPORT_PHONE_MAX = 40
 
 
 class SettingsError(ValueError):
@@ -76,6 +95,10 @@ class Settings:
     #: PEM CA certificate(s) baked into downloaded agents, for a server whose
     #: certificate comes from a private CA (None: the system's CAs).
     agent_ca_file: Path | None = None
+    #: The support company's name and phone number, shown in the customer's window
+    #: (welcome's ``support``); empty: not shown.
+    support_name: str = ""
+    support_phone: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -111,6 +134,21 @@ class Settings:
             raise SettingsError(t("setting_not_negative", name="agent_registrations_per_minute"))
         if self.agent_expiry_days < 0:
             raise SettingsError(t("setting_expiry_negative"))
+        for name, value, limit in (
+            ("support_name", self.support_name, SUPPORT_NAME_MAX),
+            ("support_phone", self.support_phone, SUPPORT_PHONE_MAX),
+        ):
+            if len(value) > limit or printable(value, limit) != value:
+                raise SettingsError(t("setting_support_text", name=name, limit=limit))
+        if self.support_phone and not self.support_name:
+            raise SettingsError(t("setting_support_phone_alone"))
+
+    @property
+    def support(self) -> dict[str, str | None] | None:
+        """The welcome's ``support`` field: who the customer can call (None: unset)."""
+        if not self.support_name:
+            return None
+        return {"name": self.support_name, "phone": self.support_phone or None}
 
     @property
     def tls(self) -> bool:
@@ -173,6 +211,8 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_AGENT_EXPIRY_DAYS": ("agent_expiry_days", float),
         "ENKAKU_AGENT_DIR": ("agent_dir", Path),
         "ENKAKU_AGENT_CA_FILE": ("agent_ca_file", Path),
+        "ENKAKU_SUPPORT_NAME": ("support_name", str),
+        "ENKAKU_SUPPORT_PHONE": ("support_phone", str),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

@@ -14,7 +14,7 @@ from tkinter import ttk
 
 from enkaku.i18n import reason_text, t
 
-from ..ui import printable_args
+from ..ui import printable_args, support_line
 from . import texts as _texts  # noqa: F401  (registers the window's messages)
 from .fonts import Fonts
 from .lang import Lang, group_id
@@ -40,6 +40,7 @@ class MainWindow:
         self.root, self.fonts, self.lang = root, fonts, lang
         self.agent_id = ""
         self.password = ""
+        self.support: tuple[str, str | None] | None = None
         self.status: tuple[str, dict[str, object]] = ("window_status_connecting", {})
         self.notices: list[tuple[str, str, dict[str, object]]] = []
         root.protocol("WM_DELETE_WINDOW", on_close)
@@ -65,16 +66,19 @@ class MainWindow:
         self.pw_entry.grid(row=2, column=1, sticky="we", pady=4)
         self.new_pw = ttk.Button(frame, name="new_password", command=on_new_password)
         self.new_pw.grid(row=2, column=2, sticky="e", padx=(8, 0))
+        # Who to call: the support company's name and phone (the server's settings).
+        self.support_label = ttk.Label(frame, name="support", font=fonts.bold, wraplength=560)
+        self.support_label.grid(row=3, column=0, columnspan=3, sticky="w", pady=(8, 0))
         self.status_label = ttk.Label(frame, name="status", font=fonts.bold, wraplength=560)
-        self.status_label.grid(row=3, column=0, columnspan=3, sticky="w", pady=(12, 0))
+        self.status_label.grid(row=4, column=0, columnspan=3, sticky="w", pady=(12, 0))
         self.help_label = ttk.Label(frame, name="status_help", font=fonts.small, wraplength=560)
-        self.help_label.grid(row=4, column=0, columnspan=3, sticky="w")
+        self.help_label.grid(row=5, column=0, columnspan=3, sticky="w")
         self.notice_label = ttk.Label(
             frame, name="notices", font=fonts.small, wraplength=560, foreground="#8a4b00"
         )
-        self.notice_label.grid(row=5, column=0, columnspan=3, sticky="w", pady=(8, 0))
+        self.notice_label.grid(row=6, column=0, columnspan=3, sticky="w", pady=(8, 0))
         langs = ttk.Frame(frame, name="langs")
-        langs.grid(row=6, column=0, columnspan=3, sticky="e", pady=(12, 0))
+        langs.grid(row=7, column=0, columnspan=3, sticky="e", pady=(12, 0))
         self.lang_caption = ttk.Label(langs, name="lang_caption", font=fonts.small)
         self.lang_caption.pack(side="left", padx=(0, 6))
         # A Tcl variable by name, not a tk.StringVar: a Python Variable's finalizer calls
@@ -95,6 +99,10 @@ class MainWindow:
         self.agent_id, self.password = agent_id, password
         _show(self.id_entry, group_id(agent_id))
         _show(self.pw_entry, password)
+
+    def show_support(self, name: str, phone: str | None) -> None:
+        self.support = (name, phone)
+        self.relabel()
 
     def show_status(self, key: str, **kwargs: object) -> None:
         self.status = (key, printable_args(kwargs))
@@ -118,6 +126,9 @@ class MainWindow:
         self.pw_label.configure(text=t("window_password", lang))
         self.new_pw.configure(text=t("window_new_password", lang))
         self.lang_caption.configure(text=t("window_language", lang))
+        self.support_label.configure(
+            text=support_line(*self.support, lang) if self.support is not None else ""
+        )
         key, kwargs = self.status
         self.status_label.configure(
             text=t(key, lang, **kwargs),

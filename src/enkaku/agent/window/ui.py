@@ -92,6 +92,9 @@ class WindowUI:
             )
         )  # fmt: skip
 
+    def support_contact(self, name: str, phone: str | None) -> None:
+        self.bridge.to_tk(self.main.show_support, name, phone)
+
     # -- on Tk ----------------------------------------------------------------------------
 
     def _open_banner(self, who: Requester, session: LiveSession) -> None:
