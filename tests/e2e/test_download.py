@@ -47,7 +47,9 @@ from .harness import (
     World,
     free_port,
     make_db,
+    saved_token,
     server_process,
+    session_record,
     wait_for,
     xterm_on,
 )
@@ -344,18 +346,43 @@ def test_a_server_with_a_private_ca_bakes_it_into_the_download(
     assert written.read_text() == ca.read_text()
 
 
+def click_allow(display: str, title: str) -> None:
+    """Click "Allow" in the consent dialog named ``title`` of another process: of the
+    dialog's X windows (every Tk widget is one) the two lowest leaves are its buttons,
+    Allow left of Deny (consentdialog.py packs them so)."""
+    x, y, w, h = wait_window(display, title)
+    tree = subprocess.run(
+        ["xwininfo", "-tree", "-name", title, "-display", display],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    # "0x2a00012 (has no name): ()  86x30+0+0  +412+318": size, then absolute position.
+    boxes = [
+        tuple(int(v) for v in m.groups())
+        for m in re.finditer(r"\b(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)", tree)
+    ]
+    inside = [b for b in boxes if x <= b[2] and b[2] + b[0] <= x + w and b[3] + b[1] <= y + h]
+    lowest = max(b[3] for b in inside if b[0] < w // 2)
+    buttons = sorted((b for b in inside if b[3] == lowest and b[0] < w // 2), key=lambda b: b[2])
+    assert len(buttons) == 2, tree
+    bw, bh, bx, by = buttons[0]
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run(["xdotool", "mousemove", "--sync", str(bx + bw // 2), str(by + bh // 2)],
+                   env=env, check=True, timeout=30)  # fmt: skip
+    subprocess.run(["xdotool", "click", "1"], env=env, check=True, timeout=30)
+
+
 @pytest.mark.x11
-def test_the_downloaded_agent_opens_its_window_when_started_as_the_page_says(
+def test_the_downloaded_agent_opens_its_window_and_its_id_serves_a_session(
     world: World, tmp_path: Path, agent_builds: Path
 ) -> None:
+    """Acceptance 6 with the window: started exactly as the page says, the window opens
+    with an ID (also on stdout, the line IT staff and scripts read), the technician uses
+    that ID and password, the customer clicks Allow in the window's dialog, and the
+    technician sees the customer's screen."""
     serve(world, tmp_path, "--agent-dir", str(agent_builds))
     data, _ = get(download_link(world, "3.11"))
     pyz = tmp_path / "enkaku-agent-py311.pyz"
     pyz.write_bytes(data)
-
-    def online() -> int:
-        body, _ = get(world.server_url + "/api/v1/health")
-        return int(json.loads(body)["agents_online"])
 
     with xvfb(800, 600) as display:
         # Exactly `python3 enkaku-agent-py311.pyz` on a Japanese desktop (only the device
@@ -364,11 +391,36 @@ def test_the_downloaded_agent_opens_its_window_when_started_as_the_page_says(
         env.update(DISPLAY=display, ENKAKU_LANG="ja")
         agent = Proc([SYSTEM_PYTHON, str(pyz)], env=env, name="agent", log_dir=tmp_path)
         world.procs.append(agent)
-        wait_for(lambda: online() == 1, 120, "the agent online (its ID issued)")
+        creds = agent.next_line(120, event="credentials")
+        assert creds["server"] == world.server_url and len(creds["agent_id"]) == 9
         wait_window(display, "enkaku リモートサポート")
-        agent.signal(signal.SIGTERM)
+        tech = world.connect(creds["agent_id"], creds["password"])
+        session_id = tech.next_line(60, event="session")["session_id"]
+        click_allow(display, "許可の確認")
+        tech.next_line(60, event="connected")
+        port = int(tech.next_line(60, event="vnc_listening")["port"])
+        bx, by, bw, bh = wait_window(display, "リモートサポート中")  # the banner
+        shot = tmp_path / "capture.png"
+
+        def same() -> bool:
+            """The technician's view equals the screen, but for the banner (its clock
+            ticks every second)."""
+            subprocess.run(
+                [VNCDO, "-s", f"127.0.0.1::{port}", "capture", str(shot)],
+                check=True, timeout=120, capture_output=True,
+            )  # fmt: skip
+            got = np.asarray(Image.open(shot).convert("RGB")).copy()
+            want = xwd_root(display).copy()
+            for frame in (got, want):
+                frame[max(by, 0) : by + bh, max(bx, 0) : bx + bw] = 0
+            return bool(np.array_equal(got, want))
+
+        wait_for(same, 60, "the customer's screen at the technician's VNC viewer")
+        agent.signal(signal.SIGTERM)  # as closing the window: the customer ends it
         assert agent.wait(30) == 0
-    assert agent.all_lines == []  # the window shows the ID and password, not stdout
+        wait_for(lambda: tech.proc.poll() is not None, 60, "the technician's end")
+    record = session_record(world.server_url, saved_token(world), session_id)
+    assert record["end_reason"] == "customer_ended"
 
 
 async def hello_as(server_url: str, key_dir: Path, version: str) -> dict[str, Any]:

@@ -87,13 +87,7 @@ class HeadlessUI:
         self.server_url = server_url
 
     def credentials(self, agent_id: str, password: str) -> None:
-        line = {
-            "event": "credentials",
-            "agent_id": agent_id,
-            "password": password,
-            "server": self.server_url,
-        }
-        print(json.dumps(line), flush=True)
+        print(credentials_line(agent_id, password, self.server_url), flush=True)
         print(t("agent_ready", agent_id=agent_id, password=password), file=sys.stderr, flush=True)
 
     def notice(self, key: str, **kwargs: object) -> None:
@@ -131,6 +125,12 @@ class HeadlessUI:
         if (name, phone) != getattr(self, "_support", None):
             self._support = (name, phone)
             print(support_line(name, phone), file=sys.stderr, flush=True)
+
+
+def credentials_line(agent_id: str, password: str, server: str) -> str:
+    """The stdout JSON line for IT staff and scripts (--headless and the window alike)."""
+    line = {"event": "credentials", "agent_id": agent_id, "password": password, "server": server}
+    return json.dumps(line)
 
 
 def support_line(name: str, phone: str | None, lang: str | None = None) -> str:

@@ -184,6 +184,7 @@ class FakeRuntime:
         self.started = threading.Event()
         self._stop = asyncio.Event()
         self.password = "k7dq-m2xa"
+        self.server_url = "https://support.example"
 
     async def run(self) -> None:
         self.ui.credentials("123456789", self.password)

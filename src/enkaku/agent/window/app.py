@@ -36,6 +36,7 @@ class Runtime(Protocol):
     """What the window needs of ``AgentRuntime``."""
 
     session: Any
+    server_url: str
 
     async def run(self) -> None: ...
 
@@ -105,6 +106,7 @@ class AgentWindow:
         else:
             policy = AllowAll() if consent == "allow" else DenyAll()
         self.runtime = build(self.ui, policy)
+        self.ui.server_url = self.runtime.server_url
         # Made here, not in _main: a close may arrive before _main's first step runs.
         self._stop = asyncio.Event()
 

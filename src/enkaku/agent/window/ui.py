@@ -7,12 +7,14 @@ it. Nothing here touches Tk directly.
 
 from __future__ import annotations
 
+import contextlib
 import tkinter as tk
 from collections.abc import Callable
 
 from enkaku.protocol.terms import Terms
 
 from ..consent import Question, Requester
+from ..ui import credentials_line
 from .banner import Banner, LiveSession, Snapshot, Summary, snapshot
 from .bridge import Bridge
 from .consentdialog import Allowed, PauseControl
@@ -45,6 +47,7 @@ class WindowUI:
         self.pause, self.session_of = pause, session_of
         self.allowed = allowed if allowed is not None else Allowed()
         self._session: LiveSession | None = None  # on the loop: the session shown
+        self.server_url = ""  # for the stdout credentials line (set once the runtime exists)
         self.banner: Banner | None = None  # on Tk
         self.summary: Summary | None = None  # on Tk
 
@@ -55,6 +58,10 @@ class WindowUI:
     # -- AgentUI (called on the loop) ----------------------------------------------------
 
     def credentials(self, agent_id: str, password: str) -> None:
+        # The same stdout line as --headless, for IT staff and scripts; a launcher that
+        # gave the program no usable stdout loses only that line.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            print(credentials_line(agent_id, password, self.server_url), flush=True)
         self.bridge.to_tk(self.main.show_credentials, agent_id, password)
 
     def notice(self, key: str, **kwargs: object) -> None:
