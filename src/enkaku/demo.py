@@ -173,6 +173,9 @@ class DemoUI:
         line = t("demo_terms_upcoming", version=terms.version, effective=terms.effective)
         print(line, file=sys.stderr, flush=True)
 
+    def activity(self, kind: str, info: dict[str, object]) -> None:
+        """Nothing: the demo's terminal stays quiet while files move."""
+
     def support_contact(self, name: str, phone: str | None) -> None:
         print(support_line(name, phone), file=sys.stderr, flush=True)
 

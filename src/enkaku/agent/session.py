@@ -293,6 +293,12 @@ class AgentSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _activity(self, kind: str, info: dict[str, Any]) -> None:
+        """A service's progress, for the customer's UI only (test UIs may not show it)."""
+        show = getattr(self.rt.ui, "activity", None)
+        if show is not None:
+            show(kind, info)
+
     async def _report(self, event: str, detail: str | None = None) -> None:
         await self.rt.report(self.req.session_id, event, detail)
 
@@ -410,6 +416,7 @@ class AgentSession:
             clipboard_factory=rt.clipboard_factory,
             allowed=self.allowed,
             clock=self.lifecycle.clock,
+            activity=self._activity,
         )
         try:
             await spec.serve(stream, ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 from enkaku.i18n import language, printable, reason_text, register, t
 from enkaku.protocol.terms import Terms
@@ -79,6 +79,11 @@ class AgentUI(Protocol):
         """Who the customer can call (the server's settings, already made printable)."""
         ...
 
+    def activity(self, kind: str, info: dict[str, Any]) -> None:
+        """A service's progress (services.Activity: a transfer, a screenshot), shown
+        locally only."""
+        ...
+
 
 class HeadlessUI:
     """--headless: one JSON line per credential change on stdout, messages on stderr."""
@@ -119,6 +124,9 @@ class HeadlessUI:
             server=printable(self.server_url),
         )
         print(line, file=sys.stderr, flush=True)
+
+    def activity(self, kind: str, info: dict[str, Any]) -> None:
+        """Nothing: the terminal's audit lines say what was done, without file names."""
 
     def support_contact(self, name: str, phone: str | None) -> None:
         # Every welcome carries it: said again only when it changed (not per reconnect).

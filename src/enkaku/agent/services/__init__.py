@@ -29,6 +29,17 @@ RESET_UNKNOWN_KIND = "unsupported_stream"
 RESET_NO_GRANT = "consent_required"
 
 
+#: What a service tells the customer's own screen as it works, on the loop: ``("transfer",
+#: {"id", "state": start|progress|done|failed, "direction": receive|send, "name", "size",
+#: "done"})`` and ``("screenshot", {"width", "height"})``. Shown locally only (file names
+#: included), never sent to the server.
+Activity = Callable[[str, dict[str, Any]], None]
+
+
+def no_activity(kind: str, info: dict[str, Any]) -> None:
+    """The default: a UI that shows no activity."""
+
+
 @dataclass(frozen=True)
 class Grant:
     """One ``answer`` that allowed an action: what the customer saw and said yes to."""
@@ -78,6 +89,7 @@ class ServiceContext:
     #: Whether a session grant is still in force (the customer may withdraw it).
     allowed: Callable[[str], bool] = lambda action: True
     clock: Clock | None = None
+    activity: Activity = no_activity
 
 
 Serve = Callable[["Stream", ServiceContext], Awaitable[None]]

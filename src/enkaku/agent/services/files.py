@@ -54,19 +54,54 @@ async def _refuse(stream: Stream, ctx: ServiceContext, reason: str) -> None:
 # -- file_put -----------------------------------------------------------------------
 
 
+class Progress:
+    """A transfer's start, progress (each whole percent at most: at most 101 calls) and
+    end, told to the customer's UI through ``ctx.activity`` (local only)."""
+
+    def __init__(self, ctx: ServiceContext, stream: Stream, direction: str) -> None:
+        self.ctx, self.id, self.direction = ctx, stream.id, direction
+        self.info: dict[str, Any] | None = None
+        self.percent = -1
+
+    def start(self, name: str, size: int, done: int) -> None:
+        self.info = {"id": self.id, "direction": self.direction, "name": name, "size": size}
+        self._tell("start", done)
+
+    def advance(self, done: int) -> None:
+        if self.info is not None:
+            percent = done * 100 // max(1, self.info["size"])
+            if percent != self.percent:
+                self.percent = percent
+                self._tell("progress", done)
+
+    def end(self, ok: bool) -> None:
+        if self.info is not None:
+            self._tell("done" if ok else "failed", self.info["size"] if ok else self.info["done"])
+            self.info = None
+
+    def _tell(self, state: str, done: int) -> None:
+        assert self.info is not None
+        self.info["done"] = done
+        self.ctx.activity("transfer", {**self.info, "state": state})
+
+
 async def serve_put(stream: Stream, ctx: ServiceContext) -> None:
     """Receive one file from the technician into the folder the customer allowed."""
+    progress = Progress(ctx, stream, "receive")
     try:
-        size = await _put(stream, ctx)
+        size = await _put(stream, ctx, progress)
     except fx.Refused as exc:
+        progress.end(False)
         await _refuse(stream, ctx, exc.reason)
     except OSError as exc:
+        progress.end(False)
         await _refuse(stream, ctx, os_reason(exc))
     else:
+        progress.end(True)
         await ctx.report("file_received", f"{size}")
 
 
-async def _put(stream: Stream, ctx: ServiceContext) -> int:
+async def _put(stream: Stream, ctx: ServiceContext, progress: Progress) -> int:
     req = fx.parse_put(stream.params)
     if req.overwrite and ctx.grant.details.get("overwrite") is not True:
         raise fx.Refused("consent_required")  # the customer was not told it replaces
@@ -87,7 +122,7 @@ async def _put(stream: Stream, ctx: ServiceContext) -> int:
         key = f"put\0{req.name}\0{req.size}\0{req.sha256}"
         part = await asyncio.to_thread(Part.open, dir_fd, key, req.size, req.sha256, wall_clock())
         try:
-            await _receive(stream, part, dir_fd, req)
+            await _receive(stream, part, dir_fd, req, progress)
         finally:
             await _settle(part)
     finally:
@@ -95,7 +130,9 @@ async def _put(stream: Stream, ctx: ServiceContext) -> int:
     return req.size
 
 
-async def _receive(stream: Stream, part: Part, dir_fd: int, req: fx.PutParams) -> None:
+async def _receive(
+    stream: Stream, part: Part, dir_fd: int, req: fx.PutParams, progress: Progress
+) -> None:
     free = await asyncio.to_thread(os.statvfs, dir_fd)
     if free.f_bavail * free.f_frsize < req.size - part.offset:
         raise fx.Refused("disk_full")
@@ -104,11 +141,13 @@ async def _receive(stream: Stream, part: Part, dir_fd: int, req: fx.PutParams) -
     disk = WriteBehind(part, CHECKPOINT_EVERY, wall_clock)
     batch = bytearray()
     received = part.written
+    progress.start(req.name, req.size, received)
     while True:
         chunk = await stream.read()
         if not chunk:
             break
         received += len(chunk)
+        progress.advance(min(received, req.size))
         if received > req.size:
             await disk.drain()
             await asyncio.to_thread(part.discard)  # the sender is broken: keep nothing
@@ -155,13 +194,17 @@ async def _send(stream: Stream, data: bytes) -> None:
 async def serve_get(stream: Stream, ctx: ServiceContext) -> None:
     """Send one of the customer's files to the technician, from the offset asked for
     when the technician's kept part is of this very file."""
+    progress = Progress(ctx, stream, "send")
     try:
-        size = await _get(stream)
+        size = await _get(stream, progress)
     except fx.Refused as exc:
+        progress.end(False)
         await _refuse(stream, ctx, exc.reason)
     except OSError as exc:
+        progress.end(False)
         await _refuse(stream, ctx, os_reason(exc))
     else:
+        progress.end(True)
         await ctx.report("file_sent", f"{size}")
 
 
@@ -205,14 +248,14 @@ def hash_file(fd: int, size: int) -> str:
     return hasher.hexdigest()
 
 
-async def _get(stream: Stream) -> int:
+async def _get(stream: Stream, progress: Progress) -> int:
     req = fx.parse_get(stream.params)
     try:
         fd = await asyncio.to_thread(open_source, req.path)
     except fx.Refused as exc:
         if exc.reason != "is_directory":
             raise
-        return await _get_folder(stream, req.path)
+        return await _get_folder(stream, req.path, progress)
     try:
         st = os.fstat(fd)
         size = st.st_size
@@ -221,12 +264,14 @@ async def _get(stream: Stream) -> int:
         header = fx.GetHeader(os.path.basename(req.path), size, digest, offset, st.st_mtime)
         await _send(stream, header.encode())
         pos = offset
+        progress.start(header.name, size, pos)
         while pos < size:
             chunk = await asyncio.to_thread(os.pread, fd, min(fx.CHUNK, size - pos), pos)
             if not chunk:
                 raise fx.Refused("file_changed")
             await _send(stream, chunk)
             pos += len(chunk)
+            progress.advance(pos)
         await stream.write_eof()
     finally:
         os.close(fd)
@@ -238,7 +283,7 @@ def _can_list(path: str) -> None:
         pass
 
 
-async def _get_folder(stream: Stream, path: str) -> int:
+async def _get_folder(stream: Stream, path: str, progress: Progress) -> int:
     """Send a folder as a tar stream in frames, then its size and SHA-256 (no resume:
     an archive is made afresh each time)."""
     top = path.rstrip("/") or "/"
@@ -248,10 +293,12 @@ async def _get_folder(stream: Stream, path: str) -> int:
     await _send(stream, fx.ArchiveHeader(f"{name}.tar", total).encode())
     tar = TarStream(top, name)
     hasher, size = hashlib.sha256(), 0
+    progress.start(f"{name}.tar", total, 0)
     async with contextlib.aclosing(tar.chunks()) as chunks:
         async for chunk in chunks:
             hasher.update(chunk)
             size += len(chunk)
+            progress.advance(min(size, total))
             await _send(stream, fx.frame(chunk))
     await _send(stream, fx.Trailer(size, hasher.hexdigest(), tar.skipped).encode())
     await stream.write_eof()

@@ -71,6 +71,7 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         log.info("screenshot not delivered: the stream ended")
         return
     log.info("screenshot sent: %dx%d, %d bytes", width, height, len(png))
+    ctx.activity("screenshot", {"width": width, "height": height})
     await ctx.report("screenshot_sent", f"{width}x{height}")
 
 

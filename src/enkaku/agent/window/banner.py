@@ -21,6 +21,7 @@ from enkaku.transport.channel import ChannelStats
 
 from ..consent import Question, Requester, human_size
 from . import texts as _texts  # noqa: F401  (registers the window's messages)
+from .activity import ActivityLog
 from .bridge import Bridge
 from .consentdialog import PauseControl
 from .fonts import Fonts
@@ -103,7 +104,9 @@ class Banner:
         session: LiveSession,
         pause: PauseControl,
         clock: Callable[[], float] = time.monotonic,
+        activity: ActivityLog | None = None,
     ) -> None:
+        self.activity = activity if activity is not None else ActivityLog()
         self.fonts, self.lang, self.bridge = fonts, lang, bridge
         self.who, self.session, self.pause, self.clock = who, session, pause, clock
         self.started = clock()
@@ -126,6 +129,8 @@ class Banner:
         self.data.pack(anchor="w")
         self.active = ttk.Label(frame, name="active", font=fonts.body, wraplength=WRAP)
         self.active.pack(anchor="w")
+        self.transfers = ttk.Label(frame, name="transfers", font=fonts.body, wraplength=WRAP)
+        self.transfers.pack(anchor="w")
         buttons = ttk.Frame(frame, name="buttons")
         buttons.pack(fill="x", pady=(8, 6))
         self.pause_button = ttk.Button(buttons, name="pause", command=self.toggle_pause)
@@ -179,6 +184,7 @@ class Banner:
         self.active.configure(
             text=t("window_banner_active", lang, what=active_text(self.snap, lang))
         )
+        self.transfers.configure(text=self.activity.live_text(lang))
         self.pause_button.configure(
             text=t("window_resume" if self.customer_paused else "window_pause", lang)
         )
@@ -236,9 +242,11 @@ class Summary:
         seconds: float,
         snap: Snapshot,
         allowed: tuple[Question, ...] = (),
+        activity: ActivityLog | None = None,
     ) -> None:
         self.lang, self.reason, self.seconds, self.snap = lang, reason, seconds, snap
         self.allowed = allowed
+        self.activity = activity if activity is not None else ActivityLog()
         self.top = top = tk.Toplevel(root, name="summary")
         top.attributes("-topmost", True)
         top.protocol("WM_DELETE_WINDOW", self.close)
@@ -248,6 +256,8 @@ class Summary:
         self.text.pack(anchor="w")
         self.done = ttk.Label(frame, name="allowed", font=fonts.small, wraplength=420)
         self.done.pack(anchor="w", pady=(8, 0))
+        self.did = ttk.Label(frame, name="done", font=fonts.small, wraplength=420)
+        self.did.pack(anchor="w", pady=(8, 0))
         self.ok = ttk.Button(frame, name="ok", command=self.close)
         self.ok.pack(anchor="e", pady=(12, 0))
         self._unsubscribe = lang.subscribe(self.relabel)
@@ -269,6 +279,7 @@ class Summary:
                 [t("window_summary_allowed", lang)] + [f"• {q.what(lang)}" for q in self.allowed]
             )
         self.done.configure(text=done)
+        self.did.configure(text=self.activity.done_text(lang))
         self.ok.configure(text=t("window_ok", lang))
 
     def close(self) -> None:

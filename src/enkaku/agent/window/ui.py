@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import tkinter as tk
 from collections.abc import Callable
+from typing import Any
 
 from enkaku.protocol.terms import Terms
 
 from ..consent import Question, Requester
 from ..ui import credentials_line
+from .activity import ActivityLog
 from .banner import Banner, LiveSession, Snapshot, Summary, snapshot
 from .bridge import Bridge
 from .consentdialog import Allowed, PauseControl
@@ -50,6 +52,7 @@ class WindowUI:
         self.server_url = ""  # for the stdout credentials line (set once the runtime exists)
         self.banner: Banner | None = None  # on Tk
         self.summary: Summary | None = None  # on Tk
+        self.log = ActivityLog()  # on Tk: the current (or last) session's activity
 
     @property
     def root(self) -> tk.Misc:
@@ -102,6 +105,9 @@ class WindowUI:
     def support_contact(self, name: str, phone: str | None) -> None:
         self.bridge.to_tk(self.main.show_support, name, phone)
 
+    def activity(self, kind: str, info: dict[str, Any]) -> None:
+        self.bridge.to_tk(self._activity, kind, dict(info))
+
     # -- on Tk ----------------------------------------------------------------------------
 
     def _open_banner(self, who: Requester, session: LiveSession) -> None:
@@ -110,9 +116,16 @@ class WindowUI:
         if self.summary is not None:
             self.summary.close()
             self.summary = None
+        self.log = ActivityLog()
         self.banner = Banner(
-            self.root, self.fonts, self.lang, self.bridge, who, session, self.pause
-        )
+            self.root, self.fonts, self.lang, self.bridge, who, session, self.pause,
+            activity=self.log,
+        )  # fmt: skip
+
+    def _activity(self, kind: str, info: dict[str, Any]) -> None:
+        self.log.add(kind, info)
+        if self.banner is not None:
+            self.banner.relabel()
 
     def _close_banner(self, reason: str, snap: Snapshot, allowed: tuple[Question, ...]) -> None:
         if self.banner is None:  # it never started (refused, no answer): a notice says so
@@ -120,7 +133,9 @@ class WindowUI:
             return
         seconds = self.banner.close()
         self.banner = None
-        self.summary = Summary(self.root, self.fonts, self.lang, reason, seconds, snap, allowed)
+        self.summary = Summary(
+            self.root, self.fonts, self.lang, reason, seconds, snap, allowed, self.log
+        )
 
     def _chat(self, who: str, text: str, at: str) -> None:
         if self.banner is not None:
