@@ -49,9 +49,11 @@ TERMS = Terms(
 
 
 def main_window(root: tk.Tk, fonts: Fonts, lang: Lang) -> MainWindow:
-    """The main window with an ID, a password, the status online and two notices."""
+    """The main window with an ID, a password, the support company, the status online and
+    two notices."""
     win = MainWindow(root, fonts, lang, on_new_password=lambda: None, on_close=root.destroy)
     win.show_credentials("123456789", "k7dq-m2xa")
+    win.show_support("サポート株式会社", "03-1234-5678")
     win.show_status("window_status_online", server="https://support.example.jp")
     win.add_notice("agent_wrong_attempt", attempt=1, limit=3)
     return win
