@@ -88,7 +88,9 @@ def active_text(snap: Snapshot, lang: str) -> str:
         if action == "control" and snap.control_paused:
             name = f"{name} ({t('window_banner_control_paused', lang)})"
         names.append(name)
-    return ", ".join(names) if names else t("window_banner_nothing", lang)
+    return (
+        t("window_list_separator", lang).join(names) if names else t("window_banner_nothing", lang)
+    )
 
 
 class Banner:

@@ -66,6 +66,7 @@ register(
         ),
         "window_banner_active": ("Active: {what}", "実行中: {what}"),
         "window_banner_nothing": ("nothing", "なし"),
+        "window_list_separator": (", ", "、"),
         "window_banner_control_paused": ("control paused", "操作は一時停止中"),
         "window_act_screen": ("screen", "画面"),
         "window_act_control": ("control", "操作"),
