@@ -225,10 +225,6 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Cannot reach {server} ({detail}); retrying in {delay:.0f} s.",
         "{server} に接続できません ({detail})。{delay:.0f} 秒後に再試行します。",
     ),
-    "agent_no_window": (
-        "enkaku agent: the window interface is not available in this version; run with --headless.",
-        "enkaku agent: このバージョンではウィンドウ表示は未対応です。--headless を付けて実行してください。",
-    ),
     "db_missing": (
         "enkaku: no database at {path}. Check --db (or ENKAKU_DB); `enkaku server` creates "
         "it on its first start, or add --create to make a new, empty one.",

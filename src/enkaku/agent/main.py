@@ -119,7 +119,7 @@ def _run_window(
         )
     except WindowUnavailable as exc:
         for lang in ("en", "ja"):
-            print(t("window_fallback", lang, detail=exc), file=sys.stderr, flush=True)
+            print(t("window_fallback", lang, detail=exc.message(lang)), file=sys.stderr, flush=True)
         return None
 
 

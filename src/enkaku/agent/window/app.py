@@ -16,7 +16,10 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from enkaku.i18n import t
+
 from ..consent import AllowAll, AskCustomer, ConsentPolicy, DenyAll
+from . import texts  # noqa: F401  (registers the window's messages)
 
 if TYPE_CHECKING:
     import tkinter as tk
@@ -29,7 +32,15 @@ STOP_GRACE = 10.0
 
 
 class WindowUnavailable(Exception):
-    """Tk cannot start here (no tkinter module, no display)."""
+    """Tk cannot start here (no tkinter module, no display): ``key`` names the message
+    (window/texts.py), ``detail`` is Tk's own words, if any."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        super().__init__(detail or key)
+        self.key, self.detail = key, detail
+
+    def message(self, lang: str | None = None) -> str:
+        return t(self.key, lang, detail=self.detail)
 
 
 class Runtime(Protocol):
@@ -50,11 +61,11 @@ def open_root(display: str | None = None) -> tk.Tk:
     try:
         import tkinter as tk
     except ImportError as exc:
-        raise WindowUnavailable("python3-tk is not installed") from exc
+        raise WindowUnavailable("window_no_tk") from exc
     try:
         return tk.Tk(screenName=display, className="enkaku")
     except tk.TclError as exc:
-        raise WindowUnavailable(str(exc)) from exc
+        raise WindowUnavailable("window_no_display", str(exc)) from exc
 
 
 class AgentWindow:

@@ -104,6 +104,15 @@ register(
             "New terms of use (version {version}) take effect on {effective}.",
             "新しい利用規約 (バージョン {version}) が {effective} から有効になります。",
         ),
+        "window_no_tk": (
+            "Tk is not installed; on Debian or Ubuntu: sudo apt install python3-tk",
+            "Tk がインストールされていません。Debian / Ubuntu では sudo apt install python3-tk "
+            "を実行してください",
+        ),
+        "window_no_display": (
+            "no screen to show it on: {detail}",
+            "表示できる画面がありません: {detail}",
+        ),
         "window_fallback": (
             "enkaku agent: cannot open the window ({detail}); using this terminal instead.",
             "enkaku agent: ウィンドウを開けません ({detail})。この端末で続けます。",
