@@ -42,6 +42,7 @@ class RecordingUI:
         self.credentials_shown: list[str] = []
         self.notices: list[tuple[str, dict[str, object]]] = []
         self.chats: list[tuple[str, str]] = []
+        self.activities: list[tuple[str, dict[str, object]]] = []
 
     def credentials(self, agent_id: str, password: str) -> None:
         self.credentials_shown.append(password)
@@ -57,6 +58,9 @@ class RecordingUI:
 
     def chat(self, who: Requester, text: str, at: str) -> None:
         self.chats.append((who.label, text))
+
+    def activity(self, kind: str, info: dict[str, object]) -> None:
+        self.activities.append((kind, info))
 
 
 class Agent:

@@ -294,10 +294,8 @@ class AgentSession:
         task.add_done_callback(self._tasks.discard)
 
     def _activity(self, kind: str, info: dict[str, Any]) -> None:
-        """A service's progress, for the customer's UI only (test UIs may not show it)."""
-        show = getattr(self.rt.ui, "activity", None)
-        if show is not None:
-            show(kind, info)
+        """A service's progress, for the customer's UI only (never sent to the server)."""
+        self.rt.ui.activity(kind, info)
 
     async def _report(self, event: str, detail: str | None = None) -> None:
         await self.rt.report(self.req.session_id, event, detail)
