@@ -37,7 +37,7 @@ from enkaku.agent.preconfig import (
     add_member,
     agent_argv,
 )
-from enkaku.protocol.agentlink import PROTOCOL
+from enkaku.protocol.agentlink import CLOSE_INCOMPATIBLE, PROTOCOL
 from tests.xdisplay import wait_window, xvfb, xwd_root
 
 from .harness import (
@@ -312,6 +312,73 @@ async def test_an_agent_for_another_link_protocol_stops_and_says_where_to_get_on
     assert f"Download the current program from {server}/download/agent" in err.decode()
     assert "retrying" not in err.decode()
     assert hellos == []
+
+
+async def test_a_server_that_refuses_the_agents_link_protocol_stops_it_with_the_download_page(
+    tmp_path: Path,
+) -> None:
+    """The agent names its link protocol in hello; a server that does not speak it closes
+    4426, and the agent stops with the download message instead of retrying."""
+    hellos: list[dict[str, Any]] = []
+
+    async def agent_ws(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "challenge", "nonce": "ab" * 32, "protocol": 1}))
+        hellos.append(json.loads((await ws.receive(timeout=30)).data))
+        await ws.close(code=CLOSE_INCOMPATIBLE, message=b"agent link protocol 1 required")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws/agent", agent_ws)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        server = f"http://127.0.0.1:{port}"
+        agent = await asyncio.create_subprocess_exec(
+            ENKAKU, "agent", "--server", server, "--headless", "--display", "none",
+            "--accept-terms", "1", "--config-dir", str(tmp_path / "agent"),
+            env=dict(os.environ, ENKAKU_LANG="ja"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(agent.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert agent.returncode == 0
+    assert [h["protocol"] for h in hellos] == [PROTOCOL]  # one try, naming its version
+    text = err.decode()
+    assert f"{server}/download/agent から最新のプログラムをダウンロード" in text, text
+
+
+async def test_the_server_closes_an_agent_of_another_link_protocol(
+    world: World, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(serve, world, tmp_path)
+    key = DeviceKey.load_or_create(tmp_path / "future")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(world.server_url + "/ws/agent") as ws,
+    ):
+        challenge = await ws.receive_json(timeout=30)
+        nonce = bytes.fromhex(challenge["nonce"])
+        await ws.send_json(
+            {
+                "type": "hello",
+                "public_key": key.public_hex,
+                "signature": key.sign_challenge(nonce),
+                "agent_version": "99.0.0",
+                "platform": "linux",
+                "protocol": PROTOCOL + 1,
+            }
+        )
+        msg = await ws.receive(timeout=30)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == CLOSE_INCOMPATIBLE
+    assert msg.extra == f"agent link protocol {PROTOCOL} required"
+    # The same key speaking this server's protocol is served as usual.
+    welcome = await hello_as(world.server_url, tmp_path / "future", __version__)
+    assert welcome["type"] == "welcome"
 
 
 def test_a_server_with_a_private_ca_bakes_it_into_the_download(

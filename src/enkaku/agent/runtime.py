@@ -21,7 +21,7 @@ from enkaku.agent.capture.base import ScreenCapture
 from enkaku.agent.clipboard import Clipboard
 from enkaku.agent.input.base import InputInjector
 from enkaku.i18n import register
-from enkaku.protocol.agentlink import CLOSE_REPLACED, PROTOCOL
+from enkaku.protocol.agentlink import CLOSE_INCOMPATIBLE, CLOSE_REPLACED, PROTOCOL
 from enkaku.protocol.handshake import FailureReason
 from enkaku.protocol.jsonlimits import loads_object
 from enkaku.protocol.password import generate_password
@@ -238,6 +238,7 @@ class AgentRuntime:
                         "signature": self.key.sign_challenge(nonce),
                         "agent_version": __version__,
                         "platform": "linux",
+                        "protocol": PROTOCOL,
                     }
                 )
             )
@@ -381,6 +382,8 @@ class AgentRuntime:
         self, ws: aiohttp.ClientWebSocketResponse, timeout: float
     ) -> dict[str, Any]:
         msg = await ws.receive(timeout=timeout)
+        if msg.type == WSMsgType.CLOSE and msg.data == CLOSE_INCOMPATIBLE:
+            raise IncompatibleServer
         if msg.type != WSMsgType.TEXT:
             raise ValueError(f"server closed the control connection ({msg.data} {msg.extra or ''})")
         return loads_object(msg.data, max_bytes=MAX_SERVER_MESSAGE)

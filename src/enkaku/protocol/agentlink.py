@@ -18,5 +18,8 @@ CLOSE_MALFORMED = 4400
 CLOSE_UNAUTHORIZED = 4401
 #: The key is new and its address registered too many new agent IDs lately; retry later.
 CLOSE_RATE_LIMITED = 4429
+#: The agent's ``hello`` names a link protocol this server does not speak: the agent stops
+#: and tells the customer to download the current one (retrying cannot help).
+CLOSE_INCOMPATIBLE = 4426
 #: The same device key connected again; the older connection is closed and its agent stops.
 CLOSE_REPLACED = 4009

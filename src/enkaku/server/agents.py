@@ -4,7 +4,9 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
 
     server → agent  {"type": "challenge", "nonce": <hex 32 bytes>, "protocol": 1}
     agent → server  {"type": "hello", "public_key": <hex Ed25519>, "signature": <hex>,
-                     "agent_version": str, "platform": str}
+                     "agent_version": str, "platform": str, "protocol": 1}
+                    protocol: the link version the agent speaks (absent: 1, as
+                    agents before the field sent none); any other closes 4426
                     signature = Ed25519(b"enkaku/1 agent-auth\\0" + nonce)
     server → agent  {"type": "welcome", "agent_id": "123456789", "heartbeat": seconds,
                      "agent_heartbeat": seconds,
@@ -48,6 +50,7 @@ from sqlalchemy.exc import OperationalError
 from enkaku import __version__
 from enkaku.protocol.agentlink import (
     AUTH_CONTEXT,
+    CLOSE_INCOMPATIBLE,
     CLOSE_MALFORMED,
     CLOSE_RATE_LIMITED,
     CLOSE_REPLACED,
@@ -267,6 +270,17 @@ class AgentGateway:
             # ProtocolError (oversized, too deep, not JSON) is a ValueError too.
             log.info("agent authentication failed from %s", address)
             await ws.close(code=CLOSE_UNAUTHORIZED, message=b"device key proof failed")
+            return None
+        # An agent for another version of this link (a newer one that read our challenge,
+        # or a build that speaks only its own) is told so, in a close the agent turns into
+        # "download the current program": serving it could only fail in odd places.
+        spoken = hello.get("protocol", PROTOCOL)
+        if spoken != PROTOCOL:
+            log.info("agent from %s speaks link protocol %r, not %d", address, spoken, PROTOCOL)
+            await ws.close(
+                code=CLOSE_INCOMPATIBLE,
+                message=f"agent link protocol {PROTOCOL} required".encode(),
+            )
             return None
         key = public_key.hex()  # canonical: one key, one spelling, one ID
         update = _update_fields(hello.get("agent_version"), self.settings.base_url)
