@@ -14,8 +14,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .agents import AgentGateway
+from .api import auth as _auth_routes  # noqa: F401  (registers its routes on api)
 from .api.framework import ApiError
 from .api.routes import api
+from .console import authenticate_cookie, setup_console
 from .downloads import setup_downloads
 from .expiry import AgentExpiry
 from .home import home
@@ -33,8 +35,11 @@ from .terms_page import terms_page
 log = logging.getLogger(__name__)
 
 
-async def _authenticate(request: web.Request, token: str) -> Technician | None:
-    # The token comes parsed from api.framework.bearer_token (one parser for all routes).
+async def _authenticate(request: web.Request, token: str | None) -> Technician | None:
+    # The token comes parsed from api.framework.bearer_token (one parser for all routes);
+    # without one, the web console's cookie (console.py checks its CSRF token).
+    if token is None:
+        return await authenticate_cookie(request)
     return await request.app[SERVICES].store.technician_for_token(token)
 
 
@@ -124,6 +129,7 @@ def build_app(
     app.router.add_get("/", home)
     setup_downloads(app, settings)
     app.router.add_get("/terms", terms_page)
+    setup_console(app)
     app.router.add_get("/ws/agent", agent_ws)
     app.router.add_get("/ws/relay/{session_id}", relay_ws)
     return app

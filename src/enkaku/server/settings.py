@@ -23,6 +23,10 @@ register(
             "{name} must be printable text of at most {limit} characters.",
             "{name} は {limit} 文字以内の表示可能な文字列にしてください。",
         ),
+        "setting_console_time": (
+            "{name}: must be more than 0",
+            "{name}: 0 より大きくしてください",
+        ),
         "setting_support_phone_alone": (
             "--support-phone (ENKAKU_SUPPORT_PHONE) needs --support-name "
             "(ENKAKU_SUPPORT_NAME): the customer sees whose number it is.",
@@ -99,6 +103,12 @@ class Settings:
     #: (welcome's ``support``); empty: not shown.
     support_name: str = ""
     support_phone: str = ""
+    #: The built web console (Vite's output); None: the package's console_static folder.
+    console_dir: Path | None = None
+    #: A console sign-in ends after this many minutes without a request, and after this
+    #: many hours in any case (docs/console-auth.md).
+    console_idle_minutes: float = 60.0
+    console_lifetime_hours: float = 12.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -142,6 +152,9 @@ class Settings:
                 raise SettingsError(t("setting_support_text", name=name, limit=limit))
         if self.support_phone and not self.support_name:
             raise SettingsError(t("setting_support_phone_alone"))
+        for name in ("console_idle_minutes", "console_lifetime_hours"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(t("setting_console_time", name=name))
 
     @property
     def support(self) -> dict[str, str | None] | None:
@@ -213,6 +226,9 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_AGENT_CA_FILE": ("agent_ca_file", Path),
         "ENKAKU_SUPPORT_NAME": ("support_name", str),
         "ENKAKU_SUPPORT_PHONE": ("support_phone", str),
+        "ENKAKU_CONSOLE_DIR": ("console_dir", Path),
+        "ENKAKU_CONSOLE_IDLE_MINUTES": ("console_idle_minutes", float),
+        "ENKAKU_CONSOLE_LIFETIME_HOURS": ("console_lifetime_hours", float),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

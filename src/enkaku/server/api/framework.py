@@ -93,9 +93,12 @@ class Context:
         return self.technician
 
 
-Handler = Callable[[Context, Any], Awaitable[BaseModel | None]]
-#: Resolves a bearer token (already parsed) to its technician.
-Authenticator = Callable[[web.Request, str], Awaitable[Technician | None]]
+#: A handler returns its response model, None (204), or a ready response (one that sets
+#: or clears a cookie).
+Handler = Callable[[Context, Any], Awaitable[BaseModel | web.StreamResponse | None]]
+#: Resolves a request to its technician: by its bearer token (already parsed), or with
+#: None by the console's cookie (which also checks CSRF; only on routes that need auth).
+Authenticator = Callable[[web.Request, str | None], Awaitable[Technician | None]]
 
 
 @dataclass
@@ -163,7 +166,7 @@ class Api:
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             token = bearer_token(request)
-            tech = await authenticate(request, token) if token is not None else None
+            tech = await authenticate(request, token) if token is not None or r.auth else None
             if r.auth and tech is None:
                 raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
             body = None
@@ -188,6 +191,8 @@ class Api:
             result = await r.handler(Context(request, tech, token), body)
             if result is None:
                 return web.Response(status=204)
+            if isinstance(result, web.StreamResponse):
+                return result
             return web.Response(
                 status=r.status, text=result.model_dump_json(), content_type="application/json"
             )

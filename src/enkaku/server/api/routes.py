@@ -8,6 +8,7 @@ from datetime import date, datetime
 from pydantic import BaseModel, Field
 
 from enkaku import __version__
+from enkaku.i18n import register
 from enkaku.protocol.control import END_REASONS, POLICY_REASONS
 
 from ..preauth import peer_address
@@ -17,6 +18,17 @@ from ..terms import terms_today
 from .framework import Api, ApiError, Context
 
 api = Api()
+
+register(
+    {
+        "not_token_session": (
+            "This request is not authenticated with an API token; sign out of the console "
+            "with DELETE /api/v1/auth/console.",
+            "このリクエストは API トークンで認証されていません。コンソールからのサインアウトは "
+            "DELETE /api/v1/auth/console で行ってください。",
+        ),
+    }
+)
 
 AGENT_ID_PATTERN = r"^\d{9}$"
 
@@ -31,23 +43,13 @@ class Health(BaseModel):
     agents_online: int
 
 
-class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-    label: str = Field(default="", max_length=128)
-
-
 class TechnicianInfo(BaseModel):
     username: str
     display_name: str
     company: str
     role: str
-
-
-class TokenResponse(BaseModel):
-    token: str
-    expires_at: datetime
-    technician: TechnicianInfo
+    #: Whether the account has a second factor (TOTP).
+    totp_enrolled: bool = False
 
 
 class ContractInfo(BaseModel):
@@ -130,35 +132,12 @@ async def health(ctx: Context, _body: None) -> Health:
     )
 
 
-@api.route("POST", "/auth/token", body=LoginRequest, response=TokenResponse, auth=False, status=201)
-async def login(ctx: Context, body: LoginRequest) -> TokenResponse:
-    """Exchange a user name and password for an API token (CLI login)."""
-    svc = services(ctx)
-    peer = client_address(ctx)
-    limits = svc.limits.login
-    try:
-        # Counted before the password is checked: concurrent guesses see each other.
-        wait = limits.begin(body.username, peer)
-    except RateLimited as exc:
-        raise rate_limited(exc) from None
-    tech = None
-    try:
-        await svc.limits.pause(wait)
-        tech = await svc.store.verify_login(body.username, body.password)
-    finally:
-        limits.finish(body.username, peer, ok=tech is not None)
-    if tech is None:
-        await svc.store.audit("server", "login_failed", detail=body.username[:64])
-        raise ApiError(401, "login_failed")
-    token, expires = await svc.store.issue_token(tech.id, body.label)
-    await svc.store.audit("server", "login", technician_id=tech.id)
-    return TokenResponse(token=token, expires_at=expires, technician=tech_info(tech))
-
-
 @api.route("DELETE", "/auth/token")
 async def logout(ctx: Context, _body: None) -> None:
-    """Revoke the token used for this request."""
-    assert ctx.token is not None  # an authenticated route: the token was parsed and valid
+    """Revoke the token used for this request (the CLI's logout; the console signs out
+    with DELETE /auth/console)."""
+    if ctx.token is None:  # authenticated by the console's cookie: no token to revoke
+        raise ApiError(409, "not_token_session")
     await services(ctx).store.revoke_token(ctx.token)
 
 

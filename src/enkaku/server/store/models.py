@@ -31,9 +31,18 @@ class Technician(Base):
     company: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="technician")
+    #: Base32 TOTP secret once enrolment was confirmed (None: no second factor).
     totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: The secret being enrolled, until a code from it is confirmed (0004).
+    totp_pending: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The last 30-second step a TOTP code was accepted for: each code works once.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    @property
+    def totp_enrolled(self) -> bool:
+        return self.totp_secret is not None
 
 
 class ApiToken(Base):
@@ -46,6 +55,36 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RecoveryCode(Base):
+    """One of a technician's single-use recovery codes (SHA-256 of the normalized code)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    technician_id: Mapped[int] = mapped_column(
+        ForeignKey("technicians.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ConsoleSession(Base):
+    """A web console sign-in: the cookie's SHA-256 digest, its idle and absolute expiry."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    technician_id: Mapped[int] = mapped_column(
+        ForeignKey("technicians.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: The absolute end, whatever the activity.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Agent(Base):

@@ -22,7 +22,9 @@ from .models import (
     Agent,
     ApiToken,
     AuditEvent,
+    ConsoleSession,
     Contract,
+    RecoveryCode,
     SupportSession,
     Technician,
     TermsAcceptance,
@@ -195,6 +197,212 @@ class Store:
             if tok is not None:
                 await s.delete(tok)
                 await s.commit()
+
+    async def technician_by_name(self, username: str) -> Technician | None:
+        async with self._sessions() as s:
+            return await s.scalar(select(Technician).where(Technician.username == username))
+
+    async def technician_by_id(self, technician_id: int) -> Technician | None:
+        async with self._sessions() as s:
+            return await s.get(Technician, technician_id)
+
+    async def verify_password(self, technician_id: int, password: str) -> bool:
+        """Whether ``password`` is this technician's (argon2 check)."""
+        tech = await self.technician_by_id(technician_id)
+        pw_hash = tech.password_hash if tech is not None else _DUMMY_HASH
+        try:
+            await asyncio.to_thread(_hasher.verify, pw_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        return tech is not None
+
+    async def set_password(
+        self,
+        technician_id: int,
+        password: str,
+        *,
+        keep_console_session: int | None = None,
+        keep_token: str | None = None,
+    ) -> None:
+        """Store a new password hash and sign the account out everywhere (console
+        sessions and API tokens) except the console session or token ``keep_*``."""
+        pw_hash = await asyncio.to_thread(_hasher.hash, password)
+        async with self._sessions() as s:
+            await s.execute(
+                update(Technician)
+                .where(Technician.id == technician_id)
+                .values(password_hash=pw_hash)
+            )
+            await s.execute(
+                delete(ConsoleSession).where(
+                    ConsoleSession.technician_id == technician_id,
+                    ConsoleSession.id != (keep_console_session or -1),
+                )
+            )
+            await s.execute(
+                delete(ApiToken).where(
+                    ApiToken.technician_id == technician_id,
+                    ApiToken.token_hash != (token_digest(keep_token) if keep_token else ""),
+                )
+            )
+            await s.commit()
+
+    # -- second factor ----------------------------------------------------------
+
+    async def begin_totp(self, technician_id: int, secret: str) -> None:
+        """Keep ``secret`` as the one being enrolled (replacing an earlier attempt)."""
+        async with self._sessions() as s:
+            await s.execute(
+                update(Technician).where(Technician.id == technician_id).values(totp_pending=secret)
+            )
+            await s.commit()
+
+    async def confirm_totp(self, technician_id: int, step: int, recovery: list[str]) -> bool:
+        """Make the pending secret the account's, with ``step`` used and new recovery
+        codes (their digests); False if nothing was pending or enrolment already done."""
+        now = self._clock()
+        async with self._sessions() as s:
+            tech = await s.get(Technician, technician_id)
+            if tech is None or tech.totp_pending is None or tech.totp_secret is not None:
+                return False
+            tech.totp_secret, tech.totp_pending, tech.totp_last_step = tech.totp_pending, None, step
+            await s.execute(delete(RecoveryCode).where(RecoveryCode.technician_id == technician_id))
+            s.add_all(
+                RecoveryCode(technician_id=technician_id, code_hash=h, created_at=now)
+                for h in recovery
+            )
+            await s.commit()
+            return True
+
+    async def use_totp_step(self, technician_id: int, step: int) -> bool:
+        """Mark ``step`` used; False if it or a later step already was (a replay).
+        One conditional UPDATE: two requests with the same code cannot both pass."""
+        async with self._sessions() as s:
+            res = await s.execute(
+                update(Technician)
+                .where(
+                    Technician.id == technician_id,
+                    (Technician.totp_last_step.is_(None)) | (Technician.totp_last_step < step),
+                )
+                .values(totp_last_step=step)
+            )
+            await s.commit()
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def use_recovery_code(self, technician_id: int, digest: str) -> bool:
+        """Spend the unused recovery code with this digest; False if there is none."""
+        async with self._sessions() as s:
+            res = await s.execute(
+                update(RecoveryCode)
+                .where(
+                    RecoveryCode.technician_id == technician_id,
+                    RecoveryCode.code_hash == digest,
+                    RecoveryCode.used_at.is_(None),
+                )
+                .values(used_at=self._clock())
+            )
+            await s.commit()
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def replace_recovery_codes(self, technician_id: int, digests: list[str]) -> None:
+        now = self._clock()
+        async with self._sessions() as s:
+            await s.execute(delete(RecoveryCode).where(RecoveryCode.technician_id == technician_id))
+            s.add_all(
+                RecoveryCode(technician_id=technician_id, code_hash=h, created_at=now)
+                for h in digests
+            )
+            await s.commit()
+
+    async def recovery_codes_left(self, technician_id: int) -> int:
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(RecoveryCode.id).where(
+                    RecoveryCode.technician_id == technician_id, RecoveryCode.used_at.is_(None)
+                )
+            )
+            return len(list(rows))
+
+    async def disable_totp(self, technician_id: int) -> None:
+        """Remove the second factor (secret, pending enrolment, recovery codes)."""
+        async with self._sessions() as s:
+            await s.execute(
+                update(Technician)
+                .where(Technician.id == technician_id)
+                .values(totp_secret=None, totp_pending=None, totp_last_step=None)
+            )
+            await s.execute(delete(RecoveryCode).where(RecoveryCode.technician_id == technician_id))
+            await s.commit()
+
+    # -- console sessions -------------------------------------------------------
+
+    async def create_console_session(
+        self, technician_id: int, lifetime: timedelta
+    ) -> tuple[str, ConsoleSession]:
+        """A new console sign-in: the cookie value (returned once; only its digest is
+        stored) and the row."""
+        raw = "ekc_" + secrets.token_urlsafe(32)
+        now = self._clock()
+        row = ConsoleSession(
+            technician_id=technician_id,
+            token_hash=token_digest(raw),
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + lifetime,
+        )
+        async with self._sessions() as s:
+            s.add(row)
+            await s.commit()
+        return raw, row
+
+    async def console_session(
+        self, raw: str, idle: timedelta
+    ) -> tuple[ConsoleSession, Technician] | None:
+        """The live console session for a cookie value and its active technician, its
+        last use moved to now; None (and the row deleted) once idle or past its end."""
+        now = self._clock()
+        async with self._sessions() as s:
+            row = (
+                await s.execute(
+                    select(ConsoleSession, Technician)
+                    .join(Technician, Technician.id == ConsoleSession.technician_id)
+                    .where(ConsoleSession.token_hash == token_digest(raw))
+                )
+            ).first()
+            if row is None:
+                return None
+            cs, tech = row
+            if _aware(cs.expires_at) <= now or _aware(cs.last_used_at) + idle <= now:
+                await s.delete(cs)
+                await s.commit()
+                return None
+            if not tech.active:
+                return None
+            if now - _aware(cs.last_used_at) >= timedelta(seconds=30):  # fewer writes
+                cs.last_used_at = now
+                await s.commit()
+            return cs, tech
+
+    async def revoke_console_session(self, session_id: int) -> None:
+        async with self._sessions() as s:
+            await s.execute(delete(ConsoleSession).where(ConsoleSession.id == session_id))
+            await s.commit()
+
+    async def revoke_console_sessions(self, technician_id: int) -> int:
+        """Sign the technician out of every console session; how many there were."""
+        async with self._sessions() as s:
+            res = await s.execute(
+                delete(ConsoleSession).where(ConsoleSession.technician_id == technician_id)
+            )
+            await s.commit()
+            return int(res.rowcount)  # type: ignore[attr-defined]
+
+    async def revoke_tokens(self, technician_id: int) -> int:
+        """Revoke every API token of the technician; how many there were."""
+        async with self._sessions() as s:
+            res = await s.execute(delete(ApiToken).where(ApiToken.technician_id == technician_id))
+            await s.commit()
+            return int(res.rowcount)  # type: ignore[attr-defined]
 
     # -- agents -----------------------------------------------------------------
 
@@ -486,6 +694,23 @@ class Store:
     async def get_session(self, session_id: str) -> SupportSession | None:
         async with self._sessions() as s:
             return await s.get(SupportSession, session_id)
+
+    async def recent_sessions(
+        self, technician_id: int | None, limit: int
+    ) -> list[tuple[SupportSession, str, str]]:
+        """The newest session records (of one technician, or all when None), each with
+        its contract code and the technician's user name."""
+        q = (
+            select(SupportSession, Contract.code, Technician.username)
+            .join(Contract, Contract.id == SupportSession.contract_id)
+            .join(Technician, Technician.id == SupportSession.technician_id)
+            .order_by(SupportSession.requested_at.desc(), SupportSession.id)
+            .limit(limit)
+        )
+        if technician_id is not None:
+            q = q.where(SupportSession.technician_id == technician_id)
+        async with self._sessions() as s:
+            return [(row, code, user) for row, code, user in (await s.execute(q)).all()]
 
     async def end_orphaned_sessions(self, node: str, reason: str = "server_restart") -> int:
         """Close the records of sessions this node was serving when it stopped."""
