@@ -105,6 +105,7 @@ SESSION_EVENTS: dict[str, re.Pattern[str] | None] = {
     "terminal_closed": re.compile(r"-?[0-9]{1,5}"),
     "clipboard_to_customer": re.compile(r"[0-9]{1,9}"),
     "clipboard_from_customer": re.compile(r"[0-9]{1,9}"),
+    "text_typed": re.compile(r"[0-9]{1,5}"),
 }
 
 

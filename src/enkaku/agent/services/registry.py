@@ -11,11 +11,11 @@ from . import Registry
 
 def default_registry(server_url: str | None = None) -> Registry:
     """Every service: the screen, screenshots, files (put, get, browse), the system
-    information report (measured against ``server_url``, the agent's server) and the
-    terminal."""
+    information report (measured against ``server_url``, the agent's server), the
+    terminal and typing a text."""
     from enkaku.agent.sysinfo import service as sysinfo
 
-    from . import files, screen, screenshot, terminal
+    from . import files, screen, screenshot, terminal, typetext
 
     registry = Registry()
     for spec in (
@@ -24,6 +24,7 @@ def default_registry(server_url: str | None = None) -> Registry:
         *files.SPECS,
         sysinfo.spec_for(server_url),
         terminal.SPEC,
+        typetext.SPEC,
     ):
         registry.add(spec)
     return registry
