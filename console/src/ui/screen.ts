@@ -1,0 +1,147 @@
+// The remote screen: noVNC's RFB on the channel's rfb stream, and the page controls
+// that act on it (scale, full screen, view only, keys a browser keeps for itself,
+// quality, clipboard).
+//
+// "Lossless" quality: noVNC always offers a JPEG quality level in its SetEncodings, and
+// the agent sends JPEG for photo-like areas whenever one is offered
+// (docs/protocol/rfb.md). Lossless mode therefore drops the quality-level pseudo
+// encodings (-32..-23) from the list noVNC sends, so every rectangle is exact; switching
+// the mode makes noVNC send its list again.
+
+import RFB from "@novnc/novnc";
+
+/** What the page uses of noVNC's RFB (core/rfb.js, docs/API.md). */
+export interface RfbView extends EventTarget {
+  viewOnly: boolean;
+  scaleViewport: boolean;
+  clipViewport: boolean;
+  resizeSession: boolean;
+  focusOnClick: boolean;
+  qualityLevel: number;
+  compressionLevel: number;
+  background: string;
+  sendKey(keysym: number, code: string | null, down?: boolean): void;
+  sendCtrlAltDel(): void;
+  clipboardPasteFrom(text: string): void;
+  focus(options?: FocusOptions): void;
+  disconnect(): void;
+}
+
+type RfbConstructor = new (target: HTMLElement, channel: unknown, options?: object) => RfbView;
+type EncodingsFn = (sock: unknown, encodings: number[]) => void;
+
+const RfbClass = RFB as unknown as RfbConstructor & { messages: { clientEncodings: EncodingsFn } };
+
+const QUALITY_LEVEL_FIRST = -32; // pseudoEncodingQualityLevel0
+const QUALITY_LEVEL_LAST = -23; // pseudoEncodingQualityLevel9
+
+let lossless = false;
+const originalEncodings = RfbClass.messages.clientEncodings;
+RfbClass.messages.clientEncodings = (sock, encodings) =>
+  originalEncodings(
+    sock,
+    lossless ? encodings.filter((e) => e < QUALITY_LEVEL_FIRST || e > QUALITY_LEVEL_LAST) : encodings,
+  );
+
+export type Quality = "lossless" | "high" | "balanced" | "fast";
+
+/** noVNC quality (JPEG level 0-9) and zlib compression level (0-9) of each setting. */
+const QUALITY: Record<Quality, { quality: number; compression: number }> = {
+  lossless: { quality: 9, compression: 2 },
+  high: { quality: 8, compression: 2 },
+  balanced: { quality: 6, compression: 2 },
+  fast: { quality: 2, compression: 9 },
+};
+
+export function isQuality(v: string): v is Quality {
+  return v in QUALITY;
+}
+
+/** Keys and combinations a browser or the local system keeps for itself. */
+export const SPECIAL_KEYS: { id: string; label: "key_cad" | "key_win" | "key_alt_tab" | "key_alt_f4" | "key_ctrl_esc" | "key_print" | "key_zenkaku"; keys: [number, string][] }[] = [
+  { id: "cad", label: "key_cad", keys: [] }, // noVNC's own sendCtrlAltDel
+  { id: "win", label: "key_win", keys: [[0xffeb, "MetaLeft"]] },
+  { id: "alt-tab", label: "key_alt_tab", keys: [[0xffe9, "AltLeft"], [0xff09, "Tab"]] },
+  { id: "alt-f4", label: "key_alt_f4", keys: [[0xffe9, "AltLeft"], [0xffc1, "F4"]] },
+  { id: "ctrl-esc", label: "key_ctrl_esc", keys: [[0xffe3, "ControlLeft"], [0xff1b, "Escape"]] },
+  { id: "print", label: "key_print", keys: [[0xff61, "PrintScreen"]] },
+  { id: "zenkaku", label: "key_zenkaku", keys: [[0xff2a, "Backquote"]] },
+];
+
+export interface ScreenEvents {
+  onConnect(): void;
+  onDisconnect(clean: boolean): void;
+  onClipboard(text: string): void;
+}
+
+export class Screen {
+  readonly rfb: RfbView;
+  private readonly target: HTMLElement;
+
+  constructor(target: HTMLElement, channel: unknown, quality: Quality, events: ScreenEvents) {
+    this.target = target;
+    lossless = quality === "lossless";
+    this.rfb = new RfbClass(target, channel, { shared: true });
+    this.rfb.scaleViewport = true;
+    this.rfb.clipViewport = false;
+    this.rfb.resizeSession = false; // never change the customer's screen size
+    this.rfb.focusOnClick = true;
+    this.rfb.background = "#2b3340";
+    this.rfb.qualityLevel = QUALITY[quality].quality;
+    this.rfb.compressionLevel = QUALITY[quality].compression;
+    this.rfb.addEventListener("connect", () => events.onConnect());
+    this.rfb.addEventListener("disconnect", (e) =>
+      events.onDisconnect(Boolean((e as CustomEvent<{ clean: boolean }>).detail?.clean)),
+    );
+    this.rfb.addEventListener("clipboard", (e) =>
+      events.onClipboard(String((e as CustomEvent<{ text: string }>).detail?.text ?? "")),
+    );
+  }
+
+  setScale(mode: "fit" | "actual"): void {
+    this.rfb.scaleViewport = mode === "fit";
+    this.target.classList.toggle("actual", mode === "actual");
+  }
+
+  setViewOnly(on: boolean): void {
+    this.rfb.viewOnly = on;
+  }
+
+  setQuality(quality: Quality): void {
+    const before = lossless;
+    lossless = quality === "lossless";
+    const q = QUALITY[quality];
+    this.rfb.compressionLevel = q.compression;
+    if (this.rfb.qualityLevel !== q.quality) {
+      this.rfb.qualityLevel = q.quality; // noVNC sends its encodings again
+    } else if (before !== lossless) {
+      // Same level, other list: make noVNC send it again by stepping the level.
+      this.rfb.qualityLevel = q.quality === 9 ? 8 : q.quality + 1;
+      this.rfb.qualityLevel = q.quality;
+    }
+  }
+
+  sendSpecial(id: string): void {
+    const entry = SPECIAL_KEYS.find((k) => k.id === id);
+    if (!entry) return;
+    if (entry.id === "cad") {
+      this.rfb.sendCtrlAltDel();
+    } else {
+      for (const [sym, code] of entry.keys) this.rfb.sendKey(sym, code, true);
+      for (const [sym, code] of [...entry.keys].reverse()) this.rfb.sendKey(sym, code, false);
+    }
+    this.rfb.focus();
+  }
+
+  paste(text: string): void {
+    this.rfb.clipboardPasteFrom(text);
+  }
+
+  fullScreen(): void {
+    void this.target.requestFullscreen?.().catch(() => undefined);
+  }
+
+  disconnect(): void {
+    this.rfb.disconnect();
+  }
+}

@@ -1,0 +1,227 @@
+// The session page: the end-to-end channel to the customer's computer, its screen
+// through noVNC, the state line (connection, latency, data used), the customer's consent
+// for each action, the tools panels, and End session (always visible).
+//
+// The home page leaves the session's parameters in sessionStorage (never the URL); they
+// are read once and removed, so a reload shows "no session" instead of reconnecting with
+// a password that may already have been spent.
+
+import "./console.css";
+import { ApiError, currentLogin, endSession } from "../api";
+import { type Key, onLangChange, reasonText, t } from "../i18n";
+import { Channel } from "../protocol/channel";
+import { TechnicianSession } from "../protocol/control";
+import { HandshakeFailed, SessionEnded } from "../protocol/errors";
+import { rfbSocket } from "../protocol/rfbsocket";
+import { byId, formatAgentId, setupPage, takeTicket } from "./common";
+import { setupConsent, type Tracked, trackSession } from "./consent";
+import { setupEnd } from "./endsession";
+import { setupPanels, setupTabs } from "./panels";
+import { SPECIAL_KEYS, Screen, isQuality, type Quality } from "./screen";
+import { setupStats } from "./stats";
+
+setupPage("session_title");
+setupTabs();
+
+type State = "connecting" | "waiting_consent" | "connected" | "paused" | "ended";
+
+const statusEl = byId("status");
+const overlay = byId("overlay");
+const overlayText = byId("overlay-text");
+const overlayHome = byId<HTMLAnchorElement>("overlay-home");
+const screenEl = byId("screen");
+
+let state: State = "connecting";
+let stateText: () => string = () => t("state_connecting");
+
+function setState(next: State, text?: () => string): void {
+  state = next;
+  const texts: Record<State, Key> = {
+    connecting: "state_connecting",
+    waiting_consent: "state_waiting_consent",
+    connected: "state_connected",
+    paused: "state_paused",
+    ended: "state_ended",
+  };
+  stateText = text ?? (() => t(texts[next]));
+  statusEl.dataset.state = next;
+  statusEl.textContent = t(texts[next]);
+  document.body.dataset.state = next;
+  if (next === "connected" || next === "paused") {
+    overlay.hidden = true;
+  } else {
+    overlay.hidden = false;
+    overlayText.textContent = stateText();
+  }
+  overlayHome.hidden = next !== "ended";
+  byId<HTMLButtonElement>("end-session").disabled = next === "ended";
+}
+
+onLangChange(() => setState(state, stateText));
+
+/** A failure to connect or the session's end, in words for the technician. */
+export function endText(e: unknown): string {
+  if (e instanceof HandshakeFailed) {
+    switch (e.reason) {
+      case "wrong_password":
+      case "malformed_password": {
+        const left = Number((e as { attemptsLeft?: unknown }).attemptsLeft);
+        return Number.isInteger(left) && left > 0
+          ? t("err_wrong_password_left", { n: left })
+          : t("err_wrong_password");
+      }
+      case "password_replaced":
+        return t("err_password_replaced");
+      case "busy":
+        return t("err_busy");
+      case "timeout":
+        return t("ended_reason", { reason: t("reason_timeout") });
+      default:
+        return t("err_handshake");
+    }
+  }
+  if (e instanceof SessionEnded) return reasonMessage(e.reason);
+  return t("err_connection_lost");
+}
+
+function reasonMessage(reason: string): string {
+  switch (reason) {
+    case "consent_denied":
+      return t("err_consent_denied");
+    case "wrong_password":
+      return t("err_wrong_password");
+    case "agent_disconnected":
+      return t("err_agent_offline");
+    case "connection_lost":
+    case "technician_disconnected":
+      return t("err_connection_lost");
+    case "busy":
+      return t("err_busy");
+  }
+  return t("ended_reason", { reason: reasonText(reason) });
+}
+
+function ended(text: () => string): void {
+  setState("ended", text);
+}
+
+async function main(): Promise<void> {
+  const ticket = takeTicket();
+  if (!ticket) {
+    ended(() => t("err_no_session"));
+    return;
+  }
+  // The sign-in also hands out the CSRF token that End session's API call needs.
+  currentLogin().catch(() => null);
+  byId("peer").textContent = formatAgentId(ticket.agent_id);
+  setState("connecting");
+
+  let channel: Channel;
+  try {
+    channel = await Channel.connect({
+      relayUrl: ticket.relay_url,
+      relayToken: ticket.relay_token,
+      agentId: ticket.agent_id,
+      password: ticket.password,
+    });
+  } catch (e) {
+    ended(() => endText(e));
+    return;
+  }
+  ticket.password = "";
+  const session = new TechnicianSession(channel);
+  const tracked: Tracked = trackSession(session);
+  setupConsent(tracked);
+  setupStats(channel, tracked);
+  let screen: Screen | null = null;
+
+  setupEnd({
+    sessionId: ticket.session_id,
+    async end(reason, comment) {
+      try {
+        await endSession(ticket.session_id, reason, comment || undefined);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 0) {
+          // The server cannot be reached: end the channel itself.
+          await channel.close("technician_ended");
+          return;
+        }
+        throw e;
+      }
+    },
+  });
+
+  void channel.closed.then(({ reason }) => {
+    screen?.disconnect();
+    ended(() => reasonMessage(reason));
+  });
+  window.addEventListener("pagehide", () => {
+    void channel.close("technician_ended").catch(() => undefined);
+  });
+
+  setState("waiting_consent");
+  const consent = await Promise.race([session.consented, channel.closed.then(() => null)]);
+  if (consent === null) return; // ended: the closed handler shows why
+  if (!consent.granted) {
+    ended(() => t("err_consent_denied"));
+    await channel.close("consent_denied").catch(() => undefined);
+    return;
+  }
+  setState("connected");
+  session.on("status", (s) => {
+    if (state === "ended") return;
+    setState(s.control_paused ? "paused" : "connected");
+  });
+
+  const qualitySelect = byId<HTMLSelectElement>("quality");
+  const savedQuality = localStorage.getItem("enkaku.quality") ?? "balanced";
+  qualitySelect.value = isQuality(savedQuality) ? savedQuality : "balanced";
+  const socket = await rfbSocket(channel);
+  screen = new Screen(screenEl, socket, qualitySelect.value as Quality, {
+    onConnect: () => screen?.rfb.focus(),
+    onDisconnect: () => {
+      if (state !== "ended") ended(() => t("err_connection_lost"));
+    },
+    onClipboard: (text) => {
+      byId<HTMLTextAreaElement>("clipboard-text").value = text;
+    },
+  });
+  setupScreenControls(screen);
+  setupPanels({ session: tracked, screen, channel });
+}
+
+function setupScreenControls(screen: Screen): void {
+  for (const radio of document.querySelectorAll<HTMLInputElement>('input[name="scale"]')) {
+    radio.addEventListener("change", () => {
+      if (radio.checked) screen.setScale(radio.value === "actual" ? "actual" : "fit");
+    });
+  }
+  byId<HTMLInputElement>("view-only").addEventListener("change", (e) =>
+    screen.setViewOnly((e.target as HTMLInputElement).checked),
+  );
+  byId("full-screen").addEventListener("click", () => {
+    byId<HTMLDetailsElement>("view-menu").open = false;
+    screen.fullScreen();
+  });
+  const quality = byId<HTMLSelectElement>("quality");
+  quality.addEventListener("change", () => {
+    if (!isQuality(quality.value)) return;
+    localStorage.setItem("enkaku.quality", quality.value);
+    screen.setQuality(quality.value);
+  });
+  const keys = byId("keys-items");
+  for (const k of SPECIAL_KEYS) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.key = k.id;
+    b.dataset.i18n = k.label;
+    b.textContent = t(k.label);
+    b.addEventListener("click", () => {
+      byId<HTMLDetailsElement>("keys-menu").open = false;
+      screen.sendSpecial(k.id);
+    });
+    keys.append(b);
+  }
+}
+
+void main();
