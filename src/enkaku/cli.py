@@ -14,9 +14,48 @@ from pathlib import Path
 from typing import Any
 
 from enkaku import __version__
-from enkaku.i18n import t
+from enkaku.i18n import register, t
 from enkaku.protocol.control import SESSION_ACTIONS
 from enkaku.secretfile import SecretFileError
+
+register(
+    {
+        "prompt_totp": (
+            "Authenticator code (or a recovery code) for {user}: ",
+            "{user} の認証アプリのコード (またはリカバリーコード): ",
+        ),
+        "login_totp_option": (
+            "Give it with --totp CODE (the 6-digit code your authenticator app shows now).",
+            "--totp CODE で指定してください (認証アプリに今表示されている 6 桁のコード)。",
+        ),
+        "prompt_current_password": ("Current password: ", "現在のパスワード: "),
+        "prompt_changed_password": ("New password: ", "新しいパスワード: "),
+        "prompt_repeat_password": ("New password again: ", "新しいパスワード (確認): "),
+        "passwords_differ": (
+            "enkaku: the two new passwords differ; nothing was changed.",
+            "enkaku: 2 回入力した新しいパスワードが一致しません。変更していません。",
+        ),
+        "passwd_done": (
+            "Password changed. Your other console sessions and API tokens are signed out; "
+            "this login stays.",
+            "パスワードを変更しました。ほかのコンソールのセッションと API トークンはサインアウト"
+            "されました。このログインはそのまま使えます。",
+        ),
+        "user_unknown": ("enkaku: no user {user}", "enkaku: ユーザー {user} はいません"),
+        "user_password_reset": (
+            "Password of {user} replaced; their {sessions} console session(s) and {tokens} API "
+            "token(s) are revoked.",
+            "{user} のパスワードを置き換えました。コンソールのセッション {sessions} 件と API "
+            "トークン {tokens} 件を無効にしました。",
+        ),
+        "user_totp_reset": (
+            "Second factor of {user} removed (authenticator and recovery codes); their "
+            "{sessions} console session(s) are signed out. They enrol again in the console.",
+            "{user} の 2 要素認証 (認証アプリとリカバリーコード) を削除し、コンソールのセッション "
+            "{sessions} 件をサインアウトしました。コンソールで再登録してください。",
+        ),
+    }
+)
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -220,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="server URL, e.g. https://support.example.com",
     )
     lg.add_argument("--user", required=True, help="your technician user name")
+    lg.add_argument(
+        "--totp",
+        metavar="CODE",
+        help="your authenticator app's current code (or a recovery code), for scripts; "
+        "without it you are asked when the account has a second factor",
+    )
     _add_tls_args(lg)
 
     c = sub.add_parser(
@@ -294,6 +339,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="technician",
         help="technician (default) or admin",
     )
+    up = usub.add_parser(
+        "passwd",
+        help="change your own password through the server (current password from a prompt "
+        "or ENKAKU_LOGIN_PASSWORD, the new one from a prompt or ENKAKU_NEW_PASSWORD)",
+    )
+    up.add_argument(
+        "--server",
+        type=_server_url,
+        help="server URL (default: the last one you logged in to)",
+    )
+    _add_tls_args(up)
+    ur = usub.add_parser(
+        "reset-password",
+        help="replace a technician's password (from a prompt or ENKAKU_NEW_PASSWORD) and "
+        "sign them out everywhere",
+    )
+    ur.add_argument("username", help="the technician's user name")
+    ut = usub.add_parser(
+        "reset-totp",
+        help="remove a technician's second factor (authenticator and recovery codes) and "
+        "sign them out of the console",
+    )
+    ut.add_argument("username", help="the technician's user name")
 
     k = sub.add_parser("contract", help="manage maintenance contracts")
     _add_db_args(k)
@@ -360,6 +428,23 @@ def _add_session_parser(sub: Any) -> None:
     )
     sh = ssub.add_parser("shell", parents=[common, asked], help="a shell on the customer's side")
     sh.add_argument("-c", dest="shell_command", metavar="COMMAND", help="run COMMAND and exit")
+    ty = ssub.add_parser(
+        "type",
+        parents=[common, asked],
+        help="type a text on the customer's keyboard (login screens, password fields)",
+    )
+    ty.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        help="the text (or --stdin, to keep it off the command line)",
+    )
+    ty.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read the text from stdin (a terminal asks without echo)",
+    )
+    ty.add_argument("--enter", action="store_true", help="press Enter after the text")
     en = ssub.add_parser("end", parents=[common], help="end the session with a reason")
     en.add_argument(
         "--reason",
@@ -517,9 +602,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         server = args.server
         if not _proxy_ok(server):
             return 2
+        from enkaku.technician.client import TotpRequired
+
         password = _secret("ENKAKU_LOGIN_PASSWORD", t("prompt_login_password", user=args.user))
+        tls = _tls(args)
         try:
-            token = asyncio.run(login(server, args.user, password, ssl_context=_tls(args)))
+            try:
+                token = asyncio.run(
+                    login(server, args.user, password, totp=args.totp, ssl_context=tls)
+                )
+            except TotpRequired as exc:
+                if args.totp is not None or not sys.stdin.isatty():
+                    print(f"{exc}\n{t('login_totp_option')}", file=sys.stderr)
+                    return exc.exit_code
+                code = input(t("prompt_totp", user=args.user)).strip()
+                token = asyncio.run(login(server, args.user, password, totp=code, ssl_context=tls))
         except ClientError as exc:
             print(exc, file=sys.stderr)
             return exc.exit_code
@@ -577,6 +674,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from enkaku.demo import run_demo
 
         return run_demo(json_output=args.json, port=args.port)
+    if args.command == "user" and args.action == "passwd":
+        return _passwd(args)
     if args.command in ("user", "contract", "admin"):
         return asyncio.run(_admin(args))
     raise AssertionError(args.command)
@@ -622,6 +721,64 @@ def _end(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return exc.exit_code
     return ExitCode.OK
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    """`enkaku user passwd`: change your own password through the API."""
+    from enkaku.technician import config
+    from enkaku.technician.client import ClientError, ExitCode, change_password
+
+    target = (args.server or config.default_server() or "").rstrip("/")
+    if not target:
+        print(t("not_logged_in_anywhere"), file=sys.stderr)
+        return ExitCode.NOT_LOGGED_IN
+    api_token = config.token_for(target)
+    if not api_token:
+        print(t("not_logged_in", server=target), file=sys.stderr)
+        return ExitCode.NOT_LOGGED_IN
+    if not _proxy_ok(target):
+        return ExitCode.USAGE
+    current = _secret("ENKAKU_LOGIN_PASSWORD", t("prompt_current_password"))
+    new = os.environ.get("ENKAKU_NEW_PASSWORD")
+    if not new:
+        new = _secret("ENKAKU_NEW_PASSWORD", t("prompt_changed_password"))
+        if getpass.getpass(t("prompt_repeat_password")) != new:
+            print(t("passwords_differ"), file=sys.stderr)
+            return ExitCode.USAGE
+    if len(new) < 10:
+        print(t("password_too_short"), file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        asyncio.run(change_password(target, api_token, current, new, ssl_context=_tls(args)))
+    except ClientError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    print(t("passwd_done"), file=sys.stderr)
+    return ExitCode.OK
+
+
+async def _reset_user(store: Any, args: argparse.Namespace) -> int:
+    """`enkaku user reset-password|reset-totp NAME` on the database."""
+    tech = await store.technician_by_name(args.username)
+    if tech is None:
+        print(t("user_unknown", user=args.username), file=sys.stderr)
+        return 1
+    if args.action == "reset-password":
+        password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
+        if len(password) < 10:
+            print(t("password_too_short"), file=sys.stderr)
+            return 2
+        sessions = await store.revoke_console_sessions(tech.id)
+        tokens = await store.revoke_tokens(tech.id)
+        await store.set_password(tech.id, password)
+        await store.audit("server", "password_reset", technician_id=tech.id)
+        print(t("user_password_reset", user=args.username, sessions=sessions, tokens=tokens))
+    else:
+        await store.disable_totp(tech.id)
+        sessions = await store.revoke_console_sessions(tech.id)
+        await store.audit("server", "totp_reset", technician_id=tech.id)
+        print(t("user_totp_reset", user=args.username, sessions=sessions))
+    return 0
 
 
 def _run_server(settings: Any) -> int:
@@ -703,6 +860,8 @@ async def _admin(args: argparse.Namespace) -> int:
             from enkaku.server.terms import admin_terms
 
             return await admin_terms(store, args)
+        if args.command == "user" and args.action in ("reset-password", "reset-totp"):
+            return await _reset_user(store, args)
         if args.command == "user":
             password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
             if len(password) < 10:

@@ -1,7 +1,7 @@
 """The server's start page at "/": what this server is and how to connect to it.
 
-The web console (noVNC) will be served here once it exists; until then the page says
-so and shows the command-line way, in English and Japanese.
+Technicians are pointed to the web console at /console/ (sign-in there); the
+command-line way is shown too, in English and Japanese.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ pre {{ padding: .8rem; overflow-x: auto; }}
 <p>Remote support server {version} &middot; {online} agent(s) online /
 リモートサポートサーバー {version} &middot; オンラインのエージェント {online} 台</p>
 <h2>Connect to a customer / お客様に接続する</h2>
-<p>The browser console is not part of this version yet. Use the enkaku command line; it
-serves the customer's screen to any VNC viewer.<br>
-このバージョンにはブラウザーのコンソールはまだありません。enkaku コマンドを使ってください。
-お客様の画面を任意の VNC ビューアーで表示できます。</p>
+<p><a href="/console/">Open the technician console</a>: sign in with your user name,
+password and authenticator code, then connect to the customer's ID in the browser.<br>
+<a href="/console/">技術者コンソールを開く</a>: ユーザー名、パスワード、認証アプリのコードで
+サインインし、ブラウザーでお客様の ID に接続します。</p>
+<p>Or use the enkaku command line; it serves the customer's screen to any VNC viewer.<br>
+または enkaku コマンドを使ってください。お客様の画面を任意の VNC ビューアーで表示できます。</p>
 <pre>enkaku login --server {server} --user NAME
 enkaku connect ID --vnc-listen 127.0.0.1:5901
 xtigervncviewer 127.0.0.1::5901</pre>

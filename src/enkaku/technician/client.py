@@ -36,7 +36,15 @@ log = logging.getLogger(__name__)
 
 CONSENT_WAIT = 120.0
 
-register({"chat_from_customer": ("[{at}] customer: {text}", "[{at}] お客様: {text}")})
+register(
+    {
+        "chat_from_customer": ("[{at}] customer: {text}", "[{at}] お客様: {text}"),
+        "passwd_http_error": (
+            "The password was not changed (HTTP {status}).",
+            "パスワードは変更されませんでした (HTTP {status})。",
+        ),
+    }
+)
 
 
 class ExitCode:
@@ -111,24 +119,66 @@ async def api_call(
         ) from None
 
 
+class TotpRequired(ClientError):
+    """The password was right and the account has a second factor: ask for its code."""
+
+
+def _error_code(body: Any) -> str | None:
+    try:
+        return str(body["error"]["code"])
+    except (KeyError, TypeError):
+        return None
+
+
 async def login(
-    server: str, user: str, password: str, *, ssl_context: ssl.SSLContext | bool = True
+    server: str,
+    user: str,
+    password: str,
+    *,
+    totp: str | None = None,
+    ssl_context: ssl.SSLContext | bool = True,
 ) -> str:
-    """Exchange credentials for an API token."""
+    """Exchange credentials (and the authenticator's code, or a recovery code, when the
+    account has one) for an API token; TotpRequired when the code is needed."""
+    body: dict[str, Any] = {"username": user, "password": password, "label": "enkaku CLI"}
+    if totp is not None:
+        body["totp"] = totp
     async with aiohttp.ClientSession() as http:
-        status, body = await api_call(
-            http,
-            "POST",
-            f"{server}/api/v1/auth/token",
-            json_body={"username": user, "password": password, "label": "enkaku CLI"},
-            ssl_context=ssl_context,
+        status, answer = await api_call(
+            http, "POST", f"{server}/api/v1/auth/token", json_body=body, ssl_context=ssl_context
         )
     if status != 201:
-        raise ClientError(
-            _lang_message(body, t("login_http_error", status=status)),
-            ExitCode.NOT_LOGGED_IN if status == 401 else ExitCode.REFUSED,
+        message = _lang_message(answer, t("login_http_error", status=status))
+        if status == 401 and _error_code(answer) == "totp_required":
+            raise TotpRequired(message, ExitCode.NOT_LOGGED_IN)
+        raise ClientError(message, ExitCode.NOT_LOGGED_IN if status == 401 else ExitCode.REFUSED)
+    return str(answer["token"])
+
+
+async def change_password(
+    server: str,
+    token: str,
+    current: str,
+    new: str,
+    *,
+    ssl_context: ssl.SSLContext | bool = True,
+) -> None:
+    """Change the logged-in technician's own password (`enkaku user passwd`)."""
+    async with aiohttp.ClientSession() as http:
+        status, answer = await api_call(
+            http,
+            "POST",
+            f"{server}/api/v1/me/password",
+            token=token,
+            json_body={"current": current, "new": new},
+            ssl_context=ssl_context,
         )
-    return str(body["token"])
+    if status == 401:
+        raise ClientError(t("not_logged_in", server=server), ExitCode.NOT_LOGGED_IN)
+    if not 200 <= status < 300:
+        raise ClientError(
+            _lang_message(answer, t("passwd_http_error", status=status)), ExitCode.REFUSED
+        )
 
 
 async def end_session(
