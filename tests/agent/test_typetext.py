@@ -84,6 +84,13 @@ async def run(
         await tech.close("technician_ended")
 
 
+@pytest.fixture(autouse=True)
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pauses are for X clients; the recording injector needs none."""
+    monkeypatch.setattr(typetext, "PACE_PAUSE", 0.0)
+    monkeypatch.setattr(typetext, "SETTLE", 0.0)
+
+
 def test_spec_needs_the_control_grant() -> None:
     assert (SPEC.kind, SPEC.action, SPEC.bound) == ("type_text", "control", ())
 

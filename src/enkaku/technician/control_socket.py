@@ -13,7 +13,8 @@ customer), ``progress`` (``done``, ``total`` bytes), then one ``result`` or one 
 (``code``, ``message`` in the client's language, ``exit`` code). The holder runs as the
 same user on the same machine, so ``get``/``put``/``screenshot`` read and write the
 absolute local paths the client sends. Commands: ``status``, ``info``, ``get``, ``put``,
-``screenshot``, ``chat`` (one ``text``, or ``follow``: then ``{"text"}`` lines in,
+``screenshot``, ``type`` (one ``text`` typed on the customer's keyboard), ``chat`` (one
+``text``, or ``follow``: then ``{"text"}`` lines in,
 ``{"event": "chat"}`` lines out), ``shell`` (after ``{"event": "ready"}`` the connection
 carries the terminal stream's bytes both ways), ``end``. Closing the connection cancels
 the command (a download keeps its hidden part for resumption). A malformed command is
@@ -266,6 +267,7 @@ class ControlSocket:
             "screenshot": self._screenshot,
             "chat": self._chat,
             "shell": self._shell,
+            "type": self._type,
             "end": self._end_command,
         }
 
@@ -490,6 +492,24 @@ class ControlSocket:
             raise
         return {"path": str(target), "width": width, "height": height}
 
+    async def _type(self, conn: _Conn, request: dict[str, Any]) -> dict[str, Any]:
+        """Type ``text`` on the customer's keyboard (needs ``control``; never logged)."""
+        from .typetext import check_text, type_text
+
+        text = request.get("text")
+        if not isinstance(text, str):
+            raise self._bad("text")
+        check_text(text)  # refused before the customer is asked anything
+        grant = await self._grant(conn, "control", request)
+        stream = await self.session.open("type_text", {}, grant)
+        try:
+            typed = await type_text(stream, text)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await stream.reset("cancelled")
+            raise
+        return {"typed": typed}
+
     async def _end_command(self, conn: _Conn, request: dict[str, Any]) -> dict[str, Any]:
         reason, comment = request.get("reason"), request.get("comment")
         if not isinstance(reason, str) or not (comment is None or isinstance(comment, str)):
@@ -585,6 +605,10 @@ def command_error(exc: BaseException, lang: str | None) -> CommandError:
             ExitCode.ENDED_BY_PEER,
         )
     if isinstance(exc, files.TransferError):
+        return CommandError(exc.reason, exc.message(lang))
+    from .typetext import TypeTextError
+
+    if isinstance(exc, TypeTextError):
         return CommandError(exc.reason, exc.message(lang))
     if isinstance(exc, ClientError):
         return CommandError("end_refused", str(exc), exc.exit_code)

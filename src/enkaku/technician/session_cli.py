@@ -106,6 +106,20 @@ register(
             "The customer allowed {action}; it stays allowed until they withdraw it.",
             "お客様が {action} を許可しました。お客様が取り消すまで有効です。",
         ),
+        "session_cli_typed": (
+            "Typed {count} keys on the customer's screen.",
+            "お客様の画面に {count} 文字を入力しました。",
+        ),
+        "session_cli_type_prompt": (
+            "Text to type on the customer's screen (not shown): ",
+            "お客様の画面に入力するテキスト (表示されません): ",
+        ),
+        "session_cli_type_missing": (
+            "Give the text to type, or --stdin to read it (a password need not be on the "
+            "command line).",
+            "入力するテキストを指定するか、--stdin で読み込んでください (パスワードを"
+            "コマンドラインに書かずに済みます)。",
+        ),
         "session_cli_status": (
             "Session {session_id} with agent {agent_id}; allowed now: {granted}.",
             "セッション {session_id} (エージェント {agent_id})。"
@@ -364,6 +378,34 @@ async def _screenshot(path: Path, args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
+def _text_to_type(args: argparse.Namespace) -> str:
+    """The text: the argument, or stdin (a terminal: asked without echo, one line; a pipe
+    or file: all of it, less one final line break). ``--enter`` adds a Return."""
+    if args.stdin == (args.text is not None):
+        raise SessionCommandError(t("session_cli_type_missing"), ExitCode.USAGE)
+    if args.text is not None:
+        text = str(args.text)
+    elif sys.stdin.isatty():
+        import getpass
+
+        text = getpass.getpass(t("session_cli_type_prompt"))
+    else:
+        text = sys.stdin.read()
+        text = text.removesuffix("\n").removesuffix("\r")
+    return text + "\n" if args.enter else text
+
+
+async def _type(path: Path, args: argparse.Namespace, out: Output) -> int:
+    text = _text_to_type(args)
+    request = {"command": "type", "text": text, "purpose": args.purpose}
+    result = await _command(path, request, out)
+    if out.as_json:
+        out.line(result)
+    else:
+        say(t("session_cli_typed", count=result.get("typed")))
+    return ExitCode.OK
+
+
 async def _allow(path: Path, args: argparse.Namespace, out: Output) -> int:
     request = {"command": "allow", "action": args.action, "purpose": args.purpose}
     result = await _command(path, request, out)
@@ -602,6 +644,7 @@ COMMANDS: dict[str, Command] = {
     "screenshot": _screenshot,
     "chat": _chat,
     "shell": _shell,
+    "type": _type,
     "end": _end,
     "status": _status,
     "allow": _allow,

@@ -46,6 +46,17 @@ RESET_PAUSED = "control_paused"
 RESET_NO_DISPLAY = "no_display"
 RESET_INPUT_FAILED = "input_failed"
 
+#: Keys typed between two short pauses (PACE_PAUSE seconds), and how long the spare
+#: keycodes stay bound after the last key. An X client looks a keycode's keysym up when
+#: it handles the event, in the keymap of that moment: a spare keycode rebound (the
+#: input layer reuses the least recently used one when none is free) or unbound (at
+#: close) before the client handled its last event would be read as another character
+#: or none. The pauses give the client that time; the text is typed at about 200
+#: characters a second.
+PACE_KEYS = 4
+PACE_PAUSE = 0.02
+SETTLE = 1.0
+
 XK_TAB = 0xFF09
 XK_RETURN = 0xFF0D
 UNICODE_KEYSYM = 0x01000000
@@ -132,6 +143,8 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
     typed = 0
     try:
         for keysym in syms:
+            if typed and typed % PACE_KEYS == 0:
+                await asyncio.sleep(PACE_PAUSE)
             if not ctx.allowed(ACTION):
                 log.info("typing stopped after %d characters: control paused", typed)
                 await stream.reset(RESET_PAUSED)
@@ -143,15 +156,19 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
                 await stream.reset(RESET_INPUT_FAILED)
                 return
             typed += 1
+        log.info("typed %d characters for the technician", typed)
+        await ctx.report("text_typed", str(typed))
+        try:
+            await stream.write(done_line(typed))
+            await stream.write_eof()
+        except SessionEnded:
+            return
     finally:
-        await asyncio.to_thread(injector.close)
-    log.info("typed %d characters for the technician", typed)
-    await ctx.report("text_typed", str(typed))
-    try:
-        await stream.write(done_line(typed))
-        await stream.write_eof()
-    except SessionEnded:
-        return
+        try:
+            if typed:
+                await asyncio.sleep(SETTLE)
+        finally:
+            await asyncio.to_thread(injector.close)
 
 
 SPEC = ServiceSpec(kind=KIND, action=ACTION, serve=serve)
