@@ -256,7 +256,9 @@ async function runHandshake(leg: RelayLeg, hs: TechnicianHandshake, timeoutMs: n
     }
     return hs.channel;
   };
-  const result = await timeout(run(), timeoutMs);
+  const running = run();
+  running.catch(() => undefined); // after a timeout nobody awaits it any more
+  const result = await timeout(running, timeoutMs);
   if (result === "timeout") {
     await leg.close("handshake_failed");
     throw new HandshakeFailed("timeout", "the agent did not answer in time");

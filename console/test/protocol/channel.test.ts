@@ -47,6 +47,13 @@ describe("Channel.connect", () => {
     }
   });
 
+  it("an agent that never answers: HandshakeFailed(timeout), the leg closed with handshake_failed", async () => {
+    const Impl = makeSocketClass((p) => (p.silent = true));
+    const err = await Channel.connect({ ...connectOpts(Impl), handshakeTimeoutMs: 50 }).catch((e: unknown) => e);
+    expect((err as HandshakeFailed).reason).toBe("timeout");
+    expect(FakeSocket.last?.closedWith).toEqual({ code: 4000, reason: "handshake_failed" });
+  });
+
   it("a malformed password fails before anything is sent", async () => {
     FakeSocket.last = null;
     const err = await Channel.connect(connectOpts(makeSocketClass(), "k7m2-9qz")).catch((e: unknown) => e);

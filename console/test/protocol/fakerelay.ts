@@ -81,6 +81,8 @@ export class AgentPeer {
   techClose: { code?: number; reason?: string } | null = null;
   /** Answer the HELLO with FAILURE of this reason instead of a share. */
   failWith: number | null = null;
+  /** Never answer the handshake (an agent that hangs). */
+  silent = false;
   /** Return credit for what arrives (as an application that reads everything). */
   autoCredit = true;
   private chain: Promise<void> = Promise.resolve();
@@ -99,6 +101,7 @@ export class AgentPeer {
 
   fromTechnician(data: Uint8Array): void {
     if (this.records === null) {
+      if (this.silent) return;
       if (this.failWith !== null) {
         this.sock.deliver(Uint8Array.of(0x05, this.failWith));
         return;
