@@ -1,0 +1,120 @@
+"""The web console in Debian's Chromium (Playwright, never a downloaded browser) against
+a real server process and real agents.
+
+The console is built once per run into a temporary folder (`npx vite build --outDir`)
+and served from there (ENKAKU_CONSOLE_DIR), so a build running elsewhere in the checkout
+cannot change the pages under a test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import LOGIN_PASSWORD, World, free_port, make_db, server_process
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+USER = "tech"
+PASSWORD = LOGIN_PASSWORD
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="session")
+def console_dir() -> Iterator[Path]:
+    """The console built from console/ into a folder of its own."""
+    if shutil.which("npx") is None:
+        raise RuntimeError("npx is missing: run scripts/bootstrap")
+    out = Path(tempfile.mkdtemp(prefix="enkaku-console-"))
+    subprocess.run(
+        ["npx", "vite", "build", "--outDir", str(out), "--emptyOutDir", "--logLevel", "warn"],
+        cwd=REPO / "console",
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert (out / "session.html").exists()
+    try:
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError("Chromium is missing: apt-get install chromium")
+    with playwright_sync.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def new_page(browser: Any, locale: str = "en-US", width: int = 1280, height: int = 800) -> Any:
+    context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    return page
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    p = new_page(browser)
+    try:
+        yield p
+    finally:
+        p.context.close()
+
+
+@pytest.fixture
+def cworld(tmp_path: Path, console_dir: Path) -> Iterator[World]:
+    """A real server serving the built console, a technician (CLI logged in too, for the
+    API checks) and contract C-100."""
+    w = World(tmp_path)
+    try:
+        w.db = make_db(tmp_path)  # type: ignore[attr-defined]
+        w.port = free_port()  # type: ignore[attr-defined]
+        server_process(w, w.db, w.port, env={"ENKAKU_CONSOLE_DIR": str(console_dir)})  # type: ignore[attr-defined]
+        w.login()
+        yield w
+    finally:
+        w.close()
+
+
+def sign_in(page: Any, world: World, totp: str | None = None) -> None:
+    """Sign in through the page (password only, or with a code) and wait for home."""
+    page.goto(f"{world.server_url}/console/login.html")
+    page.fill("#username", USER)
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    if totp is not None:
+        page.wait_for_selector("#totp", state="visible")
+        page.fill("#totp", totp)
+        page.click("#login-submit")
+    page.wait_for_selector("#connect-form")
+    page.wait_for_function("() => document.querySelectorAll('#contract option').length > 0")
+
+
+def connect(page: Any, agent_id: str, password: str) -> None:
+    """Fill the home page's connect form and press Connect."""
+    page.fill("#agent-id", agent_id)
+    page.fill("#otp", password)
+    page.click("#connect-submit")
