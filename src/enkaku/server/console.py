@@ -264,10 +264,12 @@ async def console_handler(request: web.Request) -> web.StreamResponse:
         raw = request.cookies.get(COOKIE)
         found = await svc.store.console_session(raw, idle_timeout(settings)) if raw else None
         if found is None:
-            resp: web.StreamResponse = web.HTTPSeeOther("/console/login.html")
-            _headers(resp, request, settings)
-            return resp
+            redirect = web.HTTPSeeOther("/console/login.html")
+            _headers(redirect, request, settings)
+            raise redirect
     resp = web.FileResponse(path)
+    kind, _ = mimetypes.guess_type(path.name)
+    resp.headers["Content-Type"] = kind or "application/octet-stream"
     _headers(resp, request, settings)
     if path.suffix == ".html":
         resp.headers["Cache-Control"] = "no-store"
