@@ -354,6 +354,10 @@ export class Channel {
    * or SessionEnded (the relay ended the session first, e.g. `timeout`, `busy`,
    * `agent_disconnected`, or `connection_lost` when it cannot be reached). */
   static async connect(opts: ConnectOptions): Promise<Channel> {
+    if (globalThis.crypto?.subtle === undefined) {
+      // Browsers offer WebCrypto only to secure contexts: HTTPS, or http://127.0.0.1.
+      throw new HandshakeFailed("no_webcrypto", "WebCrypto is not available (the page is not a secure context)");
+    }
     try {
       normalizePassword(opts.password); // a typo is caught before it costs an attempt
     } catch (exc) {

@@ -67,7 +67,8 @@ export class StreamReset extends Error {
  * `unsupported_version`, `protocol_error` (the agent's FAILURE reasons),
  * `malformed_password` (the typed password cannot be one; nothing was sent),
  * `handshake_failed` (this side found the agent's messages invalid, or its tag wrong),
- * `timeout` (no answer within the handshake timeout). */
+ * `timeout` (no answer within the handshake timeout), `no_webcrypto` (the page is not a
+ * secure context, so the browser offers no WebCrypto; nothing was sent). */
 export class HandshakeFailed extends Error {
   readonly reason: string;
   readonly detail?: string;
