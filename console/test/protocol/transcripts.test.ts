@@ -12,7 +12,7 @@ import { PeerRejectedPassword, TechnicianHandshake } from "../../src/protocol/ha
 import { RecordChannel, deriveDirectionKeys, nextKey } from "../../src/protocol/records";
 import { Mux, type MuxEvent } from "../../src/protocol/streams";
 
-// biome-ignore lint: JSON of known shape
+// The transcripts are JSON of the shapes record_transcripts.py writes.
 type J = any;
 const load = (name: string): J => JSON.parse(readFileSync(new URL(`../../../tests/protocol/transcripts/${name}`, import.meta.url), "utf8"));
 
