@@ -5,118 +5,56 @@
 // Mirrors src/enkaku/technician/session.py (ask/open, ConsentRefused) for the parts the
 // services need; docs/protocol/services.md is the contract.
 
-/** One stream of the channel (console/src/protocol/channel.ts provides it). read()
- * resolves null at the peer's EOF and throws StreamReset(reason) after a reset. */
-export interface ServiceStream {
-  readonly kind: string;
-  readonly params: Record<string, unknown>;
-  read(): Promise<Uint8Array | null>;
-  write(data: Uint8Array): Promise<void>;
-  writeEof(): Promise<void>;
-  reset(reason: string): Promise<void>;
-}
+import type { Stream } from "../protocol/channel";
+import { type Action, type Answer, ConsentRefused, type DetailValue, SESSION_ACTIONS } from "../protocol/control";
+import { SessionEnded, StreamReset } from "../protocol/errors";
 
-/** The answer to a consent request (control message `answer`). */
-export interface Answer {
-  readonly id: number;
-  readonly granted: boolean;
-  readonly reason?: string | null;
-  readonly action?: string;
-}
+export { ConsentRefused, SESSION_ACTIONS, SessionEnded, StreamReset };
+export type { Action, Answer, DetailValue };
 
-export type Details = Record<string, string | number | boolean>;
+/** One stream of the channel (protocol/channel.ts). read() resolves null at the peer's
+ * EOF and throws StreamReset(reason) after a reset. */
+export type ServiceStream = Stream;
 
-/** What the service clients need of the technician's session (protocol/control.ts's
- * session helper, mirroring TechnicianSession): ask the customer, the session actions in
- * force, open a stream. */
+export type Details = Record<string, DetailValue>;
+
+/** What the service clients need of the technician's session: ask the customer (a
+ * refusal throws ConsentRefused), the session actions in force (a list, or a function
+ * returning it), open a stream. protocol/control.ts's `TechnicianSession<Stream>` is
+ * one, and so is the page's consent tracker (ui/consent.ts). */
 export interface ServiceSession {
-  ask(action: string, details?: Details, purpose?: string): Promise<Answer>;
-  granted(): readonly string[];
+  ask(action: Action, details?: Details, purpose?: string): Promise<Answer>;
+  readonly granted: readonly string[] | (() => readonly string[]);
   open(kind: string, params?: Record<string, unknown>): Promise<ServiceStream>;
 }
 
-/** Actions allowed for the rest of the session once granted (control.SESSION_ACTIONS);
- * the others are asked each time and one grant serves one stream. */
-export const SESSION_ACTIONS: ReadonlySet<string> = new Set([
-  "screen",
-  "control",
-  "system_info",
-  "browse",
-  "clipboard",
-  "terminal",
-]);
-
-/** Why the customer (or the agent's policy) did not allow an action. */
-export type RefusalReason =
-  | "denied"
-  | "timeout"
-  | "policy"
-  | "unavailable"
-  | "invalid"
-  | "busy"
-  | "no_answer";
-
-const REFUSALS: ReadonlySet<string> = new Set([
-  "denied",
-  "timeout",
-  "policy",
-  "unavailable",
-  "invalid",
-  "busy",
-  "no_answer",
-]);
-
-/** The customer did not allow `action`; `reason` says how (denied, timeout, ...).
- * An unknown reason from a newer agent reads as "denied". */
-export class ConsentRefused extends Error {
-  readonly action: string;
-  readonly reason: RefusalReason;
-  constructor(action: string, reason: string) {
-    const known = (REFUSALS.has(reason) ? reason : "denied") as RefusalReason;
-    super(`consent refused: ${action} (${known})`);
-    this.name = "ConsentRefused";
-    this.action = action;
-    this.reason = known;
-  }
+/** The session actions in force. */
+export function grantedActions(session: ServiceSession): readonly string[] {
+  return typeof session.granted === "function" ? session.granted() : session.granted;
 }
 
-/** The reason of a StreamReset error (the channel's class, recognised by name so that
- * this module does not depend on the channel's module), else null. */
+/** The reason of a StreamReset, else null. */
 export function resetReason(err: unknown): string | null {
-  if (err instanceof Error && err.name === "StreamReset") {
-    const reason = (err as Error & { reason?: unknown }).reason;
-    return typeof reason === "string" ? reason : "";
-  }
-  return null;
+  return err instanceof StreamReset ? err.reason : null;
 }
 
 /** Whether `err` is the channel's SessionEnded (the session is over). */
-export function isSessionEnded(err: unknown): err is Error & { reason: string } {
-  return err instanceof Error && err.name === "SessionEnded";
+export function isSessionEnded(err: unknown): err is SessionEnded {
+  return err instanceof SessionEnded;
 }
 
 /** Ask for `action` unless it is a session action already in force; the answer whose
  * id the stream must name, or null (the session grant covers it). Throws ConsentRefused. */
 export async function obtainGrant(
   session: ServiceSession,
-  action: string,
+  action: Action,
   details?: Details,
   purpose?: string,
   onAsking?: (action: string) => void,
 ): Promise<Answer | null> {
-  if (SESSION_ACTIONS.has(action) && session.granted().includes(action)) return null;
+  if (SESSION_ACTIONS.has(action) && grantedActions(session).includes(action)) return null;
   onAsking?.(action);
-  let answer: Answer;
-  try {
-    answer = await session.ask(action, details ?? {}, purpose);
-  } catch (err) {
-    // A session helper that throws its own refusal: keep its reason.
-    if (err instanceof Error && err.name === "ConsentRefused") {
-      const reason = (err as Error & { reason?: unknown }).reason;
-      throw new ConsentRefused(action, typeof reason === "string" ? reason : "denied");
-    }
-    throw err;
-  }
+  const answer = await session.ask(action, details ?? {}, purpose); // throws ConsentRefused
   if (!answer.granted) throw new ConsentRefused(action, answer.reason ?? "denied");
   return answer;
 }

@@ -5,25 +5,9 @@
 
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import type { Answer, Details, ServiceSession, ServiceStream } from "../../src/services/common";
-
-export class StreamReset extends Error {
-  readonly reason: string;
-  constructor(reason: string) {
-    super(`stream reset: ${reason}`);
-    this.name = "StreamReset";
-    this.reason = reason;
-  }
-}
-
-export class SessionEnded extends Error {
-  readonly reason: string;
-  constructor(reason: string) {
-    super(reason);
-    this.name = "SessionEnded";
-    this.reason = reason;
-  }
-}
+import type { Action, Answer, Details, ServiceSession, ServiceStream } from "../../src/services/common";
+import { ConsentRefused } from "../../src/protocol/control";
+import { SessionEnded, StreamReset } from "../../src/protocol/errors";
 
 class Inbox {
   chunks: Uint8Array[] = [];
@@ -35,7 +19,10 @@ class Inbox {
   }
 }
 
+let nextStreamId = 1;
+
 export class MemStream implements ServiceStream {
+  readonly id = nextStreamId++;
   peer!: MemStream;
   readonly inbox = new Inbox();
   /** Every byte this end wrote, in order (for the tests' checks). */
@@ -120,7 +107,7 @@ export function streamPair(kind: string, params: Record<string, unknown> = {}): 
 }
 
 export interface Asked {
-  action: string;
+  action: Action;
   details: Details;
   purpose: string | undefined;
 }
@@ -139,13 +126,15 @@ export class FakeSession implements ServiceSession {
     private readonly answers: Array<{ granted: boolean; reason?: string }> = [],
   ) {}
 
-  async ask(action: string, details: Details = {}, purpose?: string): Promise<Answer> {
+  /** Answers as protocol/control.ts's TechnicianSession does: a refusal is thrown. */
+  async ask(action: Action, details: Details = {}, purpose?: string): Promise<Answer> {
     this.asked.push({ action, details, purpose });
     const a = this.answers.shift() ?? { granted: true };
-    return { id: this.nextId++, action, granted: a.granted, reason: a.reason ?? null };
+    if (!a.granted) throw new ConsentRefused(action, a.reason ?? "denied");
+    return { type: "answer", id: this.nextId++, action, granted: true };
   }
 
-  granted(): readonly string[] {
+  get granted(): readonly string[] {
     return this.inForce;
   }
 
