@@ -10,8 +10,10 @@ import argparse
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -512,3 +514,140 @@ def test_every_message_has_both_texts_with_the_same_placeholders() -> None:
 
     bad = [k for k, (en, ja) in CATALOG.items() if not en or not ja or fields(en) != fields(ja)]
     assert bad == []
+
+
+# -- second factor, own password, admin resets (issue 8) ----------------------------------
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[tuple[Any, str, dict[str, str]]]:
+    """The real server in this process over a database made by the CLI (user tech), the
+    URL, and an environment whose saved logins live in tmp_path."""
+    from tests.e2e.harness import InProcessServer, make_db
+
+    db = make_db(tmp_path)
+    server = InProcessServer(db)
+    url = server.start()
+    env = {"ENKAKU_TECHNICIAN_CONFIG": str(tmp_path / "technician.json")}
+    try:
+        yield server, url, env
+    finally:
+        server.stop()
+        server.loop.close()
+
+
+def _enrol(server: Any, user: str = "tech") -> str:
+    """Give ``user`` an authenticator directly in the server's store; its secret."""
+    from enkaku.server import totp
+
+    store = server.services.store
+    tech = server.call(store.technician_by_name(user))
+    secret = totp.new_secret()
+    server.call(store.begin_totp(tech.id, secret))
+    assert server.call(store.confirm_totp(tech.id, 0, []))
+    return secret
+
+
+def test_login_with_a_totp_code(live_server: tuple[Any, str, dict[str, str]]) -> None:
+    from enkaku.server import totp
+    from tests.e2e.harness import LOGIN_PASSWORD
+
+    server, url, env = live_server
+    secret = _enrol(server)
+    env = {**env, "ENKAKU_LOGIN_PASSWORD": LOGIN_PASSWORD}
+    # No terminal to ask on: the server's words and how to give the code.
+    code, err = run("login", "--server", url, "--user", "tech", env=env)
+    assert code == 3
+    assert "authenticator app" in err and "--totp CODE" in err
+    code, err = run("login", "--server", url, "--user", "tech", "--totp", "12345", env=env)
+    assert code == 3 and "code is wrong" in one_line(err)
+    now = totp.code_at(secret, totp.step_of(time.time()) + 1)
+    code, err = run("login", "--server", url, "--user", "tech", "--totp", now, env=env)
+    assert code == 0, err
+    assert "Logged in" in err
+    code, err = run("login", "--server", url, "--user", "tech", "--totp", now, env=env)
+    assert code == 3 and "already used" in err
+    done = enkaku(
+        "login",
+        "--server",
+        url,
+        "--user",
+        "tech",
+        lang="ja",
+        env={**env, "ENKAKU_LOGIN_PASSWORD": LOGIN_PASSWORD},
+    )
+    assert done.returncode == 3
+    assert "認証アプリ" in done.stderr and "--totp CODE で指定してください" in done.stderr
+
+
+def test_user_passwd_changes_the_own_password(
+    live_server: tuple[Any, str, dict[str, str]],
+) -> None:
+    from tests.e2e.harness import LOGIN_PASSWORD
+
+    server, url, env = live_server
+    code, err = run(
+        "login",
+        "--server",
+        url,
+        "--user",
+        "tech",
+        env={**env, "ENKAKU_LOGIN_PASSWORD": LOGIN_PASSWORD},
+    )
+    assert code == 0, err
+    code, err = run(
+        "user",
+        "passwd",
+        env={
+            **env,
+            "ENKAKU_LOGIN_PASSWORD": "wrong one",
+            "ENKAKU_NEW_PASSWORD": "brand new passphrase",
+        },
+    )
+    assert (code, one_line(err)) == (4, "Your current password is wrong.")
+    code, err = run(
+        "user",
+        "passwd",
+        env={**env, "ENKAKU_LOGIN_PASSWORD": LOGIN_PASSWORD, "ENKAKU_NEW_PASSWORD": "short"},
+    )
+    assert code == 2 and "at least 10" in err
+    new = "brand new passphrase"
+    code, err = run(
+        "user",
+        "passwd",
+        env={**env, "ENKAKU_LOGIN_PASSWORD": LOGIN_PASSWORD, "ENKAKU_NEW_PASSWORD": new},
+    )
+    assert code == 0, err
+    assert "Password changed" in err
+    store = server.services.store
+    assert server.call(store.verify_login("tech", new)) is not None
+    assert server.call(store.verify_login("tech", LOGIN_PASSWORD)) is None
+
+
+def test_admin_resets_password_and_second_factor(
+    live_server: tuple[Any, str, dict[str, str]], tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    server, url, env = live_server
+    store = server.services.store
+    _enrol(server)
+    tech = server.call(store.technician_by_name("tech"))
+    server.call(store.create_console_session(tech.id, timedelta(hours=1)))
+    server.call(store.issue_token(tech.id))
+    db = ["--db", f"sqlite:///{tmp_path}/server.db"]
+    code, err = run("user", *db, "reset-password", "nobody", env={"ENKAKU_NEW_PASSWORD": "x" * 12})
+    assert (code, one_line(err)) == (1, "enkaku: no user nobody")
+    done = enkaku(
+        "user", *db, "reset-password", "tech", env={"ENKAKU_NEW_PASSWORD": "reset by the admin"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "Password of tech replaced; their 1 console session(s) and 1 API token(s) are revoked."
+    )
+    assert server.call(store.verify_login("tech", "reset by the admin")) is not None
+    done = enkaku("user", *db, "reset-totp", "tech", lang="ja")
+    assert done.returncode == 0, done.stderr
+    assert "tech の 2 要素認証" in done.stdout
+    tech = server.call(store.technician_by_name("tech"))
+    assert tech.totp_secret is None
