@@ -8,16 +8,25 @@ cannot change the pages under a test.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import LOGIN_PASSWORD, World, free_port, make_db, server_process
+from tests.e2e.harness import (
+    LOGIN_PASSWORD,
+    World,
+    free_port,
+    make_db,
+    saved_token,
+    server_process,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -118,3 +127,13 @@ def connect(page: Any, agent_id: str, password: str) -> None:
     page.fill("#agent-id", agent_id)
     page.fill("#otp", password)
     page.click("#connect-submit")
+
+
+def api_get(world: World, path: str) -> dict[str, Any]:
+    """GET /api/v1<path> with the CLI's token (what the console cannot fake)."""
+    request = urllib.request.Request(
+        f"{world.server_url}/api/v1{path}",
+        headers={"Authorization": f"Bearer {saved_token(world)}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.load(response))

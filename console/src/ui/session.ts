@@ -114,6 +114,7 @@ async function main(): Promise<void> {
   // The sign-in also hands out the CSRF token that End session's API call needs.
   currentLogin().catch(() => null);
   byId("peer").textContent = formatAgentId(ticket.agent_id);
+  document.body.dataset.sessionId = ticket.session_id;
   setState("connecting");
 
   let channel: Channel;

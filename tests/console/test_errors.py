@@ -1,0 +1,84 @@
+"""Each way a connection fails has its own words in the page: wrong one-time password,
+an ID that is not online, the customer refusing, terms of use not accepted."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enkaku.server.terms import terms_today
+from tests.e2e.harness import World, free_port, make_db, server_process, wait_for
+from tests.e2e.test_consent import Terminal
+from tests.e2e.test_terms import TERMS_V1, only_agent_id, publish
+
+from .conftest import connect, sign_in
+
+pytestmark = pytest.mark.e2e
+
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def wrong(password: str) -> str:
+    """The same password with its last character changed (still well-formed)."""
+    last = password[-1]
+    return password[:-1] + ALPHABET[(ALPHABET.index(last) + 1) % len(ALPHABET)]
+
+
+def overlay_text(page: Any) -> str:
+    page.wait_for_selector("#status[data-state='ended']")
+    return str(page.text_content("#overlay-text"))
+
+
+def test_wrong_password(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "allow")
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], wrong(creds["password"]))
+    assert overlay_text(page).startswith("Wrong one-time password.")
+    assert page.is_visible("#overlay-home")
+
+
+def test_an_id_that_is_not_online(cworld: World, page: Any) -> None:
+    sign_in(page, cworld)
+    connect(page, "123456789", "k3m9-x2qa")
+    page.wait_for_selector("#connect-message[data-kind='error']")
+    assert page.text_content("#connect-message") == (
+        "The computer with this ID is not online. Ask the customer to start enkaku and "
+        "read the ID again."
+    )
+    assert page.url.endswith("/console/")  # still on the home page
+
+
+def test_the_customer_refuses(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "deny")
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], creds["password"])
+    assert overlay_text(page) == "The customer did not allow the session."
+
+
+def test_terms_not_accepted(tmp_path: Path, console_dir: Path, page: Any) -> None:
+    world = World(tmp_path)
+    terminal = Terminal()
+    try:
+        db = make_db(tmp_path)
+        today: date = terms_today()
+        assert publish(world, db, TERMS_V1, "1", today.isoformat()).returncode == 0
+        server_process(world, db, free_port(), env={"ENKAKU_CONSOLE_DIR": str(console_dir)})
+        # The agent asks its customer to accept the terms; nobody has answered yet.
+        world.agent(None, "agent", "deny", stdin=terminal.slave, prefix=("setsid", "-c"))
+        terminal.read_until(b"[y/N]")
+        agent_id = wait_for(lambda: only_agent_id(db), what="the agent's row")
+        sign_in(page, world)
+        connect(page, agent_id, "k3m9-x2qa")
+        page.wait_for_selector("#connect-message[data-kind='error']")
+        assert page.text_content("#connect-message") == (
+            "The customer has not accepted the current terms of service. Ask them to accept "
+            "the terms in enkaku first."
+        )
+    finally:
+        world.close()
+        terminal.close()
