@@ -2,7 +2,7 @@
 // under /console/). Pages are plain HTML entries with module scripts: no inline script,
 // so the server's Content-Security-Policy can forbid it.
 import { resolve } from "node:path";
-import { defineConfig } from "vite";
+import { defineConfig } from "vitest/config";
 
 const root = resolve(import.meta.dirname, "pages");
 
