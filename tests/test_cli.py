@@ -651,3 +651,33 @@ def test_admin_resets_password_and_second_factor(
     assert "tech の 2 要素認証" in done.stdout
     tech = server.call(store.technician_by_name("tech"))
     assert tech.totp_secret is None
+
+
+def test_login_asks_for_the_code_at_a_terminal(
+    live_server: tuple[Any, str, dict[str, str]],
+) -> None:
+    import pty
+
+    from enkaku.server import totp
+    from tests.e2e.harness import ENKAKU, LOGIN_PASSWORD
+
+    server, url, env = live_server
+    secret = _enrol(server)
+    code = totp.code_at(secret, totp.step_of(time.time()) + 1)
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, f"{code}\n".encode())  # typed ahead; the tty keeps the line
+        done = subprocess.run(
+            [ENKAKU, "login", "--server", url, "--user", "tech"],
+            env={**os.environ, **env, "ENKAKU_LANG": "en", "ENKAKU_LOGIN_PASSWORD": LOGIN_PASSWORD},
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    assert "Authenticator code (or a recovery code) for tech: " in done.stdout
+    assert "Logged in" in done.stderr
