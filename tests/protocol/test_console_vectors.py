@@ -31,3 +31,9 @@ def test_the_names_cover_every_refusal_of_check_name() -> None:
         "name_bad_char",
         "name_trailing",
     }
+
+
+def test_the_console_service_messages_are_current() -> None:
+    assert cv.MESSAGES.read_text(encoding="utf-8") == cv.render(cv.messages()), (
+        "run: .venv/bin/python -m tests.protocol.console_vectors"
+    )
