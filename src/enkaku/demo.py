@@ -218,7 +218,7 @@ async def _demo(json_output: bool, port: int) -> int:
         server_url = settings.base_url
         info = {
             "server_url": server_url,
-            "console_url": f"{server_url}/",
+            "console_url": f"{server_url}/console/",
             "login": DEMO_USER,
             "login_password": login_password,
             "display": display,
@@ -291,6 +291,9 @@ enkaku demo is running / enkaku デモ実行中 (Ctrl-C to stop / Ctrl-C で終�
   Display / 画面:             {info["display"]}
   Consent / 同意:             the demo agent allows every request by itself
                               デモのエージェントはすべての要求を自動で許可します
+
+Open the console URL in a browser, sign in, and connect with the ID and password above.
+ブラウザーでコンソールの URL を開いてサインインし、上の ID とパスワードで接続してください。
 
 Connect from a terminal / 端末から接続:
   ENKAKU_LOGIN_PASSWORD={info["login_password"]} {enkaku} login --server {server} --user {info["login"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ def test_demo_json_then_scripted_connect(tmp_path: Path) -> None:
         assert info["agent_id"].isdigit() and len(info["agent_id"]) == 9
         assert "automatic" in info["consent"]
         world.server_url = info["server_url"]
+        # The console URL the demo prints opens the web console (its sign-in page).
+        with urllib.request.urlopen(info["console_url"], timeout=30) as page:
+            assert page.status == 200
+            assert 'id="login-form"' in page.read().decode()
         subprocess.run(
             [ENKAKU, "login", "--server", info["server_url"], "--user", info["login"]],
             env=world.env(ENKAKU_LOGIN_PASSWORD=info["login_password"]),
