@@ -1,11 +1,17 @@
 // The side panel: tabs, and each tool's panel (chat and clipboard here; the others in
 // panels/*.ts on top of the service clients in src/services/).
 
-import { lang, t } from "../i18n";
+import { lang, reasonText, t } from "../i18n";
+import { SessionEnded } from "../protocol/errors";
+import { serviceErrorMessage } from "../services/messages";
 import { byId, el, showMessage } from "./common";
 import { type Tracked, refusalText } from "./consent";
 import type { Screen } from "./screen";
+import { setupFiles } from "./panels/files";
+import { setupScreenshot } from "./panels/screenshot";
 import { setupSysinfo } from "./panels/sysinfo";
+import { setupTerminal } from "./panels/terminal";
+import { setupTypeText } from "./panels/typetext";
 
 export interface PanelContext {
   session: Tracked;
@@ -15,7 +21,10 @@ export interface PanelContext {
 
 /** A tool's failure in words: the customer's refusal, the session's end, or the error. */
 export function toolErrorText(e: unknown): string {
-  return refusalText(e) ?? (e instanceof Error ? e.message : String(e));
+  const refused = refusalText(e);
+  if (refused !== null) return refused;
+  if (e instanceof SessionEnded) return t("ended_reason", { reason: reasonText(e.reason) });
+  return serviceErrorMessage(e, lang()) ?? (e instanceof Error ? e.message : String(e));
 }
 
 export function setupTabs(): void {
@@ -104,5 +113,9 @@ function setupClipboard(ctx: PanelContext): void {
 export function setupPanels(ctx: PanelContext): void {
   setupChat(ctx);
   setupClipboard(ctx);
+  setupTypeText(ctx);
   setupSysinfo(ctx);
+  setupFiles(ctx);
+  setupScreenshot(ctx);
+  setupTerminal(ctx);
 }
