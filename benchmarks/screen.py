@@ -1,0 +1,831 @@
+"""The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
+
+``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
+[--workloads idle,text,jlog,winmove,image] [--before REV] [--server NAME=CMD] [--out STEM]``
+
+One Xvfb 1920x1080x24 (gradient wallpaper, one xterm running ``cat``) serves every server
+in turn: the agent's ``RFBService`` on loopback TCP (``benchmarks.rfb_direct``: no
+authentication, no encryption, 127.0.0.1 only), ``x11vnc`` and ``X0tigervnc`` (Debian's
+``tigervnc-scraping-server``; its ``x0vncserver`` wrapper daemonizes, so the binary itself
+is run). ``--before REV`` adds the agent as of git revision REV (``git archive`` of ``src/``
+into a temporary folder), so "before" and "after" are measured in the same run.
+``--server NAME=CMD`` adds any other server (``{display}`` and ``{port}`` are filled in;
+the command must stay in the foreground: its PID is the one whose CPU is measured).
+
+The client is this program: an RFB 3.8 client on a blocking socket that keeps exactly one
+FramebufferUpdateRequest outstanding (a new one as soon as an update has been read), the
+greedy client of the VNC benchmarks. Decoding uses the test suite's independent decoder
+(``tests/protocol/rfb/decoders.py``).
+
+For every server, profile and workload:
+
+* **throughput** (``--duration`` s after 1 s of warm-up): the client parses every update
+  (zlib streams inflated so they stay in sync, pixels not rebuilt, so a Python client does
+  not slow the server down): updates/s, bytes per update, KB/s, rectangles per encoding,
+  and the CPU seconds (utime+stime, psutil) of the server process and of Xvfb (the X
+  server does the pixel copies for scraping servers) over the window. ``ms/upd`` is the
+  server's CPU milliseconds per update.
+* **verify** (``--verify-duration`` s, a fresh connection decoding every pixel): the
+  framebuffer the incremental stream built, once the workload has stopped and no update
+  came for 1.5 s, against the screen (``X11Capture.grab``): ``exact``, ``exact+cur``
+  (only a 48x48 box around the pointer differs: x0vncserver paints the cursor into the
+  framebuffer) or the share of differing pixels and the PSNR.
+* **latency** (per profile, ``--keys`` keys): the pointer is moved into the xterm through
+  RFB (no window manager: focus follows the pointer), then each key ``a``..``z`` is sent as
+  an RFB KeyEvent (down, up) 150-350 ms apart; the time runs from writing the KeyEvent to
+  having read the update whose decoded pixels changed. So the server's input path is part
+  of it, as it is for a technician.
+* **idle**: the server's CPU % of one core while nothing changes (``idle`` workload).
+
+Workloads (time-bounded, seeded, the same pixels for every server):
+``idle``; ``text``: an xterm 150x50 printing a seeded build log at 60 lines/s (scrolls);
+``jlog``: a Japanese application log (Noto Sans Mono CJK JP) at 30 lines/s in an xterm
+120x40; ``winmove``: an xterm 90x30 with static text moved 20 px every 33 ms along a
+rectangle (``xdotool windowmove --sync``, one chained process); ``image``: full-screen
+photo-like frames at 10 fps (Tk).
+
+Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
+Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
+Raw (lossless); ``tight-lossless`` = ``tight`` without a quality level.
+
+Prints a table per server and the ratios of every ``enkaku*`` server to each peer;
+writes STEM.txt and STEM.json (``--out``, default ``benchmarks/results/DATE-screen``).
+Needs xvfb, xterm, xdotool, imagemagick (``display`` sets the wallpaper), x11vnc,
+tigervnc-scraping-server, fonts-noto-cjk (Debian packages) and the venv (numpy, pillow,
+psutil, tkinter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import random
+import select
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from tests.protocol.rfb.decoders import Decoder, read_compact_length, tpixel_is_rgb
+from tests.xdisplay import x_env, xvfb, xvfb_pid
+
+from enkaku.agent.capture.x11 import X11Capture
+from enkaku.protocol.rfb.messages import Encoding
+from enkaku.protocol.rfb.pixelformat import NATIVE
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTH, HEIGHT = 1920, 1080
+BASE_XTERM = (40, 40)  # the idle desktop's xterm (80x24, running cat): keys go there
+POINTER_IN_XTERM = (120, 80)
+
+PROFILES: dict[str, list[int]] = {
+    "tight": [
+        Encoding.TIGHT, Encoding.ZRLE, Encoding.COPYRECT, Encoding.RAW,
+        Encoding.JPEG_QUALITY_LOW + 8, Encoding.COMPRESS_LOW + 2,
+        Encoding.CURSOR, Encoding.DESKTOP_SIZE, Encoding.LAST_RECT,
+    ],
+    "tight-lossless": [
+        Encoding.TIGHT, Encoding.ZRLE, Encoding.COPYRECT, Encoding.RAW,
+        Encoding.COMPRESS_LOW + 2, Encoding.CURSOR, Encoding.DESKTOP_SIZE, Encoding.LAST_RECT,
+    ],
+    "zrle": [Encoding.ZRLE, Encoding.COPYRECT, Encoding.RAW],
+}  # fmt: skip
+ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -224: "last"}
+#: The workload's own rate of visible changes per second (the ceiling a server can reach).
+CHANGE_RATE = {"idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "image": 10.0}
+LOSSLESS = {"zrle", "tight-lossless"}
+
+
+# -- the RFB client --------------------------------------------------------------------
+
+
+class SockReader:
+    """``take``/``unpack`` over a blocking socket (the decoder's reader interface)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.pos = 0
+        self.consumed = 0
+
+    def _fill(self, n: int) -> None:
+        while len(self.buf) - self.pos < n:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            if self.pos > (4 << 20):
+                del self.buf[: self.pos]
+                self.pos = 0
+            self.buf += chunk
+
+    def take(self, n: int) -> bytes:
+        self._fill(n)
+        out = bytes(self.buf[self.pos : self.pos + n])
+        self.pos += n
+        self.consumed += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def readable(self, timeout: float) -> bool:
+        if len(self.buf) > self.pos:
+            return True
+        return bool(select.select([self.sock], [], [], max(timeout, 0.0))[0])
+
+
+class BenchDecoder(Decoder):
+    """The test decoder, with a parse-only mode that keeps the zlib streams in sync."""
+
+    full = True
+    jpeg = 0
+
+    def _zrle(self, data: bytes, x: int, y: int, w: int, h: int) -> None:
+        if self.full:
+            super()._zrle(data, x, y, w, h)
+
+    def _tight(self, r: Any, x: int, y: int, w: int, h: int) -> None:
+        if self.full:
+            super()._tight(r, x, y, w, h)
+            return
+        ctl = r.take(1)[0]
+        for s in range(4):
+            if ctl >> s & 1:
+                self.tight[s] = __import__("zlib").decompressobj()
+        kind = ctl >> 4
+        tsize = 3 if tpixel_is_rgb(self.pf) else self.pf.bits_per_pixel // 8
+        n = w * h
+        if kind == 0x8:
+            r.take(tsize)
+            return
+        if kind == 0x9:
+            r.take(read_compact_length(r))
+            self.jpeg += 1
+            return
+        stream = kind & 0x3
+        filt = r.take(1)[0] if kind & 0x4 else 0
+        size = n * tsize
+        if filt == 1:
+            colours = r.take(1)[0] + 1
+            r.take(colours * tsize)
+            size = (w + 7) // 8 * h if colours == 2 else n
+        self._tight_data(r, stream, size)
+
+
+class Client:
+    """One RFB connection: handshake, pixel format, encodings, updates."""
+
+    def __init__(self, port: int, encodings: list[int], *, full: bool) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(None)
+        self.r = SockReader(self.sock)
+        version = self.r.take(12)
+        if not version.startswith(b"RFB 003."):
+            raise RuntimeError(f"not an RFB server: {version!r}")
+        self.sock.sendall(b"RFB 003.008\n")
+        (count,) = self.r.unpack("!B")
+        types = self.r.take(count)
+        if 1 not in types:
+            raise RuntimeError(f"server offers no security type None: {list(types)}")
+        self.sock.sendall(b"\x01")
+        (result,) = self.r.unpack("!I")
+        if result != 0:
+            raise RuntimeError("security handshake failed")
+        self.sock.sendall(b"\x01")  # shared
+        w, h = self.r.unpack("!HH")
+        self.r.take(16)
+        (n,) = self.r.unpack("!I")
+        self.r.take(n)
+        self.sock.sendall(b"\x00\x00\x00\x00" + bytes(NATIVE))
+        self.sock.sendall(struct.pack(f"!BxH{len(encodings)}i", 2, len(encodings), *encodings))
+        self.dec = BenchDecoder(w, h, NATIVE)
+        self.dec.full = full
+        self.rects: Counter[str] = Counter()
+
+    def request(self, incremental: bool = True) -> None:
+        self.sock.sendall(
+            struct.pack("!BBHHHH", 3, int(incremental), 0, 0, self.dec.width, self.dec.height)
+        )
+
+    def key(self, keysym: int) -> None:
+        self.sock.sendall(struct.pack("!BBxxI", 4, 1, keysym) + struct.pack("!BBxxI", 4, 0, keysym))
+
+    def pointer(self, x: int, y: int) -> None:
+        self.sock.sendall(struct.pack("!BBHH", 5, 0, x, y))
+
+    def read(self, timeout: float) -> bool | None:
+        """One server message: True for a FramebufferUpdate, False for another, None if
+        nothing came within ``timeout``."""
+        if not self.r.readable(timeout):
+            return None
+        kind = self.r.take(1)[0]
+        if kind == 0:
+            self.dec.updates.clear()
+            self.dec._update(self.r)  # type: ignore[arg-type]  # same take/unpack interface
+            for rect in self.dec.updates[-1].rects:
+                self.rects[ENCODING_NAMES.get(rect[4], str(rect[4]))] += 1
+            return True
+        if kind == 1:
+            _first, n = self.r.unpack("!xHH")
+            self.r.take(6 * n)
+        elif kind == 3:
+            (n,) = self.r.unpack("!3xI")
+            self.r.take(n)
+        elif kind == 150:
+            pass
+        elif kind == 248:
+            _flags, n = self.r.unpack("!3xIB")
+            self.r.take(n)
+        elif kind != 2:
+            raise RuntimeError(f"unknown server message type {kind}")
+        return False
+
+    def drain(self, quiet: float, limit: float = 20.0) -> int:
+        """Keep one request outstanding until no update came for ``quiet`` s."""
+        updates = 0
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            got = self.read(quiet)
+            if got is None:
+                return updates
+            if got:
+                updates += 1
+                self.request()
+        return updates
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Stop a child we started (and its session, when it has its own) by PID."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def spawn(
+    cmd: list[str], display: str, log: Path | None = None, **kw: Any
+) -> subprocess.Popen[Any]:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        cmd, env=kw.pop("env", x_env(display)), stdout=out, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True, **kw,
+    )  # fmt: skip
+
+
+def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+# -- workloads ---------------------------------------------------------------------------
+
+WORDS_JA = [
+    "サービス",
+    "接続",
+    "ユーザー",
+    "設定ファイル",
+    "データベース",
+    "キャッシュ",
+    "認証",
+    "証明書",
+    "バックアップ",
+    "同期処理",
+    "印刷キュー",
+    "更新プログラム",
+    "ネットワーク",
+]
+VERBS_JA = ["を開始しました", "を完了しました", "に失敗しました（再試行します）", "を確認中です"]
+
+
+def textgen(rate: float, seconds: float, lang: str, seed: int) -> None:
+    """Print a seeded log at ``rate`` lines per second (a subcommand run in the xterm)."""
+    rnd = random.Random(seed)
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        i += 1
+        if lang == "ja":
+            line = (
+                f"2026-11-29 10:{i // 60 % 60:02d}:{i % 60:02d} 情報 "
+                f"{rnd.choice(WORDS_JA)}「{rnd.choice(WORDS_JA)}」{rnd.choice(VERBS_JA)} "
+                f"処理時間={rnd.randint(1, 999)}ミリ秒 id={rnd.getrandbits(32):08x}"
+            )
+        else:
+            mod = rnd.choice(["core", "net", "ui", "storage", "auth", "render"])
+            line = (
+                f"[{i:06d}] CC src/{mod}/file_{rnd.randint(0, 999):03d}.c -> "
+                f"obj/{mod}/{rnd.getrandbits(40):010x}.o  ({rnd.randint(10, 9999)} ms) "
+                + "".join(
+                    rnd.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(rnd.randint(0, 60))
+                )
+            )
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def make_images(folder: Path, count: int = 8) -> list[Path]:
+    """Seeded photo-like 1920x1080 frames (smooth colour fields with fine grain), as PPM."""
+    from PIL import Image
+
+    paths = []
+    for i in range(count):
+        path = folder / f"frame{i}.ppm"
+        paths.append(path)
+        if path.exists():
+            continue
+        rng = np.random.default_rng(100 + i)
+        low = Image.fromarray(rng.integers(0, 256, (9, 16, 3), dtype=np.uint8))
+        mid = Image.fromarray(rng.integers(0, 256, (68, 120, 3), dtype=np.uint8))
+        a = np.asarray(low.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC), dtype=np.float32)
+        b = np.asarray(mid.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC), dtype=np.float32)
+        grain = rng.normal(0, 6, (HEIGHT, WIDTH, 1)).astype(np.float32)
+        img = np.clip(0.7 * a + 0.3 * b + grain, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(path)
+    return paths
+
+
+def imageshow(fps: float, seconds: float, folder: str) -> None:
+    """Full-screen slideshow of the frames in ``folder`` (a subcommand)."""
+    import tkinter as tk
+
+    root = tk.Tk()
+    root.withdraw()
+    root.title("benchimage")
+    root.overrideredirect(True)
+    root.geometry(f"{WIDTH}x{HEIGHT}+0+0")
+    photos = [tk.PhotoImage(file=str(p)) for p in sorted(Path(folder).glob("frame*.ppm"))]
+    root.deiconify()
+    label = tk.Label(root, borderwidth=0, highlightthickness=0)
+    label.pack()
+    start = time.monotonic()
+    state = {"i": 0}
+
+    def step() -> None:
+        if time.monotonic() - start > seconds:
+            root.destroy()
+            return
+        label.configure(image=photos[state["i"] % len(photos)])
+        state["i"] += 1
+        delay = start + state["i"] / fps - time.monotonic()
+        root.after(max(1, int(delay * 1000)), step)
+
+    step()
+    root.mainloop()
+
+
+@dataclass
+class Desktop:
+    display: str
+    tmp: Path
+    logs: Path
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+
+    def me(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.screen", *args]
+
+    @contextlib.contextmanager
+    def workload(self, name: str, seconds: float) -> Iterator[None]:
+        procs: list[subprocess.Popen[Any]] = []
+        env = x_env(self.display)
+        env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + str(ROOT)
+        run: dict[str, Any] = {"cwd": ROOT, "env": env}
+        secs = f"{seconds + 5:.0f}"
+        if name == "text":
+            procs.append(spawn(["xterm", "-T", "benchtext", "-geometry", "150x50+560+40", "-e",
+                                *self.me("_textgen", "--rate", "60", "--seconds", secs)],
+                               self.display, **run))  # fmt: skip
+        elif name == "jlog":
+            procs.append(spawn(["xterm", "-T", "benchjlog", "-fa", "Noto Sans Mono CJK JP",
+                                "-fs", "11", "-geometry", "110x36+500+60", "-e",
+                                *self.me("_textgen", "--rate", "30", "--seconds", secs,
+                                         "--lang", "ja")],
+                               self.display, **run))  # fmt: skip
+        elif name == "winmove":
+            text = self.tmp / "winmove.txt"
+            with open(text, "w") as f, contextlib.redirect_stdout(f):
+                textgen(1e9, 0.05, "en", 7)
+            procs.append(spawn(["xterm", "-T", "benchmove", "-geometry", "90x30+600+200", "-e",
+                                "sh", "-c",
+                                f"head -28 {shlex.quote(str(text))}; exec sleep {secs}"],
+                               self.display))  # fmt: skip
+            wid = subprocess.run(
+                ["xdotool", "search", "--sync", "--name", "^benchmove$"], env=env,
+                capture_output=True, text=True, timeout=20, check=True,
+            ).stdout.split()[0]  # fmt: skip
+            args: list[str] = []
+            x, y, dx, dy = 600, 200, 20, 0
+            for _ in range(int((seconds + 5) * 30)):
+                args += ["windowmove", "--sync", wid, str(x), str(y), "sleep", "0.033"]
+                x, y = x + dx, y + dy
+                if x >= 1200 and dx > 0:
+                    dx, dy = 0, 20
+                elif y >= 600 and dy > 0:
+                    dx, dy = -20, 0
+                elif x <= 600 and dx < 0:
+                    dx, dy = 0, -20
+                elif y <= 200 and dy < 0:
+                    dx, dy = 20, 0
+            procs.append(spawn(["xdotool", *args], self.display))
+        elif name == "image":
+            folder = self.tmp / "images"
+            procs.append(spawn(self.me("_imageshow", "--fps", "10", "--seconds", secs,
+                                       str(folder)), self.display, **run))  # fmt: skip
+        elif name != "idle":
+            raise SystemExit(f"unknown workload {name}")
+        title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage"}.get(name)
+        if title:
+            subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", f"^{title}$"],
+                           env=env, capture_output=True, timeout=30, check=False)  # fmt: skip
+        try:
+            time.sleep(0.3)
+            yield
+        finally:
+            for p in reversed(procs):
+                stop(p)
+
+
+# -- measurement ---------------------------------------------------------------------------
+
+
+def compare(fb: np.ndarray, display: str) -> str:
+    """The client's framebuffer (0x00RRGGBB values) against the real screen."""
+    with X11Capture(display) as cap:
+        screen = cap.grab()
+    truth = screen.view("<u4").reshape(screen.shape[:2]) & 0xFFFFFF
+    diff = (fb & 0xFFFFFF) != truth
+    if not diff.any():
+        return "exact"
+    px, py = POINTER_IN_XTERM
+    box = diff.copy()
+    box[max(py - 24, 0) : py + 24, max(px - 24, 0) : px + 24] = False
+    if not box.any():
+        return "exact+cur"
+    a = np.stack([(fb >> s) & 0xFF for s in (16, 8, 0)]).astype(np.float64)
+    b = np.stack([(truth >> s) & 0xFF for s in (16, 8, 0)]).astype(np.float64)
+    mse = float(((a - b) ** 2).mean())
+    psnr = 10 * np.log10(255**2 / mse) if mse else float("inf")
+    return f"{100 * diff.mean():.2f}%px {psnr:.1f}dB"
+
+
+def throughput(
+    port: int, profile: str, workload: str, desk: Desktop, duration: float,
+    server_pid: int, xvfb: int,
+) -> dict[str, Any]:  # fmt: skip
+    client = Client(port, PROFILES[profile], full=False)
+    try:
+        client.request(False)
+        client.drain(0.5)
+        with desk.workload(workload, duration + 1):
+            warm_end = time.monotonic() + 1.0
+            while time.monotonic() < warm_end:
+                got = client.read(warm_end - time.monotonic())
+                if got:
+                    client.request()
+            client.rects.clear()
+            b0, t0 = client.r.consumed, time.monotonic()
+            c0, x0, me0 = cpu(server_pid), cpu(xvfb), cpu(os.getpid())
+            updates = 0
+            end = t0 + duration
+            while (now := time.monotonic()) < end:
+                got = client.read(end - now)
+                if got:
+                    updates += 1
+                    client.request()
+            t1 = time.monotonic()
+            c1, x1, me1 = cpu(server_pid), cpu(xvfb), cpu(os.getpid())
+            b1 = client.r.consumed
+        secs = t1 - t0
+        return {
+            "secs": round(secs, 2),
+            "updates": updates,
+            "upd_s": updates / secs,
+            "kb_upd": (b1 - b0) / 1024 / updates if updates else 0.0,
+            "kb_s": (b1 - b0) / 1024 / secs,
+            "cpu_s": c1 - c0,
+            "cpu_pct": 100 * (c1 - c0) / secs,
+            "ms_upd": 1000 * (c1 - c0) / updates if updates else None,
+            "xvfb_pct": 100 * (x1 - x0) / secs,
+            "client_pct": 100 * (me1 - me0) / secs,
+            "rects": dict(client.rects),
+        }
+    finally:
+        client.close()
+
+
+def verify(port: int, profile: str, workload: str, desk: Desktop, duration: float) -> str:
+    client = Client(port, PROFILES[profile], full=True)
+    try:
+        client.request(False)
+        client.drain(0.5)
+        with desk.workload(workload, duration):
+            end = time.monotonic() + duration
+            while (now := time.monotonic()) < end:
+                if client.read(end - now):
+                    client.request()
+        client.drain(1.5)
+        return compare(client.dec.fb, desk.display)
+    finally:
+        client.close()
+
+
+def latency(port: int, profile: str, keys: int, seed: int = 5) -> dict[str, Any]:
+    client = Client(port, PROFILES[profile], full=True)
+    rnd = random.Random(seed)
+    times: list[float] = []
+    misses = 0
+    try:
+        client.request(False)
+        client.drain(0.5)
+        client.pointer(*POINTER_IN_XTERM)
+        client.drain(0.3)
+        x0, y0 = BASE_XTERM
+        for i in range(keys):
+            pause = time.monotonic() + rnd.uniform(0.15, 0.35)
+            while (now := time.monotonic()) < pause:
+                if client.read(pause - now):
+                    client.request()
+            before = client.dec.fb[y0 : y0 + 360, x0 : x0 + 520].copy()
+            start = time.perf_counter()
+            client.key(ord("a") + i % 26)
+            deadline = time.monotonic() + 2.0
+            while (now := time.monotonic()) < deadline:
+                got = client.read(deadline - now)
+                if got:
+                    client.request()
+                    if not np.array_equal(before, client.dec.fb[y0 : y0 + 360, x0 : x0 + 520]):
+                        times.append(1000 * (time.perf_counter() - start))
+                        break
+            else:
+                misses += 1
+        client.key(0xFF0D)  # Return: start a new line for the next profile
+        client.drain(0.3)
+    finally:
+        client.close()
+    arr = np.array(times) if times else np.array([np.nan])
+    return {
+        "keys": keys, "misses": misses,
+        "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
+        "min": float(arr.min()), "max": float(arr.max()),
+    }  # fmt: skip
+
+
+# -- servers and the run -----------------------------------------------------------------
+
+
+def default_servers(py: str, before: dict[str, Path]) -> dict[str, tuple[str, dict[str, str]]]:
+    servers: dict[str, tuple[str, dict[str, str]]] = {}
+    for name, src in before.items():
+        servers[name] = (
+            f"{py} -m benchmarks.rfb_direct --display {{display}} --port {{port}}",
+            {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"},
+        )
+    servers["enkaku"] = (
+        f"{py} -m benchmarks.rfb_direct --display {{display}} --port {{port}}",
+        {"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
+    )
+    servers["x11vnc"] = (
+        "x11vnc -localhost -shared -forever -nopw -quiet -rfbport {port} -display {display}",
+        {},
+    )
+    servers["x0vncserver"] = (
+        "X0tigervnc -display {display} -rfbport {port} -SecurityTypes None -localhost "
+        "-AlwaysShared",
+        {},
+    )
+    return servers
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    for tool in ("Xvfb", "xterm", "xdotool", "display", "x11vnc", "X0tigervnc"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing (see the module docstring for the packages)")
+    tmp = Path(tempfile.mkdtemp(prefix="enkaku-screen-bench-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    before: dict[str, Path] = {}
+    for rev in args.before:
+        src = tmp / f"src-{rev}"
+        src.mkdir()
+        archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True,
+                                 check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        before[f"enkaku@{rev}"] = src / "src"
+    servers = default_servers(sys.executable, before)
+    for spec in args.server:
+        name, _, cmd = spec.partition("=")
+        servers[name] = (cmd, {})
+    if args.only:
+        servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
+    (tmp / "images").mkdir()
+    make_images(tmp / "images")
+    results: list[dict[str, Any]] = []
+    profiles = args.profiles.split(",")
+    workloads = args.workloads.split(",")
+    wall = tmp / "wall.ppm"
+    from PIL import Image
+
+    ramp = np.linspace(0, 1, HEIGHT, dtype=np.float32)[:, None, None]
+    top, bottom = np.array([0x1D, 0x35, 0x57]), np.array([0xA8, 0xDA, 0xDC])
+    grad = np.broadcast_to((top + (bottom - top) * ramp).astype(np.uint8), (HEIGHT, WIDTH, 3))
+    Image.fromarray(np.ascontiguousarray(grad)).save(wall)
+    with xvfb(WIDTH, HEIGHT) as display:
+        desk = Desktop(display, tmp, logs)
+        subprocess.run(["display", "-window", "root", str(wall)], env=x_env(display),
+                       capture_output=True, timeout=30, check=False)  # fmt: skip
+        base = spawn(["xterm", "-T", "benchtype", "-geometry", "80x24+40+40", "-e", "cat"],
+                     display)  # fmt: skip
+        subprocess.run(["xdotool", "search", "--sync", "--name", "^benchtype$"],
+                       env=x_env(display), capture_output=True, timeout=20, check=True)  # fmt: skip
+        xpid = xvfb_pid(display)
+        try:
+            for name, (tmpl, extra_env) in servers.items():
+                port = args.port
+                cmd = shlex.split(tmpl.format(display=display, port=port))
+                env = x_env(display) | extra_env
+                print(f"== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+                proc = spawn(cmd, display, logs / f"{name}.log", env=env, cwd=ROOT)
+                try:
+                    wait_port(port, proc)
+                    time.sleep(0.5)
+                    for profile in profiles:
+                        for wl in workloads:
+                            secs = max(args.duration, 10.0) if wl == "idle" else args.duration
+                            rec = throughput(port, profile, wl, desk, secs, proc.pid, xpid)
+                            rec["verify"] = (
+                                verify(port, profile, wl, desk, args.verify_duration)
+                                if args.verify_duration > 0 else "-"
+                            )  # fmt: skip
+                            rec |= {"server": name, "profile": profile, "workload": wl}
+                            results.append(rec)
+                            print(f"   {profile:6} {wl:8} {rec['upd_s']:7.1f} upd/s "
+                                  f"{rec['kb_s']:8.0f} KB/s cpu {rec['cpu_pct']:5.1f}% "
+                                  f"{rec['verify']}", file=sys.stderr, flush=True)  # fmt: skip
+                        if args.keys:
+                            lat = latency(port, profile, args.keys)
+                            lat |= {"server": name, "profile": profile, "workload": "latency"}
+                            results.append(lat)
+                            print(f"   {profile:6} latency  p50 {lat['p50']:.1f} ms p95 "
+                                  f"{lat['p95']:.1f} ms misses {lat['misses']}",
+                                  file=sys.stderr, flush=True)  # fmt: skip
+                finally:
+                    stop(proc)
+                    time.sleep(0.5)
+        finally:
+            stop(base)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def fmt(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = []
+    head = (f"{'server':18} {'profile':14} {'workload':8} {'upd/s':>7} {'KB/upd':>8} {'KB/s':>8} "
+            f"{'CPU%':>6} {'ms/upd':>7} {'Xvfb%':>6} {'cli%':>5}  {'verify':16} rects")  # fmt: skip
+    lines += [head, "-" * len(head)]
+    for r in results:
+        if r["workload"] == "latency":
+            continue
+        rects = " ".join(f"{k}:{v}" for k, v in sorted(r["rects"].items()))
+        lines.append(
+            f"{r['server']:18} {r['profile']:14} {r['workload']:8} {r['upd_s']:7.1f} "
+            f"{r['kb_upd']:8.1f} {r['kb_s']:8.0f} {r['cpu_pct']:6.1f} {fmt(r['ms_upd'], '.2f'):>7} "
+            f"{r['xvfb_pct']:6.1f} {r['client_pct']:5.0f}  {r['verify']:16} {rects}"
+        )
+    lines += ["", f"{'server':18} {'profile':14} {'keys':>4} {'miss':>4} {'p50 ms':>7} "
+              f"{'p95 ms':>7} {'min':>6} {'max':>6}"]  # fmt: skip
+    for r in results:
+        if r["workload"] == "latency":
+            lines.append(
+                f"{r['server']:18} {r['profile']:14} {r['keys']:4} {r['misses']:4} "
+                f"{fmt(r['p50']):>7} {fmt(r['p95']):>7} {fmt(r['min']):>6} {fmt(r['max']):>6}"
+            )
+    ours = sorted({r["server"] for r in results if r["server"].startswith("enkaku")})
+    peers = [p for p in ("x11vnc", "x0vncserver") if any(r["server"] == p for r in results)]
+    by = {(r["server"], r["profile"], r["workload"]): r for r in results}
+    if ours and peers:
+        lines += ["", "ratios ours / peer (upd/s, KB/s, CPU-s per update; latency p50)"]
+        lines.append(f"{'ours':18} {'peer':12} {'profile':14} {'workload':8} {'upd/s':>6} "
+                     f"{'KB/s':>6} {'ms/upd':>6} {'p50':>6}")  # fmt: skip
+        for o in ours:
+            for p in peers:
+                for (s, prof, wl), r in by.items():
+                    if s != o or (p, prof, wl) not in by:
+                        continue
+                    q = by[(p, prof, wl)]
+
+                    def ratio(a: float | None, b: float | None) -> str:
+                        if a is None or b is None or not b or np.isnan(a) or np.isnan(b):
+                            return "-"
+                        return f"{a / b:.2f}"
+
+                    if wl == "latency":
+                        lines.append(f"{o:18} {p:12} {prof:14} {wl:8} {'':>6} {'':>6} {'':>6} "
+                                     f"{ratio(r['p50'], q['p50']):>6}")  # fmt: skip
+                    else:
+                        lines.append(
+                            f"{o:18} {p:12} {prof:14} {wl:8} {ratio(r['upd_s'], q['upd_s']):>6} "
+                            f"{ratio(r['kb_s'], q['kb_s']):>6} "
+                            f"{ratio(r['ms_upd'], q['ms_upd']):>6}"
+                        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_textgen":
+        p = argparse.ArgumentParser()
+        p.add_argument("--rate", type=float, default=60)
+        p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("--lang", default="en")
+        p.add_argument("--seed", type=int, default=1)
+        a = p.parse_args(argv[1:])
+        with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+            textgen(a.rate, a.seconds, a.lang, a.seed)
+        return
+    if argv and argv[0] == "_imageshow":
+        p = argparse.ArgumentParser()
+        p.add_argument("--fps", type=float, default=10)
+        p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("folder")
+        a = p.parse_args(argv[1:])
+        imageshow(a.fps, a.seconds, a.folder)
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=6.0)
+    p.add_argument("--verify-duration", type=float, default=3.0)
+    p.add_argument("--keys", type=int, default=20)
+    p.add_argument("--profiles", default="tight,zrle")
+    p.add_argument("--workloads", default="idle,text,jlog,winmove,image")
+    p.add_argument("--before", action="append", default=[], metavar="REV")
+    p.add_argument("--server", action="append", default=[], metavar="NAME=CMD")
+    p.add_argument("--only", default="", help="comma-separated server names to run")
+    p.add_argument("--port", type=int, default=5967)
+    p.add_argument("--out", default=None, help="STEM: writes STEM.txt and STEM.json")
+    p.add_argument("--note", default="", help="a line for the header (e.g. the git revision)")
+    a = p.parse_args(argv)
+    started = datetime.datetime.now(datetime.UTC)
+    results = run(a)
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True, check=False).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=ROOT,
+                           check=False).returncode  # fmt: skip
+    header = (
+        f"benchmarks/screen.py, {started:%Y-%m-%d %H:%M} UTC, git {rev}"
+        f"{' (src/ modified)' if dirty else ''}"
+        f", {os.cpu_count()} CPUs\ncommand: python -m benchmarks.screen {shlex.join(argv)}\n"
+        + (f"note: {a.note}\n" if a.note else "")
+    )
+    text = header + "\n" + table(results) + "\n"
+    print(text)
+    stem = a.out or str(ROOT / "benchmarks" / "results" / f"{started:%Y-%m-%d}-screen")
+    Path(stem + ".txt").write_text(text)
+    Path(stem + ".json").write_text(json.dumps({"header": header, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
