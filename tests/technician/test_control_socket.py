@@ -387,3 +387,30 @@ async def test_detaching_from_a_shell_ends_the_bridge(
         # The holder hangs up the remote shell and its task for the connection ends.
         await asyncio.wait_for(asyncio.gather(*held.sock._clients), LIMIT)
         assert (await command(path, {"command": "status"}))["event"] == "result"
+
+
+async def test_type_says_why_it_cannot_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short_dir: Path
+) -> None:
+    """A text the agent would refuse is refused before anything is asked; an agent with
+    no display says so; paused control is said at once, in its own words."""
+    async with holding(tmp_path, monkeypatch, short_dir) as held:
+        path = await held.sock.start()
+        bad = await command(path, {"command": "type", "text": "a\x07b"})
+        assert (bad["event"], bad["code"]) == ("error", "bad_text")
+        assert "control character" in bad["message"]
+
+        no_display = await command(path, {"command": "type", "text": "secret"})
+        assert (no_display["event"], no_display["code"]) == ("error", "no_display")
+        assert "no screen or keyboard" in no_display["message"]
+
+        await held.session.pause_control(True)
+
+        async def told() -> None:
+            while not (held.tech.status and held.tech.status.control_paused):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(told(), LIMIT)
+        paused = await command(path, {"command": "type", "text": "secret", "lang": "ja"})
+        assert (paused["event"], paused["code"]) == ("error", "control_paused")
+        assert "一時停止" in paused["message"]

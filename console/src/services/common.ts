@@ -26,6 +26,9 @@ export interface ServiceSession {
   ask(action: Action, details?: Details, purpose?: string): Promise<Answer>;
   readonly granted: readonly string[] | (() => readonly string[]);
   open(kind: string, params?: Record<string, unknown>): Promise<ServiceStream>;
+  /** The agent's last status (TechnicianSession has it): typing is refused at once
+   * while the customer has paused control. */
+  readonly status?: { readonly control_paused: boolean } | null;
 }
 
 /** The session actions in force. */

@@ -92,9 +92,12 @@ export interface TypeTextOptions {
 
 /** Type `text` on the customer's keyboard: asks for `control` unless in force. Resolves
  * with the number of keys typed; throws TypeTextError (checked before anything is
- * asked), ConsentRefused, or the channel's SessionEnded. */
+ * asked; `control_paused` at once while the session's status says so), ConsentRefused,
+ * or the channel's SessionEnded. */
 export async function typeText(session: ServiceSession, text: string, opts: TypeTextOptions = {}): Promise<number> {
   checkText(text);
+  // While paused the agent refuses the stream (consent_required): say why instead.
+  if (session.status?.control_paused) throw new TypeTextError("control_paused");
   const grant = await obtainGrant(session, TYPE_TEXT_ACTION, {}, opts.purpose, opts.onAsking);
   const stream = await openWithGrant(session, TYPE_TEXT_KIND, {}, grant);
   return sendText(stream, text);

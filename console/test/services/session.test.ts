@@ -5,7 +5,7 @@ import type { Stream } from "../../src/protocol/channel";
 import { type AnyMessage, type ControlChannel, type Message, TechnicianSession } from "../../src/protocol/control";
 import { ConsentRefused } from "../../src/services/common";
 import { fetchSystemInfo } from "../../src/services/sysinfo";
-import { typeText } from "../../src/services/typetext";
+import { TypeTextError, typeText } from "../../src/services/typetext";
 import { type MemStream, b64, streamPair, utf8, vectors } from "./pair";
 
 class AgentSide implements ControlChannel<Stream> {
@@ -32,8 +32,8 @@ class AgentSide implements ControlChannel<Stream> {
   }
 
   /** The agent says what is in force now (a status message). */
-  status(granted: string[]): void {
-    this.handler?.({ type: "status", control_paused: false, granted } as Message);
+  status(granted: string[], paused = false): void {
+    this.handler?.({ type: "status", control_paused: paused, granted } as Message);
   }
 
   async openStream(kind: string, params: Record<string, unknown> = {}): Promise<Stream> {
@@ -73,6 +73,15 @@ describe("services on the TechnicianSession", () => {
     const err = await typeText(new TechnicianSession<Stream>(channel), "pw").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConsentRefused);
     expect([(err as ConsentRefused).action, (err as ConsentRefused).reason]).toEqual(["control", "timeout"]);
+    expect(channel.streams).toEqual([]);
+  });
+
+  it("paused control is refused at once, in its own words", async () => {
+    const channel = new AgentSide(grant, async () => {});
+    const session = new TechnicianSession<Stream>(channel);
+    channel.status(["screen", "control"], true);
+    const err = await typeText(session, "pw").catch((e: unknown) => e);
+    expect((err as TypeTextError).reason).toBe("control_paused");
     expect(channel.streams).toEqual([]);
   });
 

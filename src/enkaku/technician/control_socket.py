@@ -494,12 +494,15 @@ class ControlSocket:
 
     async def _type(self, conn: _Conn, request: dict[str, Any]) -> dict[str, Any]:
         """Type ``text`` on the customer's keyboard (needs ``control``; never logged)."""
-        from .typetext import check_text, type_text
+        from .typetext import TypeTextError, check_text, type_text
 
         text = request.get("text")
         if not isinstance(text, str):
             raise self._bad("text")
         check_text(text)  # refused before the customer is asked anything
+        status = self.session.status
+        if status is not None and status.control_paused:  # the agent would refuse it
+            raise TypeTextError("control_paused")
         grant = await self._grant(conn, "control", request)
         stream = await self.session.open("type_text", {}, grant)
         try:
