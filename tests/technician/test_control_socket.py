@@ -406,8 +406,8 @@ async def test_type_says_why_it_cannot_type(
 
         await held.session.pause_control(True)
 
-        async def told() -> None:
-            while not (held.tech.status and held.tech.status.control_paused):
+        async def told() -> None:  # the holder's session has no status hook to wait on
+            while not (held.tech.status and held.tech.status.control_paused):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(told(), LIMIT)
