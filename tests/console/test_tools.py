@@ -72,6 +72,11 @@ def test_every_tool_from_the_page(
         hashlib.sha256(payload).digest()
     )
 
+    # The data used counts what crossed the channel, the file included.
+    page.wait_for_function(
+        f"() => Number(document.getElementById('data-used').dataset.bytes) > {len(payload)}"
+    )
+
     # A file from the customer: browse their folder, take it.
     wanted = os.urandom(2 * 1024 * 1024 + 5)
     (work / "report.bin").write_bytes(wanted)
