@@ -192,6 +192,7 @@ export async function receiveScreenshot(stream: ServiceStream, maxBytes = MAX_BY
       checked = true;
     }
   }
+  await stream.writeEof().catch(() => {}); // both ends done: the mux forgets the stream
   const png = concat(parts, size);
   const [width, height] = await checkPng(png);
   return { blob: new Blob([png as BlobPart], { type: "image/png" }), width, height };

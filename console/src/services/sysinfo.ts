@@ -68,6 +68,7 @@ export async function readReport(stream: ServiceStream): Promise<Report> {
     }
     chunks.push(chunk);
   }
+  await stream.writeEof().catch(() => {}); // both ends done: the mux forgets the stream
   const bytes = concat(chunks, size);
   let text: string;
   try {

@@ -35,6 +35,7 @@ describe("screenshots", () => {
     expect([shot.width, shot.height]).toEqual([vectors.screenshot.width, vectors.screenshot.height]);
     expect(shot.blob.type).toBe("image/png");
     expect(new Uint8Array(await shot.blob.arrayBuffer())).toEqual(png);
+    expect(session.opened[0]!.wroteEof).toBe(true); // the stream is closed both ways
   });
 
   it("no_display, a refusal, a cut stream and a denial are their own errors", async () => {

@@ -30,6 +30,7 @@ describe("system information", () => {
     expect(asking).toEqual(["system_info"]);
     expect(session.opened[0]!.kind).toBe("system_info");
     expect(session.opened[0]!.params).toEqual({ grant: 1 });
+    expect(session.opened[0]!.wroteEof).toBe(true); // the stream is closed both ways
   });
 
   it("does not ask again while the session grant is in force", async () => {
