@@ -256,10 +256,6 @@ const CATALOG = {
   terminal_open: ["Open a terminal", "ターミナルを開く"],
   panel_screenshot: ["Screenshot", "スクリーンショット"],
   panel_terminal: ["Terminal", "ターミナル"],
-  tool_unavailable: [
-    "This tool is not available in this version of the console.",
-    "このバージョンのコンソールではこのツールを使えません。",
-  ],
   asking_customer: ["Asking the customer…", "お客様に確認しています…"],
   err_denied_action: [
     "The customer did not allow this: {reason}.",
@@ -399,6 +395,11 @@ export function t(key: Key, params: Record<string, string | number> = {}): strin
   return text.replace(/\{(\w+)\}/g, (m, name: string) =>
     name in params ? String(params[name]) : m,
   );
+}
+
+/** Every catalog entry as [key, English, Japanese] (for the catalog's own tests). */
+export function entries(): [Key, string, string][] {
+  return (Object.keys(CATALOG) as Key[]).map((k) => [k, CATALOG[k][0], CATALOG[k][1]]);
 }
 
 export function hasKey(key: string): key is Key {

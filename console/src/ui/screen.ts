@@ -9,6 +9,7 @@
 // the mode makes noVNC send its list again.
 
 import RFB from "@novnc/novnc";
+import { withoutJpeg } from "./encodings";
 
 /** What the page uses of noVNC's RFB (core/rfb.js, docs/API.md). */
 export interface RfbView extends EventTarget {
@@ -32,16 +33,10 @@ type EncodingsFn = (sock: unknown, encodings: number[]) => void;
 
 const RfbClass = RFB as unknown as RfbConstructor & { messages: { clientEncodings: EncodingsFn } };
 
-const QUALITY_LEVEL_FIRST = -32; // pseudoEncodingQualityLevel0
-const QUALITY_LEVEL_LAST = -23; // pseudoEncodingQualityLevel9
-
 let lossless = false;
 const originalEncodings = RfbClass.messages.clientEncodings;
 RfbClass.messages.clientEncodings = (sock, encodings) =>
-  originalEncodings(
-    sock,
-    lossless ? encodings.filter((e) => e < QUALITY_LEVEL_FIRST || e > QUALITY_LEVEL_LAST) : encodings,
-  );
+  originalEncodings(sock, lossless ? withoutJpeg(encodings) : encodings);
 
 export type Quality = "lossless" | "high" | "balanced" | "fast";
 
