@@ -1,4 +1,5 @@
 import { sha256 } from "@noble/hashes/sha2.js";
+import type { Terminal } from "@xterm/xterm";
 import { describe, expect, it } from "vitest";
 import { ConsentRefused, hex } from "../../src/services/common";
 import {
@@ -18,6 +19,9 @@ import {
 import { FakeSession, type MemStream, b64, text, until, utf8, vectors } from "./pair";
 
 const v = vectors.terminal;
+
+/** @xterm/xterm's Terminal is an XtermLike (checked by `tsc --noEmit`). */
+export const xtermFits: (term: Terminal) => XtermLike = (term) => term;
 
 /** The agent's frames as the Python decoder on the agent sees them from the technician. */
 function technicianFrames(bytes: Uint8Array): Array<[number, Uint8Array]> {
