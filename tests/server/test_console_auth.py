@@ -695,3 +695,46 @@ async def test_the_start_page_points_to_the_console(con: Console) -> None:
     assert status == 200
     assert 'href="/console/"' in text
     assert "技術者コンソール" in text and "technician console" in text
+
+
+async def test_over_the_servers_own_tls_the_cookie_is_secure(tmp_path: Path) -> None:
+    import ssl
+
+    from enkaku.server.app import ssl_context
+    from tests.e2e.test_tls import make_pki
+
+    ca, cert, key = make_pki(tmp_path)
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path}/t.db",
+        node_id="test-node",
+        tls_cert=cert,
+        tls_key=key,
+        console_dir=make_static(tmp_path / "static"),
+    )
+    app = build_app(settings)
+    server = TestServer(app, scheme="https", host="127.0.0.1")
+    await server.start_server(ssl=ssl_context(settings))
+    try:
+        await app[SERVICES].store.create_technician("tech", PASSWORD)
+        client_tls = ssl.create_default_context(cafile=str(ca))
+        port = server.port
+        origin = f"https://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            async with http.post(
+                f"{origin}{API}/auth/console",
+                json={"username": "tech", "password": PASSWORD},
+                headers={"Origin": origin},
+                ssl=client_tls,
+            ) as r:
+                assert r.status == 200, await r.text()
+                _, line = cookie_of(r)
+            async with http.get(f"{origin}/console/login.html", ssl=client_tls) as r:
+                assert r.status == 200
+                csp = r.headers["Content-Security-Policy"]
+                hsts = r.headers["Strict-Transport-Security"]
+    finally:
+        await server.close()
+    attrs = [a.strip().lower() for a in line.split(";")]
+    assert "secure" in attrs and "httponly" in attrs and "samesite=strict" in attrs
+    assert f"connect-src 'self' wss://127.0.0.1:{port};" in csp
+    assert hsts.startswith("max-age=")
