@@ -738,3 +738,23 @@ async def test_over_the_servers_own_tls_the_cookie_is_secure(tmp_path: Path) -> 
     assert "secure" in attrs and "httponly" in attrs and "samesite=strict" in attrs
     assert f"connect-src 'self' wss://127.0.0.1:{port};" in csp
     assert hsts.startswith("max-age=")
+
+
+async def test_codes_cannot_be_guessed_through_the_account_settings(con: Console) -> None:
+    secret, _ = await con.enrol()
+    cookie, csrf = await signed_in_with(con, secret)
+    wrong = "000000" if totp.now_code(secret) != "000000" else "111111"
+    seen = []
+    for _ in range(8):
+        status, body, resp = await con.call(
+            "DELETE",
+            f"{API}/me/totp",
+            json={"password": PASSWORD, "code": wrong},
+            cookie=cookie,
+            csrf=csrf,
+        )
+        seen.append((status, body["error"]["code"]))
+    assert seen[0] == (403, "totp_wrong")
+    assert seen[-1] == (429, "rate_limited") and int(resp.headers["Retry-After"]) > 0
+    tech = await con.svc.store.technician_by_name("tech")
+    assert tech is not None and tech.totp_secret == secret

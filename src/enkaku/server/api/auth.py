@@ -233,24 +233,41 @@ async def sign_in(
     return tech
 
 
-async def _check_password(ctx: Context, password: str) -> None:
-    """The signed-in technician's password again (limited like a login): 403 if wrong."""
+async def _check_password(
+    ctx: Context, password: str, *, second_factor: str | None = None
+) -> Technician:
+    """The signed-in technician's password again, and with ``second_factor`` also a
+    current code or a recovery code, in one attempt limited like a login: 403
+    ``password_wrong`` (or the second factor's failure code) if not. A wrong code counts
+    as a failed login, so codes cannot be guessed here without limit either."""
     svc = services(ctx)
     peer = client_address(ctx)
-    tech = ctx.tech
+    name = ctx.tech.username
     try:
-        wait = svc.limits.login.begin(tech.username, peer)
+        wait = svc.limits.login.begin(name, peer)
     except RateLimited as exc:
         raise rate_limited(exc) from None
-    ok = False
+    failure: str | None = "password_wrong"
+    tech = None
     try:
         await svc.limits.pause(wait)
-        ok = await svc.store.verify_password(tech.id, password)
+        tech = await _fresh(ctx)
+        if await svc.store.verify_password(tech.id, password):
+            failure = None
+            if second_factor is not None:
+                if tech.totp_secret is None:
+                    failure = "totp_not_enrolled"
+                else:
+                    failure = await _second_factor(ctx, tech, second_factor, None)
     finally:
-        svc.limits.login.finish(tech.username, peer, ok=ok)
-    if not ok:
-        await svc.store.audit("server", "password_check_failed", technician_id=tech.id)
-        raise ApiError(403, "password_wrong")
+        svc.limits.login.finish(name, peer, ok=failure is None)
+    if failure is not None:
+        await svc.store.audit(
+            "server", "password_check_failed", technician_id=ctx.tech.id, detail=failure
+        )
+        raise ApiError(409 if failure == "totp_not_enrolled" else 403, failure)
+    assert tech is not None
+    return tech
 
 
 async def _fresh(ctx: Context) -> Technician:
@@ -340,8 +357,7 @@ def _issuer(ctx: Context) -> str:
 @api.route("POST", "/me/totp", body=PasswordCheck, response=TotpEnrolment)
 async def totp_begin(ctx: Context, body: PasswordCheck) -> TotpEnrolment:
     """Start enrolling an authenticator: a new secret as text, otpauth URI and QR code."""
-    await _check_password(ctx, body.password)
-    tech = await _fresh(ctx)
+    tech = await _check_password(ctx, body.password)
     if tech.totp_secret is not None:
         raise ApiError(409, "totp_already_enrolled")
     secret = totp.new_secret()
@@ -370,14 +386,7 @@ async def totp_confirm(ctx: Context, body: TotpConfirm) -> RecoveryCodes:
 
 
 async def _check_second_factor(ctx: Context, body: SecondFactorCheck) -> Technician:
-    await _check_password(ctx, body.password)
-    tech = await _fresh(ctx)
-    if tech.totp_secret is None:
-        raise ApiError(409, "totp_not_enrolled")
-    failure = await _second_factor(ctx, tech, body.code, None)
-    if failure is not None:
-        raise ApiError(403, failure)
-    return tech
+    return await _check_password(ctx, body.password, second_factor=body.code)
 
 
 @api.route("DELETE", "/me/totp", body=SecondFactorCheck)
