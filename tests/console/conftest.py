@@ -81,7 +81,20 @@ def new_page(browser: Any, locale: str = "en-US", width: int = 1280, height: int
     context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(60_000)
+    # Anything the Content-Security-Policy blocked (an inline script, eval, a foreign
+    # connection) is a bug of the pages: collected here, checked by csp_violations().
+    page.csp_errors = []
+    page.on(
+        "console",
+        lambda msg: (
+            page.csp_errors.append(msg.text) if "Content Security Policy" in msg.text else None
+        ),
+    )
     return page
+
+
+def csp_violations(page: Any) -> list[str]:
+    return list(page.csp_errors)
 
 
 @pytest.fixture
@@ -89,6 +102,7 @@ def page(browser: Any) -> Iterator[Any]:
     p = new_page(browser)
     try:
         yield p
+        assert csp_violations(p) == []
     finally:
         p.context.close()
 
