@@ -13,6 +13,12 @@ Keys arrive two ways (RFC 6143 §7.5.4 and the QEMU Extended Key Event):
 
 Pointer: RFB button mask bits 0..7 are X buttons 1..8; bits 3..6 (wheel up, down, left,
 right) are clicks, pressed and released when the bit turns on.
+
+Each event costs as few round trips to the X server as it can: the keymap is read once
+and again only after a MappingNotify (the X server sends one to every client when any
+program changes the mapping; they are picked up without waiting), the Shift and Caps
+Lock state comes from one ``XQueryPointer`` (the keymap is queried only when a Shift is
+down and has to be let go), and the fake events are flushed, not synced.
 """
 
 from __future__ import annotations
@@ -179,6 +185,7 @@ class X11Input:
         self._held_keys: dict[tuple[str, int], int] = {}  # ("sym"|"scan", code) -> keycode
         self._buttons = 0  # RFB mask of held buttons 1, 2, 3, 8
         self._bound: dict[int, int] = {}  # keysym -> spare keycode bound to it
+        self._event = x11lib.XEvent()
         self._spare_order: list[int] = []  # bound spare keycodes, least recent first
 
     # -- keyboard mapping -----------------------------------------------------------------
@@ -205,6 +212,15 @@ class X11Input:
                 self._shift_keycodes = {kc for kc in shift if kc}
             finally:
                 x11.XFreeModifiermap(modmap)
+
+    def _mapping_changed(self) -> bool:
+        """Whether a MappingNotify arrived since the last look (reads what is there)."""
+        x11, dpy = self._conn.x11, self._conn.dpy
+        changed = False
+        while x11.XPending(dpy):  # flushes, reads without blocking; no round trip
+            x11.XNextEvent(dpy, ctypes.byref(self._event))
+            changed = changed or self._event.type == x11lib.MAPPING_NOTIFY
+        return changed
 
     def _syms(self, keycode: int) -> list[int]:
         return self._keymap[keycode - self._min_keycode]
@@ -261,12 +277,9 @@ class X11Input:
     # -- state --------------------------------------------------------------------------
 
     def _modifier_state(self) -> tuple[set[int], bool]:
-        """(Shift keycodes currently down, Caps Lock on)."""
+        """(Shift keycodes currently down, Caps Lock on): one round trip, two when a
+        Shift is down."""
         x11, dpy = self._conn.x11, self._conn.dpy
-        keys = (ctypes.c_char * 32)()
-        x11.XQueryKeymap(dpy, keys)
-        raw = bytes(keys)
-        down = {kc for kc in self._shift_keycodes if raw[kc // 8] & (1 << (kc % 8))}
         root, child = x11lib.XID(), x11lib.XID()
         ints = [ctypes.c_int() for _ in range(4)]
         mask = ctypes.c_uint()
@@ -275,6 +288,12 @@ class X11Input:
             *map(ctypes.byref, ints), ctypes.byref(mask),
         )  # fmt: skip
         self._conn.check()
+        down: set[int] = set()
+        if mask.value & x11lib.SHIFT_MASK:
+            keys = (ctypes.c_char * 32)()
+            x11.XQueryKeymap(dpy, keys)
+            raw = bytes(keys)
+            down = {kc for kc in self._shift_keycodes if raw[kc // 8] & (1 << (kc % 8))}
         return down, bool(mask.value & x11lib.LOCK_MASK)
 
     def _fake_key(self, keycode: int, down: bool) -> None:
@@ -317,7 +336,8 @@ class X11Input:
         if not _is_valid_keysym(keysym):
             logger.debug("keysym %#x is not a key; ignored", keysym)
             return
-        self._load_keymap()  # cheap, and follows layout changes made on the machine
+        if self._mapping_changed():  # follows layout changes made on the machine
+            self._load_keymap()
         found = self._find(keysym)
         if found is None:
             self._press(ident, self._bind_spare(keysym), None)
