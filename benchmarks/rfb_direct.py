@@ -25,6 +25,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from enkaku.agent.capture.x11 import X11Capture
 from enkaku.agent.input.x11 import X11Input
@@ -44,11 +45,15 @@ def is_loopback(host: str) -> bool:
 class DirectServer:
     """Accepts TCP connections and runs one ``RFBService`` at a time."""
 
-    def __init__(self, display: str, max_fps: float) -> None:
+    def __init__(self, display: str, max_fps: float | None) -> None:
         self.display = display
         self.max_fps = max_fps
         self._one_at_a_time = asyncio.Lock()
         self._count = 0
+
+    def _fps(self) -> dict[str, Any]:
+        """max_fps for RFBService, when given (else the service's own default)."""
+        return {} if self.max_fps is None else {"max_fps": self.max_fps}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one viewer connection (after the previous one has ended)."""
@@ -76,7 +81,7 @@ class DirectServer:
                     read,
                     write,
                     name=f"enkaku rfb_direct {self.display}",
-                    max_fps=self.max_fps,
+                    **self._fps(),
                 )
                 await service.run()
             except (ConnectionError, EOFError) as exc:
@@ -94,7 +99,7 @@ class DirectServer:
                 log.info("connection %d closed", n)
 
 
-async def serve(host: str, port: int, display: str, max_fps: float) -> int:
+async def serve(host: str, port: int, display: str, max_fps: float | None) -> int:
     """Listen on host:port until SIGTERM/SIGINT."""
     direct = DirectServer(display, max_fps)
     server = await asyncio.start_server(direct.handle, host, port)
@@ -104,7 +109,7 @@ async def serve(host: str, port: int, display: str, max_fps: float) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(
         f"rfb_direct: serving {display} on {host}:{port} (no auth, no encryption; "
-        f"benchmarks only), max_fps={max_fps:g}",
+        f"benchmarks only), max_fps={'default' if max_fps is None else f'{max_fps:g}'}",
         file=sys.stderr,
         flush=True,
     )
@@ -126,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--display", required=True, help="X display to serve, e.g. :42")
     p.add_argument("--port", type=int, default=5942, help="TCP port (default 5942)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    p.add_argument("--max-fps", type=float, default=30.0, help="RFBService max_fps (default 30)")
+    p.add_argument(
+        "--max-fps", type=float, default=None, help="RFBService max_fps (default: its own)"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
     args = p.parse_args(argv)
     if not is_loopback(args.host):
@@ -136,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.max_fps <= 0:
+    if args.max_fps is not None and args.max_fps <= 0:
         print("rfb_direct: --max-fps must be > 0", file=sys.stderr)
         return 2
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]

@@ -517,3 +517,40 @@ async def test_jpeg_areas_are_refreshed_losslessly_when_idle() -> None:
     assert pipe.from_server.empty()  # refreshed once, then quiet
     await pipe.to_server.put(b"")  # EOF
     await asyncio.wait_for(task, 10)
+
+
+# -- scroll detection ----------------------------------------------------------------
+
+
+def _text_block(rows: int, cols: int, seed: int) -> np.ndarray:
+    """BGRX 'terminal' rows: every 4th row blank, the others distinct, X bytes garbage."""
+    rng = np.random.default_rng(seed)
+    block = np.zeros((rows, cols, 4), dtype=np.uint8)
+    block[..., :3] = rng.integers(0, 2, (rows, cols, 1)) * 255
+    block[::4, :, :3] = 40
+    block[..., 3] = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
+    return block
+
+
+@pytest.mark.parametrize("dy", [1, 13, 40, -7])
+def test_find_vertical_copy_finds_the_shift(dy: int) -> None:
+    from enkaku.agent.rfbservice import find_vertical_copy
+
+    tall = _text_block(200, 96, seed=dy % 17)
+    old = tall[50:150]
+    new = tall[50 + dy : 150 + dy].copy()
+    new[..., 3] = 7  # X bytes differ: ignored
+    found = find_vertical_copy(old, new)
+    assert found is not None
+    a, b, shift = found
+    assert shift == dy
+    assert b - a == 100 - abs(dy)
+    np.testing.assert_array_equal(new[a:b, :, :3], old[a + shift : b + shift, :, :3])
+
+
+def test_find_vertical_copy_rejects_unrelated_content() -> None:
+    from enkaku.agent.rfbservice import find_vertical_copy
+
+    assert find_vertical_copy(_text_block(80, 64, 1), _text_block(80, 64, 2)) is None
+    blank = np.full((80, 64, 4), 40, dtype=np.uint8)
+    assert find_vertical_copy(blank, blank.copy()) is None  # nothing moved

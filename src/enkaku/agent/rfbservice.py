@@ -8,12 +8,23 @@ Two tasks per connection (three with a clipboard), all owned by ``run()``:
 
 - the **reader** feeds ``read()`` into the server, answers with ``write()`` and injects
   input events in order;
-- the **updater** waits until the client wants an update, polls the screen at most
-  ``max_fps`` times a second, and sends the changed rectangles (the whole requested
-  area for non-incremental requests). Writes are awaited, so a slow peer slows capture
+- the **updater** waits until the client wants an update and the screen changed, and
+  sends the changed rectangles (the whole requested area for non-incremental requests),
+  at most ``max_fps`` updates a second. Writes are awaited, so a slow peer slows capture
   down instead of filling memory. Areas sent as JPEG are sent again losslessly once
   they have stayed unchanged for ``LOSSLESS_REFRESH_DELAY`` (TigerVNC does the same), so
   the viewer's picture ends up exact; noVNC always asks for JPEG.
+
+With a capture that reports damage as events (``X11Capture``: ``fileno()``,
+``events_queued()``, ``grab_rects()``), the updater is **event-driven**: it sleeps until
+the X server reports damage (nothing is read or compared while the screen is still),
+captures only the damaged rectangles into its own copy of the screen, trims each to the
+pixels that really changed, finds vertical scrolls in them (row hashes against the
+previous pixels: a CopyRect plus the newly exposed strip instead of the whole area), and
+sends the update as soon as one is allowed: at once for the first change after input from
+the viewer or after a quiet spell, else one frame interval after the previous update
+(damage meanwhile is coalesced into that one update). Other captures are polled
+``max_fps`` times a second and compared tile by tile.
 
 With a ``Clipboard``, a third task, the **clipboard** watcher, reads the customer's
 clipboard when another program copies and offers the text to the viewer
@@ -32,7 +43,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,12 +54,24 @@ from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.rfb import RFBServer, State, UpdateRequest
 from enkaku.protocol.rfb import messages as m
 from enkaku.protocol.rfb.encodings import Rect, RectLike
+from enkaku.protocol.rfb.encodings.copyrect import Copy
 from enkaku.protocol.rfb.pixelformat import Frame
 from enkaku.protocol.rfb.server import ClipboardAnnounced, ClipboardDropped, ClipboardRequested
 
 logger = logging.getLogger(__name__)
 
 TILE = 64
+#: Beyond this many damaged rectangles, one capture of their bounding box is cheaper than
+#: a round trip to the X server per rectangle.
+MAX_GRAB_RECTS = 32
+#: The first screen change within this many seconds of input from the viewer goes out
+#: at once, without waiting for the frame interval (key-to-screen latency).
+INPUT_FAST_PATH = 0.25
+#: Scroll detection: the smallest damaged area (rows, columns) worth hashing, and the
+#: fewest rows a copy must cover to be sent as one.
+SCROLL_MIN_ROWS = 24
+SCROLL_MIN_COLS = 64
+COPY_MIN_ROWS = 8
 #: ``on_clipboard`` directions (also the audit event names the session reports).
 TO_CUSTOMER = "clipboard_to_customer"
 FROM_CUSTOMER = "clipboard_from_customer"
@@ -103,6 +126,73 @@ class _Poll:
     frame: Frame | None = None
     resized: tuple[int, int] | None = None
     cursor: CursorImage | None = None
+    #: More damage was reported while this poll ran: poll again.
+    more: bool = False
+    copies: list[Copy] = field(default_factory=list)
+
+
+def _changed_box(old: Frame, new: Frame) -> Rect | None:
+    """The bounding box of the pixels that differ between two blocks, or None."""
+    diff = (old[..., :3] != new[..., :3]).any(axis=2)
+    rows = np.flatnonzero(diff.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(diff.any(axis=0))
+    y0, x0 = int(rows[0]), int(cols[0])
+    return Rect(x0, y0, int(cols[-1]) + 1 - x0, int(rows[-1]) + 1 - y0)
+
+
+def _row_hashes(pixels: Frame) -> list[int]:
+    """One hash per row of a BGRX block, the X bytes ignored."""
+    values = np.ascontiguousarray(pixels).view("<u4")[..., 0] & 0xFFFFFF
+    return [hash(row.tobytes()) for row in values]
+
+
+def find_vertical_copy(old: Frame, new: Frame) -> tuple[int, int, int] | None:
+    """A vertical move inside a block: (first row, end row, dy) such that ``new`` rows
+    first..end-1 equal ``old`` rows first+dy..end-1+dy exactly; None when no run of at
+    least ``COPY_MIN_ROWS`` rows moved.
+
+    Rows whose content is common in ``old`` (blank lines) cast no vote for the shift, so
+    a mostly empty terminal still scrolls by the distance its text moved.
+    """
+    h = new.shape[0]
+    old_h = _row_hashes(old)
+    new_h = _row_hashes(new)
+    where: dict[int, list[int]] = {}
+    for j, value in enumerate(old_h):
+        where.setdefault(value, []).append(j)
+    votes: dict[int, int] = {}
+    for i, value in enumerate(new_h):
+        if value == old_h[i]:
+            continue
+        places = where.get(value)
+        if places is None or len(places) > 4:
+            continue
+        for j in places:
+            votes[j - i] = votes.get(j - i, 0) + 1
+    if not votes:
+        return None
+    dy = max(votes, key=lambda d: votes[d])
+    if votes[dy] < COPY_MIN_ROWS // 2:
+        return None
+    best: tuple[int, int] | None = None
+    start = None
+    lo, hi = max(0, -dy), min(h, h - dy)
+    for i in range(lo, hi + 1):
+        same = i < hi and new_h[i] == old_h[i + dy]
+        if same and start is None:
+            start = i
+        elif not same and start is not None:
+            if best is None or i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    if best is None or best[1] - best[0] < COPY_MIN_ROWS:
+        return None
+    a, b = best
+    if not np.array_equal(new[a:b, :, :3], old[a + dy : b + dy, :, :3]):
+        return None  # a hash collision
+    return a, b, dy
 
 
 class RFBService:
@@ -117,7 +207,7 @@ class RFBService:
         *,
         name: str,
         control_allowed: Callable[[], bool] = lambda: True,
-        max_fps: float = 30,
+        max_fps: float = 60,
         clipboard: Clipboard | None = None,
         clipboard_allowed: Callable[[], bool] = lambda: False,
         on_clipboard: Callable[[str, int], Awaitable[None] | None] | None = None,
@@ -144,6 +234,12 @@ class RFBService:
         self._clipboard_changed = asyncio.Event()
         self._offered: str | None = None  # the customer's text we last offered the viewer
         self._last_text: str | None = None  # the last text that crossed either way
+        self._event_fd: int | None = None  # the capture reports damage as events on it
+        self._armed = False  # watching _event_fd
+        self._dirty = True  # damage reported and not polled yet
+        self._input_at: float | None = None  # input not yet followed by a poll
+        #: Screen polls (capture calls) so far: for tests and benchmarks.
+        self.polls = 0
         #: Texts and offers from the viewer dropped: clipboard not allowed, or too long.
         self.clipboard_dropped = 0
 
@@ -156,6 +252,9 @@ class RFBService:
         """Serve the connection until the peer closes it or it fails; always cleans up."""
         width, height = await asyncio.to_thread(lambda: self._capture.size)
         self._server = RFBServer(width, height, self._name)
+        fileno = getattr(self._capture, "fileno", None)
+        if callable(fileno) and callable(getattr(self._capture, "grab_rects", None)):
+            self._event_fd = await asyncio.to_thread(fileno)
         reader = asyncio.create_task(self._read_loop(), name="rfb-reader")
         updater = asyncio.create_task(self._update_loop(), name="rfb-updater")
         tasks = {reader, updater}
@@ -179,6 +278,7 @@ class RFBService:
                     else:
                         raise exc
         finally:
+            self._disarm()
             if unwatch is not None:
                 unwatch()
             for task in tasks | background:
@@ -217,12 +317,15 @@ class RFBService:
         match event:
             case m.KeyEvent(down=down, keysym=keysym):
                 if await self._may_control():
+                    self._note_input()
                     await asyncio.to_thread(self._injector.key, keysym, down)
             case m.QEMUExtendedKeyEvent(down=down, keysym=keysym, keycode=keycode):
                 if await self._may_control():
+                    self._note_input()
                     await asyncio.to_thread(self._injector.key, keysym, down, keycode)
             case m.PointerEvent(buttons=buttons, x=x, y=y):
                 if await self._may_control():
+                    self._note_input()
                     await asyncio.to_thread(self._injector.pointer, x, y, buttons)
             case m.ClientCutText(text=text):
                 await self._handle_cut_text(text)
@@ -241,6 +344,10 @@ class RFBService:
                 pass  # the viewer's clipboard is empty now: nothing to do
             case _:
                 self._wake.set()  # requests, pixel format, encodings, continuous updates
+
+    def _note_input(self) -> None:
+        """Input is about to reach the screen: its result goes out without pacing."""
+        self._input_at = asyncio.get_running_loop().time()
 
     async def _may_control(self) -> bool:
         allowed = self._control_allowed()
@@ -342,13 +449,30 @@ class RFBService:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if request.incremental and (delay := next_at - loop.time()) > 0:
+            now = loop.time()
+            if request.incremental and self._event_fd is not None and self._previous is not None:
+                self._arm(loop)
+                if not self._dirty and not server.has_pending_pseudo:
+                    if not any(request.region.intersect(d) for d in self._damage):
+                        due = self._changed_at + LOSSLESS_REFRESH_DELAY if self._lossy else None
+                        if due is None or due > now:
+                            await self._sleep_or_wake(None if due is None else due - now)
+                            continue
+                elif not self._input_recent(now) and (delay := next_at - now) > 0:
+                    await self._sleep_or_wake(delay)  # coalesce damage until the next frame
+                    continue
+            elif request.incremental and (delay := next_at - now) > 0:
                 await self._sleep_or_wake(delay)
                 continue
             # The frame interval runs from the start of this poll, so capture and encoding
             # time is not added to it (measured: 41-56 ms gaps at max_fps=30 before).
-            started = loop.time()
+            started = now
+            self._disarm()  # the poll reads the X connection itself
+            self._dirty = False
+            self._input_at = None
             poll = await asyncio.to_thread(self._poll, request)
+            if poll.more:
+                self._dirty = True
             if poll.resized is not None:
                 self._lossy = []
                 if not server.send_desktop_size(*poll.resized):
@@ -360,29 +484,53 @@ class RFBService:
             request = server.update_requested
             if request is None or poll.frame is None:
                 continue
+            copies = [c for c in poll.copies if request.region.intersect(c.dest) == c.dest]
+            # A copy the request does not wholly cover goes out as pixels instead.
+            self._add_damage([c.dest for c in poll.copies if c not in copies])
             rects = self._take_damage(request)
             lossless = False
-            if not rects and request.incremental and not server.has_pending_pseudo:
+            if not rects and not copies and request.incremental and not server.has_pending_pseudo:
                 if self._lossy and started - self._changed_at >= LOSSLESS_REFRESH_DELAY:
                     rects, lossless = self._take_lossy(request.region), True
                 if not rects:
-                    next_at = started + self._interval
+                    if self._event_fd is None:  # polling: the next poll a frame later
+                        next_at = started + self._interval
                     continue
-            pending = server.begin_framebuffer_update(poll.frame, rects, lossless=lossless)
+            pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
             try:
                 await asyncio.to_thread(pending.encode)
             finally:
                 server.end_framebuffer_update(pending)
-            if rects and not lossless:
+            if (rects or copies) and not lossless:
                 self._changed_at = started
-            self._note_lossy(rects, pending.lossy)
+            self._note_lossy([*rects, *(c.dest for c in copies)], pending.lossy)
             await self._flush()
             next_at = started + self._interval
 
-    async def _sleep_or_wake(self, delay: float) -> None:
+    async def _sleep_or_wake(self, delay: float | None) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _input_recent(self, now: float) -> bool:
+        return self._input_at is not None and now - self._input_at < INPUT_FAST_PATH
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the capture's X connection for damage (once; see ``_on_damage``)."""
+        if not self._armed and self._event_fd is not None:
+            loop.add_reader(self._event_fd, self._on_damage)
+            self._armed = True
+
+    def _disarm(self) -> None:
+        if self._armed and self._event_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._event_fd)
+        self._armed = False
+
+    def _on_damage(self) -> None:
+        # Level-triggered: stop watching until the next poll has read the events.
+        self._disarm()
+        self._dirty = True
+        self._wake.set()
 
     def _take_damage(self, request: UpdateRequest) -> list[Rect]:
         """Damage inside the request (all of ``full``); the rest stays for later."""
@@ -420,8 +568,16 @@ class RFBService:
         """Worker thread: capture, detect damage and size changes, pick up the cursor."""
         server = self._server
         assert server is not None
+        self.polls += 1
         regions = self._capture.changed_regions()
-        if regions == [] and self._previous is not None and request.incremental:
+        event = self._event_fd is not None
+        if event and regions is not None and self._previous is not None and request.incremental:
+            copies = self._grab_damage(regions)
+            if copies is not None:
+                cursor = self._new_cursor()  # before looking at the queue: it reads events
+                more = self._capture.events_queued()  # type: ignore[attr-defined]
+                return _Poll(self._previous, cursor=cursor, more=more, copies=copies)
+        elif regions == [] and self._previous is not None and request.incremental:
             return _Poll(self._previous, cursor=self._new_cursor())
         frame = self._capture.grab()
         h, w = frame.shape[:2]
@@ -440,7 +596,68 @@ class RFBService:
         else:
             self._add_damage(changed_tiles(self._previous, frame))
         self._previous = frame
-        return _Poll(frame, cursor=self._new_cursor())
+        cursor = self._new_cursor()
+        more = event and self._capture.events_queued()  # type: ignore[attr-defined]
+        return _Poll(frame, cursor=cursor, more=more)
+
+    def _grab_damage(self, regions: list[Rect]) -> list[Copy] | None:
+        """Worker thread: capture the damaged rectangles into ``_previous``, add what
+        really changed to the damage, and return the vertical moves found in it; None
+        when the screen must be grabbed whole (its size changed)."""
+        frame = self._previous
+        assert frame is not None
+        h, w = frame.shape[:2]
+        bounds = Rect(0, 0, w, h)
+        rects = [c for r in regions if (c := bounds.intersect(r)) is not None]
+        if len(rects) > MAX_GRAB_RECTS:
+            box = rects[0]
+            for r in rects[1:]:
+                box = box.union(r)
+            rects = [box]
+        if not rects:
+            return []
+        parts = self._capture.grab_rects(rects)  # type: ignore[attr-defined]
+        if parts is None:
+            return None
+        changed: list[Rect] = []
+        copies: list[Copy] = []
+        unsafe = self._damage + self._lossy  # the viewer's pixels there are not ours
+        for r, new in zip(rects, parts, strict=True):
+            old = frame[r.y : r.y + r.h, r.x : r.x + r.w]
+            diff = (old[..., :3] != new[..., :3]).any(axis=2)
+            rows = np.flatnonzero(diff.any(axis=1))
+            if rows.size == 0:
+                continue
+            y0, y1 = int(rows[0]), int(rows[-1]) + 1
+            moved = None
+            if y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS:
+                # The damaged width, not just the changed columns: a scroll moves whole
+                # lines, most of whose pixels may be the same before and after.
+                moved = find_vertical_copy(old[y0:y1], new[y0:y1])
+            if moved is not None:
+                a, b, dy = moved
+                dest = Rect(r.x, r.y + y0 + a, r.w, b - a)
+                src = Rect(r.x, r.y + y0 + a + dy, r.w, b - a)
+                if any(src.intersect(u) for u in unsafe) or any(
+                    src.intersect(c.dest)
+                    or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
+                    for c in copies
+                ):
+                    moved = None
+                else:
+                    copies.append(Copy(dest, src.x, src.y))
+                    for top, bottom in ((y0, y0 + a), (y0 + b, y1)):  # the exposed strips
+                        if (strip := _changed_box(old[top:bottom], new[top:bottom])) is not None:
+                            changed.append(
+                                Rect(r.x + strip.x, r.y + top + strip.y, strip.w, strip.h)
+                            )
+            if moved is None:
+                cols = np.flatnonzero(diff.any(axis=0))
+                x0, x1 = int(cols[0]), int(cols[-1]) + 1
+                changed.append(Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0))
+            old[...] = new
+        self._add_damage(changed)
+        return copies
 
     def _add_damage(self, rects: Sequence[RectLike]) -> None:
         bounds = Rect(0, 0, *self._previous.shape[1::-1]) if self._previous is not None else None

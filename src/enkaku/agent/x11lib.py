@@ -47,6 +47,8 @@ LOCK_MASK = 1 << 1
 MAPPING_NOTIFY = 34
 NO_SYMBOL = 0
 DAMAGE_REPORT_NON_EMPTY = 3
+QUEUED_ALREADY = 0  # XEventsQueued mode: count what Xlib already read, no I/O
+XFIXES_DISPLAY_CURSOR_NOTIFY_MASK = 1
 IPC_PRIVATE = 0
 IPC_CREAT = 0o1000
 IPC_RMID = 0
@@ -171,6 +173,8 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
         "XSync": (c_int, [Display, c_int]),
         "XFlush": (c_int, [Display]),
         "XPending": (c_int, [Display]),
+        "XEventsQueued": (c_int, [Display, c_int]),
+        "XConnectionNumber": (c_int, [Display]),
         "XNextEvent": (c_int, [Display, _P(XEvent)]),
         "XFree": (c_int, [c_void_p]),
         "XSetErrorHandler": (c_void_p, [c_void_p]),
@@ -206,6 +210,7 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
         "XFixesCreateRegion": (XID, [Display, _P(XRectangle), c_int]),
         "XFixesDestroyRegion": (None, [Display, XID]),
         "XFixesFetchRegion": (_P(XRectangle), [Display, XID, _P(c_int)]),
+        "XFixesSelectCursorInput": (None, [Display, XID, c_ulong]),
     }),
     "Xtst": ("libXtst.so.6", "libxtst6", {
         "XTestQueryExtension": (c_int, [Display, _P(c_int), _P(c_int), _P(c_int),

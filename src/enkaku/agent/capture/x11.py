@@ -1,6 +1,14 @@
 """Screen capture on X11: MIT-SHM grabs of the root window, XDamage change regions,
 XFixes cursor shapes.
 
+Event-driven use (``RFBService``): ``fileno()`` is the X connection's descriptor, which
+becomes readable when the X server reports damage (NonEmpty level: one event per burst,
+whatever the number of drawing requests) or a new cursor shape; ``events_queued()`` tells
+whether such an event was already read into Xlib's queue by another call;
+``changed_regions()`` takes the damaged rectangles and ``grab_rects()`` captures just those
+(one ``XShmGetImage`` per rectangle into the same shared segment), so nothing is read
+while the screen is still and a one-line change costs one line.
+
 Frames come from ``XShmGetImage`` into a System V shared memory segment the X server
 writes directly (no pixel copy through the socket); when the server cannot attach the
 segment (a remote display, a container without shared IPC) we fall back to
@@ -80,6 +88,27 @@ class _ShmImage:
         self.conn.check()
         return bool(ok) and not errors
 
+    def grab_rect(self, root: int, rect: Rect) -> npt.NDArray[np.uint8] | None:
+        """The pixels of ``rect`` (a copy), through the start of the same segment.
+
+        The XImage is narrowed to the rectangle for the request: the server then writes
+        ``rect.h`` rows of ``rect.w`` pixels, packed (32 bpp rows need no padding).
+        """
+        img = self.image.contents
+        saved = img.width, img.height, img.bytes_per_line
+        img.width, img.height, img.bytes_per_line = rect.w, rect.h, rect.w * 4
+        try:
+            ok = self.xext.XShmGetImage(
+                self.conn.dpy, root, self.image, rect.x, rect.y, x11lib.ALL_PLANES
+            )
+            errors = self.conn.take_errors()
+            self.conn.check()
+            if not ok or errors:
+                return None
+            return _image_to_array(img)
+        finally:
+            img.width, img.height, img.bytes_per_line = saved
+
     def close(self) -> None:
         """Detach from the server and free the segment and the XImage."""
         if self.attached and not self.conn.dead:
@@ -141,6 +170,11 @@ class X11Capture:
             self._setup_damage()
             self._has_fixes = self._query("Xfixes", "XFixesQueryExtension")
             self._cursor: CursorImage | None = None
+            #: What was read from the X server, for tests and benchmarks: grabs of the
+            #: whole screen, rectangle grabs, and their pixels.
+            self.full_grabs = 0
+            self.rect_grabs = 0
+            self.pixels_grabbed = 0
         except BaseException:
             if getattr(self, "_shm", None) is not None:
                 self._shm.close()  # type: ignore[union-attr]
@@ -199,6 +233,10 @@ class X11Capture:
             self._conn.dpy, self._conn.root, x11lib.DAMAGE_REPORT_NON_EMPTY
         )
         self._region = fixes.XFixesCreateRegion(self._conn.dpy, None, 0)
+        # New cursor shapes arrive as events too, so an event-driven owner learns of them.
+        fixes.XFixesSelectCursorInput(
+            self._conn.dpy, self._conn.root, x11lib.XFIXES_DISPLAY_CURSOR_NOTIFY_MASK
+        )
         if self._conn.sync_errors():
             self._damage = self._region = 0
 
@@ -229,6 +267,8 @@ class X11Capture:
                         self._shm = None
                 frame = self._grab_shm() if self._use_shm else self._grab_plain()
                 if frame is not None:
+                    self.full_grabs += 1
+                    self.pixels_grabbed += width * height
                     return frame
                 # A resize between XGetGeometry and the grab makes it fail (BadMatch).
             raise CaptureError(f"cannot capture the screen of {self._conn.name!r}")
@@ -240,10 +280,50 @@ class X11Capture:
             return None
         return _image_to_array(self._shm.image.contents)
 
-    def _grab_plain(self) -> npt.NDArray[np.uint8] | None:
+    def fileno(self) -> int | None:
+        """The X connection's descriptor (readable when damage or a cursor change was
+        reported), or None without the DAMAGE extension (then poll ``changed_regions``)."""
+        if not self._damage or not self._conn.dpy:
+            return None
+        return int(self._conn.x11.XConnectionNumber(self._conn.dpy))
+
+    def events_queued(self) -> bool:
+        """Whether damage or cursor events wait in Xlib's queue (read during another
+        call, so ``fileno()`` will not turn readable for them). No I/O."""
+        with self._lock:
+            if not self._conn.dpy or self._conn.dead:
+                return False
+            return bool(self._conn.x11.XEventsQueued(self._conn.dpy, x11lib.QUEUED_ALREADY))
+
+    def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        """The current pixels of each rectangle, as (h, w, 4) BGRX copies; None when the
+        screen size changed (``grab()`` the whole screen then)."""
+        with self._lock:
+            self._check_open()
+            width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
+            if (width, height) != (self._width, self._height):
+                return None
+            parts: list[npt.NDArray[np.uint8]] = []
+            for rect in rects:
+                clipped = self._clip(rect.x, rect.y, rect.w, rect.h)
+                if clipped != rect:
+                    raise ValueError(f"{rect} is not inside the {width}x{height} screen")
+                if self._use_shm and self._shm is not None:
+                    part = self._shm.grab_rect(self._conn.root, rect)
+                else:
+                    part = self._grab_plain(rect)
+                if part is None:
+                    return None  # a resize raced with the grab
+                parts.append(part)
+                self.rect_grabs += 1
+                self.pixels_grabbed += rect.w * rect.h
+            return parts
+
+    def _grab_plain(self, rect: Rect | None = None) -> npt.NDArray[np.uint8] | None:
         x11 = self._conn.x11
+        r = rect if rect is not None else Rect(0, 0, self._width, self._height)
         image = x11.XGetImage(
-            self._conn.dpy, self._conn.root, 0, 0, self._width, self._height,
+            self._conn.dpy, self._conn.root, r.x, r.y, r.w, r.h,
             x11lib.ALL_PLANES, x11lib.ZPIXMAP,
         )  # fmt: skip
         errors = self._conn.take_errors()

@@ -1,0 +1,207 @@
+"""RFBService on a real Xvfb with the real X11Capture: damage-driven, damaged-area-only.
+
+The viewer is the test suite's own decoder on an in-memory pipe; the screen is checked
+against xwd, an independent X client. Waits are polls on what arrived; the idle checks
+count capture calls over a quiet period (nothing draws on the private display).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from enkaku.agent.capture.base import Rect
+from enkaku.agent.capture.x11 import X11Capture
+from enkaku.agent.input.x11 import X11Input
+from enkaku.agent.rfbservice import RFBService
+from enkaku.protocol.rfb import Encoding
+from tests.agent.test_rfbservice import Pipe, RecordingInjector
+from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+from tests.xdisplay import wait_window, x_client, xvfb, xwd_root
+
+pytestmark = pytest.mark.x11
+W, H = 480, 360
+
+
+class CountingCapture(X11Capture):
+    """X11Capture that counts what the service asks of it (works with any version)."""
+
+    def __init__(self, display: str) -> None:
+        super().__init__(display)
+        self.region_calls = 0
+        self.whole_grabs = 0
+        self.rects: list[Rect] = []
+
+    def changed_regions(self) -> list[Rect] | None:
+        self.region_calls += 1
+        return super().changed_regions()
+
+    def grab(self) -> npt.NDArray[np.uint8]:
+        self.whole_grabs += 1
+        return super().grab()
+
+    def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        self.rects.extend(rects)
+        return super().grab_rects(rects)
+
+
+@dataclass
+class Session:
+    display: str
+    capture: CountingCapture
+    service: RFBService
+    pipe: Pipe
+    dec: Decoder
+
+    async def update(self, timeout: float = 20) -> None:
+        """Request an incremental update and wait for it."""
+        n = len(self.dec.updates)
+        await self.pipe.to_server.put(update_request(True, 0, 0, W, H))
+        await self.pipe.receive(self.dec, lambda: len(self.dec.updates) > n, timeout)
+
+    def screen(self) -> npt.NDArray[np.uint32]:
+        rgb = xwd_root(self.display).astype(np.uint32)
+        return rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
+
+    async def until_exact(self, timeout: float = 30) -> None:
+        """Keep one request outstanding until the viewer's picture equals the screen."""
+        deadline = time.monotonic() + timeout
+        while not np.array_equal(self.dec.fb, self.screen()):
+            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
+            await self.update(timeout=max(deadline - time.monotonic(), 0.1))
+
+
+@asynccontextmanager
+async def session(
+    encodings: tuple[int, ...] = (Encoding.ZRLE, Encoding.COPYRECT),
+) -> AsyncIterator[Session]:
+    with xvfb(W, H) as display:
+        capture = CountingCapture(display)
+        pipe = Pipe()
+        service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="x")
+        task = asyncio.create_task(service.run())
+        try:
+            await pipe.handshake()
+            dec = Decoder(W, H, service.server.pixel_format)  # type: ignore[union-attr]
+            await pipe.to_server.put(set_encodings(*encodings))
+            await pipe.to_server.put(update_request(False, 0, 0, W, H))
+            await pipe.receive(dec, lambda: len(dec.updates) == 1)
+            yield Session(display, capture, service, pipe, dec)
+        finally:
+            await pipe.to_server.put(b"")  # EOF
+            await asyncio.wait_for(task, 10)
+            capture.close()
+
+
+async def test_an_idle_screen_is_not_polled() -> None:
+    async with session() as s:
+        assert s.capture.whole_grabs == 1
+        await s.pipe.to_server.put(update_request(True, 0, 0, W, H))
+        await asyncio.sleep(0.2)  # the service is waiting for damage now
+        calls = s.capture.region_calls
+        await asyncio.sleep(1.0)  # a quiet second: the old poll asked 30 times
+        assert s.capture.region_calls == calls
+        assert s.pipe.from_server.empty()
+        # ... and the request outstanding all along is answered once something draws.
+        with x_client(["xterm", "-geometry", "20x4+100+80", "-title", "idle"], s.display):
+            wait_window(s.display, "idle")
+            await s.pipe.receive(s.dec, lambda: len(s.dec.updates) == 2, 20)
+            await s.until_exact()
+
+
+async def test_only_the_damaged_area_is_captured() -> None:
+    async with session() as s:
+        with x_client(["xterm", "-geometry", "20x4+200+150", "-title", "small"], s.display):
+            x, y, w, h = wait_window(s.display, "small")
+            await s.until_exact()
+        await s.until_exact()  # the window is gone again: the wallpaper is back
+        assert s.capture.whole_grabs == 1  # the first update only
+        assert s.capture.rects, "the change was captured as rectangles"
+        window = Rect(x - 4, y - 4, w + 8, h + 8)  # the border is drawn around it
+        for r in s.capture.rects:
+            assert window.intersect(r) == r, f"{r} lies outside the window {window}"
+
+
+async def test_scrolling_text_goes_as_copies_and_stays_exact(tmp_path: Path) -> None:
+    script = tmp_path / "lines.sh"
+    script.write_text("i=0; while [ $i -lt 80 ]; do i=$((i+1)); echo line $i; sleep 0.05; done\n"
+                      "exec sleep 60\n")  # fmt: skip
+    async with session() as s:
+        cmd = ["xterm", "-geometry", "40x12+20+20", "-title", "scroll", "-e", "sh", str(script)]
+        with x_client(cmd, s.display):
+            wait_window(s.display, "scroll")
+            copies = 0
+            deadline = time.monotonic() + 30
+            while copies == 0 and time.monotonic() < deadline:
+                await s.update()
+                copies += sum(r[4] == Encoding.COPYRECT for r in s.dec.updates[-1].rects)
+            assert copies, "a scrolling terminal was never sent as a copy"
+            await asyncio.sleep(4.5)  # the 80 lines are printed
+            await s.until_exact()
+
+
+async def test_the_first_update_after_input_goes_out_at_once() -> None:
+    """A key typed right after an update is answered without waiting for the next frame
+    slot: with max_fps=0.25 the old pacing held it back for four seconds."""
+    with xvfb(W, H) as display:
+        capture = CountingCapture(display)
+        injector = X11Input(display)
+        pipe = Pipe()
+        service = RFBService(capture, injector, pipe.read, pipe.write, name="x", max_fps=0.25)
+        task = asyncio.create_task(service.run())
+        try:
+            await pipe.handshake()
+            dec = Decoder(W, H, service.server.pixel_format)  # type: ignore[union-attr]
+            await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+            with x_client(["xterm", "-geometry", "20x4+10+10", "-title", "keys", "-e", "cat"],
+                          display):  # fmt: skip
+                wx, wy, _w, _h = wait_window(display, "keys")
+                # The pointer into the xterm (focus follows it: no window manager).
+                await pipe.to_server.put(struct.pack("!BBHH", 5, 0, wx + 20, wy + 20))
+                await asyncio.sleep(0.3)
+                await pipe.to_server.put(update_request(False, 0, 0, W, H))
+                await pipe.receive(dec, lambda: len(dec.updates) == 1)
+                await pipe.to_server.put(update_request(True, 0, 0, W, H))
+                before = dec.fb.copy()
+                await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x78")  # 'x' down
+                await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x78")  # 'x' up
+                # Well within the frame interval (4 s) that pacing would have waited out.
+                await pipe.receive(dec, lambda: len(dec.updates) == 2, timeout=3)
+                assert not np.array_equal(before, dec.fb)
+        finally:
+            await pipe.to_server.put(b"")
+            await asyncio.wait_for(task, 10)
+            capture.close()
+            injector.close()
+
+
+def test_capture_reports_damage_on_its_descriptor(tmp_path: Path) -> None:
+    with xvfb(320, 240) as display, X11Capture(display) as cap:
+        assert cap.changed_regions() is None
+        fd = cap.fileno()
+        assert fd is not None
+        assert select.select([fd], [], [], 0.3)[0] == [] and not cap.events_queued()
+        with x_client(["xterm", "-geometry", "10x2+40+30", "-title", "ev"], display):
+            wait_window(display, "ev")
+            assert select.select([fd], [], [], 10)[0] == [fd]
+            time.sleep(0.3)  # let xterm finish drawing
+            regions = cap.changed_regions()
+            assert regions
+            parts = cap.grab_rects(regions)
+            whole = cap.grab()
+        assert parts is not None
+        for r, p in zip(regions, parts, strict=True):
+            assert p.shape == (r.h, r.w, 4) and p.flags.owndata
+            assert np.array_equal(p[..., :3], whole[r.y : r.y + r.h, r.x : r.x + r.w, :3])
+        assert cap.rect_grabs == len(regions)
+        assert cap.pixels_grabbed == sum(r.w * r.h for r in regions) + 320 * 240
