@@ -639,7 +639,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     need("xdotool", "xdotool")
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "git": git_rev(),
+        "git": args.rev or git_rev(),
         "cpus": os.cpu_count(),
         "load_start": load(),
         "chromium": version([CHROMIUM, "--version"]),
@@ -849,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=3, help="keys timed per session (default 3)")
     p.add_argument("--console-dir", type=Path, help="a built console (default: build one)")
     p.add_argument("--out", type=Path, help="STEM for STEM.txt and STEM.json")
+    p.add_argument("--rev", help="the revision measured, when run from an archive without .git")
     args = p.parse_args(argv)
     stem = args.out or REPO / "benchmarks" / "results" / f"{datetime.date.today()}-console"
     try:
