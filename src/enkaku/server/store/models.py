@@ -15,7 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -30,9 +30,12 @@ class Technician(Base):
     display_name: Mapped[str] = mapped_column(String(128))
     company: Mapped[str] = mapped_column(String(128))
     password_hash: Mapped[str] = mapped_column(String(255))
+    #: admin, technician or auditor (read-only; ROLES in repo.py).
     role: Mapped[str] = mapped_column(String(16), default="technician")
     #: Base32 TOTP secret once enrolment was confirmed (None: no second factor).
     totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: False: the account is disabled (no sign-in; its tokens and console sessions stop
+    #: working at once).
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     #: The secret being enrolled, until a code from it is confirmed (0004).
@@ -96,15 +99,100 @@ class Agent(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Customer(Base):
+    """A customer of the support company (0005)."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    contacts: Mapped[list[CustomerContact]] = relationship(
+        lazy="selectin", order_by="CustomerContact.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def emails(self) -> list[str]:
+        return [c.email for c in self.contacts]
+
+
+class CustomerContact(Base):
+    """One contact e-mail address of a customer (personal data)."""
+
+    __tablename__ = "customer_contacts"
+    __table_args__ = (UniqueConstraint("customer_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254))
+
+
 class Contract(Base):
+    """A maintenance contract of one customer."""
+
     __tablename__ = "contracts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
-    customer_name: Mapped[str] = mapped_column(String(200))
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", name="fk_contracts_customer_id"), index=True
+    )
     remote_support: Mapped[bool] = mapped_column(Boolean, default=True)
     valid_from: Mapped[date] = mapped_column(Date)
     valid_until: Mapped[date | None] = mapped_column(Date, nullable=True)
+    #: Sessions per calendar month the contract includes (None: no limit); past it the
+    #: technician is warned, never refused.
+    monthly_sessions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Bytes (both directions) per calendar month the contract includes (None: no limit).
+    monthly_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    customer: Mapped[Customer] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def customer_name(self) -> str:
+        return self.customer.name
+
+
+class AgentLink(Base):
+    """The customer a machine (agent ID) belongs to: at most one row per agent, none
+    while the machine is not linked yet (0005)."""
+
+    __tablename__ = "agent_links"
+
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: How: "consent" (a consented session billed to one of the customer's contracts),
+    #: "enrolment" (an enrolment code in the agent's hello) or "admin".
+    linked_via: Mapped[str] = mapped_column(String(16))
+    #: The session (via consent) or enrolment code (via enrolment) that linked it.
+    session_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    enrolment_code_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class EnrolmentCode(Base):
+    """A code an admin created for a customer; an agent that presents it is linked to
+    that customer. Only its SHA-256 is stored (0005)."""
+
+    __tablename__ = "enrolment_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The code's last four characters, to tell codes apart in a list.
+    hint: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: How many agents may use it (None: any number until it expires or is revoked).
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SupportSession(Base):
@@ -143,6 +231,9 @@ class AuditEvent(Base):
     source: Mapped[str] = mapped_column(String(16))  # server | agent | technician
     event: Mapped[str] = mapped_column(String(48))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: What an admin action acted on, as "kind:id" (customer:3, technician:7, ...;
+    #: 0005); the actor is technician_id. Never a name or an address.
+    target: Mapped[str | None] = mapped_column(String(48), nullable=True)
 
 
 class TermsVersion(Base):

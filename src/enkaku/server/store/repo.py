@@ -20,6 +20,7 @@ from enkaku.protocol.terms import MAX_WIRE, VERSION_PATTERN, Terms, one_month_af
 
 from .models import (
     Agent,
+    AgentLink,
     ApiToken,
     AuditEvent,
     ConsoleSession,
@@ -30,6 +31,7 @@ from .models import (
     TermsAcceptance,
     TermsVersion,
 )
+from .records import ROLES, Records, StoreError, contract_serviceable
 
 register(
     {
@@ -78,10 +80,6 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 TOKEN_LIFETIME = timedelta(days=30)
 
 
-class StoreError(RuntimeError):
-    """A request the data does not allow (duplicate name, unknown contract, ...)."""
-
-
 class TermsRefused(StoreError):
     """A terms version that may not be published; ``key``/``kwargs`` give the message in
     both languages (i18n.both) for the admin CLI."""
@@ -106,6 +104,8 @@ class Store:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
+        #: Customers, contracts, machines' customers, enrolment codes, roles.
+        self.records = Records(self._sessions, clock)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -122,8 +122,8 @@ class Store:
         role: str = "technician",
     ) -> Technician:
         """Add a technician account (argon2id hash of ``password``)."""
-        if role not in ("admin", "technician"):
-            raise StoreError(t("store_unknown_role", role=role))
+        if role not in ROLES:
+            raise StoreError(t("store_role_unknown", role=role))
         pw_hash = await asyncio.to_thread(_hasher.hash, password)
         tech = Technician(
             username=username,
@@ -474,6 +474,8 @@ class Store:
             stale = (
                 Agent.last_seen_at < cutoff,
                 ~exists().where(SupportSession.agent_id == Agent.id),
+                # A machine linked to a customer (by an enrolment code) keeps its ID.
+                ~exists().where(AgentLink.agent_id == Agent.id),
             )
             ids = [i for i in await s.scalars(select(Agent.id).where(*stale)) if i not in keep]
             deleted = 0
@@ -491,30 +493,37 @@ class Store:
     async def create_contract(
         self,
         code: str,
-        customer_name: str,
+        customer: str | int,
         *,
         remote_support: bool = True,
         valid_from: date | None = None,
         valid_until: date | None = None,
+        monthly_sessions: int | None = None,
+        monthly_bytes: int | None = None,
+        actor: int | None = None,
     ) -> Contract:
-        contract = Contract(
-            code=code,
-            customer_name=customer_name,
-            remote_support=remote_support,
-            valid_from=valid_from or self._clock().date(),
-            valid_until=valid_until,
-        )
-        async with self._sessions() as s:
-            s.add(contract)
+        """A contract of ``customer`` (its id, or its name: a customer of that name is
+        created if there is none, as `enkaku contract add --customer` always did)."""
+        if isinstance(customer, str):
             try:
-                await s.commit()
-            except IntegrityError:
-                raise StoreError(t("store_contract_exists", code=code)) from None
-        return contract
+                customer_id = (await self.records.customer(customer)).id
+            except StoreError:
+                customer_id = (await self.records.create_customer(customer, actor=actor)).id
+        else:
+            customer_id = customer
+        return await self.records.create_contract(
+            code,
+            customer_id,
+            remote_support=remote_support,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            monthly_sessions=monthly_sessions,
+            monthly_bytes=monthly_bytes,
+            actor=actor,
+        )
 
     async def list_contracts(self) -> list[Contract]:
-        async with self._sessions() as s:
-            return list(await s.scalars(select(Contract).order_by(Contract.code)))
+        return await self.records.contracts()
 
     async def contract_by_code(self, code: str) -> Contract | None:
         async with self._sessions() as s:
@@ -522,12 +531,7 @@ class Store:
 
     def contract_serviceable(self, contract: Contract) -> str | None:
         """None if remote support may be given under ``contract`` today, else why not."""
-        today = self._clock().date()
-        if not contract.remote_support:
-            return "contract_excludes_remote_support"
-        if contract.valid_from > today or (contract.valid_until and contract.valid_until < today):
-            return "contract_not_in_force"
-        return None
+        return contract_serviceable(contract, self._clock().date())
 
     # -- terms of use -----------------------------------------------------------
 
