@@ -1,12 +1,14 @@
 """The web console against `enkaku connect --vnc-listen` + TigerVNC's viewer, in one run.
 
-``python -m benchmarks.console [--repeat 10] [--keys 3] [--console-dir DIR] [--out STEM]``
+``python -m benchmarks.console [--repeat 10] [--keys 5] [--console-dir DIR] [--out STEM]
+[--rev REV]``
 
 One real ``enkaku server`` (temporary SQLite, a technician and a contract) and one real
 ``enkaku agent --headless --consent allow`` serving a private Xvfb (1024x768) with an
 xterm running ``sh``. Every repetition holds one session on each side, in alternating
 order (console first on even repetitions, the peer first on odd ones), so both sides
-share the machine's load as it comes:
+share the machine's load as it comes. One untimed session per side comes first (warm
+caches; the viewer's window position is found then):
 
 * **console**: Debian's Chromium (``/usr/bin/chromium`` through Playwright, headless;
   never a downloaded browser) signed in to the console; the home page's form is filled
@@ -40,7 +42,12 @@ What is measured per repetition:
     flushed, not at a process start), until a 1 ms poll of the viewer's xterm area sees
     a change. The browser's figure is quantised to its frames (rAF, ~16.7 ms at 60 Hz):
     the canvas is shown at the next frame; Xvfb has no frame clock, so the peer's figure
-    is not.
+    is not. So the page also notes, without changing anything of the console, when it
+    last drew into the screen canvas (``drawImage`` wrapped: noVNC's flip) and when the
+    relay WebSocket sent and received messages (timestamps only): "console to the draw"
+    is keydown -> noVNC drew the echo, and the steps split it into keydown -> record
+    sent, sent -> last record received before the draw, received -> drawn, drawn -> seen
+    at an animation frame.
 
 Prints p50/p95 per side and measurement, the ratios console/peer, the load average at
 the start, per repetition and at the end (the machine may be shared), and writes
@@ -119,6 +126,33 @@ PAGE_HOOKS = r"""
 (() => {
   const B = (window.__bench = { t0: null, marks: {}, frame: null, key: null });
   const wall = () => performance.timeOrigin + performance.now();
+  // Timestamps (never contents) of the relay WebSocket's messages while a key is timed:
+  // the first one sent after the keydown, those received until the canvas changed.
+  // When the page last drew into the visible screen canvas (noVNC's flip draws its
+  // back buffer there with drawImage): the frame is shown at the next animation frame.
+  const nativeDrawImage = CanvasRenderingContext2D.prototype.drawImage;
+  CanvasRenderingContext2D.prototype.drawImage = function (...args) {
+    const r = nativeDrawImage.apply(this, args);
+    const p = this.canvas.parentElement;
+    if (p && p.closest("#screen")) B.lastDraw = performance.now();
+    return r;
+  };
+  B.lastDraw = null;
+  const NativeWebSocket = window.WebSocket;
+  window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", () => {
+        const k = B.key;
+        if (k && k.t0 !== null && k.t1 === null) k.rx.push(performance.now());
+      });
+    }
+    send(data) {
+      const k = B.key;
+      if (k && k.t0 !== null && k.tx === null) k.tx = performance.now();
+      return super.send(data);
+    }
+  };
   document.addEventListener("click", (e) => {
     const t = e.target;
     if (t instanceof Element && t.closest("#connect-submit")) {
@@ -153,7 +187,11 @@ PAGE_HOOKS = r"""
     const c = document.querySelector("#screen canvas");
     if (c && c.width === exp.w && c.height === exp.h) {
       mark("canvas");
-      if (full(c)) { B.frame = wall() - t0; return; }
+      if (full(c)) {
+        B.frame = wall() - t0;
+        if (B.lastDraw !== null) B.marks.drawn = performance.timeOrigin + B.lastDraw - t0;
+        return;
+      }
     }
     requestAnimationFrame(tick);
   }
@@ -163,7 +201,10 @@ PAGE_HOOKS = r"""
     const c = document.querySelector("#screen canvas");
     const ctx = c.getContext("2d");
     const base = new Uint32Array(ctx.getImageData(x, y, w, h).data.buffer);
-    const st = (B.key = { t0: null, t1: null, early: false, frames: 0, first: null, last: null });
+    const st = (B.key = {
+      t0: null, t1: null, early: false, frames: 0, first: null, last: null, tx: null, rx: [],
+      drawn: null,
+    });
     const onKey = () => { if (st.t0 === null) st.t0 = performance.now(); };
     window.addEventListener("keydown", onKey, true);
     const poll = (ts) => {
@@ -173,7 +214,8 @@ PAGE_HOOKS = r"""
       const cur = new Uint32Array(ctx.getImageData(x, y, w, h).data.buffer);
       for (let i = 0; i < cur.length; i++) {
         if (cur[i] !== base[i]) {
-          if (st.t0 === null) st.early = true; else st.t1 = performance.now();
+          if (st.t0 === null) st.early = true;
+          else { st.t1 = performance.now(); st.drawn = B.lastDraw; }
           window.removeEventListener("keydown", onKey, true);
           return;
         }
@@ -413,6 +455,8 @@ class ConsoleSide:
         # noVNC focuses its canvas on connect; keys pressed now go to the remote xterm.
         lat: list[float] = []
         periods: list[float] = []
+        split: list[list[float]] = []
+        drawn: list[float] = []
         x = self.remote.xterm
         for ch in keys:
             time.sleep(random.uniform(0.15, 0.3))
@@ -425,10 +469,20 @@ class ConsoleSide:
             if key["early"]:
                 raise BenchError("the xterm area changed before the key was pressed")
             lat.append(key["t1"] - key["t0"])
+            if key["drawn"] is not None and key["drawn"] >= key["t0"]:
+                drawn.append(key["drawn"] - key["t0"])
+            rx = [r for r in key["rx"] if key["drawn"] is not None and r <= key["drawn"]]
+            if key["tx"] is not None and rx:
+                split.append(
+                    [key["tx"] - key["t0"], rx[-1] - key["tx"], key["drawn"] - rx[-1],
+                     key["t1"] - key["drawn"]]
+                )  # fmt: skip
             if key["frames"] > 1:
                 periods.append((key["last"] - key["first"]) / (key["frames"] - 1))
         result["keys"] = lat
         result["raf_period"] = percentile(periods, 50)
+        result["key_split"] = split
+        result["keys_drawn"] = drawn
         return result
 
     def end(self) -> None:
@@ -795,6 +849,19 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
             for m in names
         }
     out["marks_p50"] = marks
+    split = [k for r in reps for k in r["console"].get("key_split", [])]
+    out["key_split_p50"] = [percentile([k[i] for k in split], 50) for i in range(4)]
+    drawn = [v for r in reps for v in r["console"].get("keys_drawn", [])]
+    out["keys_drawn"] = {
+        "n": len(drawn),
+        "p50": percentile(drawn, 50),
+        "p95": percentile(drawn, 95),
+    }
+    peer = out["keys"]["peer"]
+    for q in ("p50", "p95"):
+        c = out["keys_drawn"][q]
+        out["keys_drawn"][f"ratio_{q}"] = c / peer[q] if c is not None and peer[q] else None
+    out["key_split_n"] = len(split)
     out["raf_period"] = percentile(
         [r["console"]["raf_period"] for r in reps if r["console"].get("raf_period") is not None],
         50,
@@ -830,6 +897,21 @@ def report(result: dict[str, Any]) -> str:
     for side, marks in s["marks_p50"].items():
         steps = sorted(marks.items(), key=lambda kv: kv[1] or 0)
         lines.append(f"  {side}: " + ", ".join(f"{k} {v:.0f}" for k, v in steps))
+    d = s["keys_drawn"]
+    if d["p50"] is not None:
+        lines.append(
+            f"{'(b) console to the draw (n=' + str(d['n']) + ')':34s}"
+            f" {d['p50']:11.1f} {d['p95']:7.1f} {'':9s} {'':7s}"
+            f" {d['ratio_p50']:8.2f} {d['ratio_p95']:8.2f}"
+            "   (keydown -> noVNC drew the change, before the frame shows it)"
+        )
+    tx, net, draw, shown = s["key_split_p50"]
+    if tx is not None:
+        lines.append(
+            f"(b) console steps, median ms (n={s['key_split_n']}): keydown -> record sent {tx:.1f};"
+            f" sent -> last record received before the draw {net:.1f}; received -> drawn"
+            f" {draw:.1f}; drawn -> seen at an animation frame {shown:.1f}"
+        )
     if s.get("raf_period") is not None:
         lines.append(
             f"the page's animation frame period (median): {s['raf_period']:.1f} ms"
@@ -846,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="The web console against enkaku connect + TigerVNC's viewer, one run.",
     )
     p.add_argument("--repeat", type=int, default=10, help="sessions per side (default 10)")
-    p.add_argument("--keys", type=int, default=3, help="keys timed per session (default 3)")
+    p.add_argument("--keys", type=int, default=5, help="keys timed per session (default 5)")
     p.add_argument("--console-dir", type=Path, help="a built console (default: build one)")
     p.add_argument("--out", type=Path, help="STEM for STEM.txt and STEM.json")
     p.add_argument("--rev", help="the revision measured, when run from an archive without .git")
