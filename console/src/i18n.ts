@@ -176,6 +176,10 @@ const CATALOG = {
   ],
   end_confirm: ["End session", "終了する"],
   ended_reason: ["Session ended: {reason}.", "セッションが終了しました: {reason}。"],
+  screen_unavailable: [
+    "The customer's screen is not available (no screen to share, or it stopped). The tools and chat still work.",
+    "お客様の画面を表示できません (共有できる画面がないか、共有が止まりました)。ツールとチャットは引き続き使えます。",
+  ],
   back_home: ["Back to the start page", "ホームに戻る"],
   view_menu: ["View", "表示"],
   scale_fit: ["Fit to window", "ウィンドウに合わせる"],

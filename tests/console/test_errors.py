@@ -82,3 +82,19 @@ def test_terms_not_accepted(tmp_path: Path, console_dir: Path, page: Any) -> Non
     finally:
         world.close()
         terminal.close()
+
+
+def test_a_computer_without_a_screen_keeps_the_tools(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "allow")  # no display at all
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], creds["password"])
+    page.wait_for_selector("#screen-notice:not([hidden])")
+    assert str(page.text_content("#screen-notice")).startswith(
+        "The customer's screen is not available"
+    )
+    assert page.get_attribute("#status", "data-state") == "connected"
+    page.click("#tabs button[data-panel='panel-chat']")
+    page.fill("#chat-text", "no-screen chat 5R")
+    page.click("#chat-form button[type='submit']")
+    wait_for(lambda: "no-screen chat 5R" in agent.stderr(None), 30, "the chat line")

@@ -24,8 +24,20 @@ export function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
+/** Drop-down menus (details.menu) close on a press outside them and on Escape. */
+function closeMenus(except?: EventTarget | null): void {
+  for (const menu of document.querySelectorAll<HTMLDetailsElement>("details.menu[open]")) {
+    if (!(except instanceof Node && menu.contains(except))) menu.open = false;
+  }
+}
+
 /** Translate the page and wire the header's language switch (#lang-switch). */
 export function setupPage(title: Key): void {
+  // Capture phase: the remote screen's canvas handles its own presses.
+  document.addEventListener("pointerdown", (e) => closeMenus(e.target), true);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") closeMenus();
+  });
   const apply = () => {
     applyI18n(document);
     document.title = `${t(title)} — ${t("app_name")}`;

@@ -15,7 +15,7 @@ import { setupTypeText } from "./panels/typetext";
 
 export interface PanelContext {
   session: Tracked;
-  screen: Screen;
+  screen: Screen | null;
   channel: unknown;
 }
 
@@ -103,6 +103,7 @@ function setupClipboard(ctx: PanelContext): void {
   byId("clipboard-send").addEventListener("click", async () => {
     try {
       await ensure();
+      if (!ctx.screen) throw new Error(t("screen_unavailable"));
       ctx.screen.paste(box.value);
     } catch (e) {
       showMessage(message, toolErrorText(e));

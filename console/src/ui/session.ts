@@ -30,6 +30,7 @@ const overlay = byId("overlay");
 const overlayText = byId("overlay-text");
 const overlayHome = byId<HTMLAnchorElement>("overlay-home");
 const screenEl = byId("screen");
+const screenNotice = byId("screen-notice");
 
 let state: State = "connecting";
 let stateText: () => string = () => t("state_connecting");
@@ -177,18 +178,39 @@ async function main(): Promise<void> {
   const qualitySelect = byId<HTMLSelectElement>("quality");
   const savedQuality = localStorage.getItem("enkaku.quality") ?? "balanced";
   qualitySelect.value = isQuality(savedQuality) ? savedQuality : "balanced";
-  const socket = await rfbSocket(channel);
-  screen = new Screen(screenEl, socket, qualitySelect.value as Quality, {
-    onConnect: () => screen?.rfb.focus(),
-    onDisconnect: () => {
-      if (state !== "ended") ended(() => t("err_connection_lost"));
-    },
-    onClipboard: (text) => {
-      byId<HTMLTextAreaElement>("clipboard-text").value = text;
-    },
-  });
-  setupScreenControls(screen);
+  const showScreen = async (): Promise<Screen | null> => {
+    let socket: unknown;
+    try {
+      socket = await rfbSocket(channel);
+    } catch {
+      screenLost();
+      return null;
+    }
+    const view = new Screen(screenEl, socket, qualitySelect.value as Quality, {
+      onConnect: () => {
+        screenNotice.hidden = true;
+        view.rfb.focus();
+      },
+      // The screen stream ended but the channel may live on (the customer's computer
+      // has no screen to share, or stopped sharing it): the tools stay usable.
+      onDisconnect: () => {
+        if (state !== "ended") screenLost();
+      },
+      onClipboard: (text) => {
+        byId<HTMLTextAreaElement>("clipboard-text").value = text;
+      },
+    });
+    return view;
+  };
+  screen = await showScreen();
+  if (screen !== null) setupScreenControls(screen);
   setupPanels({ session: tracked, screen, channel });
+}
+
+/** The screen stream is gone while the session goes on: say so over the screen area. */
+function screenLost(): void {
+  screenNotice.hidden = false;
+  screenNotice.textContent = t("screen_unavailable");
 }
 
 function setupScreenControls(screen: Screen): void {
