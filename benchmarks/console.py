@@ -817,6 +817,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def rounded(value: Any) -> Any:
+    """``value`` with every float rounded to 0.001 (ms: a microsecond)."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def fmt_list(values: list[float]) -> str:
     return "/".join(f"{v:.0f}" for v in values)
 
@@ -943,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".txt").write_text(text + "\n")
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(rounded(result), indent=1) + "\n")
     print(f"wrote {stem}.txt and {stem}.json")
     return 0
 
