@@ -242,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an interrupted transfer's received part is kept for resumption (default 24)",
     )
     a.add_argument(
+        "--enrol",
+        metavar="CODE",
+        help="an enrolment code from the support company: registers this computer to "
+        "your company on the first connection (a downloaded agent carries its own)",
+    )
+    a.add_argument(
         "--accept-terms",
         metavar="VERSION",
         help="accept this version of the server's terms of use without asking (scripted "

@@ -91,6 +91,7 @@ def run_agent(args: argparse.Namespace) -> int:
             ssl_context=ssl_ctx,
             files=files,
             accept_terms=args.accept_terms,
+            enrol=getattr(args, "enrol", None),
         )
 
     if not args.headless:

@@ -62,7 +62,7 @@ class PreConfig:
     server: str = ""
     #: PEM CA certificate(s) the agent trusts for ``server`` (a private CA), or "".
     ca_pem: str = ""
-    #: Enrolment code from the download link (records issue); carried, not yet used.
+    #: Enrolment code from the download link: passed on as ``--enrol`` (docs/records.md).
     code: str = ""
 
     def to_json(self) -> bytes:
@@ -126,6 +126,8 @@ def agent_argv(args: Sequence[str], config: PreConfig, ca_file: Path | None) -> 
         _has_option(args, "--ca-file") or _has_option(args, "--insecure")
     ):
         argv += ["--ca-file", str(ca_file)]
+    if config.code and not _has_option(args, "--enrol"):
+        argv += ["--enrol", config.code]
     return argv + list(args)
 
 

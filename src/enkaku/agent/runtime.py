@@ -73,6 +73,36 @@ register(
             "利用規約に同意いただけなかったため、このコンピューターはサポートを受けられません。"
             "エージェントを終了します。再度起動すると規約を確認して同意できます。",
         ),
+        "agent_enrolment_linked": (
+            "This computer is now registered to your company with the support company "
+            "(enrolment code accepted).",
+            "このコンピューターをサポート会社にお客様の会社のものとして登録しました "
+            "(登録コードを確認しました)。",
+        ),
+        "agent_enrolment_invalid": (
+            "The enrolment code is not valid (mistyped or withdrawn). Check it, or ask the "
+            "support company for a new one. Support cannot be given until then.",
+            "登録コードが正しくありません (入力間違いか、無効にされています)。コードを確認するか、"
+            "サポート会社に新しいコードを依頼してください。それまではサポートを受けられません。",
+        ),
+        "agent_enrolment_expired": (
+            "The enrolment code has expired. Ask the support company for a new one.",
+            "登録コードの有効期限が切れています。サポート会社に新しいコードを依頼してください。",
+        ),
+        "agent_enrolment_used_up": (
+            "The enrolment code was already used for as many computers as it allows. Ask the "
+            "support company for a new one.",
+            "この登録コードは登録できる台数まで使用済みです。サポート会社に新しいコードを"
+            "依頼してください。",
+        ),
+        "agent_enrolment_required": (
+            "This computer is not registered with the support company yet: start the "
+            "support program with the enrolment code they gave you (--enrol CODE), or "
+            "download it from the link they sent.",
+            "このコンピューターはまだサポート会社に登録されていません。受け取った登録コードを"
+            "付けて (--enrol コード) サポート用プログラムを起動するか、送られたリンクから"
+            "ダウンロードしてください。",
+        ),
         "agent_terms_accepted_option": (
             "Terms of use version {version} accepted (--accept-terms).",
             "利用規約 第 {version} 版に同意しました (--accept-terms)。",
@@ -80,6 +110,12 @@ register(
     }
 )
 
+
+#: The welcome's enrolment outcomes the customer is told about (docs/records.md).
+ENROLMENT_NOTICES = {
+    status: f"agent_enrolment_{status}"
+    for status in ("linked", "invalid", "expired", "used_up", "required")
+}
 
 BACKOFF_MAX = 30.0
 #: The control link's aiohttp heartbeat until the server says otherwise: a ping after
@@ -108,6 +144,7 @@ class AgentRuntime:
         new_password: Callable[[], str] = generate_password,
         files: FileSettings | None = None,
         accept_terms: str | None = None,
+        enrol: str | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.key, self.ui = key, ui
@@ -117,6 +154,10 @@ class AgentRuntime:
         self.files = files or FileSettings()
         #: --accept-terms: this exact version is accepted without asking (scripted installs).
         self.accept_terms = accept_terms
+        #: The enrolment code sent in every hello (docs/records.md); the server links
+        #: the machine on the first one and reports "already_linked" after that.
+        self.enrol = (enrol or "").strip() or None
+        self._enrolment_told: str | None = None
         self.ssl_context = ssl_context
         self._new_password = new_password
         self.password = new_password()
@@ -239,6 +280,7 @@ class AgentRuntime:
                         "agent_version": __version__,
                         "platform": "linux",
                         "protocol": PROTOCOL,
+                        **({"enrol": self.enrol} if self.enrol else {}),
                     }
                 )
             )
@@ -269,6 +311,7 @@ class AgentRuntime:
             ):
                 self._update_told = True
                 self.ui.notice("agent_update_available", url=update_url)
+            self._enrolment_step(welcome.get("enrolment"))
             support = support_contact(welcome.get("support"))
             if support is not None:
                 self.ui.support_contact(*support)
@@ -293,6 +336,15 @@ class AgentRuntime:
             raise AgentReplaced
         if self._terms_refused:
             raise TermsRefused
+
+    def _enrolment_step(self, enrolment: object) -> None:
+        """Tell the customer how the enrolment code went (once per outcome; a code
+        already used by this machine says nothing)."""
+        status = enrolment.get("status") if isinstance(enrolment, dict) else None
+        if status not in ENROLMENT_NOTICES or status == self._enrolment_told:
+            return
+        self._enrolment_told = status
+        self.ui.notice(ENROLMENT_NOTICES[status])
 
     async def _terms_step(
         self, ws: aiohttp.ClientWebSocketResponse, welcome: dict[str, Any]

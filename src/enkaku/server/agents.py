@@ -4,7 +4,10 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
 
     server → agent  {"type": "challenge", "nonce": <hex 32 bytes>, "protocol": 1}
     agent → server  {"type": "hello", "public_key": <hex Ed25519>, "signature": <hex>,
-                     "agent_version": str, "platform": str, "protocol": 1}
+                     "agent_version": str, "platform": str, "protocol": 1,
+                     "enrol"?: str}
+                    enrol: an enrolment code (docs/records.md) linking the machine to a
+                    customer; the welcome's "enrolment" says how it went
                     protocol: the link version the agent speaks (absent: 1, as
                     agents before the field sent none); any other closes 4426
                     signature = Ed25519(b"enkaku/1 agent-auth\\0" + nonce)
@@ -13,7 +16,9 @@ Wire (JSON text messages, docs/protocol/agent-control.md):
                      "terms": {version, published, effective, text: {en, ja},
                                "accepted": bool} | null,
                      "terms_upcoming": {version, published, effective, text} | null,
-                     "support": {"name": str, "phone": str | null} | null}
+                     "support": {"name": str, "phone": str | null} | null,
+                     "enrolment"?: {"status": "linked" | "already_linked" | "invalid" |
+                                    "expired" | "used_up" | "required"}}
                     heartbeat: relay legs (heartbeat_timeout); agent_heartbeat: this link
     agent → server  {"type": "accept_terms", "version": V}   (V: the version in force)
     server → agent  {"type": "terms_accepted", "version": V}
@@ -74,6 +79,8 @@ log = logging.getLogger(__name__)
 MAX_CONTROL = 16 * 1024
 #: Seconds the versions of the terms in force and upcoming are kept in memory.
 TERMS_CACHE = 5.0
+#: An enrolment code longer than this is not one (they are 19 characters).
+MAX_ENROLMENT_CODE = 64
 #: How often connected agents are checked for a change of the terms (a version that came
 #: into force, one newly published).
 TERMS_CHECK = 60.0
@@ -291,17 +298,46 @@ class AgentGateway:
             accepted = in_force is not None and await self.store.has_accepted(
                 known, in_force.version
             )
-            return known, {**_terms_fields(in_force, upcoming, accepted), **update}
+            enrolment = await self._enrolment(known, hello.get("enrol"))
+            return known, {
+                **_terms_fields(in_force, upcoming, accepted),
+                **update,
+                **enrolment,
+            }
         # Only a key never seen before costs a token: reconnects are not registrations.
         if not self.registrations.allow(address):
             log.info("agent registration from %s refused: rate limit", address)
             await ws.close(code=CLOSE_RATE_LIMITED, message=b"too many new agents; retry later")
             return None
         # A new agent has accepted nothing: no query (the welcome follows at once).
-        return await self.store.agent_for_key(key), {
+        agent_id = await self.store.agent_for_key(key)
+        return agent_id, {
             **_terms_fields(in_force, upcoming, False),
             **update,
+            **await self._enrolment(agent_id, hello.get("enrol")),
         }
+
+    async def _enrolment(self, agent_id: str, code: object) -> dict[str, Any]:
+        """The welcome's ``enrolment`` field: the outcome of the hello's enrolment code
+        (linked, already_linked, invalid, expired, used_up), or "required" when this
+        server serves only enrolled machines and this one is not; nothing otherwise
+        (docs/records.md#enrolment-codes)."""
+        if isinstance(code, str) and code.strip():
+            if len(code) > MAX_ENROLMENT_CODE:
+                status = "invalid"
+            else:
+                status, _ = await self.store.records.enrol(agent_id, code)
+            if status == "linked":
+                log.info("agent %s linked to its customer by an enrolment code", agent_id)
+            elif status != "already_linked":
+                log.info("agent %s: enrolment code refused (%s)", agent_id, status)
+            return {"enrolment": {"status": status}}
+        if (
+            self.settings.require_enrolment
+            and await self.store.records.agent_link(agent_id) is None
+        ):
+            return {"enrolment": {"status": "required"}}
+        return {}
 
     async def _current_terms(self) -> tuple[TermsVersion | None, TermsVersion | None]:
         """The versions in force and upcoming, read at most every TERMS_CACHE seconds:
@@ -386,6 +422,12 @@ class AgentGateway:
             self.failures.verified(technician_id, agent_id)
             if event == "consent_granted" and live is not None:
                 live.consent_granted = True
+            if event == "consent_granted":
+                # A machine not linked to a customer yet becomes the customer's whose
+                # contract this session is billed to (audited; docs/records.md).
+                link = await self.store.records.link_on_consent(session_id)
+                if link is not None:
+                    log.info("agent %s linked to its customer by consent", agent_id)
 
     async def check_terms(self) -> int:
         """Tell every connected agent whose terms changed since it was last told (a

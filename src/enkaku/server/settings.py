@@ -109,6 +109,9 @@ class Settings:
     #: many hours in any case (docs/console-auth.md).
     console_idle_minutes: float = 60.0
     console_lifetime_hours: float = 12.0
+    #: Serve only machines linked to a customer by an enrolment code (docs/records.md);
+    #: False: a machine not linked yet is linked by its first consented session.
+    require_enrolment: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -229,6 +232,7 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_CONSOLE_DIR": ("console_dir", Path),
         "ENKAKU_CONSOLE_IDLE_MINUTES": ("console_idle_minutes", float),
         "ENKAKU_CONSOLE_LIFETIME_HOURS": ("console_lifetime_hours", float),
+        "ENKAKU_REQUIRE_ENROLMENT": ("require_enrolment", _bool),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

@@ -330,6 +330,8 @@ async def _connect(
             _lang_message(created, t("session_http_error", status=status)), ExitCode.REFUSED
         )
     progress.session_id = created["session_id"]
+    if created.get("warning"):  # e.g. past the contract's monthly allowance
+        say(_lang_message({"error": created["warning"]}, str(created["warning"])))
     # Machine-readable lines on stdout for scripts; human messages go to stderr.
     print(
         json.dumps(

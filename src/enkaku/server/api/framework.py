@@ -86,6 +86,8 @@ class Context:
     technician: Technician | None
     #: The bearer token the request was authenticated with (see bearer_token).
     token: str | None = None
+    #: The validated query parameters (Route.query), or None.
+    query: Any = None
 
     @property
     def tech(self) -> Technician:
@@ -111,6 +113,8 @@ class Route:
     auth: bool
     summary: str
     status: int
+    #: The query string's parameters, validated like a body (None: no parameters).
+    query: type[BaseModel] | None = None
 
 
 class Api:
@@ -128,6 +132,7 @@ class Api:
         auth: bool = True,
         summary: str = "",
         status: int = 200,
+        query: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             self.routes.append(
@@ -140,6 +145,7 @@ class Api:
                     auth,
                     summary or (fn.__doc__ or "").strip(),
                     status,
+                    query,
                 )
             )
             return fn
@@ -169,6 +175,14 @@ class Api:
             tech = await authenticate(request, token) if token is not None or r.auth else None
             if r.auth and tech is None:
                 raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            query = None
+            if r.query is not None:
+                try:
+                    query = r.query.model_validate(dict(request.query))
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(map(str, err["loc"])) or "query"
+                    raise ApiError(422, "bad_request", detail=f"{where}: {err['msg']}") from None
             body = None
             if r.body is not None:
                 if request.content_length is not None and request.content_length > MAX_BODY:
@@ -188,7 +202,7 @@ class Api:
                     err = exc.errors()[0]
                     where = ".".join(map(str, err["loc"])) or "body"
                     raise ApiError(422, "bad_request", detail=f"{where}: {err['msg']}") from None
-            result = await r.handler(Context(request, tech, token), body)
+            result = await r.handler(Context(request, tech, token, query), body)
             if result is None:
                 return web.Response(status=204)
             if isinstance(result, web.StreamResponse):
@@ -219,11 +233,23 @@ class Api:
                 "responses": {},
             }
             params = [seg[1:-1] for seg in r.path.split("/") if seg.startswith("{")]
-            if params:
-                op["parameters"] = [
-                    {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                    for p in params
-                ]
+            parameters: list[dict[str, Any]] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+            if r.query is not None:
+                qschema = r.query.model_json_schema()
+                for name, prop in qschema.get("properties", {}).items():
+                    parameters.append(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": name in qschema.get("required", []),
+                            "schema": prop,
+                        }
+                    )
+            if parameters:
+                op["parameters"] = parameters
             if r.body is not None:
                 op["requestBody"] = {
                     "required": True,

@@ -15,6 +15,7 @@ from ..preauth import peer_address
 from ..ratelimit import RateLimited
 from ..services import SERVICES, Services
 from ..terms import terms_today
+from .billing import Notice, allowance_notice, choose_contract
 from .framework import Api, ApiError, Context
 
 api = Api()
@@ -54,10 +55,19 @@ class TechnicianInfo(BaseModel):
 
 class ContractInfo(BaseModel):
     code: str
+    customer_id: int
     customer_name: str
     remote_support: bool
     valid_from: date
     valid_until: date | None
+    #: Sessions and bytes (both ways) a calendar month includes; None: no limit.
+    monthly_sessions: int | None = None
+    monthly_bytes: int | None = None
+
+
+class ContractQuery(BaseModel):
+    #: Only the contracts a session with this agent may be billed to today.
+    agent_id: str | None = Field(default=None, pattern=AGENT_ID_PATTERN)
 
 
 class ContractList(BaseModel):
@@ -80,6 +90,8 @@ class SessionCreated(BaseModel):
     contract: str
     relay_url: str
     relay_token: str
+    #: Set when the contract is past its monthly allowance (the session goes ahead).
+    warning: Notice | None = None
 
 
 class SessionInfo(BaseModel):
@@ -147,10 +159,16 @@ async def me(ctx: Context, _body: None) -> TechnicianInfo:
     return tech_info(ctx.tech)
 
 
-@api.route("GET", "/contracts", response=ContractList)
+@api.route("GET", "/contracts", response=ContractList, query=ContractQuery)
 async def contracts(ctx: Context, _body: None) -> ContractList:
-    """Contracts a session can be billed to."""
-    rows = await services(ctx).store.list_contracts()
+    """Every contract; with agent_id, only those a session with that agent may be billed
+    to today (its customer's, with remote support, in force)."""
+    store = services(ctx).store
+    q: ContractQuery = ctx.query
+    if q.agent_id is not None:
+        rows = await store.records.usable_contracts(q.agent_id, store.today())
+    else:
+        rows = await store.list_contracts()
     return ContractList(
         contracts=[ContractInfo.model_validate(c, from_attributes=True) for c in rows]
     )
@@ -181,26 +199,14 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
             count=pending,
         )
     await svc.limits.pause(wait)  # exponential slow-down after spent guesses
-    all_contracts = await svc.store.list_contracts()
-    known = ", ".join(c.code for c in all_contracts if svc.store.contract_serviceable(c) is None)
-    if body.contract is None:
-        usable = [c for c in all_contracts if svc.store.contract_serviceable(c) is None]
-        if len(usable) != 1:
-            raise ApiError(422, "contract_required", known=known or "-")
-        contract = usable[0]
-    else:
-        found = next((c for c in all_contracts if c.code == body.contract), None)
-        if found is None:
-            raise ApiError(404, "contract_unknown", contract=body.contract, known=known or "-")
-        contract = found
-    why_not = svc.store.contract_serviceable(contract)
-    if why_not:
-        raise ApiError(403, why_not, contract=contract.code)
+    today = svc.store.today()
+    contract, _linked = await choose_contract(svc, body.agent_id, body.contract, today)
     if not await svc.presence.is_online(body.agent_id):
         raise ApiError(404, "agent_offline", agent_id=body.agent_id)
     in_force, _ = await svc.store.current_terms(terms_today())
     if in_force is not None and not await svc.store.has_accepted(body.agent_id, in_force.version):
         raise ApiError(409, "terms_not_accepted", version=in_force.version)
+    warning = await allowance_notice(svc, contract, today)
     session_id = secrets.token_hex(16)
     await svc.store.create_session(
         session_id, body.agent_id, tech.id, contract.id, svc.settings.node
@@ -246,6 +252,7 @@ async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
         contract=contract.code,
         relay_url=relay_url,
         relay_token=tokens["technician"],
+        warning=warning,
     )
 
 

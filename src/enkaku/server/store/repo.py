@@ -529,6 +529,11 @@ class Store:
         async with self._sessions() as s:
             return await s.scalar(select(Contract).where(Contract.code == code))
 
+    def today(self) -> date:
+        """The store clock's day (UTC): contracts are valid by it, allowances counted
+        by its calendar month."""
+        return self._clock().date()
+
     def contract_serviceable(self, contract: Contract) -> str | None:
         """None if remote support may be given under ``contract`` today, else why not."""
         return contract_serviceable(contract, self._clock().date())
