@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.harness import World, wait_for, xterm_on
-from tests.xdisplay import x_env, xvfb, xwd_root
+from tests.xdisplay import wait_window, x_client, x_env, xvfb, xwd_root
 
 from .conftest import connect, sign_in
 from .keys import type_text
@@ -126,3 +126,53 @@ def test_lossless_canvas_equals_the_screen_and_keys_and_clicks_land(
     type_text(page, "echo '|~_\"@\\' > jis.txt\n", layout="jis")
     out = work / "jis.txt"
     wait_for(lambda: out.exists() and out.read_text() == '|~_"@\\\n', 30, "the typed JIS line")
+
+
+def test_view_only_actual_size_and_keys_a_browser_keeps(
+    cworld: World, desktop: tuple[str, Path], page: Any, tmp_path: Path
+) -> None:
+    display, work = desktop
+    open_session(page, cworld, display)
+    wait_connected(page)
+    # 1:1: the canvas is shown at the remote screen's own size.
+    page.click("#view-menu summary")
+    page.check("#scale-actual")
+    page.wait_for_function(
+        "() => document.querySelector('#screen canvas').getBoundingClientRect().width === 800"
+    )
+    # View only: nothing typed reaches the customer; unticked, typing works again. The
+    # second line's arrival shows the first one was dropped, not late (one ordered stream).
+    page.check("#view-only")
+    page.keyboard.press("Escape")
+    page.click("#screen canvas", position={"x": 100, "y": 100})
+    type_text(page, "echo x > viewonly.txt\n")
+    page.click("#view-menu summary")
+    page.uncheck("#view-only")
+    page.keyboard.press("Escape")
+    page.click("#screen canvas", position={"x": 100, "y": 100})
+    type_text(page, "echo y > typed.txt\n")
+    wait_for(lambda: (work / "typed.txt").exists(), 30, "the typed line after view only")
+    assert not (work / "viewonly.txt").exists()
+
+    # Ctrl+Alt+Del from the Keys menu reaches the remote window as that combination.
+    log = tmp_path / "xev.txt"
+    with (
+        open(log, "w") as out,
+        x_client(["xev", "-geometry", "200x150+560+400", "-event", "keyboard"], display, out),
+    ):
+        wait_window(display, "Event Tester")
+        subprocess.run(
+            ["xdotool", "mousemove", "600", "450"], env=x_env(display), check=True, timeout=30
+        )
+        page.click("#keys-menu summary")
+        page.click("#keys-items button[data-key='cad']")
+
+        def delete_with_ctrl_alt() -> bool:
+            text = log.read_text()
+            for event in text.split("\n\n"):
+                if event.startswith("KeyPress") and "(keysym 0xffff, Delete)" in event:
+                    state = int(event.split("state ", 1)[1].split(",", 1)[0], 16)
+                    return state & 0x4 != 0 and state & 0x8 != 0  # Control and Mod1
+            return False
+
+        wait_for(delete_with_ctrl_alt, 30, "Ctrl+Alt+Del in the remote window")
