@@ -242,6 +242,10 @@ const CATALOG = {
     "Drop files here to send them to the customer's Downloads folder.",
     "ここにファイルをドロップすると、お客様のダウンロードフォルダーに送ります。",
   ],
+  files_overwrite: [
+    "Replace a file of the same name (the customer is told)",
+    "同じ名前のファイルを置き換える (お客様に表示されます)",
+  ],
   files_choose: ["Choose files…", "ファイルを選択…"],
   files_hashing: ["Reading the file…", "ファイルを読み込んでいます…"],
   files_sent: ["Sent as {name} ({size}).", "{name} として送信しました ({size})。"],

@@ -72,6 +72,22 @@ def test_every_tool_from_the_page(
         hashlib.sha256(payload).digest()
     )
 
+    # Again: refused while a file of that name is there, replaced once asked to.
+    page.set_input_files("#files-input", str(local))
+    page.wait_for_selector(".transfer[data-direction='send'][data-state='failed']")
+    assert page.text_content(".transfer[data-state='failed'] .hint") == (
+        "A file of that name already exists there; ask again with overwrite to replace it."
+    )
+    changed = os.urandom(1000)
+    local.write_bytes(changed)
+    page.check("#files-overwrite")
+    page.set_input_files("#files-input", str(local))
+    page.wait_for_function(
+        "() => document.querySelectorAll(\".transfer[data-direction='send'][data-state='done']\")"
+        ".length === 2"
+    )
+    assert (incoming / "send.bin").read_bytes() == changed
+
     # The data used counts what crossed the channel, the file included.
     page.wait_for_function(
         f"() => Number(document.getElementById('data-used').dataset.bytes) > {len(payload)}"

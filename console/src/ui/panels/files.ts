@@ -69,6 +69,8 @@ export function setupFiles(ctx: PanelContext): void {
   const input = el("input", { type: "file", id: "files-input", multiple: "", hidden: "" });
   const choose = el("button", { type: "button", id: "files-choose", "data-i18n": "files_choose" }, t("files_choose"));
   const drop = el("div", { class: "dropzone", id: "files-drop" }, el("p", { "data-i18n": "files_drop" }, t("files_drop")), choose, input);
+  const overwrite = el("input", { type: "checkbox", id: "files-overwrite" });
+  const overwriteLabel = el("label", { class: "check" }, overwrite, el("span", { "data-i18n": "files_overwrite" }, t("files_overwrite")));
   const transfers = el("div", { id: "transfers" });
   const path = el("input", { id: "browse-path", spellcheck: "false", "data-i18n-placeholder": "browse_home" });
   path.placeholder = t("browse_home");
@@ -79,6 +81,7 @@ export function setupFiles(ctx: PanelContext): void {
   panel.append(
     el("h3", { "data-i18n": "files_send" }, t("files_send")),
     drop,
+    overwriteLabel,
     transfers,
     el("h3", { "data-i18n": "files_take" }, t("files_take")),
     el("div", { class: "row" }, path, go, up),
@@ -90,6 +93,7 @@ export function setupFiles(ctx: PanelContext): void {
     for (const file of files) {
       const row = transferRow(transfers, "send", file.name);
       sendFile(ctx.session, file, file.name, {
+        overwrite: overwrite.checked,
         onHashing: () => row.state(t("files_hashing"), "asking"),
         onAsking: () => row.state(t("asking_customer"), "asking"),
         onProgress: (p) => row.update(p),
