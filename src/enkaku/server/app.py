@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .agents import AgentGateway
+from .api import admin as _admin_routes  # noqa: F401  (registers its routes on api)
 from .api import auth as _auth_routes  # noqa: F401  (registers its routes on api)
 from .api.framework import ApiError
 from .api.routes import api

@@ -23,6 +23,7 @@ from ..ratelimit import RateLimited
 from ..store.models import Technician
 from .framework import ApiError, Context
 from .routes import (
+    READ_ALL,
     SessionInfo,
     TechnicianInfo,
     api,
@@ -436,7 +437,7 @@ async def recent_sessions(ctx: Context, _body: None) -> RecentSessions:
     raw = ctx.request.query.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise ApiError(422, "bad_request", detail="limit must be 1 to 100")
-    who = None if ctx.tech.role == "admin" else ctx.tech.id
+    who = None if ctx.tech.role in READ_ALL else ctx.tech.id
     rows = await services(ctx).store.recent_sessions(who, int(raw))
     out = []
     for row, code, username in rows:

@@ -115,6 +115,8 @@ class Route:
     status: int
     #: The query string's parameters, validated like a body (None: no parameters).
     query: type[BaseModel] | None = None
+    #: The roles that may call it (None: every signed-in account); others get 403.
+    roles: tuple[str, ...] | None = None
 
 
 class Api:
@@ -133,6 +135,7 @@ class Api:
         summary: str = "",
         status: int = 200,
         query: type[BaseModel] | None = None,
+        roles: tuple[str, ...] | None = None,
     ) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             self.routes.append(
@@ -146,6 +149,7 @@ class Api:
                     summary or (fn.__doc__ or "").strip(),
                     status,
                     query,
+                    roles,
                 )
             )
             return fn
@@ -175,6 +179,13 @@ class Api:
             tech = await authenticate(request, token) if token is not None or r.auth else None
             if r.auth and tech is None:
                 raise ApiError(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            if r.roles is not None and (tech is None or tech.role not in r.roles):
+                raise ApiError(
+                    403,
+                    "role_forbidden",
+                    role=tech.role if tech is not None else "-",
+                    allowed=", ".join(r.roles),
+                )
             query = None
             if r.query is not None:
                 try:
@@ -268,6 +279,8 @@ class Api:
             }
             if r.auth:
                 op["security"] = [{"bearer": []}]
+            if r.roles is not None:
+                op["x-roles"] = list(r.roles)
             paths.setdefault(self.prefix + r.path, {})[r.method.lower()] = op
         return {
             "openapi": "3.1.0",

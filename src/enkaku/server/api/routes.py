@@ -32,6 +32,8 @@ register(
 )
 
 AGENT_ID_PATTERN = r"^\d{9}$"
+#: Roles that read every technician's session records.
+READ_ALL = ("admin", "auditor")
 
 
 def services(ctx: Context) -> Services:
@@ -181,7 +183,18 @@ async def agent_status(ctx: Context, _body: None) -> AgentStatus:
     return AgentStatus(agent_id=agent_id, online=await services(ctx).presence.is_online(agent_id))
 
 
-@api.route("POST", "/sessions", body=SessionRequest, response=SessionCreated, status=201)
+#: The roles that may open and end sessions (an auditor only reads).
+SESSION_ROLES = ("admin", "technician")
+
+
+@api.route(
+    "POST",
+    "/sessions",
+    body=SessionRequest,
+    response=SessionCreated,
+    status=201,
+    roles=SESSION_ROLES,
+)
 async def create_session(ctx: Context, body: SessionRequest) -> SessionCreated:
     """Ask an online agent for a session, billed to a contract."""
     svc = services(ctx)
@@ -260,7 +273,8 @@ async def _own_session(ctx: Context) -> str:
     svc = services(ctx)
     session_id = ctx.request.match_info["session_id"]
     row = await svc.store.get_session(session_id)
-    if row is None or (row.technician_id != ctx.tech.id and ctx.tech.role != "admin"):
+    # Admins and auditors see every session's record; a technician only her own.
+    if row is None or (row.technician_id != ctx.tech.id and ctx.tech.role not in READ_ALL):
         raise ApiError(404, "session_not_found")
     return session_id
 
@@ -275,7 +289,7 @@ async def get_session(ctx: Context, _body: None) -> SessionInfo:
     return SessionInfo(session_id=row.id, **fields)
 
 
-@api.route("POST", "/sessions/{session_id}/end", body=EndRequest)
+@api.route("POST", "/sessions/{session_id}/end", body=EndRequest, roles=SESSION_ROLES)
 async def end_session(ctx: Context, body: EndRequest) -> None:
     """End a session now, with a recorded reason (a policy reason needs a comment)."""
     svc = services(ctx)
