@@ -78,6 +78,7 @@ import random
 import secrets
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -978,6 +979,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rev", help="the revision measured, when run from an archive without .git")
     args = p.parse_args(argv)
     stem = args.out or REPO / "benchmarks" / "results" / f"{datetime.date.today()}-console"
+    # SIGTERM ends the run through its clean-up (every child stopped by PID).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         result = run(args)
     except (BenchError, HarnessError) as exc:
