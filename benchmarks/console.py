@@ -15,7 +15,8 @@ caches; the viewer's window position is found then):
   and Connect is clicked.
 * **peer**: ``enkaku connect ID --vnc-listen 127.0.0.1:0`` (logged in with ``enkaku
   login`` once) and, when it prints that it listens, ``xtigervncviewer`` on a second
-  Xvfb (1280x1024, no window manager, the window at +0+0).
+  Xvfb (1280x1024, no window manager, ``-geometry +0+0``; where its framebuffer really
+  lands, (1, 20) with TigerVNC 1.12, is found in the warm-up session).
 
 Both sides ask for lossless pixels (the console's "lossless" quality setting; the
 viewer's ``-NoJPEG -PreferredEncoding Tight -FullColor``), so a frame can be compared
