@@ -681,3 +681,102 @@ def test_login_asks_for_the_code_at_a_terminal(
     assert done.returncode == 0, done.stderr
     assert "Authenticator code (or a recovery code) for tech: " in done.stdout
     assert "Logged in" in done.stderr
+
+
+# -- the records: enkaku admin customer|contract|enrol|user (issue 9) ----------------------
+
+
+def test_admin_records_commands(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = ["--db", f"sqlite:///{tmp_path}/s.db"]
+    env = {"ENKAKU_NEW_PASSWORD": "0123456789ab"}
+
+    def ok(*args: str) -> str:
+        done = enkaku(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        return done.stdout
+
+    assert ok(
+        "admin", "customer", *db, "--create", "add", "Acme", "--email", "it@acme.example"
+    ) == ("added customer Acme (id 1)\n")
+    done = enkaku("admin", "customer", *db, "add", "Acme")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "enkaku: a customer named 'Acme' already exists",
+        "enkaku: 顧客 'Acme' はすでに存在します",
+    ]
+    # A contract needs an existing customer here (a typo must not make a new one).
+    done = enkaku("admin", "contract", *db, "add", "X-1", "--customer", "Acme Ltd")
+    assert done.returncode == 1 and "no customer 'Acme Ltd'" in done.stderr
+    ok("admin", "contract", *db, "add", "AC-1", "--customer", "Acme", "--monthly-data", "20G")
+    ok("admin", "contract", *db, "edit", "AC-1", "--monthly-sessions", "10", "--no-data-limit")
+    listed = ok("admin", "contract", *db, "list", "--customer", "1")
+    assert listed.split("\t")[0] == "AC-1" and "sessions/month 10\tdata/month -" in listed
+    created = ok("admin", "enrol", *db, "create", "Acme", "--uses", "2", "--expires", "2099-12-31")
+    code = created.split(": ")[1].splitlines()[0]
+    assert len(code) == 19 and f"--enrol {code}" in created
+    listed = ok("admin", "enrol", *db, "list")
+    assert code not in listed and f"…{code[-4:]}" in listed and "uses 0/2" in listed
+    ok("admin", "enrol", *db, "revoke", "1")
+    assert ok("admin", "enrol", *db, "list").rstrip().endswith("revoked")
+    ok("admin", "user", *db, "add", "aud", "--role", "auditor")
+    ok("admin", "user", *db, "add", "bob")
+    assert ok("admin", "user", *db, "disable", "bob").startswith("disabled bob")
+    ok("admin", "user", *db, "role", "bob", "admin")
+    users = ok("admin", "user", *db, "list").splitlines()
+    assert [u.split("\t")[1:4] for u in users] == [
+        ["aud", "auditor", "active"],
+        ["bob", "admin", "disabled"],
+    ]
+    shown = ok("admin", "customer", *db, "show", "Acme")
+    assert "contact\tit@acme.example" in shown and "contract\tAC-1" in shown
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        rows = conn.execute(
+            "SELECT event, technician_id, target, detail FROM audit_events"
+            " WHERE source = 'admin' ORDER BY id"
+        ).fetchall()
+    assert [r[0] for r in rows] == [
+        "customer_created",
+        "contract_created",
+        "contract_changed",
+        "enrolment_code_created",
+        "enrolment_code_revoked",
+        "technician_created",
+        "technician_created",
+        "technician_disabled",
+        "technician_role",
+    ]
+    # The command line is the server's own: no actor; never a name, address or code.
+    assert all(r[1] is None for r in rows)
+    assert not [r for r in rows if any(s in f"{r[2]} {r[3]}" for s in ("Acme", "acme", code))]
+
+
+def test_the_old_admin_commands_still_work_and_say_where_they_moved(tmp_path: Path) -> None:
+    db = ["--db", f"sqlite:///{tmp_path}/s.db"]
+    done = enkaku("user", *db, "--create", "add", "bob", env={"ENKAKU_NEW_PASSWORD": "x" * 12})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "added technician bob\n"
+    assert one_line(done.stderr) == (
+        "enkaku: `enkaku user add` is now `enkaku admin user add` (the old name keeps working)."
+    )
+    # As before: the customer is created from the name.
+    done = enkaku("contract", *db, "add", "C-1", "--customer", "New Co")
+    assert done.returncode == 0 and "enkaku admin contract add" in done.stderr
+    assert enkaku("admin", "customer", *db, "list").stdout == "1\tNew Co\t\n"
+
+
+def test_the_download_links_code_becomes_enrol() -> None:
+    from enkaku.agent.preconfig import PreConfig, agent_argv
+
+    config = PreConfig(server="https://support.example", code="K7QD-9XMF-2HWR-T4PB")
+    assert agent_argv(["--headless"], config, None) == [
+        "agent",
+        *("--server", "https://support.example", "--enrol", "K7QD-9XMF-2HWR-T4PB", "--headless"),
+    ]
+    # A code the customer types wins over the baked-in one.
+    assert agent_argv(["--enrol", "OTHER"], config, None)[-2:] == ["--enrol", "OTHER"]
+    assert (
+        build_parser().parse_args(["agent", "--server", "https://x", "--enrol", "C"]).enrol == "C"
+    )

@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON line when ready")
     d.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
 
-    u = sub.add_parser("user", help="manage technician accounts")
+    u = sub.add_parser(
+        "user", help="your own password (passwd); the rest moved to `enkaku admin user`"
+    )
     _add_db_args(u)
     usub = u.add_subparsers(dest="action", required=True)
     ua = usub.add_parser(
@@ -369,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ut.add_argument("username", help="the technician's user name")
 
-    k = sub.add_parser("contract", help="manage maintenance contracts")
+    k = sub.add_parser("contract", help="moved to `enkaku admin contract` (still works)")
     _add_db_args(k)
     ksub = k.add_subparsers(dest="action", required=True)
     ka = ksub.add_parser("add", help="add a contract")
@@ -397,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_args(tp)
     _add_db_args(tmsub.add_parser("list", help="list the published versions"))
+    from enkaku.admin_cli import add_parsers as add_admin_parsers
+
+    add_admin_parsers(adsub, _add_db_args, _day)
     return p
 
 
@@ -777,12 +782,14 @@ async def _reset_user(store: Any, args: argparse.Namespace) -> int:
         sessions = await store.revoke_console_sessions(tech.id)
         tokens = await store.revoke_tokens(tech.id)
         await store.set_password(tech.id, password)
-        await store.audit("server", "password_reset", technician_id=tech.id)
+        await store.records.audit_admin(
+            "password_reset", actor=None, target=f"technician:{tech.id}"
+        )
         print(t("user_password_reset", user=args.username, sessions=sessions, tokens=tokens))
     else:
         await store.disable_totp(tech.id)
         sessions = await store.revoke_console_sessions(tech.id)
-        await store.audit("server", "totp_reset", technician_id=tech.id)
+        await store.records.audit_admin("totp_reset", actor=None, target=f"technician:{tech.id}")
         print(t("user_totp_reset", user=args.username, sessions=sessions))
     return 0
 
@@ -862,48 +869,62 @@ async def _admin(args: argparse.Namespace) -> int:
         print(f"enkaku: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.command == "admin":
+        if args.command == "admin" and args.area == "terms":
             from enkaku.server.terms import admin_terms
 
             return await admin_terms(store, args)
-        if args.command == "user" and args.action in ("reset-password", "reset-totp"):
-            return await _reset_user(store, args)
-        if args.command == "user":
-            password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
-            if len(password) < 10:
-                print(
-                    t("password_too_short"),
-                    file=sys.stderr,
-                )
-                return 2
-            await store.create_technician(
-                args.username,
-                password,
-                display_name=args.display_name,
-                company=args.company,
-                role=args.role,
-            )
-            print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
-        elif args.action == "add":
-            until: date | None = args.valid_until
-            await store.create_contract(
-                args.code,
-                args.customer,
-                remote_support=not args.no_remote_support,
-                valid_until=until,
-            )
-            print(t("contract_added", code=args.code))
-        else:
-            for c in await store.list_contracts():
-                state = store.contract_serviceable(c) or "ok"
-                print(
-                    f"{c.code}\t{c.customer_name}\t{c.valid_from}..{c.valid_until or ''}\t{state}"
-                )
+        if args.command == "admin":
+            from enkaku.admin_cli import run as admin_run
+
+            return await admin_run(store, args)
+        status = await _old_admin(store, args)
+        if status == 0:
+            from enkaku.admin_cli import moved
+
+            moved(args)
+        return status
     except (StoreError, ValueError) as exc:
         print(f"enkaku: {exc}", file=sys.stderr)
         return 1
     finally:
         await store.close()
+
+
+async def _old_admin(store: Any, args: argparse.Namespace) -> int:
+    """`enkaku user add|reset-password|reset-totp` and `enkaku contract add|list`, as
+    before `enkaku admin` had them (`enkaku contract add --customer NAME` still creates
+    the customer when there is none of that name)."""
+    if args.command == "user" and args.action in ("reset-password", "reset-totp"):
+        return await _reset_user(store, args)
+    if args.command == "user":
+        password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
+        if len(password) < 10:
+            print(t("password_too_short"), file=sys.stderr)
+            return 2
+        tech = await store.create_technician(
+            args.username,
+            password,
+            display_name=args.display_name,
+            company=args.company,
+            role=args.role,
+        )
+        await store.records.audit_admin(
+            "technician_created", actor=None, target=f"technician:{tech.id}", detail=args.role
+        )
+        print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
+    elif args.action == "add":
+        until: date | None = args.valid_until
+        await store.create_contract(
+            args.code,
+            args.customer,
+            remote_support=not args.no_remote_support,
+            valid_until=until,
+        )
+        print(t("contract_added", code=args.code))
+    else:
+        for c in await store.list_contracts():
+            state = store.contract_serviceable(c) or "ok"
+            print(f"{c.code}\t{c.customer_name}\t{c.valid_from}..{c.valid_until or ''}\t{state}")
     return 0
 
 

@@ -280,3 +280,80 @@ async def test_contract_list_for_a_malformed_agent_id_is_a_bad_request(env: Env)
     ) as r:
         assert r.status == 200
         assert [c["code"] for c in (await r.json())["contracts"]] == ["C-1"]
+
+
+async def test_enkaku_connect_prints_the_allowance_warning(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from enkaku.i18n import both
+    from enkaku.protocol.password import generate_password
+    from enkaku.technician.client import ConnectOptions, connect
+
+    store = env.svc.store
+    await store.create_contract("L-1", "Limited", monthly_sessions=1)
+    token = await env.token()
+    ws, agent_id = await env.agent()
+    status, first = await request(env, token, agent_id, "L-1")
+    assert status == 201
+    assert json.loads((await ws.receive()).data)["type"] == "session_request"
+    await end(env, token, first["session_id"])
+    opts = ConnectOptions(
+        server=env.url("").rstrip("/"),
+        token=token,
+        agent_id=agent_id,
+        password=generate_password(),
+        contract="L-1",
+    )
+    task = asyncio.create_task(connect(opts))
+    while True:  # the second request reaches the agent, which says it is busy
+        msg = json.loads((await ws.receive(timeout=10)).data)
+        if msg["type"] == "session_request":
+            break
+    await ws.send_json({"type": "session_event", "session_id": msg["session_id"], "event": "busy"})
+    await asyncio.wait_for(task, 30)
+    expected = both("allowance_sessions", contract="L-1", used=2, limit=1)
+    assert expected["en"] in capsys.readouterr().err
+    await ws.close()
+
+
+async def test_the_real_agent_sends_its_code_and_tells_the_customer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from enkaku.agent.identity import DeviceKey
+    from enkaku.agent.runtime import AgentRuntime
+    from enkaku.agent.ui import HeadlessUI
+    from enkaku.i18n import t
+
+    monkeypatch.setenv("ENKAKU_LANG", "en")
+    async with server(tmp_path, require_enrolment=True) as e:
+        acme = await e.svc.store.records.create_customer("Acme")
+        code, _ = await e.svc.store.records.create_enrolment_code(acme.id)
+        url = e.url("").rstrip("/")
+
+        async def run_once(enrol: str | None, key_dir: str) -> str:
+            runtime = AgentRuntime(
+                url,
+                DeviceKey.load_or_create(tmp_path / key_dir),
+                HeadlessUI(url),
+                enrol=enrol,
+            )
+            async with aiohttp.ClientSession() as runtime.http:
+                task = asyncio.create_task(runtime._connect_once())
+                for _ in range(500):
+                    if runtime.agent_id:
+                        break
+                    await asyncio.sleep(0.02)
+                await runtime.stop()
+                await asyncio.wait_for(task, 30)
+            return runtime.agent_id
+
+        await run_once(None, "a")
+        assert t("agent_enrolment_required", "en") in capsys.readouterr().err
+        await run_once("WRONG-CODE", "b")
+        assert t("agent_enrolment_invalid", "en") in capsys.readouterr().err
+        agent_id = await run_once(code, "c")
+        assert t("agent_enrolment_linked", "en") in capsys.readouterr().err
+        link = await e.svc.store.records.agent_link(agent_id)
+        assert link is not None and (link.customer_id, link.linked_via) == (acme.id, "enrolment")
+        await run_once(code, "c")  # linked already: nothing to tell
+        assert "enrol" not in capsys.readouterr().err.lower()

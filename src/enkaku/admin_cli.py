@@ -1,0 +1,364 @@
+"""`enkaku admin customer|contract|enrol|user ...`: the records on the server's database
+(docs/records.md). Changes are audited like those made through /api/v1/admin, with no
+actor (the server's own command line)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import UTC, datetime, time
+from typing import Any
+
+from enkaku.i18n import both, register, t
+
+register(
+    {
+        "admin_moved": (
+            "enkaku: `enkaku {old}` is now `enkaku admin {new}` (the old name keeps working).",
+            "enkaku: `enkaku {old}` は `enkaku admin {new}` になりました (旧コマンドも引き続き"
+            "使えます)。",
+        ),
+        "customer_added": (
+            "added customer {name} (id {id})",
+            "顧客 {name} (ID {id}) を追加しました。",
+        ),
+        "customer_changed": (
+            "changed customer {name} (id {id})",
+            "顧客 {name} (ID {id}) を変更しました。",
+        ),
+        "contract_changed": ("changed contract {code}", "契約 {code} を変更しました。"),
+        "enrol_created": (
+            "Enrolment code for {customer}: {code}\n"
+            "Give it to the customer once (it is not shown again): they start the agent with "
+            "--enrol {code}, or use the download link {link}",
+            "{customer} の登録コード: {code}\n"
+            "このコードは再表示されません。お客様にお伝えください: エージェントを --enrol {code} "
+            "を付けて起動するか、ダウンロードリンク {link} を使います。",
+        ),
+        "enrol_revoked": ("revoked enrolment code {id}", "登録コード {id} を無効にしました。"),
+        "user_disabled": (
+            "disabled {user}: their API tokens and console sessions are revoked",
+            "{user} を無効にしました。API トークンとコンソールのセッションも無効になりました。",
+        ),
+        "user_enabled": ("enabled {user}", "{user} を有効にしました。"),
+        "user_role_set": ("{user} is now {role}", "{user} のロールを {role} にしました。"),
+        "role_auditor": ("auditor (read-only)", "監査担当 (閲覧のみ)"),
+        "admin_bad_size": (
+            "expected a size such as 500M or 20G, got {value!r}",
+            "500M や 20G のようなサイズを指定してください ({value!r} が指定されました)",
+        ),
+    }
+)
+
+_SIZE = re.compile(r"(\d+)\s*([KMGT]?)B?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def size(value: str) -> int:
+    """A byte count: 500M, 20G, 1T (decimal units, as providers bill)."""
+    match = _SIZE.fullmatch(value.strip())
+    if not match or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(t("admin_bad_size", value=value))
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def _mb(n: int | None) -> str:
+    """A byte count the way `size` reads it (20G, 500M)."""
+    if n is None:
+        return "-"
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
+
+
+def add_parsers(adsub: Any, add_db_args: Any, day: Any) -> None:
+    """The customer, contract, enrol and user areas of `enkaku admin`."""
+    cu = adsub.add_parser("customer", help="customers and their contact addresses")
+    cusub = cu.add_subparsers(dest="admin_action", required=True)
+    ca = cusub.add_parser("add", help="add a customer")
+    ca.add_argument("name", help="the customer's name (unique)")
+    ca.add_argument(
+        "--email", action="append", default=[], help="a contact address (repeat for several)"
+    )
+    cusub.add_parser("list", help="list the customers")
+    cs = cusub.add_parser("show", help="a customer, its contracts, machines and enrolment codes")
+    cs.add_argument("customer", help="the customer's name or id")
+    ce = cusub.add_parser("edit", help="rename a customer or replace its contact addresses")
+    ce.add_argument("customer", help="the customer's name or id")
+    ce.add_argument("--name", help="the new name")
+    ce.add_argument(
+        "--email", action="append", help="a contact address (replaces all; repeat for several)"
+    )
+    ce.add_argument("--no-email", action="store_true", help="remove every contact address")
+
+    ct = adsub.add_parser("contract", help="maintenance contracts of the customers")
+    ctsub = ct.add_subparsers(dest="admin_action", required=True)
+    cta = ctsub.add_parser("add", help="add a contract to an existing customer")
+    cta.add_argument("code", help="the contract code technicians bill sessions to")
+    cta.add_argument("--customer", required=True, help="the customer's name or id")
+    cta.add_argument(
+        "--no-remote-support", action="store_true", help="the contract excludes remote support"
+    )
+    cta.add_argument("--valid-from", type=day, help="first day (YYYY-MM-DD; default today)")
+    cta.add_argument("--valid-until", type=day, help="last day (YYYY-MM-DD; default open-ended)")
+    cta.add_argument("--monthly-sessions", type=int, metavar="N", help="sessions a month includes")
+    cta.add_argument(
+        "--monthly-data", type=size, metavar="SIZE", help="data a month includes (e.g. 20G)"
+    )
+    ctl = ctsub.add_parser("list", help="list the contracts")
+    ctl.add_argument("--customer", help="only this customer's (name or id)")
+    cte = ctsub.add_parser("edit", help="change a contract")
+    cte.add_argument("code", help="the contract code")
+    rs = cte.add_mutually_exclusive_group()
+    rs.add_argument(
+        "--remote-support", action="store_true", default=None, help="includes remote support"
+    )
+    rs.add_argument(
+        "--no-remote-support",
+        dest="remote_support",
+        action="store_false",
+        help="excludes remote support",
+    )
+    cte.add_argument("--valid-from", type=day, help="first day (YYYY-MM-DD)")
+    vu = cte.add_mutually_exclusive_group()
+    vu.add_argument("--valid-until", type=day, help="last day (YYYY-MM-DD)")
+    vu.add_argument("--open-ended", action="store_true", help="no last day")
+    ms = cte.add_mutually_exclusive_group()
+    ms.add_argument("--monthly-sessions", type=int, metavar="N", help="sessions a month includes")
+    ms.add_argument("--no-session-limit", action="store_true", help="no limit of sessions")
+    md = cte.add_mutually_exclusive_group()
+    md.add_argument(
+        "--monthly-data", type=size, metavar="SIZE", help="data a month includes (e.g. 20G)"
+    )
+    md.add_argument("--no-data-limit", action="store_true", help="no limit of data")
+
+    en = adsub.add_parser("enrol", help="enrolment codes that link machines to a customer")
+    ensub = en.add_subparsers(dest="admin_action", required=True)
+    ec = ensub.add_parser("create", help="create a code for a customer (shown once)")
+    ec.add_argument("customer", help="the customer's name or id")
+    uses = ec.add_mutually_exclusive_group()
+    uses.add_argument(
+        "--uses", type=int, default=1, metavar="N", help="machines it may link (default 1)"
+    )
+    uses.add_argument("--unlimited", action="store_true", help="any number of machines")
+    ec.add_argument("--expires", type=day, help="last day it works (YYYY-MM-DD, UTC)")
+    el = ensub.add_parser("list", help="list the codes (their last four characters)")
+    el.add_argument("--customer", help="only this customer's (name or id)")
+    er = ensub.add_parser("revoke", help="revoke a code: no further machine can use it")
+    er.add_argument("code_id", type=int, help="the code's id (from list)")
+
+    us = adsub.add_parser("user", help="technician accounts")
+    ussub = us.add_subparsers(dest="admin_action", required=True)
+    ua = ussub.add_parser(
+        "add", help="add an account (password from a prompt or ENKAKU_NEW_PASSWORD)"
+    )
+    ua.add_argument("username", help="the name the technician logs in with")
+    ua.add_argument("--display-name", default="", help="the name customers see")
+    ua.add_argument("--company", default="", help="the company customers see")
+    ua.add_argument(
+        "--role",
+        choices=("technician", "admin", "auditor"),
+        default="technician",
+        help="technician (default), admin, or auditor (read-only)",
+    )
+    ussub.add_parser("list", help="list the accounts")
+    for name, text in (
+        ("disable", "disable an account: no sign-in, its tokens and console sessions end"),
+        ("enable", "enable a disabled account"),
+        ("reset-password", "replace the password (prompt or ENKAKU_NEW_PASSWORD), sign out"),
+        ("reset-totp", "remove the second factor and sign out of the console"),
+    ):
+        ussub.add_parser(name, help=text).add_argument("username", help="the account's name")
+    ur = ussub.add_parser("role", help="change an account's role")
+    ur.add_argument("username", help="the account's name")
+    ur.add_argument("role", choices=("technician", "admin", "auditor"), help="the new role")
+    for p in (cu, ct, en, us):
+        add_db_args(p)
+
+
+async def run(store: Any, args: argparse.Namespace) -> int:
+    """One `enkaku admin customer|contract|enrol|user` action; exit status."""
+    from enkaku.server.store.records import RecordsError, StoreError
+
+    try:
+        return await _ACTIONS[args.area](store, args)
+    except RecordsError as exc:
+        message = both(exc.key, **exc.kwargs)
+        print(f"enkaku: {message['en']}\nenkaku: {message['ja']}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"enkaku: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _customer(store: Any, args: argparse.Namespace) -> int:
+    rec = store.records
+    if args.admin_action == "add":
+        row = await rec.create_customer(args.name, args.email)
+        print(t("customer_added", name=row.name, id=row.id))
+    elif args.admin_action == "list":
+        for row in await rec.customers():
+            print(f"{row.id}\t{row.name}\t{', '.join(row.emails)}")
+    elif args.admin_action == "show":
+        row = await rec.customer(args.customer)
+        print(f"{row.id}\t{row.name}\tcreated {row.created_at:%Y-%m-%d}")
+        for email in row.emails:
+            print(f"contact\t{email}")
+        for c in await rec.contracts(row.id):
+            print(f"contract\t{_contract_line(store, c)}")
+        for link in await rec.linked_agents(row.id):
+            print(f"agent\t{link.agent_id}\t{link.linked_via}\t{link.linked_at:%Y-%m-%d %H:%M}")
+        for code in await rec.enrolment_codes(row.id):
+            print(f"enrolment\t{_code_line(code)}")
+    else:
+        row = await rec.customer(args.customer)
+        emails = [] if args.no_email else args.email
+        row = await rec.update_customer(row.id, name=args.name, emails=emails)
+        print(t("customer_changed", name=row.name, id=row.id))
+    return 0
+
+
+def _contract_line(store: Any, c: Any) -> str:
+    state = store.contract_serviceable(c) or "ok"
+    return (
+        f"{c.code}\t{c.customer_name}\t{c.valid_from}..{c.valid_until or ''}\t"
+        f"sessions/month {c.monthly_sessions or '-'}\tdata/month {_mb(c.monthly_bytes)}\t{state}"
+    )
+
+
+async def _contract(store: Any, args: argparse.Namespace) -> int:
+    rec = store.records
+    if args.admin_action == "add":
+        customer = await rec.customer(args.customer)
+        await rec.create_contract(
+            args.code,
+            customer.id,
+            remote_support=not args.no_remote_support,
+            valid_from=args.valid_from,
+            valid_until=args.valid_until,
+            monthly_sessions=args.monthly_sessions,
+            monthly_bytes=args.monthly_data,
+        )
+        print(t("contract_added", code=args.code))
+    elif args.admin_action == "list":
+        customer_id = (await rec.customer(args.customer)).id if args.customer else None
+        for c in await rec.contracts(customer_id):
+            print(_contract_line(store, c))
+    else:
+        fields: dict[str, object] = {}
+        if args.remote_support is not None:
+            fields["remote_support"] = args.remote_support
+        if args.valid_from is not None:
+            fields["valid_from"] = args.valid_from
+        if args.valid_until is not None or args.open_ended:
+            fields["valid_until"] = args.valid_until
+        if args.monthly_sessions is not None or args.no_session_limit:
+            fields["monthly_sessions"] = args.monthly_sessions
+        if args.monthly_data is not None or args.no_data_limit:
+            fields["monthly_bytes"] = args.monthly_data
+        await rec.update_contract(args.code, **fields)
+        print(t("contract_changed", code=args.code))
+    return 0
+
+
+def _code_line(code: Any) -> str:
+    if code.revoked_at is not None:
+        state = "revoked"
+    elif code.expires_at is not None and _utc(code.expires_at) <= datetime.now(UTC):
+        state = "expired"
+    elif code.max_uses is not None and code.uses >= code.max_uses:
+        state = "used up"
+    else:
+        state = "usable"
+    expires = f"{_utc(code.expires_at):%Y-%m-%d %H:%M} UTC" if code.expires_at else "-"
+    return (
+        f"{code.id}\t…{code.hint}\tcustomer {code.customer_id}\tuses {code.uses}/"
+        f"{code.max_uses or '∞'}\texpires {expires}\t{state}"
+    )
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+async def _enrol(store: Any, args: argparse.Namespace) -> int:
+    from enkaku.server.settings import from_env
+
+    rec = store.records
+    if args.admin_action == "create":
+        customer = await rec.customer(args.customer)
+        # The code works until the end of its last day (UTC).
+        expires = datetime.combine(args.expires, time.max, tzinfo=UTC) if args.expires else None
+        raw, _ = await rec.create_enrolment_code(
+            customer.id, max_uses=None if args.unlimited else args.uses, expires_at=expires
+        )
+        try:
+            base = from_env().public_url.rstrip("/") or "https://SERVER"
+        except ValueError:
+            base = "https://SERVER"
+        link = f"{base}/download/agent?code={raw}"
+        print(t("enrol_created", customer=customer.name, code=raw, link=link))
+    elif args.admin_action == "list":
+        customer_id = (await rec.customer(args.customer)).id if args.customer else None
+        for code in await rec.enrolment_codes(customer_id):
+            print(_code_line(code))
+    else:
+        await rec.revoke_enrolment_code(args.code_id)
+        print(t("enrol_revoked", id=args.code_id))
+    return 0
+
+
+async def _user(store: Any, args: argparse.Namespace) -> int:
+    from enkaku.cli import _reset_user, _secret
+
+    if args.admin_action == "add":
+        password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
+        if len(password) < 10:
+            print(t("password_too_short"), file=sys.stderr)
+            return 2
+        row = await store.create_technician(
+            args.username,
+            password,
+            display_name=args.display_name,
+            company=args.company,
+            role=args.role,
+        )
+        await store.records.audit_admin(
+            "technician_created", actor=None, target=f"technician:{row.id}", detail=args.role
+        )
+        print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
+        return 0
+    if args.admin_action == "list":
+        for row in await store.records.technicians():
+            state = "disabled" if not row.active else "active"
+            totp = "totp" if row.totp_enrolled else "-"
+            print(f"{row.id}\t{row.username}\t{row.role}\t{state}\t{totp}\t{row.display_name}")
+        return 0
+    if args.admin_action in ("reset-password", "reset-totp"):
+        args.action = args.admin_action
+        return int(await _reset_user(store, args))
+    tech = await store.technician_by_name(args.username)
+    if tech is None:
+        print(t("user_unknown", user=args.username), file=sys.stderr)
+        return 1
+    if args.admin_action in ("disable", "enable"):
+        await store.records.set_disabled(tech.id, args.admin_action == "disable")
+        key = "user_disabled" if args.admin_action == "disable" else "user_enabled"
+        print(t(key, user=args.username))
+    else:
+        await store.records.set_role(tech.id, args.role)
+        print(t("user_role_set", user=args.username, role=t(f"role_{args.role}")))
+    return 0
+
+
+_ACTIONS = {"customer": _customer, "contract": _contract, "enrol": _enrol, "user": _user}
+
+
+def moved(args: argparse.Namespace) -> None:
+    """After an old `enkaku user|contract ...` command succeeded: where it moved."""
+    print(
+        t("admin_moved", old=f"{args.command} {args.action}", new=f"{args.command} {args.action}"),
+        file=sys.stderr,
+    )
