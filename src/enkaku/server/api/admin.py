@@ -22,7 +22,6 @@ register(
             "Your account's role ({role}) does not allow this; it needs: {allowed}.",
             "このアカウントのロール ({role}) ではこの操作はできません。必要なロール: {allowed}",
         ),
-        "role_auditor": ("auditor (read-only)", "監査担当 (閲覧のみ)"),
         "admin_not_found": ("{what} {ref} does not exist.", "{what} {ref} は存在しません。"),
         "admin_self": (
             "You cannot disable your own account or take away your own admin role.",
