@@ -528,6 +528,57 @@ class ConsoleSide:
 # -- the peer side --------------------------------------------------------------------
 
 
+class TimingProxy:
+    """``--peer-split`` only: a loopback TCP relay between the viewer and ``enkaku
+    connect`` that notes when bytes pass each way (times only, never contents), so the
+    peer's key latency splits as the console's does. One connection; it adds a thread hop
+    each way, so its run's peer figures are not the plain ones."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.up: list[float] = []  # viewer -> connect, while recording
+        self.down: list[float] = []  # connect -> viewer, while recording
+        self.recording = False
+        self.socks: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.target_port))
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socks += [client, server]
+        threading.Thread(target=self._pump, args=(client, server, self.up), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, self.down), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, times: list[float]) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if self.recording:
+                    times.append(time.perf_counter())
+                dst.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def start(self) -> None:
+        self.up.clear()
+        self.down.clear()
+        self.recording = True
+
+    def close(self) -> None:
+        self.recording = False
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
 @dataclass
 class PeerSide:
     env: dict[str, str]
@@ -539,6 +590,8 @@ class PeerSide:
     runs: int = 0
     #: Where the viewer shows the remote (0, 0): found in the warm-up session.
     offset: tuple[int, int] | None = None
+    #: --peer-split: the viewer talks to ``connect`` through a TimingProxy.
+    split: bool = False
 
     def session(
         self, creds: dict[str, Any], screen: npt.NDArray[np.uint8], keys: str
@@ -549,6 +602,7 @@ class PeerSide:
         self.runs += 1
         connect: Child | None = None
         viewer: subprocess.Popen[bytes] | None = None
+        proxy: TimingProxy | None = None
         cap = X11Capture(self.viewer_display)
         inp = X11Input(self.viewer_display)
         try:
@@ -564,6 +618,9 @@ class PeerSide:
             connected = connect.next_event("connected")
             listening = connect.next_event("vnc_listening")
             port = int(listening["port"])
+            if self.split:
+                proxy = TimingProxy(port)
+                port = proxy.port
             log = (self.workdir / f"viewer-{self.runs}.log").open("wb")
             try:
                 viewer = subprocess.Popen(
@@ -608,8 +665,11 @@ class PeerSide:
                      self.remote.xterm.w, self.remote.xterm.h)  # fmt: skip
             time.sleep(0.3)
             lat: list[float] = []
+            split: list[list[float]] = []
             for ch in keys:
                 time.sleep(random.uniform(0.15, 0.3))
+                if proxy is not None:
+                    proxy.start()
                 parts = cap.grab_rects([x])
                 assert parts is not None
                 base = parts[0].copy()
@@ -623,10 +683,24 @@ class PeerSide:
                     return now is not None and not np.array_equal(now[0], base)
 
                 wait_damage(cap, changed, "the echo in the viewer")
-                lat.append(1000 * (time.perf_counter() - start))
+                end = time.perf_counter()
+                lat.append(1000 * (end - start))
+                if proxy is not None:
+                    proxy.recording = False
+                    up = [t for t in proxy.up if t >= start]
+                    down = [t for t in proxy.down if up and up[0] <= t <= end]
+                    if up and down:
+                        split.append(
+                            [1000 * (up[0] - start), 1000 * (down[-1] - up[0]),
+                             1000 * (end - down[-1])]
+                        )  # fmt: skip
             result["keys"] = lat
+            if proxy is not None:
+                result["key_split"] = split
             return result
         finally:
+            if proxy is not None:
+                proxy.close()
             if viewer is not None:
                 stop_popen(viewer)
             if connect is not None:
@@ -806,6 +880,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         console = ConsoleSide(page, server_url, remote)
         console.sign_in(login_password)
         peer = PeerSide(env, server_url, workdir, viewer_display, remote, viewer_bin)
+        peer.split = args.peer_split
+        info["peer_split"] = args.peer_split
 
         letters = iter(LETTERS * (2 + (args.repeat + 1) * 2 * args.keys // len(LETTERS)))
 
@@ -908,6 +984,9 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
         c = out["keys_drawn"][q]
         out["keys_drawn"][f"ratio_{q}"] = c / peer[q] if c is not None and peer[q] else None
     out["key_split_n"] = len(split)
+    peer_split = [k for r in reps for k in r["peer"].get("key_split", [])]
+    out["peer_key_split_p50"] = [percentile([k[i] for k in peer_split], 50) for i in range(3)]
+    out["peer_key_split_n"] = len(peer_split)
     out["raf_period"] = percentile(
         [r["console"]["raf_period"] for r in reps if r["console"].get("raf_period") is not None],
         50,
@@ -958,6 +1037,14 @@ def report(result: dict[str, Any]) -> str:
             f" sent -> last record received before the draw {net:.1f}; received -> drawn"
             f" {draw:.1f}; drawn -> next animation frame {shown:.1f}"
         )
+    ptx, pnet, pshown = s.get("peer_key_split_p50") or (None, None, None)
+    if ptx is not None:
+        lines.append(
+            f"(b) peer steps through --peer-split's relay, median ms (n={s['peer_key_split_n']}):"
+            f" key -> the viewer's bytes to connect {ptx:.1f}; sent -> last bytes back before"
+            f" the change {pnet:.1f}; received -> viewer's window changed {pshown:.1f}"
+            " (the relay adds a thread hop each way to this run's peer figures)"
+        )
     if s.get("raf_period") is not None:
         lines.append(
             f"the page's animation frame period (median): {s['raf_period']:.1f} ms (the console's"
@@ -977,6 +1064,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=5, help="keys timed per session (default 5)")
     p.add_argument("--console-dir", type=Path, help="a built console (default: build one)")
     p.add_argument("--out", type=Path, help="STEM for STEM.txt and STEM.json")
+    p.add_argument(
+        "--peer-split",
+        action="store_true",
+        help="relay the viewer's connection through a timing proxy to split the peer's key"
+        " latency (adds a hop: a diagnostic run, not the plain comparison)",
+    )
     p.add_argument("--rev", help="the revision measured, when run from an archive without .git")
     args = p.parse_args(argv)
     stem = args.out or REPO / "benchmarks" / "results" / f"{datetime.date.today()}-console"
