@@ -18,7 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,19 +276,19 @@ def test_a_file_for_another_python_says_which_one_to_download(
     assert "python3 enkaku-agent-py311.pyz" in done.stderr
 
 
-async def test_an_agent_for_another_link_protocol_stops_and_says_where_to_get_one(
-    tmp_path: Path,
-) -> None:
-    """A server that announces protocol 2 (a later enkaku): the agent does not retry
-    forever with an error the customer cannot act on; it names the download page."""
-    hellos: list[str] = []
+AgentLinkHandler = Callable[[web.WebSocketResponse], Awaitable[None]]
+
+
+async def run_agent_against(
+    handler: AgentLinkHandler, tmp_path: Path, lang: str
+) -> tuple[str, str]:
+    """A headless agent run to its end against a fake server whose /ws/agent is
+    ``handler``: the server's URL and what the agent told the customer."""
 
     async def agent_ws(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        await ws.send_str(json.dumps({"type": "challenge", "nonce": "ab" * 32, "protocol": 2}))
-        async for msg in ws:  # the agent must not answer; it closes
-            hellos.append(str(msg.data))
+        await handler(ws)
         return ws
 
     app = web.Application()
@@ -302,15 +302,31 @@ async def test_an_agent_for_another_link_protocol_stops_and_says_where_to_get_on
         agent = await asyncio.create_subprocess_exec(
             ENKAKU, "agent", "--server", server, "--headless", "--display", "none",
             "--accept-terms", "1", "--config-dir", str(tmp_path / "agent"),
-            env=dict(os.environ, ENKAKU_LANG="en"),
+            env=dict(os.environ, ENKAKU_LANG=lang),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         _, err = await asyncio.wait_for(agent.communicate(), 60)
     finally:
         await runner.cleanup()
     assert agent.returncode == 0
-    assert f"Download the current program from {server}/download/agent" in err.decode()
-    assert "retrying" not in err.decode()
+    return server, err.decode()
+
+
+async def test_an_agent_for_another_link_protocol_stops_and_says_where_to_get_one(
+    tmp_path: Path,
+) -> None:
+    """A server that announces protocol 2 (a later enkaku): the agent does not retry
+    forever with an error the customer cannot act on; it names the download page."""
+    hellos: list[str] = []
+
+    async def later_server(ws: web.WebSocketResponse) -> None:
+        await ws.send_str(json.dumps({"type": "challenge", "nonce": "ab" * 32, "protocol": 2}))
+        async for msg in ws:  # the agent must not answer; it closes
+            hellos.append(str(msg.data))
+
+    server, err = await run_agent_against(later_server, tmp_path, "en")
+    assert f"Download the current program from {server}/download/agent" in err
+    assert "retrying" not in err
     assert hellos == []
 
 
@@ -321,35 +337,14 @@ async def test_a_server_that_refuses_the_agents_link_protocol_stops_it_with_the_
     4426, and the agent stops with the download message instead of retrying."""
     hellos: list[dict[str, Any]] = []
 
-    async def agent_ws(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
+    async def refusing_server(ws: web.WebSocketResponse) -> None:
         await ws.send_str(json.dumps({"type": "challenge", "nonce": "ab" * 32, "protocol": 1}))
         hellos.append(json.loads((await ws.receive(timeout=30)).data))
         await ws.close(code=CLOSE_INCOMPATIBLE, message=b"agent link protocol 1 required")
-        return ws
 
-    app = web.Application()
-    app.router.add_get("/ws/agent", agent_ws)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        server = f"http://127.0.0.1:{port}"
-        agent = await asyncio.create_subprocess_exec(
-            ENKAKU, "agent", "--server", server, "--headless", "--display", "none",
-            "--accept-terms", "1", "--config-dir", str(tmp_path / "agent"),
-            env=dict(os.environ, ENKAKU_LANG="ja"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, err = await asyncio.wait_for(agent.communicate(), 60)
-    finally:
-        await runner.cleanup()
-    assert agent.returncode == 0
+    server, err = await run_agent_against(refusing_server, tmp_path, "ja")
     assert [h["protocol"] for h in hellos] == [PROTOCOL]  # one try, naming its version
-    text = err.decode()
-    assert f"{server}/download/agent から最新のプログラムをダウンロード" in text, text
+    assert f"{server}/download/agent から最新のプログラムをダウンロード" in err, err
 
 
 async def test_the_server_closes_an_agent_of_another_link_protocol(
