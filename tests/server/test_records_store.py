@@ -181,7 +181,13 @@ async def test_customers_with_contacts(store: Store) -> None:
     assert (await rec.customer(str(c.id))).id == c.id
     changed = await rec.update_customer(c.id, emails=["c@acme.example"], actor=None)
     assert changed.emails == ["c@acme.example"]
-    assert [x.name for x in await rec.customers()] == ["Acme 株式会社"]
+    # Keeping an address while adding and removing others (the same row stays).
+    changed = await rec.update_customer(c.id, emails=["d@acme.example", "C@acme.example"])
+    assert changed.emails == ["C@acme.example", "d@acme.example"]
+    renamed = await rec.update_customer(c.id, name="Acme KK", emails=["d@acme.example"])
+    assert (renamed.name, renamed.emails) == ("Acme KK", ["d@acme.example"])
+    c = renamed
+    assert [x.name for x in await rec.customers()] == ["Acme KK"]
     with pytest.raises(StoreError):
         await rec.customer("nobody")
 

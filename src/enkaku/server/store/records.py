@@ -257,7 +257,15 @@ class Records:
                 row.name = name.strip()
                 changed.append("name")
             if emails is not None:
-                row.contacts = [CustomerContact(email=e) for e in _emails(emails)]
+                # Addresses kept keep their rows: the unit of work inserts before it
+                # deletes, so a new row for a kept address would hit the unique key.
+                kept = {c.email.lower(): c for c in row.contacts}
+                contacts = []
+                for email in _emails(emails):
+                    contact = kept.pop(email.lower(), None) or CustomerContact(email=email)
+                    contact.email = email
+                    contacts.append(contact)
+                row.contacts = contacts
                 changed.append("emails")
             try:
                 await s.flush()
