@@ -142,6 +142,12 @@ async def test_admin_actions_through_the_api_are_audited_without_personal_data(
         {"username": "hanako", "password": "long enough pw", "role": "technician"},
     )  # fmt: skip
     assert status == 201 and tech["disabled"] is False
+    status, body = await call(
+        env, "POST", "/api/v1/admin/technicians", admin,
+        {"username": "hanako", "password": "long enough pw"},
+    )  # fmt: skip
+    assert status == 409 and "hanako" in body["error"]["message"]["ja"]
+    assert body["error"]["message"]["ja"] != body["error"]["message"]["en"]
     hanako_token, _ = await env.svc.store.issue_token(tech["id"])
     assert (await call(env, "GET", "/api/v1/me", hanako_token))[0] == 200
     status, _ = await call(env, "POST", f"/api/v1/admin/technicians/{tech['id']}/disable", admin)

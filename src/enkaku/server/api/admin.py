@@ -401,8 +401,8 @@ async def admin_technician_add(ctx: Context, body: TechnicianIn) -> TechnicianOu
             company=body.company,
             role=body.role,
         )
-    except StoreError as exc:
-        raise ApiError(409, "admin_refused", detail=str(exc)) from None
+    except StoreError:  # the only refusal left once the body is valid: the name is taken
+        raise ApiError(409, "store_technician_exists", user=body.username) from None
     await store.records.audit_admin(
         "technician_created", actor=ctx.tech.id, target=f"technician:{row.id}", detail=body.role
     )
