@@ -141,7 +141,7 @@ async def test_put_delivers_the_file_with_its_hash_and_reports_its_size(tmp_path
     assert sha(s.incoming / "report.pdf") == sha(local)
     assert hidden(s.incoming) == []
     assert (s.incoming / "report.pdf").stat().st_mode & 0o777 == 0o644
-    assert s.events == [("file_received", str(3 * MiB + 17))]
+    assert s.events == [("file_received", f"{3 * MiB + 17}:{sha(local)}:report.pdf")]
     assert seen[0] == (0, 3 * MiB + 17) and seen[-1] == (3 * MiB + 17, 3 * MiB + 17)
     await s.close()
 
@@ -400,7 +400,7 @@ async def test_get_fetches_a_file_with_its_hash(tmp_path: Path) -> None:
     assert saved == s.downloads / "Xorg.0.log"
     assert sha(saved) == sha(remote)
     assert hidden(s.downloads) == []
-    assert s.events == [("file_sent", str(6 * MiB + 3))]
+    assert s.events == [("file_sent", f"{6 * MiB + 3}:{sha(remote)}:Xorg.0.log")]
     # Fetched again: the first copy stays, the second gets its own name.
     again = await do_get(s, str(remote))
     assert again == s.downloads / "Xorg.0 (1).log"

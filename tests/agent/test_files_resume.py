@@ -78,7 +78,7 @@ async def test_put_resumes_after_an_interruption_in_a_new_session(tmp_path: Path
     assert offset == 3 * MiB + 5
     assert sha(s2.incoming / "disk.img") == sha(local)
     assert hidden(s2.incoming) == []
-    assert s2.events == [("file_received", str(5 * MiB + 999))]
+    assert s2.events == [("file_received", f"{5 * MiB + 999}:{sha(local)}:disk.img")]
     await s2.close()
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -90,6 +91,10 @@ CLOSE_TRY_AGAIN = 1013
 #: Metadata the agent may report about a session, and the shape its detail must have:
 #: short codes and numbers, never content (no file names, text or keystrokes).
 _CODE = r"[a-z_]{1,32}"
+#: A transfer's detail: its size, then optionally the SHA-256 of its bytes and its name
+#: (no folder; printable, at most 1,020 characters; docs/protocol/files.md).
+_FILE = r"([0-9]{1,15})(?::([0-9a-f]{64}):([^\x00-\x1f\x7f/]{1,1020}))?"
+FILE_EVENTS = ("file_received", "file_sent")
 SESSION_EVENTS: dict[str, re.Pattern[str] | None] = {
     "busy": None,
     "wrong_password": None,
@@ -104,8 +109,9 @@ SESSION_EVENTS: dict[str, re.Pattern[str] | None] = {
     "action_withdrawn": re.compile(_CODE),
     # what the tools did: sizes and counts only
     "system_info_sent": re.compile(r"[0-9]{1,12}"),
-    "file_received": re.compile(r"[0-9]{1,15}"),
-    "file_sent": re.compile(r"[0-9]{1,15}"),
+    # SIZE, or SIZE:SHA256:NAME (the name kept as the audit_file_names setting says)
+    "file_received": re.compile(_FILE),
+    "file_sent": re.compile(_FILE),
     "file_failed": re.compile(_CODE),
     "screenshot_sent": re.compile(r"[0-9]{1,5}x[0-9]{1,5}"),
     "terminal_opened": None,
@@ -114,6 +120,25 @@ SESSION_EVENTS: dict[str, re.Pattern[str] | None] = {
     "clipboard_from_customer": re.compile(r"[0-9]{1,9}"),
     "text_typed": re.compile(r"[0-9]{1,5}"),
 }
+
+
+def file_audit(detail: str, names: str) -> tuple[str, dict[str, Any]]:
+    """A transfer's detail (already of the shape ``_FILE``) as the audit event's detail
+    (the size) and file fields; ``names`` is the audit_file_names setting: "clear" keeps
+    the name, "hash" only ``sha256:`` and the SHA-256 of its UTF-8 bytes."""
+    match = re.fullmatch(_FILE, detail)
+    assert match is not None
+    size, sha, name = match.groups()
+    fields: dict[str, Any] = {"file_size": int(size)}
+    if sha is not None and name is not None:
+        fields["file_sha256"] = sha
+        fields["file_name"] = name if names == "clear" else hash_file_name(name)
+    return size, fields
+
+
+def hash_file_name(name: str) -> str:
+    """How audit events keep a file name with audit_file_names = hash (docs/privacy.md)."""
+    return "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class AgentConnection:
@@ -392,6 +417,9 @@ class AgentGateway:
             log.info("agent %s: %s event with an unexpected detail", conn.agent_id, event)
             detail = None
         detail = str(detail) if detail is not None else None
+        file_fields: dict[str, Any] = {}
+        if event in FILE_EVENTS and detail is not None:
+            detail, file_fields = file_audit(detail, self.settings.audit_file_names)
         live = self.relay.sessions.get(session_id)
         if live is not None:
             agent_id, technician_id = live.agent_id, live.technician_id
@@ -409,6 +437,7 @@ class AgentGateway:
             agent_id=agent_id,
             technician_id=technician_id,
             detail=detail,
+            **file_fields,
         )
         if event == "busy":
             await self.relay.end(session_id, "busy", by="agent")

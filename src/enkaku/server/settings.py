@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 
@@ -26,6 +27,14 @@ register(
         "setting_console_time": (
             "{name}: must be more than 0",
             "{name}: 0 より大きくしてください",
+        ),
+        "setting_time_zone": (
+            "time_zone: {value!r} is not a time zone name (such as UTC or Asia/Tokyo)",
+            "time_zone: {value!r} はタイムゾーン名ではありません (UTC、Asia/Tokyo など)",
+        ),
+        "setting_audit_file_names": (
+            "audit_file_names must be clear or hash, not {value!r}",
+            "audit_file_names には clear か hash を指定してください ({value!r} は使えません)",
         ),
         "setting_support_phone_alone": (
             "--support-phone (ENKAKU_SUPPORT_PHONE) needs --support-name "
@@ -112,6 +121,16 @@ class Settings:
     #: Serve only machines linked to a customer by an enrolment code (docs/records.md);
     #: False: a machine not linked yet is linked by its first consented session.
     require_enrolment: bool = False
+    #: The time zone reports show times in and count days and months in (docs/privacy.md,
+    #: docs/records.md#reports).
+    time_zone: str = "UTC"
+    #: How audit events keep the names of transferred files: "hash" (SHA-256 of the name
+    #: only; file names are personal data) or "clear" (docs/privacy.md).
+    audit_file_names: str = "hash"
+    #: Session records older than this many days are purged with their audit events
+    #: (0: never); audit events older than audit_retention_days too (docs/privacy.md).
+    session_retention_days: int = 400
+    audit_retention_days: int = 400
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -158,6 +177,20 @@ class Settings:
         for name in ("console_idle_minutes", "console_lifetime_hours"):
             if not getattr(self, name) > 0:
                 raise SettingsError(t("setting_console_time", name=name))
+        try:
+            self.zone  # noqa: B018  (validates the name)
+        except (ValueError, KeyError):
+            raise SettingsError(t("setting_time_zone", value=self.time_zone)) from None
+        if self.audit_file_names not in ("clear", "hash"):
+            raise SettingsError(t("setting_audit_file_names", value=self.audit_file_names))
+        for name in ("session_retention_days", "audit_retention_days"):
+            if getattr(self, name) < 0:
+                raise SettingsError(t("setting_not_negative", name=name))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The configured time zone."""
+        return zone_info(self.time_zone)
 
     @property
     def support(self) -> dict[str, str | None] | None:
@@ -185,6 +218,14 @@ class Settings:
     @property
     def node(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{self.port}"
+
+
+def zone_info(name: str) -> ZoneInfo:
+    """The time zone ``name`` (ValueError if there is none by that name)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(name) from exc
 
 
 def _is_loopback(host: str) -> bool:
@@ -233,6 +274,10 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_CONSOLE_IDLE_MINUTES": ("console_idle_minutes", float),
         "ENKAKU_CONSOLE_LIFETIME_HOURS": ("console_lifetime_hours", float),
         "ENKAKU_REQUIRE_ENROLMENT": ("require_enrolment", _bool),
+        "ENKAKU_TIME_ZONE": ("time_zone", str),
+        "ENKAKU_AUDIT_FILE_NAMES": ("audit_file_names", str),
+        "ENKAKU_SESSION_RETENTION_DAYS": ("session_retention_days", int),
+        "ENKAKU_AUDIT_RETENTION_DAYS": ("audit_retention_days", int),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

@@ -7,8 +7,11 @@ A received file is written under a hidden name in its destination folder
 into place, so nothing half-written or wrong is ever visible under its real name; an
 interrupted one keeps its verified part for ``FileSettings.partial_ttl`` and the next
 identical put resumes it. Every refusal is a stream RESET with a reason from
-``filexfer.REASONS`` and a ``file_failed`` audit event carrying that reason; file names
-and contents are never reported or logged above debug.
+``filexfer.REASONS`` and a ``file_failed`` audit event carrying that reason. A finished
+transfer is reported as ``file_received``/``file_sent`` with its size, the SHA-256 of its
+bytes and its name (the server keeps the name in clear or only its hash, as its
+``audit_file_names`` setting says; docs/privacy.md); contents are never reported, and
+names never logged above debug.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ async def serve_put(stream: Stream, ctx: ServiceContext) -> None:
     """Receive one file from the technician into the folder the customer allowed."""
     progress = Progress(ctx, stream, "receive")
     try:
-        size = await _put(stream, ctx, progress)
+        size, digest, name = await _put(stream, ctx, progress)
     except fx.Refused as exc:
         progress.end(False)
         await _refuse(stream, ctx, exc.reason)
@@ -98,10 +101,15 @@ async def serve_put(stream: Stream, ctx: ServiceContext) -> None:
         await _refuse(stream, ctx, os_reason(exc))
     else:
         progress.end(True)
-        await ctx.report("file_received", f"{size}")
+        await ctx.report("file_received", file_detail(size, digest, name))
 
 
-async def _put(stream: Stream, ctx: ServiceContext, progress: Progress) -> int:
+def file_detail(size: int, sha256: str, name: str) -> str:
+    """A transfer's audit detail: ``SIZE:SHA256:NAME`` (the name last: it may hold ':')."""
+    return f"{size}:{sha256}:{name}"
+
+
+async def _put(stream: Stream, ctx: ServiceContext, progress: Progress) -> tuple[int, str, str]:
     req = fx.parse_put(stream.params)
     if req.overwrite and ctx.grant.details.get("overwrite") is not True:
         raise fx.Refused("consent_required")  # the customer was not told it replaces
@@ -127,7 +135,7 @@ async def _put(stream: Stream, ctx: ServiceContext, progress: Progress) -> int:
             await _settle(part)
     finally:
         os.close(dir_fd)
-    return req.size
+    return req.size, req.sha256, req.name
 
 
 async def _receive(
@@ -196,7 +204,7 @@ async def serve_get(stream: Stream, ctx: ServiceContext) -> None:
     when the technician's kept part is of this very file."""
     progress = Progress(ctx, stream, "send")
     try:
-        size = await _get(stream, progress)
+        size, digest, name = await _get(stream, progress)
     except fx.Refused as exc:
         progress.end(False)
         await _refuse(stream, ctx, exc.reason)
@@ -205,7 +213,7 @@ async def serve_get(stream: Stream, ctx: ServiceContext) -> None:
         await _refuse(stream, ctx, os_reason(exc))
     else:
         progress.end(True)
-        await ctx.report("file_sent", f"{size}")
+        await ctx.report("file_sent", file_detail(size, digest, name))
 
 
 def open_source(path: str) -> int:
@@ -248,7 +256,7 @@ def hash_file(fd: int, size: int) -> str:
     return hasher.hexdigest()
 
 
-async def _get(stream: Stream, progress: Progress) -> int:
+async def _get(stream: Stream, progress: Progress) -> tuple[int, str, str]:
     req = fx.parse_get(stream.params)
     try:
         fd = await asyncio.to_thread(open_source, req.path)
@@ -275,7 +283,7 @@ async def _get(stream: Stream, progress: Progress) -> int:
         await stream.write_eof()
     finally:
         os.close(fd)
-    return size
+    return size, digest, header.name
 
 
 def _can_list(path: str) -> None:
@@ -283,7 +291,7 @@ def _can_list(path: str) -> None:
         pass
 
 
-async def _get_folder(stream: Stream, path: str, progress: Progress) -> int:
+async def _get_folder(stream: Stream, path: str, progress: Progress) -> tuple[int, str, str]:
     """Send a folder as a tar stream in frames, then its size and SHA-256 (no resume:
     an archive is made afresh each time)."""
     top = path.rstrip("/") or "/"
@@ -302,7 +310,7 @@ async def _get_folder(stream: Stream, path: str, progress: Progress) -> int:
             await _send(stream, fx.frame(chunk))
     await _send(stream, fx.Trailer(size, hasher.hexdigest(), tar.skipped).encode())
     await stream.write_eof()
-    return size
+    return size, hasher.hexdigest(), f"{name}.tar"
 
 
 # -- browse -------------------------------------------------------------------------

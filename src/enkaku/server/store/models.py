@@ -107,6 +107,9 @@ class Customer(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: When its personal data was deleted (0006; docs/privacy.md): the name is then
+    #: "deleted customer ID" and it has no contact, link or enrolment code left.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     contacts: Mapped[list[CustomerContact]] = relationship(
         lazy="selectin", order_by="CustomerContact.id", cascade="all, delete-orphan"
     )
@@ -201,9 +204,9 @@ class SupportSession(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # 128-bit hex
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
     technician_id: Mapped[int] = mapped_column(ForeignKey("technicians.id"))
-    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"))
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"), index=True)
     node: Mapped[str] = mapped_column(String(128), default="")
-    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     paired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -227,13 +230,19 @@ class AuditEvent(Base):
     session_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     agent_id: Mapped[str | None] = mapped_column(String(9), nullable=True)
     technician_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     source: Mapped[str] = mapped_column(String(16))  # server | agent | technician
     event: Mapped[str] = mapped_column(String(48))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: What an admin action acted on, as "kind:id" (customer:3, technician:7, ...;
     #: 0005); the actor is technician_id. Never a name or an address.
     target: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    #: A transferred file (0006): its name in clear or "sha256:<hex>" of the name (the
+    #: server's audit_file_names setting; docs/privacy.md), its size, the SHA-256 of
+    #: its bytes. Never the bytes.
+    file_name: Mapped[str | None] = mapped_column(String(1100), nullable=True)
+    file_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    file_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class TermsVersion(Base):

@@ -32,6 +32,7 @@ from .models import (
     TermsVersion,
 )
 from .records import ROLES, Records, StoreError, contract_serviceable
+from .reports import Reports
 
 register(
     {
@@ -106,6 +107,8 @@ class Store:
         self._clock = clock
         #: Customers, contracts, machines' customers, enrolment codes, roles.
         self.records = Records(self._sessions, clock)
+        #: Session history, monthly reports, audit trails, export, deletion, retention.
+        self.reports = Reports(self._sessions, clock)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -741,8 +744,12 @@ class Store:
         agent_id: str | None = None,
         technician_id: int | None = None,
         detail: str | None = None,
+        file_name: str | None = None,
+        file_size: int | None = None,
+        file_sha256: str | None = None,
     ) -> None:
-        """Append one metadata event (never content) to the audit log."""
+        """Append one metadata event (never content) to the audit log; a file transfer's
+        name (as the audit_file_names setting keeps it), size and SHA-256."""
         async with self._sessions() as s:
             s.add(
                 AuditEvent(
@@ -753,6 +760,9 @@ class Store:
                     source=source,
                     event=event[:48],
                     detail=(detail or None) and detail[:1000],
+                    file_name=file_name,
+                    file_size=file_size,
+                    file_sha256=file_sha256,
                 )
             )
             await s.commit()
