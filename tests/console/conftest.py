@@ -65,8 +65,11 @@ def console_dir() -> Iterator[Path]:
         shutil.rmtree(out, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not longer: while Playwright's synchronous API is
+    started it keeps an event loop current in this thread, and other modules' tests
+    call asyncio.run()."""
     if not Path(CHROMIUM).exists():
         raise RuntimeError("Chromium is missing: apt-get install chromium")
     with playwright_sync.sync_playwright() as pw:

@@ -158,7 +158,9 @@ def test_view_only_actual_size_and_keys_a_browser_keeps(
     log = tmp_path / "xev.txt"
     with (
         open(log, "w") as out,
-        x_client(["xev", "-geometry", "200x150+560+400", "-event", "keyboard"], display, out),
+        x_client(
+            ["xev", "-geometry", "200x150+560+400", "-event", "keyboard"], display, out.fileno()
+        ),
     ):
         wait_window(display, "Event Tester")
         subprocess.run(
