@@ -95,6 +95,9 @@ class Reports:
         self._sessions = sessions
         self._clock = clock
 
+    def now(self) -> datetime:
+        return self._clock()
+
     # -- session history -------------------------------------------------------------
 
     async def sessions(self, f: SessionFilter) -> tuple[list[SessionRecord], int]:
