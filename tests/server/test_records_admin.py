@@ -28,6 +28,8 @@ SKIPPED = {("delete", "/api/v1/auth/token")}
 def allowed(method: str, path: str) -> set[str]:
     if path.startswith("/api/v1/admin/"):
         return {"admin", "auditor"} if method == "get" else {"admin"}
+    if path.startswith("/api/v1/reports/"):
+        return {"admin", "auditor"}
     if (method, path) in SESSION_WRITES:
         return {"admin", "technician"}
     return set(ROLES)
@@ -73,6 +75,7 @@ async def test_every_route_with_every_role(env: Env) -> None:
         "code_id": str(code.id),
         "session_id": "0" * 32,
         "agent_id": "123456789",
+        "report": "2026-11.csv",
     }
     async with env.http.get(env.url("/api/v1/openapi.json")) as r:
         doc = await r.json()

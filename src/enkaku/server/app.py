@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from .agents import AgentGateway
 from .api import admin as _admin_routes  # noqa: F401  (registers its routes on api)
 from .api import auth as _auth_routes  # noqa: F401  (registers its routes on api)
+from .api import reports as _report_routes  # noqa: F401  (registers its routes on api)
 from .api.framework import ApiError
 from .api.routes import api
 from .console import authenticate_cookie, setup_console
@@ -26,6 +27,7 @@ from .preauth import PendingConnections, RegistrationLimiter
 from .presence import MemoryPresence
 from .ratelimit import Limits
 from .relay import RelayHub, RelayObserver
+from .retention import RETENTION, Retention
 from .services import SERVICES, Services
 from .settings import Settings
 from .store.db import open_engine
@@ -104,9 +106,15 @@ def build_app(
         )
         expiry = AgentExpiry(own_store, presence, settings.agent_expiry_days)
         expiry.start()
+        retention = Retention(
+            own_store, settings.session_retention_days, settings.audit_retention_days
+        )
+        retention.start()
+        app[RETENTION] = retention
         app[SERVICES] = Services(settings, own_store, presence, relay, agents, own_limits)
         yield
         await expiry.stop()
+        await retention.stop()
         await agents.drain()
         if store is None:
             await own_store.close()
