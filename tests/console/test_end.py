@@ -52,3 +52,24 @@ def test_end_with_a_policy_reason_and_comment(cworld: World, page: Any, tmp_path
         assert record["end_comment"] == comment
         assert record["end_asserted_by"] == "technician"
         assert record["ended_by_technician_id"] is not None
+
+
+def test_end_still_ends_when_the_sign_in_has_expired(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "allow")
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], creds["password"])
+    page.wait_for_selector("#status[data-state='connected']")
+    session_id = page.get_attribute("body", "data-session-id")
+    page.context.clear_cookies()  # the console sign-in is gone
+    page.click("#end-session")
+    page.click("#end-form button[type='submit']")
+    page.wait_for_selector("#status[data-state='ended']")
+    assert page.text_content("#overlay-text") == "Session ended: the technician ended it."
+    assert agent.next_line(60, event="credentials")["password"] != creds["password"]
+    record = wait_for(
+        lambda: (r := api_get(cworld, f"/sessions/{session_id}"))["ended_at"] and r,
+        30,
+        "the ended record",
+    )
+    assert (record["end_reason"], record["end_asserted_by"]) == ("technician_ended", "technician")

@@ -143,8 +143,10 @@ async function main(): Promise<void> {
       try {
         await endSession(ticket.session_id, reason, comment || undefined);
       } catch (e) {
-        if (e instanceof ApiError && e.status === 0) {
-          // The server cannot be reached: end the channel itself.
+        if (e instanceof ApiError && (e.status === 0 || e.status === 401)) {
+          // The server cannot be reached, or the sign-in has expired: the session
+          // must still end, so the page closes the channel itself (the plain
+          // technician_ended; a reason of the terms can only be given through the API).
           await channel.close("technician_ended");
           return;
         }
