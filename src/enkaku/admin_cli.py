@@ -5,12 +5,14 @@ actor (the server's own command line)."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import sys
 from datetime import UTC, datetime, time
 from typing import Any
 
-from enkaku.i18n import both, register, t
+from enkaku.i18n import both, language, register, t
 
 register(
     {
@@ -44,6 +46,25 @@ register(
         "user_enabled": ("enabled {user}", "{user} を有効にしました。"),
         "user_role_set": ("{user} is now {role}", "{user} のロールを {role} にしました。"),
         "role_auditor": ("auditor (read-only)", "監査担当 (閲覧のみ)"),
+        "customer_deleted": (
+            "deleted the personal data of customer {id}: its name, contact addresses, machine "
+            "links and enrolment codes; its sessions keep only ids, times and volumes",
+            "顧客 {id} の個人データ (名前、連絡先、マシンの関連付け、登録コード) を削除しました。"
+            "セッションには ID、時刻、データ量のみが残ります。",
+        ),
+        "customer_delete_confirm": (
+            "This deletes customer {id}'s personal data for good; run again with --yes.",
+            "顧客 {id} の個人データを完全に削除します。実行するには --yes を付けてください。",
+        ),
+        "report_written": ("wrote {path}", "{path} に書き出しました。"),
+        "report_no_session": ("no session {id}", "セッション {id} はありません"),
+        "report_technician_unknown": ("no technician {user}", "技術者 {user} はいません"),
+        "retention_purged": (
+            "purged {sessions} session record(s) and {events} audit event(s) "
+            "(sessions: {session_days} days, audit events: {audit_days} days; 0 = kept)",
+            "セッション記録 {sessions} 件と監査イベント {events} 件を削除しました "
+            "(セッション: {session_days} 日、監査イベント: {audit_days} 日、0 = 削除しない)",
+        ),
         "admin_bad_size": (
             "expected a size such as 500M or 20G, got {value!r}",
             "500M や 20G のようなサイズを指定してください ({value!r} が指定されました)",
@@ -92,6 +113,14 @@ def add_parsers(adsub: Any, add_db_args: Any, day: Any) -> None:
         "--email", action="append", help="a contact address (replaces all; repeat for several)"
     )
     ce.add_argument("--no-email", action="store_true", help="remove every contact address")
+    cx = cusub.add_parser("export", help="everything stored about a customer, as JSON")
+    cx.add_argument("customer", help="the customer's name or id")
+    cx.add_argument("--out", metavar="FILE", help="write to FILE (default: standard output)")
+    cd = cusub.add_parser(
+        "delete", help="delete a customer's personal data (sessions keep ids and volumes)"
+    )
+    cd.add_argument("customer", help="the customer's name or id")
+    cd.add_argument("--yes", action="store_true", help="really delete")
 
     ct = adsub.add_parser("contract", help="maintenance contracts of the customers")
     ctsub = ct.add_subparsers(dest="admin_action", required=True)
@@ -174,7 +203,41 @@ def add_parsers(adsub: Any, add_db_args: Any, day: Any) -> None:
     ur = ussub.add_parser("role", help="change an account's role")
     ur.add_argument("username", help="the account's name")
     ur.add_argument("role", choices=("technician", "admin", "auditor"), help="the new role")
-    for p in (cu, ct, en, us):
+    rp = adsub.add_parser("report", help="session history, monthly reports, audit trails")
+    rpsub = rp.add_subparsers(dest="admin_action", required=True)
+    rps = rpsub.add_parser("sessions", help="session history (filters combine)")
+    rps.add_argument("--customer", help="the customer's name or id")
+    rps.add_argument("--technician", help="the technician's user name")
+    rps.add_argument("--contract", help="the contract's code")
+    rps.add_argument("--month", help="YYYY-MM in the time zone")
+    rpm = rpsub.add_parser("monthly", help="a customer's month as CSV and/or printable HTML")
+    rpm.add_argument("customer", help="the customer's name or id")
+    rpm.add_argument("--month", required=True, help="YYYY-MM in the time zone")
+    rpm.add_argument("--csv", metavar="FILE", help="write the CSV to FILE ('-': standard output)")
+    rpm.add_argument("--html", metavar="FILE", help="write the printable page to FILE")
+    rpt = rpsub.add_parser("session", help="one session and its audit trail")
+    rpt.add_argument("session_id", help="the session's id")
+    for p in (rps, rpm, rpt):
+        p.add_argument(
+            "--time-zone",
+            help="show times and count months in this zone (default ENKAKU_TIME_ZONE, then UTC)",
+        )
+    rt = adsub.add_parser("retention", help="purge what the retention settings no longer keep")
+    rtsub = rt.add_subparsers(dest="admin_action", required=True)
+    rtp = rtsub.add_parser("purge", help="purge now (the server also does it every hour)")
+    rtp.add_argument(
+        "--session-days",
+        type=int,
+        help="sessions ended more than N days ago (default ENKAKU_SESSION_RETENTION_DAYS, "
+        "then 400; 0 keeps them)",
+    )
+    rtp.add_argument(
+        "--audit-days",
+        type=int,
+        help="audit events older than N days (default ENKAKU_AUDIT_RETENTION_DAYS, then 400; "
+        "0 keeps them)",
+    )
+    for p in (cu, ct, en, us, rp, rt):
         add_db_args(p)
 
 
@@ -212,6 +275,18 @@ async def _customer(store: Any, args: argparse.Namespace) -> int:
             print(f"agent\t{link.agent_id}\t{link.linked_via}\t{link.linked_at:%Y-%m-%d %H:%M}")
         for code in await rec.enrolment_codes(row.id):
             print(f"enrolment\t{_code_line(code)}")
+    elif args.admin_action == "export":
+        row = await rec.customer(args.customer)
+        data = await store.reports.export_customer(row.id)
+        await rec.audit_admin("customer_exported", actor=None, target=f"customer:{row.id}")
+        _write(args.out, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    elif args.admin_action == "delete":
+        row = await rec.customer(args.customer)
+        if not args.yes:
+            print(t("customer_delete_confirm", id=row.id), file=sys.stderr)
+            return 1
+        await store.reports.delete_customer(row.id)
+        print(t("customer_deleted", id=row.id))
     else:
         row = await rec.customer(args.customer)
         emails = [] if args.no_email else args.email
@@ -353,7 +428,134 @@ async def _user(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-_ACTIONS = {"customer": _customer, "contract": _contract, "enrol": _enrol, "user": _user}
+def _write(path: str | None, text: str) -> None:
+    """``text`` to ``path`` (created 0600: reports hold personal data), or stdout."""
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    print(t("report_written", path=path), file=sys.stderr)
+
+
+def _zone(args: argparse.Namespace) -> Any:
+    from enkaku.server.settings import SettingsError, zone_info
+
+    name = args.time_zone or os.environ.get("ENKAKU_TIME_ZONE") or "UTC"
+    try:
+        return zone_info(name)
+    except ValueError:
+        raise SettingsError(t("setting_time_zone", value=name)) from None
+
+
+async def _report(store: Any, args: argparse.Namespace) -> int:
+    from enkaku.server.reports import Month, duration, local, monthly_csv, monthly_html, trail_text
+    from enkaku.server.store.records import RecordsError
+    from enkaku.server.store.reports import SessionFilter
+
+    zone = _zone(args)
+    rep = store.reports
+    if args.admin_action == "session":
+        rec = await rep.session(args.session_id)
+        if rec is None:
+            raise RecordsError("report_no_session", id=args.session_id)
+        sys.stdout.write(trail_text(rec, zone, language()))
+        return 0
+    month = None
+    if args.month is not None:
+        try:
+            month = Month.parse(args.month, zone)
+        except ValueError:
+            raise RecordsError("report_bad_month", value=args.month) from None
+    if args.admin_action == "monthly":
+        assert month is not None
+        customer = await store.records.customer(args.customer)
+        _, records = await rep.month(customer.id, month.start, month.end)
+        if args.csv is None and args.html is None:
+            args.csv = "-"
+        if args.csv is not None:
+            _write(args.csv, monthly_csv(records, zone))
+        if args.html is not None:
+            page = monthly_html(customer, month, records, generated=rep.now())
+            _write(args.html, page)
+        return 0
+    f = SessionFilter(limit=1000)
+    if args.customer is not None:
+        f.customer_id = (await store.records.customer(args.customer)).id
+    if args.technician is not None:
+        tech = await rep.technician_ref(args.technician)
+        if tech is None:
+            raise RecordsError("report_technician_unknown", user=args.technician)
+        f.technician_id = tech.id
+    if args.contract is not None:
+        contract = await rep.contract_ref(args.contract)
+        if contract is None:
+            raise RecordsError("store_contract_unknown", code=args.contract)
+        f.contract_id = contract.id
+    if month is not None:
+        f.start, f.end = month.start, month.end
+    while True:
+        rows, total = await rep.sessions(f)
+        for r in rows:
+            print(
+                "\t".join(
+                    (
+                        r.id,
+                        local(r.requested_at, zone),
+                        duration(r.duration),
+                        r.technician,
+                        r.customer,
+                        r.contract,
+                        r.agent_id,
+                        str(r.bytes_to_agent),
+                        str(r.bytes_to_technician),
+                        r.end_reason or "-",
+                        r.end_asserted_by or "-",
+                    )
+                )
+            )
+        f.offset += len(rows)
+        if not rows or f.offset >= total:
+            return 0
+
+
+async def _retention(store: Any, args: argparse.Namespace) -> int:
+    from enkaku.server.settings import SettingsError
+
+    def days(flag: int | None, var: str) -> int:
+        raw = flag if flag is not None else os.environ.get(var) or 400
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(t("setting_unparsable", var=var, raw=raw)) from None
+        if value < 0:
+            raise SettingsError(t("setting_not_negative", name=var))
+        return value
+
+    session_days = days(args.session_days, "ENKAKU_SESSION_RETENTION_DAYS")
+    audit_days = days(args.audit_days, "ENKAKU_AUDIT_RETENTION_DAYS")
+    purged = await store.reports.purge(session_days, audit_days)
+    print(
+        t(
+            "retention_purged",
+            sessions=purged.sessions,
+            events=purged.events,
+            session_days=session_days,
+            audit_days=audit_days,
+        )
+    )
+    return 0
+
+
+_ACTIONS = {
+    "customer": _customer,
+    "contract": _contract,
+    "enrol": _enrol,
+    "user": _user,
+    "report": _report,
+    "retention": _retention,
+}
 
 
 def moved(args: argparse.Namespace) -> None:
