@@ -74,7 +74,11 @@ class AuthzEnv(Served):
             json=body,
             headers={"Authorization": f"Bearer {self.tokens[user]}"},
         ) as r:
-            data = await r.json() if r.content_type == "application/json" else None
+            data = (
+                await r.json()
+                if r.content_type in ("application/json", "application/problem+json")
+                else None
+            )
             return r.status, data, r.headers
 
     async def request(self, user: str, agent_id: str, **kw: Any) -> tuple[int, Any, Any]:

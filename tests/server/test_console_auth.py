@@ -89,7 +89,11 @@ class Console:
         async with self.http.request(
             method, self.url(path), json=json, headers=h, allow_redirects=False
         ) as r:
-            body = await r.json() if r.content_type == "application/json" else await r.text()
+            body = (
+                await r.json()
+                if r.content_type in ("application/json", "application/problem+json")
+                else await r.text()
+            )
             return r.status, body, r
 
     async def sign_in(

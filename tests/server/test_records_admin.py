@@ -57,7 +57,11 @@ async def call(env: Env, method: str, path: str, token: str, body: Any = None) -
         json=body,
         headers={"Authorization": f"Bearer {token}"},
     ) as r:
-        data = await r.json() if r.content_type == "application/json" else None
+        data = (
+            await r.json()
+            if r.content_type in ("application/json", "application/problem+json")
+            else None
+        )
         return r.status, data
 
 

@@ -17,7 +17,7 @@ from .agents import AgentGateway
 from .api import admin as _admin_routes  # noqa: F401  (registers its routes on api)
 from .api import auth as _auth_routes  # noqa: F401  (registers its routes on api)
 from .api import reports as _report_routes  # noqa: F401  (registers its routes on api)
-from .api.framework import ApiError
+from .api.framework import ApiError, problem_middleware
 from .api.routes import api
 from .console import authenticate_cookie, setup_console
 from .downloads import setup_downloads
@@ -76,7 +76,7 @@ def build_app(
     login and session slow-downs; ``limits`` replaces those slow-downs (tests inject a
     sleep that advances a fake clock).
     """
-    app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_security_headers, problem_middleware()], client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store or Store(await open_engine(settings.db_url))

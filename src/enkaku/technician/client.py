@@ -74,11 +74,15 @@ class ClientError(Exception):
 def _lang_message(body: Any, fallback: str) -> str:
     from enkaku.i18n import language, printable
 
-    try:
-        # The server's text, printed on the technician's terminal: no control characters.
-        return printable(str(body["error"]["message"][language()]), 1000)
-    except (KeyError, TypeError):
-        return fallback
+    # The server's text, printed on the technician's terminal: no control characters.
+    # A problem document's own message first; the deprecated "error" member of older
+    # servers (and of the allowance warning) after it.
+    for source in (body, body.get("error") if isinstance(body, dict) else None):
+        try:
+            return printable(str(source["message"][language()]), 1000)  # type: ignore[index]
+        except (KeyError, TypeError):
+            continue
+    return fallback
 
 
 #: The largest API response the client parses (the real ones are a few hundred bytes).
@@ -124,10 +128,12 @@ class TotpRequired(ClientError):
 
 
 def _error_code(body: Any) -> str | None:
-    try:
-        return str(body["error"]["code"])
-    except (KeyError, TypeError):
-        return None
+    for source in (body, body.get("error") if isinstance(body, dict) else None):
+        try:
+            return str(source["code"])  # type: ignore[index]
+        except (KeyError, TypeError):
+            continue
+    return None
 
 
 async def login(
