@@ -62,7 +62,7 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
     The caller must still refuse a step at or before the last one accepted (replay).
     """
     code = normalize_code(code)
-    if len(code) != DIGITS or not code.isdigit():
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
         return None
     current = step_of(time.time() if now is None else now)
     found = None

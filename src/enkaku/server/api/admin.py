@@ -46,7 +46,7 @@ def _refused(exc: StoreError) -> ApiError:
 
 def _int_param(ctx: Context, name: str, what: str) -> int:
     raw = ctx.request.match_info[name]
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ApiError(404, "admin_not_found", what=what, ref=raw[:20])
     return int(raw)
 

@@ -435,7 +435,7 @@ async def change_password(ctx: Context, body: PasswordChange) -> None:
 async def recent_sessions(ctx: Context, _body: None) -> RecentSessions:
     """The newest session records (?limit=1..100, default 20): own, or all for admins."""
     raw = ctx.request.query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
         raise ApiError(422, "bad_request", detail="limit must be 1 to 100")
     who = None if ctx.tech.role in READ_ALL else ctx.tech.id
     rows = await services(ctx).store.recent_sessions(who, int(raw))
