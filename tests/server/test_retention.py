@@ -92,6 +92,20 @@ async def test_purges_what_is_older_than_the_setting_and_nothing_newer(
     assert (await _ids(store))[0] == {"c" * 32}  # the open one stays however old
 
 
+async def test_expired_sign_ins_go_and_valid_ones_stay(store: Store, clock: FakeClock) -> None:
+    tech = await store.create_technician("taro", PASSWORD)
+    old, _ = await store.issue_token(tech.id)
+    clock.advance(10 * DAY)
+    new, new_expiry = await store.issue_token(tech.id)
+    retention = Retention(store, session_days=0, audit_days=0)
+    clock.now = new_expiry - 10 * DAY  # the first token's expiry, exactly
+    assert (await retention.run_once()).sign_ins == 0
+    clock.now += TICK
+    assert (await retention.run_once()).sign_ins == 1
+    assert await store.technician_for_token(old) is None
+    assert await store.technician_for_token(new) is not None
+
+
 async def test_zero_keeps_everything(store: Store, clock: FakeClock) -> None:
     agent, tech, cid = await _world(store, clock)
     await _ended(store, clock, "a" * 32, agent, tech, cid)

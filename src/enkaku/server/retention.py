@@ -1,7 +1,7 @@
 """Retention (docs/privacy.md): session records older than ``session_retention_days``
-(with their audit events) and audit events older than ``audit_retention_days`` are
-purged by a task of the server, at start and then every hour. "Now" is the store's
-clock, so tests move it instead of waiting."""
+(with their audit events), audit events older than ``audit_retention_days``, and
+expired API tokens and console sign-ins are purged by a task of the server, at start
+and then every hour. "Now" is the store's clock, so tests move it instead of waiting."""
 
 from __future__ import annotations
 
@@ -39,17 +39,20 @@ class Retention:
         their events, events older than ``audit_days``; what is exactly at the limit
         or newer stays."""
         purged = await self.store.reports.purge(self.session_days, self.audit_days)
-        if purged.sessions or purged.events:
+        if purged.sessions or purged.events or purged.sign_ins:
             log.info(
-                "retention: purged %d session record(s) and %d audit event(s)",
+                "retention: purged %d session record(s), %d audit event(s), %d expired "
+                "sign-in(s)",
                 purged.sessions,
                 purged.events,
+                purged.sign_ins,
             )
         self.last = purged
         return purged
 
     def start(self, interval: float = RETENTION_INTERVAL) -> None:
-        if self.enabled and self._task is None:
+        # Even with both settings 0: expired API tokens and console sign-ins still go.
+        if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(interval))
 
     async def _loop(self, interval: float) -> None:

@@ -15,7 +15,9 @@ from sqlalchemy.orm import aliased
 
 from .models import (
     AgentLink,
+    ApiToken,
     AuditEvent,
+    ConsoleSession,
     Contract,
     Customer,
     CustomerContact,
@@ -84,6 +86,8 @@ class SessionFilter:
 class Purged:
     sessions: int
     events: int
+    #: Expired API tokens and console sign-ins deleted (they can no longer be used).
+    sign_ins: int = 0
 
 
 class Reports:
@@ -343,7 +347,8 @@ class Reports:
     async def purge(self, session_days: int, audit_days: int) -> Purged:
         """Delete the ended sessions that ended more than ``session_days`` days ago (with
         their audit events) and the audit events older than ``audit_days`` days; 0 keeps
-        them for ever. A record exactly at the limit stays."""
+        them for ever. A record exactly at the limit stays. Expired API tokens and
+        console sign-ins go in any case."""
         now = self._clock()
         sessions = events = 0
         async with self._sessions() as s:
@@ -368,8 +373,12 @@ class Reports:
                 cutoff = now - timedelta(days=audit_days)
                 res = await s.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
                 events += int(res.rowcount)  # type: ignore[attr-defined]
+            res = await s.execute(delete(ApiToken).where(ApiToken.expires_at < now))
+            sign_ins = int(res.rowcount)  # type: ignore[attr-defined]
+            res = await s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+            sign_ins += int(res.rowcount)  # type: ignore[attr-defined]
             await s.commit()
-        return Purged(sessions, events)
+        return Purged(sessions, events, sign_ins)
 
     async def technician_ref(self, ref: str) -> Technician | None:
         """A technician by user name, or by id when ``ref`` is digits and no user name."""
