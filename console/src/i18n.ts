@@ -285,6 +285,10 @@ const CATALOG = {
     "Wrong one-time password: {n} attempts left before the customer's computer draws a new one.",
     "ワンタイムパスワードが違います。あと {n} 回間違えると、お客様のコンピューターで新しいパスワードに変わります。",
   ],
+  err_malformed_password: [
+    "That is not a one-time password: it has 8 letters and digits, like k3m9-x2qa. Nothing was tried.",
+    "ワンタイムパスワードの形式ではありません (k3m9-x2qa のような 8 文字の英数字です)。接続は試行していません。",
+  ],
   err_password_replaced: [
     "Too many wrong passwords: the customer's computer now shows a new one. Ask the customer for it.",
     "パスワードの誤りが続いたため、お客様のコンピューターに新しいパスワードが表示されています。お客様に確認してください。",

@@ -98,3 +98,16 @@ def test_a_computer_without_a_screen_keeps_the_tools(cworld: World, page: Any) -
     page.fill("#chat-text", "no-screen chat 5R")
     page.click("#chat-form button[type='submit']")
     wait_for(lambda: "no-screen chat 5R" in agent.stderr(None), 30, "the chat line")
+
+
+def test_a_typo_that_cannot_be_a_password_costs_no_attempt(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "allow")
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], "k3m9-x2q!")
+    page.wait_for_selector("#connect-message[data-kind='error']")
+    assert str(page.text_content("#connect-message")).startswith("That is not a one-time password")
+    assert page.url.endswith("/console/")  # nothing was asked of the customer's computer
+    connect(page, creds["agent_id"], creds["password"])
+    page.wait_for_selector("#status[data-state='connected']")
+    assert "wrong password" not in agent.stderr(None)

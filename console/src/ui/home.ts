@@ -15,6 +15,7 @@ import {
   validToday,
 } from "../api";
 import { bytesText, durationText, lang, onLangChange, reasonText, t } from "../i18n";
+import { normalizePassword } from "../protocol/password";
 import { setupAccount } from "./account";
 import { PAGES, byId, el, formatAgentId, setupPage, showMessage, storeTicket, toLogin } from "./common";
 
@@ -126,6 +127,13 @@ form.addEventListener("submit", async (event) => {
   const password = otp.value.trim();
   if (!password) {
     showMessage(message, t("err_otp_empty"));
+    otp.focus();
+    return;
+  }
+  try {
+    normalizePassword(password); // a typo is caught before the customer's computer is asked
+  } catch {
+    showMessage(message, t("err_malformed_password"));
     otp.focus();
     return;
   }

@@ -64,8 +64,9 @@ onLangChange(() => setState(state, stateText));
 export function endText(e: unknown): string {
   if (e instanceof HandshakeFailed) {
     switch (e.reason) {
-      case "wrong_password":
-      case "malformed_password": {
+      case "malformed_password":
+        return t("err_malformed_password");
+      case "wrong_password": {
         const left = Number((e as { attemptsLeft?: unknown }).attemptsLeft);
         return Number.isInteger(left) && left > 0
           ? t("err_wrong_password_left", { n: left })
@@ -113,7 +114,7 @@ async function main(): Promise<void> {
     return;
   }
   // The sign-in also hands out the CSRF token that End session's API call needs.
-  currentLogin().catch(() => null);
+  await currentLogin().catch(() => null);
   byId("peer").textContent = formatAgentId(ticket.agent_id);
   document.body.dataset.sessionId = ticket.session_id;
   setState("connecting");
@@ -128,6 +129,11 @@ async function main(): Promise<void> {
     });
   } catch (e) {
     ended(() => endText(e));
+    if (e instanceof HandshakeFailed && e.reason === "malformed_password") {
+      // Nothing reached the relay: end the request so the customer's computer stops
+      // waiting for this session.
+      void endSession(ticket.session_id, "technician_ended").catch(() => undefined);
+    }
     return;
   }
   ticket.password = "";
