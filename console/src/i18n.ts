@@ -297,6 +297,10 @@ const CATALOG = {
     "The computer with this ID is not online. Ask the customer to start enkaku and read the ID again.",
     "この ID のコンピューターはオンラインではありません。お客様に enkaku を起動して ID をもう一度読み上げてもらってください。",
   ],
+  err_agent_gone: [
+    "The customer's computer went offline: the session has ended. Ask the customer to check the network and read the new password.",
+    "お客様のコンピューターがオフラインになり、セッションは終了しました。お客様にネットワークを確認してもらい、新しいパスワードを読み上げてもらってください。",
+  ],
   err_consent_denied: [
     "The customer did not allow the session.",
     "お客様がセッションを許可しませんでした。",

@@ -115,3 +115,13 @@ def test_a_typo_that_cannot_be_a_password_costs_no_attempt(cworld: World, page: 
     connect(page, creds["agent_id"], creds["password"])
     page.wait_for_selector("#status[data-state='connected']")
     assert "wrong password" not in agent.stderr(None)
+
+
+def test_the_customers_computer_going_offline(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "allow")
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], creds["password"])
+    page.wait_for_selector("#status[data-state='connected']")
+    agent.proc.kill()  # the customer's computer drops off the network, no goodbye
+    assert overlay_text(page).startswith("The customer's computer went offline")

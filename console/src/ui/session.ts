@@ -93,7 +93,7 @@ function reasonMessage(reason: string): string {
     case "wrong_password":
       return t("err_wrong_password");
     case "agent_disconnected":
-      return t("err_agent_offline");
+      return t("err_agent_gone");
     case "connection_lost":
     case "technician_disconnected":
       return t("err_connection_lost");
