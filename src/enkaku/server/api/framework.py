@@ -563,7 +563,11 @@ class Api:
             if r.response is not None:
                 op["responses"][str(r.status)] = {
                     "description": "OK",
-                    "content": {"application/json": {"schema": ref(r.response)}},
+                    # A model may name its own media types (api/reports.py: CSV, HTML).
+                    "content": {
+                        m: {"schema": ref(r.response)}
+                        for m in getattr(r.response, "media_types", ("application/json",))
+                    },
                 }
             else:
                 op["responses"]["204"] = {"description": "No content"}
