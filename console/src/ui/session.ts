@@ -161,9 +161,10 @@ async function main(): Promise<void> {
     },
   });
 
+  let refused = false; // the customer said no: that stays the message, whoever closes
   void channel.closed.then(({ reason }) => {
     screen?.disconnect();
-    ended(() => reasonMessage(reason));
+    ended(() => (refused ? t("err_consent_denied") : reasonMessage(reason)));
   });
   window.addEventListener("pagehide", () => {
     void channel.close("technician_ended").catch(() => undefined);
@@ -173,8 +174,10 @@ async function main(): Promise<void> {
   const consent = await Promise.race([session.consented, channel.closed.then(() => null)]);
   if (consent === null) return; // ended: the closed handler shows why
   if (!consent.granted) {
+    refused = true;
     ended(() => t("err_consent_denied"));
-    await channel.close("consent_denied").catch(() => undefined);
+    // The agent ends the session itself (consent_denied is its reason to give).
+    await channel.close("technician_ended").catch(() => undefined);
     return;
   }
   setState("connected");
