@@ -129,3 +129,30 @@ def test_wrong_passwords_lock_the_account_out(cworld: World, page: Any) -> None:
     page.fill("#password", PASSWORD)
     assert error_after_submit(page).startswith("Too many failed attempts. Try again in ")
     assert page.url.endswith("/login.html")
+
+
+def test_password_change_from_the_account_dialog(cworld: World, page: Any) -> None:
+    new = "a new and longer passphrase"
+    password_step(page, cworld)
+    page.click("#login-submit")
+    page.wait_for_selector("#connect-form")
+    page.click("#account-menu summary")
+    page.click("#open-account")
+    page.fill("#pw-current", PASSWORD)
+    page.fill("#pw-new", new)
+    page.fill("#pw-again", new + "x")
+    page.click("#password-form button[type='submit']")
+    assert page.text_content("#password-message") == "The two new passwords differ."
+    page.fill("#pw-again", new)
+    page.click("#password-form button[type='submit']")
+    page.wait_for_selector("#password-message[data-kind='ok']")
+    assert page.text_content("#password-message") == "Your password has been changed."
+    page.keyboard.press("Escape")
+    page.click("#account-menu summary")
+    page.click("#sign-out")
+    page.wait_for_url("**/login.html")
+    password_step(page, cworld)  # the old password
+    assert error_after_submit(page) == "Wrong user name or password."
+    password_step(page, cworld, password=new)
+    page.click("#login-submit")
+    page.wait_for_selector("#connect-form")
