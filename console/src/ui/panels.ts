@@ -33,6 +33,7 @@ export function setupTabs(): void {
     for (const tab of tabs) {
       const on = tab === chosen;
       tab.setAttribute("aria-selected", String(on));
+      if (on) delete tab.dataset.unread;
       const panel = document.getElementById(tab.dataset.panel ?? "");
       if (panel) panel.hidden = !on;
       if (on && panel) panel.dispatchEvent(new Event("panel-shown"));
