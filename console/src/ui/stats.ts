@@ -30,13 +30,17 @@ export function setupStats(channel: StatsSource, tracked: Tracked): void {
   };
   const dataTimer = setInterval(showData, DATA_EVERY_MS);
   showData();
+  let measuring = false;
   const measure = async () => {
-    if (done || !tracked.granted().includes("screen")) return;
+    if (done || measuring || !tracked.granted().includes("screen")) return;
+    measuring = true;
     const start = performance.now();
     try {
       await tracked.session.ask("screen");
     } catch {
       return;
+    } finally {
+      measuring = false;
     }
     const ms = Math.round(performance.now() - start);
     latency.textContent = t("latency_value", { ms });
