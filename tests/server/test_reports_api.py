@@ -1,6 +1,6 @@
 """/api/v1/reports, a session's audit trail and a customer's export and deletion through
-the API (issue 9): who may read what, the month in the server's time zone, the CSV and
-the printable page."""
+the API (issue 9), on SQLite and PostgreSQL: who may read what, the month in the
+server's time zone, the CSV and the printable page."""
 
 from __future__ import annotations
 
@@ -8,21 +8,35 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
+
+from enkaku.server.app import build_app
+from enkaku.server.settings import Settings
 
 from .conftest import Env
-from .test_records_rules import server
+from .test_store import db_url  # noqa: F401
 
 PASSWORD = "correct horse"
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with server(tmp_path, time_zone="Asia/Tokyo", support_name="Support Co.") as e:
-        yield e
+async def env(db_url: str) -> AsyncIterator[Env]:  # noqa: F811
+    app = build_app(
+        Settings(
+            db_url=db_url, node_id="test-node", time_zone="Asia/Tokyo", support_name="Support Co."
+        )
+    )
+    srv = TestServer(app)
+    await srv.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Env(srv, http, [])
+    finally:
+        await srv.close()
 
 
 async def world(env: Env) -> dict[str, Any]:

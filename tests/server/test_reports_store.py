@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+from alembic import command
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from enkaku.server.agents import file_audit, hash_file_name
 from enkaku.server.reports import Month, monthly_csv, monthly_html, trail_text
+from enkaku.server.settings import Settings, SettingsError, from_env
+from enkaku.server.store import db as store_db
+from enkaku.server.store.db import async_url
 from enkaku.server.store.repo import Store
 from enkaku.server.store.reports import SessionFilter
 
@@ -279,3 +287,63 @@ def test_file_audit_keeps_the_name_as_the_setting_says() -> None:
     assert clear["file_name"] == "請求書.pdf"
     # An older agent sends the size alone.
     assert file_audit("12", "hash") == ("12", {"file_size": 12})
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+def _migrate(conn: Connection, target: str, down: bool = False) -> None:
+    cfg = store_db.alembic_config(conn)
+    (command.downgrade if down else command.upgrade)(cfg, target)
+
+
+async def test_migration_0006_down_and_up_keeps_the_rows(db_url: str) -> None:
+    engine = create_async_engine(async_url(db_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "head")
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_events (at, source, event, detail, file_name, file_size,"
+                    " file_sha256) VALUES (:t, 'agent', 'file_sent', '7', 'sha256:x', 7, :h)"
+                ),
+                {"t": datetime(2026, 11, 1, tzinfo=UTC), "h": SHA},
+            )
+            await conn.run_sync(_migrate, "0005", True)
+            assert "file_name" not in await conn.run_sync(_columns, "audit_events")
+            assert "deleted_at" not in await conn.run_sync(_columns, "customers")
+            await conn.run_sync(_migrate, "head")
+            assert {"file_name", "file_size", "file_sha256"} <= await conn.run_sync(
+                _columns, "audit_events"
+            )
+            rows = (await conn.execute(text("SELECT event, detail FROM audit_events"))).all()
+            assert [tuple(r) for r in rows] == [("file_sent", "7")]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("time_zone", "Mars/Olympus"),
+        ("time_zone", ""),
+        ("audit_file_names", "plain"),
+        ("session_retention_days", -1),
+        ("audit_retention_days", -1),
+    ],
+)
+def test_bad_report_and_retention_settings_are_refused(field: str, value: object) -> None:
+    with pytest.raises(SettingsError, match=field):
+        Settings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_report_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENKAKU_TIME_ZONE", "Asia/Tokyo")
+    monkeypatch.setenv("ENKAKU_AUDIT_FILE_NAMES", "clear")
+    monkeypatch.setenv("ENKAKU_SESSION_RETENTION_DAYS", "730")
+    monkeypatch.setenv("ENKAKU_AUDIT_RETENTION_DAYS", "0")
+    s = from_env()
+    assert (s.zone, s.audit_file_names) == (TOKYO, "clear")
+    assert (s.session_retention_days, s.audit_retention_days) == (730, 0)
+    assert Settings().time_zone == "UTC" and Settings().audit_file_names == "hash"
