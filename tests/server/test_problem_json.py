@@ -305,3 +305,36 @@ async def test_response_times_carry_their_offset(env: Env) -> None:
     ) as r:
         created = (await r.json())["customers"][0]["created_at"]
     assert created.endswith("Z") or created[-6] in "+-", created
+
+
+async def test_an_error_whose_message_names_a_code_value(env: Env) -> None:
+    """A records error with a ``code`` value (a contract's code) collided with ApiError's
+    own ``code`` parameter: TypeError, a 500 instead of the 409."""
+    admin = await env.svc.store.create_technician("boss", "correct horse", role="admin")
+    token, _ = await env.svc.store.issue_token(admin.id)
+    customer = await env.svc.store.records.create_customer("Example Ltd")
+    await env.svc.store.create_contract("K-7", customer.id)
+    r, body = await fetch(
+        env.http,
+        "POST",
+        env.url("/api/v1/admin/contracts"),
+        json={"code": "K-7", "customer_id": customer.id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status == 409
+    assert_problem(body, 409, "store_contract_exists", "/api/v1/admin/contracts")
+    assert "K-7" in body["message"]["en"] and "K-7" in body["message"]["ja"]
+
+
+async def test_an_id_past_the_integer_column_is_refused(env: Env) -> None:
+    """A customer_id of 2**64 reached the database: OverflowError on SQLite (a 500)."""
+    admin = await env.svc.store.create_technician("boss", "correct horse", role="admin")
+    token, _ = await env.svc.store.issue_token(admin.id)
+    auth = {"Authorization": f"Bearer {token}"}
+    for path, body in (
+        ("/api/v1/admin/contracts", {"code": "K-8", "customer_id": 2**64}),
+        ("/api/v1/admin/enrolment-codes", {"customer_id": 2**64}),
+    ):
+        r, problem = await fetch(env.http, "POST", env.url(path), json=body, headers=auth)
+        assert r.status == 422, path
+        assert problem["code"] == "bad_request" and "customer_id" in problem["detail"]

@@ -154,7 +154,7 @@ async def admin_customer_edit(ctx: Context, body: CustomerPatch) -> CustomerDeta
 
 class ContractIn(BaseModel):
     code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-    customer_id: int = Field(ge=1)
+    customer_id: int = Field(ge=1, le=2**31 - 1)  # an INTEGER column
     remote_support: bool = True
     valid_from: date | None = None
     valid_until: date | None = None
@@ -260,7 +260,7 @@ async def admin_contract_edit(ctx: Context, body: ContractPatch) -> ContractOut:
 
 
 class EnrolmentIn(BaseModel):
-    customer_id: int = Field(ge=1)
+    customer_id: int = Field(ge=1, le=2**31 - 1)  # an INTEGER column
     #: Machines it may link (None: any number until it expires or is revoked).
     max_uses: int | None = Field(default=1, ge=1, le=100_000)
     expires_at: datetime | None = None

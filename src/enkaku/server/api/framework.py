@@ -116,6 +116,7 @@ class ApiError(web.HTTPException):
         self,
         status: int,
         code: str,
+        /,
         *,
         message_key: str | None = None,
         headers: dict[str, str] | None = None,
