@@ -19,6 +19,8 @@ _COMMON: dict[str, tuple[str, bool]] = {
     ".": ("Period", False),
     ">": ("Period", True),
     "-": ("Minus", False),
+    "/": ("Slash", False),
+    ";": ("Semicolon", False),
 }
 US: dict[str, tuple[str, bool]] = {
     **_COMMON,

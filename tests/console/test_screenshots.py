@@ -19,6 +19,7 @@ from tests.e2e.harness import World, xterm_on
 from tests.xdisplay import xvfb
 
 from .conftest import PASSWORD, USER, connect, new_page
+from .keys import type_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -70,6 +71,9 @@ def test_japanese_screenshots(cworld: World, desktop: str, browser: Any, tmp_pat
         connect(page, creds["agent_id"], creds["password"])
         page.wait_for_selector("#status[data-state='connected']")
         page.wait_for_selector("#screen canvas")
+        # Something on the customer's screen: a command typed from the page.
+        page.click("#screen canvas", position={"x": 120, "y": 120})
+        type_text(page, "ls -l /etc/X11\n")
         page.click("#tabs button[data-panel='panel-chat']")
         page.fill("#chat-text", "画面を確認しています。少々お待ちください。")
         page.click("#chat-form button[type='submit']")
