@@ -808,6 +808,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="STEM: writes STEM.txt and STEM.json")
     p.add_argument("--note", default="", help="a line for the header (e.g. the git revision)")
     a = p.parse_args(argv)
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so every server and window started is stopped.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     started = datetime.datetime.now(datetime.UTC)
     results = run(a)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

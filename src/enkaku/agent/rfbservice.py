@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from enkaku.agent.capture.base import CursorImage, ScreenCapture
 from enkaku.agent.clipboard.base import Clipboard, ClipboardError
@@ -129,11 +130,26 @@ class _Poll:
     #: More damage was reported while this poll ran: poll again.
     more: bool = False
     copies: list[Copy] = field(default_factory=list)
+    #: Copy destinations whose source the viewer has only as JPEG: lossy too.
+    lossy_copies: list[Rect] = field(default_factory=list)
+
+
+def _values(block: Frame) -> npt.NDArray[np.uint32]:
+    """A BGRX block as 0x00RRGGBB words (a new contiguous array; the X bytes dropped)."""
+    return block.view("<u4")[..., 0] & np.uint32(0xFFFFFF)
+
+
+#: Odd 64-bit multipliers for the row hashes (fixed, so runs are reproducible).
+_ROW_WEIGHTS = np.random.default_rng(0x5C4011).integers(1, 1 << 62, 4096, dtype=np.uint64) | 1
+
+
+def _xywh(r: RectLike) -> tuple[int, int, int, int]:
+    return r.x, r.y, r.w, r.h
 
 
 def _changed_box(old: Frame, new: Frame) -> Rect | None:
     """The bounding box of the pixels that differ between two blocks, or None."""
-    diff = (old[..., :3] != new[..., :3]).any(axis=2)
+    diff = _values(old) != _values(new)
     rows = np.flatnonzero(diff.any(axis=1))
     if rows.size == 0:
         return None
@@ -142,10 +158,18 @@ def _changed_box(old: Frame, new: Frame) -> Rect | None:
     return Rect(x0, y0, int(cols[-1]) + 1 - x0, int(rows[-1]) + 1 - y0)
 
 
-def _row_hashes(pixels: Frame) -> list[int]:
-    """One hash per row of a BGRX block, the X bytes ignored."""
-    values = np.ascontiguousarray(pixels).view("<u4")[..., 0] & 0xFFFFFF
-    return [hash(row.tobytes()) for row in values]
+def _row_hashes(values: npt.NDArray[np.uint32]) -> list[int]:
+    """One hash per row of 0x00RRGGBB words: a weighted sum of the row's 64-bit pairs,
+    wrapping (collisions are possible, so matches are checked pixel by pixel after)."""
+    h, w = values.shape
+    if w % 2:
+        values = np.concatenate([values, np.zeros((h, 1), dtype=np.uint32)], axis=1)
+    pairs = np.ascontiguousarray(values).view(np.uint64)
+    n = pairs.shape[1]
+    weights = np.resize(_ROW_WEIGHTS, n) if n > _ROW_WEIGHTS.size else _ROW_WEIGHTS[:n]
+    with np.errstate(over="ignore"):
+        sums = (pairs * weights).sum(axis=1, dtype=np.uint64)
+    return sums.tolist()
 
 
 def find_vertical_copy(old: Frame, new: Frame) -> tuple[int, int, int] | None:
@@ -156,6 +180,12 @@ def find_vertical_copy(old: Frame, new: Frame) -> tuple[int, int, int] | None:
     Rows whose content is common in ``old`` (blank lines) cast no vote for the shift, so
     a mostly empty terminal still scrolls by the distance its text moved.
     """
+    return _find_vertical_copy(_values(old), _values(new))
+
+
+def _find_vertical_copy(
+    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
+) -> tuple[int, int, int] | None:
     h = new.shape[0]
     old_h = _row_hashes(old)
     new_h = _row_hashes(new)
@@ -190,7 +220,7 @@ def find_vertical_copy(old: Frame, new: Frame) -> tuple[int, int, int] | None:
     if best is None or best[1] - best[0] < COPY_MIN_ROWS:
         return None
     a, b = best
-    if not np.array_equal(new[a:b, :, :3], old[a + dy : b + dy, :, :3]):
+    if not np.array_equal(new[a:b], old[a + dy : b + dy]):
         return None  # a hash collision
     return a, b, dy
 
@@ -234,6 +264,7 @@ class RFBService:
         self._clipboard_changed = asyncio.Event()
         self._offered: str | None = None  # the customer's text we last offered the viewer
         self._last_text: str | None = None  # the last text that crossed either way
+        self._lossy_copies: list[Rect] = []  # set by each _grab_damage
         self._event_fd: int | None = None  # the capture reports damage as events on it
         self._armed = False  # watching _event_fd
         self._dirty = True  # damage reported and not polled yet
@@ -504,6 +535,8 @@ class RFBService:
             if (rects or copies) and not lossless:
                 self._changed_at = started
             self._note_lossy([*rects, *(c.dest for c in copies)], pending.lossy)
+            sent = {c.dest for c in copies}
+            self._lossy.extend(Rect(*_xywh(d)) for d in poll.lossy_copies if d in sent)
             await self._flush()
             next_at = started + self._interval
 
@@ -576,7 +609,10 @@ class RFBService:
             if copies is not None:
                 cursor = self._new_cursor()  # before looking at the queue: it reads events
                 more = self._capture.events_queued()  # type: ignore[attr-defined]
-                return _Poll(self._previous, cursor=cursor, more=more, copies=copies)
+                return _Poll(
+                    self._previous, cursor=cursor, more=more, copies=copies,
+                    lossy_copies=self._lossy_copies,
+                )  # fmt: skip
         elif regions == [] and self._previous is not None and request.incremental:
             return _Poll(self._previous, cursor=self._new_cursor())
         frame = self._capture.grab()
@@ -621,10 +657,12 @@ class RFBService:
             return None
         changed: list[Rect] = []
         copies: list[Copy] = []
-        unsafe = self._damage + self._lossy  # the viewer's pixels there are not ours
+        unsafe = self._damage  # not sent yet: the viewer's pixels there are old ones
+        self._lossy_copies = []
         for r, new in zip(rects, parts, strict=True):
             old = frame[r.y : r.y + r.h, r.x : r.x + r.w]
-            diff = (old[..., :3] != new[..., :3]).any(axis=2)
+            old_v, new_v = _values(old), _values(new)
+            diff = old_v != new_v
             rows = np.flatnonzero(diff.any(axis=1))
             if rows.size == 0:
                 continue
@@ -633,7 +671,7 @@ class RFBService:
             if y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS:
                 # The damaged width, not just the changed columns: a scroll moves whole
                 # lines, most of whose pixels may be the same before and after.
-                moved = find_vertical_copy(old[y0:y1], new[y0:y1])
+                moved = _find_vertical_copy(old_v[y0:y1], new_v[y0:y1])
             if moved is not None:
                 a, b, dy = moved
                 dest = Rect(r.x, r.y + y0 + a, r.w, b - a)
@@ -646,6 +684,10 @@ class RFBService:
                     moved = None
                 else:
                     copies.append(Copy(dest, src.x, src.y))
+                    if any(src.intersect(u) for u in self._lossy):
+                        # The viewer copies its JPEG approximation: refreshed losslessly
+                        # with the rest once the screen is still.
+                        self._lossy_copies.append(dest)
                     for top, bottom in ((y0, y0 + a), (y0 + b, y1)):  # the exposed strips
                         if (strip := _changed_box(old[top:bottom], new[top:bottom])) is not None:
                             changed.append(

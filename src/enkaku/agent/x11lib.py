@@ -49,6 +49,7 @@ NO_SYMBOL = 0
 DAMAGE_REPORT_NON_EMPTY = 3
 QUEUED_ALREADY = 0  # XEventsQueued mode: count what Xlib already read, no I/O
 XFIXES_DISPLAY_CURSOR_NOTIFY_MASK = 1
+XFIXES_CURSOR_NOTIFY = 1  # event number, relative to the XFIXES event base
 IPC_PRIVATE = 0
 IPC_CREAT = 0o1000
 IPC_RMID = 0

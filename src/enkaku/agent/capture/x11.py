@@ -158,6 +158,10 @@ class X11Capture:
 
     def __init__(self, display: str | None = None, *, use_shm: bool = True) -> None:
         self._lock = threading.Lock()
+        self._event_bases: dict[str, int] = {}
+        self._cursor_events = False  # XFixes tells us of new cursor shapes
+        self._cursor_changed = True
+        self._damage_seen = False  # a DamageNotify taken by cursor(), not yet polled
         self._conn = x11lib.XConnection(display, CaptureError)
         try:
             self._width, self._height, _depth = x11lib.geometry(self._conn, self._conn.root)
@@ -195,11 +199,13 @@ class X11Capture:
             logger.debug("%s", exc)
             return False
         event_base, error_base = ctypes.c_int(), ctypes.c_int()
-        return bool(
+        ok = bool(
             getattr(lib, fn_name)(
                 self._conn.dpy, ctypes.byref(event_base), ctypes.byref(error_base)
             )
         )
+        self._event_bases[lib_name] = event_base.value
+        return ok
 
     def _shm_available(self) -> bool:
         try:
@@ -239,6 +245,8 @@ class X11Capture:
         )
         if self._conn.sync_errors():
             self._damage = self._region = 0
+        else:
+            self._cursor_events = True
 
     # -- ScreenCapture ------------------------------------------------------------------
 
@@ -293,7 +301,9 @@ class X11Capture:
         with self._lock:
             if not self._conn.dpy or self._conn.dead:
                 return False
-            return bool(self._conn.x11.XEventsQueued(self._conn.dpy, x11lib.QUEUED_ALREADY))
+            return self._damage_seen or bool(
+                self._conn.x11.XEventsQueued(self._conn.dpy, x11lib.QUEUED_ALREADY)
+            )
 
     def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
         """The current pixels of each rectangle, as (h, w, 4) BGRX copies; None when the
@@ -347,9 +357,8 @@ class X11Capture:
                 return None
             x11 = self._conn.x11
             dpy = self._conn.dpy
-            event = x11lib.XEvent()
-            while x11.XPending(dpy):  # only DamageNotify arrives here; they carry nothing
-                x11.XNextEvent(dpy, ctypes.byref(event))
+            self._read_events()
+            self._damage_seen = False
             self._conn.check()
             self._conn.extension("Xdamage").XDamageSubtract(dpy, self._damage, 0, self._region)
             count = ctypes.c_int()
@@ -375,6 +384,20 @@ class X11Capture:
                 rects = [_bounding_box(rects)]
             return rects
 
+    def _read_events(self) -> None:
+        """Take the queued events: DamageNotify carries nothing we need (the damage is
+        read with XDamageSubtract), CursorNotify says the shape changed."""
+        x11, dpy = self._conn.x11, self._conn.dpy
+        event = x11lib.XEvent()
+        cursor_notify = self._event_bases.get("Xfixes", -1) + x11lib.XFIXES_CURSOR_NOTIFY
+        while x11.XPending(dpy):  # flushes and reads what is there; never blocks
+            x11.XNextEvent(dpy, ctypes.byref(event))
+            if event.type == cursor_notify:
+                self._cursor_changed = True
+            else:
+                self._damage_seen = True
+        self._conn.check()
+
     def _clip(self, x: int, y: int, w: int, h: int) -> Rect | None:
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, self._width), min(y + h, self._height)
@@ -388,6 +411,11 @@ class X11Capture:
             self._check_open()
             if not self._has_fixes:
                 return None
+            if self._cursor_events:
+                self._read_events()  # damage seen here is remembered for events_queued()
+            if self._cursor is not None and self._cursor_events and not self._cursor_changed:
+                return self._cursor  # no CursorNotify since: the same shape
+            self._cursor_changed = False
             fixes = self._conn.extension("Xfixes")
             image_p = fixes.XFixesGetCursorImage(self._conn.dpy)
             self._conn.take_errors()
