@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic import command
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from enkaku.server.agents import file_audit, hash_file_name
@@ -347,3 +348,34 @@ def test_report_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert (s.zone, s.audit_file_names) == (TOKYO, "clear")
     assert (s.session_retention_days, s.audit_retention_days) == (730, 0)
     assert Settings().time_zone == "UTC" and Settings().audit_file_names == "hash"
+
+
+async def test_a_sessions_end_and_its_audit_event_commit_together(
+    store: Store,
+    clock: FakeClock,
+    db_url: str,
+) -> None:
+    s = await seed(store, clock)
+    contract = await store.reports.contract_ref("A-1")
+    assert contract is not None
+    agent = await store.agent_for_key("66" * 32)
+    await store.create_session("9" * 32, agent, s.taro, contract.id, "n1")
+    kw = {"bytes_to_agent": 1, "bytes_to_technician": 2, "asserted_by": "technician"}
+    if db_url.startswith("postgresql"):
+        # An event the database refuses (an agent ID longer than its column) takes the
+        # end back with it: never an end without its event.
+        with pytest.raises(DBAPIError):
+            await store.end_session("9" * 32, "technician_ended", audit=("x" * 20, s.taro), **kw)  # type: ignore[arg-type]
+        row = await store.get_session("9" * 32)
+        assert row is not None and row.ended_at is None
+    assert await store.end_session(
+        "9" * 32,
+        "technician_ended",
+        audit=(agent, s.taro),
+        **kw,  # type: ignore[arg-type]
+    )
+    rec = await store.reports.session("9" * 32)
+    assert rec is not None and rec.ended_at is not None
+    assert [(e.event, e.detail) for e in rec.events] == [
+        ("session_end", "technician_ended (by technician)")
+    ]

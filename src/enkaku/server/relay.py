@@ -338,14 +338,7 @@ class RelayHub:
                 asserted_by=by,
                 ended_by_technician_id=technician_id,
                 comment=comment,
-            )
-            await self.store.audit(
-                "server",
-                "session_end",
-                session_id=session_id,
-                agent_id=sess.agent_id,
-                technician_id=sess.technician_id,
-                detail=f"{reason} (by {by})",
+                audit=(sess.agent_id, sess.technician_id),  # one transaction with the end
             )
             for cb in self.on_end:
                 await cb(sess)

@@ -682,9 +682,11 @@ class Store:
         asserted_by: str = "server",
         ended_by_technician_id: int | None = None,
         comment: str | None = None,
+        audit: tuple[str, int] | None = None,
     ) -> bool:
         """Record the end once, with who asserted the reason; later calls for the same
-        session change nothing."""
+        session change nothing. With ``audit`` (the session's agent ID and technician),
+        its ``session_end`` audit event commits in the same transaction."""
         async with self._sessions() as s:
             res = await s.execute(
                 update(SupportSession)
@@ -700,6 +702,18 @@ class Store:
                     bytes_to_technician=bytes_to_technician,
                 )
             )
+            if audit is not None:
+                s.add(
+                    AuditEvent(
+                        session_id=session_id,
+                        agent_id=audit[0],
+                        technician_id=audit[1],
+                        at=self._clock(),
+                        source="server",
+                        event="session_end",
+                        detail=f"{reason} (by {asserted_by})",
+                    )
+                )
             await s.commit()
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
