@@ -338,3 +338,23 @@ async def test_an_id_past_the_integer_column_is_refused(env: Env) -> None:
         r, problem = await fetch(env.http, "POST", env.url(path), json=body, headers=auth)
         assert r.status == 422, path
         assert problem["code"] == "bad_request" and "customer_id" in problem["detail"]
+
+
+async def test_non_ascii_digits_in_report_and_privacy_references(env: Env) -> None:
+    """The same '³' in the reports' and privacy routes' ids and references."""
+    admin = await env.svc.store.create_technician("boss", "correct horse", role="admin")
+    token, _ = await env.svc.store.issue_token(admin.id)
+    auth = {"Authorization": f"Bearer {token}"}
+    for method, path, status in (
+        ("GET", "/api/v1/reports/monthly/³/2026-10.csv", 404),
+        ("GET", "/api/v1/admin/customers/³/export", 404),
+        ("DELETE", "/api/v1/admin/customers/³", 404),
+        ("GET", "/api/v1/reports/sessions?technician=³", 404),
+        ("GET", "/api/v1/reports/sessions?customer=³", 404),
+        # Digits past the INTEGER column (OverflowError on SQLite).
+        ("GET", "/api/v1/reports/sessions?customer=" + "9" * 30, 404),
+        ("GET", "/api/v1/reports/sessions?technician=" + "9" * 30, 404),
+    ):
+        r, body = await fetch(env.http, method, env.url(path), headers=auth)
+        assert r.status == status, (path, body)
+        assert r.content_type == PROBLEM

@@ -221,7 +221,7 @@ async def report_monthly(ctx: Context, _body: None) -> web.Response:
     if suffix not in ("csv", "html") or not stem:
         raise ApiError(404, "report_bad_name", value=name[:40])
     month = _month(ctx, stem)
-    if not raw_id.isdigit() or len(raw_id) > 12:
+    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 12:
         raise ApiError(404, "report_unknown", what="customer", ref=raw_id[:20])
     try:
         customer, records = await svc.store.reports.month(int(raw_id), month.start, month.end)
@@ -268,7 +268,7 @@ async def session_audit(ctx: Context, _body: None) -> SessionTrail:
 async def customer_export(ctx: Context, _body: None) -> CustomerExport:
     """Everything stored about one customer, as JSON (docs/privacy.md); audited."""
     raw = ctx.request.match_info["customer_id"]
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ApiError(404, "report_unknown", what="customer", ref=raw[:20])
     try:
         data = await services(ctx).store.reports.export_customer(int(raw))
@@ -286,7 +286,7 @@ async def customer_delete(ctx: Context, _body: None) -> None:
     enrolment codes; its sessions keep only ids, times, end reasons and volumes
     (docs/privacy.md). Audited with the customer's id only."""
     raw = ctx.request.match_info["customer_id"]
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ApiError(404, "report_unknown", what="customer", ref=raw[:20])
     try:
         await services(ctx).store.reports.delete_customer(int(raw), actor=ctx.tech.id)

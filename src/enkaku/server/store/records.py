@@ -229,7 +229,12 @@ class Records:
             row = None
             if isinstance(ref, str):
                 row = await s.scalar(select(Customer).where(Customer.name == ref.strip()))
-                if row is None and ref.strip().isdigit():
+                if (
+                    row is None
+                    and ref.strip().isascii()
+                    and ref.strip().isdigit()
+                    and len(ref) < 12
+                ):
                     row = await s.get(Customer, int(ref))
             else:
                 row = await s.get(Customer, ref)

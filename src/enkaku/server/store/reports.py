@@ -384,7 +384,7 @@ class Reports:
         """A technician by user name, or by id when ``ref`` is digits and no user name."""
         async with self._sessions() as s:
             row = await s.scalar(select(Technician).where(Technician.username == ref))
-            if row is None and ref.isdigit() and len(ref) < 12:
+            if row is None and ref.isascii() and ref.isdigit() and len(ref) < 12:
                 row = await s.get(Technician, int(ref))
             return row
 
