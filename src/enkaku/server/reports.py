@@ -237,7 +237,11 @@ table { border-collapse: collapse; width: 100%; font-size: 0.85em; }
 th, td { border: 1px solid #888; padding: 0.2em 0.4em; text-align: left; vertical-align: top; }
 th { background: #eee; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.meta td { border: none; padding: 0.1em 0.6em 0.1em 0; }
+.meta { width: auto; }
+.meta td { border: none; padding: 0.1em 1.5em 0.1em 0; }
+.trail { table-layout: fixed; }
+.trail col.t { width: 10em; } .trail col.s { width: 5em; } .trail col.e { width: 11em; }
+.trail td { overflow-wrap: anywhere; }
 .session { page-break-inside: avoid; break-inside: avoid; }
 .ja { color: #333; }
 @page { size: A4; margin: 15mm; }
@@ -345,7 +349,8 @@ def monthly_html(
 
 def trail_table(events: list[AuditEvent], zone: ZoneInfo) -> str:
     rows = [
-        "<table><thead><tr>",
+        '<table class="trail"><colgroup><col class="t"><col class="s"><col class="e"><col>'
+        "</colgroup><thead><tr>",
         f"<th>{_h('Time', '日時')}</th><th>{_h('Source', '発生元')}</th>",
         f"<th>{_h('Event', 'イベント')}</th><th>{_h('Meaning', '内容')}</th>",
         "</tr></thead><tbody>",
