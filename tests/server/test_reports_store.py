@@ -243,6 +243,9 @@ async def test_deleting_a_customer_removes_its_personal_data_only(
 ) -> None:
     s = await seed(store, clock)
     admin = await store.create_technician("boss", PASSWORD, role="admin")
+    for sid in (s.sessions["early"], s.sessions["last"]):  # ACME's, Beta's
+        code = "A-1" if sid == s.sessions["early"] else "B-1"
+        await store.audit("server", "session_request", session_id=sid, detail=code)
     clock.now = datetime(2026, 12, 10, tzinfo=UTC)
     await store.reports.delete_customer(s.acme, actor=admin.id)
     rows = await store.reports.all_rows()
@@ -262,6 +265,9 @@ async def test_deleting_a_customer_removes_its_personal_data_only(
     assert early["end_comment"] is None and early["agent_id"]
     files = [e for e in rows["audit_events"] if e["event"] == "file_received"]
     assert files[0]["file_name"] is None and files[0]["file_size"] == 4096
+    requests = {e["session_id"]: e["detail"] for e in rows["audit_events"]
+                if e["event"] == "session_request"}  # fmt: skip
+    assert requests == {s.sessions["early"]: None, s.sessions["last"]: "B-1"}
     deleted = [e for e in rows["audit_events"] if e["event"] == "customer_deleted"]
     assert len(deleted) == 1
     assert deleted[0]["target"] == f"customer:{s.acme}" and deleted[0]["detail"] is None

@@ -302,7 +302,8 @@ class Reports:
         """Remove a customer's personal data in one transaction: its name (replaced by
         "deleted customer ID"), contact addresses, machine links and enrolment codes;
         its contracts end and lose their codes; its sessions keep only ids, times, end
-        reasons and volumes (no comment, no detail), their audit events no file name.
+        reasons and volumes (no comment, no detail), their audit events no file name and
+        no contract code.
         One audit event ``customer_deleted`` with the customer's id only."""
         now = self._clock()
         async with self._sessions() as s:
@@ -317,6 +318,16 @@ class Reports:
                 update(AuditEvent)
                 .where(AuditEvent.session_id.in_(session_ids))
                 .values(file_name=None)
+            )
+            # A session request's detail is the contract's code, which often names the
+            # customer.
+            await s.execute(
+                update(AuditEvent)
+                .where(
+                    AuditEvent.session_id.in_(session_ids),
+                    AuditEvent.event == "session_request",
+                )
+                .values(detail=None)
             )
             await s.execute(
                 update(SupportSession)
