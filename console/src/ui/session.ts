@@ -147,7 +147,19 @@ async function main(): Promise<void> {
     sessionId: ticket.session_id,
     async end(reason, comment) {
       try {
-        await endSession(ticket.session_id, reason, comment || undefined);
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await endSession(ticket.session_id, reason, comment || undefined);
+            break;
+          } catch (e) {
+            // The agent reports the customer's consent to the server on its own
+            // connection; just after the consent reached this page, the server may not
+            // have it yet. Ask again a few times before saying no.
+            const early = e instanceof ApiError && e.code === "end_reason_needs_consent";
+            if (!early || !session.consent?.granted || attempt >= 5) throw e;
+            await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+          }
+        }
       } catch (e) {
         if (e instanceof ApiError && (e.status === 0 || e.status === 401)) {
           // The server cannot be reached, or the sign-in has expired: the session
