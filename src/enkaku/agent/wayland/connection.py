@@ -1,0 +1,130 @@
+"""Connecting to a Wayland compositor and binding the globals the agent needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pywayland.client import Display
+from pywayland.protocol.wayland import WlOutput, WlRegistry, WlSeat, WlShm
+from pywayland.protocol_core import Interface
+
+__all__ = ["Global", "WaylandConnection", "WaylandUnavailable", "socket_path"]
+
+
+class WaylandUnavailable(RuntimeError):
+    """No compositor to talk to, or it lacks a protocol the agent needs."""
+
+
+@dataclass
+class Global:
+    name: int
+    interface: str
+    version: int
+
+
+@dataclass
+class OutputInfo:
+    proxy: Any
+    name: str = ""
+    width: int = 0
+    height: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def socket_path(display: str | None) -> str | None:
+    """The compositor socket ``display`` (or $WAYLAND_DISPLAY) names, if it exists."""
+    name = display or os.environ.get("WAYLAND_DISPLAY")
+    if not name:
+        return None
+    if os.path.isabs(name):
+        return name if os.path.exists(name) else None
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if not runtime:
+        return None
+    path = os.path.join(runtime, name)
+    return path if os.path.exists(path) else None
+
+
+class WaylandConnection:
+    """A client connection with the registry read once (globals by interface name)."""
+
+    def __init__(self, display: str | None = None) -> None:
+        path = socket_path(display)
+        if path is None:
+            shown = display or os.environ.get("WAYLAND_DISPLAY") or "$WAYLAND_DISPLAY"
+            raise WaylandUnavailable(f"no Wayland compositor socket {shown!r}")
+        self.name = path
+        self.display = Display(path)
+        try:
+            self.display.connect()
+        except Exception as exc:  # pywayland raises ValueError
+            raise WaylandUnavailable(f"cannot connect to Wayland display {path!r}: {exc}") from exc
+        self.globals: dict[str, list[Global]] = {}
+        self.registry = self.display.get_registry()
+        self.registry.dispatcher["global"] = self._on_global
+        self.registry.dispatcher["global_remove"] = lambda *_: None
+        self.display.roundtrip()
+        self.outputs: list[OutputInfo] = []
+
+    def _on_global(self, _registry: WlRegistry, name: int, interface: str, version: int) -> None:
+        self.globals.setdefault(interface, []).append(Global(name, interface, version))
+
+    def has(self, interface: str) -> bool:
+        return interface in self.globals
+
+    def bind(self, interface: type[Interface], max_version: int, index: int = 0) -> Any:
+        found = self.globals.get(interface.name)
+        if not found or index >= len(found):
+            raise WaylandUnavailable(
+                f"the compositor does not offer {interface.name} (not a wlroots compositor?)"
+            )
+        g = found[index]
+        return self.registry.bind(g.name, interface, min(g.version, max_version))
+
+    def version_of(self, interface: type[Interface]) -> int:
+        found = self.globals.get(interface.name)
+        return found[0].version if found else 0
+
+    def shm(self) -> Any:
+        return self.bind(WlShm, 1)
+
+    def seat(self) -> Any:
+        return self.bind(WlSeat, 1)
+
+    def read_outputs(self) -> list[OutputInfo]:
+        """Bind every wl_output and learn its name and current mode (one roundtrip)."""
+        self.outputs = []
+        for i, _g in enumerate(self.globals.get(WlOutput.name, [])):
+            info = OutputInfo(self.bind(WlOutput, 4, i))
+
+            def on_mode(
+                _o: Any, flags: int, w: int, h: int, _r: int, info: OutputInfo = info
+            ) -> None:
+                if flags & 1:  # current
+                    info.width, info.height = w, h
+
+            def on_name(_o: Any, name: str, info: OutputInfo = info) -> None:
+                info.name = name
+
+            info.proxy.dispatcher["mode"] = on_mode
+            info.proxy.dispatcher["name"] = on_name
+            self.outputs.append(info)
+        self.display.roundtrip()
+        return self.outputs
+
+    def output(self, name: str | None = None) -> OutputInfo:
+        outputs = self.outputs or self.read_outputs()
+        if not outputs:
+            raise WaylandUnavailable("the compositor has no output (screen)")
+        if name is None:
+            return outputs[0]
+        for out in outputs:
+            if out.name == name:
+                return out
+        known = ", ".join(o.name or "?" for o in outputs)
+        raise WaylandUnavailable(f"no output named {name!r} (outputs: {known})")
+
+    def close(self) -> None:
+        self.display.disconnect()
