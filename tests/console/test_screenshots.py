@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.harness import World, xterm_on
 from tests.xdisplay import xvfb
 
-from .conftest import PASSWORD, USER, connect, new_page
+from .conftest import PASSWORD, USER, connect, csp_violations, new_page
 from .keys import type_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
@@ -93,5 +93,6 @@ def test_japanese_screenshots(cworld: World, desktop: str, browser: Any, tmp_pat
         assert "技術者が終了しました" in str(page.text_content("#recent tbody"))
         page.fill("#agent-id", "123456789")
         shoot(page, "home", tmp_path)
+        assert csp_violations(page) == []
     finally:
         page.context.close()

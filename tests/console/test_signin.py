@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.harness import World
 
-from .conftest import PASSWORD, USER, new_page
+from .conftest import PASSWORD, USER, csp_violations, new_page
 
 pytestmark = pytest.mark.e2e
 
@@ -109,6 +109,7 @@ def test_password_and_authenticator_code(cworld: World, browser: Any) -> None:
             page.wait_for_url("**/login.html")
         else:
             assert error_after_submit(page) == "That recovery code is not valid or has been used."
+    assert csp_violations(page) == []
     page.context.close()
 
 
