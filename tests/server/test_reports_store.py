@@ -23,6 +23,7 @@ from enkaku.server.reports import Month, monthly_csv, monthly_html, trail_text
 from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store import db as store_db
 from enkaku.server.store.db import async_url
+from enkaku.server.store.records import RecordsError
 from enkaku.server.store.repo import Store
 from enkaku.server.store.reports import SessionFilter
 
@@ -247,6 +248,15 @@ async def test_deleting_a_customer_removes_its_personal_data_only(
         code = "A-1" if sid == s.sessions["early"] else "B-1"
         await store.audit("server", "session_request", session_id=sid, detail=code)
     clock.now = datetime(2026, 12, 10, tzinfo=UTC)
+    contract = await store.reports.contract_ref("A-1")
+    assert contract is not None
+    agent = (await store.reports.session(s.sessions["early"])).agent_id  # type: ignore[union-attr]
+    await store.create_session("7" * 32, agent, s.taro, contract.id, "n1")
+    with pytest.raises(RecordsError) as running:
+        await store.reports.delete_customer(s.acme, actor=admin.id)
+    assert running.value.key == "store_customer_session_running"
+    assert (await store.reports.export_customer(s.acme))["customer"]["name"] == "ACME K.K."
+    await store.end_session("7" * 32, "technician_ended", bytes_to_agent=0, bytes_to_technician=0)
     await store.reports.delete_customer(s.acme, actor=admin.id)
     rows = await store.reports.all_rows()
     dump = json.dumps(rows, default=str)
@@ -257,8 +267,9 @@ async def test_deleting_a_customer_removes_its_personal_data_only(
     assert not [r for r in rows["customer_contacts"] if r["customer_id"] == s.acme]
     assert not [r for r in rows["agent_links"] if r["customer_id"] == s.acme]
     assert not [r for r in rows["enrolment_codes"] if r["customer_id"] == s.acme]
-    (contract,) = [c for c in rows["contracts"] if c["customer_id"] == s.acme]
-    assert contract["code"] == f"deleted-{contract['id']}" and not contract["remote_support"]
+    (deleted_contract,) = [c for c in rows["contracts"] if c["customer_id"] == s.acme]
+    assert deleted_contract["code"] == f"deleted-{deleted_contract['id']}"
+    assert not deleted_contract["remote_support"]
     # The sessions keep ids, times and volumes; no comment.
     early = next(r for r in rows["sessions"] if r["id"] == s.sessions["early"])
     assert (early["bytes_to_agent"], early["bytes_to_technician"]) == (1000, 2000)

@@ -15,7 +15,7 @@ from enkaku.i18n import register
 
 from ..reports import Month, monthly_csv, monthly_html
 from ..store.models import AuditEvent
-from ..store.records import StoreError
+from ..store.records import RecordsError, StoreError
 from ..store.reports import MAX_PAGE, SessionFilter, SessionRecord
 from .framework import ApiError, Context
 from .routes import READ_ALL, api, services
@@ -290,5 +290,7 @@ async def customer_delete(ctx: Context, _body: None) -> None:
         raise ApiError(404, "report_unknown", what="customer", ref=raw[:20])
     try:
         await services(ctx).store.reports.delete_customer(int(raw), actor=ctx.tech.id)
-    except StoreError:
+    except RecordsError as exc:
+        if exc.key == "store_customer_session_running":
+            raise ApiError(409, "store_customer_session_running", customer=raw) from None
         raise ApiError(404, "report_unknown", what="customer", ref=raw) from None

@@ -13,6 +13,8 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from enkaku.i18n import register
+
 from .models import (
     AgentLink,
     ApiToken,
@@ -27,6 +29,15 @@ from .models import (
     TermsAcceptance,
 )
 from .records import RecordsError, audit_row
+
+register(
+    {
+        "store_customer_session_running": (
+            "customer {customer} has a session running: end it first",
+            "顧客 {customer} のセッションが実行中です。先に終了してください",
+        ),
+    }
+)
 
 #: The most session records one page of the history returns.
 MAX_PAGE = 1000
@@ -314,6 +325,17 @@ class Reports:
             session_ids = select(SupportSession.id).where(
                 SupportSession.contract_id.in_(contract_ids)
             )
+            running = await s.scalar(
+                select(func.count())
+                .select_from(SupportSession)
+                .where(
+                    SupportSession.contract_id.in_(contract_ids),
+                    SupportSession.ended_at.is_(None),
+                )
+            )
+            if running:
+                # Its end would write a comment back into the deleted record.
+                raise RecordsError("store_customer_session_running", customer=customer_id)
             await s.execute(
                 update(AuditEvent)
                 .where(AuditEvent.session_id.in_(session_ids))
