@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="language of the window and messages (default: from the system locale)",
     )
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
+    a.add_argument(
+        "--backend",
+        choices=("auto", "x11", "wayland-wlroots"),
+        default="auto",
+        help="screen backend (default auto: from $WAYLAND_DISPLAY, $DISPLAY and the compositor)",
+    )
     a.add_argument("--config-dir", type=Path, help="where the device key lives")
     a.add_argument(
         "--incoming",

@@ -14,6 +14,7 @@ from enkaku.i18n import language, register, t
 from enkaku.transport.proxy import ProxyError, proxy_for
 from enkaku.transport.tls import client_ssl_context
 
+from .backends import NoBackend, select_backend
 from .capture.base import ScreenCapture
 from .clipboard import Clipboard
 from .consent import AllowAll, ConsentPolicy, DenyAll, TerminalConsent
@@ -36,23 +37,15 @@ register(
 
 def screen_backends(
     display: str | None,
+    backend: str = "auto",
 ) -> tuple[
     Callable[[], ScreenCapture] | None,
     Callable[[], InputInjector] | None,
     Callable[[], Clipboard] | None,
 ]:
-    """Capture, input and clipboard factories for ``display`` (None: no screen to serve)."""
-    if not display or display.lower() == "none":
-        return None, None, None
-    from .capture.x11 import X11Capture
-    from .clipboard.x11 import X11Clipboard
-    from .input.x11 import X11Input
-
-    return (
-        (lambda: X11Capture(display)),
-        (lambda: X11Input(display)),
-        (lambda: X11Clipboard(display)),
-    )
+    """Capture, input and clipboard factories for the session (None: no screen to
+    serve); see backends.py. Raises ``NoBackend`` when none can serve it."""
+    return select_backend(backend, display)
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -64,7 +57,14 @@ def run_agent(args: argparse.Namespace) -> int:
     else:
         consent = AllowAll() if args.consent == "allow" else DenyAll()
     key = DeviceKey.load_or_create(args.config_dir or default_config_dir())
-    capture, injector, clipboard = screen_backends(args.display or os.environ.get("DISPLAY"))
+    try:
+        capture, injector, clipboard = screen_backends(
+            args.display, getattr(args, "backend", None) or "auto"
+        )
+    except NoBackend as exc:
+        for lang in ("en", "ja"):
+            print(exc.message(lang), file=sys.stderr)
+        return 2
     try:
         ssl_ctx = client_ssl_context(args.ca_file, insecure=args.insecure)
         proxy_for(args.server)  # a proxy setting we cannot use stops here, not in a retry loop

@@ -1,0 +1,173 @@
+"""Which screen backend serves this session: X11, or a Wayland compositor's own API.
+
+``auto`` looks at the session: an explicit ``--display`` means X11; a Wayland socket
+($WAYLAND_DISPLAY) means Wayland, and the compositor's advertised globals say whether
+the wlroots backend can serve it; else $DISPLAY means X11; with neither there is no
+screen to serve. On a Wayland session no backend can serve, the agent stops with a
+message naming what was tried and what to do, in both languages — never falling back
+to XWayland, whose root window shows only the X clients, not the desktop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from enkaku.i18n import register
+
+from .capture.base import ScreenCapture
+from .clipboard import Clipboard
+from .input.base import InputInjector
+
+BACKENDS = ("auto", "x11", "wayland-wlroots")
+
+# What the wlroots backend binds (screencopy 2+ for damage).
+WLROOTS_GLOBALS = (
+    "zwlr_screencopy_manager_v1",
+    "zwp_virtual_keyboard_manager_v1",
+    "zwlr_virtual_pointer_manager_v1",
+)
+
+register(
+    {
+        "backend_none": (
+            "enkaku agent: this desktop's screen cannot be shared ({desktop}).\n"
+            "Tried: {tried}.\n"
+            'What to do: log in to an "X11" (Xorg) session from the login screen\'s '
+            "session menu, or use a wlroots desktop (sway, Hyprland, river, labwc, "
+            "Wayfire); {install}",
+            "enkaku agent: このデスクトップ ({desktop}) の画面は共有できません。\n"
+            "試したもの: {tried}\n"
+            "対処: ログイン画面のセッション選択で「X11」(Xorg) セッションにログインするか、"
+            "wlroots 系のデスクトップ (sway, Hyprland, river, labwc, Wayfire) を使って"
+            "ください。{install}",
+        ),
+        "backend_install_pywayland": (
+            "the Wayland support needs the Python package pywayland "
+            "(pip install pywayland) and libwayland-client0.",
+            "Wayland 対応には Python パッケージ pywayland (pip install pywayland) と "
+            "libwayland-client0 が必要です。",
+        ),
+        "backend_install_none": (
+            "nothing to install helps on this desktop yet.",
+            "このデスクトップでは、いまのところ追加インストールでは解決しません。",
+        ),
+        "backend_tried_wlroots_missing": (
+            "wayland-wlroots (the compositor lacks {missing})",
+            "wayland-wlroots (コンポジタに {missing} がありません)",
+        ),
+        "backend_tried_wlroots_error": (
+            "wayland-wlroots ({error})",
+            "wayland-wlroots ({error})",
+        ),
+        "backend_tried_x11": (
+            "x11 (no X display: $DISPLAY is not set)",
+            "x11 (X ディスプレイがありません: $DISPLAY が未設定)",
+        ),
+    }
+)
+
+
+Factories = tuple[
+    Callable[[], ScreenCapture] | None,
+    Callable[[], InputInjector] | None,
+    Callable[[], Clipboard] | None,
+]
+
+
+@dataclass
+class NoBackend(Exception):
+    """No backend can serve this session; ``message(lang)`` says why and what to do."""
+
+    desktop: str
+    tried: list[tuple[str, dict[str, str]]]  # message key, its arguments
+    install_key: str
+
+    def message(self, lang: str) -> str:
+        from enkaku.i18n import t
+
+        sep = "、" if lang == "ja" else "; "
+        tried = sep.join(t(key, lang, **kw) for key, kw in self.tried)
+        return t(
+            "backend_none", lang, desktop=self.desktop, tried=tried,
+            install=t(self.install_key, lang),
+        )  # fmt: skip
+
+
+def _desktop(env: dict[str, str] | os._Environ[str]) -> str:
+    kind = "Wayland" if env.get("WAYLAND_DISPLAY") else "X11" if env.get("DISPLAY") else "-"
+    return f"{env.get('XDG_CURRENT_DESKTOP') or '?'}, {kind}"
+
+
+def _x11(display: str) -> Factories:
+    from .capture.x11 import X11Capture
+    from .clipboard.x11 import X11Clipboard
+    from .input.x11 import X11Input
+
+    return (
+        (lambda: X11Capture(display)),
+        (lambda: X11Input(display)),
+        (lambda: X11Clipboard(display)),
+    )
+
+
+def _probe_wlroots(wayland_display: str | None) -> tuple[str, dict[str, str]] | None:
+    """None when the wlroots backend can serve, else why not (a ``tried`` entry)."""
+    try:
+        from .wayland.connection import WaylandConnection, WaylandUnavailable
+    except ImportError:
+        return ("backend_tried_wlroots_error", {"error": "pywayland is not installed"})
+    try:
+        conn = WaylandConnection(wayland_display)
+    except WaylandUnavailable as exc:
+        return ("backend_tried_wlroots_error", {"error": str(exc)})
+    try:
+        missing = [name for name in WLROOTS_GLOBALS if not conn.has(name)]
+    finally:
+        conn.close()
+    if missing:
+        return ("backend_tried_wlroots_missing", {"missing": ", ".join(missing)})
+    return None
+
+
+def _wlroots(wayland_display: str | None) -> Factories:
+    from .capture.wlroots import WlrootsCapture
+    from .input.wlroots import WlrootsInput
+
+    return (
+        (lambda: WlrootsCapture(wayland_display)),
+        (lambda: WlrootsInput(wayland_display)),
+        None,  # clipboard: not yet on Wayland
+    )
+
+
+def select_backend(
+    backend: str,
+    display: str | None,
+    env: dict[str, str] | os._Environ[str] = os.environ,
+) -> Factories:
+    """Capture, input and clipboard factories for this session (None: no screen).
+
+    ``display`` is ``--display`` (an X display, or "none"). Raises :class:`NoBackend`.
+    """
+    if display is not None and display.lower() == "none":
+        return None, None, None
+    wayland_display = env.get("WAYLAND_DISPLAY")
+    x_display = display or env.get("DISPLAY")
+    if backend == "x11" or (backend == "auto" and display):
+        if not x_display:
+            raise NoBackend(_desktop(env), [("backend_tried_x11", {})], "backend_install_none")
+        return _x11(x_display)
+    if backend == "wayland-wlroots" or (backend == "auto" and wayland_display):
+        why = _probe_wlroots(wayland_display)
+        if why is None:
+            return _wlroots(wayland_display)
+        pywayland_missing = why[1].get("error") == "pywayland is not installed"
+        raise NoBackend(
+            _desktop(env), [why],
+            "backend_install_pywayland" if pywayland_missing else "backend_install_none",
+        )  # fmt: skip
+    if x_display:
+        return _x11(x_display)
+    return None, None, None
