@@ -76,7 +76,9 @@ def build_app(
     login and session slow-downs; ``limits`` replaces those slow-downs (tests inject a
     sleep that advances a fake clock).
     """
-    app = web.Application(middlewares=[_security_headers, problem_middleware()], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[_security_headers, problem_middleware()], client_max_size=64 * 1024
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store or Store(await open_engine(settings.db_url))
