@@ -10,6 +10,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -200,6 +201,8 @@ class EnrolmentCode(Base):
 
 class SupportSession(Base):
     __tablename__ = "sessions"
+    #: One technician's sessions by time (0007; benchmarks/records.py measured it).
+    __table_args__ = (Index("ix_sessions_technician_requested", "technician_id", "requested_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # 128-bit hex
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
