@@ -201,6 +201,8 @@ async def _demo(json_output: bool, port: int) -> int:
         settings = Settings(
             port=port, db_url=f"sqlite:///{workdir}/demo.db", node_id="demo",
             support_name=DEMO_SUPPORT_NAME, support_phone=DEMO_SUPPORT_PHONE,
+            # Reports and the console show times as the demo's Japanese company would.
+            time_zone="Asia/Tokyo",
         )  # fmt: skip
         store = Store(await open_engine(settings.db_url))
         login_password = secrets.token_urlsafe(12)
