@@ -10,6 +10,7 @@ to XWayland, whose root window shows only the X clients, not the desktop.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from enkaku.i18n import register
 from .capture.base import ScreenCapture
 from .clipboard import Clipboard
 from .input.base import InputInjector
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "x11", "wayland-wlroots")
 
@@ -101,6 +104,7 @@ def _desktop(env: dict[str, str] | os._Environ[str]) -> str:
 
 
 def _x11(display: str) -> Factories:
+    logger.info("screen backend: x11 (%s)", display)
     from .capture.x11 import X11Capture
     from .clipboard.x11 import X11Clipboard
     from .input.x11 import X11Input
@@ -132,6 +136,7 @@ def _probe_wlroots(wayland_display: str | None) -> tuple[str, dict[str, str]] | 
 
 
 def _wlroots(wayland_display: str | None) -> Factories:
+    logger.info("screen backend: wayland-wlroots (%s)", wayland_display)
     from .capture.wlroots import WlrootsCapture
     from .input.wlroots import WlrootsInput
 

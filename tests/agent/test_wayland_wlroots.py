@@ -1,0 +1,129 @@
+"""The wlroots backend against a real headless sway: screencopy with damage, the
+virtual keyboard (any keysym, JIS keys among them) and the virtual pointer."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from enkaku.agent.backends import NoBackend, select_backend
+from enkaku.agent.capture.base import CaptureError
+from enkaku.agent.capture.wlroots import WlrootsCapture
+from enkaku.agent.input.wlroots import WlrootsInput
+from enkaku.agent.wayland.keymap import KeysymKeymap
+from tests.e2e.harness import wait_for
+from tests.wayland import Sway, headless_sway
+
+RETURN = 0xFF0D
+
+
+@pytest.fixture(scope="module")
+def sway() -> Iterator[Sway]:
+    with headless_sway(640, 480) as s:
+        yield s
+
+
+def keysym(ch: str) -> int:
+    return ord(ch) if ord(ch) < 0x100 else 0x1000000 + ord(ch)
+
+
+def type_text(inp: WlrootsInput, text: str) -> None:
+    for ch in text:
+        ks = RETURN if ch == "\n" else keysym(ch)
+        inp.key(ks, True)
+        inp.key(ks, False)
+
+
+def rgb(frame: np.ndarray) -> np.ndarray:
+    return frame[..., [2, 1, 0]]
+
+
+def test_capture_equals_grim_and_typed_text_arrives_with_jis_and_unicode_keys(
+    sway: Sway,
+) -> None:
+    with (
+        WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap,
+        WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp,
+    ):
+        assert cap.size == (640, 480)
+        text = "_¥|\\~@[]^ あé€"
+        type_text(inp, f"printf '%s\\n' '{text}' > jis.txt\n")
+        out = sway.work / "jis.txt"
+        wait_for(lambda: out.exists() and out.read_text() == text + "\n", 30, "typed text")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), sway.grim()), 30, "capture == grim")
+
+
+def test_frames_come_only_on_change_and_the_descriptor_says_so(sway: Sway) -> None:
+    with (
+        WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap,
+        WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp,
+    ):
+        assert cap.changed_regions() is None  # first call: unknown, send everything
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), sway.grim()), 30, "settled screen")
+        cap.changed_regions()
+        idle = cap.frames
+        time.sleep(2)  # an idle screen: the compositor sends nothing at all
+        assert cap.frames == idle
+        assert cap.changed_regions() == []
+        assert select.select([cap.fileno()], [], [], 0)[0] == []
+        type_text(inp, "x")
+        assert select.select([cap.fileno()], [], [], 30)[0] == [cap.fileno()]
+        regions = cap.changed_regions()
+        assert regions and cap.frames > idle
+        assert all(r.w * r.h < 640 * 480 for r in regions)  # the damage, not the screen
+        parts = cap.grab_rects(regions)
+        assert parts is not None
+        frame = cap.grab()
+        for r, part in zip(regions, parts, strict=True):
+            assert np.array_equal(part, frame[r.y : r.y + r.h, r.x : r.x + r.w])
+        inp.key(0xFF08, True)  # BackSpace
+        inp.key(0xFF08, False)
+
+
+def test_pointer_click_focus_and_wheel_do_not_fail(sway: Sway) -> None:
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+        inp.pointer(10, 10, 0)
+        inp.pointer(10, 10, 1)
+        inp.pointer(700, 500, 0)  # clamped to the output
+        inp.pointer(20, 20, 1 << 4)
+        inp.pointer(20, 20, 0)
+        inp.release_all()
+
+
+def test_keymap_keeps_keycodes_and_starts_again_when_full() -> None:
+    km = KeysymKeymap()
+    a = km.add(0x61)
+    assert km.add(0x61) == a and km.keycode(0x61) == a
+    shift = km.add(0xFFE1)
+    assert "modifier_map Shift" in km.text() and f"<K{shift}>" in km.text()
+    for ks in range(0x1000100, 0x1000100 + 300):
+        km.add(ks, keep={0x61})
+    assert km.keycode(0x61) == a  # held keys keep their key across the restart
+    assert len(km) <= 240
+
+
+def test_auto_detection_picks_wlroots_and_fails_clearly_elsewhere(sway: Sway) -> None:
+    capture, injector, clipboard = select_backend("auto", None, sway.env)
+    assert capture is not None and injector is not None
+    with pytest.raises(NoBackend) as info:
+        select_backend(
+            "auto", None,
+            {"WAYLAND_DISPLAY": "wayland-none", "XDG_RUNTIME_DIR": str(sway.runtime),
+             "XDG_CURRENT_DESKTOP": "GNOME"},
+        )  # fmt: skip
+    en, ja = info.value.message("en"), info.value.message("ja")
+    assert "GNOME, Wayland" in en and "wayland-wlroots" in en and "X11" in en
+    assert "試したもの" in ja and "X11" in ja
+    with pytest.raises(NoBackend):
+        select_backend("x11", None, {})
+    assert select_backend("auto", None, {}) == (None, None, None)
+    assert select_backend("auto", "none", sway.env) == (None, None, None)
+
+
+def test_capture_on_a_missing_socket_is_a_clear_error(sway: Sway) -> None:
+    with pytest.raises(CaptureError, match="no Wayland compositor socket"):
+        WlrootsCapture(str(sway.runtime / "wayland-9"))

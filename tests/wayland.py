@@ -1,0 +1,170 @@
+"""Start and stop a private headless sway (with foot) for tests; stopped by PID.
+
+sway refuses to run as root, so under root the compositor and its clients run as a
+system user made for the purpose (``enkaku-wl``, created on first use). Everything
+lives in a fresh runtime folder under /tmp that the user owns; the test process
+(root or the user itself) reaches the compositor through its socket there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.xdisplay import stop
+
+TEST_USER = "enkaku-wl"
+
+
+@dataclass
+class Sway:
+    runtime: Path  # XDG_RUNTIME_DIR
+    socket: Path  # the Wayland socket (absolute: WAYLAND_DISPLAY may name it so)
+    work: Path  # foot's shell starts here; writable by the compositor's user
+    pid: int
+    width: int
+    height: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client needs to reach this compositor."""
+        return {"XDG_RUNTIME_DIR": str(self.runtime), "WAYLAND_DISPLAY": str(self.socket)}
+
+    def grim(self) -> npt.NDArray[np.uint8]:
+        """The output as `grim` sees it: (h, w, 3) RGB."""
+        out = subprocess.run(
+            ["grim", "-t", "ppm", "-"], env={**os.environ, **self.env},
+            check=True, capture_output=True, timeout=60,
+        ).stdout  # fmt: skip
+        return _parse_ppm(out)
+
+
+def _parse_ppm(data: bytes) -> npt.NDArray[np.uint8]:
+    fields: list[bytes] = []
+    pos = 0
+    while len(fields) < 4:
+        while data[pos : pos + 1].isspace():
+            pos += 1
+        if data[pos : pos + 1] == b"#":
+            pos = data.index(b"\n", pos) + 1
+            continue
+        end = pos
+        while not data[end : end + 1].isspace():
+            end += 1
+        fields.append(data[pos:end])
+        pos = end
+    if fields[0] != b"P6" or fields[3] != b"255":
+        raise ValueError("not an 8-bit binary PPM")
+    w, h = int(fields[1]), int(fields[2])
+    pixels = np.frombuffer(data, dtype=np.uint8, count=w * h * 3, offset=pos + 1)
+    return pixels.reshape(h, w, 3)
+
+
+def _user() -> tuple[int, int] | None:
+    """The uid/gid to run sway as: None when we are not root (then as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home",
+             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        entry = pwd.getpwnam(TEST_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _tree(env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        ["swaymsg", "-t", "get_tree", "-r"], env=env, capture_output=True, timeout=30
+    )
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def _foot_pid(node: dict[str, Any]) -> int | None:
+    if node.get("app_id") == "foot" and node.get("visible"):
+        return int(node["pid"])
+    for child in node.get("nodes", []) + node.get("floating_nodes", []):
+        if (pid := _foot_pid(child)) is not None:
+            return pid
+    return None
+
+
+@contextmanager
+def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Iterator[Sway]:
+    """Headless sway (pixman renderer, no input devices, no XWayland) with a foot
+    terminal running /bin/sh in ``Sway.work``; yields once foot's window is shown."""
+    for tool in ("sway", "swaymsg", "foot", "grim"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed (apt-get install sway foot grim)")
+    ids = _user()
+    runtime = Path(tempfile.mkdtemp(prefix="enkaku-sway-"))
+    work = runtime / "work"
+    work.mkdir()
+    if ids is not None:
+        for path in (runtime, work):
+            os.chown(path, *ids)
+    runtime.chmod(0o700)
+    config = runtime / "config"
+    lines = ["xwayland disable", f"output HEADLESS-1 resolution {width}x{height}",
+             "default_border none"]  # fmt: skip
+    if foot:
+        lines.append(f"exec foot --working-directory={work} -- /bin/sh")
+    config.write_text("\n".join(lines) + "\n")
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "SHELL": "/bin/sh",
+        "LANG": "C.UTF-8", "XDG_RUNTIME_DIR": str(runtime), "PS1": "$ ",
+        "WLR_BACKENDS": "headless", "WLR_LIBINPUT_NO_DEVICES": "1", "WLR_RENDERER": "pixman",
+    }  # fmt: skip
+    prefix: list[str] = []
+    if ids is not None:
+        prefix = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups"]
+    log = (runtime / "sway.log").open("wb")
+    proc = subprocess.Popen(
+        [*prefix, "sway", "-c", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    foot_pid: int | None = None
+    try:
+        deadline = time.monotonic() + 60
+        socket = ipc = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            socket = next((p for p in runtime.glob("wayland-*") if p.suffix != ".lock"), None)
+            ipc = next(runtime.glob("sway-ipc.*.sock"), None)
+            if socket is not None and ipc is not None:
+                if not foot:
+                    break
+                foot_pid = _foot_pid(_tree({**env, "SWAYSOCK": str(ipc)}))
+                if foot_pid is not None:
+                    break
+            time.sleep(0.1)
+        else:
+            log.flush()
+            raise RuntimeError(
+                "headless sway did not start: "
+                + (runtime / "sway.log").read_text(errors="replace")[-2000:]
+            )
+        assert socket is not None
+        yield Sway(runtime, socket, work, proc.pid, width, height)
+    finally:
+        stop(proc)
+        log.close()
+        if foot_pid is not None:  # foot ends with its compositor; make sure, by PID
+            with suppress(OSError):
+                if Path(f"/proc/{foot_pid}/comm").read_text().strip() == "foot":
+                    os.kill(foot_pid, 15)
+        shutil.rmtree(runtime, ignore_errors=True)
