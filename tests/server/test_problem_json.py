@@ -281,6 +281,8 @@ async def test_non_ascii_digits_in_an_id_or_limit_are_not_a_server_error(env: En
     r, body = await fetch(env.http, "GET", env.url("/api/v1/admin/customers/³"), headers=auth)
     assert r.status == 404
     assert body["code"] == "admin_not_found"
+    # instance is a URI reference: the path as sent, percent-encoded.
+    assert body["instance"] == "/api/v1/admin/customers/%C2%B3"
     r, body = await fetch(env.http, "GET", env.url("/api/v1/sessions?limit=١٢"), headers=auth)
     assert r.status == 422
     assert body["code"] == "bad_request"

@@ -157,7 +157,7 @@ class Problem(BaseModel):
     status: int
     #: This occurrence's message in English (``message`` has both languages).
     detail: str
-    #: The path of the request that failed.
+    #: The path of the request that failed, percent-encoded as sent.
     instance: str | None = None
     code: str
     message: dict[str, str]
@@ -195,20 +195,20 @@ def problem_middleware(prefix: str = "/api/v1") -> Any:
         try:
             return await handler(request)
         except ApiError as exc:
-            exc.for_request(request.path)
+            exc.for_request(request.rel_url.raw_path)
             raise
         except web.HTTPException as exc:
             if not ours or exc.status < 400:
                 raise
             err = _as_problem(exc)
-            err.for_request(request.path)
+            err.for_request(request.rel_url.raw_path)
             raise err from None
         except Exception:
             if not ours:
                 raise
             log.exception("unhandled error in %s %s", request.method, request.path)
             err = ApiError(500, "internal_error")
-            err.for_request(request.path)
+            err.for_request(request.rel_url.raw_path)
             raise err from None
 
     return middleware
