@@ -154,3 +154,21 @@ def api_get(world: World, path: str) -> dict[str, Any]:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return dict(json.load(response))
+
+
+# Elements whose text must fit: a label cut by its box is a layout bug.
+OVERFLOW_CHECK = """() => {
+  const bad = [];
+  for (const e of document.querySelectorAll(
+      'button, label, th, td, summary, h1, h2, h3, option, .status, .stat, p')) {
+    if (e.offsetParent === null) continue;  // not shown
+    if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'auto')
+      bad.push(e.tagName + ': ' + e.textContent.trim().slice(0, 40));
+  }
+  return bad;
+}"""
+
+
+def cut_text(page: Any) -> list[str]:
+    """Shown elements whose text does not fit their box (a cut-off label)."""
+    return list(page.evaluate(OVERFLOW_CHECK))

@@ -18,22 +18,10 @@ import pytest
 from tests.e2e.harness import World, xterm_on
 from tests.xdisplay import xvfb
 
-from .conftest import PASSWORD, USER, connect, csp_violations, new_page
+from .conftest import PASSWORD, USER, connect, csp_violations, cut_text, new_page
 from .keys import type_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
-
-# Elements whose text must fit: a label cut by its box is a layout bug.
-OVERFLOW_CHECK = """() => {
-  const bad = [];
-  for (const e of document.querySelectorAll(
-      'button, label, th, td, summary, h1, h2, h3, option, .status, .stat, p')) {
-    if (e.offsetParent === null) continue;  // not shown
-    if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'auto')
-      bad.push(e.tagName + ': ' + e.textContent.trim().slice(0, 40));
-  }
-  return bad;
-}"""
 
 
 @pytest.fixture
@@ -45,7 +33,7 @@ def desktop(tmp_path: Path) -> Iterator[str]:
 
 
 def shoot(page: Any, name: str, tmp_path: Path) -> Path:
-    assert page.evaluate(OVERFLOW_CHECK) == [], name
+    assert cut_text(page) == [], name
     path = tmp_path / f"console-{name}-ja.png"
     page.screenshot(path=str(path))
     target = os.environ.get("ENKAKU_CONSOLE_SCREENSHOTS")

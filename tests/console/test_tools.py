@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.harness import World, wait_for, xterm_on
 from tests.xdisplay import x_env, xvfb
 
-from .conftest import connect, sign_in
+from .conftest import connect, cut_text, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -114,6 +114,9 @@ def test_every_tool_from_the_page(
     page.wait_for_selector("#screenshot-image:not([hidden])")
     assert page.get_attribute("#screenshot-image", "data-width") == "800"
     assert page.get_attribute("#screenshot-image", "data-height") == "600"
+
+    # Nothing cut off in English either, with transfers and a listing shown.
+    assert cut_text(page) == []
 
     # A terminal command.
     tab(page, "terminal")
