@@ -170,6 +170,11 @@ class RecentSessions(BaseModel):
     sessions: list[RecentSession]
 
 
+class RecentQuery(BaseModel):
+    #: How many of the newest records (1 to 100).
+    limit: int = Field(default=20, ge=1, le=100)
+
+
 # -- the checks -----------------------------------------------------------------------
 
 
@@ -431,14 +436,11 @@ async def change_password(ctx: Context, body: PasswordChange) -> None:
 # -- recent sessions ------------------------------------------------------------------
 
 
-@api.route("GET", "/sessions", response=RecentSessions)
+@api.route("GET", "/sessions", response=RecentSessions, query=RecentQuery)
 async def recent_sessions(ctx: Context, _body: None) -> RecentSessions:
     """The newest session records (?limit=1..100, default 20): own, or all for admins."""
-    raw = ctx.request.query.get("limit", "20")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
-        raise ApiError(422, "bad_request", detail="limit must be 1 to 100")
     who = None if ctx.tech.role in READ_ALL else ctx.tech.id
-    rows = await services(ctx).store.recent_sessions(who, int(raw))
+    rows = await services(ctx).store.recent_sessions(who, ctx.query.limit)
     out = []
     for row, code, username in rows:
         fields = {k: getattr(row, k) for k in SessionInfo.model_fields if k != "session_id"}
