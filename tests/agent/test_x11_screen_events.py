@@ -27,7 +27,7 @@ from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe, RecordingInjector
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
-from tests.xdisplay import wait_window, x_client, xvfb, xwd_root
+from tests.xdisplay import wait_window, x_client, x_env, xvfb, xwd_root
 
 pytestmark = pytest.mark.x11
 W, H = 480, 360
@@ -205,3 +205,38 @@ def test_capture_reports_damage_on_its_descriptor(tmp_path: Path) -> None:
             assert np.array_equal(p[..., :3], whole[r.y : r.y + r.h, r.x : r.x + r.w, :3])
         assert cap.rect_grabs == len(regions)
         assert cap.pixels_grabbed == sum(r.w * r.h for r in regions) + 320 * 240
+
+
+async def test_a_moved_window_goes_as_a_copy_of_its_old_place() -> None:
+    async with session() as s:
+        cmd = ["xterm", "-geometry", "30x8+40+40", "-title", "mover", "-e", "sh", "-c",
+               "seq 1 8; exec sleep 60"]  # fmt: skip
+        with x_client(cmd, s.display):
+            wait_window(s.display, "mover")
+            # The pointer out of the way: a window moved under it takes the focus and
+            # redraws its cursor, which is then rightly no copy.
+            await run_text("xdotool", "mousemove", "470", "350", s.display)
+            await s.until_exact()
+            wid = await run_text("xdotool", "search", "--sync", "--name", "^mover$", s.display)
+            copies: list[tuple[int, int, int, int, int]] = []
+            for step in range(1, 4):  # right, then down, then diagonally
+                x, y = 40 + 37 * min(step, 3), 40 + 23 * max(step - 1, 0)
+                await run_text("xdotool", "windowmove", "--sync", wid.split()[0], str(x), str(y),
+                               s.display)  # fmt: skip
+                await s.until_exact()
+                copies += [r for u in s.dec.updates for r in u.rects if r[4] == Encoding.COPYRECT]
+                s.dec.updates.clear()
+            # Each move is one copy of the whole window (xterm's size, its border included).
+            sizes = {(r[2], r[3]) for r in copies}
+            assert len(copies) >= 3 and len(sizes) == 1, copies
+
+
+async def run_text(*args: str) -> str:
+    """Run an X client (the last argument is the display) and return its output."""
+    *cmd, display = args
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=x_env(display), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, cmd
+    return out.decode()

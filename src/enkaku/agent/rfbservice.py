@@ -147,6 +147,23 @@ def _xywh(r: RectLike) -> tuple[int, int, int, int]:
     return r.x, r.y, r.w, r.h
 
 
+def _subtract(r: Rect, cut: Rect) -> list[Rect]:
+    """``r`` without ``cut``: up to four rectangles (bands above, below, left, right)."""
+    inner = r.intersect(cut)
+    if inner is None:
+        return [r]
+    out = []
+    if inner.y > r.y:
+        out.append(Rect(r.x, r.y, r.w, inner.y - r.y))
+    if inner.y + inner.h < r.y + r.h:
+        out.append(Rect(r.x, inner.y + inner.h, r.w, r.y + r.h - inner.y - inner.h))
+    if inner.x > r.x:
+        out.append(Rect(r.x, inner.y, inner.x - r.x, inner.h))
+    if inner.x + inner.w < r.x + r.w:
+        out.append(Rect(inner.x + inner.w, inner.y, r.x + r.w - inner.x - inner.w, inner.h))
+    return out
+
+
 def _changed_box(old: Frame, new: Frame) -> Rect | None:
     """The bounding box of the pixels that differ between two blocks, or None."""
     diff = _values(old) != _values(new)
@@ -655,6 +672,14 @@ class RFBService:
         parts = self._capture.grab_rects(rects)  # type: ignore[attr-defined]
         if parts is None:
             return None
+        # Windows moved (the X server says where from): their old pixels, to check once
+        # the new ones are in that they really are the same picture.
+        take_moves = getattr(self._capture, "take_moves", None)
+        moved_windows = []
+        for src, dest in take_moves() if callable(take_moves) else []:
+            if bounds.intersect(src) == src and bounds.intersect(dest) == dest:
+                pixels = _values(frame[src.y : src.y + src.h, src.x : src.x + src.w])
+                moved_windows.append((src, dest, pixels))
         changed: list[Rect] = []
         copies: list[Copy] = []
         unsafe = self._damage  # not sent yet: the viewer's pixels there are old ones
@@ -698,6 +723,22 @@ class RFBService:
                 x0, x1 = int(cols[0]), int(cols[-1]) + 1
                 changed.append(Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0))
             old[...] = new
+        for src, dest, pixels in moved_windows:
+            now = frame[dest.y : dest.y + dest.h, dest.x : dest.x + dest.w]
+            if (
+                not np.array_equal(_values(now), pixels)
+                or any(src.intersect(u) for u in unsafe)
+                or any(
+                    src.intersect(c.dest)
+                    or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
+                    for c in copies
+                )
+            ):
+                continue  # covered, redrawn or overlapping another copy: pixels it is
+            copies.append(Copy(dest, src.x, src.y))
+            if any(src.intersect(u) for u in self._lossy):
+                self._lossy_copies.append(dest)
+            changed = [piece for c in changed for piece in _subtract(c, dest)]
         self._add_damage(changed)
         return copies
 

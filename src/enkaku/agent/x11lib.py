@@ -50,6 +50,10 @@ DAMAGE_REPORT_NON_EMPTY = 3
 QUEUED_ALREADY = 0  # XEventsQueued mode: count what Xlib already read, no I/O
 XFIXES_DISPLAY_CURSOR_NOTIFY_MASK = 1
 XFIXES_CURSOR_NOTIFY = 1  # event number, relative to the XFIXES event base
+CREATE_NOTIFY = 16
+DESTROY_NOTIFY = 17
+CONFIGURE_NOTIFY = 22
+SUBSTRUCTURE_NOTIFY_MASK = 1 << 19
 IPC_PRIVATE = 0
 IPC_CREAT = 0o1000
 IPC_RMID = 0
@@ -115,6 +119,25 @@ class XErrorEvent(Structure):
     ]
 
 
+class XConfigureEvent(Structure):
+    """Xlib.h ``XConfigureEvent``; ``XCreateWindowEvent`` has the same fields up to
+    ``border_width`` (``parent`` where this has ``event``)."""
+
+    _fields_ = [
+        ("type", c_int),
+        ("serial", c_ulong),
+        ("send_event", c_int),
+        ("display", c_void_p),
+        ("event", c_ulong),
+        ("window", c_ulong),
+        ("x", c_int),
+        ("y", c_int),
+        ("width", c_int),
+        ("height", c_int),
+        ("border_width", c_int),
+    ]
+
+
 class XEvent(Structure):
     """Xlib.h ``XEvent`` union: the type, then padding to 24 longs."""
 
@@ -177,6 +200,7 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
         "XEventsQueued": (c_int, [Display, c_int]),
         "XConnectionNumber": (c_int, [Display]),
         "XNextEvent": (c_int, [Display, _P(XEvent)]),
+        "XSelectInput": (c_int, [Display, XID, c_long]),
         "XFree": (c_int, [c_void_p]),
         "XSetErrorHandler": (c_void_p, [c_void_p]),
         "XSetIOErrorHandler": (c_void_p, [c_void_p]),

@@ -162,6 +162,8 @@ class X11Capture:
         self._cursor_events = False  # XFixes tells us of new cursor shapes
         self._cursor_changed = True
         self._damage_seen = False  # a DamageNotify taken by cursor(), not yet polled
+        self._windows: dict[int, Rect] = {}  # top-level window -> its outer rectangle
+        self._moved_from: dict[int, Rect] = {}  # moved since take_moves(): where it was
         self._conn = x11lib.XConnection(display, CaptureError)
         try:
             self._width, self._height, _depth = x11lib.geometry(self._conn, self._conn.root)
@@ -242,6 +244,11 @@ class X11Capture:
         # New cursor shapes arrive as events too, so an event-driven owner learns of them.
         fixes.XFixesSelectCursorInput(
             self._conn.dpy, self._conn.root, x11lib.XFIXES_DISPLAY_CURSOR_NOTIFY_MASK
+        )
+        # Top-level windows created, moved, resized, destroyed: a moved window becomes a
+        # copy of its old position (see take_moves()).
+        self._conn.x11.XSelectInput(
+            self._conn.dpy, self._conn.root, x11lib.SUBSTRUCTURE_NOTIFY_MASK
         )
         if self._conn.sync_errors():
             self._damage = self._region = 0
@@ -394,9 +401,44 @@ class X11Capture:
             x11.XNextEvent(dpy, ctypes.byref(event))
             if event.type == cursor_notify:
                 self._cursor_changed = True
+            elif event.type in (x11lib.CONFIGURE_NOTIFY, x11lib.CREATE_NOTIFY):
+                self._window_geometry(event)
+            elif event.type == x11lib.DESTROY_NOTIFY:
+                window = ctypes.cast(ctypes.byref(event), ctypes.POINTER(x11lib.XConfigureEvent))
+                self._windows.pop(window.contents.window, None)  # same offset in both
+                self._moved_from.pop(window.contents.window, None)
             else:
                 self._damage_seen = True
         self._conn.check()
+
+    def _window_geometry(self, event: x11lib.XEvent) -> None:
+        ev = ctypes.cast(ctypes.byref(event), ctypes.POINTER(x11lib.XConfigureEvent)).contents
+        bw = ev.border_width
+        rect = Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)
+        old = self._windows.get(ev.window)
+        self._windows[ev.window] = rect
+        if (
+            event.type == x11lib.CONFIGURE_NOTIFY
+            and old is not None
+            and (old.w, old.h) == (rect.w, rect.h)
+            and (old.x, old.y) != (rect.x, rect.y)
+        ):
+            self._moved_from.setdefault(ev.window, old)
+        elif old is not None and (old.w, old.h) != (rect.w, rect.h):
+            self._moved_from.pop(ev.window, None)  # resized: not a plain move
+
+    def take_moves(self) -> list[tuple[Rect, Rect]]:
+        """Top-level windows moved (same size) since the last call, as (where it was,
+        where it is) outer rectangles, as the window manager or the program set them.
+        Call after ``changed_regions()``, which reads the events."""
+        with self._lock:
+            moves = [
+                (old, self._windows[w])
+                for w, old in self._moved_from.items()
+                if w in self._windows and self._windows[w] != old
+            ]
+            self._moved_from.clear()
+            return moves
 
     def _clip(self, x: int, y: int, w: int, h: int) -> Rect | None:
         x0, y0 = max(x, 0), max(y, 0)
