@@ -59,3 +59,32 @@ class ScreenCapture(Protocol):
     def close(self) -> None:
         """Release the display connection and shared memory."""
         ...
+
+
+class EventCapture(ScreenCapture, Protocol):
+    """A capture that reports changes as events (optional; ``RFBService`` checks for
+    ``fileno`` and ``grab_rects`` and otherwise polls ``changed_regions`` ``max_fps``
+    times a second).
+
+    The service watches ``fileno()`` with its event loop and polls only when it turned
+    readable or ``events_queued()`` says events were read meanwhile; then it calls
+    ``changed_regions()`` and captures just those rectangles with ``grab_rects()``.
+    ``take_moves()`` (optional too) names windows moved since the last call.
+    """
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when the screen (or the cursor) changed."""
+        ...
+
+    def events_queued(self) -> bool:
+        """Changes already read from ``fileno()`` by another call and not yet polled."""
+        ...
+
+    def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        """The current pixels of each rectangle as (h, w, 4) BGRX copies; None when the
+        screen size changed (the service then calls ``grab()``)."""
+        ...
+
+    def take_moves(self) -> list[tuple[Rect, Rect]]:
+        """Windows moved at the same size since the last call: (was, is) rectangles."""
+        ...
