@@ -20,7 +20,8 @@ With a capture that reports damage as events (``X11Capture``: ``fileno()``,
 the X server reports damage (nothing is read or compared while the screen is still),
 captures only the damaged rectangles into its own copy of the screen, trims each to the
 pixels that really changed, finds vertical scrolls in them (row hashes against the
-previous pixels: a CopyRect plus the newly exposed strip instead of the whole area), and
+previous pixels: a CopyRect plus the newly exposed strip instead of the whole area) and
+windows the capture saw move (``take_moves()``: one CopyRect when the pixels match), and
 sends the update as soon as one is allowed: at once for the first change after input from
 the viewer or after a quiet spell, else one frame interval after the previous update
 (damage meanwhile is coalesced into that one update). Other captures are polled
