@@ -172,3 +172,16 @@ OVERFLOW_CHECK = """() => {
 def cut_text(page: Any) -> list[str]:
     """Shown elements whose text does not fit their box (a cut-off label)."""
     return list(page.evaluate(OVERFLOW_CHECK))
+
+
+def wait_connected(page: Any) -> None:
+    """Wait until the session page shows the session connected; on a timeout, fail with
+    what the page says instead (the state and the overlay's text)."""
+    try:
+        page.wait_for_selector("#status[data-state='connected']")
+    except playwright_sync.TimeoutError:
+        state = page.get_attribute("#status", "data-state")
+        text = page.text_content("#overlay-text")
+        raise AssertionError(
+            f"session not connected: state {state!r}, page says {text!r}"
+        ) from None

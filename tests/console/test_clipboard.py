@@ -11,7 +11,7 @@ from tests.agent.test_clipboard_rfb import clipboard
 from tests.e2e.harness import World, wait_for
 from tests.xdisplay import xvfb
 
-from .conftest import connect, sign_in
+from .conftest import connect, sign_in, wait_connected
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -25,7 +25,7 @@ def test_clipboard_both_ways(cworld: World, page: Any) -> None:
         creds = agent.next_line(60, event="credentials")
         sign_in(page, cworld)
         connect(page, creds["agent_id"], creds["password"])
-        page.wait_for_selector("#status[data-state='connected']")
+        wait_connected(page)
         page.wait_for_selector("#screen canvas")
         # Opening the panel asks for the clipboard; the permission list shows it.
         page.click("#tabs button[data-panel='panel-clipboard']")

@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.harness import World, wait_for
 from tests.xdisplay import xvfb
 
-from .conftest import api_get, connect, sign_in
+from .conftest import api_get, connect, sign_in, wait_connected
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -21,7 +21,7 @@ def test_end_with_a_policy_reason_and_comment(cworld: World, page: Any, tmp_path
         creds = agent.next_line(60, event="credentials")
         sign_in(page, cworld)
         connect(page, creds["agent_id"], creds["password"])
-        page.wait_for_selector("#status[data-state='connected']")
+        wait_connected(page)
         session_id = page.get_attribute("body", "data-session-id")
         assert session_id
         page.click("#end-session")
@@ -59,7 +59,7 @@ def test_end_still_ends_when_the_sign_in_has_expired(cworld: World, page: Any) -
     creds = agent.next_line(60, event="credentials")
     sign_in(page, cworld)
     connect(page, creds["agent_id"], creds["password"])
-    page.wait_for_selector("#status[data-state='connected']")
+    wait_connected(page)
     session_id = page.get_attribute("body", "data-session-id")
     page.context.clear_cookies()  # the console sign-in is gone
     page.click("#end-session")

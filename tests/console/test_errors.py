@@ -14,7 +14,7 @@ from tests.e2e.harness import World, free_port, make_db, server_process, wait_fo
 from tests.e2e.test_consent import Terminal
 from tests.e2e.test_terms import TERMS_V1, only_agent_id, publish
 
-from .conftest import connect, sign_in
+from .conftest import connect, sign_in, wait_connected
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def test_wrong_password_then_the_right_one(cworld: World, page: Any) -> None:
     page.click("#overlay-home")
     page.wait_for_selector("#connect-form")
     connect(page, creds["agent_id"], creds["password"])
-    page.wait_for_selector("#status[data-state='connected']")
+    wait_connected(page)
 
 
 def test_an_id_that_is_not_online(cworld: World, page: Any) -> None:
@@ -113,7 +113,7 @@ def test_a_typo_that_cannot_be_a_password_costs_no_attempt(cworld: World, page: 
     assert str(page.text_content("#connect-message")).startswith("That is not a one-time password")
     assert page.url.endswith("/console/")  # nothing was asked of the customer's computer
     connect(page, creds["agent_id"], creds["password"])
-    page.wait_for_selector("#status[data-state='connected']")
+    wait_connected(page)
     assert "wrong password" not in agent.stderr(None)
 
 
@@ -122,6 +122,6 @@ def test_the_customers_computer_going_offline(cworld: World, page: Any) -> None:
     creds = agent.next_line(60, event="credentials")
     sign_in(page, cworld)
     connect(page, creds["agent_id"], creds["password"])
-    page.wait_for_selector("#status[data-state='connected']")
+    wait_connected(page)
     agent.proc.kill()  # the customer's computer drops off the network, no goodbye
     assert overlay_text(page).startswith("The customer's computer went offline")

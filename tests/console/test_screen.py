@@ -18,7 +18,7 @@ from PIL import Image
 from tests.e2e.harness import World, wait_for, xterm_on
 from tests.xdisplay import wait_window, x_client, x_env, xvfb, xwd_root
 
-from .conftest import connect, sign_in
+from .conftest import connect, sign_in, wait_connected
 from .keys import type_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
@@ -48,8 +48,8 @@ def open_session(page: Any, world: World, display: str | None, consent: str = "a
     return agent, creds
 
 
-def wait_connected(page: Any) -> None:
-    page.wait_for_selector("#status[data-state='connected']")
+def wait_screen(page: Any) -> None:
+    wait_connected(page)
     page.wait_for_selector("#screen canvas")
 
 
@@ -71,7 +71,7 @@ def test_lossless_canvas_equals_the_screen_and_keys_and_clicks_land(
 ) -> None:
     display, work = desktop
     open_session(page, cworld, display)
-    wait_connected(page)
+    wait_screen(page)
     page.select_option("#quality", "lossless")
     source = xwd_root(display)
 
@@ -133,7 +133,7 @@ def test_view_only_actual_size_and_keys_a_browser_keeps(
 ) -> None:
     display, work = desktop
     open_session(page, cworld, display)
-    wait_connected(page)
+    wait_screen(page)
     # 1:1: the canvas is shown at the remote screen's own size.
     page.click("#view-menu summary")
     page.check("#scale-actual")

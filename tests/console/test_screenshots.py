@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.harness import World, xterm_on
 from tests.xdisplay import xvfb
 
-from .conftest import PASSWORD, USER, connect, csp_violations, cut_text, new_page
+from .conftest import PASSWORD, USER, connect, csp_violations, cut_text, new_page, wait_connected
 from .keys import type_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
@@ -57,7 +57,7 @@ def test_japanese_screenshots(cworld: World, desktop: str, browser: Any, tmp_pat
         agent = cworld.agent(desktop, "agent", "allow")
         creds = agent.next_line(60, event="credentials")
         connect(page, creds["agent_id"], creds["password"])
-        page.wait_for_selector("#status[data-state='connected']")
+        wait_connected(page)
         page.wait_for_selector("#screen canvas")
         # Something on the customer's screen: a command typed from the page.
         page.click("#screen canvas", position={"x": 120, "y": 120})

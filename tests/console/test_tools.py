@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.harness import World, wait_for, xterm_on
 from tests.xdisplay import x_env, xvfb
 
-from .conftest import connect, cut_text, sign_in
+from .conftest import connect, cut_text, sign_in, wait_connected
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -42,7 +42,7 @@ def test_every_tool_from_the_page(
     creds = agent.next_line(60, event="credentials")
     sign_in(page, cworld)
     connect(page, creds["agent_id"], creds["password"])
-    page.wait_for_selector("#status[data-state='connected']")
+    wait_connected(page)
 
     # Chat reaches the customer.
     tab(page, "chat")
