@@ -35,6 +35,7 @@ export interface ConsoleLogin {
   technician: Technician;
   csrf_token: string;
   totp_enrolled?: boolean;
+  recovery_codes_left?: number;
 }
 
 export interface Contract {
@@ -169,6 +170,8 @@ export const confirmTotp = (code: string) =>
   request<{ recovery_codes: string[] }>("POST", "/me/totp/confirm", { code });
 export const disableTotp = (password: string, code: string) =>
   request<null>("DELETE", "/me/totp", { password, code });
+export const newRecoveryCodes = (password: string, code: string) =>
+  request<{ recovery_codes: string[] }>("POST", "/me/recovery-codes", { password, code });
 export const changePassword = (current: string, next: string) =>
   request<null>("POST", "/me/password", { current, new: next });
 

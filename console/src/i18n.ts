@@ -132,6 +132,12 @@ const CATALOG = {
   totp_confirm: ["Confirm", "確認"],
   totp_enabled_done: ["Two-step sign-in is now on.", "2 段階認証を有効にしました。"],
   totp_disabled_done: ["Two-step sign-in is now off.", "2 段階認証を無効にしました。"],
+  totp_code_or_recovery: ["Authentication code or a recovery code", "認証コードまたはリカバリーコード"],
+  recovery_renew: ["New recovery codes", "リカバリーコードを再発行"],
+  recovery_left: [
+    "Recovery codes left: {n} of 10.",
+    "残りのリカバリーコード: 10 個中 {n} 個",
+  ],
   recovery_title: ["Recovery codes", "リカバリーコード"],
   recovery_once: [
     "Keep these codes somewhere safe. Each works once if you lose your phone. They are shown only now.",

@@ -109,6 +109,21 @@ def test_password_and_authenticator_code(cworld: World, browser: Any) -> None:
             page.wait_for_url("**/login.html")
         else:
             assert error_after_submit(page) == "That recovery code is not valid or has been used."
+    # Another recovery code signs in; the account dialog counts what is left and makes a
+    # new set (with the password and a recovery code), shown once.
+    page.fill("#recovery", codes[1])
+    page.click("#login-submit")
+    page.wait_for_selector("#connect-form")
+    page.click("#account-menu summary")
+    page.click("#open-account")
+    assert page.text_content("#recovery-left") == "Recovery codes left: 8 of 10."
+    page.fill("#totp-disable-password", PASSWORD)
+    page.fill("#totp-disable-code", codes[2])
+    page.click("#recovery-renew")
+    page.wait_for_selector("#recovery-codes:not([hidden])")
+    renewed = [str(c) for c in page.locator("#recovery-list li").all_text_contents()]
+    assert len(renewed) == 10 and not set(renewed) & set(codes)
+    assert page.text_content("#recovery-left") == "Recovery codes left: 10 of 10."
     assert csp_violations(page) == []
     page.context.close()
 

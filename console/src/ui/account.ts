@@ -5,6 +5,7 @@ import {
   ApiError,
   type ConsoleLogin,
   changePassword,
+  newRecoveryCodes,
   confirmTotp,
   disableTotp,
   startTotp,
@@ -26,8 +27,10 @@ export function setupAccount(login: ConsoleLogin): void {
   const totpMessage = byId("totp-message");
   let enrolled = login.totp_enrolled === true;
 
+  let left = login.recovery_codes_left ?? null;
   const show = () => {
     state.textContent = enrolled ? t("totp_on") : t("totp_off");
+    byId("recovery-left").textContent = left === null ? "" : t("recovery_left", { n: left });
     start.hidden = enrolled || !confirm.hidden || !codes.hidden;
     disable.hidden = !enrolled || !codes.hidden;
   };
@@ -74,16 +77,37 @@ export function setupAccount(login: ConsoleLogin): void {
       confirm.hidden = true;
       byId<HTMLImageElement>("totp-qr").removeAttribute("src");
       byId("totp-secret").textContent = "";
-      byId("recovery-list").replaceChildren(
-        ...result.recovery_codes.map((c) => el("li", { class: "mono" }, c)),
-      );
-      codes.hidden = false;
       enrolled = true;
-      show();
+      showCodes(result.recovery_codes);
       showMessage(totpMessage, t("totp_enabled_done"), "ok");
     } catch (e) {
       showMessage(totpMessage, errText(e));
       code.select();
+    }
+  });
+
+  const showCodes = (list: string[]) => {
+    byId("recovery-list").replaceChildren(...list.map((c) => el("li", { class: "mono" }, c)));
+    codes.hidden = false;
+    left = list.length;
+    show();
+  };
+
+  byId("recovery-renew").addEventListener("click", async () => {
+    const password = byId<HTMLInputElement>("totp-disable-password");
+    const code = byId<HTMLInputElement>("totp-disable-code");
+    if (!password.value || !code.value) {
+      showMessage(totpMessage, t("field_required"));
+      return;
+    }
+    try {
+      const result = await newRecoveryCodes(password.value, code.value.trim());
+      password.value = "";
+      code.value = "";
+      showCodes(result.recovery_codes);
+      showMessage(totpMessage, null);
+    } catch (e) {
+      showMessage(totpMessage, errText(e));
     }
   });
 
@@ -98,7 +122,7 @@ export function setupAccount(login: ConsoleLogin): void {
     const password = byId<HTMLInputElement>("totp-disable-password");
     const code = byId<HTMLInputElement>("totp-disable-code");
     try {
-      await disableTotp(password.value, code.value.replace(/\s/g, ""));
+      await disableTotp(password.value, code.value.trim());
       password.value = "";
       code.value = "";
       enrolled = false;
