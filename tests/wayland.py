@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from enkaku.agent.input.wlroots import WlrootsInput
 from tests.xdisplay import stop
 
 TEST_USER = "enkaku-wl"
@@ -97,12 +98,23 @@ def _tree(env: dict[str, str]) -> dict[str, Any]:
 
 
 def _foot_pid(node: dict[str, Any]) -> int | None:
-    if node.get("app_id") == "foot" and node.get("visible"):
+    if node.get("app_id") == "foot" and node.get("visible") and node.get("focused"):
         return int(node["pid"])
     for child in node.get("nodes", []) + node.get("floating_nodes", []):
         if (pid := _foot_pid(child)) is not None:
             return pid
     return None
+
+
+def _prompt_shown(runtime: Path, socket: Path) -> bool:
+    """Whether foot drew its shell's prompt (the top text row is not all background):
+    keys sent before foot is up and focused are lost."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "WAYLAND_DISPLAY": str(socket)}
+    out = subprocess.run(["grim", "-t", "ppm", "-"], env=env, capture_output=True, timeout=60)
+    if out.returncode != 0:
+        return False
+    top = _parse_ppm(out.stdout)[:20]
+    return bool((top != top[0, 0]).any())
 
 
 @contextmanager
@@ -123,8 +135,6 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
     config = runtime / "config"
     lines = ["xwayland disable", f"output HEADLESS-1 resolution {width}x{height}",
              "default_border none"]  # fmt: skip
-    if foot:
-        lines.append(f"exec foot --working-directory={work} -- /bin/sh")
     config.write_text("\n".join(lines) + "\n")
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "SHELL": "/bin/sh",
@@ -142,14 +152,25 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
     try:
         deadline = time.monotonic() + 60
         socket = ipc = None
+        keyboard = None
         while time.monotonic() < deadline and proc.poll() is None:
             socket = next((p for p in runtime.glob("wayland-*") if p.suffix != ".lock"), None)
             ipc = next(runtime.glob("sway-ipc.*.sock"), None)
             if socket is not None and ipc is not None:
+                ipc_env = {**env, "SWAYSOCK": str(ipc)}
                 if not foot:
                     break
-                foot_pid = _foot_pid(_tree({**env, "SWAYSOCK": str(ipc)}))
-                if foot_pid is not None:
+                if keyboard is None:
+                    # A headless seat has no keyboard, and a client binds wl_keyboard
+                    # only once the seat has one: keys sent before that are lost. A
+                    # desktop has a real keyboard; here a virtual one is made first.
+                    keyboard = WlrootsInput(str(socket))
+                    subprocess.run(
+                        ["swaymsg", f"exec foot --working-directory={work} -- /bin/sh"],
+                        env=ipc_env, check=True, capture_output=True, timeout=30,
+                    )  # fmt: skip
+                foot_pid = _foot_pid(_tree(ipc_env))
+                if foot_pid is not None and _prompt_shown(runtime, socket):
                     break
             time.sleep(0.1)
         else:

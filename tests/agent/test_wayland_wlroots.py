@@ -127,3 +127,16 @@ def test_auto_detection_picks_wlroots_and_fails_clearly_elsewhere(sway: Sway) ->
 def test_capture_on_a_missing_socket_is_a_clear_error(sway: Sway) -> None:
     with pytest.raises(CaptureError, match="no Wayland compositor socket"):
         WlrootsCapture(str(sway.runtime / "wayland-9"))
+
+
+def test_keys_typed_just_before_close_arrive_and_the_next_injector_types_too(
+    sway: Sway,
+) -> None:
+    # Each screen connection makes and closes its injector; the last key before close
+    # was lost while every injector had a virtual keyboard of its own.
+    for n in range(3):
+        inp = WlrootsInput(sway.env["WAYLAND_DISPLAY"])
+        type_text(inp, f"echo {n} > closed{n}.txt\n")
+        inp.close()
+    paths = [sway.work / f"closed{n}.txt" for n in range(3)]
+    wait_for(lambda: all(p.exists() for p in paths), 30, "the three files")

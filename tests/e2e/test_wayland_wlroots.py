@@ -40,12 +40,14 @@ def test_vncdotool_types_into_foot_on_sway_and_captures_what_grim_sees(
     creds = agent.next_line(60, event="credentials")
     tech = world.connect(creds["agent_id"], creds["password"])
     port = int(tech.next_line(60, event="vnc_listening")["port"])
-    vncdo(port, "type", "echo wayland-typed-9K > result.txt")
-    # Enter from a second connection: when vncdotool sends its last key and hangs up at
-    # once, that key is sometimes lost on this backend (under investigation, issue 11).
-    vncdo(port, "key", "enter")
+    # vncdotool hangs up right after its last key: that key must still arrive (it did
+    # not while each screen connection made and destroyed its own virtual keyboard).
+    vncdo(port, "type", "echo wayland-typed-9K > result.txt", "key", "enter")
     out = sway.work / "result.txt"
     wait_for(lambda: out.exists() and out.read_text() == "wayland-typed-9K\n", 30, "typed command")
+    vncdo(port, "type", "echo again > second.txt", "key", "enter")
+    second = sway.work / "second.txt"
+    wait_for(lambda: second.exists(), 30, "a command typed over a second connection")
     shot = tmp_path / "capture.png"
 
     def same() -> bool:

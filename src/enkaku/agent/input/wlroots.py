@@ -11,13 +11,15 @@ pixels, buttons as Linux BTN_* codes, wheel bits as discrete axis steps.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import select
 import threading
 import time
 
-from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable
+from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable, socket_path
 from enkaku.agent.wayland.keymap import KeysymKeymap
 from enkaku.agent.wayland.protocols import (
     AXIS_HORIZONTAL,
@@ -59,41 +61,44 @@ def _now_ms() -> int:
     return int(time.monotonic() * 1000) & 0xFFFFFFFF
 
 
-class WlrootsInput:
-    """``InputInjector`` through the virtual keyboard and virtual pointer protocols."""
+class _Devices:
+    """One connection with one virtual keyboard and pointer, shared by every
+    ``WlrootsInput`` on the same display for the life of the process.
 
-    def __init__(self, display: str | None = None, output: str | None = None) -> None:
+    Creating and destroying a virtual keyboard per screen connection loses keys: the
+    compositor drops the keyboard (and its keymap) while the focused client may still
+    be translating the last keys with it. One long-lived keyboard also keeps its
+    keymap and keycodes across connections, as X11's XTEST does.
+    """
+
+    def __init__(self, display: str | None, output: str | None) -> None:
+        self.lock = threading.Lock()
+        self.dead = False
         try:
-            self._conn = WaylandConnection(display)
+            self.conn = WaylandConnection(display)
         except WaylandUnavailable as exc:
             raise InputError(str(exc)) from exc
         try:
-            out = self._conn.output(output)
-            self._extent = (max(out.width, 1), max(out.height, 1))
-            seat = self._conn.seat()
-            kb_manager = self._conn.bind(ZwpVirtualKeyboardManagerV1, 1)
-            ptr_manager = self._conn.bind(ZwlrVirtualPointerManagerV1, 2)
-            self._keyboard = kb_manager.create_virtual_keyboard(seat)
-            if self._conn.version_of(ZwlrVirtualPointerManagerV1) >= 2:
-                self._pointer = ptr_manager.create_virtual_pointer_with_output(seat, out.proxy)
+            out = self.conn.output(output)
+            self.extent = (max(out.width, 1), max(out.height, 1))
+            seat = self.conn.seat()
+            kb_manager = self.conn.bind(ZwpVirtualKeyboardManagerV1, 1)
+            ptr_manager = self.conn.bind(ZwlrVirtualPointerManagerV1, 2)
+            self.keyboard = kb_manager.create_virtual_keyboard(seat)
+            if self.conn.version_of(ZwlrVirtualPointerManagerV1) >= 2:
+                self.pointer = ptr_manager.create_virtual_pointer_with_output(seat, out.proxy)
             else:
-                self._pointer = ptr_manager.create_virtual_pointer(seat)
-            self._conn.display.roundtrip()  # an unauthorised client is told here
+                self.pointer = ptr_manager.create_virtual_pointer(seat)
+            self.conn.display.roundtrip()  # an unauthorised client is told here
         except (WaylandUnavailable, RuntimeError) as exc:
-            self._conn.close()
+            self.conn.close()
             raise InputError(str(exc)) from exc
-        self._lock = threading.Lock()
-        self._keymap = KeysymKeymap()
-        self._sent_keymap = ""
-        self._held: dict[int, int] = {}  # keysym -> keycode held down
-        self._buttons = 0
-        self._closed = False
+        self.keymap = KeysymKeymap()
+        self.sent_keymap = ""
 
-    # -- plumbing -----------------------------------------------------------------------
-
-    def _send(self) -> None:
+    def send(self) -> None:
         """Flush the requests and take any events, without blocking."""
-        display = self._conn.display
+        display = self.conn.display
         try:
             if display.flush() < 0:
                 raise InputError("the Wayland compositor closed the connection")
@@ -101,106 +106,170 @@ class WlrootsInput:
             while select.select([fd], [], [], 0)[0]:
                 display.read()
                 display.dispatch(block=False)
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:
+            self.dead = True
             raise InputError(f"Wayland connection lost ({exc})") from exc
 
-    def _upload_keymap(self) -> None:
-        text = self._keymap.text()
-        if text == self._sent_keymap:
+    def sync(self) -> None:
+        """Wait until the compositor has taken every request sent so far."""
+        try:
+            if self.conn.display.roundtrip() < 0:
+                raise RuntimeError("roundtrip failed")
+        except RuntimeError as exc:
+            self.dead = True
+            raise InputError(f"Wayland connection lost ({exc})") from exc
+
+    def upload_keymap(self) -> None:
+        text = self.keymap.text()
+        if text == self.sent_keymap:
             return
         data = text.encode() + b"\0"
         fd = os.memfd_create("enkaku-keymap", os.MFD_CLOEXEC)
         try:
             os.write(fd, data)
-            self._keyboard.keymap(KEYMAP_FORMAT_XKB_V1, fd, len(data))
-            self._send()  # the descriptor is sent with the flush
+            self.keyboard.keymap(KEYMAP_FORMAT_XKB_V1, fd, len(data))
+            self.send()  # the descriptor goes out with the flush
         finally:
             os.close(fd)
-        self._sent_keymap = text
+        self.sent_keymap = text
+
+    def close(self) -> None:
+        with self.lock:
+            if self.dead:
+                return
+            self.dead = True
+            try:
+                self.keyboard.destroy()
+                self.pointer.destroy()
+                self.conn.display.flush()
+                self.conn.close()
+            except Exception:
+                logger.debug("wlroots input close", exc_info=True)
+
+
+_devices: dict[tuple[str | None, str | None], _Devices] = {}
+_devices_lock = threading.Lock()
+
+
+def _shared_devices(display: str | None, output: str | None) -> _Devices:
+    key = (socket_path(display), output)
+    with _devices_lock:
+        devices = _devices.get(key)
+        if devices is None or devices.dead:
+            devices = _devices[key] = _Devices(display, output)
+        return devices
+
+
+@atexit.register
+def _close_all() -> None:
+    # Before the interpreter tears down pywayland's objects in an arbitrary order.
+    with _devices_lock:
+        for devices in _devices.values():
+            devices.close()
+        _devices.clear()
+
+
+class WlrootsInput:
+    """``InputInjector`` through the virtual keyboard and virtual pointer protocols.
+
+    Instances on one display share one keyboard and pointer (see ``_Devices``); each
+    instance tracks and releases only the keys and buttons it pressed itself.
+    """
+
+    def __init__(self, display: str | None = None, output: str | None = None) -> None:
+        self._dev = _shared_devices(display, output)
+        self._held: dict[int, int] = {}  # keysym -> keycode held down
+        self._buttons = 0
+        self._closed = False
 
     def _check_open(self) -> None:
         if self._closed:
             raise InputError("input closed")
+        if self._dev.dead:
+            raise InputError("the Wayland compositor connection is gone")
 
     # -- InputInjector --------------------------------------------------------------------
 
     def key(self, keysym: int, down: bool, scancode: int | None = None) -> None:
         """Press or release ``keysym`` (the scancode is not needed: the keymap is ours)."""
         keysym = _normalise_keysym(keysym)
-        with self._lock:
+        dev = self._dev
+        with dev.lock:
             self._check_open()
             if not down:
                 code = self._held.pop(keysym, None)
                 if code is not None:
-                    self._keyboard.key(_now_ms(), code - 8, KEY_RELEASED)
-                    self._send()
+                    dev.keyboard.key(_now_ms(), code - 8, KEY_RELEASED)
+                    dev.send()
                 return
             if not 0x20 <= keysym <= 0x1FFFFFFF or 0x7F <= keysym <= 0x9F:
                 logger.debug("keysym %#x is not a key; ignored", keysym)
                 return
             if keysym in self._held:
                 return  # auto-repeat from the viewer: the compositor repeats by itself
-            code = self._keymap.add(keysym, keep=set(self._held))
-            self._upload_keymap()
+            code = dev.keymap.add(keysym, keep=set(self._held))
+            dev.upload_keymap()
             self._held[keysym] = code
-            self._keyboard.key(_now_ms(), code - 8, KEY_PRESSED)
-            self._send()
+            dev.keyboard.key(_now_ms(), code - 8, KEY_PRESSED)
+            dev.send()
 
     def pointer(self, x: int, y: int, buttons: int) -> None:
         """Move to (x, y) on the output and apply the RFB button mask."""
-        with self._lock:
+        dev = self._dev
+        with dev.lock:
             self._check_open()
-            w, h = self._extent
+            w, h = dev.extent
             t = _now_ms()
-            self._pointer.motion_absolute(t, min(max(x, 0), w - 1), min(max(y, 0), h - 1), w, h)
+            dev.pointer.motion_absolute(t, min(max(x, 0), w - 1), min(max(y, 0), h - 1), w, h)
             changed = buttons ^ self._buttons
             for bit, code in _BUTTONS.items():
                 if changed & (1 << bit):
                     state = BUTTON_PRESSED if buttons & (1 << bit) else BUTTON_RELEASED
-                    self._pointer.button(t, code, state)
+                    dev.pointer.button(t, code, state)
             for bit, (axis, sign) in _WHEEL.items():
                 if changed & buttons & (1 << bit):  # one step per 0 -> 1 transition
-                    self._pointer.axis_source(AXIS_SOURCE_WHEEL)
-                    self._pointer.axis_discrete(t, axis, sign * WHEEL_STEP, sign)
-            self._pointer.frame()
+                    dev.pointer.axis_source(AXIS_SOURCE_WHEEL)
+                    dev.pointer.axis_discrete(t, axis, sign * WHEEL_STEP, sign)
+            dev.pointer.frame()
             self._buttons = buttons & 0x1FF
-            self._send()
+            dev.send()
 
     def release_all(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._release_all_locked()
+        with self._dev.lock:
+            if not self._closed:
+                self._release_all_locked()
 
     def _release_all_locked(self) -> None:
+        dev = self._dev
+        if dev.dead:
+            self._held.clear()
+            self._buttons = 0
+            return
         t = _now_ms()
         try:
             for code in set(self._held.values()):
-                self._keyboard.key(t, code - 8, KEY_RELEASED)
+                dev.keyboard.key(t, code - 8, KEY_RELEASED)
             self._held.clear()
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):
-                    self._pointer.button(t, code, BUTTON_RELEASED)
+                    dev.pointer.button(t, code, BUTTON_RELEASED)
             self._buttons = 0
-            self._pointer.frame()
-            self._send()
+            dev.pointer.frame()
+            dev.send()
         except InputError:
             self._held.clear()
             self._buttons = 0
 
     def close(self) -> None:
-        with self._lock:
+        """Release what this instance holds; the shared devices stay for the next one."""
+        with self._dev.lock:
             if self._closed:
                 return
             self._release_all_locked()
             self._closed = True
-            try:
-                self._keyboard.destroy()
-                self._pointer.destroy()
-                self._conn.display.flush()
-                self._conn.close()
-            except Exception:
-                logger.debug("wlroots input close", exc_info=True)
+            if not self._dev.dead:
+                with contextlib.suppress(InputError):
+                    self._dev.sync()
 
     def __enter__(self) -> WlrootsInput:
         return self

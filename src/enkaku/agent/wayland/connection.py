@@ -127,4 +127,14 @@ class WaylandConnection:
         raise WaylandUnavailable(f"no output named {name!r} (outputs: {known})")
 
     def close(self) -> None:
+        """Destroy every proxy, then disconnect (idempotent)."""
         self.display.disconnect()
+
+    def __del__(self) -> None:
+        # pywayland frees proxies and the display in whatever order the garbage
+        # collector picks; a proxy freed after its display crashes the process. A
+        # connection dropped without close() is closed here, proxies first (finalizers
+        # run before the collector breaks the cycles).
+        display = getattr(self, "display", None)
+        if display is not None:
+            display.disconnect()
