@@ -3,6 +3,7 @@ virtual keyboard (any keysym, JIS keys among them) and the virtual pointer."""
 
 from __future__ import annotations
 
+import asyncio
 import select
 import time
 from collections.abc import Iterator
@@ -11,11 +12,15 @@ import numpy as np
 import pytest
 
 from enkaku.agent.backends import NoBackend, select_backend
-from enkaku.agent.capture.base import CaptureError
+from enkaku.agent.capture.base import CaptureError, Rect
 from enkaku.agent.capture.wlroots import WlrootsCapture
 from enkaku.agent.input.wlroots import WlrootsInput
+from enkaku.agent.rfbservice import RFBService
 from enkaku.agent.wayland.keymap import KeysymKeymap
+from enkaku.protocol.rfb import Encoding
+from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import wait_for
+from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 from tests.wayland import Sway, headless_sway
 
 RETURN = 0xFF0D
@@ -140,3 +145,58 @@ def test_keys_typed_just_before_close_arrive_and_the_next_injector_types_too(
         inp.close()
     paths = [sway.work / f"closed{n}.txt" for n in range(3)]
     wait_for(lambda: all(p.exists() for p in paths), 30, "the three files")
+
+
+class CountingCapture(WlrootsCapture):
+    """WlrootsCapture that counts the service's capture calls."""
+
+    def __init__(self, display: str) -> None:
+        super().__init__(display)
+        self.region_calls = 0
+
+    def changed_regions(self) -> list[Rect] | None:
+        self.region_calls += 1
+        return super().changed_regions()
+
+
+def _screen(sway: Sway) -> np.ndarray:
+    rgb = sway.grim().astype(np.uint32)
+    return rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
+
+
+async def test_rfb_updates_flow_only_on_change_and_stay_exact(sway: Sway) -> None:
+    w, h = sway.width, sway.height
+    capture = CountingCapture(sway.env["WAYLAND_DISPLAY"])
+    injector = WlrootsInput(sway.env["WAYLAND_DISPLAY"])
+    pipe = Pipe()
+    service = RFBService(capture, injector, pipe.read, pipe.write, name="sway")
+    task = asyncio.create_task(service.run())
+    try:
+        await pipe.handshake()
+        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+        await pipe.to_server.put(update_request(False, 0, 0, w, h))
+        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        await pipe.to_server.put(update_request(True, 0, 0, w, h))
+        await asyncio.sleep(0.2)  # the service waits on the capture's descriptor now
+        calls, frames = capture.region_calls, capture.frames
+        await asyncio.sleep(1.0)  # a quiet second: nothing changes on the screen
+        assert capture.region_calls == calls and capture.frames == frames
+        assert pipe.from_server.empty()
+        # The request outstanding all along is answered once a key changes the screen.
+        await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x7a")  # 'z' down
+        await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x7a")  # 'z' up
+        await pipe.receive(dec, lambda: len(dec.updates) == 2, 20)
+        deadline = time.monotonic() + 30
+        while not np.array_equal(dec.fb, _screen(sway)):
+            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
+            n = len(dec.updates)
+            await pipe.to_server.put(update_request(True, 0, 0, w, h))
+            await pipe.receive(dec, lambda n=n: len(dec.updates) > n, 20)
+        await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\xff\x08")  # BackSpace
+        await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\xff\x08")
+    finally:
+        await pipe.to_server.put(b"")  # EOF
+        await asyncio.wait_for(task, 10)
+        capture.close()
+        injector.close()
