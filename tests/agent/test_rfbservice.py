@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -554,3 +555,69 @@ def test_find_vertical_copy_rejects_unrelated_content() -> None:
     assert find_vertical_copy(_text_block(80, 64, 1), _text_block(80, 64, 2)) is None
     blank = np.full((80, 64, 4), 40, dtype=np.uint8)
     assert find_vertical_copy(blank, blank.copy()) is None  # nothing moved
+
+
+class FakeEventCapture(FakeCapture):
+    """An event-driven capture: a pipe turns readable when the test changes the image."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        super().__init__(image, regions=True)
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+
+    def fileno(self) -> int:
+        return self.read_fd
+
+    def events_queued(self) -> bool:
+        return False
+
+    def changed_regions(self) -> list[Rect] | None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.read_fd, 4096)
+        return super().changed_regions()
+
+    def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
+        with self.lock:
+            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
+
+    def set_image(self, image: np.ndarray, region: Rect | None = None) -> None:
+        super().set_image(image, region)
+        os.write(self.write_fd, b"!")
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+async def test_a_scroll_of_jpeg_pixels_is_copied_then_refreshed_losslessly() -> None:
+    """A copy made from pixels the viewer has only as JPEG is refreshed like them."""
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    rng = np.random.default_rng(5)
+    tall = rng.integers(0, 256, (160, 96, 4), dtype=np.uint8)  # noise: Tight sends JPEG
+    capture = FakeEventCapture(tall[:120].copy())
+    capture.pending = []
+    pipe = Pipe()
+    service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
+    task = asyncio.create_task(service.run())
+    await pipe.handshake()
+    dec = Decoder(96, 120, service.server.pixel_format)  # type: ignore[union-attr]
+    await pipe.to_server.put(
+        set_encodings(Encoding.TIGHT, Encoding.COPYRECT, Encoding.JPEG_QUALITY_LOW + 6)
+    )
+    await pipe.to_server.put(update_request(False, 0, 0, 96, 120))
+    await pipe.receive(dec, lambda: len(dec.updates) == 1)
+    assert dec.jpeg_rects >= 1 and not np.array_equal(dec.fb, dec.pf.values(capture.image))
+    # Scrolled by 16 rows before the lossless refresh: a copy of the viewer's JPEG pixels
+    # plus the new strip.
+    await pipe.to_server.put(update_request(True, 0, 0, 96, 120))
+    capture.set_image(tall[16:136].copy(), Rect(0, 0, 96, 120))
+    await pipe.receive(dec, lambda: len(dec.updates) == 2)
+    assert (0, 0, 96, 104, Encoding.COPYRECT) in dec.updates[1].rects
+    # Once the screen is still, the copied rows come again losslessly with the rest.
+    await pipe.to_server.put(update_request(True, 0, 0, 96, 120))
+    await pipe.receive(dec, lambda: len(dec.updates) == 3)
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(capture.image))
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)
+    capture.close()
