@@ -35,6 +35,7 @@ class Sway:
     runtime: Path  # XDG_RUNTIME_DIR
     socket: Path  # the Wayland socket (absolute: WAYLAND_DISPLAY may name it so)
     work: Path  # foot's shell starts here; writable by the compositor's user
+    ipc: Path  # SWAYSOCK
     pid: int
     width: int
     height: int
@@ -43,6 +44,14 @@ class Sway:
     def env(self) -> dict[str, str]:
         """What a client needs to reach this compositor."""
         return {"XDG_RUNTIME_DIR": str(self.runtime), "WAYLAND_DISPLAY": str(self.socket)}
+
+    def swaymsg(self, *args: str) -> str:
+        """Run a sway command (or an IPC query) against this compositor."""
+        env = {**os.environ, **self.env, "SWAYSOCK": str(self.ipc)}
+        out = subprocess.run(
+            ["swaymsg", *args], env=env, check=True, capture_output=True, timeout=30
+        )
+        return out.stdout.decode()
 
     def grim(self) -> npt.NDArray[np.uint8]:
         """The output as `grim` sees it: (h, w, 3) RGB."""
@@ -179,8 +188,8 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
                 "headless sway did not start: "
                 + (runtime / "sway.log").read_text(errors="replace")[-2000:]
             )
-        assert socket is not None
-        yield Sway(runtime, socket, work, proc.pid, width, height)
+        assert socket is not None and ipc is not None
+        yield Sway(runtime, socket, work, ipc, proc.pid, width, height)
     finally:
         stop(proc)
         log.close()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from enkaku.agent.backends import NoBackend, select_backend
-from enkaku.agent.capture.base import CaptureError, Rect
+from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
 from enkaku.agent.capture.wlroots import WlrootsCapture
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.rfbservice import RFBService
@@ -200,3 +200,20 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(sway: Sway) -> Non
         await asyncio.wait_for(task, 10)
         capture.close()
         injector.close()
+
+
+def test_an_output_resize_is_reported_and_the_capture_follows() -> None:
+    with (
+        headless_sway(640, 480, foot=False) as sway,
+        WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap,
+    ):
+        event_capture: EventCapture = cap  # the interface the RFB service looks for
+        assert event_capture.changed_regions() is None
+        assert cap.size == (640, 480)
+        sway.swaymsg("output", "HEADLESS-1", "resolution", "800x500")
+        wait_for(lambda: cap.size == (800, 500), 30, "the new size")
+        assert cap.grab_rects([Rect(0, 0, 10, 10)]) is None  # grab() the whole screen
+        assert cap.changed_regions() is None
+        assert cap.grab().shape == (500, 800, 4)
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), sway.grim()), 30, "capture == grim")
+        assert cap.grab_rects([Rect(0, 0, 10, 10)]) is not None

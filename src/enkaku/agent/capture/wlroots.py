@@ -13,12 +13,14 @@ screencopy: ``cursor()`` returns None (viewers draw their own pointer).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import mmap
 import os
 import select
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,17 @@ from enkaku.agent.wayland.protocols import FRAME_FLAG_Y_INVERT, ZwlrScreencopyMa
 from .base import CaptureError, CursorImage, Rect
 
 __all__ = ["WlrootsCapture"]
+
+_open: weakref.WeakSet[WlrootsCapture] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Before the interpreter tears down pywayland's objects in an arbitrary order (a
+    # proxy freed after its display crashes the process).
+    for capture in list(_open):
+        capture.close()
+
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +99,7 @@ class WlrootsCapture:
         self.frames = 0
         self._thread = threading.Thread(target=self._run, name="wlr-screencopy", daemon=True)
         self._thread.start()
+        _open.add(self)
         if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
             error = self._error or "no frame from the compositor"
             self.close()
@@ -144,7 +158,14 @@ class WlrootsCapture:
         if self._offered != self._buf_spec:
             self._make_buffer(*self._offered)
         assert self._wl_frame is not None
-        self._wl_frame.copy_with_damage(self._buffer)
+        _fmt, width, height, _stride = self._offered
+        frame = self._frame
+        if frame is None or frame.shape[:2] != (height, width):
+            # First frame, or the output changed size: now, not at the next damage
+            # (the resize's own damage may have gone into a frame of the old size).
+            self._wl_frame.copy(self._buffer)
+        else:
+            self._wl_frame.copy_with_damage(self._buffer)
 
     def _make_buffer(self, fmt: int, width: int, height: int, stride: int) -> None:
         self._free_buffer()
@@ -297,6 +318,10 @@ class WlrootsCapture:
                     raise ValueError(f"{r} is not inside the {w}x{h} screen")
                 out.append(frame[r.y : r.y + r.h, r.x : r.x + r.w].copy())
             return out
+
+    def take_moves(self) -> list[tuple[Rect, Rect]]:
+        """Always empty: screencopy does not say where windows moved."""
+        return []
 
     def cursor(self) -> CursorImage | None:
         return None
