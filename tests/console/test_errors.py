@@ -125,3 +125,14 @@ def test_the_customers_computer_going_offline(cworld: World, page: Any) -> None:
     wait_connected(page)
     agent.proc.kill()  # the customer's computer drops off the network, no goodbye
     assert overlay_text(page).startswith("The customer's computer went offline")
+
+
+def test_the_connection_lost(cworld: World, page: Any) -> None:
+    agent = cworld.agent(None, "agent", "allow")
+    creds = agent.next_line(60, event="credentials")
+    sign_in(page, cworld)
+    connect(page, creds["agent_id"], creds["password"])
+    wait_connected(page)
+    server = next(p for p in cworld.procs if p.name == "server")
+    server.proc.kill()  # the relay vanishes without closing anything
+    assert overlay_text(page) == "The connection was lost."
