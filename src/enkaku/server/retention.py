@@ -41,8 +41,7 @@ class Retention:
         purged = await self.store.reports.purge(self.session_days, self.audit_days)
         if purged.sessions or purged.events or purged.sign_ins:
             log.info(
-                "retention: purged %d session record(s), %d audit event(s), %d expired "
-                "sign-in(s)",
+                "retention: purged %d session record(s), %d audit event(s), %d expired sign-in(s)",
                 purged.sessions,
                 purged.events,
                 purged.sign_ins,
