@@ -4,9 +4,12 @@ virtual keyboard (any keysym, JIS keys among them) and the virtual pointer."""
 from __future__ import annotations
 
 import asyncio
+import os
 import select
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from enkaku.agent.rfbservice import RFBService
 from enkaku.agent.wayland.keymap import KeysymKeymap
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import ENKAKU, wait_for
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 from tests.wayland import Sway, headless_sway
 
@@ -217,3 +220,21 @@ def test_an_output_resize_is_reported_and_the_capture_follows() -> None:
         assert cap.grab().shape == (500, 800, 4)
         wait_for(lambda: np.array_equal(rgb(cap.grab()), sway.grim()), 30, "capture == grim")
         assert cap.grab_rects([Rect(0, 0, 10, 10)]) is not None
+
+
+def test_the_agent_on_an_unsupported_wayland_session_stops_with_the_message(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ, "WAYLAND_DISPLAY": "wayland-none", "XDG_RUNTIME_DIR": str(tmp_path),
+        "XDG_CURRENT_DESKTOP": "KDE", "DISPLAY": ":99",
+    }  # fmt: skip
+    out = subprocess.run(
+        [ENKAKU, "agent", "--server", "http://127.0.0.1:9", "--headless",
+         "--config-dir", str(tmp_path / "cfg")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "KDE, Wayland" in out.stderr and "wayland-wlroots" in out.stderr
+    assert "X11" in out.stderr and "試したもの" in out.stderr  # both languages
