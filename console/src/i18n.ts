@@ -90,8 +90,10 @@ const CATALOG = {
     "Enter the ID and one-time password the customer reads to you from the enkaku window.",
     "お客様が enkaku の画面で読み上げる ID とワンタイムパスワードを入力してください。",
   ],
-  agent_id: ["ID", "ID"],
-  agent_id_hint: ["9 digits, e.g. 123 456 789", "9 桁の数字 (例: 123 456 789)"],
+  // The field's label says how many digits; its placeholder is only an example, short
+  // enough for the field in either language.
+  agent_id: ["ID (9 digits)", "ID (9 桁の数字)"],
+  agent_id_hint: ["e.g. 123 456 789", "例: 123 456 789"],
   otp: ["One-time password", "ワンタイムパスワード"],
   contract: ["Contract", "契約"],
   contract_none: [

@@ -156,7 +156,8 @@ def api_get(world: World, path: str) -> dict[str, Any]:
         return dict(json.load(response))
 
 
-# Elements whose text must fit: a label cut by its box is a layout bug.
+# Elements whose text must fit (and empty fields' placeholders): a label cut by its box
+# is a layout bug.
 OVERFLOW_CHECK = """() => {
   const bad = [];
   for (const e of document.querySelectorAll(
@@ -164,6 +165,26 @@ OVERFLOW_CHECK = """() => {
     if (e.offsetParent === null) continue;  // not shown
     if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'auto')
       bad.push(e.tagName + ': ' + e.textContent.trim().slice(0, 40));
+  }
+  // An empty field's placeholder: scrollWidth does not count it, so it is measured in a
+  // span with the placeholder's font against the field's inner width.
+  for (const e of document.querySelectorAll('input[placeholder], textarea[placeholder]')) {
+    if (e.offsetParent === null || e.value !== '' || !e.placeholder) continue;
+    const ph = getComputedStyle(e, '::placeholder');
+    const box = getComputedStyle(e);
+    const probe = document.createElement('span');
+    probe.textContent = e.placeholder;
+    for (const p of ['font-family', 'font-size', 'font-weight', 'font-style',
+                     'letter-spacing', 'word-spacing'])
+      probe.style.setProperty(p, ph.getPropertyValue(p) || box.getPropertyValue(p));
+    probe.style.position = 'absolute';
+    probe.style.visibility = 'hidden';
+    probe.style.whiteSpace = 'pre';
+    document.body.append(probe);
+    const need = probe.getBoundingClientRect().width;
+    probe.remove();
+    const inner = e.clientWidth - parseFloat(box.paddingLeft) - parseFloat(box.paddingRight);
+    if (need > inner + 1) bad.push('placeholder of #' + e.id + ': ' + e.placeholder.slice(0, 40));
   }
   return bad;
 }"""

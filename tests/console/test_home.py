@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.harness import ENKAKU, World
 
-from .conftest import sign_in
+from .conftest import csp_violations, cut_text, new_page, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -41,3 +41,16 @@ def test_contracts_valid_today_and_the_id_format(cworld: World, page: Any) -> No
     assert page.input_value("#agent-id") == "123 456 789"
     # The one-time password is a password field and is never put in the address.
     assert page.get_attribute("#otp", "type") == "password"
+
+
+def test_japanese_home_fits_at_1280(cworld: World, browser: Any) -> None:
+    # The empty ID field's placeholder was cut off in Japanese ("9 桁の数字 (例: 123 456").
+    page = new_page(browser, locale="ja-JP", width=1280, height=800)
+    try:
+        sign_in(page, cworld)
+        assert page.input_value("#agent-id") == ""
+        assert page.get_attribute("#agent-id", "placeholder")
+        assert cut_text(page) == []
+        assert csp_violations(page) == []
+    finally:
+        page.context.close()
