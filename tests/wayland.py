@@ -152,7 +152,9 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
     }  # fmt: skip
     prefix: list[str] = []
     if ids is not None:
-        prefix = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups"]
+        # --pdeathsig: sway goes too if the test process dies without its cleanup.
+        prefix = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
+                  "--pdeathsig", "TERM"]  # fmt: skip
     log = (runtime / "sway.log").open("wb")
     proc = subprocess.Popen(
         [*prefix, "sway", "-c", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
