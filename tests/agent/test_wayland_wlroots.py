@@ -238,3 +238,14 @@ def test_the_agent_on_an_unsupported_wayland_session_stops_with_the_message(
     assert "Traceback" not in out.stderr
     assert "KDE, Wayland" in out.stderr and "wayland-wlroots" in out.stderr
     assert "X11" in out.stderr and "試したもの" in out.stderr  # both languages
+
+
+def test_control_c_is_a_modifier_shortcut(sway: Sway) -> None:
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+        type_text(inp, "cat > /dev/null\n")
+        inp.key(0xFFE3, True)  # Control_L
+        type_text(inp, "c")
+        inp.key(0xFFE3, False)
+        type_text(inp, "echo $? > rc.txt\n")  # cat ended by SIGINT: 130
+        rc = sway.work / "rc.txt"
+        wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")

@@ -20,7 +20,7 @@ import threading
 import time
 
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable, socket_path
-from enkaku.agent.wayland.keymap import KeysymKeymap
+from enkaku.agent.wayland.keymap import MODIFIER_OF, KeysymKeymap
 from enkaku.agent.wayland.protocols import (
     AXIS_HORIZONTAL,
     AXIS_SOURCE_WHEEL,
@@ -45,7 +45,14 @@ _BUTTONS = {0: 0x110, 1: 0x112, 2: 0x111, 7: 0x113, 8: 0x114}
 # RFB wheel bits -> (axis, direction)
 _WHEEL = {3: (AXIS_VERTICAL, -1), 4: (AXIS_VERTICAL, 1), 5: (AXIS_HORIZONTAL, -1),
           6: (AXIS_HORIZONTAL, 1)}  # fmt: skip
-WHEEL_STEP = 15.0  # the value libinput reports for one wheel click
+WHEEL_STEP = 15.0
+# Real modifier bits: xkbcommon gives Shift, Lock, Control, Mod1..Mod5 indices 0..7.
+_MOD_BIT = {"Shift": 1, "Lock": 2, "Control": 4, "Mod1": 8, "Mod2": 16, "Mod4": 64,
+            "Mod5": 128}  # fmt: skip
+_LOCKING = {
+    0xFFE5: 2,
+    0xFF7F: 16,
+}  # Caps_Lock, Num_Lock: toggle on each press  # the value libinput reports for one wheel click
 
 
 def _normalise_keysym(keysym: int) -> int:
@@ -95,6 +102,27 @@ class _Devices:
             raise InputError(str(exc)) from exc
         self.keymap = KeysymKeymap()
         self.sent_keymap = ""
+        # The compositor does not derive the modifier state from a virtual keyboard's
+        # keys: the client states it (``modifiers``), from the modifier keys held here.
+        self.mods_down: dict[int, int] = {}  # modifier keysym -> presses held
+        self.locked = 0
+
+    def modifier_key(self, keysym: int, down: bool) -> None:
+        """Track a modifier keysym's press or release and state the new modifiers."""
+        if keysym not in MODIFIER_OF:
+            return
+        if down:
+            self.mods_down[keysym] = self.mods_down.get(keysym, 0) + 1
+            self.locked ^= _LOCKING.get(keysym, 0)
+        elif self.mods_down.get(keysym, 0) > 1:
+            self.mods_down[keysym] -= 1
+        else:
+            self.mods_down.pop(keysym, None)
+        depressed = 0
+        for held in self.mods_down:
+            if held not in _LOCKING:
+                depressed |= _MOD_BIT[MODIFIER_OF[held]]
+        self.keyboard.modifiers(depressed, 0, self.locked, 0)
 
     def send(self) -> None:
         """Flush the requests and take any events, without blocking."""
@@ -200,6 +228,7 @@ class WlrootsInput:
                 code = self._held.pop(keysym, None)
                 if code is not None:
                     dev.keyboard.key(_now_ms(), code - 8, KEY_RELEASED)
+                    dev.modifier_key(keysym, False)
                     dev.send()
                 return
             if not 0x20 <= keysym <= 0x1FFFFFFF or 0x7F <= keysym <= 0x9F:
@@ -211,6 +240,7 @@ class WlrootsInput:
             dev.upload_keymap()
             self._held[keysym] = code
             dev.keyboard.key(_now_ms(), code - 8, KEY_PRESSED)
+            dev.modifier_key(keysym, True)
             dev.send()
 
     def pointer(self, x: int, y: int, buttons: int) -> None:
@@ -247,8 +277,9 @@ class WlrootsInput:
             return
         t = _now_ms()
         try:
-            for code in set(self._held.values()):
+            for keysym, code in self._held.items():
                 dev.keyboard.key(t, code - 8, KEY_RELEASED)
+                dev.modifier_key(keysym, False)
             self._held.clear()
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):
