@@ -4,12 +4,14 @@ virtual keyboard (any keysym, JIS keys among them) and the virtual pointer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,14 +94,44 @@ def test_frames_come_only_on_change_and_the_descriptor_says_so(sway: Sway) -> No
         inp.key(0xFF08, False)
 
 
-def test_pointer_click_focus_and_wheel_do_not_fail(sway: Sway) -> None:
-    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
-        inp.pointer(10, 10, 0)
-        inp.pointer(10, 10, 1)
-        inp.pointer(700, 500, 0)  # clamped to the output
-        inp.pointer(20, 20, 1 << 4)
-        inp.pointer(20, 20, 0)
-        inp.release_all()
+def test_a_click_focuses_the_window_under_the_pointer() -> None:
+    with headless_sway(640, 480) as sway:
+        sway.swaymsg("focus_follows_mouse", "no")  # only the click may move the focus
+        right = sway.work / "right"
+        right.mkdir(mode=0o777)
+        right.chmod(0o777)
+        sway.swaymsg(f"exec foot --working-directory={right} -- /bin/sh")
+        # Two windows side by side; the new one, on the right, has the focus.
+        wait_for(
+            lambda: [w["focused"] for w in _foot_windows(sway)] == [False, True], 30,
+            "two windows, the focus on the right one",
+        )  # fmt: skip
+        with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+            inp.pointer(600, 400, 0)
+            inp.pointer(100, 240, 0)  # over the left window: no focus change yet
+            inp.pointer(100, 240, 1)  # left button down ...
+            inp.pointer(100, 240, 0)  # ... and up
+            inp.pointer(100, 240, 1 << 4)  # a wheel step, then its release
+            inp.pointer(100, 240, 0)
+            type_text(inp, "pwd > where.txt\n")
+        where = sway.work / "where.txt"
+        wait_for(where.exists, 30, "the command typed into the left window")
+        assert where.read_text() == f"{sway.work}\n"
+        assert not (right / "where.txt").exists()
+
+
+def _foot_windows(sway: Sway) -> list[dict[str, Any]]:
+    """foot's windows in tree order (left to right in the default horizontal split)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("app_id") == "foot":
+            found.append(node)
+        for child in node.get("nodes", []) + node.get("floating_nodes", []):
+            walk(child)
+
+    walk(json.loads(sway.swaymsg("-t", "get_tree", "-r")))
+    return found
 
 
 def test_keymap_keeps_keycodes_and_starts_again_when_full() -> None:
