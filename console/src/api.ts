@@ -46,12 +46,37 @@ export interface Contract {
   valid_until: string | null;
 }
 
+/** A warning that did not stop the request (e.g. a contract past its monthly allowance). */
+export interface Notice {
+  code: string;
+  message: { en?: string; ja?: string };
+}
+
 export interface SessionCreated {
   session_id: string;
   agent_id: string;
   contract: string;
   relay_url: string;
   relay_token: string;
+  /** Set when the contract is past its monthly allowance (the session goes ahead). */
+  warning?: Notice | null;
+}
+
+/** A notice in the page's language (English, then its code, if that one is missing). */
+export function noticeText(n: Notice): string {
+  return n.message[lang()] ?? n.message.en ?? n.code;
+}
+
+/** ``value`` if it is a notice as the server sends it, else null. */
+export function asNotice(value: unknown): Notice | null {
+  const v = value as { code?: unknown; message?: Record<string, unknown> } | null;
+  if (!v || typeof v.code !== "string" || typeof v.message !== "object" || v.message === null) {
+    return null;
+  }
+  const message: Notice["message"] = {};
+  if (typeof v.message.en === "string") message.en = v.message.en;
+  if (typeof v.message.ja === "string") message.ja = v.message.ja;
+  return { code: v.code, message };
 }
 
 export interface SessionInfo {
@@ -178,8 +203,13 @@ export const changePassword = (current: string, next: string) =>
 // Work
 
 export const me = () => request<Technician>("GET", "/me");
-export const contracts = () =>
-  request<{ contracts: Contract[] }>("GET", "/contracts").then((r) => r.contracts);
+/** Every contract; with an agent ID, only those a session with that machine may be billed
+ * to today (its customer's, remote support, in force: the server's rule). */
+export const contracts = (agentId?: string) =>
+  request<{ contracts: Contract[] }>(
+    "GET",
+    agentId === undefined ? "/contracts" : `/contracts?agent_id=${encodeURIComponent(agentId)}`,
+  ).then((r) => r.contracts);
 export const recentSessions = (limit = 20) =>
   request<{ sessions: SessionInfo[] }>("GET", `/sessions?limit=${limit}`).then((r) => r.sessions);
 export const createSession = (agentId: string, contract: string) =>

@@ -100,6 +100,10 @@ const CATALOG = {
     "No contract is valid today: a session cannot be billed.",
     "本日有効な契約がありません。セッションを請求先に割り当てられません。",
   ],
+  contract_none_for_agent: [
+    "No contract can be billed for machine {id}: its customer has no contract that includes remote support and is valid today. Ask an admin to check the customer's contracts.",
+    "マシン {id} に請求できる契約がありません。このマシンの顧客には、本日有効でリモートサポートを含む契約がありません。管理者に顧客の契約を確認してもらってください。",
+  ],
   contract_option: ["{code} — {customer}", "{code} — {customer}"],
   connect_button: ["Connect", "接続"],
   connecting_request: ["Asking the customer's computer…", "お客様のコンピューターに要求しています…"],

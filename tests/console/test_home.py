@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import date
 from typing import Any
@@ -23,6 +24,83 @@ def add_contract(world: World, code: str, *extra: str) -> None:
         capture_output=True,
         timeout=60,
     )
+
+
+def admin(world: World, *args: str) -> str:
+    """`enkaku admin ARGS` on the server's database; its output."""
+    done = subprocess.run(
+        [ENKAKU, "admin", *args],
+        env=world.env(ENKAKU_DB=world.db),  # type: ignore[attr-defined]
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+def enrolled_agent(world: World, customer: str, name: str) -> str:
+    """A headless agent linked to ``customer`` by an enrolment code; its ID."""
+    printed = admin(world, "enrol", "create", customer)
+    found = re.search(r"--enrol ([0-9A-Z]{4}(?:-[0-9A-Z]{4}){3})", printed)
+    assert found, "no enrolment code printed"
+    agent = world.agent(None, name, "allow", "--enrol", found.group(1))
+    return str(agent.next_line(60, event="credentials")["agent_id"])
+
+
+def options(page: Any) -> list[str]:
+    return list(page.locator("#contract option").all_text_contents())
+
+
+def test_contracts_usable_for_the_typed_id(cworld: World, page: Any) -> None:
+    # Beta has a contract; Gamma only one without remote support. C-100 is Example Ltd's.
+    admin(cworld, "customer", "add", "Beta K.K.")
+    admin(cworld, "contract", "add", "C-200", "--customer", "Beta K.K.")
+    admin(cworld, "customer", "add", "Gamma")
+    admin(cworld, "contract", "add", "C-300", "--customer", "Gamma", "--no-remote-support")
+    beta = enrolled_agent(cworld, "Beta K.K.", "beta")
+    gamma = enrolled_agent(cworld, "Gamma", "gamma")
+    sign_in(page, cworld)
+    everything = ["C-100 — Example Ltd", "C-200 — Beta K.K."]
+    assert options(page) == everything  # before an ID is typed: all valid today
+    assert page.is_hidden("#connect-message")
+
+    page.fill("#agent-id", beta)
+    page.wait_for_function("() => document.querySelectorAll('#contract option').length === 1")
+    assert options(page) == ["C-200 — Beta K.K."]
+    # One digit less: the whole list again.
+    page.click("#agent-id")
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    page.wait_for_function("() => document.querySelectorAll('#contract option').length === 2")
+    assert options(page) == everything
+
+    # A machine of a customer without a usable contract: nothing to choose, and why.
+    page.fill("#agent-id", gamma)
+    page.wait_for_selector("#connect-message:not([hidden])")
+    assert options(page) == []
+    assert page.is_disabled("#contract")
+    shown = f"{gamma[:3]} {gamma[3:6]} {gamma[6:]}"
+    assert page.text_content("#connect-message") == (
+        f"No contract can be billed for machine {shown}: its customer has no contract that "
+        "includes remote support and is valid today. Ask an admin to check the customer's "
+        "contracts."
+    )
+    page.click("#lang-switch")
+    assert str(page.text_content("#connect-message")).startswith(
+        f"マシン {shown} に請求できる契約がありません。"
+    )
+    # Connect does not go ahead without a contract.
+    page.fill("#otp", "abcd2345")
+    page.click("#connect-submit")
+    page.wait_for_selector("#connect-submit:not([disabled])")
+    assert str(page.text_content("#connect-message")).startswith(f"マシン {shown} に")
+    assert page.url.endswith("/console/")
+
+    # A machine not linked to a customer yet: every contract valid today.
+    page.fill("#agent-id", "000000001")
+    page.wait_for_function("() => document.querySelectorAll('#contract option').length === 2")
+    assert page.is_hidden("#connect-message")
 
 
 def test_contracts_valid_today_and_the_id_format(cworld: World, page: Any) -> None:

@@ -1,5 +1,6 @@
 // Shared page pieces: element lookup, the language switch, messages, navigation.
 
+import { type Notice, asNotice } from "../api";
 import { type Key, applyI18n, lang, setLang, t } from "../i18n";
 
 /** The element with ``id``; a missing one is a bug in the page, so it throws. */
@@ -84,6 +85,8 @@ export interface SessionTicket {
   agent_id: string;
   contract: string;
   password: string;
+  /** The session-created answer's warning (monthly allowance), shown on the session page. */
+  warning?: Notice | null;
 }
 
 const TICKET_KEY = "enkaku.session";
@@ -104,7 +107,7 @@ export function takeTicket(): SessionTicket | null {
       typeof v.relay_token === "string" && typeof v.agent_id === "string" &&
       typeof v.password === "string"
     ) {
-      return { contract: "", ...v } as SessionTicket;
+      return { contract: "", ...v, warning: asNotice(v.warning) } as SessionTicket;
     }
   } catch {
     // a damaged entry is no ticket

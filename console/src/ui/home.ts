@@ -29,7 +29,17 @@ const message = byId("connect-message");
 const submit = byId<HTMLButtonElement>("connect-submit");
 
 let login: ConsoleLogin | null = null;
+/** Contracts valid today, for any machine (shown until a whole ID is typed). */
+let allValid: Contract[] = [];
+/** What the list shows: allValid, or the contracts usable for the machine listedFor. */
 let usable: Contract[] = [];
+let listedFor: string | null = null;
+/** The server's refusal of the machine's list, in the page's language, or null. */
+let listError: string | null = null;
+/** Whether the message box holds the list's message (hidden again once it has some). */
+let listMessage = false;
+/** Counts the list requests: an answer to an older one is dropped. */
+let asked = 0;
 let sessions: SessionInfo[] = [];
 
 /** Turn an API failure into the page's words; 401 sends the technician to sign in. */
@@ -58,7 +68,48 @@ function renderContracts(): void {
   );
   if (chosen) contractSelect.value = chosen;
   contractSelect.disabled = usable.length === 0;
-  if (usable.length === 0) showMessage(message, t("contract_none"), "info");
+  if (usable.length === 0) {
+    if (listError !== null) showMessage(message, listError);
+    else if (listedFor !== null)
+      showMessage(message, t("contract_none_for_agent", { id: formatAgentId(listedFor) }), "info");
+    else showMessage(message, t("contract_none"), "info");
+    listMessage = true;
+  } else if (listMessage) {
+    showMessage(message, null);
+    listMessage = false;
+  }
+}
+
+/** Once a whole ID is typed, list only the contracts usable for that machine (valid
+ * today); before that, every contract valid today. */
+async function refreshContracts(): Promise<void> {
+  const digits = agentId.value.replace(/\D/g, "");
+  const target = digits.length === 9 ? digits : null;
+  if (target === listedFor) return;
+  const ask = ++asked;
+  if (target === null) {
+    listedFor = null;
+    listError = null;
+    usable = allValid;
+    renderContracts();
+    return;
+  }
+  try {
+    const list = validToday(await contracts(target));
+    if (ask !== asked) return;
+    usable = list;
+    listError = null;
+  } catch (e) {
+    if (ask !== asked) return;
+    if (e instanceof ApiError && e.status === 401) {
+      toLogin();
+      return;
+    }
+    usable = [];
+    listError = connectErrorText(e);
+  }
+  listedFor = target;
+  renderContracts();
 }
 
 function renderSessions(): void {
@@ -114,6 +165,7 @@ agentId.addEventListener("input", () => {
     pos += 1;
   }
   agentId.setSelectionRange(pos, pos);
+  if (login) void refreshContracts();
 });
 
 form.addEventListener("submit", async (event) => {
@@ -137,11 +189,13 @@ form.addEventListener("submit", async (event) => {
     otp.focus();
     return;
   }
+  submit.disabled = true;
+  await refreshContracts(); // the list of this machine, if it is not shown yet
   if (!contractSelect.value) {
-    showMessage(message, t("contract_none"));
+    renderContracts();
+    submit.disabled = false;
     return;
   }
-  submit.disabled = true;
   showMessage(message, t("connecting_request"), "info");
   try {
     const created = await createSession(id, contractSelect.value);
@@ -187,8 +241,10 @@ async function start(): Promise<void> {
   byId("account-name").textContent = login.technician.display_name || login.technician.username;
   setupAccount(login);
   try {
-    usable = validToday(await contracts());
+    allValid = validToday(await contracts());
+    usable = allValid;
     renderContracts();
+    await refreshContracts();
   } catch (e) {
     showMessage(message, connectErrorText(e));
   }

@@ -7,7 +7,7 @@
 // a password that may already have been spent.
 
 import "./console.css";
-import { ApiError, currentLogin, endSession } from "../api";
+import { ApiError, type Notice, currentLogin, endSession, noticeText } from "../api";
 import { type Key, onLangChange, reasonText, t } from "../i18n";
 import { Channel } from "../protocol/channel";
 import { TechnicianSession } from "../protocol/control";
@@ -107,12 +107,31 @@ function ended(text: () => string): void {
   setState("ended", text);
 }
 
+/** The session-created answer's warning (a contract past its monthly allowance), in
+ * the page's language, until the technician closes it. */
+function showWarning(warning: Notice | null | undefined): void {
+  if (!warning) return;
+  const box = byId("session-warning");
+  const text = byId("session-warning-text");
+  const render = (): void => {
+    text.textContent = noticeText(warning);
+  };
+  render();
+  const stop = onLangChange(render);
+  box.hidden = false;
+  byId("session-warning-close").addEventListener("click", () => {
+    box.hidden = true;
+    stop();
+  });
+}
+
 async function main(): Promise<void> {
   const ticket = takeTicket();
   if (!ticket) {
     ended(() => t("err_no_session"));
     return;
   }
+  showWarning(ticket.warning);
   // The sign-in also hands out the CSRF token that End session's API call needs.
   await currentLogin().catch(() => null);
   byId("peer").textContent = formatAgentId(ticket.agent_id);
