@@ -274,7 +274,10 @@ def test_the_agent_on_an_unsupported_wayland_session_stops_with_the_message(
 
 def test_control_c_is_a_modifier_shortcut(sway: Sway) -> None:
     with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
-        type_text(inp, "cat > /dev/null\n")
+        type_text(inp, "cat > cat.txt\n")
+        # The redirection exists once the shell's child is the terminal's foreground
+        # process group: a Ctrl+C before that would go to the shell instead.
+        wait_for((sway.work / "cat.txt").exists, 30, "cat started")
         inp.key(0xFFE3, True)  # Control_L
         type_text(inp, "c")
         inp.key(0xFFE3, False)
