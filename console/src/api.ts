@@ -2,9 +2,9 @@
 //
 // Requests go to the page's own origin with the session cookie (credentials
 // "same-origin"); every method other than GET/HEAD carries the X-CSRF-Token header the
-// sign-in (or GET /auth/console) handed out. Error bodies are
-// {"error": {"code", "message": {"en", "ja"}}} and become an ApiError whose message is
-// in the page's language.
+// sign-in (or GET /auth/console) handed out. Error bodies are RFC 9457 problem documents
+// with "code" and "message": {"en", "ja"} (older servers: {"error": {"code", "message"}})
+// and become an ApiError whose message is in the page's language.
 
 import { lang, t } from "./i18n";
 
@@ -142,7 +142,11 @@ export async function request<T>(method: Method, path: string, body?: unknown): 
 function toError(response: Response, data: unknown): ApiError {
   const retry = response.headers.get("Retry-After");
   const retryAfter = retry !== null && /^\d+$/.test(retry) ? Number(retry) : null;
-  const err = (data as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  // An RFC 9457 problem document: its "code" and "message" members first, then the
+  // deprecated "error" member that repeats them (docs/records.md#errors).
+  type Coded = { code?: unknown; message?: unknown };
+  const body = data as (Coded & { error?: Coded }) | null;
+  const err = typeof body?.code === "string" ? body : body?.error;
   if (err && typeof err.code === "string") {
     const msg = err.message as Record<string, unknown> | undefined;
     const text = typeof msg?.[lang()] === "string" ? (msg[lang()] as string)

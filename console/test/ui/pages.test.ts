@@ -2,7 +2,16 @@
 // the lossless encodings list, the session ticket.
 
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ApiError, request, setCsrfToken, validToday, type Contract } from "../../src/api";
+import {
+  ApiError,
+  asNotice,
+  contracts,
+  noticeText,
+  request,
+  setCsrfToken,
+  validToday,
+  type Contract,
+} from "../../src/api";
 import { bytesText, durationText, entries, reasonText, setLang, t, waitText } from "../../src/i18n";
 import { withoutJpeg } from "../../src/ui/encodings";
 import { END_REASONS } from "../../src/protocol/control";
@@ -110,6 +119,41 @@ describe("api client", () => {
     expect((err as ApiError).code).toBe("rate_limited");
     expect((err as ApiError).message).toBe("30 秒待ってください。");
     expect((err as ApiError).retryAfter).toBe(30);
+  });
+
+  it("reads a problem document's code and message before the deprecated error member", async () => {
+    stubFetch(403, {
+      type: "/api/v1/problems/contract_other_customer",
+      status: 403,
+      detail: "Other customer.",
+      code: "contract_other_customer",
+      message: { en: "Other customer.", ja: "別の顧客の契約です。" },
+      error: { code: "old_code", message: { en: "old", ja: "old" } },
+    });
+    setLang("ja");
+    const err = (await request("POST", "/sessions", {}).catch((e: unknown) => e)) as ApiError;
+    expect(err.code).toBe("contract_other_customer");
+    expect(err.message).toBe("別の顧客の契約です。");
+  });
+
+  it("asks for the contracts of one machine with agent_id", async () => {
+    const calls = stubFetch(200, { contracts: [] });
+    await contracts("123456789");
+    await contracts();
+    expect(calls.map((c) => c.url)).toEqual(["/api/v1/contracts?agent_id=123456789", "/api/v1/contracts"]);
+  });
+
+  it("keeps a warning only in the server's shape, shown in the page's language", () => {
+    const n = asNotice({ code: "allowance_sessions", message: { en: "Past it.", ja: "上限超過。", x: 1 } });
+    expect(n).toEqual({ code: "allowance_sessions", message: { en: "Past it.", ja: "上限超過。" } });
+    setLang("ja");
+    expect(noticeText(n!)).toBe("上限超過。");
+    setLang("en");
+    expect(noticeText(n!)).toBe("Past it.");
+    expect(noticeText({ code: "c", message: { en: "only English" } })).toBe("only English");
+    expect(asNotice(null)).toBeNull();
+    expect(asNotice({ code: 3, message: {} })).toBeNull();
+    expect(asNotice({ code: "c", message: "text" })).toBeNull();
   });
 
   it("an answer that is not the API's error shape still becomes an ApiError", async () => {
