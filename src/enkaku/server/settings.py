@@ -42,6 +42,19 @@ register(
             "--support-phone (ENKAKU_SUPPORT_PHONE) には --support-name "
             "(ENKAKU_SUPPORT_NAME) も指定してください。お客様にどこの番号かを示すためです。",
         ),
+        "setting_smtp_url": (
+            "smtp_url (ENKAKU_SMTP_URL) must be smtp://HOST[:PORT], smtp+starttls://HOST[:PORT] "
+            "or smtps://HOST[:PORT], optionally with USER:PASSWORD@ before the host.",
+            "smtp_url (ENKAKU_SMTP_URL) は smtp://ホスト[:ポート]、smtp+starttls://ホスト[:ポート] "
+            "または smtps://ホスト[:ポート] にしてください (ホストの前に ユーザー:パスワード@ を"
+            "付けられます)。",
+        ),
+        "setting_smtp_from": (
+            "smtp_url (ENKAKU_SMTP_URL) needs smtp_from (ENKAKU_SMTP_FROM), the sender's "
+            "e-mail address, such as support@example.com.",
+            "smtp_url (ENKAKU_SMTP_URL) には smtp_from (ENKAKU_SMTP_FROM) で送信元の"
+            "メールアドレス (support@example.com など) も指定してください。",
+        ),
     }
 )
 
@@ -131,6 +144,12 @@ class Settings:
     #: (0: never); audit events older than audit_retention_days too (docs/privacy.md).
     session_retention_days: int = 400
     audit_retention_days: int = 400
+    #: The SMTP server that e-mails customers the notice of a new terms version
+    #: (smtp://, smtp+starttls:// or smtps://, optional USER:PASSWORD@; never shown or
+    #: logged); empty: no e-mail (docs/operations.md#e-mail-notices-of-new-terms).
+    smtp_url: str = field(default="", repr=False)
+    #: The notices' sender address (required with smtp_url).
+    smtp_from: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -186,6 +205,10 @@ class Settings:
         for name in ("session_retention_days", "audit_retention_days"):
             if getattr(self, name) < 0:
                 raise SettingsError(t("setting_not_negative", name=name))
+        if self.smtp_url:
+            smtp_server(self.smtp_url)  # validates; the message never shows the URL
+            if "@" not in self.smtp_from or printable(self.smtp_from) != self.smtp_from:
+                raise SettingsError(t("setting_smtp_from"))
 
     @property
     def zone(self) -> ZoneInfo:
@@ -218,6 +241,45 @@ class Settings:
     @property
     def node(self) -> str:
         return self.node_id or f"{socket.gethostname()}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """An smtp_url taken apart (repr without the password)."""
+
+    host: str
+    port: int
+    #: "plain" (smtp://), "starttls" (smtp+starttls://) or "tls" (smtps://).
+    security: str
+    user: str = ""
+    password: str = field(default="", repr=False)
+
+
+SMTP_SCHEMES = {"smtp": ("plain", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+
+
+def smtp_server(url: str) -> SmtpServer:
+    """The SMTP server an smtp_url names; SettingsError (never quoting the URL, which may
+    hold a password) if it is not one."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise SettingsError(t("setting_smtp_url")) from None
+    scheme = SMTP_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not host or parts.path not in ("", "/") or parts.query:
+        raise SettingsError(t("setting_smtp_url"))
+    security, default_port = scheme
+    return SmtpServer(
+        host=host,
+        port=port or default_port,
+        security=security,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
 
 
 def zone_info(name: str) -> ZoneInfo:
@@ -278,6 +340,8 @@ def from_env(**overrides: object) -> Settings:
         "ENKAKU_AUDIT_FILE_NAMES": ("audit_file_names", str),
         "ENKAKU_SESSION_RETENTION_DAYS": ("session_retention_days", int),
         "ENKAKU_AUDIT_RETENTION_DAYS": ("audit_retention_days", int),
+        "ENKAKU_SMTP_URL": ("smtp_url", str),
+        "ENKAKU_SMTP_FROM": ("smtp_from", str),
     }
     for var, (name, fn) in conv.items():
         raw = os.environ.get(var)

@@ -25,6 +25,7 @@ from enkaku.i18n import both, register, t
 from enkaku.protocol.terms import Terms
 
 if TYPE_CHECKING:
+    from .settings import Settings
     from .store.models import TermsVersion
     from .store.repo import Store
 
@@ -56,6 +57,22 @@ register(
         "terms_published": (
             "Published terms version {version} (effective {effective}).",
             "利用規約 第 {version} 版を公開しました (有効日 {effective})。",
+        ),
+        "terms_notice_unconfigured": (
+            "No e-mail notices were sent: no SMTP server is configured. Set ENKAKU_SMTP_URL "
+            "(such as smtp+starttls://mail.example.com:587) and ENKAKU_SMTP_FROM "
+            "(docs/operations.md). The /terms page announces the new version all the same.",
+            "メールでのお知らせは送っていません: SMTP サーバーが設定されていないためです。"
+            "ENKAKU_SMTP_URL (smtp+starttls://mail.example.com:587 など) と ENKAKU_SMTP_FROM "
+            "を設定してください (docs/operations.md)。新しい版は /terms ページで告知されています。",
+        ),
+        "terms_notice_failed": (
+            "Notice not sent to {address}: {reason}",
+            "{address} へのお知らせを送れませんでした: {reason}",
+        ),
+        "terms_notice_sent": (
+            "E-mail notices sent: {sent} of {total} addresses.",
+            "メールでのお知らせを送信しました: {total} 件中 {sent} 件。",
         ),
     }
 )
@@ -112,6 +129,15 @@ async def admin_terms(store: Store, args: argparse.Namespace) -> int:
             )
             print(f"{row.version}\tpublished {row.published}\teffective {row.effective}\t{state}")
         return 0
+    from .settings import SettingsError, from_env
+
+    try:
+        # Before anything is stored: a bad SMTP setting must not leave a version published
+        # whose notices cannot be sent.
+        settings = from_env()
+    except SettingsError as exc:
+        print(f"enkaku: {exc}", file=sys.stderr)
+        return 2
     try:
         text_en, text_ja = read_terms_file(args.file)
         row = await store.publish_terms(
@@ -125,4 +151,39 @@ async def admin_terms(store: Store, args: argparse.Namespace) -> int:
         print(f"enkaku: {exc}", file=sys.stderr)
         return 2
     print(t("terms_published", version=row.version, effective=row.effective))
-    return 0
+    return await notify_customers(store, settings, row)
+
+
+async def notify_customers(store: Store, settings: Settings, row: TermsVersion) -> int:
+    """E-mail the notice of ``row`` to every customer contact address (server/
+    terms_notice.py), report each failure on stderr and the count sent on stdout, and
+    audit ``terms_notified`` with counts only. 1 if any notice failed, else 0."""
+    import asyncio
+    import json
+
+    from .terms_notice import distinct_addresses, send_notices
+
+    addresses = distinct_addresses(
+        email for customer in await store.records.customers() for email in customer.emails
+    )
+    counts: dict[str, object] = {"version": row.version, "addresses": len(addresses)}
+    if not settings.smtp_url:
+        print(t("terms_notice_unconfigured"))
+        counts.update(smtp=False, sent=0, failed=0)
+        await store.records.audit_admin(
+            "terms_notified", actor=None, target=f"terms:{row.version}", detail=json.dumps(counts)
+        )
+        return 0
+    result = await asyncio.to_thread(
+        send_notices, settings, addresses, row.version, row.effective, row.published
+    )
+    for address, reason in result.failed:
+        print(
+            f"enkaku: {t('terms_notice_failed', address=address, reason=reason)}", file=sys.stderr
+        )
+    print(t("terms_notice_sent", sent=len(result.sent), total=len(addresses)))
+    counts.update(smtp=True, sent=len(result.sent), failed=len(result.failed))
+    await store.records.audit_admin(
+        "terms_notified", actor=None, target=f"terms:{row.version}", detail=json.dumps(counts)
+    )
+    return 1 if result.failed else 0
