@@ -170,3 +170,22 @@ async def test_export_and_delete_a_customer(env: Env) -> None:
         env.url("/api/v1/admin/customers/999"), headers={"Authorization": f"Bearer {w['admin']}"}
     ) as r:
         assert r.status == 404
+
+
+async def test_ids_beyond_the_integer_columns_are_not_found_on_every_database(env: Env) -> None:
+    """Ids of 10-12 digits, past PostgreSQL's 32-bit INTEGER, were a 500 there (the
+    database refused the parameter); every reference that names no row is a 404."""
+    w = await world(env)
+    for ref in ("2147483648", "99999999999", "999999999999", "0"):
+        for path in (
+            f"/admin/customers/{ref}",
+            f"/admin/customers/{ref}/export",
+            f"/reports/monthly/{ref}/{month_of_session()}.csv",
+        ):
+            status, _, body = await get(env, path, w["admin"])
+            assert status == 404, (path, status, body)
+        async with env.http.post(
+            env.url(f"/api/v1/admin/technicians/{ref}/disable"),
+            headers={"Authorization": f"Bearer {w['admin']}"},
+        ) as r:
+            assert r.status == 404, (ref, r.status, await r.text())

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from enkaku.i18n import register
 
+from ..store.models import row_id
 from ..store.records import ROLES, StoreError
 from .auth import MIN_PASSWORD
 from .framework import ApiError, Context
@@ -46,9 +47,10 @@ def _refused(exc: StoreError) -> ApiError:
 
 def _int_param(ctx: Context, name: str, what: str) -> int:
     raw = ctx.request.match_info[name]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+    number = row_id(raw)
+    if number is None:
         raise ApiError(404, "admin_not_found", what=what, ref=raw[:20])
-    return int(raw)
+    return number
 
 
 # -- customers ---------------------------------------------------------------------------

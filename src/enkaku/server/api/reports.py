@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, RootModel
 from enkaku.i18n import register
 
 from ..reports import Month, monthly_csv, monthly_html
-from ..store.models import AuditEvent
+from ..store.models import AuditEvent, row_id
 from ..store.records import RecordsError, StoreError
 from ..store.reports import MAX_PAGE, SessionFilter, SessionRecord
 from .framework import ApiError, Context
@@ -221,10 +221,11 @@ async def report_monthly(ctx: Context, _body: None) -> web.Response:
     if suffix not in ("csv", "html") or not stem:
         raise ApiError(404, "report_bad_name", value=name[:40])
     month = _month(ctx, stem)
-    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 12:
+    number = row_id(raw_id)
+    if number is None:
         raise ApiError(404, "report_unknown", what="customer", ref=raw_id[:20])
     try:
-        customer, records = await svc.store.reports.month(int(raw_id), month.start, month.end)
+        customer, records = await svc.store.reports.month(number, month.start, month.end)
     except StoreError:
         raise ApiError(404, "report_unknown", what="customer", ref=raw_id) from None
     if suffix == "csv":
@@ -268,10 +269,11 @@ async def session_audit(ctx: Context, _body: None) -> SessionTrail:
 async def customer_export(ctx: Context, _body: None) -> CustomerExport:
     """Everything stored about one customer, as JSON (docs/privacy.md); audited."""
     raw = ctx.request.match_info["customer_id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+    number = row_id(raw)
+    if number is None:
         raise ApiError(404, "report_unknown", what="customer", ref=raw[:20])
     try:
-        data = await services(ctx).store.reports.export_customer(int(raw))
+        data = await services(ctx).store.reports.export_customer(number)
     except StoreError:
         raise ApiError(404, "report_unknown", what="customer", ref=raw) from None
     await services(ctx).store.records.audit_admin(
@@ -286,10 +288,11 @@ async def customer_delete(ctx: Context, _body: None) -> None:
     enrolment codes; its sessions keep only ids, times, end reasons and volumes
     (docs/privacy.md). Audited with the customer's id only."""
     raw = ctx.request.match_info["customer_id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+    number = row_id(raw)
+    if number is None:
         raise ApiError(404, "report_unknown", what="customer", ref=raw[:20])
     try:
-        await services(ctx).store.reports.delete_customer(int(raw), actor=ctx.tech.id)
+        await services(ctx).store.reports.delete_customer(number, actor=ctx.tech.id)
     except RecordsError as exc:
         if exc.key == "store_customer_session_running":
             raise ApiError(409, "store_customer_session_running", customer=raw) from None

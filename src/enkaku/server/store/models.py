@@ -18,6 +18,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+#: The largest id an INTEGER primary key holds on every supported database (PostgreSQL's
+#: is 32-bit): a reference beyond it names no row, and must not reach a query.
+MAX_ROW_ID = 2**31 - 1
+
+
+def row_id(raw: str) -> int | None:
+    """The id a path or command-line reference names, or None when it cannot name a row:
+    only ASCII digits ('³'.isdigit() is True), from 1 to MAX_ROW_ID."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ROW_ID else None
+
 
 class Base(DeclarativeBase):
     pass

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from enkaku.i18n import register, t
 
 from .models import (
+    MAX_ROW_ID,
     AgentLink,
     ApiToken,
     AuditEvent,
@@ -29,6 +30,7 @@ from .models import (
     EnrolmentCode,
     SupportSession,
     Technician,
+    row_id,
 )
 
 register(
@@ -229,14 +231,10 @@ class Records:
             row = None
             if isinstance(ref, str):
                 row = await s.scalar(select(Customer).where(Customer.name == ref.strip()))
-                if (
-                    row is None
-                    and ref.strip().isascii()
-                    and ref.strip().isdigit()
-                    and len(ref) < 12
-                ):
-                    row = await s.get(Customer, int(ref))
-            else:
+                number = row_id(ref.strip())
+                if row is None and number is not None:
+                    row = await s.get(Customer, number)
+            elif 1 <= ref <= MAX_ROW_ID:
                 row = await s.get(Customer, ref)
             if row is None:
                 raise RecordsError("store_customer_unknown", customer=str(ref))
