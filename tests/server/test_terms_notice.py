@@ -114,6 +114,8 @@ async def test_every_contact_address_gets_its_own_bilingual_notice(
 ) -> None:
     recorder, port = smtpd
     await setup_customers(store, tmp_path)
+    # An address another customer has too (in other case) gets one message, not two.
+    await store.records.create_customer("Sato Clinic Annex", ["SATO@example.jp"])
     capsys.readouterr()
     monkeypatch.setenv("ENKAKU_SMTP_URL", f"smtp://127.0.0.1:{port}")
     monkeypatch.setenv("ENKAKU_SMTP_FROM", SENDER)
