@@ -385,26 +385,34 @@ async def _enrol(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def add_technician(store: Any, args: argparse.Namespace) -> int:
+    """`enkaku admin user add` (and the older `enkaku user add`): the password from
+    ENKAKU_NEW_PASSWORD or asked without echo, the creation audited."""
+    from enkaku.cli import _secret
+
+    password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
+    if len(password) < 10:
+        print(t("password_too_short"), file=sys.stderr)
+        return 2
+    row = await store.create_technician(
+        args.username,
+        password,
+        display_name=args.display_name,
+        company=args.company,
+        role=args.role,
+    )
+    await store.records.audit_admin(
+        "technician_created", actor=None, target=f"technician:{row.id}", detail=args.role
+    )
+    print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
+    return 0
+
+
 async def _user(store: Any, args: argparse.Namespace) -> int:
-    from enkaku.cli import _reset_user, _secret
+    from enkaku.cli import _reset_user
 
     if args.admin_action == "add":
-        password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
-        if len(password) < 10:
-            print(t("password_too_short"), file=sys.stderr)
-            return 2
-        row = await store.create_technician(
-            args.username,
-            password,
-            display_name=args.display_name,
-            company=args.company,
-            role=args.role,
-        )
-        await store.records.audit_admin(
-            "technician_created", actor=None, target=f"technician:{row.id}", detail=args.role
-        )
-        print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
-        return 0
+        return await add_technician(store, args)
     if args.admin_action == "list":
         for row in await store.records.technicians():
             state = "disabled" if not row.active else "active"

@@ -903,22 +903,10 @@ async def _old_admin(store: Any, args: argparse.Namespace) -> int:
     if args.command == "user" and args.action in ("reset-password", "reset-totp"):
         return await _reset_user(store, args)
     if args.command == "user":
-        password = _secret("ENKAKU_NEW_PASSWORD", t("prompt_new_password", user=args.username))
-        if len(password) < 10:
-            print(t("password_too_short"), file=sys.stderr)
-            return 2
-        tech = await store.create_technician(
-            args.username,
-            password,
-            display_name=args.display_name,
-            company=args.company,
-            role=args.role,
-        )
-        await store.records.audit_admin(
-            "technician_created", actor=None, target=f"technician:{tech.id}", detail=args.role
-        )
-        print(t("user_added", role=t(f"role_{args.role}"), user=args.username))
-    elif args.action == "add":
+        from enkaku.admin_cli import add_technician
+
+        return await add_technician(store, args)
+    if args.action == "add":
         until: date | None = args.valid_until
         await store.create_contract(
             args.code,
