@@ -17,3 +17,8 @@ def pytest_configure(config: pytest.Config) -> None:
     worker threads and made XOpenDisplay fail now and then.
     """
     os.environ["ENKAKU_LANG"] = "en"
+    # The technician's terminal starts /bin/sh, not this machine's login shell: a login
+    # bash runs the user's profile, and a profile that waits (pyenv's rehash waits 60 s
+    # on a lock that a shell killed mid-profile left behind) would fail the terminal
+    # tests for reasons outside the project. Tests of the choice itself unset it.
+    os.environ["ENKAKU_TERMINAL_SHELL"] = "/bin/sh"

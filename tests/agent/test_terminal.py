@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import platform
 import pwd
@@ -157,8 +158,26 @@ async def test_first_frame_says_whose_shell_it_is() -> None:
         shell = Shell(t.stream)
         await shell.send("exit 0\n")
         await shell.until_end()
-    assert shell.hello == wire.Hello(me.pw_name, me.pw_uid, os.geteuid() == 0, login_shell(me))
+    assert shell.hello == wire.Hello(me.pw_name, me.pw_uid, os.geteuid() == 0, "/bin/sh")
     assert shell.status == 0
+
+
+def test_which_shell_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The operator's ENKAKU_TERMINAL_SHELL when it is an executable absolute path, else
+    the user's shell, else /bin/sh (no shell is started here: no profile runs)."""
+    me = pwd.getpwuid(os.geteuid())
+    user = pwd.struct_passwd((*me[:6], "/bin/bash"))
+    assert login_shell(user, {}) == "/bin/bash"
+    assert login_shell(user, {"ENKAKU_TERMINAL_SHELL": "/bin/sh"}) == "/bin/sh"
+    not_executable = tmp_path / "shell"
+    not_executable.write_text("")
+    for bad in ("sh", str(not_executable), str(tmp_path / "missing")):
+        with caplog.at_level(logging.WARNING):
+            assert login_shell(user, {"ENKAKU_TERMINAL_SHELL": bad}) == "/bin/bash"
+        assert "ENKAKU_TERMINAL_SHELL" in caplog.text and "ignored" in caplog.text
+        caplog.clear()
+    unusable = pwd.struct_passwd((*me[:6], str(tmp_path / "missing")))
+    assert login_shell(unusable, {}) == "/bin/sh"
 
 
 async def test_size_from_parameters_then_resize() -> None:
@@ -182,7 +201,8 @@ async def test_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
     assert status == 0
     assert b"hunter2-must-not-leak" not in output
     assert b"ENKAKU_SECRET_TEST" not in output
-    lines = output.decode().splitlines()
+    # A prompt may precede the first line of env's output (dash prints "# " there).
+    lines = [re.sub(r"^[$#] ", "", line) for line in output.decode().splitlines()]
     assert "TERM=vt220" in lines
     assert "LANG=C.UTF-8" in lines
     assert f"USER={pwd.getpwuid(os.geteuid()).pw_name}" in lines

@@ -101,11 +101,26 @@ def current_user() -> pwd.struct_passwd:
         return pwd.struct_passwd((str(uid), "x", uid, os.getegid(), "", home, _FALLBACK_SHELL))
 
 
-def login_shell(user: pwd.struct_passwd) -> str:
-    """The user's shell from the password database, or /bin/sh when it is unusable."""
-    shell = user.pw_shell
-    if shell and os.path.isabs(shell) and os.access(shell, os.X_OK):
-        return shell
+#: The environment variable that names the shell to start instead of the user's own.
+SHELL_OVERRIDE = "ENKAKU_TERMINAL_SHELL"
+
+
+def _usable(shell: str | None) -> bool:
+    return bool(shell) and os.path.isabs(shell or "") and os.access(shell or "", os.X_OK)
+
+
+def login_shell(user: pwd.struct_passwd, agent_env: Mapping[str, str] | None = None) -> str:
+    """The shell to start: ``ENKAKU_TERMINAL_SHELL`` from the agent's environment when it
+    names an executable by absolute path (an operator's choice, say /bin/sh where the
+    user's profile hangs or prompts), else the user's shell from the password database,
+    else /bin/sh."""
+    override = (agent_env or {}).get(SHELL_OVERRIDE)
+    if override:
+        if _usable(override):
+            return override
+        log.warning("%s=%r is not an executable absolute path: ignored", SHELL_OVERRIDE, override)
+    if _usable(user.pw_shell):
+        return user.pw_shell
     return _FALLBACK_SHELL
 
 
@@ -311,7 +326,7 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         await stream.reset(RESET_BAD_PARAMS)
         return
     user = current_user()
-    shell = login_shell(user)
+    shell = login_shell(user, os.environ)
     root = os.geteuid() == 0
     env = shell_environment(user, shell, params.term, os.environ)
     # Start in the home folder as a login shell; posix_spawn cannot change directory.
