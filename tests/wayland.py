@@ -90,12 +90,21 @@ def _user() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(TEST_USER)
     except KeyError:
-        subprocess.run(
+        # Two test workers may both find it missing: the loser's useradd fails (exit 9,
+        # "already exists", or a lock on /etc/passwd), and the entry is there all the same.
+        made = subprocess.run(
             ["useradd", "--system", "--user-group", "--no-create-home",
              "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", TEST_USER],
-            check=True, capture_output=True,
+            capture_output=True,
         )  # fmt: skip
-        entry = pwd.getpwnam(TEST_USER)
+        for _ in range(50):
+            try:
+                entry = pwd.getpwnam(TEST_USER)
+                break
+            except KeyError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"cannot create the user {TEST_USER}: {made.stderr.decode()}")
     return entry.pw_uid, entry.pw_gid
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from enkaku.protocol.control import END_REASONS, OWN_END, POLICY_REASONS, REASON_ROLES, may_assert
+from enkaku.server.api import routes
 from enkaku.server.relay import leg_claim
 from enkaku.server.settings import Settings, SettingsError, from_env
 from enkaku.server.store.models import Technician
@@ -198,7 +199,10 @@ async def test_a_technician_cannot_record_reasons_of_others(env: AuthzEnv, reaso
     assert (await env.record(s["session_id"], ended=False)).ended_at is None
 
 
-async def test_policy_reasons_need_her_session_consent_and_a_comment(env: AuthzEnv) -> None:
+async def test_policy_reasons_need_her_session_consent_and_a_comment(
+    env: AuthzEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "CONSENT_REPORT_WAIT", 0.2)
     await env.add_technician("taro")
     await env.add_technician("boss", role="admin")
     agent = await env.agent()
@@ -218,6 +222,35 @@ async def test_policy_reasons_need_her_session_consent_and_a_comment(env: AuthzE
         "trojan in autostart",
     )
     assert await env.end("taro", sid, "technician_ended") == 409  # already ended
+
+
+async def test_a_policy_reason_sent_before_the_consent_report_waits_for_it(
+    env: AuthzEnv,
+) -> None:
+    """The page sees the customer's consent over the E2E channel and may ask to end
+    before the agent's own report reached the server: the server waits for the report."""
+    await env.add_technician("taro")
+    agent = await env.agent()
+    sid = (await session(env, "taro", agent))["session_id"]
+    ending = asyncio.create_task(env.end("taro", sid, "malware_found", "trojan in autostart"))
+    await asyncio.sleep(0.3)
+    assert not ending.done()  # waiting for the report, not refused
+    await env.report(agent, sid, "consent_granted")
+    assert await asyncio.wait_for(ending, 30) == 204
+    assert (await env.record(sid)).end_reason == "malware_found"
+
+
+async def test_a_policy_reason_after_a_refusal_is_refused_at_once(
+    env: AuthzEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "CONSENT_REPORT_WAIT", 600.0)  # waiting it out fails below
+    await env.add_technician("taro")
+    agent = await env.agent()
+    sid = (await session(env, "taro", agent))["session_id"]
+    await env.report(agent, sid, "consent_denied")
+    await until(lambda: env.svc.relay.sessions[sid].consent_answered.is_set())
+    # The answer is known: refused without waiting (a wait would time out here).
+    assert await asyncio.wait_for(env.end("taro", sid, "malware_found", "x"), 30) == 403
 
 
 async def test_a_policy_reason_without_a_session_is_refused(env: AuthzEnv) -> None:

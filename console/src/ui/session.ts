@@ -166,19 +166,9 @@ async function main(): Promise<void> {
     sessionId: ticket.session_id,
     async end(reason, comment) {
       try {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            await endSession(ticket.session_id, reason, comment || undefined);
-            break;
-          } catch (e) {
-            // The agent reports the customer's consent to the server on its own
-            // connection; just after the consent reached this page, the server may not
-            // have it yet. Ask again a few times before saying no.
-            const early = e instanceof ApiError && e.code === "end_reason_needs_consent";
-            if (!early || !session.consent?.granted || attempt >= 5) throw e;
-            await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
-          }
-        }
+        // A reason of the terms needs the customer's consent on record: the server waits
+        // a moment for the agent's report, so no retry is needed here.
+        await endSession(ticket.session_id, reason, comment || undefined);
       } catch (e) {
         if (e instanceof ApiError && (e.status === 0 || e.status === 401)) {
           // The server cannot be reached, or the sign-in has expired: the session

@@ -451,6 +451,8 @@ class AgentGateway:
             self.failures.verified(technician_id, agent_id)
             if event == "consent_granted" and live is not None:
                 live.consent_granted = True
+            if live is not None:
+                live.consent_answered.set()
             if event == "consent_granted":
                 # A machine not linked to a customer yet becomes the customer's whose
                 # contract this session is billed to (audited; docs/records.md).

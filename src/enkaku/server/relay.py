@@ -91,6 +91,8 @@ class RelaySession:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     #: The agent reported consent_granted: the technician has had access to the device.
     consent_granted: bool = False
+    #: Set once the agent reported the customer's answer (granted or denied).
+    consent_answered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RelayHub:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from datetime import date, datetime
 
@@ -34,6 +36,8 @@ register(
 AGENT_ID_PATTERN = r"^\d{9}$"
 #: Roles that read every technician's session records.
 READ_ALL = ("admin", "auditor")
+#: How long ending for a reason of the terms waits for the agent's consent report.
+CONSENT_REPORT_WAIT = 5.0
 
 
 def services(ctx: Context) -> Services:
@@ -309,7 +313,13 @@ async def end_session(ctx: Context, body: EndRequest) -> None:
         if comment is None:
             raise ApiError(422, "end_comment_required", reason=reason)
         if live is not None and not live.consent_granted:
-            raise ApiError(403, "end_reason_needs_consent", reason=reason)
+            # The page learns the customer's answer over the E2E channel, the server over
+            # the agent's link: a request sent the moment the page saw it may arrive
+            # first. Wait briefly for the agent's report rather than refuse it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.consent_answered.wait(), CONSENT_REPORT_WAIT)
+            if not live.consent_granted:
+                raise ApiError(403, "end_reason_needs_consent", reason=reason)
     ended = await svc.relay.end(
         session_id,
         reason,
