@@ -27,6 +27,17 @@ the viewer or after a quiet spell, else one frame interval after the previous up
 (damage meanwhile is coalesced into that one update). Other captures are polled
 ``max_fps`` times a second and compared tile by tile.
 
+Monitors (docs/performance.md, "Monitors"): with a capture that lists them
+(``monitors()``, ``monitors_changed()``: X11 RandR), the ExtendedDesktopSize screen list
+holds one screen per monitor, numbered from 1 left to right, and follows changes. The
+viewer may show just one: ``monitor=N`` when the stream opens (``enkaku connect
+--monitor N``), or at any time a SetDesktopSize whose layout is that one screen alone
+(its id, at 0, 0, with its size; noVNC's ``RFB.messages.setDesktopSize`` sends exactly
+that); a SetDesktopSize of the whole desktop's size goes back to all of it, anything else
+is refused ("prohibited": the customer's screen is never resized). With one monitor
+shown, the framebuffer is that monitor's rectangle (``MonitorView``) and pointer
+coordinates are moved by its offset.
+
 With a ``Clipboard``, a third task, the **clipboard** watcher, reads the customer's
 clipboard when another program copies and offers the text to the viewer
 (ExtendedClipboard notify, the text when asked; plain ServerCutText otherwise), and the
@@ -50,15 +61,22 @@ import numpy as np
 import numpy.typing as npt
 
 from enkaku.agent.capture.base import CursorImage, ScreenCapture
+from enkaku.agent.capture.monitors import Monitor, MonitorView
 from enkaku.agent.clipboard.base import Clipboard, ClipboardError
 from enkaku.agent.input.base import InputInjector
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.rfb import RFBServer, State, UpdateRequest
 from enkaku.protocol.rfb import messages as m
-from enkaku.protocol.rfb.encodings import Rect, RectLike
+from enkaku.protocol.rfb.encodings import Rect, RectLike, h264
 from enkaku.protocol.rfb.encodings.copyrect import Copy
 from enkaku.protocol.rfb.pixelformat import Frame
-from enkaku.protocol.rfb.server import ClipboardAnnounced, ClipboardDropped, ClipboardRequested
+from enkaku.protocol.rfb.server import (
+    ClipboardAnnounced,
+    ClipboardDropped,
+    ClipboardRequested,
+    DesktopSizeReason,
+    DesktopSizeStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +151,8 @@ class _Poll:
     copies: list[Copy] = field(default_factory=list)
     #: Copy destinations whose source the viewer has only as JPEG: lossy too.
     lossy_copies: list[Rect] = field(default_factory=list)
+    #: The capture reported a change of monitors or resolution: lay out again first.
+    monitors_changed: bool = False
 
 
 def _values(block: Frame) -> npt.NDArray[np.uint32]:
@@ -259,8 +279,16 @@ class RFBService:
         clipboard: Clipboard | None = None,
         clipboard_allowed: Callable[[], bool] = lambda: False,
         on_clipboard: Callable[[str, int], Awaitable[None] | None] | None = None,
+        monitor: int | None = None,
     ) -> None:
-        self._capture = capture
+        self._source = capture  # the whole screen
+        self._capture: ScreenCapture = capture  # what is served: the source or a monitor
+        self._monitor_choice = monitor  # asked for when the stream opened (1-based)
+        self._monitors: list[Monitor] = []  # the whole desktop's, in viewer order
+        self._shown: Monitor | None = None  # the one monitor served, None: all of them
+        self._desktop = (0, 0)  # the whole screen's size
+        self._layout_request: m.SetDesktopSize | None = None  # from the viewer, to answer
+        self._monitors_dirty = False
         self._injector = injector
         self._read = read
         self._write = write
@@ -287,6 +315,7 @@ class RFBService:
         self._armed = False  # watching _event_fd
         self._dirty = True  # damage reported and not polled yet
         self._input_at: float | None = None  # input not yet followed by a poll
+        self._h264: h264.H264Policy | None = None  # with PyAV: video as H.264 (docs/h264.md)
         #: Screen polls (capture calls) so far: for tests and benchmarks.
         self.polls = 0
         #: Texts and offers from the viewer dropped: clipboard not allowed, or too long.
@@ -300,9 +329,24 @@ class RFBService:
     async def run(self) -> None:
         """Serve the connection until the peer closes it or it fails; always cleans up."""
         width, height = await asyncio.to_thread(lambda: self._capture.size)
-        self._server = RFBServer(width, height, self._name)
-        fileno = getattr(self._capture, "fileno", None)
-        if callable(fileno) and callable(getattr(self._capture, "grab_rects", None)):
+        self._desktop = (width, height)
+        if callable(getattr(self._source, "monitors", None)):
+            self._desktop, self._monitors = await asyncio.to_thread(self._read_monitors)
+            choice = self._monitor_choice
+            if choice is not None and 1 <= choice <= len(self._monitors):
+                self._show(self._monitors[choice - 1])
+            elif choice is not None:
+                logger.info(
+                    "rfb monitor %d asked for, %d present: the whole desktop",
+                    choice, len(self._monitors),
+                )  # fmt: skip
+            width, height = self._capture.size if self._shown else self._desktop
+        self._server = RFBServer(width, height, self._name, self._layout())
+        self._server.layout_requests = True
+        if await asyncio.to_thread(h264.available):
+            self._h264 = h264.H264Policy()
+        fileno = getattr(self._source, "fileno", None)
+        if callable(fileno) and callable(getattr(self._source, "grab_rects", None)):
             self._event_fd = await asyncio.to_thread(fileno)
         reader = asyncio.create_task(self._read_loop(), name="rfb-reader")
         updater = asyncio.create_task(self._update_loop(), name="rfb-updater")
@@ -375,7 +419,11 @@ class RFBService:
             case m.PointerEvent(buttons=buttons, x=x, y=y):
                 if await self._may_control():
                     self._note_input()
+                    x, y = self._to_screen(x, y)
                     await asyncio.to_thread(self._injector.pointer, x, y, buttons)
+            case m.SetDesktopSize():
+                self._layout_request = event  # answered by the updater, between updates
+                self._wake.set()
             case m.ClientCutText(text=text):
                 await self._handle_cut_text(text)
             case ClipboardAnnounced(text=True):
@@ -393,6 +441,14 @@ class RFBService:
                 pass  # the viewer's clipboard is empty now: nothing to do
             case _:
                 self._wake.set()  # requests, pixel format, encodings, continuous updates
+
+    def _to_screen(self, x: int, y: int) -> tuple[int, int]:
+        """Framebuffer coordinates -> the screen's (the shown monitor's offset added)."""
+        shown = self._shown
+        if shown is None:
+            return x, y
+        r = shown.rect
+        return r.x + min(max(x, 0), r.w - 1), r.y + min(max(y, 0), r.h - 1)
 
     def _note_input(self) -> None:
         """Input is about to reach the screen: its result goes out without pacing."""
@@ -493,6 +549,9 @@ class RFBService:
         loop = asyncio.get_running_loop()
         next_at = 0.0
         while True:
+            if self._layout_request is not None or self._monitors_dirty:
+                await self._relayout()
+                continue
             request = server.update_requested
             if request is None:
                 self._wake.clear()
@@ -522,11 +581,15 @@ class RFBService:
             poll = await asyncio.to_thread(self._poll, request)
             if poll.more:
                 self._dirty = True
+            if poll.monitors_changed:
+                self._monitors_dirty = True
+                continue
             if poll.resized is not None:
                 self._lossy = []
-                if not server.send_desktop_size(*poll.resized):
-                    logger.info("rfb viewer cannot resize; screen size change not shown")
-                await self._flush()
+                if self._h264 is not None:
+                    self._h264.reset()
+                self._desktop = poll.resized
+                self._monitors_dirty = True  # sent with the new layout
                 continue
             if poll.cursor is not None:
                 server.send_cursor(poll.cursor)
@@ -545,7 +608,19 @@ class RFBService:
                     if self._event_fd is None:  # polling: the next poll a frame later
                         next_at = started + self._interval
                     continue
-            pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
+            encoder = None
+            if self._h264 is not None and rects and not lossless and request.incremental:
+                screen = Rect(0, 0, server.width, server.height)
+                encoder = self._h264.choose(
+                    started, screen, request.region, rects, len(copies), poll.frame,
+                    offered=server.supports(h264.H264), options=server.options,
+                    pixel_format=server.pixel_format,
+                )  # fmt: skip
+                if encoder is not None:  # video: the whole screen as one H.264 picture
+                    rects, copies = [screen], []
+            pending = server.begin_framebuffer_update(
+                poll.frame, rects, copies, lossless=lossless, encoder=encoder
+            )
             try:
                 await asyncio.to_thread(pending.encode)
             finally:
@@ -557,6 +632,101 @@ class RFBService:
             self._lossy.extend(Rect(*_xywh(d)) for d in poll.lossy_copies if d in sent)
             await self._flush()
             next_at = started + self._interval
+
+    # -- monitors ------------------------------------------------------------------
+
+    def _read_monitors(self) -> tuple[tuple[int, int], list[Monitor]]:
+        """Worker thread: the whole screen's size and its monitors (none without RandR)."""
+        monitors = getattr(self._source, "monitors", None)
+        if not callable(monitors):
+            return self._desktop, []
+        found: list[Monitor] = monitors()
+        screen_size = getattr(self._source, "screen_size", None)
+        size = screen_size() if callable(screen_size) else self._source.size
+        return size, found
+
+    def _show(self, monitor: Monitor | None) -> None:
+        self._shown = monitor
+        self._capture = self._source if monitor is None else MonitorView(self._source, monitor.rect)
+
+    def _layout(self) -> list[m.Screen]:
+        """The screen list the viewer gets: every monitor, or the one shown at 0, 0."""
+        if self._shown is not None:
+            number = next(
+                (i + 1 for i, mon in enumerate(self._monitors) if mon == self._shown), 0
+            )  # fmt: skip
+            return [m.Screen(number, 0, 0, self._shown.rect.w, self._shown.rect.h)]
+        return [
+            m.Screen(i + 1, mon.rect.x, mon.rect.y, mon.rect.w, mon.rect.h)
+            for i, mon in enumerate(self._monitors)
+        ]
+
+    def _chosen(self, request: m.SetDesktopSize) -> tuple[bool, Monitor | None]:
+        """What a SetDesktopSize asks for: (acceptable, the monitor; None: all of them)."""
+        width, height = self._desktop
+        if (request.w, request.h) == (width, height):
+            whole = sorted((s.x, s.y, s.w, s.h, s.id) for s in self._layout_of_desktop())
+            asked = sorted((s.x, s.y, s.w, s.h, s.id) for s in request.screens)
+            one = [(s.x, s.y, s.w, s.h) for s in request.screens]
+            if asked == whole or one == [(0, 0, width, height)]:
+                return True, None
+        if len(request.screens) == 1:
+            s = request.screens[0]
+            if 1 <= s.id <= len(self._monitors):
+                mon = self._monitors[s.id - 1]
+                if (request.w, request.h) == (s.w, s.h) == (mon.rect.w, mon.rect.h) and (
+                    s.x, s.y,
+                ) == (0, 0):  # fmt: skip
+                    return True, mon
+        return False, None
+
+    def _layout_of_desktop(self) -> list[m.Screen]:
+        shown, self._shown = self._shown, None
+        try:
+            return self._layout() or [m.Screen(0, 0, 0, *self._desktop)]
+        finally:
+            self._shown = shown
+
+    async def _relayout(self) -> None:
+        """Answer the viewer's SetDesktopSize and follow monitor changes: serve the
+        whole desktop or one monitor, and tell the viewer the size and screen list."""
+        server = self._server
+        assert server is not None
+        request, self._layout_request = self._layout_request, None
+        target = self._shown
+        if self._monitors_dirty:
+            self._monitors_dirty = False
+            self._desktop, self._monitors = await asyncio.to_thread(self._read_monitors)
+            if target is not None:  # the same monitor (by name), wherever it went
+                target = next((mon for mon in self._monitors if mon.name == target.name), None)
+        accepted = False
+        if request is not None:
+            accepted, chosen = self._chosen(request)
+            if accepted:
+                target = chosen
+            else:
+                logger.info("rfb screen layout refused (%d screens)", len(request.screens))
+                server.refuse_desktop_size(DesktopSizeStatus.PROHIBITED)
+        old = self._shown.rect if self._shown is not None else None
+        new_view = old != (target.rect if target is not None else None)
+        if new_view:
+            self._show(target)
+        else:
+            self._shown = target  # the same rectangle (its number may have changed)
+        width, height = (target.rect.w, target.rect.h) if target is not None else self._desktop
+        resized = (width, height) != (server.width, server.height)
+        if accepted:
+            server.send_desktop_size(width, height, self._layout(), reason=DesktopSizeReason.CLIENT)
+        elif (resized or tuple(self._layout()) != server.screens) and not server.send_desktop_size(
+            width, height, self._layout()
+        ):
+            logger.info("rfb viewer cannot resize; screen size change not shown")
+        if new_view or resized:
+            self._previous = None  # the next poll grabs the whole new framebuffer
+            self._damage = []
+            self._lossy = []
+            self._lossy_copies = []
+        await self._flush()
 
     async def _sleep_or_wake(self, delay: float | None) -> None:
         self._wake.clear()
@@ -620,6 +790,10 @@ class RFBService:
         server = self._server
         assert server is not None
         self.polls += 1
+        monitors_changed = getattr(self._source, "monitors_changed", None)
+        if callable(monitors_changed) and monitors_changed():
+            # Lay out first; damage stays with the capture, and events it read are polled.
+            return _Poll(monitors_changed=True, more=True)
         regions = self._capture.changed_regions()
         event = self._event_fd is not None
         if event and regions is not None and self._previous is not None and request.incremental:

@@ -25,6 +25,14 @@ returns what must go out. The server answers what is pure protocol itself (fence
 continuous-update acknowledgements, SetDesktopSize refusals, colour maps, extension
 announcements) and leaves capture, damage and input to its owner.
 
+Screen layout: ``screens`` is the ExtendedDesktopSize screen list (one entry per monitor;
+by default one screen covering the framebuffer), sent with every size change and every
+non-incremental request when the client lists the pseudo-encoding; ``set_screens()`` and
+``send_desktop_size()`` change it. SetDesktopSize is refused ("prohibited") unless the
+owner sets ``layout_requests``: it then receives the message as an event and answers
+with ``send_desktop_size(..., reason=DesktopSizeReason.CLIENT)`` or
+``refuse_desktop_size()`` (the agent uses this to let a viewer choose one monitor).
+
 Updates may be encoded on a worker thread: ``begin_framebuffer_update()`` (on the
 owner's thread) snapshots the pixel format and options and consumes the request,
 ``PendingUpdate.encode()`` does the pixel work touching only the encoders, and
@@ -58,6 +66,22 @@ _VERSION = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
 #: JPEG quality for Tight quality levels 0..9 (the TurboVNC/TigerVNC scale).
 JPEG_QUALITY = (15, 29, 41, 42, 62, 77, 79, 86, 92, 100)
 SECURITY_NONE = 1
+
+
+class DesktopSizeReason:
+    """ExtendedDesktopSize x-position: why the size or layout changed (rfbproto)."""
+
+    SERVER = 0  # the server changed it on its own
+    CLIENT = 1  # this client asked (SetDesktopSize); y-position holds the status
+
+
+class DesktopSizeStatus:
+    """ExtendedDesktopSize y-position after a SetDesktopSize (rfbproto)."""
+
+    OK = 0
+    PROHIBITED = 1
+    OUT_OF_RESOURCES = 2
+    INVALID_LAYOUT = 3
 
 
 class State(Enum):
@@ -215,10 +239,16 @@ class PendingUpdate:
 class RFBServer:
     """One RFB connection's protocol state; no IO, no threads of its own."""
 
-    def __init__(self, width: int, height: int, name: str) -> None:
+    def __init__(
+        self, width: int, height: int, name: str, screens: Sequence[m.Screen] = ()
+    ) -> None:
         self.width = width
         self.height = height
         self.name = name
+        #: The ExtendedDesktopSize screen layout (see the module docstring).
+        self.screens: tuple[m.Screen, ...] = tuple(screens) or (m.Screen(0, 0, 0, width, height),)
+        #: SetDesktopSize goes to the owner as an event instead of being refused here.
+        self.layout_requests = False
         self.state = State.WAITING_FOR_VERSION
         self.version: tuple[int, int] | None = None
         self.pixel_format = NATIVE
@@ -397,8 +427,9 @@ class RFBServer:
                     # Messages are handled in order, so every flag is already honoured.
                     self._emit(bytes(m.Fence(flags & m.FENCE_SUPPORTED, payload)))
             case m.SetDesktopSize():
-                # The agent never resizes the customer's screen: prohibited (status 1).
-                self._emit(self._desktop_size_update(reason=1, status=1))
+                if not self.layout_requests:
+                    # The agent never resizes the customer's screen: prohibited.
+                    self.refuse_desktop_size()
             case _:
                 pass
 
@@ -499,11 +530,14 @@ class RFBServer:
         copies: tuple[Copy, ...] | list[Copy] = (),
         *,
         lossless: bool = False,
+        encoder: Encoder | None = None,
     ) -> PendingUpdate:
         """Consume the pending request and snapshot what encoding ``rects`` needs.
 
         ``lossless`` encodes without JPEG whatever quality the client asked for: the
         refresh of areas sent lossily that have not changed since (as TigerVNC does).
+        ``encoder`` overrides the negotiated one for this update (the agent's H.264
+        stream, encodings/h264.py; the owner checks that the client listed it).
         """
         if self.state is not State.RUNNING:
             raise RuntimeError("no FramebufferUpdate before the handshake completes")
@@ -528,7 +562,8 @@ class RFBServer:
                 copy_list.append((dest, copy.src_x, copy.src_y))
             else:
                 clipped.append(dest)
-        encoder = self._encoders.get(self.encoding)
+        if encoder is None:
+            encoder = self._encoders.get(self.encoding)
         if encoder is None:
             encoder = self._encoders[self.encoding] = ENCODERS[self.encoding]()
         pseudo, self._pseudo = self._pseudo, []
@@ -555,12 +590,22 @@ class RFBServer:
         update.encode()
         self.end_framebuffer_update(update)
 
-    def send_desktop_size(self, width: int, height: int) -> bool:
-        """Tell the client the framebuffer is now ``width``×``height``.
+    def send_desktop_size(
+        self,
+        width: int,
+        height: int,
+        screens: Sequence[m.Screen] = (),
+        *,
+        reason: int = DesktopSizeReason.SERVER,
+    ) -> bool:
+        """Tell the client the framebuffer is now ``width``×``height`` with the screen
+        layout ``screens`` (default: one screen covering it).
 
         Uses ExtendedDesktopSize when offered, else DesktopSize; returns False when the
-        client can handle neither (it then keeps the old size). The update answers any
-        pending request; the owner should consider the whole framebuffer changed.
+        client can handle neither (it then keeps the old size). ``reason`` CLIENT answers
+        the client's SetDesktopSize (status OK). A new size answers any pending request
+        and the owner should consider the whole framebuffer changed; a new layout at the
+        same size changes no pixel (a DesktopSize-only client is not told).
         """
         if self.state is not State.RUNNING:
             raise RuntimeError("no desktop size before the handshake completes")
@@ -568,24 +613,42 @@ class RFBServer:
         if not extended and not self.supports(Encoding.DESKTOP_SIZE):
             return False
         old = Rect(0, 0, self.width, self.height)
+        resized = (width, height) != (self.width, self.height)
         self.width, self.height = width, height
-        if self._continuous is not None:
-            cont = self._continuous
-            self._continuous = Rect(0, 0, width, height) if cont == old else self._clip(cont)
-        self._pending = self._pending_full = None
+        self.screens = tuple(screens) or (m.Screen(0, 0, 0, width, height),)
+        if resized:
+            if self._continuous is not None:
+                cont = self._continuous
+                self._continuous = Rect(0, 0, width, height) if cont == old else self._clip(cont)
+            self._pending = self._pending_full = None
         if extended:
-            self._emit(self._desktop_size_update(reason=0, status=0))
-        else:
+            self._emit(self._desktop_size_update(reason=reason, status=DesktopSizeStatus.OK))
+        elif resized:
             header = m.rect_header(0, 0, width, height, Encoding.DESKTOP_SIZE)
             self._emit(m.framebuffer_update_header(1) + header)
         return True
 
+    def set_screens(self, screens: Sequence[m.Screen]) -> None:
+        """A new screen layout at the same framebuffer size (monitors added, removed or
+        moved); the client hears of it when it lists ExtendedDesktopSize."""
+        if tuple(screens) == self.screens:
+            return
+        if self.state is State.RUNNING:
+            self.send_desktop_size(self.width, self.height, screens)
+        else:
+            self.screens = tuple(screens) or (m.Screen(0, 0, 0, self.width, self.height),)
+
+    def refuse_desktop_size(self, status: int = DesktopSizeStatus.PROHIBITED) -> None:
+        """Answer the client's SetDesktopSize with ``status``: nothing changes."""
+        self._emit(self._desktop_size_update(reason=DesktopSizeReason.CLIENT, status=status))
+
     def _desktop_size_update(self, reason: int, status: int) -> bytes:
-        screen = m.Screen(0, 0, 0, self.width, self.height)
         rect = m.rect_header(
             reason, status, self.width, self.height, Encoding.EXTENDED_DESKTOP_SIZE
         )
-        return m.framebuffer_update_header(1) + rect + b"\x01\x00\x00\x00" + bytes(screen)
+        count = bytes([len(self.screens), 0, 0, 0])
+        screens = b"".join(bytes(s) for s in self.screens)
+        return m.framebuffer_update_header(1) + rect + count + screens
 
     def send_cursor(self, cursor: CursorLike) -> bool:
         """Queue the pointer shape for the next update; False if the client can't draw it."""

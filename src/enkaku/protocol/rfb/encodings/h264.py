@@ -1,0 +1,321 @@
+"""Open H.264 encoding (RFB encoding 50, as noVNC 1.5+ decodes it) and when to use it.
+
+Optional: it needs PyAV (``pip install 'enkaku[h264]'``), whose wheels bundle FFmpeg with
+libx264, which is GPL (docs/h264.md). Without PyAV, ``available()`` is False (logged once
+at debug) and the agent never sends encoding 50. It is never in ``ENCODERS``: the server
+picks its normal encoder as before, and the agent switches a whole update to H.264 only
+while ``VideoDetector`` says the screen shows video.
+
+Wire format of one rectangle (noVNC ``core/decoders/h264.js``)::
+
+    U32 length    bytes of H.264 data that follow
+    U32 flags     1: reset this rectangle's context, 2: reset every context
+    length bytes  Annex-B NAL units (start codes 00 00 01 / 00 00 00 01)
+
+The client keeps one decoder context per rectangle geometry (x, y, w, h); it configures a
+WebCodecs ``VideoDecoder`` from the first key frame's SPS, decodes every frame in the
+data and draws the last one, cropped to the rectangle. So each context starts with
+``RESET_CONTEXT`` and an IDR frame carrying SPS and PPS, frames are never reordered or
+delayed (``tune=zerolatency``, no B-frames: one rectangle, one picture), and a new
+context (size or quality changed, or video mode started again) resets it.
+
+Encoder settings: libx264, constrained baseline profile (the one every WebCodecs H.264
+decoder takes, OpenH264 included: noVNC probes support with avc1.42401f), ``ultrafast``
+preset (a 1080p frame in a few tens of milliseconds on one core; x264 uses two slice
+threads), constant quality (CRF) from the client's JPEG quality, BT.601 limited range
+signalled in the SPS (what swscale converts to). Odd sizes are padded to even ones by
+repeating the last row/column (4:2:0); the client crops the picture to the rectangle.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import struct
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from enkaku.protocol.geometry import Rect, RectLike
+from enkaku.protocol.rfb.encodings.raw import RawEncoder
+from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
+from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat
+
+logger = logging.getLogger(__name__)
+
+#: The encoding number (rfbproto "Open H.264 Encoding").
+H264 = 50
+RESET_CONTEXT = 1
+RESET_ALL_CONTEXTS = 2
+CODEC = "libx264"
+PRESET = "ultrafast"
+PROFILE = "baseline"
+#: Frames between key frames. The stream is reliable, so key frames only bound how long a
+#: client that lost its decoder (a WebCodecs error) stays without a picture.
+KEYINT = 300
+
+
+def crf_for(quality: int) -> int:
+    """x264's CRF for a JPEG quality 0..100: 95 -> 14 .. 15 -> 38 (benchmarks/h264.py
+    calibrated it to about Tight JPEG's PSNR at the same quality on moving pictures)."""
+    return max(10, min(40, round(42 - 0.3 * quality)))
+
+
+@functools.cache
+def available() -> bool:
+    """Whether PyAV with an H.264 encoder is installed (checked and logged once)."""
+    try:
+        import av
+
+        av.codec.Codec(CODEC, "w")
+    except Exception as exc:  # ImportError, or a PyAV build without libx264
+        logger.debug("H.264 (RFB encoding 50) not offered: %s", exc)
+        return False
+    return True
+
+
+def _threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class H264Encoder:
+    """One H.264 stream for one rectangle geometry; holds the x264 context.
+
+    Satisfies the ``Encoder`` protocol (``encode(frame, pf, options)``), so a
+    ``PendingUpdate`` can encode a rectangle with it. ``pf`` is ignored: the client
+    draws decoded pictures whatever its pixel format (noVNC offers H.264 only at depth 24).
+    """
+
+    code = H264
+
+    def __init__(self) -> None:
+        self._context: Any = None
+        self._key: tuple[int, int, int] | None = None  # width, height, crf
+        self._pts = 0
+        #: Contexts opened (each one started with RESET_CONTEXT and a key frame).
+        self.contexts = 0
+        #: Encoding failed once: the rectangle went as Raw and H.264 is not used again.
+        self.failed = False
+
+    def reset(self) -> None:
+        """Start a new context (with a key frame) at the next ``encode()``."""
+        self._context = None
+        self._key = None
+
+    def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
+        """Encode a BGRX ``frame`` as one H.264 rectangle (one picture)."""
+        h, w = frame.shape[:2]
+        quality = options.jpeg_quality if options.jpeg_quality is not None else 95
+        key = (w, h, crf_for(quality))
+        flags = 0
+        try:
+            if self._context is None or self._key != key:
+                self._open(*key)
+                flags = RESET_CONTEXT
+            data = self._encode_picture(frame)
+        except Exception:  # a broken FFmpeg build: the picture still reaches the client
+            logger.warning("h264 encoding failed; sending Raw, H.264 off", exc_info=True)
+            self.failed = True
+            self.reset()
+            return RawEncoder().encode(frame, pf, options)
+        payload = struct.pack("!II", len(data), flags) + data
+        return [EncodedRect(0, 0, w, h, H264, payload, lossy=True)]
+
+    def _open(self, width: int, height: int, crf: int) -> None:
+        import av
+
+        context: Any = av.CodecContext.create(CODEC, "w")  # a VideoCodecContext
+        context.width = width + width % 2
+        context.height = height + height % 2
+        context.pix_fmt = "yuv420p"
+        context.time_base = Fraction(1, 1000)
+        context.framerate = Fraction(60, 1)
+        context.gop_size = KEYINT
+        context.max_b_frames = 0
+        context.thread_count = _threads()
+        context.options = {
+            "preset": PRESET,
+            "tune": "zerolatency",
+            "profile": PROFILE,
+            "crf": str(crf),
+            "x264-params": "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m",
+        }
+        context.open()
+        self._context = context
+        self._key = (width, height, crf)
+        self._pts = 0
+        self.contexts += 1
+        logger.debug("h264 context %dx%d crf %d", width, height, crf)
+
+    def _encode_picture(self, frame: Frame) -> bytes:
+        import av
+
+        h, w = frame.shape[:2]
+        if h % 2 or w % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        # BGRX as "bgra": the conversion to YUV ignores alpha, so the X byte does not matter.
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgra")
+        picture = picture.reformat(format="yuv420p")
+        picture.pts = self._pts
+        self._pts += 1
+        packets = self._context.encode(picture)
+        data = b"".join(bytes(p) for p in packets)
+        if not data:  # zerolatency never delays a picture; if it did, the client waits
+            logger.debug("h264 encoder returned no data for a picture")
+        return data
+
+
+#: A change covering at least this share of the screen counts as a video frame...
+VIDEO_AREA = 0.25
+#: ...when it follows the previous one within this many seconds...
+VIDEO_GAP = 0.35
+#: ...and this many in a row switch video mode on (about half a second at 10 fps).
+VIDEO_FRAMES = 5
+#: A change is photographic when at least this share of the sampled pixels differ from
+#: both neighbours in their row (text and UI are runs of flat colour; photos and video
+#: have noise and gradients everywhere).
+PHOTO_SHARE = 0.5
+#: Sampling grid for the photographic test (rows, columns of samples at most).
+SAMPLE_ROWS = 96
+SAMPLE_COLS = 256
+
+
+def photographic(frame: Frame, region: RectLike) -> bool:
+    """Whether ``region`` of the BGRX ``frame`` looks like a photo or video picture."""
+    if region.w < 3 or region.h < 1:
+        return False
+    block = frame[region.y : region.y + region.h, region.x : region.x + region.w]
+    step_y = max(1, region.h // SAMPLE_ROWS)
+    step_x = max(1, region.w // SAMPLE_COLS)
+    # Sample column triples (x, x+1, x+2) on a sparse grid: neighbours must be adjacent.
+    cols = np.arange(0, region.w - 2, step_x)
+    rows = block[::step_y].view("<u4")[..., 0] & np.uint32(0xFFFFFF)
+    a, b, c = rows[:, cols], rows[:, cols + 1], rows[:, cols + 2]
+    varied = (a != b) & (b != c)
+    return bool(varied.mean() >= PHOTO_SHARE)
+
+
+def _area(rects: list[Rect]) -> int:
+    return sum(r.w * r.h for r in rects)
+
+
+def _bounds(rects: list[Rect]) -> Rect:
+    box = rects[0]
+    for r in rects[1:]:
+        box = box.union(r)
+    return box
+
+
+@dataclass(slots=True)
+class VideoDetector:
+    """Says, update by update, whether the screen is showing video: large changes
+    (``VIDEO_AREA`` of the screen) of photographic content, ``VIDEO_FRAMES`` in a row,
+    each within ``VIDEO_GAP`` of the last. Copies (scrolls, moved windows), small
+    changes, a pause or non-photographic content end it at once."""
+
+    streak: int = 0
+    last: float | None = None
+    active: bool = False
+    #: Times video mode was entered (for tests and diagnostics).
+    started: int = field(default=0)
+
+    def observe(
+        self, now: float, screen: Rect, rects: list[Rect], copies: int, frame: Frame
+    ) -> bool:
+        """One update with changes at loop time ``now``; True: send it as H.264."""
+        gap_ok = self.last is not None and now - self.last <= VIDEO_GAP
+        self.last = now
+        area = _area(rects)
+        big = (
+            copies == 0
+            and bool(rects)
+            and area >= VIDEO_AREA * screen.w * screen.h
+            and photographic(frame, _bounds(rects))
+        )
+        if not big:
+            self.streak = 0
+            self.active = False
+            return False
+        if gap_ok:
+            self.streak += 1
+        else:  # a pause: count again from this frame
+            self.streak = 1
+            self.active = False
+        if not self.active and self.streak >= VIDEO_FRAMES:
+            self.active = True
+            self.started += 1
+        return self.active
+
+
+class H264Policy:
+    """The agent's per-connection H.264 state: the detector and the encoder."""
+
+    def __init__(self) -> None:
+        self.detector = VideoDetector()
+        self.encoder = H264Encoder()
+        self._was_active = False
+        #: Updates sent as H.264.
+        self.frames = 0
+
+    def choose(
+        self,
+        now: float,
+        screen: Rect,
+        region: Rect,
+        rects: list[Rect],
+        copies: int,
+        frame: Frame,
+        *,
+        offered: bool,
+        options: EncodeOptions,
+        pixel_format: PixelFormat,
+    ) -> H264Encoder | None:
+        """The encoder to send this whole update with, or None for the normal ones.
+
+        H.264 only when the client listed it, asked for JPEG (a lossless setting never
+        gets it), takes true colour at 32 bits, wants the whole screen, and the
+        detector sees video. Leaving video mode drops the context: the next time starts
+        with a key frame on a fresh one.
+        """
+        usable = (
+            offered
+            and not self.encoder.failed
+            and options.jpeg_quality is not None
+            and pixel_format.true_colour
+            and pixel_format.bits_per_pixel == 32
+            and region == screen
+        )
+        video = self.detector.observe(now, screen, rects, copies, frame) if usable else False
+        if not video:
+            if self._was_active:
+                self.encoder.reset()
+                logger.debug("h264 video mode off after %d frames", self.frames)
+            self._was_active = False
+            return None
+        if not self._was_active:
+            logger.debug("h264 video mode on")
+        self._was_active = True
+        self.frames += 1
+        return self.encoder
+
+    def reset(self) -> None:
+        """The screen changed size: forget the detector's streak and the context."""
+        self.detector = VideoDetector(started=self.detector.started)
+        self.encoder.reset()
+        self._was_active = False
+
+
+__all__ = [
+    "H264",
+    "RESET_ALL_CONTEXTS",
+    "RESET_CONTEXT",
+    "H264Encoder",
+    "H264Policy",
+    "VideoDetector",
+    "available",
+    "crf_for",
+    "photographic",
+]
