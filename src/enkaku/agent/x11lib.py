@@ -53,7 +53,14 @@ XFIXES_CURSOR_NOTIFY = 1  # event number, relative to the XFIXES event base
 CREATE_NOTIFY = 16
 DESTROY_NOTIFY = 17
 CONFIGURE_NOTIFY = 22
+STRUCTURE_NOTIFY_MASK = 1 << 17
 SUBSTRUCTURE_NOTIFY_MASK = 1 << 19
+# Xrandr.h: XRRSelectInput masks and event numbers (relative to the RANDR event base).
+RR_SCREEN_CHANGE_NOTIFY_MASK = 1 << 0
+RR_CRTC_CHANGE_NOTIFY_MASK = 1 << 1
+RR_OUTPUT_CHANGE_NOTIFY_MASK = 1 << 2
+RR_SCREEN_CHANGE_NOTIFY = 0
+RR_NOTIFY = 1
 IPC_PRIVATE = 0
 IPC_CREAT = 0o1000
 IPC_RMID = 0
@@ -173,6 +180,24 @@ class XFixesCursorImage(Structure):
     ]
 
 
+class XRRMonitorInfo(Structure):
+    """Xrandr.h ``XRRMonitorInfo`` (RandR 1.5 monitors: named screen areas)."""
+
+    _fields_ = [
+        ("name", c_ulong),  # an Atom
+        ("primary", c_int),
+        ("automatic", c_int),
+        ("noutput", c_int),
+        ("x", c_int),
+        ("y", c_int),
+        ("width", c_int),
+        ("height", c_int),
+        ("mwidth", c_int),
+        ("mheight", c_int),
+        ("outputs", POINTER(c_ulong)),
+    ]
+
+
 ERROR_HANDLER = CFUNCTYPE(c_int, c_void_p, POINTER(XErrorEvent))
 IO_ERROR_HANDLER = CFUNCTYPE(c_int, c_void_p)
 IO_ERROR_EXIT_HANDLER = CFUNCTYPE(None, c_void_p, c_void_p)
@@ -214,6 +239,7 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
         "XQueryKeymap": (c_int, [Display, c_char * 32]),
         "XQueryPointer": (c_int, [Display, XID, _P(XID), _P(XID), _P(c_int), _P(c_int),
                                   _P(c_int), _P(c_int), _P(c_uint)]),
+        "XGetAtomName": (c_void_p, [Display, c_ulong]),
     }),
     "Xext": ("libXext.so.6", "libxext6", {
         "XShmQueryExtension": (c_int, [Display]),
@@ -236,6 +262,13 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
         "XFixesDestroyRegion": (None, [Display, XID]),
         "XFixesFetchRegion": (_P(XRectangle), [Display, XID, _P(c_int)]),
         "XFixesSelectCursorInput": (None, [Display, XID, c_ulong]),
+    }),
+    "Xrandr": ("libXrandr.so.2", "libxrandr2", {
+        "XRRQueryExtension": (c_int, [Display, _P(c_int), _P(c_int)]),
+        "XRRQueryVersion": (c_int, [Display, _P(c_int), _P(c_int)]),
+        "XRRSelectInput": (None, [Display, XID, c_int]),
+        "XRRGetMonitors": (_P(XRRMonitorInfo), [Display, XID, c_int, _P(c_int)]),
+        "XRRFreeMonitors": (None, [_P(XRRMonitorInfo)]),
     }),
     "Xtst": ("libXtst.so.6", "libxtst6", {
         "XTestQueryExtension": (c_int, [Display, _P(c_int), _P(c_int), _P(c_int),

@@ -3,7 +3,8 @@ XFixes cursor shapes.
 
 Event-driven use (``RFBService``): ``fileno()`` is the X connection's descriptor, which
 becomes readable when the X server reports damage (NonEmpty level: one event per burst,
-whatever the number of drawing requests) or a new cursor shape; ``events_queued()`` tells
+whatever the number of drawing requests), a new cursor shape or a change of monitors;
+``events_queued()`` tells
 whether such an event was already read into Xlib's queue by another call;
 ``changed_regions()`` takes the damaged rectangles and ``grab_rects()`` captures just those
 (one ``XShmGetImage`` per rectangle into the same shared segment), so nothing is read
@@ -14,6 +15,12 @@ writes directly (no pixel copy through the socket); when the server cannot attac
 segment (a remote display, a container without shared IPC) we fall back to
 ``XGetImage``, which is several times slower at 1080p. The root geometry is re-read
 on every grab, so a screen resize (RandR, ``xrandr --fb``) recreates the image.
+
+Monitors: ``monitors()`` lists the screen's RandR 1.5 monitors (``XRRGetMonitors``: one per
+active output, or as ``xrandr --setmonitor`` defined them); ``monitors_changed()`` says
+whether the X server reported a change since the last call (RandR screen change
+notifications, and the root window's ConfigureNotify that RandR sends when monitors are
+added or removed).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import numpy.typing as npt
 
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, CursorImage, Rect
+from enkaku.agent.capture.monitors import Monitor, order
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +172,8 @@ class X11Capture:
         self._damage_seen = False  # a DamageNotify taken by cursor(), not yet polled
         self._windows: dict[int, Rect] = {}  # top-level window -> its outer rectangle
         self._moved_from: dict[int, Rect] = {}  # moved since take_moves(): where it was
+        self._monitors_changed = False  # RandR or the root's geometry changed
+        self._randr = False  # RandR 1.5 (monitors) is there
         self._conn = x11lib.XConnection(display, CaptureError)
         try:
             self._width, self._height, _depth = x11lib.geometry(self._conn, self._conn.root)
@@ -175,6 +185,7 @@ class X11Capture:
             self._resized = False
             self._setup_damage()
             self._has_fixes = self._query("Xfixes", "XFixesQueryExtension")
+            self._setup_randr()
             self._cursor: CursorImage | None = None
             #: What was read from the X server, for tests and benchmarks: grabs of the
             #: whole screen, rectangle grabs, and their pixels.
@@ -254,6 +265,34 @@ class X11Capture:
             self._damage = self._region = 0
         else:
             self._cursor_events = True
+
+    def _setup_randr(self) -> None:
+        if not self._query("Xrandr", "XRRQueryExtension"):
+            logger.debug("RANDR extension missing: one monitor, the whole screen")
+            return
+        xrandr = self._conn.extension("Xrandr")
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        if not xrandr.XRRQueryVersion(self._conn.dpy, ctypes.byref(major), ctypes.byref(minor)):
+            return
+        if (major.value, minor.value) < (1, 5) or not hasattr(xrandr, "XRRGetMonitors"):
+            logger.debug("RANDR %d.%d has no monitors: one, the whole screen", major.value,
+                         minor.value)  # fmt: skip
+            return
+        self._randr = True
+        if self._damage:
+            # Event-driven: be told of new monitors and resolutions. RandR announces a
+            # monitor added or removed only as a ConfigureNotify of the root window.
+            xrandr.XRRSelectInput(
+                self._conn.dpy, self._conn.root,
+                x11lib.RR_SCREEN_CHANGE_NOTIFY_MASK | x11lib.RR_CRTC_CHANGE_NOTIFY_MASK
+                | x11lib.RR_OUTPUT_CHANGE_NOTIFY_MASK,
+            )  # fmt: skip
+            self._conn.x11.XSelectInput(
+                self._conn.dpy, self._conn.root,
+                x11lib.SUBSTRUCTURE_NOTIFY_MASK | x11lib.STRUCTURE_NOTIFY_MASK,
+            )  # fmt: skip
+            if self._conn.sync_errors():
+                logger.debug("RANDR events unavailable: monitor changes seen on resize only")
 
     # -- ScreenCapture ------------------------------------------------------------------
 
@@ -402,7 +441,12 @@ class X11Capture:
             if event.type == cursor_notify:
                 self._cursor_changed = True
             elif event.type in (x11lib.CONFIGURE_NOTIFY, x11lib.CREATE_NOTIFY):
-                self._window_geometry(event)
+                if not self._window_geometry(event):
+                    self._monitors_changed = self._damage_seen = True  # the root: RandR
+            elif event.type - self._event_bases.get("Xrandr", -1000) in (
+                x11lib.RR_SCREEN_CHANGE_NOTIFY, x11lib.RR_NOTIFY,
+            ):  # fmt: skip
+                self._monitors_changed = self._damage_seen = True
             elif event.type == x11lib.DESTROY_NOTIFY:
                 window = ctypes.cast(ctypes.byref(event), ctypes.POINTER(x11lib.XConfigureEvent))
                 self._windows.pop(window.contents.window, None)  # same offset in both
@@ -411,8 +455,11 @@ class X11Capture:
                 self._damage_seen = True
         self._conn.check()
 
-    def _window_geometry(self, event: x11lib.XEvent) -> None:
+    def _window_geometry(self, event: x11lib.XEvent) -> bool:
+        """Note a top-level window's geometry; False for the root window's own event."""
         ev = ctypes.cast(ctypes.byref(event), ctypes.POINTER(x11lib.XConfigureEvent)).contents
+        if ev.window == self._conn.root:
+            return False
         bw = ev.border_width
         rect = Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)
         old = self._windows.get(ev.window)
@@ -426,6 +473,7 @@ class X11Capture:
             self._moved_from.setdefault(ev.window, old)
         elif old is not None and (old.w, old.h) != (rect.w, rect.h):
             self._moved_from.pop(ev.window, None)  # resized: not a plain move
+        return True
 
     def take_moves(self) -> list[tuple[Rect, Rect]]:
         """Top-level windows moved (same size) since the last call, as (where it was,
@@ -439,6 +487,54 @@ class X11Capture:
             ]
             self._moved_from.clear()
             return moves
+
+    def monitors(self) -> list[Monitor]:
+        """The screen's monitors, numbered as ``monitors.order()`` does; one covering the
+        whole screen without RandR 1.5. Reads the screen size too (one round trip more)."""
+        with self._lock:
+            self._check_open()
+            width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
+            whole = [Monitor("screen", Rect(0, 0, width, height), True)]
+            if not self._randr:
+                return whole
+            x11, xrandr = self._conn.x11, self._conn.extension("Xrandr")
+            count = ctypes.c_int()
+            infos = xrandr.XRRGetMonitors(self._conn.dpy, self._conn.root, 1, ctypes.byref(count))
+            self._conn.take_errors()
+            self._conn.check()
+            if not infos:
+                return whole
+            found: list[Monitor] = []
+            try:
+                for i in range(count.value):
+                    info = infos[i]
+                    name_p = x11.XGetAtomName(self._conn.dpy, info.name)
+                    name = ""
+                    if name_p:
+                        name = (ctypes.string_at(name_p) or b"").decode(errors="replace")
+                        x11.XFree(name_p)
+                    rect = Rect(info.x, info.y, info.width, info.height)
+                    found.append(Monitor(name, rect, bool(info.primary)))
+            finally:
+                xrandr.XRRFreeMonitors(infos)
+            return order(found, width, height) or whole
+
+    def screen_size(self) -> tuple[int, int]:
+        """The screen's (width, height) now (one round trip; ``size`` is the last grab's)."""
+        with self._lock:
+            self._check_open()
+            width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
+            return width, height
+
+    def monitors_changed(self) -> bool:
+        """Whether the X server reported a monitor or resolution change since the last
+        call (reads pending events, no round trip)."""
+        with self._lock:
+            self._check_open()
+            if self._cursor_events:
+                self._read_events()
+            changed, self._monitors_changed = self._monitors_changed, False
+            return changed
 
     def _clip(self, x: int, y: int, w: int, h: int) -> Rect | None:
         x0, y0 = max(x, 0), max(y, 0)

@@ -1,6 +1,7 @@
 """The ``rfb`` stream: the live screen (action ``screen``), with input while ``control``
 is in force and clipboard text while ``clipboard`` is (the length of each text crossing
-is reported, never the text)."""
+is reported, never the text). Parameter ``monitor``: serve only that monitor (its
+number, from 1 left to right), else the whole desktop."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
             clipboard=board,
             clipboard_allowed=lambda: ctx.allowed("clipboard"),
             on_clipboard=on_clipboard,
+            monitor=_monitor(stream.params.get("monitor")),
         )
         await service.run()
     except (SessionEnded, ConnectionError):
@@ -61,6 +63,14 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
             await asyncio.to_thread(board.close)
         with contextlib.suppress(Exception):
             await stream.write_eof()
+
+
+def _monitor(value: object) -> int | None:
+    """The stream's ``monitor`` parameter: a monitor's number (from 1), else None (the
+    whole desktop; docs/performance.md, "Monitors")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
 
 
 async def _open_clipboard(ctx: ServiceContext) -> Clipboard | None:
