@@ -137,12 +137,15 @@ class Decoder:
     cursor: tuple[int, int, np.ndarray, np.ndarray] | None = None
     qemu_announced: bool = False
     desktop_sizes: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    #: Each ExtendedDesktopSize's screen list: (id, x, y, w, h) per screen.
+    layouts: list[list[tuple[int, int, int, int, int]]] = field(default_factory=list)
     cut_texts: list[bytes] = field(default_factory=list)
     fences: list[tuple[int, bytes]] = field(default_factory=list)
     end_of_cu: int = 0
     bells: int = 0
     colour_map: list[tuple[int, int, int]] = field(default_factory=list)
     jpeg_rects: int = 0
+    jpeg_areas: list[tuple[int, int, int, int]] = field(default_factory=list)
     tight_resets: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -211,8 +214,7 @@ class Decoder:
                 self.desktop_sizes.append((x, y, w, h, 1))
             elif enc == -308:
                 (screens,) = r.unpack("!B3x")
-                for _ in range(screens):
-                    r.unpack("!IHHHHI")
+                self.layouts.append([r.unpack("!IHHHHI")[:5] for _ in range(screens)])
                 if (self.width, self.height) != (w, h):
                     self.fb = np.zeros((h, w), dtype=np.uint32)
                 self.width, self.height = w, h
@@ -298,6 +300,7 @@ class Decoder:
             assert rgb.shape[:2] == (h, w)
             self.fb[y : y + h, x : x + w] = rgb_to_values(rgb, self.pf)
             self.jpeg_rects += 1
+            self.jpeg_areas.append((x, y, w, h))
             return
         assert kind & 0x8 == 0, f"bad Tight control {ctl:#x}"
         stream = kind & 0x3
@@ -375,4 +378,16 @@ def sample_image(h: int, w: int, seed: int = 1) -> np.ndarray:
     img[2 * h3 :, :w2, 2] = 9
     img[2 * h3 :, w2:, :3] = rng.integers(0, 5, (h - 2 * h3, w - w2, 1)) * 60
     img[..., 3] = rng.integers(0, 256, (h, w), dtype=np.uint8)  # X byte: garbage
+    return img
+
+
+def photo_image(h: int, w: int, seed: int = 1) -> np.ndarray:
+    """A BGRX photo-like screen: smooth colour fields with fine grain (as the benchmark's)."""
+    rng = np.random.default_rng(seed)
+    low = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8))
+    field = np.asarray(low.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+    grain = rng.normal(0, 10, (h, w, 1)).astype(np.float32)
+    rgb = np.clip(field + grain, 0, 255).astype(np.uint8)
+    img = np.zeros((h, w, 4), dtype=np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = rgb[..., 2], rgb[..., 1], rgb[..., 0]
     return img

@@ -1,44 +1,55 @@
 """Tight encoding (rfbproto "Tight Encoding"), the TightVNC/TigerVNC/noVNC dialect.
 
-Each rectangle is cut into tiles of at most 128×128 pixels (Tight allows at most 2048
-pixels of width, and the compact length at most 4 MiB of data), and each tile becomes:
+The rectangle is looked at in 64×64 cells (``content.analyse``: one sort of every cell
+at once gives each cell's colour count, one comparison pass its smoothness), each cell
+gets a kind, and neighbouring cells of the same kind are sent as one Tight rectangle:
 
-- **fill** when it has one colour;
-- **JPEG** when the client sent a JPEG quality level, the pixel format has 16 or 32
-  bits per pixel and the tile has many colours (photos, gradients);
-- **basic, palette filter** for 2..256 colours (1-bit indices on zlib stream 1 for two
-  colours, 8-bit on stream 2);
-- **basic, copy filter** (TPIXELs on stream 0) otherwise.
+- **fill**: one colour; runs of the same colour merge across and down;
+- **JPEG**: photo-like cells (hundreds of colours, few pixels equal to a neighbour), only
+  when the client sent a JPEG quality level and the pixel format has 16 or 32 bits per
+  pixel; runs merge across and down into rectangles of at most ``JPEG_MAX_PIXELS``,
+  encoded by Pillow (libjpeg-turbo) straight from the BGRX pixels, on a thread pool when
+  there is more than one (libjpeg-turbo runs without the GIL, so the second core helps);
+- **palette**: up to 256 colours over the run (1-bit indices on zlib stream 1 for two
+  colours, 8-bit on stream 2). Text and UI, antialiased CJK text included, land here or
+  in fill whatever the JPEG quality: it stays lossless;
+- **copy filter** (TPIXELs on zlib stream 0) for lossless cells with more colours.
 
-Basic data shorter than 12 bytes goes uncompressed. The four zlib streams persist across
-rectangles (each rectangle's data ends with a Z_SYNC_FLUSH) and are never reset. When the
-client asks for another compression level, the stream goes on at the new level the way
-zlib's deflateParams() does it (TigerVNC and libvncserver do the same): after the sync
-flush, a raw-deflate compressor primed with the stream's last 32 KiB of input continues
-with new blocks, so the client's inflater, window and all, carries on unaware. Setting the
-compression-control byte's reset bits instead is legal Tight but breaks noVNC (1.7 and
-earlier): its vendored pako's inflateReset() leaves the old window with a size of zero,
-so the first back-reference after a reset fails with "zlib inflate failed".
+Every rectangle is at most 2048 pixels wide (Tight's limit). Basic data shorter than 12
+bytes goes uncompressed. The four zlib streams persist across rectangles and are never
+reset; a change of compression level continues the stream (``deflate.DeflateStream``).
+The gradient filter is not used: on the photo-like frames of ``benchmarks/screen.py`` at
+zlib level 2 it saved 25 % of the lossless bytes for about twice the CPU, and lossless
+many-colour areas are rare (JPEG takes photos; the lossless refresh of JPEG areas
+happens when the screen is still).
 """
 
 from __future__ import annotations
 
 import io
-import zlib
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
+from enkaku.protocol.rfb.encodings.content import CELL, analyse
+from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
-from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat, to_rgb
+from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat, Values
 
-TILE = 128
 MAX_WIDTH = 2048
-#: Tiles with more colours than this go to JPEG when the client allows JPEG.
-JPEG_MIN_COLOURS = 64
+#: The largest JPEG rectangle: bounded so that several can be encoded at once and a
+#: quality-100 JPEG stays far below Tight's 4 MiB compact length.
+JPEG_MAX_PIXELS = 1 << 18
+#: JPEG work (pixels in one update) above which the rectangles go to the thread pool.
+PARALLEL_MIN_PIXELS = 1 << 17
 MIN_TO_COMPRESS = 12
-#: The zlib window: how much of a stream's input its continuation is primed with.
-WINDOW = 1 << 15
+#: Kept for callers that tile by hand: the largest rectangle ``encode_tile`` is given.
+TILE = 128
 
 FILL = 0x80
 JPEG = 0x90
@@ -48,6 +59,23 @@ FILTER_PALETTE = 1
 STREAM_COPY = 0
 STREAM_MONO = 1
 STREAM_INDEXED = 2
+
+# Cell kinds.
+K_FILL, K_PALETTE, K_FULL, K_PHOTO = range(4)
+
+_POOL: ThreadPoolExecutor | None = None
+#: Colour -> palette index for 24-bit pixel values (16 MiB, made on first use): one gather
+#: instead of a binary search per pixel. Entries of other palettes are left behind; they
+#: are never read, since a block holds only its own palette's colours.
+_LUT: np.ndarray | None = None
+_LUT_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "tight-jpeg")
+    return _POOL
 
 
 def compact_length(n: int) -> bytes:
@@ -61,57 +89,182 @@ def compact_length(n: int) -> bytes:
     return bytes([n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14])
 
 
+@dataclass(slots=True)
+class _Region:
+    """One planned Tight rectangle, in cell units."""
+
+    kind: int
+    cy: int
+    cx: int
+    ch: int
+    cw: int
+    colour: int = 0  # fill
+    palette: Values | None = None  # palette
+
+
+def palette_indices(block: Values, palette: Values) -> npt.NDArray[np.uint8]:
+    """Each pixel's index in ``palette`` (sorted, at most 256 colours, holds them all)."""
+    global _LUT
+    if int(palette[-1]) < 1 << 24 and block.size >= 1024 and _LUT_LOCK.acquire(blocking=False):
+        try:
+            if _LUT is None:
+                _LUT = np.zeros(1 << 24, dtype=np.uint8)
+            _LUT[palette] = np.arange(palette.size, dtype=np.uint8)
+            return _LUT[block]
+        finally:
+            _LUT_LOCK.release()
+    return np.searchsorted(palette, block).astype(np.uint8)
+
+
+def jpeg_bytes(frame: Frame, options: EncodeOptions) -> bytes:
+    """A JPEG of a BGRX frame at the client's quality (Pillow reads BGRX directly)."""
+    h, w = frame.shape[:2]
+    image = Image.frombuffer("RGB", (w, h), np.ascontiguousarray(frame), "raw", "BGRX", 0, 1)
+    buf = io.BytesIO()
+    if options.jpeg_grayscale:
+        image.convert("L").save(buf, "JPEG", quality=options.jpeg_quality)
+    else:
+        image.save(buf, "JPEG", quality=options.jpeg_quality, subsampling=options.jpeg_subsampling)
+    return buf.getvalue()
+
+
+def _jpeg_payload(frame: Frame, options: EncodeOptions) -> bytes:
+    data = jpeg_bytes(frame, options)
+    return bytes([JPEG]) + compact_length(len(data)) + data
+
+
+def plan(values: Values, jpeg: bool) -> list[_Region]:
+    """Cut a rectangle of pixel values into Tight rectangles by content (cell units)."""
+    cells = analyse(values, smoothness=jpeg)
+    kinds = np.where(cells.colours <= 256, K_PALETTE, K_FULL)
+    if jpeg:
+        kinds = np.where(cells.photo_like(), K_PHOTO, kinds)
+    kinds = np.where(cells.solid, K_FILL, kinds)
+    max_cells = MAX_WIDTH // CELL
+    out: list[_Region] = []
+    open_: dict[tuple[int, int, int, int], _Region] = {}  # fill/photo runs that may grow down
+    kind_rows = kinds.tolist()
+    first_rows = cells.first.tolist()
+    for cy in range(cells.ny):
+        row = kind_rows[cy]
+        firsts = first_rows[cy]
+        still_open: dict[tuple[int, int, int, int], _Region] = {}
+        cx = 0
+        while cx < cells.nx:
+            kind = row[cx]
+            end = cx + 1
+            palette = None
+            if kind == K_PALETTE:
+                palette = cells.palette(cy, cx)
+                while end < cells.nx and end - cx < max_cells and row[end] == K_PALETTE:
+                    union = np.union1d(palette, cells.palette(cy, end))
+                    if union.size > 256:
+                        break
+                    palette = union
+                    end += 1
+            else:
+                while (
+                    end < cells.nx
+                    and end - cx < max_cells
+                    and row[end] == kind
+                    and (kind != K_FILL or firsts[end] == firsts[cx])
+                ):
+                    end += 1
+            if kind in (K_FILL, K_PHOTO):
+                key = (kind, cx, end, firsts[cx] if kind == K_FILL else 0)
+                region = open_.get(key)
+                limit = JPEG_MAX_PIXELS // (CELL * CELL * (end - cx))
+                if region is not None and (kind == K_FILL or region.ch < limit):
+                    region.ch += 1
+                    still_open[key] = region
+                    cx = end
+                    continue
+                region = _Region(kind, cy, cx, 1, end - cx, colour=firsts[cx])
+                still_open[key] = region
+            else:
+                region = _Region(kind, cy, cx, 1, end - cx, palette=palette)
+            out.append(region)
+            cx = end
+        open_ = still_open
+    return out
+
+
 class TightEncoder:
-    """Tight with fill, palette, copy and JPEG; holds the four zlib streams."""
+    """Tight with fill, palette, copy and JPEG chosen per region; holds the zlib streams."""
 
     code = 7
 
     def __init__(self) -> None:
-        self._streams: list[zlib._Compress | None] = [None] * 4
-        self._levels: list[int] = [-1] * 4
-        self._history: list[bytes] = [b""] * 4  # each stream's last WINDOW bytes of input
+        self._streams = [DeflateStream() for _ in range(4)]
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
-        """Encode ``frame`` (a BGRX rectangle) as Tight rectangles of at most TILE²."""
+        """Encode ``frame`` (a BGRX rectangle) as Tight rectangles chosen by content."""
         h, w = frame.shape[:2]
+        if h == 0 or w == 0:
+            return []
+        values = pf.values(frame)
+        jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
+        regions = plan(values, jpeg)
+        photos = [r for r in regions if r.kind == K_PHOTO]
+        work = sum(r.ch * r.cw for r in photos) * CELL * CELL
+        futures: dict[int, Future[bytes]] = {}
+        if len(photos) > 1 and work >= PARALLEL_MIN_PIXELS:
+            pool = _pool()
+            for r in photos:
+                y, x = r.cy * CELL, r.cx * CELL
+                piece = frame[y : y + r.ch * CELL, x : x + r.cw * CELL]
+                futures[id(r)] = pool.submit(_jpeg_payload, piece, options)
         out = []
-        for y in range(0, h, TILE):
-            for x in range(0, w, TILE):
-                tile = frame[y : y + TILE, x : x + TILE]
-                th, tw = tile.shape[:2]
-                payload = self.encode_tile(tile, pf, options)
-                out.append(EncodedRect(x, y, tw, th, self.code, payload, payload[0] == JPEG))
+        for r in regions:
+            y, x = r.cy * CELL, r.cx * CELL
+            rh, rw = min(r.ch * CELL, h - y), min(r.cw * CELL, w - x)
+            if r.kind == K_FILL:
+                payload = bytes([FILL]) + pf.pack_tpixels(np.array([r.colour], np.uint32)).tobytes()
+            elif r.kind == K_PHOTO:
+                future = futures.get(id(r))
+                if future is not None:
+                    payload = future.result()
+                else:
+                    payload = _jpeg_payload(frame[y : y + rh, x : x + rw], options)
+            elif r.kind == K_PALETTE:
+                assert r.palette is not None
+                payload = self._palette(values[y : y + rh, x : x + rw], r.palette, pf, options)
+            else:
+                payload = self._copy(values[y : y + rh, x : x + rw], pf, options)
+            out.append(EncodedRect(x, y, rw, rh, self.code, payload, r.kind == K_PHOTO))
         return out
 
     def encode_tile(self, tile: Frame, pf: PixelFormat, options: EncodeOptions) -> bytes:
-        """One Tight rectangle's payload for ``tile`` (at most 2048 pixels wide)."""
-        th, tw = tile.shape[:2]
-        if tw > MAX_WIDTH:
+        """One Tight rectangle's payload for the whole of ``tile`` (at most 2048 wide)."""
+        if tile.shape[1] > MAX_WIDTH:
             raise ValueError("Tight rectangles are at most 2048 pixels wide")
         values = pf.values(tile)
         flat = values.ravel()
         if bool((flat == flat[0]).all()):
             return bytes([FILL]) + pf.pack_tpixels(flat[:1]).tobytes()
-        palette, inverse = np.unique(flat, return_inverse=True)
-        colours = palette.size
-        if (
-            options.jpeg_quality is not None
-            and pf.bits_per_pixel in (16, 32)
-            and colours > JPEG_MIN_COLOURS
-        ):
-            data = self._jpeg(tile, options)
-            return bytes([JPEG]) + compact_length(len(data)) + data
-        if colours <= 256:
-            indices = inverse.reshape(th, tw).astype(np.uint8)
-            if colours == 2:
-                stream = STREAM_MONO
-                data = np.packbits(indices, axis=1).tobytes()
-            else:
-                stream = STREAM_INDEXED
-                data = indices.tobytes()
-            head = bytes([FILTER_PALETTE, colours - 1]) + pf.pack_tpixels(palette).tobytes()
-            return self._basic(stream, READ_FILTER, head, data, options)
-        return self._basic(STREAM_COPY, 0, b"", pf.pack_tpixels(values).tobytes(), options)
+        jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
+        if jpeg and bool(analyse(values, smoothness=True).photo_like().mean() >= 0.5):
+            return _jpeg_payload(tile, options)
+        palette = np.unique(flat)
+        if palette.size <= 256:
+            return self._palette(values, palette, pf, options)
+        return self._copy(values, pf, options)
+
+    def _palette(
+        self, block: Values, palette: Values, pf: PixelFormat, options: EncodeOptions
+    ) -> bytes:
+        indices = palette_indices(block, palette)
+        if palette.size == 2:
+            stream = STREAM_MONO
+            data = np.packbits(indices, axis=1).tobytes()
+        else:
+            stream = STREAM_INDEXED
+            data = indices.tobytes()
+        head = bytes([FILTER_PALETTE, palette.size - 1]) + pf.pack_tpixels(palette).tobytes()
+        return self._basic(stream, READ_FILTER, head, data, options)
+
+    def _copy(self, block: Values, pf: PixelFormat, options: EncodeOptions) -> bytes:
+        return self._basic(STREAM_COPY, 0, b"", pf.pack_tpixels(block).tobytes(), options)
 
     def _basic(
         self, stream: int, filter_bit: int, head: bytes, data: bytes, options: EncodeOptions
@@ -119,29 +272,5 @@ class TightEncoder:
         ctl = stream << 4 | filter_bit
         if len(data) < MIN_TO_COMPRESS:
             return bytes([ctl]) + head + data
-        level = max(1, options.compress_level)
-        compressor = self._streams[stream]
-        if compressor is None:
-            compressor = self._streams[stream] = zlib.compressobj(level)
-            self._levels[stream] = level
-        elif self._levels[stream] != level:
-            # Same stream, new level (see the module docstring): no reset bit, no header.
-            compressor = self._streams[stream] = zlib.compressobj(
-                level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=self._history[stream]
-            )
-            self._levels[stream] = level
-        packed = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        self._history[stream] = (self._history[stream] + data)[-WINDOW:]
+        packed = self._streams[stream].compress(data, max(1, options.compress_level))
         return bytes([ctl]) + head + compact_length(len(packed)) + packed
-
-    @staticmethod
-    def _jpeg(tile: Frame, options: EncodeOptions) -> bytes:
-        image = Image.fromarray(to_rgb(tile), "RGB")
-        buf = io.BytesIO()
-        if options.jpeg_grayscale:
-            image.convert("L").save(buf, "JPEG", quality=options.jpeg_quality)
-        else:
-            image.save(
-                buf, "JPEG", quality=options.jpeg_quality, subsampling=options.jpeg_subsampling
-            )
-        return buf.getvalue()

@@ -1,0 +1,99 @@
+"""What a rectangle holds, per 64×64 cell, in a handful of whole-array numpy passes.
+
+For each cell of the grid (aligned to the rectangle's top left, like ZRLE's tiles): is it
+one colour, how many distinct colours it has (a sort of every cell at once, no per-cell
+np.unique), and how *smooth* it is (the share of pixels equal to their left or upper
+neighbour). Text and UI have few colours or long flat stretches; photos and video have
+hundreds of colours and almost no pixel equal to its neighbour. ``photo_like`` is the
+decision Tight makes from that: JPEG only where both say "photo", so antialiased text
+(up to a few hundred blended shades, but mostly flat background) stays lossless at any
+JPEG quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from enkaku.protocol.rfb.pixelformat import Values
+
+CELL = 64
+#: More colours than this in a cell: a photo unless most pixels repeat a neighbour.
+PHOTO_COLOURS = 256
+#: ... and it repeats fewer than this share of its pixels.
+PHOTO_MAX_SMOOTH = 0.6
+#: Between SOME_COLOURS and PHOTO_COLOURS colours, photo only when hardly anything repeats.
+SOME_COLOURS = 64
+GRAINY_MAX_SMOOTH = 0.2
+
+
+@dataclass(slots=True)
+class Cells:
+    """Per-cell statistics of a (h, w) array of pixel values, cells in row-major order."""
+
+    ny: int
+    nx: int
+    #: (ny, nx): the cell is one colour (that of ``first``).
+    solid: npt.NDArray[np.bool_]
+    first: Values
+    #: (ny, nx): distinct colours (1 for solid cells).
+    colours: npt.NDArray[np.int64]
+    #: (ny, nx): share of pixels equal to their left or upper neighbour; None if not asked.
+    smooth: npt.NDArray[np.float64] | None
+    _sorted: Values  # (non-solid cells, CELL*CELL) each cell's values sorted
+    _new: npt.NDArray[np.bool_]  # where each sorted row changes value
+    _row: npt.NDArray[np.intp]  # (ny*nx,) -> row in _sorted, -1 for solid cells
+
+    def palette(self, cy: int, cx: int) -> Values:
+        """The cell's distinct colours, sorted."""
+        row = int(self._row[cy * self.nx + cx])
+        if row < 0:
+            return self.first[cy, cx : cx + 1].copy()
+        srt = self._sorted[row]
+        keep = np.empty(srt.size, dtype=bool)
+        keep[0] = True
+        keep[1:] = self._new[row]
+        return srt[keep]
+
+    def photo_like(self) -> npt.NDArray[np.bool_]:
+        """(ny, nx): cells that JPEG suits (needs ``smooth``)."""
+        if self.smooth is None:
+            raise ValueError("analysed without smoothness")
+        many = (self.colours > PHOTO_COLOURS) & (self.smooth < PHOTO_MAX_SMOOTH)
+        grainy = (self.colours > SOME_COLOURS) & (self.smooth < GRAINY_MAX_SMOOTH)
+        result: npt.NDArray[np.bool_] = many | grainy
+        return result
+
+
+def analyse(values: Values, *, smoothness: bool) -> Cells:
+    """Cell statistics of ``values`` (h, w); ``smoothness`` also measures ``smooth``."""
+    h, w = values.shape
+    ny, nx = -(-h // CELL), -(-w // CELL)
+    hp, wp = ny * CELL, nx * CELL
+    # Edge replication adds no colour and keeps one-colour cells one colour.
+    padded = values if (hp, wp) == (h, w) else np.pad(values, ((0, hp - h), (0, wp - w)), "edge")
+    cells = padded.reshape(ny, CELL, nx, CELL).transpose(0, 2, 1, 3).reshape(ny * nx, CELL * CELL)
+    first = cells[:, 0]
+    solid = (cells == first[:, None]).all(axis=1)
+    colours = np.ones(ny * nx, dtype=np.int64)
+    row = np.full(ny * nx, -1, dtype=np.intp)
+    mixed = np.flatnonzero(~solid)
+    srt = np.sort(cells[mixed], axis=1)
+    new = srt[:, 1:] != srt[:, :-1]
+    colours[mixed] = 1 + new.sum(axis=1)
+    row[mixed] = np.arange(mixed.size)
+    smooth = None
+    if smoothness:
+        same = np.zeros((hp, wp), dtype=bool)
+        same[:h, 1:w] = values[:, 1:] == values[:, :-1]
+        same[1:h, :w] |= values[1:] == values[:-1]
+        counts = same.reshape(ny, CELL, nx, CELL).sum(axis=(1, 3))
+        rows = np.minimum(CELL, h - np.arange(ny) * CELL)
+        cols = np.minimum(CELL, w - np.arange(nx) * CELL)
+        smooth = counts / (rows[:, None] * cols[None, :])
+    return Cells(
+        ny, nx, solid.reshape(ny, nx), first.reshape(ny, nx), colours.reshape(ny, nx),
+        smooth, srt, new, row,
+    )  # fmt: skip

@@ -1,0 +1,306 @@
+"""Content-aware encoding: which region gets fill, palette, copy or JPEG, and the
+vectorised ZRLE tiles, decoded by the independent decoder in decoders.py."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from enkaku.protocol.rfb import Encoding, PixelFormat, Rect
+from enkaku.protocol.rfb.encodings import EncodeOptions
+from enkaku.protocol.rfb.encodings.content import CELL, analyse
+from enkaku.protocol.rfb.encodings.deflate import DeflateStream
+from enkaku.protocol.rfb.encodings.tight import JPEG_MAX_PIXELS, MAX_WIDTH, TightEncoder
+from enkaku.protocol.rfb.encodings.zrle import ZRLEEncoder, encode_tile, run_length_bytes
+from enkaku.protocol.rfb.pixelformat import NATIVE
+from tests.protocol.rfb.decoders import photo_image, sample_image, update_request
+from tests.protocol.rfb.test_encodings import FORMATS, served
+
+CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")  # fonts-noto-cjk
+
+LINES = [
+    "2026-11-29 17:12:38 情報 サーバーに接続しました。セッション番号 4821、ユーザー 田中太郎",
+    "警告 ディスクの空き容量が少なくなっています（残り 12%）。ログを確認してください",
+    "エラー 設定ファイルを読み込めませんでした: 権限がありません 〒100-0001 東京都千代田区",
+]
+
+
+def bgrx_of(rgb: np.ndarray) -> np.ndarray:
+    out = np.zeros((*rgb.shape[:2], 4), dtype=np.uint8)
+    out[..., 0], out[..., 1], out[..., 2] = rgb[..., 2], rgb[..., 1], rgb[..., 0]
+    out[..., 3] = 0x5A  # garbage X byte
+    return out
+
+
+def japanese_text(w: int, h: int, fg: tuple[int, int, int], bg: tuple[int, int, int], size: int):
+    """Antialiased Japanese text, as a terminal or a browser draws it (BGRX)."""
+    img = Image.new("RGB", (w, h), bg)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(str(CJK_FONT), size, index=0)
+    for i, y in enumerate(range(2, h - size, size + 4)):
+        draw.text((3, y), LINES[i % len(LINES)], font=font, fill=fg)
+    return bgrx_of(np.asarray(img))
+
+
+def tight_served(pf: PixelFormat, w: int, h: int, level: int | None):
+    codes: tuple[int, ...] = (Encoding.TIGHT,)
+    if level is not None:
+        codes += (Encoding.JPEG_QUALITY_LOW + level,)
+    return served(pf, codes, w, h)
+
+
+@pytest.mark.parametrize(
+    ("fg", "bg", "size"),
+    [((20, 20, 20), (255, 255, 255), 15), ((250, 230, 120), (30, 40, 90), 13),
+     ((200, 30, 30), (235, 240, 228), 22)],
+)  # fmt: skip
+def test_japanese_antialiased_text_is_lossless_at_the_lowest_quality(fg, bg, size) -> None:
+    w, h = 700, 200
+    img = japanese_text(w, h, fg, bg, size)
+    # Enough blended shades that a colour count alone (the old rule: > 64 colours in a
+    # tile meant JPEG) would have sent it as JPEG.
+    assert int(analyse(NATIVE.values(img), smoothness=False).colours.max()) > 64
+    server, dec = tight_served(NATIVE, w, h, 0)
+    server.receive_data(update_request(False, 0, 0, w, h))
+    server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+    dec.feed(server.data_to_send())
+    assert dec.jpeg_rects == 0
+    np.testing.assert_array_equal(dec.fb, NATIVE.values(img))
+
+
+def test_a_photo_goes_jpeg_and_the_ui_around_it_stays_exact() -> None:
+    w, h = 640, 384
+    img = japanese_text(w, h, (0, 0, 0), (246, 246, 246), 14)
+    px, py, pw, ph = 128, 64, 256, 192  # on the cell grid
+    img[py : py + ph, px : px + pw] = photo_image(ph, pw, seed=4)
+    server, dec = tight_served(NATIVE, w, h, 5)
+    server.receive_data(update_request(False, 0, 0, w, h))
+    server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+    dec.feed(server.data_to_send())
+    lossy = np.zeros((h, w), dtype=bool)
+    for x, y, rw, rh in dec.jpeg_areas:
+        lossy[y : y + rh, x : x + rw] = True
+    expected = np.zeros((h, w), dtype=bool)
+    expected[py : py + ph, px : px + pw] = True
+    np.testing.assert_array_equal(lossy, expected)  # the photo, all of it, nothing else
+    want = NATIVE.values(img)
+    np.testing.assert_array_equal(dec.fb[~lossy], want[~lossy])
+    for shift in (0, 8, 16):
+        got, ref = (dec.fb >> shift) & 0xFF, (want >> shift) & 0xFF
+        assert np.abs(got[lossy].astype(int) - ref[lossy].astype(int)).mean() < 8
+    # Lossless (no quality level): the same screen, exact, no JPEG.
+    server, dec = tight_served(NATIVE, w, h, None)
+    server.receive_data(update_request(False, 0, 0, w, h))
+    server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+    dec.feed(server.data_to_send())
+    assert dec.jpeg_rects == 0
+    np.testing.assert_array_equal(dec.fb, want)
+
+
+def test_a_photo_off_the_grid_is_jpeg_and_the_rest_exact() -> None:
+    w, h = 300, 200
+    dots = np.random.default_rng(3).random((h, w, 1)) < 0.3  # two-colour pixel art
+    img = np.where(dots, np.uint8(0), np.uint8(255)).repeat(4, axis=2)
+    img[37:150, 51:230] = photo_image(113, 179, seed=8)
+    server, dec = tight_served(FORMATS["rgbx32"], w, h, 9)
+    server.receive_data(update_request(False, 0, 0, w, h))
+    server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+    dec.feed(server.data_to_send())
+    lossy = np.zeros((h, w), dtype=bool)
+    for x, y, rw, rh in dec.jpeg_areas:
+        lossy[y : y + rh, x : x + rw] = True
+    assert lossy[64:128, 64:192].all()  # the cells wholly inside the photo
+    want = FORMATS["rgbx32"].values(img)
+    np.testing.assert_array_equal(dec.fb[~lossy], want[~lossy])
+
+
+@pytest.mark.parametrize("fmt", ["native", "rgb565", "bgr233"])
+def test_regions_tile_the_rectangle_once(fmt: str) -> None:
+    """Every pixel in exactly one rectangle, none wider than 2048, JPEG ones bounded."""
+    pf = FORMATS[fmt]
+    h, w = 700, 2200
+    img = np.zeros((h, w, 4), dtype=np.uint8)
+    img[:] = (30, 60, 90, 0)
+    img[100:400, 100:1500] = photo_image(300, 1400, seed=2)
+    img[450:650, 0:2200] = sample_image(200, 2200, seed=5)
+    img[600:700, 1000:2200] = japanese_text(1200, 100, (0, 0, 0), (255, 255, 255), 16)
+    rects = TightEncoder().encode(img, pf, EncodeOptions(jpeg_quality=80))
+    cover = np.zeros((h, w), dtype=int)
+    for r in rects:
+        assert r.w <= MAX_WIDTH
+        assert r.payload[0] != 0x90 or r.w * r.h <= JPEG_MAX_PIXELS
+        assert r.lossy == (r.payload[0] == 0x90)
+        cover[r.y : r.y + r.h, r.x : r.x + r.w] += 1
+    assert (cover == 1).all()
+    assert any(r.lossy for r in rects) == (pf.bits_per_pixel != 8)
+    assert sum(1 for r in rects if r.payload[0] == 0x80) >= 1  # the flat background: fill
+
+
+def test_full_screen_photo_is_jpeg_in_parallel_and_decodes() -> None:
+    w, h = 1920, 1080
+    img = photo_image(h, w, seed=11)
+    server, dec = tight_served(NATIVE, w, h, 8)
+    for _ in range(2):
+        server.receive_data(update_request(False, 0, 0, w, h))
+        server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+        dec.feed(server.data_to_send())
+    assert dec.jpeg_rects >= 2 * (w * h // JPEG_MAX_PIXELS)
+    areas = dec.jpeg_areas[len(dec.jpeg_areas) // 2 :]
+    assert sum(rw * rh for _, _, rw, rh in areas) == w * h
+    want = NATIVE.values(img)
+    for shift in (0, 8, 16):
+        diff = ((dec.fb >> shift) & 0xFF).astype(int) - ((want >> shift) & 0xFF).astype(int)
+        assert np.abs(diff).mean() < 6
+
+
+def test_smoothness_and_colours_per_cell() -> None:
+    values = np.zeros((130, 70), dtype=np.uint32)
+    values[:64, :64] = np.arange(64 * 64).reshape(64, 64) * 7919 % 100003  # all distinct
+    values[64:128, :64] = np.arange(64)[None, :] // 8  # 8 vertical stripes
+    values[129, 64:] = 5  # a sliver cell of two colours
+    cells = analyse(values, smoothness=True)
+    assert (cells.ny, cells.nx) == (3, 2)
+    assert cells.colours.tolist() == [[4096, 1], [8, 1], [1, 2]]
+    assert cells.solid.tolist() == [[False, True], [False, True], [True, False]]
+    assert cells.smooth is not None
+    assert cells.smooth[0, 0] < 0.01 and cells.smooth[1, 0] > 0.85
+    assert cells.smooth[0, 1] == pytest.approx(1 - 1 / (64 * 6))  # its left column differs
+    assert cells.palette(1, 0).tolist() == list(range(8))
+    assert cells.photo_like().tolist() == [[True, False], [False, False], [False, False]]
+
+
+# -- ZRLE --------------------------------------------------------------------------
+
+
+def reference_subencodings(values: np.ndarray, cpixels: np.ndarray) -> dict[str, bytes]:
+    """Every applicable ZRLE subencoding of one tile, written the plain way."""
+    th, tw = values.shape
+    flat = values.ravel()
+    cp = cpixels.reshape(flat.size, -1)
+    palette = sorted(set(flat.tolist()))
+    out = {"raw": b"\x00" + cp.tobytes()}
+    runs: list[tuple[int, int]] = []
+    for i, v in enumerate(flat.tolist()):
+        if runs and flat[runs[-1][0]] == v:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    out["rle"] = b"\x80" + b"".join(cp[s].tobytes() + run_length_bytes(n) for s, n in runs)
+    where = {v: palette.index(v) for v in palette}
+    pal = b"".join(cp[flat.tolist().index(v)].tobytes() for v in palette)
+    if len(palette) == 1:
+        out["solid"] = b"\x01" + cp[0].tobytes()
+    if len(palette) <= 127:
+        body = b"".join(
+            bytes([where[int(flat[s])]]) if n == 1
+            else bytes([where[int(flat[s])] | 128]) + run_length_bytes(n)
+            for s, n in runs
+        )  # fmt: skip
+        out["prle"] = bytes([128 + len(palette)]) + pal + body
+    if 2 <= len(palette) <= 16:
+        bits = 1 if len(palette) == 2 else 2 if len(palette) <= 4 else 4
+        rows = b""
+        for row in values.tolist():
+            acc = "".join(format(where[v], f"0{bits}b") for v in row)
+            acc += "0" * (-len(acc) % 8)
+            rows += int(acc, 2).to_bytes(len(acc) // 8, "big") if acc else b""
+        out["packed"] = bytes([len(palette)]) + pal + rows
+    return out
+
+
+def tile_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    cases = [
+        np.full((64, 64), 0x123456),
+        rng.integers(0, 2, (64, 64)) * 0xFFFFFF,  # packed 1 bit
+        rng.integers(0, 4, (33, 17)) * 0x010101,  # packed 2 bits, odd size
+        rng.integers(0, 13, (64, 64)) * 0x0A0B0C,  # packed 4 bits
+        np.repeat(rng.integers(0, 50, (64, 8)), 8, axis=1) * 0x030201,  # palette RLE
+        np.repeat(rng.integers(0, 1 << 24, (64, 4)), 16, axis=1),  # plain RLE
+        rng.integers(0, 1 << 24, (64, 64)),  # raw
+        np.where(np.arange(64 * 64).reshape(64, 64) < 3000, 0x111111, 0x222222),  # long runs
+        rng.integers(0, 1 << 24, (1, 5)),
+        np.arange(64 * 64).reshape(64, 64) // 64 % 200 * 0x010000,  # 200 colours, rows
+    ]
+    return [c.astype(np.uint32) for c in cases]
+
+
+@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("fmt", ["native", "bgr32_be", "rgb565", "bgr233"])
+def test_zrle_tile_is_the_shortest_subencoding(case: int, fmt: str) -> None:
+    pf = FORMATS[fmt]
+    raw = tile_cases()[case]
+    frame = np.zeros((*raw.shape, 4), dtype=np.uint8)
+    frame[..., 0], frame[..., 1], frame[..., 2] = raw & 0xFF, raw >> 8 & 0xFF, raw >> 16 & 0xFF
+    values = pf.values(frame)
+    cpixels = pf.pack_cpixels(values)
+    ours = encode_tile(values, cpixels, pf)
+    candidates = reference_subencodings(values, cpixels)
+    assert len(ours) == min(len(v) for v in candidates.values())
+    assert ours in candidates.values()
+
+
+def test_zrle_stream_switches_strategy_and_stays_one_stream() -> None:
+    w, h = 200, 130
+    server, dec = served(NATIVE, (Encoding.ZRLE,), w, h)
+    for img in (photo_image(h, w, 1), japanese_text(w, h, (0, 0, 0), (255, 255, 255), 14),
+                photo_image(h, w, 2), sample_image(h, w, 4)):  # fmt: skip
+        server.receive_data(update_request(False, 0, 0, w, h))
+        server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+        dec.feed(server.data_to_send())  # one inflater for the whole connection
+        np.testing.assert_array_equal(dec.fb, NATIVE.values(img))
+
+
+def test_zrle_photo_is_huffman_only_text_is_not() -> None:
+    enc = ZRLEEncoder()
+    inflater = zlib.decompressobj()
+    sizes = []
+    for img in (photo_image(128, 128, 1), japanese_text(128, 128, (0, 0, 0), (255,) * 3, 14)):
+        (r,) = enc.encode(img, NATIVE, EncodeOptions(compress_level=6))
+        (n,) = struct.unpack_from("!I", r.payload)
+        data = inflater.decompress(r.payload[4 : 4 + n])
+        sizes.append((n, len(data)))
+    (photo_z, photo_raw), (text_z, text_raw) = sizes
+    assert photo_z < photo_raw  # Huffman coding still saves on grain
+    assert text_z * 3 < text_raw  # LZ77 on (its repeated glyph runs)
+
+
+def test_deflate_stream_changes_level_and_strategy_without_a_new_header() -> None:
+    stream = DeflateStream()
+    inflater = zlib.decompressobj()
+    chunk = bytes(range(256)) * 64
+    outputs = []
+    for level, strategy in ((2, 0), (9, 0), (1, zlib.Z_HUFFMAN_ONLY), (6, zlib.Z_RLE), (6, 0)):
+        out = stream.compress(chunk, level, strategy)
+        outputs.append(out)
+        assert inflater.decompress(out) == chunk
+    assert outputs[0][:2] == b"\x78\x5e"  # one zlib header, at the start only
+    assert len(outputs[1]) < 100 and len(outputs[4]) < 100  # back-references to history
+    assert len(outputs[2]) > 1000  # Huffman only: no back-references
+
+
+def test_cells_on_a_grid_of_the_rect_not_the_screen() -> None:
+    """ZRLE tiles and Tight cells start at the rectangle's corner: an update of a sub
+    rectangle is encoded on its own grid and lands at the right place."""
+    w, h = 300, 200
+    server, dec = tight_served(NATIVE, w, h, 3)
+    img = japanese_text(w, h, (0, 0, 0), (255, 255, 255), 12)
+    server.receive_data(update_request(False, 0, 0, w, h))
+    server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+    img2 = img.copy()
+    img2[13 : 13 + 150, 29 : 29 + 140] = photo_image(150, 140, 6)
+    server.receive_data(update_request(True, 0, 0, w, h))
+    server.send_framebuffer_update(img2, [Rect(29, 13, 140, 150)])
+    dec.feed(server.data_to_send())
+    assert dec.jpeg_areas
+    for x, y, rw, rh in dec.jpeg_areas:
+        assert 29 <= x <= x + rw <= 169 and 13 <= y <= y + rh <= 163
+    outside = np.ones((h, w), dtype=bool)
+    outside[13:163, 29:169] = False
+    np.testing.assert_array_equal(dec.fb[outside], NATIVE.values(img2)[outside])
+    assert CELL == 64
