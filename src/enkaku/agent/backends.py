@@ -1,9 +1,10 @@
 """Which screen backend serves this session: X11, or a Wayland compositor's own API.
 
 ``auto`` looks at the session: an explicit ``--display`` means X11; a Wayland socket
-($WAYLAND_DISPLAY) means Wayland, and the compositor's advertised globals say whether
-the wlroots backend can serve it; else $DISPLAY means X11; with neither there is no
-screen to serve. On a Wayland session no backend can serve, the agent stops with a
+($WAYLAND_DISPLAY) means Wayland: on GNOME ($XDG_CURRENT_DESKTOP) mutter's
+remote-desktop API on the session bus serves it, else the compositor's advertised
+globals say whether the wlroots backend can; else $DISPLAY means X11; with neither
+there is no screen to serve. On a Wayland session no backend can serve, the agent stops with a
 message naming what was tried and what to do, in both languages — never falling back
 to XWayland, whose root window shows only the X clients, not the desktop.
 """
@@ -23,7 +24,7 @@ from .input.base import InputInjector
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "x11", "wayland-wlroots")
+BACKENDS = ("auto", "x11", "wayland-wlroots", "wayland-gnome")
 
 # What the wlroots backend binds (screencopy 2+ for damage).
 WLROOTS_GLOBALS = (
@@ -51,6 +52,20 @@ register(
             "(pip install pywayland) and libwayland-client0.",
             "Wayland 対応には Python パッケージ pywayland (pip install pywayland) と "
             "libwayland-client0 が必要です。",
+        ),
+        "backend_install_gnome": (
+            "the GNOME support needs the Python package dbus-fast "
+            "(pip install 'enkaku[wayland]'), GStreamer with its PipeWire plugin "
+            "(Debian/Ubuntu: gstreamer1.0-pipewire gstreamer1.0-plugins-base; Fedora: "
+            "pipewire-gstreamer gstreamer1-plugins-base) and PipeWire running in the session.",
+            "GNOME 対応には Python パッケージ dbus-fast (pip install 'enkaku[wayland]')、"
+            "GStreamer とその PipeWire プラグイン (Debian/Ubuntu: gstreamer1.0-pipewire "
+            "gstreamer1.0-plugins-base、Fedora: pipewire-gstreamer gstreamer1-plugins-base)、"
+            "およびセッションで動作中の PipeWire が必要です。",
+        ),
+        "backend_tried_gnome": (
+            "wayland-gnome ({error})",
+            "wayland-gnome ({error})",
         ),
         "backend_install_none": (
             "nothing to install helps on this desktop yet.",
@@ -135,6 +150,41 @@ def _probe_wlroots(wayland_display: str | None) -> tuple[str, dict[str, str]] | 
     return None
 
 
+def _is_gnome(env: dict[str, str] | os._Environ[str]) -> bool:
+    """A GNOME session ("GNOME", "ubuntu:GNOME", "GNOME-Classic:GNOME")."""
+    desktops = (env.get("XDG_CURRENT_DESKTOP") or "").upper().split(":")
+    return "GNOME" in desktops
+
+
+def _probe_gnome(env: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str]] | None:
+    """None when mutter's remote-desktop backend can serve, else why not."""
+    from .gnome.mutter import probe
+
+    why = probe(env)
+    return None if why is None else ("backend_tried_gnome", {"error": why})
+
+
+def _gnome_install_helps(why: tuple[str, dict[str, str]]) -> bool:
+    error = why[1].get("error", "")
+    return "dbus-fast" in error or "GStreamer" in error
+
+
+def _gnome(env: dict[str, str] | os._Environ[str]) -> Factories:
+    logger.info("screen backend: wayland-gnome (%s)", env.get("WAYLAND_DISPLAY"))
+    from .capture.gnome import GnomeCapture
+    from .input.gnome import GnomeInput
+
+    session = {k: v for k, v in env.items() if k in _GNOME_ENV}
+    return (
+        (lambda: GnomeCapture(session)),
+        (lambda: GnomeInput(session)),
+        None,  # clipboard: not yet on Wayland
+    )
+
+
+_GNOME_ENV = ("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "PIPEWIRE_REMOTE", "WAYLAND_DISPLAY")
+
+
 def _wlroots(wayland_display: str | None) -> Factories:
     logger.info("screen backend: wayland-wlroots (%s)", wayland_display)
     from .capture.wlroots import WlrootsCapture
@@ -164,15 +214,25 @@ def select_backend(
         if not x_display:
             raise NoBackend(_desktop(env), [("backend_tried_x11", {})], "backend_install_none")
         return _x11(x_display)
+    tried: list[tuple[str, dict[str, str]]] = []
+    install = "backend_install_none"
+    if backend == "wayland-gnome" or (backend == "auto" and wayland_display and _is_gnome(env)):
+        why = _probe_gnome(env)
+        if why is None:
+            return _gnome(env)
+        tried.append(why)
+        if _gnome_install_helps(why):
+            install = "backend_install_gnome"
+        if backend == "wayland-gnome":
+            raise NoBackend(_desktop(env), tried, install)
     if backend == "wayland-wlroots" or (backend == "auto" and wayland_display):
         why = _probe_wlroots(wayland_display)
         if why is None:
             return _wlroots(wayland_display)
-        pywayland_missing = why[1].get("error") == "pywayland is not installed"
-        raise NoBackend(
-            _desktop(env), [why],
-            "backend_install_pywayland" if pywayland_missing else "backend_install_none",
-        )  # fmt: skip
+        tried.append(why)
+        if why[1].get("error") == "pywayland is not installed" and not tried[:-1]:
+            install = "backend_install_pywayland"
+        raise NoBackend(_desktop(env), tried, install)
     if x_display:
         return _x11(x_display)
     return None, None, None

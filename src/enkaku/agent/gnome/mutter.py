@@ -1,0 +1,387 @@
+"""mutter's remote-desktop and screen-cast sessions over D-Bus (``dbus-fast``).
+
+One :class:`RemoteSession` per session bus and monitor serves every capture and
+injector of the process: a ``org.gnome.Mutter.RemoteDesktop`` session with a linked
+``org.gnome.Mutter.ScreenCast`` session recording the monitor (the pointer not drawn
+into the frames). The screen is read from the stream's PipeWire node; keys and pointer
+go through the remote-desktop session. GNOME shows its "screen is being shared"
+indicator while the session exists, so it ends a few seconds after the last capture
+or injector is closed (a reconnect in between reuses it).
+
+dbus-fast is asyncio-only: each session runs its own event loop in a thread, and the
+blocking methods here submit to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+__all__ = ["MutterUnavailable", "RemoteSession", "acquire", "bus_address", "probe", "release"]
+
+logger = logging.getLogger(__name__)
+
+RD_NAME = "org.gnome.Mutter.RemoteDesktop"
+RD_PATH = "/org/gnome/Mutter/RemoteDesktop"
+RD_SESSION = "org.gnome.Mutter.RemoteDesktop.Session"
+SC_NAME = "org.gnome.Mutter.ScreenCast"
+SC_PATH = "/org/gnome/Mutter/ScreenCast"
+SC_SESSION = "org.gnome.Mutter.ScreenCast.Session"
+SC_STREAM = "org.gnome.Mutter.ScreenCast.Stream"
+CURSOR_HIDDEN = 0
+START_TIMEOUT = 15.0
+CALL_TIMEOUT = 10.0
+#: How long a session with no user stays (a reconnect within it reuses the session).
+GRACE = 5.0
+#: After the first key of a session: see ``_warm_up``.
+KEYBOARD_SETTLE = 0.3
+SHIFT_L = 0xFFE1
+
+T = TypeVar("T")
+
+
+class MutterUnavailable(RuntimeError):
+    """mutter's remote-desktop API cannot be reached or refused the session."""
+
+
+def bus_address(env: Mapping[str, str]) -> str | None:
+    """The session bus of ``env``: $DBUS_SESSION_BUS_ADDRESS, else systemd's
+    $XDG_RUNTIME_DIR/bus."""
+    if address := env.get("DBUS_SESSION_BUS_ADDRESS"):
+        return address
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return f"unix:path={os.path.join(runtime, 'bus')}"
+    return None
+
+
+def pipewire_socket(env: Mapping[str, str]) -> str:
+    """The PipeWire daemon's socket of ``env`` ($PIPEWIRE_REMOTE in $XDG_RUNTIME_DIR)."""
+    name = env.get("PIPEWIRE_REMOTE") or "pipewire-0"
+    if os.path.isabs(name):
+        return name
+    return os.path.join(env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}", name)
+
+
+def _run(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    """Run ``coro`` to completion on a fresh event loop in a thread of its own (the
+    caller may be inside a running loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1, "enkaku-dbus-probe") as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
+
+
+def probe(env: Mapping[str, str]) -> str | None:
+    """None when this session's mutter offers the remote-desktop API and the PipeWire
+    frames can be read, else why not (English, for the "tried" list)."""
+    try:
+        import dbus_fast  # noqa: F401
+    except ImportError:
+        return "dbus-fast is not installed"
+    from .gst import gst_problem
+
+    address = bus_address(env)
+    if address is None:
+        return "no D-Bus session bus ($DBUS_SESSION_BUS_ADDRESS is not set)"
+
+    async def names() -> list[bool]:
+        from dbus_fast import Message
+        from dbus_fast.aio import MessageBus
+
+        bus = await MessageBus(bus_address=address).connect()
+        try:
+            found = []
+            for name in (RD_NAME, SC_NAME):
+                reply = await bus.call(
+                    Message(
+                        destination="org.freedesktop.DBus",
+                        path="/org/freedesktop/DBus",
+                        interface="org.freedesktop.DBus",
+                        member="NameHasOwner",
+                        signature="s",
+                        body=[name],
+                    )
+                )
+                found.append(bool(reply.body and reply.body[0]))
+            return found
+        finally:
+            bus.disconnect()
+
+    try:
+        found = _run(names(), CALL_TIMEOUT)
+    except Exception as exc:  # any failure is a reason to report
+        return f"cannot reach the D-Bus session bus ({exc.__class__.__name__}: {exc})"
+    if not all(found):
+        return "mutter's remote-desktop API (org.gnome.Mutter.RemoteDesktop) is not on the bus"
+    if (problem := gst_problem()) is not None:
+        return problem
+    return None
+
+
+class RemoteSession:
+    """A started remote-desktop session with its monitor stream (see the module doc).
+
+    Blocking; safe to use from several threads.
+    """
+
+    def __init__(self, env: Mapping[str, str], output: str | None = None) -> None:
+        try:
+            from dbus_fast import Message, MessageType, Variant
+            from dbus_fast.aio import MessageBus
+        except ImportError as exc:
+            raise MutterUnavailable("dbus-fast is not installed") from exc
+        self._Message, self._MessageType, self._Variant = Message, MessageType, Variant
+        self._MessageBus = MessageBus
+        address = bus_address(env)
+        if address is None:
+            raise MutterUnavailable("no D-Bus session bus ($DBUS_SESSION_BUS_ADDRESS)")
+        self.address = address
+        self.output = output
+        self.pipewire = pipewire_socket(env)
+        self.closed = threading.Event()
+        self.users = 0
+        self._bus: Any = None
+        self.rd_path = ""
+        self.sc_path = ""
+        self.stream_path = ""
+        self.node = -1
+        self.position = (0, 0)
+        self.size = (0, 0)
+        self._stop_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mutter-dbus",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+        try:
+            self._submit(self._start(), START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- event-loop side ---------------------------------------------------------------
+
+    def _submit(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT) -> T:
+        if self.closed.is_set() and self._bus is None:
+            coro.close()
+            raise MutterUnavailable("the remote-desktop session has ended")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise MutterUnavailable("mutter did not answer") from exc
+
+    async def _call(
+        self,
+        dest: str,
+        path: str,
+        iface: str,
+        member: str,
+        sig: str = "",
+        body: list[Any] | None = None,
+    ) -> list[Any]:
+        bus = self._bus
+        if bus is None or not bus.connected:
+            raise MutterUnavailable("the D-Bus connection is gone")
+        reply = await bus.call(
+            self._Message(
+                destination=dest,
+                path=path,
+                interface=iface,
+                member=member,
+                signature=sig,
+                body=body or [],
+            )
+        )
+        if reply.message_type == self._MessageType.ERROR:
+            detail = reply.body[0] if reply.body else ""
+            raise MutterUnavailable(f"{member}: {reply.error_name} {detail}".strip())
+        return list(reply.body)
+
+    async def _start(self) -> None:
+        try:
+            self._bus = await self._MessageBus(bus_address=self.address).connect()
+        except Exception as exc:
+            raise MutterUnavailable(f"cannot connect to the D-Bus session bus: {exc}") from exc
+        bus = self._bus
+        asyncio.get_running_loop().create_task(self._watch_disconnect(bus))
+        (self.rd_path,) = await self._call(RD_NAME, RD_PATH, RD_NAME, "CreateSession")
+        (session_id,) = await self._call(
+            RD_NAME, self.rd_path, "org.freedesktop.DBus.Properties", "Get", "ss",
+            [RD_SESSION, "SessionId"],
+        )  # fmt: skip
+        link = {"remote-desktop-session-id": self._Variant("s", session_id.value)}
+        (self.sc_path,) = await self._call(SC_NAME, SC_PATH, SC_NAME, "CreateSession", "a{sv}",
+                                           [link])  # fmt: skip
+        (self.stream_path,) = await self._call(
+            SC_NAME, self.sc_path, SC_SESSION, "RecordMonitor", "sa{sv}",
+            [self.output or "", {"cursor-mode": self._Variant("u", CURSOR_HIDDEN)}],
+        )  # fmt: skip
+        node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_message(msg: Any) -> None:
+            if msg.message_type != self._MessageType.SIGNAL:
+                return
+            if msg.path == self.stream_path and msg.member == "PipeWireStreamAdded":
+                if not node.done():
+                    node.set_result(int(msg.body[0]))
+            elif msg.path == self.rd_path and msg.member == "Closed":
+                logger.info("mutter closed the remote-desktop session")
+                self.closed.set()
+
+        bus.add_message_handler(on_message)
+        for path in (self.stream_path, self.rd_path):
+            await self._call(
+                "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                "AddMatch", "s", [f"type='signal',path='{path}'"],
+            )  # fmt: skip
+        await self._call(RD_NAME, self.rd_path, RD_SESSION, "Start")
+        self.node = await node
+        (params,) = await self._call(
+            SC_NAME, self.stream_path, "org.freedesktop.DBus.Properties", "Get", "ss",
+            [SC_STREAM, "Parameters"],
+        )  # fmt: skip
+        values = params.value
+        if "position" in values:
+            self.position = tuple(values["position"].value)
+        if "size" in values:
+            self.size = tuple(values["size"].value)
+        await self._warm_up()
+        logger.info("mutter remote-desktop session started (%dx%d)", *self.size)
+
+    async def _warm_up(self) -> None:
+        """On a seat with no keyboard yet (a headless session; never with a real
+        keyboard plugged in), mutter adds the keyboard to the seat on the session's
+        first key and drops the keys that follow until the clients have bound it: a
+        Shift tap, then a short wait, come first."""
+        for down in (True, False):
+            await self._call(RD_NAME, self.rd_path, RD_SESSION, "NotifyKeyboardKeysym", "ub",
+                             [SHIFT_L, down])  # fmt: skip
+        await asyncio.sleep(KEYBOARD_SETTLE)
+
+    async def _watch_disconnect(self, bus: Any) -> None:
+        with contextlib.suppress(Exception):
+            await bus.wait_for_disconnect()
+        self.closed.set()
+
+    async def _stop(self) -> None:
+        bus = self._bus
+        if bus is None:
+            return
+        if bus.connected and self.rd_path:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._call(RD_NAME, self.rd_path, RD_SESSION, "Stop"), 5)
+        self._bus = None
+        bus.disconnect()
+
+    # -- blocking API ------------------------------------------------------------------
+
+    def notify(self, member: str, signature: str, body: list[Any]) -> None:
+        """Call a ``Notify*`` method of the remote-desktop session and wait for mutter
+        to take it."""
+        if self.closed.is_set():
+            raise MutterUnavailable("the remote-desktop session has ended")
+        self._submit(self._call(RD_NAME, self.rd_path, RD_SESSION, member, signature, body))
+
+    def connect_pipewire(self) -> socket.socket:
+        """A socket connected to the PipeWire daemon the stream lives on."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.pipewire)
+        except OSError as exc:
+            sock.close()
+            raise MutterUnavailable(f"cannot connect to PipeWire ({self.pipewire}): {exc}") from exc
+        return sock
+
+    def schedule_stop(self, delay: float) -> None:
+        def stop_later() -> None:
+            self._stop_timer = self._loop.call_later(delay, self._stop_unused)
+
+        self._loop.call_soon_threadsafe(stop_later)
+
+    def cancel_stop(self) -> None:
+        def cancel() -> None:
+            if self._stop_timer is not None:
+                self._stop_timer.cancel()
+                self._stop_timer = None
+
+        self._loop.call_soon_threadsafe(cancel)
+
+    def _stop_unused(self) -> None:
+        with _lock:
+            if self.users > 0:
+                return
+            for key, session in list(_sessions.items()):
+                if session is self:
+                    del _sessions[key]
+        threading.Thread(target=self.stop, name="mutter-stop", daemon=True).start()
+
+    def stop(self) -> None:
+        """End the remote-desktop session and the D-Bus connection."""
+        if self._loop.is_closed():
+            return
+        self.closed.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            future = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+            with contextlib.suppress(Exception):
+                future.result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+
+_sessions: dict[tuple[str, str | None], RemoteSession] = {}
+_lock = threading.Lock()
+
+
+def acquire(env: Mapping[str, str], output: str | None = None) -> RemoteSession:
+    """The process's session for this bus and monitor, started if needed; give it back
+    with :func:`release`."""
+    address = bus_address(env)
+    if address is None:
+        raise MutterUnavailable("no D-Bus session bus ($DBUS_SESSION_BUS_ADDRESS)")
+    key = (address, output)
+    with _lock:
+        session = _sessions.get(key)
+        if session is not None and session.closed.is_set():
+            del _sessions[key]
+            threading.Thread(target=session.stop, daemon=True).start()
+            session = None
+        if session is None:
+            session = _sessions[key] = RemoteSession(env, output)
+        session.users += 1
+        session.cancel_stop()
+        return session
+
+
+def release(session: RemoteSession) -> None:
+    """One user fewer; the session ends ``GRACE`` seconds after its last user."""
+    with _lock:
+        session.users -= 1
+        if session.users > 0:
+            return
+        if session.closed.is_set():
+            for key, s in list(_sessions.items()):
+                if s is session:
+                    del _sessions[key]
+    if session.closed.is_set():
+        session.stop()
+    else:
+        session.schedule_stop(GRACE)
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _lock:
+        sessions = list(_sessions.values())
+        _sessions.clear()
+    for session in sessions:
+        session.stop()

@@ -1,0 +1,222 @@
+"""The GNOME backend against a real headless mutter: its screen cast through PipeWire,
+keys and pointer through its remote-desktop session, and backend detection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enkaku.agent.backends import NoBackend, select_backend
+from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
+from enkaku.agent.capture.gnome import GnomeCapture, changed_bands
+from enkaku.agent.input.gnome import GnomeInput
+from enkaku.agent.rfbservice import RFBService
+from enkaku.protocol.rfb import Encoding
+from tests.agent.test_rfbservice import Pipe
+from tests.e2e.harness import ENKAKU, wait_for
+from tests.gnome import Mutter, headless_mutter
+from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+RETURN = 0xFF0D
+
+
+@pytest.fixture(scope="module")
+def gnome() -> Iterator[Mutter]:
+    with headless_mutter(800, 600) as m:
+        yield m
+
+
+def type_text(inp: GnomeInput, text: str) -> None:
+    for ch in text:
+        ks = RETURN if ch == "\n" else ord(ch)
+        inp.key(ks, True)
+        inp.key(ks, False)
+
+
+def rgb(frame: np.ndarray) -> np.ndarray:
+    return frame[..., [2, 1, 0]]
+
+
+def test_capture_equals_a_screen_cast_frame_and_typed_symbols_arrive(gnome: Mutter) -> None:
+    with GnomeCapture(gnome.env) as cap, GnomeInput(gnome.env) as inp:
+        assert cap.size == (800, 600)
+        text = '_|\\~@[]^{}<>"#$%&*'  # shifted and unshifted keys of the layout
+        type_text(inp, f"printf '%s\\n' '{text}' > keys.txt\n")
+        out = gnome.work / "keys.txt"
+        wait_for(lambda: out.exists() and out.read_text() == text + "\n", 30, "typed text")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot()), 30,
+                 "capture == the reference screen cast")  # fmt: skip
+
+
+def test_frames_come_only_on_change_and_the_descriptor_says_so(gnome: Mutter) -> None:
+    with GnomeCapture(gnome.env) as cap, GnomeInput(gnome.env) as inp:
+        event_capture: EventCapture = cap  # the interface the RFB service looks for
+        assert event_capture.changed_regions() is None  # first call: send everything
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot()), 30, "settled")
+        cap.changed_regions()
+        idle = cap.frames
+        time.sleep(2)  # an idle screen: mutter sends nothing at all
+        assert cap.frames == idle
+        assert cap.changed_regions() == []
+        assert select.select([cap.fileno()], [], [], 0)[0] == []
+        type_text(inp, "x")
+        assert select.select([cap.fileno()], [], [], 30)[0] == [cap.fileno()]
+        regions = cap.changed_regions()
+        assert regions and cap.frames > idle
+        assert all(r.w * r.h < 800 * 600 // 4 for r in regions)  # what changed only
+        parts = cap.grab_rects(regions)
+        assert parts is not None
+        frame = cap.grab()
+        for r, part in zip(regions, parts, strict=True):
+            assert np.array_equal(part, frame[r.y : r.y + r.h, r.x : r.x + r.w])
+        inp.key(0xFF08, True)  # BackSpace
+        inp.key(0xFF08, False)
+
+
+def test_changed_bands_bound_each_changed_band() -> None:
+    old = np.zeros((100, 80, 4), np.uint8)
+    new = old.copy()
+    new[5, 7] = 1
+    new[40:70, 10:20] = 2
+    assert changed_bands(old, old) == []
+    assert changed_bands(old, new, band=32) == [
+        Rect(7, 5, 1, 1), Rect(10, 40, 10, 24), Rect(10, 64, 10, 6),
+    ]  # fmt: skip
+
+
+def test_keys_typed_just_before_close_arrive_and_the_next_injector_types_too(
+    gnome: Mutter,
+) -> None:
+    # Each screen connection makes and closes its injector; they share one session.
+    for n in range(3):
+        inp = GnomeInput(gnome.env)
+        type_text(inp, f"echo {n} > closed{n}.txt\n")
+        inp.close()
+    paths = [gnome.work / f"closed{n}.txt" for n in range(3)]
+    wait_for(lambda: all(p.exists() and p.read_text() == f"{n}\n" for n, p in enumerate(paths)),
+             30, "the three files")  # fmt: skip
+
+
+def test_control_c_and_a_pointer_click(gnome: Mutter) -> None:
+    with GnomeInput(gnome.env) as inp:
+        inp.pointer(400, 300, 0)  # over foot: a click there keeps the focus on it
+        inp.pointer(400, 300, 1)
+        inp.pointer(400, 300, 0)
+        inp.pointer(400, 300, 1 << 4)  # a wheel step, then its release
+        inp.pointer(400, 300, 0)
+        type_text(inp, "cat > cat.txt\n")
+        wait_for((gnome.work / "cat.txt").exists, 30, "cat started")
+        inp.key(0xFFE3, True)  # Control_L
+        type_text(inp, "c")
+        inp.key(0xFFE3, False)
+        type_text(inp, "echo $? > rc.txt\n")  # cat ended by SIGINT: 130
+        rc = gnome.work / "rc.txt"
+        wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")
+
+
+class CountingCapture(GnomeCapture):
+    """GnomeCapture that counts the service's capture calls."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.region_calls = 0
+
+    def changed_regions(self) -> list[Rect] | None:
+        self.region_calls += 1
+        return super().changed_regions()
+
+
+def _screen(gnome: Mutter) -> np.ndarray:
+    rgb = gnome.screenshot().astype(np.uint32)
+    return rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
+
+
+async def test_rfb_updates_flow_only_on_change_and_stay_exact(gnome: Mutter) -> None:
+    w, h = gnome.width, gnome.height
+    capture = await asyncio.to_thread(CountingCapture, gnome.env)
+    injector = await asyncio.to_thread(GnomeInput, gnome.env)
+    pipe = Pipe()
+    service = RFBService(capture, injector, pipe.read, pipe.write, name="gnome")
+    task = asyncio.create_task(service.run())
+    try:
+        await pipe.handshake()
+        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+        await pipe.to_server.put(update_request(False, 0, 0, w, h))
+        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        await pipe.to_server.put(update_request(True, 0, 0, w, h))
+        await asyncio.sleep(0.2)  # the service waits on the capture's descriptor now
+        calls, frames, updates = capture.region_calls, capture.frames, len(dec.updates)
+        await asyncio.sleep(1.0)  # a quiet second: nothing changes on the screen
+        assert capture.region_calls == calls and capture.frames == frames
+        assert pipe.from_server.empty() and len(dec.updates) == updates
+        # The request outstanding all along is answered once a key changes the screen.
+        await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x7a")  # 'z' down
+        await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x7a")  # 'z' up
+        await pipe.receive(dec, lambda: len(dec.updates) == 2, 20)
+        deadline = time.monotonic() + 30
+        while not np.array_equal(dec.fb, await asyncio.to_thread(_screen, gnome)):
+            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
+            n = len(dec.updates)
+            await pipe.to_server.put(update_request(True, 0, 0, w, h))
+            await pipe.receive(dec, lambda n=n: len(dec.updates) > n, 20)
+        await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\xff\x08")  # BackSpace
+        await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\xff\x08")
+    finally:
+        await pipe.to_server.put(b"")  # EOF
+        await asyncio.wait_for(task, 10)
+        await asyncio.to_thread(capture.close)
+        await asyncio.to_thread(injector.close)
+
+
+def test_auto_detection_picks_gnome_and_fails_clearly_without_mutter(
+    gnome: Mutter, tmp_path: Path
+) -> None:
+    capture, injector, clipboard = select_backend("auto", None, gnome.env)
+    assert capture is not None and injector is not None and clipboard is None
+    forced, _, _ = select_backend("wayland-gnome", None, gnome.env)
+    assert forced is not None
+    # A GNOME session whose bus has no mutter: both Wayland backends tried and named.
+    broken = {**gnome.env, "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path / 'nobus'}",
+              "WAYLAND_DISPLAY": "wayland-none"}  # fmt: skip
+    with pytest.raises(NoBackend) as info:
+        select_backend("auto", None, broken)
+    en, ja = info.value.message("en"), info.value.message("ja")
+    assert "GNOME, Wayland" in en and "wayland-gnome" in en and "wayland-wlroots" in en
+    assert "D-Bus" in en and "X11" in en
+    assert "試したもの" in ja and "wayland-gnome" in ja
+    with pytest.raises(NoBackend) as info:
+        select_backend("wayland-gnome", None, {"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert "wayland-gnome" in info.value.message("en")
+
+
+def test_a_capture_on_a_bus_without_mutter_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="D-Bus"):
+        GnomeCapture({"DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path / 'nobus'}"})
+
+
+def test_the_agent_forced_to_gnome_without_mutter_stops_with_the_message(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ, "WAYLAND_DISPLAY": "wayland-none", "XDG_RUNTIME_DIR": str(tmp_path),
+        "XDG_CURRENT_DESKTOP": "GNOME",
+        "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path / 'nobus'}",
+    }  # fmt: skip
+    out = subprocess.run(
+        [ENKAKU, "agent", "--server", "http://127.0.0.1:9", "--headless", "--backend",
+         "wayland-gnome", "--config-dir", str(tmp_path / "cfg")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "GNOME, Wayland" in out.stderr and "wayland-gnome" in out.stderr
+    assert "X11" in out.stderr and "試したもの" in out.stderr  # both languages

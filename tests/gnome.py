@@ -1,0 +1,244 @@
+"""Start and stop a private headless GNOME compositor (mutter) with foot; stopped by PID.
+
+Like the sway fixture (tests/wayland.py): under root everything runs as the system user
+``enkaku-wl`` in a fresh runtime folder under /tmp. The session has its own D-Bus
+daemon (``dbus-daemon`` with a config that also lets the test process, root, connect:
+on a desktop the agent is the session's own user), ``pipewire`` and ``wireplumber``,
+then ``mutter --headless --wayland --no-x11 --virtual-monitor WxH`` and ``foot``.
+
+``Mutter.screenshot()`` is the reference picture: an independent screen-cast session of
+its own on the same monitor, one frame read by ``gst-launch-1.0`` (the pointer hidden,
+as in the agent's stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.wayland import _user
+from tests.xdisplay import stop
+
+#: foot's background in the fixture: how the window is found on the screen.
+FOOT_BG = (0x10, 0x20, 0x30)
+
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+@dataclass
+class Mutter:
+    runtime: Path  # XDG_RUNTIME_DIR (the PipeWire socket is here)
+    socket: Path  # the Wayland socket
+    bus: str  # DBUS_SESSION_BUS_ADDRESS
+    work: Path  # foot's shell starts here; writable by the compositor's user
+    width: int
+    height: int
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the agent on this GNOME session sees."""
+        return {
+            "XDG_RUNTIME_DIR": str(self.runtime), "WAYLAND_DISPLAY": str(self.socket),
+            "DBUS_SESSION_BUS_ADDRESS": self.bus, "XDG_CURRENT_DESKTOP": "GNOME",
+        }  # fmt: skip
+
+    def screenshot(self) -> npt.NDArray[np.uint8]:
+        """The monitor now, (h, w, 3) RGB, through a screen-cast session of its own."""
+        return _run(_screenshot(self), 60)
+
+
+def _run(coro: Any, timeout: float) -> Any:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
+
+
+async def _call(bus: Any, dest: str, path: str, iface: str, member: str, sig: str = "",
+                body: list[Any] | None = None) -> list[Any]:  # fmt: skip
+    from dbus_fast import Message, MessageType
+
+    reply = await bus.call(Message(destination=dest, path=path, interface=iface,
+                                   member=member, signature=sig, body=body or []))  # fmt: skip
+    if reply.message_type == MessageType.ERROR:
+        raise RuntimeError(f"{member}: {reply.error_name} {reply.body}")
+    return list(reply.body)
+
+
+async def _screenshot(m: Mutter) -> npt.NDArray[np.uint8]:
+    from dbus_fast import MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    sc = "org.gnome.Mutter.ScreenCast"
+    bus = await MessageBus(bus_address=m.bus).connect()
+    try:
+        (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
+                                 "a{sv}", [{}])  # fmt: skip
+        (stream,) = await _call(bus, sc, session, sc + ".Session", "RecordMonitor", "sa{sv}",
+                                ["", {"cursor-mode": Variant("u", 0)}])  # fmt: skip
+        node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_message(msg: Any) -> None:
+            if (msg.message_type == MessageType.SIGNAL and msg.path == stream
+                    and msg.member == "PipeWireStreamAdded" and not node.done()):  # fmt: skip
+                node.set_result(int(msg.body[0]))
+
+        bus.add_message_handler(on_message)
+        await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                    "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
+        await _call(bus, sc, session, sc + ".Session", "Start")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "gst-launch-1.0", "-q", "pipewiresrc", f"path={await node}", "num-buffers=1",
+                "!", "videoconvert", "!", "video/x-raw,format=RGB", "!", "fdsink",
+                env={**os.environ, "XDG_RUNTIME_DIR": str(m.runtime)},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+        finally:
+            await _call(bus, sc, session, sc + ".Session", "Stop")
+        if proc.returncode != 0 or len(out) != m.width * m.height * 3:
+            raise RuntimeError(f"gst-launch-1.0 failed ({proc.returncode}): {err[-500:]!r}")
+        return np.frombuffer(out, dtype=np.uint8).reshape(m.height, m.width, 3)
+    finally:
+        bus.disconnect()
+
+
+def _names_up(bus: str) -> bool:
+    async def check() -> bool:
+        from dbus_fast.aio import MessageBus
+
+        conn = await MessageBus(bus_address=bus).connect()
+        try:
+            for name in ("org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast"):
+                (has,) = await _call(
+                    conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus", "NameHasOwner", "s", [name],
+                )  # fmt: skip
+                if not has:
+                    return False
+            return True
+        finally:
+            conn.disconnect()
+
+    try:
+        return bool(_run(check(), 10))
+    except Exception:
+        return False
+
+
+def _foot_ready(m: Mutter) -> bool:
+    """foot's window is shown and its shell drew the prompt: keys sent before that
+    are lost."""
+    shot = m.screenshot()
+    bg = (shot == np.array(FOOT_BG, dtype=np.uint8)).all(axis=2)
+    rows, cols = np.flatnonzero(bg.any(axis=1)), np.flatnonzero(bg.any(axis=0))
+    if rows.size < 50 or cols.size < 50:
+        return False
+    top = shot[rows[0] : rows[0] + 14, cols[0] : cols[-1] + 1]
+    return bool((top != np.array(FOOT_BG, dtype=np.uint8)).any())
+
+
+@contextmanager
+def headless_mutter(width: int = 1280, height: int = 720, foot: bool = True) -> Iterator[Mutter]:
+    """Headless mutter (virtual monitor ``width``x``height``, no XWayland) in a private
+    D-Bus and PipeWire session, with a foot terminal running /bin/sh in
+    ``Mutter.work``; yields once foot's prompt is shown."""
+    for tool in ("mutter", "pipewire", "wireplumber", "dbus-daemon", "gst-launch-1.0", "foot"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(
+                f"{tool} is not installed (apt-get install mutter pipewire wireplumber "
+                "gstreamer1.0-pipewire gstreamer1.0-tools dbus foot)"
+            )
+    ids = _user()
+    runtime = Path(tempfile.mkdtemp(prefix="enkaku-mutter-"))
+    work = runtime / "work"
+    work.mkdir()
+    (runtime / "bus.conf").write_text(_BUS_CONFIG)
+    (runtime / "foot.ini").write_text("[colors]\nbackground={:02x}{:02x}{:02x}\n".format(*FOOT_BG))
+    if ids is not None:
+        for path in (runtime, work):
+            os.chown(path, *ids)
+    runtime.chmod(0o700)
+    bus = f"unix:path={runtime / 'bus'}"
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "SHELL": "/bin/sh",
+        "LANG": "C.UTF-8", "XDG_RUNTIME_DIR": str(runtime), "PS1": "$ ",
+        "DBUS_SESSION_BUS_ADDRESS": bus, "GSETTINGS_BACKEND": "memory",
+    }  # fmt: skip
+    prefix: list[str] = []
+    if ids is not None:
+        prefix = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
+                  "--pdeathsig", "TERM"]  # fmt: skip
+    log = (runtime / "session.log").open("wb")
+    procs: list[subprocess.Popen[bytes]] = []
+    m = Mutter(runtime, runtime / "wayland-enkaku", bus, work, width, height)
+
+    def start(name: str, *args: str, **extra: str) -> None:
+        proc = subprocess.Popen([*prefix, *args], env={**env, **extra}, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        procs.append(proc)
+        m.pids[name] = proc.pid
+
+    def wait(what: str, ready: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not ready():
+            dead = [p.args for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError(
+                    f"headless GNOME: {what} not ready ({dead or 'timeout'}): "
+                    + (runtime / "session.log").read_text(errors="replace")[-2000:]
+                )
+            time.sleep(0.1)
+
+    try:
+        start("dbus-daemon", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
+              f"--address={bus}", "--nofork", "--nopidfile")  # fmt: skip
+        wait("dbus-daemon", (runtime / "bus").exists)
+        start("pipewire", "pipewire")
+        wait("pipewire", (runtime / "pipewire-0").exists)
+        start("wireplumber", "wireplumber")
+        start(
+            "mutter", "mutter", "--headless", "--wayland", "--no-x11",
+            f"--virtual-monitor={width}x{height}", "--wayland-display=wayland-enkaku",
+        )  # fmt: skip
+        wait("mutter", lambda: m.socket.exists() and _names_up(bus))
+        if foot:
+            start("foot", "foot", f"--config={runtime / 'foot.ini'}",
+                  f"--working-directory={work}", "--", "/bin/sh",
+                  WAYLAND_DISPLAY=m.socket.name)  # fmt: skip
+            wait("foot", lambda: _foot_ready(m))
+        yield m
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        log.close()
+        with suppress(OSError):
+            shutil.rmtree(runtime, ignore_errors=True)
