@@ -109,6 +109,22 @@ def rgb_to_values(rgb: np.ndarray, pf: PixelFormat) -> np.ndarray:
     return out
 
 
+def gradient_decode(residuals: np.ndarray) -> np.ndarray:
+    """Undo Tight's gradient filter pixel by pixel, as TigerVNC's FilterGradient24 does."""
+    h, w, _ = residuals.shape
+    res = residuals.astype(int).tolist()
+    out = [[[0, 0, 0] for _ in range(w)] for _ in range(h)]
+    for y in range(h):
+        for x in range(w):
+            for c in range(3):
+                up = out[y - 1][x][c] if y else 0
+                left = out[y][x - 1][c] if x else 0
+                corner = out[y - 1][x - 1][c] if x and y else 0
+                predicted = min(255, max(0, left + up - corner))
+                out[y][x][c] = (res[y][x][c] + predicted) & 0xFF
+    return np.array(out, dtype=np.uint8)
+
+
 def read_compact_length(r: _Reader) -> int:
     b = r.take(1)[0]
     n = b & 0x7F
@@ -146,6 +162,7 @@ class Decoder:
     colour_map: list[tuple[int, int, int]] = field(default_factory=list)
     jpeg_rects: int = 0
     jpeg_areas: list[tuple[int, int, int, int]] = field(default_factory=list)
+    gradient_rects: int = 0
     tight_resets: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -319,6 +336,12 @@ class Decoder:
             else:
                 raw = self._tight_data(r, stream, n)
                 values = pal[np.frombuffer(raw, dtype=np.uint8)]
+        elif filt == 2:
+            assert tsize == 3, "gradient filter only on 3-byte TPIXELs here"
+            raw = self._tight_data(r, stream, n * 3)
+            values = gradient_decode(np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3))
+            values = tpixels_from_bytes(values.tobytes(), self.pf, n)
+            self.gradient_rects += 1
         else:
             raise AssertionError(f"filter {filt} not expected")
         self.fb[y : y + h, x : x + w] = values.reshape(h, w)

@@ -304,3 +304,24 @@ def test_cells_on_a_grid_of_the_rect_not_the_screen() -> None:
     outside[13:163, 29:169] = False
     np.testing.assert_array_equal(dec.fb[outside], NATIVE.values(img2)[outside])
     assert CELL == 64
+
+
+@pytest.mark.parametrize("fmt", ["native", "bgr32_be", "rgb565"])
+def test_lossless_photo_takes_the_gradient_filter_on_888(fmt: str) -> None:
+    pf = FORMATS[fmt]
+    w, h = 150, 70
+    img = photo_image(h, w, seed=9)
+    img[:, 100:] = (10, 200, 30, 0)  # and a flat part: fill
+    server, dec = tight_served(pf, w, h, None)
+    server.receive_data(update_request(False, 0, 0, w, h))
+    server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
+    data = server.data_to_send()
+    dec.feed(data)
+    np.testing.assert_array_equal(dec.fb, pf.values(img))
+    assert dec.jpeg_rects == 0
+    if pf.tpixel_is_rgb:
+        assert dec.gradient_rects >= 1
+        copy = zlib.compress(pf.pack_tpixels(pf.values(img[:, :100])).tobytes(), 2)
+        assert len(data) < 0.9 * len(copy)  # it pays: smaller than the copy filter
+    else:
+        assert dec.gradient_rects == 0
