@@ -71,6 +71,43 @@ def pipewire_socket(env: Mapping[str, str]) -> str:
     return os.path.join(env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}", name)
 
 
+def wayland_socket(env: Mapping[str, str]) -> str | None:
+    """The compositor socket $WAYLAND_DISPLAY names in ``env``."""
+    name = env.get("WAYLAND_DISPLAY")
+    if not name or os.path.isabs(name):
+        return name or None
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, name) if runtime else None
+
+
+def _seat_has_keyboard(path: str | None) -> bool | None:
+    """Whether the compositor's seat has a keyboard; None when that cannot be asked
+    (no socket, no pywayland)."""
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        from pywayland.protocol.wayland import WlSeat
+
+        from enkaku.agent.wayland.connection import WaylandConnection
+    except ImportError:
+        return None
+    try:
+        conn = WaylandConnection(path)
+    except Exception:
+        return None
+    try:
+        caps: list[int] = []
+        seat = conn.bind(WlSeat, 1)
+        seat.dispatcher["capabilities"] = lambda _s, value: caps.append(value)
+        conn.display.roundtrip()
+        seat.destroy()
+        return bool(caps and caps[-1] & 2)  # WL_SEAT_CAPABILITY_KEYBOARD
+    except Exception:
+        return None
+    finally:
+        conn.close()
+
+
 def _run(coro: Coroutine[Any, Any, T], timeout: float) -> T:
     """Run ``coro`` to completion on a fresh event loop in a thread of its own (the
     caller may be inside a running loop)."""
@@ -145,6 +182,7 @@ class RemoteSession:
         self.address = address
         self.output = output
         self.pipewire = pipewire_socket(env)
+        self._wayland = wayland_socket(env)
         self.closed = threading.Event()
         self.users = 0
         self._bus: Any = None
@@ -257,10 +295,13 @@ class RemoteSession:
         logger.info("mutter remote-desktop session started (%dx%d)", *self.size)
 
     async def _warm_up(self) -> None:
-        """On a seat with no keyboard yet (a headless session; never with a real
-        keyboard plugged in), mutter adds the keyboard to the seat on the session's
-        first key and drops the keys that follow until the clients have bound it: a
-        Shift tap, then a short wait, come first."""
+        """On a seat with no keyboard yet (a headless session; never with a keyboard
+        plugged in), mutter adds the keyboard to the seat on the session's first key
+        and the keys that follow are lost until the clients have bound it: then a
+        Shift tap, and a short wait, come first. Only then: a lone Shift toggles the
+        input mode of some Japanese input methods."""
+        if await asyncio.to_thread(_seat_has_keyboard, self._wayland) is not False:
+            return
         for down in (True, False):
             await self._call(RD_NAME, self.rd_path, RD_SESSION, "NotifyKeyboardKeysym", "ub",
                              [SHIFT_L, down])  # fmt: skip
