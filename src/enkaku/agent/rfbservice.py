@@ -286,8 +286,9 @@ class RFBService:
         self._monitor_choice = monitor  # asked for when the stream opened (1-based)
         self._monitors: list[Monitor] = []  # the whole desktop's, in viewer order
         self._shown: Monitor | None = None  # the one monitor served, None: all of them
+        self._wanted: str | None = None  # the chosen monitor's name, while it is chosen
         self._desktop = (0, 0)  # the whole screen's size
-        self._layout_request: m.SetDesktopSize | None = None  # from the viewer, to answer
+        self._layout_requests: list[m.SetDesktopSize] = []  # from the viewer, to answer
         self._monitors_dirty = False
         self._injector = injector
         self._read = read
@@ -335,6 +336,7 @@ class RFBService:
             choice = self._monitor_choice
             if choice is not None and 1 <= choice <= len(self._monitors):
                 self._show(self._monitors[choice - 1])
+                self._wanted = self._monitors[choice - 1].name
             elif choice is not None:
                 logger.info(
                     "rfb monitor %d asked for, %d present: the whole desktop",
@@ -422,7 +424,7 @@ class RFBService:
                     x, y = self._to_screen(x, y)
                     await asyncio.to_thread(self._injector.pointer, x, y, buttons)
             case m.SetDesktopSize():
-                self._layout_request = event  # answered by the updater, between updates
+                self._layout_requests.append(event)  # answered by the updater, in order
                 self._wake.set()
             case m.ClientCutText(text=text):
                 await self._handle_cut_text(text)
@@ -549,7 +551,7 @@ class RFBService:
         loop = asyncio.get_running_loop()
         next_at = 0.0
         while True:
-            if self._layout_request is not None or self._monitors_dirty:
+            if self._layout_requests or self._monitors_dirty:
                 await self._relayout()
                 continue
             request = server.update_requested
@@ -688,25 +690,34 @@ class RFBService:
             self._shown = shown
 
     async def _relayout(self) -> None:
-        """Answer the viewer's SetDesktopSize and follow monitor changes: serve the
-        whole desktop or one monitor, and tell the viewer the size and screen list."""
+        """Follow monitor changes and answer the viewer's SetDesktopSize requests (in
+        order): serve the whole desktop or one monitor, tell the viewer size and screens."""
         server = self._server
         assert server is not None
-        request, self._layout_request = self._layout_request, None
-        target = self._shown
+        requests, self._layout_requests = self._layout_requests, []
         if self._monitors_dirty:
             self._monitors_dirty = False
             self._desktop, self._monitors = await asyncio.to_thread(self._read_monitors)
-            if target is not None:  # the same monitor (by name), wherever it went
-                target = next((mon for mon in self._monitors if mon.name == target.name), None)
-        accepted = False
-        if request is not None:
-            accepted, chosen = self._chosen(request)
-            if accepted:
-                target = chosen
+            # The chosen monitor (by name), wherever it went; the whole desktop while it
+            # is gone, and that monitor again if it comes back (unplugged, or redefined).
+            wanted = self._wanted
+            target = next((mon for mon in self._monitors if mon.name == wanted), None)
+            self._apply(target, answer=False)
+        for request in requests:
+            ok, chosen = self._chosen(request)
+            if ok:
+                self._wanted = chosen.name if chosen is not None else None
+                self._apply(chosen, answer=True)
             else:
                 logger.info("rfb screen layout refused (%d screens)", len(request.screens))
                 server.refuse_desktop_size(DesktopSizeStatus.PROHIBITED)
+        await self._flush()
+
+    def _apply(self, target: Monitor | None, *, answer: bool) -> None:
+        """Serve ``target`` (None: the whole desktop) and tell the viewer what changed;
+        ``answer``: this answers its SetDesktopSize (always sent, even if nothing did)."""
+        server = self._server
+        assert server is not None
         old = self._shown.rect if self._shown is not None else None
         new_view = old != (target.rect if target is not None else None)
         if new_view:
@@ -715,7 +726,7 @@ class RFBService:
             self._shown = target  # the same rectangle (its number may have changed)
         width, height = (target.rect.w, target.rect.h) if target is not None else self._desktop
         resized = (width, height) != (server.width, server.height)
-        if accepted:
+        if answer:
             server.send_desktop_size(width, height, self._layout(), reason=DesktopSizeReason.CLIENT)
         elif (resized or tuple(self._layout()) != server.screens) and not server.send_desktop_size(
             width, height, self._layout()
@@ -726,7 +737,8 @@ class RFBService:
             self._damage = []
             self._lossy = []
             self._lossy_copies = []
-        await self._flush()
+            if self._h264 is not None:
+                self._h264.reset()
 
     async def _sleep_or_wake(self, delay: float | None) -> None:
         self._wake.clear()
