@@ -42,6 +42,10 @@ register(
             "されました。このログインはそのまま使えます。",
         ),
         "user_unknown": ("enkaku: no user {user}", "enkaku: ユーザー {user} はいません"),
+        "arg_monitor": (
+            "expected a monitor number from 1, got {value!r}",
+            "モニター番号 (1 以上) を指定してください ({value!r} が指定されました)",
+        ),
         "user_password_reset": (
             "Password of {user} replaced; their {sessions} console session(s) and {tokens} API "
             "token(s) are revoked.",
@@ -63,6 +67,13 @@ def _hostport(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError(t("arg_hostport", value=value))
     return host.strip("[]"), int(port)
+
+
+def _monitor_number(value: str) -> int:
+    """A monitor's number: 1 is the leftmost (docs/cli.md, "Monitors")."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(t("arg_monitor", value=value))
+    return int(value)
 
 
 def _server_url(value: str) -> str:
@@ -301,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow --vnc-listen on an address other than loopback: anyone who can reach "
         "it sees and controls the customer's screen (there is no VNC password)",
+    )
+    c.add_argument(
+        "--monitor",
+        type=_monitor_number,
+        metavar="N",
+        help="with --vnc-listen, show only the customer's monitor N (1 is the leftmost); "
+        "the whole desktop when it has no such monitor (default: the whole desktop)",
     )
     _add_tls_args(c)
 
@@ -678,6 +696,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             password=password,
             contract=args.contract,
             vnc_listen=args.vnc_listen,
+            monitor=args.monitor,
             ssl_context=_tls(args),
         )
         return asyncio.run(connect(opts))

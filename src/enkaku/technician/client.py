@@ -231,6 +231,8 @@ class ConnectOptions:
     password: str
     contract: str | None = None
     vnc_listen: tuple[str, int] | None = None
+    #: Show only this monitor of the customer's (from 1, left to right) to VNC viewers.
+    monitor: int | None = None
     ssl_context: ssl.SSLContext | bool = True
     heartbeat: float = 2.5
 
@@ -252,7 +254,7 @@ async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) ->
         if opts.vnc_listen:
             # Take the VNC address before the session is asked for: a busy port must fail
             # before the customer consents and the one-time password is spent.
-            bridge = VNCBridge(*opts.vnc_listen)
+            bridge = VNCBridge(*opts.vnc_listen, monitor=opts.monitor)
             try:
                 await bridge.bind()
             except OSError as exc:

@@ -2,7 +2,8 @@
 
 Each viewer connection opens one ``rfb`` stream in the E2E channel; bytes are copied
 both ways unchanged (the agent speaks RFB 3.8 with security type None: the channel is
-the security). Listen on loopback unless you know who can reach the port.
+the security). Listen on loopback unless you know who can reach the port. With ``monitor``, each
+stream asks the agent for that monitor alone (the stream parameter ``monitor``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class VNCBridge:
     """A local VNC port in two steps: ``bind()`` before the session is asked for (a busy
     port fails before the customer is involved), ``start(channel)`` after consent."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, monitor: int | None = None) -> None:
         self.host, self.port = host, port
+        self.monitor = monitor
         self.channel: SecureChannel | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -72,7 +74,8 @@ class VNCBridge:
         channel = self.channel
         assert channel is not None  # start() set it before accepting
         try:
-            stream = await channel.open_stream("rfb")
+            params = {"monitor": self.monitor} if self.monitor is not None else None
+            stream = await channel.open_stream("rfb", params)
             log.info("VNC viewer connected (stream %d)", stream.id)
 
             async def upstream() -> None:
