@@ -21,9 +21,10 @@ context (size or quality changed, or video mode started again) resets it.
 
 Encoder settings: libx264, constrained baseline profile (the one every WebCodecs H.264
 decoder takes, OpenH264 included: noVNC probes support with avc1.42401f), ``ultrafast``
-preset (a 1080p frame in a few tens of milliseconds on one core; x264 uses two slice
-threads), constant quality (CRF) from the client's JPEG quality, BT.601 limited range
-signalled in the SPS (what swscale converts to). Odd sizes are padded to even ones by
+preset (a 1080p frame in about 25 ms of one core here), one slice per picture and one
+thread (noVNC's parser takes each slice for a picture), constant quality (CRF) from the
+client's JPEG quality, BT.601 limited range signalled in the SPS (what swscale converts
+to). Odd sizes are padded to even ones by
 repeating the last row/column (4:2:0); the client crops the picture to the rectangle.
 """
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -59,9 +59,14 @@ KEYINT = 300
 
 
 def crf_for(quality: int) -> int:
-    """x264's CRF for a JPEG quality 0..100: 95 -> 14 .. 15 -> 38 (benchmarks/h264.py
-    calibrated it to about Tight JPEG's PSNR at the same quality on moving pictures)."""
-    return max(10, min(40, round(42 - 0.3 * quality)))
+    """x264's CRF for a JPEG quality 0..100: 15 -> 38, 79 -> 21, 92 -> 17, 100 -> 15.
+
+    Calibrated with benchmarks/h264.py on its ``pan`` workload (1080p): Tight JPEG at
+    quality 15/41/62/79/86/92 gave 31.0/35.4/36.8/38.3/39.0/40.2 dB and libx264 reached
+    the same at CRF about 38/28/25/22/20/17. 4:2:0 H.264 tops out near 42 dB, so
+    quality 100 (51 dB in JPEG) is not matched.
+    """
+    return max(10, min(40, round(42 - 0.27 * quality)))
 
 
 @functools.cache
@@ -77,10 +82,6 @@ def available() -> bool:
     return True
 
 
-def _threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
-
-
 class H264Encoder:
     """One H.264 stream for one rectangle geometry; holds the x264 context.
 
@@ -91,7 +92,9 @@ class H264Encoder:
 
     code = H264
 
-    def __init__(self) -> None:
+    def __init__(self, crf: int | None = None) -> None:
+        #: A fixed CRF instead of ``crf_for()`` of the client's quality (benchmarks).
+        self._crf = crf
         self._context: Any = None
         self._key: tuple[int, int, int] | None = None  # width, height, crf
         self._pts = 0
@@ -109,7 +112,7 @@ class H264Encoder:
         """Encode a BGRX ``frame`` as one H.264 rectangle (one picture)."""
         h, w = frame.shape[:2]
         quality = options.jpeg_quality if options.jpeg_quality is not None else 95
-        key = (w, h, crf_for(quality))
+        key = (w, h, crf_for(quality) if self._crf is None else self._crf)
         flags = 0
         try:
             if self._context is None or self._key != key:
@@ -135,13 +138,18 @@ class H264Encoder:
         context.framerate = Fraction(60, 1)
         context.gop_size = KEYINT
         context.max_b_frames = 0
-        context.thread_count = _threads()
+        # One thread: zerolatency's sliced threads cut each picture into one slice per
+        # thread, and noVNC hands every slice to WebCodecs as a picture of its own (the
+        # picture comes out green). Frame threads would delay pictures instead.
+        context.thread_count = 1
         context.options = {
             "preset": PRESET,
             "tune": "zerolatency",
             "profile": PROFILE,
             "crf": str(crf),
-            "x264-params": "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m",
+            "x264-params": (
+                "slices=1:colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m"
+            ),
         }
         context.open()
         self._context = context

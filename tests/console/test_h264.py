@@ -1,0 +1,152 @@
+"""The console's noVNC in Debian's Chromium showing video the agent sent as H.264
+(RFB encoding 50, decoded by WebCodecs), then the exact screen once the video stops.
+
+A Tk player on the agent's Xvfb shows moving photographic frames full screen; the page's
+``VideoDecoder`` is wrapped (an init script) to keep the last picture it decoded, which
+must be one of the played frames. Skipped without PyAV in the agent's environment, and
+when this Chromium's WebCodecs cannot decode H.264 (then noVNC does not offer it).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from enkaku.protocol.rfb.encodings import h264
+from tests.agent.test_h264 import moving_picture, psnr
+from tests.e2e.harness import World, wait_for
+from tests.xdisplay import stop, x_env, xvfb, xwd_root
+
+from .test_screen import canvas_rgb, open_session, wait_screen
+
+pytestmark = [pytest.mark.e2e, pytest.mark.x11]
+
+if not h264.available():
+    pytest.skip("PyAV with libx264 is not installed (the h264 extra)", allow_module_level=True)
+
+W, H = 640, 480
+
+PLAYER = """
+import sys, time, tkinter as tk
+from pathlib import Path
+folder, fps = Path(sys.argv[1]), float(sys.argv[2])
+root = tk.Tk()
+root.overrideredirect(True)
+root.geometry(f"{sys.argv[3]}x{sys.argv[4]}+0+0")
+photos = [tk.PhotoImage(file=str(p)) for p in sorted(folder.glob("frame*.ppm"))]
+label = tk.Label(root, borderwidth=0, highlightthickness=0, image=photos[0])
+label.pack()
+state = {"i": 0, "start": time.monotonic()}
+def step():
+    if (folder / "stop").exists() or time.monotonic() - state["start"] > 300:
+        return  # hold the current frame
+    state["i"] += 1
+    label.configure(image=photos[state["i"] % len(photos)])
+    root.after(int(1000 / fps), step)
+root.after(500, step)
+root.mainloop()
+"""
+
+# Keeps the last picture each VideoDecoder of the screen's size put out (noVNC's own
+# probe decodes a tiny frame: not counted), and any decoder error.
+HOOK = """(() => {
+  if (!('VideoDecoder' in window)) return;
+  const Orig = window.VideoDecoder;
+  const state = window.__h264 = {outputs: 0, codecs: [], errors: [], canvas: null};
+  window.VideoDecoder = class extends Orig {
+    constructor(init) {
+      super({
+        output: (frame) => {
+          if (frame.displayWidth === WIDTH && frame.displayHeight === HEIGHT) {
+            state.outputs++;
+            state.canvas = state.canvas || document.createElement('canvas');
+            state.canvas.width = frame.displayWidth;
+            state.canvas.height = frame.displayHeight;
+            state.canvas.getContext('2d').drawImage(frame, 0, 0);
+          }
+          init.output(frame);
+        },
+        error: (e) => { state.errors.push(String(e)); init.error(e); },
+      });
+    }
+    configure(config) { state.codecs.push(config.codec); return super.configure(config); }
+  };
+})();""".replace("WIDTH", str(W)).replace("HEIGHT", str(H))
+
+SUPPORTED = """async () => {
+  if (!('VideoDecoder' in window)) return 'no VideoDecoder';
+  const s = await VideoDecoder.isConfigSupported(
+      {codec: 'avc1.42E01E', codedWidth: 640, codedHeight: 480});
+  return s.supported ? 'yes' : 'not supported';
+}"""
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> Iterator[tuple[str, Path, list[np.ndarray]]]:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = moving_picture(W, H, 12)
+    for i, frame in enumerate(frames):
+        Image.fromarray(np.ascontiguousarray(frame[..., 2::-1])).save(folder / f"frame{i:02}.ppm")
+    with xvfb(W, H) as display:
+        player = subprocess.Popen(
+            [sys.executable, "-c", PLAYER, str(folder), "15", str(W), str(H)],
+            env=x_env(display),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield display, folder, frames
+        finally:
+            stop(player)
+
+
+def picture(page: Any) -> np.ndarray:
+    url = page.evaluate("() => window.__h264.canvas.toDataURL('image/png')")
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_novnc_draws_h264_video_then_the_exact_screen(
+    cworld: World, video: tuple[str, Path, list[np.ndarray]], page: Any
+) -> None:
+    display, folder, frames = video
+    page.add_init_script(HOOK)
+    open_session(page, cworld, display)
+    wait_screen(page)
+    support = page.evaluate(SUPPORTED)
+    if support != "yes":
+        pytest.skip(f"this Chromium's WebCodecs cannot decode H.264 ({support})")
+    wait_for(
+        lambda: page.evaluate("() => window.__h264.outputs") >= 5,
+        120,
+        "five H.264 pictures of the screen decoded by WebCodecs",
+    )
+    state = page.evaluate("() => ({codecs: window.__h264.codecs, errors: window.__h264.errors})")
+    assert state["errors"] == []
+    assert any(c.startswith("avc1.42") for c in state["codecs"])  # constrained baseline
+    got = picture(page)
+    import os
+
+    if os.environ.get("H264_DEBUG"):
+        Image.fromarray(got).save("/tmp/h264/got.png")
+        Image.fromarray(canvas_rgb(page)).save("/tmp/h264/canvas.png")
+        Image.fromarray(np.ascontiguousarray(frames[0][..., 2::-1])).save("/tmp/h264/src0.png")
+    sources = [np.ascontiguousarray(f[..., 2::-1]) for f in frames]
+    assert max(psnr(got, s) for s in sources) > 30  # one of the frames played (36 dB here)
+    # The video stops: the lossless refresh makes the canvas exactly the screen.
+    (folder / "stop").touch()
+    wait_for(
+        lambda: np.array_equal(canvas_rgb(page), xwd_root(display)),
+        60,
+        "the canvas to equal the X screen after the video stopped",
+    )
