@@ -7,9 +7,15 @@
 // (docs/protocol/rfb.md). Lossless mode therefore drops the quality-level pseudo
 // encodings (-32..-23) from the list noVNC sends, so every rectangle is exact; switching
 // the mode makes noVNC send its list again.
+//
+// Monitors: noVNC reads the agent's ExtendedDesktopSize screen list but keeps only the
+// first screen; the wrapper below reads the list from noVNC's receive queue before noVNC
+// consumes it and hands it to the page ("screenlayout" event), and `showMonitor` sends
+// the SetDesktopSize that picks one monitor or the whole desktop (ui/monitors.ts).
 
 import RFB from "@novnc/novnc";
 import { withoutJpeg } from "./encodings";
+import { type Layout, type MonitorState, NO_MONITORS, nextState, parseScreens, requestFor } from "./monitors";
 
 /** What the page uses of noVNC's RFB (core/rfb.js, docs/API.md). */
 export interface RfbView extends EventTarget {
@@ -37,6 +43,34 @@ let lossless = false;
 const originalEncodings = RfbClass.messages.clientEncodings;
 RfbClass.messages.clientEncodings = (sock, encodings) =>
   originalEncodings(sock, lossless ? withoutJpeg(encodings) : encodings);
+
+/** The parts of noVNC's RFB internals the screen list and monitor choice use. */
+interface RfbInternals extends EventTarget {
+  _sock: {
+    rQwait(msg: string, num: number): boolean;
+    rQpeek8(): number;
+    rQpeekBytes(len: number): Uint8Array;
+  };
+  _FBU: { x: number; y: number; width: number; height: number };
+}
+type SetDesktopSizeFn = (sock: unknown, w: number, h: number, id: number, flags: number) => void;
+const rfbProto = RfbClass.prototype as unknown as { _handleExtendedDesktopSize(this: RfbInternals): boolean };
+const originalExtendedDesktopSize = rfbProto._handleExtendedDesktopSize;
+rfbProto._handleExtendedDesktopSize = function (this: RfbInternals): boolean {
+  const sock = this._sock;
+  let body: Uint8Array | null = null;
+  if (!sock.rQwait("ExtendedDesktopSize", 4)) {
+    const size = 4 + 16 * sock.rQpeek8();
+    if (!sock.rQwait("ExtendedDesktopSize", size)) body = sock.rQpeekBytes(size);
+  }
+  const { x: reason, y: status, width, height } = this._FBU;
+  const done = originalExtendedDesktopSize.call(this);
+  if (done && body !== null) {
+    const detail: Layout = { reason, status, width, height, screens: parseScreens(body) };
+    this.dispatchEvent(new CustomEvent("screenlayout", { detail }));
+  }
+  return done;
+};
 
 export type Quality = "lossless" | "high" | "balanced" | "fast";
 
@@ -72,6 +106,8 @@ export interface ScreenEvents {
 export class Screen {
   readonly rfb: RfbView;
   private readonly target: HTMLElement;
+  private monitorState: MonitorState = NO_MONITORS;
+  private readonly monitorListeners: ((state: MonitorState) => void)[] = [];
 
   constructor(target: HTMLElement, channel: unknown, quality: Quality, events: ScreenEvents) {
     this.target = target;
@@ -88,6 +124,10 @@ export class Screen {
     this.rfb.addEventListener("disconnect", (e) =>
       events.onDisconnect(Boolean((e as CustomEvent<{ clean: boolean }>).detail?.clean)),
     );
+    this.rfb.addEventListener("screenlayout", (e) => {
+      this.monitorState = nextState(this.monitorState, (e as CustomEvent<Layout>).detail);
+      for (const listener of this.monitorListeners) listener(this.monitorState);
+    });
     this.rfb.addEventListener("clipboard", (e) =>
       events.onClipboard(String((e as CustomEvent<{ text: string }>).detail?.text ?? "")),
     );
@@ -114,6 +154,22 @@ export class Screen {
       this.rfb.qualityLevel = q.quality === 9 ? 8 : q.quality + 1;
       this.rfb.qualityLevel = q.quality;
     }
+  }
+
+  /** Call ``listener`` with the monitors to offer now and whenever they change. */
+  onMonitors(listener: (state: MonitorState) => void): void {
+    this.monitorListeners.push(listener);
+    listener(this.monitorState);
+  }
+
+  /** Show only monitor ``id`` of the customer's desktop (0: all of it). */
+  showMonitor(id: number): void {
+    const request = requestFor(this.monitorState, id);
+    if (request === null) return;
+    const internals = this.rfb as unknown as RfbInternals;
+    const setDesktopSize = (RfbClass as unknown as { messages: { setDesktopSize: SetDesktopSizeFn } })
+      .messages.setDesktopSize;
+    setDesktopSize(internals._sock, ...request, 0);
   }
 
   sendSpecial(id: string): void {

@@ -17,6 +17,7 @@ import { byId, formatAgentId, setupPage, takeTicket } from "./common";
 import { setupConsent, type Tracked, trackSession } from "./consent";
 import { setupEnd } from "./endsession";
 import { setupPanels, setupTabs } from "./panels";
+import type { MonitorState } from "./monitors";
 import { SPECIAL_KEYS, Screen, isQuality, type Quality } from "./screen";
 import { setupStats } from "./stats";
 
@@ -264,6 +265,7 @@ function setupScreenControls(screen: Screen): void {
     localStorage.setItem("enkaku.quality", quality.value);
     screen.setQuality(quality.value);
   });
+  setupMonitorPicker(screen);
   const keys = byId("keys-items");
   for (const k of SPECIAL_KEYS) {
     const b = document.createElement("button");
@@ -277,6 +279,35 @@ function setupScreenControls(screen: Screen): void {
     });
     keys.append(b);
   }
+}
+
+/** The monitor picker: shown when the customer's desktop has more than one monitor. */
+function setupMonitorPicker(screen: Screen): void {
+  const select = byId<HTMLSelectElement>("monitor");
+  const label = byId("monitor-label");
+  let state: MonitorState | null = null;
+  const render = (): void => {
+    if (state === null) return;
+    const several = state.monitors.length > 1;
+    select.hidden = label.hidden = !several;
+    select.replaceChildren();
+    if (!several) return;
+    const all = new Option(t("monitor_all"), "0");
+    select.append(all);
+    for (const s of state.monitors) {
+      select.append(new Option(t("monitor_n", { n: s.id, w: s.w, h: s.h }), String(s.id)));
+    }
+    select.value = String(state.shown);
+  };
+  screen.onMonitors((next) => {
+    state = next;
+    render();
+  });
+  onLangChange(render);
+  select.addEventListener("change", () => {
+    // The agent's answer (the new screen list, or a refusal) renders the picker again.
+    screen.showMonitor(Number(select.value));
+  });
 }
 
 void main();
