@@ -177,6 +177,34 @@ def test_set_desktop_size_is_refused() -> None:
     assert dec.desktop_sizes == [(1, 1, W, H, 1)]  # client-initiated, prohibited
 
 
+def test_screen_layout_and_layout_requests() -> None:
+    server, dec = running(Encoding.RAW, Encoding.EXTENDED_DESKTOP_SIZE)
+    assert server.screens == (m.Screen(0, 0, 0, W, H),)  # one screen: the framebuffer
+    left, right = m.Screen(1, 0, 0, 40, H), m.Screen(2, 40, 0, 24, 30)
+    server.set_screens([left, right])  # same size: only the list changes
+    server.set_screens([left, right])  # unchanged: nothing sent
+    dec.feed(server.data_to_send())
+    assert dec.desktop_sizes == [(0, 0, W, H, 2)] and dec.layouts == [
+        [(1, 0, 0, 40, H), (2, 40, 0, 24, 30)]
+    ]
+    server.receive_data(update_request(False, 0, 0, W, H))
+    server.send_framebuffer_update(np.zeros((H, W, 4), np.uint8), [])
+    dec.feed(server.data_to_send())
+    assert dec.layouts[-1] == dec.layouts[0]  # every non-incremental request gets it
+    # The owner answers SetDesktopSize once it asked for the requests.
+    server.layout_requests = True
+    ask = b"\xfb\x00\x00\x18\x00\x1e\x01\x00" + bytes(m.Screen(2, 0, 0, 24, 30))
+    events = server.receive_data(ask)
+    assert events == [m.SetDesktopSize(24, 30, (m.Screen(2, 0, 0, 24, 30),))]
+    assert server.data_to_send() == b""
+    server.send_desktop_size(24, 30, [m.Screen(2, 0, 0, 24, 30)], reason=1)
+    server.receive_data(ask)
+    server.refuse_desktop_size(3)
+    dec.feed(server.data_to_send())
+    assert dec.desktop_sizes[-2:] == [(1, 0, 24, 30, 1), (1, 3, 24, 30, 1)]
+    assert dec.layouts[-1] == [(2, 0, 0, 24, 30)]
+
+
 @pytest.mark.parametrize("extended", [True, False])
 def test_desktop_size_change(extended: bool) -> None:
     code = Encoding.EXTENDED_DESKTOP_SIZE if extended else Encoding.DESKTOP_SIZE
