@@ -134,8 +134,11 @@ def test_a_monitor_view_translates_grabs_damage_and_moves() -> None:
 class Viewer:
     """The test suite's decoder on an in-memory pipe to an RFBService on the display."""
 
-    def __init__(self, display: str, service: RFBService, pipe: Pipe, dec: Decoder) -> None:
+    def __init__(
+        self, display: str, service: RFBService, pipe: Pipe, dec: Decoder, capture: RecordingCapture
+    ) -> None:
         self.display, self.service, self.pipe, self.dec = display, service, pipe, dec
+        self.capture = capture
 
     async def send(self, data: bytes) -> None:
         await self.pipe.to_server.put(data)
@@ -156,9 +159,21 @@ class Viewer:
             await self.until(lambda n=n: len(self.dec.updates) > n, deadline - time.monotonic())
 
 
+class RecordingCapture(X11Capture):
+    """X11Capture that keeps the rectangles asked of it (screen coordinates)."""
+
+    def __init__(self, display: str) -> None:
+        super().__init__(display)
+        self.asked: list[Rect] = []
+
+    def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        self.asked.extend(rects)
+        return super().grab_rects(rects)
+
+
 @asynccontextmanager
 async def viewer(display: str, injector: object, **kw: object) -> AsyncIterator[Viewer]:
-    capture = X11Capture(display)
+    capture = RecordingCapture(display)
     pipe = Pipe()
     service = RFBService(capture, injector, pipe.read, pipe.write, name="m", **kw)  # type: ignore[arg-type]
     task = asyncio.create_task(service.run())
@@ -169,7 +184,7 @@ async def viewer(display: str, injector: object, **kw: object) -> AsyncIterator[
         await pipe.to_server.put(set_encodings(Encoding.ZRLE, Encoding.COPYRECT, EXT))
         await pipe.to_server.put(update_request(False, 0, 0, w, h))
         await pipe.receive(dec, lambda: len(dec.updates) >= 2)  # the layout, the pixels
-        yield Viewer(display, service, pipe, dec)
+        yield Viewer(display, service, pipe, dec, capture)
     finally:
         await pipe.to_server.put(b"")  # EOF
         await asyncio.wait_for(task, 10)
@@ -225,6 +240,22 @@ async def test_set_desktop_size_shows_one_monitor_then_all_again() -> None:
             await v.until(lambda: len(v.dec.desktop_sizes) >= 6)
             assert v.dec.desktop_sizes[-1] == (1, 0, W, H, 2)
             await v.until_exact(Rect(0, 0, W, H))
+
+
+async def test_one_monitor_shown_reads_only_its_damage() -> None:
+    with two_monitors() as display:
+        async with viewer(display, RecordingInjector(), monitor=2) as v:
+            await v.until_exact(RIGHT)
+            v.capture.asked.clear()
+            # Windows on monitor 1, then one on monitor 2: only monitor 2's is read.
+            with x_client(["xlogo", "-geometry", "300x300+100+100"], display):
+                wait_window(display, "xlogo")
+                with x_client(["xclock", "-geometry", "150x150+1300+200"], display):
+                    wait_window(display, "xclock")
+                    await v.until_exact(RIGHT)
+            assert v.capture.asked, "the window on monitor 2 was not captured"
+            assert all(RIGHT.intersect(r) == r for r in v.capture.asked), v.capture.asked
+            assert v.capture.full_grabs == 0  # damage only, no whole-screen grab
 
 
 async def test_the_shown_monitor_follows_its_own_changes() -> None:
