@@ -113,6 +113,9 @@ async def _screenshot(m: Mutter) -> npt.NDArray[np.uint8]:
         await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
                     "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
         await _call(bus, sc, session, sc + ".Session", "Start")
+        (params,) = await _call(bus, sc, stream, "org.freedesktop.DBus.Properties", "Get", "ss",
+                                [sc + ".Stream", "Parameters"])  # fmt: skip
+        width, height = params.value["size"].value  # the monitor may have turned
         try:
             proc = await asyncio.create_subprocess_exec(
                 "gst-launch-1.0", "-q", "pipewiresrc", f"path={await node}", "num-buffers=1",
@@ -123,9 +126,9 @@ async def _screenshot(m: Mutter) -> npt.NDArray[np.uint8]:
             out, err = await proc.communicate()
         finally:
             await _call(bus, sc, session, sc + ".Session", "Stop")
-        if proc.returncode != 0 or len(out) != m.width * m.height * 3:
+        if proc.returncode != 0 or len(out) != width * height * 3:
             raise RuntimeError(f"gst-launch-1.0 failed ({proc.returncode}): {err[-500:]!r}")
-        return np.frombuffer(out, dtype=np.uint8).reshape(m.height, m.width, 3)
+        return np.frombuffer(out, dtype=np.uint8).reshape(height, width, 3)
     finally:
         bus.disconnect()
 

@@ -22,7 +22,7 @@ from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import ENKAKU, wait_for
-from tests.gnome import Mutter, headless_mutter
+from tests.gnome import Mutter, _call, _run, headless_mutter
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
 RETURN = 0xFF0D
@@ -175,6 +175,43 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(gnome: Mutter) -> 
         await asyncio.wait_for(task, 10)
         await asyncio.to_thread(capture.close)
         await asyncio.to_thread(injector.close)
+
+
+async def _rotate(m: Mutter) -> None:
+    """Turn the monitor a quarter (800x600 -> 600x800): a monitor change."""
+    from dbus_fast.aio import MessageBus
+
+    dc, path = "org.gnome.Mutter.DisplayConfig", "/org/gnome/Mutter/DisplayConfig"
+    bus = await MessageBus(bus_address=m.bus).connect()
+    try:
+        serial, monitors, _logical, _props = await _call(bus, dc, path, dc, "GetCurrentState")
+        connector, mode = monitors[0][0][0], monitors[0][1][0][0]
+        await _call(
+            bus, dc, path, dc, "ApplyMonitorsConfig", "uua(iiduba(ssa{sv}))a{sv}",
+            [serial, 1, [[0, 0, 1.0, 1, True, [[connector, mode, {}]]]], {}],
+        )  # fmt: skip
+    finally:
+        bus.disconnect()
+
+
+def test_a_monitor_change_ends_mutters_session_and_both_sides_go_on_in_a_new_one() -> None:
+    with (
+        headless_mutter(800, 600) as m,
+        GnomeCapture(m.env) as cap,
+        GnomeInput(m.env) as inp,
+    ):
+        assert cap.changed_regions() is None and cap.size == (800, 600)
+        type_text(inp, "echo before > before.txt\n")
+        wait_for((m.work / "before.txt").exists, 30, "typed before the change")
+        _run(_rotate(m), 30)  # mutter 43 closes the remote-desktop session on this
+        wait_for(lambda: cap.size == (600, 800), 30, "the capture in the new size")
+        assert cap.grab_rects([Rect(0, 0, 10, 10)]) is None  # grab() the whole screen
+        assert cap.changed_regions() is None
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), m.screenshot()), 30, "capture == ref")
+        inp.pointer(300, 400, 0)
+        type_text(inp, "echo after > after.txt\n")
+        after = m.work / "after.txt"
+        wait_for(lambda: after.exists() and after.read_text() == "after\n", 30, "typed after")
 
 
 def test_auto_detection_picks_gnome_and_fails_clearly_without_mutter(

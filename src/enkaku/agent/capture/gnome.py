@@ -8,6 +8,10 @@ wake-ups. Each frame is compared with the previous one in bands of rows; the cha
 rectangles are queued and a pipe turns readable (``fileno()``), exactly like the X11
 backend's DAMAGE events and the wlroots backend's screencopy damage.
 
+mutter 43 ends the session when the monitor configuration changes (a new resolution,
+a rotation); the capture then starts a new one and its first frame, of the new size,
+makes the service resize the viewer.
+
 The pointer is not drawn into the frames (cursor mode "hidden") and its shape is not
 read: ``cursor()`` returns None, so viewers draw their own pointer.
 """
@@ -17,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -63,12 +68,16 @@ class GnomeCapture:
     $XDG_RUNTIME_DIR for PipeWire); ``output`` a monitor's connector name."""
 
     def __init__(self, env: Mapping[str, str] | None = None, output: str | None = None) -> None:
-        env = os.environ if env is None else env
+        self._env = dict(os.environ if env is None else env)
+        self._output = output
         try:
-            self._session = mutter.acquire(env, output)
+            self._session = mutter.acquire(self._env, output)
         except mutter.MutterUnavailable as exc:
             raise CaptureError(str(exc)) from exc
         self._lock = threading.Lock()
+        self._swap = threading.Lock()  # the session and stream, replaced after a close
+        self._unwatch: Callable[[], None] | None = None
+        self._socket: socket.socket | None = None
         self._first = threading.Event()
         self._frame: npt.NDArray[np.uint8] | None = None
         self._pending: list[Rect] = []
@@ -80,11 +89,12 @@ class GnomeCapture:
         #: Frames mutter delivered (each one means the screen was redrawn): tests.
         self.frames = 0
         try:
-            self._socket = self._session.connect_pipewire()
-            self._stream = PipeWireStream(self._socket.fileno(), self._session.node)
+            self._socket = sock = self._session.connect_pipewire()
+            self._stream = PipeWireStream(sock.fileno(), self._session.node)
         except (mutter.MutterUnavailable, GstUnavailable) as exc:
             self._release()
             raise CaptureError(str(exc)) from exc
+        self._unwatch = self._session.watch_closed(self._on_session_closed)
         self._thread = threading.Thread(target=self._run, name="gnome-capture", daemon=True)
         self._thread.start()
         if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
@@ -95,19 +105,55 @@ class GnomeCapture:
     def _release(self) -> None:
         for fd in (self._notify_r, self._notify_w):
             os.close(fd)
-        if getattr(self, "_socket", None) is not None:
+        self._drop_session()
+
+    def _drop_session(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        if self._socket is not None:
             self._socket.close()
+            self._socket = None
         mutter.release(self._session)
+
+    def _on_session_closed(self) -> None:
+        # D-Bus thread: mutter ended the session (it does on a monitor change); the
+        # stream then just stops sending, so wake the worker to start a new one.
+        with self._swap:
+            self._stream.stop()
+
+    def _reopen(self) -> None:
+        """Worker thread: a new session and stream after mutter ended the old one."""
+        self._stream.close()
+        self._drop_session()
+        logger.info("GNOME capture: the session ended (monitor change?); starting anew")
+        session = mutter.acquire(self._env, self._output)
+        self._session = session
+        self._socket = sock = session.connect_pipewire()
+        stream = PipeWireStream(sock.fileno(), session.node)
+        with self._swap:
+            self._stream = stream
+            if self._closed:
+                stream.stop()
+        self._unwatch = session.watch_closed(self._on_session_closed)
 
     # -- worker thread -----------------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            while (image := self._stream.pull()) is not None:
-                self._take(image)
-            if not self._closed:
-                self._error = self._stream.error() or "the screen stream ended"
-                logger.info("GNOME capture stopped: %s", self._error)
+            while True:
+                while (image := self._stream.pull()) is not None:
+                    self._take(image)
+                if self._closed:
+                    return
+                if not self._session.closed.is_set():
+                    self._error = self._stream.error() or "the screen stream ended"
+                    logger.info("GNOME capture stopped: %s", self._error)
+                    return
+                self._reopen()
+        except (mutter.MutterUnavailable, GstUnavailable) as exc:
+            self._error = f"cannot capture the screen again: {exc}"
+            logger.info("GNOME capture stopped: %s", self._error)
         except Exception as exc:  # a broken frame must not leave the service waiting
             self._error = f"screen stream failed ({exc})"
             logger.exception("GNOME capture failed")
@@ -218,8 +264,9 @@ class GnomeCapture:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._stream.stop()
+        with self._swap:
+            self._closed = True
+            self._stream.stop()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)
         if not self._thread.is_alive():

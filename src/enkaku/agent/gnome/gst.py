@@ -154,6 +154,7 @@ class PipeWireStream:
         self._sink = lib.gst.gst_bin_get_by_name(self._pipeline, b"sink")
         self._bus = lib.gst.gst_element_get_bus(self._pipeline)
         self._stopped = False
+        self._state = threading.Lock()  # stop() and close() from different threads
         lib.gst.gst_element_set_state(self._pipeline, _STATE_PLAYING)
 
     def pull(self) -> npt.NDArray[np.uint8] | None:
@@ -208,16 +209,18 @@ class PipeWireStream:
 
     def stop(self) -> None:
         """Stop the stream (a ``pull()`` waiting in another thread returns None)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._lib.gst.gst_element_set_state(self._pipeline, _STATE_NULL)
+        with self._state:
+            if self._stopped or not self._pipeline:
+                return
+            self._stopped = True
+            self._lib.gst.gst_element_set_state(self._pipeline, _STATE_NULL)
 
     def close(self) -> None:
         """Stop and free the pipeline; no ``pull()`` may be running."""
         self.stop()
         lib = self._lib
-        for obj in (self._sink, self._bus, self._pipeline):
-            if obj:
-                lib.gst.gst_object_unref(obj)
-        self._sink = self._bus = self._pipeline = None
+        with self._state:  # not while another thread is still stopping it
+            for obj in (self._sink, self._bus, self._pipeline):
+                if obj:
+                    lib.gst.gst_object_unref(obj)
+            self._sink = self._bus = self._pipeline = None

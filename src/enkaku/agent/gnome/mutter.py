@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 __all__ = ["MutterUnavailable", "RemoteSession", "acquire", "bus_address", "probe", "release"]
@@ -184,6 +184,7 @@ class RemoteSession:
         self.pipewire = pipewire_socket(env)
         self._wayland = wayland_socket(env)
         self.closed = threading.Event()
+        self._watchers: list[Callable[[], None]] = []
         self.users = 0
         self._bus: Any = None
         self.rd_path = ""
@@ -272,7 +273,7 @@ class RemoteSession:
                     node.set_result(int(msg.body[0]))
             elif msg.path == self.rd_path and msg.member == "Closed":
                 logger.info("mutter closed the remote-desktop session")
-                self.closed.set()
+                self._set_closed()
 
         bus.add_message_handler(on_message)
         for path in (self.stream_path, self.rd_path):
@@ -310,7 +311,28 @@ class RemoteSession:
     async def _watch_disconnect(self, bus: Any) -> None:
         with contextlib.suppress(Exception):
             await bus.wait_for_disconnect()
+        self._set_closed()
+
+    def _set_closed(self) -> None:
         self.closed.set()
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:
+                logger.exception("session-closed callback")
+
+    def watch_closed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (in the D-Bus thread) when mutter ends the session — it does
+        on a monitor change (mutter 43). Returns the function that stops watching."""
+        self._watchers.append(callback)
+        if self.closed.is_set():
+            callback()
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._watchers.remove(callback)
+
+        return unwatch
 
     async def _stop(self) -> None:
         bus = self._bus

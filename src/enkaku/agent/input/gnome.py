@@ -48,9 +48,10 @@ class GnomeInput:
     ``env`` is the session's environment (its D-Bus session bus)."""
 
     def __init__(self, env: Mapping[str, str] | None = None, output: str | None = None) -> None:
-        env = os.environ if env is None else env
+        self._env = dict(os.environ if env is None else env)
+        self._output = output
         try:
-            self._session = mutter.acquire(env, output)
+            self._session = mutter.acquire(self._env, output)
         except mutter.MutterUnavailable as exc:
             raise InputError(str(exc)) from exc
         self._lock = threading.Lock()
@@ -58,9 +59,23 @@ class GnomeInput:
         self._buttons = 0
         self._closed = False
 
+    def _live(self) -> mutter.RemoteSession:
+        """The session, a new one if mutter ended it (a monitor change does): its
+        devices went with it, and with them what was held down."""
+        if self._session.closed.is_set():
+            try:
+                session = mutter.acquire(self._env, self._output)
+            except mutter.MutterUnavailable as exc:
+                raise InputError(str(exc)) from exc
+            mutter.release(self._session)
+            self._session = session
+            self._held.clear()
+            self._buttons = 0
+        return self._session
+
     def _notify(self, member: str, signature: str, *body: object) -> None:
         try:
-            self._session.notify(member, signature, list(body))
+            self._live().notify(member, signature, list(body))
         except mutter.MutterUnavailable as exc:
             raise InputError(str(exc)) from exc
 
@@ -75,6 +90,7 @@ class GnomeInput:
         keysym = _normalise_keysym(keysym)
         with self._lock:
             self._check_open()
+            self._live()
             if not down:
                 if keysym in self._held:
                     self._held.discard(keysym)
@@ -90,9 +106,9 @@ class GnomeInput:
 
     def pointer(self, x: int, y: int, buttons: int) -> None:
         """Move to (x, y) on the monitor and apply the RFB button mask."""
-        session = self._session
         with self._lock:
             self._check_open()
+            session = self._live()
             w, h = session.size
             x = min(max(x, 0), max(w - 1, 0))
             y = min(max(y, 0), max(h - 1, 0))
