@@ -52,6 +52,7 @@ from enkaku.protocol.rfb.messages import EncodeOptions, Encoding
 from enkaku.protocol.rfb.pixelformat import NATIVE
 from enkaku.protocol.rfb.server import RFBServer
 
+ROOT = Path(__file__).resolve().parent.parent
 FPS = {"pan": 25.0, "pan-noisy": 25.0, "slideshow": 10.0}
 
 
@@ -182,6 +183,153 @@ def matched_crf(frames: list[np.ndarray], target: float) -> tuple[int, tuple[flo
     return best
 
 
+# -- the agent on Xvfb: RFBService with X11Capture, noVNC's list with and without 50 -----
+
+
+def novnc_encodings(level: int, with_h264: bool) -> list[int]:
+    """noVNC 1.7's SetEncodings at depth 24 (core/rfb.js), H.264 only if WebCodecs can."""
+    codes = [Encoding.COPYRECT, *([h264.H264] if with_h264 else []), Encoding.TIGHT,
+             Encoding.ZRLE, Encoding.RAW, Encoding.JPEG_QUALITY_LOW + level,
+             Encoding.COMPRESS_LOW + 2, Encoding.CURSOR, Encoding.DESKTOP_SIZE,
+             Encoding.LAST_RECT, Encoding.EXTENDED_DESKTOP_SIZE]  # fmt: skip
+    return [int(c) for c in codes]
+
+
+def xvfb_run(kind: str, level: int, seconds: float, tmp: Path) -> list[dict[str, Any]]:
+    """The agent serving ``kind`` played full screen on Xvfb to a greedy client (one
+    request outstanding), once with noVNC's list without H.264 and once with it:
+    updates/s, KB/s and the server's CPU per update with a client that only parses; then
+    the PSNR of the picture of a client decoding every pixel against the nearest played
+    frame (a second connection, at most 5 s)."""
+    import av
+    import psutil
+    from tests.protocol.rfb.decoders import Update, rgb_to_values
+    from tests.xdisplay import xvfb
+
+    from benchmarks.screen import BenchDecoder, Client, spawn, stop, wait_port
+
+    w, h = 1920, 1080
+    folder = tmp / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 8 if kind == "slideshow" else 30
+    frames = scene_frames(kind, w, h, count)
+    for i, frame in enumerate(frames):
+        Image.fromarray(np.ascontiguousarray(frame[..., 2::-1])).save(folder / f"frame{i:02}.ppm")
+    sub = (slice(None, None, 4), slice(None, None, 4))
+    truths = [np.ascontiguousarray(f[..., 2::-1])[sub] for f in frames]
+
+    class Dec(BenchDecoder):
+        def _update(self, r: Any) -> None:
+            (n,) = r.unpack("!xH")
+            rects = []
+            for _ in range(n if n != 0xFFFF else 1 << 30):
+                x, y, rw, rh, enc = r.unpack("!HHHHi")
+                rects.append((x, y, rw, rh, enc))
+                if enc == -224:
+                    break
+                if enc == h264.H264 and not self.full:
+                    r.take(r.unpack("!II")[0])
+                elif enc == h264.H264:
+                    length, flags = r.unpack("!II")
+                    if flags & h264.RESET_CONTEXT or self.context is None:
+                        self.context = av.CodecContext.create("h264", "r")
+                    (pic,) = self.context.decode(av.Packet(r.take(length)))
+                    rgb = pic.to_ndarray(format="rgb24")[:rh, :rw]
+                    self.fb[y : y + rh, x : x + rw] = rgb_to_values(rgb, self.pf)
+                else:  # one rectangle at a time through the test decoder
+                    head = struct.pack("!xHHHHHi", 1, x, y, rw, rh, enc)
+                    super()._update(_Prefixed(head, r))
+            self.updates.append(Update(rects))
+
+    results = []
+    fps = FPS[kind]
+    with xvfb(w, h) as display:
+        player = spawn([sys.executable, "-m", "benchmarks.screen", "_imageshow", "--fps",
+                        str(fps), "--seconds", str(4 * seconds + 60), str(folder)],
+                       display, cwd=ROOT)  # fmt: skip
+        port = _free_port()
+        server = spawn([sys.executable, "-m", "benchmarks.rfb_direct", "--display", display,
+                        "--port", str(port)], display, cwd=ROOT)  # fmt: skip
+        try:
+            wait_port(port, server)
+            time.sleep(2)  # the player's window is up
+            for with_h264 in (False, True):
+                row: dict[str, Any] = {
+                    "workload": kind, "level": level,
+                    "client": "noVNC list with H.264" if with_h264 else "noVNC list without",
+                }  # fmt: skip
+                # Throughput: parse only (the client must not be the bottleneck); then
+                # quality: a new connection decoding every pixel, PSNR after each update.
+                for full in (False, True):
+                    client = Client(port, novnc_encodings(level, with_h264), full=full)
+                    dec = Dec(client.dec.width, client.dec.height, client.dec.pf)
+                    dec.full, dec.context = full, None
+                    client.dec = dec
+                    client.request(False)
+                    end = time.monotonic() + 2  # warm-up: the detector needs 5 frames
+                    while time.monotonic() < end:
+                        if client.read(1.0):
+                            client.request()
+                    proc = psutil.Process(server.pid)
+                    t = proc.cpu_times()
+                    cpu0, bytes0, t0 = t.user + t.system, client.r.consumed, time.monotonic()
+                    updates, h264_updates, scores = 0, 0, []
+                    while time.monotonic() - t0 < (min(seconds, 5) if full else seconds):
+                        if not client.read(1.0):
+                            continue
+                        updates += 1
+                        h264_updates += any(r[4] == h264.H264 for r in dec.updates[-1].rects)
+                        if full:
+                            v = dec.fb[sub]
+                            rgb = np.stack([(v >> 16) & 255, (v >> 8) & 255, v & 255], -1)
+                            scores.append(max(psnr(rgb, t) for t in truths))
+                        client.request()
+                    elapsed = time.monotonic() - t0
+                    t = proc.cpu_times()
+                    cpu = t.user + t.system - cpu0
+                    client.close()
+                    if full:
+                        row["psnr"] = float(np.mean(scores)) if scores else float("nan")
+                        row["psnr_h264_share"] = h264_updates / max(1, updates)
+                    else:
+                        row.update({
+                            "updates_per_s": updates / elapsed,
+                            "h264_share": h264_updates / max(1, updates),
+                            "kbps": (client.r.consumed - bytes0) / elapsed / 1024,
+                            "cpu_ms_per_update": cpu / max(1, updates) * 1000,
+                            "cpu_percent": cpu / elapsed * 100,
+                        })  # fmt: skip
+                results.append(row)
+        finally:
+            stop(server)
+            stop(player)
+    return results
+
+
+class _Prefixed:
+    """A reader that first yields ``head``, then reads from ``r`` (take/unpack)."""
+
+    def __init__(self, head: bytes, r: Any) -> None:
+        self.head, self.r = head, r
+
+    def take(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            return out + (self.r.take(n - len(out)) if n > len(out) else b"")
+        return bytes(self.r.take(n))
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--width", type=int, default=1920)
@@ -189,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="6,8", help="Tight JPEG quality levels 0-9")
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--workloads", default="pan,slideshow")
+    p.add_argument(
+        "--xvfb",
+        type=float,
+        default=10,
+        metavar="SECONDS",
+        help="measure the agent on Xvfb this long per client (0: skip)",
+    )
+    p.add_argument("--xvfb-workloads", default="slideshow,pan")
     p.add_argument("--out", help="STEM for STEM.txt and STEM.json (default: results/DATE-h264)")
     a = p.parse_args(argv)
     if not h264.available():
@@ -240,6 +396,44 @@ def main(argv: list[str] | None = None) -> int:
                 f"{same[0] / tight[0]:.3f} | {same[1] - tight[1]:+.2f} | "
                 f"{agent[2] / tight[2]:.2f} |"
             )
+    xrows: list[dict[str, Any]] = []
+    if a.xvfb > 0:
+        import tempfile
+
+        head = [
+            "",
+            f"The agent on Xvfb 1920x1080 (RFBService + X11Capture, benchmarks.rfb_direct), "
+            f"{a.xvfb:.0f} s per client after 2 s of warm-up, a greedy client decoding every "
+            "pixel; PSNR of its picture against the nearest played frame (every 4th pixel):",
+            "",
+            "| workload | level | client | upd/s | H.264 share | KB/s | PSNR dB | "
+            "server CPU ms/update | server CPU % |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += head
+        print("\n".join(head), flush=True)
+        with tempfile.TemporaryDirectory(prefix="enkaku-h264-") as tmp:
+            for kind in a.xvfb_workloads.split(","):
+                for level in (int(x) for x in a.levels.split(",")):
+                    pair = xvfb_run(kind, level, a.xvfb, Path(tmp))
+                    for r in pair:
+                        line = (
+                            f"| {kind} | {level} | {r['client']} | {r['updates_per_s']:.1f} | "
+                            f"{r['h264_share']:.2f} | {r['kbps']:.0f} | {r['psnr']:.2f} | "
+                            f"{r['cpu_ms_per_update']:.1f} | {r['cpu_percent']:.0f} |"
+                        )
+                        lines.append(line)
+                        print(line, flush=True)
+                    xrows += pair
+                    without, with_ = pair
+                    cpu_ratio = with_["cpu_ms_per_update"] / max(without["cpu_ms_per_update"], 1e-9)
+                    ratios.append(
+                        f"| {kind} on Xvfb (upd/s {with_['updates_per_s']:.1f} vs "
+                        f"{without['updates_per_s']:.1f}) | {level} | "
+                        f"{with_['kbps'] / max(without['kbps'], 1e-9):.3f} | "
+                        f"{with_['psnr'] - without['psnr']:+.2f} | - | - | "
+                        f"{cpu_ratio:.2f} |"
+                    )
     load = os.getloadavg()
     tail = [
         "",
@@ -258,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    data = {"direct": [asdict(r) for r in results], "xvfb": xrows}
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
     print(f"wrote {stem}.txt and .json")
     return 0
 

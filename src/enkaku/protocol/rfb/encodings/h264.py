@@ -178,8 +178,9 @@ class H264Encoder:
 
 #: A change covering at least this share of the screen counts as a video frame...
 VIDEO_AREA = 0.25
-#: ...when it follows the previous one within this many seconds...
-VIDEO_GAP = 0.35
+#: ...when it follows the previous one within this many seconds (updates also wait for
+#: the client's requests: a slow viewer gets video at 1-2 updates a second)...
+VIDEO_GAP = 1.0
 #: ...and this many in a row switch video mode on (about half a second at 10 fps).
 VIDEO_FRAMES = 5
 #: A change is photographic when at least this share of the sampled pixels differ from
