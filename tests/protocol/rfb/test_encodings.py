@@ -202,7 +202,7 @@ def test_tight_level_change_continues_stream_without_reset() -> None:
     again = enc.encode_tile(tile, NATIVE, EncodeOptions(compress_level=9))
     assert first[0] == again[0] == 0x00  # copy filter, stream 0, no reset bits
     first_z, again_z = (p[len(compact_length(len(p) - 2)) + 1 :] for p in (first, again))
-    assert first_z[:2] == b"\x78\x5e" and again_z[:2] != b"\x78\xda"
+    assert first_z[0] == 0x78 and again_z[0] != 0x78  # one zlib header, at the start
     inflater = zlib.decompressobj()
     assert inflater.decompress(first_z) == inflater.decompress(again_z)
     assert len(again_z) < 100  # primed with the stream's history: the tile repeats

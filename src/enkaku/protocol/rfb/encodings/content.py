@@ -27,6 +27,8 @@ PHOTO_MAX_SMOOTH = 0.6
 #: Between SOME_COLOURS and PHOTO_COLOURS colours, photo only when hardly anything repeats.
 SOME_COLOURS = 64
 GRAINY_MAX_SMOOTH = 0.2
+#: From this many cells on, colours are counted on a sample first (see ``analyse``).
+SAMPLE_MIN_CELLS = 16
 
 
 @dataclass(slots=True)
@@ -38,18 +40,20 @@ class Cells:
     #: (ny, nx): the cell is one colour (that of ``first``).
     solid: npt.NDArray[np.bool_]
     first: Values
-    #: (ny, nx): distinct colours (1 for solid cells).
+    #: (ny, nx): distinct colours (1 for solid cells); past PHOTO_COLOURS a lower bound.
     colours: npt.NDArray[np.int64]
     #: (ny, nx): share of pixels equal to their left or upper neighbour; None if not asked.
     smooth: npt.NDArray[np.float64] | None
     _sorted: Values  # (non-solid cells, CELL*CELL) each cell's values sorted
     _new: npt.NDArray[np.bool_]  # where each sorted row changes value
-    _row: npt.NDArray[np.intp]  # (ny*nx,) -> row in _sorted, -1 for solid cells
+    _row: npt.NDArray[np.intp]  # (ny*nx,) -> row in _sorted, -1 if solid or many colours
 
     def palette(self, cy: int, cx: int) -> Values:
-        """The cell's distinct colours, sorted."""
+        """The cell's distinct colours, sorted (cells of at most PHOTO_COLOURS colours)."""
         row = int(self._row[cy * self.nx + cx])
         if row < 0:
+            if not self.solid[cy, cx]:
+                raise ValueError("too many colours for a palette")
             return self.first[cy, cx : cx + 1].copy()
         srt = self._sorted[row]
         keep = np.empty(srt.size, dtype=bool)
@@ -68,32 +72,51 @@ class Cells:
 
 
 def analyse(values: Values, *, smoothness: bool) -> Cells:
-    """Cell statistics of ``values`` (h, w); ``smoothness`` also measures ``smooth``."""
+    """Cell statistics of ``values`` (h, w); ``smoothness`` also measures ``smooth``.
+
+    Colours are counted exactly up to PHOTO_COLOURS; past that, ``colours`` may be a
+    lower bound: in a rectangle of SAMPLE_MIN_CELLS cells or more, every cell's quarter
+    sample (every other pixel of every other row) is sorted first, and only the cells
+    with at most PHOTO_COLOURS colours in it are sorted whole (a photo then costs a
+    quarter of the sorting).
+    """
     h, w = values.shape
     ny, nx = -(-h // CELL), -(-w // CELL)
     hp, wp = ny * CELL, nx * CELL
     # Edge replication adds no colour and keeps one-colour cells one colour.
     padded = values if (hp, wp) == (h, w) else np.pad(values, ((0, hp - h), (0, wp - w)), "edge")
-    cells = padded.reshape(ny, CELL, nx, CELL).transpose(0, 2, 1, 3).reshape(ny * nx, CELL * CELL)
-    first = cells[:, 0]
-    solid = (cells == first[:, None]).all(axis=1)
+    grid = padded.reshape(ny, CELL, nx, CELL)
+    first = padded[::CELL, ::CELL]
     colours = np.ones(ny * nx, dtype=np.int64)
-    row = np.full(ny * nx, -1, dtype=np.intp)
-    mixed = np.flatnonzero(~solid)
-    srt = np.sort(cells[mixed], axis=1)
+    if ny * nx < SAMPLE_MIN_CELLS:
+        cells = grid.transpose(0, 2, 1, 3).reshape(ny * nx, CELL * CELL)
+        solid = (cells == cells[:, :1]).all(axis=1)
+        exact = np.flatnonzero(~solid)
+        srt = np.sort(cells[exact], axis=1)
+    else:
+        solid = (grid.max(axis=(1, 3)) == grid.min(axis=(1, 3))).ravel()
+        mixed = np.flatnonzero(~solid)
+        half = CELL // 2
+        sample = grid[:, ::2, :, ::2].transpose(0, 2, 1, 3).reshape(ny * nx, half * half)[mixed]
+        sample.sort(axis=1)
+        colours[mixed] = 1 + (sample[:, 1:] != sample[:, :-1]).sum(axis=1)
+        exact = mixed[colours[mixed] <= PHOTO_COLOURS]
+        srt = grid.transpose(0, 2, 1, 3)[exact // nx, exact % nx].reshape(exact.size, CELL * CELL)
+        srt.sort(axis=1)
     new = srt[:, 1:] != srt[:, :-1]
-    colours[mixed] = 1 + new.sum(axis=1)
-    row[mixed] = np.arange(mixed.size)
+    colours[exact] = 1 + new.sum(axis=1)
+    row = np.full(ny * nx, -1, dtype=np.intp)
+    row[exact] = np.arange(exact.size)
     smooth = None
     if smoothness:
         same = np.zeros((hp, wp), dtype=bool)
         same[:h, 1:w] = values[:, 1:] == values[:, :-1]
         same[1:h, :w] |= values[1:] == values[:-1]
         counts = same.reshape(ny, CELL, nx, CELL).sum(axis=(1, 3))
-        rows = np.minimum(CELL, h - np.arange(ny) * CELL)
-        cols = np.minimum(CELL, w - np.arange(nx) * CELL)
-        smooth = counts / (rows[:, None] * cols[None, :])
+        rh = np.minimum(CELL, h - np.arange(ny) * CELL)
+        cw = np.minimum(CELL, w - np.arange(nx) * CELL)
+        smooth = counts / (rh[:, None] * cw[None, :])
     return Cells(
-        ny, nx, solid.reshape(ny, nx), first.reshape(ny, nx), colours.reshape(ny, nx),
+        ny, nx, solid.reshape(ny, nx), first, colours.reshape(ny, nx),
         smooth, srt, new, row,
     )  # fmt: skip

@@ -8,9 +8,11 @@ Z_SYNC_FLUSH so the client can decode each rectangle on its own.
 The tiles of a 64-row band are sized up together in numpy: one sort of all of them gives
 each tile's colour count, one comparison pass its runs, ``np.bincount`` the bytes each
 subencoding would take; run-length data is then laid out with array arithmetic, not a
-Python loop per run. Tiles that are mostly raw pixels (photos) leave little for LZ77 to
-find: such rectangles go through the stream with ``Z_HUFFMAN_ONLY`` (about the same size
-at half the CPU); the stream continues across the change (``deflate.DeflateStream``).
+Python loop per run. The stream is ISA-L's when installed (``deflate.DeflateStream``:
+several times faster than zlib for the same size). With Python's zlib, rectangles whose
+tiles are mostly raw pixels (photos, where LZ77 finds little) go through the stream with
+``Z_HUFFMAN_ONLY`` (about the same size at half the CPU), the stream continuing across the
+change.
 """
 
 from __future__ import annotations
