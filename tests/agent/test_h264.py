@@ -139,25 +139,61 @@ def test_photographic_tells_pictures_from_text() -> None:
 
 def test_video_detector_needs_a_run_of_large_photographic_changes() -> None:
     frame = moving_picture(200, 120, 1)[0]
-    screen = Rect(0, 0, 200, 120)
-    d = h264.VideoDetector()
-    seen = [d.observe(0.1 * i, screen, [screen], 0, frame) for i in range(h264.VIDEO_FRAMES)]
-    assert seen == [False] * (h264.VIDEO_FRAMES - 1) + [True]
-    assert d.observe(0.6, screen, [screen], 0, frame) and d.started == 1
-    # a small change, a copy (scroll) or a pause ends it at once
-    assert not d.observe(0.7, screen, [Rect(0, 0, 20, 20)], 0, frame)
-    d = h264.VideoDetector()
-    for i in range(h264.VIDEO_FRAMES):
-        d.observe(0.1 * i, screen, [screen], 0, frame)
-    assert not d.observe(0.6, screen, [screen], 1, frame)
-    d = h264.VideoDetector()
-    for i in range(h264.VIDEO_FRAMES):
-        d.observe(0.1 * i, screen, [screen], 0, frame)
-    assert not d.observe(0.5 + h264.VIDEO_GAP + 0.1, screen, [screen], 0, frame)
-    # flat UI content changing fast is not video
-    d = h264.VideoDetector()
     flat = np.zeros((120, 200, 4), np.uint8)
+    screen = Rect(0, 0, 200, 120)
+    small = [Rect(0, 0, 20, 20)]
+
+    def video() -> h264.VideoDetector:
+        d = h264.VideoDetector()
+        seen = [d.observe(0.1 * i, screen, [screen], 0, frame) for i in range(h264.VIDEO_FRAMES)]
+        assert seen == [False] * (h264.VIDEO_FRAMES - 1) + [True]
+        assert d.active and d.started == 1
+        return d
+
+    # A small change between pictures goes out normally; video mode stays.
+    d = video()
+    assert not d.observe(0.55, screen, small, 0, frame) and d.active
+    assert d.observe(0.6, screen, [screen], 0, frame)
+    # A copy (scroll), a large flat change or a pause ends it.
+    d = video()
+    assert not d.observe(0.6, screen, [screen], 1, frame) and not d.active
+    d = video()
+    assert not d.observe(0.6, screen, [screen], 0, flat) and not d.active
+    d = video()
+    t = 0.4 + h264.VIDEO_GAP + 0.1
+    assert not d.observe(t, screen, small, 0, frame) and not d.active
+    d = video()
+    assert not d.observe(t, screen, [screen], 0, frame) and not d.active  # counts again
+    # Small changes alone, or flat content changing fast, are never video.
+    d = h264.VideoDetector()
+    assert not any(d.observe(0.05 * i, screen, small, 0, frame) for i in range(20))
     assert not any(d.observe(0.05 * i, screen, [screen], 0, flat) for i in range(20))
+
+
+def test_policy_keeps_the_context_across_small_changes_and_resets_after() -> None:
+    frames = moving_picture(200, 120, 12)
+    screen = Rect(0, 0, 200, 120)
+    policy = h264.H264Policy()
+    options = EncodeOptions(jpeg_quality=79)
+
+    def choose(t: float, rects: list[Rect], frame: np.ndarray, **kw: object) -> object:
+        args: dict = {"offered": True, "options": options, "pixel_format": NATIVE} | kw
+        return policy.choose(t, screen, screen, rects, 0, frame, **args)
+
+    got = [choose(0.1 * i, [screen], frames[i]) for i in range(h264.VIDEO_FRAMES)]
+    assert got[-1] is policy.encoder and not any(got[:-1])
+    (rect,) = policy.encoder.encode(frames[4], NATIVE, options)
+    assert choose(0.45, [Rect(0, 0, 10, 10)], frames[4]) is None  # small: normal encoders
+    assert choose(0.5, [screen], frames[5]) is policy.encoder
+    (rect,) = policy.encoder.encode(frames[5], NATIVE, options)
+    assert struct.unpack_from("!II", rect.payload)[1] == 0 and policy.encoder.contexts == 1
+    # Not offered, or lossless: never, and the context is dropped.
+    assert choose(0.6, [screen], frames[6], offered=False) is None
+    assert choose(0.7, [screen], frames[7], options=EncodeOptions()) is None
+    (rect,) = policy.encoder.encode(frames[7], NATIVE, options)
+    assert struct.unpack_from("!II", rect.payload)[1] == h264.RESET_CONTEXT
+    assert not policy.detector.active  # offered again: a new run of frames first
+    assert choose(0.8, [screen], frames[8]) is None
 
 
 class H264Client(Decoder):

@@ -222,10 +222,13 @@ def _bounds(rects: list[Rect]) -> Rect:
 class VideoDetector:
     """Says, update by update, whether the screen is showing video: large changes
     (``VIDEO_AREA`` of the screen) of photographic content, ``VIDEO_FRAMES`` in a row,
-    each within ``VIDEO_GAP`` of the last. Copies (scrolls, moved windows), small
-    changes, a pause or non-photographic content end it at once."""
+    each within ``VIDEO_GAP`` of the last. A small change in between (a progress bar, the
+    pointer's trail) goes out with the normal encoders and video mode stays; copies
+    (scrolls, moved windows), a large change that is not photographic, or a pause longer
+    than ``VIDEO_GAP`` end it."""
 
     streak: int = 0
+    #: Loop time of the last video-like change.
     last: float | None = None
     active: bool = False
     #: Times video mode was entered (for tests and diagnostics).
@@ -235,28 +238,28 @@ class VideoDetector:
         self, now: float, screen: Rect, rects: list[Rect], copies: int, frame: Frame
     ) -> bool:
         """One update with changes at loop time ``now``; True: send it as H.264."""
-        gap_ok = self.last is not None and now - self.last <= VIDEO_GAP
-        self.last = now
-        area = _area(rects)
-        big = (
-            copies == 0
-            and bool(rects)
-            and area >= VIDEO_AREA * screen.w * screen.h
-            and photographic(frame, _bounds(rects))
-        )
-        if not big:
-            self.streak = 0
-            self.active = False
-            return False
-        if gap_ok:
-            self.streak += 1
-        else:  # a pause: count again from this frame
-            self.streak = 1
-            self.active = False
-        if not self.active and self.streak >= VIDEO_FRAMES:
-            self.active = True
-            self.started += 1
-        return self.active
+        recent = self.last is not None and now - self.last <= VIDEO_GAP
+        large = copies == 0 and bool(rects) and _area(rects) >= VIDEO_AREA * screen.w * screen.h
+        if large and photographic(frame, _bounds(rects)):
+            if recent:
+                self.streak += 1
+            else:  # the first, or after a pause: count again from this frame
+                self.streak = 1
+                self.active = False
+            self.last = now
+            if not self.active and self.streak >= VIDEO_FRAMES:
+                self.active = True
+                self.started += 1
+            return self.active
+        if copies or large or not recent:
+            self.stop()
+        return False
+
+    def stop(self) -> None:
+        """Out of video mode; the next run counts from zero."""
+        self.streak = 0
+        self.active = False
+        self.last = None
 
 
 class H264Policy:
@@ -286,8 +289,8 @@ class H264Policy:
 
         H.264 only when the client listed it, asked for JPEG (a lossless setting never
         gets it), takes true colour at 32 bits, wants the whole screen, and the
-        detector sees video. Leaving video mode drops the context: the next time starts
-        with a key frame on a fresh one.
+        detector says this update is a picture of the video. Leaving video mode drops the
+        context: the next time starts with a key frame on a fresh one.
         """
         usable = (
             offered
@@ -297,12 +300,17 @@ class H264Policy:
             and pixel_format.bits_per_pixel == 32
             and region == screen
         )
-        video = self.detector.observe(now, screen, rects, copies, frame) if usable else False
-        if not video:
+        if usable:
+            video = self.detector.observe(now, screen, rects, copies, frame)
+        else:
+            video = False
+            self.detector.stop()
+        if not usable or not self.detector.active:
             if self._was_active:
                 self.encoder.reset()
                 logger.debug("h264 video mode off after %d frames", self.frames)
             self._was_active = False
+        if not video:  # no video, or a small change between pictures: the normal encoders
             return None
         if not self._was_active:
             logger.debug("h264 video mode on")
