@@ -81,6 +81,24 @@ def test_frames_come_only_on_change_and_the_descriptor_says_so(gnome: Mutter) ->
         inp.key(0xFF08, False)
 
 
+def test_two_captures_at_once_both_follow_the_screen(gnome: Mutter) -> None:
+    # Two viewers of one agent: a PipeWire node gave its frames to the first consumer
+    # only, so each capture records in a screen-cast session of its own.
+    with GnomeCapture(gnome.env) as a, GnomeCapture(gnome.env) as b, GnomeInput(gnome.env) as inp:
+        fa, fb = a.frames, b.frames
+        type_text(inp, "yz")
+        wait_for(lambda: a.frames > fa and b.frames > fb, 30, "frames in both captures")
+
+        def both_equal() -> bool:
+            ref = gnome.screenshot()
+            return np.array_equal(rgb(a.grab()), ref) and np.array_equal(rgb(b.grab()), ref)
+
+        wait_for(both_equal, 30, "both captures == the reference")
+        for _ in range(2):
+            inp.key(0xFF08, True)  # BackSpace
+            inp.key(0xFF08, False)
+
+
 def test_changed_bands_bound_each_changed_band() -> None:
     old = np.zeros((100, 80, 4), np.uint8)
     new = old.copy()

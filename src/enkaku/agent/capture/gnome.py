@@ -1,7 +1,7 @@
 """Screen capture on GNOME (Wayland) through mutter's screen-cast API and PipeWire.
 
-The monitor stream of the process's remote-desktop session
-(:mod:`enkaku.agent.gnome.mutter`) is read through GStreamer
+Each capture records the monitor in a screen-cast session of its own
+(:mod:`enkaku.agent.gnome.mutter`); the stream is read through GStreamer
 (:mod:`enkaku.agent.gnome.gst`) by a worker thread. mutter sends a frame only when
 something on the monitor changed, so an idle screen costs nothing: no frames, no
 wake-ups. Each frame is compared with the previous one in bands of rows; the changed
@@ -71,7 +71,7 @@ class GnomeCapture:
         self._env = dict(os.environ if env is None else env)
         self._output = output
         try:
-            self._session = mutter.acquire(self._env, output)
+            self._session = mutter.RemoteSession(self._env, output, remote_desktop=False)
         except mutter.MutterUnavailable as exc:
             raise CaptureError(str(exc)) from exc
         self._lock = threading.Lock()
@@ -114,7 +114,7 @@ class GnomeCapture:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        mutter.release(self._session)
+        self._session.stop()
 
     def _on_session_closed(self) -> None:
         # D-Bus thread: mutter ended the session (it does on a monitor change); the
@@ -127,7 +127,7 @@ class GnomeCapture:
         self._stream.close()
         self._drop_session()
         logger.info("GNOME capture: the session ended (monitor change?); starting anew")
-        session = mutter.acquire(self._env, self._output)
+        session = mutter.RemoteSession(self._env, self._output, remote_desktop=False)
         self._session = session
         self._socket = sock = session.connect_pipewire()
         stream = PipeWireStream(sock.fileno(), session.node)

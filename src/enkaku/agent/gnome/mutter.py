@@ -1,10 +1,11 @@
 """mutter's remote-desktop and screen-cast sessions over D-Bus (``dbus-fast``).
 
-One :class:`RemoteSession` per session bus and monitor serves every capture and
-injector of the process: a ``org.gnome.Mutter.RemoteDesktop`` session with a linked
-``org.gnome.Mutter.ScreenCast`` session recording the monitor (the pointer not drawn
-into the frames). The screen is read from the stream's PipeWire node; keys and pointer
-go through the remote-desktop session. GNOME shows its "screen is being shared"
+One :class:`RemoteSession` per session bus and monitor serves every injector of the
+process: a ``org.gnome.Mutter.RemoteDesktop`` session with a linked
+``org.gnome.Mutter.ScreenCast`` session recording the monitor (absolute pointer motion
+is given in that stream's pixels). Keys and pointer go through it. Each capture has a
+screen-cast session of its own (a PipeWire node serves one consumer), recording the
+monitor with the pointer not drawn into the frames. GNOME shows its "screen is being shared"
 indicator while the session exists, so it ends a few seconds after the last capture
 or injector is closed (a reconnect in between reuses it).
 
@@ -163,12 +164,16 @@ def probe(env: Mapping[str, str]) -> str | None:
 
 
 class RemoteSession:
-    """A started remote-desktop session with its monitor stream (see the module doc).
+    """A started remote-desktop session with its monitor stream (see the module doc);
+    with ``remote_desktop=False`` a screen-cast session alone (a capture's own: one
+    PipeWire node serves one consumer, a second one gets no frames).
 
     Blocking; safe to use from several threads.
     """
 
-    def __init__(self, env: Mapping[str, str], output: str | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], output: str | None = None, remote_desktop: bool = True
+    ) -> None:
         try:
             from dbus_fast import Message, MessageType, Variant
             from dbus_fast.aio import MessageBus
@@ -181,6 +186,7 @@ class RemoteSession:
             raise MutterUnavailable("no D-Bus session bus ($DBUS_SESSION_BUS_ADDRESS)")
         self.address = address
         self.output = output
+        self.remote_desktop = remote_desktop
         self.pipewire = pipewire_socket(env)
         self._wayland = wayland_socket(env)
         self.closed = threading.Event()
@@ -251,12 +257,14 @@ class RemoteSession:
             raise MutterUnavailable(f"cannot connect to the D-Bus session bus: {exc}") from exc
         bus = self._bus
         asyncio.get_running_loop().create_task(self._watch_disconnect(bus))
-        (self.rd_path,) = await self._call(RD_NAME, RD_PATH, RD_NAME, "CreateSession")
-        (session_id,) = await self._call(
-            RD_NAME, self.rd_path, "org.freedesktop.DBus.Properties", "Get", "ss",
-            [RD_SESSION, "SessionId"],
-        )  # fmt: skip
-        link = {"remote-desktop-session-id": self._Variant("s", session_id.value)}
+        link: dict[str, Any] = {}
+        if self.remote_desktop:
+            (self.rd_path,) = await self._call(RD_NAME, RD_PATH, RD_NAME, "CreateSession")
+            (session_id,) = await self._call(
+                RD_NAME, self.rd_path, "org.freedesktop.DBus.Properties", "Get", "ss",
+                [RD_SESSION, "SessionId"],
+            )  # fmt: skip
+            link = {"remote-desktop-session-id": self._Variant("s", session_id.value)}
         (self.sc_path,) = await self._call(SC_NAME, SC_PATH, SC_NAME, "CreateSession", "a{sv}",
                                            [link])  # fmt: skip
         (self.stream_path,) = await self._call(
@@ -271,17 +279,20 @@ class RemoteSession:
             if msg.path == self.stream_path and msg.member == "PipeWireStreamAdded":
                 if not node.done():
                     node.set_result(int(msg.body[0]))
-            elif msg.path == self.rd_path and msg.member == "Closed":
-                logger.info("mutter closed the remote-desktop session")
+            elif msg.path in (self.rd_path, self.sc_path) and msg.member == "Closed":
+                logger.info("mutter closed the session")
                 self._set_closed()
 
         bus.add_message_handler(on_message)
-        for path in (self.stream_path, self.rd_path):
+        for path in (self.stream_path, self.rd_path or self.sc_path):
             await self._call(
                 "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
                 "AddMatch", "s", [f"type='signal',path='{path}'"],
             )  # fmt: skip
-        await self._call(RD_NAME, self.rd_path, RD_SESSION, "Start")
+        if self.remote_desktop:
+            await self._call(RD_NAME, self.rd_path, RD_SESSION, "Start")
+        else:
+            await self._call(SC_NAME, self.sc_path, SC_SESSION, "Start")
         self.node = await node
         (params,) = await self._call(
             SC_NAME, self.stream_path, "org.freedesktop.DBus.Properties", "Get", "ss",
@@ -292,8 +303,10 @@ class RemoteSession:
             self.position = tuple(values["position"].value)
         if "size" in values:
             self.size = tuple(values["size"].value)
-        await self._warm_up()
-        logger.info("mutter remote-desktop session started (%dx%d)", *self.size)
+        if self.remote_desktop:
+            await self._warm_up()
+        kind = "remote-desktop" if self.remote_desktop else "screen-cast"
+        logger.info("mutter %s session started (%dx%d)", kind, *self.size)
 
     async def _warm_up(self) -> None:
         """On a seat with no keyboard yet (a headless session; never with a keyboard
@@ -338,9 +351,13 @@ class RemoteSession:
         bus = self._bus
         if bus is None:
             return
-        if bus.connected and self.rd_path:
+        if bus.connected and (self.rd_path or self.sc_path):
+            if self.rd_path:
+                stop = self._call(RD_NAME, self.rd_path, RD_SESSION, "Stop")
+            else:
+                stop = self._call(SC_NAME, self.sc_path, SC_SESSION, "Stop")
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._call(RD_NAME, self.rd_path, RD_SESSION, "Stop"), 5)
+                await asyncio.wait_for(stop, 5)
         self._bus = None
         bus.disconnect()
 
