@@ -481,7 +481,9 @@ def language() -> str:
 
 def register(entries: dict[str, tuple[str, str]]) -> None:
     """Add a module's own messages (English, Japanese) to CATALOG; a key may be defined once."""
-    clash = set(entries) & set(CATALOG)
+    # The same entries again are no clash: `python -m enkaku.cli` runs cli.py as __main__
+    # and then imports it as enkaku.cli (admin_cli, session_cli), registering twice.
+    clash = {key for key in entries if key in CATALOG and CATALOG[key] != entries[key]}
     if clash:
         raise ValueError(f"message keys defined twice: {sorted(clash)}")
     CATALOG.update(entries)
