@@ -347,8 +347,10 @@ class X11Capture:
         with self._lock:
             if not self._conn.dpy or self._conn.dead:
                 return False
-            return self._damage_seen or bool(
-                self._conn.x11.XEventsQueued(self._conn.dpy, x11lib.QUEUED_ALREADY)
+            return (
+                self._damage_seen
+                or self._monitors_changed
+                or bool(self._conn.x11.XEventsQueued(self._conn.dpy, x11lib.QUEUED_ALREADY))
             )
 
     def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
@@ -528,11 +530,10 @@ class X11Capture:
 
     def monitors_changed(self) -> bool:
         """Whether the X server reported a monitor or resolution change since the last
-        call (reads pending events, no round trip)."""
+        call. No I/O: the events are read by ``changed_regions()`` and ``cursor()``, and
+        one read there also makes ``events_queued()`` true, so an event-driven owner
+        polls again and asks this first."""
         with self._lock:
-            self._check_open()
-            if self._cursor_events:
-                self._read_events()
             changed, self._monitors_changed = self._monitors_changed, False
             return changed
 
