@@ -63,6 +63,7 @@ import datetime
 import json
 import os
 import random
+import re
 import select
 import shlex
 import shutil
@@ -84,6 +85,7 @@ import psutil
 from tests.protocol.rfb.decoders import Decoder, read_compact_length, tpixel_is_rgb
 from tests.xdisplay import x_env, xvfb, xvfb_pid
 
+from benchmarks.screen_wayland import WaylandDesktop
 from enkaku.agent.capture.x11 import X11Capture
 from enkaku.protocol.rfb.messages import Encoding
 from enkaku.protocol.rfb.pixelformat import NATIVE
@@ -92,6 +94,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 1920, 1080
 BASE_XTERM = (40, 40)  # the idle desktop's xterm (80x24, running cat): keys go there
 POINTER_IN_XTERM = (120, 80)
+WAYLAND_BASE = (0, 0)  # the base foot (tiled: the whole screen, running cat)
 
 PROFILES: dict[str, list[int]] = {
     "tight": [
@@ -109,6 +112,7 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 #: The workload's own rate of visible changes per second (the ceiling a server can reach).
 CHANGE_RATE = {"idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "image": 10.0}
 LOSSLESS = {"zrle", "tight-lossless"}
+PEERS = ("x11vnc", "x0vncserver", "wayvnc")
 
 
 # -- the RFB client --------------------------------------------------------------------
@@ -311,6 +315,13 @@ def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 30) -> No
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (other benchmarks may run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def cpu(pid: int) -> float:
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system
@@ -425,6 +436,9 @@ class Desktop:
     def me(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "benchmarks.screen", *args]
 
+    def truth(self) -> np.ndarray:
+        return x11_truth(self.display)
+
     @contextlib.contextmanager
     def workload(self, name: str, seconds: float) -> Iterator[None]:
         procs: list[subprocess.Popen[Any]] = []
@@ -486,14 +500,23 @@ class Desktop:
                 stop(p)
 
 
+AnyDesktop = Desktop | WaylandDesktop
+
+
 # -- measurement ---------------------------------------------------------------------------
 
 
-def compare(fb: np.ndarray, display: str) -> str:
-    """The client's framebuffer (0x00RRGGBB values) against the real screen."""
+def x11_truth(display: str) -> np.ndarray:
+    """The X screen as 0x00RRGGBB values (h, w)."""
     with X11Capture(display) as cap:
         screen = cap.grab()
-    truth = screen.view("<u4").reshape(screen.shape[:2]) & 0xFFFFFF
+    return screen.view("<u4").reshape(screen.shape[:2]) & 0xFFFFFF
+
+
+def compare(fb: np.ndarray, truth: np.ndarray) -> str:
+    """The client's framebuffer (0x00RRGGBB values) against the real screen."""
+    if fb.shape != truth.shape:
+        return f"size {fb.shape[1]}x{fb.shape[0]}"
     diff = (fb & 0xFFFFFF) != truth
     if not diff.any():
         return "exact"
@@ -510,8 +533,8 @@ def compare(fb: np.ndarray, display: str) -> str:
 
 
 def throughput(
-    port: int, profile: str, workload: str, desk: Desktop, duration: float,
-    server_pid: int, xvfb: int,
+    port: int, profile: str, workload: str, desk: AnyDesktop, duration: float,
+    server_pid: int, chain: list[int], xvfb: int,
 ) -> dict[str, Any]:  # fmt: skip
     client = Client(port, PROFILES[profile], full=False)
     try:
@@ -526,6 +549,7 @@ def throughput(
             client.rects.clear()
             b0, t0 = client.r.consumed, time.monotonic()
             c0, x0, me0 = cpu(server_pid), cpu(xvfb), cpu(os.getpid())
+            ch0 = sum(cpu(pid) for pid in chain)
             updates = 0
             end = t0 + duration
             while (now := time.monotonic()) < end:
@@ -535,7 +559,12 @@ def throughput(
                     client.request()
             t1 = time.monotonic()
             c1, x1, me1 = cpu(server_pid), cpu(xvfb), cpu(os.getpid())
+            ch1 = sum(cpu(pid) for pid in chain)
             b1 = client.r.consumed
+        # Hang up only once the screen is quiet: the agent's RFBService frees its capture
+        # while a capture or encode it started in a worker thread may still run (a viewer
+        # closing mid-update crashed the agent: docs/performance.md).
+        client.drain(0.5, limit=10)
         secs = t1 - t0
         return {
             "secs": round(secs, 2),
@@ -547,6 +576,7 @@ def throughput(
             "cpu_pct": 100 * (c1 - c0) / secs,
             "ms_upd": 1000 * (c1 - c0) / updates if updates else None,
             "xvfb_pct": 100 * (x1 - x0) / secs,
+            "chain_pct": 100 * (ch1 - ch0) / secs,
             "client_pct": 100 * (me1 - me0) / secs,
             "rects": dict(client.rects),
         }
@@ -554,7 +584,7 @@ def throughput(
         client.close()
 
 
-def verify(port: int, profile: str, workload: str, desk: Desktop, duration: float) -> str:
+def verify(port: int, profile: str, workload: str, desk: AnyDesktop, duration: float) -> str:
     client = Client(port, PROFILES[profile], full=True)
     try:
         client.request(False)
@@ -565,12 +595,14 @@ def verify(port: int, profile: str, workload: str, desk: Desktop, duration: floa
                 if client.read(end - now):
                     client.request()
         client.drain(1.5)
-        return compare(client.dec.fb, desk.display)
+        return compare(client.dec.fb, desk.truth())
     finally:
         client.close()
 
 
-def latency(port: int, profile: str, keys: int, seed: int = 5) -> dict[str, Any]:
+def latency(
+    port: int, profile: str, keys: int, seed: int = 5, corner: tuple[int, int] = BASE_XTERM
+) -> dict[str, Any]:
     client = Client(port, PROFILES[profile], full=True)
     rnd = random.Random(seed)
     times: list[float] = []
@@ -580,7 +612,7 @@ def latency(port: int, profile: str, keys: int, seed: int = 5) -> dict[str, Any]
         client.drain(0.5)
         client.pointer(*POINTER_IN_XTERM)
         client.drain(0.3)
-        x0, y0 = BASE_XTERM
+        x0, y0 = corner
         for i in range(keys):
             pause = time.monotonic() + rnd.uniform(0.15, 0.35)
             while (now := time.monotonic()) < pause:
@@ -613,37 +645,156 @@ def latency(port: int, profile: str, keys: int, seed: int = 5) -> dict[str, Any]
 
 # -- servers and the run -----------------------------------------------------------------
 
+#: Where each server's measured PIDs come from: the process started (None), or the
+#: ``PIDs agent=N connect=M ...`` line it prints on stderr (the agent's is the server's).
+PIDS_LINE = re.compile(r"(?:e2e_chain|screen_paths): PIDs ((?:\w+=\d+ ?)+)")
 
-def default_servers(py: str, before: dict[str, Path]) -> dict[str, tuple[str, dict[str, str]]]:
-    servers: dict[str, tuple[str, dict[str, str]]] = {}
+
+@dataclass
+class Server:
+    cmd: str  # {display} and {port} are filled in
+    env: dict[str, str] = field(default_factory=dict)
+    pids_from_log: bool = False
+
+
+def default_servers(
+    py: str, before: dict[str, Path], paths: list[str], peers: list[str]
+) -> dict[str, Server]:
+    """The X11 run's servers: the agent at each ``--before`` revision (direct), the agent
+    on each path, the peers."""
+    here = {"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    servers: dict[str, Server] = {}
     for name, src in before.items():
-        servers[name] = (
+        servers[name] = Server(
             f"{py} -m benchmarks.rfb_direct --display {{display}} --port {{port}}",
             {"PYTHONPATH": f"{src}{os.pathsep}{ROOT}"},
         )
-    servers["enkaku"] = (
-        f"{py} -m benchmarks.rfb_direct --display {{display}} --port {{port}}",
-        {"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
-    )
-    servers["x11vnc"] = (
-        "x11vnc -localhost -shared -forever -nopw -quiet -rfbport {port} -display {display}",
-        {},
-    )
-    servers["x0vncserver"] = (
-        "X0tigervnc -display {display} -rfbport {port} -SecurityTypes None -localhost "
-        "-AlwaysShared",
-        {},
-    )
+    for path in paths:
+        if path == "direct":
+            servers["enkaku"] = Server(
+                f"{py} -m benchmarks.rfb_direct --display {{display}} --port {{port}}", here
+            )
+        elif path == "bridge":
+            servers["enkaku-bridge"] = Server(
+                f"{py} -m benchmarks.screen_paths bridge --display {{display}} --port {{port}}",
+                here, pids_from_log=True,
+            )  # fmt: skip
+        elif path == "relay":
+            servers["enkaku-relay"] = Server(
+                f"{py} -m benchmarks.e2e_chain --display {{display}} --port {{port}}",
+                here, pids_from_log=True,
+            )  # fmt: skip
+        else:
+            raise SystemExit(f"unknown path {path!r} (direct, bridge, relay)")
+    known = {
+        "x11vnc": Server(
+            "x11vnc -localhost -shared -forever -nopw -quiet -rfbport {port} -display {display}"
+        ),
+        "x0vncserver": Server(
+            "X0tigervnc -display {display} -rfbport {port} -SecurityTypes None -localhost "
+            "-AlwaysShared"
+        ),
+    }
+    for peer in peers:
+        if peer not in known:
+            raise SystemExit(f"unknown X11 peer {peer!r} (x11vnc, x0vncserver)")
+        servers[peer] = known[peer]
     return servers
 
 
+def wayland_servers(py: str, paths: list[str], peers: list[str]) -> dict[str, Server]:
+    """The Wayland run's servers: the agent's wayland-wlroots backend, wayvnc."""
+    here = {"PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    servers: dict[str, Server] = {}
+    for path in paths:
+        if path == "relay":
+            raise SystemExit("--wayland: the relay path is not measured there (direct, bridge)")
+        name = "enkaku" if path == "direct" else f"enkaku-{path}"
+        servers[name] = Server(
+            f"{py} -m benchmarks.screen_paths {path} --backend wayland-wlroots "
+            "--display {display} --port {port}",
+            here, pids_from_log=True,
+        )  # fmt: skip
+    for peer in peers:
+        if peer != "wayvnc":
+            raise SystemExit(f"unknown Wayland peer {peer!r} (wayvnc)")
+        # wayvnc's own default is 30 frames a second; the agent's max_fps is 60.
+        servers["wayvnc"] = Server("wayvnc --max-fps 60 127.0.0.1 {port}")
+    return servers
+
+
+def read_pids(log: Path, proc: subprocess.Popen[Any], timeout: float = 90) -> dict[str, int]:
+    """The ``PIDs`` line a chain prints once it serves."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                if m := PIDS_LINE.search(line):
+                    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
+        time.sleep(0.2)
+    raise RuntimeError(f"no PIDs line in {log}")
+
+
+def measure_server(
+    name: str, server: Server, args: argparse.Namespace, desk: AnyDesktop, display: str,
+    env: dict[str, str], display_pid: int, logs: Path, corner: tuple[int, int],
+) -> list[dict[str, Any]]:  # fmt: skip
+    results: list[dict[str, Any]] = []
+    port = args.port or free_port()
+    cmd = shlex.split(server.cmd.format(display=display, port=port))
+    print(f"== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    log = logs / f"{name}.log"
+    proc = spawn(cmd, display, log, env=env | server.env, cwd=ROOT)
+    try:
+        pids = read_pids(log, proc) if server.pids_from_log else {"server": proc.pid}
+        main_pid = pids.get("agent", proc.pid)
+        wait_port(port, proc)
+        time.sleep(0.5)
+        for profile in args.profiles.split(","):
+            for wl in args.workloads.split(","):
+                secs = max(args.duration, 10.0) if wl == "idle" else args.duration
+                rec = throughput(port, profile, wl, desk, secs, main_pid, list(pids.values()),
+                                 display_pid)  # fmt: skip
+                rec["verify"] = (
+                    verify(port, profile, wl, desk, args.verify_duration)
+                    if args.verify_duration > 0 else "-"
+                )  # fmt: skip
+                rec |= {"server": name, "profile": profile, "workload": wl}
+                results.append(rec)
+                print(f"   {profile:6} {wl:8} {rec['upd_s']:7.1f} upd/s "
+                      f"{rec['kb_s']:8.0f} KB/s cpu {rec['cpu_pct']:5.1f}% "
+                      f"chain {rec['chain_pct']:5.1f}% {rec['verify']}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            if args.keys:
+                lat = latency(port, profile, args.keys, corner=corner)
+                lat |= {"server": name, "profile": profile, "workload": "latency"}
+                results.append(lat)
+                print(f"   {profile:6} latency  p50 {lat['p50']:.1f} ms p95 "
+                      f"{lat['p95']:.1f} ms misses {lat['misses']}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        stop(proc)
+        time.sleep(0.5)
+    return results
+
+
+def split(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    for tool in ("Xvfb", "xterm", "xdotool", "display", "x11vnc", "X0tigervnc"):
+    tools = ["sway", "foot", "grim", "wayvnc"] if args.wayland else [
+        "Xvfb", "xterm", "xdotool", "display", "x11vnc", "X0tigervnc"]  # fmt: skip
+    for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing (see the module docstring for the packages)")
     tmp = Path(tempfile.mkdtemp(prefix="enkaku-screen-bench-"))
+    tmp.chmod(0o755)  # the Wayland workloads' files are read by the compositor's user too
     logs = tmp / "logs"
     logs.mkdir()
+    print(f"logs in {logs}", file=sys.stderr, flush=True)
     before: dict[str, Path] = {}
     for rev in args.before:
         src = tmp / f"src-{rev}"
@@ -652,17 +803,46 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  check=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
         before[f"enkaku@{rev}"] = src / "src"
-    servers = default_servers(sys.executable, before)
+    paths = split(args.paths)
+    if args.wayland:
+        peers = split("wayvnc" if args.peers is None else args.peers)
+        servers = wayland_servers(sys.executable, paths, peers)
+    else:
+        peers = split("x11vnc,x0vncserver" if args.peers is None else args.peers)
+        servers = default_servers(sys.executable, before, paths, peers)
     for spec in args.server:
         name, _, cmd = spec.partition("=")
-        servers[name] = (cmd, {})
+        servers[name] = Server(cmd)
     if args.only:
         servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
     (tmp / "images").mkdir()
     make_images(tmp / "images")
     results: list[dict[str, Any]] = []
-    profiles = args.profiles.split(",")
-    workloads = args.workloads.split(",")
+    try:
+        if args.wayland:
+            wdesk = WaylandDesktop(tmp, logs).start()
+            try:
+                for name, server in servers.items():
+                    results += measure_server(
+                        name, server, args, wdesk, wdesk.display, wdesk.env, wdesk.sway.pid,
+                        logs, WAYLAND_BASE,
+                    )  # fmt: skip
+            finally:
+                wdesk.close()
+        else:
+            results += x11_run(args, servers, tmp, logs)
+    finally:
+        if args.keep_logs:
+            print(f"logs kept in {logs}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def x11_run(
+    args: argparse.Namespace, servers: dict[str, Server], tmp: Path, logs: Path
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
     wall = tmp / "wall.ppm"
     from PIL import Image
 
@@ -680,41 +860,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                        env=x_env(display), capture_output=True, timeout=20, check=True)  # fmt: skip
         xpid = xvfb_pid(display)
         try:
-            for name, (tmpl, extra_env) in servers.items():
-                port = args.port
-                cmd = shlex.split(tmpl.format(display=display, port=port))
-                env = x_env(display) | extra_env
-                print(f"== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-                proc = spawn(cmd, display, logs / f"{name}.log", env=env, cwd=ROOT)
-                try:
-                    wait_port(port, proc)
-                    time.sleep(0.5)
-                    for profile in profiles:
-                        for wl in workloads:
-                            secs = max(args.duration, 10.0) if wl == "idle" else args.duration
-                            rec = throughput(port, profile, wl, desk, secs, proc.pid, xpid)
-                            rec["verify"] = (
-                                verify(port, profile, wl, desk, args.verify_duration)
-                                if args.verify_duration > 0 else "-"
-                            )  # fmt: skip
-                            rec |= {"server": name, "profile": profile, "workload": wl}
-                            results.append(rec)
-                            print(f"   {profile:6} {wl:8} {rec['upd_s']:7.1f} upd/s "
-                                  f"{rec['kb_s']:8.0f} KB/s cpu {rec['cpu_pct']:5.1f}% "
-                                  f"{rec['verify']}", file=sys.stderr, flush=True)  # fmt: skip
-                        if args.keys:
-                            lat = latency(port, profile, args.keys)
-                            lat |= {"server": name, "profile": profile, "workload": "latency"}
-                            results.append(lat)
-                            print(f"   {profile:6} latency  p50 {lat['p50']:.1f} ms p95 "
-                                  f"{lat['p95']:.1f} ms misses {lat['misses']}",
-                                  file=sys.stderr, flush=True)  # fmt: skip
-                finally:
-                    stop(proc)
-                    time.sleep(0.5)
+            for name, server in servers.items():
+                results += measure_server(name, server, args, desk, display, x_env(display),
+                                          xpid, logs, BASE_XTERM)  # fmt: skip
         finally:
             stop(base)
-    shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 
@@ -725,7 +875,8 @@ def fmt(v: float | None, spec: str = ".1f") -> str:
 def table(results: list[dict[str, Any]]) -> str:
     lines = []
     head = (f"{'server':18} {'profile':14} {'workload':8} {'upd/s':>7} {'KB/upd':>8} {'KB/s':>8} "
-            f"{'CPU%':>6} {'ms/upd':>7} {'Xvfb%':>6} {'cli%':>5}  {'verify':16} rects")  # fmt: skip
+            f"{'CPU%':>6} {'ms/upd':>7} {'chain%':>6} {'disp%':>6} {'cli%':>5}  {'verify':16} "
+            "rects")  # fmt: skip
     lines += [head, "-" * len(head)]
     for r in results:
         if r["workload"] == "latency":
@@ -734,7 +885,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['server']:18} {r['profile']:14} {r['workload']:8} {r['upd_s']:7.1f} "
             f"{r['kb_upd']:8.1f} {r['kb_s']:8.0f} {r['cpu_pct']:6.1f} {fmt(r['ms_upd'], '.2f'):>7} "
-            f"{r['xvfb_pct']:6.1f} {r['client_pct']:5.0f}  {r['verify']:16} {rects}"
+            f"{r.get('chain_pct', r['cpu_pct']):6.1f} {r['xvfb_pct']:6.1f} {r['client_pct']:5.0f}  "
+            f"{r['verify']:16} {rects}"
         )
     lines += ["", f"{'server':18} {'profile':14} {'keys':>4} {'miss':>4} {'p50 ms':>7} "
               f"{'p95 ms':>7} {'min':>6} {'max':>6}"]  # fmt: skip
@@ -745,8 +897,9 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{fmt(r['p50']):>7} {fmt(r['p95']):>7} {fmt(r['min']):>6} {fmt(r['max']):>6}"
             )
     ours = sorted({r["server"] for r in results if r["server"].startswith("enkaku")})
-    peers = [p for p in ("x11vnc", "x0vncserver") if any(r["server"] == p for r in results)]
+    peers = [p for p in PEERS if any(r["server"] == p for r in results)]
     by = {(r["server"], r["profile"], r["workload"]): r for r in results}
+    lines += path_ratios(results)
     if ours and peers:
         lines += ["", "ratios ours / peer (upd/s, KB/s, CPU-s per update; latency p50)"]
         lines.append(f"{'ours':18} {'peer':12} {'profile':14} {'workload':8} {'upd/s':>6} "
@@ -775,6 +928,40 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def path_ratios(results: list[dict[str, Any]]) -> list[str]:
+    """The bridge and relay paths against the direct one (``enkaku``)."""
+    by = {(r["server"], r["profile"], r["workload"]): r for r in results}
+    paths = [p for p in ("enkaku-bridge", "enkaku-relay") if any(r["server"] == p for r in results)]
+    if not paths or not any(r["server"] == "enkaku" for r in results):
+        return []
+    lines = ["", "paths / direct (upd/s, KB/s, agent CPU ms per update; chain CPU % = every "
+             "process of the path; latency p50 and p95: path - direct, ms)",
+             f"{'path':14} {'profile':14} {'workload':8} {'upd/s':>6} {'KB/s':>6} {'ms/upd':>6} "
+             f"{'chain%':>7} {'dp50':>6} {'dp95':>6}"]  # fmt: skip
+
+    def ratio(a: float | None, b: float | None) -> str:
+        if a is None or b is None or not b:
+            return "-"
+        return f"{a / b:.2f}"
+
+    for path in paths:
+        for (s, prof, wl), r in by.items():
+            q = by.get(("enkaku", prof, wl))
+            if s != path or q is None:
+                continue
+            if wl == "latency":
+                d50, d95 = r["p50"] - q["p50"], r["p95"] - q["p95"]
+                lines.append(f"{path:14} {prof:14} {wl:8} {'':>6} {'':>6} {'':>6} {'':>7} "
+                             f"{d50:+6.1f} {d95:+6.1f}")  # fmt: skip
+            else:
+                lines.append(
+                    f"{path:14} {prof:14} {wl:8} {ratio(r['upd_s'], q['upd_s']):>6} "
+                    f"{ratio(r['kb_s'], q['kb_s']):>6} {ratio(r['ms_upd'], q['ms_upd']):>6} "
+                    f"{r['chain_pct']:7.1f}"
+                )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_textgen":
@@ -795,6 +982,26 @@ def main(argv: list[str] | None = None) -> None:
         a = p.parse_args(argv[1:])
         imageshow(a.fps, a.seconds, a.folder)
         return
+    if argv and argv[0] == "_wlimageshow":
+        p = argparse.ArgumentParser()
+        p.add_argument("--fps", type=float, default=10)
+        p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("folder")
+        a = p.parse_args(argv[1:])
+        from benchmarks.screen_wayland import imageshow as wl_imageshow
+
+        wl_imageshow(a.fps, a.seconds, a.folder)
+        return
+    if argv and argv[0] == "_swaymove":
+        p = argparse.ArgumentParser()
+        p.add_argument("--ipc", required=True)
+        p.add_argument("--seconds", type=float, default=10)
+        a = p.parse_args(argv[1:])
+        from benchmarks.screen_wayland import swaymove
+
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            swaymove(a.ipc, "benchmove", a.seconds)
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=6.0)
     p.add_argument("--verify-duration", type=float, default=3.0)
@@ -804,10 +1011,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--before", action="append", default=[], metavar="REV")
     p.add_argument("--server", action="append", default=[], metavar="NAME=CMD")
     p.add_argument("--only", default="", help="comma-separated server names to run")
-    p.add_argument("--port", type=int, default=5967)
+    p.add_argument(
+        "--paths", default="direct,bridge,relay",
+        help="the agent's paths: direct (rfb_direct), bridge (E2E channel + VNCBridge, no "
+        "server: benchmarks.screen_paths), relay (server + agent + connect --vnc-listen: "
+        "benchmarks.e2e_chain); with --wayland: direct, bridge (default direct)",
+    )  # fmt: skip
+    p.add_argument("--peers", default=None,
+                   help="comma-separated peers (default x11vnc,x0vncserver; with --wayland "
+                   "wayvnc; '' for none)")  # fmt: skip
+    p.add_argument(
+        "--wayland",
+        action="store_true",
+        help="the Wayland run: headless sway, the wayland-wlroots backend, wayvnc",
+    )
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
+    p.add_argument("--port", type=int, default=0, help="the servers' port (default: a free one)")
     p.add_argument("--out", default=None, help="STEM: writes STEM.txt and STEM.json")
     p.add_argument("--note", default="", help="a line for the header (e.g. the git revision)")
     a = p.parse_args(argv)
+    if a.wayland and "--paths" not in " ".join(argv):
+        a.paths = "direct"
     # SIGTERM/SIGHUP unwind like Ctrl-C, so every server and window started is stopped.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
