@@ -17,6 +17,7 @@ import pytest
 from enkaku.agent.backends import NoBackend, select_backend
 from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
 from enkaku.agent.capture.gnome import GnomeCapture, changed_bands
+from enkaku.agent.clipboard.gnome import GnomeClipboard
 from enkaku.agent.input.gnome import GnomeInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
@@ -140,6 +141,42 @@ def test_control_c_and_a_pointer_click(gnome: Mutter) -> None:
         wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")
 
 
+def combo(inp: GnomeInput, *keysyms: int) -> None:
+    for ks in keysyms:
+        inp.key(ks, True)
+    for ks in reversed(keysyms):
+        inp.key(ks, False)
+
+
+CONTROL, SHIFT = 0xFFE3, 0xFFE1
+
+
+def test_the_clipboard_both_ways_with_foot(gnome: Mutter) -> None:
+    with GnomeInput(gnome.env) as inp, GnomeClipboard(gnome.env) as clip:
+        changes: list[int] = []
+        clip.watch(lambda: changes.append(1))
+        # The technician's text, pasted in foot (Ctrl+Shift+V) into cat.
+        text = "クリップ ¥ paste-9"
+        clip.set_text(text)
+        assert clip.read_text() == text
+        type_text(inp, "cat > clip.txt\n")
+        wait_for((gnome.work / "clip.txt").exists, 30, "cat started")
+        combo(inp, CONTROL, SHIFT, ord("V"))
+        type_text(inp, "\n")
+        combo(inp, CONTROL, ord("d"))
+        out = gnome.work / "clip.txt"
+        wait_for(lambda: out.read_text() == text + "\n", 30, "the pasted text in the file")
+        assert changes == []  # our own text is no change from another program
+        # The customer's copy: foot's search (Ctrl+Shift+R, Return) selects the text,
+        # Ctrl+Shift+C puts it on the clipboard.
+        type_text(inp, "echo copy-me-42\n")
+        combo(inp, CONTROL, SHIFT, ord("R"))
+        type_text(inp, "copy-me-42\n")
+        combo(inp, CONTROL, SHIFT, ord("C"))
+        wait_for(lambda: clip.read_text() == "copy-me-42", 30, "the customer's copy read")
+        assert changes
+
+
 class CountingCapture(GnomeCapture):
     """GnomeCapture that counts the service's capture calls."""
 
@@ -236,7 +273,7 @@ def test_auto_detection_picks_gnome_and_fails_clearly_without_mutter(
     gnome: Mutter, tmp_path: Path
 ) -> None:
     capture, injector, clipboard = select_backend("auto", None, gnome.env)
-    assert capture is not None and injector is not None and clipboard is None
+    assert capture is not None and injector is not None and clipboard is not None
     forced, _, _ = select_backend("wayland-gnome", None, gnome.env)
     assert forced is not None
     # A GNOME session whose bus has no mutter: both Wayland backends tried and named.

@@ -172,13 +172,14 @@ def _gnome_install_helps(why: tuple[str, dict[str, str]]) -> bool:
 def _gnome(env: dict[str, str] | os._Environ[str]) -> Factories:
     logger.info("screen backend: wayland-gnome (%s)", env.get("WAYLAND_DISPLAY"))
     from .capture.gnome import GnomeCapture
+    from .clipboard.gnome import GnomeClipboard
     from .input.gnome import GnomeInput
 
     session = {k: v for k, v in env.items() if k in _GNOME_ENV}
     return (
         (lambda: GnomeCapture(session)),
         (lambda: GnomeInput(session)),
-        None,  # clipboard: not yet on Wayland
+        (lambda: GnomeClipboard(session)),
     )
 
 

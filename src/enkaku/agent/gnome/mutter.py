@@ -191,6 +191,11 @@ class RemoteSession:
         self._wayland = wayland_socket(env)
         self.closed = threading.Event()
         self._watchers: list[Callable[[], None]] = []
+        self._signals: dict[str, list[Callable[[list[Any]], None]]] = {}
+        #: The clipboard (``enkaku.agent.clipboard.gnome``): enabled once per session,
+        #: and which of its users set the text the session now offers.
+        self.clipboard_enabled = False
+        self.clipboard_owner: object | None = None
         self.users = 0
         self._bus: Any = None
         self.rd_path = ""
@@ -232,6 +237,17 @@ class RemoteSession:
         sig: str = "",
         body: list[Any] | None = None,
     ) -> list[Any]:
+        return list((await self._call_msg(dest, path, iface, member, sig, body)).body)
+
+    async def _call_msg(
+        self,
+        dest: str,
+        path: str,
+        iface: str,
+        member: str,
+        sig: str = "",
+        body: list[Any] | None = None,
+    ) -> Any:
         bus = self._bus
         if bus is None or not bus.connected:
             raise MutterUnavailable("the D-Bus connection is gone")
@@ -246,13 +262,17 @@ class RemoteSession:
             )
         )
         if reply.message_type == self._MessageType.ERROR:
+            for fd in reply.unix_fds or []:
+                os.close(fd)
             detail = reply.body[0] if reply.body else ""
             raise MutterUnavailable(f"{member}: {reply.error_name} {detail}".strip())
-        return list(reply.body)
+        return reply
 
     async def _start(self) -> None:
         try:
-            self._bus = await self._MessageBus(bus_address=self.address).connect()
+            self._bus = await self._MessageBus(
+                bus_address=self.address, negotiate_unix_fd=True
+            ).connect()
         except Exception as exc:
             raise MutterUnavailable(f"cannot connect to the D-Bus session bus: {exc}") from exc
         bus = self._bus
@@ -282,6 +302,12 @@ class RemoteSession:
             elif msg.path in (self.rd_path, self.sc_path) and msg.member == "Closed":
                 logger.info("mutter closed the session")
                 self._set_closed()
+            elif msg.path == self.rd_path and msg.member in self._signals:
+                for callback in list(self._signals[msg.member]):
+                    try:
+                        callback(list(msg.body))
+                    except Exception:
+                        logger.exception("%s handler", msg.member)
 
         bus.add_message_handler(on_message)
         for path in (self.stream_path, self.rd_path or self.sc_path):
@@ -369,6 +395,43 @@ class RemoteSession:
         if self.closed.is_set():
             raise MutterUnavailable("the remote-desktop session has ended")
         self._submit(self._call(RD_NAME, self.rd_path, RD_SESSION, member, signature, body))
+
+    def call(self, member: str, signature: str = "", body: list[Any] | None = None) -> list[Any]:
+        """Call a method of the remote-desktop session; its reply's values."""
+        if self.closed.is_set():
+            raise MutterUnavailable("the remote-desktop session has ended")
+        return self._submit(self._call(RD_NAME, self.rd_path, RD_SESSION, member, signature, body))
+
+    def call_fd(self, member: str, signature: str = "", body: list[Any] | None = None) -> int:
+        """Call a method of the remote-desktop session that returns a file descriptor
+        (``SelectionRead``, ``SelectionWrite``); the caller closes it."""
+        if self.closed.is_set():
+            raise MutterUnavailable("the remote-desktop session has ended")
+        reply = self._submit(
+            self._call_msg(RD_NAME, self.rd_path, RD_SESSION, member, signature, body)
+        )
+        fds = list(reply.unix_fds or [])
+        index = reply.body[0] if reply.body else -1
+        if not isinstance(index, int) or not 0 <= index < len(fds):
+            for fd in fds:
+                os.close(fd)
+            raise MutterUnavailable(f"{member}: no file descriptor in the reply")
+        for i, fd in enumerate(fds):
+            if i != index:
+                os.close(fd)
+        return int(fds[index])
+
+    def on_signal(self, member: str, callback: Callable[[list[Any]], None]) -> Callable[[], None]:
+        """Call ``callback(values)`` (in the D-Bus thread; it must not block on this
+        session) for each ``member`` signal of the remote-desktop session; returns the
+        function that stops it."""
+        self._signals.setdefault(member, []).append(callback)
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._signals[member].remove(callback)
+
+        return off
 
     def connect_pipewire(self) -> socket.socket:
         """A socket connected to the PipeWire daemon the stream lives on."""
