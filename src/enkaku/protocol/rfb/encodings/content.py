@@ -42,7 +42,8 @@ class Cells:
     first: Values
     #: (ny, nx): distinct colours (1 for solid cells); past PHOTO_COLOURS a lower bound.
     colours: npt.NDArray[np.int64]
-    #: (ny, nx): share of pixels equal to their left or upper neighbour; None if not asked.
+    #: (ny, nx): share of pixels equal to their left or upper neighbour (measured on every
+    #: other row); None if not asked.
     smooth: npt.NDArray[np.float64] | None
     _sorted: Values  # (non-solid cells, CELL*CELL) each cell's values sorted
     _new: npt.NDArray[np.bool_]  # where each sorted row changes value
@@ -94,13 +95,17 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
         exact = np.flatnonzero(~solid)
         srt = np.sort(cells[exact], axis=1)
     else:
-        solid = (grid.max(axis=(1, 3)) == grid.min(axis=(1, 3))).ravel()
-        mixed = np.flatnonzero(~solid)
         half = CELL // 2
-        sample = grid[:, ::2, :, ::2].transpose(0, 2, 1, 3).reshape(ny * nx, half * half)[mixed]
+        sample = grid[:, ::2, :, ::2].transpose(0, 2, 1, 3).reshape(ny * nx, half * half)
         sample.sort(axis=1)
-        colours[mixed] = 1 + (sample[:, 1:] != sample[:, :-1]).sum(axis=1)
-        exact = mixed[colours[mixed] <= PHOTO_COLOURS]
+        colours = 1 + (sample[:, 1:] != sample[:, :-1]).sum(axis=1)
+        # Only a cell whose sample has one colour can be one colour.
+        uniform = np.flatnonzero(colours == 1)
+        whole = grid.transpose(0, 2, 1, 3)[uniform // nx, uniform % nx]
+        solid = np.zeros(ny * nx, dtype=bool)
+        flat_whole = whole.reshape(uniform.size, CELL * CELL)
+        solid[uniform] = (flat_whole == flat_whole[:, :1]).all(axis=1)
+        exact = np.flatnonzero(~solid & (colours <= PHOTO_COLOURS))
         srt = grid.transpose(0, 2, 1, 3)[exact // nx, exact % nx].reshape(exact.size, CELL * CELL)
         srt.sort(axis=1)
     new = srt[:, 1:] != srt[:, :-1]
@@ -109,11 +114,15 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
     row[exact] = np.arange(exact.size)
     smooth = None
     if smoothness:
-        same = np.zeros((hp, wp), dtype=bool)
-        same[:h, 1:w] = values[:, 1:] == values[:, :-1]
-        same[1:h, :w] |= values[1:] == values[:-1]
-        counts = same.reshape(ny, CELL, nx, CELL).sum(axis=(1, 3))
-        rh = np.minimum(CELL, h - np.arange(ny) * CELL)
+        # On every other row (0, 2, ...): equal to the left, equal to the row above.
+        even = values[::2]
+        n_even = even.shape[0]
+        same = np.zeros((hp // 2, wp), dtype=bool)
+        same[:n_even, 1:w] = even[:, 1:] == even[:, :-1]
+        same[1:n_even, :w] |= even[1:] == values[1::2][: n_even - 1]
+        counts = same.view(np.uint8).reshape(ny, CELL // 2, nx, CELL)
+        counts = counts.sum(axis=3, dtype=np.int32).sum(axis=1)
+        rh = (np.minimum(CELL, h - np.arange(ny) * CELL) + 1) // 2
         cw = np.minimum(CELL, w - np.arange(nx) * CELL)
         smooth = counts / (rh[:, None] * cw[None, :])
     return Cells(

@@ -22,6 +22,7 @@ import zlib
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
@@ -69,6 +70,18 @@ def runs_bytes(heads: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64], eve
     has = nlen > 0
     out[ends[has] - 1] = (lengths[has] - 1) % 255
     return out.tobytes()
+
+
+def cpixel_blob(values: Values, pf: PixelFormat) -> bytes | None:
+    """All CPIXELs of a contiguous (k, n) array of pixel values, row after row, when they
+    are the low three bytes of little-endian 32-bit pixels (what nearly every client asks
+    for): Pillow's RGBX->RGB packer drops every fourth byte far faster than a strided
+    numpy copy. None for other formats."""
+    if pf.bits_per_pixel != 32 or pf.big_endian or pf.cpixel_bytes != slice(0, 3):
+        return None
+    k, n = values.shape
+    image = Image.frombuffer("RGBX", (n, k), np.ascontiguousarray(values), "raw", "RGBX", 0, 1)
+    return image.tobytes("raw", "RGB")
 
 
 def _bits(colours: int) -> int:
@@ -128,9 +141,13 @@ def encode_tiles(
 
     out: list[bytes] = []
     raw = 0
+    blob = cpixel_blob(values, pf) if bool((choice == RAW).any()) else None
     for i, kind in enumerate(choice.tolist()):
         if kind == RAW:
-            out.append(b"\x00" + cpixels[i].tobytes())
+            if blob is None:
+                out.append(b"\x00" + cpixels[i].tobytes())
+            else:
+                out.append(b"\x00" + blob[i * n * bpc : (i + 1) * n * bpc])
             raw += 1
         elif kind == SOLID:
             out.append(b"\x01" + cpixels[i, 0].tobytes())
