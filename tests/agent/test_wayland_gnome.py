@@ -254,6 +254,7 @@ def test_a_monitor_change_ends_mutters_session_and_both_sides_go_on_in_a_new_one
         headless_mutter(800, 600) as m,
         GnomeCapture(m.env) as cap,
         GnomeInput(m.env) as inp,
+        GnomeClipboard(m.env) as clip,
     ):
         assert cap.changed_regions() is None and cap.size == (800, 600)
         type_text(inp, "echo before > before.txt\n")
@@ -267,6 +268,14 @@ def test_a_monitor_change_ends_mutters_session_and_both_sides_go_on_in_a_new_one
         type_text(inp, "echo after > after.txt\n")
         after = m.work / "after.txt"
         wait_for(lambda: after.exists() and after.read_text() == "after\n", 30, "typed after")
+        clip.set_text("pasted-after")  # the clipboard too goes on in the new session
+        type_text(inp, "cat > pasted.txt\n")
+        wait_for((m.work / "pasted.txt").exists, 30, "cat started")
+        combo(inp, CONTROL, SHIFT, ord("V"))
+        type_text(inp, "\n")
+        combo(inp, CONTROL, ord("d"))
+        pasted = m.work / "pasted.txt"
+        wait_for(lambda: pasted.read_text() == "pasted-after\n", 30, "pasted after the change")
 
 
 def test_auto_detection_picks_gnome_and_fails_clearly_without_mutter(

@@ -50,22 +50,43 @@ class GnomeClipboard:
         self._offer: list[str] | None = None  # what another owner offers; None: unknown
         self._watchers: list[Callable[[], object]] = []
         self._closed = False
+        self._env = dict(os.environ if env is None else env)
+        self._output = output
+        self._offs: list[Callable[[], None]] = []
         try:
-            self._session = mutter.acquire(dict(os.environ if env is None else env), output)
+            self._session = mutter.acquire(self._env, output)
         except mutter.MutterUnavailable as exc:
             raise ClipboardError(str(exc)) from exc
-        self._offs = [
-            self._session.on_signal("SelectionOwnerChanged", self._on_owner_changed),
-            self._session.on_signal("SelectionTransfer", self._on_transfer),
-        ]
         try:
-            with _enable_lock:
-                if not self._session.clipboard_enabled:
-                    self._session.call("EnableClipboard", "a{sv}", [{}])
-                    self._session.clipboard_enabled = True
+            self._attach()
         except mutter.MutterUnavailable as exc:
             self.close()
             raise ClipboardError(f"mutter refused the clipboard: {exc}") from exc
+
+    def _attach(self) -> None:
+        session = self._session
+        self._offs = [
+            session.on_signal("SelectionOwnerChanged", self._on_owner_changed),
+            session.on_signal("SelectionTransfer", self._on_transfer),
+        ]
+        with _enable_lock:
+            if not session.clipboard_enabled:
+                session.call("EnableClipboard", "a{sv}", [{}])
+                session.clipboard_enabled = True
+
+    def _live(self) -> None:
+        """A new session if mutter ended this one (a monitor change does); the text
+        the old one served went with it."""
+        if not self._session.closed.is_set():
+            return
+        for off in self._offs:
+            off()
+        old, self._session = self._session, mutter.acquire(self._env, self._output)
+        mutter.release(old)
+        with self._lock:
+            self._owned = None
+            self._offer = None
+        self._attach()
 
     # -- D-Bus thread ------------------------------------------------------------------
 
@@ -128,6 +149,11 @@ class GnomeClipboard:
         with self._lock:
             if self._closed:
                 raise ClipboardError("clipboard closed")
+        try:
+            self._live()
+        except mutter.MutterUnavailable as exc:
+            raise ClipboardError(str(exc)) from exc
+        with self._lock:
             if self._owned is not None:
                 return self._owned.decode()
             offer = None if self._offer is None else list(self._offer)
@@ -166,6 +192,11 @@ class GnomeClipboard:
         with self._lock:
             if self._closed:
                 raise ClipboardError("clipboard closed")
+        try:
+            self._live()
+        except mutter.MutterUnavailable as exc:
+            raise ClipboardError(str(exc)) from exc
+        with self._lock:
             self._owned = data
         self._session.clipboard_owner = self
         try:
