@@ -76,6 +76,8 @@ class GnomeCapture:
             raise CaptureError(str(exc)) from exc
         self._lock = threading.Lock()
         self._swap = threading.Lock()  # the session and stream, replaced after a close
+        self._cleanup_lock = threading.Lock()
+        self._cleaned = False
         self._unwatch: Callable[[], None] | None = None
         self._socket: socket.socket | None = None
         self._first = threading.Event()
@@ -127,6 +129,8 @@ class GnomeCapture:
         self._stream.close()
         self._drop_session()
         logger.info("GNOME capture: the session ended (monitor change?); starting anew")
+        if self._closed:
+            return
         session = mutter.RemoteSession(self._env, self._output, remote_desktop=False)
         self._session = session
         self._socket = sock = session.connect_pipewire()
@@ -159,7 +163,19 @@ class GnomeCapture:
             logger.exception("GNOME capture failed")
         finally:
             self._first.set()
-            self._signal()
+            if self._closed:  # close() may have given up waiting for this thread
+                self._cleanup()
+            else:
+                self._signal()
+
+    def _cleanup(self) -> None:
+        """Free the stream and the session, once (``close()`` or the worker's end)."""
+        with self._cleanup_lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        self._stream.close()
+        self._release()
 
     def _take(self, image: npt.NDArray[np.uint8]) -> None:
         frame = self._frame
@@ -270,8 +286,8 @@ class GnomeCapture:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)
         if not self._thread.is_alive():
-            self._stream.close()
-        self._release()
+            self._cleanup()
+        # else the worker frees them when it ends (it sees _closed)
 
     def __enter__(self) -> GnomeCapture:
         return self
