@@ -785,8 +785,11 @@ def split(value: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    tools = ["sway", "foot", "grim", "wayvnc"] if args.wayland else [
-        "Xvfb", "xterm", "xdotool", "display", "x11vnc", "X0tigervnc"]  # fmt: skip
+    tools = ["sway", "foot", "grim"] if args.wayland else ["Xvfb", "xterm", "xdotool", "display"]
+    peer_tools = {"x11vnc": "x11vnc", "x0vncserver": "X0tigervnc", "wayvnc": "wayvnc"}
+    default_peers = "wayvnc" if args.wayland else "x11vnc,x0vncserver"
+    tools += [peer_tools[p] for p in split(default_peers if args.peers is None else args.peers)
+              if p in peer_tools]  # fmt: skip
     for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing (see the module docstring for the packages)")
@@ -1036,7 +1039,9 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     started = datetime.datetime.now(datetime.UTC)
+    load0 = os.getloadavg()
     results = run(a)
+    load1 = os.getloadavg()
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True, check=False).stdout.strip()  # fmt: skip
     dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=ROOT,
@@ -1045,6 +1050,8 @@ def main(argv: list[str] | None = None) -> None:
         f"benchmarks/screen.py, {started:%Y-%m-%d %H:%M} UTC, git {rev}"
         f"{' (src/ modified)' if dirty else ''}"
         f", {os.cpu_count()} CPUs\ncommand: python -m benchmarks.screen {shlex.join(argv)}\n"
+        + "load average (1, 5, 15 min) at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} "
+        "{:.2f}\n".format(*load0, *load1)
         + (f"note: {a.note}\n" if a.note else "")
     )
     text = header + "\n" + table(results) + "\n"
