@@ -38,7 +38,9 @@ def test_pick_monitor_2_then_the_whole_desktop(cworld: World, page: Any) -> None
         open_session(page, cworld, display)
         wait_screen(page)
         page.select_option("#quality", "lossless")
-        # The picker appears with the agent's two monitors, in the page's language.
+        # The picker (View menu) appears with the agent's two monitors, in the page's
+        # language.
+        page.click("#view-menu summary")
         page.wait_for_selector("#monitor", state="visible")
         assert options(page) == [
             ["0", "Whole desktop"],
@@ -47,6 +49,7 @@ def test_pick_monitor_2_then_the_whole_desktop(cworld: World, page: Any) -> None
         ]
         page.click("#lang-switch")
         assert options(page)[2] == ["2", "モニター 2 (800×600)"]
+        page.click("#view-menu summary")
         page.select_option("#monitor", "2")
 
         def same(area: tuple[int, int, int, int]) -> bool:
@@ -74,5 +77,6 @@ def test_pick_monitor_2_then_the_whole_desktop(cworld: World, page: Any) -> None
         wait_for(lambda: pointer(display) == absolute, 30, f"the pointer at {absolute}")
 
         # Back to the whole desktop.
+        page.click("#view-menu summary")
         page.select_option("#monitor", "0")
         wait_for(lambda: same((0, 0, W, H)), 60, "the whole desktop")

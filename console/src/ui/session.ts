@@ -281,15 +281,16 @@ function setupScreenControls(screen: Screen): void {
   }
 }
 
-/** The monitor picker: shown when the customer's desktop has more than one monitor. */
+/** The monitor picker (View menu): shown when the customer's desktop has more than one
+ * monitor. */
 function setupMonitorPicker(screen: Screen): void {
   const select = byId<HTMLSelectElement>("monitor");
-  const label = byId("monitor-label");
+  const item = byId("monitor-item");
   let state: MonitorState | null = null;
   const render = (): void => {
     if (state === null) return;
     const several = state.monitors.length > 1;
-    select.hidden = label.hidden = !several;
+    item.hidden = !several;
     select.replaceChildren();
     if (!several) return;
     const all = new Option(t("monitor_all"), "0");
@@ -307,6 +308,7 @@ function setupMonitorPicker(screen: Screen): void {
   select.addEventListener("change", () => {
     // The agent's answer (the new screen list, or a refusal) renders the picker again.
     screen.showMonitor(Number(select.value));
+    byId<HTMLDetailsElement>("view-menu").open = false;
   });
 }
 
