@@ -26,7 +26,17 @@ fields and detail) with fresh sensor grain in every frame, 25 fps; ``slideshow``
 photo-like frames of ``benchmarks/screen.py``'s ``image`` workload, a new picture each
 frame, 10 fps (the worst case for H.264: nothing to predict from).
 
-Needs PyAV (``pip install 'enkaku[h264]'``, in the dev extra).
+``--xvfb SECONDS`` (default 10; 0 skips it) also measures the agent itself: Xvfb
+1920x1080, the workload played full screen by ``benchmarks/screen.py``'s Tk player (for
+``slideshow``: its ``image`` workload), ``RFBService`` with ``X11Capture`` served by
+``benchmarks.rfb_direct`` (a fresh process per connection, so its CPU is that client's),
+and a greedy client (``benchmarks/screen.py``'s, one request outstanding) listing
+noVNC 1.7's encodings with and without 50: updates/s, share of H.264 updates, KB/s and
+server CPU per update while only parsing; then the PSNR of a client decoding every pixel
+against the nearest played frame (a second connection, at most 5 s).
+
+Needs PyAV (``pip install 'enkaku[h264]'``, in the dev extra); for ``--xvfb`` also xvfb
+and python3-tk.
 """
 
 from __future__ import annotations
@@ -247,11 +257,8 @@ def xvfb_run(kind: str, level: int, seconds: float, tmp: Path) -> list[dict[str,
         player = spawn([sys.executable, "-m", "benchmarks.screen", "_imageshow", "--fps",
                         str(fps), "--seconds", str(4 * seconds + 60), str(folder)],
                        display, cwd=ROOT)  # fmt: skip
-        port = _free_port()
-        server = spawn([sys.executable, "-m", "benchmarks.rfb_direct", "--display", display,
-                        "--port", str(port)], display, cwd=ROOT)  # fmt: skip
+        server = None
         try:
-            wait_port(port, server)
             time.sleep(2)  # the player's window is up
             for with_h264 in (False, True):
                 row: dict[str, Any] = {
@@ -261,6 +268,11 @@ def xvfb_run(kind: str, level: int, seconds: float, tmp: Path) -> list[dict[str,
                 # Throughput: parse only (the client must not be the bottleneck); then
                 # quality: a new connection decoding every pixel, PSNR after each update.
                 for full in (False, True):
+                    # A fresh server process per connection: its CPU is this client's.
+                    port = _free_port()
+                    server = spawn([sys.executable, "-m", "benchmarks.rfb_direct", "--display",
+                                    display, "--port", str(port)], display, cwd=ROOT)  # fmt: skip
+                    wait_port(port, server)
                     client = Client(port, novnc_encodings(level, with_h264), full=full)
                     dec = Dec(client.dec.width, client.dec.height, client.dec.pf)
                     dec.full, dec.context = full, None
@@ -288,6 +300,7 @@ def xvfb_run(kind: str, level: int, seconds: float, tmp: Path) -> list[dict[str,
                     t = proc.cpu_times()
                     cpu = t.user + t.system - cpu0
                     client.close()
+                    stop(server)
                     if full:
                         row["psnr"] = float(np.mean(scores)) if scores else float("nan")
                         row["psnr_h264_share"] = h264_updates / max(1, updates)
@@ -301,7 +314,8 @@ def xvfb_run(kind: str, level: int, seconds: float, tmp: Path) -> list[dict[str,
                         })  # fmt: skip
                 results.append(row)
         finally:
-            stop(server)
+            if server is not None:
+                stop(server)
             stop(player)
     return results
 
