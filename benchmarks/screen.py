@@ -1,7 +1,23 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,image] [--before REV] [--server NAME=CMD] [--out STEM]``
+[--workloads idle,text,jlog,winmove,image] [--paths direct,bridge,relay]
+[--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
+
+The agent is measured on each path of ``--paths``: ``direct`` (``enkaku``: its RFB server
+on a loopback port, ``benchmarks.rfb_direct``), ``bridge`` (``enkaku-bridge``: the
+technician's ``VNCBridge`` over the end-to-end channel to the agent's screen service in
+another process, no server: ``benchmarks.screen_paths``) and ``relay``
+(``enkaku-relay``: a real ``enkaku server``, ``enkaku agent`` and ``enkaku connect
+--vnc-listen``: ``benchmarks.e2e_chain``). For the two chains the server CPU is the
+agent process's and ``chain%`` adds every process of the path; a table gives each path
+against ``direct`` (ratios, and the latency p50/p95 difference in ms).
+
+``--wayland`` runs the same workloads and client on a headless sway instead
+(``benchmarks.screen_wayland``): the agent's wayland-wlroots backend (``--paths direct``
+by default; ``bridge`` also works) against wayvnc (``--max-fps 60``, the agent's own
+cap; wayvnc's default is 30); ``disp%`` is then sway's CPU, and grim is the truth of the
+pixel check. Needs sway, foot, grim, wayvnc and pywayland.
 
 One Xvfb 1920x1080x24 (gradient wallpaper, one xterm running ``cat``) serves every server
 in turn: the agent's ``RFBService`` on loopback TCP (``benchmarks.rfb_direct``: no
@@ -113,6 +129,10 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 CHANGE_RATE = {"idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "image": 10.0}
 LOSSLESS = {"zrle", "tight-lossless"}
 PEERS = ("x11vnc", "x0vncserver", "wayvnc")
+#: Seconds between one client connection and the next: the agent frees a connection's
+#: capture in a worker thread, and a capture opened meanwhile crashed it (heap corruption
+#: in XOpenDisplay, seen on the bridge path; see docs/performance.md).
+SETTLE = 1.0
 
 
 # -- the RFB client --------------------------------------------------------------------
@@ -757,10 +777,12 @@ def measure_server(
                 secs = max(args.duration, 10.0) if wl == "idle" else args.duration
                 rec = throughput(port, profile, wl, desk, secs, main_pid, list(pids.values()),
                                  display_pid)  # fmt: skip
+                time.sleep(SETTLE)
                 rec["verify"] = (
                     verify(port, profile, wl, desk, args.verify_duration)
                     if args.verify_duration > 0 else "-"
                 )  # fmt: skip
+                time.sleep(SETTLE)
                 rec |= {"server": name, "profile": profile, "workload": wl}
                 results.append(rec)
                 print(f"   {profile:6} {wl:8} {rec['upd_s']:7.1f} upd/s "
@@ -769,11 +791,17 @@ def measure_server(
                       file=sys.stderr, flush=True)  # fmt: skip
             if args.keys:
                 lat = latency(port, profile, args.keys, corner=corner)
+                time.sleep(SETTLE)
                 lat |= {"server": name, "profile": profile, "workload": "latency"}
                 results.append(lat)
                 print(f"   {profile:6} latency  p50 {lat['p50']:.1f} ms p95 "
                       f"{lat['p95']:.1f} ms misses {lat['misses']}",
                       file=sys.stderr, flush=True)  # fmt: skip
+    except (OSError, RuntimeError) as exc:  # a server that died: the others still run
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        why = f"{type(exc).__name__}: {exc}" + (f" (log: {' | '.join(tail)})" if tail else "")
+        print(f"!! {name} failed: {why}", file=sys.stderr, flush=True)
+        results.append({"server": name, "workload": "error", "profile": "-", "error": why})
     finally:
         stop(proc)
         time.sleep(0.5)
@@ -882,7 +910,7 @@ def table(results: list[dict[str, Any]]) -> str:
             "rects")  # fmt: skip
     lines += [head, "-" * len(head)]
     for r in results:
-        if r["workload"] == "latency":
+        if r["workload"] in ("latency", "error"):
             continue
         rects = " ".join(f"{k}:{v}" for k, v in sorted(r["rects"].items()))
         lines.append(
@@ -899,6 +927,8 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['server']:18} {r['profile']:14} {r['keys']:4} {r['misses']:4} "
                 f"{fmt(r['p50']):>7} {fmt(r['p95']):>7} {fmt(r['min']):>6} {fmt(r['max']):>6}"
             )
+    lines += [f"FAILED {r['server']}: {r['error']}" for r in results if r["workload"] == "error"]
+    results = [r for r in results if r["workload"] != "error"]
     ours = sorted({r["server"] for r in results if r["server"].startswith("enkaku")})
     peers = [p for p in PEERS if any(r["server"] == p for r in results)]
     by = {(r["server"], r["profile"], r["workload"]): r for r in results}
