@@ -579,12 +579,15 @@ class RFBService:
             started = now
             self._disarm()  # the poll reads the X connection itself
             self._dirty = False
-            self._input_at = None
+            # Input is answered by the first poll that finds a change; one that finds
+            # none (the application has not drawn yet) leaves the fast path open.
+            input_at, self._input_at = self._input_at, None
             poll = await asyncio.to_thread(self._poll, request)
             if poll.more:
                 self._dirty = True
             if poll.monitors_changed:
                 self._monitors_dirty = True
+                self._input_at = self._input_at or input_at
                 continue
             if poll.resized is not None:
                 self._lossy = []
@@ -609,6 +612,7 @@ class RFBService:
                 if not rects:
                     if self._event_fd is None:  # polling: the next poll a frame later
                         next_at = started + self._interval
+                    self._input_at = self._input_at or input_at
                     continue
             encoder = None
             if self._h264 is not None and rects and not lossless and request.incremental:
