@@ -79,6 +79,10 @@ register(
             "このコンピューターをサポート会社にお客様の会社のものとして登録しました "
             "(登録コードを確認しました)。",
         ),
+        "agent_enrolment_already_linked_typed": (
+            "This computer is already registered with the support company: no code is needed.",
+            "このコンピューターはすでにサポート会社に登録されています。登録コードは不要です。",
+        ),
         "agent_enrolment_invalid": (
             "The enrolment code is not valid (mistyped or withdrawn). Check it, or ask the "
             "support company for a new one. Support cannot be given until then.",
@@ -114,7 +118,7 @@ register(
 #: The welcome's enrolment outcomes the customer is told about (docs/records.md).
 ENROLMENT_NOTICES = {
     status: f"agent_enrolment_{status}"
-    for status in ("linked", "invalid", "expired", "used_up", "required")
+    for status in ("linked", "already_linked_typed", "invalid", "expired", "used_up", "required")
 }
 
 BACKOFF_MAX = 30.0
@@ -158,6 +162,9 @@ class AgentRuntime:
         #: the machine on the first one and reports "already_linked" after that.
         self.enrol = (enrol or "").strip() or None
         self._enrolment_told: str | None = None
+        #: The code was typed in the window: its answer is told even when it is
+        #: "already linked" (the field waits for one).
+        self._enrol_typed = False
         self.ssl_context = ssl_context
         self._new_password = new_password
         self.password = new_password()
@@ -180,6 +187,8 @@ class AgentRuntime:
         #: A terms version the server announced during the connection, being asked.
         self._terms_task: asyncio.Task[None] | None = None
         self._terms_refused = False
+        #: The link was closed to send a new hello (enrol_with): reconnect without pause.
+        self._reconnect_now = False
 
     # -- password ---------------------------------------------------------------
 
@@ -188,6 +197,27 @@ class AgentRuntime:
         self.failed_attempts = 0
         if self.agent_id:
             self.ui.credentials(self.agent_id, self.password)
+
+    # -- enrolment ----------------------------------------------------------------
+
+    def enrol_with(self, code: str) -> bool:
+        """A code the customer typed in the window: sent in the hello of a new link
+        connection made at once (the password and the ID stay). Not during a session (the
+        link carries its reports): False then, and nothing changes."""
+        code = code.strip()
+        if not code or self.session is not None:
+            return False
+        self.enrol, self._enrolment_told, self._enrol_typed = code, None, True
+        if self._ws is not None and not self._ws.closed:
+            self._reconnect_now = True
+            task = asyncio.ensure_future(self._close_link(self._ws))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return True
+
+    @staticmethod
+    async def _close_link(ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.close()
 
     def count_failed_attempt(self) -> FailureReason:
         """One more wrong password; the third replaces it. Returns what to tell the peer."""
@@ -239,7 +269,9 @@ class AgentRuntime:
                     await asyncio.sleep(wait)
                     delay = min(BACKOFF_MAX, delay * 2)
                     continue
-                if not self._stopping:
+                if self._reconnect_now:
+                    self._reconnect_now = False
+                elif not self._stopping:
                     await asyncio.sleep(0.5 + random.random())
             await self._end_session("customer_ended")
 
@@ -341,6 +373,9 @@ class AgentRuntime:
         """Tell the customer how the enrolment code went (once per outcome; a code
         already used by this machine says nothing)."""
         status = enrolment.get("status") if isinstance(enrolment, dict) else None
+        if status == "already_linked" and self._enrol_typed:
+            status = "already_linked_typed"  # the window's field waits for an answer
+        self._enrol_typed = False
         if status not in ENROLMENT_NOTICES or status == self._enrolment_told:
             return
         self._enrolment_told = status

@@ -83,6 +83,20 @@ def render(out_dir: Path, lang_code: str = "ja") -> list[Path]:
             written.append(path)
             root.withdraw()
 
+            # The same window on a server that requires enrolment: the code field.
+            enrol = tk.Toplevel(root)
+            win = MainWindow(enrol, fonts, lang, on_new_password=lambda: None,  # type: ignore[arg-type]
+                             on_close=enrol.destroy, on_enrol=lambda _code: None)  # fmt: skip
+            win.show_credentials("123456789", "k7dq-m2xa")
+            win.show_status("window_status_online", server="https://support.example.jp")
+            win.ask_enrolment(True)
+            win.add_notice("window_enrolment_required")
+            win.enrol_entry.insert(0, "K7QD-9XMF-2HWR-T4PB")
+            path = out_dir / f"agent-enrol-{lang_code}.png"
+            capture(root, enrol, path, display)
+            written.append(path)
+            enrol.destroy()
+
             terms = TermsDialog(root, fonts, lang, TERMS, lambda _yes: None)
             path = out_dir / f"agent-terms-{lang_code}.png"
             capture(root, terms.top, path, display)

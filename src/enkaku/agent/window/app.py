@@ -55,6 +55,8 @@ class Runtime(Protocol):
 
     def replace_password(self) -> None: ...
 
+    def enrol_with(self, code: str) -> bool: ...
+
 
 def open_root(display: str | None = None) -> tk.Tk:
     """The Tk root window, or ``WindowUnavailable`` saying why not."""
@@ -101,7 +103,7 @@ class AgentWindow:
         self.error: BaseException | None = None
         self.main = MainWindow(
             root, self.fonts, self.lang,
-            on_new_password=self.new_password, on_close=self.close,
+            on_new_password=self.new_password, on_close=self.close, on_enrol=self.enrol,
         )  # fmt: skip
         self.ui = WindowUI(
             self.bridge, self.fonts, self.lang, self.main, self.pause, self._session,
@@ -141,6 +143,16 @@ class AgentWindow:
     def new_password(self) -> None:
         """The "New password" button: drawn on the loop, shown through credentials()."""
         self.bridge.ask_loop(self.runtime.replace_password, lambda _r: None)
+
+    def enrol(self, code: str) -> None:
+        """The enrolment code the customer typed: a new hello carries it (on the loop);
+        the welcome's answer comes back as a notice."""
+
+        def sent(ok: bool) -> None:
+            if not ok:
+                self.main.enrolment_refused_now()
+
+        self.bridge.ask_loop(lambda: self.runtime.enrol_with(code), sent)
 
     def close(self) -> None:
         """The window was closed (or a signal came): stop the agent, then exit."""

@@ -36,6 +36,7 @@ class MainWindow:
         *,
         on_new_password: Callable[[], None],
         on_close: Callable[[], None],
+        on_enrol: Callable[[str], None] | None = None,
     ) -> None:
         self.root, self.fonts, self.lang = root, fonts, lang
         self.agent_id = ""
@@ -73,12 +74,32 @@ class MainWindow:
         self.status_label.grid(row=4, column=0, columnspan=3, sticky="w", pady=(12, 0))
         self.help_label = ttk.Label(frame, name="status_help", font=fonts.small, wraplength=560)
         self.help_label.grid(row=5, column=0, columnspan=3, sticky="w")
+        # The enrolment code, shown only when the server asks for one (or refused one).
+        self.on_enrol = on_enrol
+        self.enrol_state: str | None = None  # None (hidden), "asking" or "checking"
+        self.enrol_frame = ttk.Frame(frame, name="enrolment")
+        self.enrol_frame.grid(row=6, column=0, columnspan=3, sticky="we", pady=(8, 0))
+        self.enrol_frame.columnconfigure(1, weight=1)
+        self.enrol_label = ttk.Label(self.enrol_frame, name="enrol_label", font=fonts.body)
+        self.enrol_label.grid(row=0, column=0, sticky="w", padx=(0, 12))
+        self.enrol_entry = ttk.Entry(self.enrol_frame, name="enrol_code", font=fonts.body)
+        self.enrol_entry.grid(row=0, column=1, sticky="we")
+        self.enrol_entry.bind("<Return>", lambda _e: self._submit_enrolment())
+        self.enrol_button = ttk.Button(
+            self.enrol_frame, name="enrol_send", command=self._submit_enrolment
+        )
+        self.enrol_button.grid(row=0, column=2, sticky="e", padx=(8, 0))
+        self.enrol_help = ttk.Label(
+            self.enrol_frame, name="enrol_help", font=fonts.small, wraplength=560
+        )
+        self.enrol_help.grid(row=1, column=0, columnspan=3, sticky="w")
+        self.enrol_frame.grid_remove()
         self.notice_label = ttk.Label(
             frame, name="notices", font=fonts.small, wraplength=560, foreground="#8a4b00"
         )
-        self.notice_label.grid(row=6, column=0, columnspan=3, sticky="w", pady=(8, 0))
+        self.notice_label.grid(row=7, column=0, columnspan=3, sticky="w", pady=(8, 0))
         langs = ttk.Frame(frame, name="langs")
-        langs.grid(row=7, column=0, columnspan=3, sticky="e", pady=(12, 0))
+        langs.grid(row=8, column=0, columnspan=3, sticky="e", pady=(12, 0))
         self.lang_caption = ttk.Label(langs, name="lang_caption", font=fonts.small)
         self.lang_caption.pack(side="left", padx=(0, 6))
         # A Tcl variable by name, not a tk.StringVar: a Python Variable's finalizer calls
@@ -113,6 +134,36 @@ class MainWindow:
         del self.notices[NOTICES_SHOWN:]
         self.relabel()
 
+    def ask_enrolment(self, show: bool) -> None:
+        """Show the code field (the server asks for a code, or refused the one sent), or
+        hide it (the machine is linked)."""
+        if show:
+            self.enrol_state = "asking"
+            self.enrol_frame.grid()
+            self.enrol_entry.state(["!disabled"])
+            self.enrol_button.state(["!disabled"])
+        else:
+            self.enrol_state = None
+            self.enrol_frame.grid_remove()
+        self.relabel()
+
+    def enrolment_refused_now(self) -> None:
+        """The code could not be sent (a session is running): the field stays."""
+        self.enrol_state = "busy"
+        self.enrol_entry.state(["!disabled"])
+        self.enrol_button.state(["!disabled"])
+        self.relabel()
+
+    def _submit_enrolment(self) -> None:
+        code = self.enrol_entry.get().strip()
+        if not code or self.on_enrol is None or self.enrol_state == "checking":
+            return
+        self.enrol_state = "checking"
+        self.enrol_entry.state(["disabled"])
+        self.enrol_button.state(["disabled"])
+        self.relabel()
+        self.on_enrol(code)
+
     # -- drawing -------------------------------------------------------------------------
 
     def relabel(self) -> None:
@@ -126,6 +177,11 @@ class MainWindow:
         self.pw_label.configure(text=t("window_password", lang))
         self.new_pw.configure(text=t("window_new_password", lang))
         self.lang_caption.configure(text=t("window_language", lang))
+        self.enrol_label.configure(text=t("window_enrol_code", lang))
+        self.enrol_button.configure(text=t("window_enrol_send", lang))
+        self.enrol_help.configure(
+            text=t(f"window_enrol_{self.enrol_state}", lang) if self.enrol_state else ""
+        )
         self.support_label.configure(
             text=support_line(*self.support, lang) if self.support is not None else ""
         )

@@ -12,6 +12,27 @@ register(
             "この ID とパスワードをサポート担当者にお伝えください。",
         ),
         "window_id": ("Your ID", "ID"),
+        "window_enrolment_required": (
+            "This computer is not registered with the support company yet: enter the "
+            "enrolment code they gave you below.",
+            "このコンピューターはまだサポート会社に登録されていません。受け取った登録コードを"
+            "下に入力してください。",
+        ),
+        "window_enrol_code": ("Enrolment code", "登録コード"),
+        "window_enrol_send": ("Register", "登録する"),
+        "window_enrol_asking": (
+            "The code looks like K7QD-9XMF-2HWR-T4PB; upper or lower case both work.",
+            "コードは「K7QD-9XMF-2HWR-T4PB」のような形式です。大文字・小文字はどちらでも構いません。",
+        ),
+        "window_enrol_checking": (
+            "Checking the code with the support server ...",
+            "サポートサーバーでコードを確認しています...",
+        ),
+        "window_enrol_busy": (
+            "A code can be entered only when no support session is running. Try again "
+            "after the session.",
+            "登録コードはサポート中には入力できません。セッションが終わってから入力してください。",
+        ),
         "window_password": ("Password", "パスワード"),
         "window_new_password": ("New password", "新しいパスワード"),
         "window_language": ("Language:", "言語:"),

@@ -32,6 +32,15 @@ STATUS_NOTICES = {
 }
 
 
+#: Enrolment outcomes that show the code field, with the notice the window gives.
+ENROLMENT_ASKS = {
+    "agent_enrolment_required": "window_enrolment_required",
+    "agent_enrolment_invalid": "agent_enrolment_invalid",
+    "agent_enrolment_expired": "agent_enrolment_expired",
+    "agent_enrolment_used_up": "agent_enrolment_used_up",
+}
+
+
 class WindowUI:
     """Implements ``enkaku.agent.ui.AgentUI`` for the window."""
 
@@ -68,6 +77,11 @@ class WindowUI:
         self.bridge.to_tk(self.main.show_credentials, agent_id, password)
 
     def notice(self, key: str, **kwargs: object) -> None:
+        if key in ENROLMENT_ASKS:  # the code is entered in the window, not as --enrol
+            self.bridge.to_tk(self.main.ask_enrolment, True)
+            key = ENROLMENT_ASKS[key]
+        elif key in ("agent_enrolment_linked", "agent_enrolment_already_linked_typed"):
+            self.bridge.to_tk(self.main.ask_enrolment, False)
         if key in STATUS_NOTICES:
             self.bridge.to_tk(lambda: self.main.show_status(STATUS_NOTICES[key], **kwargs))
         elif key != "agent_traffic":  # the end summary shows the traffic
