@@ -39,6 +39,7 @@ class Sway:
     pid: int
     width: int
     height: int
+    x_display: str | None = None  # XWayland's $DISPLAY (``xwayland=True``)
 
     @property
     def env(self) -> dict[str, str]:
@@ -135,10 +136,63 @@ def _prompt_shown(runtime: Path, socket: Path) -> bool:
     return bool((top != top[0, 0]).any())
 
 
+def _x_display(runtime: Path, work: Path, ipc: Path, deadline: float) -> str:
+    """XWayland's $DISPLAY, as sway gives it to the programs it starts."""
+    out = work / ".x-display"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SWAYSOCK": str(ipc)}
+    subprocess.run(
+        ["swaymsg", f"exec 'echo \"$DISPLAY\" > {out}'"],
+        env=env, check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    display = ""
+    while time.monotonic() < deadline and not display:
+        if out.exists() and out.read_text().endswith("\n"):
+            display = out.read_text().strip()
+            if not display:
+                raise RuntimeError("sway started no XWayland (is xwayland installed?)")
+        time.sleep(0.1)
+    if not display:
+        raise RuntimeError("sway did not say its XWayland display")
+    if os.geteuid() == 0:
+        # XWayland admits its own user only; the test process (the agent, xdotool)
+        # runs as root. On a desktop the agent is the session's user.
+        done = work / ".xhost"
+        subprocess.run(
+            ["swaymsg", f"exec 'xhost +si:localuser:root && touch {done}'"],
+            env=env, check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("xhost did not let root into XWayland")
+            time.sleep(0.1)
+    return display
+
+
+def _xwayland_pids(display: str) -> list[int]:
+    """The XWayland server of ``display`` (wlroots starts it detached from sway)."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with suppress(OSError):
+            if comm.read_text().strip() == "Xwayland":
+                args = (comm.parent / "cmdline").read_bytes().split(b"\0")
+                if display.encode() in args:
+                    pids.append(int(comm.parent.name))
+    return pids
+
+
 @contextmanager
-def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Iterator[Sway]:
-    """Headless sway (pixman renderer, no input devices, no XWayland) with a foot
-    terminal running /bin/sh in ``Sway.work``; yields once foot's window is shown."""
+def headless_sway(
+    width: int = 800,
+    height: int = 600,
+    foot: bool = True,
+    xwayland: bool = False,
+    layout: str | None = None,
+) -> Iterator[Sway]:
+    """Headless sway (pixman renderer, no input devices) with a foot terminal running
+    /bin/sh in ``Sway.work``; yields once foot's window is shown. ``xwayland``: with
+    XWayland (``xwayland enable``: started on the first X client), its $DISPLAY in
+    ``Sway.x_display``. ``layout``: the keyboard layout of every input
+    (``input * xkb_layout``), e.g. ``jp``."""
     for tool in ("sway", "swaymsg", "foot", "grim"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (apt-get install sway foot grim)")
@@ -151,8 +205,10 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
             os.chown(path, *ids)
     runtime.chmod(0o700)
     config = runtime / "config"
-    lines = ["xwayland disable", f"output HEADLESS-1 resolution {width}x{height}",
-             "default_border none"]  # fmt: skip
+    lines = ["xwayland enable" if xwayland else "xwayland disable",
+             f"output HEADLESS-1 resolution {width}x{height}", "default_border none"]  # fmt: skip
+    if layout is not None:
+        lines.append(f"input * xkb_layout {layout}")
     config.write_text("\n".join(lines) + "\n")
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "SHELL": "/bin/sh",
@@ -169,6 +225,7 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
         [*prefix, "sway", "-c", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     foot_pid: int | None = None
+    x_display: str | None = None
     try:
         deadline = time.monotonic() + 60
         socket = ipc = None
@@ -200,9 +257,15 @@ def headless_sway(width: int = 800, height: int = 600, foot: bool = True) -> Ite
                 + (runtime / "sway.log").read_text(errors="replace")[-2000:]
             )
         assert socket is not None and ipc is not None
-        yield Sway(runtime, socket, work, ipc, proc.pid, width, height)
+        if xwayland:
+            x_display = _x_display(runtime, work, ipc, deadline)
+        yield Sway(runtime, socket, work, ipc, proc.pid, width, height, x_display)
     finally:
+        xservers = _xwayland_pids(x_display) if x_display else []
         stop(proc)
+        for pid in xservers:  # it ends with its compositor; make sure, by PID
+            with suppress(OSError):
+                os.kill(pid, 15)
         log.close()
         if foot_pid is not None:  # foot ends with its compositor; make sure, by PID
             with suppress(OSError):
