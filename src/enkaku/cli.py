@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--display", help="X display to serve (default $DISPLAY; none: no screen)")
     a.add_argument(
         "--backend",
-        choices=("auto", "x11", "wayland-wlroots", "wayland-gnome"),
+        choices=("auto", "x11", "wayland-wlroots", "wayland-gnome", "wayland-portal"),
         default="auto",
         help="screen backend (default auto: from $WAYLAND_DISPLAY, $DISPLAY and the compositor)",
     )

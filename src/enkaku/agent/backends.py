@@ -3,7 +3,8 @@
 ``auto`` looks at the session: an explicit ``--display`` means X11; a Wayland socket
 ($WAYLAND_DISPLAY) means Wayland: on GNOME ($XDG_CURRENT_DESKTOP) mutter's
 remote-desktop API on the session bus serves it, else the compositor's advertised
-globals say whether the wlroots backend can; else $DISPLAY means X11; with neither
+globals say whether the wlroots backend can, else the desktop portal (KDE and
+others); else $DISPLAY means X11; with neither
 there is no screen to serve. On a Wayland session no backend can serve, the agent stops with a
 message naming what was tried and what to do, in both languages — never falling back
 to XWayland, whose root window shows only the X clients, not the desktop.
@@ -15,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from enkaku.i18n import register
 
@@ -24,7 +26,7 @@ from .input.base import InputInjector
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "x11", "wayland-wlroots", "wayland-gnome")
+BACKENDS = ("auto", "x11", "wayland-wlroots", "wayland-gnome", "wayland-portal")
 
 # What the wlroots backend binds (screencopy 2+ for damage).
 WLROOTS_GLOBALS = (
@@ -40,12 +42,16 @@ register(
             "Tried: {tried}.\n"
             'What to do: log in to an "X11" (Xorg) session from the login screen\'s '
             "session menu, or use a wlroots desktop (sway, Hyprland, river, labwc, "
-            "Wayfire); {install}",
+            "Wayfire), or a desktop with the screen-sharing portal (wayland-portal: "
+            "xdg-desktop-portal with the desktop's backend, e.g. xdg-desktop-portal-kde); "
+            "{install}",
             "enkaku agent: このデスクトップ ({desktop}) の画面は共有できません。\n"
             "試したもの: {tried}\n"
             "対処: ログイン画面のセッション選択で「X11」(Xorg) セッションにログインするか、"
-            "wlroots 系のデスクトップ (sway, Hyprland, river, labwc, Wayfire) を使って"
-            "ください。{install}",
+            "wlroots 系のデスクトップ (sway, Hyprland, river, labwc, Wayfire)、または"
+            "画面共有ポータルのあるデスクトップ (wayland-portal: xdg-desktop-portal と"
+            "デスクトップ用のバックエンド、例: xdg-desktop-portal-kde) を使ってください。"
+            "{install}",
         ),
         "backend_install_pywayland": (
             "the Wayland support needs the Python package pywayland "
@@ -66,6 +72,22 @@ register(
         "backend_tried_gnome": (
             "wayland-gnome ({error})",
             "wayland-gnome ({error})",
+        ),
+        "backend_install_portal": (
+            "the portal support needs xdg-desktop-portal with the desktop's backend "
+            "(KDE: xdg-desktop-portal-kde), the Python package dbus-fast "
+            "(pip install 'enkaku[wayland]') and GStreamer with its PipeWire plugin "
+            "(Debian/Ubuntu: gstreamer1.0-pipewire gstreamer1.0-plugins-base; Fedora: "
+            "pipewire-gstreamer gstreamer1-plugins-base).",
+            "ポータル対応には xdg-desktop-portal とデスクトップ用のバックエンド "
+            "(KDE: xdg-desktop-portal-kde)、Python パッケージ dbus-fast "
+            "(pip install 'enkaku[wayland]')、GStreamer とその PipeWire プラグイン "
+            "(Debian/Ubuntu: gstreamer1.0-pipewire gstreamer1.0-plugins-base、Fedora: "
+            "pipewire-gstreamer gstreamer1-plugins-base) が必要です。",
+        ),
+        "backend_tried_portal": (
+            "wayland-portal ({error})",
+            "wayland-portal ({error})",
         ),
         "backend_install_none": (
             "nothing to install helps on this desktop yet.",
@@ -186,6 +208,27 @@ def _gnome(env: dict[str, str] | os._Environ[str]) -> Factories:
 _GNOME_ENV = ("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "PIPEWIRE_REMOTE", "WAYLAND_DISPLAY")
 
 
+def _probe_portal(env: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str]] | None:
+    """None when the desktop portal's screen cast and remote desktop can serve."""
+    from .portal.session import probe
+
+    why = probe(env)
+    return None if why is None else ("backend_tried_portal", {"error": why})
+
+
+def _portal(env: dict[str, str] | os._Environ[str], config_dir: Path | None) -> Factories:
+    logger.info("screen backend: wayland-portal (%s)", env.get("WAYLAND_DISPLAY"))
+    from .capture.portal import PortalCapture
+    from .input.portal import PortalInput
+
+    session = {k: v for k, v in env.items() if k in _GNOME_ENV}
+    return (
+        (lambda: PortalCapture(session, config_dir)),
+        (lambda: PortalInput(session, config_dir)),
+        None,  # clipboard: not through the portal yet
+    )
+
+
 def _wlroots(wayland_display: str | None) -> Factories:
     logger.info("screen backend: wayland-wlroots (%s)", wayland_display)
     from .capture.wlroots import WlrootsCapture
@@ -202,10 +245,12 @@ def select_backend(
     backend: str,
     display: str | None,
     env: dict[str, str] | os._Environ[str] = os.environ,
+    config_dir: Path | None = None,
 ) -> Factories:
     """Capture, input and clipboard factories for this session (None: no screen).
 
-    ``display`` is ``--display`` (an X display, or "none"). Raises :class:`NoBackend`.
+    ``display`` is ``--display`` (an X display, or "none"); ``config_dir`` the agent's
+    config folder (the portal's restore token is kept there). Raises :class:`NoBackend`.
     """
     if display is not None and display.lower() == "none":
         return None, None, None
@@ -233,6 +278,15 @@ def select_backend(
         tried.append(why)
         if why[1].get("error") == "pywayland is not installed" and not tried[:-1]:
             install = "backend_install_pywayland"
+        if backend == "wayland-wlroots":
+            raise NoBackend(_desktop(env), tried, install)
+    if backend == "wayland-portal" or (backend == "auto" and wayland_display):
+        why = _probe_portal(env)
+        if why is None:
+            return _portal(env, config_dir)
+        tried.append(why)
+        if install == "backend_install_none":
+            install = "backend_install_portal"
         raise NoBackend(_desktop(env), tried, install)
     if x_display:
         return _x11(x_display)

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from enkaku.i18n import language, register, t
 from enkaku.transport.proxy import ProxyError, proxy_for
@@ -38,6 +39,7 @@ register(
 def screen_backends(
     display: str | None,
     backend: str = "auto",
+    config_dir: Path | None = None,
 ) -> tuple[
     Callable[[], ScreenCapture] | None,
     Callable[[], InputInjector] | None,
@@ -45,7 +47,7 @@ def screen_backends(
 ]:
     """Capture, input and clipboard factories for the session (None: no screen to
     serve); see backends.py. Raises ``NoBackend`` when none can serve it."""
-    return select_backend(backend, display)
+    return select_backend(backend, display, config_dir=config_dir)
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -59,7 +61,7 @@ def run_agent(args: argparse.Namespace) -> int:
     key = DeviceKey.load_or_create(args.config_dir or default_config_dir())
     try:
         capture, injector, clipboard = screen_backends(
-            args.display, getattr(args, "backend", None) or "auto"
+            args.display, getattr(args, "backend", None) or "auto", args.config_dir
         )
     except NoBackend as exc:
         for lang in ("en", "ja"):

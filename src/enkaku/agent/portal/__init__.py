@@ -1,0 +1,1 @@
+"""The desktop portal (org.freedesktop.portal.ScreenCast + RemoteDesktop) over D-Bus."""
