@@ -196,6 +196,37 @@ def test_policy_keeps_the_context_across_small_changes_and_resets_after() -> Non
     assert choose(0.8, [screen], frames[8]) is None
 
 
+def unrelated_pictures(w: int, h: int, count: int) -> list[np.ndarray]:
+    """BGRX photo-like frames, each a new picture (a slideshow: nothing predicts)."""
+    return [moving_picture(w, h, 1, seed=100 + i)[0] for i in range(count)]
+
+
+@pytest.mark.parametrize("kind", ["video", "slideshow"])
+def test_policy_gives_up_on_pictures_that_do_not_predict(kind: str) -> None:
+    """A slideshow looks like video to the detector, but each H.264 picture costs about
+    what a key frame does: after a few, the policy falls back to the normal encoders."""
+    w, h, n = 320, 240, 16
+    frames = moving_picture(w, h, n) if kind == "video" else unrelated_pictures(w, h, n)
+    screen = Rect(0, 0, w, h)
+    policy = h264.H264Policy()
+    options = EncodeOptions(jpeg_quality=79)
+    chosen = []
+    for i, frame in enumerate(frames):
+        encoder = policy.choose(0.1 * i, screen, screen, [screen], 0, frame, offered=True,
+                                options=options, pixel_format=NATIVE)  # fmt: skip
+        chosen.append(encoder is not None)
+        if encoder is not None:
+            encoder.encode(frame, NATIVE, options)
+    start = h264.VIDEO_FRAMES - 1
+    assert chosen[:start] == [False] * start and chosen[start]
+    if kind == "video":
+        assert all(chosen[start:])
+    else:
+        # a key frame and PREDICTED_PICTURES pictures, then no more H.264
+        stop = start + 1 + h264.PREDICTED_PICTURES
+        assert all(chosen[start:stop]) and not any(chosen[stop:])
+
+
 class H264Client(Decoder):
     """The test decoder plus encoding 50: pictures decoded by PyAV into the framebuffer."""
 

@@ -102,6 +102,9 @@ class H264Encoder:
         self.contexts = 0
         #: Encoding failed once: the rectangle went as Raw and H.264 is not used again.
         self.failed = False
+        #: This context's key frame size and the sizes of the pictures after it.
+        self.key_size = 0
+        self.sizes: list[int] = []
 
     def reset(self) -> None:
         """Start a new context (with a key frame) at the next ``encode()``."""
@@ -119,6 +122,10 @@ class H264Encoder:
                 self._open(*key)
                 flags = RESET_CONTEXT
             data = self._encode_picture(frame)
+            if flags & RESET_CONTEXT:
+                self.key_size, self.sizes = len(data), []
+            else:
+                self.sizes = [*self.sizes[-29:], len(data)]  # the last 30
         except Exception:  # a broken FFmpeg build: the picture still reaches the client
             logger.warning("h264 encoding failed; sending Raw, H.264 off", exc_info=True)
             self.failed = True
@@ -262,6 +269,17 @@ class VideoDetector:
         self.last = None
 
 
+#: Video whose predicted pictures cost on average at least this share of its key frame
+#: is not worth H.264: cuts, a slideshow, nothing to predict from; there Tight JPEG is
+#: as small at the same PSNR and cheaper to encode (benchmarks/h264.py: 1080p pans cost
+#: 0.01-0.07 of the key frame a picture, a new photo every picture 0.24-0.41)...
+UNPREDICTABLE_SHARE = 0.15
+#: ...judged after this many predicted pictures...
+PREDICTED_PICTURES = 3
+#: ...and then H.264 is not tried again for this many seconds.
+UNPREDICTABLE_HOLD = 10.0
+
+
 class H264Policy:
     """The agent's per-connection H.264 state: the detector and the encoder."""
 
@@ -271,6 +289,7 @@ class H264Policy:
         self._was_active = False
         #: Updates sent as H.264.
         self.frames = 0
+        self._hold_until = 0.0
 
     def choose(
         self,
@@ -300,6 +319,15 @@ class H264Policy:
             and pixel_format.bits_per_pixel == 32
             and region == screen
         )
+        sizes = self.encoder.sizes
+        if (
+            self._was_active
+            and len(sizes) >= PREDICTED_PICTURES
+            and sum(sizes) / len(sizes) >= UNPREDICTABLE_SHARE * self.encoder.key_size
+        ):
+            logger.debug("h264 off for %.0f s: pictures do not predict", UNPREDICTABLE_HOLD)
+            self._hold_until = now + UNPREDICTABLE_HOLD
+        usable = usable and now >= self._hold_until
         if usable:
             video = self.detector.observe(now, screen, rects, copies, frame)
         else:
