@@ -417,8 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         head = [
             "",
             f"The agent on Xvfb 1920x1080 (RFBService + X11Capture, benchmarks.rfb_direct), "
-            f"{a.xvfb:.0f} s per client after 2 s of warm-up, a greedy client decoding every "
-            "pixel; PSNR of its picture against the nearest played frame (every 4th pixel):",
+            f"{a.xvfb:.0f} s per client after 2 s of warm-up, a greedy client that parses "
+            "(upd/s, KB/s, CPU), then one decoding every pixel for at most 5 s (PSNR of its "
+            "picture against the nearest played frame, every 4th pixel):",
             "",
             "| workload | level | client | upd/s | H.264 share | KB/s | PSNR dB | "
             "server CPU ms/update | server CPU % |",
