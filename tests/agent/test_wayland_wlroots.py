@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,3 +286,47 @@ def test_control_c_is_a_modifier_shortcut(sway: Sway) -> None:
         type_text(inp, "echo $? > rc.txt\n")  # cat ended by SIGINT: 130
         rc = sway.work / "rc.txt"
         wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")
+
+
+def _pointer_box(frame: np.ndarray, background: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box (x0, y0, x1, y1) of what differs from the empty desktop."""
+    ys, xs = np.nonzero((frame != background).any(axis=2))
+    if len(ys) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def test_the_pointer_is_drawn_into_the_captured_frames() -> None:
+    with headless_sway(640, 480, foot=False) as sway:
+        background = sway.grim()[:1, :1]  # no window: one colour everywhere
+        assert (sway.grim() == background).all()
+        with (
+            WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap,
+            WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp,
+        ):
+            for x, y in ((100, 100), (400, 300)):
+                frames = cap.frames
+                inp.pointer(x, y, 0)
+
+                def at_pointer(x: int = x, y: int = y) -> bool:
+                    box = _pointer_box(rgb(cap.grab()), background)
+                    # The arrow's hot spot is its tip: the drawing starts at the pointer.
+                    return box is not None and abs(box[0] - x) <= 4 and abs(box[1] - y) <= 4
+
+                wait_for(at_pointer, 30, f"the pointer drawn at {x},{y}")
+                assert cap.frames > frames  # the move came as a frame, with its damage
+                box = _pointer_box(rgb(cap.grab()), background)
+                assert box is not None and box[2] - box[0] < 64 and box[3] - box[1] < 64
+            # The frames ask for the pointer (where the compositor has a hardware cursor
+            # plane, only then is it in the picture): libwayland's own trace says so.
+            trace = subprocess.run(
+                [sys.executable, "-c",
+                 "import sys; from enkaku.agent.capture.wlroots import WlrootsCapture as C;"
+                 "C(sys.argv[1]).close()", sway.env["WAYLAND_DISPLAY"]],
+                env={**os.environ, **sway.env, "WAYLAND_DEBUG": "client"},
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert trace.returncode == 0, trace.stderr[-2000:]
+            calls = re.findall(r"zwlr_screencopy_manager_v1[@#]\d+\.capture_output\(([^)]*)\)",
+                               trace.stderr)  # fmt: skip
+            assert calls and all(c.split(", ")[1] == "1" for c in calls), calls

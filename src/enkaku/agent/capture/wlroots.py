@@ -7,8 +7,11 @@ queues those rectangles; a pipe turns readable so the agent's event loop wakes
 (``fileno()``), exactly like the X11 backend's DAMAGE events. An idle screen costs
 nothing: no frames, no wake-ups.
 
-The pointer is not drawn into the frames and its shape is not available through
-screencopy: ``cursor()`` returns None (viewers draw their own pointer).
+The pointer is drawn into the frames (``overlay_cursor``): no Wayland protocol gives
+a client the pointer's image, so it cannot go to the viewer as a cursor shape
+(``cursor()`` returns None); in the picture the technician sees where the customer's
+pointer is and what shape it has. A pointer move damages the output like any other
+change, so it comes as a small damaged rectangle.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ logger = logging.getLogger(__name__)
 _BGRX_FORMATS = {0, 1}  # little-endian memory order B, G, R, X: ours as it is
 _RGBX_FORMATS = {0x34324241, 0x34324258}  # ABGR8888, XBGR8888: R and B swapped
 FIRST_FRAME_TIMEOUT = 10.0
+# The pointer is composited into every frame (see the module doc): the compositor
+# renders it in software while a frame is outstanding, even where it has a hardware
+# cursor plane.
+OVERLAY_CURSOR = 1
 MAX_REGIONS = 64
 
 
@@ -130,7 +137,7 @@ class WlrootsCapture:
             self._signal()
 
     def _request_frame(self) -> None:
-        frame = self._manager.capture_output(0, self._output.proxy)
+        frame = self._manager.capture_output(OVERLAY_CURSOR, self._output.proxy)
         self._offered = None
         self._flags = 0
         self._damage = []
@@ -324,6 +331,7 @@ class WlrootsCapture:
         return []
 
     def cursor(self) -> CursorImage | None:
+        """Always None: the pointer is in the picture, its image is not available."""
         return None
 
     def close(self) -> None:
