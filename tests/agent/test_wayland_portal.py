@@ -1,0 +1,126 @@
+"""The portal backend against xdg-desktop-portal + xdg-desktop-portal-gnome on a real
+headless mutter (tests/portal.py): the permission dialog answered once, the restore
+token kept, the next session served with no dialog; keys through the portal's
+remote-desktop session; backend selection."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from enkaku.agent.backends import NoBackend, select_backend
+from enkaku.agent.capture.portal import PortalCapture
+from enkaku.agent.input.portal import PortalInput
+from enkaku.agent.portal import session as portal_session
+from tests.e2e.harness import ENKAKU, wait_for
+from tests.portal import Portal, headless_portal
+
+RETURN = 0xFF0D
+
+
+@pytest.fixture(scope="module")
+def portal() -> Iterator[Portal]:
+    with headless_portal(1280, 720) as p:
+        yield p
+
+
+def rgb(frame: np.ndarray) -> np.ndarray:
+    return frame[..., [2, 1, 0]]
+
+
+def in_thread(make: Any) -> concurrent.futures.Future[Any]:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(make)
+    pool.shutdown(wait=False)
+    return future
+
+
+def test_one_dialog_then_the_restore_token_serves_the_screen(
+    portal: Portal, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "cfg"
+    token = cfg / portal_session.SC_TOKEN_NAME
+    # Debian 12's xdg-desktop-portal 1.16: RemoteDesktop version 1, no restore for a
+    # remote-desktop session, so the capture has a screen-cast session of its own.
+    assert portal_session.remote_desktop_version(portal.env) == 1
+    first = in_thread(lambda: PortalCapture(portal.env, cfg))
+    portal.answer(remote=False)  # the customer picks the monitor and presses Share
+    with first.result(60) as cap:
+        assert cap.size == (1280, 720)
+        assert token.exists() and stat.S_IMODE(token.stat().st_mode) == 0o600
+        kept = token.read_text().strip()
+        assert kept
+        wait_for(lambda: portal.share_button() is None, 30, "the dialog closed")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), portal.mutter.screenshot()), 30,
+                 "first capture == the reference screen cast")  # fmt: skip
+    # The next session: the kept token, no dialog (nothing answers one here).
+    second = in_thread(lambda: PortalCapture(portal.env, cfg))
+    try:
+        cap = second.result(30)
+    except concurrent.futures.TimeoutError:
+        pytest.fail("the second session asked again: " + portal.tail())
+    with cap:
+        assert cap._session._session.restored_from == kept
+        assert portal.share_button() is None  # no dialog on the screen
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), portal.mutter.screenshot()), 30,
+                 "restored capture == the reference screen cast")  # fmt: skip
+    assert token.read_text().strip()  # the token for the next time is kept
+    assert portal.dialogs == 1
+
+
+def test_keys_through_the_portal_remote_desktop_session(portal: Portal, tmp_path: Path) -> None:
+    pending = in_thread(lambda: PortalInput(portal.env, tmp_path / "cfg"))
+    portal.answer(remote=True)  # allow remote interaction, Share
+    with pending.result(60) as inp:
+        text = "echo portal_$((6*7)) > portal.txt\n"
+        for ch in text:
+            ks = RETURN if ch == "\n" else ord(ch)
+            inp.key(ks, True)
+            inp.key(ks, False)
+        out = portal.mutter.work / "portal.txt"
+        wait_for(lambda: out.exists() and out.read_text() == "portal_42\n", 30, "typed text")
+        inp.pointer(10, 10, 0)  # the pointer goes through the session's stream too
+
+
+def test_selection(portal: Portal, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level("INFO", logger="enkaku.agent.backends")
+    # A Wayland desktop that is not GNOME and has no wlroots protocols: the portal.
+    kde = {**portal.env, "XDG_CURRENT_DESKTOP": "KDE"}
+    capture, injector, clipboard = select_backend("auto", None, kde, config_dir=tmp_path)
+    assert capture is not None and injector is not None and clipboard is None
+    assert "screen backend: wayland-portal" in caplog.text
+    forced, _, _ = select_backend("wayland-portal", None, portal.env, config_dir=tmp_path)
+    assert forced is not None
+    # GNOME with mutter's API on the bus stays with the GNOME backend.
+    caplog.clear()
+    select_backend("auto", None, portal.env)
+    assert "screen backend: wayland-gnome" in caplog.text
+    with pytest.raises(NoBackend) as info:
+        select_backend("wayland-portal", None, {"XDG_RUNTIME_DIR": str(tmp_path),
+                                                "WAYLAND_DISPLAY": "wayland-9"})  # fmt: skip
+    en, ja = info.value.message("en"), info.value.message("ja")
+    assert "wayland-portal (no D-Bus session bus" in en and "xdg-desktop-portal-kde" in en
+    assert "wayland-portal" in ja and "ポータル" in ja
+
+
+def test_the_agent_forced_to_the_portal_without_one_stops_with_the_message(
+    tmp_path: Path,
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WAYLAND_DISPLAY": "wayland-9",
+           "XDG_RUNTIME_DIR": str(tmp_path), "XDG_CURRENT_DESKTOP": "KDE"}  # fmt: skip
+    out = subprocess.run(
+        [ENKAKU, "agent", "--server", "http://127.0.0.1:9", "--headless", "--backend",
+         "wayland-portal", "--config-dir", str(tmp_path / "cfg")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "KDE, Wayland" in out.stderr and "wayland-portal" in out.stderr
+    assert "試したもの" in out.stderr

@@ -1,0 +1,212 @@
+"""The desktop portal (xdg-desktop-portal + xdg-desktop-portal-gnome) on a private
+headless mutter (tests/gnome.py), and a hand that answers its permission dialog.
+
+``xdg-permission-store``, ``xdg-desktop-portal-gnome`` and ``xdg-desktop-portal`` are
+started on the session's own bus (no D-Bus activation: the private bus has no service
+folders), stopped by PID. They run as the test process's user, like the agent: the
+portal identifies its caller through ``/proc/PID/root``, which it cannot open for a
+process of another user ("Portal operation not allowed: Unable to open
+/proc/N/root"); on a desktop both are the session's user. mutter and foot run as the
+fixture's compositor user, as in tests/gnome.py.
+
+The dialog (GTK 4, a window on the headless mutter) is answered through mutter's
+remote-desktop API in a session of the fixture's own: the pointer clicks the monitor
+row (screen cast) or the "Allow remote interaction" switch (remote desktop), then
+"Share". The button is found by its colour; the rest by its place relative to it in
+GNOME 43's dialog.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.gnome import Mutter, _call, _run, headless_mutter
+from tests.xdisplay import stop
+
+PORTAL_TOOLS = (  # each started once the previous one owns its name
+    ("/usr/libexec/xdg-permission-store", "org.freedesktop.impl.portal.PermissionStore"),
+    ("/usr/libexec/xdg-desktop-portal-gnome", "org.freedesktop.impl.portal.desktop.gnome"),
+    ("/usr/libexec/xdg-desktop-portal", "org.freedesktop.portal.Desktop"),
+)
+#: GNOME 43's dialogs, relative to the centre of the "Share" button.
+MONITOR_ROW = (-212, 153)  # screen cast: the (only) monitor's row
+INTERACTION_SWITCH = (-22, 199)  # remote desktop: "Allow remote interaction"
+BTN_LEFT = 0x110
+
+
+@dataclass
+class Portal:
+    mutter: Mutter
+    log: Path
+    pids: dict[str, int] = field(default_factory=dict)
+    dialogs: int = 0  # dialogs answered
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.mutter.env
+
+    def share_button(
+        self, shot: npt.NDArray[np.uint8] | None = None
+    ) -> tuple[int, int, bool] | None:
+        """Centre of the dialog's "Share" button and whether it is enabled; None when
+        no dialog is shown."""
+        shot = self.mutter.screenshot() if shot is None else shot
+        a = shot.astype(np.int16)
+        blue = (a[..., 2] > 200) & (a[..., 2] - a[..., 0] > 60)
+        ys, xs = np.nonzero(blue)
+        if ys.size < 500:
+            return None
+        top = ys.min()
+        band = (ys < top + 40) & (xs > xs.max() - 120)
+        if band.sum() < 500:
+            return None
+        x = int(xs[band].min() + xs[band].max()) // 2
+        y = int(ys[band].min() + ys[band].max()) // 2
+        return x, y, bool(a[y, x, 0] < 100)
+
+    def wait_dialog(self, timeout: float = 30) -> tuple[int, int, bool]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (found := self.share_button()) is not None:
+                return found
+            time.sleep(0.3)
+        raise AssertionError("the portal's dialog did not appear: " + self.tail())
+
+    def answer(self, remote: bool) -> None:
+        """Wait for the dialog and press "Share" (after choosing the monitor, or after
+        allowing remote interaction)."""
+        x, y, _ = self.wait_dialog()
+        time.sleep(0.5)  # the dialog is laid out and takes input
+        dx, dy = INTERACTION_SWITCH if remote else MONITOR_ROW
+        self.click([(x + dx, y + dy)])
+        deadline = time.monotonic() + 10
+        while not (found := self.share_button()) or not found[2]:
+            if time.monotonic() > deadline:
+                raise AssertionError("Share stayed disabled: " + self.tail())
+            time.sleep(0.2)
+        self.click([(found[0], found[1])])
+        self.dialogs += 1
+
+    def click(self, points: list[tuple[int, int]]) -> None:
+        _run(_click(self.mutter, points), 30)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-1500:]
+
+
+async def _click(m: Mutter, points: list[tuple[int, int]]) -> None:
+    import asyncio
+
+    from dbus_fast import MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    rd, sc = "org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast"
+    bus = await MessageBus(bus_address=m.bus).connect()
+    try:
+        (session,) = await _call(bus, rd, "/org/gnome/Mutter/RemoteDesktop", rd, "CreateSession")
+        (sid,) = await _call(bus, rd, session, "org.freedesktop.DBus.Properties", "Get", "ss",
+                             [rd + ".Session", "SessionId"])  # fmt: skip
+        link = {"remote-desktop-session-id": Variant("s", sid.value)}
+        (sc_session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
+                                    "a{sv}", [link])  # fmt: skip
+        (stream,) = await _call(bus, sc, sc_session, sc + ".Session", "RecordMonitor", "sa{sv}",
+                                ["", {}])  # fmt: skip
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_message(msg: object) -> None:
+            if (getattr(msg, "message_type", None) == MessageType.SIGNAL
+                    and getattr(msg, "member", "") == "PipeWireStreamAdded"
+                    and not started.done()):  # fmt: skip
+                started.set_result(None)
+
+        bus.add_message_handler(on_message)
+        await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                    "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
+        await _call(bus, rd, session, rd + ".Session", "Start")
+        await started
+        s = rd + ".Session"
+        try:
+            for x, y in points:
+                await _call(bus, rd, session, s, "NotifyPointerMotionAbsolute", "sdd",
+                            [stream, float(x), float(y)])  # fmt: skip
+                await asyncio.sleep(0.2)
+                for down in (True, False):
+                    await _call(bus, rd, session, s, "NotifyPointerButton", "ib", [BTN_LEFT, down])
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.4)
+        finally:
+            await _call(bus, rd, session, s, "Stop")
+    finally:
+        bus.disconnect()
+
+
+def _has_name(bus: str, name: str) -> bool:
+    async def check() -> bool:
+        from dbus_fast.aio import MessageBus
+
+        conn = await MessageBus(bus_address=bus).connect()
+        try:
+            (has,) = await _call(conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                 "org.freedesktop.DBus", "NameHasOwner", "s",
+                                 [name])  # fmt: skip
+            return bool(has)
+        finally:
+            conn.disconnect()
+
+    try:
+        return bool(_run(check(), 10))
+    except Exception:
+        return False
+
+
+@contextmanager
+def headless_portal(width: int = 1280, height: int = 720) -> Iterator[Portal]:
+    """Headless mutter with foot (tests/gnome.py) and the desktop portal on its bus."""
+    for tool, _ in PORTAL_TOOLS:
+        if not os.path.exists(tool):
+            raise RuntimeError(
+                f"{tool} is missing (apt-get install xdg-desktop-portal xdg-desktop-portal-gnome)"
+            )
+    with headless_mutter(width, height) as m:
+        home = m.runtime / "portal-home"  # the permission store keeps the grants here
+        home.mkdir()
+        log_path = m.runtime / "portal.log"
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+            "XDG_RUNTIME_DIR": str(m.runtime), "DBUS_SESSION_BUS_ADDRESS": m.bus,
+            "WAYLAND_DISPLAY": m.socket.name, "XDG_CURRENT_DESKTOP": "GNOME",
+            "GSETTINGS_BACKEND": "memory", "GTK_A11Y": "none",
+        }  # fmt: skip
+        portal = Portal(m, log_path)
+        procs: list[subprocess.Popen[bytes]] = []
+        with log_path.open("wb") as log:
+            try:
+                for tool, name in PORTAL_TOOLS:
+                    args = [tool] if tool.endswith("permission-store") else [tool, "--verbose"]
+                    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+                    procs.append(proc)
+                    portal.pids[os.path.basename(tool)] = proc.pid
+                    deadline = time.monotonic() + 60
+                    while not _has_name(m.bus, name):
+                        dead = [p.args for p in procs if p.poll() is not None]
+                        if dead or time.monotonic() > deadline:
+                            log.flush()
+                            raise RuntimeError(
+                                f"portal: {name} not up ({dead or 'timeout'}): {portal.tail()}"
+                            )
+                        time.sleep(0.2)
+                yield portal
+            finally:
+                for proc in reversed(procs):
+                    stop(proc)
+                shutil.rmtree(home, ignore_errors=True)
