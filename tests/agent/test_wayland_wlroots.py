@@ -330,3 +330,29 @@ def test_the_pointer_is_drawn_into_the_captured_frames() -> None:
             calls = re.findall(r"zwlr_screencopy_manager_v1[@#]\d+\.capture_output\(([^)]*)\)",
                                trace.stderr)  # fmt: skip
             assert calls and all(c.split(", ")[1] == "1" for c in calls), calls
+
+
+def _keyboard_layouts(sway: Sway) -> list[str | None]:
+    inputs = json.loads(sway.swaymsg("-t", "get_inputs", "-r"))
+    return [d.get("xkb_active_layout_name") for d in inputs if d["type"] == "keyboard"]
+
+
+def test_a_japanese_layout_and_a_layout_change_do_not_change_what_is_typed() -> None:
+    # JIS symbols (on other keys than on a US keyboard: @ [ ] : _ \ | ¥ ^ ~ = ` { } + *),
+    # kana and a long vowel mark, typed as keysyms whatever the compositor's layout.
+    text = "@[]:_\\|¥^~=`{}+*<>? ろー"
+    with headless_sway(640, 480, layout="jp") as sway:
+        # The seat's keyboard (the fixture's virtual one) got sway's layout first.
+        assert _keyboard_layouts(sway) == ["Japanese"]
+        with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+            for n, layout in enumerate(("jp", "us", "jp")):
+                if n:
+                    # sway puts the new layout on every keyboard, ours included: our
+                    # keycodes would then type the layout's characters.
+                    sway.swaymsg("input", "*", "xkb_layout", layout)
+                    name = "Japanese" if layout == "jp" else "English (US)"
+                    assert _keyboard_layouts(sway) == [name]
+                type_text(inp, f"printf '%s\\n' '{text}' > layout{n}.txt\n")
+                out = sway.work / f"layout{n}.txt"
+                wait_for(lambda o=out: o.exists() and o.read_text() == text + "\n", 30, layout)  # type: ignore[misc]
+            assert inp._dev.reuploads >= 2  # our keymap was sent again after each change

@@ -14,13 +14,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import mmap
 import os
 import select
 import threading
 import time
 
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable, socket_path
-from enkaku.agent.wayland.keymap import MODIFIER_OF, KeysymKeymap
+from enkaku.agent.wayland.keymap import KEYMAP_NAME, MODIFIER_OF, KeysymKeymap
 from enkaku.agent.wayland.protocols import (
     AXIS_HORIZONTAL,
     AXIS_SOURCE_WHEEL,
@@ -97,11 +98,17 @@ class _Devices:
             else:
                 self.pointer = ptr_manager.create_virtual_pointer(seat)
             self.conn.display.roundtrip()  # an unauthorised client is told here
+            # The seat's keyboard as a client sees it: told the keymap whenever the
+            # seat's keymap changes (see on_seat_keymap).
+            self.seat_keyboard = seat.get_keyboard()
+            self.seat_keyboard.dispatcher["keymap"] = self.on_seat_keymap
         except (WaylandUnavailable, RuntimeError) as exc:
             self.conn.close()
             raise InputError(str(exc)) from exc
         self.keymap = KeysymKeymap()
         self.sent_keymap = ""
+        #: Keymaps uploaded again because the compositor had replaced ours: tests.
+        self.reuploads = 0
         # The compositor does not derive the modifier state from a virtual keyboard's
         # keys: the client states it (``modifiers``), from the modifier keys held here.
         self.mods_down: dict[int, int] = {}  # modifier keysym -> presses held
@@ -147,7 +154,38 @@ class _Devices:
             self.dead = True
             raise InputError(f"Wayland connection lost ({exc})") from exc
 
+    def on_seat_keymap(self, _kb: object, _format: int, fd: int, size: int) -> None:
+        """The seat's keymap changed. The compositor may have put its own layout on our
+        virtual keyboard (sway does on ``input * xkb_layout ...``, or a config reload),
+        or the customer's keyboard became the active one (which a layout change may
+        then have touched unseen): unless the keymap is ours, ours is sent again before
+        the next key, or our keycodes would type the compositor's characters."""
+        try:
+            with mmap.mmap(fd, min(size, 4096), prot=mmap.PROT_READ) as head:
+                ours = KEYMAP_NAME in head[:]
+        except (OSError, ValueError):
+            ours = False
+        finally:
+            os.close(fd)
+        if not ours and self.sent_keymap:
+            self.sent_keymap = ""
+            self.reuploads += 1
+
+    def take_events(self) -> None:
+        """Read what the compositor sent (a changed seat keymap), without blocking."""
+        display = self.conn.display
+        try:
+            display.dispatch(block=False)
+            fd = display.get_fd()
+            while select.select([fd], [], [], 0)[0]:
+                display.read()
+                display.dispatch(block=False)
+        except (RuntimeError, OSError) as exc:
+            self.dead = True
+            raise InputError(f"Wayland connection lost ({exc})") from exc
+
     def upload_keymap(self) -> None:
+        self.take_events()
         text = self.keymap.text()
         if text == self.sent_keymap:
             return
@@ -167,6 +205,7 @@ class _Devices:
                 return
             self.dead = True
             try:
+                self.seat_keyboard._destroy()  # v1 has no release request: freed here
                 self.keyboard.destroy()
                 self.pointer.destroy()
                 self.conn.display.flush()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 FIRST_KEYCODE = 9  # XKB keycode; the Wayland key code sent is this minus 8
 MAX_KEYS = 240  # XKB keycodes up to 255: clients through XWayland see no more
+# The keycodes section's name: xkbcommon keeps it when a compositor passes the keymap
+# on, so the agent knows its own keymap in the seat's (``b'xkb_keycodes "enkaku"'``).
+KEYMAP_NAME = b'xkb_keycodes "enkaku"'
 
 # The real modifier each modifier keysym sets (keysymdef.h values).
 MODIFIER_OF: dict[int, str] = {
