@@ -356,3 +356,32 @@ def test_a_japanese_layout_and_a_layout_change_do_not_change_what_is_typed() -> 
                 out = sway.work / f"layout{n}.txt"
                 wait_for(lambda o=out: o.exists() and o.read_text() == text + "\n", 30, layout)  # type: ignore[misc]
             assert inp._dev.reuploads >= 2  # our keymap was sent again after each change
+
+
+def _x_client_focused(sway: Sway) -> bool:
+    def walk(node: dict[str, Any]) -> bool:
+        if node.get("shell") == "xwayland" and node.get("focused"):
+            return True
+        return any(walk(c) for c in node.get("nodes", []) + node.get("floating_nodes", []))
+
+    return walk(json.loads(sway.swaymsg("-t", "get_tree", "-r")))
+
+
+def test_x_clients_through_xwayland_get_the_keys_as_sent_on_a_japanese_layout() -> None:
+    # The keymap reaches X clients through XWayland (keycodes up to 255 there).
+    text = "@[]:_\\|¥^~=`{}+*<>? é"
+    with headless_sway(640, 480, xwayland=True, layout="jp") as sway:
+        home = sway.work / "x"  # not foot's folder: the file tells who got the keys
+        home.mkdir()
+        home.chmod(0o777)
+        sway.swaymsg(f"exec env -C {home} xterm -e /bin/sh")
+        wait_for(lambda: _x_client_focused(sway), 30, "xterm focused")
+        out = home / "x.txt"
+        with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+            # xterm's shell may not read yet: type again until the file is there.
+            deadline = time.monotonic() + 30
+            while not out.exists():
+                assert time.monotonic() < deadline, "nothing typed into xterm"
+                type_text(inp, f"printf '%s\\n' '{text}' > x.txt\n")
+                time.sleep(1)
+            wait_for(lambda: out.read_text() == text + "\n", 30, "x.txt as typed")
