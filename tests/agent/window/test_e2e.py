@@ -327,7 +327,7 @@ def test_the_screenshot_script_draws_every_screen(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     names = sorted(Path(p).name for p in out.stdout.split())
-    assert names == [f"agent-{s}-en.png" for s in ("banner", "consent", "main", "terms")]
+    assert names == [f"agent-{s}-en.png" for s in ("banner", "consent", "enrol", "main", "terms")]
     for name in names:
         with Image.open(tmp_path / name) as img:
             assert img.width > 300 and img.height > 200
