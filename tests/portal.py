@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -210,3 +211,150 @@ def headless_portal(width: int = 1280, height: int = 720) -> Iterator[Portal]:
                 for proc in reversed(procs):
                     stop(proc)
                 shutil.rmtree(home, ignore_errors=True)
+
+
+# -- a fake portal on a private bus ----------------------------------------------------
+
+
+@dataclass
+class FakePortal:
+    """A small stand-in for xdg-desktop-portal (``org.freedesktop.portal.Desktop``,
+    ScreenCast + RemoteDesktop) on a private ``dbus-daemon``: it records each call with
+    its options, answers through ``Request`` objects and hands out restore tokens. A
+    start without a token it issued counts as a dialog shown."""
+
+    bus: str
+    rd_version: int = 2
+    #: Response code of the next ``Start`` (0 success, 1 cancelled by the user).
+    start_response: int = 0
+    calls: list[tuple[str, list[Any], dict[str, Any]]] = field(default_factory=list)
+    dialogs: int = 0
+    issued: list[str] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DBUS_SESSION_BUS_ADDRESS": self.bus}
+
+    def named(self, member: str) -> list[tuple[list[Any], dict[str, Any]]]:
+        return [(args, opts) for m, args, opts in self.calls if m == member]
+
+
+def _unwrap(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in options.items()}
+
+
+async def _serve_fake(fake: FakePortal, ready: Any, done: Any) -> None:
+    import asyncio
+    import socket
+
+    from dbus_fast import Message, MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    path = "/org/freedesktop/portal/desktop"
+    rd, sc = "org.freedesktop.portal.RemoteDesktop", "org.freedesktop.portal.ScreenCast"
+    bus = await MessageBus(bus_address=fake.bus, negotiate_unix_fd=True).connect()
+    await bus.request_name("org.freedesktop.portal.Desktop")
+    loop = asyncio.get_running_loop()
+    props = {
+        (rd, "version"): Variant("u", fake.rd_version), (sc, "version"): Variant("u", 4),
+        (rd, "AvailableDeviceTypes"): Variant("u", 7),
+        (sc, "AvailableSourceTypes"): Variant("u", 3),
+        (sc, "AvailableCursorModes"): Variant("u", 7),
+    }  # fmt: skip
+
+    def respond(msg: Any, token: str, code: int, results: dict[str, Any]) -> Message:
+        sender = msg.sender.lstrip(":").replace(".", "_")
+        request = f"{path}/request/{sender}/{token}"
+        signal = Message.new_signal(request, "org.freedesktop.portal.Request", "Response",
+                                    "ua{sv}", [code, results])  # fmt: skip
+        loop.call_later(0.02, bus.send, signal)
+        return Message.new_method_return(msg, "o", [request])
+
+    def handler(msg: Any) -> Message | bool | None:
+        if msg.message_type != MessageType.METHOD_CALL or msg.sender == bus.unique_name:
+            return None
+        member, body = msg.member, list(msg.body)
+        if msg.interface == "org.freedesktop.DBus.Properties" and member == "Get":
+            if (key := (body[0], body[1])) in props:
+                return Message.new_method_return(msg, "v", [props[key]])
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty", "no")
+        if msg.interface not in (rd, sc, "org.freedesktop.portal.Session"):
+            return None
+        opts: dict[str, Any] = {}
+        args = body
+        for index, prefix in ((0, "a{sv}"), (1, "oa{sv}"), (2, "osa{sv}")):
+            if msg.signature.startswith(prefix):
+                opts, args = _unwrap(body[index]), body[:index] + body[index + 1 :]
+        fake.calls.append((member, args, opts))
+        token = opts.get("handle_token", "")
+        if member == "CreateSession":
+            sender = msg.sender.lstrip(":").replace(".", "_")
+            handle = f"{path}/session/{sender}/{opts['session_handle_token']}"
+            return respond(msg, token, 0, {"session_handle": Variant("s", handle)})
+        if member in ("SelectDevices", "SelectSources"):
+            return respond(msg, token, 0, {})
+        if member == "Start":
+            code, fake.start_response = fake.start_response, 0
+            if code != 0:
+                return respond(msg, token, code, {})
+            restore = [o for m, _, o in fake.calls if m in ("SelectDevices", "SelectSources")]
+            given = next((o["restore_token"] for o in restore if "restore_token" in o), None)
+            if given not in fake.issued:
+                fake.dialogs += 1
+            results = {
+                "devices": Variant("u", 3),
+                "streams": Variant("a(ua{sv})", [[42, {"size": Variant("(ii)", [640, 480]),
+                                                      "position": Variant("(ii)", [0, 0])}]]),
+            }  # fmt: skip
+            if any("persist_mode" in o for o in restore[-2:]):
+                fake.issued.append(f"tok-{len(fake.issued) + 1}")
+                results["restore_token"] = Variant("s", fake.issued[-1])
+            return respond(msg, token, 0, results)
+        if member == "OpenPipeWireRemote":
+            ours, theirs = socket.socketpair()
+            ours.close()
+            reply = Message.new_method_return(msg, "h", [0], [theirs.detach()])
+            return reply
+        return Message.new_method_return(msg)  # Notify*, Session.Close
+
+    bus.add_message_handler(handler)
+    loop.call_soon_threadsafe(ready.set)
+    await asyncio.to_thread(done.wait)
+    bus.disconnect()
+
+
+@contextmanager
+def fake_portal(rd_version: int = 2) -> Iterator[FakePortal]:
+    """A private dbus-daemon with :class:`FakePortal` on it; both stopped at the end."""
+    import asyncio
+    import tempfile
+    import threading
+
+    from tests.gnome import _BUS_CONFIG
+
+    folder = Path(tempfile.mkdtemp(prefix="enkaku-portal-"))
+    (folder / "bus.conf").write_text(_BUS_CONFIG)
+    address = f"unix:path={folder / 'bus'}"
+    daemon = subprocess.Popen(
+        ["dbus-daemon", f"--config-file={folder / 'bus.conf'}", f"--address={address}",
+         "--nofork", "--nopidfile"],
+    )  # fmt: skip
+    fake = FakePortal(address, rd_version)
+    ready, done = threading.Event(), threading.Event()
+    thread = threading.Thread(target=asyncio.run, args=(_serve_fake(fake, ready, done),),
+                              daemon=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not (folder / "bus").exists():
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dbus-daemon did not start")
+            time.sleep(0.05)
+        thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake portal did not start")
+        yield fake
+    finally:
+        done.set()
+        thread.join(5)
+        stop(daemon)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -6,6 +6,7 @@ remote-desktop session; backend selection."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from enkaku.agent.capture.portal import PortalCapture
 from enkaku.agent.input.portal import PortalInput
 from enkaku.agent.portal import session as portal_session
 from tests.e2e.harness import ENKAKU, wait_for
-from tests.portal import Portal, headless_portal
+from tests.portal import Portal, fake_portal, headless_portal
 
 RETURN = 0xFF0D
 
@@ -124,3 +125,82 @@ def test_the_agent_forced_to_the_portal_without_one_stops_with_the_message(
     assert "Traceback" not in out.stderr
     assert "KDE, Wayland" in out.stderr and "wayland-portal" in out.stderr
     assert "試したもの" in out.stderr
+
+
+# -- against a fake portal on a private bus: what Debian 12's portal cannot show -------
+
+
+def test_fake_v2_one_dialog_one_shared_session_then_the_token(tmp_path: Path) -> None:
+    """RemoteDesktop version 2 (xdg-desktop-portal 1.18+): one remote-desktop session
+    for capture and input, persisted through SelectDevices; the next one restored."""
+    cfg = tmp_path / "cfg"
+    token = cfg / portal_session.TOKEN_NAME
+    with fake_portal(rd_version=2) as fake:
+        assert portal_session.probe(fake.env) is None
+        session = portal_session.acquire(fake.env, cfg)
+        with PortalInput(fake.env, cfg) as inp:
+            assert portal_session.acquire(fake.env, cfg) is session  # shared
+            portal_session.release(session)
+            inp.key(0x61, True)
+            inp.key(0x61, False)
+            inp.pointer(5, 6, 1)
+            inp.pointer(5, 6, 0)
+            fd = session.open_pipewire()
+            try:
+                assert stat.S_ISSOCK(os.fstat(fd).st_mode)
+            finally:
+                os.close(fd)
+        assert [m for m, _, _ in fake.calls][:4] == [
+            "CreateSession", "SelectDevices", "SelectSources", "Start"]  # fmt: skip
+        ((_, devices),) = fake.named("SelectDevices")
+        assert devices["types"] == 3 and devices["persist_mode"] == 2
+        assert "restore_token" not in devices
+        ((_, sources),) = fake.named("SelectSources")
+        assert sources["types"] == 1 and sources["cursor_mode"] == 1
+        assert "persist_mode" not in sources  # the remote-desktop session persists
+        handle = session.handle
+        assert fake.named("NotifyKeyboardKeysym") == [
+            ([handle, 0x61, 1], {}), ([handle, 0x61, 0], {})]  # fmt: skip
+        assert ([handle, 42, 5.0, 6.0], {}) in fake.named("NotifyPointerMotionAbsolute")
+        assert fake.named("NotifyPointerButton") == [
+            ([handle, 0x110, 1], {}), ([handle, 0x110, 0], {})]  # fmt: skip
+        assert session.size == (640, 480) and session.node == 42
+        assert token.read_text().strip() == "tok-1" and fake.dialogs == 1
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        portal_session.release(session, grace=0)
+        assert fake.named("Close")  # the session is closed at once
+        again = portal_session.PortalSession(fake.env, cfg)
+        again.stop()
+        assert fake.named("SelectDevices")[-1][1]["restore_token"] == "tok-1"
+        assert fake.dialogs == 1  # no dialog
+        assert token.read_text().strip() == "tok-2"  # the next time's token replaces it
+
+
+def test_fake_v1_and_a_refused_dialog(tmp_path: Path) -> None:
+    """RemoteDesktop version 1 (Debian 12's 1.16): no persist_mode on the remote-desktop
+    session, the screen-cast session persists; a cancelled dialog is a clear error and
+    keeps the stored token."""
+    cfg = tmp_path / "cfg"
+    with fake_portal(rd_version=1) as fake:
+        rd = portal_session.PortalSession(fake.env, cfg)
+        rd.stop()
+        assert "persist_mode" not in fake.named("SelectDevices")[-1][1]
+        assert not (cfg / portal_session.TOKEN_NAME).exists()
+        sc = portal_session.PortalSession(fake.env, cfg, remote_desktop=False)
+        sc.stop()
+        assert fake.named("SelectSources")[-1][1]["persist_mode"] == 2
+        assert (cfg / portal_session.SC_TOKEN_NAME).read_text().strip() == "tok-1"
+        fake.start_response = 1
+        with pytest.raises(portal_session.PortalUnavailable, match="cancelled"):
+            portal_session.PortalSession(fake.env, cfg, remote_desktop=False)
+        assert fake.named("SelectSources")[-1][1]["restore_token"] == "tok-1"
+        assert (cfg / portal_session.SC_TOKEN_NAME).read_text().strip() == "tok-1"
+
+
+def test_probe_without_a_portal_says_so(tmp_path: Path) -> None:
+    with fake_portal() as fake:
+        empty = {"DBUS_SESSION_BUS_ADDRESS": fake.bus.replace("/bus", "/nobus")}
+        assert "cannot reach" in (portal_session.probe(empty) or "")
+    assert "no D-Bus session bus" in (
+        portal_session.probe({"XDG_RUNTIME_DIR": str(tmp_path)}) or ""
+    )
