@@ -5,10 +5,12 @@ remote-desktop session; backend selection."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,12 @@ from enkaku.agent.backends import NoBackend, select_backend
 from enkaku.agent.capture.portal import PortalCapture
 from enkaku.agent.input.portal import PortalInput
 from enkaku.agent.portal import session as portal_session
+from enkaku.agent.rfbservice import RFBService
+from enkaku.protocol.rfb import Encoding
+from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import ENKAKU, wait_for
 from tests.portal import Portal, fake_portal, headless_portal
+from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
 RETURN = 0xFF0D
 
@@ -30,6 +36,14 @@ RETURN = 0xFF0D
 def portal() -> Iterator[Portal]:
     with headless_portal(1280, 720) as p:
         yield p
+
+
+@pytest.fixture(autouse=True)
+def no_shared_session() -> Iterator[None]:
+    """Each test starts without the process's shared session (it stays a few seconds
+    after its last user, and a test's dialog would then not appear)."""
+    yield
+    portal_session._stop_all()
 
 
 def rgb(frame: np.ndarray) -> np.ndarray:
@@ -74,6 +88,54 @@ def test_one_dialog_then_the_restore_token_serves_the_screen(
                  "restored capture == the reference screen cast")  # fmt: skip
     assert token.read_text().strip()  # the token for the next time is kept
     assert portal.dialogs == 1
+
+
+async def test_the_rfb_service_serves_the_restored_screen(portal: Portal, tmp_path: Path) -> None:
+    """A viewer through the RFB service: the capture from a kept token (its dialog
+    answered once, before), input through the remote-desktop session (its dialog);
+    a key typed by the viewer shows, and the viewer's picture equals the reference."""
+    cfg = tmp_path / "cfg"
+    first = in_thread(lambda: PortalCapture(portal.env, cfg))
+    await asyncio.to_thread(portal.answer, False)
+    (await asyncio.wrap_future(first)).close()
+    dialogs = portal.dialogs
+    capture = await asyncio.wait_for(asyncio.to_thread(PortalCapture, portal.env, cfg), 30)
+    assert portal.dialogs == dialogs  # restored: nothing was answered
+    pending = in_thread(lambda: PortalInput(portal.env, cfg))
+    await asyncio.to_thread(portal.answer, True)
+    injector = await asyncio.wrap_future(pending)
+    w, h = capture.size
+    pipe = Pipe()
+    service = RFBService(capture, injector, pipe.read, pipe.write, name="portal")
+    task = asyncio.create_task(service.run())
+    try:
+        await pipe.handshake()
+        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+        await pipe.to_server.put(update_request(False, 0, 0, w, h))
+        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        await pipe.to_server.put(update_request(True, 0, 0, w, h))
+        await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x71")  # 'q' down
+        await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x71")  # 'q' up
+        await pipe.receive(dec, lambda: len(dec.updates) == 2, 20)
+        deadline = time.monotonic() + 30
+        while not np.array_equal(dec.fb, await asyncio.to_thread(_screen, portal)):
+            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
+            n = len(dec.updates)
+            await pipe.to_server.put(update_request(True, 0, 0, w, h))
+            await pipe.receive(dec, lambda n=n: len(dec.updates) > n, 20)
+        await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\xff\x08")  # BackSpace
+        await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\xff\x08")
+    finally:
+        await pipe.to_server.put(b"")  # EOF
+        await asyncio.wait_for(task, 10)
+        await asyncio.to_thread(capture.close)
+        await asyncio.to_thread(injector.close)
+
+
+def _screen(portal: Portal) -> np.ndarray:
+    rgb = portal.mutter.screenshot().astype(np.uint32)
+    return rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
 
 
 def test_keys_through_the_portal_remote_desktop_session(portal: Portal, tmp_path: Path) -> None:
