@@ -621,3 +621,85 @@ async def test_a_scroll_of_jpeg_pixels_is_copied_then_refreshed_losslessly() -> 
     await pipe.to_server.put(b"")  # EOF
     await asyncio.wait_for(task, 10)
     capture.close()
+
+
+# -- the damage step's helpers (issue 10: words compared and hashed in place) ---------
+
+
+def test_clear_x_zeroes_only_the_x_bytes_in_place() -> None:
+    from enkaku.agent.rfbservice import _clear_x
+
+    block = _text_block(20, 30, seed=3)
+    rgb = block[..., :3].copy()
+    assert block[..., 3].any()
+    out = _clear_x(block)
+    assert out is block
+    assert not block[..., 3].any()
+    np.testing.assert_array_equal(block[..., :3], rgb)
+    frozen = _text_block(20, 30, seed=4)
+    frozen.flags.writeable = False
+    cleared = _clear_x(frozen)
+    assert cleared is not frozen and frozen[..., 3].any() and not cleared[..., 3].any()
+    np.testing.assert_array_equal(cleared[..., :3], frozen[..., :3])
+
+
+def test_diff_box_bounds_the_changes() -> None:
+    from enkaku.agent.rfbservice import _diff_box
+
+    diff = np.zeros((40, 50), dtype=bool)
+    assert _diff_box(diff) is None
+    diff[7, 30] = diff[20, 4] = True
+    assert _diff_box(diff) == Rect(4, 7, 27, 14)
+
+
+def test_row_hashes_of_a_view_match_a_copy_and_tell_rows_apart() -> None:
+    from enkaku.agent.rfbservice import _clear_x, _row_hashes, _words
+
+    frame = _clear_x(_text_block(60, 90, seed=5))
+    view = _words(frame)[10:50, 7:71]  # rows of a sub-block: strided, not copied
+    hashes = _row_hashes(view)
+    assert hashes == _row_hashes(np.ascontiguousarray(view))
+    assert len(hashes) == 40
+    assert hashes[2] == hashes[6]  # blank rows (every 4th) hash alike
+    assert len({hashes[i] for i in range(40) if (10 + i) % 4}) == 30  # text rows do not
+
+
+def test_grab_damage_ignores_x_bytes_and_finds_the_scroll() -> None:
+    """The damage step on new pixels whose X bytes are garbage: unchanged pixels are no
+    damage, a scrolled block is one copy plus the exposed strip, the kept frame exact."""
+    from enkaku.agent.rfbservice import _clear_x
+
+    tall = _text_block(300, 200, seed=6)
+    screen = np.zeros((240, 320, 4), dtype=np.uint8)
+    screen[20:220, 60:260] = tall[:200]
+
+    class RectCapture(FakeCapture):
+        def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
+            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
+
+    capture = RectCapture(screen.copy())
+
+    async def no_read() -> bytes:
+        return b""
+
+    async def no_write(_: bytes) -> None:
+        return None
+
+    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
+    service._previous = _clear_x(screen.copy())
+    damaged = [Rect(60, 20, 200, 200)]
+    capture.image = screen.copy()
+    capture.image[..., 3] = 99  # only the X bytes differ
+    assert service._grab_damage(damaged) == []
+    assert service._damage == []
+    scrolled = screen.copy()
+    scrolled[20:220, 60:260] = tall[13:213]  # up by 13 rows
+    scrolled[..., 3] = 5
+    capture.image = scrolled
+    copies = service._grab_damage(damaged)
+    assert copies is not None
+    assert [(c.dest, c.src_x, c.src_y) for c in copies] == [(Rect(60, 20, 200, 187), 60, 33)]
+    assert all(d.y >= 207 and d.y + d.h <= 220 for d in service._damage)
+    assert service._damage
+    np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
+    assert not service._previous[..., 3].any()
