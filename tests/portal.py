@@ -12,8 +12,9 @@ fixture's compositor user, as in tests/gnome.py.
 The dialog (GTK 4, a window on the headless mutter) is answered through mutter's
 remote-desktop API in a session of the fixture's own: the pointer clicks the monitor
 row (screen cast) or the "Allow remote interaction" switch (remote desktop), then
-"Share". The button is found by its colour; the rest by its place relative to it in
-GNOME 43's dialog.
+"Share". The button is found by its colour, the row to click as the white card below
+it (the monitor's row; the switch's row, the switch at its right end), else by its
+place relative to the button in GNOME 43's dialog.
 """
 
 from __future__ import annotations
@@ -42,7 +43,28 @@ PORTAL_TOOLS = (  # each started once the previous one owns its name
 #: GNOME 43's dialogs, relative to the centre of the "Share" button.
 MONITOR_ROW = (-212, 153)  # screen cast: the (only) monitor's row
 INTERACTION_SWITCH = (-22, 199)  # remote desktop: "Allow remote interaction"
+SWITCH_FROM_RIGHT = 38  # the switch's centre from its row's right edge
 BTN_LEFT = 0x110
+
+
+def _white_card(shot: npt.NDArray[np.uint8], below: int) -> tuple[int, int, int, int] | None:
+    """The first white card (a list row of the dialog) under row ``below``: x0, y0,
+    x1, y1 (inclusive)."""
+    white = (shot == 255).all(axis=2)
+    rows = np.flatnonzero(white.sum(axis=1) > 200)
+    rows = rows[rows > below]
+    if rows.size == 0:
+        return None
+    end = int(np.flatnonzero(np.diff(rows) > 1)[0]) + 1 if (np.diff(rows) > 1).any() else rows.size
+    run = rows[:end]
+    cols = np.flatnonzero(white[run].sum(axis=0) > run.size // 2)
+    if run.size < 20 or cols.size < 100:
+        return None
+    return int(cols[0]), int(run[0]), int(cols[-1]), int(run[-1])
+
+
+def card_centre(card: tuple[int, int, int, int]) -> tuple[int, int]:
+    return (card[0] + card[2]) // 2, (card[1] + card[3]) // 2
 
 
 @dataclass
@@ -88,8 +110,14 @@ class Portal:
         allowing remote interaction)."""
         x, y, _ = self.wait_dialog()
         time.sleep(0.5)  # the dialog is laid out and takes input
-        dx, dy = INTERACTION_SWITCH if remote else MONITOR_ROW
-        self.click([(x + dx, y + dy)])
+        card = _white_card(self.mutter.screenshot(), y + 20)
+        if card is None:
+            dx, dy = INTERACTION_SWITCH if remote else MONITOR_ROW
+            target = (x + dx, y + dy)
+        else:
+            x0, y0, x1, y1 = card
+            target = (x1 - SWITCH_FROM_RIGHT, (y0 + y1) // 2) if remote else card_centre(card)
+        self.click([target])
         deadline = time.monotonic() + 10
         while not (found := self.share_button()) or not found[2]:
             if time.monotonic() > deadline:
