@@ -13,7 +13,9 @@ Two tasks per connection (three with a clipboard), all owned by ``run()``:
   at most ``max_fps`` updates a second. Writes are awaited, so a slow peer slows capture
   down instead of filling memory. Areas sent as JPEG are sent again losslessly once
   they have stayed unchanged for ``LOSSLESS_REFRESH_DELAY`` (TigerVNC does the same), so
-  the viewer's picture ends up exact; noVNC always asks for JPEG.
+  the viewer's picture ends up exact; noVNC always asks for JPEG. With PyAV installed
+  and a viewer that lists H.264 (encoding 50), a screen playing video goes out as one
+  H.264 picture per update instead (``encodings/h264.py``, docs/h264.md).
 
 With a capture that reports damage as events (``X11Capture``: ``fileno()``,
 ``events_queued()``, ``grab_rects()``), the updater is **event-driven**: it sleeps until
