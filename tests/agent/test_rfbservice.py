@@ -703,3 +703,60 @@ def test_grab_damage_ignores_x_bytes_and_finds_the_scroll() -> None:
     assert service._damage
     np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
     assert not service._previous[..., 3].any()
+
+
+def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
+    """Scrolls of one area reuse the row hashes of the kept frame from the search
+    before; they always equal the kept pixels' hashes, and a copy is still found."""
+    from enkaku.agent.rfbservice import _clear_x, _row_hashes, _words
+
+    tall = _text_block(400, 200, seed=8)
+    screen = np.zeros((240, 320, 4), dtype=np.uint8)
+    screen[20:220, 60:260] = tall[:200]
+
+    class RectCapture(FakeCapture):
+        def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
+            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
+
+    async def no_read() -> bytes:
+        return b""
+
+    async def no_write(_: bytes) -> None:
+        return None
+
+    capture = RectCapture(screen.copy())
+    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
+    service._previous = _clear_x(screen.copy())
+
+    def kept_hashes_true() -> bool:
+        kept = service._kept_hashes
+        if kept is None:
+            return True
+        frame, area, hashes = kept
+        block = _words(frame)[area.y : area.y + area.h, area.x : area.x + area.w]
+        return frame is service._previous and hashes == _row_hashes(block)
+
+    damaged = [Rect(60, 20, 200, 200)]
+    used = []
+    hashes_kept = service._hashes_kept
+
+    def spy(frame: np.ndarray, span: Rect) -> list[int] | None:
+        found = hashes_kept(frame, span)
+        used.append(found is not None)
+        return found
+
+    service._hashes_kept = spy  # type: ignore[method-assign]
+    for step in range(1, 5):
+        capture.image = screen.copy()
+        capture.image[20:220, 60:260] = tall[step * 9 : step * 9 + 200]
+        service._damage = []
+        copies = service._grab_damage(damaged)
+        assert copies is not None and len(copies) == 1
+        assert copies[0].src_y - copies[0].dest.y == 9
+        assert kept_hashes_true()
+    assert used == [False, True, True, True]
+    # A small change inside the area (no scroll search): the kept hashes are dropped.
+    capture.image[100:104, 100:140, :3] ^= 0xFF
+    service._grab_damage([Rect(100, 100, 40, 4)])
+    assert service._kept_hashes is None
+    np.testing.assert_array_equal(service._previous[..., :3], capture.image[..., :3])

@@ -237,11 +237,17 @@ def find_vertical_copy(old: Frame, new: Frame) -> tuple[int, int, int] | None:
 
 
 def _find_vertical_copy(
-    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
+    old: npt.NDArray[np.uint32],
+    new: npt.NDArray[np.uint32],
+    old_h: list[int] | None = None,
+    new_h: list[int] | None = None,
 ) -> tuple[int, int, int] | None:
+    """``find_vertical_copy`` on words; ``old_h``, ``new_h``: their row hashes, if known."""
     h = new.shape[0]
-    old_h = _row_hashes(old)
-    new_h = _row_hashes(new)
+    if old_h is None:
+        old_h = _row_hashes(old)
+    if new_h is None:
+        new_h = _row_hashes(new)
     where: dict[int, list[int]] = {}
     for j, value in enumerate(old_h):
         where.setdefault(value, []).append(j)
@@ -315,6 +321,7 @@ class RFBService:
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._previous: Frame | None = None
+        self._kept_hashes: tuple[Frame, Rect, list[int]] | None = None  # see _grab_damage
         self._damage: list[Rect] = []
         self._lossy: list[Rect] = []  # sent as JPEG and not resent since
         self._changed_at = 0.0  # loop time of the last update with screen changes
@@ -903,10 +910,14 @@ class RFBService:
                 continue
             y0, y1 = int(rows[0]), int(rows[-1]) + 1
             moved = None
+            span = Rect(r.x, r.y + y0, r.w, y1 - y0)  # the rows copied in below
+            new_h = None
             if y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS:
                 # The damaged width, not just the changed columns: a scroll moves whole
                 # lines, most of whose pixels may be the same before and after.
-                moved = _find_vertical_copy(old_v[y0:y1], new_v[y0:y1])
+                new_h = _row_hashes(new_v[y0:y1])
+                old_h = self._hashes_kept(frame, span)
+                moved = _find_vertical_copy(old_v[y0:y1], new_v[y0:y1], old_h, new_h)
             if moved is not None:
                 a, b, dy = moved
                 dest = Rect(r.x, r.y + y0 + a, r.w, b - a)
@@ -933,6 +944,13 @@ class RFBService:
                 x0, x1 = int(cols[0]), int(cols[-1]) + 1
                 changed.append(Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0))
             old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
+            kept = self._kept_hashes
+            if new_h is not None:
+                # These rows' hashes are the kept frame's now: the next scroll of the
+                # same area hashes only its new pixels.
+                self._kept_hashes = (frame, span, new_h)
+            elif kept is not None and kept[1].intersect(span) is not None:
+                self._kept_hashes = None
         for src, dest, pixels in moved_windows:
             now = frame[dest.y : dest.y + dest.h, dest.x : dest.x + dest.w]
             if (
@@ -951,6 +969,17 @@ class RFBService:
             changed = [piece for c in changed for piece in _subtract(c, dest)]
         self._add_damage(changed)
         return copies
+
+    def _hashes_kept(self, frame: Frame, span: Rect) -> list[int] | None:
+        """The row hashes of ``span`` in the kept ``frame`` if the last scroll search
+        hashed those rows (same columns) and nothing was copied over them since."""
+        kept = self._kept_hashes
+        if kept is None or kept[0] is not frame:
+            return None
+        area, hashes = kept[1], kept[2]
+        if (area.x, area.w) != (span.x, span.w) or area.intersect(span) != span:
+            return None
+        return hashes[span.y - area.y : span.y - area.y + span.h]
 
     def _add_damage(self, rects: Sequence[RectLike]) -> None:
         bounds = Rect(0, 0, *self._previous.shape[1::-1]) if self._previous is not None else None
