@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from enkaku.agent import rfbservice as rfbservice_module
 from enkaku.agent.capture.base import CursorImage, Rect
 from enkaku.agent.rfbservice import RFBService, changed_tiles
 from enkaku.protocol.rfb import Encoding
@@ -347,7 +348,10 @@ async def start_viewer(display: str, port: int, *options: str) -> asyncio.subpro
 
 @pytest.mark.x11
 @needs_tigervnc
-async def test_tigervnc_jpeg_is_close() -> None:
+async def test_tigervnc_jpeg_is_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The still screen would be sent again losslessly after LOSSLESS_REFRESH_DELAY, and a
+    # screenshot taken after that is exact: keep the JPEG picture on screen for this test.
+    monkeypatch.setattr(rfbservice_module, "LOSSLESS_REFRESH_DELAY", 3600.0)
     image = sample_image(H, W, seed=13)
     flat = image[0, 0, 2::-1]  # the flat block at the top left: Tight fill, exact
     injector = RecordingInjector()
