@@ -288,6 +288,14 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
 _loaded: dict[str, ctypes.CDLL] = {}
 _load_lock = threading.Lock()
 
+#: Held while a Display is opened and its extensions set up, and while one is torn down
+#: and closed. libXext keeps each extension's displays in a process-wide list with an
+#: unlocked "last used" cache, and XInitThreads does not make opening one Display safe
+#: against closing another: two screen connections starting and ending at once
+#: corrupted the heap (malloc aborts in XOpenDisplay / XShmQueryExtension; reproduced by
+#: tests/agent/test_x11_threads.py). Per-Display work (grabs, input) does not take it.
+SETUP_LOCK = threading.RLock()
+
 
 def load(name: str, error: type[Exception]) -> ctypes.CDLL:
     """Load one of the libraries above ("X11", "Xext", ...) or raise ``error``."""
@@ -392,7 +400,8 @@ class XConnection:
         self.error = error
         self.x11 = load("X11", error)
         name = display.encode() if display is not None else None
-        dpy = self.x11.XOpenDisplay(name)
+        with SETUP_LOCK:
+            dpy = self.x11.XOpenDisplay(name)
         if not dpy:
             shown = display if display is not None else "$DISPLAY"
             raise error(f"cannot open X display {shown!r} (no X server, or access denied)")
@@ -443,7 +452,8 @@ class XConnection:
             return
         dpy, self.dpy = self.dpy, 0
         if dpy not in _dead:
-            self.x11.XCloseDisplay(dpy)
+            with SETUP_LOCK:
+                self.x11.XCloseDisplay(dpy)
         # A dead Display is leaked on purpose: XCloseDisplay on it would write to the
         # broken socket and re-enter the I/O error path.
         _errors.pop(dpy, None)

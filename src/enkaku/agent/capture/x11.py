@@ -174,29 +174,30 @@ class X11Capture:
         self._moved_from: dict[int, Rect] = {}  # moved since take_moves(): where it was
         self._monitors_changed = False  # RandR or the root's geometry changed
         self._randr = False  # RandR 1.5 (monitors) is there
-        self._conn = x11lib.XConnection(display, CaptureError)
-        try:
-            self._width, self._height, _depth = x11lib.geometry(self._conn, self._conn.root)
-            self._shm: _ShmImage | None = None
-            self._use_shm = use_shm and self._shm_available()
-            self._damage = 0
-            self._region = 0
-            self._damage_primed = False
-            self._resized = False
-            self._setup_damage()
-            self._has_fixes = self._query("Xfixes", "XFixesQueryExtension")
-            self._setup_randr()
-            self._cursor: CursorImage | None = None
-            #: What was read from the X server, for tests and benchmarks: grabs of the
-            #: whole screen, rectangle grabs, and their pixels.
-            self.full_grabs = 0
-            self.rect_grabs = 0
-            self.pixels_grabbed = 0
-        except BaseException:
-            if getattr(self, "_shm", None) is not None:
-                self._shm.close()  # type: ignore[union-attr]
-            self._conn.close()
-            raise
+        with x11lib.SETUP_LOCK:  # see there: opening and extension set-up
+            self._conn = x11lib.XConnection(display, CaptureError)
+            try:
+                self._width, self._height, _depth = x11lib.geometry(self._conn, self._conn.root)
+                self._shm: _ShmImage | None = None
+                self._use_shm = use_shm and self._shm_available()
+                self._damage = 0
+                self._region = 0
+                self._damage_primed = False
+                self._resized = False
+                self._setup_damage()
+                self._has_fixes = self._query("Xfixes", "XFixesQueryExtension")
+                self._setup_randr()
+                self._cursor: CursorImage | None = None
+                #: What was read from the X server, for tests and benchmarks: grabs of the
+                #: whole screen, rectangle grabs, and their pixels.
+                self.full_grabs = 0
+                self.rect_grabs = 0
+                self.pixels_grabbed = 0
+            except BaseException:
+                if getattr(self, "_shm", None) is not None:
+                    self._shm.close()  # type: ignore[union-attr]
+                self._conn.close()
+                raise
         logger.debug(
             "X11 capture on %s: %dx%d, shm=%s, damage=%s, xfixes=%s",
             self._conn.name, self._width, self._height, self._use_shm,
@@ -572,7 +573,7 @@ class X11Capture:
 
     def close(self) -> None:
         """Release the shared memory, the damage object and the display connection."""
-        with self._lock:
+        with self._lock, x11lib.SETUP_LOCK:
             if not self._conn.dpy:
                 return
             if self._shm is not None:

@@ -183,12 +183,13 @@ class X11Clipboard:
         """``primary``: ``set_text`` owns PRIMARY too (middle-click paste), not CLIPBOARD only."""
         self._max = max_bytes
         self._own_primary = primary
-        self._conn = x11lib.XConnection(display, ClipboardError)
-        try:
-            self._setup()
-        except BaseException:
-            self._conn.close()
-            raise
+        with x11lib.SETUP_LOCK:  # see there: opening and extension set-up
+            self._conn = x11lib.XConnection(display, ClipboardError)
+            try:
+                self._setup()
+            except BaseException:
+                self._conn.close()
+                raise
         self._commands: queue.SimpleQueue[tuple[Callable[[], None], Future[Any]]] = (
             queue.SimpleQueue()
         )

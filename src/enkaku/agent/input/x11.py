@@ -163,25 +163,26 @@ class X11Input:
 
     def __init__(self, display: str | None = None) -> None:
         self._lock = threading.Lock()
-        self._conn = x11lib.XConnection(display, InputError)
-        try:
-            self._xtst = self._conn.extension("Xtst")
-            ints = [ctypes.c_int() for _ in range(4)]
-            if not self._xtst.XTestQueryExtension(self._conn.dpy, *map(ctypes.byref, ints)):
-                raise InputError(
-                    f"the X server on {self._conn.name!r} lacks the XTEST extension "
-                    "(Xorg/Xvfb: enable it with '+extension XTEST')"
-                )
-            lo, hi = ctypes.c_int(), ctypes.c_int()
-            self._conn.x11.XDisplayKeycodes(self._conn.dpy, ctypes.byref(lo), ctypes.byref(hi))
-            self._min_keycode, self._max_keycode = lo.value, hi.value
-            self._keymap: list[list[int]] = []
-            self._per_keycode = 0
-            self._shift_keycodes: set[int] = set()
-            self._load_keymap()
-        except BaseException:
-            self._conn.close()
-            raise
+        with x11lib.SETUP_LOCK:
+            self._conn = x11lib.XConnection(display, InputError)
+            try:
+                self._xtst = self._conn.extension("Xtst")
+                ints = [ctypes.c_int() for _ in range(4)]
+                if not self._xtst.XTestQueryExtension(self._conn.dpy, *map(ctypes.byref, ints)):
+                    raise InputError(
+                        f"the X server on {self._conn.name!r} lacks the XTEST extension "
+                        "(Xorg/Xvfb: enable it with '+extension XTEST')"
+                    )
+                lo, hi = ctypes.c_int(), ctypes.c_int()
+                self._conn.x11.XDisplayKeycodes(self._conn.dpy, ctypes.byref(lo), ctypes.byref(hi))
+                self._min_keycode, self._max_keycode = lo.value, hi.value
+                self._keymap: list[list[int]] = []
+                self._per_keycode = 0
+                self._shift_keycodes: set[int] = set()
+                self._load_keymap()
+            except BaseException:
+                self._conn.close()
+                raise
         self._held_keys: dict[tuple[str, int], int] = {}  # ("sym"|"scan", code) -> keycode
         self._buttons = 0  # RFB mask of held buttons 1, 2, 3, 8
         self._bound: dict[int, int] = {}  # keysym -> spare keycode bound to it
@@ -422,7 +423,7 @@ class X11Input:
 
     def close(self) -> None:
         """Release everything, unbind the spare keycodes and close the display."""
-        with self._lock:
+        with self._lock, x11lib.SETUP_LOCK:
             if not self._conn.dpy:
                 return
             if not self._conn.dead:
