@@ -223,6 +223,12 @@ needs your permission, and you can end it at any time.</p>
 <p>Debian / Ubuntu では一度だけ次を実行してください (管理者のパスワードが必要です)。<br>
 On Debian or Ubuntu, once (needs the administrator's password):</p>
 <pre>sudo apt install python3 python3-tk libsodium23</pre>
+<p>GNOME や KDE などの Wayland デスクトップ (Ubuntu と Fedora の標準) では、画面の取得に
+GStreamer の PipeWire プラグインも必要です。<br>
+On a Wayland desktop such as GNOME or KDE (the default on Ubuntu and Fedora), the screen
+is read through GStreamer's PipeWire plugin; install it too:</p>
+<pre>sudo apt install gstreamer1.0-pipewire gstreamer1.0-plugins-base   # Debian / Ubuntu
+sudo dnf install pipewire-gstreamer gstreamer1-plugins-base        # Fedora</pre>
 <h2>2. ダウンロード / Download</h2>
 <p>お使いの Python のバージョンに合ったファイルを選んでください。バージョンは
 <code>python3 --version</code> で確認できます (Debian 12: 3.11、Ubuntu 24.04: 3.12)。<br>
