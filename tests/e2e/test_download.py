@@ -38,6 +38,7 @@ from enkaku.agent.preconfig import (
     agent_argv,
 )
 from enkaku.protocol.agentlink import CLOSE_INCOMPATIBLE, PROTOCOL
+from tests.wayland import headless_sway
 from tests.xdisplay import wait_window, xvfb, xwd_root
 
 from .harness import (
@@ -274,6 +275,92 @@ def test_a_file_for_another_python_says_which_one_to_download(
     assert "This file is for Python 3.12, but this computer runs Python 3.11" in done.stderr
     assert f"{world.server_url}/download/agent" in done.stderr
     assert "python3 enkaku-agent-py311.pyz" in done.stderr
+
+
+def test_the_page_names_the_packages_wayland_desktops_need(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    page = get(world.server_url + "/download/agent")[0].decode()
+    assert "sudo apt install gstreamer1.0-pipewire gstreamer1.0-plugins-base" in page
+    assert "sudo dnf install pipewire-gstreamer gstreamer1-plugins-base" in page
+    assert "GStreamer の PipeWire プラグイン" in page
+    # The Wayland backends' compiled modules, built for each file's own Python.
+    for version in ("311", "312"):
+        with zipfile.ZipFile(agent_builds / f"enkaku-agent-py{version}.pyz") as zf:
+            names = set(zf.namelist())
+        tag = f"cpython-{version}-x86_64-linux-gnu.so"
+        assert f"site-packages/pywayland/_ffi.{tag}" in names
+        assert f"site-packages/dbus_fast/message_bus.{tag}" in names
+
+
+def test_the_downloaded_agent_has_the_wayland_backends_on_plain_python(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    """On the system's Python (no venv), the file's pywayland and dbus-fast load: a forced
+    backend with nothing to serve stops with the bilingual message, not an ImportError
+    nor "pywayland/dbus-fast is not installed"."""
+    env = clean_env(world, tmp_path)
+    for name in ("WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "XDG_CURRENT_DESKTOP"):
+        env.pop(name, None)
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    pyz = str(agent_builds / "enkaku-agent-py311.pyz")
+    args = ["--server", "http://127.0.0.1:9", "--headless", "--config-dir", str(tmp_path / "a")]
+    runs = {
+        "wayland-wlroots": [SYSTEM_PYTHON, pyz, *args, "--backend", "wayland-wlroots"],
+        # A real session bus without mutter: dbus-fast connects and asks it.
+        "wayland-gnome": ["dbus-run-session", "--", SYSTEM_PYTHON, pyz, *args,
+                          "--backend", "wayland-gnome"],
+    }  # fmt: skip
+    for backend, cmd in runs.items():
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        err = done.stderr
+        assert done.returncode == 2, err
+        assert "Traceback" not in err and "is not installed" not in err, err
+        assert "this desktop's screen cannot be shared" in err, err
+        assert "の画面は共有できません" in err, err
+        if backend == "wayland-wlroots":
+            assert "no Wayland compositor socket" in err, err
+        else:
+            assert "org.gnome.Mutter.RemoteDesktop) is not on the bus" in err, err
+
+
+def test_the_downloaded_agent_serves_a_sway_desktop(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    """The file downloaded from the page, started on the system's Python inside a
+    headless sway session, picks wayland-wlroots itself (auto): with no X display, no
+    GNOME and no session bus for the portal, no other backend could serve, and the
+    technician's viewer shows what grim sees. (The file's log stays at warnings, so the
+    "screen backend:" line is not printed.)"""
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    data, _ = get(download_link(world, "3.11"))
+    pyz = tmp_path / "enkaku-agent-py311.pyz"
+    pyz.write_bytes(data)
+    with headless_sway(640, 480) as sway:
+        env = {**clean_env(world, tmp_path), **sway.env}
+        for name in ("DBUS_SESSION_BUS_ADDRESS", "XDG_CURRENT_DESKTOP", "DISPLAY"):
+            env.pop(name, None)
+        args = [SYSTEM_PYTHON, str(pyz), "--headless", "--consent", "allow"]
+        args += ["--config-dir", str(tmp_path / "agent-config")]
+        agent = Proc(args, env=env, name="agent", log_dir=tmp_path)
+        world.procs.append(agent)
+        creds = agent.next_line(120, event="credentials")
+        tech = world.connect(creds["agent_id"], creds["password"])
+        port = int(tech.next_line(60, event="vnc_listening")["port"])
+        shot = tmp_path / "capture.png"
+
+        def same() -> bool:
+            subprocess.run(
+                [VNCDO, "-s", f"127.0.0.1::{port}", "capture", str(shot)],
+                check=True, timeout=120, capture_output=True,
+            )  # fmt: skip
+            got = np.asarray(Image.open(shot).convert("RGB"))
+            return bool(np.array_equal(got, sway.grim()))
+
+        wait_for(same, 60, "the sway screen at the technician's VNC viewer")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
 
 
 AgentLinkHandler = Callable[[web.WebSocketResponse], Awaitable[None]]
