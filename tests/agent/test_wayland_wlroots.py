@@ -63,7 +63,16 @@ def test_capture_equals_grim_and_typed_text_arrives_with_jis_and_unicode_keys(
     ):
         assert cap.size == (640, 480)
         text = "_¥|\\~@[]^ あé€"
-        type_text(inp, f"printf '%s\\n' '{text}' > jis.txt\n")
+        typed = f"printf '%s\\n' '{text}' > jis.txt\n"
+        # The keyboard got the ordinary keys with its first keymap: only the kana, é
+        # and € are new (unless an earlier test typed them on this display).
+        keymap = inp._dev.keymap
+        assert inp._dev.sent_keymap == keymap.version
+        assert all(keymap.keycode(keysym(ch)) for ch in typed if ch not in "あé€\n")
+        new = {ch for ch in "あé€" if keymap.keycode(keysym(ch)) is None}
+        before = keymap.version
+        type_text(inp, typed)
+        assert keymap.version == before + len(new)
         out = sway.work / "jis.txt"
         wait_for(lambda: out.exists() and out.read_text() == text + "\n", 30, "typed text")
         wait_for(lambda: np.array_equal(rgb(cap.grab()), sway.grim()), 30, "capture == grim")
@@ -146,6 +155,22 @@ def test_keymap_keeps_keycodes_and_starts_again_when_full() -> None:
         km.add(ks, keep={0x61})
     assert km.keycode(0x61) == a  # held keys keep their key across the restart
     assert len(km) <= 240
+
+
+def test_keymap_starts_with_the_ordinary_keys_and_keeps_them() -> None:
+    km = KeysymKeymap()
+    # printable ASCII, Return, Escape, F12, Shift_L, yen, Henkan, Hiragana_Katakana
+    ordinary = [*range(0x20, 0x7F), 0xFF0D, 0xFF1B, 0xFFC9, 0xFFE1, 0xA5, 0xFF23, 0xFF27]
+    codes = [km.keycode(ks) for ks in ordinary]
+    assert None not in codes and len(set(codes)) == len(codes)
+    assert all(f"[ {ks:#x} ]" in km.text() for ks in ordinary)
+    assert "modifier_map Shift" in km.text()
+    assert km.add(0x61) == km.keycode(0x61) and km.version == 0  # nothing to send again
+    km.add(0xE9)  # é: added on demand
+    assert km.version == 1 and km.keycode(0xE9) is not None
+    for ks in range(0x1000100, 0x1000100 + 300):  # fills up and starts again
+        km.add(ks)
+    assert [km.keycode(ks) for ks in ordinary] == codes
 
 
 def test_auto_detection_picks_wlroots_and_fails_clearly_elsewhere(sway: Sway) -> None:
@@ -274,6 +299,17 @@ def test_the_agent_on_an_unsupported_wayland_session_stops_with_the_message(
     assert "X11" in out.stderr and "試したもの" in out.stderr  # both languages
 
 
+def _cat_in(folder: Path) -> bool:
+    """Whether a ``cat`` runs in ``folder``."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc / "comm").read_text() == "cat\n" and (proc / "cwd").readlink() == folder:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_control_c_is_a_modifier_shortcut(sway: Sway) -> None:
     with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
         type_text(inp, "cat > cat.txt\n")
@@ -283,6 +319,9 @@ def test_control_c_is_a_modifier_shortcut(sway: Sway) -> None:
         inp.key(0xFFE3, True)  # Control_L
         type_text(inp, "c")
         inp.key(0xFFE3, False)
+        # The terminal drops what is typed between the ^C and the interrupt: type on
+        # once cat has gone.
+        wait_for(lambda: not _cat_in(sway.work), 30, "cat gone")
         type_text(inp, "echo $? > rc.txt\n")  # cat ended by SIGINT: 130
         rc = sway.work / "rc.txt"
         wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")
@@ -342,16 +381,16 @@ def test_a_japanese_layout_and_a_layout_change_do_not_change_what_is_typed() -> 
     # kana and a long vowel mark, typed as keysyms whatever the compositor's layout.
     text = "@[]:_\\|¥^~=`{}+*<>? ろー"
     with headless_sway(640, 480, layout="jp") as sway:
-        # The seat's keyboard (the fixture's virtual one) got sway's layout first.
-        assert _keyboard_layouts(sway) == ["Japanese"]
+        # The seat's keyboard (the fixture's virtual one, shared with ``inp``) has had
+        # our keymap since it was made: sway's layout comes with the changes below.
+        assert _keyboard_layouts(sway) == [None]
         with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
-            for n, layout in enumerate(("jp", "us", "jp")):
-                if n:
-                    # sway puts the new layout on every keyboard, ours included: our
-                    # keycodes would then type the layout's characters.
-                    sway.swaymsg("input", "*", "xkb_layout", layout)
-                    name = "Japanese" if layout == "jp" else "English (US)"
-                    assert _keyboard_layouts(sway) == [name]
+            for n, layout in enumerate(("us", "jp")):  # each a change: sway applies it
+                # sway puts the new layout on every keyboard, ours included: our
+                # keycodes would then type the layout's characters.
+                sway.swaymsg("input", "*", "xkb_layout", layout)
+                name = "Japanese" if layout == "jp" else "English (US)"
+                assert _keyboard_layouts(sway) == [name]
                 type_text(inp, f"printf '%s\\n' '{text}' > layout{n}.txt\n")
                 out = sway.work / f"layout{n}.txt"
                 wait_for(lambda o=out: o.exists() and o.read_text() == text + "\n", 30, layout)  # type: ignore[misc]

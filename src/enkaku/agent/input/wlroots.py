@@ -1,9 +1,10 @@
 """Input injection on wlroots compositors: virtual keyboard and virtual pointer.
 
-Keys go through ``zwp_virtual_keyboard_v1`` with a keymap of the keysyms typed so far
-(:mod:`enkaku.agent.wayland.keymap`): a keysym the map lacks is added and the keymap
-sent again before the key, so any keysym types as sent, independent of the customer's
-layout. The QEMU scancode is not used here (the keymap is ours, not the customer's).
+Keys go through ``zwp_virtual_keyboard_v1`` with a keymap of keysyms, one key each
+(:mod:`enkaku.agent.wayland.keymap`), sent when the keyboard is made and holding the
+ordinary keys already: a keysym the map lacks is added and the keymap sent again
+before the key, so any keysym types as sent, independent of the customer's layout.
+The QEMU scancode is not used here (the keymap is ours, not the customer's).
 
 The pointer goes through ``zwlr_virtual_pointer_v1``: absolute motion in the output's
 pixels, buttons as Linux BTN_* codes, wheel bits as discrete axis steps.
@@ -100,19 +101,23 @@ class _Devices:
             self.conn.display.roundtrip()  # an unauthorised client is told here
             # The seat's keyboard as a client sees it: told the keymap whenever the
             # seat's keymap changes (see on_seat_keymap).
+            self.keymap = KeysymKeymap()
+            self.sent_keymap = -1  # the keymap version the keyboard has (-1: none)
+            #: Keymaps uploaded again because the compositor had replaced ours: tests.
+            self.reuploads = 0
+            # The compositor does not derive the modifier state from a virtual keyboard's
+            # keys: the client states it (``modifiers``), from the modifier keys held here.
+            self.mods_down: dict[int, int] = {}  # modifier keysym -> presses held
+            self.locked = 0
             self.seat_keyboard = seat.get_keyboard()
             self.seat_keyboard.dispatcher["keymap"] = self.on_seat_keymap
-        except (WaylandUnavailable, RuntimeError) as exc:
+            # The seat's current keymap first (another keyboard's: nothing to redo),
+            # then ours with the ordinary keys, so the first keys typed upload nothing.
+            self.conn.display.roundtrip()
+            self.upload_keymap()
+        except (WaylandUnavailable, RuntimeError, InputError) as exc:
             self.conn.close()
             raise InputError(str(exc)) from exc
-        self.keymap = KeysymKeymap()
-        self.sent_keymap = ""
-        #: Keymaps uploaded again because the compositor had replaced ours: tests.
-        self.reuploads = 0
-        # The compositor does not derive the modifier state from a virtual keyboard's
-        # keys: the client states it (``modifiers``), from the modifier keys held here.
-        self.mods_down: dict[int, int] = {}  # modifier keysym -> presses held
-        self.locked = 0
 
     def modifier_key(self, keysym: int, down: bool) -> None:
         """Track a modifier keysym's press or release and state the new modifiers."""
@@ -167,8 +172,8 @@ class _Devices:
             ours = False
         finally:
             os.close(fd)
-        if not ours and self.sent_keymap:
-            self.sent_keymap = ""
+        if not ours and self.sent_keymap >= 0:
+            self.sent_keymap = -1
             self.reuploads += 1
 
     def take_events(self) -> None:
@@ -186,10 +191,10 @@ class _Devices:
 
     def upload_keymap(self) -> None:
         self.take_events()
-        text = self.keymap.text()
-        if text == self.sent_keymap:
+        if self.keymap.version == self.sent_keymap:
             return
-        data = text.encode() + b"\0"
+        version = self.keymap.version
+        data = self.keymap.text().encode() + b"\0"
         fd = os.memfd_create("enkaku-keymap", os.MFD_CLOEXEC)
         try:
             os.write(fd, data)
@@ -197,7 +202,7 @@ class _Devices:
             self.send()  # the descriptor goes out with the flush
         finally:
             os.close(fd)
-        self.sent_keymap = text
+        self.sent_keymap = version
 
     def close(self) -> None:
         with self.lock:

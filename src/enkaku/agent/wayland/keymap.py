@@ -1,10 +1,15 @@
-"""An XKB keymap built from the keysyms the technician typed (as ``wtype`` does).
+"""An XKB keymap of keysyms, one key each (as ``wtype`` builds, but preloaded).
 
 Each keysym gets a key of its own, one level, so what the viewer sent is what every
 client reads, whatever the customer's layout (JIS, US, AZERTY, ...) and for any
 keysym or Unicode character. Modifier keysyms get the modifier they stand for.
-Keycodes stay stable while the map grows, so a key held across a keymap change is
-released on the right key.
+
+The map starts with the ordinary keys (:data:`PRESET`: printable ASCII, editing and
+function keys, modifiers, common JIS keys), so ordinary typing never changes it: a
+new keymap costs the compositor and the focused client a compile each (3-8 ms per
+first press on headless sway). Other keysyms are added on demand. Keycodes stay
+stable while the map grows, so a key held across a keymap change is released on the
+right key.
 """
 
 from __future__ import annotations
@@ -33,11 +38,38 @@ MODIFIER_OF: dict[int, str] = {
 }
 
 
+def _preset() -> tuple[int, ...]:
+    keys = list(range(0x20, 0x7F))  # printable ASCII (keysym = code point)
+    keys += [
+        0xFF0D, 0xFF08, 0xFF09, 0xFF1B, 0xFFFF,  # Return BackSpace Tab Escape Delete
+        0xFF51, 0xFF52, 0xFF53, 0xFF54,  # Left Up Right Down
+        0xFF50, 0xFF57, 0xFF55, 0xFF56, 0xFF63,  # Home End Prior Next Insert
+        0xFF61, 0xFF67, 0xFF13, 0xFF14, 0xFE20,  # Print Menu Pause Scroll_Lock ISO_Left_Tab
+        0xFF8D,  # KP_Enter
+    ]  # fmt: skip
+    keys += range(0xFFBE, 0xFFBE + 12)  # F1-F12
+    keys += MODIFIER_OF
+    keys += [
+        0xA5, 0x47E,  # yen, overline (JIS)
+        0xFF21, 0xFF22, 0xFF23, 0xFF24, 0xFF25, 0xFF26, 0xFF27,  # Kanji Muhenkan Henkan
+        0xFF28, 0xFF29, 0xFF2A, 0xFF2B, 0xFF2C, 0xFF2D, 0xFF2E, 0xFF2F, 0xFF30,  # ... Eisu
+        0x4A1, 0x4A2, 0x4A3, 0x4A4, 0x4A5, 0x4B0,  # kana punctuation, prolonged sound mark
+    ]  # fmt: skip
+    return tuple(dict.fromkeys(keys))
+
+
+#: The keysyms every keymap holds, on keycodes FIRST_KEYCODE.. in this order.
+PRESET: tuple[int, ...] = _preset()
+
+
 class KeysymKeymap:
     """Keysym → keycode assignments and the keymap text that declares them."""
 
     def __init__(self) -> None:
-        self._codes: dict[int, int] = {}  # keysym -> XKB keycode
+        # keysym -> XKB keycode; the preset keysyms keep their keys for good
+        self._codes: dict[int, int] = {k: FIRST_KEYCODE + i for i, k in enumerate(PRESET)}
+        #: Counts the changes: a keymap sent at one version need not be built again.
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -47,15 +79,18 @@ class KeysymKeymap:
 
     def add(self, keysym: int, keep: set[int] = frozenset()) -> int:  # type: ignore[assignment]
         """The keycode of ``keysym``, assigning one if needed. When the map is full it
-        starts again, keeping the keysyms in ``keep`` (those held down) on their keys."""
+        starts again from :data:`PRESET`, keeping the keysyms in ``keep`` (those held
+        down) on their keys."""
         code = self._codes.get(keysym)
         if code is not None:
             return code
         if len(self._codes) >= MAX_KEYS:
-            self._codes = {k: c for k, c in self._codes.items() if k in keep}
+            preset = set(PRESET)
+            self._codes = {k: c for k, c in self._codes.items() if k in keep or k in preset}
         used = set(self._codes.values())
         code = next(c for c in range(FIRST_KEYCODE, FIRST_KEYCODE + MAX_KEYS + 1) if c not in used)
         self._codes[keysym] = code
+        self.version += 1
         return code
 
     def text(self) -> str:
