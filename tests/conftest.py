@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,3 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # on a lock that a shell killed mid-profile left behind) would fail the terminal
     # tests for reasons outside the project. Tests of the choice itself unset it.
     os.environ["ENKAKU_TERMINAL_SHELL"] = "/bin/sh"
+
+
+@pytest.fixture(autouse=True)
+def _enkaku_log_level() -> Iterator[None]:
+    """Each test starts with the "enkaku" logger's level unset: a command run in-process
+    (enkaku.cli.main) sets it for its verbosity, and with two workers taking whole files
+    in any order, that once hid the records a later test's caplog looked for."""
+    logger = logging.getLogger("enkaku")
+    saved = logger.level
+    logger.setLevel(logging.NOTSET)
+    yield
+    logger.setLevel(saved)
