@@ -163,7 +163,82 @@ def probe(env: Mapping[str, str]) -> str | None:
     return None
 
 
-class RemoteSession:
+def reply_fd(reply: Any, member: str, error: type[Exception]) -> int:
+    """The file descriptor a D-Bus reply hands over (its first value is the index into
+    the message's descriptors); every other descriptor of the message is closed."""
+    fds = list(reply.unix_fds or [])
+    index = reply.body[0] if reply.body else -1
+    if not isinstance(index, int) or not 0 <= index < len(fds):
+        for fd in fds:
+            os.close(fd)
+        raise error(f"{member}: no file descriptor in the reply")
+    for i, fd in enumerate(fds):
+        if i != index:
+            os.close(fd)
+    return int(fds[index])
+
+
+class SharedBusSession:
+    """The life cycle mutter's and the portal's sessions share: an asyncio loop in a
+    thread of its own holds the D-Bus connection; the process keeps one session per bus
+    in a registry while it has users, and stops it ``delay`` seconds after the last one
+    left. Subclasses set ``_loop``, ``_thread``, ``closed``, ``users`` and
+    ``_stop_timer``, name their registry and lock, and implement ``_stop()``."""
+
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
+    closed: threading.Event
+    users: int
+    _stop_timer: asyncio.TimerHandle | None
+    #: The thread that stops an unused session.
+    _stop_thread_name = "dbus-session-stop"
+
+    def _registry(self) -> tuple[dict[Any, Any], threading.Lock]:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+    def schedule_stop(self, delay: float) -> None:
+        def stop_later() -> None:
+            self._stop_timer = self._loop.call_later(delay, self._stop_unused)
+
+        self._loop.call_soon_threadsafe(stop_later)
+
+    def cancel_stop(self) -> None:
+        def cancel() -> None:
+            if self._stop_timer is not None:
+                self._stop_timer.cancel()
+                self._stop_timer = None
+
+        self._loop.call_soon_threadsafe(cancel)
+
+    def _stop_unused(self) -> None:
+        sessions, lock = self._registry()
+        with lock:
+            if self.users > 0:
+                return
+            for key, session in list(sessions.items()):
+                if session is self:
+                    del sessions[key]
+        threading.Thread(target=self.stop, name=self._stop_thread_name, daemon=True).start()
+
+    def stop(self) -> None:
+        """End the session and the D-Bus connection."""
+        if self._loop.is_closed():
+            return
+        self.closed.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            future = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
+            with contextlib.suppress(Exception):
+                future.result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+
+class RemoteSession(SharedBusSession):
     """A started remote-desktop session with its monitor stream (see the module doc);
     with ``remote_desktop=False`` a screen-cast session alone (a capture's own: one
     PipeWire node serves one consumer, a second one gets no frames).
@@ -410,16 +485,7 @@ class RemoteSession:
         reply = self._submit(
             self._call_msg(RD_NAME, self.rd_path, RD_SESSION, member, signature, body)
         )
-        fds = list(reply.unix_fds or [])
-        index = reply.body[0] if reply.body else -1
-        if not isinstance(index, int) or not 0 <= index < len(fds):
-            for fd in fds:
-                os.close(fd)
-            raise MutterUnavailable(f"{member}: no file descriptor in the reply")
-        for i, fd in enumerate(fds):
-            if i != index:
-                os.close(fd)
-        return int(fds[index])
+        return reply_fd(reply, member, MutterUnavailable)
 
     def on_signal(self, member: str, callback: Callable[[list[Any]], None]) -> Callable[[], None]:
         """Call ``callback(values)`` (in the D-Bus thread; it must not block on this
@@ -443,42 +509,10 @@ class RemoteSession:
             raise MutterUnavailable(f"cannot connect to PipeWire ({self.pipewire}): {exc}") from exc
         return sock
 
-    def schedule_stop(self, delay: float) -> None:
-        def stop_later() -> None:
-            self._stop_timer = self._loop.call_later(delay, self._stop_unused)
+    _stop_thread_name = "mutter-stop"
 
-        self._loop.call_soon_threadsafe(stop_later)
-
-    def cancel_stop(self) -> None:
-        def cancel() -> None:
-            if self._stop_timer is not None:
-                self._stop_timer.cancel()
-                self._stop_timer = None
-
-        self._loop.call_soon_threadsafe(cancel)
-
-    def _stop_unused(self) -> None:
-        with _lock:
-            if self.users > 0:
-                return
-            for key, session in list(_sessions.items()):
-                if session is self:
-                    del _sessions[key]
-        threading.Thread(target=self.stop, name="mutter-stop", daemon=True).start()
-
-    def stop(self) -> None:
-        """End the remote-desktop session and the D-Bus connection."""
-        if self._loop.is_closed():
-            return
-        self.closed.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            future = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
-            with contextlib.suppress(Exception):
-                future.result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        if not self._loop.is_running():
-            self._loop.close()
+    def _registry(self) -> tuple[dict[Any, Any], threading.Lock]:
+        return _sessions, _lock
 
 
 _sessions: dict[tuple[str, str | None], RemoteSession] = {}

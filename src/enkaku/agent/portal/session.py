@@ -40,8 +40,10 @@ from typing import Any, TypeVar
 from enkaku.agent.gnome.mutter import (
     KEYBOARD_SETTLE,
     SHIFT_L,
+    SharedBusSession,
     _seat_has_keyboard,
     bus_address,
+    reply_fd,
     wayland_socket,
 )
 
@@ -211,7 +213,7 @@ def remote_desktop_version(env: Mapping[str, str]) -> int:
     return _versions[address]
 
 
-class PortalSession:
+class PortalSession(SharedBusSession):
     """A started portal remote-desktop session with one monitor stream (see the module
     doc). Blocking; safe to use from several threads."""
 
@@ -513,53 +515,12 @@ class PortalSession:
         if self.closed.is_set():
             raise PortalUnavailable("the portal session has ended")
         reply = self._submit(self._call_msg(SC, "OpenPipeWireRemote", "oa{sv}", [self.handle, {}]))
-        fds = list(reply.unix_fds or [])
-        index = reply.body[0] if reply.body else -1
-        if not isinstance(index, int) or not 0 <= index < len(fds):
-            for fd in fds:
-                os.close(fd)
-            raise PortalUnavailable("OpenPipeWireRemote: no file descriptor in the reply")
-        for i, fd in enumerate(fds):
-            if i != index:
-                os.close(fd)
-        return int(fds[index])
+        return reply_fd(reply, "OpenPipeWireRemote", PortalUnavailable)
 
-    def schedule_stop(self, delay: float) -> None:
-        def stop_later() -> None:
-            self._stop_timer = self._loop.call_later(delay, self._stop_unused)
+    _stop_thread_name = "portal-stop"
 
-        self._loop.call_soon_threadsafe(stop_later)
-
-    def cancel_stop(self) -> None:
-        def cancel() -> None:
-            if self._stop_timer is not None:
-                self._stop_timer.cancel()
-                self._stop_timer = None
-
-        self._loop.call_soon_threadsafe(cancel)
-
-    def _stop_unused(self) -> None:
-        with _lock:
-            if self.users > 0:
-                return
-            for key, session in list(_sessions.items()):
-                if session is self:
-                    del _sessions[key]
-        threading.Thread(target=self.stop, name="portal-stop", daemon=True).start()
-
-    def stop(self) -> None:
-        """Close the portal session and the D-Bus connection."""
-        if self._loop.is_closed():
-            return
-        self.closed.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            future = asyncio.run_coroutine_threadsafe(self._stop(), self._loop)
-            with contextlib.suppress(Exception):
-                future.result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        if not self._loop.is_running():
-            self._loop.close()
+    def _registry(self) -> tuple[dict[Any, Any], threading.Lock]:
+        return _sessions, _lock
 
 
 _sessions: dict[str, PortalSession] = {}
