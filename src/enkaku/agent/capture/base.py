@@ -6,6 +6,9 @@ event loop.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,3 +91,54 @@ class EventCapture(ScreenCapture, Protocol):
     def take_moves(self) -> list[tuple[Rect, Rect]]:
         """Windows moved at the same size since the last call: (was, is) rectangles."""
         ...
+
+
+class WorkerFrameCapture:
+    """What the Wayland captures share: a worker thread keeps the current frame
+    (``_frame``, BGRX) under ``_lock`` and signals a change by writing one byte to a pipe
+    (at most one unread byte), whose read end is ``fileno()``. Subclasses set
+    ``_lock``, ``_frame``, ``_error``, ``_closed``, ``_signalled`` and the pipe's ends."""
+
+    _lock: threading.Lock
+    _frame: npt.NDArray[np.uint8] | None
+    _error: str | None
+    _closed: bool
+    _signalled: bool
+    _notify_r: int
+    _notify_w: int
+
+    def _signal(self) -> None:
+        with self._lock:
+            if self._signalled:
+                return
+            self._signalled = True
+        with contextlib.suppress(OSError):
+            os.write(self._notify_w, b"\0")
+
+    def _current(self) -> npt.NDArray[np.uint8]:
+        if self._closed:
+            raise CaptureError("capture closed")
+        if self._error is not None:
+            raise CaptureError(self._error)
+        assert self._frame is not None
+        return self._frame
+
+    @property
+    def size(self) -> tuple[int, int]:
+        with self._lock:
+            h, w = self._current().shape[:2]
+            return w, h
+
+    def grab(self) -> npt.NDArray[np.uint8]:
+        with self._lock:
+            return self._current().copy()
+
+    def fileno(self) -> int:
+        """A descriptor that turns readable when the screen changed (or the capture
+        failed); ``changed_regions()`` resets it."""
+        return self._notify_r
+
+    def events_queued(self) -> bool:
+        """Always False: every change after ``changed_regions()`` makes ``fileno()``
+        readable again."""
+        return False

@@ -18,7 +18,6 @@ read: ``cursor()`` returns None, so viewers draw their own pointer.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -31,7 +30,7 @@ import numpy.typing as npt
 from enkaku.agent.gnome import mutter
 from enkaku.agent.gnome.gst import GstUnavailable, PipeWireStream
 
-from .base import CaptureError, CursorImage, Rect
+from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture
 
 __all__ = ["GnomeCapture"]
 
@@ -62,7 +61,7 @@ def changed_bands(
     return out
 
 
-class GnomeCapture:
+class GnomeCapture(WorkerFrameCapture):
     """``ScreenCapture`` through mutter's screen cast with change events (see the
     module doc). ``env`` is the session's environment (the D-Bus session bus and
     $XDG_RUNTIME_DIR for PipeWire); ``output`` a monitor's connector name."""
@@ -200,43 +199,7 @@ class GnomeCapture:
         if regions is None or regions:
             self._signal()
 
-    def _signal(self) -> None:
-        with self._lock:
-            if self._signalled:
-                return
-            self._signalled = True
-        with contextlib.suppress(OSError):
-            os.write(self._notify_w, b"\0")
-
     # -- ScreenCapture -----------------------------------------------------------------
-
-    def _current(self) -> npt.NDArray[np.uint8]:
-        if self._closed:
-            raise CaptureError("capture closed")
-        if self._error is not None:
-            raise CaptureError(self._error)
-        assert self._frame is not None
-        return self._frame
-
-    @property
-    def size(self) -> tuple[int, int]:
-        with self._lock:
-            h, w = self._current().shape[:2]
-            return w, h
-
-    def grab(self) -> npt.NDArray[np.uint8]:
-        with self._lock:
-            return self._current().copy()
-
-    def fileno(self) -> int:
-        """A descriptor that turns readable when the screen changed (or the capture
-        failed); ``changed_regions()`` resets it."""
-        return self._notify_r
-
-    def events_queued(self) -> bool:
-        """Always False: every change after ``changed_regions()`` makes ``fileno()``
-        readable again."""
-        return False
 
     def changed_regions(self) -> list[Rect] | None:
         """Rectangles that changed since the previous call; None at first and after a

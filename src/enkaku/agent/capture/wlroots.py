@@ -33,7 +33,7 @@ from pywayland.protocol.wayland import WlShm
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable
 from enkaku.agent.wayland.protocols import FRAME_FLAG_Y_INVERT, ZwlrScreencopyManagerV1
 
-from .base import CaptureError, CursorImage, Rect
+from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture
 
 __all__ = ["WlrootsCapture"]
 
@@ -61,7 +61,7 @@ OVERLAY_CURSOR = 1
 MAX_REGIONS = 64
 
 
-class WlrootsCapture:
+class WlrootsCapture(WorkerFrameCapture):
     """``ScreenCapture`` through wlr-screencopy with damage (see the module doc)."""
 
     def __init__(self, display: str | None = None, output: str | None = None) -> None:
@@ -256,43 +256,7 @@ class WlrootsCapture:
             self._wl_frame.destroy()
             self._wl_frame = None
 
-    def _signal(self) -> None:
-        with self._lock:
-            if self._signalled:
-                return
-            self._signalled = True
-        with contextlib.suppress(OSError):
-            os.write(self._notify_w, b"\0")
-
     # -- ScreenCapture ---------------------------------------------------------------
-
-    def _current(self) -> npt.NDArray[np.uint8]:
-        if self._closed:
-            raise CaptureError("capture closed")
-        if self._error is not None:
-            raise CaptureError(self._error)
-        assert self._frame is not None
-        return self._frame
-
-    @property
-    def size(self) -> tuple[int, int]:
-        with self._lock:
-            h, w = self._current().shape[:2]
-            return w, h
-
-    def grab(self) -> npt.NDArray[np.uint8]:
-        with self._lock:
-            return self._current().copy()
-
-    def fileno(self) -> int:
-        """A descriptor that turns readable when the screen changed (or the capture
-        failed); ``changed_regions()`` resets it."""
-        return self._notify_r
-
-    def events_queued(self) -> bool:
-        """Always False: every change after ``changed_regions()`` makes ``fileno()``
-        readable again."""
-        return False
 
     def changed_regions(self) -> list[Rect] | None:
         """Rectangles the compositor reported changed since the previous call; None at
