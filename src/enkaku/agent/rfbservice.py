@@ -583,15 +583,19 @@ class RFBService:
                 continue
             now = loop.time()
             if request.incremental and self._event_fd is not None and self._previous is not None:
-                self._arm(loop)
                 if not self._dirty and not server.has_pending_pseudo:
                     if not any(request.region.intersect(d) for d in self._damage):
                         due = self._changed_at + LOSSLESS_REFRESH_DELAY if self._lossy else None
                         if due is None or due > now:
+                            self._arm(loop)
                             await self._sleep_or_wake(None if due is None else due - now)
                             continue
                 elif not self._input_recent(now) and (delay := next_at - now) > 0:
-                    await self._sleep_or_wake(delay)  # coalesce damage until the next frame
+                    # Coalesce damage until the next frame. The X connection is not
+                    # watched meanwhile: the poll is due anyway, and every event the
+                    # application's drawing sends would otherwise wake this loop.
+                    self._disarm()
+                    await self._sleep_or_wake(delay)
                     continue
             elif request.incremental and (delay := next_at - now) > 0:
                 await self._sleep_or_wake(delay)
