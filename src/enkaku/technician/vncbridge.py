@@ -3,19 +3,25 @@
 Each viewer connection opens one ``rfb`` stream in the E2E channel; bytes are copied
 both ways unchanged (the agent speaks RFB 3.8 with security type None: the channel is
 the security). Listen on loopback unless you know who can reach the port. With ``monitor``, each
-stream asks the agent for that monitor alone (the stream parameter ``monitor``).
+stream asks the agent for that monitor alone (the stream parameter ``monitor``); the
+agent serves the whole desktop when it has no such monitor, so ``start`` first asks it
+what a viewer will see (``monitors.probe_layout``) and tells the technician, on stderr,
+which monitors there are when the number is wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 
 from enkaku.i18n import t
 from enkaku.transport.channel import SecureChannel
 from enkaku.transport.errors import SessionEnded
+
+from .monitors import DesktopLayout, missing_monitor_message, probe_layout
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,8 @@ class VNCBridge:
         self.host, self.port = host, port
         self.monitor = monitor
         self.channel: SecureChannel | None = None
+        #: With ``monitor``: what the agent said a viewer sees, once ``start`` asked.
+        self.layout: DesktopLayout | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -51,7 +59,32 @@ class VNCBridge:
         if self._server is None:
             raise RuntimeError("bind() first")
         self.channel = channel
+        if self.monitor is not None:
+            # Before accepting: the technician reads the answer before opening a viewer,
+            # and no viewer's screen stream starts alongside the probe's.
+            await self._check_monitor(channel, self.monitor)
         await self._server.start_serving()
+
+    async def _check_monitor(self, channel: SecureChannel, number: int) -> None:
+        """Tell the technician when the customer's desktop has no monitor ``number``."""
+        self.layout = layout = await probe_layout(channel, {"monitor": number})
+        if layout is None:
+            return  # no screen, or no answer: the viewers will show what there is
+        message = missing_monitor_message(number, layout)
+        if message is None:
+            return
+        print(message, file=sys.stderr, flush=True)
+        monitors = [
+            {"number": s.id, "x": s.x, "y": s.y, "width": s.w, "height": s.h}
+            for s in layout.monitors
+        ]
+        event = {
+            "event": "monitor_missing",
+            "monitor": number,
+            "desktop": {"width": layout.width, "height": layout.height},
+            "monitors": monitors,
+        }
+        print(json.dumps(event), flush=True)
 
     async def close(self) -> None:
         """Stop accepting, end every viewer connection, release the address (idempotent)."""
