@@ -133,13 +133,15 @@ async def _screenshot(m: Mutter) -> npt.NDArray[np.uint8]:
         bus.disconnect()
 
 
-def _names_up(bus: str) -> bool:
+def _has_names(bus: str, *names: str) -> bool:
+    """Every one of ``names`` has an owner on the bus (False when the bus does not answer)."""
+
     async def check() -> bool:
         from dbus_fast.aio import MessageBus
 
         conn = await MessageBus(bus_address=bus).connect()
         try:
-            for name in ("org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast"):
+            for name in names:
                 (has,) = await _call(
                     conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                     "org.freedesktop.DBus", "NameHasOwner", "s", [name],
@@ -154,6 +156,10 @@ def _names_up(bus: str) -> bool:
         return bool(_run(check(), 10))
     except Exception:
         return False
+
+
+def _names_up(bus: str) -> bool:
+    return _has_names(bus, "org.gnome.Mutter.RemoteDesktop", "org.gnome.Mutter.ScreenCast")
 
 
 def _foot_ready(m: Mutter) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tests.gnome import Mutter, _call, _run, headless_mutter
+from tests.gnome import Mutter, _call, _has_names, _run, headless_mutter
 from tests.xdisplay import stop
 
 PORTAL_TOOLS = (  # each started once the previous one owns its name
@@ -179,25 +179,6 @@ async def _click(m: Mutter, points: list[tuple[int, int]]) -> None:
         bus.disconnect()
 
 
-def _has_name(bus: str, name: str) -> bool:
-    async def check() -> bool:
-        from dbus_fast.aio import MessageBus
-
-        conn = await MessageBus(bus_address=bus).connect()
-        try:
-            (has,) = await _call(conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                 "org.freedesktop.DBus", "NameHasOwner", "s",
-                                 [name])  # fmt: skip
-            return bool(has)
-        finally:
-            conn.disconnect()
-
-    try:
-        return bool(_run(check(), 10))
-    except Exception:
-        return False
-
-
 @contextmanager
 def headless_portal(width: int = 1280, height: int = 720) -> Iterator[Portal]:
     """Headless mutter with foot (tests/gnome.py) and the desktop portal on its bus."""
@@ -226,7 +207,7 @@ def headless_portal(width: int = 1280, height: int = 720) -> Iterator[Portal]:
                     procs.append(proc)
                     portal.pids[os.path.basename(tool)] = proc.pid
                     deadline = time.monotonic() + 60
-                    while not _has_name(m.bus, name):
+                    while not _has_names(m.bus, name):
                         dead = [p.args for p in procs if p.poll() is not None]
                         if dead or time.monotonic() > deadline:
                             log.flush()
