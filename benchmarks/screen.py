@@ -1,7 +1,7 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,image] [--paths direct,bridge,relay]
+[--workloads idle,text,jlog,winmove,image,browser,dialogs] [--paths direct,bridge,relay]
 [--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
 
 The agent is measured on each path of ``--paths``: ``direct`` (``enkaku``: its RFB server
@@ -58,7 +58,12 @@ Workloads (time-bounded, seeded, the same pixels for every server):
 ``jlog``: a Japanese application log (Noto Sans Mono CJK JP) at 30 lines/s in an xterm
 120x40; ``winmove``: an xterm 90x30 with static text moved 20 px every 33 ms along a
 rectangle (``xdotool windowmove --sync``, one chained process); ``image``: full-screen
-photo-like frames at 10 fps (Tk).
+photo-like frames at 10 fps (Tk); ``browser``: Debian's Chromium, a 1280x900 app window
+showing a generated page (Japanese and English paragraphs, headings, tables, small images)
+that scrolls itself 20 px every 33 ms, wrapping at the end (``benchmarks.screen_apps``);
+``dialogs``: a static Tk application window over which message dialogs (icon, Japanese and
+English text, buttons) open and close at seeded places, 4 a second (X11 only, the last
+two). The default ``--workloads`` is the first five.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
@@ -67,8 +72,8 @@ Raw (lossless); ``tight-lossless`` = ``tight`` without a quality level.
 Prints a table per server and the ratios of every ``enkaku*`` server to each peer;
 writes STEM.txt and STEM.json (``--out``, default ``benchmarks/results/DATE-screen``).
 Needs xvfb, xterm, xdotool, imagemagick (``display`` sets the wallpaper), x11vnc,
-tigervnc-scraping-server, fonts-noto-cjk (Debian packages) and the venv (numpy, pillow,
-psutil, tkinter).
+tigervnc-scraping-server, fonts-noto-cjk, chromium for ``browser`` (Debian packages) and
+the venv (numpy, pillow, psutil, tkinter).
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ import psutil
 from tests.protocol.rfb.decoders import Decoder, read_compact_length, tpixel_is_rgb
 from tests.xdisplay import x_env, xvfb, xvfb_pid
 
+from benchmarks.screen_apps import browser_page, chromium_cmd, remove_profile, stop_group
 from benchmarks.screen_wayland import WaylandDesktop
 from enkaku.agent.capture.x11 import X11Capture
 from enkaku.protocol.rfb.messages import Encoding
@@ -126,7 +132,14 @@ PROFILES: dict[str, list[int]] = {
 }  # fmt: skip
 ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -224: "last"}
 #: The workload's own rate of visible changes per second (the ceiling a server can reach).
-CHANGE_RATE = {"idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "image": 10.0}
+#: browser: a 20 px scroll step every 33 ms; dialogs: 4 dialogs a second, each opened and
+#: closed (two changes; Tk paints a mapped dialog's widgets and the window below a closed
+#: one on expose, a step later, so a greedy client sees more updates than that).
+CHANGE_RATE = {
+    "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "image": 10.0,
+    "browser": 30.0, "dialogs": 8.0,
+}  # fmt: skip
+X11_ONLY = {"browser", "dialogs"}
 LOSSLESS = {"zrle", "tight-lossless"}
 PEERS = ("x11vnc", "x0vncserver", "wayvnc")
 #: Seconds between one client connection and the next: the agent frees a connection's
@@ -462,6 +475,8 @@ class Desktop:
     @contextlib.contextmanager
     def workload(self, name: str, seconds: float) -> Iterator[None]:
         procs: list[subprocess.Popen[Any]] = []
+        groups: list[subprocess.Popen[Any]] = []  # stopped with every process of the group
+        profile: Path | None = None
         env = x_env(self.display)
         env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + str(ROOT)
         run: dict[str, Any] = {"cwd": ROOT, "env": env}
@@ -506,18 +521,38 @@ class Desktop:
             folder = self.tmp / "images"
             procs.append(spawn(self.me("_imageshow", "--fps", "10", "--seconds", secs,
                                        str(folder)), self.display, **run))  # fmt: skip
+        elif name == "browser":
+            # A throw-away profile per start; the browser's processes share its session.
+            page = browser_page(self.tmp, seconds + 5)
+            profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=self.tmp))
+            groups.append(spawn(chromium_cmd(page, profile), self.display,
+                                self.logs / "chromium.log"))  # fmt: skip
+        elif name == "dialogs":
+            procs.append(spawn(self.me("_dialogs", "--rate", "4", "--seconds", secs,
+                                       "--seed", "3"), self.display, **run))  # fmt: skip
         elif name != "idle":
             raise SystemExit(f"unknown workload {name}")
-        title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage"}.get(name)
-        if title:
-            subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", f"^{title}$"],
-                           env=env, capture_output=True, timeout=30, check=False)  # fmt: skip
+        title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage",
+                 "browser": "benchbrowser", "dialogs": "benchdialogs"}.get(name)  # fmt: skip
         try:
+            if title:
+                # The page sets its title only once it has loaded and starts to scroll.
+                found = subprocess.run(
+                    ["xdotool", "search", "--sync", "--onlyvisible", "--name", f"^{title}$"],
+                    env=env, capture_output=True, timeout=60 if name == "browser" else 30,
+                    check=False,
+                )  # fmt: skip
+                if name in X11_ONLY and found.returncode != 0:
+                    raise RuntimeError(f"the {name} workload's window did not appear")
             time.sleep(0.3)
             yield
         finally:
             for p in reversed(procs):
                 stop(p)
+            for p in groups:
+                stop_group(p)
+            if profile is not None:
+                remove_profile(profile)
 
 
 AnyDesktop = Desktop | WaylandDesktop
@@ -817,6 +852,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     default_peers = "wayvnc" if args.wayland else "x11vnc,x0vncserver"
     tools += [peer_tools[p] for p in split(default_peers if args.peers is None else args.peers)
               if p in peer_tools]  # fmt: skip
+    if "browser" in split(args.workloads):
+        tools.append("chromium")
+    if args.wayland and X11_ONLY & set(split(args.workloads)):
+        raise SystemExit(f"--wayland: {', '.join(sorted(X11_ONLY))} run on X11 only")
     for tool in tools:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing (see the module docstring for the packages)")
@@ -1015,6 +1054,17 @@ def main(argv: list[str] | None = None) -> None:
         a = p.parse_args(argv[1:])
         imageshow(a.fps, a.seconds, a.folder)
         return
+    if argv and argv[0] == "_dialogs":
+        p = argparse.ArgumentParser()
+        p.add_argument("--rate", type=float, default=4)
+        p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("--seed", type=int, default=3)
+        a = p.parse_args(argv[1:])
+        from benchmarks.screen_apps import dialogs
+
+        with contextlib.suppress(KeyboardInterrupt):
+            dialogs(a.rate, a.seconds, a.seed)
+        return
     if argv and argv[0] == "_wlimageshow":
         p = argparse.ArgumentParser()
         p.add_argument("--fps", type=float, default=10)
@@ -1040,7 +1090,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--verify-duration", type=float, default=3.0)
     p.add_argument("--keys", type=int, default=20)
     p.add_argument("--profiles", default="tight,zrle")
-    p.add_argument("--workloads", default="idle,text,jlog,winmove,image")
+    p.add_argument("--workloads", default="idle,text,jlog,winmove,image",
+                   help="comma-separated: idle, text, jlog, winmove, image, browser, dialogs "
+                   "(default: the first five)")  # fmt: skip
     p.add_argument("--before", action="append", default=[], metavar="REV")
     p.add_argument("--server", action="append", default=[], metavar="NAME=CMD")
     p.add_argument("--only", default="", help="comma-separated server names to run")

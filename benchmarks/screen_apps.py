@@ -1,0 +1,313 @@
+"""Application workloads of ``benchmarks/screen.py`` on Xvfb: a browser and dialogs.
+
+* ``browser``: Debian's Chromium (``/usr/bin/chromium``, never a downloaded one) as an
+  app window of a fixed size and place, showing a generated local page (seeded: Japanese
+  and English paragraphs, headings, tables, small photo-like images made with pillow, in
+  Noto Sans/Serif CJK JP). The page scrolls itself by ``SCROLL_STEP`` px every
+  ``1/SCROLL_RATE`` s (``window.scrollTo`` with ``behavior: 'instant'``, smooth scrolling
+  off, the step taken from the clock so a late timer skips rather than slows down),
+  wrapping to the top at the end. It sets its title to ``benchbrowser`` only once it has
+  loaded and is about to scroll: the benchmark waits for that title on a visible window.
+  A throw-away profile (``--user-data-dir`` in the benchmark's temporary folder) per start;
+  the browser runs in its own session and is stopped as a process group.
+* ``dialogs``: a Tk "application" window (a toolbar, a file table, a status bar; static)
+  over which message dialogs (a ``Toplevel`` with an icon-like shape, a Japanese and an
+  English line, two buttons) open and close at seeded places, ``DIALOG_RATE`` a second,
+  each shown for ``DIALOG_SHOWN`` of its period.
+
+Both stay clear of the base xterm (top left), where the latency keys go.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_GEOMETRY = (600, 110, 1280, 900)  # x, y, width, height of the window
+SCROLL_STEP = 20  # px
+SCROLL_RATE = 30.0  # steps per second (one every 33.3 ms)
+DIALOG_APP_GEOMETRY = (640, 140, 1200, 820)
+DIALOG_SIZE = (480, 170)
+DIALOG_RATE = 4.0  # dialogs opened (and closed) per second
+DIALOG_SHOWN = 0.6  # share of each period a dialog is open
+
+JA_SENTENCES = [
+    "リモートサポートの接続には、お客様の同意が必要です。",
+    "画面の共有を開始すると、担当者があなたの画面を見ることができます。",
+    "ファイルの転送は暗号化され、サーバーには内容が保存されません。",
+    "設定を変更した後は、アプリケーションを再起動してください。",
+    "この操作は取り消すことができません。続行しますか。",
+    "ネットワークの状態が不安定な場合、画質を自動的に下げます。",
+    "管理者は月ごとのセッション記録を確認できます。",
+    "キーボードの入力は、接続中のみ相手のコンピューターに送られます。",
+    "証明書の有効期限が近づいています。更新の手続きを行ってください。",
+    "バックアップは毎日午前二時に自動で実行されます。",
+    "プリンターのドライバーを最新の版に更新しました。",
+    "ご不明な点がございましたら、サポート窓口までお問い合わせください。",
+]
+EN_WORDS = [
+    "the", "remote", "session", "screen", "update", "encoder", "tile", "region", "client",
+    "server", "agent", "consent", "network", "latency", "frame", "buffer", "pixel", "keyboard",
+    "pointer", "clipboard", "transfer", "audit", "report", "technician", "customer",
+    "contract", "certificate", "window", "desktop", "display", "scroll", "browser",
+]  # fmt: skip
+JA_HEADINGS = [
+    "概要", "接続の手順", "画面の共有", "ファイル転送", "セキュリティ", "よくある質問",
+    "トラブルシューティング", "管理者向けの設定", "月次レポート", "更新履歴",
+]  # fmt: skip
+EN_HEADINGS = ["Overview", "How to connect", "Screen sharing", "File transfer", "Security",
+               "FAQ", "Troubleshooting", "Settings for administrators", "Monthly report",
+               "Change log"]  # fmt: skip
+
+
+def _en_sentence(rnd: random.Random) -> str:
+    words = [rnd.choice(EN_WORDS) for _ in range(rnd.randint(8, 18))]
+    return " ".join(words).capitalize() + "."
+
+
+def _png(rnd: random.Random, width: int = 320, height: int = 180) -> str:
+    """A small photo-like PNG (smooth colour field, a few shapes) as a data URI."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    low = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8))
+    img = low.resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x, y = rnd.randrange(width - 60), rnd.randrange(height - 40)
+        colour = tuple(rnd.randrange(256) for _ in range(3))
+        draw.ellipse((x, y, x + rnd.randint(20, 60), y + rnd.randint(20, 40)), fill=colour)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def browser_page(folder: Path, seconds: float, seed: int = 11, sections: int = 30) -> Path:
+    """Write the seeded page (the same bytes for every seed) and return its path."""
+    rnd = random.Random(seed)
+    parts: list[str] = []
+    for i in range(sections):
+        k = i % len(JA_HEADINGS)
+        parts.append(f"<h2>{i + 1}. {JA_HEADINGS[k]} / {EN_HEADINGS[k]}</h2>")
+        for _ in range(rnd.randint(2, 3)):
+            ja = "".join(rnd.choice(JA_SENTENCES) for _ in range(rnd.randint(2, 5)))
+            parts.append(f"<p>{html.escape(ja)}</p>")
+            en = " ".join(_en_sentence(rnd) for _ in range(rnd.randint(2, 4)))
+            parts.append(f'<p class="en">{html.escape(en)}</p>')
+        if i % 4 == 1:
+            rows = "".join(
+                f"<tr><td>{rnd.randint(1000, 9999)}</td><td>{rnd.choice(JA_HEADINGS)}</td>"
+                f"<td>{rnd.choice(EN_WORDS)}</td><td class=num>{rnd.randint(0, 99999):,}</td>"
+                f"<td>2026-11-{rnd.randint(1, 29):02d}</td></tr>"
+                for _ in range(6)
+            )
+            parts.append(
+                "<table><tr><th>番号 / No.</th><th>項目 / Item</th><th>種別 / Kind</th>"
+                f"<th>件数 / Count</th><th>日付 / Date</th></tr>{rows}</table>"
+            )
+        if i % 3 == 2:
+            parts.append(
+                f'<figure><img src="{_png(rnd)}" width=320 height=180 alt="">'
+                f"<figcaption>図 {i + 1} / Figure {i + 1}</figcaption></figure>"
+            )
+    page = f"""<!DOCTYPE html>
+<html lang="ja" translate="no"><head><meta charset="utf-8">
+<meta name="google" content="notranslate"><title>loading</title>
+<style>
+html {{ scroll-behavior: auto; }}
+body {{ margin: 24px 48px; font: 16px/1.7 "Noto Sans CJK JP", sans-serif; color: #222;
+        background: #fdfdfb; }}
+h1 {{ font: bold 30px "Noto Serif CJK JP", serif; color: #1d3557;
+      border-bottom: 3px solid #457b9d; }}
+h2 {{ font: bold 22px "Noto Serif CJK JP", serif; color: #1d3557; margin-top: 1.6em; }}
+p.en {{ color: #444; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #999; padding: 4px 12px; }}
+th {{ background: #a8dadc; }}
+td.num {{ text-align: right; }}
+figure {{ margin: 1em 0; }}
+figcaption {{ font-size: 13px; color: #666; }}
+</style></head><body>
+<h1>遠隔サポートの手引き / Remote support guide</h1>
+{"".join(parts)}
+<script>
+const STEP = {SCROLL_STEP}, PERIOD = 1000 / {SCROLL_RATE}, SECONDS = {seconds:.1f};
+let t0 = 0, last = 0;
+function tick() {{
+  const n = Math.floor((performance.now() - t0) / PERIOD);
+  if (n * PERIOD > SECONDS * 1000) return;
+  if (n !== last) {{
+    last = n;
+    const max = document.documentElement.scrollHeight - window.innerHeight;
+    window.scrollTo({{top: (n * STEP) % max, behavior: "instant"}});
+  }}
+  setTimeout(tick, Math.max(1, t0 + (n + 1) * PERIOD - performance.now()));
+}}
+window.addEventListener("load", () => requestAnimationFrame(() => {{
+  document.title = "benchbrowser";
+  t0 = performance.now();
+  setTimeout(tick, PERIOD);
+}}));
+</script>
+</body></html>
+"""
+    path = folder / "page.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def chromium_cmd(page: Path, profile: Path) -> list[str]:
+    x, y, w, h = BROWSER_GEOMETRY
+    return [
+        CHROMIUM, f"--user-data-dir={profile}", f"--app=file://{page}",
+        f"--window-position={x},{y}", f"--window-size={w},{h}", "--ozone-platform=x11",
+        "--no-sandbox", "--test-type", "--no-first-run", "--no-default-browser-check",
+        "--disable-gpu", "--disable-smooth-scrolling", "--force-device-scale-factor=1",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-extensions", "--disable-features=Translate,MediaRouter",
+        "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows", "--password-store=basic",
+        "--lang=ja", "--disable-breakpad", "--disable-crash-reporter",
+    ]  # fmt: skip
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Stop a child started in its own session and every process of its group (by the
+    group's ID, which is the child's PID): SIGTERM, then SIGKILL for what is left."""
+    pgid = proc.pid
+
+    def members() -> list[psutil.Process]:
+        found = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            proc.poll()
+            if proc.returncode is not None and not members():
+                break
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    if proc.poll() is None:
+        proc.wait()
+
+
+def remove_profile(profile: Path) -> None:
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def dialogs(rate: float, seconds: float, seed: int) -> None:
+    """The dialog workload (a subcommand): a static window, dialogs opening and closing
+    over it at ``rate`` a second at seeded places."""
+    import tkinter as tk
+
+    rnd = random.Random(seed)
+    ax, ay, aw, ah = DIALOG_APP_GEOMETRY
+    dw, dh = DIALOG_SIZE
+    font = ("Noto Sans CJK JP", 11)
+    root = tk.Tk()
+    root.withdraw()
+    root.title("benchdialogs")
+    root.geometry(f"{aw}x{ah}+{ax}+{ay}")
+    root.configure(background="#f0f0f0")
+    bar = tk.Frame(root, background="#dde3ea", height=40)
+    bar.pack(fill="x")
+    for label in ("開く / Open", "保存 / Save", "送信 / Send", "設定 / Settings", "ヘルプ / Help"):
+        tk.Label(bar, text=label, font=font, background="#dde3ea", padx=14, pady=6).pack(
+            side="left"
+        )
+    table = tk.Frame(root, background="#ffffff")
+    table.pack(fill="both", expand=True, padx=10, pady=10)
+    heads = ("名前 / Name", "更新日時 / Modified", "種類 / Kind", "サイズ / Size")
+    for c, head in enumerate(heads):
+        tk.Label(table, text=head, font=(font[0], 11, "bold"), background="#a8dadc",
+                 anchor="w", padx=8).grid(row=0, column=c, sticky="ew")  # fmt: skip
+        table.columnconfigure(c, weight=1)
+    kinds = ("文書 / Document", "表計算 / Sheet", "画像 / Image", "フォルダー / Folder")
+    for r in range(1, 26):
+        ext = rnd.choice(["docx", "xlsx", "png", "pdf"])
+        name = f"{rnd.choice(JA_HEADINGS)}_{rnd.randint(1, 999):03d}.{ext}"
+        when = f"2026-11-{rnd.randint(1, 29):02d} {rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}"
+        cells = (name, when, rnd.choice(kinds), f"{rnd.randint(1, 9999):,} KB")
+        bg = "#ffffff" if r % 2 else "#f4f7fa"
+        for c, cell in enumerate(cells):
+            tk.Label(table, text=cell, font=font, background=bg, anchor="w", padx=8).grid(
+                row=r, column=c, sticky="ew"
+            )
+    status = tk.Label(root, text="準備完了 / Ready", font=font, anchor="w", background="#dde3ea")
+    status.pack(fill="x", side="bottom")
+    root.deiconify()
+    root.update()
+    messages = [
+        ("ファイルを保存しました。", "The file was saved."),
+        ("接続が切断されました。再接続しますか？", "The connection was lost. Reconnect?"),
+        ("この操作は取り消せません。", "This cannot be undone."),
+        ("更新プログラムがあります。", "An update is available."),
+        ("印刷が完了しました。", "Printing has finished."),
+        ("パスワードの有効期限が切れます。", "Your password expires soon."),
+    ]
+    icons = (("#2a7de1", "i"), ("#e0a100", "!"), ("#c0392b", "×"), ("#2e9e5b", "?"))
+    period = 1.0 / rate
+    start = time.monotonic()
+    state: dict[str, Any] = {"n": 0, "win": None}
+
+    def open_dialog() -> None:
+        n = state["n"]
+        if time.monotonic() - start > seconds:
+            root.destroy()
+            return
+        x = ax + rnd.randrange(40, aw - dw - 40)
+        y = ay + rnd.randrange(60, ah - dh - 40)
+        ja, en = rnd.choice(messages)
+        colour, glyph = rnd.choice(icons)
+        win = tk.Toplevel(root, background="#fafafa", borderwidth=2, relief="ridge")
+        win.title("benchdialog")
+        win.geometry(f"{dw}x{dh}+{x}+{y}")
+        icon = tk.Canvas(win, width=56, height=56, background="#fafafa", highlightthickness=0)
+        icon.create_oval(4, 4, 52, 52, fill=colour, outline="")
+        icon.create_text(28, 28, text=glyph, fill="white", font=(font[0], 22, "bold"))
+        icon.place(x=20, y=24)
+        tk.Label(win, text=f"{ja}\n{en}", font=font, background="#fafafa", justify="left",
+                 anchor="w").place(x=92, y=22, width=dw - 110)  # fmt: skip
+        buttons = tk.Frame(win, background="#fafafa")
+        tk.Button(buttons, text="OK", font=font, width=8).pack(side="left", padx=6)
+        tk.Button(buttons, text="キャンセル / Cancel", font=font).pack(side="left", padx=6)
+        buttons.place(relx=1.0, rely=1.0, x=-14, y=-14, anchor="se")
+        state["win"] = win
+        at = start + (n + DIALOG_SHOWN) * period
+        root.after(max(1, int((at - time.monotonic()) * 1000)), close_dialog)
+
+    def close_dialog() -> None:
+        state["win"].destroy()
+        state["win"] = None
+        state["n"] += 1
+        at = start + state["n"] * period
+        root.after(max(1, int((at - time.monotonic()) * 1000)), open_dialog)
+
+    open_dialog()
+    root.mainloop()
