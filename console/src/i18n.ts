@@ -214,6 +214,18 @@ const CATALOG = {
   monitor: ["Monitor", "モニター"],
   monitor_all: ["Whole desktop", "デスクトップ全体"],
   monitor_n: ["Monitor {n} ({w}×{h})", "モニター {n} ({w}×{h})"],
+  monitor_gone: [
+    "Monitor {n} is no longer connected to the customer's computer: the whole desktop is shown. View › Monitor lists the monitors it has now.",
+    "お客様のコンピューターからモニター {n} がなくなったため、デスクトップ全体を表示しています。今あるモニターは「表示」›「モニター」から選べます。",
+  ],
+  monitor_single: [
+    "The customer's computer now has a single monitor: it is shown whole.",
+    "お客様のコンピューターのモニターが 1 台になったため、その全体を表示しています。",
+  ],
+  monitor_refused: [
+    "Monitor {n} cannot be shown: the customer's monitors have changed. Choose again from the updated list in View › Monitor.",
+    "モニター {n} は表示できません (お客様のモニター構成が変わりました)。「表示」›「モニター」の最新の一覧から選び直してください。",
+  ],
   consent_title: ["Customer's permission", "お客様の許可"],
   consent_granted: ["allowed", "許可済み"],
   consent_not: ["not asked", "未確認"],

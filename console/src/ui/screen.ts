@@ -11,11 +11,23 @@
 // Monitors: noVNC reads the agent's ExtendedDesktopSize screen list but keeps only the
 // first screen; the wrapper below reads the list from noVNC's receive queue before noVNC
 // consumes it and hands it to the page ("screenlayout" event), and `showMonitor` sends
-// the SetDesktopSize that picks one monitor or the whole desktop (ui/monitors.ts).
+// the SetDesktopSize that picks one monitor or the whole desktop. While one monitor is
+// shown the agent lists only that one; the page's `probeMonitors` reads the whole
+// desktop's list on a short stream of its own when it may have changed (ui/monitors.ts).
 
 import RFB from "@novnc/novnc";
 import { withoutJpeg } from "./encodings";
-import { type Layout, type MonitorState, NO_MONITORS, nextState, parseScreens, requestFor } from "./monitors";
+import {
+  type Layout,
+  type MonitorNotice,
+  type MonitorState,
+  NO_MONITORS,
+  type Step,
+  onLayout,
+  onProbe,
+  parseScreens,
+  requestFor,
+} from "./monitors";
 
 /** What the page uses of noVNC's RFB (core/rfb.js, docs/API.md). */
 export interface RfbView extends EventTarget {
@@ -101,16 +113,25 @@ export interface ScreenEvents {
   onConnect(): void;
   onDisconnect(clean: boolean): void;
   onClipboard(text: string): void;
+  /** The whole desktop's screen list, read on a stream of its own (null: none came). */
+  probeMonitors?(): Promise<Layout | null>;
 }
 
 export class Screen {
   readonly rfb: RfbView;
   private readonly target: HTMLElement;
+  private readonly events: ScreenEvents;
   private monitorState: MonitorState = NO_MONITORS;
   private readonly monitorListeners: ((state: MonitorState) => void)[] = [];
+  private readonly noticeListeners: ((notice: MonitorNotice) => void)[] = [];
+  private readonly asked: number[] = []; // the monitors asked for, not answered yet
+  private probing = false;
+  private probeAgain = false;
+  private retryWhole = false; // the whole desktop was refused: ask again once probed
 
   constructor(target: HTMLElement, channel: unknown, quality: Quality, events: ScreenEvents) {
     this.target = target;
+    this.events = events;
     lossless = quality === "lossless";
     this.rfb = new RfbClass(target, channel, { shared: true });
     this.rfb.scaleViewport = true;
@@ -125,8 +146,10 @@ export class Screen {
       events.onDisconnect(Boolean((e as CustomEvent<{ clean: boolean }>).detail?.clean)),
     );
     this.rfb.addEventListener("screenlayout", (e) => {
-      this.monitorState = nextState(this.monitorState, (e as CustomEvent<Layout>).detail);
-      for (const listener of this.monitorListeners) listener(this.monitorState);
+      const layout = (e as CustomEvent<Layout>).detail;
+      const asked = layout.reason === 1 ? (this.asked.shift() ?? null) : null;
+      if (layout.reason === 1 && layout.status !== 0 && asked === 0) this.retryWhole = true;
+      this.step(onLayout(this.monitorState, layout, asked));
     });
     this.rfb.addEventListener("clipboard", (e) =>
       events.onClipboard(String((e as CustomEvent<{ text: string }>).detail?.text ?? "")),
@@ -162,10 +185,56 @@ export class Screen {
     listener(this.monitorState);
   }
 
+  /** Call ``listener`` with what the technician should be told about the monitors. */
+  onMonitorNotice(listener: (notice: MonitorNotice) => void): void {
+    this.noticeListeners.push(listener);
+  }
+
+  /** While one monitor is shown, ask for the desktop's current monitors (the picker is
+   * about to be used). */
+  checkMonitors(): void {
+    if (this.monitorState.shown !== 0) this.probe();
+  }
+
+  private step(step: Step): void {
+    this.monitorState = step.state;
+    for (const listener of this.monitorListeners) listener(this.monitorState);
+    if (step.notice !== null) for (const listener of this.noticeListeners) listener(step.notice);
+    if (step.probe) this.probe();
+  }
+
+  /** Read the whole desktop's list on a probe stream; one probe at a time (one more if
+   * asked for meanwhile). */
+  private probe(): void {
+    const probeMonitors = this.events.probeMonitors?.bind(this.events);
+    if (probeMonitors === undefined) return;
+    if (this.probing) {
+      this.probeAgain = true;
+      return;
+    }
+    this.probing = true;
+    void (async () => {
+      try {
+        do {
+          this.probeAgain = false;
+          const desktop = await probeMonitors();
+          if (desktop !== null) this.step(onProbe(this.monitorState, desktop));
+        } while (this.probeAgain);
+      } finally {
+        this.probing = false;
+      }
+      if (this.retryWhole) {
+        this.retryWhole = false;
+        this.showMonitor(0);
+      }
+    })();
+  }
+
   /** Show only monitor ``id`` of the customer's desktop (0: all of it). */
   showMonitor(id: number): void {
     const request = requestFor(this.monitorState, id);
     if (request === null) return;
+    this.asked.push(id);
     const internals = this.rfb as unknown as RfbInternals;
     const setDesktopSize = (RfbClass as unknown as { messages: { setDesktopSize: SetDesktopSizeFn } })
       .messages.setDesktopSize;

@@ -17,7 +17,7 @@ import { byId, formatAgentId, setupPage, takeTicket } from "./common";
 import { setupConsent, type Tracked, trackSession } from "./consent";
 import { setupEnd } from "./endsession";
 import { setupPanels, setupTabs } from "./panels";
-import type { MonitorState } from "./monitors";
+import { type MonitorNotice, type MonitorState, choices, probeLayout, selected } from "./monitors";
 import { SPECIAL_KEYS, Screen, isQuality, type Quality } from "./screen";
 import { setupStats } from "./stats";
 
@@ -232,6 +232,7 @@ async function main(): Promise<void> {
       onClipboard: (text) => {
         byId<HTMLTextAreaElement>("clipboard-text").value = text;
       },
+      probeMonitors: () => probeLayout(channel),
     });
     return view;
   };
@@ -282,34 +283,78 @@ function setupScreenControls(screen: Screen): void {
 }
 
 /** The monitor picker (View menu): shown when the customer's desktop has more than one
- * monitor. */
+ * monitor (or one monitor is shown alone), with the monitors it has now; a notice bar
+ * under the top bar says when the monitors changed under the technician's choice. */
 function setupMonitorPicker(screen: Screen): void {
   const select = byId<HTMLSelectElement>("monitor");
   const item = byId("monitor-item");
+  const menu = byId<HTMLDetailsElement>("view-menu");
   let state: MonitorState | null = null;
   const render = (): void => {
     if (state === null) return;
-    const several = state.monitors.length > 1;
-    item.hidden = !several;
+    const offered = choices(state);
+    item.hidden = offered === null;
     select.replaceChildren();
-    if (!several) return;
-    const all = new Option(t("monitor_all"), "0");
-    select.append(all);
-    for (const s of state.monitors) {
+    if (offered === null) return;
+    select.append(new Option(t("monitor_all"), "0"));
+    for (const s of offered) {
       select.append(new Option(t("monitor_n", { n: s.id, w: s.w, h: s.h }), String(s.id)));
     }
-    select.value = String(state.shown);
+    select.value = String(selected(state));
   };
   screen.onMonitors((next) => {
     state = next;
     render();
   });
   onLangChange(render);
+  const notice = monitorNotice();
+  screen.onMonitorNotice(notice.show);
+  menu.addEventListener("toggle", () => {
+    if (menu.open) screen.checkMonitors(); // the list may have changed while one is shown
+  });
   select.addEventListener("change", () => {
     // The agent's answer (the new screen list, or a refusal) renders the picker again.
+    notice.hide();
     screen.showMonitor(Number(select.value));
-    byId<HTMLDetailsElement>("view-menu").open = false;
+    menu.open = false;
   });
+}
+
+/** The monitor notice: a bar under the top bar, in the page's language, until closed. */
+function monitorNotice(): { show(notice: MonitorNotice): void; hide(): void } {
+  const box = document.createElement("div");
+  box.id = "monitor-notice";
+  box.className = "session-warning";
+  box.setAttribute("role", "status");
+  box.hidden = true;
+  const text = document.createElement("p");
+  text.id = "monitor-notice-text";
+  const close = document.createElement("button");
+  close.type = "button";
+  close.id = "monitor-notice-close";
+  close.dataset.i18n = "close";
+  close.textContent = t("close");
+  box.append(text, close);
+  byId("session-warning").after(box);
+  let current: MonitorNotice | null = null;
+  const render = (): void => {
+    if (current === null) return;
+    text.textContent = current.key === "monitor_single" ? t(current.key) : t(current.key, { n: current.n });
+  };
+  onLangChange(render);
+  const hide = (): void => {
+    current = null;
+    box.hidden = true;
+  };
+  close.addEventListener("click", hide);
+  return {
+    show(notice) {
+      current = notice;
+      render();
+      box.hidden = false;
+    },
+    hide,
+  };
 }
 
 void main();
