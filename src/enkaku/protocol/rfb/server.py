@@ -38,6 +38,16 @@ owner's thread) snapshots the pixel format and options and consumes the request,
 ``PendingUpdate.encode()`` does the pixel work touching only the encoders, and
 ``end_framebuffer_update()`` queues the message. Replies produced in between are held
 back and sent after it, so a fence answered meanwhile still follows the update.
+
+Adaptive quality (congestion.py): once the client has answered our first Fence, every
+FramebufferUpdate is followed by a Fence request (BlockBefore, payload ``PING_TAG`` +
+sequence number). Its answer gives the round trip, the bytes acknowledged and the
+link's delivery rate; ``update_requested`` is None while more is in flight than the link
+drains in the target delay (fewer updates per second on a slow link), and the JPEG
+quality steps down while updates are being held back, back up to the client's own
+choice once the link has room (``link`` shows the state). The answer comes back as an
+``m.Fence`` event: the owner's update loop should look at ``update_requested`` again.
+Clients without fences are never held back and get the quality they asked for.
 """
 
 from __future__ import annotations
@@ -45,7 +55,8 @@ from __future__ import annotations
 import logging
 import re
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
@@ -55,6 +66,7 @@ import numpy.typing as npt
 
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.rfb import messages as m
+from enkaku.protocol.rfb.congestion import Congestion, LinkStatus, QualityGovernor
 from enkaku.protocol.rfb.encodings import ENCODERS, EncodeOptions, Encoder, Rect, RectLike
 from enkaku.protocol.rfb.encodings.copyrect import Copy, encode_copyrect
 from enkaku.protocol.rfb.messages import Encoding
@@ -66,6 +78,10 @@ _VERSION = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
 #: JPEG quality for Tight quality levels 0..9 (the TurboVNC/TigerVNC scale).
 JPEG_QUALITY = (15, 29, 41, 42, 62, 77, 79, 86, 92, 100)
 SECURITY_NONE = 1
+#: Payload prefix of our congestion pings (then the U32 sequence number).
+PING_TAG = b"enkaku-ping"
+#: The flags of a ping: answered only once the client processed the update before it.
+PING_FLAGS = m.FenceFlags.REQUEST | m.FenceFlags.BLOCK_BEFORE
 
 
 class DesktopSizeReason:
@@ -240,7 +256,13 @@ class RFBServer:
     """One RFB connection's protocol state; no IO, no threads of its own."""
 
     def __init__(
-        self, width: int, height: int, name: str, screens: Sequence[m.Screen] = ()
+        self,
+        width: int,
+        height: int,
+        name: str,
+        screens: Sequence[m.Screen] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.width = width
         self.height = height
@@ -268,6 +290,11 @@ class RFBServer:
         #: The client's ExtendedClipboard caps once we sent ours (None: plain cut text).
         self._clipboard_caps: m.ExtendedClipboard | None = None
         self._clipboard_has_text = False  # what our last notify said (answers peeks)
+        #: Fence round trips (see the module docstring): active once the client answered.
+        self._link = Congestion(clock)
+        self._quality = QualityGovernor(self._link, clock)
+        self._pinging = False
+        self._sent_total = 0  # bytes handed out by data_to_send()
 
     # -- state machine ---------------------------------------------------------------
 
@@ -426,6 +453,12 @@ class RFBServer:
                 if flags & m.FenceFlags.REQUEST:
                     # Messages are handled in order, so every flag is already honoured.
                     self._emit(bytes(m.Fence(flags & m.FENCE_SUPPORTED, payload)))
+                elif payload.startswith(PING_TAG) and len(payload) == len(PING_TAG) + 4:
+                    self._link.pong(int.from_bytes(payload[len(PING_TAG) :], "big"))
+                elif Encoding.FENCE in self._announced and not self._pinging:
+                    # The answer to our announcement: this client answers fences.
+                    self._pinging = True
+                    logger.debug("rfb client answers fences: adaptive quality on")
             case m.SetDesktopSize():
                 if not self.layout_requests:
                     # The agent never resizes the customer's screen: prohibited.
@@ -501,7 +534,49 @@ class RFBServer:
         """Bytes to write to the client, in order; empties the buffer."""
         data = bytes(self._out)
         self._out.clear()
+        self._sent_total += len(data)
         return data
+
+    def _position(self) -> int:
+        """Bytes queued to the client so far (sent or waiting in the buffer)."""
+        return self._sent_total + len(self._out)
+
+    def _ping(self) -> None:
+        """Follow what was queued with a ping (congestion.py); the pinging client only."""
+        link = self._link
+        link.sent(self._position() - link.position)
+        seq = link.ping()
+        self._emit(bytes(m.Fence(PING_FLAGS, PING_TAG + seq.to_bytes(4, "big"))))
+
+    @property
+    def link(self) -> LinkStatus:
+        """The adaptive-quality state: JPEG quality, rate and round trip (no content)."""
+        link = self._link
+        if self._pinging:
+            link.sent(self._position() - link.position)
+        client = self.options.jpeg_quality
+        return LinkStatus(
+            quality=self._quality.quality(client) if self._pinging else client,
+            client_quality=client,
+            rate=link.rate,
+            rtt=link.rtt,
+            base_rtt=link.base_rtt,
+            in_flight=link.in_flight,
+            window=link.window,
+            congested=self._pinging and link.congested,
+        )
+
+    @property
+    def encode_options(self) -> EncodeOptions:
+        """The options an update uses now: the client's, with the JPEG quality lowered
+        (and chroma subsampled 4:2:0) while the link is the bottleneck."""
+        options = self.options
+        if not self._pinging or options.jpeg_quality is None:
+            return options
+        quality = self._quality.quality(options.jpeg_quality)
+        if quality == options.jpeg_quality:
+            return options
+        return replace(options, jpeg_quality=quality, jpeg_subsampling=2)
 
     def supports(self, encoding: int) -> bool:
         """Whether the client listed ``encoding`` in its last SetEncodings."""
@@ -512,6 +587,12 @@ class RFBServer:
         """What may be sent now, or None when the client is not waiting for an update."""
         if self.state is not State.RUNNING or self._held is not None:
             return None
+        if self._pinging and (self._pending is not None or self._continuous is not None):
+            link = self._link
+            link.sent(self._position() - link.position)
+            if link.congested:
+                self._quality.held_back()
+                return None
         if self._pending is not None:
             return UpdateRequest(self._pending, self._pending_full)
         if self._continuous is not None:
@@ -568,7 +649,7 @@ class RFBServer:
             encoder = self._encoders[self.encoding] = ENCODERS[self.encoding]()
         pseudo, self._pseudo = self._pseudo, []
         self._held = bytearray()
-        options = replace(self.options, jpeg_quality=None) if lossless else self.options
+        options = replace(self.options, jpeg_quality=None) if lossless else self.encode_options
         return PendingUpdate(
             frame, clipped, copy_list, encoder, self.pixel_format, options,
             self.supports(Encoding.LAST_RECT), prefix, pseudo,
@@ -581,6 +662,8 @@ class RFBServer:
         held, self._held = self._held, None
         self._out += update.message if update.message is not None else update.encode()
         self._out += held
+        if self._pinging:
+            self._ping()
 
     def send_framebuffer_update(
         self, frame: Frame, rects: Sequence[RectLike], copies: tuple[Copy, ...] | list[Copy] = ()
