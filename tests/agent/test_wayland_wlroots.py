@@ -343,15 +343,20 @@ def test_the_pointer_is_drawn_into_the_captured_frames() -> None:
             WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap,
             WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp,
         ):
-            for x, y in ((100, 100), (400, 300)):
-                frames = cap.frames
-                inp.pointer(x, y, 0)
+            # Not (100, 100): sway shows the pointer there as soon as the virtual pointer
+            # exists, so a move there changes nothing and brings no frame.
+            for x, y in ((200, 150), (400, 300)):
 
                 def at_pointer(x: int = x, y: int = y) -> bool:
                     box = _pointer_box(rgb(cap.grab()), background)
                     # The arrow's hot spot is its tip: the drawing starts at the pointer.
                     return box is not None and abs(box[0] - x) <= 4 and abs(box[1] - y) <= 4
 
+                # The captured picture changes only with a frame: not drawn there before
+                # the move and drawn there after means the move came as a frame.
+                frames = cap.frames
+                assert not at_pointer()
+                inp.pointer(x, y, 0)
                 wait_for(at_pointer, 30, f"the pointer drawn at {x},{y}")
                 assert cap.frames > frames  # the move came as a frame, with its damage
                 box = _pointer_box(rgb(cap.grab()), background)

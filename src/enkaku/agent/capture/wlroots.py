@@ -90,6 +90,8 @@ class WlrootsCapture(WorkerFrameCapture):
         self._signalled = False
         self._error: str | None = None
         self._closed = False
+        self._cleanup_lock = threading.Lock()
+        self._cleaned = False
         self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Worker-thread state: the shm buffer and the frame being copied.
@@ -134,7 +136,10 @@ class WlrootsCapture(WorkerFrameCapture):
             logger.info("wlroots capture stopped: %s", self._error)
         finally:
             self._first.set()
-            self._signal()
+            if self._closed:  # close() may have given up waiting for this thread
+                self._cleanup()
+            else:
+                self._signal()
 
     def _request_frame(self) -> None:
         frame = self._manager.capture_output(OVERLAY_CURSOR, self._output.proxy)
@@ -227,12 +232,17 @@ class WlrootsCapture(WorkerFrameCapture):
                 self._pending = []
                 self._resized = True
             else:
+                swap = fmt in _RGBX_FORMATS
                 for r in self._damage:
                     c = bounds.intersect(r)
                     if c is None:
                         continue
                     part = image[c.y : c.y + c.h, c.x : c.x + c.w]
-                    frame[c.y : c.y + c.h, c.x : c.x + c.w] = self._convert(part, fmt)
+                    # Straight into the kept frame: one copy (the buffer is read only
+                    # here, before the next frame is asked for).
+                    frame[c.y : c.y + c.h, c.x : c.x + c.w] = (
+                        part[..., [2, 1, 0, 3]] if swap else part
+                    )
                     self._pending.append(c)
                 if len(self._pending) > MAX_REGIONS:
                     box = self._pending[0]
@@ -306,6 +316,19 @@ class WlrootsCapture(WorkerFrameCapture):
             os.write(self._stop_w, b"\0")
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)
+        if not self._thread.is_alive():
+            self._cleanup()
+        # else the worker frees everything when it ends (it sees _closed): the Wayland
+        # objects are its own, and a late write to the change pipe must not land on a
+        # descriptor closed here and reused meanwhile.
+
+    def _cleanup(self) -> None:
+        """Free the Wayland objects and the pipes, once (``close()`` or the worker's end,
+        whichever comes last)."""
+        with self._cleanup_lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
         try:
             self._destroy_frame()
             self._free_buffer()
