@@ -4,7 +4,10 @@ The server appends a Fence request ("ping") after each FramebufferUpdate; the vi
 answers it once it has read (for BlockBefore-honouring viewers: processed) everything
 before it. The answer therefore tells us, for the byte position the ping was sent at:
 
-* the round-trip time: its minimum is the base RTT (the wire without queues);
+* the round-trip time: its minimum is the base RTT (the wire without queues). A ping
+  right after an update also waits for the update to cross the link, so the server
+  sends one *before* an update too when nothing is in flight: its answer is the bare
+  round trip;
 * that every byte up to that position has arrived: bytes in flight = sent - acknowledged;
 * the delivery rate: bytes acknowledged over the last few answers, divided by the time
   they took (never reaching back past the moment the link went busy after an idle

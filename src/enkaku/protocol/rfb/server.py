@@ -41,7 +41,7 @@ back and sent after it, so a fence answered meanwhile still follows the update.
 
 Adaptive quality (congestion.py): once the client has answered our first Fence, every
 FramebufferUpdate is followed by a Fence request (BlockBefore, payload ``PING_TAG`` +
-sequence number). Its answer gives the round trip, the bytes acknowledged and the
+sequence number), and preceded by one when nothing is in flight (the bare round trip). Its answer gives the round trip, the bytes acknowledged and the
 link's delivery rate; ``update_requested`` is None while more is in flight than the link
 drains in the target delay (fewer updates per second on a slow link), and the JPEG
 quality steps down while updates are being held back, back up to the client's own
@@ -294,6 +294,7 @@ class RFBServer:
         self._link = Congestion(clock)
         self._quality = QualityGovernor(self._link, clock)
         self._pinging = False
+        self._announced_at = 0  # our position after the Fence announcement
         self._sent_total = 0  # bytes handed out by data_to_send()
 
     # -- state machine ---------------------------------------------------------------
@@ -456,8 +457,11 @@ class RFBServer:
                 elif payload.startswith(PING_TAG) and len(payload) == len(PING_TAG) + 4:
                     self._link.pong(int.from_bytes(payload[len(PING_TAG) :], "big"))
                 elif Encoding.FENCE in self._announced and not self._pinging:
-                    # The answer to our announcement: this client answers fences.
+                    # The answer to our announcement: this client answers fences, and
+                    # has read everything up to it.
                     self._pinging = True
+                    self._link.sent(self._position() - self._link.position)
+                    self._link.acked = min(self._announced_at, self._link.position)
                     logger.debug("rfb client answers fences: adaptive quality on")
             case m.SetDesktopSize():
                 if not self.layout_requests:
@@ -497,6 +501,7 @@ class RFBServer:
         if Encoding.FENCE in codes and Encoding.FENCE not in self._announced:
             self._announced.add(Encoding.FENCE)
             self._emit(bytes(m.Fence(m.FenceFlags.REQUEST)))
+            self._announced_at = self._position()
         if (
             Encoding.CONTINUOUS_UPDATES in codes
             and Encoding.CONTINUOUS_UPDATES not in self._announced
@@ -660,7 +665,12 @@ class RFBServer:
         if self._held is None:
             raise RuntimeError("no FramebufferUpdate is being encoded")
         held, self._held = self._held, None
-        self._out += update.message if update.message is not None else update.encode()
+        message = update.message if update.message is not None else update.encode()
+        if self._pinging:
+            self._link.sent(self._position() - self._link.position)
+            if self._link.in_flight == 0:
+                self._ping()  # nothing ahead of it: the link's bare round trip
+        self._out += message
         self._out += held
         if self._pinging:
             self._ping()
