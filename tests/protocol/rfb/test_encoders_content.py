@@ -171,7 +171,7 @@ def test_smoothness_and_colours_per_cell() -> None:
     assert cells.solid.tolist() == [[False, True], [False, True], [True, False]]
     assert cells.smooth is not None
     assert cells.smooth[0, 0] < 0.01 and cells.smooth[1, 0] > 0.85
-    assert cells.smooth[0, 1] == pytest.approx(1 - 1 / (32 * 6))  # one pixel differs
+    assert cells.smooth[0, 1] == pytest.approx(1 - 1 / (16 * 6))  # one pixel differs
     assert cells.palette(1, 0).tolist() == list(range(8))
     assert cells.photo_like().tolist() == [[True, False], [False, False], [False, False]]
 

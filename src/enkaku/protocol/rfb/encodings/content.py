@@ -29,6 +29,15 @@ SOME_COLOURS = 64
 GRAINY_MAX_SMOOTH = 0.2
 #: From this many cells on, colours are counted on a sample first (see ``analyse``).
 SAMPLE_MIN_CELLS = 16
+#: Sample step in both directions: every 4th pixel of every 4th row, 256 per cell.
+SAMPLE_STEP = 4
+#: A cell whose sample holds more colours than this is taken as many-coloured (more than
+#: PHOTO_COLOURS) without sorting it whole: half its sampled pixels are distinct colours.
+#: A cell of at most 256 colours could in theory show that many (a 256-colour dither), so
+#: such a cell is treated like a photo: JPEG if it is also grainy, lossless otherwise.
+SAMPLE_MANY = 128
+#: Smoothness is measured on every SMOOTH_STEP-th row (16 rows of a cell).
+SMOOTH_STEP = 4
 
 
 @dataclass(slots=True)
@@ -43,7 +52,7 @@ class Cells:
     #: (ny, nx): distinct colours (1 for solid cells); past PHOTO_COLOURS a lower bound.
     colours: npt.NDArray[np.int64]
     #: (ny, nx): share of pixels equal to their left or upper neighbour (measured on every
-    #: other row); None if not asked.
+    #: SMOOTH_STEP-th row); None if not asked.
     smooth: npt.NDArray[np.float64] | None
     _sorted: Values  # (non-solid cells, CELL*CELL) each cell's values sorted
     _new: npt.NDArray[np.bool_]  # where each sorted row changes value
@@ -76,10 +85,10 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
     """Cell statistics of ``values`` (h, w); ``smoothness`` also measures ``smooth``.
 
     Colours are counted exactly up to PHOTO_COLOURS; past that, ``colours`` may be a
-    lower bound: in a rectangle of SAMPLE_MIN_CELLS cells or more, every cell's quarter
-    sample (every other pixel of every other row) is sorted first, and only the cells
-    with at most PHOTO_COLOURS colours in it are sorted whole (a photo then costs a
-    quarter of the sorting).
+    lower bound. In a rectangle of SAMPLE_MIN_CELLS cells or more, every cell's sample
+    (every SAMPLE_STEP-th pixel of every SAMPLE_STEP-th row) is sorted first; a cell
+    whose sample has more than SAMPLE_MANY colours counts as PHOTO_COLOURS + 1 colours,
+    and only the others are sorted whole (a photo then costs a sixteenth of the sorting).
     """
     h, w = values.shape
     ny, nx = -(-h // CELL), -(-w // CELL)
@@ -95,8 +104,9 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
         exact = np.flatnonzero(~solid)
         srt = np.sort(cells[exact], axis=1)
     else:
-        half = CELL // 2
-        sample = grid[:, ::2, :, ::2].transpose(0, 2, 1, 3).reshape(ny * nx, half * half)
+        side = CELL // SAMPLE_STEP
+        sample = grid[:, ::SAMPLE_STEP, :, ::SAMPLE_STEP].transpose(0, 2, 1, 3)
+        sample = sample.reshape(ny * nx, side * side)
         sample.sort(axis=1)
         colours = 1 + (sample[:, 1:] != sample[:, :-1]).sum(axis=1)
         # Only a cell whose sample has one colour can be one colour.
@@ -105,7 +115,9 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
         solid = np.zeros(ny * nx, dtype=bool)
         flat_whole = whole.reshape(uniform.size, CELL * CELL)
         solid[uniform] = (flat_whole == flat_whole[:, :1]).all(axis=1)
-        exact = np.flatnonzero(~solid & (colours <= PHOTO_COLOURS))
+        many = colours > SAMPLE_MANY
+        colours[many] = PHOTO_COLOURS + 1
+        exact = np.flatnonzero(~solid & ~many)
         srt = grid.transpose(0, 2, 1, 3)[exact // nx, exact % nx].reshape(exact.size, CELL * CELL)
         srt.sort(axis=1)
     new = srt[:, 1:] != srt[:, :-1]
@@ -114,15 +126,16 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
     row[exact] = np.arange(exact.size)
     smooth = None
     if smoothness:
-        # On every other row (0, 2, ...): equal to the left, equal to the row above.
-        even = values[::2]
-        n_even = even.shape[0]
-        same = np.zeros((hp // 2, wp), dtype=bool)
-        same[:n_even, 1:w] = even[:, 1:] == even[:, :-1]
-        same[1:n_even, :w] |= even[1:] == values[1::2][: n_even - 1]
-        counts = same.view(np.uint8).reshape(ny, CELL // 2, nx, CELL)
+        # On every SMOOTH_STEP-th row (0, 4, ...): equal to the left, equal to the row above.
+        step = SMOOTH_STEP
+        rows = values[::step]
+        n_rows = rows.shape[0]
+        same = np.zeros((hp // step, wp), dtype=bool)
+        same[:n_rows, 1:w] = rows[:, 1:] == rows[:, :-1]
+        same[1:n_rows, :w] |= rows[1:] == values[step - 1 :: step][: n_rows - 1]
+        counts = same.view(np.uint8).reshape(ny, CELL // step, nx, CELL)
         counts = counts.sum(axis=3, dtype=np.int32).sum(axis=1)
-        rh = (np.minimum(CELL, h - np.arange(ny) * CELL) + 1) // 2
+        rh = (np.minimum(CELL, h - np.arange(ny) * CELL) + step - 1) // step
         cw = np.minimum(CELL, w - np.arange(nx) * CELL)
         smooth = counts / (rh[:, None] * cw[None, :])
     return Cells(
