@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import shutil
 import socket
 import struct
 import sys
@@ -25,8 +27,8 @@ from PIL import Image
 from enkaku.agent.capture.x11 import X11Capture
 from enkaku.protocol.rfb import Encoding
 from enkaku.protocol.rfb.pixelformat import NATIVE
-from tests.agent.test_rfbservice import RecordingInjector, serve
-from tests.protocol.rfb.decoders import Decoder, photo_image, rgb_to_values
+from tests.agent.test_rfbservice import FakeCapture, RecordingInjector, serve, start_viewer
+from tests.protocol.rfb.decoders import Decoder, photo_image, rgb_to_values, sample_image
 from tests.xdisplay import x_client, xvfb, xwd_root
 
 W, H = 640, 480
@@ -238,3 +240,26 @@ async def test_slow_link_lowers_quality_then_ends_exact(tmp_path: Path) -> None:
     # the same kind of picture took fewer bytes per JPEG pixel later on
     jpeg = [b / px for b, px in viewer.updates if px > W * H // 2]
     assert len(jpeg) >= 3 and min(jpeg[1:]) < 0.6 * jpeg[0]
+
+
+@pytest.mark.skipif(shutil.which("xtigervncviewer") is None, reason="xtigervncviewer")
+async def test_tigervnc_viewer_answers_our_pings() -> None:
+    """TigerVNC's viewer answers fence requests (flags cleared): the link is measured."""
+    image = sample_image(240, 320, seed=3)
+    capture = FakeCapture(image)
+    with xvfb() as display:
+        async with serve(capture, RecordingInjector()) as served:
+            proc = await start_viewer(display, served.port)
+            try:
+                async with asyncio.timeout(30):
+                    for seed in itertools.count(4):  # changes until a ping is answered
+                        await asyncio.sleep(0.2)
+                        server = served.services[0].server if served.services else None
+                        if server is not None and server.link.rtt is not None:
+                            break
+                        capture.set_image(sample_image(240, 320, seed=seed))
+            finally:
+                proc.terminate()
+                await proc.wait()
+            await served.wait_closed()
+    assert server is not None and server.link.base_rtt is not None

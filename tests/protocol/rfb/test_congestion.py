@@ -8,8 +8,11 @@ import pytest
 from enkaku.protocol.rfb import Encoding, Rect, RFBServer
 from enkaku.protocol.rfb import messages as m
 from enkaku.protocol.rfb.congestion import (
+    LAG_BUDGET,
+    LOSSLESS_BYTES_PER_PIXEL,
     MIN_WINDOW,
     QUALITY_STEPS,
+    REFRESH_SLICE,
     TARGET_DELAY,
     UP_INTERVAL,
     Congestion,
@@ -145,6 +148,19 @@ def test_idle_time_does_not_count_as_a_slow_link() -> None:
     assert c.window == int(10e6 * TARGET_DELAY)
 
 
+def test_a_lossless_refresh_is_sliced_to_a_quarter_second_of_the_link() -> None:
+    clock = Clock()
+    c = Congestion(clock)
+    assert c.refresh_pixels is None  # no estimate: everything at once, as without fences
+    link = Link(clock, 250_000, 0.01)
+    drive(c, link, 400, 30_000, 0.01)
+    assert c.rate is not None
+    assert c.refresh_pixels == int(c.rate * REFRESH_SLICE / LOSSLESS_BYTES_PER_PIXEL)
+    lan = Congestion(clock)
+    drive(lan, Link(clock, 50e6, 0.0005), 50, 300_000, 1 / 60)
+    assert lan.refresh_pixels is not None and lan.refresh_pixels > 1920 * 1080
+
+
 def test_small_samples_are_ignored() -> None:
     clock = Clock()
     c = Congestion(clock)
@@ -186,6 +202,27 @@ def test_quality_steps_down_while_held_back_and_up_when_the_link_has_room() -> N
         low.held_back()
         seen.append(low.quality(45))
     assert seen == [30, 20, 20, 20, 20]
+
+
+def test_an_update_that_lags_behind_the_screen_steps_the_quality_down() -> None:
+    """One update bigger than the window is never held back, but its answer is late."""
+    clock = Clock()
+    c = Congestion(clock)
+    q = QualityGovernor(c, clock)
+    seq = c.ping()  # nothing ahead: the bare round trip
+    clock.t += 0.02
+    c.pong(seq)
+    seen = []
+    for delay in (0.1, LAG_BUDGET * 2, LAG_BUDGET * 5):
+        clock.t += 1
+        c.sent(500_000)
+        seq = c.ping()
+        clock.t += 0.02 + delay
+        c.pong(seq)
+        q.answered()
+        seen.append(q.quality(92))
+    # within the budget: no change; beyond it: a step; far beyond: two
+    assert seen == [92, QUALITY_STEPS[0], QUALITY_STEPS[2]]
 
 
 def test_quality_stays_down_while_the_link_is_busy() -> None:

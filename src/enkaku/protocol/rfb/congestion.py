@@ -22,11 +22,14 @@ below ``MIN_WINDOW``. Holding updates back while congested lowers the frame rate
 slow link by itself, and keeps the queue (the lag behind the screen) short: an update
 waits on our side, where the next one replaces it, rather than in a network buffer.
 
-``QualityGovernor`` lowers the JPEG quality a step at a time while updates are being
-held back (the link is the bottleneck) and raises it a step at a time, never above what
-the client asked for, once the link has been idle enough for a while (hysteresis: down
-quickly, up slowly). TigerVNC (common/rfb/Congestion.cxx) does the window part with TCP
-Vegas on the same fences; it keeps the picture quality fixed.
+``QualityGovernor`` lowers the JPEG quality a step at a time while the link is the
+bottleneck: an update was held back, or a ping came back more than ``LAG_BUDGET`` later
+than the bare round trip (one update alone took that long to cross the link). It raises
+it a step at a time, never above what the client asked for, once the link has been
+quiet and half idle for a while (hysteresis: down quickly, up slowly).
+``refresh_pixels`` sizes the parts of a lossless refresh to about ``REFRESH_SLICE`` of
+the link. TigerVNC (common/rfb/Congestion.cxx) does the window part with TCP Vegas on
+the same fences; it keeps the picture quality fixed.
 """
 
 from __future__ import annotations
@@ -47,10 +50,18 @@ RATE_SAMPLES = 12
 SAMPLE_SPAN = 4
 #: Samples smaller than this say little (a cursor move, a fence alone).
 MIN_SAMPLE_BYTES = 2048
+#: A lossless refresh goes out in parts of about this many seconds of the link each, so
+#: changes (a key's echo) never wait behind a whole screen of lossless pixels.
+REFRESH_SLICE = 0.25
+#: What a lossless pixel of a photo costs in Tight (bytes; text costs far less).
+LOSSLESS_BYTES_PER_PIXEL = 2.0
 #: Quality steps below the client's own choice (JPEG quality 0..100), coarsest last.
 QUALITY_STEPS = (80, 65, 50, 40, 30, 20)
 #: A step down at most this often (or every two round trips, if that is longer).
 DOWN_INTERVAL = 0.3
+#: An update whose ping came back this much later than the base round trip lagged
+#: behind the screen: a step down, as for one held back (two beyond 4x this).
+LAG_BUDGET = 0.2
 #: A step up once the link has carried no held-back update for this long...
 UP_INTERVAL = 1.0
 #: ...and was used at most this fraction of its estimated rate meanwhile.
@@ -141,6 +152,13 @@ class Congestion:
         return len(self._pings)
 
     @property
+    def queue_delay(self) -> float:
+        """How much longer than the bare round trip the last answer took (0: none yet)."""
+        if self.rtt is None or self.base_rtt is None:
+            return 0.0
+        return self.rtt - self.base_rtt
+
+    @property
     def in_flight(self) -> int:
         return self.position - self.acked
 
@@ -161,6 +179,16 @@ class Congestion:
         return max(MIN_WINDOW, int(rate * self.target_delay))
 
     @property
+    def refresh_pixels(self) -> int | None:
+        """How many pixels one lossless refresh update should cover at most (None: no
+        estimate yet; the owner then refreshes everything at once, as without fences)."""
+        rate = self.rate
+        if rate is None:
+            return None
+        slice_bytes = rate * max(REFRESH_SLICE, self.target_delay)
+        return max(64 * 64, int(slice_bytes / LOSSLESS_BYTES_PER_PIXEL))
+
+    @property
     def congested(self) -> bool:
         """More is in flight than the link drains in the target delay."""
         return self.in_flight > self.window
@@ -177,7 +205,7 @@ class QualityGovernor:
         self._changed_at = clock()  # last step either way
         self._position_at_change = 0
 
-    def held_back(self) -> None:
+    def held_back(self, steps: int = 1) -> None:
         """An update was held back because the link is full: step down if it is time."""
         now = self._clock()
         self._blocked_at = now
@@ -185,7 +213,14 @@ class QualityGovernor:
         if self._link.base_rtt is not None:
             interval = max(interval, 2 * self._link.base_rtt)
         if now - self._changed_at >= interval:
-            self._change(+1, now)
+            self._change(steps, now)
+
+    def answered(self) -> None:
+        """A ping was answered: an update that lagged behind the screen is like one held
+        back (a single update bigger than the window is never held back itself)."""
+        delay = self._link.queue_delay
+        if delay > LAG_BUDGET:
+            self.held_back(2 if delay > 4 * LAG_BUDGET else 1)
 
     def quality(self, client: int | None) -> int | None:
         """The quality for an update now: ``client`` (None stays None) or a step below."""

@@ -41,12 +41,14 @@ back and sent after it, so a fence answered meanwhile still follows the update.
 
 Adaptive quality (congestion.py): once the client has answered our first Fence, every
 FramebufferUpdate is followed by a Fence request (BlockBefore, payload ``PING_TAG`` +
-sequence number), and preceded by one when nothing is in flight (the bare round trip). Its answer gives the round trip, the bytes acknowledged and the
-link's delivery rate; ``update_requested`` is None while more is in flight than the link
-drains in the target delay (fewer updates per second on a slow link), and the JPEG
-quality steps down while updates are being held back, back up to the client's own
-choice once the link has room (``link`` shows the state). The answer comes back as an
-``m.Fence`` event: the owner's update loop should look at ``update_requested`` again.
+sequence number), and preceded by one when nothing is in flight (the bare round trip).
+The answers give the round trip, the bytes acknowledged and the link's delivery rate;
+``update_requested`` is None while more is in flight than the link drains in the target
+delay (fewer updates per second on a slow link), and the JPEG quality steps down while
+the link is the bottleneck, back up to the client's own choice once it has room
+(``link`` shows the state; ``refresh_pixels`` sizes lossless refresh parts). An answer
+comes back as an ``m.Fence`` event: the owner's update loop should look at
+``update_requested`` again.
 Clients without fences are never held back and get the quality they asked for.
 """
 
@@ -455,7 +457,8 @@ class RFBServer:
                     # Messages are handled in order, so every flag is already honoured.
                     self._emit(bytes(m.Fence(flags & m.FENCE_SUPPORTED, payload)))
                 elif payload.startswith(PING_TAG) and len(payload) == len(PING_TAG) + 4:
-                    self._link.pong(int.from_bytes(payload[len(PING_TAG) :], "big"))
+                    if self._link.pong(int.from_bytes(payload[len(PING_TAG) :], "big")):
+                        self._quality.answered()
                 elif Encoding.FENCE in self._announced and not self._pinging:
                     # The answer to our announcement: this client answers fences, and
                     # has read everything up to it.
@@ -570,6 +573,12 @@ class RFBServer:
             window=link.window,
             congested=self._pinging and link.congested,
         )
+
+    @property
+    def refresh_pixels(self) -> int | None:
+        """At most this many pixels per lossless refresh update (about a quarter second
+        of the link; a LAN's is millions), or None: no limit (no fences, no estimate)."""
+        return self._link.refresh_pixels if self._pinging else None
 
     @property
     def encode_options(self) -> EncodeOptions:
