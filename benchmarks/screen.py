@@ -535,15 +535,13 @@ class Desktop:
         title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage",
                  "browser": "benchbrowser", "dialogs": "benchdialogs"}.get(name)  # fmt: skip
         try:
-            if title:
+            if title and name in X11_ONLY:
                 # The page sets its title only once it has loaded and starts to scroll.
-                found = subprocess.run(
-                    ["xdotool", "search", "--sync", "--onlyvisible", "--name", f"^{title}$"],
-                    env=env, capture_output=True, timeout=60 if name == "browser" else 30,
-                    check=False,
-                )  # fmt: skip
-                if name in X11_ONLY and found.returncode != 0:
-                    raise RuntimeError(f"the {name} workload's window did not appear")
+                wait_window(title, env, 60 if name == "browser" else 30)
+            elif title:
+                subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
+                                f"^{title}$"], env=env, capture_output=True, timeout=30,
+                               check=False)  # fmt: skip
             time.sleep(0.3)
             yield
         finally:
@@ -556,6 +554,22 @@ class Desktop:
 
 
 AnyDesktop = Desktop | WaylandDesktop
+
+
+def wait_window(title: str, env: dict[str, str], timeout: float) -> None:
+    """Wait for a visible window named ``title``. Not ``xdotool search --sync``: xdotool
+    exits on the X error it gets when a window it looks at is destroyed meanwhile (the
+    dialogs workload opens and closes windows all the time), so it is asked again."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = subprocess.run(
+            ["xdotool", "search", "--onlyvisible", "--name", f"^{title}$"],
+            env=env, capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        if found.returncode == 0 and found.stdout.split():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no visible window {title!r} after {timeout:.0f} s")
 
 
 # -- measurement ---------------------------------------------------------------------------
