@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from enkaku.protocol.rfb import Encoding, PixelFormat, Rect
-from enkaku.protocol.rfb.encodings import EncodeOptions
+from enkaku.protocol.rfb.encodings import EncodeOptions, tight
 from enkaku.protocol.rfb.encodings.content import CELL, analyse
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.encodings.tight import JPEG_MAX_PIXELS, MAX_WIDTH, TightEncoder
@@ -141,8 +141,20 @@ def test_regions_tile_the_rectangle_once(fmt: str) -> None:
     assert sum(1 for r in rects if r.payload[0] == 0x80) >= 1  # the flat background: fill
 
 
-def test_full_screen_photo_is_jpeg_in_parallel_and_decodes() -> None:
-    w, h = 1920, 1080
+@pytest.mark.parametrize(("w", "h", "parallel"), [(1920, 1080, False), (2048, 2100, True)])
+def test_full_screen_photo_is_jpeg_and_decodes(
+    w: int, h: int, parallel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full HD goes to libjpeg-turbo piece after piece; past PARALLEL_MIN_PIXELS (4K
+    class) the pieces go to the thread pool. Both decode to the same picture."""
+    pools: list[object] = []
+    real_pool = tight._pool
+
+    def counted() -> object:
+        pools.append(real_pool())
+        return pools[-1]
+
+    monkeypatch.setattr(tight, "_pool", counted)
     img = photo_image(h, w, seed=11)
     server, dec = tight_served(NATIVE, w, h, 8)
     for _ in range(2):
@@ -150,6 +162,7 @@ def test_full_screen_photo_is_jpeg_in_parallel_and_decodes() -> None:
         server.send_framebuffer_update(img, [Rect(0, 0, w, h)])
         dec.feed(server.data_to_send())
     assert dec.jpeg_rects >= 2 * (w * h // JPEG_MAX_PIXELS)
+    assert bool(pools) == parallel == (w * h > tight.PARALLEL_MIN_PIXELS)
     areas = dec.jpeg_areas[len(dec.jpeg_areas) // 2 :]
     assert sum(rw * rh for _, _, rw, rh in areas) == w * h
     want = NATIVE.values(img)

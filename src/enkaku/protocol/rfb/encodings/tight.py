@@ -8,10 +8,12 @@ gets a kind, and neighbouring cells of the same kind are sent as one Tight recta
 - **JPEG**: photo-like cells (hundreds of colours, few pixels equal to a neighbour), only
   when the client sent a JPEG quality level and the pixel format has 16 or 32 bits per
   pixel; runs merge across and down into rectangles of at most ``JPEG_MAX_PIXELS``,
-  encoded by Pillow (libjpeg-turbo) straight from the BGRX pixels, on a thread pool when
-  there is more than one (libjpeg-turbo runs without the GIL, so they may use a second
-  core; on the shared 2-vCPU test machine, both cores busy, this measured neither gain
-  nor cost: 93 against 89 ms wall per 1080p frame, medians of 15);
+  encoded by Pillow (libjpeg-turbo) straight from the BGRX pixels, one after another;
+  only an update of more than ``PARALLEL_MIN_PIXELS`` of JPEG (a 4K screen) goes to a
+  thread pool (libjpeg-turbo runs without the GIL, so the pieces may use a second core).
+  The pool costs CPU: on a 1920×1080 slideshow, 20.0 ms of agent CPU per update with it
+  against 17.4 ms without (``benchmarks/screen.py``, same run), so a full HD screen stays
+  on one thread;
 - **palette**: up to 256 colours over the run (1-bit indices on zlib stream 1 for two
   colours, 8-bit on stream 2). Text and UI, antialiased CJK text included, land here or
   in fill whatever the JPEG quality: it stays lossless;
@@ -52,8 +54,9 @@ MAX_WIDTH = 2048
 #: The largest JPEG rectangle: bounded so that several can be encoded at once and a
 #: quality-100 JPEG stays far below Tight's 4 MiB compact length.
 JPEG_MAX_PIXELS = 1 << 18
-#: JPEG work (pixels in one update) above which the rectangles go to the thread pool.
-PARALLEL_MIN_PIXELS = 1 << 17
+#: JPEG work (pixels in one update) above which the rectangles go to the thread pool:
+#: more than 2560×1600, where one thread's JPEG time starts to cap the frame rate.
+PARALLEL_MIN_PIXELS = 1 << 22
 MIN_TO_COMPRESS = 12
 #: Kept for callers that tile by hand: the largest rectangle ``encode_tile`` is given.
 TILE = 128
