@@ -64,6 +64,11 @@ MAX_REGIONS = 64
 class WlrootsCapture(WorkerFrameCapture):
     """``ScreenCapture`` through wlr-screencopy with damage (see the module doc)."""
 
+    #: ``changed_regions()`` and ``grab_rects()`` never wait for the compositor (the
+    #: worker thread keeps the frame): they take a lock and copy from memory, so a
+    #: caller may run them on its event loop when the damage is small.
+    nonblocking = True
+
     def __init__(self, display: str | None = None, output: str | None = None) -> None:
         try:
             self._conn = WaylandConnection(display)

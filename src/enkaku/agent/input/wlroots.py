@@ -248,6 +248,12 @@ class WlrootsInput:
     instance tracks and releases only the keys and buttons it pressed itself.
     """
 
+    #: ``key()`` and ``pointer()`` queue requests and flush them without waiting for the
+    #: compositor (no round trip; a keymap upload is flushed with the key): a caller may
+    #: run them on its event loop. They wait only while another thread uses the same
+    #: devices (``close()`` waits for one round trip).
+    nonblocking = True
+
     def __init__(self, display: str | None = None, output: str | None = None) -> None:
         self._dev = _shared_devices(display, output)
         self._held: dict[int, int] = {}  # keysym -> keycode held down
