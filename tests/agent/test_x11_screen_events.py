@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import select
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,6 +148,50 @@ async def test_scrolling_text_goes_as_copies_and_stays_exact(tmp_path: Path) -> 
                 copies += sum(r[4] == Encoding.COPYRECT for r in s.dec.updates[-1].rects)
             assert copies, "a scrolling terminal was never sent as a copy"
             await asyncio.sleep(4.5)  # the 80 lines are printed
+            await s.until_exact()
+
+
+#: A page scrolled in one window with its scroll bar drawn in the same window (as a
+#: browser draws it): the thumb moves a little each step, so a few rows of the window
+#: change in a way that does not follow the text.
+PAGE_SCROLL = """
+import sys, tkinter as tk
+root = tk.Tk(); root.title("page"); root.geometry("420x300+30+30")
+c = tk.Canvas(root, width=420, height=300, bg="white", highlightthickness=0); c.pack()
+for i in range(120):
+    c.create_text(8, 8 + 18 * i, anchor="nw", text=f"line {i} " + "word " * (i % 9 + 3),
+                  font=("TkFixedFont", 11), tags="text")
+thumb = c.create_rectangle(404, 0, 418, 60, fill="gray50", outline="")
+steps = [0]
+def step():
+    if steps[0] < 60:
+        steps[0] += 1
+        c.move("text", 0, -18)
+        c.coords(thumb, 404, 4 * steps[0], 418, 60 + 4 * steps[0])
+        root.after(120, step)
+root.after(500, step)
+root.mainloop()
+"""
+
+
+async def test_a_scroll_bar_drawn_beside_the_text_does_not_split_the_copy(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "page.py"
+    script.write_text(PAGE_SCROLL)
+    async with session() as s:
+        with x_client([sys.executable, str(script)], s.display):
+            _x, _y, _w, h = wait_window(s.display, "page")
+            tallest = 0
+            deadline = time.monotonic() + 30
+            while tallest < h * 3 // 4 and time.monotonic() < deadline:
+                await s.update()
+                copies = [r for r in s.dec.updates[-1].rects if r[4] == Encoding.COPYRECT]
+                tallest = max([tallest, *(r[3] for r in copies)])
+            # One step moves all but one line of text: the copy covers those rows, the
+            # thumb's changed pixels come as pixels after it.
+            assert tallest >= h * 3 // 4, f"the tallest copy was {tallest} of {h} rows"
+            await asyncio.sleep(8)  # the 60 steps are done
             await s.until_exact()
 
 

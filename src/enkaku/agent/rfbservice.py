@@ -284,6 +284,46 @@ def _find_vertical_copy(
     return a, b, dy
 
 
+def _extend_copy(
+    old: npt.NDArray[np.uint32],
+    new: npt.NDArray[np.uint32],
+    diff: npt.NDArray[np.bool_],
+    a: int,
+    b: int,
+    dy: int,
+) -> tuple[int, int, list[Rect]]:
+    """Grow a found move's rows ``a..b`` over the neighbouring rows (e.g. those a
+    scroll bar's thumb or a fixed sidebar cut out of the exact run) as far as the copy
+    then gets fewer pixels wrong there than sending nothing would (``diff``: what
+    changed; on a tie, the taller copy). Returns the new rows and the boxes (block
+    coordinates) the copy gets wrong in them, to be sent as pixels after it."""
+    h = new.shape[0]
+    lo, hi = max(0, -dy), min(h, h - dy)
+    if a <= lo and b >= hi:
+        return a, b, []
+    wrong = new[lo:hi] != old[lo + dy : hi + dy]
+    # Per row (lo..hi-1): pixels the copy gets wrong, less those that changed anyway.
+    delta = wrong.sum(axis=1, dtype=np.int64) - diff[lo:hi].sum(axis=1, dtype=np.int64)
+    top, bottom = a, b
+    if a > lo:  # the sums over rows a-1, a-2 .. a-1-j
+        up = delta[: a - lo][::-1].cumsum()
+        j = up.size - 1 - int(np.argmin(up[::-1]))  # the farthest of the minima
+        if up[j] <= 0:
+            top = a - 1 - j
+    if b < hi:
+        down = delta[b - lo :].cumsum()
+        j = down.size - 1 - int(np.argmin(down[::-1]))
+        if down[j] <= 0:
+            bottom = b + j + 1
+    boxes: list[Rect] = []
+    for start, end in ((top, a), (b, bottom)):
+        for band in range(start, end, TILE):
+            stop = min(band + TILE, end)
+            if (box := _diff_box(wrong[band - lo : stop - lo])) is not None:
+                boxes.append(Rect(box.x, band + box.y, box.w, box.h))
+    return top, bottom, boxes
+
+
 class RFBService:
     """One RFB connection between a viewer and this machine's screen and input."""
 
@@ -922,8 +962,10 @@ class RFBService:
                 new_h = _row_hashes(new_v[y0:y1])
                 old_h = self._hashes_kept(frame, span)
                 moved = _find_vertical_copy(old_v[y0:y1], new_v[y0:y1], old_h, new_h)
+            fixes: list[Rect] = []
             if moved is not None:
                 a, b, dy = moved
+                a, b, fixes = _extend_copy(old_v[y0:y1], new_v[y0:y1], diff[y0:y1], a, b, dy)
                 dest = Rect(r.x, r.y + y0 + a, r.w, b - a)
                 src = Rect(r.x, r.y + y0 + a + dy, r.w, b - a)
                 if any(src.intersect(u) for u in unsafe) or any(
@@ -943,6 +985,8 @@ class RFBService:
                             changed.append(
                                 Rect(r.x + strip.x, r.y + top + strip.y, strip.w, strip.h)
                             )
+                    # What the copy got wrong in the rows it grew over, after it.
+                    changed.extend(Rect(r.x + f.x, r.y + y0 + f.y, f.w, f.h) for f in fixes)
             if moved is None:
                 cols = np.flatnonzero(diff[y0:y1].any(axis=0))
                 x0, x1 = int(cols[0]), int(cols[-1]) + 1
