@@ -244,39 +244,39 @@ def _find_vertical_copy(
 ) -> tuple[int, int, int] | None:
     """``find_vertical_copy`` on words; ``old_h``, ``new_h``: their row hashes, if known."""
     h = new.shape[0]
-    if old_h is None:
-        old_h = _row_hashes(old)
-    if new_h is None:
-        new_h = _row_hashes(new)
-    where: dict[int, list[int]] = {}
-    for j, value in enumerate(old_h):
-        where.setdefault(value, []).append(j)
-    votes: dict[int, int] = {}
-    for i, value in enumerate(new_h):
-        if value == old_h[i]:
-            continue
-        places = where.get(value)
-        if places is None or len(places) > 4:
-            continue
-        for j in places:
-            votes[j - i] = votes.get(j - i, 0) + 1
-    if not votes:
+    oh = np.asarray(_row_hashes(old) if old_h is None else old_h, dtype=np.int64)
+    nh = np.asarray(_row_hashes(new) if new_h is None else new_h, dtype=np.int64)
+    # Each changed row votes for the shifts that bring it to a row of ``old`` with its
+    # content: at most 4 such rows, so common rows (blank lines) do not vote.
+    order = np.argsort(oh, kind="stable")
+    known = oh[order]
+    rows = np.flatnonzero(nh != oh)
+    first = np.searchsorted(known, nh[rows], "left")
+    count = np.searchsorted(known, nh[rows], "right") - first
+    ok = (count >= 1) & (count <= 4)
+    rows, first, count = rows[ok], first[ok], count[ok]
+    if rows.size == 0:
         return None
-    dy = max(votes, key=lambda d: votes[d])
-    if votes[dy] < COPY_MIN_ROWS // 2:
+    voter = np.repeat(np.arange(rows.size), count)
+    nth = np.arange(voter.size) - np.repeat(np.cumsum(count) - count, count)
+    shifts = order[first[voter] + nth] - rows[voter]
+    values, seen_at, votes = np.unique(shifts, return_index=True, return_counts=True)
+    top = np.flatnonzero(votes == votes.max())
+    pick = top[np.argmin(seen_at[top])]  # among equals, the one voted for first
+    dy = int(values[pick])
+    if votes[pick] < COPY_MIN_ROWS // 2:
         return None
-    best: tuple[int, int] | None = None
-    start = None
+    # The longest run of rows that equal ``old``'s rows dy further (the first of equals).
     lo, hi = max(0, -dy), min(h, h - dy)
-    for i in range(lo, hi + 1):
-        same = i < hi and new_h[i] == old_h[i + dy]
-        if same and start is None:
-            start = i
-        elif not same and start is not None:
-            if best is None or i - start > best[1] - best[0]:
-                best = (start, i)
-            start = None
-    if best is None or best[1] - best[0] < COPY_MIN_ROWS:
+    same = np.zeros(hi - lo + 2, dtype=np.int8)
+    same[1:-1] = nh[lo:hi] == oh[lo + dy : hi + dy]
+    edges = np.flatnonzero(np.diff(same))
+    starts, ends = edges[::2], edges[1::2]
+    if starts.size == 0:
+        return None
+    longest = int(np.argmax(ends - starts))
+    best = (lo + int(starts[longest]), lo + int(ends[longest]))
+    if best[1] - best[0] < COPY_MIN_ROWS:
         return None
     a, b = best
     if not np.array_equal(new[a:b], old[a + dy : b + dy]):
@@ -299,28 +299,29 @@ def _extend_copy(
     coordinates) the copy gets wrong in them, to be sent as pixels after it."""
     h = new.shape[0]
     lo, hi = max(0, -dy), min(h, h - dy)
-    if a <= lo and b >= hi:
-        return a, b, []
-    wrong = new[lo:hi] != old[lo + dy : hi + dy]
-    # Per row (lo..hi-1): pixels the copy gets wrong, less those that changed anyway.
-    delta = wrong.sum(axis=1, dtype=np.int64) - diff[lo:hi].sum(axis=1, dtype=np.int64)
     top, bottom = a, b
-    if a > lo:  # the sums over rows a-1, a-2 .. a-1-j
-        up = delta[: a - lo][::-1].cumsum()
-        j = up.size - 1 - int(np.argmin(up[::-1]))  # the farthest of the minima
-        if up[j] <= 0:
-            top = a - 1 - j
-    if b < hi:
-        down = delta[b - lo :].cumsum()
-        j = down.size - 1 - int(np.argmin(down[::-1]))
-        if down[j] <= 0:
-            bottom = b + j + 1
     boxes: list[Rect] = []
-    for start, end in ((top, a), (b, bottom)):
-        for band in range(start, end, TILE):
-            stop = min(band + TILE, end)
-            if (box := _diff_box(wrong[band - lo : stop - lo])) is not None:
-                boxes.append(Rect(box.x, band + box.y, box.w, box.h))
+    # Above (rows a-1, a-2 .. lo), then below (b .. hi-1): per row, the pixels the copy
+    # gets wrong less those that changed anyway; the best stopping place is where the
+    # running sum is lowest (the farthest of the minima), if that is not above zero.
+    for start, end, up in ((lo, a, True), (b, hi, False)):
+        if end <= start:
+            continue
+        wrong = new[start:end] != old[start + dy : end + dy]
+        delta = wrong.sum(axis=1, dtype=np.int64) - diff[start:end].sum(axis=1, dtype=np.int64)
+        sums = (delta[::-1] if up else delta).cumsum()
+        j = sums.size - 1 - int(np.argmin(sums[::-1]))
+        if sums[j] > 0:
+            continue
+        if up:
+            top = a - 1 - j
+            grown, first = wrong[top - start :], top
+        else:
+            bottom = b + j + 1
+            grown, first = wrong[: bottom - b], b
+        for band in range(0, grown.shape[0], TILE):
+            if (box := _diff_box(grown[band : band + TILE])) is not None:
+                boxes.append(Rect(box.x, first + band + box.y, box.w, box.h))
     return top, bottom, boxes
 
 
