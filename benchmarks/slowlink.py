@@ -1,7 +1,8 @@
 """The screen over a slow link: the agent's adaptive quality against x11vnc / x0vncserver.
 
 ``python -m benchmarks.slowlink [--link 250] [--duration 8] [--keys 12]
-[--peers x11vnc,x0vncserver] [--only NAMES] [--exact-limit 60] [--out STEM]``
+[--peers x11vnc,x0vncserver] [--only NAMES] [--server NAME=CMD] [--exact-limit 60]
+[--out STEM]``
 
 One Xvfb 1920x1080 (an xterm running ``cat`` at 40,40 for the keys, as in
 ``benchmarks.screen``); each server in turn behind a proxy that forwards the server's
@@ -17,8 +18,10 @@ does not, so it is served request by request). Per server:
   the quantisation tables of the JPEG rectangles: median and minimum);
 * **key-to-screen while the photos change**: ``--keys`` keys typed into the xterm, the
   time until the client's framebuffer shows the echo: the lag a technician feels;
-* **exact after still**: the photos stop; seconds until the client's framebuffer equals
-  the screen (the lossless refresh through the slow link), or ``never`` within
+* **key-to-screen during the refresh**: the photos stop (the slideshow says so); 2 s
+  later (the agent's lossless refresh of the JPEG areas has begun) 5 keys, as above;
+* **exact after still**: seconds from the photos' stop until the client's framebuffer
+  equals the screen (the lossless refresh through the slow link), or ``never`` within
   ``--exact-limit`` s;
 * **key-to-screen idle**: the same keys with nothing else changing.
 
@@ -237,7 +240,8 @@ def slideshow(fps: float, seconds: float, folder: str) -> None:
 
     def step() -> None:
         if time.monotonic() - start > seconds:
-            return  # the last photo stays
+            print("still", flush=True)  # the last photo stays
+            return
         label.configure(image=photos[state["i"] % len(photos)])
         state["i"] += 1
         root.after(max(1, int((start + state["i"] / fps - time.monotonic()) * 1000)), step)
@@ -301,9 +305,10 @@ def measure(
         client.pump(time.monotonic() + 1)
         env = x_env(display) | {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
         show_secs = args.duration + args.keys * 2.5 + 2
+        show_log = tmp / f"{name}-slideshow.log"
         show = spawn([sys.executable, "-m", "benchmarks.slowlink", "_slideshow", "--fps", "10",
                       "--seconds", f"{show_secs:.1f}", str(tmp / "images")], display,
-                     env=env, cwd=ROOT)  # fmt: skip
+                     show_log, env=env, cwd=ROOT)  # fmt: skip
         started = time.monotonic()
         client.pump(started + 1.0)  # warm-up
         client.dec.qualities.clear()
@@ -321,15 +326,20 @@ def measure(
             "fences_answered": client.fences,
         }
         rec["busy"] = summary(keys_latency(client, args.keys, 5))
-        # the photos stop: how long until the client shows the screen exactly?
-        client.pump(started + show_secs + 0.5)
-        truth = x11_truth(display)
+        # the photos stop: keys while the lossless refresh crosses the link, then how
+        # long until the client shows the screen exactly?
+        end = time.monotonic() + 60
+        while "still" not in show_log.read_text() and time.monotonic() < end:
+            client.pump(time.monotonic() + 0.1)
+        still_at = time.monotonic()
+        client.pump(still_at + 2.0)  # the agent's refresh starts 0.5 s after the last update
+        rec["refresh"] = summary(keys_latency(client, 5, 7))
         end = time.monotonic() + args.exact_limit
         exact: float | None = None
-        still_at = started + show_secs
         while time.monotonic() < end:
             client.pump(time.monotonic() + 0.5)
-            if np.array_equal(client.dec.fb & 0xFFFFFF, truth):
+            # the screen afresh each time: the last key's echo may land meanwhile
+            if np.array_equal(client.dec.fb & 0xFFFFFF, x11_truth(display)):
                 exact = time.monotonic() - still_at
                 break
         rec["exact_after_s"] = exact
@@ -360,19 +370,21 @@ def fmt(v: Any, spec: str = ".0f") -> str:
 def line(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['server']:14} FAILED {r['error']}"
-    busy, idle = r.get("busy", {}), r.get("idle", {})
+    busy, idle, refresh = r.get("busy", {}), r.get("idle", {}), r.get("refresh", {})
     exact = "never" if r.get("exact_after_s") is None else f"{r['exact_after_s']:.1f} s"
     return (
         f"{r['server']:14} {r['upd_s']:6.1f} {r['kb_s']:7.0f} {fmt(r['q_median']):>5} "
         f"{fmt(r['q_min']):>5} {fmt(busy.get('p50')):>8} {fmt(busy.get('p95')):>8} "
-        f"{busy.get('misses', '-'):>5} {exact:>9} {fmt(idle.get('p50')):>8} "
+        f"{busy.get('misses', '-'):>5} {fmt(refresh.get('p50')):>8} {fmt(refresh.get('max')):>8} "
+        f"{exact:>9} {fmt(idle.get('p50')):>8} "
         f"{'CU' if r['continuous'] else 'req'}"
     )
 
 
 HEAD = (
     f"{'server':14} {'upd/s':>6} {'KB/s':>7} {'q50':>5} {'qmin':>5} {'busy p50':>8} "
-    f"{'busy p95':>8} {'miss':>5} {'exact':>9} {'idle p50':>8} mode"
+    f"{'busy p95':>8} {'miss':>5} {'refr p50':>8} {'refr max':>8} {'exact':>9} "
+    f"{'idle p50':>8} mode"
 )
 
 
@@ -392,12 +404,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keys", type=int, default=12)
     p.add_argument("--peers", default="x11vnc,x0vncserver")
     p.add_argument("--only", default="")
+    p.add_argument("--server", action="append", default=[], help="NAME=CMD, as in screen.py")
     p.add_argument("--exact-limit", type=float, default=60)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     servers = default_servers(
         sys.executable, {}, ["direct"], [x for x in args.peers.split(",") if x]
     )
+    for spec in args.server:
+        name, _, cmd = spec.partition("=")
+        servers[name] = Server(cmd)
     if args.only:
         servers = {k: v for k, v in servers.items() if k in args.only.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="enkaku-slowlink-"))
