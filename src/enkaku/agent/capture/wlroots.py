@@ -31,9 +31,11 @@ import numpy.typing as npt
 from pywayland.protocol.wayland import WlShm
 
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable
+from enkaku.agent.wayland.outputs import Output, OutputTracker, bounding_box
 from enkaku.agent.wayland.protocols import FRAME_FLAG_Y_INVERT, ZwlrScreencopyManagerV1
 
 from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture
+from .monitors import Monitor, order
 
 __all__ = ["WlrootsCapture"]
 
@@ -61,6 +63,69 @@ OVERLAY_CURSOR = 1
 MAX_REGIONS = 64
 
 
+class _Source:
+    """One output's screencopy: its shm buffer, the frame in progress, and where its
+    pixels go in the desktop frame (worker-thread state)."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.place: Rect | None = None  # in the desktop frame; None until laid out
+        self.delivered = False  # its pixels are in the desktop frame at ``place``
+        self.fails = 0  # failed frames in a row
+        self.buf_fd = -1
+        self.buf_map: mmap.mmap | None = None
+        self.pool: Any = None
+        self.buffer: Any = None
+        self.buf_spec: tuple[int, int, int, int] | None = None  # format, w, h, stride
+        self.offered: tuple[int, int, int, int] | None = None
+        self.flags = 0
+        self.damage: list[Rect] = []
+        self.wl_frame: Any = None
+
+    def free_buffer(self) -> None:
+        if self.buffer is not None:
+            self.buffer.destroy()
+            self.buffer = None
+        if self.pool is not None:
+            self.pool.destroy()
+            self.pool = None
+        if self.buf_map is not None:
+            self.buf_map.close()
+            self.buf_map = None
+        if self.buf_fd >= 0:
+            os.close(self.buf_fd)
+            self.buf_fd = -1
+        self.buf_spec = None
+
+    def destroy_frame(self) -> None:
+        if self.wl_frame is not None:
+            self.wl_frame.destroy()
+            self.wl_frame = None
+
+
+def _upright(image: npt.NDArray[np.uint8], transform: int) -> npt.NDArray[np.uint8]:
+    """An output's buffer (as the compositor renders it for the output's panel) turned
+    the way the desktop shows it: the inverse of ``wl_output.transform`` (checked
+    against grim on sway for every transform)."""
+    k = transform % 4
+    if k:
+        image = np.rot90(image, -k)
+    if transform >= 4:  # flipped: a flip around the vertical axis
+        image = image[:, ::-1]
+    return image
+
+
+def _fit(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
+    """``image`` at w x h, nearest neighbour (a scaled output's buffer to its logical
+    size)."""
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
+    cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
+    return image[rows][:, cols]
+
+
 class WlrootsCapture(WorkerFrameCapture):
     """``ScreenCapture`` through wlr-screencopy with damage (see the module doc)."""
 
@@ -74,6 +139,7 @@ class WlrootsCapture(WorkerFrameCapture):
             self._conn = WaylandConnection(display)
         except WaylandUnavailable as exc:
             raise CaptureError(str(exc)) from exc
+        self._layout_dirty = True
         try:
             if self._conn.version_of(ZwlrScreencopyManagerV1) < 2:
                 raise CaptureError(
@@ -82,10 +148,20 @@ class WlrootsCapture(WorkerFrameCapture):
                 )
             self._manager = self._conn.bind(ZwlrScreencopyManagerV1, 3)
             self._shm = self._conn.bind(WlShm, 1)
-            self._output = self._conn.output(output)
+            self._tracker = OutputTracker(self._conn, self._on_outputs, only=output)
+            self._conn.display.roundtrip()  # wl_output's description
+            self._conn.display.roundtrip()  # xdg-output's, and its done
+            if not self._tracker.outputs():
+                if output is None:
+                    raise WaylandUnavailable("the compositor has no output (screen)")
+                known = ", ".join(self._tracker.names())
+                raise WaylandUnavailable(f"no output named {output!r} (outputs: {known})")
         except WaylandUnavailable as exc:
             self._conn.close()
             raise CaptureError(str(exc)) from exc
+        except CaptureError:
+            self._conn.close()
+            raise
         self._v3 = self._conn.version_of(ZwlrScreencopyManagerV1) >= 3
         self._lock = threading.Lock()
         self._first = threading.Event()
@@ -99,16 +175,12 @@ class WlrootsCapture(WorkerFrameCapture):
         self._cleaned = False
         self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        # Worker-thread state: the shm buffer and the frame being copied.
-        self._buf_fd = -1
-        self._buf_map: mmap.mmap | None = None
-        self._pool: Any = None
-        self._buffer: Any = None
-        self._buf_spec: tuple[int, int, int, int] | None = None  # format, w, h, stride
-        self._offered: tuple[int, int, int, int] | None = None
-        self._flags = 0
-        self._damage: list[Rect] = []
-        self._wl_frame: Any = None
+        # Worker-thread state: one source per output, and the layout they are placed in.
+        self._sources: dict[int, _Source] = {}
+        self._layout: tuple[tuple[str, Rect], ...] = ()
+        # Shared under the lock: the monitors (outputs) in desktop coordinates.
+        self._monitors: list[Monitor] = []
+        self._monitors_changed = False
         #: Frames the compositor delivered (each one means the screen changed): tests.
         self.frames = 0
         self._thread = threading.Thread(target=self._run, name="wlr-screencopy", daemon=True)
@@ -124,16 +196,18 @@ class WlrootsCapture(WorkerFrameCapture):
     def _run(self) -> None:
         display = self._conn.display
         try:
-            self._request_frame()
+            self._relayout()
             fd = display.get_fd()
             while True:
                 display.dispatch(block=False)
+                self._relayout()
                 display.flush()
                 ready, _, _ = select.select([fd, self._stop_r], [], [])
                 if self._stop_r in ready:
                     return
                 display.read()
                 display.dispatch(block=False)
+                self._relayout()
                 if self._error is not None:
                     return
         except Exception as exc:  # the compositor went away or sent a protocol error
@@ -146,130 +220,167 @@ class WlrootsCapture(WorkerFrameCapture):
             else:
                 self._signal()
 
-    def _request_frame(self) -> None:
-        frame = self._manager.capture_output(OVERLAY_CURSOR, self._output.proxy)
-        self._offered = None
-        self._flags = 0
-        self._damage = []
-        frame.dispatcher["buffer"] = self._on_buffer
-        frame.dispatcher["flags"] = self._on_flags
-        frame.dispatcher["buffer_done"] = self._on_buffer_done
-        frame.dispatcher["damage"] = self._on_damage
-        frame.dispatcher["ready"] = self._on_ready
-        frame.dispatcher["failed"] = self._on_failed
-        self._wl_frame = frame
+    def _on_outputs(self) -> None:
+        # Called while events are dispatched: laid out once they all are.
+        self._layout_dirty = True
 
-    def _on_buffer(self, _f: object, fmt: int, width: int, height: int, stride: int) -> None:
-        if self._offered is None and fmt in _BGRX_FORMATS | _RGBX_FORMATS:
-            self._offered = (fmt, width, height, stride)
+    def _relayout(self) -> None:
+        """Follow the outputs: a source per output, each placed in the desktop frame
+        (the outputs' bounding box, top-left at 0, 0)."""
+        if not self._layout_dirty:
+            return
+        self._layout_dirty = False
+        outputs = {out.global_name: out for out in self._tracker.outputs()}
+        for key in [k for k in self._sources if k not in outputs]:
+            src = self._sources.pop(key)
+            src.destroy_frame()
+            src.free_buffer()
+        if not outputs:
+            logger.info("wlroots capture: no output left; the last picture stays")
+            return
+        box = bounding_box([out.rect for out in outputs.values()])
+        assert box is not None
+        places = {
+            key: Rect(out.rect.x - box.x, out.rect.y - box.y, out.rect.w, out.rect.h)
+            for key, out in outputs.items()
+        }
+        layout = tuple(sorted((outputs[k].name, r) for k, r in places.items()))
+        if layout == self._layout and all(k in self._sources for k in outputs):
+            return
+        self._layout = layout
+        with self._lock:
+            old = self._frame
+            frame = np.zeros((box.h, box.w, 4), dtype=np.uint8)
+            for key, place in places.items():
+                if key not in self._sources:
+                    self._sources[key] = _Source(outputs[key])
+                src = self._sources[key]
+                was = src.place
+                if old is not None and was is not None and src.delivered and (
+                    was.w, was.h,
+                ) == (place.w, place.h):  # fmt: skip
+                    frame[place.y : place.y + place.h, place.x : place.x + place.w] = old[
+                        was.y : was.y + was.h, was.x : was.x + was.w
+                    ]
+                elif src.delivered or src.wl_frame is None:
+                    # A fresh plain copy (not the damage since the last one).
+                    src.delivered = False
+                    src.destroy_frame()
+                    self._request_frame(src)
+                src.place = place
+            self._frame = frame
+            self._resized = True  # changed_regions() says "unknown": all of it is sent
+            self._pending = []
+            self._monitors = order(
+                [Monitor(outputs[k].name, r) for k, r in places.items()], box.w, box.h
+            )
+            self._monitors_changed = True
+        self._signal()
+
+    def _request_frame(self, src: _Source) -> None:
+        frame = self._manager.capture_output(OVERLAY_CURSOR, src.output.proxy)
+        src.offered = None
+        src.flags = 0
+        src.damage = []
+        frame.dispatcher["buffer"] = lambda _f, *a: self._on_buffer(src, *a)
+        frame.dispatcher["flags"] = lambda _f, flags: setattr(src, "flags", flags)
+        frame.dispatcher["buffer_done"] = lambda _f: self._on_buffer_done(src)
+        frame.dispatcher["damage"] = lambda _f, *a: src.damage.append(Rect(*a))
+        frame.dispatcher["ready"] = lambda _f, *_a: self._on_ready(src)
+        frame.dispatcher["failed"] = lambda _f: self._on_failed(src)
+        src.wl_frame = frame
+
+    def _on_buffer(self, src: _Source, fmt: int, width: int, height: int, stride: int) -> None:
+        if src.offered is None and fmt in _BGRX_FORMATS | _RGBX_FORMATS:
+            src.offered = (fmt, width, height, stride)
         if not self._v3:
-            self._on_buffer_done(_f)
+            self._on_buffer_done(src)
 
-    def _on_flags(self, _f: object, flags: int) -> None:
-        self._flags = flags
-
-    def _on_buffer_done(self, _f: object) -> None:
-        if self._offered is None:
+    def _on_buffer_done(self, src: _Source) -> None:
+        if src.offered is None:
             self._error = "the compositor offers no 32-bit shared-memory frame format"
             return
-        if self._offered != self._buf_spec:
-            self._make_buffer(*self._offered)
-        assert self._wl_frame is not None
-        _fmt, width, height, _stride = self._offered
-        frame = self._frame
-        if frame is None or frame.shape[:2] != (height, width):
-            # First frame, or the output changed size: now, not at the next damage
-            # (the resize's own damage may have gone into a frame of the old size).
-            self._wl_frame.copy(self._buffer)
+        if src.offered != src.buf_spec:
+            self._make_buffer(src, *src.offered)
+            src.delivered = False
+        assert src.wl_frame is not None
+        if not src.delivered:
+            # First frame, or the output changed size or place: now, not at the next
+            # damage (the change's own damage may have gone into an earlier frame).
+            src.wl_frame.copy(src.buffer)
         else:
-            self._wl_frame.copy_with_damage(self._buffer)
+            src.wl_frame.copy_with_damage(src.buffer)
 
-    def _make_buffer(self, fmt: int, width: int, height: int, stride: int) -> None:
-        self._free_buffer()
+    def _make_buffer(self, src: _Source, fmt: int, width: int, height: int, stride: int) -> None:
+        src.free_buffer()
         size = stride * height
-        self._buf_fd = os.memfd_create("enkaku-screencopy", os.MFD_CLOEXEC)
-        os.ftruncate(self._buf_fd, size)
-        self._buf_map = mmap.mmap(self._buf_fd, size)
-        self._pool = self._shm.create_pool(self._buf_fd, size)
-        self._buffer = self._pool.create_buffer(0, width, height, stride, fmt)
-        self._buf_spec = (fmt, width, height, stride)
+        src.buf_fd = os.memfd_create("enkaku-screencopy", os.MFD_CLOEXEC)
+        os.ftruncate(src.buf_fd, size)
+        src.buf_map = mmap.mmap(src.buf_fd, size)
+        src.pool = self._shm.create_pool(src.buf_fd, size)
+        src.buffer = src.pool.create_buffer(0, width, height, stride, fmt)
+        src.buf_spec = (fmt, width, height, stride)
 
-    def _free_buffer(self) -> None:
-        if self._buffer is not None:
-            self._buffer.destroy()
-            self._buffer = None
-        if self._pool is not None:
-            self._pool.destroy()
-            self._pool = None
-        if self._buf_map is not None:
-            self._buf_map.close()
-            self._buf_map = None
-        if self._buf_fd >= 0:
-            os.close(self._buf_fd)
-            self._buf_fd = -1
-        self._buf_spec = None
-
-    def _on_damage(self, _f: object, x: int, y: int, width: int, height: int) -> None:
-        self._damage.append(Rect(x, y, width, height))
-
-    def _on_failed(self, _f: object) -> None:
-        # An output change (mode, removal) fails the frame in progress: ask again once
-        # with a fresh buffer; a second failure in a row ends the capture.
-        self._destroy_frame()
-        if self._buf_spec is None:
+    def _on_failed(self, src: _Source) -> None:
+        # An output change (mode, removal) fails the frame in progress: ask again with a
+        # fresh buffer. The removal's global_remove follows (the source goes then); a
+        # third failure in a row of an output still there ends the capture.
+        src.destroy_frame()
+        src.free_buffer()
+        src.delivered = False
+        src.fails += 1
+        if src.fails >= 3:
             self._error = "the compositor failed to copy the screen"
             return
-        self._free_buffer()
-        self._request_frame()
+        self._request_frame(src)
 
-    def _on_ready(self, _f: object, _hi: int, _lo: int, _ns: int) -> None:
-        assert self._buf_map is not None and self._buf_spec is not None
-        fmt, width, height, stride = self._buf_spec
-        raw = np.frombuffer(self._buf_map, dtype=np.uint8).reshape(height, stride)
+    def _on_ready(self, src: _Source) -> None:
+        assert src.buf_map is not None and src.buf_spec is not None
+        src.fails = 0
+        fmt, width, height, stride = src.buf_spec
+        raw = np.frombuffer(src.buf_map, dtype=np.uint8).reshape(height, stride)
         image = raw[:, : width * 4].reshape(height, width, 4)
-        if self._flags & FRAME_FLAG_Y_INVERT:
+        if src.flags & FRAME_FLAG_Y_INVERT:
             image = image[::-1]
-        bounds = Rect(0, 0, width, height)
+        swap = fmt in _RGBX_FORMATS
+        transform = src.output.transform
         with self._lock:
-            frame = self._frame
-            if frame is None or frame.shape[:2] != (height, width):
-                self._frame = self._convert(image, fmt)
-                self._pending = []
-                self._resized = True
-            else:
-                swap = fmt in _RGBX_FORMATS
-                for r in self._damage:
-                    c = bounds.intersect(r)
-                    if c is None:
-                        continue
-                    part = image[c.y : c.y + c.h, c.x : c.x + c.w]
-                    # Straight into the kept frame: one copy (the buffer is read only
-                    # here, before the next frame is asked for).
-                    frame[c.y : c.y + c.h, c.x : c.x + c.w] = (
-                        part[..., [2, 1, 0, 3]] if swap else part
-                    )
-                    self._pending.append(c)
+            frame, place = self._frame, src.place
+            if frame is not None and place is not None:
+                target = frame[place.y : place.y + place.h, place.x : place.x + place.w]
+                if transform == 0 and (height, width) == (place.h, place.w):
+                    if not src.delivered:
+                        src.damage = [Rect(0, 0, width, height)]
+                    bounds = Rect(0, 0, width, height)
+                    for r in src.damage:
+                        c = bounds.intersect(r)
+                        if c is None:
+                            continue
+                        part = image[c.y : c.y + c.h, c.x : c.x + c.w]
+                        # Straight into the kept frame: one copy (the buffer is read
+                        # only here, before the next frame is asked for).
+                        target[c.y : c.y + c.h, c.x : c.x + c.w] = (
+                            part[..., [2, 1, 0, 3]] if swap else part
+                        )
+                        self._pending.append(Rect(c.x + place.x, c.y + place.y, c.w, c.h))
+                elif src.damage or not src.delivered:
+                    # Turned or scaled: the whole output, turned and fitted.
+                    whole = _fit(_upright(image, transform), place.w, place.h)
+                    target[:] = whole[..., [2, 1, 0, 3]] if swap else whole
+                    self._pending.append(place)
+                src.delivered = True
                 if len(self._pending) > MAX_REGIONS:
                     box = self._pending[0]
                     for r in self._pending[1:]:
                         box = box.union(r)
                     self._pending = [box]
             self.frames += 1
+            first = all(s.delivered for s in self._sources.values())
         self._signal()
-        self._first.set()
-        self._destroy_frame()
-        self._request_frame()
-
-    @staticmethod
-    def _convert(image: npt.NDArray[np.uint8], fmt: int) -> npt.NDArray[np.uint8]:
-        if fmt in _RGBX_FORMATS:
-            return np.ascontiguousarray(image[..., [2, 1, 0, 3]])
-        return np.array(image, copy=True)
-
-    def _destroy_frame(self) -> None:
-        if self._wl_frame is not None:
-            self._wl_frame.destroy()
-            self._wl_frame = None
+        if first:
+            self._first.set()
+        src.destroy_frame()
+        self._request_frame(src)
 
     # -- ScreenCapture ---------------------------------------------------------------
 
@@ -305,6 +416,24 @@ class WlrootsCapture(WorkerFrameCapture):
                 out.append(frame[r.y : r.y + r.h, r.x : r.x + r.w].copy())
             return out
 
+    def monitors(self) -> list[Monitor]:
+        """The outputs, in desktop coordinates (the outputs' bounding box, its top-left
+        corner at 0, 0), numbered as ``monitors.order()`` does."""
+        with self._lock:
+            self._current()
+            return list(self._monitors)
+
+    def screen_size(self) -> tuple[int, int]:
+        """The desktop's (width, height): the outputs' bounding box."""
+        return self.size
+
+    def monitors_changed(self) -> bool:
+        """Whether an output was added, removed, moved or resized since the last call
+        (no I/O: the worker thread follows the outputs)."""
+        with self._lock:
+            changed, self._monitors_changed = self._monitors_changed, False
+            return changed
+
     def take_moves(self) -> list[tuple[Rect, Rect]]:
         """Always empty: screencopy does not say where windows moved."""
         return []
@@ -335,8 +464,11 @@ class WlrootsCapture(WorkerFrameCapture):
                 return
             self._cleaned = True
         try:
-            self._destroy_frame()
-            self._free_buffer()
+            for src in self._sources.values():
+                src.destroy_frame()
+                src.free_buffer()
+            self._sources.clear()
+            self._tracker.close()
             self._conn.close()
         except Exception:  # the connection may already be broken
             logger.debug("wlroots capture close", exc_info=True)

@@ -6,8 +6,9 @@ ordinary keys already: a keysym the map lacks is added and the keymap sent again
 before the key, so any keysym types as sent, independent of the customer's layout.
 The QEMU scancode is not used here (the keymap is ours, not the customer's).
 
-The pointer goes through ``zwlr_virtual_pointer_v1``: absolute motion in the output's
-pixels, buttons as Linux BTN_* codes, wheel bits as discrete axis steps.
+The pointer goes through ``zwlr_virtual_pointer_v1``: absolute motion in the desktop's
+logical pixels (the bounding box of every output, as the capture composes them; or the
+one output named), buttons as Linux BTN_* codes, wheel bits as discrete axis steps.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable, socket_path
 from enkaku.agent.wayland.keymap import KEYMAP_NAME, MODIFIER_OF, KeysymKeymap
+from enkaku.agent.wayland.outputs import OutputTracker
 from enkaku.agent.wayland.protocols import (
     AXIS_HORIZONTAL,
     AXIS_SOURCE_WHEEL,
@@ -83,20 +85,32 @@ class _Devices:
     def __init__(self, display: str | None, output: str | None) -> None:
         self.lock = threading.Lock()
         self.dead = False
+        self.last_extent = (1, 1)
         try:
             self.conn = WaylandConnection(display)
         except WaylandUnavailable as exc:
             raise InputError(str(exc)) from exc
         try:
-            out = self.conn.output(output)
-            self.extent = (max(out.width, 1), max(out.height, 1))
+            # The desktop the RFB service's coordinates are in: every output's bounding
+            # box (the capture's desktop frame), or the one output named.
+            self.outputs = OutputTracker(self.conn, only=output)
+            self.conn.display.roundtrip()  # wl_output's description
+            self.conn.display.roundtrip()  # xdg-output's, and its done
+            found = self.outputs.outputs()
+            if not found:
+                if output is None:
+                    raise WaylandUnavailable("the compositor has no output (screen)")
+                known = ", ".join(self.outputs.names())
+                raise WaylandUnavailable(f"no output named {output!r} (outputs: {known})")
             seat = self.conn.seat()
             kb_manager = self.conn.bind(ZwpVirtualKeyboardManagerV1, 1)
             ptr_manager = self.conn.bind(ZwlrVirtualPointerManagerV1, 2)
             self.keyboard = kb_manager.create_virtual_keyboard(seat)
-            if self.conn.version_of(ZwlrVirtualPointerManagerV1) >= 2:
-                self.pointer = ptr_manager.create_virtual_pointer_with_output(seat, out.proxy)
+            if output is not None and self.conn.version_of(ZwlrVirtualPointerManagerV1) >= 2:
+                # Mapped to that output: the extent is its logical size.
+                self.pointer = ptr_manager.create_virtual_pointer_with_output(seat, found[0].proxy)
             else:
+                # Not mapped: absolute motion spans the layout's bounding box.
                 self.pointer = ptr_manager.create_virtual_pointer(seat)
             self.conn.display.roundtrip()  # an unauthorised client is told here
             # The seat's keyboard as a client sees it: told the keymap whenever the
@@ -118,6 +132,18 @@ class _Devices:
         except (WaylandUnavailable, RuntimeError, InputError) as exc:
             self.conn.close()
             raise InputError(str(exc)) from exc
+
+    def extent(self) -> tuple[int, int]:
+        """The desktop's size in logical pixels, as the outputs are now (see
+        ``OutputTracker``; the caller has taken the compositor's events). An output just
+        announced is waited for (two round trips, only then)."""
+        if self.outputs.pending():
+            self.sync()  # wl_output's description
+            self.sync()  # xdg-output's
+        box = self.outputs.box()
+        if box is not None:
+            self.last_extent = (max(box.w, 1), max(box.h, 1))
+        return self.last_extent
 
     def modifier_key(self, keysym: int, down: bool) -> None:
         """Track a modifier keysym's press or release and state the new modifiers."""
@@ -213,6 +239,7 @@ class _Devices:
                 self.seat_keyboard._destroy()  # v1 has no release request: freed here
                 self.keyboard.destroy()
                 self.pointer.destroy()
+                self.outputs.close()
                 self.conn.display.flush()
                 self.conn.close()
             except Exception:
@@ -298,7 +325,8 @@ class WlrootsInput:
         dev = self._dev
         with dev.lock:
             self._check_open()
-            w, h = dev.extent
+            dev.take_events()  # an output added, removed or moved changes the extent
+            w, h = dev.extent()
             t = _now_ms()
             dev.pointer.motion_absolute(t, min(max(x, 0), w - 1), min(max(y, 0), h - 1), w, h)
             changed = buttons ^ self._buttons
