@@ -1,11 +1,26 @@
 """Screen capture on wlroots compositors (sway, Hyprland, river, labwc, Wayfire).
 
-A worker thread keeps one ``zwlr_screencopy_frame_v1`` outstanding with
-``copy_with_damage``: the compositor answers only when something on the output
-changed, with the damaged rectangles. Each answer updates a copy of the screen and
-queues those rectangles; a pipe turns readable so the agent's event loop wakes
-(``fileno()``), exactly like the X11 backend's DAMAGE events. An idle screen costs
-nothing: no frames, no wake-ups.
+The screen is the whole desktop: every output (monitor) placed where the compositor's
+layout puts it (``wl_output`` and xdg-output, see :mod:`enkaku.agent.wayland.outputs`),
+in the outputs' bounding box with its top-left corner at 0, 0; black where no output
+is. ``monitors()`` lists the outputs in those coordinates, so the RFB service offers
+each as a screen and serves one alone through ``MonitorView``, as on X11. An output
+added, removed, moved, resized, turned or scaled lays the desktop out again:
+``monitors_changed()`` says so once, and the next ``changed_regions()`` returns None.
+``WlrootsCapture(display, output=NAME)`` captures that output alone.
+
+For each output a worker thread keeps one ``zwlr_screencopy_frame_v1`` outstanding
+with ``copy_with_damage``: the compositor answers only when something on that output
+changed, with the damaged rectangles. Each answer updates the desktop frame at the
+output's place and queues those rectangles; a pipe turns readable so the agent's event
+loop wakes (``fileno()``), exactly like the X11 backend's DAMAGE events. An idle
+screen costs nothing: no frames, no wake-ups.
+
+An output with a transform (rotated, flipped) or a scale other than 1 is shown upright
+at its logical size (the size the layout and the pointer use): its buffer is turned,
+and scaled to that size by nearest neighbour (a scale-2 output loses every other pixel
+row and column; fractional scales likewise), and each of its frames with damage is
+redrawn whole at its place. Outputs that overlap (mirrored) show the last one drawn.
 
 The pointer is drawn into the frames (``overlay_cursor``): no Wayland protocol gives
 a client the pointer's image, so it cannot go to the viewer as a cursor shape
@@ -56,6 +71,7 @@ logger = logging.getLogger(__name__)
 _BGRX_FORMATS = {0, 1}  # little-endian memory order B, G, R, X: ours as it is
 _RGBX_FORMATS = {0x34324241, 0x34324258}  # ABGR8888, XBGR8888: R and B swapped
 FIRST_FRAME_TIMEOUT = 10.0
+OTHER_OUTPUTS_TIMEOUT = 2.0
 # The pointer is composited into every frame (see the module doc): the compositor
 # renders it in software while a frame is outstanding, even where it has a hardware
 # cursor plane.
@@ -164,7 +180,8 @@ class WlrootsCapture(WorkerFrameCapture):
             raise
         self._v3 = self._conn.version_of(ZwlrScreencopyManagerV1) >= 3
         self._lock = threading.Lock()
-        self._first = threading.Event()
+        self._first = threading.Event()  # a first frame (or the worker's end)
+        self._every = threading.Event()  # every output's first frame
         self._frame: npt.NDArray[np.uint8] | None = None
         self._pending: list[Rect] = []
         self._resized = True  # the first changed_regions() says "unknown"
@@ -186,10 +203,14 @@ class WlrootsCapture(WorkerFrameCapture):
         self._thread = threading.Thread(target=self._run, name="wlr-screencopy", daemon=True)
         self._thread.start()
         _open.add(self)
-        if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
+        if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._error is not None:
             error = self._error or "no frame from the compositor"
             self.close()
             raise CaptureError(f"cannot capture the screen: {error}")
+        # The other outputs' first frames, briefly: an output that never sends one (on
+        # wlroots 0.15 a disabled output stays announced) stays black until it does.
+        if not self._every.wait(OTHER_OUTPUTS_TIMEOUT):
+            logger.info("wlroots capture: an output sent no frame yet; black until it does")
 
     # -- worker thread ---------------------------------------------------------------
 
@@ -265,6 +286,7 @@ class WlrootsCapture(WorkerFrameCapture):
                 elif src.delivered or src.wl_frame is None:
                     # A fresh plain copy (not the damage since the last one).
                     src.delivered = False
+                    src.fails = 0
                     src.destroy_frame()
                     self._request_frame(src)
                 src.place = place
@@ -330,7 +352,10 @@ class WlrootsCapture(WorkerFrameCapture):
         src.delivered = False
         src.fails += 1
         if src.fails >= 3:
-            self._error = "the compositor failed to copy the screen"
+            if not any(s.delivered for s in self._sources.values()):
+                self._error = "the compositor failed to copy the screen"
+            else:  # that output alone: left as it is until the layout changes
+                logger.info("wlroots capture: an output fails to be copied; left as it is")
             return
         self._request_frame(src)
 
@@ -375,10 +400,11 @@ class WlrootsCapture(WorkerFrameCapture):
                         box = box.union(r)
                     self._pending = [box]
             self.frames += 1
-            first = all(s.delivered for s in self._sources.values())
+            every = all(s.delivered for s in self._sources.values())
         self._signal()
-        if first:
-            self._first.set()
+        self._first.set()
+        if every:
+            self._every.set()
         src.destroy_frame()
         self._request_frame(src)
 
