@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pywayland.client import Display
-from pywayland.protocol.wayland import WlOutput, WlRegistry, WlSeat, WlShm
+from pywayland.protocol.wayland import WlRegistry, WlSeat, WlShm
 from pywayland.protocol_core import Interface
 
 __all__ = ["Global", "WaylandConnection", "WaylandUnavailable", "socket_path"]
@@ -22,15 +22,6 @@ class Global:
     name: int
     interface: str
     version: int
-
-
-@dataclass
-class OutputInfo:
-    proxy: Any
-    name: str = ""
-    width: int = 0
-    height: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def socket_path(display: str | None) -> str | None:
@@ -66,7 +57,6 @@ class WaylandConnection:
         self.registry.dispatcher["global"] = self._on_global
         self.registry.dispatcher["global_remove"] = lambda *_: None
         self.display.roundtrip()
-        self.outputs: list[OutputInfo] = []
 
     def _on_global(self, _registry: WlRegistry, name: int, interface: str, version: int) -> None:
         self.globals.setdefault(interface, []).append(Global(name, interface, version))
@@ -92,39 +82,6 @@ class WaylandConnection:
 
     def seat(self) -> Any:
         return self.bind(WlSeat, 1)
-
-    def read_outputs(self) -> list[OutputInfo]:
-        """Bind every wl_output and learn its name and current mode (one roundtrip)."""
-        self.outputs = []
-        for i, _g in enumerate(self.globals.get(WlOutput.name, [])):
-            info = OutputInfo(self.bind(WlOutput, 4, i))
-
-            def on_mode(
-                _o: Any, flags: int, w: int, h: int, _r: int, info: OutputInfo = info
-            ) -> None:
-                if flags & 1:  # current
-                    info.width, info.height = w, h
-
-            def on_name(_o: Any, name: str, info: OutputInfo = info) -> None:
-                info.name = name
-
-            info.proxy.dispatcher["mode"] = on_mode
-            info.proxy.dispatcher["name"] = on_name
-            self.outputs.append(info)
-        self.display.roundtrip()
-        return self.outputs
-
-    def output(self, name: str | None = None) -> OutputInfo:
-        outputs = self.outputs or self.read_outputs()
-        if not outputs:
-            raise WaylandUnavailable("the compositor has no output (screen)")
-        if name is None:
-            return outputs[0]
-        for out in outputs:
-            if out.name == name:
-                return out
-        known = ", ".join(o.name or "?" for o in outputs)
-        raise WaylandUnavailable(f"no output named {name!r} (outputs: {known})")
 
     def close(self) -> None:
         """Destroy every proxy, then disconnect (idempotent)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pywayland.protocol.wayland import WlOutput, WlRegistry
@@ -53,7 +53,6 @@ class Output:
     logical_size: tuple[int, int] | None = None
     ready: bool = False  # described once (a first ``done``)
     version: int = 1  # the wl_output version bound
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rect(self) -> Rect:
@@ -140,6 +139,8 @@ class OutputTracker:
         def on_mode(_o: Any, flags: int, w: int, h: int, _refresh: int) -> None:
             if flags & 1:  # current
                 out.mode = (w, h)
+                if version < 2:  # no done event: each mode ends an update
+                    on_done(_o)
 
         def on_scale(_o: Any, factor: int) -> None:
             out.scale = factor
