@@ -119,6 +119,36 @@ def test_the_capture_composes_every_output_and_lists_them(sway: Sway) -> None:
         assert not cap.grab()[300:, 640:, :3].any()  # no output there: black
 
 
+def test_one_output_named_is_captured_alone(sway: Sway) -> None:
+    with WlrootsCapture(sway.env["WAYLAND_DISPLAY"], output="HEADLESS-2") as cap:
+        assert cap.size == (400, 300)
+        assert cap.monitors() == [Monitor("HEADLESS-2", Rect(0, 0, 400, 300))]
+        wait_for(
+            lambda: np.array_equal(cap.grab()[..., [2, 1, 0]], grim_output(sway, "HEADLESS-2")),
+            30, "capture == grim -o HEADLESS-2",
+        )  # fmt: skip
+
+
+def test_an_output_moved_moves_in_the_desktop(sway: Sway) -> None:
+    with WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap:
+        cap.monitors_changed()
+        lower = Rect(640, 180, 400, 300)
+        try:
+            sway.swaymsg("output HEADLESS-2 position 640 180")
+            wait_for(lambda: Monitor("HEADLESS-2", lower) in cap.monitors(), 30, "moved")
+            assert cap.monitors_changed()
+            assert cap.size == (1040, 480)
+            wait_for(
+                lambda: np.array_equal(
+                    cap.grab()[180:480, 640:1040, [2, 1, 0]], grim_output(sway, "HEADLESS-2")
+                ), 30, "the moved output == grim -o",
+            )  # fmt: skip
+            assert not cap.grab()[:180, 640:, :3].any()
+        finally:
+            sway.swaymsg("output HEADLESS-2 position 640 0")
+        wait_for(lambda: Monitor("HEADLESS-2", TWO) in cap.monitors(), 30, "back")
+
+
 def test_a_turned_or_scaled_output_is_shown_upright_at_its_logical_size(sway: Sway) -> None:
     with WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap:
         cap.monitors_changed()
