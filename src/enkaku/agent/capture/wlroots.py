@@ -400,11 +400,11 @@ class WlrootsCapture(WorkerFrameCapture):
                         box = box.union(r)
                     self._pending = [box]
             self.frames += 1
-            every = all(s.delivered for s in self._sources.values())
         self._signal()
-        self._first.set()
-        if every:
-            self._every.set()
+        if not self._every.is_set():  # the start only
+            self._first.set()
+            if all(s.delivered for s in self._sources.values()):
+                self._every.set()
         src.destroy_frame()
         self._request_frame(src)
 
