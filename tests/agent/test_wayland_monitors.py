@@ -171,6 +171,18 @@ def test_a_turned_or_scaled_output_is_shown_upright_at_its_logical_size(sway: Sw
                 "scaled",
             )  # fmt: skip
             wait_for(lambda: same(2), 30, "the scaled output == grim -o, halved")
+            # Scaled, not turned: damage is scaled (not the whole output redrawn); the
+            # pointer drawn at two places of it shows the damage is followed.
+            sway.swaymsg("output HEADLESS-2 transform normal")
+            scaled = Rect(640, 0, 200, 150)
+            wait_for(lambda: Monitor("HEADLESS-2", scaled) in cap.monitors(), 30, "upright")
+            wait_for(lambda: same(2), 30, "the scaled output == grim -o, halved")
+            with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+                for x, y in ((700, 40), (790, 120)):
+                    frames = cap.frames
+                    inp.pointer(x, y, 0)
+                    wait_for(lambda f=frames: cap.frames > f, 30, "a frame")
+                    wait_for(lambda: same(2), 30, "the pointer on the scaled output")
         finally:
             sway.swaymsg("output HEADLESS-2 transform normal scale 1")
         wait_for(lambda: cap.monitors()[1] == Monitor("HEADLESS-2", TWO), 30, "back")

@@ -19,8 +19,9 @@ screen costs nothing: no frames, no wake-ups.
 An output with a transform (rotated, flipped) or a scale other than 1 is shown upright
 at its logical size (the size the layout and the pointer use): its buffer is turned,
 and scaled to that size by nearest neighbour (a scale-2 output loses every other pixel
-row and column; fractional scales likewise), and each of its frames with damage is
-redrawn whole at its place. Outputs that overlap (mirrored) show the last one drawn.
+row and column; fractional scales likewise). A scaled output's damage is scaled with
+it; a turned output's frames with damage are redrawn whole at its place. Outputs that
+overlap (mirrored) show the last one drawn.
 
 The pointer is drawn into the frames (``overlay_cursor``): no Wayland protocol gives
 a client the pointer's image, so it cannot go to the viewer as a cursor shape
@@ -140,6 +141,18 @@ def _fit(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
     rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
     cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
     return image[rows][:, cols]
+
+
+def _scaled(r: Rect, width: int, height: int, w: int, h: int) -> Rect | None:
+    """The logical pixels (of a w x h output) that ``_fit()`` samples from ``r`` of its
+    width x height buffer, or a little more; None when none."""
+    x0 = max(r.x * w // max(width, 1), 0)
+    y0 = max(r.y * h // max(height, 1), 0)
+    x1 = min(-(-(r.x + r.w) * w // max(width, 1)), w)
+    y1 = min(-(-(r.y + r.h) * h // max(height, 1)), h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Rect(x0, y0, x1 - x0, y1 - y0)
 
 
 class WlrootsCapture(WorkerFrameCapture):
@@ -388,8 +401,22 @@ class WlrootsCapture(WorkerFrameCapture):
                             part[..., [2, 1, 0, 3]] if swap else part
                         )
                         self._pending.append(Rect(c.x + place.x, c.y + place.y, c.w, c.h))
+                elif transform == 0 and src.delivered:
+                    # Scaled: each damaged rectangle's logical pixels, sampled as
+                    # _fit() samples the whole output.
+                    for r in src.damage:
+                        c = _scaled(r, width, height, place.w, place.h)
+                        if c is None:
+                            continue
+                        rows = np.arange(c.y, c.y + c.h) * height // place.h
+                        cols = np.arange(c.x, c.x + c.w) * width // place.w
+                        part = image[rows][:, cols]
+                        target[c.y : c.y + c.h, c.x : c.x + c.w] = (
+                            part[..., [2, 1, 0, 3]] if swap else part
+                        )
+                        self._pending.append(Rect(c.x + place.x, c.y + place.y, c.w, c.h))
                 elif src.damage or not src.delivered:
-                    # Turned or scaled: the whole output, turned and fitted.
+                    # Turned (or the first frame): the whole output, turned and fitted.
                     whole = _fit(_upright(image, transform), place.w, place.h)
                     target[:] = whole[..., [2, 1, 0, 3]] if swap else whole
                     self._pending.append(place)
