@@ -24,7 +24,7 @@ import pytest
 
 from enkaku.agent.capture.base import Rect
 from enkaku.agent.capture.monitors import Monitor
-from enkaku.agent.capture.wlroots import WlrootsCapture, _fit
+from enkaku.agent.capture.wlroots import WlrootsCapture, _fit, _scaled, _turned, _upright
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
@@ -92,6 +92,35 @@ def desktop(sway: Sway) -> npt.NDArray[np.uint32]:
     return out
 
 
+def test_damage_is_turned_and_scaled_as_the_pixels_are() -> None:
+    # The rectangle a damaged area of a buffer maps to is where _upright() and _fit()
+    # (the real pixel path, checked against grim below) put those pixels: every
+    # transform, random buffers, rectangles and logical sizes.
+    rng = np.random.default_rng(11)
+    for transform in range(8):
+        for _ in range(40):
+            bh, bw = (int(v) for v in rng.integers(2, 24, 2))
+            x, y = int(rng.integers(0, bw)), int(rng.integers(0, bh))
+            w, h = int(rng.integers(1, bw - x + 1)), int(rng.integers(1, bh - y + 1))
+            mask = np.zeros((bh, bw), dtype=bool)
+            mask[y : y + h, x : x + w] = True
+            upright = _upright(mask, transform)
+            turned = _turned(Rect(x, y, w, h), bw, bh, transform)
+            ys, xs = np.nonzero(upright)
+            assert turned == Rect(
+                int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1
+            ), (transform, bw, bh, x, y, w, h)
+            uh, uw = upright.shape
+            lw, lh = (int(v) for v in rng.integers(1, 2 * max(uw, uh), 2))
+            fitted = _fit(upright[..., None], lw, lh)[..., 0]
+            area = _scaled(turned, uw, uh, lw, lh)
+            if fitted.any():
+                assert area is not None
+                outside = fitted.copy()
+                outside[area.y : area.y + area.h, area.x : area.x + area.w] = False
+                assert not outside.any(), (transform, turned, lw, lh, area)
+
+
 @pytest.fixture(scope="module")
 def sway() -> Iterator[Sway]:
     with headless_sway(640, 480) as s:
@@ -149,6 +178,18 @@ def test_an_output_moved_moves_in_the_desktop(sway: Sway) -> None:
         wait_for(lambda: Monitor("HEADLESS-2", TWO) in cap.monitors(), 30, "back")
 
 
+def pointer_over(cap: WlrootsCapture, sway: Sway, points: list[tuple[int, int]], same: Any) -> None:
+    """The pointer drawn at each point in turn: the picture follows. (Each grim call
+    makes the compositor redraw the output, so this does not tell damaged rectangles
+    from whole redraws: ``test_damage_is_turned_and_scaled_as_the_pixels_are`` does.)"""
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+        for x, y in points:
+            frames = cap.frames
+            inp.pointer(x, y, 0)
+            wait_for(lambda f=frames: cap.frames > f, 30, "a frame")
+            wait_for(same, 30, "the pointer where it was moved, in the picture")
+
+
 def test_a_turned_or_scaled_output_is_shown_upright_at_its_logical_size(sway: Sway) -> None:
     with WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap:
         cap.monitors_changed()
@@ -165,24 +206,19 @@ def test_a_turned_or_scaled_output_is_shown_upright_at_its_logical_size(sway: Sw
                 return np.array_equal(got, _fit(grim_output(sway, "HEADLESS-2"), r.w, r.h))
 
             wait_for(lambda: same(1), 30, "the turned output == grim -o")
+            pointer_over(cap, sway, [(700, 50), (720, 300), (660, 200)], lambda: same(1))
             sway.swaymsg("output HEADLESS-2 scale 2")
             wait_for(
                 lambda: Monitor("HEADLESS-2", Rect(640, 0, 150, 200)) in cap.monitors(), 30,
                 "scaled",
             )  # fmt: skip
             wait_for(lambda: same(2), 30, "the scaled output == grim -o, halved")
-            # Scaled, not turned: damage is scaled (not the whole output redrawn); the
-            # pointer drawn at two places of it shows the damage is followed.
+            # Scaled, not turned.
             sway.swaymsg("output HEADLESS-2 transform normal")
             scaled = Rect(640, 0, 200, 150)
             wait_for(lambda: Monitor("HEADLESS-2", scaled) in cap.monitors(), 30, "upright")
             wait_for(lambda: same(2), 30, "the scaled output == grim -o, halved")
-            with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
-                for x, y in ((700, 40), (790, 120)):
-                    frames = cap.frames
-                    inp.pointer(x, y, 0)
-                    wait_for(lambda f=frames: cap.frames > f, 30, "a frame")
-                    wait_for(lambda: same(2), 30, "the pointer on the scaled output")
+            pointer_over(cap, sway, [(660, 30), (700, 120), (680, 60)], lambda: same(2))
         finally:
             sway.swaymsg("output HEADLESS-2 transform normal scale 1")
         wait_for(lambda: cap.monitors()[1] == Monitor("HEADLESS-2", TWO), 30, "back")

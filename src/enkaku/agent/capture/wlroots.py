@@ -19,9 +19,9 @@ screen costs nothing: no frames, no wake-ups.
 An output with a transform (rotated, flipped) or a scale other than 1 is shown upright
 at its logical size (the size the layout and the pointer use): its buffer is turned,
 and scaled to that size by nearest neighbour (a scale-2 output loses every other pixel
-row and column; fractional scales likewise). A scaled output's damage is scaled with
-it; a turned output's frames with damage are redrawn whole at its place. Outputs that
-overlap (mirrored) show the last one drawn.
+row and column; fractional scales likewise). The damaged rectangles are turned and
+scaled with it, so only they are copied. Outputs that overlap (mirrored) show the last
+one drawn.
 
 The pointer is drawn into the frames (``overlay_cursor``): no Wayland protocol gives
 a client the pointer's image, so it cannot go to the viewer as a cursor shape
@@ -141,6 +141,24 @@ def _fit(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
     rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
     cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
     return image[rows][:, cols]
+
+
+def _turned(r: Rect, width: int, height: int, transform: int) -> Rect:
+    """Where ``r`` of a width x height buffer is in ``_upright(buffer, transform)``."""
+    x0, y0, x1, y1 = r.x, r.y, r.x + r.w, r.y + r.h
+    k = transform % 4
+    if k == 1:  # np.rot90(a, -1)[i, j] = a[height - 1 - j, i]
+        out = Rect(height - y1, x0, r.h, r.w)
+    elif k == 2:  # [i, j] = a[height - 1 - i, width - 1 - j]
+        out = Rect(width - x1, height - y1, r.w, r.h)
+    elif k == 3:  # np.rot90(a, 1)[i, j] = a[j, width - 1 - i]
+        out = Rect(y0, width - x1, r.h, r.w)
+    else:
+        out = r
+    if transform >= 4:  # then flipped around the vertical axis
+        upright_width = height if k % 2 else width
+        out = Rect(upright_width - out.x - out.w, out.y, out.w, out.h)
+    return out
 
 
 def _scaled(r: Rect, width: int, height: int, w: int, h: int) -> Rect | None:
@@ -386,40 +404,34 @@ class WlrootsCapture(WorkerFrameCapture):
             frame, place = self._frame, src.place
             if frame is not None and place is not None:
                 target = frame[place.y : place.y + place.h, place.x : place.x + place.w]
-                if transform == 0 and (height, width) == (place.h, place.w):
-                    if not src.delivered:
-                        src.damage = [Rect(0, 0, width, height)]
-                    bounds = Rect(0, 0, width, height)
-                    for r in src.damage:
+                if not src.delivered:
+                    src.damage = [Rect(0, 0, width, height)]
+                # A view: turned by strides, nothing copied.
+                upright = _upright(image, transform) if transform else image
+                uh, uw = upright.shape[:2]
+                bounds = Rect(0, 0, uw, uh)
+                for r in src.damage:
+                    if transform:
+                        r = _turned(r, width, height, transform)
+                    if (uh, uw) == (place.h, place.w):
                         c = bounds.intersect(r)
                         if c is None:
                             continue
-                        part = image[c.y : c.y + c.h, c.x : c.x + c.w]
-                        # Straight into the kept frame: one copy (the buffer is read
-                        # only here, before the next frame is asked for).
-                        target[c.y : c.y + c.h, c.x : c.x + c.w] = (
-                            part[..., [2, 1, 0, 3]] if swap else part
-                        )
-                        self._pending.append(Rect(c.x + place.x, c.y + place.y, c.w, c.h))
-                elif transform == 0 and src.delivered:
-                    # Scaled: each damaged rectangle's logical pixels, sampled as
-                    # _fit() samples the whole output.
-                    for r in src.damage:
-                        c = _scaled(r, width, height, place.w, place.h)
+                        part = upright[c.y : c.y + c.h, c.x : c.x + c.w]
+                    else:
+                        # Scaled: the damaged logical pixels, sampled as _fit() does.
+                        c = _scaled(r, uw, uh, place.w, place.h)
                         if c is None:
                             continue
-                        rows = np.arange(c.y, c.y + c.h) * height // place.h
-                        cols = np.arange(c.x, c.x + c.w) * width // place.w
-                        part = image[rows][:, cols]
-                        target[c.y : c.y + c.h, c.x : c.x + c.w] = (
-                            part[..., [2, 1, 0, 3]] if swap else part
-                        )
-                        self._pending.append(Rect(c.x + place.x, c.y + place.y, c.w, c.h))
-                elif src.damage or not src.delivered:
-                    # Turned (or the first frame): the whole output, turned and fitted.
-                    whole = _fit(_upright(image, transform), place.w, place.h)
-                    target[:] = whole[..., [2, 1, 0, 3]] if swap else whole
-                    self._pending.append(place)
+                        rows = np.arange(c.y, c.y + c.h) * uh // place.h
+                        cols = np.arange(c.x, c.x + c.w) * uw // place.w
+                        part = upright[rows][:, cols]
+                    # Straight into the kept frame: one copy (the buffer is read only
+                    # here, before the next frame is asked for).
+                    target[c.y : c.y + c.h, c.x : c.x + c.w] = (
+                        part[..., [2, 1, 0, 3]] if swap else part
+                    )
+                    self._pending.append(Rect(c.x + place.x, c.y + place.y, c.w, c.h))
                 src.delivered = True
                 if len(self._pending) > MAX_REGIONS:
                     box = self._pending[0]
