@@ -688,7 +688,8 @@ class RFBService:
             lossless = False
             if not rects and not copies and request.incremental and not server.has_pending_pseudo:
                 if self._lossy and started - self._changed_at >= LOSSLESS_REFRESH_DELAY:
-                    rects, lossless = self._take_lossy(request.region), True
+                    rects = self._take_lossy(request.region, server.refresh_pixels)
+                    lossless = True
                 if not rects:
                     if self._event_fd is None:  # polling: the next poll a frame later
                         next_at = started + self._interval
@@ -871,11 +872,25 @@ class RFBService:
             inside = [request.full, *(r for r in inside if request.full.intersect(r) != r)]
         return inside
 
-    def _take_lossy(self, region: Rect) -> list[Rect]:
-        """The lossily sent areas inside ``region``; the rest stays for later."""
+    def _take_lossy(self, region: Rect, limit: int | None = None) -> list[Rect]:
+        """The lossily sent areas inside ``region``, at most ``limit`` pixels of them (a
+        slow link's refresh goes out in parts, so new changes never wait behind all of
+        it); the rest stays for later."""
         inside = [part for r in self._lossy if (part := region.intersect(r)) is not None]
         self._lossy = [r for r in self._lossy if region.intersect(r) != r]
-        return inside
+        if limit is None:
+            return inside
+        taken: list[Rect] = []
+        for i, r in enumerate(inside):
+            if limit <= 0:
+                self._lossy.extend(inside[i:])
+                break
+            rows = max(1, min(r.h, limit // max(r.w, 1)))
+            taken.append(Rect(r.x, r.y, r.w, rows))
+            if rows < r.h:
+                self._lossy.append(Rect(r.x, r.y + rows, r.w, r.h - rows))
+            limit -= rows * r.w
+        return taken
 
     def _note_lossy(self, sent: Sequence[RectLike], lossy: list[Rect]) -> None:
         """Forget lossy areas that ``sent`` covered again, remember the new ones."""
