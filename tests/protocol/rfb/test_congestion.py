@@ -371,3 +371,45 @@ def test_a_lossless_client_never_gets_jpeg_on_a_slow_link() -> None:
         dec.feed(server.data_to_send())
         np.testing.assert_array_equal(dec.fb, dec.pf.values(photo_image(H, W, seed)))
     assert dec.jpeg_rects == 0 and server.encode_options.jpeg_quality is None
+
+
+def test_an_update_sent_before_the_announcement_is_answered_gets_its_ping() -> None:
+    """The answer to our announcement can come after a big update went out (a busy
+    machine): a ping then follows that update, or nothing would ever acknowledge it and
+    every later update would be held back (a stall seen with TigerVNC's viewer and Raw)."""
+    clock = Clock()
+    server, dec = running(clock, Encoding.RAW, Encoding.FENCE)
+    dec.fences.clear()
+    server.receive_data(update_request(False, 0, 0, W, H))
+    server.send_framebuffer_update(photo_image(H, W), [Rect(0, 0, W, H)])
+    dec.feed(server.data_to_send())
+    assert pings(dec) == []  # not pinging yet
+    clock.t += 0.1
+    server.receive_data(bytes(m.Fence(0, b"")))  # the answer to the announcement, late
+    server.receive_data(update_request(True, 0, 0, W, H))
+    assert server.link.in_flight > server.link.window  # the update is not answered yet
+    assert server.update_requested is None  # held back, and a ping queued behind it
+    dec.feed(server.data_to_send())
+    (ping,) = pings(dec)
+    server.receive_data(bytes(m.Fence(m.FenceFlags.BLOCK_BEFORE, ping)))
+    assert server.update_requested is not None
+
+
+def test_bytes_queued_outside_an_update_get_a_ping_when_they_hold_updates_back() -> None:
+    clock = Clock()
+    server, dec = running(clock, Encoding.RAW, Encoding.FENCE)
+    server.receive_data(bytes(m.Fence(0, b"")))  # pinging from the start
+    dec.feed(server.data_to_send())
+    dec.fences.clear()
+    text = "".join(chr(0x41 + i % 26) for i in range(200_000))
+    server.send_cut_text_message(server.cut_text_message(text))  # 200 KB, no update
+    dec.feed(server.data_to_send())
+    server.receive_data(update_request(True, 0, 0, W, H))
+    assert server.update_requested is None  # held back, and a ping queued behind the text
+    dec.feed(server.data_to_send())
+    (ping,) = pings(dec)
+    assert server.update_requested is None
+    dec.feed(server.data_to_send())
+    assert pings(dec) == []  # only one ping while it is unanswered
+    server.receive_data(bytes(m.Fence(m.FenceFlags.BLOCK_BEFORE, ping)))
+    assert server.update_requested is not None

@@ -605,6 +605,10 @@ class RFBServer:
             link = self._link
             link.sent(self._position() - link.position)
             if link.congested:
+                if not link.waiting:
+                    # Bytes in flight that no ping follows (queued outside an update):
+                    # one now, so that their acknowledgement comes (the owner flushes).
+                    self._ping()
                 self._quality.held_back()
                 return None
         if self._pending is not None:
