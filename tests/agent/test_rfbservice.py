@@ -627,6 +627,41 @@ async def test_a_scroll_of_jpeg_pixels_is_copied_then_refreshed_losslessly() -> 
     capture.close()
 
 
+async def test_a_window_painted_in_steps_goes_out_as_one_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A change on a quiet screen settles for DAMAGE_SETTLE before it is captured, so a
+    window and then its widgets (Tk paints in two steps) make one update, not two."""
+    from enkaku.agent import rfbservice
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    monkeypatch.setattr(rfbservice, "DAMAGE_SETTLE", 0.5)  # far above the 50 ms between steps
+    blank = np.full((60, 80, 4), 200, dtype=np.uint8)
+    capture = FakeEventCapture(blank.copy())
+    capture.pending = []
+    pipe = Pipe()
+    service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
+    task = asyncio.create_task(service.run())
+    await pipe.handshake()
+    dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
+    await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+    await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
+    await pipe.receive(dec, lambda: len(dec.updates) == 1)
+    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    await asyncio.sleep(0.3)  # quiet
+    window = blank.copy()
+    window[10:50, 10:70] = 255  # the window, empty
+    capture.set_image(window.copy(), Rect(10, 10, 60, 40))
+    await asyncio.sleep(0.05)
+    window[20:30, 20:60] = 0  # its widgets
+    capture.set_image(window.copy(), Rect(20, 20, 40, 10))
+    await pipe.receive(dec, lambda: len(dec.updates) == 2)
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(window))  # both steps at once
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)
+    capture.close()
+
+
 # -- the damage step's helpers (issue 10: words compared and hashed in place) ---------
 
 

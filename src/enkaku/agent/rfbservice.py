@@ -56,6 +56,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ TO_CUSTOMER = "clipboard_to_customer"
 FROM_CUSTOMER = "clipboard_from_customer"
 #: Seconds without screen changes after which areas sent as JPEG are resent losslessly.
 LOSSLESS_REFRESH_DELAY = 0.5
+#: Seconds a change on a quiet screen is left to settle before it is captured (not after
+#: the viewer's input): toolkits paint a new window in steps (Tk: the window, then its
+#: widgets), and each step would otherwise go out as an update of its own.
+DAMAGE_SETTLE = 0.004
 #: A key's update (the first poll after input from the viewer) is captured, compared and
 #: encoded on the event loop when its damage is at most this many pixels: each hop to a
 #: worker thread and back costs 0.1-0.2 ms on the key-to-screen path (Wayland, sway).
@@ -382,6 +387,7 @@ class RFBService:
         self._event_fd: int | None = None  # the capture reports damage as events on it
         self._armed = False  # watching _event_fd
         self._dirty = True  # damage reported and not polled yet
+        self._dirty_since = -math.inf  # when the X server first reported it (loop time)
         self._input_at: float | None = None  # input not yet followed by a poll
         self._h264: h264.H264Policy | None = None  # with PyAV: video as H.264 (docs/h264.md)
         #: Screen polls (capture calls) so far: for tests and benchmarks.
@@ -630,6 +636,7 @@ class RFBService:
             request = server.update_requested
             if request is None:
                 self._wake.clear()
+                await self._flush()  # a ping the link's state may have queued
                 await self._wake.wait()
                 continue
             now = loop.time()
@@ -641,8 +648,12 @@ class RFBService:
                             self._arm(loop)
                             await self._sleep_or_wake(None if due is None else due - now)
                             continue
-                elif not self._input_recent(now) and (delay := next_at - now) > 0:
-                    # Coalesce damage until the next frame. The X connection is not
+                elif (
+                    not self._input_recent(now)
+                    and (delay := max(next_at, self._dirty_since + DAMAGE_SETTLE) - now) > 0
+                ):
+                    # Coalesce damage until the next frame, and for DAMAGE_SETTLE after
+                    # the first damage of a quiet screen. The X connection is not
                     # watched meanwhile: the poll is due anyway, and every event the
                     # application's drawing sends would otherwise wake this loop.
                     self._disarm()
@@ -664,7 +675,7 @@ class RFBService:
             else:
                 poll = await asyncio.to_thread(self._poll, request)
             if poll.more:
-                self._dirty = True
+                self._dirty, self._dirty_since = True, -math.inf
             if poll.monitors_changed:
                 self._monitors_dirty = True
                 self._input_at = self._input_at or input_at
@@ -854,6 +865,8 @@ class RFBService:
     def _on_damage(self) -> None:
         # Level-triggered: stop watching until the next poll has read the events.
         self._disarm()
+        if not self._dirty:
+            self._dirty_since = asyncio.get_running_loop().time()
         self._dirty = True
         self._wake.set()
 
