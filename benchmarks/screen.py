@@ -430,16 +430,34 @@ def make_images(folder: Path, count: int = 8) -> list[Path]:
     return paths
 
 
-def imageshow(fps: float, seconds: float, folder: str) -> None:
-    """Full-screen slideshow of the frames in ``folder`` (a subcommand)."""
+def imageshow(
+    fps: float,
+    seconds: float,
+    folder: str,
+    *,
+    title: str = "benchimage",
+    geometry: tuple[int, int, int, int] = (WIDTH, HEIGHT, 0, 0),
+    keep_last: bool = False,
+) -> None:
+    """A slideshow of the frames in ``folder`` (a subcommand): full screen by default, or
+    ``geometry`` (w, h, x, y: each frame's top left part). After ``seconds`` it closes,
+    or with ``keep_last`` keeps the last frame and prints ``still``."""
     import tkinter as tk
 
+    w, h, x, y = geometry
     root = tk.Tk()
     root.withdraw()
-    root.title("benchimage")
+    root.title(title)
     root.overrideredirect(True)
-    root.geometry(f"{WIDTH}x{HEIGHT}+0+0")
-    photos = [tk.PhotoImage(file=str(p)) for p in sorted(Path(folder).glob("frame*.ppm"))]
+    root.geometry(f"{w}x{h}+{x}+{y}")
+    photos = []
+    for path in sorted(Path(folder).glob("frame*.ppm")):
+        photo = tk.PhotoImage(file=str(path))
+        if (photo.width(), photo.height()) != (w, h):
+            part = tk.PhotoImage(width=w, height=h)
+            part.tk.call(part, "copy", photo, "-from", 0, 0, w, h)
+            photo = part
+        photos.append(photo)
     root.deiconify()
     label = tk.Label(root, borderwidth=0, highlightthickness=0)
     label.pack()
@@ -448,7 +466,10 @@ def imageshow(fps: float, seconds: float, folder: str) -> None:
 
     def step() -> None:
         if time.monotonic() - start > seconds:
-            root.destroy()
+            if keep_last:
+                print("still", flush=True)  # the last photo stays
+            else:
+                root.destroy()
             return
         label.configure(image=photos[state["i"] % len(photos)])
         state["i"] += 1

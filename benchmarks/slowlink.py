@@ -61,6 +61,7 @@ from benchmarks.screen import (
     Server,
     default_servers,
     free_port,
+    imageshow,
     make_images,
     spawn,
     stop,
@@ -218,36 +219,7 @@ class Throttle:
 
 def slideshow(fps: float, seconds: float, folder: str) -> None:
     """The photos in a SHOW-sized window beside the xterm (a subcommand)."""
-    import tkinter as tk
-
-    w, h, x, y = SHOW
-    root = tk.Tk()
-    root.withdraw()
-    root.title("benchslow")
-    root.overrideredirect(True)
-    root.geometry(f"{w}x{h}+{x}+{y}")
-    photos = []
-    for p in sorted(Path(folder).glob("frame*.ppm")):
-        full = tk.PhotoImage(file=str(p))
-        part = tk.PhotoImage(width=w, height=h)
-        part.tk.call(part, "copy", full, "-from", 0, 0, w, h)
-        photos.append(part)
-    root.deiconify()
-    label = tk.Label(root, borderwidth=0, highlightthickness=0)
-    label.pack()
-    start = time.monotonic()
-    state = {"i": 0}
-
-    def step() -> None:
-        if time.monotonic() - start > seconds:
-            print("still", flush=True)  # the last photo stays
-            return
-        label.configure(image=photos[state["i"] % len(photos)])
-        state["i"] += 1
-        root.after(max(1, int((start + state["i"] / fps - time.monotonic()) * 1000)), step)
-
-    step()
-    root.mainloop()
+    imageshow(fps, seconds, folder, title="benchslow", geometry=SHOW, keep_last=True)
 
 
 def keys_latency(
