@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,6 +447,18 @@ class Pipe:
         async with asyncio.timeout(timeout):
             while not until():
                 dec.feed(await self.from_server.get())
+
+    async def catch_up(self, dec, screen, timeout: float = 30) -> None:
+        """Ask for incremental updates until the viewer's picture is ``screen()`` (a
+        blocking call, run in a thread)."""
+        from tests.protocol.rfb.decoders import update_request
+
+        deadline = time.monotonic() + timeout
+        while not np.array_equal(dec.fb, await asyncio.to_thread(screen)):
+            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
+            n = len(dec.updates)
+            await self.to_server.put(update_request(True, 0, 0, dec.width, dec.height))
+            await self.receive(dec, lambda n=n: len(dec.updates) > n, 20)
 
 
 async def test_in_memory_updates_resize_and_pause() -> None:

@@ -10,7 +10,6 @@ import concurrent.futures
 import os
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,12 +117,7 @@ async def test_the_rfb_service_serves_the_restored_screen(portal: Portal, tmp_pa
         await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x71")  # 'q' down
         await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x71")  # 'q' up
         await pipe.receive(dec, lambda: len(dec.updates) == 2, 20)
-        deadline = time.monotonic() + 30
-        while not np.array_equal(dec.fb, await asyncio.to_thread(_screen, portal)):
-            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
-            n = len(dec.updates)
-            await pipe.to_server.put(update_request(True, 0, 0, w, h))
-            await pipe.receive(dec, lambda n=n: len(dec.updates) > n, 20)
+        await pipe.catch_up(dec, lambda: _screen(portal))
         await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\xff\x08")  # BackSpace
         await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\xff\x08")
     finally:

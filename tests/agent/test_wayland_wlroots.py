@@ -241,10 +241,7 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(sway: Sway) -> Non
         await pipe.receive(dec, lambda: len(dec.updates) == 1)
         # foot may still be drawing its first prompt (late on a busy machine): the quiet
         # second starts once the viewer's picture is the screen's.
-        while not np.array_equal(dec.fb, _screen(sway)):
-            n = len(dec.updates)
-            await pipe.to_server.put(update_request(True, 0, 0, w, h))
-            await pipe.receive(dec, lambda n=n: len(dec.updates) > n, 20)
+        await pipe.catch_up(dec, lambda: _screen(sway))
         await pipe.to_server.put(update_request(True, 0, 0, w, h))
         await asyncio.sleep(0.2)  # the service waits on the capture's descriptor now
         calls, frames = capture.region_calls, capture.frames
@@ -255,12 +252,7 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(sway: Sway) -> Non
         await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x7a")  # 'z' down
         await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x7a")  # 'z' up
         await pipe.receive(dec, lambda: len(dec.updates) == 2, 20)
-        deadline = time.monotonic() + 30
-        while not np.array_equal(dec.fb, _screen(sway)):
-            assert time.monotonic() < deadline, "the viewer never caught up with the screen"
-            n = len(dec.updates)
-            await pipe.to_server.put(update_request(True, 0, 0, w, h))
-            await pipe.receive(dec, lambda n=n: len(dec.updates) > n, 20)
+        await pipe.catch_up(dec, lambda: _screen(sway))
         await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\xff\x08")  # BackSpace
         await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\xff\x08")
     finally:
