@@ -201,6 +201,11 @@ def wait_connected(page: Any) -> None:
     try:
         page.wait_for_selector("#status[data-state='connected']")
     except playwright_sync.TimeoutError:
+        if page.query_selector("#status") is None:  # never reached the session page
+            body = (page.text_content("body") or "").split()
+            raise AssertionError(
+                f"not on the session page: {page.url}, it says {' '.join(body)[:400]!r}"
+            ) from None
         state = page.get_attribute("#status", "data-state")
         text = page.text_content("#overlay-text")
         raise AssertionError(
