@@ -1085,9 +1085,14 @@ def main(argv: list[str] | None = None) -> None:
         p = argparse.ArgumentParser()
         p.add_argument("--fps", type=float, default=10)
         p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("--title", default="benchimage")
+        p.add_argument("--geometry", default=f"{WIDTH},{HEIGHT},0,0", help="w,h,x,y")
+        p.add_argument("--keep-last", action="store_true")
         p.add_argument("folder")
         a = p.parse_args(argv[1:])
-        imageshow(a.fps, a.seconds, a.folder)
+        w, h, x, y = (int(v) for v in a.geometry.split(","))
+        imageshow(a.fps, a.seconds, a.folder, title=a.title, geometry=(w, h, x, y),
+                  keep_last=a.keep_last)  # fmt: skip
         return
     if argv and argv[0] == "_dialogs":
         p = argparse.ArgumentParser()

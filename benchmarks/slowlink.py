@@ -61,7 +61,6 @@ from benchmarks.screen import (
     Server,
     default_servers,
     free_port,
-    imageshow,
     make_images,
     spawn,
     stop,
@@ -217,11 +216,6 @@ class Throttle:
                 s.close()
 
 
-def slideshow(fps: float, seconds: float, folder: str) -> None:
-    """The photos in a SHOW-sized window beside the xterm (a subcommand)."""
-    imageshow(fps, seconds, folder, title="benchslow", geometry=SHOW, keep_last=True)
-
-
 def keys_latency(
     client: FenceClient, keys: int, seed: int, first: float | None = None
 ) -> list[float]:
@@ -286,9 +280,10 @@ def measure(
         env = x_env(display) | {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
         show_secs = args.duration + args.keys * 2.5 + 2
         show_log = tmp / f"{name}-slideshow.log"
-        show = spawn([sys.executable, "-m", "benchmarks.slowlink", "_slideshow", "--fps", "10",
-                      "--seconds", f"{show_secs:.1f}", str(tmp / "images")], display,
-                     show_log, env=env, cwd=ROOT)  # fmt: skip
+        show = spawn([sys.executable, "-m", "benchmarks.screen", "_imageshow", "--fps", "10",
+                      "--seconds", f"{show_secs:.1f}", "--title", "benchslow",
+                      "--geometry", ",".join(map(str, SHOW)), "--keep-last",
+                      str(tmp / "images")], display, show_log, env=env, cwd=ROOT)  # fmt: skip
         started = time.monotonic()
         client.pump(started + 1.0)  # warm-up
         client.dec.qualities.clear()
@@ -370,14 +365,6 @@ HEAD = (
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "_slideshow":
-        p = argparse.ArgumentParser()
-        p.add_argument("--fps", type=float, default=10)
-        p.add_argument("--seconds", type=float, default=10)
-        p.add_argument("folder")
-        a = p.parse_args(argv[1:])
-        slideshow(a.fps, a.seconds, a.folder)
-        return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--link", type=float, default=250, help="KB/s server -> client")
     p.add_argument("--duration", type=float, default=8)
