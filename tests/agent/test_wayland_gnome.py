@@ -18,6 +18,7 @@ from enkaku.agent.backends import NoBackend, select_backend
 from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
 from enkaku.agent.capture.gnome import GnomeCapture, changed_bands
 from enkaku.agent.clipboard.gnome import GnomeClipboard
+from enkaku.agent.gnome.keymap import keymap_has, seat_keymap, yen_key_types_backslash
 from enkaku.agent.input.gnome import GnomeInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
@@ -175,6 +176,66 @@ def test_the_clipboard_both_ways_with_foot(gnome: Mutter) -> None:
         combo(inp, CONTROL, SHIFT, ord("C"))
         wait_for(lambda: clip.read_text() == "copy-me-42", 30, "the customer's copy read")
         assert changes
+
+
+def key_event(keysym: int, down: bool) -> bytes:
+    """An RFB KeyEvent as a viewer sends it."""
+    return bytes([4, int(down), 0, 0]) + keysym.to_bytes(4, "big")
+
+
+def keysym_of(ch: str) -> int:
+    """The keysym a viewer sends for ``ch``: Latin-1 as is, the rest as Unicode keysyms."""
+    return RETURN if ch == "\n" else ord(ch) if ord(ch) < 0x100 else 0x1000000 + ord(ch)
+
+
+async def test_a_japanese_layout_types_jis_symbols_as_sent_and_yen_as_its_key() -> None:
+    # mutter started with the jp layout (from locale1, as localectl leaves it).
+    with headless_mutter(800, 600, layout="jp") as m:
+        capture = await asyncio.to_thread(GnomeCapture, m.env)
+        injector = await asyncio.to_thread(GnomeInput, m.env)
+        pipe = Pipe()
+        service = RFBService(capture, injector, pipe.read, pipe.write, name="gnome-jp")
+        task = asyncio.create_task(service.run())
+        try:
+            await pipe.handshake()
+            # JIS symbols (on other keys and levels than on a US keyboard), ASCII, then
+            # what jp lacks: yen (its ¥ key types a backslash), kana (legacy kana_A and
+            # Unicode ア): mutter cannot type those.
+            text = '_|\\~@[]^:={}`"+*-Az9'
+            typed = f"printf '%s\\n' '{text}\u00a5\u30a2' > jis.txt\n"
+            for ch in typed:
+                ks = keysym_of(ch)
+                await pipe.to_server.put(key_event(ks, True))
+                await pipe.to_server.put(key_event(ks, False))
+                if ch == "\u30a2":
+                    await pipe.to_server.put(key_event(0x4B1, True))  # kana_A
+                    await pipe.to_server.put(key_event(0x4B1, False))
+            out = m.work / "jis.txt"
+            done = lambda: out.exists() and out.read_text().endswith("\n")  # noqa: E731
+            await asyncio.to_thread(wait_for, done, 30, "the typed line")
+            assert out.read_text() == text + "\\\n"
+            keymap = await asyncio.to_thread(seat_keymap, str(m.socket))
+            assert keymap is not None and yen_key_types_backslash(keymap)
+            assert not keymap_has(keymap, "yen") and not keymap_has(keymap, "kana_A")
+            log = (m.runtime / "session.log").read_text(errors="replace")
+            assert "No keycode found for keyval 10030a2" in log  # ア: not on the layout
+            assert "No keycode found for keyval 4b1" in log
+            assert "keyval a5 " not in log  # ¥ went as backslash
+        finally:
+            await pipe.to_server.put(b"")  # EOF
+            await asyncio.wait_for(task, 10)
+            await asyncio.to_thread(capture.close)
+            await asyncio.to_thread(injector.close)
+
+
+def test_on_a_us_layout_yen_is_not_turned_into_a_backslash(gnome: Mutter) -> None:
+    with GnomeInput(gnome.env) as inp:
+        type_text(inp, "echo 'a\u00a5b' > us-yen.txt\n")
+        out = gnome.work / "us-yen.txt"
+        wait_for(lambda: out.exists() and out.read_text().endswith("\n"), 30, "the typed line")
+        assert out.read_text() == "ab\n"  # mutter has no key for yen on us: not typed
+        keymap = seat_keymap(str(gnome.socket))
+        assert keymap is not None and not yen_key_types_backslash(keymap)
 
 
 class CountingCapture(GnomeCapture):

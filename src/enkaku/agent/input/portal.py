@@ -53,7 +53,7 @@ class PortalInput(GnomeInput):
             raise InputError(str(exc)) from exc
         self._session = self._portal  # type: ignore[assignment]
         self._lock = threading.Lock()
-        self._held: set[int] = set()
+        self._held: dict[int, int] = {}  # keysym pressed -> keysym sent
         self._buttons = 0
         self._closed = False
 
