@@ -3,6 +3,7 @@ vectorised ZRLE tiles, decoded by the independent decoder in decoders.py."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from enkaku.protocol.rfb import Encoding, PixelFormat, Rect
 from enkaku.protocol.rfb.encodings import EncodeOptions, tight
-from enkaku.protocol.rfb.encodings.content import CELL, analyse
+from enkaku.protocol.rfb.encodings.content import CELL, _cell_blocks, analyse
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.encodings.tight import JPEG_MAX_PIXELS, MAX_WIDTH, TightEncoder
 from enkaku.protocol.rfb.encodings.zrle import ZRLEEncoder, encode_tile, run_length_bytes
@@ -169,6 +170,48 @@ def test_full_screen_photo_is_jpeg_and_decodes(
     for shift in (0, 8, 16):
         diff = ((dec.fb >> shift) & 0xFF).astype(int) - ((want >> shift) & 0xFF).astype(int)
         assert np.abs(diff).mean() < 6
+
+
+@pytest.mark.parametrize(
+    ("subsampling", "grayscale"), [(0, False), (1, False), (2, False), (2, True)]
+)
+def test_jpeg_of_a_strided_bgrx_view_is_the_picture_with_either_library(
+    subsampling: int, grayscale: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """simplejpeg reads a window of the frame (rows strided, X byte garbage) as it is;
+    Pillow, the fallback, gives the same picture within JPEG's rounding."""
+    assert tight.simplejpeg is not None  # a dependency (pyproject.toml)
+    frame = photo_image(300, 500, seed=3)
+    frame[..., 3] = 0x5A  # garbage X byte
+    view = frame[17:257, 33:433]  # not contiguous
+    options = EncodeOptions(jpeg_quality=90, jpeg_subsampling=subsampling, jpeg_grayscale=grayscale)
+    decoded = []
+    for library in (tight.simplejpeg, None):
+        monkeypatch.setattr(tight, "simplejpeg", library)
+        image = Image.open(io.BytesIO(tight.jpeg_bytes(view, options)))
+        assert image.size == (400, 240)
+        assert image.mode == ("L" if grayscale else "RGB")
+        decoded.append(np.asarray(image.convert("RGB"), dtype=int))
+    rgb = view[..., 2::-1].astype(int)
+    if grayscale:
+        rgb = (rgb @ np.array([299, 587, 114]) // 1000)[..., None].repeat(3, axis=2)
+    for picture in decoded:
+        assert np.abs(picture - rgb).mean() < 6
+    assert np.abs(decoded[0] - decoded[1]).mean() < 1.5
+
+
+@pytest.mark.parametrize(("h", "w"), [(1080, 1920), (130, 200), (64, 65), (200, 64), (3, 300)])
+def test_cells_are_gathered_as_from_the_edge_padded_rectangle(h: int, w: int) -> None:
+    """``_cell_blocks`` gives every cell, edge cells included, as padding the whole
+    rectangle would (which ``analyse`` no longer does for large rectangles)."""
+    values = np.random.default_rng(h * w).integers(0, 1 << 24, (h, w)).astype(np.uint32)
+    ny, nx = -(-h // CELL), -(-w // CELL)
+    padded = np.pad(values, ((0, ny * CELL - h), (0, nx * CELL - w)), "edge")
+    every = padded.reshape(ny, CELL, nx, CELL).transpose(0, 2, 1, 3).reshape(ny * nx, -1)
+    index = np.random.default_rng(1).permutation(ny * nx)[: max(1, ny * nx // 2)]
+    assert np.array_equal(_cell_blocks(values, index, nx), every[index])
+    assert np.array_equal(_cell_blocks(values, np.arange(ny * nx), nx), every)
+    assert _cell_blocks(values, np.arange(0), nx).shape == (0, CELL * CELL)
 
 
 def test_smoothness_and_colours_per_cell() -> None:

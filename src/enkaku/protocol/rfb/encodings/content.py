@@ -81,6 +81,33 @@ class Cells:
         return result
 
 
+def _cell_blocks(values: Values, index: npt.NDArray[np.intp], nx: int) -> Values:
+    """(index.size, CELL*CELL): the cells ``index`` (row-major in a grid ``nx`` wide) of
+    ``values``, each row-major; cells past the bottom or right edge are edge-replicated,
+    as ``np.pad(..., "edge")`` of the whole would give, without padding the whole."""
+    h, w = values.shape
+    fy, fx = h // CELL, w // CELL  # whole cells down and across
+    out = np.empty((index.size, CELL, CELL), dtype=values.dtype)
+    if index.size == 0:
+        return out.reshape(0, CELL * CELL)
+    cy, cx = index // nx, index % nx
+    inside = (cy < fy) & (cx < fx)
+    if inside.any():
+        grid = values[: fy * CELL, : fx * CELL].reshape(fy, CELL, fx, CELL)
+        out[inside] = grid[cy[inside], :, cx[inside]]
+    bottom = cy == fy  # only when h is not a multiple of CELL
+    if bottom.any():
+        wp = -(-w // CELL) * CELL
+        band = np.pad(values[fy * CELL :], ((0, CELL - (h - fy * CELL)), (0, wp - w)), "edge")
+        out[bottom] = band.reshape(CELL, -1, CELL)[:, cx[bottom]].transpose(1, 0, 2)
+    right = (cy < fy) & (cx == fx)  # only when w is not a multiple of CELL
+    if right.any():
+        wide = CELL - (w - fx * CELL)
+        band = np.pad(values[: fy * CELL, fx * CELL :], ((0, 0), (0, wide)), "edge")
+        out[right] = band.reshape(fy, CELL, CELL)[cy[right]]
+    return out.reshape(index.size, CELL * CELL)
+
+
 def analyse(values: Values, *, smoothness: bool) -> Cells:
     """Cell statistics of ``values`` (h, w); ``smoothness`` also measures ``smooth``.
 
@@ -93,32 +120,40 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
     h, w = values.shape
     ny, nx = -(-h // CELL), -(-w // CELL)
     hp, wp = ny * CELL, nx * CELL
-    # Edge replication adds no colour and keeps one-colour cells one colour.
-    padded = values if (hp, wp) == (h, w) else np.pad(values, ((0, hp - h), (0, wp - w)), "edge")
-    grid = padded.reshape(ny, CELL, nx, CELL)
-    first = padded[::CELL, ::CELL]
+    first = values[::CELL, ::CELL]
     colours = np.ones(ny * nx, dtype=np.int64)
     if ny * nx < SAMPLE_MIN_CELLS:
+        # Edge replication adds no colour and keeps one-colour cells one colour.
+        padded = values
+        if (hp, wp) != (h, w):
+            padded = np.pad(values, ((0, hp - h), (0, wp - w)), "edge")
+        grid = padded.reshape(ny, CELL, nx, CELL)
         cells = grid.transpose(0, 2, 1, 3).reshape(ny * nx, CELL * CELL)
         solid = (cells == cells[:, :1]).all(axis=1)
         exact = np.flatnonzero(~solid)
         srt = np.sort(cells[exact], axis=1)
     else:
+        # No padded copy of the whole rectangle: the sample is padded (a sixteenth of
+        # it), and whole cells are gathered from the rectangle or its padded edge bands.
         side = CELL // SAMPLE_STEP
-        sample = grid[:, ::SAMPLE_STEP, :, ::SAMPLE_STEP].transpose(0, 2, 1, 3)
+        sample = values[::SAMPLE_STEP, ::SAMPLE_STEP]
+        sh, sw = sample.shape
+        down, across = ny * side - sh, nx * side - sw
+        if down or across:
+            sample = np.pad(sample, ((0, down), (0, across)), "edge")
+        sample = sample.reshape(ny, side, nx, side).transpose(0, 2, 1, 3)
         sample = sample.reshape(ny * nx, side * side)
         sample.sort(axis=1)
         colours = 1 + (sample[:, 1:] != sample[:, :-1]).sum(axis=1)
         # Only a cell whose sample has one colour can be one colour.
         uniform = np.flatnonzero(colours == 1)
-        whole = grid.transpose(0, 2, 1, 3)[uniform // nx, uniform % nx]
+        flat_whole = _cell_blocks(values, uniform, nx)
         solid = np.zeros(ny * nx, dtype=bool)
-        flat_whole = whole.reshape(uniform.size, CELL * CELL)
         solid[uniform] = (flat_whole == flat_whole[:, :1]).all(axis=1)
         many = colours > SAMPLE_MANY
         colours[many] = PHOTO_COLOURS + 1
         exact = np.flatnonzero(~solid & ~many)
-        srt = grid.transpose(0, 2, 1, 3)[exact // nx, exact % nx].reshape(exact.size, CELL * CELL)
+        srt = _cell_blocks(values, exact, nx)
         srt.sort(axis=1)
     new = srt[:, 1:] != srt[:, :-1]
     colours[exact] = 1 + new.sum(axis=1)
