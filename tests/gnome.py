@@ -18,10 +18,9 @@ import concurrent.futures
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,36 +51,6 @@ _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
 </busconfig>
 """
 
-#: systemd-localed's keyboard settings (``org.freedesktop.locale1`` on the system bus),
-#: served on the session's own system bus: mutter (its default plugin) reads the layout
-#: there once at start-up, as ``localectl set-x11-keymap`` leaves it on a real machine.
-_LOCALED = """
-import asyncio, sys
-from dbus_fast.aio import MessageBus
-from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property
-
-class Locale(ServiceInterface):
-    def __init__(self, layout, variant):
-        super().__init__("org.freedesktop.locale1")
-        self.layout, self.variant = layout, variant
-    @dbus_property(access=PropertyAccess.READ)
-    def X11Layout(self) -> "s": return self.layout
-    @dbus_property(access=PropertyAccess.READ)
-    def X11Variant(self) -> "s": return self.variant
-    @dbus_property(access=PropertyAccess.READ)
-    def X11Options(self) -> "s": return ""
-    @dbus_property(access=PropertyAccess.READ)
-    def X11Model(self) -> "s": return "pc105"
-
-async def main():
-    bus = await MessageBus(bus_address=sys.argv[1]).connect()
-    bus.export("/org/freedesktop/locale1", Locale(sys.argv[2], sys.argv[3]))
-    await bus.request_name("org.freedesktop.locale1")
-    await asyncio.Event().wait()
-
-asyncio.run(main())
-"""
-
 
 @dataclass
 class Mutter:
@@ -101,9 +70,10 @@ class Mutter:
             "DBUS_SESSION_BUS_ADDRESS": self.bus, "XDG_CURRENT_DESKTOP": "GNOME",
         }  # fmt: skip
 
-    def screenshot(self) -> npt.NDArray[np.uint8]:
-        """The monitor now, (h, w, 3) RGB, through a screen-cast session of its own."""
-        return _run(_screenshot(self), 60)
+    def screenshot(self, connector: str = "") -> npt.NDArray[np.uint8]:
+        """The monitor now (the primary one, or the one of ``connector``, e.g.
+        ``Meta-1``), (h, w, 3) RGB, through a screen-cast session of its own."""
+        return _run(_screenshot(self, connector), 60)
 
 
 def _run(coro: Any, timeout: float) -> Any:
@@ -122,7 +92,7 @@ async def _call(bus: Any, dest: str, path: str, iface: str, member: str, sig: st
     return list(reply.body)
 
 
-async def _screenshot(m: Mutter) -> npt.NDArray[np.uint8]:
+async def _screenshot(m: Mutter, connector: str = "") -> npt.NDArray[np.uint8]:
     from dbus_fast import MessageType, Variant
     from dbus_fast.aio import MessageBus
 
@@ -132,7 +102,7 @@ async def _screenshot(m: Mutter) -> npt.NDArray[np.uint8]:
         (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
                                  "a{sv}", [{}])  # fmt: skip
         (stream,) = await _call(bus, sc, session, sc + ".Session", "RecordMonitor", "sa{sv}",
-                                ["", {"cursor-mode": Variant("u", 0)}])  # fmt: skip
+                                [connector, {"cursor-mode": Variant("u", 0)}])  # fmt: skip
         node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def on_message(msg: Any) -> None:
@@ -207,15 +177,12 @@ def _foot_ready(m: Mutter) -> bool:
 
 @contextmanager
 def headless_mutter(
-    width: int = 1280, height: int = 720, foot: bool = True, layout: str | None = None
-) -> Iterator[Mutter]:
-    """Headless mutter (virtual monitor ``width``x``height``, no XWayland) in a private
-    D-Bus and PipeWire session, with a foot terminal running /bin/sh in
-    ``Mutter.work``; yields once foot's prompt is shown.
-
-    ``layout`` (XKB ``layout`` or ``layout(variant)``, e.g. ``jp``) is the keyboard
-    layout mutter starts with, read from ``org.freedesktop.locale1`` on a system bus of
-    the session's own (``_LOCALED``); without it mutter keeps its default, US."""
+    width: int = 1280, height: int = 720, foot: bool = True,
+    more_monitors: Sequence[tuple[int, int]] = (),
+) -> Iterator[Mutter]:  # fmt: skip
+    """Headless mutter (virtual monitor ``width``x``height``, then one more for each of
+    ``more_monitors``; no XWayland) in a private D-Bus and PipeWire session, with a foot
+    terminal running /bin/sh in ``Mutter.work``; yields once foot's prompt is shown."""
     for tool in ("mutter", "pipewire", "wireplumber", "dbus-daemon", "gst-launch-1.0", "foot"):
         if shutil.which(tool) is None:
             raise RuntimeError(
@@ -268,24 +235,14 @@ def headless_mutter(
         start("dbus-daemon", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
               f"--address={bus}", "--nofork", "--nopidfile")  # fmt: skip
         wait("dbus-daemon", (runtime / "bus").exists)
-        if layout is not None:
-            system_bus = f"unix:path={runtime / 'system_bus'}"
-            start("system-bus", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
-                  f"--address={system_bus}", "--nofork", "--nopidfile")  # fmt: skip
-            wait("the system bus", (runtime / "system_bus").exists)
-            name, _, variant = layout.rstrip(")").partition("(")
-            localed = subprocess.Popen([sys.executable, "-c", _LOCALED, system_bus, name, variant],
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-            procs.append(localed)
-            m.pids["localed"] = localed.pid
-            wait("locale1", lambda: _has_names(system_bus, "org.freedesktop.locale1"))
-            env["DBUS_SYSTEM_BUS_ADDRESS"] = system_bus
         start("pipewire", "pipewire")
         wait("pipewire", (runtime / "pipewire-0").exists)
         start("wireplumber", "wireplumber")
         start(
             "mutter", "mutter", "--headless", "--wayland", "--no-x11",
-            f"--virtual-monitor={width}x{height}", "--wayland-display=wayland-enkaku",
+            f"--virtual-monitor={width}x{height}",
+            *(f"--virtual-monitor={w}x{h}" for w, h in more_monitors),
+            "--wayland-display=wayland-enkaku",
         )  # fmt: skip
         wait("mutter", lambda: m.socket.exists() and _names_up(bus))
         if foot:

@@ -8,9 +8,19 @@ wake-ups. Each frame is compared with the previous one in bands of rows; the cha
 rectangles are queued and a pipe turns readable (``fileno()``), exactly like the X11
 backend's DAMAGE events and the wlroots backend's screencopy damage.
 
+With two or more monitors (and no ``output`` named) the session records each monitor
+in a stream of its own and the screen is the whole desktop: each stream's frames at
+its monitor's place in mutter's logical layout, in the monitors' bounding box with its
+top-left corner at 0, 0 (black where no monitor is), one reader thread per stream.
+``monitors()`` lists them, so the RFB service offers each as a screen and serves one
+alone through ``MonitorView``, as on X11 and wlroots; with one monitor it is empty and
+the screen is that monitor's frame, as before.
+
 mutter 43 ends the session when the monitor configuration changes (a new resolution,
-a rotation); the capture then starts a new one and its first frame, of the new size,
-makes the service resize the viewer.
+a rotation), and the session counts as ended when the layout changes otherwise (a
+monitor added: ``MonitorsChanged``); the capture then starts a new one and its first
+frame, of the new size, makes the service resize the viewer (with several monitors:
+``monitors_changed()`` says so, and the service lays out again).
 
 The pointer is not drawn into the frames (cursor mode "hidden") and its shape is not
 read: ``cursor()`` returns None, so viewers draw their own pointer.
@@ -31,6 +41,7 @@ from enkaku.agent.gnome import mutter
 from enkaku.agent.gnome.gst import GstUnavailable, PipeWireStream
 
 from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture
+from .monitors import Monitor, order
 
 __all__ = ["GnomeCapture"]
 
@@ -61,6 +72,35 @@ def changed_bands(
     return out
 
 
+def _fit(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
+    """``image`` at w x h, nearest neighbour (a monitor stream's frame in device pixels
+    to the monitor's logical size, when they differ)."""
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
+    cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
+    return image[rows][:, cols]
+
+
+class _Feed:
+    """One monitor's stream in a capture of several: where its pixels go in the
+    desktop frame and the last frame it gave (worker-thread state)."""
+
+    def __init__(self, info: mutter.Stream, place: Rect, sock: socket.socket) -> None:
+        self.info = info
+        self.place = place
+        self.socket = sock
+        self.stream: PipeWireStream | None = None
+        self.last: npt.NDArray[np.uint8] | None = None  # at the place's size
+        self.thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.socket.close()
+
+
 class GnomeCapture(WorkerFrameCapture):
     """``ScreenCapture`` through mutter's screen cast with change events (see the
     module doc). ``env`` is the session's environment (the D-Bus session bus and
@@ -74,11 +114,11 @@ class GnomeCapture(WorkerFrameCapture):
         except mutter.MutterUnavailable as exc:
             raise CaptureError(str(exc)) from exc
         self._lock = threading.Lock()
-        self._swap = threading.Lock()  # the session and stream, replaced after a close
+        self._swap = threading.Lock()  # the session and streams, replaced after a close
         self._cleanup_lock = threading.Lock()
         self._cleaned = False
         self._unwatch: Callable[[], None] | None = None
-        self._socket: socket.socket | None = None
+        self._feeds: list[_Feed] = []
         self._first = threading.Event()
         self._frame: npt.NDArray[np.uint8] | None = None
         self._pending: list[Rect] = []
@@ -86,13 +126,14 @@ class GnomeCapture(WorkerFrameCapture):
         self._signalled = False
         self._error: str | None = None
         self._closed = False
+        self._monitors: list[Monitor] = []
+        self._monitors_changed = False
         self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         #: Frames mutter delivered (each one means the screen was redrawn): tests.
         self.frames = 0
         try:
-            self._socket = sock = self._session.connect_pipewire()
-            self._stream = PipeWireStream(sock.fileno(), self._session.node)
-        except (mutter.MutterUnavailable, GstUnavailable) as exc:
+            self._open_feeds(self._session)
+        except (mutter.MutterUnavailable, GstUnavailable, OSError) as exc:
             self._release()
             raise CaptureError(str(exc)) from exc
         self._unwatch = self._session.watch_closed(self._on_session_closed)
@@ -103,6 +144,57 @@ class GnomeCapture(WorkerFrameCapture):
             self.close()
             raise CaptureError(f"cannot capture the screen: {error}")
 
+    def _open_feeds(self, session: mutter.RemoteSession) -> None:
+        """A PipeWire reader per stream of ``session``, each placed in the desktop (one
+        stream: the desktop is its frame, whatever its size), and the monitors listed."""
+        streams = session.streams
+        ox, oy = session.origin()
+        rects = [Rect(s.position[0] - ox, s.position[1] - oy, *s.size) for s in streams]
+        feeds: list[_Feed] = []
+        try:
+            for info, place in zip(streams, rects, strict=True):
+                feed = _Feed(info, place, session.connect_pipewire())
+                feeds.append(feed)
+                feed.stream = PipeWireStream(feed.socket.fileno(), info.node)
+        except BaseException:
+            for feed in feeds:
+                feed.close()
+            raise
+        monitors: list[Monitor] = []
+        frame: npt.NDArray[np.uint8] | None = None
+        if len(feeds) > 1:
+            box = rects[0]
+            for r in rects[1:]:
+                box = box.union(r)
+            frame = np.zeros((box.h, box.w, 4), dtype=np.uint8)
+            monitors = order(
+                [Monitor(f.info.connector, f.place, f.info.primary) for f in feeds], box.w, box.h
+            )
+        with self._swap:
+            self._feeds = feeds
+            if self._closed:
+                for feed in feeds:
+                    self._stop_feed(feed)
+        with self._lock:
+            if frame is not None:
+                self._frame = frame  # black until each monitor's first frame
+                self._pending = []
+                self._resized = True
+            if monitors != self._monitors:
+                self._monitors = monitors
+                self._monitors_changed = True
+
+    @staticmethod
+    def _stop_feed(feed: _Feed) -> None:
+        if feed.stream is not None:
+            feed.stream.stop()
+
+    def _stop_feeds(self) -> None:
+        """Stop every stream (a ``pull()`` waiting in a worker returns None)."""
+        with self._swap:
+            for feed in self._feeds:
+                self._stop_feed(feed)
+
     def _release(self) -> None:
         for fd in (self._notify_r, self._notify_w):
             os.close(fd)
@@ -112,49 +204,41 @@ class GnomeCapture(WorkerFrameCapture):
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        for feed in self._feeds:
+            feed.close()
+        self._feeds = []
         self._session.stop()
 
     def _on_session_closed(self) -> None:
-        # D-Bus thread: mutter ended the session (it does on a monitor change); the
-        # stream then just stops sending, so wake the worker to start a new one.
-        with self._swap:
-            self._stream.stop()
+        # D-Bus thread: mutter ended the session (it does on a monitor change), or the
+        # monitors changed; the streams then just stop sending, so wake the workers to
+        # start a new one.
+        self._stop_feeds()
 
     def _reopen(self) -> None:
-        """Worker thread: a new session and stream after mutter ended the old one."""
-        self._stream.close()
+        """Worker thread: a new session and streams after mutter ended the old one."""
         self._drop_session()
         logger.info("GNOME capture: the session ended (monitor change?); starting anew")
         if self._closed:
             return
         session = mutter.RemoteSession(self._env, self._output, remote_desktop=False)
         self._session = session
-        self._socket = sock = session.connect_pipewire()
-        stream = PipeWireStream(sock.fileno(), session.node)
-        with self._swap:
-            self._stream = stream
-            if self._closed:
-                stream.stop()
+        self._open_feeds(session)
         self._unwatch = session.watch_closed(self._on_session_closed)
 
-    # -- worker thread -----------------------------------------------------------------
+    # -- worker threads ----------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             while True:
-                while (image := self._stream.pull()) is not None:
-                    self._take(image)
+                self._pump()
                 if self._closed:
                     return
-                if not self._session.closed.is_set():
-                    self._error = self._stream.error() or "the screen stream ended"
+                if self._error is not None:
                     logger.info("GNOME capture stopped: %s", self._error)
                     return
                 self._reopen()
-        except (mutter.MutterUnavailable, GstUnavailable) as exc:
+        except (mutter.MutterUnavailable, GstUnavailable, OSError) as exc:
             self._error = f"cannot capture the screen again: {exc}"
             logger.info("GNOME capture stopped: %s", self._error)
         except Exception as exc:  # a broken frame must not leave the service waiting
@@ -167,16 +251,55 @@ class GnomeCapture(WorkerFrameCapture):
             else:
                 self._signal()
 
+    def _pump(self) -> None:
+        """Read every stream until all have ended: the first here, the others in threads
+        of their own. One ending while the session goes on is an error and ends them
+        all."""
+        feeds = self._feeds
+        for feed in feeds[1:]:
+            feed.thread = threading.Thread(
+                target=self._pull_guarded, args=(feed,), name="gnome-capture-monitor", daemon=True
+            )
+            feed.thread.start()
+        try:
+            self._pull(feeds[0])
+        finally:
+            self._stop_feeds()
+            for feed in feeds[1:]:
+                assert feed.thread is not None
+                feed.thread.join()
+
+    def _pull_guarded(self, feed: _Feed) -> None:
+        try:
+            self._pull(feed)
+        except Exception as exc:
+            self._error = self._error or f"screen stream failed ({exc})"
+            logger.exception("GNOME capture failed")
+            self._stop_feeds()
+
+    def _pull(self, feed: _Feed) -> None:
+        stream = feed.stream
+        assert stream is not None
+        single = len(self._feeds) == 1
+        while (image := stream.pull()) is not None:
+            if single:
+                self._take(image)
+            else:
+                self._take_part(feed, image)
+        if not self._closed and not self._session.closed.is_set() and self._error is None:
+            self._error = stream.error() or "the screen stream ended"
+            self._stop_feeds()
+
     def _cleanup(self) -> None:
-        """Free the stream and the session, once (``close()`` or the worker's end)."""
+        """Free the streams and the session, once (``close()`` or the worker's end)."""
         with self._cleanup_lock:
             if self._cleaned:
                 return
             self._cleaned = True
-        self._stream.close()
         self._release()
 
     def _take(self, image: npt.NDArray[np.uint8]) -> None:
+        """One monitor: the frame is the desktop."""
         frame = self._frame
         if frame is None or frame.shape != image.shape:
             regions = None
@@ -189,15 +312,39 @@ class GnomeCapture(WorkerFrameCapture):
                 self._pending = []
                 self._resized = True
             else:
-                self._pending.extend(regions)
-                if len(self._pending) > MAX_REGIONS:
-                    box = self._pending[0]
-                    for r in self._pending[1:]:
-                        box = box.union(r)
-                    self._pending = [box]
+                self._queue(regions)
         self._first.set()
         if regions is None or regions:
             self._signal()
+
+    def _take_part(self, feed: _Feed, image: npt.NDArray[np.uint8]) -> None:
+        """Several monitors: the frame goes to its monitor's place in the desktop."""
+        place = feed.place
+        image = _fit(image, place.w, place.h)
+        last = feed.last
+        parts = [Rect(0, 0, place.w, place.h)] if last is None else changed_bands(last, image)
+        feed.last = image
+        with self._lock:
+            frame = self._frame
+            assert frame is not None
+            target = frame[place.y : place.y + place.h, place.x : place.x + place.w]
+            for r in parts:
+                target[r.y : r.y + r.h, r.x : r.x + r.w] = image[r.y : r.y + r.h, r.x : r.x + r.w]
+            self.frames += 1
+            self._queue([Rect(r.x + place.x, r.y + place.y, r.w, r.h) for r in parts])
+        if all(f.last is not None for f in self._feeds):
+            self._first.set()
+        if parts:
+            self._signal()
+
+    def _queue(self, regions: list[Rect]) -> None:
+        """Under the lock: add changed rectangles (merged into one when too many)."""
+        self._pending.extend(regions)
+        if len(self._pending) > MAX_REGIONS:
+            box = self._pending[0]
+            for r in self._pending[1:]:
+                box = box.union(r)
+            self._pending = [box]
 
     # -- ScreenCapture -----------------------------------------------------------------
 
@@ -233,6 +380,26 @@ class GnomeCapture(WorkerFrameCapture):
                 out.append(frame[r.y : r.y + r.h, r.x : r.x + r.w].copy())
             return out
 
+    def monitors(self) -> list[Monitor]:
+        """With several monitors: each (named by its connector, e.g. ``DP-1``) in
+        desktop coordinates (the monitors' bounding box, its top-left corner at 0, 0),
+        numbered as ``monitors.order()`` does. Empty with one monitor: the screen is
+        that monitor, as before there were several."""
+        with self._lock:
+            self._current()
+            return list(self._monitors)
+
+    def screen_size(self) -> tuple[int, int]:
+        """The desktop's (width, height)."""
+        return self.size
+
+    def monitors_changed(self) -> bool:
+        """Whether the list of monitors changed since the last call (a monitor added,
+        removed, moved or resized while there are several; no I/O)."""
+        with self._lock:
+            changed, self._monitors_changed = self._monitors_changed, False
+            return changed
+
     def take_moves(self) -> list[tuple[Rect, Rect]]:
         """Always empty: the screen cast does not say where windows moved."""
         return []
@@ -245,7 +412,8 @@ class GnomeCapture(WorkerFrameCapture):
             return
         with self._swap:
             self._closed = True
-            self._stream.stop()
+            for feed in self._feeds:
+                self._stop_feed(feed)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)
         if not self._thread.is_alive():

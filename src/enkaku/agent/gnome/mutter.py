@@ -5,7 +5,11 @@ process: a ``org.gnome.Mutter.RemoteDesktop`` session with a linked
 ``org.gnome.Mutter.ScreenCast`` session recording the monitor (absolute pointer motion
 is given in that stream's pixels). Keys and pointer go through it. Each capture has a
 screen-cast session of its own (a PipeWire node serves one consumer), recording the
-monitor with the pointer not drawn into the frames. GNOME shows its "screen is being shared"
+monitor with the pointer not drawn into the frames. With two or more monitors (and no
+monitor named) a session records each monitor in a stream of its own, in the logical
+layout ``org.gnome.Mutter.DisplayConfig`` reports; when that layout changes
+(``MonitorsChanged``) the session counts as closed, so its users start a new one that
+records the new layout. GNOME shows its "screen is being shared"
 indicator while the session exists, so it ends a few seconds after the last capture
 or injector is closed (a reconnect in between reuses it).
 
@@ -24,9 +28,12 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["MutterUnavailable", "RemoteSession", "acquire", "bus_address", "probe", "release"]
+__all__ = [
+    "MutterUnavailable", "RemoteSession", "Stream", "acquire", "bus_address", "probe", "release",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ SC_NAME = "org.gnome.Mutter.ScreenCast"
 SC_PATH = "/org/gnome/Mutter/ScreenCast"
 SC_SESSION = "org.gnome.Mutter.ScreenCast.Session"
 SC_STREAM = "org.gnome.Mutter.ScreenCast.Stream"
+DC_NAME = "org.gnome.Mutter.DisplayConfig"
+DC_PATH = "/org/gnome/Mutter/DisplayConfig"
 CURSOR_HIDDEN = 0
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
@@ -51,6 +60,56 @@ T = TypeVar("T")
 
 class MutterUnavailable(RuntimeError):
     """mutter's remote-desktop API cannot be reached or refused the session."""
+
+
+@dataclass
+class Stream:
+    """One monitor's screen-cast stream: the monitor's connector (``""``: the primary
+    monitor, unnamed), the stream's object path and PipeWire node, and the monitor's
+    place in mutter's logical layout (the stream's ``position`` and ``size``)."""
+
+    connector: str
+    path: str
+    node: int = -1
+    position: tuple[int, int] = (0, 0)
+    size: tuple[int, int] = (0, 0)
+    primary: bool = False
+
+
+@dataclass(frozen=True)
+class LogicalMonitor:
+    """A logical monitor of ``GetCurrentState``: its first connector (mirrored monitors
+    share one logical monitor), where it is, and the modes it is shown in (what tells
+    one layout from another)."""
+
+    connector: str
+    x: int
+    y: int
+    scale: float
+    transform: int
+    primary: bool
+    modes: tuple[str, ...]
+
+
+def logical_monitors(state: list[Any]) -> list[LogicalMonitor]:
+    """The logical monitors of a ``GetCurrentState`` reply, in its order."""
+    _serial, monitors, logical, _props = state
+    current: dict[str, str] = {}
+    for spec, modes, _mprops in monitors:
+        for mode in modes:
+            flags = mode[6] if len(mode) > 6 else {}
+            is_current = flags.get("is-current")
+            if is_current is not None and getattr(is_current, "value", is_current):
+                current[spec[0]] = mode[0]
+    out = []
+    for x, y, scale, transform, primary, specs, _lprops in logical:
+        if not specs:
+            continue
+        modes = tuple(current.get(spec[0], "") for spec in specs)
+        mon = LogicalMonitor(specs[0][0], int(x), int(y), float(scale), int(transform),
+                             bool(primary), modes)  # fmt: skip
+        out.append(mon)
+    return out
 
 
 def bus_address(env: Mapping[str, str]) -> str | None:
@@ -275,10 +334,11 @@ class RemoteSession(SharedBusSession):
         self._bus: Any = None
         self.rd_path = ""
         self.sc_path = ""
-        self.stream_path = ""
-        self.node = -1
-        self.position = (0, 0)
-        self.size = (0, 0)
+        #: One stream per monitor recorded (one unless several monitors, none named).
+        self.streams: list[Stream] = []
+        #: The logical layout when the session started (``MonitorsChanged`` compares).
+        self.layout: list[LogicalMonitor] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stop_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mutter-dbus",
@@ -362,18 +422,33 @@ class RemoteSession(SharedBusSession):
             link = {"remote-desktop-session-id": self._Variant("s", session_id.value)}
         (self.sc_path,) = await self._call(SC_NAME, SC_PATH, SC_NAME, "CreateSession", "a{sv}",
                                            [link])  # fmt: skip
-        (self.stream_path,) = await self._call(
-            SC_NAME, self.sc_path, SC_SESSION, "RecordMonitor", "sa{sv}",
-            [self.output or "", {"cursor-mode": self._Variant("u", CURSOR_HIDDEN)}],
-        )  # fmt: skip
-        node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.layout = await self._layout()
+        if self.output is not None:
+            connectors = [self.output]
+        elif len(self.layout) >= 2:
+            connectors = [mon.connector for mon in self.layout]
+        else:
+            connectors = [""]  # the primary monitor, as mutter picks it
+        primary = {mon.connector for mon in self.layout if mon.primary}
+        for connector in connectors:
+            (path,) = await self._call(
+                SC_NAME, self.sc_path, SC_SESSION, "RecordMonitor", "sa{sv}",
+                [connector, {"cursor-mode": self._Variant("u", CURSOR_HIDDEN)}],
+            )  # fmt: skip
+            self.streams.append(Stream(connector, path, primary=connector in primary))
+        loop = asyncio.get_running_loop()
+        nodes: dict[str, asyncio.Future[int]] = {s.path: loop.create_future() for s in self.streams}
 
         def on_message(msg: Any) -> None:
             if msg.message_type != self._MessageType.SIGNAL:
                 return
-            if msg.path == self.stream_path and msg.member == "PipeWireStreamAdded":
-                if not node.done():
-                    node.set_result(int(msg.body[0]))
+            if msg.path in nodes and msg.member == "PipeWireStreamAdded":
+                if not nodes[msg.path].done():
+                    nodes[msg.path].set_result(int(msg.body[0]))
+            elif msg.path == DC_PATH and msg.member == "MonitorsChanged":
+                task = loop.create_task(self._check_layout())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             elif msg.path in (self.rd_path, self.sc_path) and msg.member == "Closed":
                 logger.info("mutter closed the session")
                 self._set_closed()
@@ -385,29 +460,102 @@ class RemoteSession(SharedBusSession):
                         logger.exception("%s handler", msg.member)
 
         bus.add_message_handler(on_message)
-        for path in (self.stream_path, self.rd_path or self.sc_path):
+        matches = [f"type='signal',path='{path}'" for path in nodes]
+        matches.append(f"type='signal',path='{self.rd_path or self.sc_path}'")
+        matches.append(f"type='signal',path='{DC_PATH}',member='MonitorsChanged'")
+        for rule in matches:
             await self._call(
                 "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                "AddMatch", "s", [f"type='signal',path='{path}'"],
+                "AddMatch", "s", [rule],
             )  # fmt: skip
         if self.remote_desktop:
             await self._call(RD_NAME, self.rd_path, RD_SESSION, "Start")
         else:
             await self._call(SC_NAME, self.sc_path, SC_SESSION, "Start")
-        self.node = await node
-        (params,) = await self._call(
-            SC_NAME, self.stream_path, "org.freedesktop.DBus.Properties", "Get", "ss",
-            [SC_STREAM, "Parameters"],
-        )  # fmt: skip
-        values = params.value
-        if "position" in values:
-            self.position = tuple(values["position"].value)
-        if "size" in values:
-            self.size = tuple(values["size"].value)
+        for stream in self.streams:
+            stream.node = await nodes[stream.path]
+            (params,) = await self._call(
+                SC_NAME, stream.path, "org.freedesktop.DBus.Properties", "Get", "ss",
+                [SC_STREAM, "Parameters"],
+            )  # fmt: skip
+            values = params.value
+            if "position" in values:
+                stream.position = tuple(values["position"].value)
+            if "size" in values:
+                stream.size = tuple(values["size"].value)
         if self.remote_desktop:
             await self._warm_up()
         kind = "remote-desktop" if self.remote_desktop else "screen-cast"
-        logger.info("mutter %s session started (%dx%d)", kind, *self.size)
+        logger.info(
+            "mutter %s session started (%s)", kind,
+            ", ".join(f"{s.connector or 'primary'} {s.size[0]}x{s.size[1]}" for s in self.streams),
+        )  # fmt: skip
+
+    async def _layout(self) -> list[LogicalMonitor]:
+        """mutter's logical monitors now; empty when DisplayConfig does not answer (then
+        the primary monitor alone is recorded, as before multi-monitor support)."""
+        try:
+            state = await self._call(DC_NAME, DC_PATH, DC_NAME, "GetCurrentState")
+            return logical_monitors(state)
+        except Exception as exc:  # no DisplayConfig, or a reply of another shape
+            logger.info("mutter's monitor layout unknown (%s): the primary monitor alone", exc)
+            return []
+
+    async def _check_layout(self) -> None:
+        """After ``MonitorsChanged``: a layout other than the session's ends it for its
+        users (they start a new session recording the new layout). mutter 43 itself
+        closes a session whose monitor changed its size or place, not one to which a
+        monitor was added."""
+        if self.closed.is_set():
+            return
+        layout = await self._layout()
+        if layout and layout != self.layout and not self.closed.is_set():
+            logger.info("mutter's monitors changed: the session ends")
+            self._set_closed()
+
+    # -- the monitors' streams ------------------------------------------------------------
+
+    @property
+    def stream_path(self) -> str:
+        """The first (with one monitor: the only) stream's object path."""
+        return self.streams[0].path if self.streams else ""
+
+    @property
+    def node(self) -> int:
+        """The first stream's PipeWire node."""
+        return self.streams[0].node if self.streams else -1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The first stream's monitor's size."""
+        return self.streams[0].size if self.streams else (0, 0)
+
+    def origin(self) -> tuple[int, int]:
+        """The top-left corner of the monitors' bounding box in mutter's layout: the
+        desktop's 0, 0 (the captures' too)."""
+        if not self.streams:
+            return 0, 0
+        return min(s.position[0] for s in self.streams), min(s.position[1] for s in self.streams)
+
+    def locate(self, x: int, y: int) -> tuple[str, int, int]:
+        """The stream a desktop point (0, 0: ``origin()``) is on and the point in that
+        stream's pixels; a point outside every monitor goes to the nearest monitor's
+        nearest pixel. With one stream: its pixels, clamped."""
+        if len(self.streams) == 1:
+            w, h = self.size
+            return self.stream_path, min(max(x, 0), max(w - 1, 0)), min(max(y, 0), max(h - 1, 0))
+        ox, oy = self.origin()
+        best: tuple[int, str, int, int] | None = None
+        for s in self.streams:
+            w, h = s.size
+            sx = min(max(x + ox - s.position[0], 0), max(w - 1, 0))
+            sy = min(max(y + oy - s.position[1], 0), max(h - 1, 0))
+            dist = abs(x + ox - s.position[0] - sx) + abs(y + oy - s.position[1] - sy)
+            if best is None or dist < best[0]:
+                best = (dist, s.path, sx, sy)
+        if best is None:
+            raise MutterUnavailable("the session records no monitor")
+        return best[1], best[2], best[3]
 
     async def _warm_up(self) -> None:
         """On a seat with no keyboard yet (a headless session; never with a keyboard

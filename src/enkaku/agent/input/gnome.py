@@ -4,12 +4,13 @@ Keys go by keysym (``NotifyKeyboardKeysym``): mutter finds the key for the keysy
 the customer's current layout and presses the level's modifiers itself, so what the
 technician types arrives as typed on any layout that has the character (JIS keys on a
 Japanese layout). A keysym the layout lacks is not typed (mutter has no way to add it;
-it logs "No keycode found"). One fallback: ``yen`` on a layout without it (``jp``
-itself) goes as ``backslash``, what the customer's own ¥ key types
-(:mod:`enkaku.agent.gnome.keymap`). The QEMU scancode is not used.
+it logs "No keycode found"). The QEMU scancode is not used.
 
-The pointer moves in the monitor stream's pixels (``NotifyPointerMotionAbsolute``),
-buttons go as Linux BTN_* codes, wheel bits as discrete axis steps.
+The pointer moves in the monitor stream's pixels (``NotifyPointerMotionAbsolute``):
+with several monitors the session records each, and a point of the desktop (the
+monitors' bounding box, as the capture composes it) goes to the stream of the monitor
+it is on (a point on no monitor to the nearest one). Buttons go as Linux BTN_* codes,
+wheel bits as discrete axis steps.
 
 Every injector of the process shares the remote-desktop session of the capture
 (:mod:`enkaku.agent.gnome.mutter`); each releases only what it pressed.
@@ -23,7 +24,6 @@ import threading
 from collections.abc import Mapping
 
 from enkaku.agent.gnome import mutter
-from enkaku.agent.gnome.keymap import typeable
 
 from .base import InputError
 
@@ -58,7 +58,7 @@ class GnomeInput:
         except mutter.MutterUnavailable as exc:
             raise InputError(str(exc)) from exc
         self._lock = threading.Lock()
-        self._held: dict[int, int] = {}  # keysym pressed -> keysym sent
+        self._held: set[int] = set()
         self._buttons = 0
         self._closed = False
 
@@ -96,26 +96,24 @@ class GnomeInput:
             self._live()
             if not down:
                 if keysym in self._held:
-                    self._notify("NotifyKeyboardKeysym", "ub", self._held.pop(keysym), False)
+                    self._held.discard(keysym)
+                    self._notify("NotifyKeyboardKeysym", "ub", keysym, False)
                 return
             if not 0x20 <= keysym <= 0x1FFFFFFF or 0x7F <= keysym <= 0x9F:
                 logger.debug("keysym %#x is not a key; ignored", keysym)
                 return
             if keysym in self._held:
                 return  # auto-repeat from the viewer: the compositor repeats by itself
-            self._held[keysym] = sent = typeable(keysym, self._env)
-            self._notify("NotifyKeyboardKeysym", "ub", sent, True)
+            self._held.add(keysym)
+            self._notify("NotifyKeyboardKeysym", "ub", keysym, True)
 
     def pointer(self, x: int, y: int, buttons: int) -> None:
-        """Move to (x, y) on the monitor and apply the RFB button mask."""
+        """Move to (x, y) of the desktop (with several monitors: their bounding box, as
+        the capture composes it) and apply the RFB button mask."""
         with self._lock:
             self._check_open()
-            session = self._live()
-            w, h = session.size
-            x = min(max(x, 0), max(w - 1, 0))
-            y = min(max(y, 0), max(h - 1, 0))
-            self._notify("NotifyPointerMotionAbsolute", "sdd", session.stream_path,
-                         float(x), float(y))  # fmt: skip
+            path, sx, sy = self._live().locate(x, y)
+            self._notify("NotifyPointerMotionAbsolute", "sdd", path, float(sx), float(sy))
             changed = buttons ^ self._buttons
             for bit, code in _BUTTONS.items():
                 if changed & (1 << bit):
@@ -132,9 +130,9 @@ class GnomeInput:
 
     def _release_all_locked(self) -> None:
         try:
-            for keysym, sent in list(self._held.items()):
-                del self._held[keysym]
-                self._notify("NotifyKeyboardKeysym", "ub", sent, False)
+            for keysym in list(self._held):
+                self._held.discard(keysym)
+                self._notify("NotifyKeyboardKeysym", "ub", keysym, False)
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):
                     self._buttons &= ~(1 << bit)
