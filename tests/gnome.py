@@ -18,6 +18,7 @@ import concurrent.futures
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,36 @@ _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
     <allow own="*"/>
   </policy>
 </busconfig>
+"""
+
+#: systemd-localed's keyboard settings (``org.freedesktop.locale1`` on the system bus),
+#: served on the session's own system bus: mutter (its default plugin) reads the layout
+#: there once at start-up, as ``localectl set-x11-keymap`` leaves it on a real machine.
+_LOCALED = """
+import asyncio, sys
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property
+
+class Locale(ServiceInterface):
+    def __init__(self, layout, variant):
+        super().__init__("org.freedesktop.locale1")
+        self.layout, self.variant = layout, variant
+    @dbus_property(access=PropertyAccess.READ)
+    def X11Layout(self) -> "s": return self.layout
+    @dbus_property(access=PropertyAccess.READ)
+    def X11Variant(self) -> "s": return self.variant
+    @dbus_property(access=PropertyAccess.READ)
+    def X11Options(self) -> "s": return ""
+    @dbus_property(access=PropertyAccess.READ)
+    def X11Model(self) -> "s": return "pc105"
+
+async def main():
+    bus = await MessageBus(bus_address=sys.argv[1]).connect()
+    bus.export("/org/freedesktop/locale1", Locale(sys.argv[2], sys.argv[3]))
+    await bus.request_name("org.freedesktop.locale1")
+    await asyncio.Event().wait()
+
+asyncio.run(main())
 """
 
 
@@ -178,11 +209,15 @@ def _foot_ready(m: Mutter) -> bool:
 @contextmanager
 def headless_mutter(
     width: int = 1280, height: int = 720, foot: bool = True,
-    more_monitors: Sequence[tuple[int, int]] = (),
+    more_monitors: Sequence[tuple[int, int]] = (), layout: str | None = None,
 ) -> Iterator[Mutter]:  # fmt: skip
     """Headless mutter (virtual monitor ``width``x``height``, then one more for each of
     ``more_monitors``; no XWayland) in a private D-Bus and PipeWire session, with a foot
-    terminal running /bin/sh in ``Mutter.work``; yields once foot's prompt is shown."""
+    terminal running /bin/sh in ``Mutter.work``; yields once foot's prompt is shown.
+
+    ``layout`` (XKB ``layout`` or ``layout(variant)``, e.g. ``jp``) is the keyboard
+    layout mutter starts with, read from ``org.freedesktop.locale1`` on a system bus of
+    the session's own (``_LOCALED``); without it mutter keeps its default, US."""
     for tool in ("mutter", "pipewire", "wireplumber", "dbus-daemon", "gst-launch-1.0", "foot"):
         if shutil.which(tool) is None:
             raise RuntimeError(
@@ -235,6 +270,18 @@ def headless_mutter(
         start("dbus-daemon", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
               f"--address={bus}", "--nofork", "--nopidfile")  # fmt: skip
         wait("dbus-daemon", (runtime / "bus").exists)
+        if layout is not None:
+            system_bus = f"unix:path={runtime / 'system_bus'}"
+            start("system-bus", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
+                  f"--address={system_bus}", "--nofork", "--nopidfile")  # fmt: skip
+            wait("the system bus", (runtime / "system_bus").exists)
+            name, _, variant = layout.rstrip(")").partition("(")
+            localed = subprocess.Popen([sys.executable, "-c", _LOCALED, system_bus, name, variant],
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            procs.append(localed)
+            m.pids["localed"] = localed.pid
+            wait("locale1", lambda: _has_names(system_bus, "org.freedesktop.locale1"))
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = system_bus
         start("pipewire", "pipewire")
         wait("pipewire", (runtime / "pipewire-0").exists)
         start("wireplumber", "wireplumber")

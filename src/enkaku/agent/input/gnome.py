@@ -4,7 +4,9 @@ Keys go by keysym (``NotifyKeyboardKeysym``): mutter finds the key for the keysy
 the customer's current layout and presses the level's modifiers itself, so what the
 technician types arrives as typed on any layout that has the character (JIS keys on a
 Japanese layout). A keysym the layout lacks is not typed (mutter has no way to add it;
-it logs "No keycode found"). The QEMU scancode is not used.
+it logs "No keycode found"). One fallback: ``yen`` on a layout without it (``jp``
+itself) goes as ``backslash``, what the customer's own ¥ key types
+(:mod:`enkaku.agent.gnome.keymap`). The QEMU scancode is not used.
 
 The pointer moves in the monitor stream's pixels (``NotifyPointerMotionAbsolute``):
 with several monitors the session records each, and a point of the desktop (the
@@ -24,6 +26,7 @@ import threading
 from collections.abc import Mapping
 
 from enkaku.agent.gnome import mutter
+from enkaku.agent.gnome.keymap import typeable
 
 from .base import InputError
 
@@ -58,7 +61,7 @@ class GnomeInput:
         except mutter.MutterUnavailable as exc:
             raise InputError(str(exc)) from exc
         self._lock = threading.Lock()
-        self._held: set[int] = set()
+        self._held: dict[int, int] = {}  # keysym pressed -> keysym sent
         self._buttons = 0
         self._closed = False
 
@@ -96,16 +99,15 @@ class GnomeInput:
             self._live()
             if not down:
                 if keysym in self._held:
-                    self._held.discard(keysym)
-                    self._notify("NotifyKeyboardKeysym", "ub", keysym, False)
+                    self._notify("NotifyKeyboardKeysym", "ub", self._held.pop(keysym), False)
                 return
             if not 0x20 <= keysym <= 0x1FFFFFFF or 0x7F <= keysym <= 0x9F:
                 logger.debug("keysym %#x is not a key; ignored", keysym)
                 return
             if keysym in self._held:
                 return  # auto-repeat from the viewer: the compositor repeats by itself
-            self._held.add(keysym)
-            self._notify("NotifyKeyboardKeysym", "ub", keysym, True)
+            self._held[keysym] = sent = typeable(keysym, self._env)
+            self._notify("NotifyKeyboardKeysym", "ub", sent, True)
 
     def pointer(self, x: int, y: int, buttons: int) -> None:
         """Move to (x, y) of the desktop (with several monitors: their bounding box, as
@@ -130,9 +132,9 @@ class GnomeInput:
 
     def _release_all_locked(self) -> None:
         try:
-            for keysym in list(self._held):
-                self._held.discard(keysym)
-                self._notify("NotifyKeyboardKeysym", "ub", keysym, False)
+            for keysym, sent in list(self._held.items()):
+                del self._held[keysym]
+                self._notify("NotifyKeyboardKeysym", "ub", sent, False)
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):
                     self._buttons &= ~(1 << bit)
