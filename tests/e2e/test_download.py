@@ -38,6 +38,7 @@ from enkaku.agent.preconfig import (
     agent_argv,
 )
 from enkaku.protocol.agentlink import CLOSE_INCOMPATIBLE, PROTOCOL
+from tests.gnome import headless_mutter
 from tests.wayland import headless_sway
 from tests.xdisplay import wait_window, xvfb, xwd_root
 
@@ -359,6 +360,67 @@ def test_the_downloaded_agent_serves_a_sway_desktop(
             return bool(np.array_equal(got, sway.grim()))
 
         wait_for(same, 60, "the sway screen at the technician's VNC viewer")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+
+
+def test_the_downloaded_agent_serves_a_gnome_desktop_and_types_into_foot(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    """The file downloaded from the page, started on the system's Python inside a
+    headless GNOME session (mutter, PipeWire, foot), picks wayland-gnome itself (auto):
+    its bundled dbus-fast talks to mutter, the system's GStreamer (through ctypes; no
+    python3-gi) reads the frames. The technician's vncdotool types a command that runs
+    in foot, and its capture equals mutter's own screen-cast frame. Without GStreamer's
+    PipeWire plugin the same file stops with the bilingual message naming the packages."""
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    data, _ = get(download_link(world, "3.11"))
+    pyz = tmp_path / "enkaku-agent-py311.pyz"
+    pyz.write_bytes(data)
+    with headless_mutter(800, 600) as gnome:
+        env = {**clean_env(world, tmp_path), **gnome.env}
+        env.pop("DISPLAY", None)
+        args = [SYSTEM_PYTHON, str(pyz), "--headless", "--consent", "allow"]
+        # GStreamer without its PipeWire plugin (an empty plugin path and registry).
+        no_plugins = tmp_path / "no-gst-plugins"
+        no_plugins.mkdir()
+        bare = {**env, "GST_PLUGIN_SYSTEM_PATH_1_0": str(no_plugins),
+                "GST_PLUGIN_PATH_1_0": str(no_plugins),
+                "GST_REGISTRY_1_0": str(tmp_path / "gst-registry.bin")}  # fmt: skip
+        done = subprocess.run(
+            [*args, "--config-dir", str(tmp_path / "cfg-bare")],
+            env=bare, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        err = done.stderr
+        assert done.returncode == 2, err
+        assert "Traceback" not in err, err
+        assert "wayland-gnome" in err and "pipewiresrc" in err, err
+        assert "gstreamer1.0-pipewire" in err and "pipewire-gstreamer" in err, err
+        assert "GStreamer とその PipeWire プラグイン" in err, err
+        # With the plugin: the screen is served and keys land in foot.
+        agent = Proc([*args, "--config-dir", str(tmp_path / "agent-config")], env=env,
+                     name="agent", log_dir=tmp_path)  # fmt: skip
+        world.procs.append(agent)
+        creds = agent.next_line(120, event="credentials")
+        tech = world.connect(creds["agent_id"], creds["password"])
+        port = int(tech.next_line(60, event="vnc_listening")["port"])
+
+        def vncdo(*commands: str) -> None:
+            subprocess.run([VNCDO, "-s", f"127.0.0.1::{port}", *commands], check=True,
+                           timeout=120, capture_output=True)  # fmt: skip
+
+        vncdo("type", "echo onefile-gnome-5K > result.txt", "key", "enter")
+        out = gnome.work / "result.txt"
+        wait_for(lambda: out.exists() and out.read_text() == "onefile-gnome-5K\n", 30,
+                 "the command typed through the one-file agent")  # fmt: skip
+        shot = tmp_path / "capture.png"
+
+        def same() -> bool:
+            vncdo("capture", str(shot))
+            got = np.asarray(Image.open(shot).convert("RGB"))
+            return bool(np.array_equal(got, gnome.screenshot()))
+
+        wait_for(same, 60, "the GNOME screen at the technician's VNC viewer")
         agent.signal(signal.SIGTERM)
         assert agent.wait(30) == 0
 
