@@ -77,6 +77,39 @@ def test_grab_returns_an_independent_copy(tmp_path: Path) -> None:
         assert np.array_equal(rgb(second), xwd_root(display))
 
 
+@pytest.mark.parametrize("use_shm", [True, False], ids=["shm", "xgetimage"])
+def test_rectangles_grabbed_as_copies_or_as_views_of_the_segment(
+    tmp_path: Path, use_shm: bool
+) -> None:
+    """``grab_rects`` gives copies; ``grab_rects_shared`` views laid out side by side
+    in the shared memory segment (copies without SHM, or when they do not fit), each
+    the screen's pixels there, until the next grab."""
+    with xvfb(320, 240) as display, X11Capture(display, use_shm=use_shm) as cap:
+        noise(tmp_path / "n.png", 320, 240, seed=3)
+        set_root_image(display, tmp_path / "n.png")
+        screen = xwd_root(display)
+        rects = [Rect(0, 0, 320, 100), Rect(17, 150, 33, 90), Rect(300, 5, 20, 7)]
+        copies = cap.grab_rects(rects)
+        views = cap.grab_rects_shared(rects)
+        assert copies is not None and views is not None
+        for r, copy, view in zip(rects, copies, views, strict=True):
+            want = screen[r.y : r.y + r.h, r.x : r.x + r.w]
+            assert np.array_equal(rgb(copy), want) and np.array_equal(rgb(view), want)
+            assert copy.flags.owndata
+            assert view.flags.owndata is not use_shm and view.flags.writeable
+        if use_shm:
+            # Side by side: writing into one view leaves the others as they were.
+            views[0][:] = 0
+            assert np.array_equal(rgb(views[1]), screen[150:240, 17:50])
+            # The next grab reuses the segment; the copies stay as they were.
+            cap.grab_rects_shared([Rect(0, 0, 320, 240)])
+            assert np.array_equal(rgb(copies[0]), screen[:100])
+            # More than the segment holds: copies, still right.
+            bigger = cap.grab_rects_shared([Rect(0, 0, 320, 240), Rect(0, 0, 10, 10)])
+            assert bigger is not None and all(p.flags.owndata for p in bigger)
+            assert np.array_equal(rgb(bigger[0]), screen)
+
+
 def test_changed_regions_cover_new_window(tmp_path: Path) -> None:
     with xvfb(800, 600) as display, X11Capture(display) as cap:
         assert cap.changed_regions() is None  # first call: unknown, send everything

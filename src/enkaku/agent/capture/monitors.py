@@ -102,6 +102,14 @@ class MonitorView:
         absolute = [Rect(r.x + self.rect.x, r.y + self.rect.y, r.w, r.h) for r in rects]
         return self.source.grab_rects(absolute)  # type: ignore[attr-defined]
 
+    def grab_rects_shared(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        """The source's views (see ``X11Capture.grab_rects_shared``), or its copies."""
+        absolute = [Rect(r.x + self.rect.x, r.y + self.rect.y, r.w, r.h) for r in rects]
+        shared = getattr(self.source, "grab_rects_shared", None)
+        grab = shared if callable(shared) else self.source.grab_rects  # type: ignore[attr-defined]
+        parts: list[npt.NDArray[np.uint8]] | None = grab(absolute)
+        return parts
+
     def take_moves(self) -> list[tuple[Rect, Rect]]:
         """Windows moved wholly within the monitor (a move in or out of it is damage)."""
         take = getattr(self.source, "take_moves", None)

@@ -96,15 +96,19 @@ class _ShmImage:
         self.conn.check()
         return bool(ok) and not errors
 
-    def grab_rect(self, root: int, rect: Rect) -> npt.NDArray[np.uint8] | None:
-        """The pixels of ``rect`` (a copy), through the start of the same segment.
+    def grab_rect(
+        self, root: int, rect: Rect, offset: int = 0, *, copy: bool = True
+    ) -> npt.NDArray[np.uint8] | None:
+        """The pixels of ``rect``, written ``offset`` bytes into the segment: a copy, or
+        with ``copy=False`` a view of the segment (valid until it is written again).
 
         The XImage is narrowed to the rectangle for the request: the server then writes
         ``rect.h`` rows of ``rect.w`` pixels, packed (32 bpp rows need no padding).
         """
         img = self.image.contents
-        saved = img.width, img.height, img.bytes_per_line
+        saved = img.width, img.height, img.bytes_per_line, img.data
         img.width, img.height, img.bytes_per_line = rect.w, rect.h, rect.w * 4
+        img.data = self.info.shmaddr + offset
         try:
             ok = self.xext.XShmGetImage(
                 self.conn.dpy, root, self.image, rect.x, rect.y, x11lib.ALL_PLANES
@@ -113,9 +117,9 @@ class _ShmImage:
             self.conn.check()
             if not ok or errors:
                 return None
-            return _image_to_array(img)
+            return _image_to_array(img) if copy else _image_view(img)
         finally:
-            img.width, img.height, img.bytes_per_line = saved
+            img.width, img.height, img.bytes_per_line, img.data = saved
 
     def close(self) -> None:
         """Detach from the server and free the segment and the XImage."""
@@ -145,6 +149,14 @@ def _image_to_array(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
     if img.byte_order != x11lib.LSB_FIRST:
         frame = frame[:, :, ::-1]  # MSBFirst server: X, R, G, B in memory
     return np.array(frame, dtype=np.uint8, copy=True, order="C")
+
+
+def _image_view(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
+    """A 32-bpp LSBFirst ZPixmap XImage's packed rows as an (h, w, 4) B, G, R, X view of
+    its memory (writable, no copy)."""
+    assert img.byte_order == x11lib.LSB_FIRST and img.bytes_per_line == img.width * 4
+    buf = (ctypes.c_uint8 * (img.bytes_per_line * img.height)).from_address(img.data)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(img.height, img.width, 4)
 
 
 def _check_format(img: x11lib.XImage) -> None:
@@ -357,18 +369,38 @@ class X11Capture:
     def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
         """The current pixels of each rectangle, as (h, w, 4) BGRX copies; None when the
         screen size changed (``grab()`` the whole screen then)."""
+        return self._grab_rects(rects, shared=False)
+
+    def grab_rects_shared(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        """As ``grab_rects``, but the arrays are writable views of the shared memory
+        segment, laid out one after another in it, where they fit and the server is
+        LSBFirst (else copies): they hold until the next grab of any kind on this
+        capture. For a caller that compares them and copies what changed at once (the
+        RFB service's damage step): it saves copying every damaged pixel twice."""
+        return self._grab_rects(rects, shared=True)
+
+    def _grab_rects(self, rects: list[Rect], *, shared: bool) -> list[npt.NDArray[np.uint8]] | None:
         with self._lock:
             self._check_open()
             width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
             if (width, height) != (self._width, self._height):
                 return None
+            shm = self._shm if self._use_shm else None
+            if shared and (
+                shm is None
+                or shm.image.contents.byte_order != x11lib.LSB_FIRST
+                or sum(r.w * r.h for r in rects) * 4 > shm.size
+            ):
+                shared = False
             parts: list[npt.NDArray[np.uint8]] = []
+            offset = 0
             for rect in rects:
                 clipped = self._clip(rect.x, rect.y, rect.w, rect.h)
                 if clipped != rect:
                     raise ValueError(f"{rect} is not inside the {width}x{height} screen")
-                if self._use_shm and self._shm is not None:
-                    part = self._shm.grab_rect(self._conn.root, rect)
+                if shm is not None:
+                    part = shm.grab_rect(self._conn.root, rect, offset, copy=not shared)
+                    offset += rect.w * rect.h * 4 if shared else 0
                 else:
                     part = self._grab_plain(rect)
                 if part is None:
