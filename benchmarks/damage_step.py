@@ -5,7 +5,10 @@ git revision, on synthetic screens: no X server, no encoder, no peer.
 
 Workloads on a 1920×1080 kept frame: ``text``, a 900×700 terminal of random glyph-like
 pixels (30 % blank lines) scrolling 13 rows per update, damaged as a whole; ``image``,
-a new full-screen random picture per update. The capture is a stub returning copies of
+a new full-screen random picture per update; ``sideways``, a 1920×1080 page of such
+pixels scrolled 40 columns sideways per update, damaged whole; ``retext``, a new
+1920×1080 page of them per update (no move: the sideways search runs and finds nothing,
+its worst case on text). The capture is a stub returning copies of
 the damaged rectangles. Prints the median thread CPU time per call and the copies
 found, so it supports, not replaces, ``benchmarks/screen.py``'s comparison with peers.
 """
@@ -48,6 +51,23 @@ def text_frames(n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, list
         frame = base.copy()
         frame[100:800, 100:1000, :3] = (lines[k * 13 : k * 13 + 700] * 200)[..., None]
         out.append((frame, [Rect(100, 100, 900, 700)]))
+    return out
+
+
+def page_frames(n: int, rng: np.random.Generator, step: int) -> list[tuple[np.ndarray, list[Rect]]]:
+    """Full-screen pages of glyph-like pixels, ``step`` columns further each update (0:
+    a new page each update)."""
+    lines = rng.integers(0, 2, (H, W + n * step), dtype=np.uint8)
+    lines[rng.random(H) < 0.3] = 0
+    out = []
+    for k in range(n):
+        if step == 0:
+            lines = rng.integers(0, 2, (H, W), dtype=np.uint8)
+            lines[rng.random(H) < 0.3] = 0
+        frame = np.full((H, W, 4), 40, np.uint8)
+        frame[..., 3] = 0
+        frame[..., :3] = (lines[:, k * step : k * step + W] * 200)[..., None]
+        out.append((frame, [Rect(0, 0, W, H)]))
     return out
 
 
@@ -101,7 +121,12 @@ def main() -> None:
                 ).stdout
             )  # fmt: skip
             modules[args.before] = load(path, "_damage_before")
-        for workload, make, n in (("text", text_frames, 40), ("image", image_frames, 12)):
+        for workload, make, n in (
+            ("text", text_frames, 40),
+            ("image", image_frames, 12),
+            ("sideways", lambda n, rng: page_frames(n, rng, 40), 12),
+            ("retext", lambda n, rng: page_frames(n, rng, 0), 12),
+        ):
             frames = make(n, np.random.default_rng(1))
             for label, module in modules.items():
                 ms, copies = measure(module, frames)

@@ -574,6 +574,55 @@ def test_find_vertical_copy_rejects_unrelated_content() -> None:
     assert find_vertical_copy(blank, blank.copy()) is None  # nothing moved
 
 
+@pytest.mark.parametrize("dx", [1, 9, 40, -3, -24])
+def test_find_horizontal_copy_finds_the_shift(dx: int) -> None:
+    from enkaku.agent.rfbservice import find_horizontal_copy, find_vertical_copy
+
+    wide = _text_block(90, 400, seed=dx % 13)
+    old = wide[:, 100:300]
+    new = wide[:, 100 + dx : 300 + dx].copy()
+    new[..., 3] = 7  # X bytes differ: ignored
+    found = find_horizontal_copy(old, new)
+    assert found is not None
+    top, bottom, left, right, shift = found
+    assert (top, bottom, shift) == (0, 90, dx)
+    assert right - left == 200 - abs(dx)
+    np.testing.assert_array_equal(
+        new[top:bottom, left:right, :3], old[top:bottom, left + dx : right + dx, :3]
+    )
+    assert find_vertical_copy(old, new) is None  # not a vertical move
+
+
+def test_find_horizontal_copy_leaves_out_a_fixed_border_and_a_scroll_bar() -> None:
+    """Row headers on the left that stay, and a scroll bar's rows at the bottom whose
+    thumb moved: the copy is the part that moved, exactly."""
+    from enkaku.agent.rfbservice import find_horizontal_copy
+
+    wide = _text_block(120, 500, seed=21)
+    old = wide[:, 100:340].copy()
+    new = wide[:, 124:364].copy()
+    new[:, :30] = old[:, :30]  # the fixed border
+    old[104:, :, :3] = 180  # the scroll bar, its thumb moved 24 columns right
+    new[104:, :, :3] = 180
+    old[108:116, 60:100, :3] = 90
+    new[108:116, 84:124, :3] = 90
+    # Rows 104-107, the bar's plain top, are the same moved or not: exact, so copied.
+    assert find_horizontal_copy(old, new) == (0, 108, 30, 216, 24)
+
+
+def test_find_horizontal_copy_rejects_unrelated_content() -> None:
+    from enkaku.agent.rfbservice import find_horizontal_copy
+
+    assert find_horizontal_copy(_text_block(80, 200, 1), _text_block(80, 200, 2)) is None
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (80, 200, 4), dtype=np.uint8)
+    assert find_horizontal_copy(noise, rng.integers(0, 256, (80, 200, 4), dtype=np.uint8)) is None
+    blank = np.full((80, 200, 4), 40, dtype=np.uint8)
+    assert find_horizontal_copy(blank, blank.copy()) is None  # nothing moved
+    tall = _text_block(120, 200, seed=4)
+    assert find_horizontal_copy(tall[:80], tall[20:100]) is None  # moved up, not sideways
+
+
 class FakeEventCapture(FakeCapture):
     """An event-driven capture: a pipe turns readable when the test changes the image."""
 
@@ -812,3 +861,55 @@ def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
     service._grab_damage([Rect(100, 100, 40, 4)])
     assert service._kept_hashes is None
     np.testing.assert_array_equal(service._previous[..., :3], capture.image[..., :3])
+
+
+def test_grab_damage_sends_a_sideways_scroll_as_a_copy_and_stays_exact() -> None:
+    """A block scrolled sideways with a cursor line drawn across it: one horizontal copy
+    grown over the cursor's rows, and pixels for the uncovered columns and what the copy
+    gets wrong; a viewer applying the copy and then the damage has the new screen."""
+    from enkaku.agent.rfbservice import _clear_x
+
+    wide = _text_block(200, 600, seed=9)
+    screen = np.zeros((240, 480, 4), dtype=np.uint8)
+    screen[20:220, 40:440] = wide[:, :400]
+
+    class RectCapture(FakeCapture):
+        def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
+            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
+
+    async def no_read() -> bytes:
+        return b""
+
+    async def no_write(_: bytes) -> None:
+        return None
+
+    capture = RectCapture(screen.copy())
+    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
+    service._previous = _clear_x(screen.copy())
+    for dx, start in ((36, 36), (-12, 24)):  # right, then back left a little
+        before = service._previous.copy()
+        moved = screen.copy()
+        moved[20:220, 40:440] = wide[:, start : start + 400]
+        moved[100:103, 40:440, :3] = (255, 0, 0)  # a cursor line across the block
+        moved[..., 3] = 3
+        capture.image = moved
+        service._damage = []
+        copies = service._grab_damage([Rect(40, 20, 400, 200)])
+        assert copies is not None and len(copies) == 1
+        c = copies[0]
+        assert c.src_y == c.dest.y and c.src_x - c.dest.x == dx
+        # Every changed row (the block's first is a blank line in both): grown over the
+        # cursor's rows.
+        assert (c.dest.y, c.dest.y + c.dest.h) == (21, 220)
+        assert c.dest.w == 400 - abs(dx)
+        viewer = before[..., :3].copy()
+        viewer[c.dest.y : c.dest.y + c.dest.h, c.dest.x : c.dest.x + c.dest.w] = before[
+            c.src_y : c.src_y + c.dest.h, c.src_x : c.src_x + c.dest.w, :3
+        ]
+        for d in service._damage:
+            viewer[d.y : d.y + d.h, d.x : d.x + d.w] = moved[d.y : d.y + d.h, d.x : d.x + d.w, :3]
+        np.testing.assert_array_equal(viewer, moved[..., :3])
+        # Pixels: the uncovered columns and the cursor's rows, not the whole block.
+        assert sum(d.w * d.h for d in service._damage) <= abs(dx) * 200 + 3 * 400
+        np.testing.assert_array_equal(service._previous[..., :3], moved[..., :3])
+        screen = moved

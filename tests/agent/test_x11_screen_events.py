@@ -26,6 +26,7 @@ from enkaku.agent.capture.x11 import X11Capture
 from enkaku.agent.input.x11 import X11Input
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
+from enkaku.protocol.rfb.encodings.copyrect import Copy
 from tests.agent.test_rfbservice import Pipe, RecordingInjector
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 from tests.xdisplay import wait_window, x_client, x_env, xvfb, xwd_root
@@ -285,3 +286,63 @@ async def run_text(*args: str) -> str:
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, cmd
     return out.decode()
+
+
+#: A wide page scrolled sideways in a Tk canvas (a spreadsheet or a code editor scrolled
+#: right), with a real horizontal scroll bar under it whose thumb moves each step.
+SIDEWAYS_SCROLL = """
+import sys, tkinter as tk
+root = tk.Tk(); root.title("wide"); root.geometry("440x300+20+30")
+c = tk.Canvas(root, width=440, height=280, bg="white", highlightthickness=0,
+              xscrollincrement=24, scrollregion=(0, 0, 3200, 280))
+bar = tk.Scrollbar(root, orient="horizontal", command=c.xview)
+c.configure(xscrollcommand=bar.set)
+c.pack(side="top", fill="both", expand=True); bar.pack(side="bottom", fill="x")
+for i in range(15):
+    c.create_text(6, 6 + 18 * i, anchor="nw", font=("TkFixedFont", 11),
+                  text=" ".join(f"r{i}c{j}:{(i * 37 + j * 11) % 997}" for j in range(160)))
+steps = [0]
+def step():  # 30 steps right, then 30 back left
+    if steps[0] < 60:
+        steps[0] += 1
+        c.xview_scroll(1 if steps[0] <= 30 else -1, "units")
+        root.after(150, step)
+root.after(500, step)
+root.mainloop()
+"""
+
+
+async def test_content_scrolled_sideways_goes_as_a_horizontal_copy(tmp_path: Path) -> None:
+    script = tmp_path / "wide.py"
+    script.write_text(SIDEWAYS_SCROLL)
+    async with session() as s:
+        found: list[tuple[Rect, int, int]] = []  # the service's copies: dest, src_x, src_y
+        grab_damage = s.service._grab_damage
+
+        def spy(regions: list[Rect]) -> list[Copy] | None:
+            copies = grab_damage(regions)
+            for c in copies or []:
+                found.append((Rect(c.dest.x, c.dest.y, c.dest.w, c.dest.h), c.src_x, c.src_y))
+            return copies
+
+        s.service._grab_damage = spy  # type: ignore[method-assign]
+        with x_client([sys.executable, str(script)], s.display):
+            _x, _y, w, h = wait_window(s.display, "wide")
+            best = {1: 0, -1: 0}  # the largest sideways copy sent, content moved left/right
+            deadline = time.monotonic() + 40
+            while min(best.values()) < w * h // 2 and time.monotonic() < deadline:
+                found.clear()
+                try:
+                    await s.update(timeout=5)
+                except TimeoutError:
+                    break  # the scrolling is over
+                sent = {r[:4] for r in s.dec.updates[-1].rects if r[4] == Encoding.COPYRECT}
+                for d, sx, sy in found:
+                    if sy == d.y and sx != d.x and (d.x, d.y, d.w, d.h) in sent:
+                        side = 1 if sx > d.x else -1
+                        best[side] = max(best[side], d.w * d.h)
+            # One step moves the whole canvas but the 24 columns it uncovers: the copy
+            # covers most of the window (the canvas is 280 of its 300 rows).
+            assert min(best.values()) >= w * h // 2, f"largest sideways copies {best} of {w * h}"
+            await asyncio.sleep(10)  # the 60 steps are done
+            await s.until_exact()

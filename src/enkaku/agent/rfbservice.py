@@ -22,11 +22,13 @@ With a capture that reports damage as events (``X11Capture``: ``fileno()``,
 the X server reports damage (nothing is read or compared while the screen is still),
 captures only the damaged rectangles into its own copy of the screen, trims each to the
 pixels that really changed, finds vertical scrolls in them (row hashes against the
-previous pixels: a CopyRect plus the newly exposed strip instead of the whole area) and
-windows the capture saw move (``take_moves()``: one CopyRect when the pixels match), and
-sends the update as soon as one is allowed: at once for the first change after input from
-the viewer or after a quiet spell, else one frame interval after the previous update
-(damage meanwhile is coalesced into that one update). Other captures are polled
+previous pixels: a CopyRect plus the newly exposed strip instead of the whole area), else
+sideways scrolls (column hashes over a few sampled rows: a CopyRect plus the uncovered
+columns, when that leaves fewer pixels to send), and windows the capture saw move
+(``take_moves()``: one CopyRect when the pixels match), and sends the update as soon as
+one is allowed: at once for the first change after input from the viewer or after a
+quiet spell, else one frame interval after the previous update (damage meanwhile is
+coalesced into that one update). Other captures are polled
 ``max_fps`` times a second and compared tile by tile.
 
 Monitors (docs/performance.md, "Monitors"): with a capture that lists them
@@ -100,6 +102,21 @@ INPUT_FAST_PATH = 0.25
 SCROLL_MIN_ROWS = 24
 SCROLL_MIN_COLS = 64
 COPY_MIN_ROWS = 8
+#: Sideways scrolls: the fewest columns a copy must cover, and the sampled rows whose
+#: columns are hashed: ``_H_SETS`` sets of ``_H_ROWS`` rows spread over the middle
+#: three quarters of the changed rows (a horizontal scroll bar or a status line at the
+#: edge is left out), interleaved and tried one after another, so that a row that did
+#: not move (a cursor line) spoils one set only.
+COPY_MIN_COLS = 16
+_H_SETS = 4
+_H_ROWS = 16
+#: Every so many changed columns vote for the shift (the vote's look-ups are its cost).
+_H_VOTERS = COPY_MIN_COLS // (COPY_MIN_ROWS // 2)
+#: Odd 64-bit multipliers for the column hashes of a set (a weighted sum, mod 2**64).
+_H_WEIGHTS = (
+    np.random.default_rng(0x5C0).integers(0, 2**63, _H_ROWS, dtype=np.uint64) * np.uint64(2)
+    + np.uint64(1)
+)[:, None]
 #: ``on_clipboard`` directions (also the audit event names the session reports).
 TO_CUSTOMER = "clipboard_to_customer"
 FROM_CUSTOMER = "clipboard_from_customer"
@@ -248,10 +265,15 @@ def find_vertical_copy(old: Frame, new: Frame) -> tuple[int, int, int] | None:
 def _find_vertical_copy(
     old: npt.NDArray[np.uint32],
     new: npt.NDArray[np.uint32],
-    old_h: list[int] | None = None,
-    new_h: list[int] | None = None,
+    old_h: Sequence[int] | npt.NDArray[np.int64] | None = None,
+    new_h: Sequence[int] | npt.NDArray[np.int64] | None = None,
+    min_run: int = COPY_MIN_ROWS,
+    every: int = 1,
 ) -> tuple[int, int, int] | None:
-    """``find_vertical_copy`` on words; ``old_h``, ``new_h``: their row hashes, if known."""
+    """``find_vertical_copy`` on words; ``old_h``, ``new_h``: their row hashes, if known;
+    ``min_run``: the fewest rows the copy must cover; ``every``: only every so many
+    changed rows vote (fewer look-ups; a run of ``min_run`` rows must still hold
+    ``COPY_MIN_ROWS // 2`` voters)."""
     h = new.shape[0]
     oh = np.asarray(_row_hashes(old) if old_h is None else old_h, dtype=np.int64)
     nh = np.asarray(_row_hashes(new) if new_h is None else new_h, dtype=np.int64)
@@ -259,13 +281,20 @@ def _find_vertical_copy(
     # content: at most 4 such rows, so common rows (blank lines) do not vote.
     order = np.argsort(oh, kind="stable")
     known = oh[order]
-    rows = np.flatnonzero(nh != oh)
-    first = np.searchsorted(known, nh[rows], "left")
-    count = np.searchsorted(known, nh[rows], "right") - first
-    ok = (count >= 1) & (count <= 4)
+    rows = np.flatnonzero(nh != oh)[::every]
+    wanted = nh[rows]
+    first = np.searchsorted(known, wanted, "left")
+    last = known.size - 1
+    hit = known[np.minimum(first, last)] == wanted  # equal hashes start at ``first``
+    rows, first, wanted = rows[hit], first[hit], wanted[hit]
+    count = np.ones(rows.size, dtype=np.intp)  # how many, up to 5 (5: common)
+    for k in range(1, 5):
+        at = first + k
+        count += (at <= last) & (known[np.minimum(at, last)] == wanted)
+    ok = count <= 4
     rows, first, count = rows[ok], first[ok], count[ok]
-    if rows.size == 0:
-        return None
+    if rows.size < COPY_MIN_ROWS // 2:
+        return None  # too few voters for any shift to win (a row votes once per shift)
     voter = np.repeat(np.arange(rows.size), count)
     nth = np.arange(voter.size) - np.repeat(np.cumsum(count) - count, count)
     shifts = order[first[voter] + nth] - rows[voter]
@@ -285,7 +314,7 @@ def _find_vertical_copy(
         return None
     longest = int(np.argmax(ends - starts))
     best = (lo + int(starts[longest]), lo + int(ends[longest]))
-    if best[1] - best[0] < COPY_MIN_ROWS:
+    if best[1] - best[0] < min_run:
         return None
     a, b = best
     if not np.array_equal(new[a:b], old[a + dy : b + dy]):
@@ -332,6 +361,78 @@ def _extend_copy(
             if (box := _diff_box(grown[band : band + TILE])) is not None:
                 boxes.append(Rect(box.x, first + band + box.y, box.w, box.h))
     return top, bottom, boxes
+
+
+def _longest_run(mask: npt.NDArray[np.bool_]) -> tuple[int, int]:
+    """The first longest run of True in a 1-d mask: (start, end); (0, 0) when none."""
+    padded = np.zeros(mask.size + 2, dtype=np.int8)
+    padded[1:-1] = mask
+    edges = np.flatnonzero(np.diff(padded))
+    if edges.size == 0:
+        return 0, 0
+    starts, ends = edges[::2], edges[1::2]
+    longest = int(np.argmax(ends - starts))
+    return int(starts[longest]), int(ends[longest])
+
+
+def find_horizontal_copy(old: Frame, new: Frame) -> tuple[int, int, int, int, int] | None:
+    """A sideways move inside a block: (top, bottom, left, right, dx) such that ``new``'s
+    rows top..bottom-1, columns left..right-1 equal ``old``'s at columns left+dx..right-1+dx
+    exactly; None when no area of at least ``COPY_MIN_ROWS`` rows and ``COPY_MIN_COLS``
+    columns moved sideways.
+
+    Columns are hashed over a few sampled changed rows only (not the whole block), and
+    columns whose content is common in ``old`` (blank ones) cast no vote.
+    """
+    old_v, new_v = _values(old), _values(new)
+    changed = np.flatnonzero((old_v != new_v).any(axis=1))
+    return _find_horizontal_copy(old_v, new_v, changed)
+
+
+def _find_horizontal_copy(
+    old: npt.NDArray[np.uint32],
+    new: npt.NDArray[np.uint32],
+    changed: npt.NDArray[np.intp],
+) -> tuple[int, int, int, int, int] | None:
+    """``find_horizontal_copy`` on words; ``changed``: the block's changed rows, sorted.
+
+    Each set of ``_H_ROWS`` sampled rows gives one hash per column (a weighted sum of
+    its words in those rows), and the vertical finder's vote runs on the columns; a shift
+    it finds is then checked on every row of the block: the longest run of rows exact
+    over the found columns, widened to every column exact over those rows."""
+    w = new.shape[1]
+    n = changed.size
+    if n < _H_ROWS or w < 2 * COPY_MIN_COLS:
+        return None
+    tried: set[int] = set()
+    picked: set[bytes] = set()
+    spread = (np.arange(_H_ROWS) + 0.5 / _H_SETS) / _H_ROWS  # set 0's fractions
+    for j in range(_H_SETS):
+        at = n * (0.125 + 0.75 * (spread + j / (_H_SETS * _H_ROWS)))
+        rows = changed[np.minimum(at.astype(np.intp), n - 1)]
+        if rows.tobytes() in picked:
+            continue  # few changed rows: the sets coincide
+        picked.add(rows.tobytes())
+        sample_old, sample_new = old[rows], new[rows]  # (rows, w): small copies
+        old_h = (sample_old * _H_WEIGHTS).sum(axis=0, dtype=np.uint64).view(np.int64)
+        new_h = (sample_new * _H_WEIGHTS).sum(axis=0, dtype=np.uint64).view(np.int64)
+        found = _find_vertical_copy(
+            sample_old.T, sample_new.T, old_h, new_h, min_run=COPY_MIN_COLS, every=_H_VOTERS
+        )
+        if found is None or found[2] in tried or found[2] == 0:
+            continue
+        a, b, dx = found
+        tried.add(dx)
+        lo, hi = max(0, -dx), min(w, w - dx)
+        same = new[:, lo:hi] == old[:, lo + dx : hi + dx]  # one compare for rows and columns
+        top, bottom = _longest_run(same[:, a - lo : b - lo].all(axis=1))
+        if bottom - top < COPY_MIN_ROWS:
+            continue
+        off = np.flatnonzero(~same[top:bottom].all(axis=0))
+        left = lo + int(off[off < a - lo].max(initial=-1)) + 1
+        right = lo + int(off[off >= b - lo].min(initial=hi - lo))
+        return top, bottom, left, right, dx
+    return None
 
 
 class RFBService:
@@ -962,8 +1063,9 @@ class RFBService:
 
     def _grab_damage(self, regions: list[Rect]) -> list[Copy] | None:
         """Worker thread: capture the damaged rectangles into ``_previous``, add what
-        really changed to the damage, and return the vertical moves found in it; None
-        when the screen must be grabbed whole (its size changed)."""
+        really changed to the damage, and return the moves found in it (vertical, else
+        sideways, and moved windows); None when the screen must be grabbed whole (its
+        size changed)."""
         frame = self._previous
         assert frame is not None
         h, w = frame.shape[:2]
@@ -1017,11 +1119,7 @@ class RFBService:
                 a, b, fixes = _extend_copy(old_v[y0:y1], new_v[y0:y1], diff[y0:y1], a, b, dy)
                 dest = Rect(r.x, r.y + y0 + a, r.w, b - a)
                 src = Rect(r.x, r.y + y0 + a + dy, r.w, b - a)
-                if any(src.intersect(u) for u in unsafe) or any(
-                    src.intersect(c.dest)
-                    or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
-                    for c in copies
-                ):
+                if not self._copy_allowed(src, dest, copies):
                     moved = None
                 else:
                     copies.append(Copy(dest, src.x, src.y))
@@ -1039,7 +1137,26 @@ class RFBService:
             if moved is None:
                 cols = np.flatnonzero(diff[y0:y1].any(axis=0))
                 x0, x1 = int(cols[0]), int(cols[-1]) + 1
-                changed.append(Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0))
+                whole = Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0)
+                side = None
+                if new_h is not None:  # large enough to search, no vertical move
+                    side = self._sideways(old_v[y0:y1], new_v[y0:y1], diff[y0:y1], rows - y0)
+                if side is not None:
+                    box, dx, after = side
+                    dest = Rect(r.x + box.x, r.y + y0 + box.y, box.w, box.h)
+                    src = Rect(dest.x + dx, dest.y, dest.w, dest.h)
+                    after = [Rect(r.x + a.x, r.y + y0 + a.y, a.w, a.h) for a in after]
+                    if sum(a.w * a.h for a in after) >= whole.w * whole.h:
+                        side = None  # saves no pixels: the changed area as it is
+                    elif self._copy_allowed(src, dest, copies):
+                        copies.append(Copy(dest, src.x, src.y))
+                        if any(src.intersect(u) for u in self._lossy):
+                            self._lossy_copies.append(dest)
+                        changed.extend(after)
+                    else:
+                        side = None
+                if side is None:
+                    changed.append(whole)
             old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
             kept = self._kept_hashes
             if new_h is not None:
@@ -1066,6 +1183,47 @@ class RFBService:
             changed = [piece for c in changed for piece in _subtract(c, dest)]
         self._add_damage(changed)
         return copies
+
+    def _copy_allowed(self, src: Rect, dest: Rect, copies: list[Copy]) -> bool:
+        """Whether a copy from ``src`` to ``dest`` may go out: not from an area whose
+        latest change the viewer has not received yet, and not reading or writing where
+        another copy of this update writes or reads."""
+        return not any(src.intersect(u) for u in self._damage) and not any(
+            src.intersect(c.dest) or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
+            for c in copies
+        )
+
+    @staticmethod
+    def _sideways(
+        old: npt.NDArray[np.uint32],
+        new: npt.NDArray[np.uint32],
+        diff: npt.NDArray[np.bool_],
+        changed: npt.NDArray[np.intp],
+    ) -> tuple[Rect, int, list[Rect]] | None:
+        """A sideways move in a changed block (words, the change mask, its changed rows):
+        the copy's destination and dx, and the pixels to send after it (the changed
+        areas beside, above and below it, and what it gets wrong in the rows it grew
+        over), all in block coordinates; None when nothing moved sideways."""
+        found = _find_horizontal_copy(old, new, changed)
+        if found is None:
+            return None
+        top, bottom, left, right, dx = found
+        # Grown over rows that are nearly right (a cursor line, a thumb), as vertically.
+        top, bottom, fixes = _extend_copy(
+            old[:, left + dx : right + dx], new[:, left:right], diff[:, left:right],
+            top, bottom, 0,
+        )  # fmt: skip
+        pixels = [Rect(left + f.x, f.y, f.w, f.h) for f in fixes]
+        h, w = diff.shape
+        for y, y1, x, x1 in (
+            (0, top, 0, w),  # above
+            (bottom, h, 0, w),  # below
+            (top, bottom, 0, left),  # left of it
+            (top, bottom, right, w),  # right of it
+        ):
+            if y < y1 and x < x1 and (box := _diff_box(diff[y:y1, x:x1])) is not None:
+                pixels.append(Rect(x + box.x, y + box.y, box.w, box.h))
+        return Rect(left, top, right - left, bottom - top), dx, pixels
 
     def _hashes_kept(self, frame: Frame, span: Rect) -> list[int] | None:
         """The row hashes of ``span`` in the kept ``frame`` if the last scroll search
