@@ -12,9 +12,10 @@ import asyncio
 import os
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -289,3 +290,94 @@ def test_a_monitor_turned_is_reported_and_both_sides_follow(gnome: Mutter) -> No
             _run(_turn(gnome, 0), 30)
         wait_for(lambda: cap.monitors() == [Monitor("Meta-0", ONE, True), Monitor("Meta-1", TWO)],
                  30, "back")  # fmt: skip
+
+
+async def _plug(g: Mutter, w: int, h: int) -> tuple[Any, str, asyncio.subprocess.Process]:
+    from dbus_fast import MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    sc = "org.gnome.Mutter.ScreenCast"
+    bus = await MessageBus(bus_address=g.bus).connect()
+    (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
+                             "a{sv}", [{}])  # fmt: skip
+    (stream,) = await _call(bus, sc, session, sc + ".Session", "RecordVirtual", "a{sv}",
+                            [{"cursor-mode": Variant("u", 0)}])  # fmt: skip
+    node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_message(msg: Any) -> None:
+        if (msg.message_type == MessageType.SIGNAL and msg.path == stream
+                and msg.member == "PipeWireStreamAdded" and not node.done()):  # fmt: skip
+            node.set_result(int(msg.body[0]))
+
+    bus.add_message_handler(on_message)
+    await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
+    await _call(bus, sc, session, sc + ".Session", "Start")
+    # The monitor comes once a consumer has agreed on its size.
+    proc = await asyncio.create_subprocess_exec(
+        "gst-launch-1.0", "-q", "pipewiresrc", f"path={await node}", "!",
+        f"video/x-raw,width={w},height={h}", "!", "fakesink",
+        env={**os.environ, "XDG_RUNTIME_DIR": str(g.runtime)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return bus, session, proc
+
+
+async def _unplug(bus: Any, session: str, proc: asyncio.subprocess.Process) -> None:
+    try:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        sc = "org.gnome.Mutter.ScreenCast"
+        await _call(bus, sc, session, sc + ".Session", "Stop")
+    finally:
+        bus.disconnect()
+
+
+@contextmanager
+def plugged_in(g: Mutter, w: int, h: int) -> Iterator[None]:
+    """A monitor plugged in while inside: a virtual monitor of mutter's own
+    (``RecordVirtual``, read by a ``gst-launch-1.0`` at w x h, stopped by PID), a real
+    monitor to the layout and to every client; unplugged on the way out."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        state = asyncio.run_coroutine_threadsafe(_plug(g, w, h), loop).result(60)
+        try:
+            yield
+        finally:
+            asyncio.run_coroutine_threadsafe(_unplug(*state), loop).result(60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_monitor_plugged_in_and_out_of_a_one_monitor_desktop() -> None:
+    with headless_mutter(800, 600, foot=False) as g, GnomeCapture(g.env) as cap:
+        assert cap.monitors() == [] and cap.size == (800, 600)  # one monitor: as before
+        assert not cap.monitors_changed()
+        with plugged_in(g, 640, 480):
+            wait_for(lambda: len(cap.monitors()) == 2, 30, "the monitor plugged in listed")
+            assert cap.monitors_changed()
+            first, second = cap.monitors()
+            assert first == Monitor("Meta-0", ONE, True)
+            assert (second.rect.w, second.rect.h) == (640, 480)
+            assert cap.screen_size() == cap.size == (
+                max(800, second.rect.x + 640), max(600, second.rect.y + 480),
+            )  # fmt: skip
+            r = second.rect
+
+            def both() -> bool:
+                frame = rgb(cap.grab())
+                return np.array_equal(frame[:600, :800], g.screenshot("Meta-0")) and (
+                    np.array_equal(frame[r.y : r.y + r.h, r.x : r.x + r.w],
+                                   g.screenshot(second.name))
+                )  # fmt: skip
+
+            wait_for(both, 30, "each monitor's area == its own screen cast")
+        wait_for(lambda: cap.monitors() == [], 30, "one monitor again")
+        assert cap.monitors_changed()
+        wait_for(lambda: cap.size == (800, 600), 30, "the one monitor's size")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), g.screenshot()), 30, "capture == ref")
