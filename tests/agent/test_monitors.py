@@ -185,6 +185,10 @@ class RecordingCapture(X11Capture):
         self.asked.extend(rects)
         return super().grab_rects(rects)
 
+    def grab_rects_shared(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        self.asked.extend(rects)
+        return super().grab_rects_shared(rects)
+
 
 @asynccontextmanager
 async def viewer(display: str, injector: object, **kw: object) -> AsyncIterator[Viewer]:

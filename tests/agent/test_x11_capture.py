@@ -54,11 +54,16 @@ def test_grab_matches_xwd(tmp_path: Path, use_shm: bool) -> None:
         set_root_image(display, tmp_path / "noise.png")
         with x_client(["xterm", "-geometry", "40x10+30+40", "-title", "cap"], display):
             wait_window(display, "cap")
-            time.sleep(0.3)  # let xterm draw its text
             assert cap.uses_shm is use_shm
             assert cap.size == (640, 480)
-            frame = cap.grab()
-            reference = xwd_root(display)
+            # xterm draws its text when it gets to it (later on a busy machine): take
+            # both pictures again until the screen holds still between them.
+            for _ in range(50):
+                time.sleep(0.2)
+                frame = cap.grab()
+                reference = xwd_root(display)
+                if np.array_equal(rgb(frame), reference):
+                    break
         assert frame.shape == (480, 640, 4) and frame.dtype == np.uint8
         assert frame.flags.c_contiguous and frame.flags.owndata
         assert np.array_equal(rgb(frame), reference)

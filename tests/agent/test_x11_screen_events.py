@@ -56,6 +56,10 @@ class CountingCapture(X11Capture):
         self.rects.extend(rects)
         return super().grab_rects(rects)
 
+    def grab_rects_shared(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        self.rects.extend(rects)
+        return super().grab_rects_shared(rects)
+
 
 @dataclass
 class Session:

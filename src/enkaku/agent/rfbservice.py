@@ -106,9 +106,12 @@ COPY_MIN_ROWS = 8
 #: columns are hashed: ``_H_SETS`` sets of ``_H_ROWS`` rows spread over the middle
 #: three quarters of the changed rows (a horizontal scroll bar or a status line at the
 #: edge is left out), interleaved and tried one after another, so that a row that did
-#: not move (a cursor line) spoils one set only.
+#: not move (a cursor line) spoils one set only. The search gives up after
+#: ``_H_GIVE_UP`` sets in a row found no shift: a new picture (a slideshow, a video, a
+#: dialog over text) then costs two sets, not four.
 COPY_MIN_COLS = 16
 _H_SETS = 4
+_H_GIVE_UP = 2
 _H_ROWS = 16
 #: Every so many changed columns vote for the shift (the vote's look-ups are its cost).
 _H_VOTERS = COPY_MIN_COLS // (COPY_MIN_ROWS // 2)
@@ -406,6 +409,7 @@ def _find_horizontal_copy(
         return None
     tried: set[int] = set()
     picked: set[bytes] = set()
+    misses = 0  # sets in a row that found no shift
     spread = (np.arange(_H_ROWS) + 0.5 / _H_SETS) / _H_ROWS  # set 0's fractions
     for j in range(_H_SETS):
         at = n * (0.125 + 0.75 * (spread + j / (_H_SETS * _H_ROWS)))
@@ -419,7 +423,13 @@ def _find_horizontal_copy(
         found = _find_vertical_copy(
             sample_old.T, sample_new.T, old_h, new_h, min_run=COPY_MIN_COLS, every=_H_VOTERS
         )
-        if found is None or found[2] in tried or found[2] == 0:
+        if found is None:
+            misses += 1
+            if misses >= _H_GIVE_UP:
+                return None
+            continue
+        misses = 0
+        if found[2] in tried or found[2] == 0:
             continue
         a, b, dx = found
         tried.add(dx)
@@ -1078,7 +1088,12 @@ class RFBService:
             rects = [box]
         if not rects:
             return []
-        parts = self._capture.grab_rects(rects)  # type: ignore[attr-defined]
+        # Views of the capture's shared memory where it offers them (X11): each part
+        # is compared and its changed rows copied into ``frame`` below, before any
+        # other grab, so the pixels are not copied out of the segment first.
+        shared = getattr(self._capture, "grab_rects_shared", None)
+        grab = shared if callable(shared) else self._capture.grab_rects  # type: ignore[attr-defined]
+        parts = grab(rects)
         if parts is None:
             return None
         # Windows moved (the X server says where from): their old pixels, to check once
