@@ -31,7 +31,7 @@ from enkaku.agent.gnome.gst import GstUnavailable, PipeWireStream
 from enkaku.agent.portal import session as portal
 
 from .base import CaptureError, Rect
-from .gnome import FIRST_FRAME_TIMEOUT, GnomeCapture
+from .gnome import FIRST_FRAME_TIMEOUT, GnomeCapture, _Feed
 
 __all__ = ["PortalCapture"]
 
@@ -92,7 +92,9 @@ class PortalCapture(GnomeCapture):
         self._cleanup_lock = threading.Lock()
         self._cleaned = False
         self._unwatch: Callable[[], None] | None = None
-        self._socket: socket.socket | None = None
+        self._feeds = []
+        self._monitors = []  # one stream: the desktop is its frame, no monitor list
+        self._monitors_changed = False
         self._first = threading.Event()
         self._frame = None
         self._pending: list[Rect] = []
@@ -103,8 +105,10 @@ class PortalCapture(GnomeCapture):
         self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.frames = 0
         try:
-            self._socket = sock = stream.connect_pipewire()
-            self._stream = PipeWireStream(sock.fileno(), stream.node)
+            sock = stream.connect_pipewire()
+            feed = _Feed(mutter.Stream("", "", stream.node), Rect(0, 0, 0, 0), sock)
+            self._feeds = [feed]
+            feed.stream = PipeWireStream(sock.fileno(), stream.node)
         except (mutter.MutterUnavailable, GstUnavailable) as exc:
             self._release()
             raise CaptureError(str(exc)) from exc
@@ -119,7 +123,6 @@ class PortalCapture(GnomeCapture):
     def _reopen(self) -> None:
         """The portal ended the session: the customer stopped sharing (or the
         compositor did). Not asked again behind the customer's back."""
-        self._stream.close()
         with contextlib.suppress(Exception):
             self._drop_session()
         raise mutter.MutterUnavailable("the desktop portal ended the screen sharing")

@@ -509,6 +509,13 @@ class PortalSession(SharedBusSession):
             raise PortalUnavailable("the portal session has ended")
         self._submit(self._call_msg(RD, member, "oa{sv}" + signature, [self.handle, {}, *body]))
 
+    def locate(self, x: int, y: int) -> tuple[str, int, int]:
+        """As ``mutter.RemoteSession.locate``: the portal shares one stream, so the
+        point in its pixels, clamped (the stream itself goes by its node, see
+        ``PortalInput``)."""
+        w, h = self.size
+        return self.stream_path, min(max(x, 0), max(w - 1, 0)), min(max(y, 0), max(h - 1, 0))
+
     def open_pipewire(self) -> int:
         """A new connection to the PipeWire daemon that serves the stream (the portal's
         ``OpenPipeWireRemote``); the caller closes the descriptor."""
