@@ -214,6 +214,26 @@ def test_cells_are_gathered_as_from_the_edge_padded_rectangle(h: int, w: int) ->
     assert _cell_blocks(values, np.arange(0), nx).shape == (0, CELL * CELL)
 
 
+@pytest.mark.parametrize(("h", "w"), [(30, 1280), (20, 300), (84, 1100), (150, 700), (64, 1024)])
+def test_cells_of_a_short_last_band_count_and_list_their_colours_exactly(h: int, w: int) -> None:
+    """Cells cut short by the rectangle's bottom edge (a scroll's exposed strip) are
+    sorted on their real rows only; their counts and palettes are still each cell's."""
+    rng = np.random.default_rng(h + w)
+    values = rng.integers(0, 40, (h, w)).astype(np.uint32) * 0x010101
+    values[:, : w // 3] = rng.integers(0, 1 << 24, (h, w // 3))  # many colours
+    values[:, w // 2 : w // 2 + 64] = 7  # one colour
+    cells = analyse(values, smoothness=False)
+    for cy in range(cells.ny):
+        for cx in range(cells.nx):
+            cell = values[cy * CELL : (cy + 1) * CELL, cx * CELL : (cx + 1) * CELL]
+            want = np.unique(cell)
+            if want.size <= 256:
+                assert cells.colours[cy, cx] == want.size
+                assert np.array_equal(cells.palette(cy, cx), want)
+            else:
+                assert cells.colours[cy, cx] > 256
+
+
 def test_smoothness_and_colours_per_cell() -> None:
     values = np.zeros((130, 70), dtype=np.uint32)
     values[:64, :64] = np.arange(64 * 64).reshape(64, 64) * 7919 % 100003  # all distinct
