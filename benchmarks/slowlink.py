@@ -1,13 +1,16 @@
 """The screen over a slow link: the agent's adaptive quality against x11vnc / x0vncserver.
 
-``python -m benchmarks.slowlink [--link 250] [--duration 8] [--keys 12]
+``python -m benchmarks.slowlink [--link 250] [--delay 0] [--duration 8] [--keys 12]
 [--peers x11vnc,x0vncserver] [--only NAMES] [--server NAME=CMD] [--exact-limit 60]
 [--out STEM]``
 
 One Xvfb 1920x1080 (an xterm running ``cat`` at 40,40 for the keys, as in
 ``benchmarks.screen``); each server in turn behind a proxy that forwards the server's
 bytes at ``--link`` KB/s (250 KB/s = 2 Mbit/s; the client's bytes unthrottled; the queue
-is the loopback sockets' buffers, as a router's). The client (``benchmarks.screen``'s,
+is the loopback sockets' buffers, as a router's) and delays both directions by
+``--delay`` ms (one way: a round trip gains twice that; a delay line with a due time per
+chunk, so the rate stays the link's; 2 Mbit/s with 40 ms each way is a fair WAN, 1 Mbit/s
+with 80 ms a mobile link). The client (``benchmarks.screen``'s,
 decoding every pixel) lists Tight + JPEG quality level 8, Fence and ContinuousUpdates,
 answers every fence request (as noVNC and TigerVNC's viewer do) and switches to
 continuous updates when the server offers them (x0vncserver and the agent do; x11vnc
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +179,20 @@ class FenceClient(Client):
 
 
 class Throttle:
-    """127.0.0.1:<port> -> 127.0.0.1:``target``; the server's bytes at ``rate`` bytes/s."""
+    """127.0.0.1:<port> -> 127.0.0.1:``target``; the server's bytes at ``rate`` bytes/s,
+    both directions ``delay`` seconds late (one way).
 
-    def __init__(self, target: int, rate: float) -> None:
-        self.target, self.rate = target, rate
+    The rate is a pacer on the reading side (as before: a chunk is read, then the pipe
+    waits for its time on the wire); the delay is a line behind it: each chunk is stamped
+    with the moment it reaches the far end (``delay`` after it left the pacer) and a
+    second thread per direction writes the chunks in order once their stamp is due. So
+    the delay adds to the round trip without lowering the rate, as a long wire does.
+    The line holds at most what the wire would (rate x delay, plus a chunk; 4 MiB
+    without a rate): a client that stops reading stops the server, as TCP's window does.
+    """
+
+    def __init__(self, target: int, rate: float, delay: float = 0.0) -> None:
+        self.target, self.rate, self.delay = target, rate, delay
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.socks: list[socket.socket] = []
@@ -192,20 +206,28 @@ class Throttle:
                 for s in (client, server):
                     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self.socks += [client, server]
-                threading.Thread(target=self._pipe, args=(server, client, self.rate),
-                                 daemon=True).start()  # fmt: skip
-                threading.Thread(target=self._pipe, args=(client, server, 0.0),
-                                 daemon=True).start()  # fmt: skip
+                for src, dst, rate in ((server, client, self.rate), (client, server, 0.0)):
+                    line = _DelayLine(dst, self.delay, rate) if self.delay > 0 else None
+                    threading.Thread(target=self._pipe, args=(src, dst, rate, line),
+                                     daemon=True).start()  # fmt: skip
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, rate: float) -> None:
+    def _pipe(
+        src: socket.socket, dst: socket.socket, rate: float, line: _DelayLine | None = None
+    ) -> None:
         due = time.monotonic()
         with contextlib.suppress(OSError):
             while data := src.recv(1500 if rate else 65536):
-                dst.sendall(data)
+                if line is None:
+                    dst.sendall(data)
+                else:
+                    line.put(data)
                 if rate:
                     due = max(due, time.monotonic() - 0.02) + len(data) / rate
                     time.sleep(max(0.0, due - time.monotonic()))
+        if line is not None:
+            line.close()  # the far end is shut once the line has delivered everything
+            return
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
@@ -214,6 +236,58 @@ class Throttle:
         for s in self.socks:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class _DelayLine:
+    """Chunks written to ``dst`` in order, each ``delay`` s after it was put."""
+
+    def __init__(self, dst: socket.socket, delay: float, rate: float) -> None:
+        self.dst, self.delay = dst, delay
+        self.limit = int(rate * delay) + 65536 if rate else 4 << 20
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.held = 0  # bytes on the line
+        self.closed = False
+        self.cond = threading.Condition()
+        threading.Thread(target=self._deliver, daemon=True).start()
+
+    def put(self, data: bytes) -> None:
+        with self.cond:
+            while self.held >= self.limit and not self.closed:
+                self.cond.wait()
+            if self.closed:
+                raise OSError("the line's far end is gone")
+            self.queue.append((time.monotonic() + self.delay, data))
+            self.held += len(data)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.queue.append((time.monotonic() + self.delay, b""))  # end of stream
+            self.cond.notify_all()
+
+    def _deliver(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.queue:
+                        self.cond.wait()
+                    at, data = self.queue[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # a due time, not a pause per chunk: later ones
+                    # were stamped while this one waited
+                if not data:
+                    self.dst.shutdown(socket.SHUT_WR)
+                    return
+                self.dst.sendall(data)
+                with self.cond:
+                    self.queue.popleft()
+                    self.held -= len(data)
+                    self.cond.notify_all()
+        except OSError:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
 
 
 def keys_latency(
@@ -264,14 +338,14 @@ def measure(
     cmd = shlex.split(server.cmd.format(display=display, port=port))
     print(f"== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     proc = spawn(cmd, display, tmp / f"{name}.log", env=x_env(display) | server.env, cwd=ROOT)
-    rec: dict[str, Any] = {"server": name, "link_kbs": args.link}
+    rec: dict[str, Any] = {"server": name, "link_kbs": args.link, "delay_ms": args.delay}
     throttle: Throttle | None = None
     client: FenceClient | None = None
     show = None
     try:
         wait_port(port, proc)
         time.sleep(0.5)
-        throttle = Throttle(port, args.link * 1000)
+        throttle = Throttle(port, args.link * 1000, args.delay / 1000)
         client = FenceClient(throttle.port)
         client.request(False)
         client.pump(time.monotonic() + 3)  # the first full screen through the link
@@ -367,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--link", type=float, default=250, help="KB/s server -> client")
+    p.add_argument("--delay", type=float, default=0, help="ms one way, both directions")
     p.add_argument("--duration", type=float, default=8)
     p.add_argument("--keys", type=int, default=12)
     p.add_argument("--peers", default="x11vnc,x0vncserver")
@@ -400,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     stem = Path(args.out or ROOT / "benchmarks" / "results" / f"{stamp}-slowlink")
     text = "\n".join(
         [f"slow link {args.link:.0f} KB/s ({args.link * 8 / 1000:.1f} Mbit/s), "
+         f"{args.delay:.0f} ms each way, "
          f"photos {SHOW[0]}x{SHOW[1]} at 10 fps beside the xterm, {WIDTH}x{HEIGHT}",
          HEAD, "-" * len(HEAD), *(line(r) for r in results)]
     )  # fmt: skip
