@@ -234,6 +234,40 @@ def test_cells_of_a_short_last_band_count_and_list_their_colours_exactly(h: int,
                 assert cells.colours[cy, cx] > 256
 
 
+@pytest.mark.parametrize("jpeg", [True, False])
+def test_a_rectangle_of_one_cell_is_encoded_as_the_cell_planner_would(jpeg: bool) -> None:
+    """Rectangles of at most one cell skip ``plan`` when they are one colour or a
+    palette JPEG could not take: the kind ``plan`` gives the same rectangle, decoded
+    exactly; grainy cells of more colours still go JPEG when the client takes it."""
+    rng = np.random.default_rng(7)
+    options = EncodeOptions(jpeg_quality=80 if jpeg else None)
+    pf = NATIVE
+    for k in (1, 2, 17, 64, 65, 200, 256, 300):
+        h, w = int(rng.integers(1, CELL + 1)), int(rng.integers(1, CELL + 1))
+        colours = rng.integers(0, 1 << 24, k).astype(np.uint32)
+        values = colours[rng.integers(0, k, (h, w))]
+        frame = np.zeros((h, w, 4), dtype=np.uint8)
+        for i, shift in enumerate((0, 8, 16)):
+            frame[..., i] = (values >> shift) & 0xFF
+        alone = TightEncoder().encode(frame, pf, options)
+        planned = tight.plan(pf.values(frame), jpeg, pf.tpixel_is_rgb)  # the long way
+        assert len(alone) == 1 and (alone[0].w, alone[0].h) == (w, h)
+        kind = planned[0].kind
+        first = alone[0].payload[0]
+        if kind == tight.K_FILL:
+            assert first == tight.FILL
+        elif kind == tight.K_PHOTO:
+            assert jpeg and first == tight.JPEG and alone[0].lossy
+        elif kind == tight.K_PALETTE:
+            assert first & tight.READ_FILTER and alone[0].payload[1] == tight.FILTER_PALETTE
+        server, dec = tight_served(pf, w, h, 8 if jpeg else None)
+        server.receive_data(update_request(False, 0, 0, w, h))
+        server.send_framebuffer_update(frame, [Rect(0, 0, w, h)])
+        dec.feed(server.data_to_send())
+        if not alone[0].lossy:
+            assert np.array_equal(dec.fb, pf.values(frame))
+
+
 def test_smoothness_and_colours_per_cell() -> None:
     values = np.zeros((130, 70), dtype=np.uint32)
     values[:64, :64] = np.arange(64 * 64).reshape(64, 64) * 7919 % 100003  # all distinct

@@ -50,7 +50,7 @@ try:  # libjpeg-turbo straight from BGRX (no Pillow image, no channel swap); see
 except ImportError:  # pragma: no cover - a platform without its wheel: Pillow does it
     simplejpeg = None
 
-from enkaku.protocol.rfb.encodings.content import CELL, analyse
+from enkaku.protocol.rfb.encodings.content import CELL, SOME_COLOURS, analyse
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
 from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat, Values
@@ -270,6 +270,20 @@ class TightEncoder:
             return []
         values = pf.values(frame)
         jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
+        if h <= CELL and w <= CELL:
+            # One cell (a scroll bar's thumb, a caret, a glyph): what ``plan`` chooses
+            # for a cell that is one colour or a palette JPEG could not take (at most
+            # SOME_COLOURS colours, or 256 without JPEG), without its set-up: 0.82
+            # against 1.29 ms of encoding per update of a page scrolled in Chromium.
+            # Any other cell goes through ``plan``.
+            flat = values.ravel()
+            if bool((flat == flat[0]).all()):
+                payload = bytes([FILL]) + pf.pack_tpixels(flat[:1]).tobytes()
+                return [EncodedRect(0, 0, w, h, self.code, payload, False)]
+            palette = np.unique(flat)
+            if palette.size <= (SOME_COLOURS if jpeg else 256):
+                payload = self._palette(values, palette, pf, options)
+                return [EncodedRect(0, 0, w, h, self.code, payload, False)]
         regions = plan(values, jpeg, pf.tpixel_is_rgb)
         photos = [r for r in regions if r.kind == K_PHOTO]
         work = sum(r.ch * r.cw for r in photos) * CELL * CELL
