@@ -913,3 +913,20 @@ def test_grab_damage_sends_a_sideways_scroll_as_a_copy_and_stays_exact() -> None
         assert sum(d.w * d.h for d in service._damage) <= abs(dx) * 200 + 3 * 400
         np.testing.assert_array_equal(service._previous[..., :3], moved[..., :3])
         screen = moved
+
+
+def test_changed_span_is_the_first_and_last_changed_rows() -> None:
+    """Found from both ends in growing bands, it is exactly the rows a whole
+    comparison gives, wherever the changes are (or None when there are none)."""
+    from enkaku.agent.rfbservice import _changed_span
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        h, w = int(rng.integers(1, 400)), int(rng.integers(1, 50))
+        old = rng.integers(0, 4, (h, w)).astype(np.uint32)
+        new = old.copy()
+        for _ in range(int(rng.integers(0, 4))):
+            new[rng.integers(0, h), rng.integers(0, w)] += 1
+        rows = np.flatnonzero((old != new).any(axis=1))
+        want = None if rows.size == 0 else (int(rows[0]), int(rows[-1]) + 1)
+        assert _changed_span(old, new) == want

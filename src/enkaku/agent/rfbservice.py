@@ -234,6 +234,31 @@ def _subtract(r: Rect, cut: Rect) -> list[Rect]:
     return out
 
 
+def _changed_span(
+    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
+) -> tuple[int, int] | None:
+    """The first and past-the-last rows where ``new`` differs from ``old``, or None: found
+    from each end in growing bands (16, 32, 64, ... rows), so a change that reaches
+    both ends (a scroll) compares a few rows, not the block."""
+    h = old.shape[0]
+    top, step = 0, 16
+    while top < h:
+        band = (old[top : top + step] != new[top : top + step]).any(axis=1)
+        if band.any():
+            y0 = top + int(np.argmax(band))
+            break
+        top, step = top + step, step * 2
+    else:
+        return None
+    bottom, step = h, 16
+    while True:
+        lo = max(y0, bottom - step)
+        band = (old[lo:bottom] != new[lo:bottom]).any(axis=1)
+        if band.any():
+            return y0, lo + int(np.flatnonzero(band)[-1]) + 1
+        bottom, step = lo, step * 2
+
+
 def _diff_box(diff: npt.NDArray[np.bool_]) -> Rect | None:
     """The bounding box of the True cells of a (h, w) change mask, or None."""
     rows = np.flatnonzero(diff.any(axis=1))
@@ -1114,11 +1139,14 @@ class RFBService:
             new = _clear_x(part)
             old = frame[r.y : r.y + r.h, r.x : r.x + r.w]
             old_v, new_v = _words(old), _words(new)
-            diff = old_v != new_v
-            rows = np.flatnonzero(diff.any(axis=1))
-            if rows.size == 0:
+            changed_span = _changed_span(old_v, new_v)
+            if changed_span is None:
                 continue
-            y0, y1 = int(rows[0]), int(rows[-1]) + 1
+            y0, y1 = changed_span
+            # What changed, per pixel of rows y0..y1 of the block: a scroll compares only
+            # the rows outside its copy (most of the block is not compared twice: the
+            # copy is checked exactly where it is found); anything else, every row.
+            diff = np.zeros((y1 - y0, r.w), dtype=bool)
             moved = None
             span = Rect(r.x, r.y + y0, r.w, y1 - y0)  # the rows copied in below
             new_h = None
@@ -1131,7 +1159,12 @@ class RFBService:
             fixes: list[Rect] = []
             if moved is not None:
                 a, b, dy = moved
-                a, b, fixes = _extend_copy(old_v[y0:y1], new_v[y0:y1], diff[y0:y1], a, b, dy)
+                n = y1 - y0
+                if a > 0:
+                    diff[:a] = old_v[y0 : y0 + a] != new_v[y0 : y0 + a]
+                if b < n:
+                    diff[b:] = old_v[y0 + b : y1] != new_v[y0 + b : y1]
+                a, b, fixes = _extend_copy(old_v[y0:y1], new_v[y0:y1], diff, a, b, dy)
                 dest = Rect(r.x, r.y + y0 + a, r.w, b - a)
                 src = Rect(r.x, r.y + y0 + a + dy, r.w, b - a)
                 if not self._copy_allowed(src, dest, copies):
@@ -1143,19 +1176,21 @@ class RFBService:
                         # with the rest once the screen is still.
                         self._lossy_copies.append(dest)
                     for top, bottom in ((y0, y0 + a), (y0 + b, y1)):  # the exposed strips
-                        if (strip := _diff_box(diff[top:bottom])) is not None:
+                        if (strip := _diff_box(diff[top - y0 : bottom - y0])) is not None:
                             changed.append(
                                 Rect(r.x + strip.x, r.y + top + strip.y, strip.w, strip.h)
                             )
                     # What the copy got wrong in the rows it grew over, after it.
                     changed.extend(Rect(r.x + f.x, r.y + y0 + f.y, f.w, f.h) for f in fixes)
             if moved is None:
-                cols = np.flatnonzero(diff[y0:y1].any(axis=0))
+                np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
+                cols = np.flatnonzero(diff.any(axis=0))
                 x0, x1 = int(cols[0]), int(cols[-1]) + 1
                 whole = Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0)
                 side = None
                 if new_h is not None:  # large enough to search, no vertical move
-                    side = self._sideways(old_v[y0:y1], new_v[y0:y1], diff[y0:y1], rows - y0)
+                    rows = np.flatnonzero(diff.any(axis=1))
+                    side = self._sideways(old_v[y0:y1], new_v[y0:y1], diff, rows)
                 if side is not None:
                     box, dx, after = side
                     dest = Rect(r.x + box.x, r.y + y0 + box.y, box.w, box.h)
