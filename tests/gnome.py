@@ -7,8 +7,8 @@ on a desktop the agent is the session's own user), ``pipewire`` and ``wireplumbe
 then ``mutter --headless --wayland --no-x11 --virtual-monitor WxH`` and ``foot``.
 
 ``Mutter.screenshot()`` is the reference picture: an independent screen-cast session of
-its own on the same monitor, one frame read by ``gst-launch-1.0`` (the pointer hidden,
-as in the agent's stream).
+its own on the same monitor, one frame read by ``gst-launch-1.0``, with the pointer drawn
+into it as in the agent's stream (cursor mode "embedded"; ``pointer=False``: hidden).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tests.e2e.harness import wait_for
 from tests.wayland import _user
 from tests.xdisplay import stop
 
@@ -101,10 +102,11 @@ class Mutter:
             "DBUS_SESSION_BUS_ADDRESS": self.bus, "XDG_CURRENT_DESKTOP": "GNOME",
         }  # fmt: skip
 
-    def screenshot(self, connector: str = "") -> npt.NDArray[np.uint8]:
+    def screenshot(self, connector: str = "", pointer: bool = True) -> npt.NDArray[np.uint8]:
         """The monitor now (the primary one, or the one of ``connector``, e.g.
-        ``Meta-1``), (h, w, 3) RGB, through a screen-cast session of its own."""
-        return _run(_screenshot(self, connector), 60)
+        ``Meta-1``), (h, w, 3) RGB, through a screen-cast session of its own; the
+        pointer drawn in it (as in the agent's capture) unless ``pointer`` is False."""
+        return _run(_screenshot(self, connector, pointer), 60)
 
 
 def _run(coro: Any, timeout: float) -> Any:
@@ -123,7 +125,8 @@ async def _call(bus: Any, dest: str, path: str, iface: str, member: str, sig: st
     return list(reply.body)
 
 
-async def _screenshot(m: Mutter, connector: str = "") -> npt.NDArray[np.uint8]:
+async def _screenshot(m: Mutter, connector: str = "", pointer: bool = True
+                      ) -> npt.NDArray[np.uint8]:  # fmt: skip
     from dbus_fast import MessageType, Variant
     from dbus_fast.aio import MessageBus
 
@@ -132,8 +135,9 @@ async def _screenshot(m: Mutter, connector: str = "") -> npt.NDArray[np.uint8]:
     try:
         (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
                                  "a{sv}", [{}])  # fmt: skip
+        mode = Variant("u", 1 if pointer else 0)  # cursor mode: embedded or hidden
         (stream,) = await _call(bus, sc, session, sc + ".Session", "RecordMonitor", "sa{sv}",
-                                [connector, {"cursor-mode": Variant("u", 0)}])  # fmt: skip
+                                [connector, {"cursor-mode": mode}])  # fmt: skip
         node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def on_message(msg: Any) -> None:
@@ -304,3 +308,61 @@ def headless_mutter(
         log.close()
         with suppress(OSError):
             shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _plain_spot(
+    shot: npt.NDArray[np.uint8], away: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """A place on the plain background (no window, no pointer): the box around it,
+    where the pointer is drawn when it is there, is of about one colour (a desktop's
+    background may be a dithered gradient)."""
+    h, w = shot.shape[:2]
+    for y in range(h - 80, 40, -40):
+        for x in range(w - 80, 40, -40):
+            if away is not None and abs(x - away[0]) < 100 and abs(y - away[1]) < 100:
+                continue
+            box = shot[y - 16 : y + 48, x - 16 : x + 48]
+            if (np.abs(box.astype(np.int16) - box[0, 0]) <= 12).all():
+                return x, y
+    raise AssertionError("no plain background on the screen")
+
+
+def _pointer_at(frame: npt.NDArray[np.uint8], x: int, y: int,
+                plain: npt.NDArray[np.uint8]) -> bool:  # fmt: skip
+    """Pixels at and down-right of (x, y) (an arrow's hot spot is its tip) differ
+    clearly from the background there (``plain``: the screen without the pointer)."""
+    box = np.s_[y - 2 : y + 24, x - 2 : x + 24]
+    return bool((np.abs(frame[box].astype(np.int16) - plain[box]) > 32).any())
+
+
+def pointer_follows(cap: Any, move: Callable[[int, int], None],
+                    screenshot: Callable[..., npt.NDArray[np.uint8]]) -> None:  # fmt: skip
+    """The customer's pointer, moved by ``move(x, y)`` to two places on the plain
+    background, is drawn in ``cap``'s frames at each (and nothing is left at the
+    first), the capture equals the reference with the pointer; a still pointer then
+    brings no frame at all."""
+
+    def now() -> npt.NDArray[np.uint8]:
+        return cap.grab()[..., [2, 1, 0]]  # BGRx -> RGB
+
+    plain = screenshot(pointer=False)
+    a = _plain_spot(plain)
+    b = _plain_spot(plain, away=a)
+    move(*a)
+    wait_for(lambda: _pointer_at(now(), *a, plain), 30, "the pointer drawn at its first place")
+    wait_for(lambda: np.array_equal(now(), screenshot()), 30, "capture == the reference")
+    cap.changed_regions()
+    before = cap.frames
+    move(*b)  # a move alone: a frame with the pointer at its new place
+    wait_for(lambda: _pointer_at(now(), *b, plain), 30, "the pointer drawn at its second place")
+    wait_for(lambda: not _pointer_at(now(), *a, plain), 30, "nothing left at the first place")
+    assert cap.frames > before
+    regions = cap.changed_regions()
+    h, w = plain.shape[:2]
+    assert regions and all(r.w * r.h < w * h // 4 for r in regions)  # the two places only
+    wait_for(lambda: np.array_equal(now(), screenshot()), 30, "capture == the reference")
+    cap.changed_regions()
+    idle = cap.frames
+    time.sleep(2)  # the pointer still: the compositor sends nothing at all
+    assert cap.frames == idle
+    assert cap.changed_regions() == []

@@ -24,7 +24,7 @@ from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import ENKAKU, wait_for
-from tests.gnome import Mutter, _call, _run, headless_mutter
+from tests.gnome import Mutter, _call, _run, headless_mutter, pointer_follows
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
 RETURN = 0xFF0D
@@ -99,6 +99,15 @@ def test_two_captures_at_once_both_follow_the_screen(gnome: Mutter) -> None:
         for _ in range(2):
             inp.key(0xFF08, True)  # BackSpace
             inp.key(0xFF08, False)
+
+
+def test_the_customers_pointer_is_in_the_frames_and_an_idle_pointer_sends_nothing(
+    gnome: Mutter,
+) -> None:
+    # Cursor mode "embedded": the pointer is drawn into the screen cast (its shape as
+    # metadata is not reachable through pipewiresrc), as on wlroots.
+    with GnomeCapture(gnome.env) as cap, GnomeInput(gnome.env) as inp:
+        pointer_follows(cap, lambda x, y: inp.pointer(x, y, 0), gnome.screenshot)
 
 
 def test_changed_bands_bound_each_changed_band() -> None:

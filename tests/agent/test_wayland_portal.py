@@ -25,6 +25,7 @@ from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import ENKAKU, wait_for
+from tests.gnome import pointer_follows
 from tests.portal import Portal, fake_portal, headless_portal
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
@@ -146,6 +147,21 @@ def test_keys_through_the_portal_remote_desktop_session(portal: Portal, tmp_path
         inp.pointer(10, 10, 0)  # the pointer goes through the session's stream too
 
 
+def test_the_customers_pointer_is_in_the_portals_frames(portal: Portal, tmp_path: Path) -> None:
+    # The portal's cursor mode "embedded" (xdg-desktop-portal-gnome offers hidden,
+    # embedded and metadata): the pointer moved through the portal's remote-desktop
+    # session is drawn into the capture's frames; a still pointer sends nothing.
+    cfg = tmp_path / "cfg"
+    first = in_thread(lambda: PortalCapture(portal.env, cfg))
+    portal.answer(remote=False)
+    with first.result(60) as cap:
+        wait_for(lambda: portal.share_button() is None, 30, "the dialog closed")
+        pending = in_thread(lambda: PortalInput(portal.env, cfg))
+        portal.answer(remote=True)
+        with pending.result(60) as inp:
+            pointer_follows(cap, lambda x, y: inp.pointer(x, y, 0), portal.mutter.screenshot)
+
+
 def test_selection(portal: Portal, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     caplog.set_level("INFO", logger="enkaku.agent.backends")
     # A Wayland desktop that is not GNOME and has no wlroots protocols: the portal.
@@ -212,7 +228,7 @@ def test_fake_v2_one_dialog_one_shared_session_then_the_token(tmp_path: Path) ->
         assert devices["types"] == 3 and devices["persist_mode"] == 2
         assert "restore_token" not in devices
         ((_, sources),) = fake.named("SelectSources")
-        assert sources["types"] == 1 and sources["cursor_mode"] == 1
+        assert sources["types"] == 1 and sources["cursor_mode"] == 2  # embedded
         assert "persist_mode" not in sources  # the remote-desktop session persists
         handle = session.handle
         assert fake.named("NotifyKeyboardKeysym") == [

@@ -22,8 +22,11 @@ monitor added: ``MonitorsChanged``); the capture then starts a new one and its f
 frame, of the new size, makes the service resize the viewer (with several monitors:
 ``monitors_changed()`` says so, and the service lays out again).
 
-The pointer is not drawn into the frames (cursor mode "hidden") and its shape is not
-read: ``cursor()`` returns None, so viewers draw their own pointer.
+The customer's pointer is drawn into the frames (cursor mode "embedded"), as on
+wlroots: mutter's "metadata" mode puts the shape in PipeWire's ``SPA_META_Cursor``,
+which GStreamer's ``pipewiresrc`` does not pass on, so ``cursor()`` returns None and
+the technician sees the pointer in the picture. A pointer move is a frame (its old and
+new places change); a still pointer sends nothing.
 """
 
 from __future__ import annotations
@@ -405,6 +408,7 @@ class GnomeCapture(WorkerFrameCapture):
         return []
 
     def cursor(self) -> CursorImage | None:
+        """None: the pointer is in the frames (cursor mode "embedded"), not a shape."""
         return None
 
     def close(self) -> None:

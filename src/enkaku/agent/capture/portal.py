@@ -15,6 +15,9 @@ Which portal session serves the capture (:mod:`enkaku.agent.portal.session`):
 
 When the portal ends the session (the customer stopped sharing), the capture reports
 an error; it does not ask again on its own.
+
+The customer's pointer is drawn into the frames when the portal offers cursor mode
+"embedded" (``AvailableCursorModes``), as on GNOME; ``cursor()`` returns None.
 """
 
 from __future__ import annotations

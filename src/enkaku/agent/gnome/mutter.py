@@ -46,7 +46,10 @@ SC_SESSION = "org.gnome.Mutter.ScreenCast.Session"
 SC_STREAM = "org.gnome.Mutter.ScreenCast.Stream"
 DC_NAME = "org.gnome.Mutter.DisplayConfig"
 DC_PATH = "/org/gnome/Mutter/DisplayConfig"
-CURSOR_HIDDEN = 0
+#: mutter's cursor modes: 0 hidden, 1 embedded (drawn into the frames), 2 metadata (the
+#: shape and position in PipeWire's ``SPA_META_Cursor``, which GStreamer's pipewiresrc
+#: drops). The pointer is embedded: see docs/wayland.md, "The pointer".
+CURSOR_HIDDEN, CURSOR_EMBEDDED, CURSOR_METADATA = 0, 1, 2
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
 #: How long a session with no user stays (a reconnect within it reuses the session).
@@ -433,7 +436,7 @@ class RemoteSession(SharedBusSession):
         for connector in connectors:
             (path,) = await self._call(
                 SC_NAME, self.sc_path, SC_SESSION, "RecordMonitor", "sa{sv}",
-                [connector, {"cursor-mode": self._Variant("u", CURSOR_HIDDEN)}],
+                [connector, {"cursor-mode": self._Variant("u", CURSOR_EMBEDDED)}],
             )  # fmt: skip
             self.streams.append(Stream(connector, path, primary=connector in primary))
         loop = asyncio.get_running_loop()

@@ -68,7 +68,7 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 
 KEYBOARD, POINTER = 1, 2  # device types
 MONITOR = 1  # source types
-CURSOR_HIDDEN = 1  # cursor modes
+CURSOR_HIDDEN, CURSOR_EMBEDDED, CURSOR_METADATA = 1, 2, 4  # cursor modes (a bit mask)
 PERSIST_UNTIL_REVOKED = 2
 TOKEN_NAME = "portal_restore_token"
 SC_TOKEN_NAME = "portal_screencast_token"
@@ -421,8 +421,10 @@ class PortalSession(SharedBusSession):
             sources.update(restore)
         with contextlib.suppress(PortalUnavailable):
             modes = int(await _get_property(self._bus, SC, "AvailableCursorModes"))
-            if modes & CURSOR_HIDDEN:
-                sources["cursor_mode"] = Variant("u", CURSOR_HIDDEN)
+            # The pointer drawn into the frames, as on GNOME and wlroots; a portal
+            # without that mode gets none named (its default, usually hidden).
+            if modes & CURSOR_EMBEDDED:
+                sources["cursor_mode"] = Variant("u", CURSOR_EMBEDDED)
         await self._request(SC, "SelectSources", "oa{sv}", [self.handle], sources)
         started = await self._request(
             kind, "Start", "osa{sv}", [self.handle, ""], {}, timeout=DIALOG_TIMEOUT
