@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from enkaku.agent.gnome.mutter import wayland_socket
+from enkaku.agent.gnome.mutter import seat_connection, wayland_socket
 
 __all__ = [
     "XK_BACKSLASH", "XK_YEN", "keymap_has", "seat_keymap", "typeable", "yen_key_types_backslash",
@@ -32,18 +32,9 @@ def seat_keymap(path: str | None) -> str | None:
     """The seat's current keymap as the compositor gives it to its clients (XKB text,
     ``wl_keyboard.keymap``); None when it cannot be read (no socket, no pywayland, no
     keyboard on the seat yet)."""
-    if path is None or not os.path.exists(path):
+    if (opened := seat_connection(path)) is None:
         return None
-    try:
-        from pywayland.protocol.wayland import WlSeat
-
-        from enkaku.agent.wayland.connection import WaylandConnection
-    except ImportError:
-        return None
-    try:
-        conn = WaylandConnection(path)
-    except Exception:
-        return None
+    conn, WlSeat = opened
     got: list[str] = []
 
     def on_keymap(_kb: object, _format: int, fd: int, size: int) -> None:

@@ -143,9 +143,10 @@ def wayland_socket(env: Mapping[str, str]) -> str | None:
     return os.path.join(runtime, name) if runtime else None
 
 
-def _seat_has_keyboard(path: str | None) -> bool | None:
-    """Whether the compositor's seat has a keyboard; None when that cannot be asked
-    (no socket, no pywayland)."""
+def seat_connection(path: str | None) -> tuple[Any, Any] | None:
+    """A Wayland connection to the compositor's socket ``path`` and pywayland's
+    ``WlSeat`` class, for a short question to the seat (the caller closes the
+    connection); None when it cannot be had (no socket, no pywayland, refused)."""
     if path is None or not os.path.exists(path):
         return None
     try:
@@ -155,9 +156,17 @@ def _seat_has_keyboard(path: str | None) -> bool | None:
     except ImportError:
         return None
     try:
-        conn = WaylandConnection(path)
+        return WaylandConnection(path), WlSeat
     except Exception:
         return None
+
+
+def _seat_has_keyboard(path: str | None) -> bool | None:
+    """Whether the compositor's seat has a keyboard; None when that cannot be asked
+    (no socket, no pywayland)."""
+    if (opened := seat_connection(path)) is None:
+        return None
+    conn, WlSeat = opened
     try:
         caps: list[int] = []
         seat = conn.bind(WlSeat, 1)
