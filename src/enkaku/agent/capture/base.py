@@ -10,12 +10,15 @@ import contextlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from enkaku.protocol.geometry import Rect
+
+if TYPE_CHECKING:
+    from .monitors import Monitor
 
 __all__ = ["CaptureError", "CursorImage", "Rect", "ScreenCapture"]
 
@@ -106,6 +109,12 @@ class WorkerFrameCapture:
     _signalled: bool
     _notify_r: int
     _notify_w: int
+    #: Changed rectangles since the last ``changed_regions()``; the frame's size changed.
+    _pending: list[Rect]
+    _resized: bool
+    #: The monitors in desktop coordinates (empty: one screen), and whether they changed.
+    _monitors: list[Monitor]
+    _monitors_changed: bool
 
     def _signal(self) -> None:
         with self._lock:
@@ -142,3 +151,59 @@ class WorkerFrameCapture:
         """Always False: every change after ``changed_regions()`` makes ``fileno()``
         readable again."""
         return False
+
+    def changed_regions(self) -> list[Rect] | None:
+        """Rectangles that changed since the previous call; None at first and after a
+        size change."""
+        with self._lock:
+            self._current()
+            try:
+                while os.read(self._notify_r, 64):
+                    pass
+            except BlockingIOError:
+                pass
+            self._signalled = False
+            regions, self._pending = self._pending, []
+            if self._resized:
+                self._resized = False
+                return None
+            return regions
+
+    def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
+        """Copies of each rectangle of the latest frame; None when the size changed."""
+        with self._lock:
+            frame = self._current()
+            if self._resized:
+                return None
+            h, w = frame.shape[:2]
+            bounds = Rect(0, 0, w, h)
+            out = []
+            for r in rects:
+                if bounds.intersect(r) != r:
+                    raise ValueError(f"{r} is not inside the {w}x{h} screen")
+                out.append(frame[r.y : r.y + r.h, r.x : r.x + r.w].copy())
+            return out
+
+    def monitors(self) -> list[Monitor]:
+        """With several monitors (wlroots outputs, mutter's monitors): each, named by
+        its connector, in desktop coordinates (their bounding box, its top-left corner
+        at 0, 0), numbered as ``monitors.order()`` does. Empty with one: the screen is
+        that monitor."""
+        with self._lock:
+            self._current()
+            return list(self._monitors)
+
+    def screen_size(self) -> tuple[int, int]:
+        """The desktop's (width, height): the monitors' bounding box."""
+        return self.size
+
+    def monitors_changed(self) -> bool:
+        """Whether a monitor was added, removed, moved or resized since the last call
+        (no I/O: the worker threads follow them)."""
+        with self._lock:
+            changed, self._monitors_changed = self._monitors_changed, False
+            return changed
+
+    def take_moves(self) -> list[tuple[Rect, Rect]]:
+        """Always empty: neither screencopy nor a screen cast says where windows moved."""
+        return []

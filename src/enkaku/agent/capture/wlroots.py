@@ -449,60 +449,6 @@ class WlrootsCapture(WorkerFrameCapture):
 
     # -- ScreenCapture ---------------------------------------------------------------
 
-    def changed_regions(self) -> list[Rect] | None:
-        """Rectangles the compositor reported changed since the previous call; None at
-        first and after a size change."""
-        with self._lock:
-            self._current()
-            try:
-                while os.read(self._notify_r, 64):
-                    pass
-            except BlockingIOError:
-                pass
-            self._signalled = False
-            regions, self._pending = self._pending, []
-            if self._resized:
-                self._resized = False
-                return None
-            return regions
-
-    def grab_rects(self, rects: list[Rect]) -> list[npt.NDArray[np.uint8]] | None:
-        """Copies of each rectangle of the latest frame; None when the size changed."""
-        with self._lock:
-            frame = self._current()
-            if self._resized:
-                return None
-            h, w = frame.shape[:2]
-            bounds = Rect(0, 0, w, h)
-            out = []
-            for r in rects:
-                if bounds.intersect(r) != r:
-                    raise ValueError(f"{r} is not inside the {w}x{h} screen")
-                out.append(frame[r.y : r.y + r.h, r.x : r.x + r.w].copy())
-            return out
-
-    def monitors(self) -> list[Monitor]:
-        """The outputs, in desktop coordinates (the outputs' bounding box, its top-left
-        corner at 0, 0), numbered as ``monitors.order()`` does."""
-        with self._lock:
-            self._current()
-            return list(self._monitors)
-
-    def screen_size(self) -> tuple[int, int]:
-        """The desktop's (width, height): the outputs' bounding box."""
-        return self.size
-
-    def monitors_changed(self) -> bool:
-        """Whether an output was added, removed, moved or resized since the last call
-        (no I/O: the worker thread follows the outputs)."""
-        with self._lock:
-            changed, self._monitors_changed = self._monitors_changed, False
-            return changed
-
-    def take_moves(self) -> list[tuple[Rect, Rect]]:
-        """Always empty: screencopy does not say where windows moved."""
-        return []
-
     def cursor(self) -> CursorImage | None:
         """Always None: the pointer is in the picture, its image is not available."""
         return None
