@@ -773,7 +773,10 @@ class RFBService:
             if request is None:
                 self._wake.clear()
                 await self._flush()  # a ping the link's state may have queued
-                await self._wake.wait()
+                # Held back by the link: its estimate may leave room before the next
+                # answer arrives (congestion.py, in_flight_estimate).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), server.held_for)
                 continue
             now = loop.time()
             if request.incremental and self._event_fd is not None and self._previous is not None:

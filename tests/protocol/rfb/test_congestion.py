@@ -112,6 +112,54 @@ def test_rate_follows_a_busy_link_and_the_window_is_its_target_delay(
     assert link.free_at - clock.t <= (c.window + 30_000) / rate
 
 
+@pytest.mark.parametrize(
+    ("rate", "delay", "size"), [(250_000, 0.04, 57_000), (125_000, 0.08, 30_000)]
+)
+def test_a_link_with_a_long_round_trip_stays_busy_between_answers(
+    rate: float, delay: float, size: int
+) -> None:
+    """Updates bigger than the window on 2 Mbit/s with 40 ms each way (1 Mbit/s, 80 ms):
+    an answer comes a round trip after its update crossed the link, so with the exact
+    bytes in flight the next update waited for it and the link carried 57 % of its
+    rate; with the estimate (drained at the measured rate since the last answer) the
+    next one goes while the link still drains the last. Simulated clock."""
+    clock = Clock()
+    c = Congestion(clock)
+    link = Link(clock, rate, delay)
+    start = clock.t
+    sent = drive(c, link, 300, size, 0.1)  # 30 s of photos at 10 fps: more than it carries
+    assert sent * size >= 0.9 * rate * (clock.t - start)
+    # ...and the queue at the bottleneck stays within the window plus one update
+    assert link.free_at - clock.t <= (c.window + size) / rate
+
+
+def test_the_estimate_drains_at_the_rate_until_the_next_unanswered_ping() -> None:
+    clock = Clock()
+    c = Congestion(clock)
+    bare = c.ping()  # the bare round trip: 80 ms
+    clock.t += 0.08
+    c.pong(bare)
+    c.sent(57_000)
+    seq = c.ping()
+    clock.t += 0.31  # 57 KB at 250 KB/s, then 80 ms
+    c.pong(seq)
+    assert c.base_rtt == pytest.approx(0.08) and c.rate == pytest.approx(57_000 / 0.31)
+    c.sent(57_000)
+    c.ping()
+    assert c.congested and c.in_flight == 57_000
+    wait = c.room_in
+    assert wait is not None and wait == pytest.approx((57_000 - c.window) / c.rate)
+    clock.t += wait + 0.001
+    assert not c.congested and c.room_in == 0 and c.in_flight == 57_000
+    # the next update goes while the last still drains; past the last one's ping only
+    # its answer tells what arrived
+    c.sent(57_000)
+    c.ping()
+    assert c.congested and c.room_in is None
+    clock.t += 10
+    assert c.in_flight_estimate == 57_000 and c.congested
+
+
 def test_a_lan_is_never_limited() -> None:
     clock = Clock()
     c = Congestion(clock)

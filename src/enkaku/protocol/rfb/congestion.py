@@ -18,9 +18,19 @@ before it. The answer therefore tells us, for the byte position the ping was sen
 
 ``Congestion.congested`` says whether more than a window is in flight: the window is
 what the link drains in the target delay (twice the base RTT, at least 100 ms), never
-below ``MIN_WINDOW``. Holding updates back while congested lowers the frame rate on a
-slow link by itself, and keeps the queue (the lag behind the screen) short: an update
-waits on our side, where the next one replaces it, rather than in a network buffer.
+below ``MIN_WINDOW``. Answers come only after whole updates, so between two of them the
+bytes in flight are *estimated*: what was unacknowledged at the last answer (or at the
+start of the busy spell), less what the link drains at its estimated rate since
+(TigerVNC's ``Congestion::getInFlight`` interpolates the same way). Without it, one
+update bigger than the window was alone on the link: the next waited for its answer, so
+the link stood idle for a round trip per update (2 Mbit/s with 40 ms each way: 189 of
+250 KB/s used, ``benchmarks/slowlink.py --delay``). The estimate starts counting at the
+answer, when the link has already drained about a round trip's worth more: it errs
+towards more in flight (the queue stays within the window plus one update), and it
+never drains past the next ping still waiting for its answer. Holding updates back
+while congested lowers the frame rate on a slow link by itself, and keeps the queue (the
+lag behind the screen) short: an update waits on our side, where the next one replaces
+it, rather than in a network buffer.
 
 ``QualityGovernor`` lowers the JPEG quality a step at a time while the link is the
 bottleneck: an update was held back, or a ping came back more than ``LAG_BUDGET`` later
@@ -104,6 +114,9 @@ class Congestion:
         self._samples: deque[float] = deque(maxlen=RATE_SAMPLES)
         self.rtt: float | None = None
         self.base_rtt: float | None = None
+        #: Since when the bytes after ``acked`` have been draining (the last answer, or
+        #: the start of the busy spell): the start of the in-flight estimate.
+        self._draining_since = clock()
 
     # -- what the server tells us ------------------------------------------------------
 
@@ -114,6 +127,7 @@ class Congestion:
         if self.position == self.acked:  # the link was idle: a busy spell starts
             self._points.clear()
             self._points.append((self._clock(), self.acked))
+            self._draining_since = self._clock()
         self.position += nbytes
 
     def ping(self) -> int:
@@ -136,6 +150,7 @@ class Congestion:
         self.rtt = rtt
         self.base_rtt = rtt if self.base_rtt is None else min(self.base_rtt, rtt)
         self.acked = max(self.acked, ping.position)
+        self._draining_since = now
         if self._points:
             since, acked_then = self._points[0]
             delivered = self.acked - acked_then
@@ -161,6 +176,34 @@ class Congestion:
     @property
     def in_flight(self) -> int:
         return self.position - self.acked
+
+    @property
+    def in_flight_estimate(self) -> int:
+        """``in_flight`` less what the link has drained at its estimated rate since the
+        last answer (or the start of the busy spell), never past the next ping waiting
+        for its answer (idle time before later bytes is not drained); ``in_flight``
+        without an estimate."""
+        rate = self.rate
+        if rate is None or self.position == self.acked:
+            return self.in_flight
+        drained = int(rate * max(0.0, self._clock() - self._draining_since))
+        upto = next((p.position for p in self._pings if p.position > self.acked), self.position)
+        return self.position - max(self.acked, min(self.acked + drained, upto))
+
+    @property
+    def room_in(self) -> float | None:
+        """Seconds until the estimate leaves room for an update (0: room now), or None if
+        only an answer can (no rate yet, or the next unanswered ping is reached first)."""
+        excess = self.in_flight_estimate - self.window
+        if excess <= 0:
+            return 0.0
+        rate = self.rate
+        if rate is None:
+            return None
+        upto = next((p.position for p in self._pings if p.position > self.acked), self.position)
+        if self.position - upto > self.window:  # past that ping: its answer is needed
+            return None
+        return excess / rate
 
     @property
     def rate(self) -> float | None:
@@ -190,8 +233,8 @@ class Congestion:
 
     @property
     def congested(self) -> bool:
-        """More is in flight than the link drains in the target delay."""
-        return self.in_flight > self.window
+        """More is in flight (estimated) than the link drains in the target delay."""
+        return self.in_flight_estimate > self.window
 
 
 class QualityGovernor:

@@ -575,6 +575,15 @@ class RFBServer:
         )
 
     @property
+    def held_for(self) -> float | None:
+        """While updates are held back (``update_requested`` is None for the link): the
+        seconds until the link's estimate leaves room again, or None when only the
+        client's answer (a message, which wakes the owner anyway) can."""
+        if not self._pinging or not self._link.congested:
+            return None
+        return self._link.room_in
+
+    @property
     def refresh_pixels(self) -> int | None:
         """At most this many pixels per lossless refresh update (about a quarter second
         of the link; a LAN's is millions), or None: no limit (no fences, no estimate)."""
