@@ -148,7 +148,8 @@ def test_the_estimate_drains_at_the_rate_until_the_next_unanswered_ping() -> Non
     c.ping()
     assert c.congested and c.in_flight == 57_000
     wait = c.room_in
-    assert wait is not None and wait == pytest.approx((57_000 - c.window) / c.rate)
+    # two round trips of the link (here the window too) may still be draining
+    assert wait is not None and wait == pytest.approx((57_000 - 2 * 0.08 * c.rate) / c.rate)
     clock.t += wait + 0.001
     assert not c.congested and c.room_in == 0 and c.in_flight == 57_000
     # the next update goes while the last still drains; past the last one's ping only
@@ -158,6 +159,29 @@ def test_the_estimate_drains_at_the_rate_until_the_next_unanswered_ping() -> Non
     assert c.congested and c.room_in is None
     clock.t += 10
     assert c.in_flight_estimate == 57_000 and c.congested
+
+
+def test_with_a_short_round_trip_a_big_update_waits_for_its_answer() -> None:
+    """Below ESTIMATE_MIN_RTT the estimate releases nothing: with a 1 ms round trip an
+    update bigger than the window goes alone, as before the estimate."""
+    clock = Clock()
+    c = Congestion(clock)
+    bare = c.ping()
+    clock.t += 0.001
+    c.pong(bare)
+    c.sent(57_000)
+    seq = c.ping()
+    clock.t += 0.229  # 57 KB at 250 KB/s, then 1 ms
+    c.pong(seq)
+    assert c.rate is not None and c.window < 57_000
+    c.sent(57_000)
+    seq = c.ping()
+    clock.t += 0.2
+    assert c.in_flight_estimate < c.window  # the estimate alone would release one
+    assert c.congested and c.room_in is None  # only the answer does
+    clock.t += 0.03
+    c.pong(seq)
+    assert not c.congested
 
 
 def test_a_lan_is_never_limited() -> None:

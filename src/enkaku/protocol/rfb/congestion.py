@@ -18,16 +18,17 @@ before it. The answer therefore tells us, for the byte position the ping was sen
 
 ``Congestion.congested`` says whether more than a window is in flight: the window is
 what the link drains in the target delay (twice the base RTT, at least 100 ms), never
-below ``MIN_WINDOW``. Answers come only after whole updates, so between two of them the
-bytes in flight are *estimated*: what was unacknowledged at the last answer (or at the
-start of the busy spell), less what the link drains at its estimated rate since
-(TigerVNC's ``Congestion::getInFlight`` interpolates the same way). Without it, one
-update bigger than the window was alone on the link: the next waited for its answer, so
-the link stood idle for a round trip per update (2 Mbit/s with 40 ms each way: 189 of
-250 KB/s used, ``benchmarks/slowlink.py --delay``). The estimate starts counting at the
-answer, when the link has already drained about a round trip's worth more: it errs
-towards more in flight (the queue stays within the window plus one update), and it
-never drains past the next ping still waiting for its answer. Holding updates back
+below ``MIN_WINDOW``. Answers come only after whole updates: one update bigger than the
+window was alone on the link, and the next waited for its answer, so the link stood idle
+a round trip per update (2 Mbit/s with 40 ms each way: 189 of 250 KB/s used,
+``benchmarks/slowlink.py --delay``). So the next one may also go when the *estimate* of
+what is still to drain is within two base round trips of the link: what was unanswered
+at the last answer (or at the start of the busy spell), less what the link drains at its
+estimated rate since (TigerVNC's ``Congestion::getInFlight`` interpolates the same way),
+never past the next ping still waiting for its answer. The estimate starts counting at
+the answer, when the link has already drained about a round trip more: it errs towards
+more in flight. Below ``ESTIMATE_MIN_RTT`` of base round trip the estimate is not used:
+a big update waits for its answer, as before. Holding updates back
 while congested lowers the frame rate on a slow link by itself, and keeps the queue (the
 lag behind the screen) short: an update waits on our side, where the next one replaces
 it, rather than in a network buffer.
@@ -54,6 +55,11 @@ MIN_WINDOW = 16 * 1024
 #: The queueing we accept: the window is what the link drains in this long (or in two
 #: base round trips, if that is longer).
 TARGET_DELAY = 0.1
+#: The in-flight estimate releases updates only on a base round trip at least this long.
+#: Below it the round trip an update waits for its answer costs little, and measured at
+#: 2 Mbit/s without delay the estimate made a key's echo slower (0.46 s p50 against
+#: 0.28 s; not understood yet: docs/performance.md, "Slow link with delay").
+ESTIMATE_MIN_RTT = 0.05
 #: Delivery-rate samples kept; the estimate is their maximum.
 RATE_SAMPLES = 12
 #: A sample spans this many answers (fewer just after the link went busy).
@@ -194,16 +200,15 @@ class Congestion:
     def room_in(self) -> float | None:
         """Seconds until the estimate leaves room for an update (0: room now), or None if
         only an answer can (no rate yet, or the next unanswered ping is reached first)."""
-        excess = self.in_flight_estimate - self.window
-        if excess <= 0:
+        if not self.congested:
             return 0.0
-        rate = self.rate
-        if rate is None:
+        rate, budget = self.rate, self._round_trips
+        if rate is None or budget is None:
             return None
         upto = next((p.position for p in self._pings if p.position > self.acked), self.position)
-        if self.position - upto > self.window:  # past that ping: its answer is needed
+        if self.position - upto > budget:  # past that ping: its answer is needed
             return None
-        return excess / rate
+        return (self.in_flight_estimate - budget) / rate
 
     @property
     def rate(self) -> float | None:
@@ -233,8 +238,22 @@ class Congestion:
 
     @property
     def congested(self) -> bool:
-        """More is in flight (estimated) than the link drains in the target delay."""
-        return self.in_flight_estimate > self.window
+        """More is in flight than the link drains in the target delay, and the estimate
+        says more than two round trips of the link are still to drain."""
+        if self.in_flight <= self.window:
+            return False
+        budget = self._round_trips
+        return budget is None or self.in_flight_estimate > budget
+
+    @property
+    def _round_trips(self) -> float | None:
+        """What the link drains in two base round trips: how much of the in-flight
+        estimate may remain when the next update goes (None: no estimate yet, or a
+        round trip shorter than ``ESTIMATE_MIN_RTT``: updates wait for answers)."""
+        rate = self.rate
+        if rate is None or self.base_rtt is None or self.base_rtt < ESTIMATE_MIN_RTT:
+            return None
+        return rate * 2 * self.base_rtt
 
 
 class QualityGovernor:
