@@ -84,6 +84,22 @@ def load(path: Path, name: str) -> ModuleType:
     return module
 
 
+def rfbservice_versions(before: str | None, tmp: Path, prefix: str) -> dict[str, ModuleType]:
+    """``rfbservice`` as it is now, and (``before``) as it was at that git revision,
+    loaded side by side (the old one from a copy written into ``tmp``)."""
+    modules = {"now": load(ROOT / "src/enkaku/agent/rfbservice.py", f"{prefix}_now")}
+    if before:
+        path = tmp / "rfbservice_before.py"
+        path.write_bytes(
+            subprocess.run(
+                ["git", "show", f"{before}:src/enkaku/agent/rfbservice.py"],
+                cwd=ROOT, capture_output=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        modules[before] = load(path, f"{prefix}_before")
+    return modules
+
+
 def measure(module: ModuleType, frames: list[tuple[np.ndarray, list[Rect]]]) -> tuple[float, int]:
     service: Any = module.RFBService.__new__(module.RFBService)
     first = frames[0][0].copy()
@@ -110,17 +126,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="a git revision to compare with")
     args = parser.parse_args()
-    modules = {"now": load(ROOT / "src/enkaku/agent/rfbservice.py", "_damage_now")}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.before:
-            path = Path(tmp) / "rfbservice_before.py"
-            path.write_bytes(
-                subprocess.run(
-                    ["git", "show", f"{args.before}:src/enkaku/agent/rfbservice.py"],
-                    cwd=ROOT, capture_output=True, check=True,
-                ).stdout
-            )  # fmt: skip
-            modules[args.before] = load(path, "_damage_before")
+        modules = rfbservice_versions(args.before, Path(tmp), "_damage")
         for workload, make, n in (
             ("text", text_frames, 40),
             ("image", image_frames, 12),

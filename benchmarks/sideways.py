@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from tests.agent.test_x11_screen_events import SIDEWAYS_SCROLL, CountingCapture,
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 from tests.xdisplay import wait_window, x_client, xvfb
 
-from benchmarks.damage_step import ROOT, load
+from benchmarks.damage_step import rfbservice_versions
 from enkaku.protocol.rfb import Encoding
 
 
@@ -74,17 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="a git revision to compare with")
     args = parser.parse_args()
-    modules = {"now": load(ROOT / "src/enkaku/agent/rfbservice.py", "_sideways_now")}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.before:
-            path = Path(tmp) / "rfbservice_before.py"
-            path.write_bytes(
-                subprocess.run(
-                    ["git", "show", f"{args.before}:src/enkaku/agent/rfbservice.py"],
-                    cwd=ROOT, capture_output=True, check=True,
-                ).stdout
-            )  # fmt: skip
-            modules[args.before] = load(path, "_sideways_before")
+        modules = rfbservice_versions(args.before, Path(tmp), "_sideways")
         script = Path(tmp) / "wide.py"
         script.write_text(SIDEWAYS_SCROLL)
         for encoding in (Encoding.ZRLE, Encoding.TIGHT):

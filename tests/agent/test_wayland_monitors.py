@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from enkaku.agent.capture.base import Rect
+from enkaku.agent.capture.base import Rect, scale_nearest
 from enkaku.agent.capture.monitors import Monitor
-from enkaku.agent.capture.wlroots import WlrootsCapture, _fit, _scaled, _turned, _upright
+from enkaku.agent.capture.wlroots import WlrootsCapture, _scaled, _turned, _upright
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
@@ -93,7 +93,7 @@ def desktop(sway: Sway) -> npt.NDArray[np.uint32]:
 
 
 def test_damage_is_turned_and_scaled_as_the_pixels_are() -> None:
-    # The rectangle a damaged area of a buffer maps to is where _upright() and _fit()
+    # The rectangle a damaged area of a buffer maps to is where _upright() and scale_nearest()
     # (the real pixel path, checked against grim below) put those pixels: every
     # transform, random buffers, rectangles and logical sizes.
     rng = np.random.default_rng(11)
@@ -112,7 +112,7 @@ def test_damage_is_turned_and_scaled_as_the_pixels_are() -> None:
             ), (transform, bw, bh, x, y, w, h)
             uh, uw = upright.shape
             lw, lh = (int(v) for v in rng.integers(1, 2 * max(uw, uh), 2))
-            fitted = _fit(upright[..., None], lw, lh)[..., 0]
+            fitted = scale_nearest(upright[..., None], lw, lh)[..., 0]
             area = _scaled(turned, uw, uh, lw, lh)
             if fitted.any():
                 assert area is not None
@@ -203,7 +203,7 @@ def test_a_turned_or_scaled_output_is_shown_upright_at_its_logical_size(sway: Sw
             def same(scale: int) -> bool:
                 r = next(mon.rect for mon in cap.monitors() if mon.name == "HEADLESS-2")
                 got = cap.grab()[r.y : r.y + r.h, r.x : r.x + r.w, [2, 1, 0]]
-                return np.array_equal(got, _fit(grim_output(sway, "HEADLESS-2"), r.w, r.h))
+                return np.array_equal(got, scale_nearest(grim_output(sway, "HEADLESS-2"), r.w, r.h))
 
             wait_for(lambda: same(1), 30, "the turned output == grim -o")
             pointer_over(cap, sway, [(700, 50), (720, 300), (660, 200)], lambda: same(1))

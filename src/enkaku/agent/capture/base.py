@@ -96,6 +96,17 @@ class EventCapture(ScreenCapture, Protocol):
         ...
 
 
+def scale_nearest(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
+    """``image`` at w x h, nearest neighbour (a monitor's or a scaled output's frame in
+    device pixels to its logical size, when they differ); ``image`` itself when equal."""
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
+    cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
+    return image[rows][:, cols]
+
+
 class WorkerFrameCapture:
     """What the Wayland captures share: a worker thread keeps the current frame
     (``_frame``, BGRX) under ``_lock`` and signals a change by writing one byte to a pipe

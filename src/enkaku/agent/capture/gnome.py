@@ -43,7 +43,7 @@ import numpy.typing as npt
 from enkaku.agent.gnome import mutter
 from enkaku.agent.gnome.gst import GstUnavailable, PipeWireStream
 
-from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture
+from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture, scale_nearest
 from .monitors import Monitor, order
 
 __all__ = ["GnomeCapture"]
@@ -73,17 +73,6 @@ def changed_bands(
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
         out.append(Rect(x0, y0, x1 - x0, y1 - y0))
     return out
-
-
-def _fit(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
-    """``image`` at w x h, nearest neighbour (a monitor stream's frame in device pixels
-    to the monitor's logical size, when they differ)."""
-    ih, iw = image.shape[:2]
-    if (ih, iw) == (h, w):
-        return image
-    rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
-    cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
-    return image[rows][:, cols]
 
 
 class _Feed:
@@ -323,7 +312,7 @@ class GnomeCapture(WorkerFrameCapture):
     def _take_part(self, feed: _Feed, image: npt.NDArray[np.uint8]) -> None:
         """Several monitors: the frame goes to its monitor's place in the desktop."""
         place = feed.place
-        image = _fit(image, place.w, place.h)
+        image = scale_nearest(image, place.w, place.h)
         last = feed.last
         parts = [Rect(0, 0, place.w, place.h)] if last is None else changed_bands(last, image)
         feed.last = image

@@ -132,17 +132,6 @@ def _upright(image: npt.NDArray[np.uint8], transform: int) -> npt.NDArray[np.uin
     return image
 
 
-def _fit(image: npt.NDArray[np.uint8], w: int, h: int) -> npt.NDArray[np.uint8]:
-    """``image`` at w x h, nearest neighbour (a scaled output's buffer to its logical
-    size)."""
-    ih, iw = image.shape[:2]
-    if (ih, iw) == (h, w):
-        return image
-    rows = (np.arange(h) * ih // max(h, 1)).clip(0, ih - 1)
-    cols = (np.arange(w) * iw // max(w, 1)).clip(0, iw - 1)
-    return image[rows][:, cols]
-
-
 def _turned(r: Rect, width: int, height: int, transform: int) -> Rect:
     """Where ``r`` of a width x height buffer is in ``_upright(buffer, transform)``."""
     x0, y0, x1, y1 = r.x, r.y, r.x + r.w, r.y + r.h
@@ -162,8 +151,8 @@ def _turned(r: Rect, width: int, height: int, transform: int) -> Rect:
 
 
 def _scaled(r: Rect, width: int, height: int, w: int, h: int) -> Rect | None:
-    """The logical pixels (of a w x h output) that ``_fit()`` samples from ``r`` of its
-    width x height buffer, or a little more; None when none."""
+    """The logical pixels (of a w x h output) that ``base.scale_nearest()`` samples from
+    ``r`` of its width x height buffer, or a little more; None when none."""
     x0 = max(r.x * w // max(width, 1), 0)
     y0 = max(r.y * h // max(height, 1), 0)
     x1 = min(-(-(r.x + r.w) * w // max(width, 1)), w)
@@ -419,7 +408,7 @@ class WlrootsCapture(WorkerFrameCapture):
                             continue
                         part = upright[c.y : c.y + c.h, c.x : c.x + c.w]
                     else:
-                        # Scaled: the damaged logical pixels, sampled as _fit() does.
+                        # Scaled: the damaged logical pixels, sampled as scale_nearest() does.
                         c = _scaled(r, uw, uh, place.w, place.h)
                         if c is None:
                             continue
