@@ -125,36 +125,50 @@ async def _call(bus: Any, dest: str, path: str, iface: str, member: str, sig: st
     return list(reply.body)
 
 
+async def cast_stream(
+    bus: Any, method: str, signature: str, args: list[Any]
+) -> tuple[str, str, int]:
+    """A screen-cast session on mutter's ``bus`` recording with ``method``
+    (``RecordMonitor``, ``RecordVirtual``) and ``args``, started: its session and stream
+    paths and the stream's PipeWire node."""
+    from dbus_fast import MessageType
+
+    sc = "org.gnome.Mutter.ScreenCast"
+    (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
+                             "a{sv}", [{}])  # fmt: skip
+    (stream,) = await _call(bus, sc, session, sc + ".Session", method, signature, args)
+    node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_message(msg: Any) -> None:
+        if (msg.message_type == MessageType.SIGNAL and msg.path == stream
+                and msg.member == "PipeWireStreamAdded" and not node.done()):  # fmt: skip
+            node.set_result(int(msg.body[0]))
+
+    bus.add_message_handler(on_message)
+    await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
+    await _call(bus, sc, session, sc + ".Session", "Start")
+    return session, stream, await node
+
+
 async def _screenshot(m: Mutter, connector: str = "", pointer: bool = True
                       ) -> npt.NDArray[np.uint8]:  # fmt: skip
-    from dbus_fast import MessageType, Variant
+    from dbus_fast import Variant
     from dbus_fast.aio import MessageBus
 
     sc = "org.gnome.Mutter.ScreenCast"
     bus = await MessageBus(bus_address=m.bus).connect()
     try:
-        (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
-                                 "a{sv}", [{}])  # fmt: skip
         mode = Variant("u", 1 if pointer else 0)  # cursor mode: embedded or hidden
-        (stream,) = await _call(bus, sc, session, sc + ".Session", "RecordMonitor", "sa{sv}",
-                                [connector, {"cursor-mode": mode}])  # fmt: skip
-        node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def on_message(msg: Any) -> None:
-            if (msg.message_type == MessageType.SIGNAL and msg.path == stream
-                    and msg.member == "PipeWireStreamAdded" and not node.done()):  # fmt: skip
-                node.set_result(int(msg.body[0]))
-
-        bus.add_message_handler(on_message)
-        await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                    "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
-        await _call(bus, sc, session, sc + ".Session", "Start")
+        session, stream, node = await cast_stream(
+            bus, "RecordMonitor", "sa{sv}", [connector, {"cursor-mode": mode}]
+        )
         (params,) = await _call(bus, sc, stream, "org.freedesktop.DBus.Properties", "Get", "ss",
                                 [sc + ".Stream", "Parameters"])  # fmt: skip
         width, height = params.value["size"].value  # the monitor may have turned
         try:
             proc = await asyncio.create_subprocess_exec(
-                "gst-launch-1.0", "-q", "pipewiresrc", f"path={await node}", "num-buffers=1",
+                "gst-launch-1.0", "-q", "pipewiresrc", f"path={node}", "num-buffers=1",
                 "!", "videoconvert", "!", "video/x-raw,format=RGB", "!", "fdsink",
                 env={**os.environ, "XDG_RUNTIME_DIR": str(m.runtime)},
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,

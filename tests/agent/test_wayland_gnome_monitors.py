@@ -32,7 +32,7 @@ from enkaku.protocol.rfb import messages as m
 from tests.agent.test_monitors import set_desktop_size
 from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import wait_for
-from tests.gnome import Mutter, _call, _run, headless_mutter
+from tests.gnome import Mutter, _call, _run, cast_stream, headless_mutter
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 from tests.wayland import _user
 from tests.xdisplay import stop
@@ -293,29 +293,16 @@ def test_a_monitor_turned_is_reported_and_both_sides_follow(gnome: Mutter) -> No
 
 
 async def _plug(g: Mutter, w: int, h: int) -> tuple[Any, str, asyncio.subprocess.Process]:
-    from dbus_fast import MessageType, Variant
+    from dbus_fast import Variant
     from dbus_fast.aio import MessageBus
 
-    sc = "org.gnome.Mutter.ScreenCast"
     bus = await MessageBus(bus_address=g.bus).connect()
-    (session,) = await _call(bus, sc, "/org/gnome/Mutter/ScreenCast", sc, "CreateSession",
-                             "a{sv}", [{}])  # fmt: skip
-    (stream,) = await _call(bus, sc, session, sc + ".Session", "RecordVirtual", "a{sv}",
-                            [{"cursor-mode": Variant("u", 0)}])  # fmt: skip
-    node: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    def on_message(msg: Any) -> None:
-        if (msg.message_type == MessageType.SIGNAL and msg.path == stream
-                and msg.member == "PipeWireStreamAdded" and not node.done()):  # fmt: skip
-            node.set_result(int(msg.body[0]))
-
-    bus.add_message_handler(on_message)
-    await _call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                "AddMatch", "s", [f"type='signal',path='{stream}'"])  # fmt: skip
-    await _call(bus, sc, session, sc + ".Session", "Start")
+    session, _stream, node = await cast_stream(
+        bus, "RecordVirtual", "a{sv}", [{"cursor-mode": Variant("u", 0)}]
+    )
     # The monitor comes once a consumer has agreed on its size.
     proc = await asyncio.create_subprocess_exec(
-        "gst-launch-1.0", "-q", "pipewiresrc", f"path={await node}", "!",
+        "gst-launch-1.0", "-q", "pipewiresrc", f"path={node}", "!",
         f"video/x-raw,width={w},height={h}", "!", "fakesink",
         env={**os.environ, "XDG_RUNTIME_DIR": str(g.runtime)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
