@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from datetime import date
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.e2e.harness import ENKAKU, World
 
-from .conftest import csp_violations, cut_text, new_page, sign_in
+from .conftest import PASSWORD, USER, csp_violations, cut_text, new_page, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +133,30 @@ def test_japanese_home_fits_at_1280(cworld: World, browser: Any) -> None:
         assert csp_violations(page) == []
     finally:
         page.context.close()
+
+
+def test_typing_while_the_lists_load_keeps_the_field_and_its_keys(cworld: World, page: Any) -> None:
+    """The home page focuses the ID field when it has loaded, but not onto a technician
+    who is already typing: keys typed into the password field while the recent sessions
+    are still on their way stay there (they used to land in the full ID field, lost)."""
+    release: list[Any] = []
+    page.route("**/api/v1/sessions?limit=*", lambda route: release.append(route))
+    page.goto(f"{cworld.server_url}/console/login.html")
+    page.fill("#username", USER)
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_function("() => document.querySelectorAll('#contract option').length > 0")
+    deadline = time.monotonic() + 30
+    while not release and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # the page's request for its recent sessions, held
+    assert release, "the home page never asked for its recent sessions"
+    page.fill("#agent-id", "123456789")
+    page.click("#otp")
+    page.keyboard.type("ABCD-EFGH")
+    release[0].continue_()  # the lists finish loading now
+    page.wait_for_function("() => !document.querySelector('#recent-none').hidden"
+                           " || !document.querySelector('#recent').hidden")  # fmt: skip
+    page.keyboard.type("-JK")
+    assert page.evaluate("() => document.activeElement.id") == "otp"
+    assert page.input_value("#otp") == "ABCD-EFGH-JK"
+    assert page.input_value("#agent-id") == "123 456 789"

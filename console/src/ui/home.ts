@@ -254,7 +254,9 @@ async function start(): Promise<void> {
   } catch (e) {
     showMessage(byId("recent-message"), e instanceof ApiError ? e.message : t("network_error"));
   }
-  agentId.focus();
+  // Only onto an idle page: a technician already typing (the page was quicker to show than
+  // its lists to load) keeps the field they are in, and their keys stay there.
+  if (!document.activeElement || document.activeElement === document.body) agentId.focus();
 }
 
 void start();
