@@ -540,6 +540,30 @@ async def test_jpeg_areas_are_refreshed_losslessly_when_idle() -> None:
 # -- scroll detection ----------------------------------------------------------------
 
 
+class _RectCapture(FakeCapture):
+    """A fake screen that also hands out rectangles (the damage step's ``grab_rects``)."""
+
+    def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
+        return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
+
+
+def _damage_step_service(screen: np.ndarray) -> tuple[_RectCapture, RFBService]:
+    """An RFBService over a fake ``screen`` whose kept frame is that screen (X bytes
+    clear), for calling the damage step directly."""
+    from enkaku.agent.rfbservice import _clear_x
+
+    async def no_read() -> bytes:
+        return b""
+
+    async def no_write(_: bytes) -> None:
+        return None
+
+    capture = _RectCapture(screen.copy())
+    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
+    service._previous = _clear_x(screen.copy())
+    return capture, service
+
+
 def _text_block(rows: int, cols: int, seed: int) -> np.ndarray:
     """BGRX 'terminal' rows: every 4th row blank, the others distinct, X bytes garbage."""
     rng = np.random.default_rng(seed)
@@ -768,26 +792,12 @@ def test_row_hashes_of_a_view_match_a_copy_and_tell_rows_apart() -> None:
 def test_grab_damage_ignores_x_bytes_and_finds_the_scroll() -> None:
     """The damage step on new pixels whose X bytes are garbage: unchanged pixels are no
     damage, a scrolled block is one copy plus the exposed strip, the kept frame exact."""
-    from enkaku.agent.rfbservice import _clear_x
 
     tall = _text_block(300, 200, seed=6)
     screen = np.zeros((240, 320, 4), dtype=np.uint8)
     screen[20:220, 60:260] = tall[:200]
 
-    class RectCapture(FakeCapture):
-        def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
-            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
-
-    capture = RectCapture(screen.copy())
-
-    async def no_read() -> bytes:
-        return b""
-
-    async def no_write(_: bytes) -> None:
-        return None
-
-    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
-    service._previous = _clear_x(screen.copy())
+    capture, service = _damage_step_service(screen)
     damaged = [Rect(60, 20, 200, 200)]
     capture.image = screen.copy()
     capture.image[..., 3] = 99  # only the X bytes differ
@@ -809,25 +819,13 @@ def test_grab_damage_ignores_x_bytes_and_finds_the_scroll() -> None:
 def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
     """Scrolls of one area reuse the row hashes of the kept frame from the search
     before; they always equal the kept pixels' hashes, and a copy is still found."""
-    from enkaku.agent.rfbservice import _clear_x, _row_hashes, _words
+    from enkaku.agent.rfbservice import _row_hashes, _words
 
     tall = _text_block(400, 200, seed=8)
     screen = np.zeros((240, 320, 4), dtype=np.uint8)
     screen[20:220, 60:260] = tall[:200]
 
-    class RectCapture(FakeCapture):
-        def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
-            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
-
-    async def no_read() -> bytes:
-        return b""
-
-    async def no_write(_: bytes) -> None:
-        return None
-
-    capture = RectCapture(screen.copy())
-    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
-    service._previous = _clear_x(screen.copy())
+    capture, service = _damage_step_service(screen)
 
     def kept_hashes_true() -> bool:
         kept = service._kept_hashes
@@ -867,25 +865,12 @@ def test_grab_damage_sends_a_sideways_scroll_as_a_copy_and_stays_exact() -> None
     """A block scrolled sideways with a cursor line drawn across it: one horizontal copy
     grown over the cursor's rows, and pixels for the uncovered columns and what the copy
     gets wrong; a viewer applying the copy and then the damage has the new screen."""
-    from enkaku.agent.rfbservice import _clear_x
 
     wide = _text_block(200, 600, seed=9)
     screen = np.zeros((240, 480, 4), dtype=np.uint8)
     screen[20:220, 40:440] = wide[:, :400]
 
-    class RectCapture(FakeCapture):
-        def grab_rects(self, rects: list[Rect]) -> list[np.ndarray]:
-            return [self.image[r.y : r.y + r.h, r.x : r.x + r.w].copy() for r in rects]
-
-    async def no_read() -> bytes:
-        return b""
-
-    async def no_write(_: bytes) -> None:
-        return None
-
-    capture = RectCapture(screen.copy())
-    service = RFBService(capture, RecordingInjector(), no_read, no_write, name="t")
-    service._previous = _clear_x(screen.copy())
+    capture, service = _damage_step_service(screen)
     for dx, start in ((36, 36), (-12, 24)):  # right, then back left a little
         before = service._previous.copy()
         moved = screen.copy()
