@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,7 @@ def test_photographic_tells_pictures_from_text() -> None:
 
 
 def test_video_detector_needs_a_run_of_large_photographic_changes() -> None:
+    """The whole screen playing video: the region is the screen."""
     frame = moving_picture(200, 120, 1)[0]
     flat = np.zeros((120, 200, 4), np.uint8)
     screen = Rect(0, 0, 200, 120)
@@ -145,29 +147,119 @@ def test_video_detector_needs_a_run_of_large_photographic_changes() -> None:
 
     def video() -> h264.VideoDetector:
         d = h264.VideoDetector()
-        seen = [d.observe(0.1 * i, screen, [screen], 0, frame) for i in range(h264.VIDEO_FRAMES)]
-        assert seen == [False] * (h264.VIDEO_FRAMES - 1) + [True]
+        seen = [d.observe(0.1 * i, [screen], [], frame) for i in range(h264.VIDEO_FRAMES)]
+        assert seen == [None] * (h264.VIDEO_FRAMES - 1) + [screen]
         assert d.active and d.started == 1
         return d
 
     # A small change between pictures goes out normally; video mode stays.
     d = video()
-    assert not d.observe(0.55, screen, small, 0, frame) and d.active
-    assert d.observe(0.6, screen, [screen], 0, frame)
+    assert d.observe(0.55, small, [], frame) is None and d.active
+    assert d.observe(0.6, [screen], [], frame) == screen
     # A copy (scroll), a large flat change or a pause ends it.
     d = video()
-    assert not d.observe(0.6, screen, [screen], 1, frame) and not d.active
+    assert d.observe(0.6, [screen], [screen], frame) is None and not d.active
     d = video()
-    assert not d.observe(0.6, screen, [screen], 0, flat) and not d.active
+    assert d.observe(0.6, [screen], [], flat) is None and not d.active
     d = video()
     t = 0.4 + h264.VIDEO_GAP + 0.1
-    assert not d.observe(t, screen, small, 0, frame) and not d.active
+    assert d.observe(t, small, [], frame) is None and not d.active
     d = video()
-    assert not d.observe(t, screen, [screen], 0, frame) and not d.active  # counts again
+    assert d.observe(t, [screen], [], frame) is None and not d.active  # counts again
     # Small changes alone, or flat content changing fast, are never video.
     d = h264.VideoDetector()
-    assert not any(d.observe(0.05 * i, screen, small, 0, frame) for i in range(20))
-    assert not any(d.observe(0.05 * i, screen, [screen], 0, flat) for i in range(20))
+    assert not any(d.observe(0.05 * i, small, [], frame) for i in range(20))
+    assert not any(d.observe(0.05 * i, [screen], [], flat) for i in range(20))
+
+
+def text_screen(w: int, h: int, seed: int = 3) -> np.ndarray:
+    """BGRX: black glyph-like pixels on white (flat runs, as text and UI are)."""
+    rng = np.random.default_rng(seed)
+    screen = np.full((h, w, 4), 255, np.uint8)
+    screen[rng.random((h, w)) < 0.12] = (0, 0, 0, 0)
+    return screen
+
+
+VIDEO = Rect(200, 100, 320, 240)  # on a 640x480 screen of text
+
+
+def beside_text(pictures: list[np.ndarray], text: np.ndarray) -> list[np.ndarray]:
+    """Each picture put at ``VIDEO`` in a copy of the text screen."""
+    out = []
+    for picture in pictures:
+        frame = text.copy()
+        frame[VIDEO.y : VIDEO.y + VIDEO.h, VIDEO.x : VIDEO.x + VIDEO.w] = picture
+        out.append(frame)
+    return out
+
+
+def test_clusters_group_nearby_changes() -> None:
+    rects = [Rect(0, 0, 64, 64), Rect(64, 0, 64, 64), Rect(300, 300, 10, 10), Rect(130, 60, 4, 4)]
+    assert h264.clusters(rects) == [
+        (Rect(0, 0, 134, 64), 64 * 64 * 2 + 16),
+        (Rect(300, 300, 10, 10), 100),
+    ]
+    assert h264.clusters([]) == []
+    # Far apart, as a chain: one group through the middle rectangle.
+    chain = [Rect(0, 0, 10, 10), Rect(15, 0, 10, 10), Rect(30, 0, 10, 10)]
+    assert h264.clusters(chain) == [(Rect(0, 0, 40, 10), 300)]
+
+
+def test_photo_bounds_trims_the_text_that_coarse_damage_takes_in() -> None:
+    text = text_screen(640, 480)
+    (frame,) = beside_text(moving_picture(VIDEO.w, VIDEO.h, 1), text)
+    # 64-pixel tiles around the video (a capture without damage events).
+    assert h264.photo_bounds(frame, Rect(192, 64, 384, 320)) == VIDEO
+    assert h264.photo_bounds(frame, VIDEO) == VIDEO
+    assert h264.photo_bounds(text, Rect(0, 0, 640, 480)) is None
+    whole = moving_picture(200, 120, 1)[0]
+    assert h264.photo_bounds(whole, Rect(0, 0, 200, 120)) == Rect(0, 0, 200, 120)
+
+
+def test_video_detector_finds_the_region_beside_text_and_keeps_it() -> None:
+    from enkaku.agent.rfbservice import changed_tiles
+
+    text = text_screen(640, 480)
+    frames = beside_text(moving_picture(VIDEO.w, VIDEO.h, 16), text)
+    d = h264.VideoDetector()
+    previous = text
+    got = []
+    for i, frame in enumerate(frames[:8]):
+        tiles = changed_tiles(previous, frame)  # coarse damage: 64-pixel tiles
+        previous = frame
+        got.append(d.observe(0.1 * i, tiles, [], frame))
+    n = h264.VIDEO_FRAMES
+    assert got == [None] * (n - 1) + [VIDEO] * (8 - n + 1)
+    # Typing in the text beside it and a scroll there: the text's own business.
+    typing = [Rect(20, 20, 8, 14)]
+    assert d.observe(0.85, [VIDEO, *typing], [Rect(0, 400, 150, 60)], frames[8]) == VIDEO
+    assert d.observe(0.9, typing, [], frames[8]) is None and d.active
+    # A small change over the video (a progress bar): normal encoders, it stays.
+    assert d.observe(0.95, [Rect(210, 330, 100, 4)], [], frames[8]) is None and d.active
+    assert d.observe(1.0, [VIDEO], [], frames[9]) == VIDEO
+    # The player grew: its new box is the region at once.
+    bigger = Rect(VIDEO.x - 40, VIDEO.y, VIDEO.w + 40, VIDEO.h)
+    frame = text.copy()
+    frame[bigger.y : bigger.y + bigger.h, bigger.x : bigger.x + bigger.w] = moving_picture(
+        bigger.w, bigger.h, 1
+    )[0]
+    assert d.observe(1.1, [bigger], [], frame) == bigger and d.started == 1
+    # A copy into the region (the page scrolled with the video): over.
+    assert d.observe(1.2, [bigger], [Rect(0, 150, 640, 100)], frame) is None
+    assert not d.active and d.streak == 1  # and this picture counts from one
+    # A second moving picture somewhere else while counting: not this region's business
+    # (two videos at once: the first one counted goes H.264, the other as before).
+    d = h264.VideoDetector()
+    for i in range(3):
+        d.observe(0.1 * i, [VIDEO], [], frames[i])
+    assert d.streak == 3
+    (other,) = beside_text(moving_picture(VIDEO.w, VIDEO.h, 1, seed=9), text)
+    elsewhere = moving_picture(180, 100, 1)[0]
+    other[0:100, 0:180] = elsewhere
+    assert d.observe(0.35, [Rect(0, 0, 180, 100)], [], other) is None
+    assert d.region == VIDEO and d.streak == 3
+    assert d.observe(0.4, [VIDEO, Rect(0, 0, 180, 100)], [], other) is None
+    assert d.observe(0.5, [VIDEO, Rect(0, 0, 180, 100)], [], other) == VIDEO
 
 
 def test_policy_keeps_the_context_across_small_changes_and_resets_after() -> None:
@@ -178,13 +270,13 @@ def test_policy_keeps_the_context_across_small_changes_and_resets_after() -> Non
 
     def choose(t: float, rects: list[Rect], frame: np.ndarray, **kw: object) -> object:
         args: dict = {"offered": True, "options": options, "pixel_format": NATIVE} | kw
-        return policy.choose(t, screen, screen, rects, 0, frame, **args)
+        return policy.choose(t, screen, rects, [], frame, **args)
 
     got = [choose(0.1 * i, [screen], frames[i]) for i in range(h264.VIDEO_FRAMES)]
-    assert got[-1] is policy.encoder and not any(got[:-1])
+    assert got[-1] == screen and not any(got[:-1])
     (rect,) = policy.encoder.encode(frames[4], NATIVE, options)
     assert choose(0.45, [Rect(0, 0, 10, 10)], frames[4]) is None  # small: normal encoders
-    assert choose(0.5, [screen], frames[5]) is policy.encoder
+    assert choose(0.5, [screen], frames[5]) == screen
     (rect,) = policy.encoder.encode(frames[5], NATIVE, options)
     assert struct.unpack_from("!II", rect.payload)[1] == 0 and policy.encoder.contexts == 1
     # Not offered, or lossless: never, and the context is dropped.
@@ -194,6 +286,52 @@ def test_policy_keeps_the_context_across_small_changes_and_resets_after() -> Non
     assert struct.unpack_from("!II", rect.payload)[1] == h264.RESET_CONTEXT
     assert not policy.detector.active  # offered again: a new run of frames first
     assert choose(0.8, [screen], frames[8]) is None
+
+
+def test_policy_new_geometry_new_context_and_first_rect_only() -> None:
+    """noVNC keeps a context per x, y, w, h: a region that moves (same size) needs one."""
+    text = text_screen(640, 480)
+    screen = Rect(0, 0, 640, 480)
+    frames = beside_text(moving_picture(VIDEO.w, VIDEO.h, 12), text)
+    policy = h264.H264Policy()
+    options = EncodeOptions(jpeg_quality=79)
+    kw: dict = {"offered": True, "options": options, "pixel_format": NATIVE}
+    for i in range(h264.VIDEO_FRAMES):
+        region = policy.choose(0.1 * i, screen, [VIDEO], [], frames[i], **kw)
+    assert region == VIDEO
+    # A request for part of the region only: normal encoders.
+    assert policy.choose(0.5, Rect(0, 0, 320, 480), [VIDEO], [], frames[5], **kw) is None
+
+    class Normal:
+        code = 7
+        calls = 0
+
+        def encode(self, frame: np.ndarray, pf: object, options: object) -> list:
+            self.calls += 1
+            return []
+
+    normal = Normal()
+    encoder = policy.wrap(normal, VIDEO)
+    sub = frames[6][VIDEO.y : VIDEO.y + VIDEO.h, VIDEO.x : VIDEO.x + VIDEO.w]
+    (rect,) = encoder.encode(sub, NATIVE, options)
+    assert rect.encoding == h264.H264 and rect.lossy
+    assert struct.unpack_from("!II", rect.payload)[1] == h264.RESET_CONTEXT
+    assert encoder.encode(sub, NATIVE, options) == [] and normal.calls == 1  # the rest
+    (rect,) = policy.wrap(normal, VIDEO).encode(sub, NATIVE, options)
+    assert struct.unpack_from("!II", rect.payload)[1] == 0  # same geometry: predicted
+    # The same picture 8 pixels to the right (a region moved without a copy): a new
+    # run, then a new context.
+    moved = Rect(VIDEO.x + 40, VIDEO.y, VIDEO.w, VIDEO.h)
+    pictures = moving_picture(VIDEO.w, VIDEO.h, 12)
+    t = 0.7
+    region = None
+    for i in range(h264.VIDEO_FRAMES):
+        frame = text.copy()
+        frame[moved.y : moved.y + moved.h, moved.x : moved.x + moved.w] = pictures[i]
+        region = policy.choose(t + 0.1 * i, screen, [moved.union(VIDEO)], [], frame, **kw)
+    assert region == moved
+    (rect,) = policy.wrap(normal, moved).encode(pictures[4], NATIVE, options)
+    assert struct.unpack_from("!II", rect.payload)[1] == h264.RESET_CONTEXT
 
 
 def unrelated_pictures(w: int, h: int, count: int) -> list[np.ndarray]:
@@ -212,11 +350,11 @@ def test_policy_gives_up_on_pictures_that_do_not_predict(kind: str) -> None:
     options = EncodeOptions(jpeg_quality=79)
     chosen = []
     for i, frame in enumerate(frames):
-        encoder = policy.choose(0.1 * i, screen, screen, [screen], 0, frame, offered=True,
-                                options=options, pixel_format=NATIVE)  # fmt: skip
-        chosen.append(encoder is not None)
-        if encoder is not None:
-            encoder.encode(frame, NATIVE, options)
+        region = policy.choose(0.1 * i, screen, [screen], [], frame, offered=True,
+                               options=options, pixel_format=NATIVE)  # fmt: skip
+        chosen.append(region is not None)
+        if region is not None:
+            policy.encoder.encode(frame, NATIVE, options)
     start = h264.VIDEO_FRAMES - 1
     assert chosen[:start] == [False] * start and chosen[start]
     if kind == "video":
@@ -228,33 +366,50 @@ def test_policy_gives_up_on_pictures_that_do_not_predict(kind: str) -> None:
 
 
 class H264Client(Decoder):
-    """The test decoder plus encoding 50: pictures decoded by PyAV into the framebuffer."""
+    """The test decoder plus encoding 50: pictures decoded by PyAV into the framebuffer,
+    one decoder context per rectangle geometry (as noVNC keeps them); every other
+    rectangle of the same update through the test decoder."""
 
     def __init__(self, width: int, height: int) -> None:
         super().__init__(width, height, NATIVE)
-        self.pictures = PictureDecoder()
+        self.contexts: dict[tuple[int, int, int, int], PictureDecoder] = {}
         self.h264: list[tuple[np.ndarray, int, list[int]]] = []  # picture, flags, NAL types
+        self.h264_rects: list[tuple[int, int, int, int]] = []
 
     def _update(self, r: _Reader) -> None:
-        start = r.pos
         (count,) = r.unpack("!xH")
-        x, y, w, h, enc = r.unpack("!HHHHi")
-        if count != 1 or enc != h264.H264:
-            r.pos = start
-            super()._update(r)
-            return
-        (length,) = struct.unpack("!I", r.data[r.pos : r.pos + 4])
-        payload = r.take(8 + length)
-        picture = self.pictures.decode(payload, w, h)
-        flags = struct.unpack_from("!I", payload, 4)[0]
-        self.h264.append((picture, flags, nal_types(payload[8:])))
-        self.fb[y : y + h, x : x + w] = rgb_to_values(picture, self.pf)
-        self.updates.append(Update([(x, y, w, h, enc)]))
+        update = Update()
+        for _ in range(count):
+            x, y, w, h, enc = r.unpack("!HHHHi")
+            if enc != h264.H264:  # one rectangle through the test decoder
+                head = struct.pack("!xHHHHHi", 1, x, y, w, h, enc)
+                one = _Reader(head + r.data[r.pos :])
+                super()._update(one)
+                r.pos += one.pos - len(head)
+                update.rects.extend(self.updates.pop().rects)
+                continue
+            (length,) = struct.unpack("!I", r.data[r.pos : r.pos + 4])
+            payload = r.take(8 + length)
+            flags = struct.unpack_from("!I", payload, 4)[0]
+            if flags & h264.RESET_CONTEXT:
+                self.contexts.pop((x, y, w, h), None)
+            context = self.contexts.setdefault((x, y, w, h), PictureDecoder())
+            picture = context.decode(payload, w, h)
+            self.h264.append((picture, flags, nal_types(payload[8:])))
+            self.h264_rects.append((x, y, w, h))
+            self.fb[y : y + h, x : x + w] = rgb_to_values(picture, self.pf)
+            update.rects.append((x, y, w, h, enc))
+        self.updates.append(update)
 
 
-async def play(encodings: tuple[int, ...], frames: list[np.ndarray]) -> H264Client:
+async def play(
+    encodings: tuple[int, ...],
+    frames: list[np.ndarray],
+    check: Callable[[H264Client, np.ndarray], None] | None = None,
+) -> H264Client:
     """Serve ``frames`` as a video (a new one after each update, as a player would) to an
-    in-memory client listing ``encodings``; then stay still until the lossless refresh."""
+    in-memory client listing ``encodings``; then stay still until the lossless refresh.
+    ``check`` sees the client after each update with the frame it showed."""
     h, w = frames[0].shape[:2]
     capture = FakeCapture(frames[0])
     pipe = Pipe()
@@ -270,6 +425,8 @@ async def play(encodings: tuple[int, ...], frames: list[np.ndarray]) -> H264Clie
         n = len(client.updates)
         await pipe.to_server.put(request(True, 0, 0, w, h))
         await pipe.receive(client, lambda n=n: len(client.updates) > n)
+        if check is not None:
+            check(client, frame)
         await asyncio.sleep(0.05)  # 20 frames a second at most
     # Still now: what the client has must become exactly the last frame.
     last = client.pf.values(frames[-1])
@@ -312,4 +469,41 @@ async def test_no_h264_unless_listed_and_lossy(listed: str) -> None:
     client = await play(encodings, frames)
     assert client.h264 == []
     assert all(r[4] != h264.H264 for u in client.updates for r in u.rects)
+    np.testing.assert_array_equal(client.fb, client.pf.values(frames[-1]))
+
+
+async def test_video_beside_text_only_the_video_region_goes_h264() -> None:
+    """A 320x240 video in a 640x480 screen of text, with typing beside it: the video's
+    rectangle goes as H.264 (its own geometry, found through 64-pixel tile damage), the
+    text stays exact in every update, and after the video the whole screen is exact."""
+    text = text_screen(640, 480)
+    frames = beside_text(moving_picture(VIDEO.w, VIDEO.h, 24), text)
+    for i, frame in enumerate(frames):  # a caret blinking in the text, every 3rd frame
+        if i % 3 == 0:
+            frame[20:34, 30:32] = (0, 0, 0, 0)
+    outside = np.ones((480, 640), bool)
+    outside[VIDEO.y : VIDEO.y + VIDEO.h, VIDEO.x : VIDEO.x + VIDEO.w] = False
+    text_exact = []
+
+    def check(client: H264Client, frame: np.ndarray) -> None:
+        text_exact.append(np.array_equal(client.fb[outside], client.pf.values(frame)[outside]))
+
+    client = await play(NOVNC, frames, check)
+    assert client.h264, "no H.264 rectangle while the video played"
+    assert set(client.h264_rects) == {(VIDEO.x, VIDEO.y, VIDEO.w, VIDEO.h)}
+    assert client.h264[0][1] == h264.RESET_CONTEXT and 5 in client.h264[0][2]
+    sources = [rgb_of(f[VIDEO.y : VIDEO.y + VIDEO.h, VIDEO.x : VIDEO.x + VIDEO.w]) for f in frames]
+    for picture, _, _ in client.h264:
+        assert max(psnr(picture, s) for s in sources) > 32
+    # Before video mode, Tight sent the tiles around the video (text included) as JPEG;
+    # from the first picture on, only the video's rectangle is lossy: the text around it
+    # is exact after every update.
+    first = next(i for i, u in enumerate(client.updates) if h264.H264 in {r[4] for r in u.rects})
+    assert first >= h264.VIDEO_FRAMES - 1
+    assert not all(text_exact[: first - 1])
+    assert all(text_exact[first - 1 :])
+    # The caret's updates went with the normal encoders in the same updates as pictures.
+    mixed = [u for u in client.updates if {r[4] for r in u.rects} - {h264.H264}
+             and h264.H264 in {r[4] for r in u.rects}]  # fmt: skip
+    assert mixed
     np.testing.assert_array_equal(client.fb, client.pf.values(frames[-1]))

@@ -845,23 +845,22 @@ class RFBService:
                         next_at = started + self._interval
                     self._input_at = self._input_at or input_at
                     continue
-            encoder = None
+            video = None
             if self._h264 is not None and rects and not lossless and request.incremental:
-                screen = Rect(0, 0, server.width, server.height)
-                encoder = self._h264.choose(
-                    started, screen, request.region, rects, len(copies), poll.frame,
+                video = self._h264.choose(
+                    started, request.region, rects, [c.dest for c in copies], poll.frame,
                     offered=server.supports(h264.H264), options=server.options,
                     pixel_format=server.pixel_format,
                 )  # fmt: skip
-                if encoder is not None:  # video: the whole screen as one H.264 picture
-                    rects, copies = [screen], []
-            pending = server.begin_framebuffer_update(
-                poll.frame, rects, copies, lossless=lossless, encoder=encoder
-            )
+                if video is not None:  # the video's region first, as one H.264 picture
+                    rects = [video, *(part for r in rects for part in _subtract(r, video))]
+            pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
+            if video is not None and self._h264 is not None:
+                pending.encoder = self._h264.wrap(pending.encoder, video)
             try:
                 if (
                     input_at is not None
-                    and encoder is None
+                    and video is None
                     and sum(r.w * r.h for r in rects) <= INLINE_MAX_AREA
                 ):
                     pending.encode()  # a key's few pixels: cheaper than two thread hops

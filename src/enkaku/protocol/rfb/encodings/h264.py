@@ -3,8 +3,9 @@
 Optional: it needs PyAV (``pip install 'enkaku[h264]'``), whose wheels bundle FFmpeg with
 libx264, which is GPL (docs/h264.md). Without PyAV, ``available()`` is False (logged once
 at debug) and the agent never sends encoding 50. It is never in ``ENCODERS``: the server
-picks its normal encoder as before, and the agent switches a whole update to H.264 only
-while ``VideoDetector`` says the screen shows video.
+picks its normal encoder as before, and the agent sends the region of the screen that
+``VideoDetector`` says plays video (the whole screen for a full-screen video) as one
+H.264 picture per update, with everything else in the update encoded as before.
 
 Wire format of one rectangle (noVNC ``core/decoders/h264.js``)::
 
@@ -33,9 +34,10 @@ from __future__ import annotations
 import functools
 import logging
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +45,9 @@ from enkaku.protocol.geometry import Rect, RectLike
 from enkaku.protocol.rfb.encodings.raw import RawEncoder
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
 from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat
+
+if TYPE_CHECKING:
+    from enkaku.protocol.rfb.encodings import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -183,13 +188,22 @@ class H264Encoder:
         return data
 
 
-#: A change covering at least this share of the screen counts as a video frame...
-VIDEO_AREA = 0.25
-#: ...when it follows the previous one within this many seconds (updates also wait for
+#: A change is a video picture when its changed area is at least this big (a video
+#: tutorial in a corner: 160x90 at the least)...
+VIDEO_MIN_AREA = 160 * 90
+#: ...its changes cover at least this share of their bounding box (a moving picture
+#: changes nearly every pixel; a few small changes near each other are not one)...
+VIDEO_DENSITY = 0.5
+#: ...and it follows the previous one within this many seconds (updates also wait for
 #: the client's requests: a slow viewer gets video at 1-2 updates a second)...
 VIDEO_GAP = 1.0
-#: ...and this many in a row switch video mode on (about half a second at 10 fps).
+#: ...and this many in a row at the same place switch video mode on for that region
+#: (about half a second at 10 fps).
 VIDEO_FRAMES = 5
+#: Changes less than this many pixels apart belong to one picture (damage comes in
+#: tiles and bands, and rows a picture leaves unchanged split it); a picture is at the
+#: same place when it stays inside the region grown by this much on every side.
+VIDEO_SLACK = 8
 #: A change is photographic when at least this share of the sampled pixels differ from
 #: both neighbours in their row (text and UI are runs of flat colour; photos and video
 #: have noise and gradients everywhere).
@@ -214,59 +228,164 @@ def photographic(frame: Frame, region: RectLike) -> bool:
     return bool(varied.mean() >= PHOTO_SHARE)
 
 
-def _area(rects: list[Rect]) -> int:
-    return sum(r.w * r.h for r in rects)
+#: An edge row or column of a changed area whose sampled pixels differ from both
+#: neighbours less often than this is trimmed off the video region (``photo_bounds``).
+EDGE_SHARE = 0.5
 
 
-def _bounds(rects: list[Rect]) -> Rect:
-    box = rects[0]
-    for r in rects[1:]:
-        box = box.union(r)
-    return box
+def photo_bounds(frame: Frame, box: Rect) -> Rect | None:
+    """``box`` of the BGRX ``frame`` without its edge columns, then edge rows, that are
+    not photographic, or None when nothing photographic is left.
+
+    Damage can be coarser than the picture (a capture without damage events reports
+    64-pixel tiles; a player's frame around the video changes with it): the text beside
+    a video must not join its region, where it would be sent lossily while the video
+    plays. Sampled (each column over at most ``SAMPLE_ROWS`` rows, each row over at most
+    ``SAMPLE_ROWS`` columns): about 3 ms for a whole 1080p screen."""
+    if box.w < 3 or box.h < 1:
+        return None
+    block = frame[box.y : box.y + box.h, box.x : box.x + box.w].view("<u4")[..., 0]
+    values = block & np.uint32(0xFFFFFF)
+    sampled = values[:: max(1, box.h // SAMPLE_ROWS)]
+    mid = sampled[:, 1:-1]
+    columns = ((sampled[:, :-2] != mid) & (mid != sampled[:, 2:])).mean(axis=0)
+    kept = np.flatnonzero(columns >= EDGE_SHARE)
+    if kept.size == 0:
+        return None
+    # Entry i of ``columns`` is the block's column i + 1 (between i and i + 2); the
+    # box's own first and last columns go with their neighbours.
+    x0, x1 = int(kept[0]) + 1, int(kept[-1]) + 2
+    x0, x1 = 0 if x0 == 1 else x0, box.w if x1 == box.w - 1 else x1
+    if x1 - x0 < 3:
+        return None
+    step = max(1, (x1 - x0) // SAMPLE_ROWS)
+    cols = np.arange(x0, x1 - 2, step)
+    a, b, c = values[:, cols], values[:, cols + 1], values[:, cols + 2]
+    rows = np.flatnonzero(((a != b) & (b != c)).mean(axis=1) >= EDGE_SHARE)
+    if rows.size == 0:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    return Rect(box.x + x0, box.y + y0, x1 - x0, y1 - y0)
+
+
+def clusters(rects: Sequence[RectLike], gap: int = VIDEO_SLACK) -> list[tuple[Rect, int]]:
+    """The changed rectangles grouped by nearness (less than ``gap`` pixels apart, through
+    any chain of them): each group's bounding box and changed area, largest area first.
+
+    Vectorised: the pairwise nearness matrix, then each rectangle takes the smallest
+    label among its neighbours until nothing changes (connected components; the damage
+    list holds at most a few hundred rectangles)."""
+    if not rects:
+        return []
+    edges = np.array([(r.x, r.y, r.x + r.w, r.y + r.h) for r in rects], np.int64)
+    x0, y0, x1, y1 = edges.T
+    near = (
+        (x0[:, None] < x1[None, :] + gap)
+        & (x0[None, :] < x1[:, None] + gap)
+        & (y0[:, None] < y1[None, :] + gap)
+        & (y0[None, :] < y1[:, None] + gap)
+    )
+    n = len(edges)
+    labels = np.arange(n)
+    while True:
+        spread = np.where(near, labels[None, :], n).min(axis=1)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    areas = (x1 - x0) * (y1 - y0)
+    out = []
+    for label in np.unique(labels):
+        members = labels == label
+        left, top = int(x0[members].min()), int(y0[members].min())
+        box = Rect(left, top, int(x1[members].max()) - left, int(y1[members].max()) - top)
+        out.append((box, min(int(areas[members].sum()), box.area)))
+    out.sort(key=lambda group: -group[1])
+    return out
+
+
+def _inside(inner: Rect, outer: Rect, slack: int = 0) -> bool:
+    grown = Rect(outer.x - slack, outer.y - slack, outer.w + 2 * slack, outer.h + 2 * slack)
+    return grown.intersect(inner) == inner
 
 
 @dataclass(slots=True)
 class VideoDetector:
-    """Says, update by update, whether the screen is showing video: large changes
-    (``VIDEO_AREA`` of the screen) of photographic content, ``VIDEO_FRAMES`` in a row,
-    each within ``VIDEO_GAP`` of the last. A small change in between (a progress bar, the
-    pointer's trail) goes out with the normal encoders and video mode stays; copies
-    (scrolls, moved windows), a large change that is not photographic, or a pause longer
-    than ``VIDEO_GAP`` end it."""
+    """Finds, update by update, the region of the screen that is playing video.
+
+    A video picture is a group of nearby changes (``clusters``) of at least
+    ``VIDEO_MIN_AREA`` pixels, covering at least ``VIDEO_DENSITY`` of its bounding box,
+    with photographic content; its box without the edges that are not photographic
+    (``photo_bounds``) is the picture. ``VIDEO_FRAMES`` of them in a row, each within
+    ``VIDEO_GAP`` of the last and inside the first one's box (grown by ``VIDEO_SLACK``:
+    a picture that leaves a few rows unchanged is still the same video), make that box
+    the video region. A full-screen video is the region of the whole screen.
+
+    While a region plays, changes elsewhere (the text the technician reads beside it, a
+    scroll there) go out as before; a small change inside it (a progress bar over the
+    video, the pointer) goes out with the normal encoders and the region stays. A copy
+    into the region (the page with the video scrolled, its window moved), a large change
+    there that is not photographic (a window over it), or a pause longer than
+    ``VIDEO_GAP`` end it. A picture larger than the region that covers it (the player
+    grew, or the first pictures left a band unchanged) makes it the region at once; one
+    that only overlaps it starts counting again from it. Moving pictures elsewhere are
+    not looked at while a region has pictures (two videos at once: the first one
+    counted goes as H.264, the other as before).
+    """
 
     streak: int = 0
-    #: Loop time of the last video-like change.
+    #: Loop time of the last video picture.
     last: float | None = None
     active: bool = False
+    #: The region the pictures are counted in; the video region while ``active``.
+    region: Rect | None = None
     #: Times video mode was entered (for tests and diagnostics).
     started: int = field(default=0)
 
     def observe(
-        self, now: float, screen: Rect, rects: list[Rect], copies: int, frame: Frame
-    ) -> bool:
-        """One update with changes at loop time ``now``; True: send it as H.264."""
-        recent = self.last is not None and now - self.last <= VIDEO_GAP
-        large = copies == 0 and bool(rects) and _area(rects) >= VIDEO_AREA * screen.w * screen.h
-        if large and photographic(frame, _bounds(rects)):
-            if recent:
-                self.streak += 1
-            else:  # the first, or after a pause: count again from this frame
-                self.streak = 1
-                self.active = False
-            self.last = now
-            if not self.active and self.streak >= VIDEO_FRAMES:
-                self.active = True
-                self.started += 1
-            return self.active
-        if copies or large or not recent:
+        self, now: float, rects: Sequence[RectLike], copies: Sequence[RectLike], frame: Frame
+    ) -> Rect | None:
+        """One update with changes at loop time ``now``: the region to send as one H.264
+        picture, or None (everything with the normal encoders)."""
+        if self.last is not None and now - self.last > VIDEO_GAP:
             self.stop()
-        return False
+        region = self.region
+        if region is not None and any(region.intersect(c) for c in copies):
+            self.stop()
+            region = None
+        picture = None
+        for box, changed in clusters(rects):
+            if region is not None and region.intersect(box) is None:
+                continue  # elsewhere: the text beside the video
+            if changed < VIDEO_MIN_AREA or changed < VIDEO_DENSITY * box.area:
+                if region is None:
+                    continue
+                break  # a small change in the region: normal encoders, the video stays
+            picture = photo_bounds(frame, box)
+            if picture is None or picture.area < VIDEO_MIN_AREA or not photographic(frame, picture):
+                picture = None
+                if region is not None:
+                    self.stop()  # a window over the video
+            break
+        if picture is None:
+            return None
+        self.last = now
+        if region is not None and _inside(picture, region, VIDEO_SLACK):
+            self.streak += 1
+        elif self.active and region is not None and _inside(region, picture):
+            self.region = picture  # grew over the region: a new geometry, still video
+        else:  # the first picture, or one somewhere else: count again from it
+            self.region, self.streak, self.active = picture, 1, False
+        if not self.active and self.streak >= VIDEO_FRAMES:
+            self.active = True
+            self.started += 1
+        return self.region if self.active else None
 
     def stop(self) -> None:
         """Out of video mode; the next run counts from zero."""
         self.streak = 0
         self.active = False
         self.last = None
+        self.region = None
 
 
 #: Video whose predicted pictures cost on average at least this share of its key frame
@@ -281,35 +400,39 @@ UNPREDICTABLE_HOLD = 10.0
 
 
 class H264Policy:
-    """The agent's per-connection H.264 state: the detector and the encoder."""
+    """The agent's per-connection H.264 state: the detector and the video region's
+    encoder (one context, for the region's geometry)."""
 
     def __init__(self) -> None:
         self.detector = VideoDetector()
         self.encoder = H264Encoder()
         self._was_active = False
-        #: Updates sent as H.264.
+        #: The geometry the encoder's context was opened for (noVNC keys contexts by it).
+        self._region: Rect | None = None
+        #: Updates sent with an H.264 picture.
         self.frames = 0
         self._hold_until = 0.0
 
     def choose(
         self,
         now: float,
-        screen: Rect,
-        region: Rect,
-        rects: list[Rect],
-        copies: int,
+        requested: Rect,
+        rects: Sequence[RectLike],
+        copies: Sequence[RectLike],
         frame: Frame,
         *,
         offered: bool,
         options: EncodeOptions,
         pixel_format: PixelFormat,
-    ) -> H264Encoder | None:
-        """The encoder to send this whole update with, or None for the normal ones.
+    ) -> Rect | None:
+        """The region of this update to send as one H.264 picture, or None.
 
-        H.264 only when the client listed it, asked for JPEG (a lossless setting never
-        gets it), takes true colour at 32 bits, wants the whole screen, and the
-        detector says this update is a picture of the video. Leaving video mode drops the
-        context: the next time starts with a key frame on a fresh one.
+        The caller sends that region first (``wrap()`` encodes it) and the rest of the
+        update (``rects`` outside it, ``copies``) as usual. H.264 only when the client
+        listed it, asked for JPEG (a lossless setting never gets it), takes true colour
+        at 32 bits, the request covers the region, and the detector says this update
+        holds a picture of the video there. Leaving video mode or a new region geometry
+        drops the context: the next picture starts a fresh one with a key frame.
         """
         usable = (
             offered
@@ -317,7 +440,6 @@ class H264Policy:
             and options.jpeg_quality is not None
             and pixel_format.true_colour
             and pixel_format.bits_per_pixel == 32
-            and region == screen
         )
         sizes = self.encoder.sizes
         if (
@@ -328,29 +450,65 @@ class H264Policy:
             logger.debug("h264 off for %.0f s: pictures do not predict", UNPREDICTABLE_HOLD)
             self._hold_until = now + UNPREDICTABLE_HOLD
         usable = usable and now >= self._hold_until
+        region = None
         if usable:
-            video = self.detector.observe(now, screen, rects, copies, frame)
+            region = self.detector.observe(now, rects, copies, frame)
+            if region is not None and requested.intersect(region) != region:
+                region = None  # the client wants part of it only: normal encoders
         else:
-            video = False
             self.detector.stop()
-        if not usable or not self.detector.active:
+        active = usable and self.detector.active
+        if not active or self.detector.region != self._region:
             if self._was_active:
                 self.encoder.reset()
+                self._region = None
                 logger.debug("h264 video mode off after %d frames", self.frames)
             self._was_active = False
-        if not video:  # no video, or a small change between pictures: the normal encoders
+        if region is None:  # no video, or a small change between pictures
             return None
         if not self._was_active:
-            logger.debug("h264 video mode on")
+            logger.debug(
+                "h264 video mode on for %dx%d at %d,%d", region.w, region.h, region.x, region.y
+            )
         self._was_active = True
+        self._region = region
         self.frames += 1
-        return self.encoder
+        return region
+
+    def wrap(self, normal: Encoder, region: RectLike) -> Encoder:
+        """The encoder for an update whose first rectangle is ``region`` (``choose()``'s):
+        that one as H.264, every other one with ``normal`` (the connection's encoder,
+        whose compression state the client shares)."""
+        return _FirstAsVideo(self.encoder, normal, (region.h, region.w))
 
     def reset(self) -> None:
         """The screen changed size: forget the detector's streak and the context."""
         self.detector = VideoDetector(started=self.detector.started)
         self.encoder.reset()
         self._was_active = False
+        self._region = None
+
+
+class _FirstAsVideo:
+    """An update's encoder: the first rectangle (the video region, which the agent puts
+    first) as H.264, the rest with the normal encoder. ``PendingUpdate`` encodes its
+    rectangles in order and hands each encoder only the pixels, so the position is the
+    order; the size is checked, and a mismatch sends everything the normal way."""
+
+    def __init__(self, video: H264Encoder, normal: Encoder, shape: tuple[int, int]) -> None:
+        self.code = normal.code
+        self._video: H264Encoder | None = video
+        self._normal = normal
+        self._shape = shape
+
+    def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
+        video, self._video = self._video, None
+        if video is not None and frame.shape[:2] == self._shape:
+            return video.encode(frame, pf, options)
+        if video is not None:
+            logger.warning("h264: the first rectangle is not the video region; sent as usual")
+            video.reset()  # the client has not seen this picture: start again
+        return self._normal.encode(frame, pf, options)
 
 
 __all__ = [
@@ -361,6 +519,7 @@ __all__ = [
     "H264Policy",
     "VideoDetector",
     "available",
+    "clusters",
     "crf_for",
     "photographic",
 ]
