@@ -334,6 +334,26 @@ def test_policy_new_geometry_new_context_and_first_rect_only() -> None:
     assert struct.unpack_from("!II", rect.payload)[1] == h264.RESET_CONTEXT
 
 
+def test_still_lossy_areas_beside_the_video_are_resent_while_it_plays() -> None:
+    """The whole-screen refresh waits for a still screen; beside a video it never comes.
+    Lossy areas outside the region that stay in the list for the delay go with a
+    picture; those touched by this update's damage, or inside the region, do not."""
+    policy = h264.H264Policy()
+    screen = Rect(0, 0, 640, 480)
+    stale = Rect(150, 60, 100, 60)  # text JPEG'd before the region was found
+    overlapping = Rect(180, 200, 40, 40)  # partly under the video
+    typing = Rect(10, 10, 20, 20)  # lossy, but changing again in this update
+    inside = Rect(210, 110, 50, 50)  # the picture's own
+    lossy = [stale, overlapping, typing, inside]
+    assert policy.still_lossy(1.0, lossy, VIDEO, screen, [typing], 0.5) == []
+    assert policy.still_lossy(1.4, lossy, VIDEO, screen, [typing], 0.5) == []
+    got = policy.still_lossy(1.5, lossy, VIDEO, screen, [typing], 0.5)
+    assert got == [stale, overlapping]
+    # Not in a request for part of the screen only; a new entry counts from now.
+    assert policy.still_lossy(1.6, [stale], VIDEO, Rect(0, 0, 100, 100), [], 0.5) == []
+    assert policy.still_lossy(1.7, [Rect(0, 300, 20, 20)], VIDEO, screen, [], 0.5) == []
+
+
 def unrelated_pictures(w: int, h: int, count: int) -> list[np.ndarray]:
     """BGRX photo-like frames, each a new picture (a slideshow: nothing predicts)."""
     return [moving_picture(w, h, 1, seed=100 + i)[0] for i in range(count)]
@@ -406,12 +426,15 @@ async def play(
     encodings: tuple[int, ...],
     frames: list[np.ndarray],
     check: Callable[[H264Client, np.ndarray], None] | None = None,
+    damage: list[Rect] | None = None,
 ) -> H264Client:
     """Serve ``frames`` as a video (a new one after each update, as a player would) to an
     in-memory client listing ``encodings``; then stay still until the lossless refresh.
-    ``check`` sees the client after each update with the frame it showed."""
+    ``check`` sees the client after each update with the frame it showed. With
+    ``damage``, the capture reports those rectangles as changed (as X damage events
+    would) instead of the agent comparing 64-pixel tiles."""
     h, w = frames[0].shape[:2]
-    capture = FakeCapture(frames[0])
+    capture = FakeCapture(frames[0], regions=damage is not None)
     pipe = Pipe()
     service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="h264")
     task = asyncio.create_task(service.run())
@@ -422,6 +445,9 @@ async def play(
     await pipe.receive(client, lambda: len(client.updates) == 1)
     for frame in frames[1:]:
         capture.set_image(frame)
+        if damage is not None:
+            with capture.lock:
+                capture.pending = [*(capture.pending or []), *damage]
         n = len(client.updates)
         await pipe.to_server.put(request(True, 0, 0, w, h))
         await pipe.receive(client, lambda n=n: len(client.updates) > n)
@@ -472,10 +498,12 @@ async def test_no_h264_unless_listed_and_lossy(listed: str) -> None:
     np.testing.assert_array_equal(client.fb, client.pf.values(frames[-1]))
 
 
-async def test_video_beside_text_only_the_video_region_goes_h264() -> None:
+@pytest.mark.parametrize("damage", ["tiles", "exact"])
+async def test_video_beside_text_only_the_video_region_goes_h264(damage: str) -> None:
     """A 320x240 video in a 640x480 screen of text, with typing beside it: the video's
-    rectangle goes as H.264 (its own geometry, found through 64-pixel tile damage), the
-    text stays exact in every update, and after the video the whole screen is exact."""
+    rectangle goes as H.264 (its own geometry, found through 64-pixel tile damage or the
+    capture's exact damage), the text is exact while it plays, and after the video the
+    whole screen is exact."""
     text = text_screen(640, 480)
     frames = beside_text(moving_picture(VIDEO.w, VIDEO.h, 24), text)
     for i, frame in enumerate(frames):  # a caret blinking in the text, every 3rd frame
@@ -488,20 +516,30 @@ async def test_video_beside_text_only_the_video_region_goes_h264() -> None:
     def check(client: H264Client, frame: np.ndarray) -> None:
         text_exact.append(np.array_equal(client.fb[outside], client.pf.values(frame)[outside]))
 
-    client = await play(NOVNC, frames, check)
+    caret = Rect(30, 20, 2, 14)
+    client = await play(NOVNC, frames, check, None if damage == "tiles" else [VIDEO, caret])
     assert client.h264, "no H.264 rectangle while the video played"
     assert set(client.h264_rects) == {(VIDEO.x, VIDEO.y, VIDEO.w, VIDEO.h)}
     assert client.h264[0][1] == h264.RESET_CONTEXT and 5 in client.h264[0][2]
     sources = [rgb_of(f[VIDEO.y : VIDEO.y + VIDEO.h, VIDEO.x : VIDEO.x + VIDEO.w]) for f in frames]
     for picture, _, _ in client.h264:
         assert max(psnr(picture, s) for s in sources) > 32
-    # Before video mode, Tight sent the tiles around the video (text included) as JPEG;
-    # from the first picture on, only the video's rectangle is lossy: the text around it
-    # is exact after every update.
-    first = next(i for i, u in enumerate(client.updates) if h264.H264 in {r[4] for r in u.rects})
+    # Before video mode, Tight sent text as JPEG along with the video (the first
+    # update's whole screen; the 64-pixel tiles around the video). With tiles, the
+    # first picture's update sends those tiles' text losslessly (damage beside the
+    # region); with exact damage, the stale JPEG beside the video is resent losslessly
+    # after LOSSLESS_REFRESH_DELAY while the video still plays. Then the text stays
+    # exact in every update.
+    pictures = [i for i, u in enumerate(client.updates) if h264.H264 in {r[4] for r in u.rects}]
+    first = pictures[0]
     assert first >= h264.VIDEO_FRAMES - 1
     assert not all(text_exact[: first - 1])
-    assert all(text_exact[first - 1 :])
+    exact = text_exact.index(True) + 1  # text_exact[k] is after update k + 1
+    assert all(text_exact[exact - 1 :])
+    if damage == "tiles":
+        assert exact == first
+    else:
+        assert first < exact < pictures[-1]  # while the video played
     # The caret's updates went with the normal encoders in the same updates as pictures.
     mixed = [u for u in client.updates if {r[4] for r in u.rects} - {h264.H264}
              and h264.H264 in {r[4] for r in u.rects}]  # fmt: skip

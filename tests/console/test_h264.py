@@ -150,3 +150,130 @@ def test_novnc_draws_h264_video_then_the_exact_screen(
         60,
         "the canvas to equal the X screen after the video stopped",
     )
+
+
+# A page of text with a small video beside it: white background, lines of text on the
+# left, and a 320x240 label at VIDEO_AT playing the frames. The text never changes.
+TEXT_AND_VIDEO = """
+import sys, time, tkinter as tk
+from pathlib import Path
+folder, fps = Path(sys.argv[1]), float(sys.argv[2])
+w, h, vx, vy = (int(a) for a in sys.argv[3:7])
+root = tk.Tk()
+root.overrideredirect(True)
+root.geometry(f"{w}x{h}+0+0")
+root.configure(background="white")
+lines = "\\n".join(f"{i:2}: the technician reads this beside the video" for i in range(20))
+tk.Label(root, text=lines, justify="left", anchor="nw", background="white", foreground="black",
+         borderwidth=0).place(x=8, y=8)
+photos = [tk.PhotoImage(file=str(p)) for p in sorted(folder.glob("frame*.ppm"))]
+label = tk.Label(root, borderwidth=0, highlightthickness=0, image=photos[0])
+label.place(x=vx, y=vy)
+state = {"i": 0, "start": time.monotonic()}
+def step():
+    if (folder / "stop").exists() or time.monotonic() - state["start"] > 300:
+        return  # hold the current frame
+    state["i"] += 1
+    label.configure(image=photos[state["i"] % len(photos)])
+    root.after(int(1000 / fps), step)
+root.after(500, step)
+root.mainloop()
+"""
+
+VW, VH = 320, 240
+VIDEO_AT = (W - VW - 16, H - VH - 16)
+
+# Counts the pictures each VideoDecoder puts out by size (noVNC opens one per rectangle
+# geometry), and any decoder error.
+SIZES_HOOK = """(() => {
+  if (!('VideoDecoder' in window)) return;
+  const Orig = window.VideoDecoder;
+  const state = window.__h264 = {sizes: {}, errors: []};
+  window.VideoDecoder = class extends Orig {
+    constructor(init) {
+      super({
+        output: (frame) => {
+          const key = frame.displayWidth + 'x' + frame.displayHeight;
+          state.sizes[key] = (state.sizes[key] || 0) + 1;
+          init.output(frame);
+        },
+        error: (e) => { state.errors.push(String(e)); init.error(e); },
+      });
+    }
+  };
+})();"""
+
+
+@pytest.fixture
+def video_beside_text(tmp_path: Path) -> Iterator[tuple[str, Path, list[np.ndarray]]]:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = moving_picture(VW, VH, 12)
+    for i, frame in enumerate(frames):
+        Image.fromarray(np.ascontiguousarray(frame[..., 2::-1])).save(folder / f"frame{i:02}.ppm")
+    with xvfb(W, H) as display:
+        args = [str(folder), "20", str(W), str(H), *map(str, VIDEO_AT)]
+        player = subprocess.Popen(
+            [sys.executable, "-c", TEXT_AND_VIDEO, *args],
+            env=x_env(display),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield display, folder, frames
+        finally:
+            stop(player)
+
+
+def test_novnc_gets_the_video_beside_text_as_h264_and_the_text_exact(
+    cworld: World, video_beside_text: tuple[str, Path, list[np.ndarray]], page: Any
+) -> None:
+    """Only the video's 320x240 rectangle goes as H.264 (the agent's log names its
+    geometry; the browser decodes 320x240 pictures and never a whole screen); the text
+    beside it is exact in the canvas while the video plays; after it, the whole screen."""
+    display, folder, frames = video_beside_text
+    page.add_init_script(SIZES_HOOK)
+    agent, _ = open_session(page, cworld, display)
+    wait_screen(page)
+    support = page.evaluate(SUPPORTED)
+    if support != "yes":
+        pytest.skip(f"this Chromium's WebCodecs cannot decode H.264 ({support})")
+    region = f"{VW}x{VH}"
+    wait_for(
+        lambda: page.evaluate(f"() => window.__h264.sizes['{region}'] || 0") >= 5,
+        120,
+        "five 320x240 H.264 pictures decoded by WebCodecs",
+    )
+    x, y = VIDEO_AT
+    assert f"h264 video mode on for {VW}x{VH} at {x},{y}" in agent.stderr(None)
+    outside = np.ones((H, W), bool)
+    outside[y : y + VH, x : x + VW] = False
+    screen = xwd_root(display)  # the text is still; only the video's pixels change
+    wait_for(
+        lambda: np.array_equal(canvas_rgb(page)[outside], screen[outside]),
+        60,
+        "the text beside the playing video to be exact in the canvas",
+    )
+    # Still exact while more pictures arrive (the text is never in an H.264 rectangle),
+    # and the video's area shows one of the played frames.
+    sources = [np.ascontiguousarray(f[..., 2::-1]) for f in frames]
+    for _ in range(3):
+        seen = page.evaluate(f"() => window.__h264.sizes['{region}']")
+        wait_for(
+            lambda seen=seen: page.evaluate(f"() => window.__h264.sizes['{region}']") > seen,
+            60,
+            "another H.264 picture",
+        )
+        canvas = canvas_rgb(page)
+        assert np.array_equal(canvas[outside], screen[outside])
+        assert max(psnr(canvas[y : y + VH, x : x + VW], s) for s in sources) > 30
+    state = page.evaluate("() => window.__h264")
+    assert state["errors"] == []
+    assert f"{W}x{H}" not in state["sizes"]  # never the whole screen as one picture
+    # The video stops: its area is refreshed losslessly, the canvas equals the screen.
+    (folder / "stop").touch()
+    wait_for(
+        lambda: np.array_equal(canvas_rgb(page), xwd_root(display)),
+        60,
+        "the canvas to equal the X screen after the video stopped",
+    )

@@ -35,7 +35,7 @@ import functools
 import logging
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -412,6 +412,8 @@ class H264Policy:
         #: Updates sent with an H.264 picture.
         self.frames = 0
         self._hold_until = 0.0
+        #: When each lossy area was first seen while the video played (``still_lossy``).
+        self._lossy_seen: dict[Rect, float] = {}
 
     def choose(
         self,
@@ -458,6 +460,8 @@ class H264Policy:
         else:
             self.detector.stop()
         active = usable and self.detector.active
+        if not active:
+            self._lossy_seen = {}
         if not active or self.detector.region != self._region:
             if self._was_active:
                 self.encoder.reset()
@@ -475,11 +479,41 @@ class H264Policy:
         self.frames += 1
         return region
 
-    def wrap(self, normal: Encoder, region: RectLike) -> Encoder:
+    def still_lossy(
+        self,
+        now: float,
+        lossy: Sequence[Rect],
+        region: Rect,
+        requested: Rect,
+        damage: Sequence[RectLike],
+        delay: float,
+    ) -> list[Rect]:
+        """The lossy areas to resend losslessly with this update's video picture.
+
+        The agent's lossless refresh waits for the whole screen to be still, which it
+        never is while a video plays; but text beside the video that went as JPEG before
+        the region was found (the first update, the pictures before video mode) must not
+        stay blurred all along. So areas of ``lossy`` (the agent's list) that have stayed
+        in it for ``delay`` while the video played, outside the region and this update's
+        ``damage``, go now: the caller drops them from its list and sends their parts
+        outside the region losslessly (the region's own pixels are the picture's)."""
+        seen = {r: self._lossy_seen.get(r, now) for r in lossy}
+        self._lossy_seen = seen
+        return [
+            r
+            for r, since in seen.items()
+            if now - since >= delay
+            and requested.intersect(r) == r
+            and not _inside(r, region)
+            and not any(r.intersect(d) for d in damage)
+        ]
+
+    def wrap(self, normal: Encoder, region: RectLike, rest: int = 0, lossless: int = 0) -> Encoder:
         """The encoder for an update whose first rectangle is ``region`` (``choose()``'s):
         that one as H.264, every other one with ``normal`` (the connection's encoder,
-        whose compression state the client shares)."""
-        return _FirstAsVideo(self.encoder, normal, (region.h, region.w))
+        whose compression state the client shares); the ``lossless`` rectangles after
+        the ``rest`` that follow the region without JPEG (``still_lossy``'s)."""
+        return _FirstAsVideo(self.encoder, normal, (region.h, region.w), rest, lossless)
 
     def reset(self) -> None:
         """The screen changed size: forget the detector's streak and the context."""
@@ -487,6 +521,7 @@ class H264Policy:
         self.encoder.reset()
         self._was_active = False
         self._region = None
+        self._lossy_seen = {}
 
 
 class _FirstAsVideo:
@@ -495,19 +530,31 @@ class _FirstAsVideo:
     rectangles in order and hands each encoder only the pixels, so the position is the
     order; the size is checked, and a mismatch sends everything the normal way."""
 
-    def __init__(self, video: H264Encoder, normal: Encoder, shape: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        video: H264Encoder,
+        normal: Encoder,
+        shape: tuple[int, int],
+        rest: int = 0,
+        lossless: int = 0,
+    ) -> None:
         self.code = normal.code
         self._video: H264Encoder | None = video
         self._normal = normal
         self._shape = shape
+        self._lossless = range(1 + rest, 1 + rest + lossless)  # by position in the update
+        self._calls = 0
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         video, self._video = self._video, None
+        index, self._calls = self._calls, self._calls + 1
         if video is not None and frame.shape[:2] == self._shape:
             return video.encode(frame, pf, options)
         if video is not None:
             logger.warning("h264: the first rectangle is not the video region; sent as usual")
             video.reset()  # the client has not seen this picture: start again
+        if index in self._lossless:
+            options = replace(options, jpeg_quality=None)
         return self._normal.encode(frame, pf, options)
 
 
