@@ -391,8 +391,11 @@ class VideoDetector:
 #: Video whose predicted pictures cost on average at least this share of its key frame
 #: is not worth H.264: cuts, a slideshow, nothing to predict from; there Tight JPEG is
 #: as small at the same PSNR and cheaper to encode (benchmarks/h264.py: 1080p pans cost
-#: 0.01-0.07 of the key frame a picture, a new photo every picture 0.24-0.41)...
-UNPREDICTABLE_SHARE = 0.15
+#: 0.01-0.07 of the key frame a picture, a new photo every picture 0.24-0.41). A small
+#: region costs more per picture relative to its key frame: ``benchmarks/h264.py``'s
+#: ``pan`` frames at 320x240 average 0.135 over 30 pictures (0.21 at most, 0.07 at
+#: 640x360), its slideshow 0.27 there...
+UNPREDICTABLE_SHARE = 0.2
 #: ...judged after this many predicted pictures...
 PREDICTED_PICTURES = 3
 #: ...and then H.264 is not tried again for this many seconds.
