@@ -647,6 +647,100 @@ def test_find_horizontal_copy_rejects_unrelated_content() -> None:
     assert find_horizontal_copy(tall[:80], tall[20:100]) is None  # moved up, not sideways
 
 
+def _probed(old: np.ndarray, new: np.ndarray) -> tuple[bool, bool]:
+    """What the quick look before the copy searches says of a block: (a vertical move
+    is possible, a sideways move is possible)."""
+    from enkaku.agent.rfbservice import _clear_x, _may_scroll, _may_slide, _probes, _words
+
+    o, n = _words(_clear_x(old)), _words(_clear_x(new))
+    found = _probes(o, n)
+    return _may_scroll(o, found), _may_slide(o, found)
+
+
+@pytest.mark.parametrize("dy", [1, 13, 40, 60, -7, -55])
+def test_the_probes_see_a_vertical_move(dy: int) -> None:
+    """Also when the move exposes more than half the block: some probes still sit in
+    the moved rows."""
+    tall = _text_block(300, 160, seed=dy % 11)
+    assert _probed(tall[100:200], tall[100 + dy : 200 + dy])[0]
+
+
+@pytest.mark.parametrize("dx", [1, 9, 40, -3, -24, -90])
+def test_the_probes_see_a_sideways_move(dx: int) -> None:
+    """Either way: the probes are taken from the middle of each row, not at the end the
+    move uncovers."""
+    wide = _text_block(90, 400, seed=dx % 13)
+    assert _probed(wide[:, 100:300], wide[:, 100 + dx : 300 + dx])[1]
+
+
+def test_the_probes_see_no_move_in_a_new_picture() -> None:
+    rng = np.random.default_rng(5)
+    assert _probed(_text_block(120, 300, 1), _text_block(120, 300, 2)) == (False, False)
+    noise = rng.integers(0, 256, (120, 300, 4), dtype=np.uint8)
+    assert _probed(_text_block(120, 300, 3), noise) == (False, False)
+    # Nothing but one colour changed into another: nothing to tell, so the searches run.
+    blank = np.full((120, 300, 4), 40, dtype=np.uint8)
+    assert _probed(blank, np.full_like(blank, 90)) == (True, True)
+
+
+def _table(rows: int, cols: int, seed: int) -> np.ndarray:
+    """BGRX: a table of striped rows 24 px high with 'words' (random glyph pixels) in
+    cells, like a file list."""
+    rng = np.random.default_rng(seed)
+    table = np.zeros((rows, cols, 4), dtype=np.uint8)
+    for top in range(0, rows, 24):
+        table[top : top + 24, :, :3] = 255 if top // 24 % 2 else 244
+        for left in range(8, cols - 90, 150):
+            n = int(rng.integers(30, 90))
+            ink = rng.integers(0, 2, (12, n, 1)) * rng.integers(60, 200)
+            table[top + 6 : top + 18, left : left + n, :3] = np.where(
+                ink > 0, ink, table[top + 6 : top + 18, left : left + n, :3]
+            )
+    return table
+
+
+def test_a_dialog_opened_and_closed_over_a_table_is_not_searched_for_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A framed box of text drawn over a table, then the table again: the damage step
+    looks for no copy (the probes find nothing moved) and the kept screen is exact."""
+    searches: list[str] = []
+    vertical = rfbservice_module._find_vertical_copy
+
+    def spy_vertical(*args: object, **kwargs: object) -> object:
+        searches.append("vertical")
+        return vertical(*args, **kwargs)  # type: ignore[arg-type]
+
+    sideways = RFBService._sideways
+
+    def spy_sideways(*args: object) -> object:
+        searches.append("sideways")
+        return sideways(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rfbservice_module, "_find_vertical_copy", spy_vertical)
+    monkeypatch.setattr(RFBService, "_sideways", staticmethod(spy_sideways))
+    screen = np.zeros((400, 800, 4), dtype=np.uint8)
+    screen[:, :, :3] = 240
+    screen[40:376, 20:780] = _table(336, 760, seed=8)
+    capture, service = _damage_step_service(screen)
+    dialog = screen.copy()
+    box = dialog[100:270, 160:640]
+    box[:, :, :3] = 250
+    box[:2, :, :3], box[-2:, :, :3], box[:, :2, :3], box[:, -2:, :3] = 160, 90, 160, 90
+    rng = np.random.default_rng(2)
+    box[30:60, 90:420, :3] = rng.integers(0, 2, (30, 330, 1)) * 180 + 40  # the message
+    box[120:150, 300:460, :3] = 210  # the buttons
+    box[120:150, 300:302, :3] = 60
+    damaged = [Rect(160, 100, 480, 170)]
+    for picture in (dialog, screen):
+        capture.image = picture.copy()
+        service._damage = []
+        assert service._grab_damage(damaged) == []
+        assert service._damage  # sent as pixels
+        np.testing.assert_array_equal(service._previous[..., :3], picture[..., :3])
+    assert searches == []
+
+
 class FakeEventCapture(FakeCapture):
     """An event-driven capture: a pipe turns readable when the test changes the image."""
 
