@@ -357,6 +357,34 @@ def test_zrle_tile_is_the_shortest_subencoding(case: int, fmt: str) -> None:
     assert ours in candidates.values()
 
 
+@pytest.mark.parametrize("fmt", ["native", "rgb565"])
+def test_zrle_rectangle_is_its_tiles_in_row_order(fmt: str) -> None:
+    """A rectangle of several bands with narrower and shorter edge tiles, mixing every
+    subencoding (palette RLE tiles of different palettes side by side): its stream is
+    each tile on its own, as the per-tile test above checks them, in row order."""
+    pf = FORMATS[fmt]
+    cases = [c for c in tile_cases() if c.shape == (64, 64)]
+    h, w = 64 * 2 + 30, 64 * 5 + 17
+    raw = np.zeros((h, w), dtype=np.uint32)
+    n = 0
+    for y in range(0, h, 64):
+        for x in range(0, w, 64):
+            tile = cases[n % len(cases)]
+            raw[y : y + 64, x : x + 64] = tile[: min(64, h - y), : min(64, w - x)]
+            n += 1
+    frame = np.zeros((h, w, 4), dtype=np.uint8)
+    frame[..., 0], frame[..., 1], frame[..., 2] = raw & 0xFF, raw >> 8 & 0xFF, raw >> 16 & 0xFF
+    values = pf.values(frame)
+    (rect,) = ZRLEEncoder().encode(frame, pf, EncodeOptions())
+    stream = zlib.decompressobj().decompress(rect.payload[4:])
+    expected = b""
+    for y in range(0, h, 64):
+        for x in range(0, w, 64):
+            tile = values[y : y + 64, x : x + 64]
+            expected += encode_tile(tile, pf.pack_cpixels(tile), pf)
+    assert stream == expected
+
+
 def test_zrle_stream_switches_strategy_and_stays_one_stream() -> None:
     w, h = 200, 130
     server, dec = served(NATIVE, (Encoding.ZRLE,), w, h)
