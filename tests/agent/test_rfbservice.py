@@ -741,6 +741,47 @@ def test_a_dialog_opened_and_closed_over_a_table_is_not_searched_for_copies(
     assert searches == []
 
 
+@pytest.mark.parametrize("reports_moves", [False, True])
+def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(
+    reports_moves: bool,
+) -> None:
+    """Damage as 32-row bands over the window's old and new places (what the GNOME
+    capture reports): the move is found in their union and goes as one copy, and a
+    viewer applying it and the damage has the new screen. A capture that names moved
+    windows itself (X11) is not searched."""
+    rng = np.random.default_rng(12)
+    screen = np.zeros((480, 640, 4), dtype=np.uint8)
+    screen[..., :3] = rng.integers(0, 3, (480, 640, 1)) * 40 + 100  # a textured desktop
+    desktop = screen.copy()
+    window = _text_block(200, 300, seed=6)
+    screen[100:300, 100:400] = window
+    capture, service = _damage_step_service(screen)
+    capture.reports_moves = reports_moves  # type: ignore[attr-defined]
+    before = service._previous.copy()
+    moved = desktop.copy()
+    moved[125:325, 140:440] = window  # 40 right, 25 down
+    capture.image = moved
+    bands = [Rect(100, y, 340, min(32, 325 - y)) for y in range(100, 325, 32)]
+    copies = service._grab_damage(bands)
+    assert copies is not None
+    if reports_moves:
+        assert copies == []
+    else:
+        assert len(copies) == 1
+        c = copies[0]
+        assert (c.src_x - c.dest.x, c.src_y - c.dest.y) == (-40, -25)
+        assert c.dest.w * c.dest.h >= 280 * 180
+    viewer = before[..., :3].copy()
+    for c in copies:
+        viewer[c.dest.y : c.dest.y + c.dest.h, c.dest.x : c.dest.x + c.dest.w] = before[
+            c.src_y : c.src_y + c.dest.h, c.src_x : c.src_x + c.dest.w, :3
+        ]
+    for d in service._damage:
+        viewer[d.y : d.y + d.h, d.x : d.x + d.w] = moved[d.y : d.y + d.h, d.x : d.x + d.w, :3]
+    np.testing.assert_array_equal(viewer, moved[..., :3])
+    np.testing.assert_array_equal(service._previous[..., :3], moved[..., :3])
+
+
 class FakeEventCapture(FakeCapture):
     """An event-driven capture: a pipe turns readable when the test changes the image."""
 

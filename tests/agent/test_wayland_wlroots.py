@@ -25,7 +25,7 @@ from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.agent.wayland.keymap import KeysymKeymap
 from enkaku.protocol.rfb import Encoding
-from tests.agent.test_rfbservice import Pipe
+from tests.agent.test_rfbservice import Pipe, RecordingInjector
 from tests.e2e.harness import ENKAKU, wait_for
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 from tests.wayland import Sway, headless_sway
@@ -260,6 +260,54 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(sway: Sway) -> Non
         await asyncio.wait_for(task, 10)
         capture.close()
         injector.close()
+
+
+async def test_a_window_dragged_diagonally_goes_as_copies_and_stays_exact() -> None:
+    """Nothing on Wayland says a window moved: the damage step finds the diagonal move
+    in the pixels (``enkaku.agent.motion``), and each step of the drag costs a CopyRect
+    and the uncovered strips, not the window; the viewer's picture is grim's after each
+    step."""
+    with headless_sway(1280, 800) as s:
+        s.swaymsg("exec foot --app-id=mover -- sh -c 'ls -l /usr/bin | head -40; sleep 1000'")
+        assert wait_for(lambda: '"app_id": "mover"' in s.swaymsg("-t", "get_tree"), 20)
+        s.swaymsg("[app_id=mover] floating enable, resize set 480 300, move position 150 120")
+        w, h = s.width, s.height
+        capture = WlrootsCapture(s.env["WAYLAND_DISPLAY"])
+        pipe = Pipe()
+        service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="sway")
+        task = asyncio.create_task(service.run())
+        try:
+            await pipe.handshake()
+            dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+            await pipe.to_server.put(set_encodings(Encoding.ZRLE, Encoding.COPYRECT))
+            await pipe.to_server.put(update_request(False, 0, 0, w, h))
+            await pipe.receive(dec, lambda: len(dec.updates) == 1)
+            await asyncio.sleep(1.0)  # foot's first picture
+            await pipe.catch_up(dec, lambda: _screen(s))
+            sent = 0
+            feed = dec.feed
+
+            def counted(data: bytes) -> None:
+                nonlocal sent
+                sent += len(data)
+                feed(data)
+
+            dec.feed = counted  # type: ignore[method-assign]
+            first = len(dec.updates)
+            x, y = 150, 120
+            steps = [(24, 16)] * 4 + [(-30, 20)] * 2
+            for dx, dy in steps:
+                x, y = x + dx, y + dy
+                await asyncio.to_thread(s.swaymsg, f"[app_id=mover] move position {x} {y}")
+                await pipe.catch_up(dec, lambda: _screen(s))
+            copies = sum(r[4] == Encoding.COPYRECT for u in dec.updates[first:] for r in u.rects)
+            assert copies >= len(steps)
+            # The window's pixels alone would be 480 x 300 x 4 bytes a step.
+            assert sent < len(steps) * 480 * 300 * 4 // 20
+        finally:
+            await pipe.to_server.put(b"")
+            await asyncio.wait_for(task, 10)
+            capture.close()
 
 
 def test_an_output_resize_is_reported_and_the_capture_follows() -> None:
