@@ -286,6 +286,18 @@ def test_smoothness_and_colours_per_cell() -> None:
     assert cells.photo_like().tolist() == [[True, False], [False, False], [False, False]]
 
 
+@pytest.mark.parametrize(
+    ("h", "w", "down", "across"),
+    [(1, 1, 63, 63), (170, 480, 22, 32), (64, 7, 0, 57), (5, 64, 59, 0), (3, 3, 0, 0)],
+)
+def test_edge_pad_is_numpys_edge_pad(h: int, w: int, down: int, across: int) -> None:
+    from enkaku.protocol.rfb.encodings.content import _edge_pad
+
+    values = np.random.default_rng(h * w).integers(0, 1 << 24, (h, w)).astype(np.uint32)
+    expected = np.pad(values, ((0, down), (0, across)), "edge")
+    np.testing.assert_array_equal(_edge_pad(values, down, across), expected)
+
+
 # -- ZRLE --------------------------------------------------------------------------
 
 
