@@ -349,17 +349,26 @@ class TightEncoder:
         """Gradient filter (888 TPIXELs only): each component minus its prediction."""
         head = bytes([FILTER_GRADIENT])
         return self._basic(
-            STREAM_GRADIENT, READ_FILTER, head, gradient_residuals(block, pf), options
+            STREAM_GRADIENT, READ_FILTER, head, gradient_residuals(block, pf), options, photo=True
         )
 
     def _copy(self, block: Values, pf: PixelFormat, options: EncodeOptions) -> bytes:
-        return self._basic(STREAM_COPY, 0, b"", pf.pack_tpixels(block).tobytes(), options)
+        data = pf.pack_tpixels(block).tobytes()
+        return self._basic(STREAM_COPY, 0, b"", data, options, photo=True)
 
     def _basic(
-        self, stream: int, filter_bit: int, head: bytes, data: bytes, options: EncodeOptions
+        self,
+        stream: int,
+        filter_bit: int,
+        head: bytes,
+        data: bytes,
+        options: EncodeOptions,
+        *,
+        photo: bool = False,
     ) -> bytes:
         ctl = stream << 4 | filter_bit
         if len(data) < MIN_TO_COMPRESS:
             return bytes([ctl]) + head + data
-        packed = self._streams[stream].compress(data, max(1, options.compress_level))
+        level = max(1, options.compress_level)
+        packed = self._streams[stream].compress(data, level, photo=photo)
         return bytes([ctl]) + head + compact_length(len(packed)) + packed
