@@ -1,7 +1,8 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,image,browser,dialogs] [--paths direct,bridge,relay]
+[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs]
+[--paths direct,bridge,relay]
 [--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
 
 The agent is measured on each path of ``--paths``: ``direct`` (``enkaku``: its RFB server
@@ -57,13 +58,20 @@ Workloads (time-bounded, seeded, the same pixels for every server):
 ``idle``; ``text``: an xterm 150x50 printing a seeded build log at 60 lines/s (scrolls);
 ``jlog``: a Japanese application log (Noto Sans Mono CJK JP) at 30 lines/s in an xterm
 120x40; ``winmove``: an xterm 90x30 with static text moved 20 px every 33 ms along a
-rectangle (``xdotool windowmove --sync``, one chained process); ``image``: full-screen
-photo-like frames at 10 fps (Tk); ``browser``: Debian's Chromium, a 1280x900 app window
-showing a generated page (Japanese and English paragraphs, headings, tables, small images)
-that scrolls itself 20 px every 33 ms, wrapping at the end (``benchmarks.screen_apps``);
+rectangle (``xdotool windowmove --sync``, one chained process); ``windiag``: an xterm
+80x26 (DejaVu Sans Mono, Noto Sans Mono CJK JP) showing a Japanese and English page,
+dragged diagonally as by hand, 30 steps a second, dx and dy both non-zero and varied
+(4-10 px and about the slope of the diagonal times that, now and then one axis backwards
+for a step), back and forth along the diagonal of a 540x400 px box (a seeded path, one
+chained ``xdotool`` as for winmove; on sway the same path by ``move position`` through
+its IPC: ``benchmarks.screen_apps``);
+``image``: full-screen photo-like frames at 10 fps (Tk); ``browser``: Debian's Chromium,
+a 1280x900 app window showing a generated page (Japanese and English paragraphs,
+headings, tables, small images) that scrolls itself 20 px every 33 ms, wrapping at the
+end (``benchmarks.screen_apps``);
 ``dialogs``: a static Tk application window over which message dialogs (icon, Japanese and
 English text, buttons) open and close at seeded places, 4 a second (X11 only, the last
-two). The default ``--workloads`` is the first five.
+two). The default ``--workloads`` is idle, text, jlog, winmove and image.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
@@ -106,8 +114,18 @@ import psutil
 from tests.protocol.rfb.decoders import Decoder, read_compact_length, tpixel_is_rgb
 from tests.xdisplay import x_env, xvfb, xvfb_pid
 
-from benchmarks.screen_apps import browser_page, chromium_cmd, remove_profile, stop_group
-from benchmarks.screen_wayland import WaylandDesktop
+from benchmarks.screen_apps import (
+    DRAG_BOX,
+    DRAG_RATE,
+    DRAG_SIZE,
+    browser_page,
+    chromium_cmd,
+    drag_path,
+    drag_text,
+    remove_profile,
+    stop_group,
+)
+from benchmarks.screen_wayland import WaylandDesktop, _find, _ipc
 from enkaku.agent.capture.x11 import X11Capture
 from enkaku.protocol.rfb.messages import Encoding
 from enkaku.protocol.rfb.pixelformat import NATIVE
@@ -136,7 +154,7 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 #: closed (two changes; Tk paints a mapped dialog's widgets and the window below a closed
 #: one on expose, a step later, so a greedy client sees more updates than that).
 CHANGE_RATE = {
-    "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "image": 10.0,
+    "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "windiag": 30.0, "image": 10.0,
     "browser": 30.0, "dialogs": 8.0,
 }  # fmt: skip
 X11_ONLY = {"browser", "dialogs"}
@@ -538,6 +556,26 @@ class Desktop:
                 elif y <= 200 and dy < 0:
                     dx, dy = 20, 0
             procs.append(spawn(["xdotool", *args], self.display))
+        elif name == "windiag":
+            cols, rows = DRAG_SIZE
+            text = self.tmp / "windiag.txt"
+            text.write_text(drag_text(cols, rows - 1), encoding="utf-8")
+            path = drag_path(int((seconds + 5) * DRAG_RATE))
+            x, y = path[0]
+            procs.append(spawn(["xterm", "-T", "benchdiag", "-u8", "-fa", "DejaVu Sans Mono",
+                                "-fd", "Noto Sans Mono CJK JP", "-fs", "11", "-geometry",
+                                f"{cols}x{rows}+{x}+{y}", "-e", "sh", "-c",
+                                f"cat {shlex.quote(str(text))}; exec sleep {secs}"],
+                               self.display))  # fmt: skip
+            wid = subprocess.run(
+                ["xdotool", "search", "--sync", "--name", "^benchdiag$"], env=env,
+                capture_output=True, text=True, timeout=20, check=True,
+            ).stdout.split()[0]  # fmt: skip
+            args = []
+            for x, y in path[1:]:
+                args += ["windowmove", "--sync", wid, str(x), str(y),
+                         "sleep", f"{1 / DRAG_RATE:.3f}"]  # fmt: skip
+            procs.append(spawn(["xdotool", *args], self.display))
         elif name == "image":
             folder = self.tmp / "images"
             procs.append(spawn(self.me("_imageshow", "--fps", "10", "--seconds", secs,
@@ -572,6 +610,53 @@ class Desktop:
                 stop_group(p)
             if profile is not None:
                 remove_profile(profile)
+
+
+class WaylandBench(WaylandDesktop):
+    """``WaylandDesktop`` and ``windiag``, which shares its page and path with the X11
+    workload (``benchmarks.screen_apps``): the dragged foot floats, placed by a rule,
+    and ``_swaydrag`` moves it."""
+
+    def start(self) -> WaylandBench:
+        super().start()
+        x, y, *_ = DRAG_BOX
+        for rule in ('for_window [app_id="benchdiag"] floating enable',
+                     f'for_window [app_id="benchdiag"] move position {x} {y}'):  # fmt: skip
+            _ipc(self.ipc, rule)
+        return self
+
+    @contextlib.contextmanager
+    def workload(self, name: str, seconds: float) -> Iterator[None]:
+        if name != "windiag":
+            with super().workload(name, seconds):
+                yield
+            return
+        cols, rows = DRAG_SIZE
+        secs = f"{seconds + 5:.0f}"
+        text = self.tmp / "windiag.txt"
+        text.write_text(drag_text(cols, rows - 1), encoding="utf-8")
+        # Black on white as the xterm on X11: a default foot is the base foot's colour,
+        # and only its text would be seen to move.
+        procs = [self.spawn(["foot", "--app-id", "benchdiag", "--title", "benchdiag",
+                             "--window-size-chars", f"{cols}x{rows}",
+                             "--font", "Noto Sans Mono CJK JP:size=11",
+                             "-o", "colors.background=ffffff", "-o", "colors.foreground=000000",
+                             "--", "sh", "-c",
+                             f"cat {shlex.quote(str(text))}; exec sleep {secs}"],
+                            "foot.log")]  # fmt: skip
+        try:
+            self.wait_window("benchdiag")
+            procs.append(self.spawn(self.me("_swaydrag", "--ipc", self.ipc, "--seconds", secs)))
+            time.sleep(0.3)
+            yield
+        finally:
+            for p in reversed(procs):
+                stop(p)
+                if p in self.procs:
+                    self.procs.remove(p)
+            end = time.monotonic() + 10  # until the window is gone: the next run starts clean
+            while time.monotonic() < end and _find(_ipc(self.ipc, "", 4), "benchdiag"):
+                time.sleep(0.05)
 
 
 AnyDesktop = Desktop | WaylandDesktop
@@ -925,7 +1010,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     try:
         if args.wayland:
-            wdesk = WaylandDesktop(tmp, logs).start()
+            wdesk = WaylandBench(tmp, logs).start()
             try:
                 for name, server in servers.items():
                     results += measure_server(
@@ -1125,14 +1210,25 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(ConnectionError, BrokenPipeError):
             swaymove(a.ipc, "benchmove", a.seconds)
         return
+    if argv and argv[0] == "_swaydrag":
+        p = argparse.ArgumentParser()
+        p.add_argument("--ipc", required=True)
+        p.add_argument("--seconds", type=float, default=10)
+        a = p.parse_args(argv[1:])
+        from benchmarks.screen_apps import swaydrag
+
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
+            swaydrag(a.ipc, "benchdiag", a.seconds)
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=6.0)
     p.add_argument("--verify-duration", type=float, default=3.0)
     p.add_argument("--keys", type=int, default=20)
     p.add_argument("--profiles", default="tight,zrle")
     p.add_argument("--workloads", default="idle,text,jlog,winmove,image",
-                   help="comma-separated: idle, text, jlog, winmove, image, browser, dialogs "
-                   "(default: the first five)")  # fmt: skip
+                   help="comma-separated: idle, text, jlog, winmove, windiag (a window "
+                   "dragged diagonally), image, browser, dialogs (the last two X11 only; "
+                   "default: idle,text,jlog,winmove,image)")  # fmt: skip
     p.add_argument("--before", action="append", default=[], metavar="REV")
     p.add_argument("--server", action="append", default=[], metavar="NAME=CMD")
     p.add_argument("--only", default="", help="comma-separated server names to run")

@@ -1,4 +1,5 @@
-"""Application workloads of ``benchmarks/screen.py`` on Xvfb: a browser and dialogs.
+"""Application workloads of ``benchmarks/screen.py``: a browser and dialogs on Xvfb, a
+window dragged diagonally on Xvfb and on sway.
 
 * ``browser``: Debian's Chromium (``/usr/bin/chromium``, never a downloaded one) as an
   app window of a fixed size and place, showing a generated local page (seeded: Japanese
@@ -14,8 +15,17 @@
   over which message dialogs (a ``Toplevel`` with an icon-like shape, a Japanese and an
   English line, two buttons) open and close at seeded places, ``DIALOG_RATE`` a second,
   each shown for ``DIALOG_SHOWN`` of its period.
+* ``windiag``: a terminal (``DRAG_SIZE`` characters; DejaVu Sans Mono, Noto Sans Mono
+  CJK JP for the wide characters on X11, the latter on sway) showing a
+  Japanese and English page (``drag_text``) dragged diagonally as a hand drags a window:
+  ``DRAG_RATE`` steps a second, each with dx and dy both non-zero and varied
+  (``drag_path``: about the slope of ``DRAG_BOX``'s diagonal, now and then one axis
+  backwards for a step), back and forth inside ``DRAG_BOX``. On X11 by one chained
+  ``xdotool windowmove --sync`` (no window manager), on sway through its IPC
+  (``swaydrag``: ``[app_id=benchdiag] move position X Y`` on one connection, on the
+  clock). Both get the same seeded path.
 
-Both stay clear of the base xterm (top left), where the latency keys go.
+All stay clear of the base xterm (top left), where the latency keys go.
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +55,12 @@ DIALOG_APP_GEOMETRY = (640, 140, 1200, 820)
 DIALOG_SIZE = (480, 170)
 DIALOG_RATE = 4.0  # dialogs opened (and closed) per second
 DIALOG_SHOWN = 0.6  # share of each period a dialog is open
+DRAG_SIZE = (80, 26)  # columns, rows of the dragged terminal
+#: Where the terminal's top left corner goes: x0, y0, x1, y1. It is about 730x500 px on
+#: X11 and 640x600 on sway, so it stays on the 1920x1080 screen.
+DRAG_BOX = (560, 60, 1100, 460)
+DRAG_RATE = 30.0  # steps per second
+DRAG_SEED = 17
 
 JA_SENTENCES = [
     "リモートサポートの接続には、お客様の同意が必要です。",
@@ -311,3 +329,82 @@ def dialogs(rate: float, seconds: float, seed: int) -> None:
 
     open_dialog()
     root.mainloop()
+
+
+def _cells(text: str) -> int:
+    """Terminal columns of ``text`` (wide and full-width characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _wrap(text: str, cols: int) -> list[str]:
+    """``text`` cut into lines of at most ``cols`` columns (at spaces when there are some)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" ") if " " in text else list(text):
+        sep = " " if line and " " in text else ""
+        if _cells(line + sep + word) <= cols:
+            line += sep + word
+            continue
+        if line:
+            lines.append(line)
+        line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def drag_text(cols: int, rows: int, seed: int = DRAG_SEED) -> str:
+    """The dragged terminal's page (seeded): a heading, Japanese and English paragraphs
+    wrapped short of ``cols``, ``rows`` lines at most (one less when the last would be
+    blank) and no newline at the end: a terminal of ``rows`` lines does not scroll."""
+    rnd = random.Random(seed)
+    lines = [f"{JA_HEADINGS[0]} / {EN_HEADINGS[0]}", "=" * (cols - 4)]
+    while len(lines) < rows:
+        ja = "".join(rnd.choice(JA_SENTENCES) for _ in range(rnd.randint(1, 2)))
+        en = " ".join(_en_sentence(rnd) for _ in range(rnd.randint(1, 2)))
+        lines += [*_wrap(ja, cols - 2), *_wrap(en, cols - 2), ""]
+    return "\n".join(lines[:rows]).rstrip("\n")
+
+
+def drag_path(
+    steps: int, box: tuple[int, int, int, int] = DRAG_BOX, seed: int = DRAG_SEED
+) -> list[tuple[int, int]]:
+    """``steps`` places of a window's top left corner dragged by hand along ``box``'s
+    diagonal, back and forth (seeded): from (x0, y0), each step dx of 4-10 px and dy of
+    about the diagonal's slope times that (0.6-1.4 of it), both non-zero, now and then
+    (one step in seven) one of them backwards; at a side of the box the drag turns."""
+    x0, y0, x1, y1 = box
+    slope = (y1 - y0) / (x1 - x0)
+    rnd = random.Random(seed)
+    x, y, sx, sy = x0, y0, 1, 1
+    out = [(x, y)]
+    while len(out) < steps:
+        dx = rnd.randint(4, 10)
+        dy = max(1, round(dx * slope * rnd.uniform(0.6, 1.4)))
+        wobble = rnd.random() < 1 / 7
+        flip_x = wobble and rnd.random() < 0.5
+        flip_y = wobble and not flip_x
+        nx = x + sx * dx * (-1 if flip_x else 1)
+        ny = y + sy * dy * (-1 if flip_y else 1)
+        if not (x0 <= nx <= x1 and y0 <= ny <= y1):
+            sx, sy = -sx, -sy  # a side of the box: the drag turns back
+            continue
+        x, y = nx, ny
+        out.append((x, y))
+    return out
+
+
+def swaydrag(ipc: str, app_id: str, seconds: float, rate: float = DRAG_RATE) -> None:
+    """Move the floating window ``app_id`` along ``drag_path`` at ``rate`` steps a second
+    (a subcommand): sway IPC ``move position`` on one connection, each step at its time
+    on the clock (a late step is not made up: the next place is taken)."""
+    from benchmarks.screen_wayland import _ipc_on
+
+    path = drag_path(int(seconds * rate) + 1)
+    start = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(ipc)
+        while (i := int((time.monotonic() - start) * rate)) < len(path):
+            x, y = path[i]
+            _ipc_on(s, f'[app_id="{app_id}"] move position {x} {y}')
+            time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
