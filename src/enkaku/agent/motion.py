@@ -448,25 +448,8 @@ def _verify(
     if covered * step < MIN_AREA:
         return None
     rest: list[Rect] = []
-    for piece in _subtract(box, dest):
+    for piece in box.subtract(dest):
         px0, py0, px1, py1 = piece.x, piece.y, piece.x + piece.w, piece.y + piece.h
         if (b := _diff_box(new[py0:py1, px0:px1] != old[py0:py1, px0:px1])) is not None:
             rest.append(Rect(px0 + b.x, py0 + b.y, b.w, b.h))
     return Move(dest, dx, dy, rest)
-
-
-def _subtract(r: Rect, cut: Rect) -> list[Rect]:
-    """``r`` without ``cut``: up to four rectangles (bands above, below, left, right)."""
-    inner = r.intersect(cut)
-    if inner is None:
-        return [r]
-    out = []
-    if inner.y > r.y:
-        out.append(Rect(r.x, r.y, r.w, inner.y - r.y))
-    if inner.y + inner.h < r.y + r.h:
-        out.append(Rect(r.x, inner.y + inner.h, r.w, r.y + r.h - inner.y - inner.h))
-    if inner.x > r.x:
-        out.append(Rect(r.x, inner.y, inner.x - r.x, inner.h))
-    if inner.x + inner.w < r.x + r.w:
-        out.append(Rect(inner.x + inner.w, inner.y, r.x + r.w - inner.x - inner.w, inner.h))
-    return out

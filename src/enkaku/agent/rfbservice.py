@@ -237,23 +237,6 @@ def _xywh(r: RectLike) -> tuple[int, int, int, int]:
     return r.x, r.y, r.w, r.h
 
 
-def _subtract(r: Rect, cut: Rect) -> list[Rect]:
-    """``r`` without ``cut``: up to four rectangles (bands above, below, left, right)."""
-    inner = r.intersect(cut)
-    if inner is None:
-        return [r]
-    out = []
-    if inner.y > r.y:
-        out.append(Rect(r.x, r.y, r.w, inner.y - r.y))
-    if inner.y + inner.h < r.y + r.h:
-        out.append(Rect(r.x, inner.y + inner.h, r.w, r.y + r.h - inner.y - inner.h))
-    if inner.x > r.x:
-        out.append(Rect(r.x, inner.y, inner.x - r.x, inner.h))
-    if inner.x + inner.w < r.x + r.w:
-        out.append(Rect(inner.x + inner.w, inner.y, r.x + r.w - inner.x - inner.w, inner.h))
-    return out
-
-
 def _changed_span(
     old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
 ) -> tuple[int, int] | None:
@@ -960,12 +943,12 @@ class RFBService:
                 # The video's region first, as one H.264 picture; then the rest as usual,
                 # and lossy areas beside it that stayed still, losslessly (the screen is
                 # never still for the refresh above while a video plays).
-                rest = [part for r in rects for part in _subtract(r, video)]
+                rest = [part for r in rects for part in r.subtract(video)]
                 still = self._h264.still_lossy(
                     started, self._lossy, video, request.region, rest, LOSSLESS_REFRESH_DELAY
                 )
                 self._lossy = [r for r in self._lossy if r not in still]
-                refresh = [part for r in still for part in _subtract(r, video)]
+                refresh = [part for r in still for part in r.subtract(video)]
                 rects = [video, *rest, *refresh]
             pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
             if video is not None and self._h264 is not None:
@@ -1367,7 +1350,7 @@ class RFBService:
             copies.append(Copy(dest, src.x, src.y))
             if any(src.intersect(u) for u in self._lossy):
                 self._lossy_copies.append(dest)
-            changed = [piece for c in changed for piece in _subtract(c, dest)]
+            changed = [piece for c in changed for piece in c.subtract(dest)]
         if (
             motion_old is not None
             and not copies
@@ -1407,7 +1390,7 @@ class RFBService:
         if any(src.intersect(u) for u in self._lossy):
             # The viewer copies its JPEG approximation: refreshed losslessly later.
             self._lossy_copies.append(dest)
-        changed[:] = [piece for c in changed for piece in _subtract(c, dest)]
+        changed[:] = [piece for c in changed for piece in c.subtract(dest)]
 
     def _copy_allowed(self, src: Rect, dest: Rect, copies: list[Copy]) -> bool:
         """Whether a copy from ``src`` to ``dest`` may go out: not from an area whose

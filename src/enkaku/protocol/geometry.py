@@ -47,3 +47,21 @@ class Rect:
         x1 = max(self.x + self.w, other.x + other.w)
         y1 = max(self.y + self.h, other.y + other.h)
         return Rect(x0, y0, x1 - x0, y1 - y0)
+
+    def subtract(self, cut: RectLike) -> list[Rect]:
+        """This rectangle without ``cut``: up to four rectangles (the bands above and
+        below it, then the parts left and right of it)."""
+        inner = self.intersect(cut)
+        if inner is None:
+            return [self]
+        x, y, w, h = self.x, self.y, self.w, self.h
+        out = []
+        if inner.y > y:
+            out.append(Rect(x, y, w, inner.y - y))
+        if inner.y + inner.h < y + h:
+            out.append(Rect(x, inner.y + inner.h, w, y + h - inner.y - inner.h))
+        if inner.x > x:
+            out.append(Rect(x, inner.y, inner.x - x, inner.h))
+        if inner.x + inner.w < x + w:
+            out.append(Rect(inner.x + inner.w, inner.y, x + w - inner.x - inner.w, inner.h))
+        return out
