@@ -980,13 +980,17 @@ def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
         return found
 
     service._hashes_kept = spy  # type: ignore[method-assign]
-    for step in range(1, 5):
+    # Steps of different sizes (not the last one's, nor twice it: see the next test),
+    # so that each is searched.
+    top = 0
+    for shift in (9, 5, 13, 7):
+        top += shift
         capture.image = screen.copy()
-        capture.image[20:220, 60:260] = tall[step * 9 : step * 9 + 200]
+        capture.image[20:220, 60:260] = tall[top : top + 200]
         service._damage = []
         copies = service._grab_damage(damaged)
         assert copies is not None and len(copies) == 1
-        assert copies[0].src_y - copies[0].dest.y == 9
+        assert copies[0].src_y - copies[0].dest.y == shift
         assert kept_hashes_true()
     assert used == [False, True, True, True]
     # A small change inside the area (no scroll search): the kept hashes are dropped.
@@ -994,6 +998,50 @@ def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
     service._grab_damage([Rect(100, 100, 40, 4)])
     assert service._kept_hashes is None
     np.testing.assert_array_equal(service._previous[..., :3], capture.image[..., :3])
+
+
+def test_a_scroll_that_goes_on_is_tried_at_its_last_shift_before_any_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block that scrolled by dy is first compared at dy, 2 dy and dy / 2 (one or two
+    steps of a scroll in one update) without hashing; another amount is searched as
+    before. Every copy is exact."""
+    searches: list[int] = []
+    vertical = rfbservice_module._find_vertical_copy
+
+    def spy(*args: object, **kwargs: object) -> object:
+        searches.append(1)
+        return vertical(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rfbservice_module, "_find_vertical_copy", spy)
+    tall = _text_block(600, 200, seed=14)
+    screen = np.zeros((240, 320, 4), dtype=np.uint8)
+    screen[20:220, 60:260] = tall[:200]
+    capture, service = _damage_step_service(screen)
+    damaged = [Rect(60, 20, 200, 200)]
+    top = 0
+    for shift, searched in ((9, 1), (9, 0), (18, 0), (9, 0), (5, 1), (5, 0), (-7, 1), (-7, 0)):
+        before = service._previous.copy()
+        top += shift
+        capture.image = screen.copy()
+        capture.image[20:220, 60:260] = tall[top : top + 200]
+        capture.image[..., 3] = 3
+        service._damage = []
+        searches.clear()
+        copies = service._grab_damage(damaged)
+        assert copies is not None and len(copies) == 1
+        c = copies[0]
+        assert c.src_y - c.dest.y == shift
+        assert len(searches) == searched
+        viewer = before[..., :3].copy()
+        viewer[c.dest.y : c.dest.y + c.dest.h, c.dest.x : c.dest.x + c.dest.w] = before[
+            c.src_y : c.src_y + c.dest.h, c.src_x : c.src_x + c.dest.w, :3
+        ]
+        for d in service._damage:
+            viewer[d.y : d.y + d.h, d.x : d.x + d.w] = capture.image[
+                d.y : d.y + d.h, d.x : d.x + d.w, :3
+            ]
+        np.testing.assert_array_equal(viewer, capture.image[..., :3])
 
 
 def test_grab_damage_sends_a_sideways_scroll_as_a_copy_and_stays_exact() -> None:

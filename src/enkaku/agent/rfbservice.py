@@ -435,6 +435,29 @@ def _find_vertical_copy(
     return a, b, dy
 
 
+def _predicted_copy(
+    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32], shifts: Sequence[int]
+) -> tuple[int, int, int] | None:
+    """A vertical move of a block by one of ``shifts`` (those of a scroll that goes on),
+    as ``_find_vertical_copy`` gives it, without hashing rows: ``_PROBES`` rows spread
+    over the block tell whether a shift is worth a full compare (most of them must
+    match), and the longest run of rows equal at that shift must hold at least half the
+    rows the shift leaves. None when no shift does (the search runs instead)."""
+    h = new.shape[0]
+    for dy in shifts:
+        lo, hi = max(0, -dy), min(h, h - dy)
+        if hi - lo < max(COPY_MIN_ROWS, 2):
+            continue
+        k = min(_PROBES, hi - lo)
+        rows = lo + np.arange(k) * (hi - lo - 1) // max(k - 1, 1)
+        if 2 * int((new[rows] == old[rows + dy]).all(axis=1).sum()) < k:
+            continue
+        a, b = _longest_run((new[lo:hi] == old[lo + dy : hi + dy]).all(axis=1))
+        if b - a >= max(COPY_MIN_ROWS, (hi - lo) // 2):
+            return lo + a, lo + b, dy
+    return None
+
+
 def _extend_copy(
     old: npt.NDArray[np.uint32],
     new: npt.NDArray[np.uint32],
@@ -593,7 +616,8 @@ class RFBService:
         self._write_lock = asyncio.Lock()
         self._previous: Frame | None = None
         self._kept_hashes: tuple[Frame, Rect, list[int]] | None = None  # see _grab_damage
-        self._moved_in: list[Rect] = []  # blocks where the last damage step found a copy
+        # Blocks where the last damage step found a copy, and the vertical shift if any.
+        self._moved_in: list[tuple[Rect, int | None]] = []
         self._damage: list[Rect] = []
         self._lossy: list[Rect] = []  # sent as JPEG and not resent since
         self._changed_at = 0.0  # loop time of the last update with screen changes
@@ -1263,11 +1287,23 @@ class RFBService:
             span = Rect(r.x, r.y + y0, r.w, y1 - y0)  # the rows copied in below
             new_h = None
             searched = y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS
-            # A block that moved last time (a scroll goes on) is searched without a look.
+            # A block that moved last time (a scroll goes on) is searched without a look,
+            # and first tried at the shift it moved by, twice that and half that (one
+            # and two steps of a scroll in one update, in either order).
             probes = None
-            if searched and not any(span.intersect(m) for m in moved_before):
+            before = [dy for m, dy in moved_before if span.intersect(m)]
+            if searched and not before:
                 probes = _probes(old_v[y0:y1], new_v[y0:y1])
-            if searched and _may_scroll(old_v[y0:y1], probes):
+            shifts = [
+                s
+                for dy in before
+                if dy is not None
+                for s in (dy, 2 * dy, dy // 2 if dy % 2 == 0 else 0)
+                if s
+            ]
+            if searched and shifts:
+                moved = _predicted_copy(old_v[y0:y1], new_v[y0:y1], list(dict.fromkeys(shifts)))
+            if searched and moved is None and _may_scroll(old_v[y0:y1], probes):
                 # The damaged width, not just the changed columns: a scroll moves whole
                 # lines, most of whose pixels may be the same before and after.
                 new_h = _row_hashes(new_v[y0:y1])
@@ -1288,7 +1324,7 @@ class RFBService:
                     moved = None
                 else:
                     copies.append(Copy(dest, src.x, src.y))
-                    self._moved_in.append(span)
+                    self._moved_in.append((span, dy))
                     if any(src.intersect(u) for u in self._lossy):
                         # The viewer copies its JPEG approximation: refreshed losslessly
                         # with the rest once the screen is still.
@@ -1319,7 +1355,7 @@ class RFBService:
                         side = None  # saves no pixels: the changed area as it is
                     elif self._copy_allowed(src, dest, copies):
                         copies.append(Copy(dest, src.x, src.y))
-                        self._moved_in.append(span)
+                        self._moved_in.append((span, None))
                         if any(src.intersect(u) for u in self._lossy):
                             self._lossy_copies.append(dest)
                         changed.extend(after)
