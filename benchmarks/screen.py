@@ -1200,25 +1200,20 @@ def main(argv: list[str] | None = None) -> None:
 
         wl_imageshow(a.fps, a.seconds, a.folder)
         return
-    if argv and argv[0] == "_swaymove":
-        p = argparse.ArgumentParser()
-        p.add_argument("--ipc", required=True)
-        p.add_argument("--seconds", type=float, default=10)
-        a = p.parse_args(argv[1:])
-        from benchmarks.screen_wayland import swaymove
-
-        with contextlib.suppress(ConnectionError, BrokenPipeError):
-            swaymove(a.ipc, "benchmove", a.seconds)
-        return
-    if argv and argv[0] == "_swaydrag":
+    if argv and argv[0] in ("_swaymove", "_swaydrag"):
+        # A window moved around a rectangle (winmove) or dragged diagonally (windiag).
         p = argparse.ArgumentParser()
         p.add_argument("--ipc", required=True)
         p.add_argument("--seconds", type=float, default=10)
         a = p.parse_args(argv[1:])
         from benchmarks.screen_apps import swaydrag
+        from benchmarks.screen_wayland import swaymove
 
+        mover, app_id = (
+            (swaymove, "benchmove") if argv[0] == "_swaymove" else (swaydrag, "benchdiag")
+        )
         with contextlib.suppress(ConnectionError, BrokenPipeError):
-            swaydrag(a.ipc, "benchdiag", a.seconds)
+            mover(a.ipc, app_id, a.seconds)
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=6.0)

@@ -904,7 +904,7 @@ def test_clear_x_zeroes_only_the_x_bytes_in_place() -> None:
 
 
 def test_diff_box_bounds_the_changes() -> None:
-    from enkaku.agent.rfbservice import _diff_box
+    from enkaku.agent.motion import diff_box as _diff_box
 
     diff = np.zeros((40, 50), dtype=bool)
     assert _diff_box(diff) is None

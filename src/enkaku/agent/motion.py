@@ -366,7 +366,8 @@ def _grow(eq: npt.NDArray[np.bool_], x: int, y: int, length: int) -> tuple[int, 
     return best
 
 
-def _diff_box(diff: npt.NDArray[np.bool_]) -> Rect | None:
+def diff_box(diff: npt.NDArray[np.bool_]) -> Rect | None:
+    """The bounding box of the True cells of a (h, w) change mask, or None."""
     rows = np.flatnonzero(diff.any(axis=1))
     if rows.size == 0:
         return None
@@ -450,6 +451,6 @@ def _verify(
     rest: list[Rect] = []
     for piece in box.subtract(dest):
         px0, py0, px1, py1 = piece.x, piece.y, piece.x + piece.w, piece.y + piece.h
-        if (b := _diff_box(new[py0:py1, px0:px1] != old[py0:py1, px0:px1])) is not None:
+        if (b := diff_box(new[py0:py1, px0:px1] != old[py0:py1, px0:px1])) is not None:
             rest.append(Rect(px0 + b.x, py0 + b.y, b.w, b.h))
     return Move(dest, dx, dy, rest)

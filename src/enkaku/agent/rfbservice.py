@@ -72,7 +72,7 @@ from enkaku.agent.capture.base import CursorImage, ScreenCapture
 from enkaku.agent.capture.monitors import Monitor, MonitorView
 from enkaku.agent.clipboard.base import Clipboard, ClipboardError
 from enkaku.agent.input.base import InputInjector
-from enkaku.agent.motion import find_moved_block
+from enkaku.agent.motion import diff_box, find_moved_block
 from enkaku.protocol.errors import ProtocolError
 from enkaku.protocol.rfb import RFBServer, State, UpdateRequest
 from enkaku.protocol.rfb import messages as m
@@ -260,16 +260,6 @@ def _changed_span(
         if band.any():
             return y0, lo + int(np.flatnonzero(band)[-1]) + 1
         bottom, step = lo, step * 2
-
-
-def _diff_box(diff: npt.NDArray[np.bool_]) -> Rect | None:
-    """The bounding box of the True cells of a (h, w) change mask, or None."""
-    rows = np.flatnonzero(diff.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(diff.any(axis=0))
-    y0, x0 = int(rows[0]), int(cols[0])
-    return Rect(x0, y0, int(cols[-1]) + 1 - x0, int(rows[-1]) + 1 - y0)
 
 
 def _row_hashes(values: npt.NDArray[np.uint32]) -> list[int]:
@@ -494,7 +484,7 @@ def _extend_copy(
             bottom = b + j + 1
             grown, first = wrong[: bottom - b], b
         for band in range(0, grown.shape[0], TILE):
-            if (box := _diff_box(grown[band : band + TILE])) is not None:
+            if (box := diff_box(grown[band : band + TILE])) is not None:
                 boxes.append(Rect(box.x, first + band + box.y, box.w, box.h))
     return top, bottom, boxes
 
@@ -1330,7 +1320,7 @@ class RFBService:
                         # with the rest once the screen is still.
                         self._lossy_copies.append(dest)
                     for top, bottom in ((y0, y0 + a), (y0 + b, y1)):  # the exposed strips
-                        if (strip := _diff_box(diff[top - y0 : bottom - y0])) is not None:
+                        if (strip := diff_box(diff[top - y0 : bottom - y0])) is not None:
                             changed.append(
                                 Rect(r.x + strip.x, r.y + top + strip.y, strip.w, strip.h)
                             )
@@ -1465,7 +1455,7 @@ class RFBService:
             (top, bottom, 0, left),  # left of it
             (top, bottom, right, w),  # right of it
         ):
-            if y < y1 and x < x1 and (box := _diff_box(diff[y:y1, x:x1])) is not None:
+            if y < y1 and x < x1 and (box := diff_box(diff[y:y1, x:x1])) is not None:
                 pixels.append(Rect(x + box.x, y + box.y, box.w, box.h))
         return Rect(left, top, right - left, bottom - top), dx, pixels
 
