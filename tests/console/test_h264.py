@@ -35,17 +35,9 @@ if not h264.available():
 
 W, H = 640, 480
 
-PLAYER = """
-import sys, time, tkinter as tk
-from pathlib import Path
-folder, fps = Path(sys.argv[1]), float(sys.argv[2])
-root = tk.Tk()
-root.overrideredirect(True)
-root.geometry(f"{sys.argv[3]}x{sys.argv[4]}+0+0")
-photos = [tk.PhotoImage(file=str(p)) for p in sorted(folder.glob("frame*.ppm"))]
-label = tk.Label(root, borderwidth=0, highlightthickness=0, image=photos[0])
-label.pack()
-state = {"i": 0, "start": time.monotonic()}
+#: The player's loop, shared by both pages: the next frame every 1/fps s until the
+#: folder holds "stop" (then the current one stays).
+_PLAY = """state = {"i": 0, "start": time.monotonic()}
 def step():
     if (folder / "stop").exists() or time.monotonic() - state["start"] > 300:
         return  # hold the current frame
@@ -56,6 +48,20 @@ root.after(500, step)
 root.mainloop()
 """
 
+PLAYER = (
+    """
+import sys, time, tkinter as tk
+from pathlib import Path
+folder, fps = Path(sys.argv[1]), float(sys.argv[2])
+root = tk.Tk()
+root.overrideredirect(True)
+root.geometry(f"{sys.argv[3]}x{sys.argv[4]}+0+0")
+photos = [tk.PhotoImage(file=str(p)) for p in sorted(folder.glob("frame*.ppm"))]
+label = tk.Label(root, borderwidth=0, highlightthickness=0, image=photos[0])
+label.pack()
+"""
+    + _PLAY
+)
 # Keeps the last picture each VideoDecoder of the screen's size put out (noVNC's own
 # probe decodes a tiny frame: not counted), and any decoder error.
 HOOK = """(() => {
@@ -154,7 +160,8 @@ def test_novnc_draws_h264_video_then_the_exact_screen(
 
 # A page of text with a small video beside it: white background, lines of text on the
 # left, and a 320x240 label at VIDEO_AT playing the frames. The text never changes.
-TEXT_AND_VIDEO = """
+TEXT_AND_VIDEO = (
+    """
 import sys, time, tkinter as tk
 from pathlib import Path
 folder, fps = Path(sys.argv[1]), float(sys.argv[2])
@@ -169,17 +176,9 @@ tk.Label(root, text=lines, justify="left", anchor="nw", background="white", fore
 photos = [tk.PhotoImage(file=str(p)) for p in sorted(folder.glob("frame*.ppm"))]
 label = tk.Label(root, borderwidth=0, highlightthickness=0, image=photos[0])
 label.place(x=vx, y=vy)
-state = {"i": 0, "start": time.monotonic()}
-def step():
-    if (folder / "stop").exists() or time.monotonic() - state["start"] > 300:
-        return  # hold the current frame
-    state["i"] += 1
-    label.configure(image=photos[state["i"] % len(photos)])
-    root.after(int(1000 / fps), step)
-root.after(500, step)
-root.mainloop()
 """
-
+    + _PLAY
+)
 VW, VH = 320, 240
 VIDEO_AT = (W - VW - 16, H - VH - 16)
 
