@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from enkaku.agent.backends import NoBackend, select_backend
+from enkaku.agent.capture import gnome as gnome_capture
 from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
 from enkaku.agent.capture.gnome import GnomeCapture, changed_bands
 from enkaku.agent.clipboard.gnome import GnomeClipboard
+from enkaku.agent.gnome import mutter
 from enkaku.agent.gnome.keymap import keymap_has, seat_keymap, yen_key_types_backslash
 from enkaku.agent.input.gnome import GnomeInput
 from enkaku.agent.rfbservice import RFBService
@@ -101,13 +103,17 @@ def test_two_captures_at_once_both_follow_the_screen(gnome: Mutter) -> None:
             inp.key(0xFF08, False)
 
 
-def test_the_customers_pointer_is_in_the_frames_and_an_idle_pointer_sends_nothing(
-    gnome: Mutter,
+def test_without_the_cursor_metadata_the_pointer_is_in_the_frames_and_idle_sends_nothing(
+    gnome: Mutter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Cursor mode "embedded": the pointer is drawn into the screen cast (its shape as
-    # metadata is not reachable through pipewiresrc), as on wlroots.
+    # The fallback (no libpipewire here, or its stream failed before): cursor mode
+    # "embedded" read through GStreamer, the pointer drawn into the screen cast, as on
+    # wlroots. The shape as metadata: tests/agent/test_wayland_gnome_cursor.py.
+    monkeypatch.setattr(gnome_capture, "_metadata_problem", "libpipewire-0.3 is not installed")
     with GnomeCapture(gnome.env) as cap, GnomeInput(gnome.env) as inp:
+        assert cap._cursor_mode == mutter.CURSOR_EMBEDDED and cap.cursor() is None
         pointer_follows(cap, lambda x, y: inp.pointer(x, y, 0), gnome.screenshot)
+        assert cap.cursor() is None
 
 
 def test_changed_bands_bound_each_changed_band() -> None:

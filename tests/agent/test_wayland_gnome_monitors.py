@@ -3,7 +3,8 @@ at 0, 0 (the fixture's foot) and Meta-1 640x480 at 800, 0 (a second foot, anothe
 background, its shell in ``work/two``). The capture composes both monitors' streams
 into one 1440x600 desktop; the RFB service lists them as two screens and serves either
 one alone. Pixels are checked against a screen-cast frame of each monitor of its own
-(``Mutter.screenshot(connector)``), clicks by where the keys typed next arrive.
+(``Mutter.screenshot(connector)``, without the pointer: the capture has it as a shape),
+clicks by where the keys typed next arrive.
 """
 
 from __future__ import annotations
@@ -55,11 +56,17 @@ def words(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
     return out
 
 
+def screen(g: Mutter, connector: str = "") -> npt.NDArray[np.uint8]:
+    """A monitor's own screen cast without the pointer: the capture has the pointer as
+    a shape (cursor mode "metadata"), not in its frames."""
+    return g.screenshot(connector, pointer=False)
+
+
 def desktop(g: Mutter) -> npt.NDArray[np.uint8]:
     """The whole desktop as each monitor's own screen cast shows it, black elsewhere."""
     out = np.zeros((H, W, 3), dtype=np.uint8)
     for name, r in (("Meta-0", ONE), ("Meta-1", TWO)):
-        out[r.y : r.y + r.h, r.x : r.x + r.w] = g.screenshot(name)
+        out[r.y : r.y + r.h, r.x : r.x + r.w] = screen(g, name)
     return out
 
 
@@ -75,7 +82,7 @@ def area_of(shot: npt.NDArray[np.uint8], color: tuple[int, int, int]) -> Rect | 
 
 def _foot2_ready(g: Mutter) -> bool:
     """The second foot is shown on Meta-1 and its shell drew the prompt."""
-    shot = g.screenshot("Meta-1")
+    shot = screen(g, "Meta-1")
     r = area_of(shot, FOOT2_BG)
     if r is None:
         return False
@@ -137,7 +144,7 @@ def test_one_monitor_named_is_captured_alone_as_before(gnome: Mutter) -> None:
         assert cap.size == (640, 480)
         assert cap.monitors() == []  # one monitor: the screen is that monitor
         assert not cap.monitors_changed()
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot("Meta-1")), 30,
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), screen(gnome, "Meta-1")), 30,
                  "capture == Meta-1's own screen cast")  # fmt: skip
 
 
@@ -165,7 +172,7 @@ class Viewer:
         deadline = time.monotonic() + timeout
         while True:
             shot = await asyncio.to_thread(
-                lambda: desktop(self.g) if connector is None else self.g.screenshot(connector)
+                lambda: desktop(self.g) if connector is None else screen(self.g, connector)
             )
             expected = words(shot)
             if self.dec.fb.shape == expected.shape and np.array_equal(self.dec.fb, expected):
@@ -213,7 +220,7 @@ async def _typed_into(v: Viewer, path: Any, word: str) -> None:
 async def test_the_viewer_picks_monitor_2_then_the_whole_desktop_and_clicks_land(
     gnome: Mutter,
 ) -> None:
-    foot2 = await asyncio.to_thread(lambda: area_of(gnome.screenshot("Meta-1"), FOOT2_BG))
+    foot2 = await asyncio.to_thread(lambda: area_of(screen(gnome, "Meta-1"), FOOT2_BG))
     assert foot2 is not None
     async with viewer(gnome) as v:
         assert (v.dec.width, v.dec.height) == (W, H)
@@ -274,7 +281,7 @@ def test_a_monitor_turned_is_reported_and_both_sides_follow(gnome: Mutter) -> No
             assert cap.size == (1280, 640)
             wait_for(
                 lambda: np.array_equal(
-                    rgb(cap.grab())[: turned.h, turned.x :], gnome.screenshot("Meta-1")
+                    rgb(cap.grab())[: turned.h, turned.x :], screen(gnome, "Meta-1")
                 ), 30, "the turned monitor == its own screen cast",
             )  # fmt: skip
             # The pointer goes on into the new layout: a click on Meta-0's foot.
@@ -358,13 +365,13 @@ def test_a_monitor_plugged_in_and_out_of_a_one_monitor_desktop() -> None:
 
             def both() -> bool:
                 frame = rgb(cap.grab())
-                return np.array_equal(frame[:600, :800], g.screenshot("Meta-0")) and (
+                return np.array_equal(frame[:600, :800], screen(g, "Meta-0")) and (
                     np.array_equal(frame[r.y : r.y + r.h, r.x : r.x + r.w],
-                                   g.screenshot(second.name))
+                                   screen(g, second.name))
                 )  # fmt: skip
 
             wait_for(both, 30, "each monitor's area == its own screen cast")
         wait_for(lambda: cap.monitors() == [], 30, "one monitor again")
         assert cap.monitors_changed()
         wait_for(lambda: cap.size == (800, 600), 30, "the one monitor's size")
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), g.screenshot()), 30, "capture == ref")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), screen(g)), 30, "capture == ref")

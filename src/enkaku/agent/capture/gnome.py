@@ -22,11 +22,20 @@ monitor added: ``MonitorsChanged``); the capture then starts a new one and its f
 frame, of the new size, makes the service resize the viewer (with several monitors:
 ``monitors_changed()`` says so, and the service lays out again).
 
-The customer's pointer is drawn into the frames (cursor mode "embedded"), as on
-wlroots: mutter's "metadata" mode puts the shape in PipeWire's ``SPA_META_Cursor``,
-which GStreamer's ``pipewiresrc`` does not pass on, so ``cursor()`` returns None and
-the technician sees the pointer in the picture. A pointer move is a frame (its old and
-new places change); a still pointer sends nothing.
+The customer's pointer is not in the frames: the session records in cursor mode
+"metadata", where mutter puts the pointer's shape, hotspot and position in PipeWire's
+``SPA_META_Cursor``; GStreamer's ``pipewiresrc`` (0.3.65) does not ask for it, so the
+streams are read by a ``pw_stream`` of our own (:mod:`enkaku.agent.gnome.pwstream`)
+that does. ``cursor()`` then returns the shape with a new serial whenever its bitmap
+changes (the change makes ``fileno()`` readable, as X11's CursorNotify does), and the
+service sends it as the RFB Cursor pseudo-encoding: the viewer draws the pointer
+itself, at once. A pointer move that keeps the shape costs nothing (mutter sends a
+buffer with the metadata alone, read and dropped).
+
+Without that reader (libpipewire missing) or when it fails before the first frame, the
+capture falls back, once per process and logged once, to cursor mode "embedded" read
+through GStreamer: the pointer drawn into the frames (a move is a frame), ``cursor()``
+None, as on wlroots.
 """
 
 from __future__ import annotations
@@ -36,12 +45,15 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
+from itertools import count
 
 import numpy as np
 import numpy.typing as npt
 
-from enkaku.agent.gnome import mutter
+from enkaku.agent.gnome import mutter, pwstream
 from enkaku.agent.gnome.gst import GstUnavailable, PipeWireStream
+from enkaku.agent.gnome.pwstream import PipeWireUnavailable, PwStream
 
 from .base import CaptureError, CursorImage, Rect, WorkerFrameCapture, scale_nearest
 from .monitors import Monitor, order
@@ -53,6 +65,32 @@ logger = logging.getLogger(__name__)
 FIRST_FRAME_TIMEOUT = 15.0
 BAND = 32  # rows compared together: one rectangle per band that changed
 MAX_REGIONS = 64
+#: Why the cursor-metadata reader is not used in this process (set after it failed
+#: once, so later captures start in embedded mode at once and say so once).
+_metadata_problem: str | None = None
+_metadata_lock = threading.Lock()
+
+
+def _cursor_mode() -> int:
+    """The cursor mode the next session records in: metadata unless it failed here."""
+    global _metadata_problem
+    with _metadata_lock:
+        if _metadata_problem is None and (problem := pwstream.problem()) is not None:
+            _metadata_problem = problem
+            logger.info("GNOME capture: the pointer is drawn into the frames (%s)", problem)
+        return mutter.CURSOR_EMBEDDED if _metadata_problem else mutter.CURSOR_METADATA
+
+
+def _metadata_failed(reason: str) -> None:
+    global _metadata_problem
+    with _metadata_lock:
+        if _metadata_problem is None:
+            _metadata_problem = reason
+            logger.info(
+                "GNOME capture: the cursor-metadata stream failed (%s); the pointer is "
+                "drawn into the frames from now on",
+                reason,
+            )
 
 
 def changed_bands(
@@ -75,6 +113,11 @@ def changed_bands(
     return out
 
 
+class _ReaderFailed(CaptureError):
+    """The session started but its streams could not be read (in metadata mode: the
+    capture tries again in embedded mode)."""
+
+
 class _Feed:
     """One monitor's stream in a capture of several: where its pixels go in the
     desktop frame and the last frame it gave (worker-thread state)."""
@@ -83,7 +126,7 @@ class _Feed:
         self.info = info
         self.place = place
         self.socket = sock
-        self.stream: PipeWireStream | None = None
+        self.stream: PipeWireStream | PwStream | None = None
         self.last: npt.NDArray[np.uint8] | None = None  # at the place's size
         self.thread: threading.Thread | None = None
 
@@ -98,11 +141,34 @@ class GnomeCapture(WorkerFrameCapture):
     module doc). ``env`` is the session's environment (the D-Bus session bus and
     $XDG_RUNTIME_DIR for PipeWire); ``output`` a monitor's connector name."""
 
+    #: How the sessions record the pointer (``mutter.CURSOR_*``); the pointer's shape
+    #: (metadata mode) with the capture's own serial. Class defaults for subclasses
+    #: that set up otherwise (the portal's capture).
+    _cursor_mode = mutter.CURSOR_EMBEDDED
+    _cursor: CursorImage | None = None
+
     def __init__(self, env: Mapping[str, str] | None = None, output: str | None = None) -> None:
         self._env = dict(os.environ if env is None else env)
         self._output = output
+        self._serials = count(1)
+        mode = _cursor_mode()
         try:
-            self._session = mutter.RemoteSession(self._env, output, remote_desktop=False)
+            self._start(mode)
+        except _ReaderFailed as exc:
+            if mode == mutter.CURSOR_EMBEDDED:
+                raise CaptureError(str(exc)) from None
+            _metadata_failed(str(exc))
+            self._start(mutter.CURSOR_EMBEDDED)
+
+    def _start(self, mode: int) -> None:
+        """Start a session recording in cursor mode ``mode``, its readers and worker,
+        and wait for the first frame."""
+        self._cursor_mode = mode
+        self._cursor = None
+        try:
+            self._session = mutter.RemoteSession(
+                self._env, self._output, remote_desktop=False, cursor_mode=mode
+            )
         except mutter.MutterUnavailable as exc:
             raise CaptureError(str(exc)) from exc
         self._lock = threading.Lock()
@@ -125,16 +191,17 @@ class GnomeCapture(WorkerFrameCapture):
         self.frames = 0
         try:
             self._open_feeds(self._session)
-        except (mutter.MutterUnavailable, GstUnavailable, OSError) as exc:
+        except (mutter.MutterUnavailable, GstUnavailable, PipeWireUnavailable, OSError) as exc:
             self._release()
-            raise CaptureError(str(exc)) from exc
+            kind = _ReaderFailed if isinstance(exc, PipeWireUnavailable) else CaptureError
+            raise kind(str(exc)) from exc
         self._unwatch = self._session.watch_closed(self._on_session_closed)
         self._thread = threading.Thread(target=self._run, name="gnome-capture", daemon=True)
         self._thread.start()
         if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
             error = self._error or "no frame from mutter's screen cast"
             self.close()
-            raise CaptureError(f"cannot capture the screen: {error}")
+            raise _ReaderFailed(f"cannot capture the screen: {error}")
 
     def _open_feeds(self, session: mutter.RemoteSession) -> None:
         """A PipeWire reader per stream of ``session``, each placed in the desktop (one
@@ -147,7 +214,12 @@ class GnomeCapture(WorkerFrameCapture):
             for info, place in zip(streams, rects, strict=True):
                 feed = _Feed(info, place, session.connect_pipewire())
                 feeds.append(feed)
-                feed.stream = PipeWireStream(feed.socket.fileno(), info.node)
+                if session.cursor_mode == mutter.CURSOR_METADATA:
+                    feed.stream = PwStream(
+                        feed.socket.fileno(), info.node, partial(self._on_cursor, feed)
+                    )
+                else:
+                    feed.stream = PipeWireStream(feed.socket.fileno(), info.node)
         except BaseException:
             for feed in feeds:
                 feed.close()
@@ -213,7 +285,9 @@ class GnomeCapture(WorkerFrameCapture):
         logger.info("GNOME capture: the session ended (monitor change?); starting anew")
         if self._closed:
             return
-        session = mutter.RemoteSession(self._env, self._output, remote_desktop=False)
+        session = mutter.RemoteSession(
+            self._env, self._output, remote_desktop=False, cursor_mode=self._cursor_mode
+        )
         self._session = session
         self._open_feeds(session)
         self._unwatch = session.watch_closed(self._on_session_closed)
@@ -230,7 +304,7 @@ class GnomeCapture(WorkerFrameCapture):
                     logger.info("GNOME capture stopped: %s", self._error)
                     return
                 self._reopen()
-        except (mutter.MutterUnavailable, GstUnavailable, OSError) as exc:
+        except (mutter.MutterUnavailable, GstUnavailable, PipeWireUnavailable, OSError) as exc:
             self._error = f"cannot capture the screen again: {exc}"
             logger.info("GNOME capture stopped: %s", self._error)
         except Exception as exc:  # a broken frame must not leave the service waiting
@@ -340,9 +414,30 @@ class GnomeCapture(WorkerFrameCapture):
 
     # -- ScreenCapture -----------------------------------------------------------------
 
+    def _on_cursor(self, feed: _Feed) -> None:
+        """PipeWire's thread: a stream's pointer shape changed. With several monitors
+        each stream has its own (mutter gives an empty one to the streams the pointer
+        is not on): taken only from the stream the pointer is on."""
+        stream = feed.stream
+        if not isinstance(stream, PwStream) or (image := stream.cursor()) is None:
+            return
+        pos, size = stream.position, stream.frame_size
+        if len(self._feeds) > 1 and (
+            pos is None or size is None or not (0 <= pos[0] < size[0] and 0 <= pos[1] < size[1])
+        ):
+            return
+        with self._lock:
+            self._cursor = CursorImage(
+                image.pixels, image.hotspot_x, image.hotspot_y, next(self._serials)
+            )
+        self._signal()
+
     def cursor(self) -> CursorImage | None:
-        """None: the pointer is in the frames (cursor mode "embedded"), not a shape."""
-        return None
+        """The pointer's shape (cursor mode "metadata"; its serial changes with the
+        bitmap), None before mutter gave one or when the pointer is drawn into the
+        frames (embedded mode)."""
+        with self._lock:
+            return self._cursor
 
     def close(self) -> None:
         if self._closed:

@@ -48,7 +48,8 @@ DC_NAME = "org.gnome.Mutter.DisplayConfig"
 DC_PATH = "/org/gnome/Mutter/DisplayConfig"
 #: mutter's cursor modes: 0 hidden, 1 embedded (drawn into the frames), 2 metadata (the
 #: shape and position in PipeWire's ``SPA_META_Cursor``, which GStreamer's pipewiresrc
-#: drops). The pointer is embedded: see docs/wayland.md, "The pointer".
+#: does not ask for: read by ``enkaku.agent.gnome.pwstream``). Captures record in
+#: metadata mode, embedded as the fallback; see docs/wayland.md, "The pointer".
 CURSOR_HIDDEN, CURSOR_EMBEDDED, CURSOR_METADATA = 0, 1, 2
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 10.0
@@ -318,7 +319,11 @@ class RemoteSession(SharedBusSession):
     """
 
     def __init__(
-        self, env: Mapping[str, str], output: str | None = None, remote_desktop: bool = True
+        self,
+        env: Mapping[str, str],
+        output: str | None = None,
+        remote_desktop: bool = True,
+        cursor_mode: int = CURSOR_EMBEDDED,
     ) -> None:
         try:
             from dbus_fast import Message, MessageType, Variant
@@ -333,6 +338,7 @@ class RemoteSession(SharedBusSession):
         self.address = address
         self.output = output
         self.remote_desktop = remote_desktop
+        self.cursor_mode = cursor_mode
         self.pipewire = pipewire_socket(env)
         self._wayland = wayland_socket(env)
         self.closed = threading.Event()
@@ -445,7 +451,7 @@ class RemoteSession(SharedBusSession):
         for connector in connectors:
             (path,) = await self._call(
                 SC_NAME, self.sc_path, SC_SESSION, "RecordMonitor", "sa{sv}",
-                [connector, {"cursor-mode": self._Variant("u", CURSOR_EMBEDDED)}],
+                [connector, {"cursor-mode": self._Variant("u", self.cursor_mode)}],
             )  # fmt: skip
             self.streams.append(Stream(connector, path, primary=connector in primary))
         loop = asyncio.get_running_loop()
