@@ -26,6 +26,7 @@ from enkaku.agent.gnome.pwstream import (
     _buffer_params,
     _enum_format,
     _parse_format,
+    cursor_image,
 )
 from enkaku.agent.input.gnome import GnomeInput
 from enkaku.agent.rfbservice import RFBService
@@ -68,6 +69,16 @@ def places(gnome: Mutter) -> tuple[tuple[int, int], tuple[int, int], npt.NDArray
 def bare(cap: GnomeCapture, gnome: Mutter) -> bool:
     """The capture is the screen without the pointer (a reference of its own)."""
     return bool(np.array_equal(rgb(cap.grab()), gnome.screenshot(pointer=False)))
+
+
+def bare_desktop(cap: GnomeCapture, gnome: Mutter) -> bool:
+    """With Meta-0 800x600 and Meta-1 640x480 beside it: each monitor's area of the
+    capture is its screen without the pointer."""
+    frame = rgb(cap.grab())
+    return bool(
+        np.array_equal(frame[:600, :800], gnome.screenshot("Meta-0", pointer=False))
+        and np.array_equal(frame[:480, 800:], gnome.screenshot("Meta-1", pointer=False))
+    )
 
 
 def next_shape(cap: GnomeCapture, after: CursorImage | None, what: str) -> CursorImage:
@@ -205,3 +216,39 @@ def test_when_the_metadata_stream_fails_the_capture_goes_on_embedded_and_says_so
             assert cap.grab().shape == (gnome.height, gnome.width, 4)
     said = [r for r in caplog.records if "cursor-metadata stream failed" in r.getMessage()]
     assert len(said) == 1 and "(test)" in said[0].getMessage() and said[0].exc_info is None
+
+
+def test_a_premultiplied_bitmap_becomes_straight_alpha_bgra() -> None:
+    # RGBA (mutter's format 11) premultiplied: half-transparent orange, opaque white,
+    # fully transparent; a row stride with 4 bytes of padding.
+    raw = bytes([64, 32, 0, 128, 255, 255, 255, 255, 0, 0, 0, 0, 9, 9, 9, 9])
+    image = cursor_image(raw, 11, 3, 1, 16, 1, 0, 7)
+    assert image.pixels.tolist() == [[[0, 64, 128, 128], [255, 255, 255, 255], [0, 0, 0, 0]]]
+    assert (image.hotspot_x, image.hotspot_y, image.serial) == (1, 0, 7)
+
+
+def test_with_two_monitors_the_shape_is_the_one_of_the_monitor_the_pointer_is_on() -> None:
+    with headless_mutter(800, 600, more_monitors=[(640, 480)]) as m:
+        inside, outside, _ = places(m)  # on Meta-0, the primary monitor
+        with GnomeCapture(m.env) as cap, GnomeInput(m.env) as inp:
+            assert cap.size == (1440, 600) and len(cap.monitors()) == 2
+            inp.pointer(*inside, 0)
+            beam = next_shape(cap, None, "foot's pointer shape on Meta-0")
+            inp.pointer(*outside, 0)
+            arrow = next_shape(cap, beam, "the desktop's pointer shape on Meta-0")
+            inp.pointer(*inside, 0)
+            beam = next_shape(cap, arrow, "foot's pointer shape again")
+            # To Meta-1's desktop: its stream gives the arrow (Meta-0's keeps the beam
+            # it sent last and says nothing more while the pointer is away).
+            inp.pointer(800 + 320, 240, 0)
+            there = next_shape(cap, beam, "the desktop's pointer shape on Meta-1")
+            assert np.array_equal(there.pixels, arrow.pixels)
+            inp.pointer(800 + 330, 250, 0)
+            wait_for(lambda: bare_desktop(cap, m), 30, "capture == both monitors, no pointer")
+            assert cap.cursor() is there
+            # Back onto foot on Meta-0: the beam again, though that stream's shape is the
+            # one it had before.
+            inp.pointer(*inside, 0)
+            back = next_shape(cap, there, "foot's pointer shape back on Meta-0")
+            assert np.array_equal(back.pixels, beam.pixels)
+            assert (back.hotspot_x, back.hotspot_y) == (beam.hotspot_x, beam.hotspot_y)

@@ -146,6 +146,7 @@ class GnomeCapture(WorkerFrameCapture):
     #: that set up otherwise (the portal's capture).
     _cursor_mode = mutter.CURSOR_EMBEDDED
     _cursor: CursorImage | None = None
+    _cursor_source: tuple[int, int] | None = None  # (the feed, its stream's serial)
 
     def __init__(self, env: Mapping[str, str] | None = None, output: str | None = None) -> None:
         self._env = dict(os.environ if env is None else env)
@@ -165,6 +166,7 @@ class GnomeCapture(WorkerFrameCapture):
         and wait for the first frame."""
         self._cursor_mode = mode
         self._cursor = None
+        self._cursor_source = None
         try:
             self._session = mutter.RemoteSession(
                 self._env, self._output, remote_desktop=False, cursor_mode=mode
@@ -415,18 +417,21 @@ class GnomeCapture(WorkerFrameCapture):
     # -- ScreenCapture -----------------------------------------------------------------
 
     def _on_cursor(self, feed: _Feed) -> None:
-        """PipeWire's thread: a stream's pointer shape changed. With several monitors
-        each stream has its own (mutter gives an empty one to the streams the pointer
-        is not on): taken only from the stream the pointer is on."""
+        """PipeWire's thread: a stream told where the pointer is (each buffer while the
+        pointer is on its monitor). A new shape of that stream, or the pointer come onto
+        another monitor (each stream keeps the shape it last sent), is a new shape."""
         stream = feed.stream
         if not isinstance(stream, PwStream) or (image := stream.cursor()) is None:
             return
-        pos, size = stream.position, stream.frame_size
-        if len(self._feeds) > 1 and (
-            pos is None or size is None or not (0 <= pos[0] < size[0] and 0 <= pos[1] < size[1])
-        ):
-            return
+        if len(self._feeds) > 1:
+            pos, size = stream.position, stream.frame_size
+            if pos is None or size is None or not (0 <= pos[0] < size[0] and 0 <= pos[1] < size[1]):
+                return
+        source = (id(feed), image.serial)
         with self._lock:
+            if source == self._cursor_source:
+                return
+            self._cursor_source = source
             self._cursor = CursorImage(
                 image.pixels, image.hotspot_x, image.hotspot_y, next(self._serials)
             )

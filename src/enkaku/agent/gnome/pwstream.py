@@ -296,14 +296,22 @@ class _Format:
 
 def cursor_image(raw: bytes, fmt: int, w: int, h: int, stride: int, hx: int, hy: int,
                  serial: int) -> CursorImage:  # fmt: skip
-    """A cursor bitmap of an ``spa_video_format`` as straight-alpha BGRA."""
+    """A cursor bitmap of an ``spa_video_format`` with premultiplied alpha (mutter reads
+    the sprite back as ``COGL_PIXEL_FORMAT_RGBA_8888_PRE``) as straight-alpha BGRA."""
     rows = np.frombuffer(raw, dtype=np.uint8, count=stride * (h - 1) + w * 4).copy()
     rows = np.resize(rows, stride * h).reshape(h, stride)[:, : w * 4].reshape(h, w, 4)
     b, g, r = _VIDEO_FORMATS[fmt]
     a = _ALPHA.get(fmt)
     out = np.empty((h, w, 4), dtype=np.uint8)
     out[..., 0], out[..., 1], out[..., 2] = rows[..., b], rows[..., g], rows[..., r]
-    out[..., 3] = 255 if a is None else rows[..., a]
+    if a is None:
+        out[..., 3] = 255
+    else:
+        alpha = rows[..., a].astype(np.uint32)
+        colour = out[..., :3].astype(np.uint32) * 255 + alpha[..., None] // 2
+        out[..., :3] = np.minimum(colour // np.maximum(alpha, 1)[..., None], 255)
+        out[..., :3][alpha == 0] = 0
+        out[..., 3] = alpha
     return CursorImage(pixels=out, hotspot_x=hx, hotspot_y=hy, serial=serial)
 
 
@@ -312,8 +320,9 @@ class PwStream:
     the cursor metadata (see the module doc).
 
     ``fd`` is a socket connected to the PipeWire daemon (the stream takes its own copy);
-    ``node`` the node id to read; ``on_cursor`` is called (on PipeWire's thread) when
-    the pointer's shape changed. The same reading interface as
+    ``node`` the node id to read; ``on_cursor`` is called (on PipeWire's thread) for
+    each buffer with cursor information (the pointer is on this stream's monitor):
+    ``cursor()`` then has a new serial if the shape changed. The same reading interface as
     :class:`enkaku.agent.gnome.gst.PipeWireStream`, plus ``cursor()``.
     """
 
@@ -480,10 +489,15 @@ class PwStream:
         if cid == 0:
             return  # no cursor information in this buffer
         self._position = (px, py)
-        if bitmap_offset < _CURSOR_META.size or bitmap_offset + _BITMAP_META.size > size:
-            return  # no new bitmap
+        if bitmap_offset >= _CURSOR_META.size and bitmap_offset + _BITMAP_META.size <= size:
+            self._read_bitmap(meta.data, size, bitmap_offset, hx, hy)
+        if self._on_cursor is not None:
+            self._on_cursor()
+
+    def _read_bitmap(self, data: int, size: int, bitmap_offset: int, hx: int, hy: int) -> None:
+        """A new bitmap in the cursor metadata at ``data``: the new shape, if it differs."""
         fmt, w, h, stride, offset = _BITMAP_META.unpack(
-            ctypes.string_at(meta.data + bitmap_offset, _BITMAP_META.size)
+            ctypes.string_at(data + bitmap_offset, _BITMAP_META.size)
         )
         start = bitmap_offset + offset
         if fmt == 0 or offset == 0 or w == 0 or h == 0:
@@ -493,7 +507,7 @@ class PwStream:
         elif fmt not in _VIDEO_FORMATS or stride < w * 4 or start + stride * (h - 1) + w * 4 > size:
             return
         else:
-            bits = ctypes.string_at(meta.data + start, stride * (h - 1) + w * 4)
+            bits = ctypes.string_at(data + start, stride * (h - 1) + w * 4)
             image = cursor_image(bits, fmt, w, h, stride, hx, hy, 0)
         key = bits + struct.pack("<iiIII", hx, hy, w, h, stride)
         if key == self._cursor_bits:
@@ -502,8 +516,6 @@ class PwStream:
             self._serial += 1
             self._cursor_bits = key
             self._cursor = CursorImage(image.pixels, image.hotspot_x, image.hotspot_y, self._serial)
-        if self._on_cursor is not None:
-            self._on_cursor()
 
     # -- the reading side --------------------------------------------------------------
 
