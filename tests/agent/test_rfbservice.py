@@ -951,6 +951,32 @@ def test_grab_damage_ignores_x_bytes_and_finds_the_scroll() -> None:
     assert not service._previous[..., 3].any()
 
 
+def test_grab_damage_searches_no_copy_where_a_window_was_mapped_or_unmapped() -> None:
+    """Damage inside a window the capture says appeared or went (``recently_shown``) is
+    new pixels: sent as they are, even where they look like a scroll; damage beyond
+    that window is searched as usual."""
+
+    tall = _text_block(300, 200, seed=6)
+    screen = np.zeros((240, 320, 4), dtype=np.uint8)
+    screen[20:220, 60:260] = tall[:200]
+    scrolled = screen.copy()
+    scrolled[20:220, 60:260] = tall[13:213]  # what a scroll up by 13 rows would show
+
+    capture, service = _damage_step_service(screen)
+    capture.image = scrolled
+    capture.recently_shown = lambda: [Rect(50, 10, 220, 220)]  # type: ignore[attr-defined]
+    assert service._grab_damage([Rect(60, 20, 200, 200)]) == []
+    assert service._damage == [Rect(60, 20, 200, 200)]
+    np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
+
+    capture, service = _damage_step_service(screen)
+    capture.image = scrolled
+    capture.recently_shown = lambda: [Rect(60, 20, 200, 100)]  # type: ignore[attr-defined]
+    copies = service._grab_damage([Rect(60, 20, 200, 200)])  # reaches past that window
+    assert copies is not None
+    assert [(c.dest, c.src_x, c.src_y) for c in copies] == [(Rect(60, 20, 200, 187), 60, 33)]
+
+
 def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
     """Scrolls of one area reuse the row hashes of the kept frame from the search
     before; they always equal the kept pixels' hashes, and a copy is still found."""

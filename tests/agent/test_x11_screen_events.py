@@ -281,6 +281,37 @@ async def test_a_moved_window_goes_as_a_copy_of_its_old_place() -> None:
             assert len(copies) >= 3 and len(sizes) == 1, copies
 
 
+def test_capture_names_windows_mapped_and_unmapped() -> None:
+    """``recently_shown`` gives a top-level window's outer rectangle for a while after it
+    is mapped and again after it is unmapped (a dialog opening and closing)."""
+    from enkaku.agent.capture.x11 import SHOWN_FOR
+
+    with xvfb(W, H) as display:
+        cap = X11Capture(display)
+        try:
+            assert cap.changed_regions() is None  # primes the damage
+            assert cap.recently_shown() == []
+            with x_client(["xterm", "-geometry", "20x4+100+80", "-title", "dlg"], display):
+                x, y, w, h = wait_window(display, "dlg")
+                cap.changed_regions()
+                shown = cap.recently_shown()
+                assert shown and all(r.intersect(Rect(x, y, w, h)) for r in shown)
+                assert any(r.intersect(Rect(x, y, w, h)) == Rect(x, y, w, h) for r in shown)
+                time.sleep(SHOWN_FOR)
+                cap.changed_regions()
+                assert cap.recently_shown() == []  # forgotten after a while
+            deadline = time.monotonic() + 20
+            gone: list[Rect] = []
+            while not gone:  # the unmap arrives once xterm has exited
+                assert time.monotonic() < deadline, "the unmapped window was never named"
+                time.sleep(0.05)
+                cap.changed_regions()
+                gone = cap.recently_shown()
+            assert any(r.intersect(Rect(x, y, w, h)) == Rect(x, y, w, h) for r in gone)
+        finally:
+            cap.close()
+
+
 async def run_text(*args: str) -> str:
     """Run an X client (the last argument is the display) and return its output."""
     *cmd, display = args

@@ -1243,6 +1243,10 @@ class RFBService:
             if bounds.intersect(src) == src and bounds.intersect(dest) == dest:
                 pixels = _words(frame[src.y : src.y + src.h, src.x : src.x + src.w]).copy()
                 moved_windows.append((src, dest, pixels))
+        # Windows mapped or unmapped (a menu, a tooltip, a dialog): damage within one of
+        # them is that window or what it covered, not a scroll: no copy is searched.
+        recently_shown = getattr(self._capture, "recently_shown", None)
+        shown: list[Rect] = recently_shown() if callable(recently_shown) else []
         # Diagonal moves: searched after the loop below, which overwrites the old
         # pixels: the damaged area's old pixels are kept (one copy of its bounding box).
         area = rects[0]
@@ -1252,6 +1256,7 @@ class RFBService:
         if (
             not getattr(self._capture, "reports_moves", False)
             and MOTION_MIN_AREA <= area.w * area.h <= MOTION_MAX_AREA
+            and not any(s.intersect(area) == area for s in shown)
         ):
             motion_old = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w]).copy()
         changed: list[Rect] = []
@@ -1277,6 +1282,15 @@ class RFBService:
             span = Rect(r.x, r.y + y0, r.w, y1 - y0)  # the rows copied in below
             new_h = None
             searched = y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS
+            diffed = False
+            if searched and any(s.intersect(span) for s in shown):
+                # What changed lies in a window just mapped or unmapped (its widgets
+                # redrawn beside it are the same pixels): no copy to look for.
+                np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
+                diffed = True
+                cols = np.flatnonzero(diff.any(axis=0))
+                box = Rect(r.x + int(cols[0]), span.y, int(cols[-1]) + 1 - int(cols[0]), span.h)
+                searched = not any(s.intersect(box) == box for s in shown)
             # A block that moved last time (a scroll goes on) is searched without a look,
             # and first tried at the shift it moved by, twice that and half that (one
             # and two steps of a scroll in one update, in either order).
@@ -1301,6 +1315,7 @@ class RFBService:
                 moved = _find_vertical_copy(old_v[y0:y1], new_v[y0:y1], old_h, new_h)
             fixes: list[Rect] = []
             if moved is not None:
+                diffed = False  # the copy's steps below write their own rows of it
                 a, b, dy = moved
                 n = y1 - y0
                 if a > 0:
@@ -1327,7 +1342,8 @@ class RFBService:
                     # What the copy got wrong in the rows it grew over, after it.
                     changed.extend(Rect(r.x + f.x, r.y + y0 + f.y, f.w, f.h) for f in fixes)
             if moved is None:
-                np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
+                if not diffed:
+                    np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
                 cols = np.flatnonzero(diff.any(axis=0))
                 x0, x1 = int(cols[0]), int(cols[-1]) + 1
                 whole = Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0)

@@ -75,7 +75,9 @@ class EventCapture(ScreenCapture, Protocol):
     The service watches ``fileno()`` with its event loop and polls only when it turned
     readable or ``events_queued()`` says events were read meanwhile; then it calls
     ``changed_regions()`` and captures just those rectangles with ``grab_rects()``.
-    ``take_moves()`` (optional too) names windows moved since the last call.
+    ``take_moves()`` (optional too) names windows moved since the last call, and
+    ``recently_shown()`` (optional) the rectangles of windows mapped or unmapped, where the
+    damage holds new pixels and no copy is searched.
     """
 
     def fileno(self) -> int | None:

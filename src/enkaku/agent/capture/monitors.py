@@ -126,5 +126,12 @@ class MonitorView:
             if r.intersect(src) == src and r.intersect(dest) == dest
         ]
 
+    def recently_shown(self) -> list[Rect]:
+        """Windows mapped or unmapped (``X11Capture.recently_shown``), clipped to the
+        monitor, in its coordinates."""
+        take = getattr(self.source, "recently_shown", None)
+        shown: list[Rect] = take() if callable(take) else []
+        return [self._inside(c) for s in shown if (c := self.rect.intersect(s)) is not None]
+
     def _inside(self, rect: Rect) -> Rect:
         return Rect(rect.x - self.rect.x, rect.y - self.rect.y, rect.w, rect.h)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,11 @@ logger = logging.getLogger(__name__)
 # Beyond this many damage rectangles, report their bounding box: encoding hundreds of
 # tiny rectangles costs the RFB layer more than re-sending the pixels between them.
 MAX_REGIONS = 256
+
+#: How long after a window was mapped or unmapped ``recently_shown`` names it: a toolkit
+#: draws a new window in the frames after it mapped it, and what a closed one covered is
+#: redrawn as soon; a scroll inside it that soon after is sent as pixels.
+SHOWN_FOR = 0.25
 
 
 class _ShmImage:
@@ -188,8 +194,10 @@ class X11Capture:
         self._damage_seen = False  # a DamageNotify taken by cursor(), not yet polled
         self._windows: dict[int, Rect] = {}  # top-level window -> its outer rectangle
         self._moved_from: dict[int, Rect] = {}  # moved since take_moves(): where it was
+        self._shown: list[tuple[float, Rect]] = []  # (when, where) mapped or unmapped
         self._monitors_changed = False  # RandR or the root's geometry changed
         self._randr = False  # RandR 1.5 (monitors) is there
+        self._root_events = False  # the root's ConfigureNotify tells us of resizes
         with x11lib.SETUP_LOCK:  # see there: opening and extension set-up
             self._conn = x11lib.XConnection(display, CaptureError)
             try:
@@ -310,6 +318,8 @@ class X11Capture:
             )  # fmt: skip
             if self._conn.sync_errors():
                 logger.debug("RANDR events unavailable: monitor changes seen on resize only")
+            else:
+                self._root_events = True
 
     # -- ScreenCapture ------------------------------------------------------------------
 
@@ -386,9 +396,14 @@ class X11Capture:
     def _grab_rects(self, rects: list[Rect], *, shared: bool) -> list[npt.NDArray[np.uint8]] | None:
         with self._lock:
             self._check_open()
-            width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
-            if (width, height) != (self._width, self._height):
-                return None
+            width, height = self._width, self._height
+            if not self._root_events or self._monitors_changed:
+                # No event tells of a resize, or one just did: ask (one round trip).
+                # Otherwise a resize after the events were read makes a rectangle past
+                # the new edge fail below (BadMatch), and the owner grabs the screen.
+                width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
+                if (width, height) != (self._width, self._height):
+                    return None
             shm = self._shm if self._use_shm else None
             if shared and (
                 shm is None
@@ -490,6 +505,14 @@ class X11Capture:
                 window = ctypes.cast(ctypes.byref(event), ctypes.POINTER(x11lib.XConfigureEvent))
                 self._windows.pop(window.contents.window, None)  # same offset in both
                 self._moved_from.pop(window.contents.window, None)
+            elif event.type in (x11lib.MAP_NOTIFY, x11lib.UNMAP_NOTIFY):
+                # XMapEvent and XUnmapEvent have ``window`` where XConfigureEvent has it.
+                window = ctypes.cast(ctypes.byref(event), ctypes.POINTER(x11lib.XConfigureEvent))
+                shown = self._windows.get(window.contents.window)
+                if shown is not None:
+                    self._shown.append((time.monotonic(), shown))
+                    del self._shown[:-MAX_REGIONS]
+                self._damage_seen = True
             else:
                 self._damage_seen = True
         self._conn.check()
@@ -526,6 +549,18 @@ class X11Capture:
             ]
             self._moved_from.clear()
             return moves
+
+    def recently_shown(self) -> list[Rect]:
+        """Outer rectangles of top-level windows mapped or unmapped (a menu, a tooltip,
+        a dialog opening or closing) in the last ``SHOWN_FOR`` seconds, where known:
+        what is drawn there meanwhile is that window or what it covered, new pixels
+        rather than moved ones, so the damage step need not search them for copies (the
+        application draws a window after it is mapped, often in a later poll). Call
+        after ``changed_regions()``, which reads the events."""
+        with self._lock:
+            since = time.monotonic() - SHOWN_FOR
+            self._shown = [(t, r) for t, r in self._shown if t >= since]
+            return [r for _t, r in self._shown]
 
     def monitors(self) -> list[Monitor]:
         """The screen's monitors, numbered as ``monitors.order()`` does; one covering the
