@@ -235,7 +235,11 @@ def headless_mutter(
 
     ``layout`` (XKB ``layout`` or ``layout(variant)``, e.g. ``jp``) is the keyboard
     layout mutter starts with, read from ``org.freedesktop.locale1`` on a system bus of
-    the session's own (``_LOCALED``); without it mutter keeps its default, US."""
+    the session's own (``_LOCALED``); without it mutter keeps its default, US.
+
+    If a process of the session (mutter, PipeWire, ...) ended before the fixture stopped
+    it, the session's log (every process's output) and any core dump are copied to
+    ``LOG_DIR`` and the place is printed: a crash leaves its evidence."""
     for tool in ("mutter", "pipewire", "wireplumber", "dbus-daemon", "gst-launch-1.0", "foot"):
         if shutil.which(tool) is None:
             raise RuntimeError(
@@ -263,12 +267,16 @@ def headless_mutter(
         prefix = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
                   "--pdeathsig", "TERM"]  # fmt: skip
     log = (runtime / "session.log").open("wb")
+    # Core dumps of any size (the default limit is often 0), before the user changes.
+    core = ["prlimit", "--core=unlimited", "--"] if shutil.which("prlimit") else []
     procs: list[subprocess.Popen[bytes]] = []
     m = Mutter(runtime, runtime / "wayland-enkaku", bus, work, width, height)
 
     def start(name: str, *args: str, **extra: str) -> None:
-        proc = subprocess.Popen([*prefix, *args], env={**env, **extra}, stdout=log,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        # In the runtime folder with core dumps allowed: a compositor that crashes
+        # leaves its core there (kept by ``_keep_log``, with the session's log).
+        proc = subprocess.Popen([*core, *prefix, *args], env={**env, **extra}, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=runtime)  # fmt: skip
         procs.append(proc)
         m.pids[name] = proc.pid
 
@@ -317,11 +325,33 @@ def headless_mutter(
             wait("foot", lambda: _foot_ready(m))
         yield m
     finally:
+        died = [(p.args, p.returncode) for p in procs if p.poll() is not None]
         for proc in reversed(procs):
             stop(proc)
         log.close()
+        if died or os.environ.get("ENKAKU_KEEP_GNOME_LOGS"):
+            _keep_log(runtime, died)
         with suppress(OSError):
             shutil.rmtree(runtime, ignore_errors=True)
+
+
+#: Where the session's log (and any core dump) is kept when one of its processes ended
+#: before the fixture stopped it (always with ``ENKAKU_KEEP_GNOME_LOGS=1``).
+LOG_DIR = Path(os.environ.get("ENKAKU_TEST_LOGS", tempfile.gettempdir())) / "enkaku-gnome-logs"
+
+
+def _keep_log(runtime: Path, died: list[tuple[Any, int | None]]) -> None:
+    """Copy the session's log and core files out of ``runtime`` before it is removed;
+    say where (and which process ended how: a negative code is the signal) on stderr."""
+    with suppress(OSError):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        keep = Path(tempfile.mkdtemp(prefix=runtime.name + "-", dir=LOG_DIR))
+        (keep / "died.txt").write_text("".join(f"{code} {args}\n" for args, code in died))
+        for path in runtime.iterdir():
+            if path.name == "session.log" or path.name.startswith("core"):
+                shutil.copy(path, keep / path.name)
+        if died:
+            print(f"headless GNOME: {died} ended early; log kept in {keep}", file=sys.stderr)
 
 
 def _plain_spot(
