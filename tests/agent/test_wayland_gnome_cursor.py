@@ -3,7 +3,8 @@ mode "metadata" read through our own PipeWire stream (``enkaku.agent.gnome.pwstr
 against a real headless mutter with foot (tests/gnome.py).
 
 foot sets a text I-beam over its window; the desktop around it has mutter's arrow. The
-pointer is moved by the agent's own injector (mutter's remote-desktop session)."""
+pointer is moved by the agent's own injector (mutter's remote-desktop session). A
+desktop of two monitors is recorded in embedded mode, the pointer in the frames."""
 
 from __future__ import annotations
 
@@ -69,16 +70,6 @@ def places(gnome: Mutter) -> tuple[tuple[int, int], tuple[int, int], npt.NDArray
 def bare(cap: GnomeCapture, gnome: Mutter) -> bool:
     """The capture is the screen without the pointer (a reference of its own)."""
     return bool(np.array_equal(rgb(cap.grab()), gnome.screenshot(pointer=False)))
-
-
-def bare_desktop(cap: GnomeCapture, gnome: Mutter) -> bool:
-    """With Meta-0 800x600 and Meta-1 640x480 beside it: each monitor's area of the
-    capture is its screen without the pointer."""
-    frame = rgb(cap.grab())
-    return bool(
-        np.array_equal(frame[:600, :800], gnome.screenshot("Meta-0", pointer=False))
-        and np.array_equal(frame[:480, 800:], gnome.screenshot("Meta-1", pointer=False))
-    )
 
 
 def next_shape(cap: GnomeCapture, after: CursorImage | None, what: str) -> CursorImage:
@@ -227,28 +218,19 @@ def test_a_premultiplied_bitmap_becomes_straight_alpha_bgra() -> None:
     assert (image.hotspot_x, image.hotspot_y, image.serial) == (1, 0, 7)
 
 
-def test_with_two_monitors_the_shape_is_the_one_of_the_monitor_the_pointer_is_on() -> None:
+def test_with_two_monitors_the_pointer_is_drawn_into_the_frames() -> None:
+    # Several monitors: cursor mode "embedded" (mutter 43 can lose a stream's first
+    # frame in metadata mode there; see mutter.RemoteSession), without saying the
+    # metadata stream failed: a capture of one monitor goes on in metadata mode.
     with headless_mutter(800, 600, more_monitors=[(640, 480)]) as m:
-        inside, outside, _ = places(m)  # on Meta-0, the primary monitor
+        _inside, (x, y), plain = places(m)  # a plain spot on Meta-0, the primary monitor
         with GnomeCapture(m.env) as cap, GnomeInput(m.env) as inp:
+            assert cap._session.cursor_mode == mutter.CURSOR_EMBEDDED
             assert cap.size == (1440, 600) and len(cap.monitors()) == 2
-            inp.pointer(*inside, 0)
-            beam = next_shape(cap, None, "foot's pointer shape on Meta-0")
-            inp.pointer(*outside, 0)
-            arrow = next_shape(cap, beam, "the desktop's pointer shape on Meta-0")
-            inp.pointer(*inside, 0)
-            beam = next_shape(cap, arrow, "foot's pointer shape again")
-            # To Meta-1's desktop: its stream gives the arrow (Meta-0's keeps the beam
-            # it sent last and says nothing more while the pointer is away).
-            inp.pointer(800 + 320, 240, 0)
-            there = next_shape(cap, beam, "the desktop's pointer shape on Meta-1")
-            assert np.array_equal(there.pixels, arrow.pixels)
-            inp.pointer(800 + 330, 250, 0)
-            wait_for(lambda: bare_desktop(cap, m), 30, "capture == both monitors, no pointer")
-            assert cap.cursor() is there
-            # Back onto foot on Meta-0: the beam again, though that stream's shape is the
-            # one it had before.
-            inp.pointer(*inside, 0)
-            back = next_shape(cap, there, "foot's pointer shape back on Meta-0")
-            assert np.array_equal(back.pixels, beam.pixels)
-            assert (back.hotspot_x, back.hotspot_y) == (beam.hotspot_x, beam.hotspot_y)
+            inp.pointer(x, y, 0)
+            wait_for(lambda: _pointer_at(rgb(cap.grab())[:600, :800], x, y, plain), 30,
+                     "the pointer drawn on Meta-0")  # fmt: skip
+            assert cap.cursor() is None
+        with GnomeCapture(m.env, output="Meta-1") as cap:
+            assert cap._session.cursor_mode == mutter.CURSOR_EMBEDDED and cap.cursor() is None
+        assert gnome_capture._metadata_problem is None

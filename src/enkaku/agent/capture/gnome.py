@@ -22,20 +22,23 @@ monitor added: ``MonitorsChanged``); the capture then starts a new one and its f
 frame, of the new size, makes the service resize the viewer (with several monitors:
 ``monitors_changed()`` says so, and the service lays out again).
 
-The customer's pointer is not in the frames: the session records in cursor mode
-"metadata", where mutter puts the pointer's shape, hotspot and position in PipeWire's
-``SPA_META_Cursor``; GStreamer's ``pipewiresrc`` (0.3.65) does not ask for it, so the
-streams are read by a ``pw_stream`` of our own (:mod:`enkaku.agent.gnome.pwstream`)
-that does. ``cursor()`` then returns the shape with a new serial whenever its bitmap
-changes (the change makes ``fileno()`` readable, as X11's CursorNotify does), and the
-service sends it as the RFB Cursor pseudo-encoding: the viewer draws the pointer
-itself, at once. A pointer move that keeps the shape costs nothing (mutter sends a
-buffer with the metadata alone, read and dropped).
+The customer's pointer is not in the frames: on a desktop of one monitor the session
+records in cursor mode "metadata", where mutter puts the pointer's shape, hotspot and
+position in PipeWire's ``SPA_META_Cursor``; GStreamer's ``pipewiresrc`` (0.3.65) does
+not ask for it, so the stream is read by a ``pw_stream`` of our own
+(:mod:`enkaku.agent.gnome.pwstream`) that does. ``cursor()`` then returns the shape
+with a new serial whenever its bitmap changes (the change makes ``fileno()`` readable,
+as X11's CursorNotify does), and the service sends it as the RFB Cursor
+pseudo-encoding: the viewer draws the pointer itself, at once. A pointer move that
+keeps the shape costs nothing (mutter sends a buffer with the metadata alone, read and
+dropped).
 
-Without that reader (libpipewire missing) or when it fails before the first frame, the
-capture falls back, once per process and logged once, to cursor mode "embedded" read
-through GStreamer: the pointer drawn into the frames (a move is a frame), ``cursor()``
-None, as on wlroots.
+With several monitors the session records in cursor mode "embedded", read through
+GStreamer: the pointer drawn into the frames (a move is a frame), ``cursor()`` None, as
+on wlroots; there mutter 43 can lose a stream's first frame in metadata mode (see
+``mutter.RemoteSession``). The capture records so as well, once per process and logged
+once, without that reader (libpipewire missing) or when it fails before the first
+frame.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ MAX_REGIONS = 64
 #: once, so later captures start in embedded mode at once and say so once).
 _metadata_problem: str | None = None
 _metadata_lock = threading.Lock()
+_said_several = False
 
 
 def _cursor_mode() -> int:
@@ -79,6 +83,15 @@ def _cursor_mode() -> int:
             _metadata_problem = problem
             logger.info("GNOME capture: the pointer is drawn into the frames (%s)", problem)
         return mutter.CURSOR_EMBEDDED if _metadata_problem else mutter.CURSOR_METADATA
+
+
+def _say_embedded(session: mutter.RemoteSession, asked: int) -> None:
+    """Log once per process that a session asked for metadata records embedded (a
+    desktop of several monitors)."""
+    global _said_several
+    if asked == mutter.CURSOR_METADATA and session.cursor_mode != asked and not _said_several:
+        _said_several = True
+        logger.info("GNOME capture: several monitors: the pointer is drawn into the frames")
 
 
 def _metadata_failed(reason: str) -> None:
@@ -114,8 +127,8 @@ def changed_bands(
 
 
 class _ReaderFailed(CaptureError):
-    """The session started but its streams could not be read (in metadata mode: the
-    capture tries again in embedded mode)."""
+    """A session recording in metadata mode started but its stream could not be read
+    (the capture tries again in embedded mode)."""
 
 
 class _Feed:
@@ -173,6 +186,7 @@ class GnomeCapture(WorkerFrameCapture):
             )
         except mutter.MutterUnavailable as exc:
             raise CaptureError(str(exc)) from exc
+        _say_embedded(self._session, mode)
         self._lock = threading.Lock()
         self._swap = threading.Lock()  # the session and streams, replaced after a close
         self._cleanup_lock = threading.Lock()
@@ -203,7 +217,10 @@ class GnomeCapture(WorkerFrameCapture):
         if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
             error = self._error or "no frame from mutter's screen cast"
             self.close()
-            raise _ReaderFailed(f"cannot capture the screen: {error}")
+            metadata = self._session.cursor_mode == mutter.CURSOR_METADATA
+            raise (_ReaderFailed if metadata else CaptureError)(
+                f"cannot capture the screen: {error}"
+            )
 
     def _open_feeds(self, session: mutter.RemoteSession) -> None:
         """A PipeWire reader per stream of ``session``, each placed in the desktop (one
@@ -290,6 +307,7 @@ class GnomeCapture(WorkerFrameCapture):
         session = mutter.RemoteSession(
             self._env, self._output, remote_desktop=False, cursor_mode=self._cursor_mode
         )
+        _say_embedded(session, self._cursor_mode)
         self._session = session
         self._open_feeds(session)
         self._unwatch = session.watch_closed(self._on_session_closed)
@@ -417,16 +435,13 @@ class GnomeCapture(WorkerFrameCapture):
     # -- ScreenCapture -----------------------------------------------------------------
 
     def _on_cursor(self, feed: _Feed) -> None:
-        """PipeWire's thread: a stream told where the pointer is (each buffer while the
-        pointer is on its monitor). A new shape of that stream, or the pointer come onto
-        another monitor (each stream keeps the shape it last sent), is a new shape."""
+        """PipeWire's thread: the stream told where the pointer is (each buffer while the
+        pointer is on its monitor); a new shape of it (a new serial), or of a new stream
+        after the session was started anew, is a new shape. Metadata sessions record
+        one monitor (see the module doc)."""
         stream = feed.stream
         if not isinstance(stream, PwStream) or (image := stream.cursor()) is None:
             return
-        if len(self._feeds) > 1:
-            pos, size = stream.position, stream.frame_size
-            if pos is None or size is None or not (0 <= pos[0] < size[0] and 0 <= pos[1] < size[1]):
-                return
         source = (id(feed), image.serial)
         with self._lock:
             if source == self._cursor_source:
