@@ -875,8 +875,7 @@ class RFBService:
                 await self._flush()  # a ping the link's state may have queued
                 # Held back by the link: its estimate may leave room before the next
                 # answer arrives (congestion.py, in_flight_estimate).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), server.held_for)
+                await self._wait_wake(server.held_for)
                 continue
             now = loop.time()
             if request.incremental and self._event_fd is not None and self._previous is not None:
@@ -1095,8 +1094,15 @@ class RFBService:
 
     async def _sleep_or_wake(self, delay: float | None) -> None:
         self._wake.clear()
+        await self._wait_wake(delay)
+
+    async def _wait_wake(self, delay: float | None) -> None:
+        """Until ``_wake`` is set or ``delay`` seconds passed (None: no limit).
+        ``asyncio.timeout`` rather than ``wait_for``: no task per wait (the loop waits
+        two or three times per update)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     def _input_recent(self, now: float) -> bool:
         return self._input_at is not None and now - self._input_at < INPUT_FAST_PATH
