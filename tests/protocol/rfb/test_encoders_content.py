@@ -370,13 +370,23 @@ def test_zrle_tile_is_the_shortest_subencoding(case: int, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["native", "rgb565"])
-def test_zrle_rectangle_is_its_tiles_in_row_order(fmt: str) -> None:
+@pytest.mark.parametrize(
+    "h,w",
+    [
+        (64 * 2 + 30, 64 * 5 + 17),  # whole bands, then the short one: two passes
+        (170, 480),  # a dialog: one pass, edge tiles padded
+        (64 * 10 + 1, 64 * 10 + 1),  # one-pixel edges: a pass per size of tile
+        (20, 100),  # one short band
+        (300, 17),  # one narrow column
+    ],
+)
+def test_zrle_rectangle_is_its_tiles_in_row_order(fmt: str, h: int, w: int) -> None:
     """A rectangle of several bands with narrower and shorter edge tiles, mixing every
     subencoding (palette RLE tiles of different palettes side by side): its stream is
-    each tile on its own, as the per-tile test above checks them, in row order."""
+    each tile on its own, as the per-tile test above checks them, in row order, however
+    the encoder groups its tiles (``zrle._encode_rect``)."""
     pf = FORMATS[fmt]
     cases = [c for c in tile_cases() if c.shape == (64, 64)]
-    h, w = 64 * 2 + 30, 64 * 5 + 17
     raw = np.zeros((h, w), dtype=np.uint32)
     n = 0
     for y in range(0, h, 64):
