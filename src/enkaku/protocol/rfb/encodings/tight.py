@@ -261,7 +261,7 @@ class TightEncoder:
     code = 7
 
     def __init__(self) -> None:
-        self._streams = [DeflateStream() for _ in range(4)]
+        self._streams = [DeflateStream(small=0) for _ in range(4)]  # see deflate.SMALL
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         """Encode ``frame`` (a BGRX rectangle) as Tight rectangles chosen by content."""
