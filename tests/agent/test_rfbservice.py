@@ -741,14 +741,10 @@ def test_a_dialog_opened_and_closed_over_a_table_is_not_searched_for_copies(
     assert searches == []
 
 
-@pytest.mark.parametrize("reports_moves", [False, True])
-def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(
-    reports_moves: bool,
-) -> None:
+def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands() -> None:
     """Damage as 32-row bands over the window's old and new places (what the GNOME
     capture reports): the move is found in their union and goes as one copy, and a
-    viewer applying it and the damage has the new screen. A capture that names moved
-    windows itself (X11) is not searched."""
+    viewer applying it and the damage has the new screen."""
     rng = np.random.default_rng(12)
     screen = np.zeros((480, 640, 4), dtype=np.uint8)
     screen[..., :3] = rng.integers(0, 3, (480, 640, 1)) * 40 + 100  # a textured desktop
@@ -756,7 +752,6 @@ def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(
     window = _text_block(200, 300, seed=6)
     screen[100:300, 100:400] = window
     capture, service = _damage_step_service(screen)
-    capture.reports_moves = reports_moves  # type: ignore[attr-defined]
     before = service._previous.copy()
     moved = desktop.copy()
     moved[125:325, 140:440] = window  # 40 right, 25 down
@@ -764,13 +759,10 @@ def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(
     bands = [Rect(100, y, 340, min(32, 325 - y)) for y in range(100, 325, 32)]
     copies = service._grab_damage(bands)
     assert copies is not None
-    if reports_moves:
-        assert copies == []
-    else:
-        assert len(copies) == 1
-        c = copies[0]
-        assert (c.src_x - c.dest.x, c.src_y - c.dest.y) == (-40, -25)
-        assert c.dest.w * c.dest.h >= 280 * 180
+    assert len(copies) == 1
+    c = copies[0]
+    assert (c.src_x - c.dest.x, c.src_y - c.dest.y) == (-40, -25)
+    assert c.dest.w * c.dest.h >= 280 * 180
     viewer = before[..., :3].copy()
     for c in copies:
         viewer[c.dest.y : c.dest.y + c.dest.h, c.dest.x : c.dest.x + c.dest.w] = before[
@@ -780,6 +772,50 @@ def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(
         viewer[d.y : d.y + d.h, d.x : d.x + d.w] = moved[d.y : d.y + d.h, d.x : d.x + d.w, :3]
     np.testing.assert_array_equal(viewer, moved[..., :3])
     np.testing.assert_array_equal(service._previous[..., :3], moved[..., :3])
+
+
+def test_the_diagonal_search_rests_after_new_pictures_and_resumes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New pictures (a slideshow, video) in a row: after MOTION_MISSES fruitless
+    diagonal searches the search rests for 1, 2, 4 ... polls; a move found later is a
+    copy again and the count starts over."""
+    from enkaku.agent import rfbservice as rs
+    from enkaku.agent.rfbservice import _clear_x
+
+    searched: list[int] = []
+    find = rs.find_moved_block
+
+    def spy(*args: object, **kwargs: object) -> object:
+        searched.append(service.polls)
+        return find(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rs, "find_moved_block", spy)
+    rng = np.random.default_rng(3)
+    screen = np.zeros((300, 400, 4), dtype=np.uint8)
+    capture, service = _damage_step_service(screen)
+    whole = [Rect(0, 0, 400, 300)]
+    for poll in range(12):
+        service.polls = poll
+        capture.image = screen.copy()
+        capture.image[..., :3] = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+        assert service._grab_damage(whole) == []
+    # Misses at polls 0, 1, 2, then rests of 1, 2, 4 polls between searches.
+    assert searched == [0, 1, 2, 4, 7]
+    # A picture panned both ways, once the rest is over: a copy, and no more rest.
+    service.polls = 12
+    old = _clear_x(capture.image.copy())
+    service._previous = old.copy()
+    service._damage = []  # the viewer has the last picture
+    panned = screen.copy()
+    panned[20:300, 30:400] = old[0:280, 0:370]  # 30 right, 20 down
+    panned[:20, :, :3] = 9
+    panned[:, :30, :3] = 9
+    capture.image = panned
+    copies = service._grab_damage(whole)
+    assert copies is not None and len(copies) == 1
+    assert (copies[0].src_x - copies[0].dest.x, copies[0].src_y - copies[0].dest.y) == (-30, -20)
+    assert service._motion_misses == 0 and searched[-1] == 12
 
 
 class FakeEventCapture(FakeCapture):

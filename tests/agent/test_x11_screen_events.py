@@ -381,3 +381,66 @@ async def test_content_scrolled_sideways_goes_as_a_horizontal_copy(tmp_path: Pat
             assert min(best.values()) >= w * h // 2, f"largest sideways copies {best} of {w * h}"
             await asyncio.sleep(10)  # the 60 steps are done
             await s.until_exact()
+
+
+#: A map-like picture panned both ways inside a window (a map, a drawing, a page zoomed
+#: in): the X server says nothing of it, unlike a moved window.
+DIAGONAL_PAN = """
+import sys, tkinter as tk
+root = tk.Tk(); root.title("pan"); root.geometry("400x300+30+20")
+c = tk.Canvas(root, width=400, height=300, bg="#e8efe0", highlightthickness=0,
+              xscrollincrement=1, yscrollincrement=1, scrollregion=(0, 0, 2400, 1800))
+c.pack(fill="both", expand=True)
+for i in range(0, 2400, 60):
+    c.create_line(i, 0, i, 1800, fill="#b8c4a8")
+for j in range(0, 1800, 60):
+    c.create_line(0, j, 2400, j, fill="#b8c4a8")
+for k in range(300):
+    x, y = (k * 97) % 2300, (k * 61) % 1700
+    c.create_rectangle(x, y, x + 40, y + 24, fill=("#c0392b", "#2a7de1", "#2e9e5b")[k % 3])
+    c.create_text(x + 20, y + 34, text=f"P{k}", font=("TkFixedFont", 9))
+steps = [0]
+def step():  # 24 steps down-right, then 24 back up-left
+    if steps[0] < 48:
+        steps[0] += 1
+        d = 1 if steps[0] <= 24 else -1
+        c.xview_scroll(11 * d, "units"); c.yview_scroll(7 * d, "units")
+        root.after(200, step)
+root.after(500, step)
+root.mainloop()
+"""
+
+
+async def test_a_picture_panned_diagonally_in_a_window_goes_as_copies(tmp_path: Path) -> None:
+    script = tmp_path / "pan.py"
+    script.write_text(DIAGONAL_PAN)
+    async with session() as s:
+        found: list[tuple[Rect, int, int]] = []  # the service's copies: dest, src_x, src_y
+        grab_damage = s.service._grab_damage
+
+        def spy(regions: list[Rect]) -> list[Copy] | None:
+            copies = grab_damage(regions)
+            for c in copies or []:
+                found.append((Rect(c.dest.x, c.dest.y, c.dest.w, c.dest.h), c.src_x, c.src_y))
+            return copies
+
+        s.service._grab_damage = spy  # type: ignore[method-assign]
+        with x_client([sys.executable, str(script)], s.display):
+            _x, _y, w, h = wait_window(s.display, "pan")
+            diagonal = 0  # the largest diagonal copy the viewer received
+            deadline = time.monotonic() + 40
+            while diagonal < w * h // 2 and time.monotonic() < deadline:
+                found.clear()
+                try:
+                    await s.update(timeout=5)
+                except TimeoutError:
+                    break  # the panning is over
+                sent = {r[:4] for r in s.dec.updates[-1].rects if r[4] == Encoding.COPYRECT}
+                for d, sx, sy in found:
+                    if sx != d.x and sy != d.y and (d.x, d.y, d.w, d.h) in sent:
+                        diagonal = max(diagonal, d.w * d.h)
+            # A step moves the whole canvas but the strips it uncovers (11 columns and
+            # 7 rows, more when steps come together): most of the window is a copy.
+            assert diagonal >= w * h // 2, f"largest diagonal copy {diagonal} of {w * h}"
+            await asyncio.sleep(12)  # the 48 steps are done
+            await s.until_exact()

@@ -132,14 +132,20 @@ _H_WEIGHTS = (
 #: moved in the previous step is searched without a look (a scroll goes on).
 _PROBES = 16
 _PROBE_LEN = 16
-#: Diagonal moves (``enkaku.agent.motion``), on captures that do not say where windows
-#: went (Wayland; X11 names them, ``take_moves``): searched in a damaged area of at
-#: least ``MOTION_MIN_AREA`` pixels (smaller changes are cheap to send) and at most
-#: ``MOTION_MAX_AREA`` (its old pixels are copied aside before the damage step
+#: Diagonal moves (``enkaku.agent.motion``): a window dragged on Wayland (nothing says
+#: where it went), a map, a page or a picture panned both ways inside a window (X11 names
+#: moved windows, ``take_moves``, but not what moves inside them). Searched in a damaged
+#: area of at least ``MOTION_MIN_AREA`` pixels (smaller changes are cheap to send) and at
+#: most ``MOTION_MAX_AREA`` (its old pixels are copied aside before the damage step
 #: overwrites them) where no other copy was found, when the pixels left to send are at
-#: least ``MOTION_MIN_AREA``. A new picture there costs about 0.5-1 ms more.
+#: least ``MOTION_MIN_AREA``. A new picture there costs about 0.5-1 ms more (1 ms at
+#: 1080p, the copy aside included), so after ``MOTION_MISSES`` searches in a row that found
+#: nothing (a slideshow, a video, new pages) the search rests for a number of polls that
+#: doubles with each further miss, up to ``MOTION_REST_MAX`` (about a second at 30 fps).
 MOTION_MIN_AREA = 128 * 128
 MOTION_MAX_AREA = 1920 * 1200
+MOTION_MISSES = 3
+MOTION_REST_MAX = 32
 #: ``on_clipboard`` directions (also the audit event names the session reports).
 TO_CUSTOMER = "clipboard_to_customer"
 FROM_CUSTOMER = "clipboard_from_customer"
@@ -628,6 +634,8 @@ class RFBService:
         self._h264: h264.H264Policy | None = None  # with PyAV: video as H.264 (docs/h264.md)
         #: Screen polls (capture calls) so far: for tests and benchmarks.
         self.polls = 0
+        self._motion_misses = 0  # diagonal searches in a row that found nothing
+        self._motion_rest_until = 0  # no diagonal search before this poll
         #: Texts and offers from the viewer dropped: clipboard not allowed, or too long.
         self.clipboard_dropped = 0
 
@@ -1260,7 +1268,7 @@ class RFBService:
             area = area.union(r)
         motion_old = None
         if (
-            not getattr(self._capture, "reports_moves", False)
+            self.polls >= self._motion_rest_until
             and MOTION_MIN_AREA <= area.w * area.h <= MOTION_MAX_AREA
             and not any(s.intersect(area) == area for s in shown)
         ):
@@ -1404,7 +1412,13 @@ class RFBService:
             and not copies
             and sum(c.w * c.h for c in changed) >= MOTION_MIN_AREA
         ):
-            self._diagonal(frame, area, motion_old, changed, copies)
+            if self._diagonal(frame, area, motion_old, changed, copies):
+                self._motion_misses = 0
+            else:
+                self._motion_misses += 1
+                if self._motion_misses >= MOTION_MISSES:
+                    rest = min(MOTION_REST_MAX, 1 << (self._motion_misses - MOTION_MISSES))
+                    self._motion_rest_until = self.polls + 1 + rest  # polls skipped
         self._add_damage(changed)
         return copies
 
@@ -1415,30 +1429,32 @@ class RFBService:
         old: npt.NDArray[np.uint32],
         changed: list[Rect],
         copies: list[Copy],
-    ) -> None:
+    ) -> bool:
         """Worker thread: a block of ``area`` that moved diagonally (or any way the
         searches above did not find), searched in what is left to send (``changed``,
         replaced in place by what is left after the copy, which goes into ``copies``);
-        ``old``: the area's words before this damage step, ``frame`` holds the new."""
+        ``old``: the area's words before this damage step, ``frame`` holds the new.
+        Whether a moved block was found (even one that could not be sent as a copy)."""
         union = changed[0]
         for c in changed[1:]:
             union = union.union(c)
         box = area.intersect(union)
         if box is None or box.w * box.h < MOTION_MIN_AREA:
-            return
+            return True  # not searched: no miss
         new = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w])
         move = find_moved_block(old, new, Rect(box.x - area.x, box.y - area.y, box.w, box.h))
         if move is None:
-            return
+            return False
         dest = Rect(move.dest.x + area.x, move.dest.y + area.y, move.dest.w, move.dest.h)
         src = Rect(dest.x + move.dx, dest.y + move.dy, dest.w, dest.h)
         if not self._copy_allowed(src, dest, copies):
-            return  # read from an area the viewer has not received yet
+            return True  # read from an area the viewer has not received yet
         copies.append(Copy(dest, src.x, src.y))
         if any(src.intersect(u) for u in self._lossy):
             # The viewer copies its JPEG approximation: refreshed losslessly later.
             self._lossy_copies.append(dest)
         changed[:] = [piece for c in changed for piece in c.subtract(dest)]
+        return True
 
     def _copy_allowed(self, src: Rect, dest: Rect, copies: list[Copy]) -> bool:
         """Whether a copy from ``src`` to ``dest`` may go out: not from an area whose

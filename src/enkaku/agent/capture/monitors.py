@@ -110,11 +110,6 @@ class MonitorView:
         parts: list[npt.NDArray[np.uint8]] | None = grab(absolute)
         return parts
 
-    @property
-    def reports_moves(self) -> bool:
-        """Whether the source names moved windows (``X11Capture.reports_moves``)."""
-        return bool(getattr(self.source, "reports_moves", False))
-
     def take_moves(self) -> list[tuple[Rect, Rect]]:
         """Windows moved wholly within the monitor (a move in or out of it is damage)."""
         take = getattr(self.source, "take_moves", None)

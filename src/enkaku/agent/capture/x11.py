@@ -182,10 +182,6 @@ def _check_format(img: x11lib.XImage) -> None:
 class X11Capture:
     """``ScreenCapture`` for an X11 display (see the module docstring)."""
 
-    #: The X server names moved windows (``take_moves``): the damage step need not
-    #: search the pixels for diagonal moves (``RFBService``, ``MOTION_MIN_AREA``).
-    reports_moves = True
-
     def __init__(self, display: str | None = None, *, use_shm: bool = True) -> None:
         self._lock = threading.Lock()
         self._event_bases: dict[str, int] = {}
