@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -30,12 +32,85 @@ from tests.gnome import Mutter, _call, _run, headless_mutter, pointer_follows
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
 RETURN = 0xFF0D
+CONTROL, SHIFT = 0xFFE3, 0xFFE1
 
 
 @pytest.fixture(scope="module")
 def gnome() -> Iterator[Mutter]:
     with headless_mutter(800, 600) as m:
         yield m
+
+
+class Process(NamedTuple):
+    """A process as /proc/PID/stat shows it: its state (S: sleeping), parent, process
+    group and its terminal's foreground process group."""
+
+    pid: int
+    name: str
+    state: str
+    ppid: int
+    pgrp: int
+    tpgid: int
+
+
+def processes() -> list[Process]:
+    """Every process of the machine now."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid, pgrp, _session, _tty, tpgid = stat[stat.rindex(")") + 2 :].split()[:6]
+        out.append(Process(int(entry.name), name, state, int(ppid), int(pgrp), int(tpgid)))
+    return out
+
+
+def foot_shell(m: Mutter) -> tuple[Process, list[Process]]:
+    """foot's shell and the shell's children."""
+    procs = processes()
+    shells = [p for p in procs if p.ppid == m.pids["foot"]]
+    assert len(shells) == 1, f"foot's shell not found: {shells}"
+    return shells[0], [p for p in procs if p.ppid == shells[0].pid]
+
+
+def at_prompt(m: Mutter) -> bool:
+    """foot's shell reads its terminal: no child, asleep, its terminal's foreground."""
+    shell, children = foot_shell(m)
+    return not children and shell.state == "S" and shell.tpgid == shell.pgrp
+
+
+def reading(m: Mutter, name: str) -> bool:
+    """The shell's child ``name`` reads the terminal: asleep in the foreground (cat
+    sleeps only there). Not before: the shell opens a command's redirections before it
+    forks (cat's output file exists first), and a Ctrl+C until cat is the terminal's
+    foreground goes to the shell, cat then reading what is typed after."""
+    _shell, children = foot_shell(m)
+    return any(p.name == name and p.state == "S" and p.tpgid == p.pgrp for p in children)
+
+
+@pytest.fixture(autouse=True)
+def _shell_at_its_prompt(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test on the shared foot starts with its shell at the prompt and leaves it
+    there: a test that leaves a program in the terminal's foreground fails itself (and
+    the program is ended), not the tests after it."""
+    if "gnome" not in request.fixturenames:
+        yield
+        return
+    m: Mutter = request.getfixturevalue("gnome")
+    wait_for(lambda: at_prompt(m), 30, "foot's shell at its prompt before the test")
+    yield
+    try:
+        wait_for(lambda: at_prompt(m), 30, "foot's shell back at its prompt")
+    except AssertionError:
+        _shell, left = foot_shell(m)
+        for p in left:
+            os.kill(p.pid, signal.SIGKILL)
+        wait_for(lambda: at_prompt(m), 30, "foot's shell at its prompt, the test's programs ended")
+        raise AssertionError(f"the test left {[p.name for p in left]} running in foot") from None
 
 
 def type_text(inp: GnomeInput, text: str) -> None:
@@ -148,10 +223,13 @@ def test_control_c_and_a_pointer_click(gnome: Mutter) -> None:
         inp.pointer(400, 300, 1 << 4)  # a wheel step, then its release
         inp.pointer(400, 300, 0)
         type_text(inp, "cat > cat.txt\n")
-        wait_for((gnome.work / "cat.txt").exists, 30, "cat started")
-        inp.key(0xFFE3, True)  # Control_L
+        wait_for(lambda: reading(gnome, "cat"), 30, "cat reading the terminal")
+        inp.key(CONTROL, True)
         type_text(inp, "c")
-        inp.key(0xFFE3, False)
+        inp.key(CONTROL, False)
+        # Not typed before the shell is back: cat, woken by the SIGINT, still reads a line
+        # the terminal has by then, and dies with it.
+        wait_for(lambda: at_prompt(gnome), 30, "cat interrupted, the shell at its prompt")
         type_text(inp, "echo $? > rc.txt\n")  # cat ended by SIGINT: 130
         rc = gnome.work / "rc.txt"
         wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")
@@ -162,9 +240,6 @@ def combo(inp: GnomeInput, *keysyms: int) -> None:
         inp.key(ks, True)
     for ks in reversed(keysyms):
         inp.key(ks, False)
-
-
-CONTROL, SHIFT = 0xFFE3, 0xFFE1
 
 
 def test_the_clipboard_both_ways_with_foot(gnome: Mutter) -> None:
@@ -184,8 +259,10 @@ def test_the_clipboard_both_ways_with_foot(gnome: Mutter) -> None:
         wait_for(lambda: out.read_text() == text + "\n", 30, "the pasted text in the file")
         assert changes == []  # our own text is no change from another program
         # The customer's copy: foot's search (Ctrl+Shift+R, Return) selects the text,
-        # Ctrl+Shift+C puts it on the clipboard.
-        type_text(inp, "echo copy-me-42\n")
+        # Ctrl+Shift+C puts it on the clipboard. The search only once the text is in the
+        # terminal (echoed.txt is made after it): it searches what foot has at that time.
+        type_text(inp, "echo copy-me-42; : > echoed.txt\n")
+        wait_for((gnome.work / "echoed.txt").exists, 30, "the text in the terminal")
         combo(inp, CONTROL, SHIFT, ord("R"))
         type_text(inp, "copy-me-42\n")
         combo(inp, CONTROL, SHIFT, ord("C"))
