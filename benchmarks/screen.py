@@ -1,7 +1,7 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs]
+[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan]
 [--paths direct,bridge,relay]
 [--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
 
@@ -70,8 +70,10 @@ a 1280x900 app window showing a generated page (Japanese and English paragraphs,
 headings, tables, small images) that scrolls itself 20 px every 33 ms, wrapping at the
 end (``benchmarks.screen_apps``);
 ``dialogs``: a static Tk application window over which message dialogs (icon, Japanese and
-English text, buttons) open and close at seeded places, 4 a second (X11 only, the last
-two). The default ``--workloads`` is idle, text, jlog, winmove and image.
+English text, buttons) open and close at seeded places, 4 a second; ``pan``: a map-like
+Tk canvas (1000x700, Japanese and English labels) panned diagonally inside its window,
+30 steps a second along windiag's path (X11 only, the last three). The default
+``--workloads`` is idle, text, jlog, winmove and image.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
@@ -155,9 +157,9 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 #: one on expose, a step later, so a greedy client sees more updates than that).
 CHANGE_RATE = {
     "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "windiag": 30.0, "image": 10.0,
-    "browser": 30.0, "dialogs": 8.0,
+    "browser": 30.0, "dialogs": 8.0, "pan": 30.0,
 }  # fmt: skip
-X11_ONLY = {"browser", "dialogs"}
+X11_ONLY = {"browser", "dialogs", "pan"}
 LOSSLESS = {"zrle", "tight-lossless"}
 PEERS = ("x11vnc", "x0vncserver", "wayvnc")
 #: Seconds between one client connection and the next: the agent frees a connection's
@@ -589,10 +591,14 @@ class Desktop:
         elif name == "dialogs":
             procs.append(spawn(self.me("_dialogs", "--rate", "4", "--seconds", secs,
                                        "--seed", "3"), self.display, **run))  # fmt: skip
+        elif name == "pan":
+            procs.append(spawn(self.me("_pan", "--seconds", secs, "--seed", "5"),
+                               self.display, **run))  # fmt: skip
         elif name != "idle":
             raise SystemExit(f"unknown workload {name}")
         title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage",
-                 "browser": "benchbrowser", "dialogs": "benchdialogs"}.get(name)  # fmt: skip
+                 "browser": "benchbrowser", "dialogs": "benchdialogs",
+                 "pan": "benchpan"}.get(name)  # fmt: skip
         try:
             if title and name in X11_ONLY:
                 # The page sets its title only once it has loaded and starts to scroll.
@@ -1190,6 +1196,16 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             dialogs(a.rate, a.seconds, a.seed)
         return
+    if argv and argv[0] == "_pan":
+        p = argparse.ArgumentParser()
+        p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("--seed", type=int, default=5)
+        a = p.parse_args(argv[1:])
+        from benchmarks.screen_apps import pan
+
+        with contextlib.suppress(KeyboardInterrupt):
+            pan(a.seconds, a.seed)
+        return
     if argv and argv[0] == "_wlimageshow":
         p = argparse.ArgumentParser()
         p.add_argument("--fps", type=float, default=10)
@@ -1222,8 +1238,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profiles", default="tight,zrle")
     p.add_argument("--workloads", default="idle,text,jlog,winmove,image",
                    help="comma-separated: idle, text, jlog, winmove, windiag (a window "
-                   "dragged diagonally), image, browser, dialogs (the last two X11 only; "
-                   "default: idle,text,jlog,winmove,image)")  # fmt: skip
+                   "dragged diagonally), image, browser, dialogs, pan (a picture panned "
+                   "diagonally in its window; the last three X11 only; default: "
+                   "idle,text,jlog,winmove,image)")  # fmt: skip
     p.add_argument("--before", action="append", default=[], metavar="REV")
     p.add_argument("--server", action="append", default=[], metavar="NAME=CMD")
     p.add_argument("--only", default="", help="comma-separated server names to run")

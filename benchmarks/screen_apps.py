@@ -24,6 +24,11 @@ window dragged diagonally on Xvfb and on sway.
   ``xdotool windowmove --sync`` (no window manager), on sway through its IPC
   (``swaydrag``: ``[app_id=benchdiag] move position X Y`` on one connection, on the
   clock). Both get the same seeded path.
+* ``pan``: a Tk canvas (``PAN_GEOMETRY``) showing a map-like drawing (a grid of streets,
+  coloured blocks with Japanese and English labels) panned both ways as a hand drags a
+  map, ``PAN_RATE`` steps a second, each moving the view by ``drag_path``'s steps (dx and
+  dy both non-zero and varied, back and forth): what a map, a drawing or a zoomed page
+  does inside one window, which no X event names.
 
 All stay clear of the base xterm (top left), where the latency keys go.
 """
@@ -33,6 +38,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import os
 import random
 import shutil
@@ -61,6 +67,8 @@ DRAG_SIZE = (80, 26)  # columns, rows of the dragged terminal
 DRAG_BOX = (560, 60, 1100, 460)
 DRAG_RATE = 30.0  # steps per second
 DRAG_SEED = 17
+PAN_GEOMETRY = (560, 120, 1000, 700)  # x, y, width, height of the window
+PAN_RATE = 30.0  # steps per second
 
 JA_SENTENCES = [
     "リモートサポートの接続には、お客様の同意が必要です。",
@@ -408,3 +416,57 @@ def swaydrag(ipc: str, app_id: str, seconds: float, rate: float = DRAG_RATE) -> 
             x, y = path[i]
             _ipc_on(s, f'[app_id="{app_id}"] move position {x} {y}')
             time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+
+
+def pan(seconds: float, seed: int) -> None:
+    """The pan workload (a subcommand): a map-like canvas panned diagonally on the clock
+    (``PAN_RATE`` steps a second, the steps of ``drag_path``) until ``seconds`` passed."""
+    import tkinter as tk
+
+    rnd = random.Random(seed)
+    x0, y0, w, h = PAN_GEOMETRY
+    size = (3600, 2600)
+    root = tk.Tk()
+    root.withdraw()
+    root.title("benchpan")
+    root.geometry(f"{w}x{h}+{x0}+{y0}")
+    canvas = tk.Canvas(root, width=w, height=h, background="#eef1e6", highlightthickness=0,
+                       xscrollincrement=1, yscrollincrement=1,
+                       scrollregion=(0, 0, *size))  # fmt: skip
+    canvas.pack(fill="both", expand=True)
+    for x in range(0, size[0], 90):
+        canvas.create_line(x, 0, x, size[1], fill="#c9cfbb", width=3 if x % 450 == 0 else 1)
+    for y in range(0, size[1], 90):
+        canvas.create_line(0, y, size[0], y, fill="#c9cfbb", width=3 if y % 450 == 0 else 1)
+    colours = ("#d9534f", "#2a7de1", "#2e9e5b", "#e0a100", "#8e5cc2")
+    for k in range(600):
+        bx, by = rnd.randrange(0, size[0] - 80), rnd.randrange(0, size[1] - 60)
+        canvas.create_rectangle(bx, by, bx + rnd.randrange(24, 70), by + rnd.randrange(16, 40),
+                                fill=rnd.choice(colours), outline="")  # fmt: skip
+        label = f"{rnd.choice(JA_HEADINGS)} {k}" if k % 2 else f"Block {k}"
+        canvas.create_text(bx, by - 8, text=label, anchor="w", font=("Noto Sans CJK JP", 9))
+    start = (size[0] - w) // 2, (size[1] - h) // 2
+    canvas.xview_moveto(start[0] / size[0])
+    canvas.yview_moveto(start[1] / size[1])
+    path = drag_path(int((seconds + 5) * PAN_RATE))
+    steps = [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(path)]
+    began = time.monotonic()
+    state = {"n": 0}
+
+    def step() -> None:
+        due = int((time.monotonic() - began) * PAN_RATE)
+        if time.monotonic() - began > seconds or state["n"] >= len(steps):
+            root.destroy()
+            return
+        while state["n"] < min(due + 1, len(steps)):  # a late timer catches up
+            dx, dy = steps[state["n"]]
+            canvas.xview_scroll(dx, "units")
+            canvas.yview_scroll(dy, "units")
+            state["n"] += 1
+        at = began + state["n"] / PAN_RATE
+        root.after(max(1, int((at - time.monotonic()) * 1000)), step)
+
+    root.deiconify()
+    root.update()
+    root.after(int(1000 / PAN_RATE), step)
+    root.mainloop()

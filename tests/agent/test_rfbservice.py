@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import shutil
 import subprocess
@@ -816,6 +817,50 @@ def test_the_diagonal_search_rests_after_new_pictures_and_resumes(
     assert copies is not None and len(copies) == 1
     assert (copies[0].src_x - copies[0].dest.x, copies[0].src_y - copies[0].dest.y) == (-30, -20)
     assert service._motion_misses == 0 and searched[-1] == 12
+
+
+def test_a_pan_that_goes_on_is_searched_diagonally_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a diagonal move, the next step of the same area goes straight to the
+    diagonal search (a map's grid lines fool the vertical and sideways probes), and is
+    a copy again, by another shift."""
+    searches: list[str] = []
+    vertical = rfbservice_module._find_vertical_copy
+    sideways = RFBService._sideways
+
+    def spy_vertical(*args: object, **kwargs: object) -> object:
+        searches.append("vertical")
+        return vertical(*args, **kwargs)  # type: ignore[arg-type]
+
+    def spy_sideways(*args: object) -> object:
+        searches.append("sideways")
+        return sideways(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rfbservice_module, "_find_vertical_copy", spy_vertical)
+    monkeypatch.setattr(RFBService, "_sideways", staticmethod(spy_sideways))
+    rng = np.random.default_rng(9)
+    world = np.full((700, 900, 4), 235, dtype=np.uint8)  # a map: streets on a grid, blocks
+    world[::45, :, :3] = 120
+    world[:, ::45, :3] = 120
+    for _ in range(300):
+        bx, by = int(rng.integers(0, 860)), int(rng.integers(0, 680))
+        world[by : by + 14, bx : bx + 30, :3] = rng.integers(0, 256, 3, dtype=np.uint8)
+
+    def view(x: int, y: int) -> np.ndarray:
+        screen = np.zeros((300, 400, 4), dtype=np.uint8)
+        screen[...] = world[y : y + 300, x : x + 400]
+        return screen
+
+    capture, service = _damage_step_service(view(100, 100))
+    whole = [Rect(0, 0, 400, 300)]
+    for (x0, y0), (x, y) in itertools.pairwise([(100, 100), (108, 105), (114, 112)]):
+        searches.clear()
+        capture.image = view(x, y)
+        service._damage = []  # the viewer has the last picture
+        copies = service._grab_damage(whole)
+        assert copies is not None and len(copies) == 1
+        c = copies[0]
+        assert (c.src_x - c.dest.x, c.src_y - c.dest.y) == (x - x0, y - y0)
+    assert searches == []  # the second step: the diagonal search only
 
 
 class FakeEventCapture(FakeCapture):

@@ -614,6 +614,7 @@ class RFBService:
         self._kept_hashes: tuple[Frame, Rect, list[int]] | None = None  # see _grab_damage
         # Blocks where the last damage step found a copy, and the vertical shift if any.
         self._moved_in: list[tuple[Rect, int | None]] = []
+        self._panned_in: list[Rect] = []  # where the last one found a diagonal move
         self._damage: list[Rect] = []
         self._lossy: list[Rect] = []  # sent as JPEG and not resent since
         self._changed_at = 0.0  # loop time of the last update with screen changes
@@ -1276,6 +1277,7 @@ class RFBService:
         changed: list[Rect] = []
         copies: list[Copy] = []
         moved_before, self._moved_in = self._moved_in, []
+        panned_before, self._panned_in = self._panned_in, []
         unsafe = self._damage  # not sent yet: the viewer's pixels there are old ones
         self._lossy_copies = []
         for r, part in zip(rects, parts, strict=True):
@@ -1305,6 +1307,15 @@ class RFBService:
                 cols = np.flatnonzero(diff.any(axis=0))
                 box = Rect(r.x + int(cols[0]), span.y, int(cols[-1]) + 1 - int(cols[0]), span.h)
                 searched = not any(s.intersect(box) == box for s in shown)
+            if (
+                searched
+                and motion_old is not None
+                and any(span.intersect(p) for p in panned_before)
+            ):
+                # Panned both ways last time (a map dragged about): the diagonal search
+                # below finds the next step, and any straight one; the vertical and
+                # sideways searches would look at it in vain first.
+                searched = False
             # A block that moved last time (a scroll goes on) is searched without a look,
             # and first tried at the shift it moved by, twice that and half that (one
             # and two steps of a scroll in one update, in either order).
@@ -1450,6 +1461,8 @@ class RFBService:
         if not self._copy_allowed(src, dest, copies):
             return True  # read from an area the viewer has not received yet
         copies.append(Copy(dest, src.x, src.y))
+        if move.dx and move.dy:
+            self._panned_in.append(dest)
         if any(src.intersect(u) for u in self._lossy):
             # The viewer copies its JPEG approximation: refreshed losslessly later.
             self._lossy_copies.append(dest)
