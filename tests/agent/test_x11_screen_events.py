@@ -11,8 +11,9 @@ import asyncio
 import select
 import struct
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,40 +348,64 @@ root.mainloop()
 """
 
 
-async def test_content_scrolled_sideways_goes_as_a_horizontal_copy(tmp_path: Path) -> None:
-    script = tmp_path / "wide.py"
-    script.write_text(SIDEWAYS_SCROLL)
-    async with session() as s:
-        found: list[tuple[Rect, int, int]] = []  # the service's copies: dest, src_x, src_y
-        grab_damage = s.service._grab_damage
+async def largest_copies(
+    s: Session,
+    script: str,
+    title: str,
+    kind: Callable[[Rect, int, int], int | None],
+    kinds: set[int],
+    settle: float,
+) -> tuple[dict[int, int], int]:
+    """Run the Tk ``script`` (a window titled ``title`` that moves its content on its
+    own, then stops) and keep updates coming until, for every key in ``kinds``, a copy
+    the service found and the viewer received covers half the window; ``kind`` gives a
+    copy's key from (dest, src_x, src_y), or None. Then waits ``settle`` s for the
+    script's steps to end and for the viewer to be exact. Returns the largest copy per
+    key and the window's area."""
+    found: list[tuple[Rect, int, int]] = []  # the service's copies: dest, src_x, src_y
+    grab_damage = s.service._grab_damage
 
-        def spy(regions: list[Rect]) -> list[Copy] | None:
-            copies = grab_damage(regions)
-            for c in copies or []:
-                found.append((Rect(c.dest.x, c.dest.y, c.dest.w, c.dest.h), c.src_x, c.src_y))
-            return copies
+    def spy(regions: list[Rect]) -> list[Copy] | None:
+        copies = grab_damage(regions)
+        for c in copies or []:
+            found.append((Rect(c.dest.x, c.dest.y, c.dest.w, c.dest.h), c.src_x, c.src_y))
+        return copies
 
-        s.service._grab_damage = spy  # type: ignore[method-assign]
-        with x_client([sys.executable, str(script)], s.display):
-            _x, _y, w, h = wait_window(s.display, "wide")
-            best = {1: 0, -1: 0}  # the largest sideways copy sent, content moved left/right
+    s.service._grab_damage = spy  # type: ignore[method-assign]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{title}.py"
+        path.write_text(script)
+        with x_client([sys.executable, str(path)], s.display):
+            _x, _y, w, h = wait_window(s.display, title)
+            best = dict.fromkeys(kinds, 0)
             deadline = time.monotonic() + 40
             while min(best.values()) < w * h // 2 and time.monotonic() < deadline:
                 found.clear()
                 try:
                     await s.update(timeout=5)
                 except TimeoutError:
-                    break  # the scrolling is over
+                    break  # the moving is over
                 sent = {r[:4] for r in s.dec.updates[-1].rects if r[4] == Encoding.COPYRECT}
                 for d, sx, sy in found:
-                    if sy == d.y and sx != d.x and (d.x, d.y, d.w, d.h) in sent:
-                        side = 1 if sx > d.x else -1
-                        best[side] = max(best[side], d.w * d.h)
-            # One step moves the whole canvas but the 24 columns it uncovers: the copy
-            # covers most of the window (the canvas is 280 of its 300 rows).
-            assert min(best.values()) >= w * h // 2, f"largest sideways copies {best} of {w * h}"
-            await asyncio.sleep(10)  # the 60 steps are done
+                    key = kind(d, sx, sy)
+                    if key in best and (d.x, d.y, d.w, d.h) in sent:
+                        best[key] = max(best[key], d.w * d.h)
+            await asyncio.sleep(settle)  # the script's steps are done
             await s.until_exact()
+    return best, w * h
+
+
+async def test_content_scrolled_sideways_goes_as_a_horizontal_copy() -> None:
+    async with session() as s:
+        # The largest sideways copy sent, content moved left (1) and right (-1).
+        best, area = await largest_copies(
+            s, SIDEWAYS_SCROLL, "wide",
+            lambda d, sx, sy: (1 if sx > d.x else -1) if sy == d.y and sx != d.x else None,
+            {1, -1}, settle=10,
+        )  # fmt: skip
+        # One step moves the whole canvas but the 24 columns it uncovers: the copy
+        # covers most of the window (the canvas is 280 of its 300 rows).
+        assert min(best.values()) >= area // 2, f"largest sideways copies {best} of {area}"
 
 
 #: A map-like picture panned both ways inside a window (a map, a drawing, a page zoomed
@@ -411,36 +436,12 @@ root.mainloop()
 """
 
 
-async def test_a_picture_panned_diagonally_in_a_window_goes_as_copies(tmp_path: Path) -> None:
-    script = tmp_path / "pan.py"
-    script.write_text(DIAGONAL_PAN)
+async def test_a_picture_panned_diagonally_in_a_window_goes_as_copies() -> None:
     async with session() as s:
-        found: list[tuple[Rect, int, int]] = []  # the service's copies: dest, src_x, src_y
-        grab_damage = s.service._grab_damage
-
-        def spy(regions: list[Rect]) -> list[Copy] | None:
-            copies = grab_damage(regions)
-            for c in copies or []:
-                found.append((Rect(c.dest.x, c.dest.y, c.dest.w, c.dest.h), c.src_x, c.src_y))
-            return copies
-
-        s.service._grab_damage = spy  # type: ignore[method-assign]
-        with x_client([sys.executable, str(script)], s.display):
-            _x, _y, w, h = wait_window(s.display, "pan")
-            diagonal = 0  # the largest diagonal copy the viewer received
-            deadline = time.monotonic() + 40
-            while diagonal < w * h // 2 and time.monotonic() < deadline:
-                found.clear()
-                try:
-                    await s.update(timeout=5)
-                except TimeoutError:
-                    break  # the panning is over
-                sent = {r[:4] for r in s.dec.updates[-1].rects if r[4] == Encoding.COPYRECT}
-                for d, sx, sy in found:
-                    if sx != d.x and sy != d.y and (d.x, d.y, d.w, d.h) in sent:
-                        diagonal = max(diagonal, d.w * d.h)
-            # A step moves the whole canvas but the strips it uncovers (11 columns and
-            # 7 rows, more when steps come together): most of the window is a copy.
-            assert diagonal >= w * h // 2, f"largest diagonal copy {diagonal} of {w * h}"
-            await asyncio.sleep(12)  # the 48 steps are done
-            await s.until_exact()
+        best, area = await largest_copies(
+            s, DIAGONAL_PAN, "pan",
+            lambda d, sx, sy: 0 if sx != d.x and sy != d.y else None, {0}, settle=12,
+        )  # fmt: skip
+        # A step moves the whole canvas but the strips it uncovers (11 columns and
+        # 7 rows, more when steps come together): most of the window is a copy.
+        assert best[0] >= area // 2, f"largest diagonal copy {best[0]} of {area}"
