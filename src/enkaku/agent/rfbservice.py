@@ -1266,17 +1266,18 @@ class RFBService:
         recently_shown = getattr(self._capture, "recently_shown", None)
         shown: list[Rect] = recently_shown() if callable(recently_shown) else []
         # Diagonal moves: searched after the loop below, which overwrites the old
-        # pixels: the damaged area's old pixels are kept (one copy of its bounding box).
+        # pixels. The old rows of what changed are kept aside as it goes, until a copy
+        # is found (then no diagonal search runs: a scroll, a moved window), and the
+        # area's old pixels are put together only when the search runs.
         area = rects[0]
         for r in rects[1:]:
             area = area.union(r)
-        motion_old = None
-        if (
+        motion = (
             self.polls >= self._motion_rest_until
             and MOTION_MIN_AREA <= area.w * area.h <= MOTION_MAX_AREA
             and not any(s.intersect(area) == area for s in shown)
-        ):
-            motion_old = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w]).copy()
+        )
+        kept_old: list[tuple[int, int, npt.NDArray[np.uint32]]] = []  # x, y, old rows
         changed: list[Rect] = []
         copies: list[Copy] = []
         moved_before, self._moved_in = self._moved_in, []
@@ -1310,11 +1311,7 @@ class RFBService:
                 cols = np.flatnonzero(diff.any(axis=0))
                 box = Rect(r.x + int(cols[0]), span.y, int(cols[-1]) + 1 - int(cols[0]), span.h)
                 searched = not any(s.intersect(box) == box for s in shown)
-            if (
-                searched
-                and motion_old is not None
-                and any(span.intersect(p) for p in panned_before)
-            ):
+            if searched and motion and any(span.intersect(p) for p in panned_before):
                 # Panned both ways last time (a map dragged about): the diagonal search
                 # below finds the next step, and any straight one; the vertical and
                 # sideways searches would look at it in vain first.
@@ -1397,6 +1394,8 @@ class RFBService:
                         side = None
                 if side is None:
                     changed.append(whole)
+            if motion and not copies:
+                kept_old.append((r.x, r.y + y0, old_v[y0:y1].copy()))
             old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
             kept = self._kept_hashes
             if new_h is not None:
@@ -1421,11 +1420,13 @@ class RFBService:
             if any(src.intersect(u) for u in self._lossy):
                 self._lossy_copies.append(dest)
             changed = [piece for c in changed for piece in c.subtract(dest)]
-        if (
-            motion_old is not None
-            and not copies
-            and sum(c.w * c.h for c in changed) >= MOTION_MIN_AREA
-        ):
+        if motion and not copies and sum(c.w * c.h for c in changed) >= MOTION_MIN_AREA:
+            # The area's old pixels: the new ones, with the old rows kept put back (the
+            # first block's last where blocks overlap: it saw them before any other).
+            motion_old = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w]).copy()
+            for x, y, old_rows in reversed(kept_old):
+                h, w = old_rows.shape
+                motion_old[y - area.y : y - area.y + h, x - area.x : x - area.x + w] = old_rows
             if self._diagonal(frame, area, motion_old, changed, copies):
                 self._motion_misses = 0
             else:
