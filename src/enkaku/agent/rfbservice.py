@@ -136,8 +136,8 @@ _PROBE_LEN = 16
 #: where it went), a map, a page or a picture panned both ways inside a window (X11 names
 #: moved windows, ``take_moves``, but not what moves inside them). Searched in a damaged
 #: area of at least ``MOTION_MIN_AREA`` pixels (smaller changes are cheap to send) and at
-#: most ``MOTION_MAX_AREA`` (its old pixels are copied aside before the damage step
-#: overwrites them) where no other copy was found, when the pixels left to send are at
+#: most ``MOTION_MAX_AREA`` (its old pixels are put together for the search from the rows
+#: the damage step overwrote) where no other copy was found, when the pixels left to send are at
 #: least ``MOTION_MIN_AREA``. A new picture there costs about 0.5-1 ms more (1 ms at
 #: 1080p, the copy aside included), so after ``MOTION_MISSES`` searches in a row that found
 #: nothing (a slideshow, a video, new pages) the search rests for a number of polls that
@@ -1427,9 +1427,10 @@ class RFBService:
             for x, y, old_rows in reversed(kept_old):
                 h, w = old_rows.shape
                 motion_old[y - area.y : y - area.y + h, x - area.x : x - area.x + w] = old_rows
-            if self._diagonal(frame, area, motion_old, changed, copies):
+            found = self._diagonal(frame, area, motion_old, changed, copies)
+            if found:
                 self._motion_misses = 0
-            else:
+            elif found is not None:
                 self._motion_misses += 1
                 if self._motion_misses >= MOTION_MISSES:
                     rest = min(MOTION_REST_MAX, 1 << (self._motion_misses - MOTION_MISSES))
@@ -1444,18 +1445,19 @@ class RFBService:
         old: npt.NDArray[np.uint32],
         changed: list[Rect],
         copies: list[Copy],
-    ) -> bool:
+    ) -> bool | None:
         """Worker thread: a block of ``area`` that moved diagonally (or any way the
         searches above did not find), searched in what is left to send (``changed``,
         replaced in place by what is left after the copy, which goes into ``copies``);
         ``old``: the area's words before this damage step, ``frame`` holds the new.
-        Whether a moved block was found (even one that could not be sent as a copy)."""
+        Whether a moved block was found (even one that could not be sent as a copy);
+        None when what is left to send was too small to search."""
         union = changed[0]
         for c in changed[1:]:
             union = union.union(c)
         box = area.intersect(union)
         if box is None or box.w * box.h < MOTION_MIN_AREA:
-            return True  # not searched: no miss
+            return None
         new = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w])
         move = find_moved_block(old, new, Rect(box.x - area.x, box.y - area.y, box.w, box.h))
         if move is None:
