@@ -107,15 +107,14 @@ def encode_tiles(
     """ZRLE tiles (before compression) of ``values`` (k, n): k tiles, each ``th`` × ``tw``
     pixels in row order (one size for all, or arrays: one per tile, the tile's pixels
     first in its row, then copies of its last pixel up to n), ``cpixels`` (k, n, bpc)
-    their CPIXELs. Returns the tiles' bytes and how many of them are raw pixels' bytes.
+    their CPIXELs. Returns the tiles' bytes and how many of those bytes are raw pixels.
 
     The copies of a tile's last pixel add no colour and no run: its last run only
     looks longer, and is cut back. So a rectangle's tiles of every size (the edges')
     go through in one pass, which costs about the same for one tile as for twenty."""
     k, n = values.shape
     bpc = cpixels.shape[-1]
-    rows, cols = th, tw
-    size = rows * cols
+    size = th * tw
     pad = n - size  # 0 for tiles of one size
     starts = np.empty((k, n), dtype=bool)
     starts[:, 0] = True
@@ -134,7 +133,7 @@ def encode_tiles(
         packed_rows = np.array([(tw * _bits(c) + 7) // 8 * th for c in (2, 4, 16)])[width]
     else:
         best = size * bpc
-        packed_rows = (cols * np.array([1, 2, 4])[width] + 7) // 8 * rows
+        packed_rows = (tw * np.array([1, 2, 4])[width] + 7) // 8 * th
     packed = np.where(colours <= 16, colours * bpc + packed_rows, 1 << 40)
     better = packed < best
     choice[better], best[better] = PACKED, packed[better]
