@@ -380,8 +380,10 @@ async def test_detaching_from_a_shell_ends_the_bridge(
             attached = asyncio.ensure_future(
                 attach(stream, stdin_fd=term.slave, stdout_fd=term.slave)
             )
-            await term.type("echo READY\r")
-            await term.expect(rb"READY\r\n")
+            # Only the remote shell prints READY=2: the local terminal's own echo, before
+            # attach() has made it raw, must not count as the shell's answer.
+            await term.type("echo READY=$((1+1))\r")
+            await term.expect(rb"READY=2")
             await term.type("\r~.")
             assert await asyncio.wait_for(attached, LIMIT) == DETACHED
         # The holder hangs up the remote shell and its task for the connection ends.
