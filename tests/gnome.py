@@ -410,3 +410,147 @@ def pointer_follows(cap: Any, move: Callable[[int, int], None],
     time.sleep(2)  # the pointer still: the compositor sends nothing at all
     assert cap.frames == idle
     assert cap.changed_regions() == []
+
+
+# -- the pointer's shape (cursor mode "metadata"): GNOME's and the portal's captures ---
+
+
+def places(m: Mutter) -> tuple[tuple[int, int], tuple[int, int], npt.NDArray[np.uint8]]:
+    """The middle of foot's window, a plain spot on the desktop, and the screen without
+    the pointer."""
+    plain = m.screenshot(pointer=False)
+    bg = (plain == np.array(FOOT_BG, dtype=np.uint8)).all(axis=2)
+    rows, cols = np.flatnonzero(bg.any(axis=1)), np.flatnonzero(bg.any(axis=0))
+    inside = (int(cols[0] + cols[-1]) // 2, int(rows[0] + rows[-1]) // 2)
+    # The desktop: a plain spot away from foot's window (and its border and shadow).
+    near = np.zeros(bg.shape, dtype=bool)
+    near[max(rows[0] - 40, 0) : rows[-1] + 40, max(cols[0] - 40, 0) : cols[-1] + 40] = True
+    h, w = bg.shape
+    for y in range(h - 16, 8, -4):
+        for x in range(w - 24, 8, -4):
+            box = np.s_[y - 8 : y + 24, x - 8 : x + 24]
+            if not near[box].any() and (np.abs(plain[box].astype(int) - plain[y, x]) <= 12).all():
+                return inside, (x, y), plain
+    raise AssertionError("no plain desktop outside foot's window")
+
+
+def bare(cap: Any, m: Mutter) -> bool:
+    """The capture is the screen without the pointer (a reference of its own)."""
+    return bool(np.array_equal(cap.grab()[..., [2, 1, 0]], m.screenshot(pointer=False)))
+
+
+def is_beam(shape: Any) -> bool:
+    """foot's text I-beam rather than the desktop's arrow: its hotspot is in the middle
+    (mutter's arrow has it at the tip, top left: (4, 4) of 24x24; the beam (11, 12))."""
+    h, w = shape.pixels.shape[:2]
+    return bool(shape.hotspot_x >= w // 4 and shape.hotspot_y >= h // 4)
+
+
+def next_shape(cap: Any, after: Any, what: str, beam: bool | None = None) -> Any:
+    """The capture's cursor (a ``CursorImage``) once its serial is not ``after``'s and
+    it shows something (mutter gives an empty sprite before the pointer first entered
+    a window), foot's I-beam or not as ``beam`` says."""
+    wait_for(
+        lambda: (c := cap.cursor()) is not None
+        and (after is None or c.serial != after.serial)
+        and bool((c.pixels[..., 3] > 0).any())
+        and (beam is None or is_beam(c) == beam),
+        30, what,
+    )  # fmt: skip
+    shape = cap.cursor()
+    assert shape is not None
+    return shape
+
+
+def enter_foot_once(
+    cap: Any, move: Callable[[int, int], None], inside: tuple[int, int], outside: tuple[int, int]
+) -> None:
+    """The pointer enters foot once and goes back to the desktop's arrow, as the metadata
+    says (where it is and which shape). After the portal's dialogs foot's first pointer
+    entry gave mutter an empty sprite (measured twice, 1.5 s long, until the next
+    entry: embedded mode draws that same sprite, i.e. nothing); later entries give the
+    I-beam, as foot's first one does on GNOME's own session."""
+    stream = cap._feeds[0].stream
+
+    def at(point: tuple[int, int], arrow: bool) -> bool:
+        c = cap.cursor()
+        shown = c is not None and bool((c.pixels[..., 3] > 0).any()) and not is_beam(c)
+        return stream.position == point and shown == arrow
+
+    move(*inside)
+    wait_for(lambda: at(inside, arrow=False), 30, "the pointer in foot (no arrow)")
+    move(*outside)
+    wait_for(lambda: at(outside, arrow=True), 30, "the pointer on the desktop (the arrow)")
+
+
+async def viewer_gets_each_shape(capture: Any, injector: Any, m: Mutter, name: str) -> None:
+    """Through ``RFBService`` (our test decoder, ZRLE and Cursor), the viewer's pointer
+    moved over foot, the desktop and foot again brings a Cursor rectangle for each new
+    shape with the capture's hotspot, size and mask. Closes both."""
+    import struct
+
+    from enkaku.agent.rfbservice import RFBService
+    from enkaku.protocol.rfb import Encoding
+    from tests.agent.test_rfbservice import Pipe
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    inside, outside, _plain = await asyncio.to_thread(places, m)
+    w, h = m.width, m.height
+    try:
+        # Start on the desktop (whatever an earlier test left), so that each move
+        # below changes the shape.
+        move = lambda x, y: injector.pointer(x, y, 0)  # noqa: E731
+        await asyncio.to_thread(enter_foot_once, capture, move, inside, outside)
+        pipe = Pipe()
+        service = RFBService(capture, injector, pipe.read, pipe.write, name=name)
+        task = asyncio.create_task(service.run())
+        try:
+            await pipe.handshake()
+            dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+            await pipe.to_server.put(set_encodings(Encoding.ZRLE, Encoding.CURSOR))
+            await pipe.to_server.put(update_request(False, 0, 0, w, h))
+            await pipe.receive(dec, lambda: len(dec.updates) >= 1)
+            for (x, y), beam in ((inside, True), (outside, False), (inside, True)):
+                what = "foot's I-beam" if beam else "the desktop's arrow"
+                before = capture.cursor()
+                dec.cursor = None
+                await pipe.to_server.put(update_request(True, 0, 0, w, h))
+                # The viewer's pointer event moves the customer's pointer (the injector).
+                await pipe.to_server.put(struct.pack("!BBHH", 5, 0, x, y))
+                await pipe.receive(dec, lambda: dec.cursor is not None, 30)
+                shape = capture.cursor()
+                assert shape is not None and shape is not before, what
+                assert is_beam(shape) == beam, what
+                assert dec.cursor is not None
+                hx, hy, pixels, mask = dec.cursor
+                assert (hx, hy) == (shape.hotspot_x, shape.hotspot_y), what
+                assert pixels.shape == shape.pixels.shape[:2], what
+                assert np.array_equal(mask.astype(bool), shape.pixels[..., 3] >= 128), what
+        finally:
+            await pipe.to_server.put(b"")  # EOF
+            await asyncio.wait_for(task, 10)
+    finally:
+        await asyncio.to_thread(capture.close)
+        await asyncio.to_thread(injector.close)
+
+
+def break_the_metadata_stream(monkeypatch: Any, caplog: Any) -> None:
+    """Our cursor-metadata stream (``PwStream``) fails to start in the captures of this
+    test, as if this process had not used it yet; the capture's log is recorded."""
+    import logging
+
+    from enkaku.agent.capture import gnome as gnome_capture
+    from enkaku.agent.gnome.pwstream import PipeWireUnavailable
+
+    def broken(*_args: object, **_kw: object) -> None:
+        raise PipeWireUnavailable("cannot connect the stream (test)")
+
+    monkeypatch.setattr(gnome_capture, "_metadata_problem", None)
+    monkeypatch.setattr(gnome_capture, "PwStream", broken)
+    caplog.set_level(logging.INFO, logger=gnome_capture.__name__)
+
+
+def said_once_that_the_metadata_stream_failed(caplog: Any) -> None:
+    """Logged once, with the reason and no traceback."""
+    said = [r for r in caplog.records if "cursor-metadata stream failed" in r.getMessage()]
+    assert len(said) == 1 and "(test)" in said[0].getMessage() and said[0].exc_info is None

@@ -234,6 +234,8 @@ class FakePortal:
 
     bus: str
     rd_version: int = 2
+    #: ScreenCast's ``AvailableCursorModes`` (hidden 1, embedded 2, metadata 4).
+    cursor_modes: int = 7
     #: Response code of the next ``Start`` (0 success, 1 cancelled by the user).
     start_response: int = 0
     calls: list[tuple[str, list[Any], dict[str, Any]]] = field(default_factory=list)
@@ -268,7 +270,6 @@ async def _serve_fake(fake: FakePortal, ready: Any, done: Any) -> None:
         (rd, "version"): Variant("u", fake.rd_version), (sc, "version"): Variant("u", 4),
         (rd, "AvailableDeviceTypes"): Variant("u", 7),
         (sc, "AvailableSourceTypes"): Variant("u", 3),
-        (sc, "AvailableCursorModes"): Variant("u", 7),
     }  # fmt: skip
 
     def respond(msg: Any, token: str, code: int, results: dict[str, Any]) -> Message:
@@ -284,6 +285,8 @@ async def _serve_fake(fake: FakePortal, ready: Any, done: Any) -> None:
             return None
         member, body = msg.member, list(msg.body)
         if msg.interface == "org.freedesktop.DBus.Properties" and member == "Get":
+            if (body[0], body[1]) == (sc, "AvailableCursorModes"):
+                return Message.new_method_return(msg, "v", [Variant("u", fake.cursor_modes)])
             if (key := (body[0], body[1])) in props:
                 return Message.new_method_return(msg, "v", [props[key]])
             return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty", "no")

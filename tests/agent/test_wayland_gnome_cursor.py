@@ -9,7 +9,6 @@ desktop of two monitors is recorded in embedded mode, the pointer in the frames.
 from __future__ import annotations
 
 import asyncio
-import logging
 import select
 import struct
 from collections.abc import Iterator
@@ -19,23 +18,27 @@ import numpy.typing as npt
 import pytest
 
 from enkaku.agent.capture import gnome as gnome_capture
-from enkaku.agent.capture.base import CursorImage
 from enkaku.agent.capture.gnome import GnomeCapture
 from enkaku.agent.gnome import mutter
 from enkaku.agent.gnome.pwstream import (
-    PipeWireUnavailable,
     _buffer_params,
     _enum_format,
     _parse_format,
     cursor_image,
 )
 from enkaku.agent.input.gnome import GnomeInput
-from enkaku.agent.rfbservice import RFBService
-from enkaku.protocol.rfb import Encoding
-from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import wait_for
-from tests.gnome import FOOT_BG, Mutter, _pointer_at, headless_mutter
-from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+from tests.gnome import (
+    Mutter,
+    _pointer_at,
+    bare,
+    break_the_metadata_stream,
+    headless_mutter,
+    next_shape,
+    places,
+    said_once_that_the_metadata_stream_failed,
+    viewer_gets_each_shape,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,44 +49,6 @@ def gnome() -> Iterator[Mutter]:
 
 def rgb(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return frame[..., [2, 1, 0]]
-
-
-def places(gnome: Mutter) -> tuple[tuple[int, int], tuple[int, int], npt.NDArray[np.uint8]]:
-    """The middle of foot's window, a plain spot on the desktop, and the screen without
-    the pointer."""
-    plain = gnome.screenshot(pointer=False)
-    bg = (plain == np.array(FOOT_BG, dtype=np.uint8)).all(axis=2)
-    rows, cols = np.flatnonzero(bg.any(axis=1)), np.flatnonzero(bg.any(axis=0))
-    inside = (int(cols[0] + cols[-1]) // 2, int(rows[0] + rows[-1]) // 2)
-    # The desktop: a plain spot away from foot's window (and its border and shadow).
-    near = np.zeros(bg.shape, dtype=bool)
-    near[max(rows[0] - 40, 0) : rows[-1] + 40, max(cols[0] - 40, 0) : cols[-1] + 40] = True
-    h, w = bg.shape
-    for y in range(h - 16, 8, -4):
-        for x in range(w - 24, 8, -4):
-            box = np.s_[y - 8 : y + 24, x - 8 : x + 24]
-            if not near[box].any() and (np.abs(plain[box].astype(int) - plain[y, x]) <= 12).all():
-                return inside, (x, y), plain
-    raise AssertionError("no plain desktop outside foot's window")
-
-
-def bare(cap: GnomeCapture, gnome: Mutter) -> bool:
-    """The capture is the screen without the pointer (a reference of its own)."""
-    return bool(np.array_equal(rgb(cap.grab()), gnome.screenshot(pointer=False)))
-
-
-def next_shape(cap: GnomeCapture, after: CursorImage | None, what: str) -> CursorImage:
-    """The capture's cursor once its serial is not ``after``'s and it shows something
-    (mutter gives an empty sprite before the pointer first entered a window)."""
-    wait_for(
-        lambda: (c := cap.cursor()) is not None
-        and (after is None or c.serial != after.serial)
-        and bool((c.pixels[..., 3] > 0).any()),
-        30, what,
-    )  # fmt: skip
-    shape = cap.cursor()
-    assert shape is not None
-    return shape
 
 
 def test_the_params_are_pods_pipewire_reads_and_a_format_parses() -> None:
@@ -147,66 +112,21 @@ def test_the_pointer_shape_is_metadata_with_a_new_serial_and_not_in_the_frames(
         assert cap.changed_regions() == []
 
 
-def received(dec: Decoder) -> tuple[int, int, npt.NDArray[np.uint32], npt.NDArray[np.uint8]]:
-    """The last Cursor rectangle the viewer decoded: hotspot, pixels, mask bits."""
-    assert dec.cursor is not None
-    return dec.cursor
-
-
 async def test_the_viewer_gets_each_new_shape_as_a_cursor_rect(gnome: Mutter) -> None:
-    inside, outside, _plain = await asyncio.to_thread(places, gnome)
-    w, h = gnome.width, gnome.height
     capture = await asyncio.to_thread(GnomeCapture, gnome.env)
     injector = await asyncio.to_thread(GnomeInput, gnome.env)
-    # Start on the desktop (whatever an earlier test left), so that both moves below
-    # change the shape.
-    injector.pointer(*outside, 0)
-    await asyncio.to_thread(next_shape, capture, None, "a pointer shape")
-    await asyncio.sleep(1)  # the shape of the desktop, if a first one was foot's
-    pipe = Pipe()
-    service = RFBService(capture, injector, pipe.read, pipe.write, name="gnome")
-    task = asyncio.create_task(service.run())
-    try:
-        await pipe.handshake()
-        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
-        await pipe.to_server.put(set_encodings(Encoding.ZRLE, Encoding.CURSOR))
-        await pipe.to_server.put(update_request(False, 0, 0, w, h))
-        await pipe.receive(dec, lambda: len(dec.updates) >= 1)
-        for (x, y), what in ((inside, "foot's"), (outside, "the desktop's"), (inside, "foot's")):
-            before = capture.cursor()
-            dec.cursor = None
-            await pipe.to_server.put(update_request(True, 0, 0, w, h))
-            # The viewer's pointer event moves the customer's pointer (the injector).
-            await pipe.to_server.put(struct.pack("!BBHH", 5, 0, x, y))
-            await pipe.receive(dec, lambda: dec.cursor is not None, 30)
-            shape = capture.cursor()
-            assert shape is not None and shape is not before, what
-            hx, hy, pixels, mask = received(dec)
-            assert (hx, hy) == (shape.hotspot_x, shape.hotspot_y), what
-            assert pixels.shape == shape.pixels.shape[:2], what
-            assert np.array_equal(mask.astype(bool), shape.pixels[..., 3] >= 128), what
-    finally:
-        await pipe.to_server.put(b"")  # EOF
-        await asyncio.wait_for(task, 10)
-        await asyncio.to_thread(capture.close)
-        await asyncio.to_thread(injector.close)
+    await viewer_gets_each_shape(capture, injector, gnome, "gnome")
 
 
 def test_when_the_metadata_stream_fails_the_capture_goes_on_embedded_and_says_so_once(
     gnome: Mutter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*_args: object, **_kw: object) -> None:
-        raise PipeWireUnavailable("cannot connect the stream (test)")
-
-    monkeypatch.setattr(gnome_capture, "_metadata_problem", None)
-    monkeypatch.setattr(gnome_capture, "PwStream", broken)
-    caplog.set_level(logging.INFO, logger=gnome_capture.__name__)
+    break_the_metadata_stream(monkeypatch, caplog)
     for _ in range(2):
         with GnomeCapture(gnome.env) as cap:
             assert cap._cursor_mode == mutter.CURSOR_EMBEDDED and cap.cursor() is None
             assert cap.grab().shape == (gnome.height, gnome.width, 4)
-    said = [r for r in caplog.records if "cursor-metadata stream failed" in r.getMessage()]
-    assert len(said) == 1 and "(test)" in said[0].getMessage() and said[0].exc_info is None
+    said_once_that_the_metadata_stream_failed(caplog)
 
 
 def test_a_premultiplied_bitmap_becomes_straight_alpha_bgra() -> None:

@@ -1,13 +1,16 @@
 """The portal backend against xdg-desktop-portal + xdg-desktop-portal-gnome on a real
 headless mutter (tests/portal.py): the permission dialog answered once, the restore
 token kept, the next session served with no dialog; keys through the portal's
-remote-desktop session; backend selection."""
+remote-desktop session; the pointer's shape as cursor metadata (read by our own
+``pw_stream`` on the portal's PipeWire connection), and drawn into the frames when that
+is not available; backend selection."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import os
+import select
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -19,13 +22,25 @@ import pytest
 
 from enkaku.agent.backends import NoBackend, select_backend
 from enkaku.agent.capture.portal import PortalCapture
+from enkaku.agent.gnome import mutter
+from enkaku.agent.gnome.pwstream import PwStream
 from enkaku.agent.input.portal import PortalInput
 from enkaku.agent.portal import session as portal_session
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import ENKAKU, wait_for
-from tests.gnome import pointer_follows
+from tests.gnome import (
+    _pointer_at,
+    bare,
+    break_the_metadata_stream,
+    enter_foot_once,
+    next_shape,
+    places,
+    pointer_follows,
+    said_once_that_the_metadata_stream_failed,
+    viewer_gets_each_shape,
+)
 from tests.portal import Portal, fake_portal, headless_portal
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
@@ -69,11 +84,14 @@ def test_one_dialog_then_the_restore_token_serves_the_screen(
     portal.answer(remote=False)  # the customer picks the monitor and presses Share
     with first.result(60) as cap:
         assert cap.size == (1280, 720)
+        # Cursor mode "metadata", read by our own stream: the frames have no pointer.
+        assert cap._cursor_mode == cap._session.cursor_mode == mutter.CURSOR_METADATA
+        assert isinstance(cap._feeds[0].stream, PwStream)
         assert token.exists() and stat.S_IMODE(token.stat().st_mode) == 0o600
         kept = token.read_text().strip()
         assert kept
         wait_for(lambda: portal.share_button() is None, 30, "the dialog closed")
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), portal.mutter.screenshot()), 30,
+        wait_for(lambda: bare(cap, portal.mutter), 30,
                  "first capture == the reference screen cast")  # fmt: skip
     # The next session: the kept token, no dialog (nothing answers one here).
     second = in_thread(lambda: PortalCapture(portal.env, cfg))
@@ -84,7 +102,8 @@ def test_one_dialog_then_the_restore_token_serves_the_screen(
     with cap:
         assert cap._session._session.restored_from == kept
         assert portal.share_button() is None  # no dialog on the screen
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), portal.mutter.screenshot()), 30,
+        assert cap._session.cursor_mode == mutter.CURSOR_METADATA
+        wait_for(lambda: bare(cap, portal.mutter), 30,
                  "restored capture == the reference screen cast")  # fmt: skip
     assert token.read_text().strip()  # the token for the next time is kept
     assert portal.dialogs == 1
@@ -129,7 +148,7 @@ async def test_the_rfb_service_serves_the_restored_screen(portal: Portal, tmp_pa
 
 
 def _screen(portal: Portal) -> np.ndarray:
-    rgb = portal.mutter.screenshot().astype(np.uint32)
+    rgb = portal.mutter.screenshot(pointer=False).astype(np.uint32)
     return rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]
 
 
@@ -147,19 +166,87 @@ def test_keys_through_the_portal_remote_desktop_session(portal: Portal, tmp_path
         inp.pointer(10, 10, 0)  # the pointer goes through the session's stream too
 
 
-def test_the_customers_pointer_is_in_the_portals_frames(portal: Portal, tmp_path: Path) -> None:
-    # The portal's cursor mode "embedded" (xdg-desktop-portal-gnome offers hidden,
-    # embedded and metadata): the pointer moved through the portal's remote-desktop
-    # session is drawn into the capture's frames; a still pointer sends nothing.
+def _capture_and_input(portal: Portal, cfg: Path) -> tuple[PortalCapture, PortalInput]:
+    """A capture (its screen-cast dialog answered unless its token is kept) and an
+    injector (the remote-desktop dialog answered)."""
+    token = cfg / portal_session.SC_TOKEN_NAME
+    pending = in_thread(lambda: PortalCapture(portal.env, cfg))
+    if not token.exists():
+        portal.answer(remote=False)
+    cap = pending.result(60)
+    wait_for(lambda: portal.share_button() is None, 30, "the dialog closed")
+    pending_input = in_thread(lambda: PortalInput(portal.env, cfg))
+    portal.answer(remote=True)
+    return cap, pending_input.result(60)
+
+
+def test_the_pointer_shape_comes_through_the_portal_not_in_the_frames(
+    portal: Portal, tmp_path: Path
+) -> None:
+    # xdg-desktop-portal-gnome offers cursor mode "metadata": the pointer moved through
+    # the portal's remote-desktop session gives foot's I-beam over foot, the desktop's
+    # arrow elsewhere (each a new serial, the descriptor readable with no changed
+    # pixel), and the frames stay without it.
+    inside, outside, plain = places(portal.mutter)
+    cap, inp = _capture_and_input(portal, tmp_path / "cfg")
+    with cap, inp:
+        assert cap._session.cursor_mode == mutter.CURSOR_METADATA
+        enter_foot_once(cap, lambda x, y: inp.pointer(x, y, 0), inside, outside)
+        start = cap.cursor()
+        cap.changed_regions()
+        inp.pointer(*inside, 0)
+        beam = next_shape(cap, start, "foot's I-beam", beam=True)
+        # The new shape alone makes the descriptor readable (no pixel changed).
+        assert select.select([cap.fileno()], [], [], 10)[0]
+        inp.pointer(*outside, 0)
+        arrow = next_shape(cap, beam, "the desktop's arrow", beam=False)
+        for shape in (beam, arrow):
+            h, w = shape.pixels.shape[:2]
+            assert 0 <= shape.hotspot_x < w and 0 <= shape.hotspot_y < h
+            assert (shape.pixels[..., 3] > 0).any() and (shape.pixels[..., 3] == 0).any()
+        assert (beam.hotspot_x, beam.hotspot_y) != (arrow.hotspot_x, arrow.hotspot_y)
+        x, y = outside
+        wait_for(lambda: bare(cap, portal.mutter), 30, "capture == the screen without pointer")
+        assert _pointer_at(portal.mutter.screenshot(pointer=True), x, y, plain)
+        assert not _pointer_at(rgb(cap.grab()), x, y, plain)
+        inp.pointer(*inside, 0)
+        again = next_shape(cap, arrow, "foot's I-beam again", beam=True)
+        assert np.array_equal(again.pixels, beam.pixels)
+        assert again.serial not in (beam.serial, arrow.serial)
+
+
+async def test_the_viewer_gets_the_portals_pointer_shapes_as_cursor_rects(
+    portal: Portal, tmp_path: Path
+) -> None:
+    cap, inp = await asyncio.to_thread(_capture_and_input, portal, tmp_path / "cfg")
+    assert cap._session.cursor_mode == mutter.CURSOR_METADATA
+    await viewer_gets_each_shape(cap, inp, portal.mutter, "portal")
+
+
+def test_without_cursor_metadata_the_pointer_is_in_the_portals_frames(
+    portal: Portal,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Our metadata stream made to fail: the capture says so once and starts the
+    # session again in cursor mode "embedded" (from the restore token its first start
+    # got: no second dialog), read through GStreamer; the pointer moved through the
+    # portal's remote-desktop session is drawn into the frames, a still pointer sends
+    # nothing. The next capture asks for "embedded" at once.
+    break_the_metadata_stream(monkeypatch, caplog)
     cfg = tmp_path / "cfg"
-    first = in_thread(lambda: PortalCapture(portal.env, cfg))
-    portal.answer(remote=False)
-    with first.result(60) as cap:
-        wait_for(lambda: portal.share_button() is None, 30, "the dialog closed")
-        pending = in_thread(lambda: PortalInput(portal.env, cfg))
-        portal.answer(remote=True)
-        with pending.result(60) as inp:
-            pointer_follows(cap, lambda x, y: inp.pointer(x, y, 0), portal.mutter.screenshot)
+    dialogs = portal.dialogs
+    cap, inp = _capture_and_input(portal, cfg)
+    with cap, inp:
+        assert portal.dialogs == dialogs + 2  # the screen cast's and the input's
+        assert cap._cursor_mode == cap._session.cursor_mode == mutter.CURSOR_EMBEDDED
+        assert cap.cursor() is None
+        pointer_follows(cap, lambda x, y: inp.pointer(x, y, 0), portal.mutter.screenshot)
+        with PortalCapture(portal.env, cfg) as again:
+            assert again._session._session.cursor_mode == portal_session.CURSOR_EMBEDDED
+            assert again.cursor() is None
+    said_once_that_the_metadata_stream_failed(caplog)
 
 
 def test_selection(portal: Portal, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
@@ -228,7 +315,7 @@ def test_fake_v2_one_dialog_one_shared_session_then_the_token(tmp_path: Path) ->
         assert devices["types"] == 3 and devices["persist_mode"] == 2
         assert "restore_token" not in devices
         ((_, sources),) = fake.named("SelectSources")
-        assert sources["types"] == 1 and sources["cursor_mode"] == 2  # embedded
+        assert sources["types"] == 1 and sources["cursor_mode"] == 2  # embedded: input's
         assert "persist_mode" not in sources  # the remote-desktop session persists
         handle = session.handle
         assert fake.named("NotifyKeyboardKeysym") == [
@@ -267,6 +354,29 @@ def test_fake_v1_and_a_refused_dialog(tmp_path: Path) -> None:
             portal_session.PortalSession(fake.env, cfg, remote_desktop=False)
         assert fake.named("SelectSources")[-1][1]["restore_token"] == "tok-1"
         assert (cfg / portal_session.SC_TOKEN_NAME).read_text().strip() == "tok-1"
+
+
+def test_fake_cursor_modes_metadata_where_offered_else_embedded_else_none(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "cfg"
+    with fake_portal(rd_version=1) as fake:
+        for offered, asked in ((7, 4), (3, 2), (1, None)):
+            fake.cursor_modes = offered
+            sc = portal_session.PortalSession(fake.env, cfg, remote_desktop=False, metadata=True)
+            sc.stop()
+            assert fake.named("SelectSources")[-1][1].get("cursor_mode") == asked, offered
+            assert sc.cursor_mode == (asked or 0)
+        fake.cursor_modes = 7
+        sc = portal_session.PortalSession(fake.env, cfg, remote_desktop=False)
+        sc.stop()
+        assert fake.named("SelectSources")[-1][1]["cursor_mode"] == 2
+    with fake_portal(rd_version=2) as fake:
+        # Version 2: the capture's session is the shared one, started in metadata mode
+        # when the capture starts it.
+        session = portal_session.acquire(fake.env, cfg, metadata=True)
+        portal_session.release(session, grace=0)
+        assert fake.named("SelectSources")[-1][1]["cursor_mode"] == 4
 
 
 def test_probe_without_a_portal_says_so(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ import threading
 from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import count
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -75,13 +76,15 @@ _metadata_lock = threading.Lock()
 _said_several = False
 
 
-def _cursor_mode() -> int:
-    """The cursor mode the next session records in: metadata unless it failed here."""
+def wanted_cursor_mode() -> int:
+    """The cursor mode the next session records in (``mutter.CURSOR_*``): metadata
+    unless libpipewire is missing or the metadata stream failed in this process (the
+    GNOME and the portal captures alike)."""
     global _metadata_problem
     with _metadata_lock:
         if _metadata_problem is None and (problem := pwstream.problem()) is not None:
             _metadata_problem = problem
-            logger.info("GNOME capture: the pointer is drawn into the frames (%s)", problem)
+            logger.info("screen capture: the pointer is drawn into the frames (%s)", problem)
         return mutter.CURSOR_EMBEDDED if _metadata_problem else mutter.CURSOR_METADATA
 
 
@@ -100,7 +103,7 @@ def _metadata_failed(reason: str) -> None:
         if _metadata_problem is None:
             _metadata_problem = reason
             logger.info(
-                "GNOME capture: the cursor-metadata stream failed (%s); the pointer is "
+                "screen capture: the cursor-metadata stream failed (%s); the pointer is "
                 "drawn into the frames from now on",
                 reason,
             )
@@ -124,6 +127,24 @@ def changed_bands(
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
         out.append(Rect(x0, y0, x1 - x0, y1 - y0))
     return out
+
+
+class CastSession(Protocol):
+    """What the capture needs of a started screen-cast session: mutter's
+    (``mutter.RemoteSession``) or the desktop portal's (``capture.portal``)."""
+
+    streams: list[mutter.Stream]
+    #: The cursor mode its streams record in (``mutter.CURSOR_*``).
+    cursor_mode: int
+    closed: threading.Event
+
+    def origin(self) -> tuple[int, int]: ...
+
+    def connect_pipewire(self) -> socket.socket: ...
+
+    def watch_closed(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+
+    def stop(self) -> None: ...
 
 
 class _ReaderFailed(CaptureError):
@@ -154,18 +175,22 @@ class GnomeCapture(WorkerFrameCapture):
     module doc). ``env`` is the session's environment (the D-Bus session bus and
     $XDG_RUNTIME_DIR for PipeWire); ``output`` a monitor's connector name."""
 
-    #: How the sessions record the pointer (``mutter.CURSOR_*``); the pointer's shape
-    #: (metadata mode) with the capture's own serial. Class defaults for subclasses
-    #: that set up otherwise (the portal's capture).
+    #: How the capture asked the sessions to record the pointer (``mutter.CURSOR_*``).
     _cursor_mode = mutter.CURSOR_EMBEDDED
-    _cursor: CursorImage | None = None
-    _cursor_source: tuple[int, int] | None = None  # (the feed, its stream's serial)
+    #: What the frames come from, for messages and the worker's name (subclasses).
+    _source = "mutter's screen cast"
+    _thread_name = "gnome-capture"
 
     def __init__(self, env: Mapping[str, str] | None = None, output: str | None = None) -> None:
         self._env = dict(os.environ if env is None else env)
         self._output = output
+        self._begin()
+
+    def _begin(self) -> None:
+        """Start in metadata mode where this process can read it; if the metadata
+        stream fails before its first frame, start again in embedded mode."""
         self._serials = count(1)
-        mode = _cursor_mode()
+        mode = wanted_cursor_mode()
         try:
             self._start(mode)
         except _ReaderFailed as exc:
@@ -174,19 +199,29 @@ class GnomeCapture(WorkerFrameCapture):
             _metadata_failed(str(exc))
             self._start(mutter.CURSOR_EMBEDDED)
 
-    def _start(self, mode: int) -> None:
-        """Start a session recording in cursor mode ``mode``, its readers and worker,
-        and wait for the first frame."""
-        self._cursor_mode = mode
-        self._cursor = None
-        self._cursor_source = None
+    def _open_session(self, mode: int) -> CastSession:
+        """A started session recording in cursor mode ``mode`` where it can."""
         try:
-            self._session = mutter.RemoteSession(
+            session = mutter.RemoteSession(
                 self._env, self._output, remote_desktop=False, cursor_mode=mode
             )
         except mutter.MutterUnavailable as exc:
             raise CaptureError(str(exc)) from exc
-        _say_embedded(self._session, mode)
+        _say_embedded(session, mode)
+        return session
+
+    def _reads_metadata(self, session: CastSession) -> bool:
+        """Whether ``session``'s streams are read by our own ``pw_stream`` (the capture
+        asked for metadata and the session records in it)."""
+        return self._cursor_mode == session.cursor_mode == mutter.CURSOR_METADATA
+
+    def _start(self, mode: int) -> None:
+        """Start a session recording in cursor mode ``mode``, its readers and worker,
+        and wait for the first frame."""
+        self._cursor_mode = mode
+        self._cursor: CursorImage | None = None
+        self._cursor_source: tuple[int, int] | None = None  # (the feed, its stream's serial)
+        self._session: CastSession = self._open_session(mode)
         self._lock = threading.Lock()
         self._swap = threading.Lock()  # the session and streams, replaced after a close
         self._cleanup_lock = threading.Lock()
@@ -212,17 +247,17 @@ class GnomeCapture(WorkerFrameCapture):
             kind = _ReaderFailed if isinstance(exc, PipeWireUnavailable) else CaptureError
             raise kind(str(exc)) from exc
         self._unwatch = self._session.watch_closed(self._on_session_closed)
-        self._thread = threading.Thread(target=self._run, name="gnome-capture", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
         self._thread.start()
         if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
-            error = self._error or "no frame from mutter's screen cast"
+            error = self._error or f"no frame from {self._source}"
             self.close()
-            metadata = self._session.cursor_mode == mutter.CURSOR_METADATA
+            metadata = self._reads_metadata(self._session)
             raise (_ReaderFailed if metadata else CaptureError)(
                 f"cannot capture the screen: {error}"
             )
 
-    def _open_feeds(self, session: mutter.RemoteSession) -> None:
+    def _open_feeds(self, session: CastSession) -> None:
         """A PipeWire reader per stream of ``session``, each placed in the desktop (one
         stream: the desktop is its frame, whatever its size), and the monitors listed."""
         streams = session.streams
@@ -233,7 +268,7 @@ class GnomeCapture(WorkerFrameCapture):
             for info, place in zip(streams, rects, strict=True):
                 feed = _Feed(info, place, session.connect_pipewire())
                 feeds.append(feed)
-                if session.cursor_mode == mutter.CURSOR_METADATA:
+                if self._reads_metadata(session):
                     feed.stream = PwStream(
                         feed.socket.fileno(), info.node, partial(self._on_cursor, feed)
                     )

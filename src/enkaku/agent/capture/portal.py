@@ -16,8 +16,15 @@ Which portal session serves the capture (:mod:`enkaku.agent.portal.session`):
 When the portal ends the session (the customer stopped sharing), the capture reports
 an error; it does not ask again on its own.
 
-The customer's pointer is drawn into the frames when the portal offers cursor mode
-"embedded" (``AvailableCursorModes``), as on GNOME; ``cursor()`` returns None.
+The pointer, as on GNOME: when the portal offers cursor mode "metadata"
+(``AvailableCursorModes``; xdg-desktop-portal-gnome does) and libpipewire loads, the
+session records in it and the stream is read by our own ``pw_stream``
+(:mod:`enkaku.agent.gnome.pwstream`, on the portal's PipeWire connection): the frames
+have no pointer and ``cursor()`` gives its shape, which the RFB service sends as the
+Cursor pseudo-encoding. Otherwise, and when that stream fails before its first frame
+(the capture then starts a session again, in embedded mode, for the rest of the
+process), the pointer is drawn into the frames (mode "embedded", read through
+GStreamer) and ``cursor()`` returns None.
 """
 
 from __future__ import annotations
@@ -30,29 +37,42 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from enkaku.agent.gnome import mutter
-from enkaku.agent.gnome.gst import GstUnavailable, PipeWireStream
 from enkaku.agent.portal import session as portal
 
-from .base import CaptureError, Rect
-from .gnome import FIRST_FRAME_TIMEOUT, GnomeCapture, _Feed
+from .base import CaptureError
+from .gnome import CastSession, GnomeCapture
 
 __all__ = ["PortalCapture"]
 
+#: The portal's cursor modes as mutter numbers them (``mutter.CURSOR_*``).
+_CURSOR_MODES = {
+    portal.CURSOR_METADATA: mutter.CURSOR_METADATA,
+    portal.CURSOR_EMBEDDED: mutter.CURSOR_EMBEDDED,
+}
+
 
 class _PortalStream:
-    """What the GNOME capture's worker needs of a session (``closed``, ``node``,
-    ``connect_pipewire()``, ``watch_closed()``, ``stop()``), from a portal session."""
+    """A portal session as the GNOME capture's worker sees a session
+    (:class:`enkaku.agent.capture.gnome.CastSession`): its one stream, whose node is read
+    through a PipeWire connection of its own."""
 
-    def __init__(self, env: Mapping[str, str], config_dir: Path | None) -> None:
+    def __init__(self, env: Mapping[str, str], config_dir: Path | None, metadata: bool) -> None:
         self.shared = portal.remote_desktop_version(env) >= 2
         if self.shared:
-            self._session = portal.acquire(env, config_dir)
+            self._session = portal.acquire(env, config_dir, metadata=metadata)
         else:
-            self._session = portal.PortalSession(env, config_dir, remote_desktop=False)
+            self._session = portal.PortalSession(
+                env, config_dir, remote_desktop=False, metadata=metadata
+            )
         self.closed = self._session.closed
         self.node = self._session.node
+        self.streams = [mutter.Stream("", "", self.node, size=self._session.size)]
+        self.cursor_mode = _CURSOR_MODES.get(self._session.cursor_mode, mutter.CURSOR_HIDDEN)
         self._stopped = False
         self._lock = threading.Lock()
+
+    def origin(self) -> tuple[int, int]:
+        return 0, 0
 
     def connect_pipewire(self) -> socket.socket:
         try:
@@ -80,48 +100,22 @@ class PortalCapture(GnomeCapture):
     session's environment (its D-Bus session bus); ``config_dir`` where the restore
     token is kept (the agent's config folder by default)."""
 
+    _source = "the portal's screen cast"
+    _thread_name = "portal-capture"
+
     def __init__(
         self, env: Mapping[str, str] | None = None, config_dir: Path | None = None
     ) -> None:
         self._env = dict(os.environ if env is None else env)
         self._output = None
+        self._config_dir = config_dir
+        self._begin()
+
+    def _open_session(self, mode: int) -> CastSession:
         try:
-            stream = _PortalStream(self._env, config_dir)
+            return _PortalStream(self._env, self._config_dir, mode == mutter.CURSOR_METADATA)
         except portal.PortalUnavailable as exc:
             raise CaptureError(str(exc)) from exc
-        self._session = stream  # type: ignore[assignment]
-        self._lock = threading.Lock()
-        self._swap = threading.Lock()
-        self._cleanup_lock = threading.Lock()
-        self._cleaned = False
-        self._unwatch: Callable[[], None] | None = None
-        self._feeds = []
-        self._monitors = []  # one stream: the desktop is its frame, no monitor list
-        self._monitors_changed = False
-        self._first = threading.Event()
-        self._frame = None
-        self._pending: list[Rect] = []
-        self._resized = True
-        self._signalled = False
-        self._error: str | None = None
-        self._closed = False
-        self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.frames = 0
-        try:
-            sock = stream.connect_pipewire()
-            feed = _Feed(mutter.Stream("", "", stream.node), Rect(0, 0, 0, 0), sock)
-            self._feeds = [feed]
-            feed.stream = PipeWireStream(sock.fileno(), stream.node)
-        except (mutter.MutterUnavailable, GstUnavailable) as exc:
-            self._release()
-            raise CaptureError(str(exc)) from exc
-        self._unwatch = stream.watch_closed(self._on_session_closed)
-        self._thread = threading.Thread(target=self._run, name="portal-capture", daemon=True)
-        self._thread.start()
-        if not self._first.wait(FIRST_FRAME_TIMEOUT) or self._frame is None:
-            error = self._error or "no frame from the portal's screen cast"
-            self.close()
-            raise CaptureError(f"cannot capture the screen: {error}")
 
     def _reopen(self) -> None:
         """The portal ended the session: the customer stopped sharing (or the

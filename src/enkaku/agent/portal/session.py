@@ -215,10 +215,17 @@ def remote_desktop_version(env: Mapping[str, str]) -> int:
 
 class PortalSession(SharedBusSession):
     """A started portal remote-desktop session with one monitor stream (see the module
-    doc). Blocking; safe to use from several threads."""
+    doc). ``metadata``: ask for cursor mode "metadata" (the pointer's shape beside the
+    frames, for a reader that asks for it) when the portal offers it, else "embedded"
+    (the pointer drawn into the frames); ``cursor_mode`` says which was asked (0: none,
+    the portal's default). Blocking; safe to use from several threads."""
 
     def __init__(
-        self, env: Mapping[str, str], config_dir: Path | None = None, remote_desktop: bool = True
+        self,
+        env: Mapping[str, str],
+        config_dir: Path | None = None,
+        remote_desktop: bool = True,
+        metadata: bool = False,
     ) -> None:
         try:
             from dbus_fast import Message, MessageType, Variant
@@ -232,6 +239,7 @@ class PortalSession(SharedBusSession):
             raise PortalUnavailable("no D-Bus session bus ($DBUS_SESSION_BUS_ADDRESS)")
         self.address = address
         self.remote_desktop = remote_desktop
+        self.cursor_mode = CURSOR_METADATA if metadata else CURSOR_EMBEDDED
         self._wayland = wayland_socket(env)
         #: The GNOME injector's name for what moves the pointer; unused here.
         self.stream_path = ""
@@ -419,12 +427,7 @@ class PortalSession(SharedBusSession):
         sources: dict[str, Any] = {"types": Variant("u", MONITOR), "multiple": Variant("b", False)}
         if not self.remote_desktop:
             sources.update(restore)
-        with contextlib.suppress(PortalUnavailable):
-            modes = int(await _get_property(self._bus, SC, "AvailableCursorModes"))
-            # The pointer drawn into the frames, as on GNOME and wlroots; a portal
-            # without that mode gets none named (its default, usually hidden).
-            if modes & CURSOR_EMBEDDED:
-                sources["cursor_mode"] = Variant("u", CURSOR_EMBEDDED)
+        sources.update(await self._cursor_option())
         await self._request(SC, "SelectSources", "oa{sv}", [self.handle], sources)
         started = await self._request(
             kind, "Start", "osa{sv}", [self.handle, ""], {}, timeout=DIALOG_TIMEOUT
@@ -452,6 +455,24 @@ class PortalSession(SharedBusSession):
             *self.size,
             "restore token given" if self.restored_from else "asked",
         )
+
+    async def _cursor_option(self) -> dict[str, Any]:
+        """SelectSources' ``cursor_mode``: the mode asked for if the portal offers it,
+        else embedded (the pointer drawn into the frames, as on wlroots), else none
+        named (the portal's default, usually hidden); ``self.cursor_mode`` says which."""
+        wanted = self.cursor_mode
+        self.cursor_mode = 0
+        with contextlib.suppress(PortalUnavailable):
+            modes = int(await _get_property(self._bus, SC, "AvailableCursorModes"))
+            for mode in dict.fromkeys((wanted, CURSOR_EMBEDDED)):
+                if modes & mode:
+                    self.cursor_mode = mode
+                    break
+            if wanted == CURSOR_METADATA and self.cursor_mode != wanted:
+                logger.info("the desktop portal offers no cursor metadata (modes %d)", modes)
+        if not self.cursor_mode:
+            return {}
+        return {"cursor_mode": self._Variant("u", self.cursor_mode)}
 
     async def _warm_up(self) -> None:
         """As on GNOME (:mod:`enkaku.agent.gnome.mutter`): on a seat with no keyboard
@@ -536,9 +557,13 @@ _sessions: dict[str, PortalSession] = {}
 _lock = threading.Lock()
 
 
-def acquire(env: Mapping[str, str], config_dir: Path | None = None) -> PortalSession:
+def acquire(
+    env: Mapping[str, str], config_dir: Path | None = None, metadata: bool = False
+) -> PortalSession:
     """The process's portal session on this bus, started if needed (asking the
-    customer unless a restore token is kept); give it back with :func:`release`."""
+    customer unless a restore token is kept; ``metadata`` as for
+    :class:`PortalSession`, for a session started here); give it back with
+    :func:`release`."""
     address = bus_address(env)
     if address is None:
         raise PortalUnavailable("no D-Bus session bus ($DBUS_SESSION_BUS_ADDRESS)")
@@ -549,7 +574,7 @@ def acquire(env: Mapping[str, str], config_dir: Path | None = None) -> PortalSes
             threading.Thread(target=session.stop, daemon=True).start()
             session = None
         if session is None:
-            session = _sessions[address] = PortalSession(env, config_dir)
+            session = _sessions[address] = PortalSession(env, config_dir, metadata=metadata)
         session.users += 1
         session.cancel_stop()
         return session
