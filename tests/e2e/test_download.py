@@ -11,8 +11,11 @@ import asyncio
 import json
 import os
 import re
+import select
 import signal
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import urllib.error
@@ -38,9 +41,11 @@ from enkaku.agent.preconfig import (
     agent_argv,
 )
 from enkaku.protocol.agentlink import CLOSE_INCOMPATIBLE, PROTOCOL
-from tests.gnome import headless_mutter
+from enkaku.protocol.rfb import Encoding
+from tests.gnome import headless_mutter, places
+from tests.portal import headless_portal
 from tests.wayland import headless_sway
-from tests.xdisplay import wait_window, xvfb, xwd_root
+from tests.xdisplay import stop, wait_window, xvfb, xwd_root
 
 from .harness import (
     ENKAKU,
@@ -423,6 +428,145 @@ def test_the_downloaded_agent_serves_a_gnome_desktop_and_types_into_foot(
         wait_for(same, 60, "the GNOME screen at the technician's VNC viewer")
         agent.signal(signal.SIGTERM)
         assert agent.wait(30) == 0
+
+
+def test_the_downloaded_agent_serves_the_desktop_through_the_portal(
+    world: World, tmp_path: Path, agent_builds: Path
+) -> None:
+    """The file downloaded from the page, on the system's Python, with ``--backend
+    wayland-portal`` in a headless GNOME session that has the desktop portal
+    (xdg-desktop-portal 1.16 + xdg-desktop-portal-gnome 43, tests/portal.py): the
+    technician's first connection brings the portal's two dialogs (share the monitor,
+    allow remote interaction), which the customer answers; the command vncdotool types
+    runs in foot, and vncdotool's capture, over later connections that start from the
+    kept restore token with no dialog, equals mutter's own screen cast without the
+    pointer; and a viewer that asks for the Cursor pseudo-encoding gets foot's I-beam
+    over foot and the arrow over the desktop (the file reads the pointer's shape as
+    cursor metadata through its own PipeWire stream)."""
+    serve(world, tmp_path, "--agent-dir", str(agent_builds))
+    data, _ = get(download_link(world, "3.11"))
+    pyz = tmp_path / "enkaku-agent-py311.pyz"
+    pyz.write_bytes(data)
+    with headless_portal(800, 600) as portal:
+        inside, outside, _ = places(portal.mutter)
+        env = {**clean_env(world, tmp_path), **portal.env}
+        env.pop("DISPLAY", None)
+        config = tmp_path / "agent-config"
+        args = [SYSTEM_PYTHON, str(pyz), "--headless", "--consent", "allow", "--backend",
+                "wayland-portal", "--config-dir", str(config)]  # fmt: skip
+        agent = Proc(args, env=env, name="agent", log_dir=tmp_path)
+        world.procs.append(agent)
+        creds = agent.next_line(120, event="credentials")
+        tech = world.connect(creds["agent_id"], creds["password"])
+        port = int(tech.next_line(60, event="vnc_listening")["port"])
+        server = ["-s", f"127.0.0.1::{port}"]
+        # The first connection stays open ("pause"): its injector keeps the portal's
+        # remote-desktop session, which Debian 12's portal cannot restore, so the
+        # captures below ask nothing. Stopped by PID.
+        first = subprocess.Popen(
+            [VNCDO, *server, "type", "echo onefile-portal-3M > result.txt", "key", "enter",
+             "pause", "600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            portal.answer(remote=False)  # the capture: the customer shares the monitor
+            portal.answer(remote=True)  # the input: allows remote interaction
+            out = portal.mutter.work / "result.txt"
+            wait_for(lambda: out.exists() and out.read_text() == "onefile-portal-3M\n", 60,
+                     "the command typed through the portal")  # fmt: skip
+            assert (config / "portal_screencast_token").exists()
+            dialogs = portal.dialogs
+            shot = tmp_path / "capture.png"
+
+            def same() -> bool:
+                subprocess.run([VNCDO, *server, "capture", str(shot)], check=True,
+                               timeout=120, capture_output=True)  # fmt: skip
+                got = np.asarray(Image.open(shot).convert("RGB"))
+                return bool(np.array_equal(got, portal.mutter.screenshot(pointer=False)))
+
+            wait_for(same, 60, "the screen through the portal at the technician's VNC viewer")
+            with CursorViewer(port) as viewer:
+
+                def shown(point: tuple[int, int], beam: bool) -> bool:
+                    """The pointer moved off and onto ``point`` brings foot's I-beam (or
+                    the arrow); a first entry into foot may bring an empty shape
+                    (docs/wayland.md), so this is asked again."""
+                    viewer.pointer(*(outside if beam else inside))
+                    viewer.pointer(*point)
+                    while (shape := viewer.next_shape(2)) is not None:
+                        hx, hy, w, h = shape
+                        if w > 1 and (hx >= w // 4 and hy >= h // 4) == beam:
+                            return True
+                    return False
+
+                wait_for(lambda: shown(inside, True), 60, "foot's I-beam at the viewer")
+                wait_for(lambda: shown(outside, False), 60, "the arrow at the viewer")
+            assert portal.dialogs == dialogs and portal.share_button() is None
+        finally:
+            stop(first)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+
+
+class CursorViewer:
+    """A small RFB 3.8 viewer (security None, Raw and the Cursor pseudo-encoding) that
+    reads the pointer shapes the agent sends; it asks for the next update after each."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.buf = bytearray()
+        assert self._take(12) == b"RFB 003.008\n"
+        self.sock.sendall(b"RFB 003.008\n")
+        assert 1 in self._take(self._take(1)[0])  # security None offered
+        self.sock.sendall(b"\x01")
+        assert self._take(4) == b"\0\0\0\0"
+        self.sock.sendall(b"\x01")  # shared
+        self.w, self.h, bits = struct.unpack("!HHB15x", self._take(20))
+        self.bpp = bits // 8
+        self._take(struct.unpack("!I", self._take(4))[0])  # the desktop's name
+        self.sock.sendall(struct.pack("!BxHii", 2, 2, Encoding.RAW, Encoding.CURSOR))
+        self.sock.sendall(struct.pack("!BBHHHH", 3, 0, 0, 0, self.w, self.h))
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError("the VNC connection closed")
+            self.buf += chunk
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def pointer(self, x: int, y: int) -> None:
+        self.sock.sendall(struct.pack("!BBHH", 5, 0, x, y))
+
+    def next_shape(self, wait: float) -> tuple[int, int, int, int] | None:
+        """The next pointer shape sent (hotspot x, y, width, height); None when no update
+        begins within ``wait`` seconds (updates without a shape are read and passed)."""
+        while True:
+            if not self.buf and not select.select([self.sock], [], [], wait)[0]:
+                return None
+            kind, count = struct.unpack("!BxH", self._take(4))
+            assert kind == 0, kind  # FramebufferUpdate: nothing else was asked for
+            shape = None
+            for _ in range(count):
+                x, y, w, h, encoding = struct.unpack("!HHHHi", self._take(12))
+                size = w * h * self.bpp
+                if encoding == Encoding.CURSOR:
+                    size += (w + 7) // 8 * h
+                    shape = (x, y, w, h)
+                else:
+                    assert encoding == Encoding.RAW, encoding
+                self._take(size)
+            self.sock.sendall(struct.pack("!BBHHHH", 3, 1, 0, 0, self.w, self.h))
+            if shape is not None:
+                return shape
+
+    def __enter__(self) -> CursorViewer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
 
 
 AgentLinkHandler = Callable[[web.WebSocketResponse], Awaitable[None]]
