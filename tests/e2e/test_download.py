@@ -291,6 +291,10 @@ def test_the_page_names_the_packages_wayland_desktops_need(
     assert "sudo apt install gstreamer1.0-pipewire gstreamer1.0-plugins-base" in page
     assert "sudo dnf install pipewire-gstreamer gstreamer1-plugins-base" in page
     assert "GStreamer の PipeWire プラグイン" in page
+    # The portal backend's packages, for KDE where they might be missing.
+    assert "sudo apt install xdg-desktop-portal xdg-desktop-portal-kde" in page
+    assert "sudo dnf install xdg-desktop-portal-kde" in page
+    assert "画面共有ポータル" in page and "screen-sharing portal" in page
     # The Wayland backends' compiled modules, built for each file's own Python.
     for version in ("311", "312"):
         with zipfile.ZipFile(agent_builds / f"enkaku-agent-py{version}.pyz") as zf:

@@ -229,6 +229,12 @@ On a Wayland desktop such as GNOME or KDE (the default on Ubuntu and Fedora), th
 is read through GStreamer's PipeWire plugin; install it too:</p>
 <pre>sudo apt install gstreamer1.0-pipewire gstreamer1.0-plugins-base   # Debian / Ubuntu
 sudo dnf install pipewire-gstreamer gstreamer1-plugins-base        # Fedora</pre>
+<p>KDE など GNOME 以外の Wayland デスクトップでは、画面共有ポータルも使います。通常は
+デスクトップと一緒に入っていますが、ない場合は次を実行してください。<br>
+Other Wayland desktops such as KDE also use the desktop's screen-sharing portal. It is
+usually installed with the desktop; if it is missing:</p>
+<pre>sudo apt install xdg-desktop-portal xdg-desktop-portal-kde   # KDE: Debian / Ubuntu
+sudo dnf install xdg-desktop-portal-kde                      # KDE: Fedora</pre>
 <h2>2. ダウンロード / Download</h2>
 <p>お使いの Python のバージョンに合ったファイルを選んでください。バージョンは
 <code>python3 --version</code> で確認できます (Debian 12: 3.11、Ubuntu 24.04: 3.12)。<br>
