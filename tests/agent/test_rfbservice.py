@@ -964,6 +964,42 @@ async def test_a_window_painted_in_steps_goes_out_as_one_update(
     capture.close()
 
 
+async def test_input_ends_the_settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settle runs on the worker thread before its poll; a key from the viewer ends
+    it, so what the key drew goes out without waiting for the rest of it."""
+    from enkaku.agent import rfbservice
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    monkeypatch.setattr(rfbservice, "DAMAGE_SETTLE", 3600.0)  # only input can end it
+    blank = np.full((60, 80, 4), 200, dtype=np.uint8)
+    capture = FakeEventCapture(blank.copy())
+    capture.pending = []
+    injector = RecordingInjector()
+    pipe = Pipe()
+    service = RFBService(capture, injector, pipe.read, pipe.write, name="mem")
+    task = asyncio.create_task(service.run())
+    await pipe.handshake()
+    dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
+    await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+    await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
+    await pipe.receive(dec, lambda: len(dec.updates) == 1)
+    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    await asyncio.sleep(0.3)  # quiet
+    changed = blank.copy()
+    changed[10:20, 10:30] = 0  # drawn by the application: the settle starts
+    capture.set_image(changed.copy(), Rect(10, 10, 20, 10))
+    polls = service.polls
+    await asyncio.sleep(0.3)
+    assert service.polls == polls and len(dec.updates) == 1  # still settling
+    await pipe.to_server.put(bytes([4, 1, 0, 0]) + (0x61).to_bytes(4, "big"))  # KeyEvent a
+    await pipe.receive(dec, lambda: len(dec.updates) == 2)
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(changed))
+    assert ("key", 0x61, True, None) in injector.calls
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)
+    capture.close()
+
+
 # -- the damage step's helpers (issue 10: words compared and hashed in place) ---------
 
 

@@ -61,6 +61,8 @@ import contextlib
 import inspect
 import logging
 import math
+import threading
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +88,7 @@ from enkaku.protocol.rfb.server import (
     ClipboardRequested,
     DesktopSizeReason,
     DesktopSizeStatus,
+    PendingUpdate,
 )
 
 logger = logging.getLogger(__name__)
@@ -218,6 +221,23 @@ class _Poll:
     lossy_copies: list[Rect] = field(default_factory=list)
     #: The capture reported a change of monitors or resolution: lay out again first.
     monitors_changed: bool = False
+
+
+@dataclass(slots=True)
+class _Step:
+    """What one poll led to (``RFBService._step``, on a worker thread)."""
+
+    poll: _Poll
+    started: float  # when the poll began (loop time: the frame interval runs from it)
+    #: The update begun for it (``end_framebuffer_update`` is the loop's), or None.
+    pending: PendingUpdate | None = None
+    encoded: bool = False  # ``pending`` is encoded already
+    #: Nothing to send: the changes are outside the request, or there were none.
+    idle: bool = False
+    lossless: bool = False
+    video: bool = False
+    copies: list[Copy] = field(default_factory=list)
+    rects: list[Rect] = field(default_factory=list)
 
 
 def _values(block: Frame) -> npt.NDArray[np.uint32]:
@@ -613,6 +633,11 @@ class RFBService:
         self._server: RFBServer | None = None
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        #: Held by the loop around every use of ``_server`` outside the updater, and by
+        #: the worker while it plans an update (``_step``): the reader may take messages
+        #: in meanwhile.
+        self._server_lock = threading.Lock()
+        self._settle_cut = threading.Event()  # input: the worker's settle ends now
         self._previous: Frame | None = None
         self._kept_hashes: tuple[Frame, Rect, list[int]] | None = None  # see _grab_damage
         # Blocks where the last damage step found a copy, and the vertical shift if any.
@@ -708,7 +733,8 @@ class RFBService:
     async def _flush(self) -> None:
         assert self._server is not None
         async with self._write_lock:
-            data = self._server.data_to_send()
+            with self._server_lock:
+                data = self._server.data_to_send()
             if data:
                 await self._write(data)
 
@@ -723,7 +749,8 @@ class RFBService:
             if not data:
                 return
             try:
-                events = server.receive_data(data)
+                with self._server_lock:
+                    events = server.receive_data(data)
             finally:
                 await self._flush()  # also a failure reason, if there is one
             for event in events:
@@ -758,7 +785,8 @@ class RFBService:
             case ClipboardAnnounced(text=True):
                 if self._may_use_clipboard():
                     assert self._server is not None
-                    self._server.request_clipboard()
+                    with self._server_lock:
+                        self._server.request_clipboard()
                     await self._flush()
                 else:
                     self._drop("offer")
@@ -782,6 +810,7 @@ class RFBService:
     def _note_input(self) -> None:
         """Input is about to reach the screen: its result goes out without pacing."""
         self._input_at = asyncio.get_running_loop().time()
+        self._settle_cut.set()
 
     async def _may_control(self) -> bool:
         allowed = self._control_allowed()
@@ -847,7 +876,9 @@ class RFBService:
             if text is None or text == self._last_text or not self._clipboard_allowed():
                 continue
             self._last_text = self._offered = text
-            if server.announce_clipboard(True):
+            with self._server_lock:
+                announced = server.announce_clipboard(True)
+            if announced:
                 await self._flush()  # the text goes when the viewer asks for it
             else:
                 await self._send_text(text)
@@ -856,7 +887,8 @@ class RFBService:
         server = self._server
         assert server is not None
         message = await asyncio.to_thread(server.cut_text_message, text)  # zlib
-        server.send_cut_text_message(message)
+        with self._server_lock:
+            server.send_cut_text_message(message)
         await self._flush()
         await self._report(FROM_CUSTOMER, len(text))
 
@@ -890,6 +922,7 @@ class RFBService:
                 await self._wait_wake(server.held_for)
                 continue
             now = loop.time()
+            settle = 0.0
             if request.incremental and self._event_fd is not None and self._previous is not None:
                 if not self._dirty and not server.has_pending_pseudo:
                     if not any(request.region.intersect(d) for d in self._damage):
@@ -898,32 +931,37 @@ class RFBService:
                             self._arm(loop)
                             await self._sleep_or_wake(None if due is None else due - now)
                             continue
-                elif (
-                    not self._input_recent(now)
-                    and (delay := max(next_at, self._dirty_since + DAMAGE_SETTLE) - now) > 0
-                ):
+                elif not self._input_recent(now):
                     # Coalesce damage until the next frame, and for DAMAGE_SETTLE after
-                    # the first damage of a quiet screen. The X connection is not
+                    # the first damage of a quiet screen: the worker waits that long
+                    # before it polls (cut short by input). The X connection is not
                     # watched meanwhile: the poll is due anyway, and every event the
                     # application's drawing sends would otherwise wake this loop.
-                    self._disarm()
-                    await self._sleep_or_wake(delay)
-                    continue
+                    settle = max(0.0, max(next_at, self._dirty_since + DAMAGE_SETTLE) - now)
             elif request.incremental and (delay := next_at - now) > 0:
                 await self._sleep_or_wake(delay)
                 continue
-            # The frame interval runs from the start of this poll, so capture and encoding
-            # time is not added to it (measured: 41-56 ms gaps at max_fps=30 before).
-            started = now
-            self._disarm()  # the poll reads the X connection itself
-            self._dirty = False
             # Input is answered by the first poll that finds a change; one that finds
             # none (the application has not drawn yet) leaves the fast path open.
             input_at, self._input_at = self._input_at, None
-            if input_at is not None and getattr(self._capture, "nonblocking", False):
-                poll = self._poll(request)  # a key's damage: small, and the path is short
+            self._disarm()  # the poll reads the X connection itself
+            self._dirty = False
+            self._settle_cut.clear()
+            if (
+                input_at is not None
+                and settle == 0
+                and getattr(self._capture, "nonblocking", False)
+            ):
+                # A key's damage: small, and the path is short. The encode too, unless
+                # the update is larger than a key's few pixels.
+                step = self._step(request, now, settle, INLINE_MAX_AREA)
+                if step.pending is not None and not step.encoded:
+                    await asyncio.to_thread(step.pending.encode)
             else:
-                poll = await asyncio.to_thread(self._poll, request)
+                # One hop for the settle, the poll and the encode (each hop costs
+                # about as much CPU as a small update's damage step).
+                step = await asyncio.to_thread(self._step, request, now, settle, None)
+            poll, started = step.poll, step.started
             if poll.more:
                 self._dirty, self._dirty_since = True, -math.inf
             if poll.monitors_changed:
@@ -937,64 +975,19 @@ class RFBService:
                 self._desktop = poll.resized
                 self._monitors_dirty = True  # sent with the new layout
                 continue
-            if poll.cursor is not None:
-                server.send_cursor(poll.cursor)
-            request = server.update_requested
-            if request is None or poll.frame is None:
-                continue
-            copies = [c for c in poll.copies if request.region.intersect(c.dest) == c.dest]
-            # A copy the request does not wholly cover goes out as pixels instead.
-            self._add_damage([c.dest for c in poll.copies if c not in copies])
-            rects = self._take_damage(request)
-            lossless = False
-            if not rects and not copies and request.incremental and not server.has_pending_pseudo:
-                if self._lossy and started - self._changed_at >= LOSSLESS_REFRESH_DELAY:
-                    rects = self._take_lossy(request.region, server.refresh_pixels)
-                    lossless = True
-                if not rects:
+            pending = step.pending
+            if pending is None:
+                if step.idle:
                     if self._event_fd is None:  # polling: the next poll a frame later
                         next_at = started + self._interval
                     self._input_at = self._input_at or input_at
-                    continue
-            video = None
-            if self._h264 is not None and rects and not lossless and request.incremental:
-                video = self._h264.choose(
-                    started, request.region, rects, [c.dest for c in copies], poll.frame,
-                    offered=server.supports(h264.H264), options=server.options,
-                    pixel_format=server.pixel_format,
-                )  # fmt: skip
-            refresh: list[Rect] = []
-            if video is not None and self._h264 is not None:
-                # The video's region first, as one H.264 picture; then the rest as usual,
-                # and lossy areas beside it that stayed still, losslessly (the screen is
-                # never still for the refresh above while a video plays).
-                rest = [part for r in rects for part in r.subtract(video)]
-                still = self._h264.still_lossy(
-                    started, self._lossy, video, request.region, rest, LOSSLESS_REFRESH_DELAY
-                )
-                self._lossy = [r for r in self._lossy if r not in still]
-                refresh = [part for r in still for part in r.subtract(video)]
-                rects = [video, *rest, *refresh]
-            pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
-            if video is not None and self._h264 is not None:
-                pending.encoder = self._h264.wrap(
-                    pending.encoder, video, len(rects) - 1 - len(refresh), len(refresh)
-                )
-            try:
-                if (
-                    input_at is not None
-                    and video is None
-                    and sum(r.w * r.h for r in rects) <= INLINE_MAX_AREA
-                ):
-                    pending.encode()  # a key's few pixels: cheaper than two thread hops
-                else:
-                    await asyncio.to_thread(pending.encode)
-            finally:
+                continue
+            with self._server_lock:
                 server.end_framebuffer_update(pending)
-            if (rects or copies) and not lossless:
+            if (step.rects or step.copies) and not step.lossless:
                 self._changed_at = started
-            self._note_lossy([*rects, *(c.dest for c in copies)], pending.lossy)
-            sent = {c.dest for c in copies}
+            self._note_lossy([*step.rects, *(c.dest for c in step.copies)], pending.lossy)
+            sent = {c.dest for c in step.copies}
             self._lossy.extend(Rect(*_xywh(d)) for d in poll.lossy_copies if d in sent)
             await self._flush()
             next_at = started + self._interval
@@ -1227,6 +1220,73 @@ class RFBService:
         cursor = self._new_cursor()
         more = event and self._capture.events_queued()  # type: ignore[attr-defined]
         return _Poll(frame, cursor=cursor, more=more)
+
+    def _step(
+        self, request: UpdateRequest, now: float, settle: float, encode_max: int | None
+    ) -> _Step:
+        """Worker thread (or the loop, for a key on a capture that cannot block): wait
+        ``settle`` seconds (less if input comes), poll, and begin the update the poll
+        calls for, encoded unless it has more than ``encode_max`` pixels (None: any).
+        Touches the protocol state only under ``_server_lock``; what the reader also
+        changes (input, wake-ups) is left to the loop."""
+        if settle > 0:
+            self._settle_cut.wait(settle)
+            now = time.monotonic()  # the loop's clock
+        poll = self._poll(request)
+        step = _Step(poll, now)
+        if poll.monitors_changed or poll.resized is not None:
+            return step
+        server = self._server
+        assert server is not None
+        with self._server_lock:
+            if poll.cursor is not None:
+                server.send_cursor(poll.cursor)
+            request_now = server.update_requested
+            if request_now is None or poll.frame is None:
+                return step
+            request = request_now
+            copies = [c for c in poll.copies if request.region.intersect(c.dest) == c.dest]
+            # A copy the request does not wholly cover goes out as pixels instead.
+            self._add_damage([c.dest for c in poll.copies if c not in copies])
+            rects = self._take_damage(request)
+            lossless = False
+            if not rects and not copies and request.incremental and not server.has_pending_pseudo:
+                if self._lossy and now - self._changed_at >= LOSSLESS_REFRESH_DELAY:
+                    rects = self._take_lossy(request.region, server.refresh_pixels)
+                    lossless = True
+                if not rects:
+                    step.idle = True
+                    return step
+            video = None
+            if self._h264 is not None and rects and not lossless and request.incremental:
+                video = self._h264.choose(
+                    now, request.region, rects, [c.dest for c in copies], poll.frame,
+                    offered=server.supports(h264.H264), options=server.options,
+                    pixel_format=server.pixel_format,
+                )  # fmt: skip
+            refresh: list[Rect] = []
+            if video is not None and self._h264 is not None:
+                # The video's region first, as one H.264 picture; then the rest as usual,
+                # and lossy areas beside it that stayed still, losslessly (the screen is
+                # never still for the refresh above while a video plays).
+                rest = [part for r in rects for part in r.subtract(video)]
+                still = self._h264.still_lossy(
+                    now, self._lossy, video, request.region, rest, LOSSLESS_REFRESH_DELAY
+                )
+                self._lossy = [r for r in self._lossy if r not in still]
+                refresh = [part for r in still for part in r.subtract(video)]
+                rects = [video, *rest, *refresh]
+            pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
+            if video is not None and self._h264 is not None:
+                pending.encoder = self._h264.wrap(
+                    pending.encoder, video, len(rects) - 1 - len(refresh), len(refresh)
+                )
+        step.pending, step.rects, step.copies = pending, rects, copies
+        step.lossless, step.video = lossless, video is not None
+        if encode_max is None or (video is None and sum(r.w * r.h for r in rects) <= encode_max):
+            pending.encode()  # a failure ends the connection: the loop ends the update
+            step.encoded = True
+        return step
 
     def _grab_damage(self, regions: list[Rect]) -> list[Copy] | None:
         """Worker thread: capture the damaged rectangles into ``_previous``, add what
