@@ -42,6 +42,7 @@ from enkaku.agent.preconfig import (
 )
 from enkaku.protocol.agentlink import CLOSE_INCOMPATIBLE, PROTOCOL
 from enkaku.protocol.rfb import Encoding
+from tests.agent.test_rfb_slowlink import SocketReader
 from tests.gnome import headless_mutter, places
 from tests.portal import headless_portal
 from tests.wayland import headless_sway
@@ -518,28 +519,18 @@ class CursorViewer:
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.buf = bytearray()
-        assert self._take(12) == b"RFB 003.008\n"
+        r = self.r = SocketReader(self.sock)
+        assert r.take(12) == b"RFB 003.008\n"
         self.sock.sendall(b"RFB 003.008\n")
-        assert 1 in self._take(self._take(1)[0])  # security None offered
+        assert 1 in r.take(r.take(1)[0])  # security None offered
         self.sock.sendall(b"\x01")
-        assert self._take(4) == b"\0\0\0\0"
+        assert r.take(4) == b"\0\0\0\0"
         self.sock.sendall(b"\x01")  # shared
-        self.w, self.h, bits = struct.unpack("!HHB15x", self._take(20))
+        self.w, self.h, bits = r.unpack("!HHB15x")
         self.bpp = bits // 8
-        self._take(struct.unpack("!I", self._take(4))[0])  # the desktop's name
+        r.take(r.unpack("!I")[0])  # the desktop's name
         self.sock.sendall(struct.pack("!BxHii", 2, 2, Encoding.RAW, Encoding.CURSOR))
         self.sock.sendall(struct.pack("!BBHHHH", 3, 0, 0, 0, self.w, self.h))
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise EOFError("the VNC connection closed")
-            self.buf += chunk
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
 
     def pointer(self, x: int, y: int) -> None:
         self.sock.sendall(struct.pack("!BBHH", 5, 0, x, y))
@@ -548,20 +539,20 @@ class CursorViewer:
         """The next pointer shape sent (hotspot x, y, width, height); None when no update
         begins within ``wait`` seconds (updates without a shape are read and passed)."""
         while True:
-            if not self.buf and not select.select([self.sock], [], [], wait)[0]:
+            if not self.r.buf and not select.select([self.sock], [], [], wait)[0]:
                 return None
-            kind, count = struct.unpack("!BxH", self._take(4))
+            kind, count = self.r.unpack("!BxH")
             assert kind == 0, kind  # FramebufferUpdate: nothing else was asked for
             shape = None
             for _ in range(count):
-                x, y, w, h, encoding = struct.unpack("!HHHHi", self._take(12))
+                x, y, w, h, encoding = self.r.unpack("!HHHHi")
                 size = w * h * self.bpp
                 if encoding == Encoding.CURSOR:
                     size += (w + 7) // 8 * h
                     shape = (x, y, w, h)
                 else:
                     assert encoding == Encoding.RAW, encoding
-                self._take(size)
+                self.r.take(size)
             self.sock.sendall(struct.pack("!BBHHHH", 3, 1, 0, 0, self.w, self.h))
             if shape is not None:
                 return shape
