@@ -131,7 +131,7 @@ def test_capture_equals_a_screen_cast_frame_and_typed_symbols_arrive(gnome: Mutt
         type_text(inp, f"printf '%s\\n' '{text}' > keys.txt\n")
         out = gnome.work / "keys.txt"
         wait_for(lambda: out.exists() and out.read_text() == text + "\n", 30, "typed text")
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot()), 30,
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot(pointer=False)), 30,
                  "capture == the reference screen cast")  # fmt: skip
 
 
@@ -139,7 +139,8 @@ def test_frames_come_only_on_change_and_the_descriptor_says_so(gnome: Mutter) ->
     with GnomeCapture(gnome.env) as cap, GnomeInput(gnome.env) as inp:
         event_capture: EventCapture = cap  # the interface the RFB service looks for
         assert event_capture.changed_regions() is None  # first call: send everything
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot()), 30, "settled")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), gnome.screenshot(pointer=False)), 30,
+                 "settled")  # fmt: skip
         cap.changed_regions()
         idle = cap.frames
         time.sleep(2)  # an idle screen: mutter sends nothing at all
@@ -169,7 +170,7 @@ def test_two_captures_at_once_both_follow_the_screen(gnome: Mutter) -> None:
         wait_for(lambda: a.frames > fa and b.frames > fb, 30, "frames in both captures")
 
         def both_equal() -> bool:
-            ref = gnome.screenshot()
+            ref = gnome.screenshot(pointer=False)
             return np.array_equal(rgb(a.grab()), ref) and np.array_equal(rgb(b.grab()), ref)
 
         wait_for(both_equal, 30, "both captures == the reference")
@@ -414,7 +415,8 @@ def test_a_monitor_change_ends_mutters_session_and_both_sides_go_on_in_a_new_one
         wait_for(lambda: cap.size == (600, 800), 30, "the capture in the new size")
         assert cap.grab_rects([Rect(0, 0, 10, 10)]) is None  # grab() the whole screen
         assert cap.changed_regions() is None
-        wait_for(lambda: np.array_equal(rgb(cap.grab()), m.screenshot()), 30, "capture == ref")
+        wait_for(lambda: np.array_equal(rgb(cap.grab()), m.screenshot(pointer=False)), 30,
+                 "capture == ref")  # fmt: skip
         inp.pointer(300, 400, 0)
         type_text(inp, "echo after > after.txt\n")
         after = m.work / "after.txt"
