@@ -1000,6 +1000,56 @@ async def test_input_ends_the_settle_at_once(monkeypatch: pytest.MonkeyPatch) ->
     capture.close()
 
 
+async def test_still_screens_hold_no_shared_worker_and_hang_ups_leave_nothing() -> None:
+    """While the screen is still, a worker of the connection's own waits for damage:
+    more idle viewers than the event loop has shared workers leave them free, and each
+    connection's end stops its waiter and closes what it opened."""
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+
+    def waiters() -> int:
+        return sum(t.name.startswith("enkaku-rfb-damage") for t in threading.enumerate())
+
+    loop = asyncio.get_running_loop()
+    shared = loop._default_executor  # type: ignore[attr-defined]
+    limit = shared._max_workers if shared is not None else min(32, (os.cpu_count() or 1) + 4)
+    viewers = []
+    for _ in range(limit + 2):
+        capture = FakeEventCapture(np.full((20, 30, 4), 90, dtype=np.uint8))
+        capture.pending = []
+        pipe = Pipe()
+        service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
+        task = asyncio.create_task(service.run())
+        await pipe.handshake()
+        dec = Decoder(30, 20, service.server.pixel_format)  # type: ignore[union-attr]
+        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+        await pipe.to_server.put(update_request(False, 0, 0, 30, 20))
+        await pipe.receive(dec, lambda dec=dec: len(dec.updates) == 1)
+        await pipe.to_server.put(update_request(True, 0, 0, 30, 20))  # then it waits
+        viewers.append((capture, pipe, task, dec))
+    try:
+        await asyncio.sleep(0.2)
+        assert waiters() == len(viewers)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 10) == 42
+        # Each waiter still sees its screen change.
+        capture, pipe, _, dec = viewers[-1]
+        changed = capture.image.copy()
+        changed[5:10, 5:10] = 0
+        capture.set_image(changed, Rect(5, 5, 5, 5))
+        await pipe.receive(dec, lambda: len(dec.updates) == 2)
+        np.testing.assert_array_equal(dec.fb, dec.pf.values(changed))
+    finally:
+        for capture, pipe, task, _ in viewers:
+            await pipe.to_server.put(b"")  # EOF while its worker waits
+            await asyncio.wait_for(task, 10)
+            capture.close()
+    async with asyncio.timeout(10):
+        while waiters():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
 # -- the damage step's helpers (issue 10: words compared and hashed in place) ---------
 
 

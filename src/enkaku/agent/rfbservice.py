@@ -57,10 +57,13 @@ crossed, for the audit trail; clipboard text itself is never logged.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import logging
 import math
+import os
+import select
 import threading
 import time
 import zlib
@@ -638,6 +641,15 @@ class RFBService:
         #: in meanwhile.
         self._server_lock = threading.Lock()
         self._settle_cut = threading.Event()  # input: the worker's settle ends now
+        # The worker waits for damage itself (X11; see _wait_for_damage): the reader
+        # ends that wait through this pipe, and the end of run() waits for it.
+        self._wait_pipe: tuple[int, int] | None = None
+        # That worker is a thread of the connection's own: waits as long as the screen
+        # stays still must not hold one of the event loop's shared workers.
+        self._waiter: concurrent.futures.ThreadPoolExecutor | None = None
+        self._waiting = False  # a worker waits for damage (loop side)
+        self._worker_idle = threading.Event()  # no worker waits for damage
+        self._worker_idle.set()
         self._previous: Frame | None = None
         self._kept_hashes: tuple[Frame, Rect, list[int]] | None = None  # see _grab_damage
         # Blocks where the last damage step found a copy, and the vertical shift if any.
@@ -696,6 +708,12 @@ class RFBService:
         fileno = getattr(self._source, "fileno", None)
         if callable(fileno) and callable(getattr(self._source, "grab_rects", None)):
             self._event_fd = await asyncio.to_thread(fileno)
+            if self._event_fd is not None and not getattr(self._source, "nonblocking", False):
+                r, w = os.pipe()
+                os.set_blocking(r, False)
+                os.set_blocking(w, False)
+                self._wait_pipe = (r, w)
+                self._waiter = concurrent.futures.ThreadPoolExecutor(1, "enkaku-rfb-damage")
         reader = asyncio.create_task(self._read_loop(), name="rfb-reader")
         updater = asyncio.create_task(self._update_loop(), name="rfb-updater")
         tasks = {reader, updater}
@@ -727,6 +745,18 @@ class RFBService:
             for task in tasks | background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if self._wait_pipe is not None:
+                # A worker may still wait for damage: end its wait before the pipe goes
+                # (and before the owner closes the capture it uses).
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wait_pipe[1], b"!")
+                await asyncio.to_thread(self._worker_idle.wait, 30)
+                for fd in self._wait_pipe:
+                    os.close(fd)
+                self._wait_pipe = None
+            if self._waiter is not None:
+                self._waiter.shutdown(wait=False)
+                self._waiter = None
             await asyncio.to_thread(self._injector.release_all)
             logger.debug("rfb connection closed")
 
@@ -779,7 +809,7 @@ class RFBService:
                     await asyncio.to_thread(self._injector.pointer, x, y, buttons)
             case m.SetDesktopSize():
                 self._layout_requests.append(event)  # answered by the updater, in order
-                self._wake.set()
+                self._wake_up()
             case m.ClientCutText(text=text):
                 await self._handle_cut_text(text)
             case ClipboardAnnounced(text=True):
@@ -797,7 +827,7 @@ class RFBService:
             case ClipboardAnnounced():
                 pass  # the viewer's clipboard is empty now: nothing to do
             case _:
-                self._wake.set()  # requests, pixel format, encodings, continuous updates
+                self._wake_up()  # requests, pixel format, encodings, continuous updates
 
     def _to_screen(self, x: int, y: int) -> tuple[int, int]:
         """Framebuffer coordinates -> the screen's (the shown monitor's offset added)."""
@@ -923,14 +953,20 @@ class RFBService:
                 continue
             now = loop.time()
             settle = 0.0
+            waited: _Step | None = None
             if request.incremental and self._event_fd is not None and self._previous is not None:
                 if not self._dirty and not server.has_pending_pseudo:
                     if not any(request.region.intersect(d) for d in self._damage):
                         due = self._changed_at + LOSSLESS_REFRESH_DELAY if self._lossy else None
                         if due is None or due > now:
-                            self._arm(loop)
-                            await self._sleep_or_wake(None if due is None else due - now)
-                            continue
+                            timeout = None if due is None else due - now
+                            if self._wait_pipe is None:
+                                self._arm(loop)
+                                await self._sleep_or_wake(timeout)
+                                continue
+                            waited = await self._wait_for_damage(request, next_at, timeout)
+                            if waited is None:
+                                continue  # the viewer asked for something, or a refresh
                 elif not self._input_recent(now):
                     # Coalesce damage until the next frame, and for DAMAGE_SETTLE after
                     # the first damage of a quiet screen: the worker waits that long
@@ -947,7 +983,9 @@ class RFBService:
             self._disarm()  # the poll reads the X connection itself
             self._dirty = False
             self._settle_cut.clear()
-            if (
+            if waited is not None:
+                step = waited
+            elif (
                 input_at is not None
                 and settle == 0
                 and getattr(self._capture, "nonblocking", False)
@@ -1220,6 +1258,57 @@ class RFBService:
         cursor = self._new_cursor()
         more = event and self._capture.events_queued()  # type: ignore[attr-defined]
         return _Poll(frame, cursor=cursor, more=more)
+
+    def _wake_up(self) -> None:
+        """The updater has something new to look at (a request, a layout, encodings)."""
+        self._wake.set()
+        if self._waiting and self._wait_pipe is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wait_pipe[1], b"!")
+
+    async def _wait_for_damage(
+        self, request: UpdateRequest, next_at: float, timeout: float | None
+    ) -> _Step | None:
+        """A worker waits for the X server's damage and then settles, polls and encodes
+        in the same call: the event loop is not woken by the damage, only by the update
+        (one thread wake-up less per update). None: the viewer asked for something
+        meanwhile, or ``timeout`` passed."""
+        self._settle_cut.clear()
+        self._waiting = True
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._waiter, self._damage_step, request, next_at, timeout
+            )
+        finally:
+            self._waiting = False
+
+    def _damage_step(
+        self, request: UpdateRequest, next_at: float, timeout: float | None
+    ) -> _Step | None:
+        """Worker thread: ``_wait_for_damage``."""
+        assert self._wait_pipe is not None and self._event_fd is not None
+        self._worker_idle.clear()
+        try:
+            waiter = select.poll()
+            waiter.register(self._event_fd, select.POLLIN)
+            waiter.register(self._wait_pipe[0], select.POLLIN)
+            ready = {fd for fd, _ in waiter.poll(None if timeout is None else timeout * 1000)}
+            if self._wait_pipe[0] in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wait_pipe[0], 512)
+                return None
+            if not ready:
+                return None
+            now = time.monotonic()  # the loop's clock
+            input_at = self._input_at  # set by the loop: a key typed meanwhile
+            if input_at is not None and now - input_at < INPUT_FAST_PATH:
+                settle = 0.0
+            else:
+                settle = max(next_at, now + DAMAGE_SETTLE) - now
+            return self._step(request, now, settle, None)
+        finally:
+            self._worker_idle.set()
 
     def _step(
         self, request: UpdateRequest, now: float, settle: float, encode_max: int | None
