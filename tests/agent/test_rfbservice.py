@@ -994,7 +994,9 @@ async def test_input_ends_the_settle_at_once(monkeypatch: pytest.MonkeyPatch) ->
     await pipe.to_server.put(bytes([4, 1, 0, 0]) + (0x61).to_bytes(4, "big"))  # KeyEvent a
     await pipe.receive(dec, lambda: len(dec.updates) == 2)
     np.testing.assert_array_equal(dec.fb, dec.pf.values(changed))
-    assert ("key", 0x61, True, None) in injector.calls
+    async with asyncio.timeout(10):  # the key is injected on a worker thread
+        while ("key", 0x61, True, None) not in injector.calls:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     await pipe.to_server.put(b"")  # EOF
     await asyncio.wait_for(task, 10)
     capture.close()

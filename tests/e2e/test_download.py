@@ -18,6 +18,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -696,10 +697,11 @@ def test_a_server_with_a_private_ca_bakes_it_into_the_download(
     assert written.read_text() == ca.read_text()
 
 
-def click_allow(display: str, title: str) -> None:
-    """Click "Allow" in the consent dialog named ``title`` of another process: of the
-    dialog's X windows (every Tk widget is one) the two lowest leaves are its buttons,
-    Allow left of Deny (consentdialog.py packs them so)."""
+def _allow_button(display: str, title: str) -> tuple[tuple[int, int, int, int] | None, str]:
+    """The Allow button's (w, h, x, y) in the dialog named ``title`` (None while its
+    widgets are not laid out), and the window tree it was read from: of the dialog's X
+    windows (every Tk widget is one) the two lowest leaves are its buttons, Allow left of
+    Deny (consentdialog.py packs them so)."""
     x, y, w, h = wait_window(display, title)
     tree = subprocess.run(
         ["xwininfo", "-tree", "-name", title, "-display", display],
@@ -711,14 +713,47 @@ def click_allow(display: str, title: str) -> None:
         for m in re.finditer(r"\b(\d+)x(\d+)\+-?\d+\+-?\d+\s+\+(-?\d+)\+(-?\d+)", tree)
     ]
     inside = [b for b in boxes if x <= b[2] and b[2] + b[0] <= x + w and b[3] + b[1] <= y + h]
-    lowest = max(b[3] for b in inside if b[0] < w // 2)
+    lowest = max((b[3] for b in inside if b[0] < w // 2), default=None)
     buttons = sorted((b for b in inside if b[3] == lowest and b[0] < w // 2), key=lambda b: b[2])
-    assert len(buttons) == 2, tree
+    if len(buttons) != 2:
+        return None, tree  # its widgets are not laid out yet
     bw, bh, bx, by = buttons[0]
+    return (bw, bh, bx, by), tree
+
+
+def click_allow(display: str, title: str) -> None:
+    """Click "Allow" once in the consent dialog named ``title`` of another process, once
+    its layout has settled (the same button position read twice, half a second apart),
+    and wait until the dialog is gone; if it stays, say where the click went."""
     env = {**os.environ, "DISPLAY": display}
+    button, tree = _allow_button(display, title)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        again, tree = _allow_button(display, title)
+        if again is not None and again == button:
+            break
+        button = again  # not there yet, or still laying out: read it again
+    assert button is not None, f"no Allow button in the dialog {title!r}:\n{tree}"
+    bw, bh, bx, by = button
     subprocess.run(["xdotool", "mousemove", "--sync", str(bx + bw // 2), str(by + bh // 2)],
                    env=env, check=True, timeout=30)  # fmt: skip
     subprocess.run(["xdotool", "click", "1"], env=env, check=True, timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            ["xwininfo", "-name", title, "-display", display], capture_output=True, text=True
+        )
+        if shown.returncode != 0 or "IsViewable" not in shown.stdout:
+            return
+        time.sleep(0.2)
+    where = subprocess.run(["xdotool", "getmouselocation"], env=env, capture_output=True,
+                           text=True).stdout  # fmt: skip
+    _, now = _allow_button(display, title)
+    raise AssertionError(
+        f"the dialog {title!r} stayed after a click on Allow at {button} ({where.strip()});"
+        f" read before the click:\n{tree}\nnow:\n{now}"
+    )
 
 
 @pytest.mark.x11
