@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -929,27 +930,44 @@ async def test_a_scroll_of_jpeg_pixels_is_copied_then_refreshed_losslessly() -> 
     capture.close()
 
 
+async def _zrle_viewer(
+    capture: FakeEventCapture, injector: RecordingInjector | None = None
+) -> tuple[Pipe, RFBService, asyncio.Task[None], Any]:
+    """A ZRLE viewer of ``capture`` through a ``Pipe``: it has had the first whole
+    update and has an incremental request pending. Returns (pipe, service, task, decoder)."""
+    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+    h, w = capture.image.shape[:2]
+    pipe, injector = Pipe(), injector or RecordingInjector()
+    service = RFBService(capture, injector, pipe.read, pipe.write, name="mem")
+    task = asyncio.create_task(service.run())
+    await pipe.handshake()
+    dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+    await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+    await pipe.to_server.put(update_request(False, 0, 0, w, h))
+    await pipe.receive(dec, lambda: len(dec.updates) == 1)
+    await pipe.to_server.put(update_request(True, 0, 0, w, h))
+    return pipe, service, task, dec
+
+
+async def _hang_up(pipe: Pipe, task: asyncio.Task[None], capture: FakeEventCapture) -> None:
+    await pipe.to_server.put(b"")  # EOF
+    await asyncio.wait_for(task, 10)
+    capture.close()
+
+
 async def test_a_window_painted_in_steps_goes_out_as_one_update(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A change on a quiet screen settles for DAMAGE_SETTLE before it is captured, so a
     window and then its widgets (Tk paints in two steps) make one update, not two."""
     from enkaku.agent import rfbservice
-    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
     monkeypatch.setattr(rfbservice, "DAMAGE_SETTLE", 0.5)  # far above the 50 ms between steps
     blank = np.full((60, 80, 4), 200, dtype=np.uint8)
     capture = FakeEventCapture(blank.copy())
     capture.pending = []
-    pipe = Pipe()
-    service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
-    task = asyncio.create_task(service.run())
-    await pipe.handshake()
-    dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
-    await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-    await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
-    await pipe.receive(dec, lambda: len(dec.updates) == 1)
-    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    pipe, _, task, dec = await _zrle_viewer(capture)
     await asyncio.sleep(0.3)  # quiet
     window = blank.copy()
     window[10:50, 10:70] = 255  # the window, empty
@@ -959,31 +977,20 @@ async def test_a_window_painted_in_steps_goes_out_as_one_update(
     capture.set_image(window.copy(), Rect(20, 20, 40, 10))
     await pipe.receive(dec, lambda: len(dec.updates) == 2)
     np.testing.assert_array_equal(dec.fb, dec.pf.values(window))  # both steps at once
-    await pipe.to_server.put(b"")  # EOF
-    await asyncio.wait_for(task, 10)
-    capture.close()
+    await _hang_up(pipe, task, capture)
 
 
 async def test_input_ends_the_settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The settle runs on the worker thread before its poll; a key from the viewer ends
     it, so what the key drew goes out without waiting for the rest of it."""
     from enkaku.agent import rfbservice
-    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
     monkeypatch.setattr(rfbservice, "DAMAGE_SETTLE", 3600.0)  # only input can end it
     blank = np.full((60, 80, 4), 200, dtype=np.uint8)
     capture = FakeEventCapture(blank.copy())
     capture.pending = []
     injector = RecordingInjector()
-    pipe = Pipe()
-    service = RFBService(capture, injector, pipe.read, pipe.write, name="mem")
-    task = asyncio.create_task(service.run())
-    await pipe.handshake()
-    dec = Decoder(80, 60, service.server.pixel_format)  # type: ignore[union-attr]
-    await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-    await pipe.to_server.put(update_request(False, 0, 0, 80, 60))
-    await pipe.receive(dec, lambda: len(dec.updates) == 1)
-    await pipe.to_server.put(update_request(True, 0, 0, 80, 60))
+    pipe, service, task, dec = await _zrle_viewer(capture, injector)
     await asyncio.sleep(0.3)  # quiet
     changed = blank.copy()
     changed[10:20, 10:30] = 0  # drawn by the application: the settle starts
@@ -997,17 +1004,13 @@ async def test_input_ends_the_settle_at_once(monkeypatch: pytest.MonkeyPatch) ->
     async with asyncio.timeout(10):  # the key is injected on a worker thread
         while ("key", 0x61, True, None) not in injector.calls:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-    await pipe.to_server.put(b"")  # EOF
-    await asyncio.wait_for(task, 10)
-    capture.close()
+    await _hang_up(pipe, task, capture)
 
 
 async def test_still_screens_hold_no_shared_worker_and_hang_ups_leave_nothing() -> None:
     """While the screen is still, a worker of the connection's own waits for damage:
     more idle viewers than the event loop has shared workers leave them free, and each
     connection's end stops its waiter and closes what it opened."""
-    from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
-
     fds_before = set(os.listdir("/proc/self/fd"))
 
     def waiters() -> int:
@@ -1020,15 +1023,7 @@ async def test_still_screens_hold_no_shared_worker_and_hang_ups_leave_nothing() 
     for _ in range(limit + 2):
         capture = FakeEventCapture(np.full((20, 30, 4), 90, dtype=np.uint8))
         capture.pending = []
-        pipe = Pipe()
-        service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
-        task = asyncio.create_task(service.run())
-        await pipe.handshake()
-        dec = Decoder(30, 20, service.server.pixel_format)  # type: ignore[union-attr]
-        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-        await pipe.to_server.put(update_request(False, 0, 0, 30, 20))
-        await pipe.receive(dec, lambda dec=dec: len(dec.updates) == 1)
-        await pipe.to_server.put(update_request(True, 0, 0, 30, 20))  # then it waits
+        pipe, _, task, dec = await _zrle_viewer(capture)  # then it waits
         viewers.append((capture, pipe, task, dec))
     try:
         await asyncio.sleep(0.2)
@@ -1043,9 +1038,7 @@ async def test_still_screens_hold_no_shared_worker_and_hang_ups_leave_nothing() 
         np.testing.assert_array_equal(dec.fb, dec.pf.values(changed))
     finally:
         for capture, pipe, task, _ in viewers:
-            await pipe.to_server.put(b"")  # EOF while its worker waits
-            await asyncio.wait_for(task, 10)
-            capture.close()
+            await _hang_up(pipe, task, capture)  # while its worker waits
     async with asyncio.timeout(10):
         while waiters():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
