@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for profile in args.profiles.split(","):
                     rec = throughput(port, profile, "logs", desk, args.duration, proc.pid, [],
                                      xvfb_pid(display))  # fmt: skip
-                    rec["verify"] = verify(port, profile, "logs", desk, args.verify_duration)
+                    rec |= verify(port, profile, "logs", desk, args.verify_duration)
                     rec |= {"server": name, "profile": profile, "area": f"{area.w}x{area.h}"}
                     results.append(rec)
                     print(f"   {profile:6} {rec['upd_s']:6.1f} upd/s {rec['kb_s']:8.0f} KB/s "

@@ -46,7 +46,11 @@ For every server, profile and workload:
   framebuffer the incremental stream built, once the workload has stopped and no update
   came for 1.5 s, against the screen (``X11Capture.grab``): ``exact``, ``exact+cur``
   (only a 48x48 box around the pointer differs: x0vncserver paints the cursor into the
-  framebuffer) or the share of differing pixels and the PSNR.
+  framebuffer) or the share of differing pixels and the PSNR. On the X11 ``image``
+  workload with a lossless profile it also counts the updates after which the client
+  showed one of the slideshow's frames whole (up to a pointer's 32x32 pixels), and how
+  many of those were a frame other than the last whole one (``distinct``): a table
+  after the latency's, so bytes can be compared per new frame, not only per second.
 * **latency** (per profile, ``--keys`` keys): the pointer is moved into the xterm through
   RFB (no window manager: focus follows the pointer), then each key ``a``..``z`` is sent as
   an RFB KeyEvent (down, up) 150-350 ms apart; the time runs from writing the KeyEvent to
@@ -765,8 +769,50 @@ def throughput(
         client.close()
 
 
-def verify(port: int, profile: str, workload: str, desk: AnyDesktop, duration: float) -> str:
+def image_frames(desk: AnyDesktop) -> list[np.ndarray] | None:
+    """The image workload's frames as 0x00RRGGBB values, as the X11 slideshow shows them
+    (full screen); None on Wayland, whose slideshow scales them."""
+    if not isinstance(desk, Desktop):
+        return None
+    from PIL import Image
+
+    frames = []
+    for path in sorted((desk.tmp / "images").glob("frame*.ppm")):
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(np.uint32)
+        frames.append(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2])
+    return frames
+
+
+#: Pixels a "whole" frame may differ by: a pointer a peer paints into the picture
+#: (32×32 at most); a frame mixed with another differs almost everywhere.
+POINTER_PIXELS = 32 * 32
+
+
+def whole_frame(fb: np.ndarray, frames: list[np.ndarray]) -> int | None:
+    """Which of ``frames`` the client's framebuffer shows whole (up to a pointer's worth
+    of pixels), or None: a mix of frames, or part of one."""
+    got = fb & 0xFFFFFF
+    for i, frame in enumerate(frames):
+        if frame.shape == fb.shape and np.count_nonzero(got != frame) <= POINTER_PIXELS:
+            return i
+    return None
+
+
+def verify(
+    port: int, profile: str, workload: str, desk: AnyDesktop, duration: float
+) -> dict[str, Any]:
+    """The pixel check, and for the X11 image workload with a lossless profile how many
+    of the updates left the client showing one whole frame (a server that grabs while a
+    frame is being drawn sends a mix, which the next update completes): ``whole`` and
+    ``distinct`` (whole frames that differ from the previous whole one) out of
+    ``updates``. The client
+    decodes every update here, so the rates are the decoder's; the shares are the
+    server's."""
     client = Client(port, PROFILES[profile], full=True)
+    lossless = Encoding.JPEG_QUALITY_LOW + 8 not in PROFILES[profile]
+    frames = image_frames(desk) if workload == "image" and lossless else None
+    updates = whole = distinct = 0
+    last: int | None = None
     try:
         client.request(False)
         client.drain(0.5)
@@ -775,8 +821,18 @@ def verify(port: int, profile: str, workload: str, desk: AnyDesktop, duration: f
             while (now := time.monotonic()) < end:
                 if client.read(end - now):
                     client.request()
+                    if frames:
+                        updates += 1
+                        shown = whole_frame(client.dec.fb, frames)
+                        if shown is not None:
+                            whole += 1
+                            distinct += shown != last
+                            last = shown
         client.drain(1.5)
-        return compare(client.dec.fb, desk.truth())
+        out: dict[str, Any] = {"verify": compare(client.dec.fb, desk.truth())}
+        if frames:
+            out["frames"] = {"updates": updates, "whole": whole, "distinct": distinct}
+        return out
     finally:
         client.close()
 
@@ -941,7 +997,7 @@ def measure_server(
                 time.sleep(SETTLE)
                 rec["verify"] = "-"
                 if args.verify_duration > 0:
-                    rec["verify"] = verify(port, profile, wl, desk, args.verify_duration)
+                    rec |= verify(port, profile, wl, desk, args.verify_duration)
                     time.sleep(SETTLE)
                 rec |= {"server": name, "profile": profile, "workload": wl}
                 results.append(rec)
@@ -1092,6 +1148,18 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['server']:18} {r['profile']:14} {r['keys']:4} {r['misses']:4} "
                 f"{fmt(r['p50']):>7} {fmt(r['p95']):>7} {fmt(r['min']):>6} {fmt(r['max']):>6}"
             )
+    framed = [r for r in results if r.get("frames")]
+    if framed:
+        lines += ["", "image, verify pass: updates after which the client showed one whole "
+                  "frame (distinct: a frame other than the last whole one); share: distinct "
+                  "/ updates"]  # fmt: skip
+        lines.append(f"{'server':18} {'profile':14} {'updates':>7} {'whole':>6} {'distinct':>8} "
+                     f"{'share':>6}")  # fmt: skip
+        for r in framed:
+            f = r["frames"]
+            share = f["distinct"] / f["updates"] if f["updates"] else float("nan")
+            lines.append(f"{r['server']:18} {r['profile']:14} {f['updates']:7} {f['whole']:6} "
+                         f"{f['distinct']:8} {fmt(share, '.2f'):>6}")  # fmt: skip
     lines += [f"FAILED {r['server']}: {r['error']}" for r in results if r["workload"] == "error"]
     results = [r for r in results if r["workload"] != "error"]
     ours = sorted({r["server"] for r in results if r["server"].startswith("enkaku")})
