@@ -805,9 +805,8 @@ def verify(
     of the updates left the client showing one whole frame (a server that grabs while a
     frame is being drawn sends a mix, which the next update completes): ``whole`` and
     ``distinct`` (whole frames that differ from the previous whole one) out of
-    ``updates``. The client
-    decodes every update here, so the rates are the decoder's; the shares are the
-    server's."""
+    ``updates``. The client decodes every update here, so the rates are the decoder's;
+    the shares are the server's."""
     client = Client(port, PROFILES[profile], full=True)
     lossless = Encoding.JPEG_QUALITY_LOW + 8 not in PROFILES[profile]
     frames = image_frames(desk) if workload == "image" and lossless else None
