@@ -329,17 +329,31 @@ async def test_the_viewer_picks_output_2_then_the_whole_desktop_and_clicks_land(
 
 def _as_if_the_compositor_said(cap: WlrootsCapture, event: str, *args: Any) -> None:
     """Deliver a registry event to the capture's tracker on its own thread, in order
-    with the compositor's events: from the answer to a ``wl_display.sync``.
+    with the compositor's events: at the worker's next turn, which a
+    ``wl_display.sync`` sent now brings about.
 
     sway 1.7 (wlroots 0.15) cannot unplug a headless output, and ``output X disable``
     keeps its ``wl_output`` global and sends no event at all, so the removal a real
     unplug causes (``global_remove``) and the announcement of its return (``global``)
     are delivered this way; the global itself is real, and everything after the event
-    (the capture's layout, the service's fallback, the pixels) is."""
+    (the capture's layout, the service's fallback, the pixels) is.
+
+    Not through the sync's ``done`` handler: pywayland keeps a proxy alive only while
+    Python refers to it, so a callback dropped here can be collected (and its ``done``
+    discarded) before the answer comes, and the worker can dispatch the answer before
+    the handler is set. The worker calls ``_relayout`` after every dispatch; the event
+    rides on that call, once."""
     tracker, conn = cap._tracker, cap._conn
     handler: Any = tracker._on_global_remove if event == "remove" else tracker._on_global
-    callback = conn.display.sync()
-    callback.dispatcher["done"] = lambda *_: handler(conn.registry, *args)
+    relayout = cap._relayout
+
+    def once() -> None:
+        del cap._relayout  # the method again
+        handler(conn.registry, *args)
+        relayout()
+
+    cap._relayout = once  # type: ignore[method-assign]
+    conn.display.sync()  # its answer wakes the worker; the answer itself is not needed
     conn.display.flush()
 
 
