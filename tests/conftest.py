@@ -8,6 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+#: Where the long test files are (real servers, agents, browsers: 10-260 s a file, against
+#: well under 10 s for most others). They run first: the two workers take whole files
+#: in collection order, so a long file collected last keeps one worker busy while the
+#: other has nothing left (tests/test_cli.py, 170 s, used to come after tests/server).
+LONG_FIRST = ("tests/e2e/", "tests/console/", "tests/agent/window/", "tests/test_cli.py")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Messages in English whatever the developer's locale (LANG=ja_JP would otherwise
@@ -24,6 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # on a lock that a shell killed mid-profile left behind) would fail the terminal
     # tests for reasons outside the project. Tests of the choice itself unset it.
     os.environ["ENKAKU_TERMINAL_SHELL"] = "/bin/sh"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long files first (``LONG_FIRST``), each file's tests together and in order."""
+    root = config.rootpath
+
+    def long(item: pytest.Item) -> bool:
+        path = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        return path.startswith(LONG_FIRST)
+
+    items.sort(key=lambda item: not long(item))  # stable: the order within stays
 
 
 @pytest.fixture(autouse=True)
