@@ -166,6 +166,28 @@ async def test_migration_is_idempotent(db_url: str) -> None:
         await second.dispose()
 
 
+def test_schema_head_names_the_newest_migration() -> None:
+    """open_engine skips Alembic for a database at SCHEMA_HEAD: a new migration must
+    move it, or databases would stay on the old schema."""
+    assert _head_revision() == store_db.SCHEMA_HEAD
+
+
+async def test_an_older_database_is_still_migrated_on_open(db_url: str) -> None:
+    engine = create_async_engine(async_url(db_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(store_db.alembic_config(c), "0006"))
+    finally:
+        await engine.dispose()
+    opened = await open_engine(db_url)
+    try:
+        assert await _scalar(opened, "SELECT version_num FROM alembic_version") == (
+            _head_revision()
+        )
+    finally:
+        await opened.dispose()
+
+
 async def test_migration_0002_up_and_down_keeps_the_sessions(db_url: str) -> None:
     """0002 adds who asserted the end reason and the comment; old rows survive both ways."""
     engine = create_async_engine(async_url(db_url))

@@ -32,7 +32,7 @@ from .services import SERVICES, Services
 from .settings import Settings
 from .store.db import open_engine
 from .store.models import Technician
-from .store.repo import Store
+from .store.repo import Store, dummy_password_hash
 from .terms_page import terms_page
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ def build_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own_store = store or Store(await open_engine(settings.db_url))
+        # The unknown-user hash ahead of the first login, on a worker: no login pays it.
+        warm = asyncio.ensure_future(asyncio.to_thread(dummy_password_hash))
         orphans = await own_store.end_orphaned_sessions(settings.node)
         if orphans:
             log.warning("closed %d session record(s) left open by a previous run", orphans)
@@ -115,6 +117,7 @@ def build_app(
         app[RETENTION] = retention
         app[SERVICES] = Services(settings, own_store, presence, relay, agents, own_limits)
         yield
+        await warm
         await expiry.stop()
         await retention.stop()
         await agents.drain()

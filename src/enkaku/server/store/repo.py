@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Collection
@@ -74,9 +75,23 @@ register(
 )
 
 _hasher = PasswordHasher()
-# A valid hash of a random password: verified against when the user does not exist so
-# that a login for an unknown user costs the same time as one with a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def dummy_password_hash() -> str:
+    """A valid hash of a random password: verified against when the user does not exist
+    so that a login for an unknown user costs the same time as one with a wrong password.
+    Made once, when first asked for (the server asks on a worker thread as it starts),
+    not at import: hashing costs about 0.2 s of CPU, which every admin command would
+    otherwise pay."""
+    return _hasher.hash(secrets.token_hex(16))
+
+
+def _verify(pw_hash: str | None, password: str) -> None:
+    """Worker thread: argon2's check of ``password`` (against the dummy hash when there
+    is no user: the same time either way); raises VerificationError when wrong."""
+    _hasher.verify(pw_hash or dummy_password_hash(), password)
+
 
 TOKEN_LIFETIME = timedelta(days=30)
 
@@ -148,9 +163,8 @@ class Store:
         """The technician if ``password`` is right and the account active, else None."""
         async with self._sessions() as s:
             tech = await s.scalar(select(Technician).where(Technician.username == username))
-        pw_hash = tech.password_hash if tech is not None else _DUMMY_HASH
         try:
-            await asyncio.to_thread(_hasher.verify, pw_hash, password)
+            await asyncio.to_thread(_verify, tech.password_hash if tech else None, password)
         except (VerificationError, InvalidHashError):
             return None
         if tech is None or not tech.active:
@@ -212,9 +226,8 @@ class Store:
     async def verify_password(self, technician_id: int, password: str) -> bool:
         """Whether ``password`` is this technician's (argon2 check)."""
         tech = await self.technician_by_id(technician_id)
-        pw_hash = tech.password_hash if tech is not None else _DUMMY_HASH
         try:
-            await asyncio.to_thread(_hasher.verify, pw_hash, password)
+            await asyncio.to_thread(_verify, tech.password_hash if tech else None, password)
         except (VerificationError, InvalidHashError):
             return False
         return tech is not None
