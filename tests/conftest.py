@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 #: Where the long test files are (real servers, agents, browsers: 10-260 s a file, against
-#: well under 10 s for most others). They run first: the two workers take whole files
+#: well under 10 s for most others). They run first: the workers take whole files
 #: in collection order, so a long file collected last keeps one worker busy while the
 #: other has nothing left (tests/test_cli.py, 170 s, used to come after tests/server).
 LONG_FIRST = ("tests/e2e/", "tests/console/", "tests/agent/window/", "tests/test_cli.py")
@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _enkaku_log_level() -> Iterator[None]:
     """Each test starts with the "enkaku" logger's level unset: a command run in-process
-    (enkaku.cli.main) sets it for its verbosity, and with two workers taking whole files
+    (enkaku.cli.main) sets it for its verbosity, and with workers taking whole files
     in any order, that once hid the records a later test's caplog looked for."""
     logger = logging.getLogger("enkaku")
     saved = logger.level

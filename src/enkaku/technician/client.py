@@ -27,10 +27,10 @@ from enkaku.transport.proxy import proxy_kwargs
 from enkaku.transport.relay import open_leg
 
 from .session import TechnicianSession
-from .vncbridge import VNCBridge
 
 if TYPE_CHECKING:
     from .control_socket import ChatHub
+    from .vncbridge import VNCBridge
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,8 @@ async def connect(opts: ConnectOptions, *, stop: asyncio.Event | None = None) ->
         if opts.vnc_listen:
             # Take the VNC address before the session is asked for: a busy port must fail
             # before the customer consents and the one-time password is spent.
+            from .vncbridge import VNCBridge  # numpy and the RFB codecs: connect only
+
             bridge = VNCBridge(*opts.vnc_listen, monitor=opts.monitor)
             try:
                 await bridge.bind()
