@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import json
 import os
 import queue
@@ -212,41 +213,36 @@ class World:
             proc.close()
 
 
-_TEMPLATE_DB: Path | None = None
-
-
+@functools.cache
 def _template_db() -> Path:
     """The database every test starts from, made once per test process through the real
     CLI (``admin user add --create``, ``admin customer add``, ``admin contract add``): a
     technician with a password, and a contract. Each test gets a copy, not a new one:
     the CLI runs cost about 4 s of CPU (interpreter starts, schema, the password's hash)."""
-    global _TEMPLATE_DB
-    if _TEMPLATE_DB is None:
-        folder = Path(tempfile.mkdtemp(prefix="enkaku-template-db-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        db = f"sqlite:///{folder}/server.db"
-        env = dict(os.environ, ENKAKU_NEW_PASSWORD=LOGIN_PASSWORD)
-        for args in (
-            [
-                "user",
-                "--db",
-                db,
-                "--create",
-                "add",
-                "tech",
-                "--display-name",
-                "Taro Tanaka",
-                "--company",
-                "ACME Support",
-            ],
-            ["customer", "--db", db, "add", "Example Ltd"],
-            ["contract", "--db", db, "add", "C-100", "--customer", "Example Ltd"],
-        ):
-            subprocess.run(
-                [ENKAKU, "admin", *args], env=env, check=True, capture_output=True, timeout=60
-            )
-        _TEMPLATE_DB = folder / "server.db"
-    return _TEMPLATE_DB
+    folder = Path(tempfile.mkdtemp(prefix="enkaku-template-db-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    db = f"sqlite:///{folder}/server.db"
+    env = dict(os.environ, ENKAKU_NEW_PASSWORD=LOGIN_PASSWORD)
+    for args in (
+        [
+            "user",
+            "--db",
+            db,
+            "--create",
+            "add",
+            "tech",
+            "--display-name",
+            "Taro Tanaka",
+            "--company",
+            "ACME Support",
+        ],
+        ["customer", "--db", db, "add", "Example Ltd"],
+        ["contract", "--db", db, "add", "C-100", "--customer", "Example Ltd"],
+    ):
+        subprocess.run(
+            [ENKAKU, "admin", *args], env=env, check=True, capture_output=True, timeout=60
+        )
+    return folder / "server.db"
 
 
 def make_db(tmp: Path) -> str:
