@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -224,6 +225,18 @@ def _foot_ready(m: Mutter) -> bool:
     return bool((top != np.array(FOOT_BG, dtype=np.uint8)).any())
 
 
+def bus_listening(path: Path) -> bool:
+    """Whether a dbus-daemon accepts connections on ``path``. Not the file's existence:
+    the daemon binds (the file appears) before it listens, and a client that connects in
+    between is refused (seen under load: the portal fake's bus)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 @contextmanager
 def headless_mutter(
     width: int = 1280, height: int = 720, foot: bool = True,
@@ -295,12 +308,12 @@ def headless_mutter(
     try:
         start("dbus-daemon", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
               f"--address={bus}", "--nofork", "--nopidfile")  # fmt: skip
-        wait("dbus-daemon", (runtime / "bus").exists)
+        wait("dbus-daemon", lambda: bus_listening(runtime / "bus"))
         if layout is not None:
             system_bus = f"unix:path={runtime / 'system_bus'}"
             start("system-bus", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
                   f"--address={system_bus}", "--nofork", "--nopidfile")  # fmt: skip
-            wait("the system bus", (runtime / "system_bus").exists)
+            wait("the system bus", lambda: bus_listening(runtime / "system_bus"))
             name, _, variant = layout.rstrip(")").partition("(")
             localed = subprocess.Popen([sys.executable, "-c", _LOCALED, system_bus, name, variant],
                                        stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tests.gnome import Mutter, _call, _has_names, _run, headless_mutter
+from tests.gnome import Mutter, _call, _has_names, _run, bus_listening, headless_mutter
 from tests.xdisplay import stop
 
 PORTAL_TOOLS = (  # each started once the previous one owns its name
@@ -357,7 +357,7 @@ def fake_portal(rd_version: int = 2) -> Iterator[FakePortal]:
                               daemon=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 10
-        while not (folder / "bus").exists():
+        while not bus_listening(folder / "bus"):
             if daemon.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("dbus-daemon did not start")
             time.sleep(0.05)
