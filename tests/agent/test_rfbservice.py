@@ -428,6 +428,7 @@ class Pipe:
     def __init__(self) -> None:
         self.to_server: asyncio.Queue[bytes] = asyncio.Queue()
         self.from_server: asyncio.Queue[bytes] = asyncio.Queue()
+        self.received = bytearray()  # not yet a whole message (a streamed update's bands)
 
     async def read(self) -> bytes:
         return await self.to_server.get()
@@ -446,9 +447,18 @@ class Pipe:
         return await self.from_server.get()
 
     async def receive(self, dec, until, timeout: float = 10) -> None:
+        from tests.protocol.rfb.decoders import whole_messages
+
         async with asyncio.timeout(timeout):
             while not until():
-                dec.feed(await self.from_server.get())
+                self.received += await self.from_server.get()
+                # Whole messages only; Tight (not framed without decoding) is never
+                # streamed in these tests and comes whole.
+                n = whole_messages(self.received, dec.pf.bits_per_pixel // 8)
+                n = len(self.received) if n is None else n
+                if n:
+                    dec.feed(bytes(self.received[:n]))
+                    del self.received[:n]
 
     async def catch_up(self, dec, screen, timeout: float = 30) -> None:
         """Ask for incremental updates until the viewer's picture is ``screen()`` (a
@@ -1004,6 +1014,50 @@ async def test_input_ends_the_settle_at_once(monkeypatch: pytest.MonkeyPatch) ->
     async with asyncio.timeout(10):  # the key is injected on a worker thread
         while ("key", 0x61, True, None) not in injector.calls:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+    await _hang_up(pipe, task, capture)
+
+
+async def test_a_full_screen_change_goes_out_band_by_band_while_the_rest_is_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large update is streamed: the viewer has the first band before the last band
+    is encoded (so the link carries a full-screen picture while it is encoded), and the
+    whole update decodes exactly."""
+    from enkaku.protocol.rfb import messages as m
+    from enkaku.protocol.rfb.encodings import zrle
+
+    h, w = 600, 1024  # 614 400 pixels: three bands
+    capture = FakeEventCapture(sample_image(h, w))
+    capture.pending = []
+    pipe, _, task, dec = await _zrle_viewer(capture)
+    first_band_seen = threading.Event()
+    bands_encoded: list[int] = []
+    encode = zrle.ZRLEEncoder.encode
+
+    def held_encode(self, frame, pf, options):  # type: ignore[no-untyped-def]
+        if bands_encoded:  # the second band waits until the viewer has the first
+            assert first_band_seen.wait(20), "the first band did not go out on its own"
+        bands_encoded.append(frame.shape[0])
+        return encode(self, frame, pf, options)
+
+    monkeypatch.setattr(zrle.ZRLEEncoder, "encode", held_encode)
+    new = sample_image(h, w, seed=9)
+    capture.set_image(new.copy(), Rect(0, 0, w, h))
+    async with asyncio.timeout(20):
+        while len(pipe.received) < 16:  # the update's header and first rectangle's
+            pipe.received += await pipe.from_server.get()
+    assert bands_encoded == [256]  # the rest waits: what came is the first band alone
+    # three rectangles, the first of them the top band
+    assert pipe.received[:4] == m.framebuffer_update_header(3)
+    assert pipe.received[4:16] == m.rect_header(0, 0, w, 256, Encoding.ZRLE)
+    first_band_seen.set()
+    await pipe.receive(dec, lambda: len(dec.updates) == 2)
+    assert bands_encoded == [256, 256, 88]
+    assert dec.updates[1].rects == [
+        (0, 0, w, 256, Encoding.ZRLE), (0, 256, w, 256, Encoding.ZRLE),
+        (0, 512, w, 88, Encoding.ZRLE),
+    ]  # fmt: skip
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(new))
     await _hang_up(pipe, task, capture)
 
 

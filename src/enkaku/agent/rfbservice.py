@@ -636,6 +636,9 @@ class RFBService:
         self._server: RFBServer | None = None
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s, for the workers
+        self._flusher: asyncio.Task[None] | None = None  # sends a streamed update's parts
+        self._flush_more = False
         #: Held by the loop around every use of ``_server`` outside the updater, and by
         #: the worker while it plans an update (``_step``): the reader may take messages
         #: in meanwhile.
@@ -687,6 +690,7 @@ class RFBService:
 
     async def run(self) -> None:
         """Serve the connection until the peer closes it or it fails; always cleans up."""
+        self._loop = asyncio.get_running_loop()
         width, height = await asyncio.to_thread(lambda: self._capture.size)
         self._desktop = (width, height)
         if callable(getattr(self._source, "monitors", None)):
@@ -740,6 +744,8 @@ class RFBService:
             self._disarm()
             if unwatch is not None:
                 unwatch()
+            if self._flusher is not None:
+                background.add(self._flusher)
             for task in tasks | background:
                 task.cancel()
             for task in tasks | background:
@@ -994,7 +1000,7 @@ class RFBService:
                 # the update is larger than a key's few pixels.
                 step = self._step(request, now, settle, INLINE_MAX_AREA)
                 if step.pending is not None and not step.encoded:
-                    await asyncio.to_thread(step.pending.encode)
+                    await asyncio.to_thread(self._encode, step.pending)
             else:
                 # One hop for the settle, the poll and the encode (each hop costs
                 # about as much CPU as a small update's damage step).
@@ -1373,9 +1379,43 @@ class RFBService:
         step.pending, step.rects, step.copies = pending, rects, copies
         step.lossless, step.video = lossless, video is not None
         if encode_max is None or (video is None and sum(r.w * r.h for r in rects) <= encode_max):
-            pending.encode()  # a failure ends the connection: the loop ends the update
+            self._encode(pending)  # a failure ends the connection: the loop ends the update
             step.encoded = True
         return step
+
+    def _encode(self, pending: PendingUpdate) -> None:
+        """Worker thread: encode ``pending``. A large update is streamed: each band goes
+        to the connection as soon as it is encoded (server.py, ``PendingUpdate.stream``),
+        so the link carries the top of a full-screen change while the rest is encoded."""
+        if not pending.streams or self._loop is None:
+            pending.encode()
+            return
+        server, loop = self._server, self._loop
+        assert server is not None
+
+        def emit(data: bytes) -> None:
+            with self._server_lock:
+                server.stream_part(data)
+            loop.call_soon_threadsafe(self._flush_soon)
+
+        pending.stream(emit)
+
+    def _flush_soon(self) -> None:
+        """Loop: send what a streamed update queued so far (one flusher at a time; it
+        goes round again while more is queued)."""
+        self._flush_more = True
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_queued(), name="rfb-stream")
+
+    async def _flush_queued(self) -> None:
+        try:
+            while self._flush_more:
+                self._flush_more = False
+                await self._flush()
+        except Exception as exc:
+            # The connection is gone: the updater's own flush at the update's end meets
+            # the same error and ends the service; this is not a second report of it.
+            logger.debug("rfb streamed part not sent: %s", type(exc).__name__)
 
     def _grab_damage(self, regions: list[Rect]) -> list[Copy] | None:
         """Worker thread: capture the damaged rectangles into ``_previous``, add what

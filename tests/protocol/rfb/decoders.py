@@ -5,7 +5,8 @@ server-to-client message the enkaku server can send: FramebufferUpdate with Raw,
 CopyRect, ZRLE, Tight (fill, JPEG, basic with copy and palette filters), Cursor,
 DesktopSize, ExtendedDesktopSize, LastRect and the QEMU announcement; ServerCutText,
 SetColourMapEntries, Bell, EndOfContinuousUpdates and ServerFence.
-Feed it complete messages (what ``RFBServer.data_to_send()`` returns).
+Feed it complete messages (what ``RFBServer.data_to_send()`` returns); ``whole_messages``
+tells where they end in bytes cut anywhere.
 """
 
 from __future__ import annotations
@@ -134,6 +135,59 @@ def read_compact_length(r: _Reader) -> int:
         if b & 0x80:
             n |= r.take(1)[0] << 14
     return n
+
+
+def _message_length(r: _Reader, bpp: int) -> int | None:
+    """The length of the server message at ``r``'s position (raises Incomplete when
+    it is cut short), or None when it cannot be told without decoding (Tight)."""
+    start = r.pos
+    kind = r.take(1)[0]
+    if kind == 0:
+        (count,) = r.unpack("!xH")
+        i = 0
+        while count == 0xFFFF or i < count:
+            i += 1
+            _, _, w, h, enc = r.unpack("!HHHHi")
+            if enc == -224:  # LastRect
+                break
+            if enc == 0:
+                r.take(w * h * bpp)
+            elif enc == 1:
+                r.take(4)
+            elif enc == 16:
+                r.take(r.unpack("!I")[0])
+            elif enc == -239:
+                r.take(w * h * bpp + (w + 7) // 8 * h)
+            elif enc == -308:
+                r.take(16 * r.unpack("!B3x")[0])
+            elif enc not in (-223, -258):
+                return None
+    elif kind == 1:
+        r.take(6 * r.unpack("!xHH")[1])
+    elif kind == 3:
+        r.take(abs(r.unpack("!3xi")[0]))
+    elif kind == 248:
+        r.take(r.unpack("!3xIB")[1])
+    elif kind not in (2, 150):
+        return None
+    return r.pos - start
+
+
+def whole_messages(data: bytes, bpp: int = 4) -> int | None:
+    """How many bytes at the start of ``data`` are whole server messages, for bytes cut
+    anywhere (a streamed update arrives band by band); None when a message's length
+    cannot be told without decoding it (Tight)."""
+    r = _Reader(data)
+    end = 0
+    while not r.done:
+        try:
+            n = _message_length(r, bpp)
+        except Incomplete:
+            break
+        if n is None:
+            return None
+        end = r.pos
+    return end
 
 
 @dataclass

@@ -373,3 +373,128 @@ def test_lossless_update_overrides_jpeg_and_reports_lossy_rects() -> None:
     dec.feed(server.data_to_send())
     assert update.lossy == [] and dec.jpeg_rects == 1
     np.testing.assert_array_equal(dec.fb, dec.pf.values(noise))
+
+
+# -- streamed updates ------------------------------------------------------------------
+
+SW, SH = 1024, 600  # 614 400 pixels: streamed (STREAM_PIXELS), three bands of 256 rows
+
+
+def test_bands_are_whole_tiles_and_cover_the_rectangle() -> None:
+    from enkaku.protocol.rfb.server import BAND_PIXELS, bands
+
+    assert bands(Rect(0, 0, 100, 100)) == [Rect(0, 0, 100, 100)]
+    assert bands(Rect(8, 4, 1024, 600)) == [
+        Rect(8, 4, 1024, 256), Rect(8, 260, 1024, 256), Rect(8, 516, 1024, 88)
+    ]  # fmt: skip
+    # a last band under half a band's height is not cut off on its own
+    assert bands(Rect(0, 0, 1024, 380)) == [Rect(0, 0, 1024, 380)]
+    tall = bands(Rect(0, 0, 7, 5000))  # narrow: never under one tile row
+    assert all(b.h % 64 == 0 for b in tall[:-1]) and sum(b.h for b in tall) == 5000
+    wide = bands(Rect(0, 0, 3840, 2160))
+    assert all(b.w * b.h <= BAND_PIXELS for b in wide) and sum(b.h for b in wide) == 2160
+
+
+def _asked_for_all(*codes: int, pinging: bool = False) -> tuple[RFBServer, Decoder]:
+    """A server of SW×SH whose client listed ``codes`` (and answers fences when
+    ``pinging``) and asked for the whole screen."""
+    server = RFBServer(SW, SH, "desk")
+    dec = handshake(server)
+    server.receive_data(set_encodings(*codes))
+    if pinging:
+        server.receive_data(bytes(m.Fence(0, b"")))  # the answer to our announcement
+    dec.feed(server.data_to_send())
+    dec.fences.clear()
+    server.receive_data(update_request(False, 0, 0, SW, SH))
+    return server, dec
+
+
+def _streamed(server: RFBServer, img: np.ndarray) -> tuple[list[bytes], list[bytes]]:
+    """Begin a whole-screen update of ``img`` and stream it: what each ``emit`` handed
+    the server, and what the server had queued to send after each one."""
+    pending = server.begin_framebuffer_update(img, [Rect(0, 0, SW, SH)])
+    assert pending.streams
+    emitted: list[bytes] = []
+    sent: list[bytes] = []
+
+    def emit(data: bytes) -> None:
+        emitted.append(data)
+        server.stream_part(data)
+        sent.append(server.data_to_send())
+
+    pending.stream(emit)
+    server.end_framebuffer_update(pending)
+    sent.append(server.data_to_send())
+    return emitted, sent
+
+
+def test_a_large_zrle_update_is_streamed_band_by_band_and_stays_exact() -> None:
+    server, dec = _asked_for_all(Encoding.ZRLE, Encoding.FENCE)
+    img = sample_image(SH, SW)
+    pending = server.begin_framebuffer_update(img, [Rect(0, 0, SW, SH)])
+    emitted: list[bytes] = []
+    sent: list[bytes] = []
+
+    def emit(data: bytes) -> None:
+        emitted.append(data)
+        server.stream_part(data)
+        if len(emitted) == 1:
+            # A reply answered while the rest is encoded waits for the update's end.
+            server.receive_data(bytes(m.Fence(m.FenceFlags.REQUEST, b"mid")))
+        sent.append(server.data_to_send())
+
+    pending.stream(emit)
+    server.end_framebuffer_update(pending)
+    end = server.data_to_send()
+    assert sent == emitted  # each band may go out at once, nothing between them
+    assert end == bytes(m.Fence(0, b"mid"))
+    dec.feed(b"".join(sent) + end)
+    assert len(emitted) == 3 and pending.rect_count == 3 and pending.streamed
+    # ZRLE makes one rectangle a band: the count is in the header, no LastRect
+    assert emitted[0][:4] == m.framebuffer_update_header(3)[:4]
+    assert dec.updates[-1].rects == [
+        (0, 0, SW, 256, Encoding.ZRLE), (0, 256, SW, 256, Encoding.ZRLE),
+        (0, 512, SW, 88, Encoding.ZRLE),
+    ]  # fmt: skip
+    assert dec.fences == [(0, b"mid")]
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(img))
+    # the zlib stream runs on across bands and updates: the next one decodes too
+    img2 = sample_image(SH, SW, seed=2)
+    server.receive_data(update_request(True, 0, 0, SW, SH))
+    _, sent = _streamed(server, img2)
+    dec.feed(b"".join(sent))
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(img2))
+
+
+def test_a_large_tight_update_is_streamed_with_last_rect_and_stays_exact() -> None:
+    server, dec = _asked_for_all(Encoding.TIGHT, Encoding.LAST_RECT)
+    img = sample_image(SH, SW)
+    emitted, sent = _streamed(server, img)
+    assert len(emitted) == 4  # three bands, then the LastRect
+    assert emitted[0][:4] == m.framebuffer_update_header(0xFFFF)[:4]
+    assert emitted[-1] == m.rect_header(0, 0, 0, 0, Encoding.LAST_RECT)
+    dec.feed(b"".join(sent))
+    np.testing.assert_array_equal(dec.fb, dec.pf.values(img))
+
+
+def test_a_pinging_clients_streamed_update_has_its_pings_around_it() -> None:
+    from enkaku.protocol.rfb.server import PING_FLAGS, PING_TAG
+
+    server, dec = _asked_for_all(Encoding.ZRLE, Encoding.FENCE, pinging=True)
+    emitted, sent = _streamed(server, sample_image(SH, SW))
+    ping = bytes(m.Fence(PING_FLAGS, PING_TAG + bytes(4)))  # its sequence number: 4 bytes
+    # nothing in flight: a bare ping first, then the first band, at once
+    assert sent[0][:8] == ping[:8] and sent[0][len(ping)] == 0
+    assert sent[-1][:8] == ping[:8] and len(sent[-1]) == len(ping)  # and one after it
+    assert sent[0][len(ping) :] == emitted[0] and sent[1:-1] == emitted[1:]  # none between
+    dec.feed(b"".join(sent))
+    assert [f for f, _ in dec.fences] == [PING_FLAGS, PING_FLAGS]
+
+
+def test_small_updates_and_unknown_counts_are_not_streamed() -> None:
+    img = sample_image(SH, SW)
+    server, _ = _asked_for_all(Encoding.ZRLE)
+    assert not server.begin_framebuffer_update(img, [Rect(0, 0, 600, 600)]).streams
+    # Tight may cut a rectangle further: without LastRect the count is unknown
+    server, _ = _asked_for_all(Encoding.TIGHT)
+    assert not server.begin_framebuffer_update(img, [Rect(0, 0, SW, SH)]).streams

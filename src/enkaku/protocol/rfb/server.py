@@ -37,7 +37,11 @@ Updates may be encoded on a worker thread: ``begin_framebuffer_update()`` (on th
 owner's thread) snapshots the pixel format and options and consumes the request,
 ``PendingUpdate.encode()`` does the pixel work touching only the encoders, and
 ``end_framebuffer_update()`` queues the message. Replies produced in between are held
-back and sent after it, so a fence answered meanwhile still follows the update.
+back and sent after it, so a fence answered meanwhile still follows the update. A large
+update may instead be streamed (``PendingUpdate.streams``): ``PendingUpdate.stream()``
+encodes its rectangles in bands of rows and hands each band to ``stream_part()`` as soon
+as it is encoded, so it can go out while the rest is encoded; ``end_framebuffer_update()``
+then only ends it.
 
 Adaptive quality (congestion.py): once the client has answered our first Fence, every
 FramebufferUpdate is followed by a Fence request (BlockBefore, payload ``PING_TAG`` +
@@ -208,9 +212,32 @@ class CursorLike(Protocol):
     def hotspot_y(self) -> int: ...
 
 
+#: An update of at least this many pixels may be streamed (``PendingUpdate.stream``): its
+#: rectangles go out in bands of about ``BAND_PIXELS``, each as soon as it is encoded, so
+#: the link carries and the viewer decodes the top of a large change while the rest is
+#: still being encoded (a full-screen picture: encode and transfer overlap instead of
+#: following each other).
+STREAM_PIXELS = 512 * 1024
+BAND_PIXELS = 256 * 1024
+#: Band heights are whole ZRLE tiles (and whole JPEG blocks for Tight).
+BAND_ROWS_STEP = 64
+
+
+def bands(rect: Rect) -> list[Rect]:
+    """``rect`` cut into bands of about ``BAND_PIXELS`` (whole if it is smaller)."""
+    rows = max(BAND_ROWS_STEP, BAND_PIXELS // max(1, rect.w) // BAND_ROWS_STEP * BAND_ROWS_STEP)
+    if rect.h <= rows + rows // 2:
+        return [rect]
+    return [
+        Rect(rect.x, y, rect.w, min(rows, rect.y + rect.h - y))
+        for y in range(rect.y, rect.y + rect.h, rows)
+    ]
+
+
 @dataclass(slots=True)
 class PendingUpdate:
-    """A FramebufferUpdate between begin and end; ``encode()`` may run on any thread."""
+    """A FramebufferUpdate between begin and end; ``encode()`` or ``stream()`` may run
+    on any thread."""
 
     frame: Frame
     rects: list[Rect]
@@ -225,22 +252,31 @@ class PendingUpdate:
     rect_count: int = field(default=0)
     #: Rectangles sent lossily (JPEG), in framebuffer coordinates; known after encode().
     lossy: list[Rect] = field(default_factory=list)
+    #: The message went out through ``stream()`` (``message`` is then empty).
+    streamed: bool = False
+
+    def _copy_parts(self) -> list[bytes]:
+        return [
+            m.rect_header(dest.x, dest.y, dest.w, dest.h, Encoding.COPYRECT)
+            + encode_copyrect(sx, sy)
+            for dest, sx, sy in self.copies
+        ]
+
+    def _encode_rect(self, r: Rect) -> list[bytes]:
+        parts = []
+        sub = self.frame[r.y : r.y + r.h, r.x : r.x + r.w]
+        for er in self.encoder.encode(sub, self.pixel_format, self.options):
+            head = m.rect_header(r.x + er.x, r.y + er.y, er.w, er.h, er.encoding)
+            parts.append(head + er.payload)
+            if er.lossy:
+                self.lossy.append(Rect(r.x + er.x, r.y + er.y, er.w, er.h))
+        return parts
 
     def encode(self) -> bytes:
         """Encode all rectangles into the FramebufferUpdate message(s)."""
-        parts = list(self.pseudo)
-        for dest, sx, sy in self.copies:
-            parts.append(
-                m.rect_header(dest.x, dest.y, dest.w, dest.h, Encoding.COPYRECT)
-                + encode_copyrect(sx, sy)
-            )
+        parts = list(self.pseudo) + self._copy_parts()
         for r in self.rects:
-            sub = self.frame[r.y : r.y + r.h, r.x : r.x + r.w]
-            for er in self.encoder.encode(sub, self.pixel_format, self.options):
-                head = m.rect_header(r.x + er.x, r.y + er.y, er.w, er.h, er.encoding)
-                parts.append(head + er.payload)
-                if er.lossy:
-                    self.lossy.append(Rect(r.x + er.x, r.y + er.y, er.w, er.h))
+            parts += self._encode_rect(r)
         self.rect_count = len(parts)
         if len(parts) < 0xFFFF:
             body = m.framebuffer_update_header(len(parts)) + b"".join(parts)
@@ -252,6 +288,44 @@ class PendingUpdate:
             body = b"".join(m.framebuffer_update_header(len(c)) + b"".join(c) for c in chunks)
         self.message = self.prefix + body
         return self.message
+
+    @property
+    def streams(self) -> bool:
+        """Whether ``stream()`` may be used: the update is large, its encoder takes a
+        rectangle in bands, and the message's rectangle count is known before encoding
+        (an encoder that makes one rectangle of each) or need not be (LastRect)."""
+        if not getattr(self.encoder, "bands", False):
+            return False
+        if sum(r.w * r.h for r in self.rects) < STREAM_PIXELS:
+            return False
+        if self.last_rect:
+            return True
+        count = len(self.pseudo) + len(self.copies) + sum(len(bands(r)) for r in self.rects)
+        return bool(getattr(self.encoder, "one_rect", False)) and count < 0xFFFF
+
+    def stream(self, emit: Callable[[bytes], None]) -> None:
+        """Encode as ``encode()`` does, handing the message to ``emit`` in order: the
+        header with the first band, then each band as soon as it is encoded (large
+        rectangles in bands of ``BAND_PIXELS``). Only where ``streams`` is true."""
+        cut = [b for r in self.rects for b in bands(r)]
+        one = bool(getattr(self.encoder, "one_rect", False))
+        count = len(self.pseudo) + len(self.copies) + len(cut)
+        known = one and count < 0xFFFF
+        head = m.framebuffer_update_header(count if known else 0xFFFF)
+        waiting = [self.prefix + head, *self.pseudo, *self._copy_parts()]
+        n = len(waiting) - 1
+        for r in cut:
+            parts = self._encode_rect(r)
+            n += len(parts)
+            emit(b"".join(waiting + parts))
+            waiting = []
+        if not known:
+            emit(b"".join([*waiting, m.rect_header(0, 0, 0, 0, Encoding.LAST_RECT)]))
+        elif waiting:
+            emit(b"".join(waiting))
+        self.rect_count = n
+        self.message = b""
+        self.streamed = True
 
 
 class RFBServer:
@@ -283,6 +357,7 @@ class RFBServer:
         self._in = bytearray()
         self._out = bytearray(b"RFB 003.008\n")
         self._held: bytearray | None = None
+        self._streaming = False  # a streamed update has begun going out
         self._skip = 0
         self._pending: Rect | None = None
         self._pending_full: Rect | None = None
@@ -554,7 +629,8 @@ class RFBServer:
         link = self._link
         link.sent(self._position() - link.position)
         seq = link.ping()
-        self._emit(bytes(m.Fence(PING_FLAGS, PING_TAG + seq.to_bytes(4, "big"))))
+        # Never held back: a ping goes right after (or before) the update it follows.
+        self._out += bytes(m.Fence(PING_FLAGS, PING_TAG + seq.to_bytes(4, "big")))
 
     @property
     def link(self) -> LinkStatus:
@@ -682,17 +758,35 @@ class RFBServer:
             self.supports(Encoding.LAST_RECT), prefix, pseudo,
         )  # fmt: skip
 
-    def end_framebuffer_update(self, update: PendingUpdate) -> None:
-        """Queue the encoded update, then whatever was answered while it was encoded."""
-        if self._held is None:
-            raise RuntimeError("no FramebufferUpdate is being encoded")
-        held, self._held = self._held, None
-        message = update.message if update.message is not None else update.encode()
+    def _update_starts(self) -> None:
         if self._pinging:
             self._link.sent(self._position() - self._link.position)
             if self._link.in_flight == 0:
                 self._ping()  # nothing ahead of it: the link's bare round trip
-        self._out += message
+
+    def stream_part(self, data: bytes) -> None:
+        """Queue the next piece of the update ``PendingUpdate.stream()`` is encoding
+        (its ``emit``; on the owner's lock): it may go out before the rest is encoded.
+        Replies answered meanwhile still wait for ``end_framebuffer_update()``."""
+        if self._held is None:
+            raise RuntimeError("no FramebufferUpdate is being encoded")
+        if not self._streaming:
+            self._streaming = True
+            self._update_starts()
+        self._out += data
+
+    def end_framebuffer_update(self, update: PendingUpdate) -> None:
+        """Queue the encoded update (or its end, when streamed), then whatever was
+        answered while it was encoded."""
+        if self._held is None:
+            raise RuntimeError("no FramebufferUpdate is being encoded")
+        held, self._held = self._held, None
+        if update.streamed:
+            self._streaming = False
+        else:
+            message = update.message if update.message is not None else update.encode()
+            self._update_starts()
+            self._out += message
         self._out += held
         if self._pinging:
             self._ping()

@@ -10,6 +10,10 @@ class RawEncoder:
     """Stateless Raw encoder."""
 
     code = 0
+    #: A rectangle may be encoded in bands (server.py, ``PendingUpdate.stream``)
+    bands = True
+    #: One wire rectangle per ``encode()`` call.
+    one_rect = True
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         """Encode the whole of ``frame`` (a BGRX rectangle) as one Raw rectangle."""

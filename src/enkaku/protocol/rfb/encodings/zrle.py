@@ -329,6 +329,10 @@ class ZRLEEncoder:
     """ZRLE with the connection's one persistent zlib stream."""
 
     code = 16
+    #: A rectangle may be encoded in bands (server.py, ``PendingUpdate.stream``)
+    bands = True
+    #: One wire rectangle per ``encode()`` call.
+    one_rect = True
 
     def __init__(self) -> None:
         self._stream = DeflateStream()
