@@ -38,10 +38,10 @@ owner's thread) snapshots the pixel format and options and consumes the request,
 ``PendingUpdate.encode()`` does the pixel work touching only the encoders, and
 ``end_framebuffer_update()`` queues the message. Replies produced in between are held
 back and sent after it, so a fence answered meanwhile still follows the update. A large
-update may instead be streamed (``PendingUpdate.streams``): ``PendingUpdate.stream()``
-encodes its rectangles in bands of rows and hands each band to ``stream_part()`` as soon
-as it is encoded, so it can go out while the rest is encoded; ``end_framebuffer_update()``
-then only ends it.
+ZRLE or Raw update may instead be streamed (``PendingUpdate.streams``):
+``PendingUpdate.stream()`` encodes its rectangles in bands of rows and hands each band
+to ``stream_part()`` as soon as it is encoded, so it can go out while the rest is
+encoded; ``end_framebuffer_update()`` then only ends it.
 
 Adaptive quality (congestion.py): once the client has answered our first Fence, every
 FramebufferUpdate is followed by a Fence request (BlockBefore, payload ``PING_TAG`` +
@@ -212,14 +212,14 @@ class CursorLike(Protocol):
     def hotspot_y(self) -> int: ...
 
 
-#: An update of at least this many pixels may be streamed (``PendingUpdate.stream``): its
+#: A ZRLE or Raw update of at least this many pixels is streamed (``PendingUpdate.stream``): its
 #: rectangles go out in bands of about ``BAND_PIXELS``, each as soon as it is encoded, so
 #: the link carries and the viewer decodes the top of a large change while the rest is
 #: still being encoded (a full-screen picture: encode and transfer overlap instead of
 #: following each other).
 STREAM_PIXELS = 512 * 1024
 BAND_PIXELS = 256 * 1024
-#: Band heights are whole ZRLE tiles (and whole JPEG blocks for Tight).
+#: Band heights are whole ZRLE tiles.
 BAND_ROWS_STEP = 64
 
 
@@ -291,39 +291,29 @@ class PendingUpdate:
 
     @property
     def streams(self) -> bool:
-        """Whether ``stream()`` may be used: the update is large, its encoder takes a
-        rectangle in bands, and the message's rectangle count is known before encoding
-        (an encoder that makes one rectangle of each) or need not be (LastRect)."""
-        if not getattr(self.encoder, "bands", False):
+        """Whether ``stream()`` may be used: the update is large, and its encoder makes
+        one wire rectangle of each rectangle it is given (ZRLE, Raw), so the message's
+        rectangle count is known before its first band is encoded. (Tight, which may cut
+        a band further, is not streamed: its JPEG frames are small, and nine encoder
+        passes a frame cost it 8-10 % more CPU, docs/performance.md.)"""
+        if not getattr(self.encoder, "one_rect", False):
             return False
         if sum(r.w * r.h for r in self.rects) < STREAM_PIXELS:
             return False
-        if self.last_rect:
-            return True
-        count = len(self.pseudo) + len(self.copies) + sum(len(bands(r)) for r in self.rects)
-        return bool(getattr(self.encoder, "one_rect", False)) and count < 0xFFFF
+        return len(self.pseudo) + len(self.copies) + sum(len(bands(r)) for r in self.rects) < 0xFFFF
 
     def stream(self, emit: Callable[[bytes], None]) -> None:
         """Encode as ``encode()`` does, handing the message to ``emit`` in order: the
         header with the first band, then each band as soon as it is encoded (large
         rectangles in bands of ``BAND_PIXELS``). Only where ``streams`` is true."""
         cut = [b for r in self.rects for b in bands(r)]
-        one = bool(getattr(self.encoder, "one_rect", False))
         count = len(self.pseudo) + len(self.copies) + len(cut)
-        known = one and count < 0xFFFF
-        head = m.framebuffer_update_header(count if known else 0xFFFF)
-        waiting = [self.prefix + head, *self.pseudo, *self._copy_parts()]
-        n = len(waiting) - 1
+        waiting = [self.prefix + m.framebuffer_update_header(count), *self.pseudo]
+        waiting += self._copy_parts()
         for r in cut:
-            parts = self._encode_rect(r)
-            n += len(parts)
-            emit(b"".join(waiting + parts))
+            emit(b"".join(waiting + self._encode_rect(r)))
             waiting = []
-        if not known:
-            emit(b"".join([*waiting, m.rect_header(0, 0, 0, 0, Encoding.LAST_RECT)]))
-        elif waiting:
-            emit(b"".join(waiting))
-        self.rect_count = n
+        self.rect_count = count
         self.message = b""
         self.streamed = True
 

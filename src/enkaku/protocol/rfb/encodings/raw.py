@@ -10,9 +10,8 @@ class RawEncoder:
     """Stateless Raw encoder."""
 
     code = 0
-    #: A rectangle may be encoded in bands (server.py, ``PendingUpdate.stream``)
-    bands = True
-    #: One wire rectangle per ``encode()`` call.
+    #: One wire rectangle per ``encode()`` call: updates may be streamed in bands
+    #: (server.py, ``PendingUpdate.stream``).
     one_rect = True
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:

@@ -259,8 +259,6 @@ class TightEncoder:
     """Tight with fill, palette, copy and JPEG chosen per region; holds the zlib streams."""
 
     code = 7
-    #: A rectangle may be encoded in bands (server.py, ``PendingUpdate.stream``)
-    bands = True
 
     def __init__(self) -> None:
         self._streams = [DeflateStream(small=0) for _ in range(4)]  # see deflate.SMALL

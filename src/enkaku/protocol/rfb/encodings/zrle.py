@@ -329,9 +329,8 @@ class ZRLEEncoder:
     """ZRLE with the connection's one persistent zlib stream."""
 
     code = 16
-    #: A rectangle may be encoded in bands (server.py, ``PendingUpdate.stream``)
-    bands = True
-    #: One wire rectangle per ``encode()`` call.
+    #: One wire rectangle per ``encode()`` call: updates may be streamed in bands
+    #: (server.py, ``PendingUpdate.stream``).
     one_rect = True
 
     def __init__(self) -> None:
