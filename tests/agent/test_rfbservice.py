@@ -183,12 +183,35 @@ ZRLE_VNCDO = (
 )
 
 
+def count_streamed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the updates streamed band by band from now on (one entry each)."""
+    from enkaku.protocol.rfb.server import PendingUpdate
+
+    streamed: list[int] = []
+    stream = PendingUpdate.stream
+
+    def counted(self: PendingUpdate, emit: Any) -> None:
+        streamed.append(1)
+        stream(self, emit)
+
+    monkeypatch.setattr(PendingUpdate, "stream", counted)
+    return streamed
+
+
+#: A screen large enough for its first update to be streamed in bands (1000×600).
+BIG_H, BIG_W = 600, 1000
+
+
 @pytest.mark.parametrize(
     "variant",
-    ["raw", "raw-nocursor", "zrle", "zrle-xdamage"],
+    ["raw", "raw-nocursor", "zrle", "zrle-xdamage", "zrle-streamed", "raw-streamed"],
 )
-async def test_vncdotool_capture_is_pixel_exact(variant: str, tmp_path: Path) -> None:
-    image = sample_image(H, W, seed=7)
+async def test_vncdotool_capture_is_pixel_exact(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streamed = count_streamed(monkeypatch)
+    big = variant.endswith("streamed")
+    image = sample_image(BIG_H, BIG_W, seed=7) if big else sample_image(H, W, seed=7)
     capture = FakeCapture(image, regions=variant.endswith("xdamage"))
     cursor = np.zeros((8, 8, 4), np.uint8)
     cursor[..., 3] = 255
@@ -212,6 +235,7 @@ async def test_vncdotool_capture_is_pixel_exact(variant: str, tmp_path: Path) ->
     got = np.asarray(Image.open(out).convert("RGB"))
     np.testing.assert_array_equal(got, rgb(image))
     assert injector.calls == [("release_all",)]
+    assert bool(streamed) == big
 
 
 async def test_vncdotool_input_reaches_the_injector() -> None:
@@ -292,12 +316,16 @@ needs_tigervnc = pytest.mark.skipif(
         ("Tight", ["-NoJPEG"], False),
         ("ZRLE", ["-NoJPEG"], True),
         ("Raw", [], False),
+        ("ZRLE", ["streamed"], True),
     ],
 )
 async def test_tigervnc_shows_the_screen_exactly(
-    encoding: str, options: list[str], regions: bool
+    encoding: str, options: list[str], regions: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image = sample_image(H, W, seed=11)
+    streamed = count_streamed(monkeypatch)
+    big = options == ["streamed"]  # the first update goes out band by band
+    options = [] if big else options
+    image = sample_image(BIG_H, BIG_W, seed=11) if big else sample_image(H, W, seed=11)
     capture = FakeCapture(image, regions=regions)
     injector = RecordingInjector()
     with xvfb() as display:
@@ -327,6 +355,7 @@ async def test_tigervnc_shows_the_screen_exactly(
                 assert server.encoding == getattr(Encoding, encoding.upper())
                 if "-NoJPEG" in options:
                     assert server.options.jpeg_quality is None
+                assert bool(streamed) == big
             finally:
                 proc.terminate()
                 await proc.wait()
