@@ -1151,14 +1151,18 @@ def table(results: list[dict[str, Any]]) -> str:
     if framed:
         lines += ["", "image, verify pass: updates after which the client showed one whole "
                   "frame (distinct: a frame other than the last whole one); share: distinct "
-                  "/ updates"]  # fmt: skip
+                  "/ updates; new/s and KB/new: the measured pass's updates a second and KB "
+                  "an update, counted per new frame at that share"]  # fmt: skip
         lines.append(f"{'server':18} {'profile':14} {'updates':>7} {'whole':>6} {'distinct':>8} "
-                     f"{'share':>6}")  # fmt: skip
+                     f"{'share':>6} {'new/s':>6} {'KB/new':>8}")  # fmt: skip
         for r in framed:
             f = r["frames"]
             share = f["distinct"] / f["updates"] if f["updates"] else float("nan")
+            new_s = r["upd_s"] * share
+            kb_new = r["kb_upd"] / share if share > 0 else float("nan")
             lines.append(f"{r['server']:18} {r['profile']:14} {f['updates']:7} {f['whole']:6} "
-                         f"{f['distinct']:8} {fmt(share, '.2f'):>6}")  # fmt: skip
+                         f"{f['distinct']:8} {fmt(share, '.2f'):>6} {fmt(new_s):>6} "
+                         f"{fmt(kb_new, '.0f'):>8}")  # fmt: skip
     lines += [f"FAILED {r['server']}: {r['error']}" for r in results if r["workload"] == "error"]
     results = [r for r in results if r["workload"] != "error"]
     ours = sorted({r["server"] for r in results if r["server"].startswith("enkaku")})

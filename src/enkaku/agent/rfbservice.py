@@ -1396,7 +1396,9 @@ class RFBService:
         def emit(data: bytes) -> None:
             with self._server_lock:
                 server.stream_part(data)
-            loop.call_soon_threadsafe(self._flush_soon)
+            # The loop is gone when the connection ended meanwhile: nothing to send to.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._flush_soon)
 
         pending.stream(emit)
 
