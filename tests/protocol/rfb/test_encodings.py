@@ -104,6 +104,27 @@ def test_zrle_solid_tile_and_run_lengths() -> None:
     assert run_length_bytes(511) == b"\xff\xff\x00"
 
 
+@pytest.mark.parametrize("every", [True, False])
+def test_zrle_runs_laid_out_at_once_match_run_by_run(every: bool) -> None:
+    """``runs_bytes`` (all runs of many tiles in a few array operations) writes what
+    the spec's run-by-run form does: the head, then the length bytes (for runs of one
+    pixel only when ``every``), with runs across the 255 boundaries."""
+    from enkaku.protocol.rfb.encodings.zrle import run_length_bytes, runs_bytes
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n, head = int(rng.integers(0, 40)), int(rng.integers(1, 5))
+        lengths = rng.choice([1, 2, 254, 255, 256, 510, 511, 766, 4096], n).astype(np.int64)
+        heads = rng.integers(0, 256, (n, head)).astype(np.uint8)
+        pieces = [
+            bytes(h) + (run_length_bytes(int(ln)) if every or ln > 1 else b"")
+            for h, ln in zip(heads, lengths, strict=True)
+        ]
+        data, ends = runs_bytes(heads, lengths, every)
+        assert data.tobytes() == b"".join(pieces)
+        assert ends.tolist() == np.cumsum([len(p) for p in pieces]).tolist()
+
+
 def test_zrle_pack_indices() -> None:
     idx = np.array([[1, 0, 1], [0, 1, 1]], dtype=np.uint8)
     assert pack_indices(idx, 1) == bytes([0b10100000, 0b01100000])
