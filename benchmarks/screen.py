@@ -34,7 +34,10 @@ FramebufferUpdateRequest outstanding (a new one as soon as an update has been re
 greedy client of the VNC benchmarks. Decoding uses the test suite's independent decoder
 (``tests/protocol/rfb/decoders.py``).
 
-For every server, profile and workload:
+For every server, profile and workload (measured cell by cell: each workload of a profile,
+then its latency, on every server in turn, each time from a fresh server process, so the
+figures compared in a cell are taken minutes apart at most, not half an hour;
+``--by-server`` keeps one process per server and runs all its cells in a row):
 
 * **throughput** (``--duration`` s after 1 s of warm-up): the client parses every update
   (zlib streams inflated so they stay in sync, pixels not rebuilt, so a Python client does
@@ -110,7 +113,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -981,15 +984,18 @@ def measure_server(
     port = args.port or free_port()
     cmd = shlex.split(server.cmd.format(display=display, port=port))
     print(f"== {name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    log = logs / f"{name}.log"
+    log, n = logs / f"{name}.log", 1
+    while log.exists():  # a server started again (cell by cell): its own log, its own PIDs
+        n += 1
+        log = logs / f"{name}-{n}.log"
     proc = spawn(cmd, display, log, env=env | server.env, cwd=ROOT)
     try:
         pids = read_pids(log, proc) if server.pids_from_log else {"server": proc.pid}
         main_pid = pids.get("agent", proc.pid)
         wait_port(port, proc)
         time.sleep(0.5)
-        for profile in args.profiles.split(","):
-            for wl in args.workloads.split(","):
+        for profile in split(args.profiles):
+            for wl in split(args.workloads):
                 secs = max(args.duration, 10.0) if wl == "idle" else args.duration
                 rec = throughput(port, profile, wl, desk, secs, main_pid, list(pids.values()),
                                  display_pid)  # fmt: skip
@@ -1025,6 +1031,36 @@ def measure_server(
 
 def split(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
+
+
+def measure_all(
+    servers: dict[str, Server], args: argparse.Namespace,
+    measure: Callable[[str, Server, argparse.Namespace], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every server on every cell. By default cell by cell: each profile and workload
+    (and each profile's latency) is measured on every server in turn, a fresh server
+    process for each cell, so the servers compared in a cell are measured within a
+    minute or two of each other (this VM's speed drifts by 10 % and more over the half
+    hour a full run takes). ``--by-server``: each server once, all its cells in a row
+    (fewer starts, but a server measured early and one measured late see different
+    machines)."""
+    if args.by_server:
+        return [r for name, server in servers.items() for r in measure(name, server, args)]
+    results: list[dict[str, Any]] = []
+    failed: set[str] = set()
+    for profile in split(args.profiles):
+        cells = [{"workloads": wl, "keys": 0} for wl in split(args.workloads)]
+        if args.keys:
+            cells.append({"workloads": "", "keys": args.keys})
+        for cell in cells:
+            for name, server in servers.items():
+                if name in failed:
+                    continue
+                one = argparse.Namespace(**(vars(args) | cell | {"profiles": profile}))
+                got = measure(name, server, one)
+                failed |= {r["server"] for r in got if r["workload"] == "error"}
+                results += got
+    return results
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -1073,11 +1109,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.wayland:
             wdesk = WaylandBench(tmp, logs).start()
             try:
-                for name, server in servers.items():
-                    results += measure_server(
-                        name, server, args, wdesk, wdesk.display, wdesk.env, wdesk.sway.pid,
-                        logs, WAYLAND_BASE,
-                    )  # fmt: skip
+                results += measure_all(servers, args, lambda name, server, a: measure_server(
+                    name, server, a, wdesk, wdesk.display, wdesk.env, wdesk.sway.pid, logs,
+                    WAYLAND_BASE,
+                ))  # fmt: skip
             finally:
                 wdesk.close()
         else:
@@ -1111,9 +1146,9 @@ def x11_run(
                        env=x_env(display), capture_output=True, timeout=20, check=True)  # fmt: skip
         xpid = xvfb_pid(display)
         try:
-            for name, server in servers.items():
-                results += measure_server(name, server, args, desk, display, x_env(display),
-                                          xpid, logs, BASE_XTERM)  # fmt: skip
+            results += measure_all(servers, args, lambda name, server, a: measure_server(
+                name, server, a, desk, display, x_env(display), xpid, logs, BASE_XTERM,
+            ))  # fmt: skip
         finally:
             stop(base)
     return results
@@ -1329,6 +1364,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the Wayland run: headless sway, the wayland-wlroots backend, wayvnc",
     )
+    p.add_argument("--by-server", action="store_true",
+                   help="each server once with all its cells in a row (default: cell by "
+                        "cell, every server in turn, a fresh server process each)")  # fmt: skip
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     p.add_argument("--port", type=int, default=0, help="the servers' port (default: a free one)")
     p.add_argument("--out", default=None, help="STEM: writes STEM.txt and STEM.json")
