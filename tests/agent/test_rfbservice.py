@@ -1222,6 +1222,88 @@ def test_grab_damage_searches_no_copy_where_a_window_was_mapped_or_unmapped() ->
     assert [(c.dest, c.src_x, c.src_y) for c in copies] == [(Rect(60, 20, 200, 187), 60, 33)]
 
 
+def _moved_window_screens(
+    redrawn: bool = False,
+) -> tuple[np.ndarray, np.ndarray, Rect, Rect, list[Rect]]:
+    """A 320x240 wallpaper with a 120x100 'terminal' window at (40, 30), and the screen
+    after the window moved diagonally to (55, 42) (its content redrawn when
+    ``redrawn``); then the window's old and new places and the damage as the X server
+    reports it: the union of both places in y-x bands."""
+    rng = np.random.default_rng(11)
+    wallpaper = np.zeros((240, 320, 4), dtype=np.uint8)
+    wallpaper[..., :3] = (
+        rng.integers(0, 256, (24, 32, 3), dtype=np.uint8).repeat(10, 0).repeat(10, 1)
+    )
+    window = _text_block(100, 120, seed=12)
+    src, dest = Rect(40, 30, 120, 100), Rect(55, 42, 120, 100)
+    before = wallpaper.copy()
+    before[30:130, 40:160] = window
+    after = wallpaper.copy()
+    after[42:142, 55:175] = _text_block(100, 120, seed=13) if redrawn else window
+    bands = [Rect(40, 30, 120, 12), Rect(40, 42, 135, 88), Rect(55, 130, 120, 12)]
+    return before, after, src, dest, bands
+
+
+def _changed_pixels_covered(before: np.ndarray, after: np.ndarray, rects: list[Rect]) -> bool:
+    changed = (before[..., :3] != after[..., :3]).any(axis=2)
+    for r in rects:
+        changed[r.y : r.y + r.h, r.x : r.x + r.w] = False
+    return not changed.any()
+
+
+def test_a_moved_window_grabbed_in_bands_is_one_copy_and_its_pixels_are_not_searched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window the X server says moved, whose new place was grabbed (here in the three
+    bands of a diagonal move), is checked against its old pixels before the blocks are
+    searched: it goes out as one copy, only what it uncovered as pixels, and the bands
+    it covers are not searched for scrolls."""
+    before, after, src, dest, bands = _moved_window_screens()
+    capture, service = _damage_step_service(before)
+    capture.image = after
+    capture.take_moves = lambda: [(src, dest)]  # type: ignore[attr-defined]
+    searched: list[tuple[int, int]] = []
+    probes = rfbservice_module._probes
+
+    def spy(old: np.ndarray, new: np.ndarray) -> object:
+        searched.append(old.shape)
+        return probes(old, new)
+
+    monkeypatch.setattr(rfbservice_module, "_probes", spy)
+    copies = service._grab_damage(bands)
+    assert copies is not None
+    assert [(c.dest, c.src_x, c.src_y) for c in copies] == [(dest, src.x, src.y)]
+    assert not any(d.intersect(dest) for d in service._damage)
+    assert _changed_pixels_covered(before, after, [*service._damage, dest])
+    assert all(h < 50 for h, _w in searched), searched  # the middle band is the window's
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+    assert not service._previous[..., 3].any()
+
+
+def test_a_moved_window_is_no_copy_when_redrawn_or_read_from_unsent_pixels() -> None:
+    """The move the X server names is only a hint: a window drawn anew as it moved, or
+    one whose old place holds pixels the viewer has not received yet, goes out as
+    pixels, and the screen still ends exact."""
+    before, after, src, dest, bands = _moved_window_screens(redrawn=True)
+    capture, service = _damage_step_service(before)
+    capture.image = after
+    capture.take_moves = lambda: [(src, dest)]  # type: ignore[attr-defined]
+    copies = service._grab_damage(bands)
+    assert copies is not None and not any(c.dest == dest for c in copies)
+    assert _changed_pixels_covered(before, after, [*service._damage, *(c.dest for c in copies)])
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+    before, after, src, dest, bands = _moved_window_screens()
+    capture, service = _damage_step_service(before)
+    service._damage = [Rect(50, 50, 8, 8)]  # inside the old place, not sent yet
+    capture.image = after
+    capture.take_moves = lambda: [(src, dest)]  # type: ignore[attr-defined]
+    copies = service._grab_damage(bands)
+    assert copies is not None and not any(c.dest == dest for c in copies)
+    assert _changed_pixels_covered(before, after, service._damage)
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+
 def test_grab_damage_keeps_row_hashes_only_while_they_are_true() -> None:
     """Scrolls of one area reuse the row hashes of the kept frame from the search
     before; they always equal the kept pixels' hashes, and a copy is still found."""

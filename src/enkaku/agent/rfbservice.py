@@ -69,6 +69,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -267,6 +268,22 @@ def _clear_x(block: Frame) -> Frame:
 
 def _xywh(r: RectLike) -> tuple[int, int, int, int]:
     return r.x, r.y, r.w, r.h
+
+
+def _within(block: npt.NDArray[Any], at: Rect, area: Rect) -> npt.NDArray[Any]:
+    """The part of ``block`` (the pixels of ``at``) that shows ``area`` (inside ``at``)."""
+    x, y = area.x - at.x, area.y - at.y
+    return block[y : y + area.h, x : x + area.w]
+
+
+def _covers(rects: list[Rect], area: Rect) -> bool:
+    """Whether ``rects`` together cover ``area``."""
+    rest = [area]
+    for r in rects:
+        rest = [piece for a in rest for piece in a.subtract(r)]
+        if not rest:
+            return True
+    return False
 
 
 def _changed_span(
@@ -1444,14 +1461,34 @@ class RFBService:
         parts = grab(rects)
         if parts is None:
             return None
-        # Windows moved (the X server says where from): their old pixels, to check once
-        # the new ones are in that they really are the same picture.
+        # The previous frame's X bytes are clear (``_poll``, and every block copied in
+        # below), so whole words compare and hash without masked copies.
+        news = [_clear_x(part) for part in parts]
+        unsafe = self._damage  # not sent yet: the viewer's pixels there are old ones
+        copies: list[Copy] = []
+        self._lossy_copies = []
+        # Windows moved (the X server says where from). Where the window's new place was
+        # grabbed whole (in one block or several), it is checked at once against its old
+        # pixels in the frame, and a move that holds goes out as a copy: the blocks it
+        # covers are then not searched for scrolls (``window_moves``). Elsewhere its old
+        # pixels are kept, to check once the new ones are in.
         take_moves = getattr(self._capture, "take_moves", None)
         moved_windows = []
+        window_moves: list[Rect] = []
         for src, dest in take_moves() if callable(take_moves) else []:
-            if bounds.intersect(src) == src and bounds.intersect(dest) == dest:
-                pixels = _words(frame[src.y : src.y + src.h, src.x : src.x + src.w]).copy()
-                moved_windows.append((src, dest, pixels))
+            if bounds.intersect(src) != src or bounds.intersect(dest) != dest:
+                continue
+            old_window = _words(frame[src.y : src.y + src.h, src.x : src.x + src.w])
+            if not _covers(rects, dest):
+                moved_windows.append((src, dest, old_window.copy()))
+                continue
+            if self._window_copy_allowed(src, dest, unsafe, copies) and all(
+                np.array_equal(_words(_within(new, r, c)), _within(old_window, dest, c))
+                for r, new in zip(rects, news, strict=True)
+                if (c := r.intersect(dest)) is not None
+            ):
+                self._add_window_copy(src, dest, copies)
+                window_moves.append(dest)
         # Windows mapped or unmapped (a menu, a tooltip, a dialog): damage within one of
         # them is that window or what it covered, not a scroll: no copy is searched.
         recently_shown = getattr(self._capture, "recently_shown", None)
@@ -1470,16 +1507,15 @@ class RFBService:
         )
         kept_old: list[tuple[int, int, npt.NDArray[np.uint32]]] = []  # x, y, old rows
         changed: list[Rect] = []
-        copies: list[Copy] = []
         moved_before, self._moved_in = self._moved_in, []
         panned_before, self._panned_in = self._panned_in, []
-        unsafe = self._damage  # not sent yet: the viewer's pixels there are old ones
-        self._lossy_copies = []
-        for r, part in zip(rects, parts, strict=True):
-            # The previous frame's X bytes are clear (``_poll``, and every block copied
-            # in below), so whole words compare and hash without masked copies.
-            new = _clear_x(part)
+        for r, new in zip(rects, news, strict=True):
             old = frame[r.y : r.y + r.h, r.x : r.x + r.w]
+            if any(d.intersect(r) == r for d in window_moves):
+                # Wholly within a moved window's copy: its pixels are the copy's.
+                old[:] = new
+                self._forget_hashes(r)
+                continue
             old_v, new_v = _words(old), _words(new)
             changed_span = _changed_span(old_v, new_v)
             if changed_span is None:
@@ -1493,6 +1529,10 @@ class RFBService:
             span = Rect(r.x, r.y + y0, r.w, y1 - y0)  # the rows copied in below
             new_h = None
             searched = y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS
+            if searched and window_moves:
+                # Mostly a moved window's copy: the rest is what it uncovered.
+                covered = sum(c.w * c.h for d in window_moves if (c := d.intersect(span)))
+                searched = 2 * covered < span.w * span.h
             diffed = False
             if searched and any(s.intersect(span) for s in shown):
                 # What changed lies in a window just mapped or unmapped (its widgets
@@ -1599,28 +1639,21 @@ class RFBService:
             if motion and not copies:
                 kept_old.append((r.x, r.y + y0, old_v[y0:y1].copy()))
             old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
-            kept = self._kept_hashes
             if new_h is not None:
                 # These rows' hashes are the kept frame's now: the next scroll of the
                 # same area hashes only its new pixels.
                 self._kept_hashes = (frame, span, new_h)
-            elif kept is not None and kept[1].intersect(span) is not None:
-                self._kept_hashes = None
+            else:
+                self._forget_hashes(span)
         for src, dest, pixels in moved_windows:
             now = frame[dest.y : dest.y + dest.h, dest.x : dest.x + dest.w]
-            if (
-                not np.array_equal(_words(now), pixels)
-                or any(src.intersect(u) for u in unsafe)
-                or any(
-                    src.intersect(c.dest)
-                    or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
-                    for c in copies
-                )
+            if not self._window_copy_allowed(src, dest, unsafe, copies) or not np.array_equal(
+                _words(now), pixels
             ):
                 continue  # covered, redrawn or overlapping another copy: pixels it is
-            copies.append(Copy(dest, src.x, src.y))
-            if any(src.intersect(u) for u in self._lossy):
-                self._lossy_copies.append(dest)
+            self._add_window_copy(src, dest, copies)
+            window_moves.append(dest)
+        for dest in window_moves:
             changed = [piece for c in changed for piece in c.subtract(dest)]
         if motion and not copies and sum(c.w * c.h for c in changed) >= MOTION_MIN_AREA:
             # The area's old pixels: the new ones, with the old rows kept put back (the
@@ -1639,6 +1672,28 @@ class RFBService:
                     self._motion_rest_until = self.polls + 1 + rest  # polls skipped
         self._add_damage(changed)
         return copies
+
+    def _forget_hashes(self, area: Rect) -> None:
+        """The kept row hashes no longer hold where ``area`` was copied in."""
+        kept = self._kept_hashes
+        if kept is not None and kept[1].intersect(area) is not None:
+            self._kept_hashes = None
+
+    @staticmethod
+    def _window_copy_allowed(src: Rect, dest: Rect, unsafe: list[Rect], copies: list[Copy]) -> bool:
+        """Whether a moved window may go out as a copy: not from where the viewer's
+        pixels are old (``unsafe``), not reading or writing where another copy of this
+        update writes or reads."""
+        return not any(src.intersect(u) for u in unsafe) and not any(
+            src.intersect(c.dest) or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
+            for c in copies
+        )
+
+    def _add_window_copy(self, src: Rect, dest: Rect, copies: list[Copy]) -> None:
+        copies.append(Copy(dest, src.x, src.y))
+        if any(src.intersect(u) for u in self._lossy):
+            # The viewer copies its JPEG approximation: refreshed losslessly later.
+            self._lossy_copies.append(dest)
 
     def _diagonal(
         self,
