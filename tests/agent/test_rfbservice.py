@@ -782,10 +782,13 @@ def test_a_dialog_opened_and_closed_over_a_table_is_not_searched_for_copies(
     assert searches == []
 
 
-def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands() -> None:
+@pytest.mark.parametrize("one_block", [False, True])
+def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(one_block: bool) -> None:
     """Damage as 32-row bands over the window's old and new places (what the GNOME
-    capture reports): the move is found in their union and goes as one copy, and a
-    viewer applying it and the damage has the new screen."""
+    capture reports), or as one block (a picture panned in its window): the move is
+    found in their union and goes as one copy, and a viewer applying it and the damage
+    has the new screen. One block is compared with the frame before its rows are
+    copied in."""
     rng = np.random.default_rng(12)
     screen = np.zeros((480, 640, 4), dtype=np.uint8)
     screen[..., :3] = rng.integers(0, 3, (480, 640, 1)) * 40 + 100  # a textured desktop
@@ -798,7 +801,7 @@ def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands() -> No
     moved[125:325, 140:440] = window  # 40 right, 25 down
     capture.image = moved
     bands = [Rect(100, y, 340, min(32, 325 - y)) for y in range(100, 325, 32)]
-    copies = service._grab_damage(bands)
+    copies = service._grab_damage([Rect(100, 100, 340, 225)] if one_block else bands)
     assert copies is not None
     assert len(copies) == 1
     c = copies[0]

@@ -1496,7 +1496,9 @@ class RFBService:
         # Diagonal moves: searched after the loop below, which overwrites the old
         # pixels. The old rows of what changed are kept aside as it goes, until a copy
         # is found (then no diagonal search runs: a scroll, a moved window), and the
-        # area's old pixels are put together only when the search runs.
+        # area's old pixels are put together only when the search runs. With one block
+        # (a picture panned in its window), its new rows are copied in only after the
+        # search instead, which then compares the frame with the grab: nothing is kept.
         area = rects[0]
         for r in rects[1:]:
             area = area.union(r)
@@ -1506,6 +1508,8 @@ class RFBService:
             and not any(s.intersect(area) == area for s in shown)
         )
         kept_old: list[tuple[int, int, npt.NDArray[np.uint32]]] = []  # x, y, old rows
+        defer = motion and len(rects) == 1 and not moved_windows and not window_moves
+        deferred: tuple[int, int] | None = None  # rows of the one block to copy in
         changed: list[Rect] = []
         moved_before, self._moved_in = self._moved_in, []
         panned_before, self._panned_in = self._panned_in, []
@@ -1636,9 +1640,12 @@ class RFBService:
                         side = None
                 if side is None:
                     changed.append(whole)
-            if motion and not copies:
-                kept_old.append((r.x, r.y + y0, old_v[y0:y1].copy()))
-            old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
+            if defer:
+                deferred = y0, y1
+            else:
+                if motion and not copies:
+                    kept_old.append((r.x, r.y + y0, old_v[y0:y1].copy()))
+                old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
             if new_h is not None:
                 # These rows' hashes are the kept frame's now: the next scroll of the
                 # same area hashes only its new pixels.
@@ -1656,13 +1663,17 @@ class RFBService:
         for dest in window_moves:
             changed = [piece for c in changed for piece in c.subtract(dest)]
         if motion and not copies and sum(c.w * c.h for c in changed) >= MOTION_MIN_AREA:
-            # The area's old pixels: the new ones, with the old rows kept put back (the
-            # first block's last where blocks overlap: it saw them before any other).
-            motion_old = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w]).copy()
-            for x, y, old_rows in reversed(kept_old):
-                h, w = old_rows.shape
-                motion_old[y - area.y : y - area.y + h, x - area.x : x - area.x + w] = old_rows
-            found = self._diagonal(frame, area, motion_old, changed, copies)
+            motion_new = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w])
+            if deferred is not None:  # one block: the frame still holds its old pixels
+                motion_old, motion_new = motion_new, _words(news[0])
+            else:
+                # The area's old pixels: the new ones, with the old rows kept put back
+                # (the first block's last where blocks overlap: it saw them first).
+                motion_old = motion_new.copy()
+                for x, y, old_rows in reversed(kept_old):
+                    h, w = old_rows.shape
+                    motion_old[y - area.y : y - area.y + h, x - area.x : x - area.x + w] = old_rows
+            found = self._diagonal(area, motion_old, motion_new, changed, copies)
             if found:
                 self._motion_misses = 0
             elif found is not None:
@@ -1670,6 +1681,10 @@ class RFBService:
                 if self._motion_misses >= MOTION_MISSES:
                     rest = min(MOTION_REST_MAX, 1 << (self._motion_misses - MOTION_MISSES))
                     self._motion_rest_until = self.polls + 1 + rest  # polls skipped
+        if deferred is not None:
+            y0, y1 = deferred
+            r = rects[0]
+            frame[r.y + y0 : r.y + y1, r.x : r.x + r.w] = news[0][y0:y1]
         self._add_damage(changed)
         return copies
 
@@ -1697,16 +1712,16 @@ class RFBService:
 
     def _diagonal(
         self,
-        frame: Frame,
         area: Rect,
         old: npt.NDArray[np.uint32],
+        new: npt.NDArray[np.uint32],
         changed: list[Rect],
         copies: list[Copy],
     ) -> bool | None:
         """Worker thread: a block of ``area`` that moved diagonally (or any way the
         searches above did not find), searched in what is left to send (``changed``,
         replaced in place by what is left after the copy, which goes into ``copies``);
-        ``old``: the area's words before this damage step, ``frame`` holds the new.
+        ``old`` and ``new``: the area's words before and after this damage step.
         Whether a moved block was found (even one that could not be sent as a copy);
         None when what is left to send was too small to search."""
         union = changed[0]
@@ -1715,7 +1730,6 @@ class RFBService:
         box = area.intersect(union)
         if box is None or box.w * box.h < MOTION_MIN_AREA:
             return None
-        new = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w])
         move = find_moved_block(old, new, Rect(box.x - area.x, box.y - area.y, box.w, box.h))
         if move is None:
             return False
