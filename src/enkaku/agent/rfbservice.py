@@ -1388,7 +1388,10 @@ class RFBService:
                 self._lossy = [r for r in self._lossy if r not in still]
                 refresh = [part for r in still for part in r.subtract(video)]
                 rects = [video, *rest, *refresh]
-            pending = server.begin_framebuffer_update(poll.frame, rects, copies, lossless=lossless)
+            # Event-driven frames are kept with their X bytes clear (``_poll``).
+            pending = server.begin_framebuffer_update(
+                poll.frame, rects, copies, lossless=lossless, x_clear=self._event_fd is not None
+            )
             if video is not None and self._h264 is not None:
                 pending.encoder = self._h264.wrap(
                     pending.encoder, video, len(rects) - 1 - len(refresh), len(refresh)

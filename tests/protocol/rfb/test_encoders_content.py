@@ -512,3 +512,31 @@ def test_lossless_photo_takes_the_gradient_filter_on_888(fmt: str) -> None:
         assert len(data) < 0.9 * len(copy)  # it pays: smaller than the copy filter
     else:
         assert dec.gradient_rects == 0
+
+
+@pytest.mark.parametrize("encoder", ["tight", "tight-jpeg", "zrle", "raw"])
+@pytest.mark.parametrize(("h", "w"), [(1080, 1920), (300, 500), (40, 50), (64, 700)])
+def test_a_frame_with_its_x_bytes_clear_encodes_the_same_from_a_view(
+    encoder: str, h: int, w: int
+) -> None:
+    """``EncodeOptions.x_clear`` (the agent's kept frames): the encoders read the
+    native pixel values as a read-only view of the frame instead of a masked copy.
+    The bytes are the same as from the copy, and nothing writes into the frame (a
+    write into the view would raise)."""
+    from enkaku.protocol.rfb.encodings.raw import RawEncoder
+
+    frame = np.concatenate([sample_image(h, w // 2, seed=3), photo_image(h, w - w // 2)], axis=1)
+    frame[..., 3] = 0
+    kept = frame.copy()
+    quality = 60 if encoder == "tight-jpeg" else None
+    results = []
+    for x_clear in (False, True):
+        options = EncodeOptions(compress_level=6, jpeg_quality=quality, x_clear=x_clear)
+        enc = {"zrle": ZRLEEncoder, "raw": RawEncoder}.get(encoder, TightEncoder)()
+        results.append(
+            [(r.x, r.y, r.w, r.h, r.payload) for r in enc.encode(frame, NATIVE, options)]
+        )
+    assert results[0] == results[1]
+    np.testing.assert_array_equal(frame, kept)
+    view = NATIVE.values(frame, x_clear=True)
+    assert not view.flags.writeable and np.shares_memory(view, frame)

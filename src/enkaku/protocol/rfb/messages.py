@@ -80,6 +80,10 @@ class EncodeOptions:
     #: Pillow's subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0.
     jpeg_subsampling: int = 2
     jpeg_grayscale: bool = False
+    #: Not the client's: the frame's X (padding) bytes are zero already, so the native
+    #: format's pixel values are a read-only view of it, not a masked copy
+    #: (``PixelFormat.values``; the agent keeps its frames so).
+    x_clear: bool = False
 
 
 @dataclass(frozen=True, slots=True)

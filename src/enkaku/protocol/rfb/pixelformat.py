@@ -131,10 +131,17 @@ class PixelFormat:
 
     # -- conversions ---------------------------------------------------------------
 
-    def values(self, frame: Frame) -> Values:
-        """Convert a (h, w, 4) BGRX frame to (h, w) pixel values of this format."""
+    def values(self, frame: Frame, *, x_clear: bool = False) -> Values:
+        """Convert a (h, w, 4) BGRX frame to (h, w) pixel values of this format.
+        ``x_clear``: the frame's X bytes are zero, so native values are a read-only
+        view of it (no copy: 1.3 ms for 1920x1080)."""
         if self.is_native:
-            return frame.view("<u4")[..., 0] & np.uint32(0x00FFFFFF)
+            words = frame.view("<u4")[..., 0]
+            if x_clear:
+                view: Values = words.view()
+                view.flags.writeable = False
+                return view
+            return words & np.uint32(0x00FFFFFF)
         rmax, gmax, bmax, rs, gs, bs = self.channels
         out = np.zeros(frame.shape[:2], dtype=np.uint32)
         for index, mx, shift in ((2, rmax, rs), (1, gmax, gs), (0, bmax, bs)):

@@ -705,6 +705,7 @@ class RFBServer:
         *,
         lossless: bool = False,
         encoder: Encoder | None = None,
+        x_clear: bool = False,
     ) -> PendingUpdate:
         """Consume the pending request and snapshot what encoding ``rects`` needs.
 
@@ -712,6 +713,7 @@ class RFBServer:
         refresh of areas sent lossily that have not changed since (as TigerVNC does).
         ``encoder`` overrides the negotiated one for this update (the agent's H.264
         stream, encodings/h264.py; the owner checks that the client listed it).
+        ``x_clear``: the frame's X (padding) bytes are all zero (``EncodeOptions``).
         """
         if self.state is not State.RUNNING:
             raise RuntimeError("no FramebufferUpdate before the handshake completes")
@@ -743,6 +745,8 @@ class RFBServer:
         pseudo, self._pseudo = self._pseudo, []
         self._held = bytearray()
         options = replace(self.options, jpeg_quality=None) if lossless else self.encode_options
+        if x_clear:
+            options = replace(options, x_clear=True)
         return PendingUpdate(
             frame, clipped, copy_list, encoder, self.pixel_format, options,
             self.supports(Encoding.LAST_RECT), prefix, pseudo,

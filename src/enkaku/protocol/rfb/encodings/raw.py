@@ -17,4 +17,8 @@ class RawEncoder:
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         """Encode the whole of ``frame`` (a BGRX rectangle) as one Raw rectangle."""
         h, w = frame.shape[:2]
-        return [EncodedRect(0, 0, w, h, self.code, pf.pack(pf.values(frame)).tobytes())]
+        return [
+            EncodedRect(
+                0, 0, w, h, self.code, pf.pack(pf.values(frame, x_clear=options.x_clear)).tobytes()
+            )
+        ]

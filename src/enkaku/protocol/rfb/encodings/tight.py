@@ -268,7 +268,7 @@ class TightEncoder:
         h, w = frame.shape[:2]
         if h == 0 or w == 0:
             return []
-        values = pf.values(frame)
+        values = pf.values(frame, x_clear=options.x_clear)
         jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
         if h <= CELL and w <= CELL:
             # One cell (a scroll bar's thumb, a caret, a glyph): what ``plan`` chooses
@@ -320,7 +320,7 @@ class TightEncoder:
         """One Tight rectangle's payload for the whole of ``tile`` (at most 2048 wide)."""
         if tile.shape[1] > MAX_WIDTH:
             raise ValueError("Tight rectangles are at most 2048 pixels wide")
-        values = pf.values(tile)
+        values = pf.values(tile, x_clear=options.x_clear)
         flat = values.ravel()
         if bool((flat == flat[0]).all()):
             return bytes([FILL]) + pf.pack_tpixels(flat[:1]).tobytes()

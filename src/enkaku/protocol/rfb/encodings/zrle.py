@@ -348,7 +348,7 @@ class ZRLEEncoder:
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         """Encode ``frame`` (a BGRX rectangle) as one ZRLE rectangle."""
         h, w = frame.shape[:2]
-        values = pf.values(frame)
+        values = pf.values(frame, x_clear=options.x_clear)
         parts, raw = _encode_rect(values, pf) if h and w else ([], 0)
         data = b"".join(parts)
         huffman = raw > HUFFMAN_ONLY_SHARE * len(data)
