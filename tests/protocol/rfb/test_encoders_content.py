@@ -540,3 +540,28 @@ def test_a_frame_with_its_x_bytes_clear_encodes_the_same_from_a_view(
     np.testing.assert_array_equal(frame, kept)
     view = NATIVE.values(frame, x_clear=True)
     assert not view.flags.writeable and np.shares_memory(view, frame)
+
+
+def test_palette_runs_grow_down_while_the_indices_keep_their_width() -> None:
+    """Rows of cells with few colours become one palette rectangle down the rows (one
+    palette, header and encoder call instead of one a row of cells), unless that would
+    widen the indices: a two-colour run stays apart from one of other colours."""
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 12, (192, 256)).astype(np.uint32) * 0x0A0A0A  # 12 shades
+    regions = tight.plan(grey, jpeg=False)
+    assert [(r.kind, r.cy, r.cx, r.ch, r.cw) for r in regions] == [(tight.K_PALETTE, 0, 0, 3, 4)]
+    assert regions[0].palette is not None and regions[0].palette.size == 12
+
+    mono = np.where(rng.random((192, 256)) < 0.3, 0x000000, 0xFFFFFF).astype(np.uint32)
+    mono[128:] = np.where(mono[128:] == 0, 0x0000FF, 0x00FF00)  # other two colours below
+    regions = tight.plan(mono, jpeg=False)
+    assert [(r.cy, r.ch, r.palette.size) for r in regions if r.palette is not None] == [
+        (0, 2, 2),
+        (2, 1, 2),
+    ]
+    options = EncodeOptions(compress_level=6)
+    for values in (grey, mono):
+        frame = np.zeros((192, 256, 4), dtype=np.uint8)
+        frame.view("<u4")[..., 0] = values
+        rects = TightEncoder().encode(frame, NATIVE, options)
+        assert sum(r.w * r.h for r in rects) == 192 * 256

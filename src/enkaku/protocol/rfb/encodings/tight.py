@@ -209,12 +209,18 @@ def plan(values: Values, jpeg: bool, gradient: bool = True) -> list[_Region]:
     max_cells = MAX_WIDTH // CELL
     out: list[_Region] = []
     open_: dict[tuple[int, int, int, int], _Region] = {}  # fill/photo runs that may grow down
+    # Palette runs that may grow down: over the same cells across, while the palettes'
+    # union keeps to 256 colours and to the indices' width (two colours stay two: a
+    # monochrome run is packed a bit a pixel). A dialog is then a few rectangles, not
+    # one per row of cells: each costs a palette, a header and an encoder call.
+    open_palettes: dict[tuple[int, int], _Region] = {}
     kind_rows = kinds.tolist()
     first_rows = cells.first.tolist()
     for cy in range(cells.ny):
         row = kind_rows[cy]
         firsts = first_rows[cy]
         still_open: dict[tuple[int, int, int, int], _Region] = {}
+        palettes_open: dict[tuple[int, int], _Region] = {}
         cx = 0
         while cx < cells.nx:
             kind = row[cx]
@@ -248,10 +254,24 @@ def plan(values: Values, jpeg: bool, gradient: bool = True) -> list[_Region]:
                 region = _Region(kind, cy, cx, 1, end - cx, colour=firsts[cx])
                 still_open[key] = region
             else:
+                above = open_palettes.get((cx, end))
+                if above is not None and palette is not None and above.palette is not None:
+                    union = _union(above.palette, palette)
+                    if union.size <= 2 or (
+                        union.size <= 256 and above.palette.size > 2 and palette.size > 2
+                    ):
+                        above.palette = union
+                        above.ch += 1
+                        palettes_open[(cx, end)] = above
+                        cx = end
+                        continue
                 region = _Region(kind, cy, cx, 1, end - cx, palette=palette)
+                if palette is not None:
+                    palettes_open[(cx, end)] = region
             out.append(region)
             cx = end
         open_ = still_open
+        open_palettes = palettes_open
     return out
 
 
