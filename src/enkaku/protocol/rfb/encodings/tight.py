@@ -15,8 +15,10 @@ gets a kind, and neighbouring cells of the same kind are sent as one Tight recta
   against 17.4 ms without (``benchmarks/screen.py``, same run), so a full HD screen stays
   on one thread;
 - **palette**: up to 256 colours over the run (1-bit indices on zlib stream 1 for two
-  colours, 8-bit on stream 2). Text and UI, antialiased CJK text included, land here or
-  in fill whatever the JPEG quality: it stays lossless;
+  colours, 8-bit on stream 2); runs merge across while the union of their palettes has
+  at most 256 colours, and down over the same cells across while it also keeps the
+  indices' width (two colours stay two). Text and UI, antialiased CJK text included,
+  land here or in fill whatever the JPEG quality: it stays lossless;
 - **copy filter** (TPIXELs on zlib stream 0) or **gradient filter** (below) for lossless
   cells with more colours.
 
