@@ -203,6 +203,16 @@ SIZES_HOOK = """(() => {
 })();"""
 
 
+def rows_psnr(area: np.ndarray, sources: list[np.ndarray]) -> float:
+    """The PSNR of ``area`` against, row by row, the nearest row of the same place in
+    any of ``sources`` (a frame torn between two pictures is still the pictures)."""
+    errors = np.stack(
+        [((area.astype(np.float64) - s.astype(np.float64)) ** 2).mean(axis=(1, 2)) for s in sources]
+    )
+    mse = float(errors.min(axis=0).mean())
+    return 99.0 if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
 @pytest.fixture
 def video_beside_text(tmp_path: Path) -> Iterator[tuple[str, Path, list[np.ndarray]]]:
     folder = tmp_path / "frames"
@@ -254,7 +264,9 @@ def test_novnc_gets_the_video_beside_text_as_h264_and_the_text_exact(
         "the text beside the playing video to be exact in the canvas",
     )
     # Still exact while more pictures arrive (the text is never in an H.264 rectangle),
-    # and the video's area shows one of the played frames.
+    # and the video's area shows the played frames: each row one of theirs (the capture
+    # may read the area while the player draws it, a frame torn between two rows; on a
+    # loaded machine, 28 dB against any whole frame, where neighbours differ by 21.5).
     sources = [np.ascontiguousarray(f[..., 2::-1]) for f in frames]
     for _ in range(3):
         seen = page.evaluate(f"() => window.__h264.sizes['{region}']")
@@ -265,7 +277,7 @@ def test_novnc_gets_the_video_beside_text_as_h264_and_the_text_exact(
         )
         canvas = canvas_rgb(page)
         assert np.array_equal(canvas[outside], screen[outside])
-        assert max(psnr(canvas[y : y + VH, x : x + VW], s) for s in sources) > 30
+        assert rows_psnr(canvas[y : y + VH, x : x + VW], sources) > 30
     state = page.evaluate("() => window.__h264")
     assert state["errors"] == []
     assert f"{W}x{H}" not in state["sizes"]  # never the whole screen as one picture
