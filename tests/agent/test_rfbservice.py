@@ -938,6 +938,44 @@ class FakeEventCapture(FakeCapture):
         os.close(self.write_fd)
 
 
+def test_an_event_driven_poll_hands_on_a_frame_with_its_x_bytes_clear() -> None:
+    """The encoders read an event-driven update's frame as a view of its words
+    (``x_clear``), so the whole-screen poll hands on the frame it cleared, also when the
+    capture's frame is read-only and the cleared one a copy."""
+    from enkaku.agent.rfbservice import UpdateRequest
+    from enkaku.protocol.rfb import RFBServer
+
+    image = sample_image(48, 64)
+    image[..., 3] = 77  # X bytes the capture leaves as they are
+    capture = FakeEventCapture(image)
+
+    def read_only() -> np.ndarray:
+        frame = image.copy()
+        frame.flags.writeable = False
+        return frame
+
+    capture.grab = read_only  # type: ignore[method-assign]
+    service = RFBService(capture, RecordingInjector(), _no_read, _no_write, name="t")
+    service._server = RFBServer(64, 48, "t")
+    service._event_fd = capture.fileno()
+    try:
+        whole = Rect(0, 0, 64, 48)
+        poll = service._poll(UpdateRequest(whole, full=whole))
+        assert poll.frame is not None and poll.frame is service._previous
+        assert not poll.frame[..., 3].any()
+        np.testing.assert_array_equal(poll.frame[..., :3], image[..., :3])
+    finally:
+        capture.close()
+
+
+async def _no_read() -> bytes:
+    return b""
+
+
+async def _no_write(_: bytes) -> None:
+    return None
+
+
 async def test_a_scroll_of_jpeg_pixels_is_copied_then_refreshed_losslessly() -> None:
     """A copy made from pixels the viewer has only as JPEG is refreshed like them."""
     from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request

@@ -1280,7 +1280,7 @@ class RFBService:
         self._previous = _clear_x(frame) if event else frame
         cursor = self._new_cursor()
         more = event and self._capture.events_queued()  # type: ignore[attr-defined]
-        return _Poll(frame, cursor=cursor, more=more)
+        return _Poll(self._previous, cursor=cursor, more=more)
 
     def _wake_up(self) -> None:
         """The updater has something new to look at (a request, a layout, encodings)."""
