@@ -1467,7 +1467,6 @@ class RFBService:
         # The previous frame's X bytes are clear (``_poll``, and every block copied in
         # below), so whole words compare and hash without masked copies.
         news = [_clear_x(part) for part in parts]
-        unsafe = self._damage  # not sent yet: the viewer's pixels there are old ones
         copies: list[Copy] = []
         self._lossy_copies = []
         # Windows moved (the X server says where from). Where the window's new place was
@@ -1485,12 +1484,12 @@ class RFBService:
             if not _covers(rects, dest):
                 moved_windows.append((src, dest, old_window.copy()))
                 continue
-            if self._window_copy_allowed(src, dest, unsafe, copies) and all(
+            if self._copy_allowed(src, dest, copies) and all(
                 np.array_equal(_words(_within(new, r, c)), _within(old_window, dest, c))
                 for r, new in zip(rects, news, strict=True)
                 if (c := r.intersect(dest)) is not None
             ):
-                self._add_window_copy(src, dest, copies)
+                self._add_copy(src, dest, copies)
                 window_moves.append(dest)
         # Windows mapped or unmapped (a menu, a tooltip, a dialog): damage within one of
         # them is that window or what it covered, not a scroll: no copy is searched.
@@ -1591,12 +1590,8 @@ class RFBService:
                 if not self._copy_allowed(src, dest, copies):
                     moved = None
                 else:
-                    copies.append(Copy(dest, src.x, src.y))
+                    self._add_copy(src, dest, copies)
                     self._moved_in.append((span, dy))
-                    if any(src.intersect(u) for u in self._lossy):
-                        # The viewer copies its JPEG approximation: refreshed losslessly
-                        # with the rest once the screen is still.
-                        self._lossy_copies.append(dest)
                     for top, bottom in ((y0, y0 + a), (y0 + b, y1)):  # the exposed strips
                         if (strip := diff_box(diff[top - y0 : bottom - y0])) is not None:
                             changed.append(
@@ -1634,10 +1629,8 @@ class RFBService:
                     if sum(a.w * a.h for a in after) >= whole.w * whole.h:
                         side = None  # saves no pixels: the changed area as it is
                     elif self._copy_allowed(src, dest, copies):
-                        copies.append(Copy(dest, src.x, src.y))
+                        self._add_copy(src, dest, copies)
                         self._moved_in.append((span, None))
-                        if any(src.intersect(u) for u in self._lossy):
-                            self._lossy_copies.append(dest)
                         changed.extend(after)
                     else:
                         side = None
@@ -1657,11 +1650,9 @@ class RFBService:
                 self._forget_hashes(span)
         for src, dest, pixels in moved_windows:
             now = frame[dest.y : dest.y + dest.h, dest.x : dest.x + dest.w]
-            if not self._window_copy_allowed(src, dest, unsafe, copies) or not np.array_equal(
-                _words(now), pixels
-            ):
+            if not self._copy_allowed(src, dest, copies) or not np.array_equal(_words(now), pixels):
                 continue  # covered, redrawn or overlapping another copy: pixels it is
-            self._add_window_copy(src, dest, copies)
+            self._add_copy(src, dest, copies)
             window_moves.append(dest)
         for dest in window_moves:
             changed = [piece for c in changed for piece in c.subtract(dest)]
@@ -1697,20 +1688,12 @@ class RFBService:
         if kept is not None and kept[1].intersect(area) is not None:
             self._kept_hashes = None
 
-    @staticmethod
-    def _window_copy_allowed(src: Rect, dest: Rect, unsafe: list[Rect], copies: list[Copy]) -> bool:
-        """Whether a moved window may go out as a copy: not from where the viewer's
-        pixels are old (``unsafe``), not reading or writing where another copy of this
-        update writes or reads."""
-        return not any(src.intersect(u) for u in unsafe) and not any(
-            src.intersect(c.dest) or dest.intersect(Rect(c.src_x, c.src_y, c.dest.w, c.dest.h))
-            for c in copies
-        )
-
-    def _add_window_copy(self, src: Rect, dest: Rect, copies: list[Copy]) -> None:
+    def _add_copy(self, src: Rect, dest: Rect, copies: list[Copy]) -> None:
+        """A copy from ``src`` to ``dest`` goes out with this update."""
         copies.append(Copy(dest, src.x, src.y))
         if any(src.intersect(u) for u in self._lossy):
-            # The viewer copies its JPEG approximation: refreshed losslessly later.
+            # The viewer copies its JPEG approximation: refreshed losslessly with the
+            # rest once the screen is still.
             self._lossy_copies.append(dest)
 
     def _diagonal(
@@ -1740,12 +1723,9 @@ class RFBService:
         src = Rect(dest.x + move.dx, dest.y + move.dy, dest.w, dest.h)
         if not self._copy_allowed(src, dest, copies):
             return True  # read from an area the viewer has not received yet
-        copies.append(Copy(dest, src.x, src.y))
+        self._add_copy(src, dest, copies)
         if move.dx and move.dy:
             self._panned_in.append(dest)
-        if any(src.intersect(u) for u in self._lossy):
-            # The viewer copies its JPEG approximation: refreshed losslessly later.
-            self._lossy_copies.append(dest)
         changed[:] = [piece for c in changed for piece in c.subtract(dest)]
         return True
 
