@@ -18,7 +18,7 @@ from enkaku.protocol.rfb.encodings.content import CELL, _cell_blocks, analyse
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.encodings.tight import JPEG_MAX_PIXELS, MAX_WIDTH, TightEncoder
 from enkaku.protocol.rfb.encodings.zrle import ZRLEEncoder, encode_tile, run_length_bytes
-from enkaku.protocol.rfb.pixelformat import NATIVE
+from enkaku.protocol.rfb.pixelformat import NATIVE, SMALL_TPIXELS
 from tests.protocol.rfb.decoders import photo_image, sample_image, update_request
 from tests.protocol.rfb.test_encodings import FORMATS, served
 
@@ -565,3 +565,21 @@ def test_palette_runs_grow_down_while_the_indices_keep_their_width() -> None:
         frame.view("<u4")[..., 0] = values
         rects = TightEncoder().encode(frame, NATIVE, options)
         assert sum(r.w * r.h for r in rects) == 192 * 256
+
+
+@pytest.mark.parametrize(
+    "pf",
+    [*(pf for pf in FORMATS.values() if pf.tpixel_is_rgb),
+     PixelFormat(32, 24, False, True, 255, 255, 255, 20, 12, 4)],
+)  # fmt: skip
+@pytest.mark.parametrize("n", [1, 60, SMALL_TPIXELS, SMALL_TPIXELS + 1, 5000])
+def test_tpixels_are_each_channels_byte_for_small_and_large_arrays(pf: PixelFormat, n: int) -> None:
+    """Small arrays (palettes, fills) take the bytes of the word, larger ones shift each
+    channel; both give R, G, B as the format's shifts say, from 2-D strided views too."""
+    values = np.random.default_rng(n).integers(0, 1 << 32, (3, n), dtype=np.uint64)
+    values = values.astype(np.uint32)
+    shifts = (pf.red_shift, pf.green_shift, pf.blue_shift)
+    want = np.stack([(values >> np.uint32(s)) & np.uint32(0xFF) for s in shifts], axis=-1)
+    assert np.array_equal(pf.pack_tpixels(values[0]), want[0])
+    strided = values[:, ::2][:, : max(1, n // 4)]
+    assert np.array_equal(pf.pack_tpixels(strided), want[:, ::2][:, : max(1, n // 4)])

@@ -25,6 +25,9 @@ _PIXEL_FORMAT = struct.Struct("!BBBBHHHBBB3x")
 #: The fixed colour map used when a client asks for a colour-mapped 8-bit format: the
 #: index bits are B2 G3 R3 (bgr233), so colour-mapped clients are served like true colour.
 COLOUR_MAP_EQUIVALENT = (7, 7, 3, 0, 3, 6)
+#: Up to this many pixels, ``pack_tpixels`` picks bytes rather than shifting channels
+#: (faster for palettes and fills; slower for whole rectangles).
+SMALL_TPIXELS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,12 @@ class PixelFormat:
         """Tight TPIXELs: (..., 3) R, G, B for 888 formats, else wire PIXELs."""
         if not self.tpixel_is_rgb:
             return self.pack(values)
+        shifts = (self.red_shift, self.green_shift, self.blue_shift)
+        if values.size <= SMALL_TPIXELS and not any(shift % 8 for shift in shifts):
+            # Each channel is a whole byte of the little-endian word: one gather of those
+            # bytes (a palette or a fill's colour: 2-3 against 10-19 µs).
+            words = values.astype("<u4", copy=False)[..., None].view(np.uint8)
+            return words.take([shift // 8 for shift in shifts], axis=-1)
         out = np.empty((*values.shape, 3), dtype=np.uint8)
         for index, shift in enumerate((self.red_shift, self.green_shift, self.blue_shift)):
             out[..., index] = (values >> np.uint32(shift)) & np.uint32(0xFF)

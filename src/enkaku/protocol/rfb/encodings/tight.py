@@ -131,7 +131,9 @@ def palette_indices(block: Values, palette: Values) -> npt.NDArray[np.uint8]:
             if _LUT is None:
                 _LUT = np.zeros(1 << 24, dtype=np.uint8)
             _LUT[palette] = np.arange(palette.size, dtype=np.uint8)
-            return _LUT[block]
+            # take, not _LUT[block]: the same gather without fancy indexing's set-up and
+            # index conversion (27 against 66 µs for 64×480 pixels).
+            return _LUT.take(block)
         finally:
             _LUT_LOCK.release()
     return np.searchsorted(palette, block).astype(np.uint8)
