@@ -91,7 +91,7 @@ class Cells:
         return result
 
 
-def _row_counts(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint16]:
+def row_counts(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint16]:
     """The True flags of each row of a (n, < 65536) bool array: summed as bytes into
     16 bits, three times faster than ``flags.sum(axis=1)`` (15 against 47 µs for the
     24 sorted cells of a 480×170 dialog)."""
@@ -225,7 +225,7 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
         sample = sample.reshape(ny, side, nx, side).transpose(0, 2, 1, 3)
         sample = sample.reshape(ny * nx, side * side)
         sample.sort(axis=1)
-        colours = 1 + _row_counts(sample[:, 1:] != sample[:, :-1]).astype(np.int64)
+        colours = 1 + row_counts(sample[:, 1:] != sample[:, :-1]).astype(np.int64)
         # Only a cell whose sample has one colour can be one colour.
         uniform = np.flatnonzero(colours == 1)
         flat_whole = blocks(uniform)
@@ -236,7 +236,7 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
         exact = np.flatnonzero(~solid & ~many)
         srt = _sorted_cells(values, exact, nx, blocks)
     new = srt[:, 1:] != srt[:, :-1]
-    distinct = 1 + _row_counts(new)
+    distinct = 1 + row_counts(new)
     colours[exact] = distinct
     row = np.full(ny * nx, -1, dtype=np.intp)
     row[exact] = np.arange(exact.size)

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from enkaku.protocol.rfb.encodings.content import row_counts
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
 from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat, Values
@@ -128,12 +129,12 @@ def encode_tiles(
     starts = np.empty((k, n), dtype=bool)
     starts[:, 0] = True
     np.not_equal(values[:, 1:], values[:, :-1], out=starts[:, 1:])
-    runs = starts.sum(axis=1)
+    runs = row_counts(starts).astype(np.int64)
     srt = np.sort(values, axis=1)
     new = np.empty((k, n), dtype=bool)
     new[:, 0] = True
     np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])
-    colours = new.sum(axis=1)
+    colours = row_counts(new).astype(np.int64)
 
     choice = np.full(k, RAW)
     width = np.searchsorted([2, 4], colours)  # packed index bits: 1, 2 or 4
@@ -189,14 +190,16 @@ def encode_tiles(
             runs_mine = mine[np.repeat(np.arange(tiles.size), counts)]
             t, p, ln = owner_tile[runs_mine], pos[runs_mine], lengths[runs_mine]
             if kind == RLE:
-                data, ends = runs_bytes(cpixels[t, p], ln, True)
+                # Each run's pixel value gathered, then its CPIXEL bytes viewed: a
+                # third of the time of gathering the (k, n, bpc) CPIXEL view itself.
+                data, ends = runs_bytes(pf.pack_cpixels(values[t, p]), ln, True)
                 heads = [b"\x80"] * int(mine.sum())
             else:
                 # Each run's index in its tile's palette: the tiles' palettes (sorted
                 # colours) one after another, searched with the tile in the high bits.
                 ptiles = tiles[mine]
                 keep = new[ptiles]
-                sizes = keep.sum(axis=1)
+                sizes = row_counts(keep)
                 colours_all = srt[ptiles][keep]
                 first = np.cumsum(sizes) - sizes
                 which = np.searchsorted(ptiles, t)
