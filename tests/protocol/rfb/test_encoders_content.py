@@ -350,11 +350,18 @@ def tile_cases() -> list[np.ndarray]:
         np.where(np.arange(64 * 64).reshape(64, 64) < 3000, 0x111111, 0x222222),  # long runs
         rng.integers(0, 1 << 24, (1, 5)),
         np.arange(64 * 64).reshape(64, 64) // 64 % 200 * 0x010000,  # 200 colours, rows
+        # Many runs: counted on a sample first (zrle.SAMPLE_STEP). 120 colours: the
+        # sample has fewer than 128, the tile is sorted and goes palette RLE; 150: the
+        # sample has more, no sort, raw; 400 colours in runs of one or two: plain RLE.
+        rng.integers(0, 120, (64, 64)) * 0x010203,
+        rng.integers(0, 150, (64, 64)) * 0x010203,
+        np.repeat(rng.integers(0, 400, 3000), rng.integers(1, 3, 3000))[: 64 * 64].reshape(64, 64)
+        * 0x010101,
     ]
     return [c.astype(np.uint32) for c in cases]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(13))
 @pytest.mark.parametrize("fmt", ["native", "bgr32_be", "rgb565", "bgr233"])
 def test_zrle_tile_is_the_shortest_subencoding(case: int, fmt: str) -> None:
     pf = FORMATS[fmt]
