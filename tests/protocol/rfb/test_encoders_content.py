@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from enkaku.protocol.rfb import Encoding, PixelFormat, Rect
-from enkaku.protocol.rfb.encodings import EncodeOptions, tight
+from enkaku.protocol.rfb.encodings import EncodeOptions, content, tight
 from enkaku.protocol.rfb.encodings.content import CELL, _cell_blocks, analyse
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.encodings.tight import JPEG_MAX_PIXELS, MAX_WIDTH, TightEncoder
@@ -590,3 +590,21 @@ def test_tpixels_are_each_channels_byte_for_small_and_large_arrays(pf: PixelForm
     assert np.array_equal(pf.pack_tpixels(values[0]), want[0])
     strided = values[:, ::2][:, : max(1, n // 4)]
     assert np.array_equal(pf.pack_tpixels(strided), want[:, ::2][:, : max(1, n // 4)])
+
+
+@pytest.mark.parametrize(("ny", "nx"), [(1, 1), (3, 8), (17, 30)])
+@pytest.mark.parametrize("popcount", [True, False])
+def test_smoothness_counts_per_cell_are_the_flags_summed(
+    ny: int, nx: int, popcount: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each cell's flags counted by packing 64 of them into a word (numpy 2) or summed
+    as bytes (numpy 1.26) are each cell's count."""
+    if not popcount:
+        monkeypatch.setattr(content, "_POPCOUNT", None)
+    elif content._POPCOUNT is None:
+        pytest.skip("numpy 1.x has no bitwise_count")
+    rows = CELL // content.SMOOTH_STEP
+    same = np.random.default_rng(ny * nx).random((ny * rows, nx * CELL)) < 0.6
+    want = [[int(same[y * rows : (y + 1) * rows, x * CELL : (x + 1) * CELL].sum())
+             for x in range(nx)] for y in range(ny)]  # fmt: skip
+    assert content._cell_counts(same, ny, nx).tolist() == want
