@@ -101,14 +101,20 @@ def rfbservice_versions(before: str | None, tmp: Path, prefix: str) -> dict[str,
 
 
 def measure(module: ModuleType, frames: list[tuple[np.ndarray, list[Rect]]]) -> tuple[float, int]:
-    service: Any = module.RFBService.__new__(module.RFBService)
+    capture = _Capture(frames[0][0])
+
+    async def never() -> bytes:  # the service is not run: no viewer
+        raise AssertionError("not connected")
+
+    async def drop(data: bytes) -> None:
+        raise AssertionError("not connected")
+
+    # Built as the agent builds it (every attribute the damage step reads), then given
+    # the first frame as the one kept from the last update.
+    service: Any = module.RFBService(capture, None, never, drop, name="damage-step")
     first = frames[0][0].copy()
     first[..., 3] = 0
     service._previous = first
-    service._kept_hashes = None
-    service._damage, service._lossy, service._lossy_copies = [], [], []
-    capture = _Capture(frames[0][0])
-    service._capture = capture
     times, copies = [], 0
     for frame, regions in frames[1:]:
         capture.image = frame
