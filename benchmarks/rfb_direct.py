@@ -25,6 +25,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from enkaku.agent.capture.x11 import X11Capture
@@ -135,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-fps", type=float, default=None, help="RFBService max_fps (default: its own)"
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    p.add_argument(
+        "--record", type=Path, metavar="FILE",
+        help="keep what the Tight and ZRLE encoders are given, written to FILE (.npz) at "
+        "exit, for benchmarks.encode_replay",
+    )  # fmt: skip
+    p.add_argument("--record-max", type=int, default=200, help="rectangles kept (default 200)")
     args = p.parse_args(argv)
     if not is_loopback(args.host):
         print(
@@ -152,7 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("enkaku").setLevel(level)
     log.setLevel(level)
-    return asyncio.run(serve(args.host, args.port, args.display, args.max_fps))
+    recorder = None
+    if args.record is not None:
+        from benchmarks.encode_replay import Recorder
+
+        recorder = Recorder(args.record, args.record_max)
+        recorder.install()
+    try:
+        return asyncio.run(serve(args.host, args.port, args.display, args.max_fps))
+    finally:
+        if recorder is not None:
+            recorder.save()
 
 
 if __name__ == "__main__":
