@@ -60,8 +60,8 @@ class Cells:
     _row: npt.NDArray[np.intp]  # (ny*nx,) -> row in _sorted, -1 if solid or many colours
     _counts: npt.NDArray[np.integer]  # (rows of _sorted,) distinct colours of each
     # Made on the first ``palette`` call: every sorted row's distinct colours one after
-    # another, and where each row's end; a palette is then a slice (``plan`` asks for
-    # each palette cell's about three times, a few numpy calls each before).
+    # another, and where each row's run of them ends; a palette is then a slice (``plan``
+    # asks for each palette cell's about three times, a few numpy calls each before).
     _distinct: Values | None = None
     _ends: list[int] | None = None
 
