@@ -111,6 +111,16 @@ def _bits(colours: int) -> int:
     return 1 if colours == 2 else 2 if colours <= 4 else 4
 
 
+def _sorted_rows(values: Values) -> tuple[Values, npt.NDArray[np.bool_]]:
+    """Each row of ``values`` sorted, and where each sorted row starts a new value (its
+    first pixel included): the distinct colours of each tile and their count."""
+    srt = np.sort(values, axis=1)
+    new = np.empty(srt.shape, dtype=bool)
+    new[:, 0] = True
+    np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])
+    return srt, new
+
+
 def encode_tiles(
     values: Values,
     cpixels: npt.NDArray[np.uint8],
@@ -150,21 +160,14 @@ def encode_tiles(
             colours[busy[many]] = counted[many]
             sorted_rows = np.setdiff1d(np.arange(k), busy[many], assume_unique=True)
     if sorted_rows is None:
-        srt = np.sort(values, axis=1)
-        new = np.empty((k, n), dtype=bool)
-        new[:, 0] = True
-        np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])
+        srt, new = _sorted_rows(values)
         colours[:] = row_counts(new)
     else:  # rows of the tiles not sorted are never read
         srt = np.empty_like(values)
         new = np.empty((k, n), dtype=bool)
         if sorted_rows.size:
-            part = np.sort(values[sorted_rows], axis=1)
-            srt[sorted_rows] = part
-            part_new = np.empty(part.shape, dtype=bool)
-            part_new[:, 0] = True
-            np.not_equal(part[:, 1:], part[:, :-1], out=part_new[:, 1:])
-            new[sorted_rows] = part_new
+            part_srt, part_new = _sorted_rows(values[sorted_rows])
+            srt[sorted_rows], new[sorted_rows] = part_srt, part_new
             colours[sorted_rows] = row_counts(part_new)
 
     choice = np.full(k, RAW)
