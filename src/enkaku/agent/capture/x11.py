@@ -36,6 +36,7 @@ import numpy.typing as npt
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, CursorImage, Rect
 from enkaku.agent.capture.monitors import Monitor, order
+from enkaku.agent.capture.xformat import ScreenFormat
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,13 @@ class _ShmImage:
         with ``copy=False`` a view of the segment (valid until it is written again).
 
         The XImage is narrowed to the rectangle for the request: the server then writes
-        ``rect.h`` rows of ``rect.w`` pixels, packed (32 bpp rows need no padding).
+        ``rect.h`` rows of ``rect.w`` pixels, each padded to 32 bits (32 bpp rows need
+        no padding: the rectangles lie one after another in the segment).
         """
         img = self.image.contents
         saved = img.width, img.height, img.bytes_per_line, img.data
-        img.width, img.height, img.bytes_per_line = rect.w, rect.h, rect.w * 4
+        img.width, img.height = rect.w, rect.h
+        img.bytes_per_line = ScreenFormat.of(img).bytes_per_line(rect.w)
         img.data = self.info.shmaddr + offset
         try:
             ok = self.xext.XShmGetImage(
@@ -147,14 +150,12 @@ class _ShmImage:
 
 
 def _image_to_array(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
-    """Copy a 32-bpp ZPixmap XImage out as an (h, w, 4) B, G, R, X array."""
-    stride, h, w = img.bytes_per_line, img.height, img.width
+    """Copy a ZPixmap XImage out as an (h, w, 4) B, G, R, X array (widened when the
+    screen's pixels are not 32-bit, see :mod:`.xformat`)."""
+    stride, h = img.bytes_per_line, img.height
     buf = (ctypes.c_uint8 * (stride * h)).from_address(img.data)
     rows = np.frombuffer(buf, dtype=np.uint8).reshape(h, stride)
-    frame = rows[:, : w * 4].reshape(h, w, 4)
-    if img.byte_order != x11lib.LSB_FIRST:
-        frame = frame[:, :, ::-1]  # MSBFirst server: X, R, G, B in memory
-    return np.array(frame, dtype=np.uint8, copy=True, order="C")
+    return ScreenFormat.of(img).to_bgrx(rows, img.width)
 
 
 def _image_view(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
@@ -163,20 +164,6 @@ def _image_view(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
     assert img.byte_order == x11lib.LSB_FIRST and img.bytes_per_line == img.width * 4
     buf = (ctypes.c_uint8 * (img.bytes_per_line * img.height)).from_address(img.data)
     return np.frombuffer(buf, dtype=np.uint8).reshape(img.height, img.width, 4)
-
-
-def _check_format(img: x11lib.XImage) -> None:
-    if (
-        img.bits_per_pixel != 32
-        or img.red_mask != 0xFF0000
-        or img.green_mask != 0xFF00
-        or img.blue_mask != 0xFF
-    ):
-        raise CaptureError(
-            f"unsupported screen format: depth {img.depth}, {img.bits_per_pixel} bpp, "
-            f"masks {img.red_mask:#x}/{img.green_mask:#x}/{img.blue_mask:#x} "
-            "(only 24/32-bit TrueColor is supported)"
-        )
 
 
 class X11Capture:
@@ -255,7 +242,7 @@ class X11Capture:
         except CaptureError as exc:
             logger.debug("MIT-SHM unusable on %s, using XGetImage: %s", self._conn.name, exc)
             return False
-        _check_format(self._shm.image.contents)
+        ScreenFormat.of(self._shm.image.contents)  # CaptureError: a screen we cannot show
         return True
 
     def _setup_damage(self) -> None:
@@ -403,7 +390,7 @@ class X11Capture:
             shm = self._shm if self._use_shm else None
             if shared and (
                 shm is None
-                or shm.image.contents.byte_order != x11lib.LSB_FIRST
+                or not ScreenFormat.of(shm.image.contents).viewable
                 or sum(r.w * r.h for r in rects) * 4 > shm.size
             ):
                 shared = False
@@ -439,7 +426,6 @@ class X11Capture:
                 x11.XDestroyImage(image)
             return None
         try:
-            _check_format(image.contents)
             return _image_to_array(image.contents)
         finally:
             x11.XDestroyImage(image)

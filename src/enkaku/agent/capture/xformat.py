@@ -1,0 +1,164 @@
+"""X screens whose pixels are not 32-bit B, G, R, X: their images widened to that form.
+
+Everything after the capture works on ``(h, w, 4)`` B, G, R, X frames with 8 bits a
+channel. Most X servers today draw at depth 24 in 32-bit pixels, which already are that
+(the capture keeps them as they come). Others still meet in the field: depth 16 (R5 G6
+B5) and 15 (R5 G5 B5) on old graphics, virtual machines' basic adapters and thin
+clients; depth 30 (10 bits a channel) on colour-grading and medical workstations; 24-bit
+packed pixels on some old servers. Their TrueColor images are widened here, channel by
+channel, to 8 bits: a value ``v`` of ``max`` becomes ``v * 255 // max``, the same colours
+x11vnc sends for them, and a viewer that asks for 16-bit pixels gets the screen's own
+values back exactly (the RFB layer narrows by rounding). Depth 30 loses its two low bits
+a channel (RFB viewers show 8).
+
+Colour-mapped screens (8-bit PseudoColor) are refused with a message that says how to
+start the X server at depth 24.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .base import CaptureError
+
+__all__ = ["ScreenFormat"]
+
+LSB_FIRST = 0  # X's ImageByteOrder values
+MSB_FIRST = 1
+
+_STANDARD_MASKS = (0xFF0000, 0xFF00, 0xFF)
+_known: dict[tuple[int, int, int, int, int, int], ScreenFormat] = {}
+
+
+def _channel(mask: int) -> tuple[int, int]:
+    """(shift, max) of a contiguous channel mask."""
+    shift = (mask & -mask).bit_length() - 1
+    maximum = mask >> shift
+    if maximum & (maximum + 1):
+        raise ValueError(f"mask {mask:#x} is not one run of bits")
+    return shift, maximum
+
+
+def _widening(maximum: int) -> npt.NDArray[np.uint8]:
+    """Each channel value 0..maximum as 8 bits (``v * 255 // maximum``)."""
+    return (np.arange(maximum + 1, dtype=np.uint32) * 255 // maximum).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ScreenFormat:
+    """How an X image lays out its pixels (the fields of ``XImage`` that matter)."""
+
+    depth: int
+    bits_per_pixel: int
+    byte_order: int
+    red_mask: int
+    green_mask: int
+    blue_mask: int
+
+    @classmethod
+    def of(cls, img: Any) -> ScreenFormat:
+        """The format of an ``XImage`` (any object with its fields), one object per
+        format (its widening table is built once); CaptureError with what to do when
+        the agent cannot show such a screen."""
+        key = (
+            img.depth, img.bits_per_pixel, img.byte_order,
+            img.red_mask, img.green_mask, img.blue_mask,
+        )  # fmt: skip
+        fmt = _known.get(key)
+        if fmt is None:
+            fmt = cls(*key)
+            fmt.check()
+            _known[key] = fmt
+        return fmt
+
+    def check(self) -> None:
+        masks = (self.red_mask, self.green_mask, self.blue_mask)
+        if not all(masks):
+            raise CaptureError(
+                f"the X screen uses colour-mapped {self.depth}-bit colour, which enkaku "
+                "cannot show: start the X server at depth 24 (for Xorg, DefaultDepth 24 "
+                "in xorg.conf; for Xvfb or Xvnc, -screen 0 WIDTHxHEIGHTx24; for a VNC "
+                "server, -depth 24)"
+            )
+        problem = ""
+        if self.bits_per_pixel not in (16, 24, 32):
+            problem = f"{self.bits_per_pixel} bits a pixel"
+        elif any(m >> self.bits_per_pixel for m in masks) or (
+            masks[0] & masks[1] or masks[0] & masks[2] or masks[1] & masks[2]
+        ):
+            problem = "channel masks that do not fit the pixel"
+        else:
+            try:
+                for m in masks:
+                    _channel(m)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem:
+            raise CaptureError(
+                f"unsupported X screen format: depth {self.depth}, {self.bits_per_pixel} "
+                f"bpp, masks {self.red_mask:#x}/{self.green_mask:#x}/{self.blue_mask:#x} "
+                f"({problem}); enkaku shows TrueColor screens of depth 15, 16, 24 and 30: "
+                "start the X server at depth 24"
+            )
+
+    @property
+    def native(self) -> bool:
+        """32-bit pixels of 8-bit channels: the image already is B, G, R, X (or, from
+        an MSBFirst server, X, R, G, B), nothing to widen."""
+        return self.bits_per_pixel == 32 and (
+            self.red_mask, self.green_mask, self.blue_mask,
+        ) == _STANDARD_MASKS  # fmt: skip
+
+    @property
+    def viewable(self) -> bool:
+        """The image's own memory can serve as a B, G, R, X frame (no copy)."""
+        return self.native and self.byte_order == LSB_FIRST
+
+    def bytes_per_line(self, width: int) -> int:
+        """A row of ``width`` pixels in a ZPixmap padded to 32 bits, as the server
+        writes it (the shared-memory image's ``bitmap_pad``)."""
+        return (width * self.bits_per_pixel + 31) // 32 * 4
+
+    def to_bgrx(self, rows: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
+        """An ``(h, stride)`` image's pixels as a new C-contiguous ``(h, width, 4)``
+        B, G, R, X array (X zero when widened, as the server's when native)."""
+        h = rows.shape[0]
+        if self.native:
+            frame = rows[:, : width * 4].reshape(h, width, 4)
+            if self.byte_order != LSB_FIRST:
+                frame = frame[:, :, ::-1]  # X, R, G, B in memory
+            return np.array(frame, dtype=np.uint8, copy=True, order="C")
+        order = ">" if self.byte_order == MSB_FIRST else "<"
+        if self.bits_per_pixel == 16:
+            pixels = rows[:, : width * 2].view(order + "u2")
+            words = self._table16.take(pixels)
+            return words.view(np.uint8).reshape(h, width, 4)
+        if self.bits_per_pixel == 24:
+            packed = rows[:, : width * 3].reshape(h, width, 3).astype(np.uint32)
+            if self.byte_order == MSB_FIRST:
+                packed = packed[:, :, ::-1]
+            values = packed[:, :, 0] | packed[:, :, 1] << 8 | packed[:, :, 2] << 16
+        else:
+            values = rows[:, : width * 4].view(order + "u4").astype(np.uint32)
+        out = np.zeros((h, width, 4), dtype=np.uint8)
+        for index, mask in ((2, self.red_mask), (1, self.green_mask), (0, self.blue_mask)):
+            shift, maximum = _channel(mask)
+            channel = (values >> np.uint32(shift)) & np.uint32(maximum)
+            out[:, :, index] = _widening(maximum).take(channel)
+        return out
+
+    @cached_property
+    def _table16(self) -> npt.NDArray[np.uint32]:
+        """Every 16-bit pixel value as a little-endian B, G, R, X word (256 KiB)."""
+        values = np.arange(1 << 16, dtype=np.uint32)
+        words = np.zeros(1 << 16, dtype="<u4")
+        for byte, mask in ((2, self.red_mask), (1, self.green_mask), (0, self.blue_mask)):
+            shift, maximum = _channel(mask)
+            widened = _widening(maximum).take((values >> shift) & maximum)
+            words |= widened.astype(np.uint32) << np.uint32(8 * byte)
+        return words
