@@ -78,6 +78,26 @@ def test_capture_equals_grim_and_typed_text_arrives_with_jis_and_unicode_keys(
         wait_for(lambda: np.array_equal(rgb(cap.grab()), sway.grim()), 30, "capture == grim")
 
 
+def test_letters_read_as_sent_with_or_without_shift_and_caps_lock(sway: Sway) -> None:
+    """A capital sent without Shift, a small letter sent with Shift held (as some viewers
+    do for shortcuts) and letters under Caps Lock all read as the keysym sent."""
+    shift, caps = 0xFFE1, 0xFFE5
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+        type_text(inp, "printf '%s\\n' '")
+        type_text(inp, "Ab ")
+        inp.key(shift, True)
+        type_text(inp, "Cd")  # Shift held: C as sent, d as sent
+        inp.key(shift, False)
+        inp.key(caps, True)
+        inp.key(caps, False)
+        type_text(inp, " eF")  # Caps Lock on: still as sent
+        inp.key(caps, True)
+        inp.key(caps, False)
+        type_text(inp, "' > letters.txt\n")
+        out = sway.work / "letters.txt"
+        wait_for(lambda: out.exists() and out.read_text() == "Ab Cd eF\n", 30, "the letters")
+
+
 def test_frames_come_only_on_change_and_the_descriptor_says_so(sway: Sway) -> None:
     with (
         WlrootsCapture(sway.env["WAYLAND_DISPLAY"]) as cap,
@@ -162,8 +182,17 @@ def test_keymap_starts_with_the_ordinary_keys_and_keeps_them() -> None:
     # printable ASCII, Return, Escape, F12, Shift_L, yen, Henkan, Hiragana_Katakana
     ordinary = [*range(0x20, 0x7F), 0xFF0D, 0xFF1B, 0xFFC9, 0xFFE1, 0xA5, 0xFF23, 0xFF27]
     codes = [km.keycode(ks) for ks in ordinary]
-    assert None not in codes and len(set(codes)) == len(codes)
-    assert all(f"[ {ks:#x} ]" in km.text() for ks in ordinary)
+    capitals = range(0x41, 0x5B)
+    # A key each, but a capital is the second level of its small letter's key (shortcuts
+    # such as Ctrl+Shift+V match the key's first level with Shift held).
+    assert None not in codes and len(set(codes)) == len(codes) - len(capitals)
+    assert all(km.keycode(up) == km.keycode(up + 0x20) for up in capitals)
+    text = km.text()
+    assert all(f"[ {ks:#x} ]" in text for ks in ordinary if not chr(ks).isalpha())
+    assert all(f'"ALPHABETIC", [ {up + 0x20:#x}, {up:#x} ]' in text for up in capitals)
+    assert [km.shifted(ks) for ks in (0x41, 0x7A, 0x31, 0xE9, 0xFF0D)] == [
+        True, False, None, None, None,
+    ]  # fmt: skip
     assert "modifier_map Shift" in km.text()
     assert km.add(0x61) == km.keycode(0x61) and km.version == 0  # nothing to send again
     km.add(0xE9)  # é: added on demand

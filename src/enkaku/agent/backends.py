@@ -34,6 +34,9 @@ WLROOTS_GLOBALS = (
     "zwp_virtual_keyboard_manager_v1",
     "zwlr_virtual_pointer_manager_v1",
 )
+#: The clipboard protocol of wlroots compositors, also offered by KDE's KWin: the
+#: clipboard of the wlroots backend, and of the portal backend where it is offered.
+DATA_CONTROL = "zwlr_data_control_manager_v1"
 
 register(
     {
@@ -222,11 +225,38 @@ def _portal(env: dict[str, str] | os._Environ[str], config_dir: Path | None) -> 
     from .input.portal import PortalInput
 
     session = {k: v for k, v in env.items() if k in _GNOME_ENV}
+    wayland_display = env.get("WAYLAND_DISPLAY")
     return (
         (lambda: PortalCapture(session, config_dir)),
         (lambda: PortalInput(session, config_dir)),
-        None,  # clipboard: not through the portal yet
+        # Not through the portal (its Clipboard interface needs RemoteDesktop version
+        # 2): through wlr-data-control where the compositor offers it (KDE's KWin does).
+        _data_control_clipboard(wayland_display)
+        if _offers(wayland_display, DATA_CONTROL)
+        else None,
     )
+
+
+def _offers(wayland_display: str | None, interface: str) -> bool:
+    """Whether the compositor announces ``interface`` (False when it cannot be asked)."""
+    try:
+        from .wayland.connection import WaylandConnection, WaylandUnavailable
+    except ImportError:
+        return False
+    try:
+        conn = WaylandConnection(wayland_display)
+    except WaylandUnavailable:
+        return False
+    try:
+        return conn.has(interface)
+    finally:
+        conn.close()
+
+
+def _data_control_clipboard(wayland_display: str | None) -> Callable[[], Clipboard]:
+    from .clipboard.wlroots import WlrootsClipboard
+
+    return lambda: WlrootsClipboard(wayland_display)
 
 
 def _wlroots(wayland_display: str | None) -> Factories:
@@ -237,7 +267,7 @@ def _wlroots(wayland_display: str | None) -> Factories:
     return (
         (lambda: WlrootsCapture(wayland_display)),
         (lambda: WlrootsInput(wayland_display)),
-        None,  # clipboard: not yet on Wayland
+        _data_control_clipboard(wayland_display),  # ClipboardError where not offered
     )
 
 

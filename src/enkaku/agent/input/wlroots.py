@@ -123,6 +123,11 @@ class _Devices:
             # keys: the client states it (``modifiers``), from the modifier keys held here.
             self.mods_down: dict[int, int] = {}  # modifier keysym -> presses held
             self.locked = 0
+            # The letter held last, and whether its keysym is the capital: Shift is
+            # stated so that clients read the level the viewer sent (keymap module doc).
+            self.level_of: int | None = None
+            self.level: bool | None = None
+            self.stated: tuple[int, int] | None = None  # the modifiers clients were told
             self.seat_keyboard = seat.get_keyboard()
             self.seat_keyboard.dispatcher["keymap"] = self.on_seat_keymap
             # The seat's current keymap first (another keyboard's: nothing to redo),
@@ -156,11 +161,28 @@ class _Devices:
             self.mods_down[keysym] -= 1
         else:
             self.mods_down.pop(keysym, None)
+        self.state_modifiers()
+
+    def letter_level(self, keysym: int | None, level: bool | None) -> None:
+        """A key is about to be pressed: ``level`` is True for a capital, False for a
+        small letter, None for a key of one level (then Shift is as held)."""
+        self.level_of, self.level = keysym, level
+        self.state_modifiers()
+
+    def state_modifiers(self) -> None:
+        """Tell clients the modifiers held here, Shift turned so that the letter held
+        last reads as the level the viewer sent (Shift xor Caps Lock picks it)."""
         depressed = 0
         for held in self.mods_down:
             if held not in _LOCKING:
                 depressed |= _MOD_BIT[MODIFIER_OF[held]]
-        self.keyboard.modifiers(depressed, 0, self.locked, 0)
+        if self.level is not None:
+            upper = bool(depressed & _MOD_BIT["Shift"]) != bool(self.locked & _MOD_BIT["Lock"])
+            if upper != self.level:
+                depressed ^= _MOD_BIT["Shift"]
+        if (depressed, self.locked) != self.stated:
+            self.stated = (depressed, self.locked)
+            self.keyboard.modifiers(depressed, 0, self.locked, 0)
 
     def send(self) -> None:
         """Flush the requests and take any events, without blocking."""
@@ -229,6 +251,9 @@ class _Devices:
         finally:
             os.close(fd)
         self.sent_keymap = version
+        self.stated = None  # a new keymap starts a new state: say the modifiers again
+        if self.mods_down or self.locked or self.level is not None:
+            self.state_modifiers()
 
     def close(self) -> None:
         with self.lock:
@@ -306,6 +331,8 @@ class WlrootsInput:
                 if code is not None:
                     dev.keyboard.key(_now_ms(), code - 8, KEY_RELEASED)
                     dev.modifier_key(keysym, False)
+                    if dev.level_of == keysym:  # Shift back to what is held
+                        dev.letter_level(None, None)
                     dev.send()
                 return
             if not 0x20 <= keysym <= 0x1FFFFFFF or 0x7F <= keysym <= 0x9F:
@@ -316,6 +343,7 @@ class WlrootsInput:
             code = dev.keymap.add(keysym, keep=set(self._held))
             dev.upload_keymap()
             self._held[keysym] = code
+            dev.letter_level(keysym, KeysymKeymap.shifted(keysym))
             dev.keyboard.key(_now_ms(), code - 8, KEY_PRESSED)
             dev.modifier_key(keysym, True)
             dev.send()
@@ -359,6 +387,7 @@ class WlrootsInput:
                 dev.keyboard.key(t, code - 8, KEY_RELEASED)
                 dev.modifier_key(keysym, False)
             self._held.clear()
+            dev.letter_level(None, None)
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):
                     dev.pointer.button(t, code, BUTTON_RELEASED)

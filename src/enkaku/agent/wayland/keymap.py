@@ -4,6 +4,13 @@ Each keysym gets a key of its own, one level, so what the viewer sent is what ev
 client reads, whatever the customer's layout (JIS, US, AZERTY, ...) and for any
 keysym or Unicode character. Modifier keysyms get the modifier they stand for.
 
+Letters are the exception: ``a`` and ``A`` share one key of two levels (type
+``ALPHABETIC``), as on a real keyboard. Shortcuts need it: a viewer sends Ctrl+Shift+V
+as Shift, Control and the keysym ``V``, and applications (foot's paste, a browser's
+Ctrl+Shift+T) match the key's first-level ``v`` with Shift held; a key whose only
+level is ``V`` matches nothing. ``shifted()`` tells the injector which level the
+viewer's keysym is, and the injector states Shift for that key accordingly.
+
 The map starts with the ordinary keys (:data:`PRESET`: printable ASCII, editing and
 function keys, modifiers, common JIS keys), so ordinary typing never changes it: a
 new keymap costs the compositor and the focused client a compile each (3-8 ms per
@@ -38,8 +45,13 @@ MODIFIER_OF: dict[int, str] = {
 }
 
 
+#: Upper-case letter keysym -> the lower-case keysym whose key it is the second level of.
+UPPER_OF_LETTER: dict[int, int] = {up: up + 0x20 for up in range(0x41, 0x5B)}
+
+
 def _preset() -> tuple[int, ...]:
-    keys = list(range(0x20, 0x7F))  # printable ASCII (keysym = code point)
+    # Printable ASCII (keysym = code point); capitals are the second level of their letter.
+    keys = [k for k in range(0x20, 0x7F) if k not in UPPER_OF_LETTER]
     keys += [
         0xFF0D, 0xFF08, 0xFF09, 0xFF1B, 0xFFFF,  # Return BackSpace Tab Escape Delete
         0xFF51, 0xFF52, 0xFF53, 0xFF54,  # Left Up Right Down
@@ -72,16 +84,27 @@ class KeysymKeymap:
         self.version = 0
 
     def __len__(self) -> int:
+        """Keys in use (a letter's two levels are one key)."""
         return len(self._codes)
 
     def keycode(self, keysym: int) -> int | None:
-        return self._codes.get(keysym)
+        return self._codes.get(UPPER_OF_LETTER.get(keysym, keysym))
+
+    @staticmethod
+    def shifted(keysym: int) -> bool | None:
+        """For a letter, whether ``keysym`` is its second level (the capital); None for
+        a key of one level."""
+        if keysym in UPPER_OF_LETTER:
+            return True
+        if 0x61 <= keysym <= 0x7A:
+            return False
+        return None
 
     def add(self, keysym: int, keep: set[int] = frozenset()) -> int:  # type: ignore[assignment]
         """The keycode of ``keysym``, assigning one if needed. When the map is full it
         starts again from :data:`PRESET`, keeping the keysyms in ``keep`` (those held
         down) on their keys."""
-        code = self._codes.get(keysym)
+        code = self.keycode(keysym)  # letters, capitals among them, are preset
         if code is not None:
             return code
         if len(self._codes) >= MAX_KEYS:
@@ -108,7 +131,14 @@ class KeysymKeymap:
             'xkb_compatibility "enkaku" { include "complete" };',
             'xkb_symbols "enkaku" {',
         ]
-        lines += [f"  key <K{c}> {{ [ {keysym:#x} ] }};" for keysym, c in codes]
+        for keysym, c in codes:
+            if self.shifted(keysym) is False:  # a letter: its capital on the second level
+                upper = keysym - 0x20
+                lines.append(
+                    f'  key <K{c}> {{ type = "ALPHABETIC", [ {keysym:#x}, {upper:#x} ] }};'
+                )
+            else:
+                lines.append(f"  key <K{c}> {{ [ {keysym:#x} ] }};")
         for keysym, c in codes:
             if keysym in MODIFIER_OF:
                 lines.append(f"  modifier_map {MODIFIER_OF[keysym]} {{ <K{c}> }};")

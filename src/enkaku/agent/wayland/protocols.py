@@ -1,13 +1,15 @@
 """The wlroots-family protocols the agent speaks, described for pywayland.
 
-pywayland ships the core and wayland-protocols interfaces; the three below live in
+pywayland ships the core and wayland-protocols interfaces; the four below live in
 wlroots' own protocol set. Only their wire shape is described here (names, opcodes,
 argument types, in protocol order), written for this project from the published
 protocol definitions, which are MIT-licensed:
 
 - ``zwlr_screencopy_manager_v1`` / ``zwlr_screencopy_frame_v1`` (version 3),
 - ``zwp_virtual_keyboard_manager_v1`` / ``zwp_virtual_keyboard_v1`` (version 1),
-- ``zwlr_virtual_pointer_manager_v1`` / ``zwlr_virtual_pointer_v1`` (version 2).
+- ``zwlr_virtual_pointer_manager_v1`` / ``zwlr_virtual_pointer_v1`` (version 2),
+- ``zwlr_data_control_manager_v1`` and its device, source and offer (version 1: the
+  clipboard only, not the primary selection).
 
 Requests are methods of the ``*Proxy`` classes; events are declared on the
 ``*Resource`` classes (pywayland's convention) and handled through
@@ -21,6 +23,10 @@ from pywayland.protocol_core import Argument, ArgumentType, Global, Interface, P
 
 __all__ = [
     "FRAME_FLAG_Y_INVERT",
+    "ZwlrDataControlDeviceV1",
+    "ZwlrDataControlManagerV1",
+    "ZwlrDataControlOfferV1",
+    "ZwlrDataControlSourceV1",
     "ZwlrScreencopyFrameV1",
     "ZwlrScreencopyManagerV1",
     "ZwlrVirtualPointerManagerV1",
@@ -345,6 +351,150 @@ class ZwlrVirtualPointerManagerV1Resource(Resource[ZwlrVirtualPointerManagerV1])
     interface = ZwlrVirtualPointerManagerV1
 
 
+# -- data control (the clipboard) ---------------------------------------------------
+
+
+class ZwlrDataControlOfferV1(Interface):
+    """Another client's clipboard content: its MIME types, and a way to receive it."""
+
+    name = "zwlr_data_control_offer_v1"
+    version = 1
+
+
+class ZwlrDataControlSourceV1(Interface):
+    """Content this client puts on the clipboard, sent when someone pastes."""
+
+    name = "zwlr_data_control_source_v1"
+    version = 1
+
+
+class ZwlrDataControlDeviceV1(Interface):
+    """A seat's clipboard as a data-control client sees and sets it."""
+
+    name = "zwlr_data_control_device_v1"
+    version = 1
+
+
+class ZwlrDataControlManagerV1(Interface):
+    """Creates data-control devices and sources."""
+
+    name = "zwlr_data_control_manager_v1"
+    version = 1
+
+
+class ZwlrDataControlOfferV1Proxy(Proxy[ZwlrDataControlOfferV1]):
+    interface = ZwlrDataControlOfferV1
+
+    @ZwlrDataControlOfferV1.request(
+        Argument(ArgumentType.String), Argument(ArgumentType.FileDescriptor)
+    )
+    def receive(self, mime_type: str, fd: int) -> None:
+        self._marshal(0, mime_type, fd)
+
+    @ZwlrDataControlOfferV1.request()
+    def destroy(self) -> None:
+        self._marshal(1)
+        self._destroy()
+
+
+class ZwlrDataControlOfferV1Resource(Resource[ZwlrDataControlOfferV1]):
+    interface = ZwlrDataControlOfferV1
+
+    @ZwlrDataControlOfferV1.event(Argument(ArgumentType.String))
+    def offer(self, mime_type: str) -> None:
+        self._post_event(0, mime_type)
+
+
+class ZwlrDataControlSourceV1Proxy(Proxy[ZwlrDataControlSourceV1]):
+    interface = ZwlrDataControlSourceV1
+
+    @ZwlrDataControlSourceV1.request(Argument(ArgumentType.String))
+    def offer(self, mime_type: str) -> None:
+        self._marshal(0, mime_type)
+
+    @ZwlrDataControlSourceV1.request()
+    def destroy(self) -> None:
+        self._marshal(1)
+        self._destroy()
+
+
+class ZwlrDataControlSourceV1Resource(Resource[ZwlrDataControlSourceV1]):
+    interface = ZwlrDataControlSourceV1
+
+    @ZwlrDataControlSourceV1.event(
+        Argument(ArgumentType.String), Argument(ArgumentType.FileDescriptor)
+    )
+    def send(self, mime_type: str, fd: int) -> None:
+        self._post_event(0, mime_type, fd)
+
+    @ZwlrDataControlSourceV1.event()
+    def cancelled(self) -> None:
+        self._post_event(1)
+
+
+class ZwlrDataControlDeviceV1Proxy(Proxy[ZwlrDataControlDeviceV1]):
+    interface = ZwlrDataControlDeviceV1
+
+    @ZwlrDataControlDeviceV1.request(
+        Argument(ArgumentType.Object, interface=ZwlrDataControlSourceV1, nullable=True)
+    )
+    def set_selection(self, source: object | None) -> None:
+        self._marshal(0, source)
+
+    @ZwlrDataControlDeviceV1.request()
+    def destroy(self) -> None:
+        self._marshal(1)
+        self._destroy()
+
+
+class ZwlrDataControlDeviceV1Resource(Resource[ZwlrDataControlDeviceV1]):
+    interface = ZwlrDataControlDeviceV1
+
+    @ZwlrDataControlDeviceV1.event(Argument(ArgumentType.NewId, interface=ZwlrDataControlOfferV1))
+    def data_offer(self, offer: object) -> None:
+        self._post_event(0, offer)
+
+    @ZwlrDataControlDeviceV1.event(
+        Argument(ArgumentType.Object, interface=ZwlrDataControlOfferV1, nullable=True)
+    )
+    def selection(self, offer: object | None) -> None:
+        self._post_event(1, offer)
+
+    @ZwlrDataControlDeviceV1.event()
+    def finished(self) -> None:
+        self._post_event(2)
+
+
+class ZwlrDataControlManagerV1Proxy(Proxy[ZwlrDataControlManagerV1]):
+    interface = ZwlrDataControlManagerV1
+
+    @ZwlrDataControlManagerV1.request(
+        Argument(ArgumentType.NewId, interface=ZwlrDataControlSourceV1)
+    )
+    def create_data_source(self) -> ZwlrDataControlSourceV1Proxy:
+        source: ZwlrDataControlSourceV1Proxy = self._marshal_constructor(0, ZwlrDataControlSourceV1)
+        return source
+
+    @ZwlrDataControlManagerV1.request(
+        Argument(ArgumentType.NewId, interface=ZwlrDataControlDeviceV1),
+        Argument(ArgumentType.Object, interface=WlSeat),
+    )
+    def get_data_device(self, seat: object) -> ZwlrDataControlDeviceV1Proxy:
+        device: ZwlrDataControlDeviceV1Proxy = self._marshal_constructor(
+            1, ZwlrDataControlDeviceV1, seat
+        )
+        return device
+
+    @ZwlrDataControlManagerV1.request()
+    def destroy(self) -> None:
+        self._marshal(2)
+        self._destroy()
+
+
+class ZwlrDataControlManagerV1Resource(Resource[ZwlrDataControlManagerV1]):
+    interface = ZwlrDataControlManagerV1
+
+
 def _finish(interface: type[Interface], proxy: type[Proxy], resource: type[Resource]) -> None:
     interface._gen_c()
     interface.proxy_class = proxy
@@ -369,5 +519,9 @@ for _iface, _proxy, _resource in (
         ZwlrVirtualPointerManagerV1Proxy,
         ZwlrVirtualPointerManagerV1Resource,
     ),
+    (ZwlrDataControlOfferV1, ZwlrDataControlOfferV1Proxy, ZwlrDataControlOfferV1Resource),
+    (ZwlrDataControlSourceV1, ZwlrDataControlSourceV1Proxy, ZwlrDataControlSourceV1Resource),
+    (ZwlrDataControlDeviceV1, ZwlrDataControlDeviceV1Proxy, ZwlrDataControlDeviceV1Resource),
+    (ZwlrDataControlManagerV1, ZwlrDataControlManagerV1Proxy, ZwlrDataControlManagerV1Resource),
 ):
     _finish(_iface, _proxy, _resource)
