@@ -16,6 +16,7 @@ from enkaku.agent.backends import select_backend
 from enkaku.agent.clipboard.base import ClipboardError
 from enkaku.agent.clipboard.wlroots import WlrootsClipboard
 from enkaku.agent.input.wlroots import WlrootsInput
+from enkaku.agent.wayland.connection import WaylandConnection
 from tests.e2e.harness import wait_for
 from tests.wayland import Sway, headless_sway
 
@@ -119,3 +120,48 @@ def test_the_wlroots_backend_brings_the_clipboard_and_a_lost_compositor_is_an_er
             clip.set_text("after the end")
             time.sleep(0.1)
     clip.close()
+
+
+def test_offers_belong_to_the_clipboards_own_connection(sway: Sway) -> None:
+    """pywayland gives an object the compositor creates the display of the process's
+    first live registry: another connection opened earlier (the backend probe, the
+    capture) must not own, or destroy, the clipboard's offers."""
+    display = sway.env["WAYLAND_DISPLAY"]
+    first = WaylandConnection(display)  # the process's first registry from now on
+    try:
+        with WlrootsClipboard(display) as clip:
+            wl(sway, "wl-copy", "offer-home-1")
+            wait_for(lambda: clip.read_text() == "offer-home-1", 30, "the copy")
+            offer = clip._offer
+            assert offer is not None and offer._display is clip._conn.display
+            first.close()  # its proxies go; the clipboard's offer is not among them
+            assert not offer.destroyed
+            wl(sway, "wl-copy", "offer-home-2")
+            wait_for(lambda: clip.read_text() == "offer-home-2", 30, "the next copy")
+    finally:
+        first.close()
+
+
+def test_a_letter_released_in_the_other_case_is_released_and_shortcuts_keep_shift(
+    sway: Sway,
+) -> None:
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+        dev = inp._dev
+        # Shift, A pressed, Shift let go, then the release comes as a small a.
+        inp.key(SHIFT, True)
+        inp.key(ord("A"), True)
+        inp.key(SHIFT, False)
+        assert dev.stated == (1, 0)  # A still reads as a capital: Shift stated
+        inp.key(ord("a"), False)
+        assert inp._held == {} and dev.level is None and dev.stated == (0, 0)
+        # Control held: Shift is the viewer's, whatever the letter's case (a viewer
+        # under a Caps Lock it never reported sends A for Ctrl+A).
+        inp.key(CONTROL, True)
+        inp.key(ord("A"), True)
+        assert dev.stated == (4, 0)  # Control alone
+        inp.key(ord("A"), False)
+        inp.key(SHIFT, True)
+        inp.key(ord("v"), True)
+        assert dev.stated == (5, 0)  # Control and Shift, as held
+        inp.release_all()
+        assert dev.stated == (0, 0)

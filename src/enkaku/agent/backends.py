@@ -264,10 +264,15 @@ def _wlroots(wayland_display: str | None) -> Factories:
     from .capture.wlroots import WlrootsCapture
     from .input.wlroots import WlrootsInput
 
+    clipboard = None
+    if _offers(wayland_display, DATA_CONTROL):
+        clipboard = _data_control_clipboard(wayland_display)
+    else:
+        logger.info("the compositor offers no %s: no clipboard", DATA_CONTROL)
     return (
         (lambda: WlrootsCapture(wayland_display)),
         (lambda: WlrootsInput(wayland_display)),
-        _data_control_clipboard(wayland_display),  # ClipboardError where not offered
+        clipboard,
     )
 
 

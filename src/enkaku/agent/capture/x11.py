@@ -115,10 +115,10 @@ class _ShmImage:
         """
         img = self.image.contents
         saved = img.width, img.height, img.bytes_per_line, img.data
-        img.width, img.height = rect.w, rect.h
-        img.bytes_per_line = ScreenFormat.of(img).bytes_per_line(rect.w)
-        img.data = self.info.shmaddr + offset
         try:
+            img.width, img.height = rect.w, rect.h
+            img.bytes_per_line = ScreenFormat.of(img).bytes_per_line(rect.w, img.bitmap_pad)
+            img.data = self.info.shmaddr + offset
             ok = self.xext.XShmGetImage(
                 self.conn.dpy, root, self.image, rect.x, rect.y, x11lib.ALL_PLANES
             )

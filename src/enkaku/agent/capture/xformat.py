@@ -18,7 +18,7 @@ start the X server at depth 24.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ def _channel(mask: int) -> tuple[int, int]:
     return shift, maximum
 
 
+@lru_cache(maxsize=16)
 def _widening(maximum: int) -> npt.NDArray[np.uint8]:
     """Each channel value 0..maximum as 8 bits (``v * 255 // maximum``)."""
     return (np.arange(maximum + 1, dtype=np.uint32) * 255 // maximum).astype(np.uint8)
@@ -82,8 +83,8 @@ class ScreenFormat:
             raise CaptureError(
                 f"the X screen uses colour-mapped {self.depth}-bit colour, which enkaku "
                 "cannot show: start the X server at depth 24 (for Xorg, DefaultDepth 24 "
-                "in xorg.conf; for Xvfb or Xvnc, -screen 0 WIDTHxHEIGHTx24; for a VNC "
-                "server, -depth 24)"
+                "in xorg.conf; for Xvfb, -screen 0 WIDTHxHEIGHTx24; for Xvnc or another "
+                "VNC server, -depth 24)"
             )
         problem = ""
         if self.bits_per_pixel not in (16, 24, 32):
@@ -119,10 +120,12 @@ class ScreenFormat:
         """The image's own memory can serve as a B, G, R, X frame (no copy)."""
         return self.native and self.byte_order == LSB_FIRST
 
-    def bytes_per_line(self, width: int) -> int:
-        """A row of ``width`` pixels in a ZPixmap padded to 32 bits, as the server
-        writes it (the shared-memory image's ``bitmap_pad``)."""
-        return (width * self.bits_per_pixel + 31) // 32 * 4
+    def bytes_per_line(self, width: int, pad: int = 32) -> int:
+        """A row of ``width`` pixels in a ZPixmap padded to ``pad`` bits, as the server
+        writes it (the image's ``bitmap_pad``: the server's scanline pad, 32 on every
+        X server in use)."""
+        pad = pad if pad in (8, 16, 32) else 32
+        return (width * self.bits_per_pixel + pad - 1) // pad * pad // 8
 
     def to_bgrx(self, rows: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
         """An ``(h, stride)`` image's pixels as a new C-contiguous ``(h, width, 4)``

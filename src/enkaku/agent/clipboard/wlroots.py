@@ -10,9 +10,15 @@ another program copies (``cancelled``). Only the clipboard is served, not the pr
 selection (middle-click paste).
 
 All Wayland traffic runs on one worker thread (pywayland proxies are not shared between
-threads): ``read_text`` and ``set_text`` hand it a request and wait for its answer; the
-pipes are read and written on the calling thread or a short-lived one, so a slow owner
-never stalls the connection.
+threads): ``read_text`` and ``set_text`` hand it a request and wait for its answer (a
+request not begun within the time limit is dropped, not run late); the pipes are read
+and written on the calling thread or a short-lived one, so a slow owner never stalls
+the connection.
+
+pywayland 0.4 gives an object the compositor creates (each offer) the display of the
+first Wayland connection the process opened, which may be another one of the agent's,
+or one already closed: the offers are moved onto this connection as they arrive, so
+they are destroyed with it and never by another connection's ``close()``.
 """
 
 from __future__ import annotations
@@ -96,15 +102,21 @@ class WlrootsClipboard:
             self._device.dispatcher["data_offer"] = self._on_data_offer
             self._device.dispatcher["selection"] = self._on_selection
             self._device.dispatcher["finished"] = self._on_finished
-            display.roundtrip()  # the current clipboard's offer and selection
+            if display.roundtrip() < 0:  # the current clipboard's offer and selection
+                raise RuntimeError("the compositor closed the connection")
             self._started = True
             self._ready.set()
             fd = display.get_fd()
+            poller = select.poll()
+            for watched in (fd, self._wake_r, self._stop_r):
+                poller.register(watched, select.POLLIN)
             while True:
                 display.dispatch(block=False)
+                if self._error is not None:
+                    return
                 self._run_calls()
-                display.flush()
-                ready, _, _ = select.select([fd, self._wake_r, self._stop_r], [], [])
+                display.flush()  # -1 with EAGAIN is a full socket, not an error
+                ready = {f for f, _ in poller.poll()}
                 if self._stop_r in ready:
                     return
                 if self._wake_r in ready:
@@ -112,8 +124,6 @@ class WlrootsClipboard:
                         os.read(self._wake_r, 4096)
                 if fd in ready:
                     display.read()
-                if self._error is not None:
-                    return
         except Exception as exc:  # the compositor went away or sent a protocol error
             self._error = self._error or f"Wayland connection lost ({exc})"
             logger.info("wlroots clipboard stopped: %s", self._error)
@@ -121,26 +131,32 @@ class WlrootsClipboard:
             self._ready.set()
             with self._lock:
                 calls, self._calls = self._calls, []
+                self._owned = None  # nothing serves it any more
             for _fn, future in calls:
                 if not future.done():
                     future.set_exception(ClipboardError(self._error or "clipboard closed"))
             self._destroy_objects()
 
     def _destroy_objects(self) -> None:
-        """Destroy every proxy, then disconnect: an offer the compositor created is not
-        the display's to destroy, and one freed after the display crashes the process."""
-        with contextlib.suppress(Exception):  # the connection may already be broken
+        """Destroy every proxy, then disconnect (a proxy freed after its display is
+        disconnected crashes the process)."""
+        try:
             for proxy in [*self._types, self._offer, self._source]:
                 if proxy is not None:
-                    proxy.destroy()
+                    with contextlib.suppress(Exception):  # the connection may be broken
+                        proxy.destroy()
             self._types.clear()
             self._offer = self._source = None
-            self._conn.close()
+        finally:
+            with contextlib.suppress(Exception):
+                self._conn.close()
 
     def _run_calls(self) -> None:
         with self._lock:
             calls, self._calls = self._calls, []
         for fn, future in calls:
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up waiting: not run late
             try:
                 future.set_result(fn())
             except Exception as exc:
@@ -151,21 +167,36 @@ class WlrootsClipboard:
         if threading.current_thread() is self._thread:  # a watcher that reads at once
             return fn()
         future: Future[T] = Future()
-        with self._lock:
+        with self._lock:  # close() closes the pipes under this lock
             if self._closed or self._error is not None:
                 raise ClipboardError(self._error or "clipboard closed")
             self._calls.append((fn, future))
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"\0")
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"\0")
         try:
             return future.result(TRANSFER_TIMEOUT)
         except TimeoutError as exc:
+            if not future.cancel():  # begun meanwhile: its answer is on its way
+                return future.result(TRANSFER_TIMEOUT)
             raise ClipboardError("the clipboard's connection does not answer") from exc
 
     def _on_data_offer(self, _device: Any, offer: Any) -> None:
+        self._adopt(offer)
         types: list[str] = []
         self._types[offer] = types
         offer.dispatcher["offer"] = lambda _o, mime: types.append(mime)
+
+    def _adopt(self, proxy: Any) -> None:
+        """Make ``proxy`` (created by an event) belong to this connection (module doc)."""
+        display = self._conn.display
+        home = getattr(proxy, "_display", None)
+        if home is display:
+            return
+        children = getattr(home, "_children", None)
+        if children is not None:
+            children.discard(proxy)
+        proxy._display = display
+        display._children.add(proxy)
 
     def _on_selection(self, _device: Any, offer: Any) -> None:
         old = self._offer
@@ -195,20 +226,20 @@ class WlrootsClipboard:
         with self._lock:
             data = self._owned if source is self._source else None
         # Written from a thread: a paster that reads slowly must not stall the worker.
-        threading.Thread(target=_write_all, args=(fd, data), name="wlr-clipboard-send",
-                         daemon=True).start()  # fmt: skip
+        try:
+            threading.Thread(target=_write_all, args=(fd, data), name="wlr-clipboard-send",
+                             daemon=True).start()  # fmt: skip
+        except RuntimeError:  # no thread to be had: the paste gets nothing
+            os.close(fd)
 
     def _on_cancelled(self, source: Any) -> None:
-        # Another program copied: wlroots cancels our source, then announces the new
-        # content (a selection event, which notifies too: the RFB service reads once).
-        mine = source is self._source
-        if mine:
+        # Another program copied (or emptied the clipboard): the compositor cancels our
+        # source first, then announces the new content, which notifies the watchers.
+        if source is self._source:
             self._source = None
             with self._lock:
                 self._owned = None
         source.destroy()
-        if mine:
-            self._notify()
 
     def _set_selection(self, data: bytes) -> None:
         source = self._manager.create_data_source()
@@ -221,7 +252,7 @@ class WlrootsClipboard:
             self._owned = data
         self._device.set_selection(source)
         if old is not None:
-            old.destroy()  # replaced: the compositor sends no cancelled to it now
+            old.destroy()  # replaced: its cancelled event is dropped with it
 
     def _receive(self) -> int | None:
         """Ask the current content's owner for its text: the pipe's read end, or None
@@ -235,6 +266,9 @@ class WlrootsClipboard:
         try:
             self._offer.receive(mime, w)  # libwayland sends a copy of the descriptor
             self._conn.display.flush()
+        except BaseException:
+            os.close(r)
+            raise
         finally:
             os.close(w)
         return r
@@ -242,19 +276,22 @@ class WlrootsClipboard:
     # -- Clipboard ---------------------------------------------------------------------
 
     def read_text(self) -> str | None:
-        """The clipboard's text now; None when it holds no text, or too much."""
+        """The clipboard's text now; None when it holds no text, or too much (or the
+        owner went away before it wrote any: an empty text offers nothing)."""
         with self._lock:
-            if self._owned is not None:
+            if self._owned is not None and not self._closed:
                 return self._owned.decode()
         fd = self._call(self._receive)
         if fd is None:
             return None
         try:
             data = bytearray()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
             deadline = time.monotonic() + TRANSFER_TIMEOUT
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                if left <= 0 or not poller.poll(left * 1000):
                     return None  # the owner did not finish in time
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -264,7 +301,7 @@ class WlrootsClipboard:
                     return None
         finally:
             os.close(fd)
-        return bytes(data).decode("utf-8", errors="replace")
+        return bytes(data).decode("utf-8", errors="replace") or None
 
     def set_text(self, text: str) -> None:
         """Own the clipboard, serving ``text`` until another program copies."""
@@ -291,15 +328,17 @@ class WlrootsClipboard:
             if self._closed:
                 return
             self._closed = True
+            self._owned = None
             self._watchers.clear()
-        with contextlib.suppress(OSError):
-            os.write(self._stop_w, b"\0")
+            with contextlib.suppress(OSError):
+                os.write(self._stop_w, b"\0")
         if self._thread is threading.current_thread():
             return  # the worker ends after this call; its pipes stay open (a few bytes)
         self._thread.join(5)
         if not self._thread.is_alive():  # else a late write must not hit a reused fd
-            for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
-                os.close(fd)
+            with self._lock:
+                for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
+                    os.close(fd)
 
     def __enter__(self) -> WlrootsClipboard:
         return self
@@ -313,11 +352,13 @@ def _write_all(fd: int, data: bytes | None) -> None:
     try:
         if data:
             os.set_blocking(fd, False)
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
             view = memoryview(data)
             deadline = time.monotonic() + TRANSFER_TIMEOUT
             while view:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([], [fd], [], left)[1]:
+                if left <= 0 or not poller.poll(left * 1000):
                     logger.info("clipboard: a paste took too long; ended")
                     break
                 view = view[os.write(fd, view) :]

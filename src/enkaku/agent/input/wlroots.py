@@ -53,6 +53,7 @@ WHEEL_STEP = 15.0
 # Real modifier bits: xkbcommon gives Shift, Lock, Control, Mod1..Mod5 indices 0..7.
 _MOD_BIT = {"Shift": 1, "Lock": 2, "Control": 4, "Mod1": 8, "Mod2": 16, "Mod4": 64,
             "Mod5": 128}  # fmt: skip
+_SHORTCUT_BITS = _MOD_BIT["Control"] | _MOD_BIT["Mod1"] | _MOD_BIT["Mod4"]
 _LOCKING = {
     0xFFE5: 2,
     0xFF7F: 16,
@@ -171,12 +172,15 @@ class _Devices:
 
     def state_modifiers(self) -> None:
         """Tell clients the modifiers held here, Shift turned so that the letter held
-        last reads as the level the viewer sent (Shift xor Caps Lock picks it)."""
+        last reads as the level the viewer sent (Shift xor Caps Lock picks it). Not
+        with Control, Alt or Super held: a shortcut is the key's first level with the
+        modifiers held, and Shift there is the viewer's (Ctrl+A stays Ctrl+A whatever
+        case a viewer under Caps Lock sends)."""
         depressed = 0
         for held in self.mods_down:
             if held not in _LOCKING:
                 depressed |= _MOD_BIT[MODIFIER_OF[held]]
-        if self.level is not None:
+        if self.level is not None and not depressed & _SHORTCUT_BITS:
             upper = bool(depressed & _MOD_BIT["Shift"]) != bool(self.locked & _MOD_BIT["Lock"])
             if upper != self.level:
                 depressed ^= _MOD_BIT["Shift"]
@@ -223,6 +227,8 @@ class _Devices:
         if not ours and self.sent_keymap >= 0:
             self.sent_keymap = -1
             self.reuploads += 1
+        if not ours:
+            self.stated = None  # another keymap, another state: say ours again
 
     def take_events(self) -> None:
         """Read what the compositor sent (a changed seat keymap), without blocking."""
@@ -328,6 +334,11 @@ class WlrootsInput:
             self._check_open()
             if not down:
                 code = self._held.pop(keysym, None)
+                if code is None and KeysymKeymap.shifted(keysym) is not None:
+                    # A letter released in the other case (Shift let go first): the
+                    # same key.
+                    keysym ^= 0x20
+                    code = self._held.pop(keysym, None)
                 if code is not None:
                     dev.keyboard.key(_now_ms(), code - 8, KEY_RELEASED)
                     dev.modifier_key(keysym, False)
@@ -386,8 +397,9 @@ class WlrootsInput:
             for keysym, code in self._held.items():
                 dev.keyboard.key(t, code - 8, KEY_RELEASED)
                 dev.modifier_key(keysym, False)
+            if dev.level_of in self._held:
+                dev.letter_level(None, None)
             self._held.clear()
-            dev.letter_level(None, None)
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):
                     dev.pointer.button(t, code, BUTTON_RELEASED)

@@ -54,11 +54,21 @@ class WaylandConnection:
             raise WaylandUnavailable(f"cannot connect to Wayland display {path!r}: {exc}") from exc
         self.globals: dict[str, list[Global]] = {}
         self.registry = self.display.get_registry()
-        self.registry.dispatcher["global"] = self._on_global
+        # A closure, not a bound method: the registry must not keep this object alive
+        # (a cycle kept closed connections' proxies around until the garbage collector
+        # ran, and pywayland hands objects the compositor creates to the first live
+        # registry's display).
+        found = self.globals
+
+        def on_global(_registry: WlRegistry, name: int, interface: str, version: int) -> None:
+            found.setdefault(interface, []).append(Global(name, interface, version))
+
+        self.registry.dispatcher["global"] = on_global
         self.registry.dispatcher["global_remove"] = lambda *_: None
         self.display.roundtrip()
 
     def _on_global(self, _registry: WlRegistry, name: int, interface: str, version: int) -> None:
+        """A global announced later (for a tracker that took over the registry's events)."""
         self.globals.setdefault(interface, []).append(Global(name, interface, version))
 
     def has(self, interface: str) -> bool:
