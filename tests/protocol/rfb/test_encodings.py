@@ -133,6 +133,56 @@ def test_zrle_pack_indices() -> None:
     assert pack_indices(idx, 4) == bytes([0x32, 0x10])
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_zrle_pack_indices_match_a_pixel_by_pixel_packing(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(1, 65, 2))
+        idx = rng.integers(0, 1 << bits, (h, w)).astype(np.uint8)
+        expected = bytearray()
+        for row in idx.tolist():
+            acc, used = 0, 0
+            for v in row:
+                acc, used = acc << bits | v, used + bits
+                if used == 8:
+                    expected.append(acc)
+                    acc, used = 0, 0
+            if used:
+                expected.append(acc << (8 - used))
+        assert pack_indices(idx, bits) == bytes(expected)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_zrle_small_tile_is_what_encode_tiles_writes(fmt: str) -> None:
+    """A key's glyph goes through ``small_tile`` (a dozen numpy calls); it must choose
+    the same subencoding and write the same bytes as the batch sizing of every tile."""
+    from enkaku.protocol.rfb.encodings.zrle import SMALL_TILE, encode_tiles, small_tile
+
+    pf = FORMATS[fmt]
+    rng = np.random.default_rng(len(fmt))
+    kinds = set()
+    for trial in range(400):
+        h, w = (int(v) for v in rng.integers(1, 33, 2))
+        assert h * w <= SMALL_TILE
+        colours = int(rng.choice([1, 2, 3, 5, 16, 17, 127, 128, 300]))
+        palette = rng.integers(0, 256, (colours, 4), dtype=np.uint8)
+        idx = rng.integers(0, colours, (h, w))
+        if trial % 3 == 1:  # long runs across rows
+            idx = np.repeat(idx[:, :1], w, axis=1)
+        elif trial % 3 == 2:  # a flat half, as beside a glyph
+            idx[:, : w // 2] = 0
+        values = pf.values(palette[idx])
+        got = small_tile(values, pf)
+        (tile,), raw = encode_tiles(
+            values.reshape(1, -1), pf.pack_cpixels(values.reshape(1, -1)), h, w, pf
+        )
+        assert got == (tile, raw)
+        kinds.add(
+            tile[0] if tile[0] < 2 else 128 if tile[0] == 128 else 129 if tile[0] > 128 else 2
+        )
+    assert kinds == {0, 1, 2, 128, 129}  # raw, solid, packed, RLE, palette RLE all met
+
+
 def test_zrle_golden_stream() -> None:
     frame = bgrx([[(9, 8, 7)] * 3] * 2)
     (r,) = ZRLEEncoder().encode(frame, NATIVE, EncodeOptions())

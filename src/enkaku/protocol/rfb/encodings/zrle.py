@@ -50,15 +50,10 @@ def pack_indices(indices: npt.NDArray[np.uint8], bits: int) -> bytes:
     h, w = indices.shape
     if bits == 1:
         return np.packbits(indices, axis=1).tobytes()
-    per_byte = 8 // bits
-    width = -(-w // per_byte) * per_byte
-    padded = np.zeros((h, width), dtype=np.uint8)
-    padded[:, :w] = indices
-    grouped = padded.reshape(h, width // per_byte, per_byte)
-    out = grouped[..., 0] << (8 - bits)
-    for i in range(1, per_byte):
-        out |= grouped[..., i] << (8 - bits * (i + 1))
-    return out.tobytes()
+    # Each index as its low ``bits`` bits, most significant first, then a row's bits
+    # packed (np.packbits pads each row to a whole byte).
+    unpacked = np.unpackbits(indices[..., None], axis=-1)[..., 8 - bits :]
+    return np.packbits(unpacked.reshape(h, w * bits), axis=1).tobytes()
 
 
 def runs_bytes(
@@ -329,6 +324,57 @@ def _tiles(values: Values) -> tuple[Values, npt.NDArray[np.int64], npt.NDArray[n
 PASS_PIXELS = 12_000
 
 
+#: Up to this many pixels a rectangle is one tile sized up by ``small_tile``: a dozen
+#: numpy calls on its own pixels, where ``encode_tiles`` makes sixty for any number of
+#: tiles (a key's glyph, 14×14: 41 against 130 µs warm, and a key's echo meets the
+#: interpreter cold, after the compositor and the application drew).
+SMALL_TILE = 1024
+
+
+def small_tile(values: Values, pf: PixelFormat) -> tuple[bytes, int]:
+    """One small tile (``values`` (h, w), at most SMALL_TILE pixels) in its shortest
+    subencoding, byte for byte what ``encode_tiles`` writes; and its raw bytes."""
+    h, w = values.shape
+    flat = values.reshape(-1)
+    n = flat.size
+    cpix = pf.pack_cpixels(flat)
+    bpc = cpix.shape[-1]
+    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # where each run after the first begins
+    if not starts.size:
+        return b"\x01" + cpix[0].tobytes(), 0
+    srt = np.sort(flat)
+    palette = srt[np.concatenate(([True], srt[1:] != srt[:-1]))]
+    c = int(palette.size)
+    kind, best = RAW, n * bpc
+    if c <= 16:
+        packed = c * bpc + (w * _bits(c) + 7) // 8 * h
+        if packed < best:
+            kind, best = PACKED, packed
+    bounds = np.empty(starts.size + 2, dtype=np.int64)
+    bounds[0], bounds[1:-1], bounds[-1] = 0, starts, n
+    lengths = np.diff(bounds)
+    runs = lengths.size
+    lb = (lengths - 1) // 255 + 1
+    rle = runs * bpc + int(lb.sum())
+    prle = c * bpc + runs + int(lb[lengths > 1].sum()) if c <= PALETTE_RLE_MAX else 1 << 40
+    if min(rle, prle) < best:
+        kind = RLE if rle <= prle else PALETTE_RLE
+    if kind == RAW:
+        return b"\x00" + cpix.tobytes(), n * bpc
+    if kind == PACKED:
+        head = pf.pack_cpixels(palette).tobytes()
+        index = np.searchsorted(palette, flat).astype(np.uint8)
+        return bytes([c]) + head + pack_indices(index.reshape(h, w), _bits(c)), 0
+    first = bounds[:-1]
+    if kind == RLE:
+        data, _ = runs_bytes(cpix[first], lengths, True)
+        return b"\x80" + data.tobytes(), 0
+    heads = np.searchsorted(palette, flat[first]).astype(np.uint8)
+    heads |= np.where(lengths > 1, 128, 0).astype(np.uint8)
+    data, _ = runs_bytes(heads[:, None], lengths, False)
+    return bytes([128 + c]) + pf.pack_cpixels(palette).tobytes() + data.tobytes(), 0
+
+
 def _encode_rect(values: Values, pf: PixelFormat) -> tuple[list[bytes], int]:
     """The tiles of a rectangle in row order, and their raw bytes: in one pass of
     ``encode_tiles`` (edge tiles padded), two (the whole bands, then the last, shorter
@@ -336,6 +382,9 @@ def _encode_rect(values: Values, pf: PixelFormat) -> tuple[list[bytes], int]:
     costs least by ``PASS_PIXELS``: a dialog's 480×170 goes in one pass (1.37 against
     1.18 ms), a strip a few rows high below whole bands in two."""
     h, w = values.shape
+    if h * w <= SMALL_TILE and h <= TILE and w <= TILE:
+        tile, raw = small_tile(values, pf)
+        return [tile], raw
     if h <= TILE and w <= TILE:  # one tile (a caret, a glyph): no set-up
         return encode_tiles(values.reshape(1, -1), pf.pack_cpixels(values.reshape(1, -1)), h, w, pf)
     fh, fw = h // TILE, w // TILE
