@@ -219,6 +219,17 @@ def test_msb_first_16_and_32_bit_pixels_are_widened() -> None:
     assert native.native and not native.viewable
 
 
+def test_32_bit_pixels_with_red_and_blue_swapped_are_reordered() -> None:
+    """Some X servers lay 32-bit pixels out as B, G, R from the top (red mask 0xff):
+    not the agent's own order, so each channel is moved to its place."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 1 << 24, (4, 6), dtype=np.uint32)
+    fmt = ScreenFormat.of(image(24, 32, 0, (0x0000FF, 0x00FF00, 0xFF0000)))
+    assert not fmt.native
+    frame = fmt.to_bgrx(values.astype("<u4").view(np.uint8).reshape(4, 24), 6)
+    np.testing.assert_array_equal(frame[..., 2::-1], widened(values, (0xFF, 0xFF00, 0xFF0000)))
+
+
 def test_widening_is_undone_exactly_by_the_rfb_layers_narrowing() -> None:
     """Every 16-bit value a screen can hold reaches a 16-bit viewer unchanged."""
     for masks, pf in (
