@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from enkaku.agent.clipboard.base import ClipboardError
 from enkaku.agent.clipboard.wlroots import WlrootsClipboard
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.wayland.connection import WaylandConnection
+from enkaku.agent.wayland.protocols import EXT_DATA_CONTROL, WLR_DATA_CONTROL
 from tests.e2e.harness import wait_for
 from tests.wayland import Sway, headless_sway
 
@@ -165,3 +167,20 @@ def test_a_letter_released_in_the_other_case_is_released_and_shortcuts_keep_shif
         assert dev.stated == (5, 0)  # Control and Shift, as held
         inp.release_all()
         assert dev.stated == (0, 0)
+
+
+def test_the_standard_data_control_protocol_has_the_wlroots_messages() -> None:
+    """KWin (Plasma 6.5 and later) offers only ext-data-control-v1, the standard form of
+    wlr-data-control: the same requests and events in the same order (plus the primary
+    selection, let go). No compositor here offers it; its shape is checked instead."""
+
+    def shape(messages: list[Any]) -> list[tuple[str, list[tuple[Any, bool]]]]:
+        return [(m.name, [(a.argument_type, a.nullable) for a in m.arguments]) for m in messages]
+
+    for wlr, ext in zip(WLR_DATA_CONTROL[:4], EXT_DATA_CONTROL[:4], strict=True):
+        assert ext.name == "ext" + wlr.name.removeprefix("zwlr")
+        assert shape(ext.requests)[: len(wlr.requests)] == shape(wlr.requests)
+        assert shape(ext.events)[: len(wlr.events)] == shape(wlr.events)
+    device = EXT_DATA_CONTROL.device
+    assert [m.name for m in device.requests][2:] == ["set_primary_selection"]
+    assert [m.name for m in device.events][3:] == ["primary_selection"]

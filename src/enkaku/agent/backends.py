@@ -34,9 +34,9 @@ WLROOTS_GLOBALS = (
     "zwp_virtual_keyboard_manager_v1",
     "zwlr_virtual_pointer_manager_v1",
 )
-#: The clipboard protocol of wlroots compositors, also offered by KDE's KWin: the
-#: clipboard of the wlroots backend, and of the portal backend where it is offered.
-DATA_CONTROL = "zwlr_data_control_manager_v1"
+#: The clipboard protocols (standard, and wlroots' own) of wlroots compositors and KDE's
+#: KWin: the clipboard of the wlroots backend, and of the portal backend where offered.
+DATA_CONTROL = ("ext_data_control_manager_v1", "zwlr_data_control_manager_v1")
 
 register(
     {
@@ -237,8 +237,9 @@ def _portal(env: dict[str, str] | os._Environ[str], config_dir: Path | None) -> 
     )
 
 
-def _offers(wayland_display: str | None, interface: str) -> bool:
-    """Whether the compositor announces ``interface`` (False when it cannot be asked)."""
+def _offers(wayland_display: str | None, interfaces: tuple[str, ...]) -> bool:
+    """Whether the compositor announces one of ``interfaces`` (False when it cannot be
+    asked)."""
     try:
         from .wayland.connection import WaylandConnection, WaylandUnavailable
     except ImportError:
@@ -248,7 +249,7 @@ def _offers(wayland_display: str | None, interface: str) -> bool:
     except WaylandUnavailable:
         return False
     try:
-        return conn.has(interface)
+        return any(conn.has(name) for name in interfaces)
     finally:
         conn.close()
 
@@ -268,7 +269,7 @@ def _wlroots(wayland_display: str | None) -> Factories:
     if _offers(wayland_display, DATA_CONTROL):
         clipboard = _data_control_clipboard(wayland_display)
     else:
-        logger.info("the compositor offers no %s: no clipboard", DATA_CONTROL)
+        logger.info("the compositor offers no %s: no clipboard", " or ".join(DATA_CONTROL))
     return (
         (lambda: WlrootsCapture(wayland_display)),
         (lambda: WlrootsInput(wayland_display)),

@@ -1,6 +1,9 @@
 """The customer's clipboard on wlroots compositors (sway, Hyprland, river, labwc,
-Wayfire) through ``zwlr_data_control_manager_v1``: the protocol clipboard managers and
-``wl-clipboard`` use, which reads and sets a seat's clipboard without a window or focus.
+Wayfire) and KDE's KWin through the data-control protocol: the standard
+``ext_data_control_manager_v1`` where the compositor offers it (KWin since Plasma 6.5
+offers only that one; newer wlroots both), else wlroots' ``zwlr_data_control_manager_v1``
+(the same messages). It is what clipboard managers and ``wl-clipboard`` use: it reads
+and sets a seat's clipboard without a window or focus.
 
 The compositor announces every new clipboard content to the data-control device as an
 offer (its MIME types, then a ``selection`` event); reading asks the offer for text
@@ -37,7 +40,7 @@ from pywayland.protocol.wayland import WlSeat
 
 from enkaku.agent.clipboard.base import MAX_TEXT_BYTES, ClipboardError
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable
-from enkaku.agent.wayland.protocols import ZwlrDataControlManagerV1
+from enkaku.agent.wayland.protocols import EXT_DATA_CONTROL, WLR_DATA_CONTROL
 
 __all__ = ["WlrootsClipboard"]
 
@@ -63,12 +66,19 @@ class WlrootsClipboard:
             self._conn = WaylandConnection(display)
         except WaylandUnavailable as exc:
             raise ClipboardError(str(exc)) from exc
-        if not self._conn.has(ZwlrDataControlManagerV1.name) or not self._conn.has(WlSeat.name):
+        # The standard protocol where offered, else wlroots' own (the same messages).
+        family = next(
+            (f for f in (EXT_DATA_CONTROL, WLR_DATA_CONTROL) if self._conn.has(f.manager.name)),
+            None,
+        )
+        if family is None or not self._conn.has(WlSeat.name):
             self._conn.close()
             raise ClipboardError(
-                "the compositor does not offer zwlr_data_control_manager_v1 (the clipboard "
-                "protocol of wlroots compositors)"
+                "the compositor offers neither ext_data_control_manager_v1 nor "
+                "zwlr_data_control_manager_v1 (the clipboard protocols of wlroots "
+                "compositors and KDE)"
             )
+        self._family = family
         self._lock = threading.Lock()
         self._watchers: list[Callable[[], object]] = []
         self._closed = False
@@ -96,12 +106,14 @@ class WlrootsClipboard:
     def _run(self) -> None:
         display = self._conn.display
         try:
-            self._manager = self._conn.bind(ZwlrDataControlManagerV1, 1)
+            self._manager = self._conn.bind(self._family.manager, 1)
             self._seat = self._conn.bind(WlSeat, 1)
             self._device = self._manager.get_data_device(self._seat)
             self._device.dispatcher["data_offer"] = self._on_data_offer
             self._device.dispatcher["selection"] = self._on_selection
             self._device.dispatcher["finished"] = self._on_finished
+            if self._family.primary:
+                self._device.dispatcher["primary_selection"] = self._on_primary_selection
             if display.roundtrip() < 0:  # the current clipboard's offer and selection
                 raise RuntimeError("the compositor closed the connection")
             self._started = True
@@ -218,6 +230,12 @@ class WlrootsClipboard:
                 on_change()
             except Exception:
                 logger.exception("clipboard watcher")
+
+    def _on_primary_selection(self, _device: Any, offer: Any) -> None:
+        # The primary selection (middle-click paste) is not served: let its offer go.
+        if offer is not None:
+            self._types.pop(offer, None)
+            offer.destroy()
 
     def _on_finished(self, _device: Any) -> None:
         self._error = "the seat's clipboard went away"

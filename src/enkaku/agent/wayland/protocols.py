@@ -9,7 +9,9 @@ protocol definitions, which are MIT-licensed:
 - ``zwp_virtual_keyboard_manager_v1`` / ``zwp_virtual_keyboard_v1`` (version 1),
 - ``zwlr_virtual_pointer_manager_v1`` / ``zwlr_virtual_pointer_v1`` (version 2),
 - ``zwlr_data_control_manager_v1`` and its device, source and offer (version 1: the
-  clipboard only, not the primary selection).
+  clipboard only, not the primary selection), and the same as the standard
+  ``ext_data_control_manager_v1`` (version 1; its device also announces the primary
+  selection, which the agent lets go).
 
 Requests are methods of the ``*Proxy`` classes; events are declared on the
 ``*Resource`` classes (pywayland's convention) and handled through
@@ -18,15 +20,17 @@ Requests are methods of the ``*Proxy`` classes; events are declared on the
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from pywayland.protocol.wayland import WlBuffer, WlOutput, WlSeat
 from pywayland.protocol_core import Argument, ArgumentType, Global, Interface, Proxy, Resource
 
 __all__ = [
+    "EXT_DATA_CONTROL",
     "FRAME_FLAG_Y_INVERT",
-    "ZwlrDataControlDeviceV1",
+    "WLR_DATA_CONTROL",
+    "DataControl",
     "ZwlrDataControlManagerV1",
-    "ZwlrDataControlOfferV1",
-    "ZwlrDataControlSourceV1",
     "ZwlrScreencopyFrameV1",
     "ZwlrScreencopyManagerV1",
     "ZwlrVirtualPointerManagerV1",
@@ -351,150 +355,6 @@ class ZwlrVirtualPointerManagerV1Resource(Resource[ZwlrVirtualPointerManagerV1])
     interface = ZwlrVirtualPointerManagerV1
 
 
-# -- data control (the clipboard) ---------------------------------------------------
-
-
-class ZwlrDataControlOfferV1(Interface):
-    """Another client's clipboard content: its MIME types, and a way to receive it."""
-
-    name = "zwlr_data_control_offer_v1"
-    version = 1
-
-
-class ZwlrDataControlSourceV1(Interface):
-    """Content this client puts on the clipboard, sent when someone pastes."""
-
-    name = "zwlr_data_control_source_v1"
-    version = 1
-
-
-class ZwlrDataControlDeviceV1(Interface):
-    """A seat's clipboard as a data-control client sees and sets it."""
-
-    name = "zwlr_data_control_device_v1"
-    version = 1
-
-
-class ZwlrDataControlManagerV1(Interface):
-    """Creates data-control devices and sources."""
-
-    name = "zwlr_data_control_manager_v1"
-    version = 1
-
-
-class ZwlrDataControlOfferV1Proxy(Proxy[ZwlrDataControlOfferV1]):
-    interface = ZwlrDataControlOfferV1
-
-    @ZwlrDataControlOfferV1.request(
-        Argument(ArgumentType.String), Argument(ArgumentType.FileDescriptor)
-    )
-    def receive(self, mime_type: str, fd: int) -> None:
-        self._marshal(0, mime_type, fd)
-
-    @ZwlrDataControlOfferV1.request()
-    def destroy(self) -> None:
-        self._marshal(1)
-        self._destroy()
-
-
-class ZwlrDataControlOfferV1Resource(Resource[ZwlrDataControlOfferV1]):
-    interface = ZwlrDataControlOfferV1
-
-    @ZwlrDataControlOfferV1.event(Argument(ArgumentType.String))
-    def offer(self, mime_type: str) -> None:
-        self._post_event(0, mime_type)
-
-
-class ZwlrDataControlSourceV1Proxy(Proxy[ZwlrDataControlSourceV1]):
-    interface = ZwlrDataControlSourceV1
-
-    @ZwlrDataControlSourceV1.request(Argument(ArgumentType.String))
-    def offer(self, mime_type: str) -> None:
-        self._marshal(0, mime_type)
-
-    @ZwlrDataControlSourceV1.request()
-    def destroy(self) -> None:
-        self._marshal(1)
-        self._destroy()
-
-
-class ZwlrDataControlSourceV1Resource(Resource[ZwlrDataControlSourceV1]):
-    interface = ZwlrDataControlSourceV1
-
-    @ZwlrDataControlSourceV1.event(
-        Argument(ArgumentType.String), Argument(ArgumentType.FileDescriptor)
-    )
-    def send(self, mime_type: str, fd: int) -> None:
-        self._post_event(0, mime_type, fd)
-
-    @ZwlrDataControlSourceV1.event()
-    def cancelled(self) -> None:
-        self._post_event(1)
-
-
-class ZwlrDataControlDeviceV1Proxy(Proxy[ZwlrDataControlDeviceV1]):
-    interface = ZwlrDataControlDeviceV1
-
-    @ZwlrDataControlDeviceV1.request(
-        Argument(ArgumentType.Object, interface=ZwlrDataControlSourceV1, nullable=True)
-    )
-    def set_selection(self, source: object | None) -> None:
-        self._marshal(0, source)
-
-    @ZwlrDataControlDeviceV1.request()
-    def destroy(self) -> None:
-        self._marshal(1)
-        self._destroy()
-
-
-class ZwlrDataControlDeviceV1Resource(Resource[ZwlrDataControlDeviceV1]):
-    interface = ZwlrDataControlDeviceV1
-
-    @ZwlrDataControlDeviceV1.event(Argument(ArgumentType.NewId, interface=ZwlrDataControlOfferV1))
-    def data_offer(self, offer: object) -> None:
-        self._post_event(0, offer)
-
-    @ZwlrDataControlDeviceV1.event(
-        Argument(ArgumentType.Object, interface=ZwlrDataControlOfferV1, nullable=True)
-    )
-    def selection(self, offer: object | None) -> None:
-        self._post_event(1, offer)
-
-    @ZwlrDataControlDeviceV1.event()
-    def finished(self) -> None:
-        self._post_event(2)
-
-
-class ZwlrDataControlManagerV1Proxy(Proxy[ZwlrDataControlManagerV1]):
-    interface = ZwlrDataControlManagerV1
-
-    @ZwlrDataControlManagerV1.request(
-        Argument(ArgumentType.NewId, interface=ZwlrDataControlSourceV1)
-    )
-    def create_data_source(self) -> ZwlrDataControlSourceV1Proxy:
-        source: ZwlrDataControlSourceV1Proxy = self._marshal_constructor(0, ZwlrDataControlSourceV1)
-        return source
-
-    @ZwlrDataControlManagerV1.request(
-        Argument(ArgumentType.NewId, interface=ZwlrDataControlDeviceV1),
-        Argument(ArgumentType.Object, interface=WlSeat),
-    )
-    def get_data_device(self, seat: object) -> ZwlrDataControlDeviceV1Proxy:
-        device: ZwlrDataControlDeviceV1Proxy = self._marshal_constructor(
-            1, ZwlrDataControlDeviceV1, seat
-        )
-        return device
-
-    @ZwlrDataControlManagerV1.request()
-    def destroy(self) -> None:
-        self._marshal(2)
-        self._destroy()
-
-
-class ZwlrDataControlManagerV1Resource(Resource[ZwlrDataControlManagerV1]):
-    interface = ZwlrDataControlManagerV1
-
-
 def _finish(interface: type[Interface], proxy: type[Proxy], resource: type[Resource]) -> None:
     interface._gen_c()
     interface.proxy_class = proxy
@@ -519,9 +379,167 @@ for _iface, _proxy, _resource in (
         ZwlrVirtualPointerManagerV1Proxy,
         ZwlrVirtualPointerManagerV1Resource,
     ),
-    (ZwlrDataControlOfferV1, ZwlrDataControlOfferV1Proxy, ZwlrDataControlOfferV1Resource),
-    (ZwlrDataControlSourceV1, ZwlrDataControlSourceV1Proxy, ZwlrDataControlSourceV1Resource),
-    (ZwlrDataControlDeviceV1, ZwlrDataControlDeviceV1Proxy, ZwlrDataControlDeviceV1Resource),
-    (ZwlrDataControlManagerV1, ZwlrDataControlManagerV1Proxy, ZwlrDataControlManagerV1Resource),
 ):
     _finish(_iface, _proxy, _resource)
+
+# -- data control (the clipboard) ---------------------------------------------------
+
+
+class DataControl(NamedTuple):
+    """One family of the data-control protocol: wlroots' ``zwlr_data_control_*_v1``
+    and the standard ``ext_data_control_*_v1`` (KWin since Plasma 6.5, which dropped
+    the wlroots one; newer wlroots), which have the same requests and events."""
+
+    manager: type[Interface]
+    device: type[Interface]
+    source: type[Interface]
+    offer: type[Interface]
+    #: The device announces the primary selection too (ext's version 1 does; wlroots'
+    #: only from its version 2, which the agent does not bind).
+    primary: bool
+
+
+def _data_control(prefix: str, primary: bool) -> DataControl:
+    """The four interfaces of ``{prefix}_data_control_*_v1`` (see ``DataControl``)."""
+
+    class Offer(Interface):
+        """Another client's clipboard content: its MIME types, a way to receive it."""
+
+        name = f"{prefix}_data_control_offer_v1"
+        version = 1
+
+    class Source(Interface):
+        """Content this client puts on the clipboard, sent when someone pastes."""
+
+        name = f"{prefix}_data_control_source_v1"
+        version = 1
+
+    class Device(Interface):
+        """A seat's clipboard as a data-control client sees and sets it."""
+
+        name = f"{prefix}_data_control_device_v1"
+        version = 1
+
+    class Manager(Interface):
+        """Creates data-control devices and sources."""
+
+        name = f"{prefix}_data_control_manager_v1"
+        version = 1
+
+    class OfferProxy(Proxy[Offer]):
+        interface = Offer
+
+        @Offer.request(Argument(ArgumentType.String), Argument(ArgumentType.FileDescriptor))
+        def receive(self, mime_type: str, fd: int) -> None:
+            self._marshal(0, mime_type, fd)
+
+        @Offer.request()
+        def destroy(self) -> None:
+            self._marshal(1)
+            self._destroy()
+
+    class OfferResource(Resource[Offer]):
+        interface = Offer
+
+        @Offer.event(Argument(ArgumentType.String))
+        def offer(self, mime_type: str) -> None:
+            self._post_event(0, mime_type)
+
+    class SourceProxy(Proxy[Source]):
+        interface = Source
+
+        @Source.request(Argument(ArgumentType.String))
+        def offer(self, mime_type: str) -> None:
+            self._marshal(0, mime_type)
+
+        @Source.request()
+        def destroy(self) -> None:
+            self._marshal(1)
+            self._destroy()
+
+    class SourceResource(Resource[Source]):
+        interface = Source
+
+        @Source.event(Argument(ArgumentType.String), Argument(ArgumentType.FileDescriptor))
+        def send(self, mime_type: str, fd: int) -> None:
+            self._post_event(0, mime_type, fd)
+
+        @Source.event()
+        def cancelled(self) -> None:
+            self._post_event(1)
+
+    class DeviceProxy(Proxy[Device]):
+        interface = Device
+
+        @Device.request(Argument(ArgumentType.Object, interface=Source, nullable=True))
+        def set_selection(self, source: object | None) -> None:
+            self._marshal(0, source)
+
+        @Device.request()
+        def destroy(self) -> None:
+            self._marshal(1)
+            self._destroy()
+
+        if primary:
+
+            @Device.request(Argument(ArgumentType.Object, interface=Source, nullable=True))
+            def set_primary_selection(self, source: object | None) -> None:
+                self._marshal(2, source)
+
+    class DeviceResource(Resource[Device]):
+        interface = Device
+
+        @Device.event(Argument(ArgumentType.NewId, interface=Offer))
+        def data_offer(self, offer: object) -> None:
+            self._post_event(0, offer)
+
+        @Device.event(Argument(ArgumentType.Object, interface=Offer, nullable=True))
+        def selection(self, offer: object | None) -> None:
+            self._post_event(1, offer)
+
+        @Device.event()
+        def finished(self) -> None:
+            self._post_event(2)
+
+        if primary:
+
+            @Device.event(Argument(ArgumentType.Object, interface=Offer, nullable=True))
+            def primary_selection(self, offer: object | None) -> None:
+                self._post_event(3, offer)
+
+    class ManagerProxy(Proxy[Manager]):
+        interface = Manager
+
+        @Manager.request(Argument(ArgumentType.NewId, interface=Source))
+        def create_data_source(self) -> Any:
+            return self._marshal_constructor(0, Source)
+
+        @Manager.request(
+            Argument(ArgumentType.NewId, interface=Device),
+            Argument(ArgumentType.Object, interface=WlSeat),
+        )
+        def get_data_device(self, seat: object) -> Any:
+            return self._marshal_constructor(1, Device, seat)
+
+        @Manager.request()
+        def destroy(self) -> None:
+            self._marshal(2)
+            self._destroy()
+
+    class ManagerResource(Resource[Manager]):
+        interface = Manager
+
+    for iface, proxy, resource in (
+        (Offer, OfferProxy, OfferResource),
+        (Source, SourceProxy, SourceResource),
+        (Device, DeviceProxy, DeviceResource),
+        (Manager, ManagerProxy, ManagerResource),
+    ):
+        _finish(iface, proxy, resource)
+    return DataControl(Manager, Device, Source, Offer, primary)
+
+
+#: wlroots' data control (version 1: the clipboard only) and the standard one.
+WLR_DATA_CONTROL = _data_control("zwlr", primary=False)
+EXT_DATA_CONTROL = _data_control("ext", primary=True)
+ZwlrDataControlManagerV1 = WLR_DATA_CONTROL.manager
