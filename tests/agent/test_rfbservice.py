@@ -1492,3 +1492,78 @@ def test_changed_span_is_the_first_and_last_changed_rows() -> None:
         rows = np.flatnonzero((old != new).any(axis=1))
         want = None if rows.size == 0 else (int(rows[0]), int(rows[-1]) + 1)
         assert _changed_span(old, new) == want
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_damage_takes_the_short_path_to_the_general_paths_result(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks no search can use (a key's glyph, a caret, a clock) skip the damage step's
+    searches: the same damage and kept frame as the general path gives them."""
+    rng = np.random.default_rng(seed)
+    screen = sample_image(240, 320, seed)
+    changed = screen.copy()
+    rects = []
+    for i in range(int(rng.integers(1, 5))):  # apart: one per 80×60 cell of a 4×4 grid
+        h, w = int(rng.integers(1, 24)), int(rng.integers(1, 80))
+        x = 80 * (i % 4) + int(rng.integers(0, 81 - w))
+        y = 60 * (seed % 4) + int(rng.integers(0, 61 - h))
+        rects.append(Rect(x, y, w, h))
+        sub = changed[y : y + h, x : x + w]
+        mask = rng.random((h, w)) < rng.choice([0.0, 0.05, 0.5])
+        sub[mask] = rng.integers(0, 256, (int(mask.sum()), 4), dtype=np.uint8)
+    if seed == 3:  # a text row of which a glyph changed, as sway reports a key's echo
+        rects, changed = [Rect(0, 200, 320, 14)], screen.copy()
+        changed[202:214, 40:52] = 7
+    unsearchable = rfbservice_module._unsearchable
+    assert unsearchable(rects)
+    assert not unsearchable([Rect(0, 0, 64, 24)])  # a scroll could be in it
+    assert not unsearchable([Rect(0, 0, 10, 10), Rect(5, 5, 10, 10)])  # overlapping
+    results = []
+    for area in (rfbservice_module.SMALL_DAMAGE_AREA, 0):  # short path, then general
+        monkeypatch.setattr(rfbservice_module, "SMALL_DAMAGE_AREA", area)
+        capture, service = _damage_step_service(screen)
+        capture.image = changed.copy()
+        took: list[bool] = []
+
+        def counted(
+            *args: Any, took: list[bool] = took, short: Any = service._small_damage
+        ) -> bool:
+            took.append(short(*args))
+            return took[-1]
+
+        monkeypatch.setattr(service, "_small_damage", counted)
+        copies = service._grab_damage(rects)
+        # With no change at all the short path also holds; at 0 it hands every change over.
+        assert took == [bool(area) or not (changed != screen).any()]
+        assert service._previous is not None
+        results.append((copies, list(service._damage), service._previous.copy()))
+    (c1, d1, f1), (c2, d2, f2) = results
+    assert c1 == c2 == []
+    assert d1 == d2
+    np.testing.assert_array_equal(f1, f2)
+    np.testing.assert_array_equal(f1[..., :3], changed[..., :3])
+
+
+def test_small_damage_hands_a_large_change_to_the_general_path() -> None:
+    """Unsearchable blocks whose change is large enough for a diagonal search go the
+    general way, the short path having changed nothing."""
+    screen = sample_image(240, 320, 9)
+    capture, service = _damage_step_service(screen)
+    changed = screen.copy()
+    changed[100:120, :] = sample_image(20, 320, 10)  # a 320×20 strip: 6400 pixels
+    changed[10:30, :] = sample_image(20, 320, 11)
+    changed[150:170, :] = sample_image(20, 320, 12)
+    blocks = [Rect(0, 100, 320, 20), Rect(0, 10, 320, 20), Rect(0, 150, 320, 20)]
+    before = service._previous.copy()  # type: ignore[union-attr]
+    news = [
+        rfbservice_module._clear_x(changed[r.y : r.y + r.h, r.x : r.x + r.w].copy()) for r in blocks
+    ]
+    assert rfbservice_module._unsearchable(blocks)
+    assert not service._small_damage(service._previous, blocks, news)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(service._previous, before)  # untouched
+    assert service._damage == []
+    capture.image = changed
+    service._grab_damage(blocks)
+    assert service._previous is not None
+    np.testing.assert_array_equal(service._previous[..., :3], changed[..., :3])
