@@ -13,24 +13,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from enkaku.agent.clipboard.base import MAX_TEXT_BYTES, ClipboardError
+from enkaku.agent.clipboard.base import (
+    MAX_TEXT_BYTES,
+    OFFERED,
+    READABLE,
+    UTF8,
+    ClipboardError,
+    Watchers,
+    read_pipe,
+    write_pipe,
+)
 from enkaku.agent.gnome import mutter
 
 __all__ = ["GnomeClipboard"]
 
 logger = logging.getLogger(__name__)
 
-UTF8 = "text/plain;charset=utf-8"
-#: What the session offers when it owns the clipboard (all served as UTF-8).
-OFFERED = [UTF8, "UTF8_STRING", "text/plain", "STRING", "TEXT"]
-_READABLE = (UTF8, "UTF8_STRING", "text/plain", "STRING", "TEXT")
-TRANSFER_TIMEOUT = 5.0
 _enable_lock = threading.Lock()
 
 
@@ -48,7 +50,7 @@ class GnomeClipboard:
         self._lock = threading.Lock()
         self._owned: bytes | None = None  # our text while the session owns the clipboard
         self._offer: list[str] | None = None  # what another owner offers; None: unknown
-        self._watchers: list[Callable[[], object]] = []
+        self._watchers = Watchers()
         self._closed = False
         self._env = dict(os.environ if env is None else env)
         self._output = output
@@ -100,12 +102,7 @@ class GnomeClipboard:
         with self._lock:
             self._owned = None
             self._offer = types
-            watchers = list(self._watchers)
-        for on_change in watchers:
-            try:
-                on_change()
-            except Exception:
-                logger.exception("clipboard watcher")
+        self._watchers.notify()
 
     def _on_transfer(self, values: list[Any]) -> None:
         # Answered from a thread: the D-Bus thread must not wait on its own calls.
@@ -127,14 +124,7 @@ class GnomeClipboard:
             return
         try:
             if data is not None:
-                view = memoryview(data)
-                deadline = time.monotonic() + TRANSFER_TIMEOUT
-                while view:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([], [fd], [], left)[1]:
-                        break
-                    view = view[os.write(fd, view) :]
-                ok = not view
+                ok = write_pipe(fd, data)
         except OSError as exc:
             logger.info("clipboard: paste ended early: %s", exc)
         finally:
@@ -158,7 +148,7 @@ class GnomeClipboard:
                 return self._owned.decode()
             offer = None if self._offer is None else list(self._offer)
         # Unknown (the clipboard was enabled before this connection): try UTF-8.
-        mime = UTF8 if offer is None else next((m for m in _READABLE if m in offer), None)
+        mime = UTF8 if offer is None else next((m for m in READABLE if m in offer), None)
         if mime is None:
             return None
         try:
@@ -167,21 +157,10 @@ class GnomeClipboard:
             logger.info("clipboard: cannot read: %s", exc)
             return None
         try:
-            data = bytearray()
-            deadline = time.monotonic() + TRANSFER_TIMEOUT
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    return None  # the owner did not finish in time
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > self._max:
-                    return None
+            data = read_pipe(fd, self._max)
         finally:
             os.close(fd)
-        return bytes(data).decode("utf-8", errors="replace")
+        return None if data is None else data.decode("utf-8", errors="replace")
 
     def set_text(self, text: str) -> None:
         """Make the session the clipboard's owner, serving ``text`` until someone else
@@ -200,20 +179,13 @@ class GnomeClipboard:
             self._owned = data
         self._session.clipboard_owner = self
         try:
-            self._session.call("SetSelection", "a{sv}", [{"mime-types": _strings(OFFERED)}])
+            self._session.call("SetSelection", "a{sv}", [{"mime-types": _strings(list(OFFERED))}])
         except mutter.MutterUnavailable as exc:
             raise ClipboardError(str(exc)) from exc
 
     def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         """Call ``on_change`` (on the D-Bus thread) when another program copies."""
-        with self._lock:
-            self._watchers.append(on_change)
-
-        def unwatch() -> None:
-            with self._lock, contextlib.suppress(ValueError):
-                self._watchers.remove(on_change)
-
-        return unwatch
+        return self._watchers.add(on_change)
 
     def close(self) -> None:
         with self._lock:

@@ -31,14 +31,22 @@ import logging
 import os
 import select
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from pywayland.protocol.wayland import WlSeat
 
-from enkaku.agent.clipboard.base import MAX_TEXT_BYTES, ClipboardError
+from enkaku.agent.clipboard.base import (
+    MAX_TEXT_BYTES,
+    OFFERED,
+    READABLE,
+    TRANSFER_TIMEOUT,
+    ClipboardError,
+    Watchers,
+    read_pipe,
+    write_pipe,
+)
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable
 from enkaku.agent.wayland.protocols import EXT_DATA_CONTROL, WLR_DATA_CONTROL
 
@@ -46,12 +54,6 @@ __all__ = ["WlrootsClipboard"]
 
 logger = logging.getLogger(__name__)
 
-UTF8 = "text/plain;charset=utf-8"
-#: What the agent offers when it sets the clipboard (all served as UTF-8).
-OFFERED = [UTF8, "UTF8_STRING", "text/plain", "STRING", "TEXT"]
-#: Text types read from another program's content, the first one offered wins.
-_READABLE = (UTF8, "UTF8_STRING", "text/plain", "STRING", "TEXT")
-TRANSFER_TIMEOUT = 5.0
 START_TIMEOUT = 10.0
 
 T = TypeVar("T")
@@ -80,7 +82,7 @@ class WlrootsClipboard:
             )
         self._family = family
         self._lock = threading.Lock()
-        self._watchers: list[Callable[[], object]] = []
+        self._watchers = Watchers()
         self._closed = False
         self._error: str | None = None
         # Worker-thread state.
@@ -220,16 +222,7 @@ class WlrootsClipboard:
         if old is not None and old is not offer:
             old.destroy()
         if self._started and self._source is None:  # not the start, not our own
-            self._notify()
-
-    def _notify(self) -> None:
-        with self._lock:
-            watchers = list(self._watchers)
-        for on_change in watchers:
-            try:
-                on_change()
-            except Exception:
-                logger.exception("clipboard watcher")
+            self._watchers.notify()
 
     def _on_primary_selection(self, _device: Any, offer: Any) -> None:
         # The primary selection (middle-click paste) is not served: let its offer go.
@@ -277,7 +270,7 @@ class WlrootsClipboard:
         when the clipboard holds no text."""
         if self._offer is None:
             return None
-        mime = next((m for m in _READABLE if m in self._offer_types), None)
+        mime = next((m for m in READABLE if m in self._offer_types), None)
         if mime is None:
             return None
         r, w = os.pipe2(os.O_CLOEXEC)
@@ -303,23 +296,10 @@ class WlrootsClipboard:
         if fd is None:
             return None
         try:
-            data = bytearray()
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            deadline = time.monotonic() + TRANSFER_TIMEOUT
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not poller.poll(left * 1000):
-                    return None  # the owner did not finish in time
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > self._max:
-                    return None
+            data = read_pipe(fd, self._max)
         finally:
             os.close(fd)
-        return bytes(data).decode("utf-8", errors="replace") or None
+        return data.decode("utf-8", errors="replace") if data else None
 
     def set_text(self, text: str) -> None:
         """Own the clipboard, serving ``text`` until another program copies."""
@@ -330,14 +310,7 @@ class WlrootsClipboard:
 
     def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         """Call ``on_change`` (on the worker thread) when another program copies."""
-        with self._lock:
-            self._watchers.append(on_change)
-
-        def unwatch() -> None:
-            with self._lock, contextlib.suppress(ValueError):
-                self._watchers.remove(on_change)
-
-        return unwatch
+        return self._watchers.add(on_change)
 
     def close(self) -> None:
         """Stop serving text set here (the clipboard empties if it was ours) and
@@ -347,9 +320,9 @@ class WlrootsClipboard:
                 return
             self._closed = True
             self._owned = None
-            self._watchers.clear()
             with contextlib.suppress(OSError):
                 os.write(self._stop_w, b"\0")
+        self._watchers.clear()
         if self._thread is threading.current_thread():
             return  # the worker ends after this call; its pipes stay open (a few bytes)
         self._thread.join(5)
@@ -368,18 +341,8 @@ class WlrootsClipboard:
 def _write_all(fd: int, data: bytes | None) -> None:
     """Write ``data`` (nothing when None) into a paster's pipe, then close it."""
     try:
-        if data:
-            os.set_blocking(fd, False)
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            view = memoryview(data)
-            deadline = time.monotonic() + TRANSFER_TIMEOUT
-            while view:
-                left = deadline - time.monotonic()
-                if left <= 0 or not poller.poll(left * 1000):
-                    logger.info("clipboard: a paste took too long; ended")
-                    break
-                view = view[os.write(fd, view) :]
+        if data and not write_pipe(fd, data):
+            logger.info("clipboard: a paste took too long; ended")
     except OSError as exc:
         logger.info("clipboard: paste ended early: %s", exc)
     finally:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from enkaku.agent import x11lib
-from enkaku.agent.clipboard.base import MAX_TEXT_BYTES, ClipboardError
+from enkaku.agent.clipboard.base import MAX_TEXT_BYTES, ClipboardError, Watchers
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -195,8 +195,7 @@ class X11Clipboard:
         )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._watchers: list[Callable[[], object]] = []
-        self._watch_lock = threading.Lock()
+        self._watchers = Watchers()
         self._closing = False
         self._reads: list[_Read] = []
         self._owned: _Owned | None = None
@@ -258,15 +257,7 @@ class X11Clipboard:
 
     def watch(self, on_change: Callable[[], object]) -> Callable[[], None]:
         """Call ``on_change`` (on the clipboard thread) when another program copies."""
-        with self._watch_lock:
-            self._watchers.append(on_change)
-
-        def unwatch() -> None:
-            with self._watch_lock:
-                if on_change in self._watchers:
-                    self._watchers.remove(on_change)
-
-        return unwatch
+        return self._watchers.add(on_change)
 
     def close(self) -> None:
         """Give up the selections, stop the thread and close the connection."""
@@ -385,13 +376,7 @@ class X11Clipboard:
                 self._changed()
 
     def _changed(self) -> None:
-        with self._watch_lock:
-            watchers = list(self._watchers)
-        for on_change in watchers:
-            try:
-                on_change()
-            except Exception:
-                logger.exception("clipboard change callback failed")
+        self._watchers.notify()
 
     def _current_owners(self) -> tuple[int, int]:
         x11, dpy = self._conn.x11, self._conn.dpy
