@@ -185,6 +185,11 @@ class Mux:
             st.recv_window += st.unacked
             st.unacked = 0
 
+    @property
+    def has_frames(self) -> bool:
+        """Whether frames wait in ``frames_to_send``."""
+        return bool(self._out)
+
     def frames_to_send(self) -> list[bytes]:
         """Frames queued for the peer, in order; each becomes one record."""
         out, self._out = self._out, []

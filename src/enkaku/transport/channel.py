@@ -292,7 +292,8 @@ class SecureChannel:
         if self.closed.is_set():
             return
         self.mux.consumed(sid, n)
-        self._work.set()
+        if self.mux.has_frames:  # a WINDOW frame is due (one per quarter window read)
+            self._work.set()
 
     def _kind_of(self, sid: int) -> str | None:
         if sid == CONTROL_STREAM:
