@@ -225,15 +225,12 @@ def _portal(env: dict[str, str] | os._Environ[str], config_dir: Path | None) -> 
     from .input.portal import PortalInput
 
     session = {k: v for k, v in env.items() if k in _GNOME_ENV}
-    wayland_display = env.get("WAYLAND_DISPLAY")
     return (
         (lambda: PortalCapture(session, config_dir)),
         (lambda: PortalInput(session, config_dir)),
         # Not through the portal (its Clipboard interface needs RemoteDesktop version
-        # 2): through wlr-data-control where the compositor offers it (KDE's KWin does).
-        _data_control_clipboard(wayland_display)
-        if _offers(wayland_display, DATA_CONTROL)
-        else None,
+        # 2): through data control where the compositor offers it (KDE's KWin does).
+        _data_control_clipboard(env.get("WAYLAND_DISPLAY")),
     )
 
 
@@ -254,7 +251,12 @@ def _offers(wayland_display: str | None, interfaces: tuple[str, ...]) -> bool:
         conn.close()
 
 
-def _data_control_clipboard(wayland_display: str | None) -> Callable[[], Clipboard]:
+def _data_control_clipboard(wayland_display: str | None) -> Callable[[], Clipboard] | None:
+    """The clipboard through data control, or None where the compositor offers neither
+    protocol (said in the log)."""
+    if not _offers(wayland_display, DATA_CONTROL):
+        logger.info("the compositor offers no %s: no clipboard", " or ".join(DATA_CONTROL))
+        return None
     from .clipboard.wlroots import WlrootsClipboard
 
     return lambda: WlrootsClipboard(wayland_display)
@@ -265,15 +267,10 @@ def _wlroots(wayland_display: str | None) -> Factories:
     from .capture.wlroots import WlrootsCapture
     from .input.wlroots import WlrootsInput
 
-    clipboard = None
-    if _offers(wayland_display, DATA_CONTROL):
-        clipboard = _data_control_clipboard(wayland_display)
-    else:
-        logger.info("the compositor offers no %s: no clipboard", " or ".join(DATA_CONTROL))
     return (
         (lambda: WlrootsCapture(wayland_display)),
         (lambda: WlrootsInput(wayland_display)),
-        clipboard,
+        _data_control_clipboard(wayland_display),
     )
 
 

@@ -124,10 +124,9 @@ class _Devices:
             # keys: the client states it (``modifiers``), from the modifier keys held here.
             self.mods_down: dict[int, int] = {}  # modifier keysym -> presses held
             self.locked = 0
-            # The letter held last, and whether its keysym is the capital: Shift is
-            # stated so that clients read the level the viewer sent (keymap module doc).
+            # The letter held last: Shift is stated so that clients read the level the
+            # viewer sent (keymap module doc).
             self.level_of: int | None = None
-            self.level: bool | None = None
             self.stated: tuple[int, int] | None = None  # the modifiers clients were told
             self.seat_keyboard = seat.get_keyboard()
             self.seat_keyboard.dispatcher["keymap"] = self.on_seat_keymap
@@ -164,10 +163,14 @@ class _Devices:
             self.mods_down.pop(keysym, None)
         self.state_modifiers()
 
-    def letter_level(self, keysym: int | None, level: bool | None) -> None:
-        """A key is about to be pressed: ``level`` is True for a capital, False for a
-        small letter, None for a key of one level (then Shift is as held)."""
-        self.level_of, self.level = keysym, level
+    @property
+    def level(self) -> bool | None:
+        """Whether the letter held last is a capital; None: no letter (Shift as held)."""
+        return None if self.level_of is None else KeysymKeymap.shifted(self.level_of)
+
+    def letter_level(self, keysym: int | None) -> None:
+        """``keysym`` is about to be pressed (None: the letter held last was let go)."""
+        self.level_of = keysym
         self.state_modifiers()
 
     def state_modifiers(self) -> None:
@@ -180,9 +183,10 @@ class _Devices:
         for held in self.mods_down:
             if held not in _LOCKING:
                 depressed |= _MOD_BIT[MODIFIER_OF[held]]
-        if self.level is not None and not depressed & _SHORTCUT_BITS:
+        level = self.level
+        if level is not None and not depressed & _SHORTCUT_BITS:
             upper = bool(depressed & _MOD_BIT["Shift"]) != bool(self.locked & _MOD_BIT["Lock"])
-            if upper != self.level:
+            if upper != level:
                 depressed ^= _MOD_BIT["Shift"]
         if (depressed, self.locked) != self.stated:
             self.stated = (depressed, self.locked)
@@ -343,7 +347,7 @@ class WlrootsInput:
                     dev.keyboard.key(_now_ms(), code - 8, KEY_RELEASED)
                     dev.modifier_key(keysym, False)
                     if dev.level_of == keysym:  # Shift back to what is held
-                        dev.letter_level(None, None)
+                        dev.letter_level(None)
                     dev.send()
                 return
             if not 0x20 <= keysym <= 0x1FFFFFFF or 0x7F <= keysym <= 0x9F:
@@ -354,7 +358,7 @@ class WlrootsInput:
             code = dev.keymap.add(keysym, keep=set(self._held))
             dev.upload_keymap()
             self._held[keysym] = code
-            dev.letter_level(keysym, KeysymKeymap.shifted(keysym))
+            dev.letter_level(keysym)
             dev.keyboard.key(_now_ms(), code - 8, KEY_PRESSED)
             dev.modifier_key(keysym, True)
             dev.send()
@@ -398,7 +402,7 @@ class WlrootsInput:
                 dev.keyboard.key(t, code - 8, KEY_RELEASED)
                 dev.modifier_key(keysym, False)
             if dev.level_of in self._held:
-                dev.letter_level(None, None)
+                dev.letter_level(None)
             self._held.clear()
             for bit, code in _BUTTONS.items():
                 if self._buttons & (1 << bit):

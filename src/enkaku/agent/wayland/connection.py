@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,12 @@ def socket_path(display: str | None) -> str | None:
     return path if os.path.exists(path) else None
 
 
+def _record_global(
+    found: dict[str, list[Global]], _registry: WlRegistry, name: int, interface: str, version: int
+) -> None:
+    found.setdefault(interface, []).append(Global(name, interface, version))
+
+
 class WaylandConnection:
     """A client connection with the registry read once (globals by interface name)."""
 
@@ -54,22 +61,17 @@ class WaylandConnection:
             raise WaylandUnavailable(f"cannot connect to Wayland display {path!r}: {exc}") from exc
         self.globals: dict[str, list[Global]] = {}
         self.registry = self.display.get_registry()
-        # A closure, not a bound method: the registry must not keep this object alive
-        # (a cycle kept closed connections' proxies around until the garbage collector
-        # ran, and pywayland hands objects the compositor creates to the first live
-        # registry's display).
-        found = self.globals
-
-        def on_global(_registry: WlRegistry, name: int, interface: str, version: int) -> None:
-            found.setdefault(interface, []).append(Global(name, interface, version))
-
-        self.registry.dispatcher["global"] = on_global
+        # Not a bound method: the registry must not keep this object alive (a cycle
+        # kept closed connections' proxies around until the garbage collector ran, and
+        # pywayland hands objects the compositor creates to the first live registry's
+        # display).
+        self.registry.dispatcher["global"] = functools.partial(_record_global, self.globals)
         self.registry.dispatcher["global_remove"] = lambda *_: None
         self.display.roundtrip()
 
-    def _on_global(self, _registry: WlRegistry, name: int, interface: str, version: int) -> None:
+    def _on_global(self, registry: WlRegistry, name: int, interface: str, version: int) -> None:
         """A global announced later (for a tracker that took over the registry's events)."""
-        self.globals.setdefault(interface, []).append(Global(name, interface, version))
+        _record_global(self.globals, registry, name, interface, version)
 
     def has(self, interface: str) -> bool:
         return interface in self.globals
