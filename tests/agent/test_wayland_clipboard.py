@@ -19,6 +19,7 @@ from enkaku.agent.clipboard.wlroots import WlrootsClipboard
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.wayland.connection import WaylandConnection
 from enkaku.agent.wayland.protocols import EXT_DATA_CONTROL, WLR_DATA_CONTROL
+from tests.agent.test_wayland_wlroots import combo, type_text
 from tests.e2e.harness import wait_for
 from tests.wayland import Sway, headless_sway
 
@@ -26,27 +27,13 @@ pytestmark = pytest.mark.skipif(
     shutil.which("wl-copy") is None, reason="wl-clipboard missing: run scripts/bootstrap"
 )
 
-CONTROL, SHIFT, RETURN = 0xFFE3, 0xFFE1, 0xFF0D
+CONTROL, SHIFT = 0xFFE3, 0xFFE1
 
 
 @pytest.fixture(scope="module")
 def sway() -> Iterator[Sway]:
     with headless_sway(640, 480) as s:
         yield s
-
-
-def type_text(inp: WlrootsInput, text: str) -> None:
-    for ch in text:
-        ks = RETURN if ch == "\n" else ord(ch) if ord(ch) < 0x100 else 0x1000000 + ord(ch)
-        inp.key(ks, True)
-        inp.key(ks, False)
-
-
-def combo(inp: WlrootsInput, *keysyms: int) -> None:
-    for ks in keysyms:
-        inp.key(ks, True)
-    for ks in reversed(keysyms):
-        inp.key(ks, False)
 
 
 def wl(sway: Sway, *args: str) -> subprocess.CompletedProcess[bytes]:

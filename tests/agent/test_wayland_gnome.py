@@ -27,6 +27,7 @@ from enkaku.agent.input.gnome import GnomeInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
+from tests.agent.test_wayland_wlroots import combo
 from tests.e2e.harness import ENKAKU, wait_for
 from tests.gnome import Mutter, _call, _run, headless_mutter, pointer_follows
 from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
@@ -234,13 +235,6 @@ def test_control_c_and_a_pointer_click(gnome: Mutter) -> None:
         type_text(inp, "echo $? > rc.txt\n")  # cat ended by SIGINT: 130
         rc = gnome.work / "rc.txt"
         wait_for(lambda: rc.exists() and rc.read_text() == "130\n", 30, "cat interrupted")
-
-
-def combo(inp: GnomeInput, *keysyms: int) -> None:
-    for ks in keysyms:
-        inp.key(ks, True)
-    for ks in reversed(keysyms):
-        inp.key(ks, False)
 
 
 def test_the_clipboard_both_ways_with_foot(gnome: Mutter) -> None:

@@ -50,6 +50,15 @@ def type_text(inp: WlrootsInput, text: str) -> None:
         inp.key(ks, False)
 
 
+def combo(inp: Any, *keysyms: int) -> None:
+    """Press ``keysyms`` in order and release them in reverse (a shortcut), on any
+    injector."""
+    for ks in keysyms:
+        inp.key(ks, True)
+    for ks in reversed(keysyms):
+        inp.key(ks, False)
+
+
 def rgb(frame: np.ndarray) -> np.ndarray:
     return frame[..., [2, 1, 0]]
 

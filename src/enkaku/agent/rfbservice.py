@@ -150,12 +150,6 @@ _PROBE_LEN = 16
 #: nothing (a slideshow, a video, new pages) the search rests for a number of polls that
 #: doubles with each further miss, up to ``MOTION_REST_MAX`` (about a second at 30 fps).
 MOTION_MIN_AREA = 128 * 128
-#: Damage whose blocks are all too low or narrow to search for scrolls, and that
-#: changed fewer pixels than a diagonal search needs, takes ``_small_damage``'s short
-#: path: a key's echo (on sway the damage is the text row, the change one glyph), a
-#: caret, a clock. A 14×14 glyph cost 150 µs warm through the general path, most of it
-#: its bookkeeping, and a key's echo meets the interpreter cold.
-SMALL_DAMAGE_AREA = MOTION_MIN_AREA
 MOTION_MAX_AREA = 1920 * 1200
 MOTION_MISSES = 3
 MOTION_REST_MAX = 32
@@ -292,6 +286,12 @@ def _covers(rects: list[Rect], area: Rect) -> bool:
     return False
 
 
+#: Damage whose blocks are all too low or narrow to search for scrolls, and that
+#: changed fewer pixels than a diagonal search needs, takes ``_small_damage``'s short
+#: path: a key's echo (on sway the damage is the text row, the change one glyph), a
+#: caret, a clock. A 14×14 glyph cost 150 µs warm through the general path, most of it
+#: its bookkeeping, and a key's echo meets the interpreter cold.
+SMALL_DAMAGE_AREA = MOTION_MIN_AREA
 #: The short path takes at most this many blocks (a key's echo is one or two).
 SMALL_DAMAGE_BLOCKS = 4
 
@@ -1715,27 +1715,18 @@ class RFBService:
         same damage and frame as the general path (tested side by side). False, with
         nothing changed, when the change is large enough to search: the general path
         then runs."""
-        found = []  # (block, its new pixels, changed rows y0..y1, columns x0..x1)
-        area = 0
+        found = []  # (block, its new pixels, the box of what changed in it)
         for r, new in zip(rects, news, strict=True):
-            diff = _words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new)
-            rows = np.flatnonzero(diff.any(axis=1))
-            if not rows.size:
-                continue
-            y0, y1 = int(rows[0]), int(rows[-1]) + 1
-            cols = np.flatnonzero(diff[y0:y1].any(axis=0))
-            x0, x1 = int(cols[0]), int(cols[-1]) + 1
-            found.append((r, new, y0, y1, x0, x1))
-            area += (y1 - y0) * (x1 - x0)
-        if area >= SMALL_DAMAGE_AREA:
+            box = diff_box(_words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new))
+            if box is not None:
+                found.append((r, new, box))
+        if sum(box.w * box.h for _, _, box in found) >= SMALL_DAMAGE_AREA:
             return False
         self._moved_in, self._panned_in = [], []  # nothing moved this time
-        changed = []
-        for r, new, y0, y1, x0, x1 in found:
-            frame[r.y + y0 : r.y + y1, r.x : r.x + r.w] = new[y0:y1]
-            self._forget_hashes(Rect(r.x, r.y + y0, r.w, y1 - y0))
-            changed.append(Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0))
-        self._add_damage(changed)
+        for r, new, box in found:
+            frame[r.y + box.y : r.y + box.y + box.h, r.x : r.x + r.w] = new[box.y : box.y + box.h]
+            self._forget_hashes(Rect(r.x, r.y + box.y, r.w, box.h))
+        self._add_damage([Rect(r.x + box.x, r.y + box.y, box.w, box.h) for r, _, box in found])
         return True
 
     def _forget_hashes(self, area: Rect) -> None:
