@@ -1,13 +1,16 @@
 """X screens at depths other than 24: 16 (R5 G6 B5), 15 (R5 G5 B5) and 30 (10 bits a
-channel) on a private Xvfb, checked against xwd's raw pixels, against x11vnc (a peer
-nobody here wrote) through vncdotool, and, for a viewer asking 16-bit pixels, against
-the screen's own values; unit checks of the widening for formats Xvfb cannot make
-(24-bit packed pixels, MSBFirst servers) and of the refusal of colour-mapped screens."""
+channel), and colour-mapped 8-bit screens, on a private Xvfb, checked against xwd's raw
+pixels (and colour map), against x11vnc (a peer nobody here wrote) through vncdotool,
+and, for a viewer asking 16-bit pixels, against the screen's own values; a colour map
+changed without drawing reaches the viewer; unit checks of the widening for formats
+Xvfb cannot make (24-bit packed pixels, MSBFirst servers) and of the refusal of the
+formats the agent cannot show."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import shutil
 import struct
 import subprocess
@@ -20,12 +23,13 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, Rect
 from enkaku.agent.capture.x11 import X11Capture
-from enkaku.agent.capture.xformat import ScreenFormat
+from enkaku.agent.capture.xformat import ScreenFormat, palette
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
-from enkaku.protocol.rfb.pixelformat import PixelFormat
+from enkaku.protocol.rfb.pixelformat import NATIVE, PixelFormat
 from tests.agent.test_rfbservice import VNCDO, Pipe, RecordingInjector, run, serve
 from tests.agent.test_x11_capture import noise, set_root_image
 from tests.e2e.harness import free_port
@@ -40,8 +44,11 @@ DEPTHS = {
 }
 
 
-def raw_root(display: str) -> tuple[npt.NDArray[np.uint32], tuple[int, int, int, int]]:
-    """The root window's pixel values as xwd reads them, and (bpp, masks)."""
+def xwd_root(
+    display: str,
+) -> tuple[npt.NDArray[np.uint32], tuple[int, int, int, int], npt.NDArray[np.uint8]]:
+    """The root window's pixel values as xwd reads them, (bpp, masks), and the colour
+    map xwd wrote (R, G, B of each pixel value, 16-bit channels taken to 8 bits)."""
     data = subprocess.run(
         ["xwd", "-root", "-silent", "-display", display], check=True, capture_output=True,
         timeout=30,
@@ -49,10 +56,32 @@ def raw_root(display: str) -> tuple[npt.NDArray[np.uint32], tuple[int, int, int,
     f = struct.unpack(">25I", data[:100])
     header, width, height = f[0], f[4], f[5]
     byte_order, bpp, stride, masks, ncolors = f[7], f[11], f[12], f[14:17], f[19]
-    dtype = (">" if byte_order == 1 else "<") + ("u2" if bpp == 16 else "u4")
+    dtype = (">" if byte_order == 1 else "<") + {8: "u1", 16: "u2", 32: "u4"}[bpp]
     count = stride * height // (bpp // 8)
     raw = np.frombuffer(data, dtype=dtype, count=count, offset=header + 12 * ncolors)
-    return raw.reshape(height, -1)[:, :width].astype(np.uint32), (bpp, *masks)
+    entries = np.frombuffer(
+        data, dtype=">u4,>u2,>u2,>u2,u1,u1", count=ncolors, offset=header
+    )  # fmt: skip
+    colours = np.zeros((256, 3), np.uint8)
+    for pixel, red, green, blue, _flags, _pad in entries.tolist():
+        if pixel < 256:
+            colours[pixel] = (red >> 8, green >> 8, blue >> 8)
+    values = raw.reshape(height, -1)[:, :width].astype(np.uint32)
+    return values, (bpp, *masks), colours
+
+
+def raw_root(display: str) -> tuple[npt.NDArray[np.uint32], tuple[int, int, int, int]]:
+    """The root window's pixel values as xwd reads them, and (bpp, masks)."""
+    values, fmt, _colours = xwd_root(display)
+    return values, fmt
+
+
+def root_rgb(display: str) -> npt.NDArray[np.uint8]:
+    """The root window's colours as xwd reads them: widened, or through the colour map."""
+    values, (_bpp, *masks), colours = xwd_root(display)
+    if not any(masks):
+        return colours[values]
+    return widened(values, tuple(masks))  # type: ignore[arg-type]
 
 
 def widened(values: npt.NDArray[np.uint32], masks: tuple[int, int, int]) -> npt.NDArray[np.uint8]:
@@ -126,8 +155,9 @@ def test_damage_on_a_16_bit_screen_brings_the_new_window(tmp_path: Path) -> None
 
 @pytest.mark.x11
 @pytest.mark.skipif(shutil.which("x11vnc") is None, reason="x11vnc missing: run scripts/bootstrap")
-async def test_vncdotool_sees_a_16_bit_screen_as_x11vnc_shows_it(tmp_path: Path) -> None:
-    with xvfb(400, 300, depth=16) as display, X11Capture(display) as cap:
+@pytest.mark.parametrize("depth", [16, 8])
+async def test_vncdotool_sees_the_screen_as_x11vnc_shows_it(depth: int, tmp_path: Path) -> None:
+    with xvfb(400, 300, depth=depth) as display, X11Capture(display) as cap:
         show_noise(display, tmp_path, 400, 300, seed=5)
         port = free_port()
         peer = ["x11vnc", "-display", display, "-rfbport", str(port), "-localhost", "-nopw",
@@ -148,12 +178,13 @@ async def test_vncdotool_sees_a_16_bit_screen_as_x11vnc_shows_it(tmp_path: Path)
             await run(VNCDO, "-s", f"127.0.0.1::{served.port}", "--nocursor", "capture",
                       str(ours))  # fmt: skip
             await served.wait_closed()
-        values, (_bpp, *masks) = raw_root(display)
+        expected = root_rgb(display)
     theirs_rgb = np.asarray(Image.open(theirs).convert("RGB"))
     ours_rgb = np.asarray(Image.open(ours).convert("RGB"))
-    assert len(np.unique(ours_rgb.reshape(-1, 3), axis=0)) > 1000
+    # The noise as the screen could hold it: thousands of colours, or most of 256.
+    assert len(np.unique(ours_rgb.reshape(-1, 3), axis=0)) > (1000 if depth > 8 else 100)
     np.testing.assert_array_equal(ours_rgb, theirs_rgb)
-    np.testing.assert_array_equal(ours_rgb, widened(values, tuple(masks)))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(ours_rgb, expected)
 
 
 @pytest.mark.x11
@@ -246,7 +277,8 @@ def test_widening_is_undone_exactly_by_the_rfb_layers_narrowing() -> None:
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
-        ((8, 8, 0, (0, 0, 0)), ["colour-mapped 8-bit", "depth 24", "-screen 0"]),
+        ((4, 4, 0, (0, 0, 0)), ["colour-mapped 4-bit", "4-bit pixels", "depth 24", "-screen 0"]),
+        ((8, 8, 0, (0, 0, 0x03)), ["masks", "depth 24"]),
         ((8, 8, 0, (0xE0, 0x1C, 0x03)), ["8 bits a pixel", "depth 24"]),
         ((16, 16, 0, (0xF0F0, 0x0F00, 0x000F)), ["not one run of bits"]),
         ((24, 32, 0, (0xFF0000, 0xFF00, 0xFF00)), ["do not fit"]),
@@ -262,8 +294,138 @@ def test_screens_the_agent_cannot_show_are_refused_with_what_to_do(
         assert word in str(err.value)
 
 
+def test_colour_mapped_pixels_are_looked_up_in_the_colour_map() -> None:
+    fmt = ScreenFormat.of(image(8, 8, 0, (0, 0, 0)))
+    assert fmt.indexed and not fmt.native and fmt.bytes_per_line(5) == 8
+    red = np.arange(256, dtype=np.uint16) * 257
+    colours = palette(red, red[::-1].copy(), np.full(256, 0x80FF, np.uint16))
+    rows = np.array([[0, 1, 254, 255, 7, 9, 9, 9]], np.uint8)  # 5 pixels, row padding
+    frame = fmt.to_bgrx(rows, 5, colours)
+    assert frame.shape == (1, 5, 4) and frame.flags.c_contiguous
+    assert frame[0].tolist() == [
+        [0x80, 255, 0, 0], [0x80, 254, 1, 0], [0x80, 1, 254, 0], [0x80, 0, 255, 0],
+        [0x80, 248, 7, 0],
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="colour map"):
+        fmt.to_bgrx(rows, 5)
+
+
 @pytest.mark.x11
-def test_an_8_bit_colour_mapped_screen_is_refused_with_what_to_do() -> None:
-    with xvfb(320, 200, depth=8) as display, pytest.raises(CaptureError) as err:
-        X11Capture(display)
-    assert "colour-mapped 8-bit" in str(err.value) and "depth 24" in str(err.value)
+@pytest.mark.parametrize("use_shm", [True, False], ids=["shm", "xgetimage"])
+def test_an_8_bit_colour_mapped_screen_is_captured_as_xwd_reads_it(
+    use_shm: bool, tmp_path: Path
+) -> None:
+    with xvfb(320, 200, depth=8) as display, X11Capture(display, use_shm=use_shm) as cap:
+        show_noise(display, tmp_path, 320, 200, seed=8)
+        values, (bpp, *masks), _colours = xwd_root(display)
+        assert bpp == 8 and not any(masks)
+        assert len(np.unique(values)) > 100  # the noise, dithered into the colour map
+        expected = root_rgb(display)
+        frame = cap.grab()
+        assert cap.uses_shm is use_shm
+        assert frame.shape == (200, 320, 4) and frame.flags.c_contiguous
+        np.testing.assert_array_equal(frame[..., 2::-1], expected)
+        assert not frame[..., 3].any()
+        rects = [Rect(3, 5, 33, 7), Rect(100, 60, 1, 9), Rect(0, 0, 320, 1), Rect(301, 190, 19, 10)]
+        for grab in (cap.grab_rects, cap.grab_rects_shared):
+            parts = grab(rects)
+            assert parts is not None
+            for r, part in zip(rects, parts, strict=True):
+                np.testing.assert_array_equal(part, frame[r.y : r.y + r.h, r.x : r.x + r.w])
+
+
+class ColourCell:
+    """A window painted with a read-write colour map cell of its own, through libX11
+    directly: changing the cell's colour recolours the window without any drawing (so
+    without damage), as colour-cycling programs on 8-bit screens do."""
+
+    def __init__(self, display: str, rect: Rect) -> None:
+        x11 = self.x11 = ctypes.CDLL("libX11.so.6")
+        ulong, ptr = ctypes.c_ulong, ctypes.c_void_p
+        x11.XOpenDisplay.restype, x11.XOpenDisplay.argtypes = ptr, [ctypes.c_char_p]
+        x11.XDefaultColormap.restype, x11.XDefaultColormap.argtypes = ulong, [ptr, ctypes.c_int]
+        x11.XDefaultRootWindow.restype, x11.XDefaultRootWindow.argtypes = ulong, [ptr]
+        x11.XAllocColorCells.argtypes = [
+            ptr, ulong, ctypes.c_int, ptr, ctypes.c_uint, ctypes.POINTER(ulong), ctypes.c_uint
+        ]  # fmt: skip
+        x11.XCreateSimpleWindow.restype = ulong
+        x11.XCreateSimpleWindow.argtypes = [
+            ptr, ulong, ctypes.c_int, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+            ctypes.c_uint, ulong, ulong,
+        ]  # fmt: skip
+        x11.XChangeWindowAttributes.argtypes = [ptr, ulong, ulong, ptr]
+        x11.XMapWindow.argtypes = [ptr, ulong]
+        x11.XStoreColor.argtypes = [ptr, ulong, ctypes.POINTER(x11lib.XColor)]
+        x11.XSync.argtypes = [ptr, ctypes.c_int]
+        x11.XCloseDisplay.argtypes = [ptr]
+        self.dpy = x11.XOpenDisplay(display.encode())
+        assert self.dpy, f"cannot open {display}"
+        self.cmap = x11.XDefaultColormap(self.dpy, 0)
+        pixel = ulong()
+        assert x11.XAllocColorCells(self.dpy, self.cmap, 0, None, 0, ctypes.byref(pixel), 1)
+        self.pixel = pixel.value
+        self.set(0xFFFF, 0, 0)
+        window = x11.XCreateSimpleWindow(
+            self.dpy, x11.XDefaultRootWindow(self.dpy), rect.x, rect.y, rect.w, rect.h, 0,
+            0, self.pixel,
+        )  # fmt: skip
+        # Override-redirect (XSetWindowAttributes.override_redirect, CWOverrideRedirect):
+        # the window stays where it is put, whatever window manager runs.
+        attrs = (ctypes.c_ubyte * 112)()
+        ctypes.c_int.from_buffer(attrs, 88).value = 1
+        x11.XChangeWindowAttributes(self.dpy, window, 1 << 9, attrs)
+        x11.XMapWindow(self.dpy, window)
+        x11.XSync(self.dpy, 0)
+
+    def set(self, red: int, green: int, blue: int) -> None:
+        """Store a colour (16-bit channels) in the cell: DoRed | DoGreen | DoBlue."""
+        colour = x11lib.XColor(pixel=self.pixel, red=red, green=green, blue=blue, flags=b"\x07")
+        self.x11.XStoreColor(self.dpy, self.cmap, ctypes.byref(colour))
+        self.x11.XSync(self.dpy, 0)
+
+    def close(self) -> None:
+        self.x11.XCloseDisplay(self.dpy)
+
+
+@pytest.mark.x11
+async def test_a_colour_map_change_reaches_an_idle_viewer() -> None:
+    """Nothing is drawn and no damage is reported: the service's check of the colour
+    map (X11Capture.colour_check_interval) finds the change and sends it."""
+    where = Rect(40, 30, 50, 20)
+    with xvfb(160, 120, depth=8) as display, X11Capture(display) as cap:
+        cell = ColourCell(display, where)
+        try:
+            pipe = Pipe()
+            service = RFBService(cap, RecordingInjector(), pipe.read, pipe.write, name="d8")
+            task = asyncio.create_task(service.run())
+            try:
+                init = await pipe.handshake()
+                w, h = struct.unpack_from("!HH", init)
+                dec = Decoder(w, h, NATIVE)
+                await pipe.to_server.put(set_encodings(Encoding.RAW))
+                await pipe.to_server.put(update_request(False, 0, 0, w, h))
+                await pipe.receive(dec, lambda: len(dec.updates) >= 1, 30)
+                assert window_colour(dec, where) == 0xFF0000
+                outside = dec.fb.copy()
+                await pipe.to_server.put(update_request(True, 0, 0, w, h))
+                await asyncio.sleep(0.3)  # the service is waiting for damage now
+                await asyncio.to_thread(cell.set, 0, 0xFFFF, 0)
+                await pipe.receive(dec, lambda: len(dec.updates) >= 2, 30)
+                assert window_colour(dec, where) == 0x00FF00
+                # Only the window changed colour; the rest of the picture is as it was.
+                inside = np.zeros(dec.fb.shape, bool)
+                inside[where.y : where.y + where.h, where.x : where.x + where.w] = True
+                np.testing.assert_array_equal(dec.fb[~inside], outside[~inside])
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            cell.close()
+
+
+def window_colour(dec: Decoder, where: Rect) -> int:
+    """The one pixel value (0xRRGGBB) the viewer shows inside ``where``."""
+    values = np.unique(dec.fb[where.y : where.y + where.h, where.x : where.x + where.w])
+    assert len(values) == 1, [hex(v) for v in values]
+    return int(values[0])

@@ -1337,12 +1337,19 @@ class RFBService:
             waiter = select.poll()
             waiter.register(self._event_fd, select.POLLIN)
             waiter.register(self._wait_pipe[0], select.POLLIN)
-            ready = {fd for fd, _ in waiter.poll(None if timeout is None else timeout * 1000)}
+            # A colour-mapped screen changes colour without damage: look at its colour
+            # map now and then while it is idle (X11Capture.colours_changed).
+            check = getattr(self._source, "colour_check_interval", None)
+            checking = check is not None and (timeout is None or check <= timeout)
+            wait = check if checking else timeout
+            ready = {fd for fd, _ in waiter.poll(None if wait is None else wait * 1000)}
             if self._wait_pipe[0] in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wait_pipe[0], 512)
                 return None
             if not ready:
+                if checking and getattr(self._source, "colours_changed")():  # noqa: B009
+                    return self._step(request, time.monotonic(), 0.0, None)
                 return None
             now = time.monotonic()  # the loop's clock
             input_at = self._input_at  # set by the loop: a key typed meanwhile

@@ -66,6 +66,8 @@ RR_NOTIFY = 1
 IPC_PRIVATE = 0
 IPC_CREAT = 0o1000
 IPC_RMID = 0
+# X.h visual classes.
+STATIC_GRAY, GRAY_SCALE, STATIC_COLOR, PSEUDO_COLOR, TRUE_COLOR, DIRECT_COLOR = range(6)
 
 # X protocol error codes worth naming in messages (X.h).
 ERROR_NAMES = {
@@ -100,6 +102,35 @@ class XImage(Structure):
         ("blue_mask", c_ulong),
         ("obdata", c_void_p),
         ("f", c_void_p * 6),
+    ]
+
+
+class Visual(Structure):
+    """Xlib.h ``Visual``: its ``class`` (``c_class`` here) says how pixel values map to
+    colours."""
+
+    _fields_ = [
+        ("ext_data", c_void_p),
+        ("visualid", c_ulong),
+        ("c_class", c_int),
+        ("red_mask", c_ulong),
+        ("green_mask", c_ulong),
+        ("blue_mask", c_ulong),
+        ("bits_per_rgb", c_int),
+        ("map_entries", c_int),
+    ]
+
+
+class XColor(Structure):
+    """Xlib.h ``XColor``: a colour map entry, 16 bits a channel."""
+
+    _fields_ = [
+        ("pixel", c_ulong),
+        ("red", c_ushort),
+        ("green", c_ushort),
+        ("blue", c_ushort),
+        ("flags", c_char),
+        ("pad", c_char),
     ]
 
 
@@ -216,6 +247,8 @@ _LIBRARIES: dict[str, tuple[str, str, dict[str, tuple[Any, list[Any]]]]] = {
         "XDefaultScreen": (c_int, [Display]),
         "XDefaultVisual": (c_void_p, [Display, c_int]),
         "XDefaultDepth": (c_int, [Display, c_int]),
+        "XDefaultColormap": (XID, [Display, c_int]),
+        "XQueryColors": (c_int, [Display, XID, c_void_p, c_int]),
         "XGetGeometry": (c_int, [Display, XID, _P(XID), _P(c_int), _P(c_int), _P(c_uint),
                                  _P(c_uint), _P(c_uint), _P(c_uint)]),
         "XGetImage": (_P(XImage), [Display, XID, c_int, c_int, c_uint, c_uint, c_ulong,

@@ -20,11 +20,16 @@ from enkaku.protocol.geometry import Rect
 if TYPE_CHECKING:
     from .monitors import Monitor
 
-__all__ = ["CaptureError", "CursorImage", "Rect", "ScreenCapture"]
+__all__ = ["CaptureError", "CursorImage", "Rect", "ScreenCapture", "UnsupportedScreen"]
 
 
 class CaptureError(RuntimeError):
     """The screen cannot be captured (no display, extension missing, display gone)."""
+
+
+class UnsupportedScreen(CaptureError):
+    """The screen is there, but its pixels come in a form the agent cannot show (the
+    message says how to set the display up so that it can)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,12 @@ active output, or as ``xrandr --setmonitor`` defined them); ``monitors_changed()
 whether the X server reported a change since the last call (RandR screen change
 notifications, and the root window's ConfigureNotify that RandR sends when monitors are
 added or removed).
+
+Colour-mapped screens (8 bits a pixel): each grab is looked up in the screen's colour map,
+read again (one round trip) with each poll of the damage and each whole-screen grab; a
+change of the colour map makes ``changed_regions()`` return None (grab it all), and the
+RFB service asks ``colours_changed()`` every ``colour_check_interval`` while the screen
+is idle, since changing a colour map entry recolours the screen without any damage.
 """
 
 from __future__ import annotations
@@ -34,15 +40,19 @@ import numpy as np
 import numpy.typing as npt
 
 from enkaku.agent import x11lib
-from enkaku.agent.capture.base import CaptureError, CursorImage, Rect
+from enkaku.agent.capture.base import CaptureError, CursorImage, Rect, UnsupportedScreen
 from enkaku.agent.capture.monitors import Monitor, order
-from enkaku.agent.capture.xformat import ScreenFormat
+from enkaku.agent.capture.xformat import DEPTH_24, ScreenFormat, palette
 
 logger = logging.getLogger(__name__)
 
 # Beyond this many damage rectangles, report their bounding box: encoding hundreds of
 # tiny rectangles costs the RFB layer more than re-sending the pixels between them.
 MAX_REGIONS = 256
+
+#: How often an idle colour-mapped screen's colour map is read again (a program that
+#: changes a colour map entry changes every pixel of that value without drawing).
+COLOUR_CHECK_INTERVAL = 1.0
 
 #: How long after a window was mapped or unmapped ``recently_shown`` names it: a toolkit
 #: draws a new window in the frames after it mapped it, and what a closed one covered is
@@ -104,14 +114,21 @@ class _ShmImage:
         return bool(ok) and not errors
 
     def grab_rect(
-        self, root: int, rect: Rect, offset: int = 0, *, copy: bool = True
+        self,
+        root: int,
+        rect: Rect,
+        offset: int = 0,
+        *,
+        copy: bool = True,
+        colours: npt.NDArray[np.uint32] | None = None,
     ) -> npt.NDArray[np.uint8] | None:
         """The pixels of ``rect``, written ``offset`` bytes into the segment: a copy, or
         with ``copy=False`` a view of the segment (valid until it is written again).
 
         The XImage is narrowed to the rectangle for the request: the server then writes
         ``rect.h`` rows of ``rect.w`` pixels, each padded to 32 bits (32 bpp rows need
-        no padding: the rectangles lie one after another in the segment).
+        no padding: the rectangles lie one after another in the segment). ``colours``:
+        the colour map of an indexed screen.
         """
         img = self.image.contents
         saved = img.width, img.height, img.bytes_per_line, img.data
@@ -126,7 +143,7 @@ class _ShmImage:
             self.conn.check()
             if not ok or errors:
                 return None
-            return _image_to_array(img) if copy else _image_view(img)
+            return _image_to_array(img, colours) if copy else _image_view(img)
         finally:
             img.width, img.height, img.bytes_per_line, img.data = saved
 
@@ -149,13 +166,16 @@ class _ShmImage:
             self.image = None
 
 
-def _image_to_array(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
+def _image_to_array(
+    img: x11lib.XImage, colours: npt.NDArray[np.uint32] | None = None
+) -> npt.NDArray[np.uint8]:
     """Copy a ZPixmap XImage out as an (h, w, 4) B, G, R, X array (widened when the
-    screen's pixels are not 32-bit, see :mod:`.xformat`)."""
+    screen's pixels are not 32-bit, looked up in ``colours`` when they are colour map
+    indices, see :mod:`.xformat`)."""
     stride, h = img.bytes_per_line, img.height
     buf = (ctypes.c_uint8 * (stride * h)).from_address(img.data)
     rows = np.frombuffer(buf, dtype=np.uint8).reshape(h, stride)
-    return ScreenFormat.of(img).to_bgrx(rows, img.width)
+    return ScreenFormat.of(img).to_bgrx(rows, img.width, colours)
 
 
 def _image_view(img: x11lib.XImage) -> npt.NDArray[np.uint8]:
@@ -185,6 +205,7 @@ class X11Capture:
             self._conn = x11lib.XConnection(display, CaptureError)
             try:
                 self._width, self._height, _depth = x11lib.geometry(self._conn, self._conn.root)
+                self._colormap = self._setup_colours()
                 self._shm: _ShmImage | None = None
                 self._use_shm = use_shm and self._shm_available()
                 self._damage = 0
@@ -212,6 +233,68 @@ class X11Capture:
         )  # fmt: skip
 
     # -- setup ------------------------------------------------------------------------
+
+    def _setup_colours(self) -> int:
+        """The colour map to read pixel values through (0: the screen's pixels are
+        colours); UnsupportedScreen for a screen whose colours the agent cannot read."""
+        x11 = self._conn.x11
+        visual = ctypes.cast(
+            x11.XDefaultVisual(self._conn.dpy, self._conn.screen),
+            ctypes.POINTER(x11lib.Visual),
+        ).contents
+        self._colours: npt.NDArray[np.uint32] | None = None
+        self._colours_changed = False
+        if visual.c_class == x11lib.DIRECT_COLOR:
+            raise UnsupportedScreen(
+                "the X screen uses DirectColor (each colour channel through a colour "
+                f"map), which enkaku cannot show: {DEPTH_24}"
+            )
+        if visual.c_class == x11lib.TRUE_COLOR:
+            return 0
+        self._entries = max(1, min(256, visual.map_entries))
+        colormap = int(x11.XDefaultColormap(self._conn.dpy, self._conn.screen))
+        self._colours = self._read_colours(colormap)
+        return colormap
+
+    def _read_colours(self, colormap: int) -> npt.NDArray[np.uint32]:
+        """The colour map's entries as :func:`.xformat.palette` words (one round trip);
+        pixel values past its entries read as black."""
+        defs = (x11lib.XColor * 256)()
+        for i in range(256):
+            defs[i].pixel = i
+        self._conn.x11.XQueryColors(self._conn.dpy, colormap, defs, self._entries)
+        self._conn.check()
+        raw = np.frombuffer(ctypes.string_at(defs, ctypes.sizeof(defs)), dtype=np.dtype(
+            [("pixel", "u8"), ("red", "u2"), ("green", "u2"), ("blue", "u2"), ("pad", "V2")]
+        ))  # fmt: skip
+        words = palette(raw["red"], raw["green"], raw["blue"])
+        words[self._entries :] = 0
+        return words
+
+    def _refresh_colours(self) -> None:
+        """Read an indexed screen's colour map again; remember whether it changed (the
+        frame kept from earlier pixels is then wrong everywhere, not only where the
+        X server reports damage: changing a colour map draws nothing)."""
+        if not self._colormap:
+            return
+        colours = self._read_colours(self._colormap)
+        if self._colours is None or not np.array_equal(colours, self._colours):
+            self._colours_changed = self._colours is not None
+            self._colours = colours
+
+    @property
+    def colour_check_interval(self) -> float | None:
+        """Seconds between checks of the colour map while the screen is idle (None: the
+        screen's pixels are colours, nothing to check): see ``colours_changed``."""
+        return COLOUR_CHECK_INTERVAL if self._colormap else None
+
+    def colours_changed(self) -> bool:
+        """Whether the colour map of an indexed screen changed since it was last read
+        (one round trip). The next ``changed_regions`` then returns None: grab it all."""
+        with self._lock:
+            self._check_open()
+            self._refresh_colours()
+            return self._colours_changed
 
     def _query(self, lib_name: str, fn_name: str) -> bool:
         try:
@@ -320,6 +403,8 @@ class X11Capture:
         """Capture the whole root window now as an (h, w, 4) BGRX array."""
         with self._lock:
             self._check_open()
+            self._refresh_colours()
+            self._colours_changed = False  # this grab reads every pixel anew
             for _attempt in range(3):
                 width, height, _depth = x11lib.geometry(self._conn, self._conn.root)
                 if (width, height) != (self._width, self._height):
@@ -342,7 +427,7 @@ class X11Capture:
             self._shm = _ShmImage(self._conn, self._width, self._height)
         if not self._shm.grab(self._conn.root):
             return None
-        return _image_to_array(self._shm.image.contents)
+        return _image_to_array(self._shm.image.contents, self._colours)
 
     def fileno(self) -> int | None:
         """The X connection's descriptor (readable when damage or a cursor change was
@@ -401,7 +486,9 @@ class X11Capture:
                 if clipped != rect:
                     raise ValueError(f"{rect} is not inside the {width}x{height} screen")
                 if shm is not None:
-                    part = shm.grab_rect(self._conn.root, rect, offset, copy=not shared)
+                    part = shm.grab_rect(
+                        self._conn.root, rect, offset, copy=not shared, colours=self._colours
+                    )
                     offset += rect.w * rect.h * 4 if shared else 0
                 else:
                     part = self._grab_plain(rect)
@@ -426,7 +513,7 @@ class X11Capture:
                 x11.XDestroyImage(image)
             return None
         try:
-            return _image_to_array(image.contents)
+            return _image_to_array(image.contents, self._colours)
         finally:
             x11.XDestroyImage(image)
 
@@ -458,9 +545,11 @@ class X11Capture:
                             rects.append(rect)
                 finally:
                     x11.XFree(rects_p)
-            if not self._damage_primed or self._resized:
+            self._refresh_colours()
+            if not self._damage_primed or self._resized or self._colours_changed:
                 self._damage_primed = True
                 self._resized = False
+                self._colours_changed = False
                 return None
             if len(rects) > MAX_REGIONS:
                 rects = [_bounding_box(rects)]

@@ -11,8 +11,12 @@ x11vnc sends for them, and a viewer that asks for 16-bit pixels gets the screen'
 values back exactly (the RFB layer narrows by rounding). Depth 30 loses its two low bits
 a channel (RFB viewers show 8).
 
-Colour-mapped screens (8-bit PseudoColor) are refused with a message that says how to
-start the X server at depth 24.
+Colour-mapped screens (8 bits a pixel, PseudoColor, StaticColor or grey: old
+workstations, some embedded and industrial X servers, X started with ``-depth 8``)
+are looked up in the screen's colour map, read by the capture (:meth:`palette`): a
+16-bit colour map channel ``c`` becomes ``c >> 8``, the colours x11vnc sends. What
+else the agent cannot show (DirectColor, fewer than 8 bits a pixel, odd masks) is
+refused with a message that says how to start the X server at depth 24.
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .base import CaptureError
+from .base import UnsupportedScreen
 
-__all__ = ["ScreenFormat"]
+__all__ = ["ScreenFormat", "palette"]
 
 LSB_FIRST = 0  # X's ImageByteOrder values
 MSB_FIRST = 1
 
 _STANDARD_MASKS = (0xFF0000, 0xFF00, 0xFF)
+DEPTH_24 = (
+    "start the X server at depth 24 (for Xorg, DefaultDepth 24 in xorg.conf; for Xvfb, "
+    "-screen 0 WIDTHxHEIGHTx24; for Xvnc or another VNC server, -depth 24)"
+)
 _known: dict[tuple[int, int, int, int, int, int], ScreenFormat] = {}
 
 
@@ -79,12 +87,18 @@ class ScreenFormat:
 
     def check(self) -> None:
         masks = (self.red_mask, self.green_mask, self.blue_mask)
+        if self.indexed:
+            if self.bits_per_pixel != 8:
+                raise UnsupportedScreen(
+                    f"the X screen uses colour-mapped {self.depth}-bit colour in "
+                    f"{self.bits_per_pixel}-bit pixels, which enkaku cannot show: "
+                    f"{DEPTH_24}"
+                )
+            return
         if not all(masks):
-            raise CaptureError(
-                f"the X screen uses colour-mapped {self.depth}-bit colour, which enkaku "
-                "cannot show: start the X server at depth 24 (for Xorg, DefaultDepth 24 "
-                "in xorg.conf; for Xvfb, -screen 0 WIDTHxHEIGHTx24; for Xvnc or another "
-                "VNC server, -depth 24)"
+            raise UnsupportedScreen(
+                f"unsupported X screen format: depth {self.depth}, masks "
+                f"{self.red_mask:#x}/{self.green_mask:#x}/{self.blue_mask:#x}: {DEPTH_24}"
             )
         problem = ""
         if self.bits_per_pixel not in (16, 24, 32):
@@ -100,12 +114,17 @@ class ScreenFormat:
             except ValueError as exc:
                 problem = str(exc)
         if problem:
-            raise CaptureError(
+            raise UnsupportedScreen(
                 f"unsupported X screen format: depth {self.depth}, {self.bits_per_pixel} "
                 f"bpp, masks {self.red_mask:#x}/{self.green_mask:#x}/{self.blue_mask:#x} "
-                f"({problem}); enkaku shows TrueColor screens of depth 15, 16, 24 and 30: "
-                "start the X server at depth 24"
+                f"({problem}); enkaku shows TrueColor screens of depth 15, 16, 24 and 30 "
+                f"and colour-mapped screens of 8 bits a pixel: {DEPTH_24}"
             )
+
+    @property
+    def indexed(self) -> bool:
+        """Pixels are colour map indices (no channel masks), not colours."""
+        return not (self.red_mask or self.green_mask or self.blue_mask)
 
     @property
     def native(self) -> bool:
@@ -127,10 +146,21 @@ class ScreenFormat:
         pad = pad if pad in (8, 16, 32) else 32
         return (width * self.bits_per_pixel + pad - 1) // pad * pad // 8
 
-    def to_bgrx(self, rows: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
+    def to_bgrx(
+        self,
+        rows: npt.NDArray[np.uint8],
+        width: int,
+        colours: npt.NDArray[np.uint32] | None = None,
+    ) -> npt.NDArray[np.uint8]:
         """An ``(h, stride)`` image's pixels as a new C-contiguous ``(h, width, 4)``
-        B, G, R, X array (X zero when widened, as the server's when native)."""
+        B, G, R, X array (X zero when widened, as the server's when native).
+        ``colours``: the screen's colour map as :func:`palette` makes it, for an
+        indexed format (required there, ignored elsewhere)."""
         h = rows.shape[0]
+        if self.indexed:
+            if colours is None:
+                raise ValueError("a colour-mapped image needs the screen's colour map")
+            return colours.take(rows[:, :width]).view(np.uint8).reshape(h, width, 4)
         if self.native:
             frame = rows[:, : width * 4].reshape(h, width, 4)
             if self.byte_order != LSB_FIRST:
@@ -165,3 +195,18 @@ class ScreenFormat:
             widened = _widening(maximum).take((values >> shift) & maximum)
             words |= widened.astype(np.uint32) << np.uint32(8 * byte)
         return words
+
+
+def palette(
+    red: npt.NDArray[np.integer[Any]],
+    green: npt.NDArray[np.integer[Any]],
+    blue: npt.NDArray[np.integer[Any]],
+) -> npt.NDArray[np.uint32]:
+    """A colour map's 16-bit channels (one entry a pixel value, 256 of them) as the
+    little-endian B, G, R, X word of each pixel value: ``c >> 8`` a channel."""
+    words = (
+        (red.astype(np.uint32) >> 8) << 16
+        | (green.astype(np.uint32) >> 8) << 8
+        | blue.astype(np.uint32) >> 8
+    )
+    return words.astype("<u4")
