@@ -192,6 +192,18 @@ const CATALOG = {
     "The customer's screen is not available (no screen to share, or it stopped). The tools and chat still work.",
     "お客様の画面を表示できません (共有できる画面がないか、共有が止まりました)。ツールとチャットは引き続き使えます。",
   ],
+  screen_no_display: [
+    "The customer's computer has no screen to share (enkaku runs there without a display, as on a server). The tools and chat still work.",
+    "お客様のコンピューターには共有できる画面がありません (enkaku はサーバーのようにディスプレイなしで動作しています)。ツールとチャットは引き続き使えます。",
+  ],
+  screen_format: [
+    "The customer's screen uses a colour format enkaku cannot show. The enkaku log on the customer's computer says how to set the display to 24-bit colour. The tools and chat still work.",
+    "お客様の画面は enkaku で表示できない色形式です。24 ビットカラーへの設定方法は、お客様のコンピューターの enkaku のログに出ています。ツールとチャットは引き続き使えます。",
+  ],
+  screen_failed: [
+    "The customer's screen could not be shared, or stopped being shared: the desktop session ended or the display went away (the enkaku log on the customer's computer says why). The tools and chat still work; start a new session once the customer is back at the desktop.",
+    "お客様の画面を共有できないか、共有が止まりました。デスクトップのセッションが終了したか、ディスプレイがなくなりました (理由はお客様のコンピューターの enkaku のログに出ています)。ツールとチャットは引き続き使えます。お客様がデスクトップに戻ったら、新しいセッションを開始してください。",
+  ],
   back_home: ["Back to the start page", "ホームに戻る"],
   view_menu: ["View", "表示"],
   scale_fit: ["Fit to window", "ウィンドウに合わせる"],

@@ -137,6 +137,20 @@ CATALOG: dict[str, tuple[str, str]] = {
         "The customer's computer has no screen to share (the agent runs without a display).",
         "お客様のコンピューターには共有できる画面がありません (エージェントはディスプレイなしで動作しています)。",
     ),
+    "remote_screen_format": (
+        "The customer's screen uses a colour format enkaku cannot show (the agent's log on "
+        "that computer says how to set the display to 24-bit colour).",
+        "お客様の画面は enkaku で表示できない色形式です (24 ビットカラーへの設定方法は、"
+        "そのコンピューターのエージェントのログに出ています)。",
+    ),
+    "remote_screen_failed": (
+        "The customer's screen could not be shared, or stopped being shared (the desktop "
+        "session ended or the display went away; the agent's log on that computer says "
+        "why). Connect the viewer again once the customer is back at the desktop.",
+        "お客様の画面を共有できないか、共有が止まりました (デスクトップのセッションが終了したか、"
+        "ディスプレイがなくなりました。理由はそのコンピューターのエージェントのログに出ています)。"
+        "お客様がデスクトップに戻ったら、ビューアーをもう一度接続してください。",
+    ),
     "wrong_password": (
         "Wrong one-time password. Ask the customer to read it again.",
         "ワンタイムパスワードが違います。お客様にもう一度読み上げてもらってください。",

@@ -3,6 +3,8 @@ an ID that is not online, the customer refusing, terms of use not accepted."""
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from enkaku.server.terms import terms_today
 from tests.e2e.harness import World, free_port, make_db, server_process, wait_for
 from tests.e2e.test_consent import Terminal
 from tests.e2e.test_terms import TERMS_V1, only_agent_id, publish
+from tests.xdisplay import xvfb, xvfb_pid
 
 from .conftest import connect, sign_in, wait_connected
 
@@ -94,14 +97,46 @@ def test_a_computer_without_a_screen_keeps_the_tools(cworld: World, page: Any) -
     sign_in(page, cworld)
     connect(page, creds["agent_id"], creds["password"])
     page.wait_for_selector("#screen-notice:not([hidden])")
+    assert page.get_attribute("#screen-notice", "data-reason") == "no_display"
     assert str(page.text_content("#screen-notice")).startswith(
-        "The customer's screen is not available"
+        "The customer's computer has no screen to share"
     )
     assert page.get_attribute("#status", "data-state") == "connected"
     page.click("#tabs button[data-panel='panel-chat']")
     page.fill("#chat-text", "no-screen chat 5R")
     page.click("#chat-form button[type='submit']")
     wait_for(lambda: "no-screen chat 5R" in agent.stderr(None), 30, "the chat line")
+
+
+@pytest.mark.x11
+def test_a_screen_that_goes_away_says_so_and_keeps_the_tools(cworld: World, page: Any) -> None:
+    with xvfb(640, 480) as display:
+        agent = cworld.agent(display, "agent", "allow")
+        creds = agent.next_line(60, event="credentials")
+        sign_in(page, cworld)
+        connect(page, creds["agent_id"], creds["password"])
+        wait_connected(page)
+        page.wait_for_selector("#screen canvas")
+        assert page.is_hidden("#screen-notice")
+        os.kill(xvfb_pid(display), signal.SIGKILL)  # the customer's X server dies
+        page.wait_for_selector("#screen-notice:not([hidden])")
+        assert page.get_attribute("#screen-notice", "data-reason") == "screen_failed"
+        assert str(page.text_content("#screen-notice")).startswith(
+            "The customer's screen could not be shared, or stopped being shared"
+        )
+        # In the other language too, switched after the notice was shown.
+        page.click("#lang-switch")
+        assert str(page.text_content("#screen-notice")).startswith(
+            "お客様の画面を共有できないか、共有が止まりました"
+        )
+        page.click("#lang-switch")
+        # The session goes on: the chat still reaches the customer.
+        assert page.get_attribute("#status", "data-state") == "connected"
+        page.click("#tabs button[data-panel='panel-chat']")
+        page.fill("#chat-text", "screen-gone chat 7Q")
+        page.click("#chat-form button[type='submit']")
+        wait_for(lambda: "screen-gone chat 7Q" in agent.stderr(None), 30, "the chat line")
+    assert "the screen stopped" in agent.stderr(None)
 
 
 def test_a_typo_that_cannot_be_a_password_costs_no_attempt(cworld: World, page: Any) -> None:

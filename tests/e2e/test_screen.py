@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.xdisplay import xvfb, xwd_root
+from tests.xdisplay import xvfb, xvfb_pid, xwd_root
 
 from .harness import VNCDO, InProcessServer, Proc, World, wait_for, xterm_on
 
@@ -166,5 +167,26 @@ def test_an_agent_without_a_screen_says_so_to_the_viewer(
     assert result.returncode != 0, result.stderr  # the viewer is refused, not left hanging
     assert not (tmp_path / "x.png").exists()
     wait_for(lambda: "no screen to share" in tech.stderr(), 30, "the technician's message")
+    tech.signal(signal.SIGINT)
+    assert tech.wait(30) == 0
+
+
+def test_a_screen_that_went_away_says_so_to_the_viewer(
+    inproc: tuple[World, InProcessServer], tmp_path: Path
+) -> None:
+    world, _server = inproc
+    with xvfb(320, 200) as display:
+        port, _password, tech = bridge(world, display)
+        vncdo(port, "capture", str(tmp_path / "before.png"))  # the screen is served
+        os.kill(xvfb_pid(display), signal.SIGKILL)  # then the customer's X server dies
+        result = subprocess.run(
+            [VNCDO, "-t", "60", "-s", f"127.0.0.1::{port}", "capture", str(tmp_path / "x.png")],
+            capture_output=True,
+            timeout=120,
+        )
+    assert result.returncode != 0, result.stderr  # refused, not left hanging
+    assert not (tmp_path / "x.png").exists()
+    wait_for(lambda: "stopped being shared" in tech.stderr(), 30, "the technician's message")
+    assert "no screen to share" not in tech.stderr()
     tech.signal(signal.SIGINT)
     assert tech.wait(30) == 0

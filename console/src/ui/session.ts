@@ -12,7 +12,7 @@ import { type Key, onLangChange, reasonText, t } from "../i18n";
 import { Channel } from "../protocol/channel";
 import { TechnicianSession } from "../protocol/control";
 import { HandshakeFailed, SessionEnded } from "../protocol/errors";
-import { rfbSocket } from "../protocol/rfbsocket";
+import { type RfbSocket, rfbSocket } from "../protocol/rfbsocket";
 import { byId, formatAgentId, setupPage, takeTicket } from "./common";
 import { setupConsent, type Tracked, trackSession } from "./consent";
 import { setupEnd } from "./endsession";
@@ -212,11 +212,11 @@ async function main(): Promise<void> {
   const savedQuality = localStorage.getItem("enkaku.quality") ?? "balanced";
   qualitySelect.value = isQuality(savedQuality) ? savedQuality : "balanced";
   const showScreen = async (): Promise<Screen | null> => {
-    let socket: unknown;
+    let socket: RfbSocket;
     try {
       socket = await rfbSocket(channel);
     } catch {
-      screenLost();
+      screenLost(null);
       return null;
     }
     const view = new Screen(screenEl, socket, qualitySelect.value as Quality, {
@@ -227,7 +227,7 @@ async function main(): Promise<void> {
       // The screen stream ended but the channel may live on (the customer's computer
       // has no screen to share, or stopped sharing it): the tools stay usable.
       onDisconnect: () => {
-        if (state !== "ended") screenLost();
+        if (state !== "ended") screenLost(socket.endReason);
       },
       onClipboard: (text) => {
         byId<HTMLTextAreaElement>("clipboard-text").value = text;
@@ -241,10 +241,21 @@ async function main(): Promise<void> {
   setupPanels({ session: tracked, screen, channel });
 }
 
-/** The screen stream is gone while the session goes on: say so over the screen area. */
-function screenLost(): void {
+/** Why the agent reset the screen stream (agent/services/screen.py), in words. */
+const SCREEN_LOST: Record<string, Key> = {
+  no_display: "screen_no_display",
+  screen_format: "screen_format",
+  screen_failed: "screen_failed",
+};
+
+/** The screen stream is gone while the session goes on: say so, and why where the agent
+ * said, over the screen area (again in the other language when it is switched). */
+function screenLost(reason: string | null): void {
+  const key = (reason !== null && SCREEN_LOST[reason]) || "screen_unavailable";
   screenNotice.hidden = false;
-  screenNotice.textContent = t("screen_unavailable");
+  screenNotice.dataset.reason = reason ?? "";
+  screenNotice.dataset.i18n = key;
+  screenNotice.textContent = t(key);
 }
 
 function setupScreenControls(screen: Screen): void {

@@ -25,6 +25,13 @@ from .monitors import DesktopLayout, missing_monitor_message, probe_layout
 
 log = logging.getLogger(__name__)
 
+#: The agent's RESET reasons for a screen it cannot show, and what the technician reads.
+_NO_SCREEN = {
+    "no_display": "remote_no_screen",
+    "screen_format": "remote_screen_format",
+    "screen_failed": "remote_screen_failed",
+}
+
 
 class VNCBridge:
     """A local VNC port in two steps: ``bind()`` before the session is asked for (a busy
@@ -145,9 +152,10 @@ class VNCBridge:
             # raises (and logs a traceback) for a cancelled task: end normally instead.
             log.debug("VNC viewer connection closed by the bridge")
         finally:
-            if stream is not None and stream.reset_reason == "no_display":
-                # The agent runs without a screen (--headless on a server, no $DISPLAY).
-                print(t("remote_no_screen"), file=sys.stderr, flush=True)
+            why = _NO_SCREEN.get(stream.reset_reason or "") if stream is not None else None
+            if why is not None:
+                # No screen to show, and why (agent/services/screen.py's RESET reasons).
+                print(t(why), file=sys.stderr, flush=True)
             if stream is not None and channel.mux.is_open(stream.id):
                 with contextlib.suppress(Exception):
                     await stream.reset("viewer_closed")

@@ -1,7 +1,15 @@
 """The ``rfb`` stream: the live screen (action ``screen``), with input while ``control``
 is in force and clipboard text while ``clipboard`` is (the length of each text crossing
 is reported, never the text). Parameter ``monitor``: serve only that monitor (its
-number, from 1 left to right), else the whole desktop."""
+number, from 1 left to right), else the whole desktop.
+
+RESET reasons, each told to the technician in words of its own (the console's screen
+area, ``enkaku connect``): ``no_display`` (the agent runs without a screen: a server,
+``--display none``), ``screen_format`` (the screen is there but in a form the agent
+cannot show, see ``capture.xformat``; the agent's log says how to change it),
+``screen_failed`` (the screen could not be opened, or stopped while shown: the X server
+or the Wayland compositor went away, the desktop refused; the agent's log says what
+failed). Nothing of the screen's content is in a reason."""
 
 from __future__ import annotations
 
@@ -9,7 +17,9 @@ import asyncio
 import contextlib
 import logging
 
+from enkaku.agent.capture.base import CaptureError, UnsupportedScreen
 from enkaku.agent.clipboard import Clipboard, ClipboardError
+from enkaku.agent.input.base import InputError
 from enkaku.transport.channel import Stream
 from enkaku.transport.errors import SessionEnded
 
@@ -17,9 +27,12 @@ from . import ServiceContext, ServiceSpec
 
 log = logging.getLogger(__name__)
 
-#: RESET reason when the agent has no screen to serve (started with --display none, or
-#: the display went away).
+#: RESET reason when the agent has no screen to serve (started with --display none).
 RESET_NO_DISPLAY = "no_display"
+#: The screen's pixels come in a form the agent cannot show (capture.base.UnsupportedScreen).
+RESET_SCREEN_FORMAT = "screen_format"
+#: The screen could not be opened, or its capture or input failed while it was shown.
+RESET_SCREEN_FAILED = "screen_failed"
 
 
 async def serve(stream: Stream, ctx: ServiceContext) -> None:
@@ -30,10 +43,16 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         return
     try:
         capture = await asyncio.to_thread(ctx.capture_factory)
-        injector = await asyncio.to_thread(ctx.input_factory)
     except Exception as exc:  # the display went away or an extension is missing
         log.warning("cannot serve the screen: %s", exc)
-        await stream.reset(RESET_NO_DISPLAY)
+        await stream.reset(_reason(exc))
+        return
+    try:
+        injector = await asyncio.to_thread(ctx.input_factory)
+    except Exception as exc:
+        log.warning("cannot serve the screen: no input: %s", exc)
+        await asyncio.to_thread(capture.close)
+        await stream.reset(_reason(exc))
         return
     board = await _open_clipboard(ctx)
 
@@ -56,6 +75,10 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         await service.run()
     except (SessionEnded, ConnectionError):
         pass
+    except (CaptureError, InputError) as exc:
+        log.warning("the screen stopped: %s", exc)
+        with contextlib.suppress(Exception):
+            await stream.reset(_reason(exc))
     finally:
         await asyncio.to_thread(injector.close)
         await asyncio.to_thread(capture.close)
@@ -63,6 +86,11 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
             await asyncio.to_thread(board.close)
         with contextlib.suppress(Exception):
             await stream.write_eof()
+
+
+def _reason(exc: BaseException) -> str:
+    """The RESET reason for a screen that cannot be served because of ``exc``."""
+    return RESET_SCREEN_FORMAT if isinstance(exc, UnsupportedScreen) else RESET_SCREEN_FAILED
 
 
 def _monitor(value: object) -> int | None:
