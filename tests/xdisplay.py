@@ -1,4 +1,7 @@
-"""Start and stop private Xvfb displays for tests (stopped by PID, never by name)."""
+"""Start and stop private X servers for tests (stopped by PID, never by name): Xvfb, and
+the X servers customers' machines run that Xvfb is not: Xorg itself (with the dummy
+video driver, as on headless machines and in virtual machines without a screen) and
+TigerVNC's Xvnc (servers whose desktop lives in a VNC session)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ import select
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,18 +39,86 @@ _PIDS: dict[str, int] = {}
 
 @contextmanager
 def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]:
-    """Run a private Xvfb; yields its DISPLAY string (":N") once it accepts clients.
+    """Run a private Xvfb; yields its DISPLAY string (":N") once it accepts clients."""
+    with _x_server(
+        "Xvfb",
+        ["-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp", "-noreset",
+         "+extension", "MIT-SHM", "+extension", "DAMAGE", "+extension", "XTEST"],
+    ) as display:  # fmt: skip
+        yield display
 
-    Xvfb picks a free display number itself and reports it on a pipe (-displayfd) only
-    when it is ready, so parallel runs never race for a number or connect too early.
-    """
-    if shutil.which("Xvfb") is None:
-        raise RuntimeError("Xvfb is not installed: run scripts/bootstrap")
+
+#: Xorg's configuration for the dummy video driver: one screen of the size asked, a
+#: mode of that size, no input devices (the agent's input goes through XTEST).
+_XORG_DUMMY = """\
+Section "ServerFlags"
+    Option "AutoAddDevices" "false"
+    Option "AutoEnableDevices" "false"
+    Option "DontVTSwitch" "true"
+EndSection
+Section "Device"
+    Identifier "dummy"
+    Driver "dummy"
+    VideoRam 256000
+EndSection
+Section "Monitor"
+    Identifier "monitor"
+    HorizSync 5.0-1000.0
+    VertRefresh 5.0-200.0
+    Modeline "{w}x{h}" {clock:.2f} {w} {w1} {w2} {w3} {h} {h1} {h2} {h3}
+EndSection
+Section "Screen"
+    Identifier "screen"
+    Device "dummy"
+    Monitor "monitor"
+    DefaultDepth 24
+    SubSection "Display"
+        Depth 24
+        Modes "{w}x{h}"
+        Virtual {w} {h}
+    EndSubSection
+EndSection
+"""
+
+
+@contextmanager
+def xorg(width: int = 1024, height: int = 768) -> Iterator[str]:
+    """Run a private Xorg with the dummy video driver (packages xserver-xorg-core and
+    xserver-xorg-video-dummy); yields its DISPLAY once it accepts clients. Needs root,
+    as Xorg does outside a console login."""
+    with tempfile.TemporaryDirectory(prefix="enkaku-xorg-") as tmp:
+        conf = Path(tmp) / "xorg.conf"
+        w1, w2, w3 = width + 48, width + 80, width + 160
+        h1, h2, h3 = height + 1, height + 4, height + 30  # not "reduced blanking"
+        clock = w3 * h3 * 60 / 1e6
+        conf.write_text(_XORG_DUMMY.format(
+            w=width, h=height, w1=w1, w2=w2, w3=w3, h1=h1, h2=h2, h3=h3, clock=clock,
+        ))  # fmt: skip
+        args = ["-config", str(conf), "-logfile", str(Path(tmp) / "xorg.log"), "-noreset",
+                "-nolisten", "tcp", "-novtswitch", "-sharevts"]  # fmt: skip
+        with _x_server("Xorg", args) as display:
+            yield display
+
+
+@contextmanager
+def xvnc(width: int = 1024, height: int = 768) -> Iterator[str]:
+    """Run a private TigerVNC Xvnc (package tigervnc-standalone-server), its own VNC
+    port off: yields its DISPLAY once it accepts clients."""
+    args = ["-geometry", f"{width}x{height}", "-depth", "24", "-rfbport", "-1",
+            "-SecurityTypes", "None", "-nolisten", "tcp", "-noreset"]  # fmt: skip
+    with _x_server("Xtigervnc", args) as display:
+        yield display
+
+
+@contextmanager
+def _x_server(program: str, args: list[str]) -> Iterator[str]:
+    """Run an X server that reports its display number on a pipe (-displayfd) only when
+    it is ready, so parallel runs never race for a number or connect too early."""
+    if shutil.which(program) is None:
+        raise RuntimeError(f"{program} is not installed: run scripts/bootstrap")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x{depth}",
-         "-nolisten", "tcp", "-noreset", "+extension", "MIT-SHM", "+extension", "DAMAGE",
-         "+extension", "XTEST"],
+        [program, "-displayfd", str(write_fd), *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,),
     )  # fmt: skip
     os.close(write_fd)
@@ -56,7 +129,7 @@ def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]
             ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(read_fd, 16) if ready else b""
             if not chunk:
-                raise RuntimeError("Xvfb did not start (no display number reported)")
+                raise RuntimeError(f"{program} did not start (no display number reported)")
             number += chunk
     except BaseException:
         stop(proc)
@@ -96,12 +169,12 @@ def _wait_accepting(display: str, proc: subprocess.Popen[Any]) -> None:
             x11.XCloseDisplay(dpy)
             return
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"Xvfb reported {display} but no client can open it")
+            raise RuntimeError(f"the X server reported {display} but no client can open it")
         time.sleep(0.05)
 
 
 def xvfb_pid(display: str) -> int:
-    """The PID of the Xvfb that xvfb() started for ``display``."""
+    """The PID of the X server that xvfb(), xorg() or xvnc() started for ``display``."""
     return _PIDS[display]
 
 
