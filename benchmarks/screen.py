@@ -20,8 +20,9 @@ by default; ``bridge`` also works) against wayvnc (``--max-fps 60``, the agent's
 cap; wayvnc's default is 30); ``disp%`` is then sway's CPU, and grim is the truth of the
 pixel check. Needs sway, foot, grim, wayvnc and pywayland.
 
-One Xvfb 1920x1080x24 (gradient wallpaper, one xterm running ``cat``) serves every server
-in turn: the agent's ``RFBService`` on loopback TCP (``benchmarks.rfb_direct``: no
+One Xvfb 1920x1080x24 (gradient wallpaper, one xterm running ``cat``; ``--x-server xorg``:
+a real Xorg with the dummy video driver instead, its CPU in the ``Xvfb`` column) serves
+every server in turn: the agent's ``RFBService`` on loopback TCP (``benchmarks.rfb_direct``: no
 authentication, no encryption, 127.0.0.1 only), ``x11vnc`` and ``X0tigervnc`` (Debian's
 ``tigervnc-scraping-server``; its ``x0vncserver`` wrapper daemonizes, so the binary itself
 is run). ``--before REV`` adds the agent as of git revision REV (``git archive`` of ``src/``
@@ -121,7 +122,7 @@ from typing import Any
 import numpy as np
 import psutil
 from tests.protocol.rfb.decoders import Decoder, read_compact_length, tpixel_is_rgb
-from tests.xdisplay import x_env, xvfb, xvfb_pid
+from tests.xdisplay import x_env, xorg, xvfb, xvfb_pid
 
 from benchmarks.screen_apps import (
     DRAG_BOX,
@@ -1143,7 +1144,8 @@ def x11_run(
     top, bottom = np.array([0x1D, 0x35, 0x57]), np.array([0xA8, 0xDA, 0xDC])
     grad = np.broadcast_to((top + (bottom - top) * ramp).astype(np.uint8), (HEIGHT, WIDTH, 3))
     Image.fromarray(np.ascontiguousarray(grad)).save(wall)
-    with xvfb(WIDTH, HEIGHT) as display:
+    x_server = xorg if args.x_server == "xorg" else xvfb
+    with x_server(WIDTH, HEIGHT) as display:
         desk = Desktop(display, tmp, logs)
         subprocess.run(["display", "-window", "root", str(wall)], env=x_env(display),
                        capture_output=True, timeout=30, check=False)  # fmt: skip
@@ -1378,6 +1380,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=0, help="the servers' port (default: a free one)")
     p.add_argument("--out", default=None, help="STEM: writes STEM.txt and STEM.json")
     p.add_argument("--note", default="", help="a line for the header (e.g. the git revision)")
+    p.add_argument(
+        "--x-server", choices=("xvfb", "xorg"), default="xvfb",
+        help="the X server of the X11 run: Xvfb, or Xorg with the dummy video driver (as "
+        "on a headless machine; needs root, xserver-xorg-video-dummy)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     if a.wayland and "--paths" not in " ".join(argv):
         a.paths = "direct"
