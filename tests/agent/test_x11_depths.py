@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -100,6 +101,23 @@ def show_noise(display: str, tmp_path: Path, w: int, h: int, seed: int) -> None:
     set_root_image(display, tmp_path / "noise.png")
 
 
+def assert_captures(cap: X11Capture, use_shm: bool, expected: npt.NDArray[np.uint8]) -> None:
+    """The 320×200 screen's grab is ``expected`` (R, G, B) with the X bytes clear, as the
+    RFB layer wants, and rectangles of odd widths (rows the server pads to 32 bits) grab
+    the same pixels, as copies and as views."""
+    frame = cap.grab()
+    assert cap.uses_shm is use_shm
+    assert frame.shape == (200, 320, 4) and frame.flags.c_contiguous
+    np.testing.assert_array_equal(frame[..., 2::-1], expected)
+    assert not frame[..., 3].any()
+    rects = [Rect(3, 5, 33, 7), Rect(100, 60, 1, 9), Rect(0, 0, 320, 1), Rect(301, 190, 19, 10)]
+    for grab in (cap.grab_rects, cap.grab_rects_shared):
+        parts = grab(rects)
+        assert parts is not None
+        for r, part in zip(rects, parts, strict=True):
+            np.testing.assert_array_equal(part, frame[r.y : r.y + r.h, r.x : r.x + r.w])
+
+
 @pytest.mark.x11
 @pytest.mark.parametrize("depth", sorted(DEPTHS))
 @pytest.mark.parametrize("use_shm", [True, False], ids=["shm", "xgetimage"])
@@ -112,18 +130,7 @@ def test_a_deep_or_shallow_screen_is_captured_as_xwd_reads_it(
         assert (bpp, *masks) == DEPTHS[depth]
         assert len(np.unique(values)) > 1000  # the noise is there, not a blank root
         expected = widened(values, tuple(masks))  # type: ignore[arg-type]
-        frame = cap.grab()
-        assert cap.uses_shm is use_shm
-        assert frame.shape == (200, 320, 4) and frame.flags.c_contiguous
-        np.testing.assert_array_equal(frame[..., 2::-1], expected)
-        assert not frame[..., 3].any()  # the X bytes are clear, as the RFB layer wants
-        # Rectangles of odd widths: 16-bit rows are padded to 32 bits by the server.
-        rects = [Rect(3, 5, 33, 7), Rect(100, 60, 1, 9), Rect(0, 0, 320, 1), Rect(301, 190, 19, 10)]
-        for grab in (cap.grab_rects, cap.grab_rects_shared):
-            parts = grab(rects)
-            assert parts is not None
-            for r, part in zip(rects, parts, strict=True):
-                np.testing.assert_array_equal(part, frame[r.y : r.y + r.h, r.x : r.x + r.w])
+        assert_captures(cap, use_shm, expected)
 
 
 @pytest.mark.x11
@@ -187,6 +194,30 @@ async def test_vncdotool_sees_the_screen_as_x11vnc_shows_it(depth: int, tmp_path
     np.testing.assert_array_equal(ours_rgb, expected)
 
 
+@contextlib.asynccontextmanager
+async def served(
+    cap: X11Capture, pf: PixelFormat, encoding: int
+) -> AsyncIterator[tuple[Pipe, Decoder]]:
+    """An RFBService on ``cap`` and the test suite's decoder as its viewer, asking for
+    ``pf`` pixels in ``encoding``, once it has the first whole picture."""
+    pipe = Pipe()
+    service = RFBService(cap, RecordingInjector(), pipe.read, pipe.write, name="depths")
+    task = asyncio.create_task(service.run())
+    try:
+        init = await pipe.handshake()
+        w, h = struct.unpack_from("!HH", init)
+        dec = Decoder(w, h, pf)
+        await pipe.to_server.put(set_pixel_format(pf))
+        await pipe.to_server.put(set_encodings(encoding))
+        await pipe.to_server.put(update_request(False, 0, 0, w, h))
+        await pipe.receive(dec, lambda: len(dec.updates) >= 1, 30)
+        yield pipe, dec
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 @pytest.mark.x11
 @pytest.mark.parametrize("encoding", [Encoding.ZRLE, Encoding.RAW])
 async def test_a_16_bit_viewer_gets_the_screens_own_values(encoding: int, tmp_path: Path) -> None:
@@ -194,21 +225,8 @@ async def test_a_16_bit_viewer_gets_the_screens_own_values(encoding: int, tmp_pa
     with xvfb(320, 200, depth=16) as display, X11Capture(display) as cap:
         show_noise(display, tmp_path, 320, 200, seed=9)
         values, _ = raw_root(display)
-        pipe = Pipe()
-        service = RFBService(cap, RecordingInjector(), pipe.read, pipe.write, name="d16")
-        task = asyncio.create_task(service.run())
-        try:
-            init = await pipe.handshake()
-            w, h = struct.unpack_from("!HH", init)
-            dec = Decoder(w, h, rgb565)
-            await pipe.to_server.put(set_pixel_format(rgb565))
-            await pipe.to_server.put(set_encodings(encoding))
-            await pipe.to_server.put(update_request(False, 0, 0, w, h))
-            await pipe.receive(dec, lambda: len(dec.updates) >= 1, 30)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with served(cap, rgb565, encoding) as (_pipe, dec):
+            pass
     assert len(np.unique(values)) > 1000
     np.testing.assert_array_equal(dec.fb, values)
 
@@ -321,17 +339,7 @@ def test_an_8_bit_colour_mapped_screen_is_captured_as_xwd_reads_it(
         assert bpp == 8 and not any(masks)
         assert len(np.unique(values)) > 100  # the noise, dithered into the colour map
         expected = root_rgb(display)
-        frame = cap.grab()
-        assert cap.uses_shm is use_shm
-        assert frame.shape == (200, 320, 4) and frame.flags.c_contiguous
-        np.testing.assert_array_equal(frame[..., 2::-1], expected)
-        assert not frame[..., 3].any()
-        rects = [Rect(3, 5, 33, 7), Rect(100, 60, 1, 9), Rect(0, 0, 320, 1), Rect(301, 190, 19, 10)]
-        for grab in (cap.grab_rects, cap.grab_rects_shared):
-            parts = grab(rects)
-            assert parts is not None
-            for r, part in zip(rects, parts, strict=True):
-                np.testing.assert_array_equal(part, frame[r.y : r.y + r.h, r.x : r.x + r.w])
+        assert_captures(cap, use_shm, expected)
 
 
 class ColourCell:
@@ -395,19 +403,10 @@ async def test_a_colour_map_change_reaches_an_idle_viewer() -> None:
     with xvfb(160, 120, depth=8) as display, X11Capture(display) as cap:
         cell = ColourCell(display, where)
         try:
-            pipe = Pipe()
-            service = RFBService(cap, RecordingInjector(), pipe.read, pipe.write, name="d8")
-            task = asyncio.create_task(service.run())
-            try:
-                init = await pipe.handshake()
-                w, h = struct.unpack_from("!HH", init)
-                dec = Decoder(w, h, NATIVE)
-                await pipe.to_server.put(set_encodings(Encoding.RAW))
-                await pipe.to_server.put(update_request(False, 0, 0, w, h))
-                await pipe.receive(dec, lambda: len(dec.updates) >= 1, 30)
+            async with served(cap, NATIVE, Encoding.RAW) as (pipe, dec):
                 assert window_colour(dec, where) == 0xFF0000
                 outside = dec.fb.copy()
-                await pipe.to_server.put(update_request(True, 0, 0, w, h))
+                await pipe.to_server.put(update_request(True, 0, 0, dec.width, dec.height))
                 await asyncio.sleep(0.3)  # the service is waiting for damage now
                 await asyncio.to_thread(cell.set, 0, 0xFFFF, 0)
                 await pipe.receive(dec, lambda: len(dec.updates) >= 2, 30)
@@ -416,10 +415,6 @@ async def test_a_colour_map_change_reaches_an_idle_viewer() -> None:
                 inside = np.zeros(dec.fb.shape, bool)
                 inside[where.y : where.y + where.h, where.x : where.x + where.w] = True
                 np.testing.assert_array_equal(dec.fb[~inside], outside[~inside])
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
         finally:
             cell.close()
 

@@ -18,6 +18,7 @@ from tests.e2e.test_terms import TERMS_V1, only_agent_id, publish
 from tests.xdisplay import xvfb, xvfb_pid
 
 from .conftest import connect, sign_in, wait_connected
+from .test_screen import open_session, wait_screen
 
 pytestmark = pytest.mark.e2e
 
@@ -111,12 +112,8 @@ def test_a_computer_without_a_screen_keeps_the_tools(cworld: World, page: Any) -
 @pytest.mark.x11
 def test_a_screen_that_goes_away_says_so_and_keeps_the_tools(cworld: World, page: Any) -> None:
     with xvfb(640, 480) as display:
-        agent = cworld.agent(display, "agent", "allow")
-        creds = agent.next_line(60, event="credentials")
-        sign_in(page, cworld)
-        connect(page, creds["agent_id"], creds["password"])
-        wait_connected(page)
-        page.wait_for_selector("#screen canvas")
+        agent, _creds = open_session(page, cworld, display)
+        wait_screen(page)
         assert page.is_hidden("#screen-notice")
         os.kill(xvfb_pid(display), signal.SIGKILL)  # the customer's X server dies
         page.wait_for_selector("#screen-notice:not([hidden])")

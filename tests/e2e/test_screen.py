@@ -48,6 +48,15 @@ def bridge(world: World, display: str) -> tuple[int, str, Proc]:
     return int(port), creds["password"], tech
 
 
+def captured_exactly(port: int, display: str, tmp_path: Path) -> bool:
+    """Whether vncdotool's capture through ``port`` equals the X server's own image of
+    ``display`` (xwd)."""
+    shot = tmp_path / "capture.png"
+    vncdo(port, "capture", str(shot))
+    got = np.asarray(Image.open(shot).convert("RGB"))
+    return bool(np.array_equal(got, xwd_root(display)))
+
+
 def test_vncdotool_types_a_command_and_captures_the_exact_screen(
     inproc: tuple[World, InProcessServer],
     desktop: tuple[str, Path],
@@ -63,14 +72,7 @@ def test_vncdotool_types_a_command_and_captures_the_exact_screen(
     out = work / "result.txt"
     wait_for(lambda: out.exists() and out.read_text() == f"{secret_text}\n", 30, "typed command")
     # vncdotool's capture against the X server's own image of the screen.
-    shot = tmp_path / "capture.png"
-
-    def same() -> bool:
-        vncdo(port, "capture", str(shot))
-        got = np.asarray(Image.open(shot).convert("RGB"))
-        return bool(np.array_equal(got, xwd_root(display)))
-
-    wait_for(same, 30, "a capture equal to the screen")
+    wait_for(lambda: captured_exactly(port, display, tmp_path), 30, "a capture equal to the screen")
     # The relay carried the whole session and never any of it in the clear.
     frames = [data for _s, _r, data in server.relayed]
     assert sum(len(f) for f in frames) > 10_000

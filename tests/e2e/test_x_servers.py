@@ -18,19 +18,17 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from enkaku.agent.capture.base import Rect
 from enkaku.protocol.rfb import Encoding
 from tests.agent.test_monitors import viewer, xrandr
 from tests.agent.test_rfbservice import RecordingInjector
 from tests.agent.test_x11_compositor import move
-from tests.xdisplay import wait_window, x_client, xorg, xvnc, xwd_root
+from tests.xdisplay import wait_window, x_client, xorg, xvnc
 
 from .harness import InProcessServer, World, wait_for, xterm_on
-from .test_screen import bridge, vncdo
+from .test_screen import bridge, captured_exactly, vncdo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.x11]
 
@@ -71,14 +69,7 @@ def test_vncdotool_types_and_captures_the_exact_screen(
     vncdo(port, "move", "100", "100", "type", "echo enkaku-on-this-x > result.txt", "key", "enter")
     out = work / "result.txt"
     wait_for(lambda: out.exists() and out.read_text() == "enkaku-on-this-x\n", 30, "typed command")
-    shot = tmp_path / "capture.png"
-
-    def same() -> bool:
-        vncdo(port, "capture", str(shot))
-        got = np.asarray(Image.open(shot).convert("RGB"))
-        return bool(np.array_equal(got, xwd_root(display)))
-
-    wait_for(same, 30, "a capture equal to the screen")
+    wait_for(lambda: captured_exactly(port, display, tmp_path), 30, "a capture equal to the screen")
     tech.signal(2)  # SIGINT
     assert tech.wait(30) == 0
 
