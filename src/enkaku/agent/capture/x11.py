@@ -252,6 +252,10 @@ class X11Capture:
         if visual.c_class == x11lib.TRUE_COLOR:
             return 0
         self._entries = max(1, min(256, visual.map_entries))
+        # The query's entries, pixel values set once: each read fills in their colours.
+        self._defs = (x11lib.XColor * 256)()
+        for i in range(256):
+            self._defs[i].pixel = i
         colormap = int(x11.XDefaultColormap(self._conn.dpy, self._conn.screen))
         self._colours = self._read_colours(colormap)
         return colormap
@@ -259,9 +263,7 @@ class X11Capture:
     def _read_colours(self, colormap: int) -> npt.NDArray[np.uint32]:
         """The colour map's entries as :func:`.xformat.palette` words (one round trip);
         pixel values past its entries read as black."""
-        defs = (x11lib.XColor * 256)()
-        for i in range(256):
-            defs[i].pixel = i
+        defs = self._defs
         self._conn.x11.XQueryColors(self._conn.dpy, colormap, defs, self._entries)
         self._conn.check()
         raw = np.frombuffer(ctypes.string_at(defs, ctypes.sizeof(defs)), dtype=np.dtype(
@@ -278,8 +280,9 @@ class X11Capture:
         if not self._colormap:
             return
         colours = self._read_colours(self._colormap)
-        if self._colours is None or not np.array_equal(colours, self._colours):
-            self._colours_changed = self._colours is not None
+        assert self._colours is not None  # read at set-up on a colour-mapped screen
+        if not np.array_equal(colours, self._colours):
+            self._colours_changed = True
             self._colours = colours
 
     @property
