@@ -1,7 +1,7 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan]
+[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan,dashboard]
 [--paths direct,bridge,relay]
 [--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
 
@@ -80,8 +80,11 @@ end (``benchmarks.screen_apps``);
 ``dialogs``: a static Tk application window over which message dialogs (icon, Japanese and
 English text, buttons) open and close at seeded places, 4 a second; ``pan``: a map-like
 Tk canvas (1000x700, Japanese and English labels) panned diagonally inside its window,
-30 steps a second along windiag's path (X11 only, the last three). The default
-``--workloads`` is idle, text, jlog, winmove and image.
+30 steps a second along windiag's path; ``dashboard``: a monitoring page in Chromium
+(1280x900) that animates in small places far apart, as web applications do: a spinner and
+a progress bar 30 steps a second, a line chart 10, metric cards and a log table (a new row
+at its top) 2, a clock 1 (X11 only, the last four). The default ``--workloads`` is idle,
+text, jlog, winmove and image.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
@@ -90,8 +93,8 @@ Raw (lossless); ``tight-lossless`` = ``tight`` without a quality level.
 Prints a table per server and the ratios of every ``enkaku*`` server to each peer;
 writes STEM.txt and STEM.json (``--out``, default ``benchmarks/results/DATE-screen``).
 Needs xvfb, xterm, xdotool, imagemagick (``display`` sets the wallpaper), x11vnc,
-tigervnc-scraping-server, fonts-noto-cjk, chromium for ``browser`` (Debian packages) and
-the venv (numpy, pillow, psutil, tkinter).
+tigervnc-scraping-server, fonts-noto-cjk, chromium for ``browser`` and ``dashboard``
+(Debian packages) and the venv (numpy, pillow, psutil, tkinter).
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ from benchmarks.screen_apps import (
     DRAG_SIZE,
     browser_page,
     chromium_cmd,
+    dashboard_page,
     drag_path,
     drag_text,
     remove_profile,
@@ -165,9 +169,10 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 #: one on expose, a step later, so a greedy client sees more updates than that).
 CHANGE_RATE = {
     "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "windiag": 30.0, "image": 10.0,
-    "browser": 30.0, "dialogs": 8.0, "pan": 30.0,
+    "browser": 30.0, "dialogs": 8.0, "pan": 30.0, "dashboard": 30.0,
 }  # fmt: skip
-X11_ONLY = {"browser", "dialogs", "pan"}
+X11_ONLY = {"browser", "dialogs", "pan", "dashboard"}
+BROWSER_PAGES = {"browser", "dashboard"}
 LOSSLESS = {"zrle", "tight-lossless"}
 PEERS = ("x11vnc", "x0vncserver", "wayvnc")
 #: Seconds between one client connection and the next: the agent frees a connection's
@@ -590,9 +595,12 @@ class Desktop:
             folder = self.tmp / "images"
             procs.append(spawn(self.me("_imageshow", "--fps", "10", "--seconds", secs,
                                        str(folder)), self.display, **run))  # fmt: skip
-        elif name == "browser":
+        elif name in BROWSER_PAGES:
             # A throw-away profile per start; the browser's processes share its session.
-            page = browser_page(self.tmp, seconds + 5)
+            if name == "browser":
+                page = browser_page(self.tmp, seconds + 5)
+            else:
+                page = dashboard_page(self.tmp, seconds + 5)
             profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=self.tmp))
             groups.append(spawn(chromium_cmd(page, profile), self.display,
                                 self.logs / "chromium.log"))  # fmt: skip
@@ -606,11 +614,11 @@ class Desktop:
             raise SystemExit(f"unknown workload {name}")
         title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage",
                  "browser": "benchbrowser", "dialogs": "benchdialogs",
-                 "pan": "benchpan"}.get(name)  # fmt: skip
+                 "pan": "benchpan", "dashboard": "benchdash"}.get(name)  # fmt: skip
         try:
             if title and name in X11_ONLY:
                 # The page sets its title only once it has loaded and starts to scroll.
-                wait_window(title, env, 60 if name == "browser" else 30)
+                wait_window(title, env, 60 if name in BROWSER_PAGES else 30)
             elif title:
                 subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name",
                                 f"^{title}$"], env=env, capture_output=True, timeout=30,
@@ -1077,7 +1085,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     default_peers = "wayvnc" if args.wayland else "x11vnc,x0vncserver"
     tools += [peer_tools[p] for p in split(default_peers if args.peers is None else args.peers)
               if p in peer_tools]  # fmt: skip
-    if "browser" in split(args.workloads):
+    if BROWSER_PAGES & set(split(args.workloads)):
         tools.append("chromium")
     if args.wayland and X11_ONLY & set(split(args.workloads)):
         raise SystemExit(f"--wayland: {', '.join(sorted(X11_ONLY))} run on X11 only")

@@ -1,5 +1,5 @@
-"""Application workloads of ``benchmarks/screen.py``: a browser and dialogs on Xvfb, a
-window dragged diagonally on Xvfb and on sway.
+"""Application workloads of ``benchmarks/screen.py``: a browser page, a web dashboard and
+dialogs on Xvfb, a window dragged diagonally on Xvfb and on sway.
 
 * ``browser``: Debian's Chromium (``/usr/bin/chromium``, never a downloaded one) as an
   app window of a fixed size and place, showing a generated local page (seeded: Japanese
@@ -30,6 +30,13 @@ window dragged diagonally on Xvfb and on sway.
   dy both non-zero and varied, back and forth): what a map, a drawing or a zoomed page
   does inside one window, which no X event names.
 
+* ``dashboard``: Debian's Chromium as for ``browser``, showing a monitoring page
+  (``dashboard_page``): a header with a spinner and a clock, six metric cards, a progress
+  bar, a line chart of three series and a log table, in Japanese and English. Small
+  changes far apart on every step (Chromium reports the bounding box of what it drew:
+  the spinner and the bar are one damaged box of 1000×186 px), from a seeded generator on
+  one clock, so every server sees the same pixels.
+
 All stay clear of the base xterm (top left), where the latency keys go.
 """
 
@@ -39,6 +46,7 @@ import base64
 import html
 import io
 import itertools
+import json
 import os
 import random
 import shutil
@@ -193,6 +201,161 @@ window.addEventListener("load", () => requestAnimationFrame(() => {{
     path = folder / "page.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+DASHBOARD_RATE = 30.0  # the spinner's and the progress bar's steps per second
+
+
+def dashboard_page(folder: Path, seconds: float, seed: int = 23) -> Path:
+    """Write the dashboard page (a monitoring screen that animates in several small
+    places, as web applications do) and return its path. Every change is a step of one
+    clock, ``DASHBOARD_RATE`` a second, from a seeded generator, so each server sees the
+    same pixels: a spinner turns 12 degrees and a progress bar grows a step every step; a
+    line chart of three series shifts by one sample every third step; six metric cards
+    change their values and a log table gains a row at its top (the others pushed down)
+    every fifteenth; a clock ticks every thirtieth. The page stops changing after
+    ``seconds``."""
+    cards = "".join(
+        f'<div class="card"><div class="label">{ja} / {en}</div>'
+        f'<div class="value" id="v{i}">-</div></div>'
+        for i, (ja, en) in enumerate([
+            ("CPU 使用率", "CPU"), ("メモリ", "Memory"), ("ディスク", "Disk"),
+            ("接続数", "Sessions"), ("応答時間", "Latency"), ("エラー", "Errors"),
+        ])
+    )  # fmt: skip
+    messages = [
+        (ja, en)
+        for ja, en in zip(JA_SENTENCES, [
+            "Customer consent is required.", "Screen sharing started.",
+            "The transfer is encrypted.", "Restart the application.",
+            "This cannot be undone.", "Quality lowered on a slow link.",
+            "Monthly records are ready.", "Keys go to the remote computer.",
+            "The certificate expires soon.", "Backup finished.", "Printer driver updated.",
+            "Contact the support desk.",
+        ], strict=True)
+    ]  # fmt: skip
+    rows = ",".join(f"[{_js(ja)},{_js(en)}]" for ja, en in messages)
+    page = f"""<!DOCTYPE html>
+<html lang="ja" translate="no"><head><meta charset="utf-8">
+<meta name="google" content="notranslate"><title>loading</title>
+<style>
+body {{ margin: 0; font: 14px/1.5 "Noto Sans CJK JP", sans-serif; color: #1e2a36;
+        background: #eef1f5; }}
+header {{ display: flex; align-items: center; gap: 16px; padding: 10px 20px;
+          background: #1d3557; color: #fff; font-size: 18px; }}
+header .clock {{ margin-left: auto; font: 16px "DejaVu Sans Mono", monospace; }}
+.cards {{ display: grid; grid-template-columns: repeat(6, 1fr); gap: 12px;
+          padding: 14px 20px 0; }}
+.card {{ background: #fff; border-radius: 8px; padding: 10px 14px;
+         box-shadow: 0 1px 3px rgba(0,0,0,.15); }}
+.card .label {{ color: #5c6b7a; font-size: 12px; }}
+.card .value {{ font-size: 26px; font-weight: bold; color: #1d3557; }}
+.panel {{ margin: 14px 20px 0; background: #fff; border-radius: 8px; padding: 10px 14px;
+          box-shadow: 0 1px 3px rgba(0,0,0,.15); }}
+.bar {{ height: 12px; background: #dde3ea; border-radius: 6px; overflow: hidden; }}
+.bar div {{ height: 100%; width: 0; background: linear-gradient(90deg, #457b9d, #2a9d8f); }}
+table {{ width: 100%; border-collapse: collapse; }}
+td {{ padding: 3px 8px; border-bottom: 1px solid #e3e7ec; white-space: nowrap; }}
+td.t {{ font-family: "DejaVu Sans Mono", monospace; color: #5c6b7a; width: 90px; }}
+</style></head><body>
+<header><canvas id="spin" width="28" height="28"></canvas>
+<span>サーバー監視 / Server monitor</span><span class="clock" id="clock">--:--:--</span>
+</header>
+<div class="cards">{cards}</div>
+<div class="panel"><div>同期の進捗 / Sync progress</div>
+<div class="bar"><div id="bar"></div></div></div>
+<div class="panel"><canvas id="chart" width="1200" height="260"></canvas></div>
+<div class="panel"><table id="log"></table></div>
+<script>
+const RATE = {DASHBOARD_RATE}, PERIOD = 1000 / RATE, SECONDS = {seconds:.1f}, SEED = {seed};
+const MESSAGES = [{rows}];
+let s = SEED >>> 0;
+function rnd() {{  // mulberry32: the same numbers in every run
+  s = (s + 0x6D2B79F5) >>> 0; let t = s;
+  t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}}
+const spin = document.getElementById("spin").getContext("2d");
+const chart = document.getElementById("chart").getContext("2d");
+const series = [[], [], []], COLOURS = ["#e63946", "#457b9d", "#2a9d8f"], SAMPLES = 120;
+for (const line of series) {{ let v = 50; for (let i = 0; i < SAMPLES; i++) line.push(v); }}
+const log = document.getElementById("log");
+for (let i = 0; i < 12; i++) log.insertRow(-1).innerHTML = "<td></td><td></td>";
+function two(n) {{ return String(n).padStart(2, "0"); }}
+function clock(seconds) {{  // the page's time: 10:00:00 at its start
+  const t = 36000 + seconds;
+  return `${{two(Math.floor(t / 3600) % 24)}}:${{two(Math.floor(t / 60) % 60)}}:${{two(t % 60)}}`;
+}}
+function drawSpinner(n) {{
+  spin.clearRect(0, 0, 28, 28);
+  spin.lineWidth = 4; spin.strokeStyle = "#a8dadc";
+  spin.beginPath(); spin.arc(14, 14, 10, 0, 2 * Math.PI); spin.stroke();
+  spin.strokeStyle = "#ffffff"; spin.beginPath();
+  const a = n * Math.PI / 15; spin.arc(14, 14, 10, a, a + 1.6); spin.stroke();
+}}
+function drawChart() {{
+  chart.fillStyle = "#fff"; chart.fillRect(0, 0, 1200, 260);
+  chart.strokeStyle = "#e3e7ec"; chart.lineWidth = 1;
+  for (let y = 40; y <= 240; y += 40) {{
+    chart.beginPath(); chart.moveTo(40, y + 0.5); chart.lineTo(1190, y + 0.5); chart.stroke();
+  }}
+  chart.fillStyle = "#5c6b7a"; chart.font = "11px 'DejaVu Sans'";
+  for (let y = 40, v = 100; y <= 240; y += 40, v -= 20) chart.fillText(String(v), 8, y + 4);
+  series.forEach((line, k) => {{
+    chart.strokeStyle = COLOURS[k]; chart.lineWidth = 2; chart.beginPath();
+    line.forEach((v, i) => {{
+      const x = 40 + i * 1150 / (SAMPLES - 1), y = 240 - v * 2;
+      if (i) chart.lineTo(x, y); else chart.moveTo(x, y);
+    }});
+    chart.stroke();
+  }});
+}}
+function step(n) {{
+  drawSpinner(n);
+  document.getElementById("bar").style.width = ((n % 300) / 3).toFixed(2) + "%";
+  if (n % 3 === 0) {{
+    for (const line of series) {{
+      const last = line[line.length - 1];
+      line.shift(); line.push(Math.max(5, Math.min(95, last + (rnd() - 0.5) * 12)));
+    }}
+    drawChart();
+  }}
+  if (n % 15 === 0) {{
+    ["%", " GB", "%", "", " ms", ""].forEach((unit, i) => {{
+      const v = i === 1 ? (4 + rnd() * 12).toFixed(1) : Math.floor(rnd() * (i === 3 ? 400 : 100));
+      document.getElementById("v" + i).textContent = v + unit;
+    }});
+    const [ja, en] = MESSAGES[Math.floor(rnd() * MESSAGES.length)];
+    const row = log.insertRow(0);
+    row.innerHTML = `<td class="t">${{clock(Math.floor(n / RATE))}}</td><td>${{ja}} / ${{en}}</td>`;
+    log.deleteRow(-1);
+  }}
+  if (n % RATE === 0) document.getElementById("clock").textContent = clock(n / RATE);
+}}
+let t0 = 0, last = 0;
+function tick() {{
+  const n = Math.floor((performance.now() - t0) / PERIOD);
+  if (n * PERIOD > SECONDS * 1000) return;
+  while (last < n) step(++last);  // a late timer catches up: every run draws the same
+  setTimeout(tick, Math.max(1, t0 + (n + 1) * PERIOD - performance.now()));
+}}
+window.addEventListener("load", () => requestAnimationFrame(() => {{
+  step(0);
+  document.title = "benchdash";
+  t0 = performance.now();
+  setTimeout(tick, PERIOD);
+}}));
+</script>
+</body></html>
+"""
+    path = folder / "dashboard.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _js(text: str) -> str:
+    """``text`` as a JavaScript string literal (HTML-escaped: it is put into cells)."""
+    return json.dumps(html.escape(text), ensure_ascii=False)
 
 
 def chromium_cmd(page: Path, profile: Path) -> list[str]:

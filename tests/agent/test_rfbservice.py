@@ -1198,6 +1198,48 @@ def test_diff_box_bounds_the_changes() -> None:
     assert _diff_box(diff) == Rect(4, 7, 27, 14)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_changed_boxes_cover_every_change_once_and_little_else(seed: int) -> None:
+    """Every changed cell is in exactly one box, the boxes stay in the mask and are
+    tight (each box's edge rows and columns hold a change), and at most ``SPLIT_MAX``."""
+    from enkaku.agent.rfbservice import SPLIT_MAX, changed_boxes
+
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(1, 300)), int(rng.integers(1, 400))
+    diff = np.zeros((h, w), dtype=bool)
+    for _ in range(int(rng.integers(0, 40 if seed % 4 else 400))):  # some with very many
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        diff[y : y + int(rng.integers(1, 30)), x : x + int(rng.integers(1, 60))] = True
+    boxes = changed_boxes(diff)
+    assert len(boxes) <= SPLIT_MAX
+    covered = np.zeros((h, w), dtype=np.int32)
+    for b in boxes:
+        assert b.w > 0 and b.h > 0 and b.x >= 0 and b.y >= 0 and b.x + b.w <= w and b.y + b.h <= h
+        inside = diff[b.y : b.y + b.h, b.x : b.x + b.w]
+        assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+        covered[b.y : b.y + b.h, b.x : b.x + b.w] += 1
+    assert (covered <= 1).all()
+    assert (covered[diff] == 1).all()
+    assert not boxes if not diff.any() else boxes
+
+
+def test_changes_far_apart_in_one_damaged_box_go_out_apart() -> None:
+    """An application that reports its drawing's bounding box (Chromium: a spinner in
+    its header, a progress bar below) is sent what changed, not the box; the kept frame
+    is exact."""
+    screen = np.full((400, 800, 4), 240, dtype=np.uint8)
+    screen[300:312, 20:700, :3] = (200, 180, 160)  # the progress bar's track
+    capture, service = _damage_step_service(screen)
+    after = screen.copy()
+    after[10:38, 30:58, :3] = sample_image(28, 28, 4)[..., :3]  # the spinner's new step
+    after[300:312, 400:404, :3] = (90, 120, 60)  # the bar grew by 4 px
+    capture.image = after
+    assert service._grab_damage([Rect(20, 10, 700, 302)]) == []
+    spinner, bar = Rect(30, 10, 28, 28), Rect(400, 300, 4, 12)
+    assert sorted(service._damage, key=lambda r: r.y) == [spinner, bar]
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+
 def test_row_hashes_of_a_view_match_a_copy_and_tell_rows_apart() -> None:
     from enkaku.agent.rfbservice import _clear_x, _row_hashes, _words
 

@@ -307,6 +307,56 @@ def _unsearchable(rects: list[Rect]) -> bool:
     return not any(a.intersect(b) for i, a in enumerate(rects) for b in rects[i + 1 :])
 
 
+#: Changed pixels of one damaged block further apart than this (rows, then columns
+#: within a band of rows) go out as separate rectangles: an application that reports the
+#: bounding box of its drawing (Chromium does: a spinner in the header and a progress
+#: bar lower down are one 1000×186 box) sends what changed, not the box. Closer ones
+#: are one rectangle: each costs a header and an encoder call (some 50 µs), about as
+#: much as a few thousand unchanged pixels of a flat area.
+SPLIT_ROW_GAP = 16
+SPLIT_COL_GAP = 64
+#: At most this many rectangles from one block; beyond, the bands of rows whole.
+SPLIT_MAX = 16
+
+
+def changed_boxes(diff: npt.NDArray[np.bool_]) -> list[Rect]:
+    """The True cells of a (h, w) change mask as rectangles, in the mask's coordinates:
+    runs of changed rows less than ``SPLIT_ROW_GAP`` apart make a band; in each band,
+    runs of changed columns less than ``SPLIT_COL_GAP`` apart make a box, trimmed to
+    the rows where it changed. Every changed cell is in exactly one box; the boxes do
+    not overlap. More than ``SPLIT_MAX`` boxes: the bands (each its changed columns'
+    span), or one box (``diff_box``) if there are more bands than that."""
+    rows = np.flatnonzero(diff.any(axis=1))
+    if rows.size == 0:
+        return []
+    bands = _runs(rows, SPLIT_ROW_GAP)
+    if len(bands) > SPLIT_MAX:
+        box = diff_box(diff)
+        return [] if box is None else [box]
+    boxes: list[Rect] = []
+    whole: list[Rect] = []  # the bands, in case there are too many boxes
+    for y0, y1 in bands:
+        band = diff[y0:y1]
+        cols = np.flatnonzero(band.any(axis=0))
+        whole.append(Rect(int(cols[0]), y0, int(cols[-1]) + 1 - int(cols[0]), y1 - y0))
+        spans = _runs(cols, SPLIT_COL_GAP)
+        if len(spans) == 1:
+            boxes.append(whole[-1])
+            continue
+        for x0, x1 in spans:
+            used = np.flatnonzero(band[:, x0:x1].any(axis=1))
+            boxes.append(Rect(x0, y0 + int(used[0]), x1 - x0, int(used[-1]) + 1 - int(used[0])))
+    return whole if len(boxes) > SPLIT_MAX else boxes
+
+
+def _runs(indices: npt.NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
+    """Sorted ``indices`` as (start, past-the-end) runs, those less than ``gap`` apart
+    joined."""
+    cut = np.flatnonzero(np.diff(indices) > gap)
+    starts, ends = indices[np.r_[0, cut + 1]], indices[np.r_[cut, -1]] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
 def _changed_span(
     old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
 ) -> tuple[int, int] | None:
@@ -1647,6 +1697,7 @@ class RFBService:
                         np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
                     cols = np.flatnonzero(diff.any(axis=0))
                     x0, x1 = int(cols[0]), int(cols[-1]) + 1
+                    diffed = True
                 whole = Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0)
                 side = None
                 if slide:
@@ -1665,7 +1716,12 @@ class RFBService:
                         changed.extend(after)
                     else:
                         side = None
-                if side is None:
+                if side is None and diffed:
+                    # What changed, not its bounding box (``changed_boxes``).
+                    changed.extend(
+                        Rect(r.x + b.x, r.y + y0 + b.y, b.w, b.h) for b in changed_boxes(diff)
+                    )
+                elif side is None:
                     changed.append(whole)
             if defer:
                 deferred = y0, y1
@@ -1722,18 +1778,21 @@ class RFBService:
         same damage and frame as the general path (tested side by side). False, with
         nothing changed, when the change is large enough to search: the general path
         then runs."""
-        found = []  # (block, its new pixels, the box of what changed in it)
+        found = []  # (block, its new pixels, the boxes of what changed in it)
         for r, new in zip(rects, news, strict=True):
-            box = diff_box(_words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new))
-            if box is not None:
-                found.append((r, new, box))
-        if sum(box.w * box.h for _, _, box in found) >= SMALL_DAMAGE_AREA:
+            boxes = changed_boxes(_words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new))
+            if boxes:
+                found.append((r, new, boxes))
+        if sum(b.w * b.h for _, _, boxes in found for b in boxes) >= SMALL_DAMAGE_AREA:
             return False
         self._moved_in, self._panned_in = [], []  # nothing moved this time
-        for r, new, box in found:
-            frame[r.y + box.y : r.y + box.y + box.h, r.x : r.x + r.w] = new[box.y : box.y + box.h]
-            self._forget_hashes(Rect(r.x, r.y + box.y, r.w, box.h))
-        self._add_damage([Rect(r.x + box.x, r.y + box.y, box.w, box.h) for r, _, box in found])
+        for r, new, boxes in found:
+            y0, y1 = min(b.y for b in boxes), max(b.y + b.h for b in boxes)
+            frame[r.y + y0 : r.y + y1, r.x : r.x + r.w] = new[y0:y1]
+            self._forget_hashes(Rect(r.x, r.y + y0, r.w, y1 - y0))
+        self._add_damage(
+            [Rect(r.x + b.x, r.y + b.y, b.w, b.h) for r, _, boxes in found for b in boxes]
+        )
         return True
 
     def _forget_hashes(self, area: Rect) -> None:
