@@ -129,8 +129,12 @@ def _png(rnd: random.Random, width: int = 320, height: int = 180) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def browser_page(folder: Path, seconds: float, seed: int = 11, sections: int = 30) -> Path:
-    """Write the seeded page (the same bytes for every seed) and return its path."""
+def browser_page(
+    folder: Path, seconds: float, seed: int = 11, sections: int = 30, docs: bool = False
+) -> Path:
+    """Write the seeded page (the same bytes for every seed) and return its path.
+    ``docs``: as a documentation site lays it out, a fixed header and a fixed sidebar of
+    links beside the text that scrolls (its title ``benchdocs``)."""
     rnd = random.Random(seed)
     parts: list[str] = []
     for i in range(sections):
@@ -157,13 +161,29 @@ def browser_page(folder: Path, seconds: float, seed: int = 11, sections: int = 3
                 f'<figure><img src="{_png(rnd)}" width=320 height=180 alt="">'
                 f"<figcaption>図 {i + 1} / Figure {i + 1}</figcaption></figure>"
             )
+    chrome, margin, title = "", "24px 48px", "benchbrowser"
+    if docs:
+        headings = itertools.cycle(zip(JA_HEADINGS, EN_HEADINGS, strict=True))
+        links = "".join(
+            f"<a>{i + 1}. {ja} / {en}</a>"
+            for i, (ja, en) in zip(range(sections), headings, strict=False)
+        )
+        chrome = (
+            f'<div id="top">enkaku ドキュメント / Documentation</div><div id="side">{links}</div>'
+        )
+        margin, title = "80px 48px 24px 290px", "benchdocs"
     page = f"""<!DOCTYPE html>
 <html lang="ja" translate="no"><head><meta charset="utf-8">
 <meta name="google" content="notranslate"><title>loading</title>
 <style>
 html {{ scroll-behavior: auto; }}
-body {{ margin: 24px 48px; font: 16px/1.7 "Noto Sans CJK JP", sans-serif; color: #222;
+body {{ margin: {margin}; font: 16px/1.7 "Noto Sans CJK JP", sans-serif; color: #222;
         background: #fdfdfb; }}
+#top {{ position: fixed; top: 0; left: 0; right: 0; height: 56px; padding: 12px 24px;
+        box-sizing: border-box; background: #1d3557; color: #fff; font-size: 20px; }}
+#side {{ position: fixed; top: 56px; left: 0; bottom: 0; width: 250px; padding: 12px;
+         box-sizing: border-box; overflow: hidden; background: #eef1f5; }}
+#side a {{ display: block; padding: 5px 8px; color: #1d3557; }}
 h1 {{ font: bold 30px "Noto Serif CJK JP", serif; color: #1d3557;
       border-bottom: 3px solid #457b9d; }}
 h2 {{ font: bold 22px "Noto Serif CJK JP", serif; color: #1d3557; margin-top: 1.6em; }}
@@ -175,7 +195,7 @@ td.num {{ text-align: right; }}
 figure {{ margin: 1em 0; }}
 figcaption {{ font-size: 13px; color: #666; }}
 </style></head><body>
-<h1>遠隔サポートの手引き / Remote support guide</h1>
+{chrome}<h1>遠隔サポートの手引き / Remote support guide</h1>
 {"".join(parts)}
 <script>
 const STEP = {SCROLL_STEP}, PERIOD = 1000 / {SCROLL_RATE}, SECONDS = {seconds:.1f};
@@ -191,14 +211,14 @@ function tick() {{
   setTimeout(tick, Math.max(1, t0 + (n + 1) * PERIOD - performance.now()));
 }}
 window.addEventListener("load", () => requestAnimationFrame(() => {{
-  document.title = "benchbrowser";
+  document.title = "{title}";
   t0 = performance.now();
   setTimeout(tick, PERIOD);
 }}));
 </script>
 </body></html>
 """
-    path = folder / "page.html"
+    path = folder / ("docs.html" if docs else "page.html")
     path.write_text(page, encoding="utf-8")
     return path
 

@@ -1240,6 +1240,57 @@ def test_changes_far_apart_in_one_damaged_box_go_out_apart() -> None:
     np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
 
 
+def test_a_page_scrolled_beside_its_fixed_sidebar_is_one_copy() -> None:
+    """A web page whose content scrolls under a fixed header and beside a fixed sidebar,
+    its scroll bar's thumb moving, all in one damaged box (Chromium's): the content is
+    one copy from the sidebar's edge on, the rest a strip and the thumb; exact."""
+    tall = _text_block(600, 400, seed=8)
+    screen = np.full((300, 520, 4), 230, dtype=np.uint8)
+    screen[:40, :, :3] = (87, 53, 29)  # the header
+    screen[40:, :100, :3] = _text_block(260, 100, seed=9)[..., :3]  # the sidebar's links
+    screen[40:, 100:500] = tall[:260]
+    screen[40:90, 506:514, :3] = 120  # the scroll bar's thumb
+    capture, service = _damage_step_service(screen)
+    after = screen.copy()
+    after[40:, 100:500] = tall[20:280]  # scrolled by 20 rows
+    after[40:300, 506:514, :3] = 230
+    after[44:94, 506:514, :3] = 120  # the thumb 4 rows down
+    capture.image = after
+    copies = service._grab_damage([Rect(0, 0, 520, 300)])
+    assert copies is not None and len(copies) == 1
+    (copy,) = copies
+    assert copy.dest.x == 100 and copy.src_y - copy.dest.y == 20
+    assert copy.dest.h >= 230  # the content but the strip the scroll exposed
+    assert all(d.x >= 100 for d in service._damage)  # nothing of the sidebar
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_changed_columns_are_exact_when_a_side_is_still(seed: int) -> None:
+    """Sampled rows give the span, the columns outside are compared whole: the span is
+    exact, whichever rows the changes are in."""
+    from enkaku.agent.rfbservice import SIDE_MIN_COLS, _changed_columns
+
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(24, 120)), int(rng.integers(64, 400))
+    old = rng.integers(0, 3, (h, w)).astype(np.uint32)
+    new = old.copy()
+    x0 = int(rng.integers(0, w))
+    x1 = int(rng.integers(x0 + 1, w + 1))
+    for _ in range(int(rng.integers(1, 6))):  # a few changed cells, some in one row only
+        new[int(rng.integers(0, h)), int(rng.integers(x0, x1))] += 1
+    new[0, int(rng.integers(x0, x1))] += 1  # the first row changed (``_changed_span``'s)
+    new[int(rng.integers(0, h)), x0] += 1
+    new[int(rng.integers(0, h)), x1 - 1] += 1
+    cols = np.flatnonzero((old != new).any(axis=0))
+    exact = int(cols[0]), int(cols[-1]) + 1
+    got = _changed_columns(old, new)
+    if exact[0] >= SIDE_MIN_COLS or w - exact[1] >= SIDE_MIN_COLS:
+        assert got == exact
+    else:
+        assert got is None
+
+
 def test_row_hashes_of_a_view_match_a_copy_and_tell_rows_apart() -> None:
     from enkaku.agent.rfbservice import _clear_x, _row_hashes, _words
 
