@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -36,7 +36,14 @@ def sway() -> Iterator[Sway]:
         yield s
 
 
-def wl(sway: Sway, *args: str) -> subprocess.CompletedProcess[bytes]:
+class Session(Protocol):
+    """A compositor the tests start (``Sway``, ``tests.kde.KWin``)."""
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+
+def wl(sway: Session, *args: str) -> subprocess.CompletedProcess[bytes]:
     """A wl-clipboard command on the compositor. wl-copy forks and serves its text from
     the background until another program copies: its output is not captured (the pipe
     would stay open), so only its start is waited for."""
