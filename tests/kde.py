@@ -209,9 +209,12 @@ class FakeInput:
             self.display.roundtrip()
             time.sleep(0.05)
 
-    def click(self, x: int, y: int) -> None:
+    def move(self, x: int, y: int) -> None:
         self.fake.pointer_motion_absolute(float(x), float(y))
         self.display.roundtrip()
+
+    def click(self, x: int, y: int) -> None:
+        self.move(x, y)
         time.sleep(0.2)
         for state in (1, 0):
             self.fake.button(BTN_LEFT, state)
@@ -257,6 +260,17 @@ class KWin:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:]
+
+    def display(self) -> str:
+        """Xwayland's X display (``xwayland=True``): KWin gives it to the programs it
+        starts, and the one started here writes it down."""
+        said = self.work / "display"
+        deadline = time.monotonic() + 30
+        while not (said.exists() and said.read_text().strip()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("KWin started no Xwayland: " + self.tail())
+            time.sleep(0.1)
+        return said.read_text().strip()
 
     def dialog_shown(self, shot: npt.NDArray[np.uint8] | None = None) -> bool:
         """Whether a portal dialog is on the screen: Breeze's window colour (#eff0f1)
@@ -348,12 +362,15 @@ def _loader_needed() -> bool:
 
 
 @contextmanager
-def headless_kwin(width: int = 1280, height: int = 720, portal: bool = False) -> Iterator[KWin]:
+def headless_kwin(
+    width: int = 1280, height: int = 720, portal: bool = False, xwayland: bool = False
+) -> Iterator[KWin]:
     """Headless KWin (one virtual output ``width``x``height``) in a private D-Bus and
     PipeWire session, the desktop portal on it with ``portal``; yields once all are up.
 
-    No terminal: foot 1.13 died of SIGFPE on this KWin's virtual output (``dpi-aware=no``
-    did not help), so nothing here shows keys typed through the portal."""
+    With ``xwayland`` KWin runs a rootless Xwayland (``KWin.display()``), for an xterm:
+    foot 1.13, the Wayland terminal, died of SIGFPE on this KWin's virtual output
+    (``dpi-aware=no`` did not help)."""
     for why in (missing(), portal_missing() if portal else None):
         if why is not None:
             raise RuntimeError(why)
@@ -362,6 +379,9 @@ def headless_kwin(width: int = 1280, height: int = 720, portal: bool = False) ->
     work = runtime / "work"
     work.mkdir()
     (runtime / "bus.conf").write_text(_BUS_CONFIG)
+    say_display = runtime / "display.sh"
+    say_display.write_text('#!/bin/sh\necho "$DISPLAY" > display\n')
+    say_display.chmod(0o700)
     bus = f"unix:path={runtime / 'bus'}"
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
@@ -402,6 +422,7 @@ def headless_kwin(width: int = 1280, height: int = 720, portal: bool = False) ->
         start(
             "kwin_wayland", *kwin, "--virtual", f"--width={width}", f"--height={height}",
             "--no-lockscreen", f"--socket={k.socket.name}",
+            *(["--xwayland", str(say_display)] if xwayland else []),
             KWIN_FORCE_OWN_QPA="1", KWIN_WAYLAND_NO_PERMISSION_CHECKS="1",
             KWIN_SCREENSHOT_NO_PERMISSION_CHECKS="1",
         )  # fmt: skip
