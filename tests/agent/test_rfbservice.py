@@ -1265,6 +1265,27 @@ def test_a_page_scrolled_beside_its_fixed_sidebar_is_one_copy() -> None:
     np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
 
 
+def test_short_lines_beside_blank_columns_still_scroll_as_a_copy() -> None:
+    """A terminal's short lines (a few glyphs wide, blank to the right): the block is not
+    narrowed below what a scroll is searched in, so the scroll is still one copy."""
+    from enkaku.agent.rfbservice import SCROLL_MIN_COLS
+
+    tall = _text_block(200, 40, seed=12)
+    tall[:, :, 3] = 0
+    screen = np.full((160, 240, 4), 255, dtype=np.uint8)
+    screen[..., 3] = 0
+    screen[:, 4:44] = tall[:160]
+    capture, service = _damage_step_service(screen)
+    after = screen.copy()
+    after[:, 4:44] = tall[12:172]
+    capture.image = after
+    copies = service._grab_damage([Rect(0, 0, 240, 160)])
+    assert copies is not None and len(copies) == 1
+    assert copies[0].src_y - copies[0].dest.y == 12
+    assert copies[0].dest.w >= SCROLL_MIN_COLS
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_changed_columns_are_exact_when_a_side_is_still(seed: int) -> None:
     """Sampled rows give the span, the columns outside are compared whole: the span is

@@ -1644,8 +1644,11 @@ class RFBService:
             if y1 - y0 >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS:
                 # Columns at a side of the block that did not change (a page's fixed
                 # sidebar beside what scrolled): the block is what changed between them,
-                # so a scroll's rows match there.
+                # so a scroll's rows match there. Not narrower than a scroll is searched
+                # in (a terminal's short lines beside blank columns keep the width).
                 columns = _changed_columns(old_v[y0:y1], new_v[y0:y1])
+                if columns is not None and columns[1] - columns[0] < SCROLL_MIN_COLS:
+                    columns = None
                 if columns is not None:
                     cx0, cx1 = columns
                     r = Rect(r.x + cx0, r.y, cx1 - cx0, r.h)
