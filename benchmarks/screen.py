@@ -1,7 +1,7 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan,dashboard,docs]
+[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan,dashboard,docs,wheel]
 [--paths direct,bridge,relay]
 [--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
 
@@ -84,8 +84,10 @@ Tk canvas (1000x700, Japanese and English labels) panned diagonally inside its w
 (1280x900) that animates in small places far apart, as web applications do: a spinner and
 a progress bar 30 steps a second, a line chart 10, metric cards and a log table (a new row
 at its top) 2, a clock 1; ``docs``: ``browser``'s page laid out as a documentation site,
-a fixed header and a fixed sidebar of links beside the text that scrolls (X11 only, the
-last five). The default ``--workloads`` is idle, text, jlog, winmove and image.
+a fixed header and a fixed sidebar of links beside the text that scrolls; ``wheel``: the
+docs page scrolled as by a mouse wheel, 300 px twice a second with Chromium's smooth
+scrolling, steps of varying size (X11 only, the last six). The default ``--workloads`` is
+idle, text, jlog, winmove and image.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
@@ -94,7 +96,7 @@ Raw (lossless); ``tight-lossless`` = ``tight`` without a quality level.
 Prints a table per server and the ratios of every ``enkaku*`` server to each peer;
 writes STEM.txt and STEM.json (``--out``, default ``benchmarks/results/DATE-screen``).
 Needs xvfb, xterm, xdotool, imagemagick (``display`` sets the wallpaper), x11vnc,
-tigervnc-scraping-server, fonts-noto-cjk, chromium for ``browser``, ``dashboard`` and ``docs``
+tigervnc-scraping-server, fonts-noto-cjk, chromium for the browser workloads
 (Debian packages) and the venv (numpy, pillow, psutil, tkinter).
 """
 
@@ -167,13 +169,15 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 #: The workload's own rate of visible changes per second (the ceiling a server can reach).
 #: browser: a 20 px scroll step every 33 ms; dialogs: 4 dialogs a second, each opened and
 #: closed (two changes; Tk paints a mapped dialog's widgets and the window below a closed
-#: one on expose, a step later, so a greedy client sees more updates than that).
+#: one on expose, a step later, so a greedy client sees more updates than that); wheel:
+#: Chromium animates each smooth scroll at up to 60 frames a second.
 CHANGE_RATE = {
     "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "windiag": 30.0, "image": 10.0,
     "browser": 30.0, "dialogs": 8.0, "pan": 30.0, "dashboard": 30.0, "docs": 30.0,
+    "wheel": 60.0,
 }  # fmt: skip
-X11_ONLY = {"browser", "dialogs", "pan", "dashboard", "docs"}
-BROWSER_PAGES = {"browser", "dashboard", "docs"}
+X11_ONLY = {"browser", "dialogs", "pan", "dashboard", "docs", "wheel"}
+BROWSER_PAGES = {"browser", "dashboard", "docs", "wheel"}
 LOSSLESS = {"zrle", "tight-lossless"}
 PEERS = ("x11vnc", "x0vncserver", "wayvnc")
 #: Seconds between one client connection and the next: the agent frees a connection's
@@ -598,12 +602,13 @@ class Desktop:
                                        str(folder)), self.display, **run))  # fmt: skip
         elif name in BROWSER_PAGES:
             # A throw-away profile per start; the browser's processes share its session.
-            if name in ("browser", "docs"):
-                page = browser_page(self.tmp, seconds + 5, docs=name == "docs")
-            else:
+            if name == "dashboard":
                 page = dashboard_page(self.tmp, seconds + 5)
+            else:
+                page = browser_page(self.tmp, seconds + 5, docs=name == "docs",
+                                    wheel=name == "wheel")  # fmt: skip
             profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=self.tmp))
-            groups.append(spawn(chromium_cmd(page, profile), self.display,
+            groups.append(spawn(chromium_cmd(page, profile, smooth=name == "wheel"), self.display,
                                 self.logs / "chromium.log"))  # fmt: skip
         elif name == "dialogs":
             procs.append(spawn(self.me("_dialogs", "--rate", "4", "--seconds", secs,
@@ -616,7 +621,7 @@ class Desktop:
         title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage",
                  "browser": "benchbrowser", "dialogs": "benchdialogs",
                  "pan": "benchpan", "dashboard": "benchdash",
-                 "docs": "benchdocs"}.get(name)  # fmt: skip
+                 "docs": "benchdocs", "wheel": "benchwheel"}.get(name)  # fmt: skip
         try:
             if title and name in X11_ONLY:
                 # The page sets its title only once it has loaded and starts to scroll.

@@ -1,5 +1,6 @@
-"""Application workloads of ``benchmarks/screen.py``: a browser page, a web dashboard and
-dialogs on Xvfb, a window dragged diagonally on Xvfb and on sway.
+"""Application workloads of ``benchmarks/screen.py``: browser pages (scrolled plain, as a
+documentation site, by a mouse wheel), a web dashboard and dialogs on Xvfb, a window
+dragged diagonally on Xvfb and on sway.
 
 * ``browser``: Debian's Chromium (``/usr/bin/chromium``, never a downloaded one) as an
   app window of a fixed size and place, showing a generated local page (seeded: Japanese
@@ -30,6 +31,11 @@ dialogs on Xvfb, a window dragged diagonally on Xvfb and on sway.
   dy both non-zero and varied, back and forth): what a map, a drawing or a zoomed page
   does inside one window, which no X event names.
 
+* ``docs``: ``browser``'s page laid out as a documentation site: a fixed header and a
+  fixed sidebar of links beside the text that scrolls (the sidebar is inside the damaged
+  box Chromium reports, and does not move). ``wheel``: the docs page scrolled as by a
+  mouse wheel, ``WHEEL_STEP`` px twice a second with Chromium's smooth scrolling on (its
+  animation, steps of varying size).
 * ``dashboard``: Debian's Chromium as for ``browser``, showing a monitoring page
   (``dashboard_page``): a header with a spinner and a clock, six metric cards, a progress
   bar, a line chart of three series and a log table, in Japanese and English. Small
@@ -65,6 +71,8 @@ CHROMIUM = "/usr/bin/chromium"
 BROWSER_GEOMETRY = (600, 110, 1280, 900)  # x, y, width, height of the window
 SCROLL_STEP = 20  # px
 SCROLL_RATE = 30.0  # steps per second (one every 33.3 ms)
+WHEEL_STEP = 300  # px a wheel turn scrolls (smoothly)
+WHEEL_EVERY = 15  # steps between wheel turns (two a second)
 DIALOG_APP_GEOMETRY = (640, 140, 1200, 820)
 DIALOG_SIZE = (480, 170)
 DIALOG_RATE = 4.0  # dialogs opened (and closed) per second
@@ -130,11 +138,20 @@ def _png(rnd: random.Random, width: int = 320, height: int = 180) -> str:
 
 
 def browser_page(
-    folder: Path, seconds: float, seed: int = 11, sections: int = 30, docs: bool = False
+    folder: Path,
+    seconds: float,
+    seed: int = 11,
+    sections: int = 30,
+    docs: bool = False,
+    wheel: bool = False,
 ) -> Path:
     """Write the seeded page (the same bytes for every seed) and return its path.
     ``docs``: as a documentation site lays it out, a fixed header and a fixed sidebar of
-    links beside the text that scrolls (its title ``benchdocs``)."""
+    links beside the text that scrolls (its title ``benchdocs``). ``wheel``: the docs
+    page scrolled as by a mouse wheel, ``WHEEL_STEP`` px every ``WHEEL_EVERY`` steps with
+    the browser's smooth scrolling (an animation of steps of varying size; its title
+    ``benchwheel``)."""
+    docs = docs or wheel
     rnd = random.Random(seed)
     parts: list[str] = []
     for i in range(sections):
@@ -162,6 +179,7 @@ def browser_page(
                 f"<figcaption>図 {i + 1} / Figure {i + 1}</figcaption></figure>"
             )
     chrome, margin, title = "", "24px 48px", "benchbrowser"
+    scroll = 'window.scrollTo({top: (n * STEP) % max, behavior: "instant"});'
     if docs:
         headings = itertools.cycle(zip(JA_HEADINGS, EN_HEADINGS, strict=True))
         links = "".join(
@@ -171,7 +189,12 @@ def browser_page(
         chrome = (
             f'<div id="top">enkaku ドキュメント / Documentation</div><div id="side">{links}</div>'
         )
-        margin, title = "80px 48px 24px 290px", "benchdocs"
+        margin, title = "80px 48px 24px 290px", "benchwheel" if wheel else "benchdocs"
+    if wheel:
+        scroll = (
+            f"if (n % {WHEEL_EVERY} === 0) window.scrollTo({{top: "
+            f'((n / {WHEEL_EVERY}) * {WHEEL_STEP}) % max, behavior: "smooth"}});'
+        )
     page = f"""<!DOCTYPE html>
 <html lang="ja" translate="no"><head><meta charset="utf-8">
 <meta name="google" content="notranslate"><title>loading</title>
@@ -206,7 +229,7 @@ function tick() {{
   if (n !== last) {{
     last = n;
     const max = document.documentElement.scrollHeight - window.innerHeight;
-    window.scrollTo({{top: (n * STEP) % max, behavior: "instant"}});
+    {scroll}
   }}
   setTimeout(tick, Math.max(1, t0 + (n + 1) * PERIOD - performance.now()));
 }}
@@ -378,13 +401,16 @@ def _js(text: str) -> str:
     return json.dumps(html.escape(text), ensure_ascii=False)
 
 
-def chromium_cmd(page: Path, profile: Path) -> list[str]:
+def chromium_cmd(page: Path, profile: Path, smooth: bool = False) -> list[str]:
+    """Chromium showing ``page`` as an app window; ``smooth``: with its smooth scrolling
+    (the default of a desktop's browser), else without."""
     x, y, w, h = BROWSER_GEOMETRY
     return [
         CHROMIUM, f"--user-data-dir={profile}", f"--app=file://{page}",
         f"--window-position={x},{y}", f"--window-size={w},{h}", "--ozone-platform=x11",
         "--no-sandbox", "--test-type", "--no-first-run", "--no-default-browser-check",
-        "--disable-gpu", "--disable-smooth-scrolling", "--force-device-scale-factor=1",
+        "--disable-gpu", *([] if smooth else ["--disable-smooth-scrolling"]),
+        "--force-device-scale-factor=1",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-extensions", "--disable-features=Translate,MediaRouter",
         "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
