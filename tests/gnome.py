@@ -237,6 +237,56 @@ def bus_listening(path: Path) -> bool:
     return True
 
 
+class Processes:
+    """The processes of a test session (a compositor and its D-Bus, PipeWire, portal):
+    started into one log with one environment, waited for, stopped by PID in the
+    reverse order. ``prefix`` runs each under another user (``setpriv``); ``pids``
+    (the session object's) gets each one's PID by name."""
+
+    def __init__(
+        self, title: str, env: dict[str, str], log: Path, cwd: Path,
+        pids: dict[str, int], prefix: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        self.title, self.env, self.log_path, self.cwd = title, env, log, cwd
+        self.pids, self.prefix = pids, list(prefix)
+        self.log = log.open("wb")
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str, **extra: str) -> None:
+        proc = subprocess.Popen(
+            [*self.prefix, *args], env={**self.env, **extra}, stdout=self.log,
+            stderr=subprocess.STDOUT, cwd=self.cwd,
+        )  # fmt: skip
+        self.adopt(name, proc)
+
+    def adopt(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        """A process started otherwise, stopped with the rest."""
+        self.procs.append(proc)
+        self.pids[name] = proc.pid
+
+    def wait(self, what: str, ready: Callable[[], bool], timeout: float = 60) -> None:
+        """Until ``ready()``; an error with the log's end if a process ended first."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            dead = [p.args for p in self.procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                self.log.flush()
+                raise RuntimeError(
+                    f"{self.title}: {what} not ready ({dead or 'timeout'}): "
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
+            time.sleep(0.1)
+
+    def died(self) -> list[tuple[Any, int | None]]:
+        """The processes that ended before they were stopped (and how)."""
+        return [(p.args, p.returncode) for p in self.procs if p.poll() is not None]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+        self.log.close()
+
+
 @contextmanager
 def headless_mutter(
     width: int = 1280, height: int = 720, foot: bool = True,
@@ -279,32 +329,14 @@ def headless_mutter(
     if ids is not None:
         prefix = ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
                   "--pdeathsig", "TERM"]  # fmt: skip
-    log = (runtime / "session.log").open("wb")
     # Core dumps of any size (the default limit is often 0), before the user changes.
     core = ["prlimit", "--core=unlimited", "--"] if shutil.which("prlimit") else []
-    procs: list[subprocess.Popen[bytes]] = []
     m = Mutter(runtime, runtime / "wayland-enkaku", bus, work, width, height)
-
-    def start(name: str, *args: str, **extra: str) -> None:
-        # In the runtime folder with core dumps allowed: a compositor that crashes
-        # leaves its core there (kept by ``_keep_log``, with the session's log).
-        proc = subprocess.Popen([*core, *prefix, *args], env={**env, **extra}, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=runtime)  # fmt: skip
-        procs.append(proc)
-        m.pids[name] = proc.pid
-
-    def wait(what: str, ready: Any) -> None:
-        deadline = time.monotonic() + 60
-        while not ready():
-            dead = [p.args for p in procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                log.flush()
-                raise RuntimeError(
-                    f"headless GNOME: {what} not ready ({dead or 'timeout'}): "
-                    + (runtime / "session.log").read_text(errors="replace")[-2000:]
-                )
-            time.sleep(0.1)
-
+    # In the runtime folder with core dumps allowed: a compositor that crashes leaves its
+    # core there (kept by ``_keep_log``, with the session's log).
+    session = Processes("headless GNOME", env, runtime / "session.log", runtime, m.pids,
+                        [*core, *prefix])  # fmt: skip
+    start, wait = session.start, session.wait
     try:
         start("dbus-daemon", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
               f"--address={bus}", "--nofork", "--nopidfile")  # fmt: skip
@@ -316,9 +348,8 @@ def headless_mutter(
             wait("the system bus", lambda: bus_listening(runtime / "system_bus"))
             name, _, variant = layout.rstrip(")").partition("(")
             localed = subprocess.Popen([sys.executable, "-c", _LOCALED, system_bus, name, variant],
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-            procs.append(localed)
-            m.pids["localed"] = localed.pid
+                                       stdout=session.log, stderr=subprocess.STDOUT)  # fmt: skip
+            session.adopt("localed", localed)
             wait("locale1", lambda: _has_names(system_bus, "org.freedesktop.locale1"))
             env["DBUS_SYSTEM_BUS_ADDRESS"] = system_bus
         start("pipewire", "pipewire")
@@ -338,10 +369,8 @@ def headless_mutter(
             wait("foot", lambda: _foot_ready(m))
         yield m
     finally:
-        died = [(p.args, p.returncode) for p in procs if p.poll() is not None]
-        for proc in reversed(procs):
-            stop(proc)
-        log.close()
+        died = session.died()
+        session.stop()
         if died or os.environ.get("ENKAKU_KEEP_GNOME_LOGS"):
             _keep_log(runtime, died)
         with suppress(OSError):

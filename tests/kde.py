@@ -40,7 +40,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +47,7 @@ from pywayland.client import Display
 from pywayland.protocol.wayland import WlRegistry
 from pywayland.protocol_core import Argument, ArgumentType, Global, Interface, Proxy, Resource
 
-from tests.gnome import _BUS_CONFIG, _has_names, _run, bus_listening
-from tests.xdisplay import stop
+from tests.gnome import _BUS_CONFIG, Processes, _has_names, _run, bus_listening
 
 KWIN = "/usr/bin/kwin_wayland"
 PORTAL_KDE = "/usr/lib/x86_64-linux-gnu/libexec/xdg-desktop-portal-kde"
@@ -390,27 +388,9 @@ def headless_kwin(
         "XDG_CACHE_HOME": str(work / ".cache"), "XDG_DATA_HOME": str(work / ".local"),
     }  # fmt: skip
     log_path = runtime / "session.log"
-    log = log_path.open("wb")
-    procs: list[subprocess.Popen[bytes]] = []
     k = KWin(runtime, runtime / "wayland-enkaku", bus, work, width, height, log_path)
-
-    def start(name: str, *args: str, **extra: str) -> None:
-        proc = subprocess.Popen([*args], env={**env, **extra}, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=work)  # fmt: skip
-        procs.append(proc)
-        k.pids[name] = proc.pid
-
-    def wait(what: str, ready: Any) -> None:
-        deadline = time.monotonic() + 60
-        while not ready():
-            dead = [p.args for p in procs if p.poll() is not None]
-            if dead or time.monotonic() > deadline:
-                log.flush()
-                raise RuntimeError(
-                    f"headless KWin: {what} not ready ({dead or 'timeout'}): {k.tail()}"
-                )
-            time.sleep(0.1)
-
+    session = Processes("headless KWin", env, log_path, work, k.pids)
+    start, wait = session.start, session.wait
     try:
         start("dbus-daemon", "dbus-daemon", f"--config-file={runtime / 'bus.conf'}",
               f"--address={bus}", "--nofork", "--nopidfile")  # fmt: skip
@@ -435,8 +415,6 @@ def headless_kwin(
                 wait(name, functools.partial(_has_names, bus, name))
         yield k
     finally:
-        for proc in reversed(procs):
-            stop(proc)
-        log.close()
+        session.stop()
         with suppress(OSError):
             shutil.rmtree(runtime, ignore_errors=True)
