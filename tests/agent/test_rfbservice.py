@@ -1286,6 +1286,54 @@ def test_short_lines_beside_blank_columns_still_scroll_as_a_copy() -> None:
     np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
 
 
+@pytest.mark.parametrize("seed", range(60))
+def test_the_viewer_ends_exact_whatever_scrolls_beside_what(seed: int) -> None:
+    """Random pages (a still sidebar at either side or none, a header, text that scrolls
+    by a random step or not, a spinner and a bar far apart), damaged as one box: the
+    viewer, applying the copies to its own pixels and then the damage, ends on exactly
+    the new screen."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(120, 260)), int(rng.integers(160, 420))
+    side = int(rng.choice([0, int(rng.integers(20, 140))]))
+    left = bool(rng.integers(0, 2))
+    top = int(rng.integers(0, 30))
+    x0, x1 = (side, w) if left else (0, w - side)
+    tall = _text_block(h + 100, x1 - x0, seed=100 + seed)
+    tall[..., 3] = 0
+    before = np.zeros((h, w, 4), dtype=np.uint8)
+    before[..., :3] = 240
+    before[:, :, :3][:top] = (29, 53, 87)
+    if side:
+        sx = 0 if left else w - side
+        before[top:, sx : sx + side, :3] = _text_block(h - top, side, seed=seed)[..., :3]
+    at = int(rng.integers(40, 60))
+    before[top:, x0:x1] = tall[at : at + h - top]
+    after = before.copy()
+    dy = int(rng.choice([0, int(rng.integers(-40, 41))]))  # the text scrolled by dy rows
+    after[top:, x0:x1] = tall[at + dy : at + dy + h - top]
+    for _ in range(int(rng.integers(0, 3))):  # small changes anywhere
+        y, x = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+        after[y : y + 8, x : x + 8, :3] = rng.integers(0, 256, 3, dtype=np.uint8)
+    capture, service = _damage_step_service(before)
+    capture.image = after
+    box = Rect(0, 0, w, h) if rng.integers(0, 2) else Rect(x0, top, x1 - x0, h - top)
+    copies = service._grab_damage([box])
+    assert copies is not None
+    changed_outside = (before[..., :3] != after[..., :3]).any(axis=2)
+    changed_outside[box.y : box.y + box.h, box.x : box.x + box.w] = False
+    if changed_outside.any():
+        return  # the damage reported only the box (a change outside it is not this test's)
+    viewer = before[..., :3].copy()
+    for c in copies:  # RFB CopyRect: from the viewer's own pixels, in order
+        d = c.dest
+        src = viewer[c.src_y : c.src_y + d.h, c.src_x : c.src_x + d.w].copy()
+        viewer[d.y : d.y + d.h, d.x : d.x + d.w] = src
+    for r in service._damage:
+        viewer[r.y : r.y + r.h, r.x : r.x + r.w] = after[r.y : r.y + r.h, r.x : r.x + r.w, :3]
+    np.testing.assert_array_equal(viewer, after[..., :3])
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_changed_columns_are_exact_when_a_side_is_still(seed: int) -> None:
     """Sampled rows give the span, the columns outside are compared whole: the span is
