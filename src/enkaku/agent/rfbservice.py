@@ -1738,14 +1738,17 @@ class RFBService:
                 ):
                     # Changed in the first and the last column: those are the bounds,
                     # with no pixel-by-pixel comparison (a full-screen picture's 2 ms).
-                    x0, x1 = 0, r.w
+                    pieces = [Rect(r.x, r.y + y0, r.w, y1 - y0)]
                 else:
                     if not diffed:
                         np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
-                    cols = np.flatnonzero(diff.any(axis=0))
-                    x0, x1 = int(cols[0]), int(cols[-1]) + 1
-                    diffed = True
-                whole = Rect(r.x + x0, r.y + y0, x1 - x0, y1 - y0)
+                    # What changed, not its bounding box (``changed_boxes``).
+                    pieces = [
+                        Rect(r.x + b.x, r.y + y0 + b.y, b.w, b.h) for b in changed_boxes(diff)
+                    ]
+                whole = pieces[0]
+                for piece in pieces[1:]:
+                    whole = whole.union(piece)
                 side = None
                 if slide:
                     rows = np.flatnonzero(diff.any(axis=1))
@@ -1763,13 +1766,8 @@ class RFBService:
                         changed.extend(after)
                     else:
                         side = None
-                if side is None and diffed:
-                    # What changed, not its bounding box (``changed_boxes``).
-                    changed.extend(
-                        Rect(r.x + b.x, r.y + y0 + b.y, b.w, b.h) for b in changed_boxes(diff)
-                    )
-                elif side is None:
-                    changed.append(whole)
+                if side is None:
+                    changed.extend(pieces)
             if defer:
                 deferred = y0, y1
             else:
