@@ -977,32 +977,33 @@ async def _no_write(_: bytes) -> None:
 
 
 async def test_a_scroll_of_jpeg_pixels_is_copied_then_refreshed_losslessly() -> None:
-    """A copy made from pixels the viewer has only as JPEG is refreshed like them."""
+    """A copy made from pixels the viewer has only as JPEG is refreshed like them. (The
+    picture is larger than a change the damage step sends as it is, SMALL_DAMAGE_AREA.)"""
     from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
 
     rng = np.random.default_rng(5)
-    tall = rng.integers(0, 256, (160, 96, 4), dtype=np.uint8)  # noise: Tight sends JPEG
+    tall = rng.integers(0, 256, (160, 160, 4), dtype=np.uint8)  # noise: Tight sends JPEG
     capture = FakeEventCapture(tall[:120].copy())
     capture.pending = []
     pipe = Pipe()
     service = RFBService(capture, RecordingInjector(), pipe.read, pipe.write, name="mem")
     task = asyncio.create_task(service.run())
     await pipe.handshake()
-    dec = Decoder(96, 120, service.server.pixel_format)  # type: ignore[union-attr]
+    dec = Decoder(160, 120, service.server.pixel_format)  # type: ignore[union-attr]
     await pipe.to_server.put(
         set_encodings(Encoding.TIGHT, Encoding.COPYRECT, Encoding.JPEG_QUALITY_LOW + 6)
     )
-    await pipe.to_server.put(update_request(False, 0, 0, 96, 120))
+    await pipe.to_server.put(update_request(False, 0, 0, 160, 120))
     await pipe.receive(dec, lambda: len(dec.updates) == 1)
     assert dec.jpeg_rects >= 1 and not np.array_equal(dec.fb, dec.pf.values(capture.image))
     # Scrolled by 16 rows before the lossless refresh: a copy of the viewer's JPEG pixels
     # plus the new strip.
-    await pipe.to_server.put(update_request(True, 0, 0, 96, 120))
-    capture.set_image(tall[16:136].copy(), Rect(0, 0, 96, 120))
+    await pipe.to_server.put(update_request(True, 0, 0, 160, 120))
+    capture.set_image(tall[16:136].copy(), Rect(0, 0, 160, 120))
     await pipe.receive(dec, lambda: len(dec.updates) == 2)
-    assert (0, 0, 96, 104, Encoding.COPYRECT) in dec.updates[1].rects
+    assert (0, 0, 160, 104, Encoding.COPYRECT) in dec.updates[1].rects
     # Once the screen is still, the copied rows come again losslessly with the rest.
-    await pipe.to_server.put(update_request(True, 0, 0, 96, 120))
+    await pipe.to_server.put(update_request(True, 0, 0, 160, 120))
     await pipe.receive(dec, lambda: len(dec.updates) == 3)
     np.testing.assert_array_equal(dec.fb, dec.pf.values(capture.image))
     await pipe.to_server.put(b"")  # EOF
@@ -1705,6 +1706,46 @@ def test_small_damage_takes_the_short_path_to_the_general_paths_result(
     assert d1 == d2
     np.testing.assert_array_equal(f1, f2)
     np.testing.assert_array_equal(f1[..., :3], changed[..., :3])
+
+
+def test_a_spinner_and_a_bar_in_one_small_box_take_the_short_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small damaged box (as Chromium reports one around all it drew) in which a
+    spinner and a progress bar far below it changed: no copy search is made (nothing
+    but the damage step's short path runs), the two changes go out as their own boxes,
+    and the kept frame is exact. The same box with nearly every row changed (text moved
+    up a line) still goes to the general path, and is sent as a copy."""
+    searched: list[str] = []
+    probes = rfbservice_module._probes
+    monkeypatch.setattr(
+        rfbservice_module, "_probes", lambda *a: searched.append("probes") or probes(*a)
+    )
+    screen = np.zeros((300, 500, 4), dtype=np.uint8)
+    screen[..., :3] = 238
+    box = Rect(20, 10, 459, 186)  # at most SMALL_DAMAGE_BLOCK pixels, searchable
+    assert box.w * box.h <= rfbservice_module.SMALL_DAMAGE_BLOCK
+    capture, service = _damage_step_service(screen)
+    changed = screen.copy()
+    changed[12:31, 26:45, :3] = 40  # the spinner
+    changed[184:196, 39:478, :3] = np.linspace(60, 200, 439, dtype=np.uint8)[None, :, None]
+    capture.image = changed.copy()
+    assert service._grab_damage([box]) == []
+    assert searched == []
+    assert service._damage == [Rect(26, 12, 19, 19), Rect(39, 184, 439, 12)]
+    np.testing.assert_array_equal(service._previous[..., :3], changed[..., :3])
+
+    text = _text_block(186, 459, seed=4)
+    screen[10:196, 20:479] = text
+    capture, service = _damage_step_service(screen)
+    scrolled = screen.copy()
+    scrolled[10:180, 20:479] = text[16:]  # up one 16-row line, a new one below
+    scrolled[180:196, 20:479] = _text_block(16, 459, seed=5)
+    capture.image = scrolled.copy()
+    copies = service._grab_damage([box])
+    assert searched
+    assert copies and copies[0].src_y - copies[0].dest.y == 16
+    np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
 
 
 def test_small_damage_hands_a_large_change_to_the_general_path() -> None:

@@ -286,25 +286,64 @@ def _covers(rects: list[Rect], area: Rect) -> bool:
     return False
 
 
-#: Damage whose blocks are all too low or narrow to search for scrolls, and that
-#: changed fewer pixels than a diagonal search needs, takes ``_small_damage``'s short
-#: path: a key's echo (on sway the damage is the text row, the change one glyph), a
-#: caret, a clock. A 14×14 glyph cost 150 µs warm through the general path, most of it
-#: its bookkeeping, and a key's echo meets the interpreter cold.
+#: Damage in a few blocks that are each too low or narrow to search for scrolls, or
+#: small (``SMALL_DAMAGE_BLOCK``) with changes no scroll explains, and that changed fewer
+#: pixels than a diagonal search needs, takes ``_small_damage``'s short path: a key's
+#: echo (on sway the damage is the text row, the change one glyph), a caret, a clock, a
+#: web page's spinner and progress bar (Chromium reports the box around both). A 14×14
+#: glyph cost 150 µs warm through the general path, most of it its bookkeeping, and a
+#: key's echo meets the interpreter cold; a dashboard's spinner and bar in a 459×186 box
+#: cost about 1 ms of scroll searches that could find nothing.
 SMALL_DAMAGE_AREA = MOTION_MIN_AREA
 #: The short path takes at most this many blocks (a key's echo is one or two).
 SMALL_DAMAGE_BLOCKS = 4
+#: Blocks up to this many pixels may take the short path even where a scroll could be
+#: searched, when their changed rows are scattered (``_small_damage``). Larger blocks (a
+#: terminal, a page) go to the general path unexamined, which compares a scroll's rows
+#: once, not twice.
+SMALL_DAMAGE_BLOCK = 128 * 1024
 
 
 def _unsearchable(rects: list[Rect]) -> bool:
     """Whether ``rects`` are a few blocks apart from each other (the general path
     compares each against the frame the blocks before it updated), each too low or too
     narrow to be searched for a scroll (vertical or sideways)."""
+    return _few_apart(rects) and not any(_searchable(r) for r in rects)
+
+
+def _short_path_may_fit(rects: list[Rect]) -> bool:
+    """Whether ``_small_damage`` may take ``rects``: a few blocks apart from each
+    other, each unsearchable or at most ``SMALL_DAMAGE_BLOCK`` pixels."""
+    return _few_apart(rects) and all(
+        not _searchable(r) or r.w * r.h <= SMALL_DAMAGE_BLOCK for r in rects
+    )
+
+
+def _searchable(r: Rect) -> bool:
+    return r.h >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS
+
+
+def _few_apart(rects: list[Rect]) -> bool:
     if len(rects) > SMALL_DAMAGE_BLOCKS:
         return False
-    if not all(r.h < SCROLL_MIN_ROWS or r.w < SCROLL_MIN_COLS for r in rects):
-        return False
     return not any(a.intersect(b) for i, a in enumerate(rects) for b in rects[i + 1 :])
+
+
+def _scattered(boxes: list[Rect]) -> bool:
+    """Whether the changed boxes of one block (``changed_boxes``) leave no room for a
+    scroll: their rows span fewer than ``SCROLL_MIN_ROWS``, or at most half of the rows
+    between the first and the last changed one changed (a scroll changes nearly every
+    row it moves: a text's lines, the few blank rows between them do not change)."""
+    y0, y1 = min(b.y for b in boxes), max(b.y + b.h for b in boxes)
+    if y1 - y0 < SCROLL_MIN_ROWS:
+        return True
+    changed, end = 0, y0
+    for b in sorted(boxes, key=lambda b: b.y):
+        top = max(b.y, end)
+        if b.y + b.h > top:
+            changed += b.y + b.h - top
+            end = b.y + b.h
+    return 2 * changed <= y1 - y0
 
 
 #: Changed pixels of one damaged block further apart than this (rows, then columns
@@ -351,10 +390,15 @@ def changed_boxes(diff: npt.NDArray[np.bool_]) -> list[Rect]:
 
 def _runs(indices: npt.NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
     """Sorted ``indices`` as (start, past-the-end) runs, those less than ``gap`` apart
-    joined."""
-    cut = np.flatnonzero(np.diff(indices) > gap)
-    starts, ends = indices[np.r_[0, cut + 1]], indices[np.r_[cut, -1]] + 1
-    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+    joined. (Without ``np.r_`` and ``np.diff``: their set-up cost 30 of the 40 µs a call
+    took, and the damage step of a web dashboard makes four of them.)"""
+    cut = np.flatnonzero(indices[1:] - indices[:-1] > gap)
+    first, last = int(indices[0]), int(indices[-1]) + 1
+    if not cut.size:
+        return [(first, last)]
+    starts = [first, *indices[cut + 1].tolist()]
+    ends = [*(indices[cut] + 1).tolist(), last]
+    return list(zip(starts, ends, strict=True))
 
 
 def _changed_span(
@@ -1581,7 +1625,7 @@ class RFBService:
         self._lossy_copies = []
         take_moves = getattr(self._capture, "take_moves", None)
         moves = take_moves() if callable(take_moves) else []
-        if not moves and _unsearchable(rects) and self._small_damage(frame, rects, news):
+        if not moves and _short_path_may_fit(rects) and self._small_damage(frame, rects, news):
             return copies
         # Windows moved (the X server says where from). Where the window's new place was
         # grabbed whole (in one block or several), it is checked at once against its old
@@ -1817,15 +1861,19 @@ class RFBService:
     def _small_damage(
         self, frame: Frame, rects: list[Rect], news: list[npt.NDArray[np.uint8]]
     ) -> bool:
-        """``_grab_damage`` for blocks no scroll search can use (``_unsearchable``):
+        """``_grab_damage`` for blocks no scroll search can use (``_short_path_may_fit``):
         each block's changed rows and columns found, and, when they are too few for a
-        diagonal search (``SMALL_DAMAGE_AREA``), copied in and added to the damage. The
-        same damage and frame as the general path (tested side by side). False, with
-        nothing changed, when the change is large enough to search: the general path
-        then runs."""
+        diagonal search (``SMALL_DAMAGE_AREA``) and, in a block a scroll could be
+        searched in, scattered (``_scattered``), copied in and added to the damage. For
+        unsearchable blocks, the same damage and frame as the general path (tested side
+        by side); a small block's scattered change goes out as it is, where the general
+        path might have found a copy of a few rows in it. False, with nothing changed,
+        when the change is large enough to search: the general path then runs."""
         found = []  # (block, its new pixels, the boxes of what changed in it)
         for r, new in zip(rects, news, strict=True):
             boxes = changed_boxes(_words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new))
+            if boxes and _searchable(r) and not _scattered(boxes):
+                return False
             if boxes:
                 found.append((r, new, boxes))
         if sum(b.w * b.h for _, _, boxes in found for b in boxes) >= SMALL_DAMAGE_AREA:
