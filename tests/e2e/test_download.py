@@ -304,6 +304,8 @@ def test_the_page_names_the_packages_wayland_desktops_need(
         tag = f"cpython-{version}-x86_64-linux-gnu.so"
         assert f"site-packages/pywayland/_ffi.{tag}" in names
         assert f"site-packages/dbus_fast/message_bus.{tag}" in names
+        # The compiled encoder core: one C library for every version (ctypes).
+        assert "site-packages/enkaku/native/_rfbcore.so" in names
 
 
 def test_the_downloaded_agent_has_the_wayland_backends_on_plain_python(

@@ -17,6 +17,7 @@ change.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import zlib
 
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from enkaku import native
 from enkaku.protocol.rfb.encodings.content import row_counts
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
@@ -420,6 +422,29 @@ def _encode_rect(values: Values, pf: PixelFormat) -> tuple[list[bytes], int]:
     return parts + bottom, r1 + r2 + r3
 
 
+def native_tiles(values: Values, pf: PixelFormat) -> tuple[bytes, int] | None:
+    """``_encode_rect``'s tiles joined, and their raw bytes, from the compiled core
+    (``enkaku.native``): the same bytes; None where it is not built."""
+    lib = native.LIB
+    if lib is None:
+        return None
+    if values.dtype != np.uint32 or (values.ndim == 2 and values.strides[1] != 4):
+        values = np.ascontiguousarray(values, dtype=np.uint32)
+    h, w = values.shape
+    cbytes = pf.cpixel_bytes
+    bpc = cbytes.stop - cbytes.start
+    out = np.empty(h * w * bpc + (-(-h // TILE)) * (-(-w // TILE)), dtype=np.uint8)
+    raw = ctypes.c_int64()
+    n = lib.enkaku_zrle_tiles(
+        values.ctypes.data, values.strides[0] // 4 if h else 0, h, w,
+        pf.bits_per_pixel // 8, int(pf.big_endian), cbytes.start, bpc,
+        out.ctypes.data, out.size, ctypes.byref(raw),
+    )  # fmt: skip
+    if n < 0:  # pragma: no cover - the buffer is sized for the worst case
+        raise RuntimeError("the compiled ZRLE core was given too small a buffer")
+    return out[:n].tobytes(), raw.value
+
+
 class ZRLEEncoder:
     """ZRLE with the connection's one persistent zlib stream."""
 
@@ -435,8 +460,12 @@ class ZRLEEncoder:
         """Encode ``frame`` (a BGRX rectangle) as one ZRLE rectangle."""
         h, w = frame.shape[:2]
         values = pf.values(frame, x_clear=options.x_clear)
-        parts, raw = _encode_rect(values, pf) if h and w else ([], 0)
-        data = b"".join(parts)
+        tiles = native_tiles(values, pf) if h and w else (b"", 0)
+        if tiles is None:
+            parts, raw = _encode_rect(values, pf)
+            data = b"".join(parts)
+        else:
+            data, raw = tiles
         huffman = raw > HUFFMAN_ONLY_SHARE * len(data)
         strategy = zlib.Z_HUFFMAN_ONLY if huffman else zlib.Z_DEFAULT_STRATEGY
         packed = self._stream.compress(data, max(1, options.compress_level), strategy)

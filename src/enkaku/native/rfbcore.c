@@ -1,0 +1,281 @@
+/* enkaku's compiled RFB encoder core: ZRLE tiles (RFC 6143 section 7.7.6).
+ *
+ * Loaded with ctypes by enkaku/native/__init__.py (no Python C API: one shared library
+ * serves every Python version). The numpy implementation in
+ * enkaku/protocol/rfb/encodings/zrle.py is the reference: for every input this writes
+ * exactly its bytes (tests/protocol/rfb/test_native.py compares them), and it stays the
+ * fallback where this library is not built.
+ *
+ * Input is the agent's own screen (pixel values it computed), never network data; every
+ * write is still bounded by the caller's buffer size, and a buffer too small returns -1
+ * with nothing promised about its contents.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TILE 64
+#define PALETTE_RLE_MAX 127
+/* Open addressing table for a tile's colours: more slots than PALETTE_RLE_MAX + 1. */
+#define SLOTS 512
+#define EMPTY_INDEX 0xFFFF
+
+enum { SUB_RAW = 0, SUB_SOLID = 1, SUB_RLE = 128 };
+
+typedef struct {
+    int bytes_per_pixel; /* 1, 2 or 4: the wire PIXEL */
+    int big_endian;
+    int cstart; /* the CPIXEL: bytes cstart .. cstart + bpc - 1 of the wire PIXEL */
+    int bpc;
+} format;
+
+typedef struct {
+    uint32_t key[SLOTS];
+    uint16_t index[SLOTS];
+    uint32_t colours[PALETTE_RLE_MAX + 1];
+    int count; /* distinct colours seen, counting stops past PALETTE_RLE_MAX */
+} palette;
+
+static inline void put_cpixel(uint8_t *o, uint32_t v, const format *f) {
+    uint8_t wire[4];
+    switch (f->bytes_per_pixel) {
+    case 4:
+        if (f->big_endian) {
+            wire[0] = (uint8_t)(v >> 24); wire[1] = (uint8_t)(v >> 16);
+            wire[2] = (uint8_t)(v >> 8); wire[3] = (uint8_t)v;
+        } else {
+            wire[0] = (uint8_t)v; wire[1] = (uint8_t)(v >> 8);
+            wire[2] = (uint8_t)(v >> 16); wire[3] = (uint8_t)(v >> 24);
+        }
+        break;
+    case 2:
+        if (f->big_endian) {
+            wire[0] = (uint8_t)(v >> 8); wire[1] = (uint8_t)v;
+        } else {
+            wire[0] = (uint8_t)v; wire[1] = (uint8_t)(v >> 8);
+        }
+        break;
+    default:
+        wire[0] = (uint8_t)v;
+    }
+    memcpy(o, wire + f->cstart, (size_t)f->bpc);
+}
+
+static inline uint32_t slot_of(uint32_t v) {
+    return (v * 2654435761u) >> 23; /* 9 bits: SLOTS */
+}
+
+static void palette_clear(palette *p) {
+    memset(p->index, 0xFF, sizeof p->index);
+    p->count = 0;
+}
+
+/* Adds v if there is room; count goes to PALETTE_RLE_MAX + 1 at most ("many"). */
+static inline void palette_add(palette *p, uint32_t v) {
+    uint32_t s = slot_of(v);
+    while (p->index[s] != EMPTY_INDEX) {
+        if (p->key[s] == v)
+            return;
+        s = (s + 1) & (SLOTS - 1);
+    }
+    if (p->count > PALETTE_RLE_MAX)
+        return;
+    p->key[s] = v;
+    p->index[s] = (uint16_t)p->count;
+    p->colours[p->count++] = v;
+}
+
+/* Sorts the colours ascending (the reference's palette order) and renumbers. */
+static void palette_sort(palette *p) {
+    for (int i = 1; i < p->count; i++) {
+        uint32_t v = p->colours[i];
+        int j = i - 1;
+        while (j >= 0 && p->colours[j] > v) {
+            p->colours[j + 1] = p->colours[j];
+            j--;
+        }
+        p->colours[j + 1] = v;
+    }
+    for (int i = 0; i < p->count; i++) {
+        uint32_t s = slot_of(p->colours[i]);
+        while (p->key[s] != p->colours[i] || p->index[s] == EMPTY_INDEX)
+            s = (s + 1) & (SLOTS - 1);
+        p->index[s] = (uint16_t)i;
+    }
+}
+
+static inline int palette_index(const palette *p, uint32_t v) {
+    uint32_t s = slot_of(v);
+    while (p->key[s] != v || p->index[s] == EMPTY_INDEX)
+        s = (s + 1) & (SLOTS - 1);
+    return p->index[s];
+}
+
+static inline int64_t length_bytes(int64_t len) { return (len - 1) / 255 + 1; }
+
+static inline uint8_t *put_length(uint8_t *o, int64_t len) {
+    int64_t n = len - 1;
+    while (n >= 255) {
+        *o++ = 255;
+        n -= 255;
+    }
+    *o++ = (uint8_t)n;
+    return o;
+}
+
+static inline int bits_for(int colours) { return colours == 2 ? 1 : colours <= 4 ? 2 : 4; }
+
+/* The worst a tile of n pixels can take: its subencoding is never longer than raw. */
+static int64_t tile_bound(int64_t n, int bpc) { return 1 + n * bpc; }
+
+/*
+ * Writes the ZRLE tiles (before compression) of an h x w rectangle of pixel values
+ * (row i at values + i * stride) to out, in the shortest subencoding of each as the
+ * reference chooses it. Returns the bytes written, or -1 if out_size is too small;
+ * *raw_bytes gets the bytes of raw tiles' pixels.
+ */
+int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
+                          int bytes_per_pixel, int big_endian, int cstart, int bpc,
+                          uint8_t *out, int64_t out_size, int64_t *raw_bytes) {
+    format f = {bytes_per_pixel, big_endian, cstart, bpc};
+    palette pal;
+    uint8_t *o = out;
+    uint8_t *end = out + out_size;
+    int64_t raw = 0;
+    if (h < 0 || w < 0 || bpc < 1 || bpc > 4 || cstart < 0 || cstart + bpc > bytes_per_pixel)
+        return -1;
+    for (int ty = 0; ty < h; ty += TILE) {
+        int th = h - ty < TILE ? h - ty : TILE;
+        for (int tx = 0; tx < w; tx += TILE) {
+            int tw = w - tx < TILE ? w - tx : TILE;
+            int64_t n = (int64_t)th * tw;
+            if (end - o < tile_bound(n, bpc))
+                return -1;
+            /* One pass: runs (row-major, across the tile's rows), their length bytes,
+             * and the colours up to PALETTE_RLE_MAX + 1. */
+            palette_clear(&pal);
+            int64_t runs = 0, sum_lb = 0, sum_lb_long = 0, len = 0;
+            uint32_t prev = 0;
+            for (int y = 0; y < th; y++) {
+                const uint32_t *row = values + (int64_t)(ty + y) * stride + tx;
+                for (int x = 0; x < tw; x++) {
+                    uint32_t v = row[x];
+                    if (len && v == prev) {
+                        len++;
+                        continue;
+                    }
+                    if (len) {
+                        int64_t lb = length_bytes(len);
+                        sum_lb += lb;
+                        if (len > 1)
+                            sum_lb_long += lb;
+                    }
+                    runs++;
+                    len = 1;
+                    prev = v;
+                    palette_add(&pal, v);
+                }
+            }
+            {
+                int64_t lb = length_bytes(len);
+                sum_lb += lb;
+                if (len > 1)
+                    sum_lb_long += lb;
+            }
+            int colours = pal.count; /* PALETTE_RLE_MAX + 1 means "more" */
+            const uint32_t *first = values + (int64_t)ty * stride + tx;
+            if (runs == 1) {
+                *o++ = SUB_SOLID;
+                put_cpixel(o, first[0], &f);
+                o += bpc;
+                continue;
+            }
+            enum { K_RAW, K_PACKED, K_RLE, K_PRLE } kind = K_RAW;
+            int64_t best = n * bpc;
+            if (colours <= 16) {
+                int64_t packed = (int64_t)colours * bpc +
+                                 ((int64_t)tw * bits_for(colours) + 7) / 8 * th;
+                if (packed < best) {
+                    kind = K_PACKED;
+                    best = packed;
+                }
+            }
+            int64_t rle = runs * bpc + sum_lb;
+            int64_t prle = colours <= PALETTE_RLE_MAX
+                               ? (int64_t)colours * bpc + runs + sum_lb_long
+                               : INT64_MAX;
+            if ((rle < prle ? rle : prle) < best)
+                kind = rle <= prle ? K_RLE : K_PRLE;
+            if (kind == K_PACKED || kind == K_PRLE) {
+                palette_sort(&pal);
+                *o++ = (uint8_t)(kind == K_PACKED ? colours : 128 + colours);
+                for (int i = 0; i < colours; i++, o += bpc)
+                    put_cpixel(o, pal.colours[i], &f);
+            }
+            if (kind == K_RAW) {
+                *o++ = SUB_RAW;
+                for (int y = 0; y < th; y++) {
+                    const uint32_t *row = first + (int64_t)y * stride;
+                    for (int x = 0; x < tw; x++, o += bpc)
+                        put_cpixel(o, row[x], &f);
+                }
+                raw += n * bpc;
+            } else if (kind == K_PACKED) {
+                int bits = bits_for(colours);
+                for (int y = 0; y < th; y++) {
+                    const uint32_t *row = first + (int64_t)y * stride;
+                    int acc = 0, filled = 0;
+                    for (int x = 0; x < tw; x++) {
+                        acc = (acc << bits) | palette_index(&pal, row[x]);
+                        filled += bits;
+                        if (filled == 8) {
+                            *o++ = (uint8_t)acc;
+                            acc = 0;
+                            filled = 0;
+                        }
+                    }
+                    if (filled)
+                        *o++ = (uint8_t)(acc << (8 - filled));
+                }
+            } else {
+                if (kind == K_RLE)
+                    *o++ = SUB_RLE;
+                len = 0;
+                for (int y = 0; y < th; y++) {
+                    const uint32_t *row = first + (int64_t)y * stride;
+                    for (int x = 0; x < tw; x++) {
+                        uint32_t v = row[x];
+                        if (len && v == prev) {
+                            len++;
+                            continue;
+                        }
+                        if (len) {
+                            if (kind == K_RLE) {
+                                put_cpixel(o, prev, &f);
+                                o = put_length(o + bpc, len);
+                            } else if (len > 1) {
+                                *o++ = (uint8_t)(128 | palette_index(&pal, prev));
+                                o = put_length(o, len);
+                            } else {
+                                *o++ = (uint8_t)palette_index(&pal, prev);
+                            }
+                        }
+                        len = 1;
+                        prev = v;
+                    }
+                }
+                if (kind == K_RLE) {
+                    put_cpixel(o, prev, &f);
+                    o = put_length(o + bpc, len);
+                } else if (len > 1) {
+                    *o++ = (uint8_t)(128 | palette_index(&pal, prev));
+                    o = put_length(o, len);
+                } else {
+                    *o++ = (uint8_t)palette_index(&pal, prev);
+                }
+            }
+        }
+    }
+    *raw_bytes = raw;
+    return o - out;
+}

@@ -1,0 +1,119 @@
+"""The compiled encoder core (enkaku.native) writes exactly the numpy encoders' bytes.
+
+The numpy code is the reference and the fallback; these tests run only where the library
+is built (scripts/bootstrap builds it), and one test checks that it is built there, so a
+machine that should have it cannot silently test the fallback alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enkaku import native
+from enkaku.protocol.rfb.encodings import EncodeOptions, zrle
+from enkaku.protocol.rfb.pixelformat import NATIVE
+from tests.protocol.rfb.decoders import photo_image, sample_image
+from tests.protocol.rfb.test_encodings import FORMATS
+
+needs_lib = pytest.mark.skipif(native.LIB is None, reason="the compiled core is not built")
+
+
+def _reference(values: np.ndarray, pf) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
+    parts, raw = zrle._encode_rect(values, pf)
+    return b"".join(parts), raw
+
+
+def _images(rng: np.random.Generator, h: int, w: int) -> list[np.ndarray]:
+    """BGRX pictures of the kinds the subencodings are chosen for."""
+    out = []
+    for colours in (1, 2, 3, 5, 16, 17, 127, 128, 129, 300):
+        palette = rng.integers(0, 256, (colours, 4), dtype=np.uint8)
+        idx = rng.integers(0, colours, (h, w))
+        out.append(palette[idx])
+        runs = np.repeat(idx[:, :1], w, axis=1)  # long runs across rows (over 255 too)
+        out.append(palette[runs])
+        half = idx.copy()
+        half[:, : w // 2] = 0
+        out.append(palette[half])
+    out.append(rng.integers(0, 256, (h, w, 4), dtype=np.uint8))  # noise: raw tiles
+    return out
+
+
+def test_the_library_is_built_where_the_suite_runs() -> None:
+    """scripts/test runs scripts/bootstrap, which builds it: a missing library here is a
+    broken build, not a machine without a compiler (ENKAKU_NATIVE=0 turns it off)."""
+    if os.environ.get("ENKAKU_NATIVE") == "0":
+        pytest.skip("turned off by ENKAKU_NATIVE=0")
+    assert native.LIBRARY.exists()
+    assert native.LIB is not None
+
+
+@needs_lib
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_zrle_tiles_match_the_numpy_encoder_in_every_format(fmt: str) -> None:
+    """Every subencoding (raw, solid, packed 1/2/4 bits, RLE, palette RLE; runs over
+    255 pixels, across rows), edge tiles of every size, in every pixel format."""
+    pf = FORMATS[fmt]
+    rng = np.random.default_rng(len(fmt))
+    kinds: set[int] = set()
+    for h, w in ((1, 1), (3, 70), (64, 64), (65, 129), (130, 7), (200, 260)):
+        for picture in _images(rng, h, w):
+            values = pf.values(picture)
+            got = zrle.native_tiles(values, pf)
+            assert got == _reference(values, pf), (fmt, h, w)
+            kinds.add(got[0][0])  # the first tile's subencoding
+    # Raw needs more colours than 3-bit formats have; every other subencoding is met.
+    assert {1, 128} <= kinds and any(2 <= k <= 16 for k in kinds) and any(k > 128 for k in kinds)
+    assert 0 in kinds or pf.depth < 8
+
+
+@needs_lib
+def test_zrle_tiles_of_a_view_and_of_screens() -> None:
+    """A strided view into a frame (what the damage step hands over), a UI-like screen
+    and a photo, at full HD: the same bytes."""
+    screen = sample_image(1080, 1920, seed=3)
+    photo = photo_image(540, 960, seed=4)
+    for picture in (screen, screen[100:400, 333:1500], photo, photo[1:, 1:]):
+        values = NATIVE.values(picture)
+        assert zrle.native_tiles(values, NATIVE) == _reference(values, NATIVE)
+
+
+@needs_lib
+def test_the_encoder_uses_the_library_and_falls_back_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ZRLEEncoder's rectangles are the same with the library and without it."""
+    picture = sample_image(150, 300, seed=9)
+    with_lib = [r.payload for r in zrle.ZRLEEncoder().encode(picture, NATIVE, EncodeOptions())]
+    monkeypatch.setattr(native, "LIB", None)
+    assert zrle.native_tiles(NATIVE.values(picture), NATIVE) is None
+    without = [r.payload for r in zrle.ZRLEEncoder().encode(picture, NATIVE, EncodeOptions())]
+    assert with_lib == without
+
+
+def test_a_failed_build_leaves_no_library(tmp_path: Path) -> None:
+    """A compiler that fails: an error that says so, and no file at the output."""
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'cc: error: no space left' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    output = tmp_path / "_rfbcore.so"
+    with pytest.raises(RuntimeError, match="no space left"):
+        native.build(output, compiler=str(fake))
+    assert list(tmp_path.iterdir()) == [fake]
+
+
+def test_the_build_command_says_what_to_do_without_a_compiler(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path), "CC": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "enkaku.native", "build", "--force", str(tmp_path / "x.so")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "no C compiler" in done.stderr and "apt-get install gcc" in done.stderr
+    assert not (tmp_path / "x.so").exists()
