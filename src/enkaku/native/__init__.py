@@ -2,8 +2,9 @@
 
 The RFB encoders' inner loops are numpy (``enkaku.protocol.rfb.encodings``); on screens of
 many small changes (a web page's spinner, a progress bar, a chart: a few rectangles an
-update) their cost is mostly numpy's own per-call overhead, not pixels. The ZRLE tile
-loop in C writes the same bytes as the numpy one (tests/protocol/rfb/test_native.py) in a
+update) their cost is mostly numpy's own per-call overhead, not pixels. In C: ZRLE's tile
+loop (the same bytes as the numpy one) and Tight's look at each 64×64 cell (the same
+statistics and palettes as ``content.analyse``), tests/protocol/rfb/test_native.py; in a
 fraction of the time (``docs/performance.md``, "The compiled encoder core").
 
 The library has no Python C API in it, so one build serves every Python version: it is
@@ -47,6 +48,10 @@ def _load() -> ctypes.CDLL | None:
         ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64),
     ]  # fmt: skip
+    cells = lib.enkaku_tight_cells
+    cells.restype = ctypes.c_int
+    cells.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
+    cells.argtypes += [ctypes.c_void_p] * 5
     return lib
 
 

@@ -11,6 +11,7 @@
  * with nothing promised about its contents.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -278,4 +279,136 @@ int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
     }
     *raw_bytes = raw;
     return o - out;
+}
+
+/* ---- Tight: what each 64x64 cell holds (enkaku/protocol/rfb/encodings/content.py) ---- */
+
+#define CELL 64
+#define PHOTO_COLOURS 256
+#define SAMPLE_MIN_CELLS 16
+#define SAMPLE_STEP 4
+#define SAMPLE_MANY 128
+#define SMOOTH_STEP 4
+#define CELL_SLOTS 1024 /* more than PHOTO_COLOURS + 1 */
+
+typedef struct {
+    uint32_t key[CELL_SLOTS];
+    uint8_t used[CELL_SLOTS];
+    uint32_t colours[PHOTO_COLOURS + 1];
+    int count; /* stops at limit + 1 */
+} colour_set;
+
+static inline void set_clear(colour_set *c) {
+    memset(c->used, 0, sizeof c->used);
+    c->count = 0;
+}
+
+/* Adds v; returns 0 once the set holds more than limit colours (then stops adding). */
+static inline int set_add(colour_set *c, uint32_t v, int limit) {
+    uint32_t s = (v * 2654435761u) >> 22; /* 10 bits: CELL_SLOTS */
+    while (c->used[s]) {
+        if (c->key[s] == v)
+            return 1;
+        s = (s + 1) & (CELL_SLOTS - 1);
+    }
+    c->used[s] = 1;
+    c->key[s] = v;
+    if (c->count <= PHOTO_COLOURS)
+        c->colours[c->count] = v;
+    c->count++;
+    return c->count <= limit;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Per cell of an h x w rectangle (row-major cells, ny x nx): solid (one colour),
+ * colours (exact up to PHOTO_COLOURS, else PHOTO_COLOURS + 1; a cell whose sample has
+ * more than SAMPLE_MANY colours counts as PHOTO_COLOURS + 1 when the rectangle has at
+ * least SAMPLE_MIN_CELLS cells), smooth (the share of pixels equal to their left or upper
+ * neighbour on every SMOOTH_STEP-th row, when smooth is not NULL), and the sorted
+ * palettes of the cells of 2 .. PHOTO_COLOURS colours, one after another in
+ * palettes (room for ny * nx * PHOTO_COLOURS values), each cell's count of them in
+ * palette_sizes (0 for the others). Returns 0, or -1 for bad arguments.
+ */
+int enkaku_tight_cells(const uint32_t *values, int64_t stride, int h, int w, uint8_t *solid,
+                       int64_t *colours, double *smooth, uint32_t *palettes,
+                       int64_t *palette_sizes) {
+    if (h <= 0 || w <= 0)
+        return -1;
+    int ny = (h + CELL - 1) / CELL, nx = (w + CELL - 1) / CELL;
+    int sampled = ny * nx >= SAMPLE_MIN_CELLS;
+    colour_set set;
+    uint32_t *out = palettes;
+    for (int cy = 0; cy < ny; cy++) {
+        int y0 = cy * CELL, ch = h - y0 < CELL ? h - y0 : CELL;
+        for (int cx = 0; cx < nx; cx++) {
+            int x0 = cx * CELL, cw = w - x0 < CELL ? w - x0 : CELL;
+            int64_t i = (int64_t)cy * nx + cx;
+            const uint32_t *cell = values + (int64_t)y0 * stride + x0;
+            palette_sizes[i] = 0;
+            int many = 0;
+            if (sampled) {
+                set_clear(&set);
+                for (int y = 0; y < ch && !many; y += SAMPLE_STEP)
+                    for (int x = 0; x < cw; x += SAMPLE_STEP)
+                        if (!set_add(&set, cell[(int64_t)y * stride + x], SAMPLE_MANY)) {
+                            many = 1;
+                            break;
+                        }
+            }
+            if (many) {
+                solid[i] = 0;
+                colours[i] = PHOTO_COLOURS + 1;
+                continue;
+            }
+            set_clear(&set);
+            int more = 0;
+            for (int y = 0; y < ch && !more; y++) {
+                const uint32_t *row = cell + (int64_t)y * stride;
+                for (int x = 0; x < cw; x++) {
+                    if (x > 0 && row[x] == row[x - 1])
+                        continue; /* a run: no new colour */
+                    if (!set_add(&set, row[x], PHOTO_COLOURS)) {
+                        more = 1;
+                        break;
+                    }
+                }
+            }
+            solid[i] = set.count == 1;
+            colours[i] = more ? PHOTO_COLOURS + 1 : set.count;
+            if (!more && set.count > 1) {
+                qsort(set.colours, (size_t)set.count, sizeof set.colours[0], cmp_u32);
+                memcpy(out, set.colours, (size_t)set.count * sizeof *out);
+                out += set.count;
+                palette_sizes[i] = set.count;
+            }
+        }
+    }
+    if (smooth != NULL) {
+        /* Counted per cell, then divided as numpy divides (both as doubles). */
+        for (int64_t i = 0; i < (int64_t)ny * nx; i++)
+            smooth[i] = 0;
+        for (int y = 0; y < h; y += SMOOTH_STEP) {
+            const uint32_t *row = values + (int64_t)y * stride;
+            const uint32_t *up = y > 0 ? row - stride : NULL;
+            double *counts = smooth + (int64_t)(y / CELL) * nx;
+            for (int x = 0; x < w; x++) {
+                int same = (x > 0 && row[x] == row[x - 1]) || (up != NULL && row[x] == up[x]);
+                counts[x / CELL] += same;
+            }
+        }
+        for (int cy = 0; cy < ny; cy++) {
+            int ch = h - cy * CELL < CELL ? h - cy * CELL : CELL;
+            int64_t rows = (ch + SMOOTH_STEP - 1) / SMOOTH_STEP;
+            for (int cx = 0; cx < nx; cx++) {
+                int cw = w - cx * CELL < CELL ? w - cx * CELL : CELL;
+                smooth[(int64_t)cy * nx + cx] /= (double)(rows * cw);
+            }
+        }
+    }
+    return 0;
 }

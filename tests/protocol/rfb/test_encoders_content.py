@@ -275,7 +275,10 @@ def test_smoothness_and_colours_per_cell() -> None:
     values[129, 64:] = 5  # a sliver cell of two colours
     cells = analyse(values, smoothness=True)
     assert (cells.ny, cells.nx) == (3, 2)
-    assert cells.colours.tolist() == [[4096, 1], [8, 1], [1, 2]]  # exact: a small rect
+    # Exact up to PHOTO_COLOURS in a small rectangle; past it a lower bound (the compiled
+    # core stops counting at 257, numpy counts all 4096).
+    assert cells.colours[0, 0] > 256
+    assert cells.colours.tolist()[1:] == [[8, 1], [1, 2]] and cells.colours[0, 1] == 1
     big = analyse(np.tile(values[:64, :64], (5, 5)), smoothness=False)  # sampled first
     assert (big.colours > 256).all() and not big.solid.any()
     assert cells.solid.tolist() == [[False, True], [False, True], [True, False]]

@@ -117,3 +117,69 @@ def test_the_build_command_says_what_to_do_without_a_compiler(tmp_path: Path) ->
     assert done.returncode == 1
     assert "no C compiler" in done.stderr and "apt-get install gcc" in done.stderr
     assert not (tmp_path / "x.so").exists()
+
+
+def _same_cells(values: np.ndarray) -> None:
+    """``analyse`` with and without the library: the same statistics and palettes."""
+    from enkaku.protocol.rfb.encodings import content
+
+    lib = native.LIB
+    try:
+        native.LIB = None
+        ref = content.analyse(values, smoothness=True)
+    finally:
+        native.LIB = lib
+    got = content.analyse(values, smoothness=True)
+    assert (got.ny, got.nx) == (ref.ny, ref.nx)
+    np.testing.assert_array_equal(got.solid, ref.solid)
+    np.testing.assert_array_equal(got.first, ref.first)
+    # Past PHOTO_COLOURS the count is a lower bound in both: only "more" is compared.
+    np.testing.assert_array_equal(got.colours, np.minimum(ref.colours, content.PHOTO_COLOURS + 1))
+    assert got.smooth is not None and ref.smooth is not None
+    np.testing.assert_array_equal(got.smooth, ref.smooth)  # the same divisions, bit for bit
+    np.testing.assert_array_equal(got.photo_like(), ref.photo_like())
+    for cy in range(ref.ny):
+        for cx in range(ref.nx):
+            if ref.colours[cy, cx] <= content.PHOTO_COLOURS:
+                np.testing.assert_array_equal(got.palette(cy, cx), ref.palette(cy, cx))
+
+
+@needs_lib
+def test_tight_cells_match_the_numpy_analysis() -> None:
+    """Cells of every kind (solid, a few colours, up to 256, a sample of more than 128
+    colours among fewer than 256, hundreds, photos), whole and at the edges, in
+    rectangles of fewer and of at least SAMPLE_MIN_CELLS cells (sampled), and views."""
+    rng = np.random.default_rng(21)
+    for h, w in ((1, 1), (5, 300), (64, 64), (70, 130), (130, 70), (200, 333), (300, 1030)):
+        for picture in _images(rng, h, w):
+            _same_cells(NATIVE.values(picture))
+        # 200 colours, every pixel its own run: the sample holds more than 128 of them
+        dither = rng.integers(0, 200, (h, w)).astype(np.uint32) * 0x10101
+        _same_cells(dither)
+    screen = sample_image(1080, 1920, seed=5)
+    _same_cells(NATIVE.values(screen))
+    _same_cells(NATIVE.values(screen)[17:900, 3:1211])  # a strided view
+    _same_cells(NATIVE.values(photo_image(300, 500, seed=6)))
+
+
+@needs_lib
+def test_tight_rectangles_are_the_same_with_and_without_the_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whole Tight updates (palette merges, fills, JPEG and gradient choices) of a UI
+    screen and a photo, with JPEG on and off: the same bytes."""
+    from enkaku.protocol.rfb.encodings.tight import TightEncoder
+
+    pictures = [sample_image(400, 700, seed=7), photo_image(300, 400, seed=8)]
+    for options in (EncodeOptions(), EncodeOptions(jpeg_quality=80)):
+        with_lib = [
+            [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, NATIVE, options)]
+            for p in pictures
+        ]
+        with monkeypatch.context() as m:
+            m.setattr(native, "LIB", None)
+            without = [
+                [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, NATIVE, options)]
+                for p in pictures
+            ]
+        assert with_lib == without

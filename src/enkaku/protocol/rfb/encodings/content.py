@@ -8,16 +8,22 @@ hundreds of colours and almost no pixel equal to its neighbour. ``photo_like`` i
 decision Tight makes from that: JPEG only where both say "photo", so antialiased text
 (up to a few hundred blended shades, but mostly flat background) stays lossless at any
 JPEG quality.
+
+Where the compiled core is built (``enkaku.native``), ``analyse`` runs there: one pass
+over each cell (its colours in a small hash set, runs skipped), the same statistics and
+palettes; past ``PHOTO_COLOURS`` colours it stops counting (257), where numpy counts on.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from enkaku import native
 from enkaku.protocol.rfb.pixelformat import Values
 
 CELL = 64
@@ -203,6 +209,8 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
     whose sample has more than SAMPLE_MANY colours counts as PHOTO_COLOURS + 1 colours,
     and only the others are sorted whole (a photo then costs a sixteenth of the sorting).
     """
+    if native.LIB is not None and values.size:
+        return _analyse_native(native.LIB, values, smoothness)
     h, w = values.shape
     ny, nx = -(-h // CELL), -(-w // CELL)
     hp, wp = ny * CELL, nx * CELL
@@ -274,4 +282,41 @@ def analyse(values: Values, *, smoothness: bool) -> Cells:
     return Cells(
         ny, nx, solid.reshape(ny, nx), first, colours.reshape(ny, nx),
         smooth, srt, new, row, distinct,
+    )  # fmt: skip
+
+
+_EMPTY = np.empty((0, CELL * CELL), dtype=np.uint32)
+
+
+def _analyse_native(lib: ctypes.CDLL, values: Values, smoothness: bool) -> Cells:
+    """``analyse`` by the compiled core (``enkaku.native``): the same statistics and
+    palettes, one pass over each cell instead of sorting it (tests/protocol/rfb/
+    test_native.py compares the two)."""
+    if values.dtype != np.uint32 or values.strides[1] != 4:
+        values = np.ascontiguousarray(values, dtype=np.uint32)
+    h, w = values.shape
+    ny, nx = -(-h // CELL), -(-w // CELL)
+    n = ny * nx
+    solid = np.empty(n, dtype=np.uint8)
+    colours = np.empty(n, dtype=np.int64)
+    smooth = np.empty((ny, nx), dtype=np.float64) if smoothness else None
+    palettes = np.empty(n * PHOTO_COLOURS, dtype=np.uint32)
+    sizes = np.empty(n, dtype=np.int64)
+    done = lib.enkaku_tight_cells(
+        values.ctypes.data, values.strides[0] // 4, h, w, solid.ctypes.data,
+        colours.ctypes.data, None if smooth is None else smooth.ctypes.data,
+        palettes.ctypes.data, sizes.ctypes.data,
+    )  # fmt: skip
+    if done != 0:  # pragma: no cover - the arguments are checked above
+        raise RuntimeError("the compiled cell analysis refused its arguments")
+    has = np.flatnonzero(sizes)
+    row = np.full(n, -1, dtype=np.intp)
+    row[has] = np.arange(has.size)
+    kept = sizes[has]
+    ends = np.cumsum(kept)
+    total = int(ends[-1]) if ends.size else 0
+    return Cells(
+        ny, nx, solid.view(bool).reshape(ny, nx), values[::CELL, ::CELL],
+        colours.reshape(ny, nx), smooth, _EMPTY, _EMPTY.astype(bool), row, kept,
+        palettes[:total], ends.tolist(),
     )  # fmt: skip
