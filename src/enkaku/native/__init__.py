@@ -29,8 +29,14 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "rfbcore.c"
 LIBRARY = HERE / "_rfbcore.so"
-#: The compiler's flags: optimised, position independent, no symbols exported by accident.
-CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra", "-Werror"]
+#: The compiler's flags: optimised, position independent. (The tests build it with
+#: ``-Werror`` too; a user's newer compiler's new warnings do not stop a build.)
+CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra"]
+
+
+#: The library's interface version (``ENKAKU_RFBCORE_VERSION`` in rfbcore.c): a build of
+#: another version (a checkout updated since, a copied file) is not used.
+VERSION = 2
 
 
 def _load() -> ctypes.CDLL | None:
@@ -38,17 +44,29 @@ def _load() -> ctypes.CDLL | None:
         return None
     try:
         lib = ctypes.CDLL(str(LIBRARY))
-    except OSError as exc:  # another platform's build, a damaged file
-        log.warning("the compiled encoder core could not be loaded (%s); using numpy", exc)
+        version = lib.enkaku_rfbcore_version
+        version.restype = ctypes.c_int
+        found = version()
+        if found != VERSION:
+            log.warning(
+                "the compiled encoder core is version %d, this code needs %d: using numpy "
+                "until it is rebuilt (python -m enkaku.native build)", found, VERSION,
+            )  # fmt: skip
+            return None
+        tiles = lib.enkaku_zrle_tiles
+        cells = lib.enkaku_tight_cells
+    except (OSError, AttributeError) as exc:  # another platform's build, an old or damaged file
+        log.warning(
+            "the compiled encoder core could not be loaded (%s): using numpy until it is "
+            "rebuilt (python -m enkaku.native build)", exc,
+        )  # fmt: skip
         return None
-    fn = lib.enkaku_zrle_tiles
-    fn.restype = ctypes.c_int64
-    fn.argtypes = [
+    tiles.restype = ctypes.c_int64
+    tiles.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int,
         ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64),
     ]  # fmt: skip
-    cells = lib.enkaku_tight_cells
     cells.restype = ctypes.c_int
     cells.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
     cells.argtypes += [ctypes.c_void_p] * 5
@@ -58,7 +76,7 @@ def _load() -> ctypes.CDLL | None:
 LIB = _load()
 
 
-def build(output: Path = LIBRARY, compiler: str | None = None) -> Path:
+def build(output: Path = LIBRARY, compiler: str | None = None, extra: tuple[str, ...] = ()) -> Path:
     """Compile ``rfbcore.c`` into ``output`` (a temporary name first, then renamed, so
     a failed build leaves no half-written library). Raises ``RuntimeError`` with the
     compiler's message when it fails, ``FileNotFoundError`` when there is none."""
@@ -67,7 +85,7 @@ def build(output: Path = LIBRARY, compiler: str | None = None) -> Path:
         raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
     partial = output.with_name(output.name + ".partial")
     done = subprocess.run(
-        [cc, *CFLAGS, "-o", str(partial), str(SOURCE)], capture_output=True, text=True
+        [cc, *CFLAGS, *extra, "-o", str(partial), str(SOURCE)], capture_output=True, text=True
     )
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -86,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m enkaku.native build [--force] [OUTPUT]", file=sys.stderr)
         return 2
     output = Path(args[1]) if len(args) > 1 else LIBRARY
-    if not force and output.exists() and output.stat().st_mtime >= SOURCE.stat().st_mtime:
+    fresh = output.exists() and output.stat().st_mtime >= SOURCE.stat().st_mtime
+    if not force and fresh and (output != LIBRARY or LIB is not None):
         return 0
     try:
         build(output)

@@ -15,6 +15,12 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Raised with every change of an exported function's arguments or results: a library
+ * of another version is not loaded (enkaku/native/__init__.py, VERSION). */
+#define ENKAKU_RFBCORE_VERSION 2
+
+int enkaku_rfbcore_version(void) { return ENKAKU_RFBCORE_VERSION; }
+
 #define TILE 64
 #define PALETTE_RLE_MAX 127
 /* Open addressing table for a tile's colours: more slots than PALETTE_RLE_MAX + 1. */

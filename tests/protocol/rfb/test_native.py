@@ -97,6 +97,12 @@ def test_the_encoder_uses_the_library_and_falls_back_without_it(
     assert with_lib == without
 
 
+def test_the_source_builds_without_a_warning(tmp_path: Path) -> None:
+    """-Wall -Wextra -Werror: the library builds clean, and the build loads."""
+    built = native.build(tmp_path / "_rfbcore.so", extra=("-Werror", "-pedantic"))
+    assert built.stat().st_size > 0
+
+
 def test_a_failed_build_leaves_no_library(tmp_path: Path) -> None:
     """A compiler that fails: an error that says so, and no file at the output."""
     fake = tmp_path / "cc"
@@ -183,3 +189,29 @@ def test_tight_rectangles_are_the_same_with_and_without_the_library(
                 for p in pictures
             ]
         assert with_lib == without
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("int enkaku_rfbcore_version(void) { return 1; }", "is version 1"),
+        ("int enkaku_zrle_tiles(void) { return 0; }", "undefined symbol"),
+    ],
+)
+def test_a_library_of_another_version_is_not_used(
+    source: str,
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A build older than the code (a checkout updated since) or another version: the
+    numpy encoders run, and the log says how to rebuild; importing never fails."""
+    c = tmp_path / "old.c"
+    c.write_text(source + "\n")
+    monkeypatch.setattr(native, "SOURCE", c)
+    old = native.build(tmp_path / "_rfbcore.so")
+    monkeypatch.setattr(native, "LIBRARY", old)
+    with caplog.at_level("WARNING", logger="enkaku.native"):
+        assert native._load() is None
+    assert says in caplog.text and "python -m enkaku.native build" in caplog.text
