@@ -130,6 +130,22 @@ static inline uint8_t *put_length(uint8_t *o, int64_t len) {
     return o;
 }
 
+/* One run of an RLE tile (its CPIXEL, then its length) or of a palette RLE tile (its
+ * index, with the top bit and the length when longer than one pixel). */
+static inline uint8_t *put_run(uint8_t *o, int plain, uint32_t v, int64_t len,
+                               const palette *pal, const format *f) {
+    if (plain) {
+        put_cpixel(o, v, f);
+        return put_length(o + f->bpc, len);
+    }
+    if (len == 1) {
+        *o++ = (uint8_t)palette_index(pal, v);
+        return o;
+    }
+    *o++ = (uint8_t)(128 | palette_index(pal, v));
+    return put_length(o, len);
+}
+
 static inline int bits_for(int colours) { return colours == 2 ? 1 : colours <= 4 ? 2 : 4; }
 
 /* The worst a tile of n pixels can take: its subencoding is never longer than raw. */
@@ -256,30 +272,13 @@ int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
                             len++;
                             continue;
                         }
-                        if (len) {
-                            if (kind == K_RLE) {
-                                put_cpixel(o, prev, &f);
-                                o = put_length(o + bpc, len);
-                            } else if (len > 1) {
-                                *o++ = (uint8_t)(128 | palette_index(&pal, prev));
-                                o = put_length(o, len);
-                            } else {
-                                *o++ = (uint8_t)palette_index(&pal, prev);
-                            }
-                        }
+                        if (len)
+                            o = put_run(o, kind == K_RLE, prev, len, &pal, &f);
                         len = 1;
                         prev = v;
                     }
                 }
-                if (kind == K_RLE) {
-                    put_cpixel(o, prev, &f);
-                    o = put_length(o + bpc, len);
-                } else if (len > 1) {
-                    *o++ = (uint8_t)(128 | palette_index(&pal, prev));
-                    o = put_length(o, len);
-                } else {
-                    *o++ = (uint8_t)palette_index(&pal, prev);
-                }
+                o = put_run(o, kind == K_RLE, prev, len, &pal, &f);
             }
         }
     }
