@@ -23,6 +23,8 @@ int enkaku_rfbcore_version(void) { return ENKAKU_RFBCORE_VERSION; }
 
 #define TILE 64
 #define PALETTE_RLE_MAX 127
+/* Tiles of many runs: colours first counted on every ZRLE_SAMPLE_STEP-th pixel. */
+#define ZRLE_SAMPLE_STEP 16
 /* Open addressing table for a tile's colours: more slots than PALETTE_RLE_MAX + 1. */
 #define SLOTS 512
 #define EMPTY_INDEX 0xFFFF
@@ -118,7 +120,7 @@ static inline int palette_index(const palette *p, uint32_t v) {
     return p->index[s];
 }
 
-static inline int64_t length_bytes(int64_t len) { return (len - 1) / 255 + 1; }
+static inline int64_t length_bytes(int64_t len) { return len <= 255 ? 1 : (len - 1) / 255 + 1; }
 
 static inline uint8_t *put_length(uint8_t *o, int64_t len) {
     int64_t n = len - 1;
@@ -174,9 +176,7 @@ int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
             int64_t n = (int64_t)th * tw;
             if (end - o < tile_bound(n, bpc))
                 return -1;
-            /* One pass: runs (row-major, across the tile's rows), their length bytes,
-             * and the colours up to PALETTE_RLE_MAX + 1. */
-            palette_clear(&pal);
+            /* Runs (row-major, across the tile's rows) and their length bytes. */
             int64_t runs = 0, sum_lb = 0, sum_lb_long = 0, len = 0;
             uint32_t prev = 0;
             for (int y = 0; y < th; y++) {
@@ -196,7 +196,6 @@ int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
                     runs++;
                     len = 1;
                     prev = v;
-                    palette_add(&pal, v);
                 }
             }
             {
@@ -205,8 +204,27 @@ int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
                 if (len > 1)
                     sum_lb_long += lb;
             }
-            int colours = pal.count; /* PALETTE_RLE_MAX + 1 means "more" */
             const uint32_t *first = values + (int64_t)ty * stride + tx;
+            /* Colours up to PALETTE_RLE_MAX + 1 ("more"): a tile of more runs than that
+             * is first counted on every ZRLE_SAMPLE_STEP-th pixel (a photo's tile has more
+             * there already), else at each run's first pixel. */
+            palette_clear(&pal);
+            if (runs > PALETTE_RLE_MAX && n / ZRLE_SAMPLE_STEP > PALETTE_RLE_MAX)
+                for (int64_t i = 0; i < n && pal.count <= PALETTE_RLE_MAX; i += ZRLE_SAMPLE_STEP)
+                    palette_add(&pal, first[(i / tw) * stride + i % tw]);
+            if (pal.count <= PALETTE_RLE_MAX) {
+                palette_clear(&pal);
+                for (int y = 0; y < th && pal.count <= PALETTE_RLE_MAX; y++) {
+                    const uint32_t *row = first + (int64_t)y * stride;
+                    uint32_t before = y ? row[-stride + tw - 1] : 0;
+                    for (int x = 0; x < tw && pal.count <= PALETTE_RLE_MAX; x++) {
+                        if ((x || y) && row[x] == (x ? row[x - 1] : before))
+                            continue;
+                        palette_add(&pal, row[x]);
+                    }
+                }
+            }
+            int colours = pal.count; /* PALETTE_RLE_MAX + 1 means "more" */
             if (runs == 1) {
                 *o++ = SUB_SOLID;
                 put_cpixel(o, first[0], &f);
@@ -237,10 +255,22 @@ int64_t enkaku_zrle_tiles(const uint32_t *values, int64_t stride, int h, int w,
             }
             if (kind == K_RAW) {
                 *o++ = SUB_RAW;
+                /* The usual format (32 bits little-endian, the low three bytes) without
+                 * the general byte shuffle: a photo's tiles are raw. */
+                int low3 = bytes_per_pixel == 4 && !big_endian && cstart == 0 && bpc == 3;
                 for (int y = 0; y < th; y++) {
                     const uint32_t *row = first + (int64_t)y * stride;
-                    for (int x = 0; x < tw; x++, o += bpc)
-                        put_cpixel(o, row[x], &f);
+                    if (low3) {
+                        for (int x = 0; x < tw; x++, o += 3) {
+                            uint32_t v = row[x];
+                            o[0] = (uint8_t)v;
+                            o[1] = (uint8_t)(v >> 8);
+                            o[2] = (uint8_t)(v >> 16);
+                        }
+                    } else {
+                        for (int x = 0; x < tw; x++, o += bpc)
+                            put_cpixel(o, row[x], &f);
+                    }
                 }
                 raw += n * bpc;
             } else if (kind == K_PACKED) {
