@@ -39,11 +39,11 @@ CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra"]
 VERSION = 2
 
 
-def _load() -> ctypes.CDLL | None:
-    if os.environ.get("ENKAKU_NATIVE", "1") == "0" or not LIBRARY.exists():
-        return None
+def load(path: Path) -> ctypes.CDLL | None:
+    """The library at ``path`` with its functions' signatures set, or None (with a
+    warning) when it cannot be loaded or is of another interface version."""
     try:
-        lib = ctypes.CDLL(str(LIBRARY))
+        lib = ctypes.CDLL(str(path))
         version = lib.enkaku_rfbcore_version
         version.restype = ctypes.c_int
         found = version()
@@ -71,6 +71,12 @@ def _load() -> ctypes.CDLL | None:
     cells.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
     cells.argtypes += [ctypes.c_void_p] * 5
     return lib
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("ENKAKU_NATIVE", "1") == "0" or not LIBRARY.exists():
+        return None
+    return load(LIBRARY)
 
 
 LIB = _load()
