@@ -1657,6 +1657,14 @@ def test_changed_span_is_the_first_and_last_changed_rows() -> None:
         assert _changed_span(old, new) == want
 
 
+def _unsearchable(rects: list[Rect]) -> bool:
+    """A few blocks apart from each other, each too low or too narrow to be searched for
+    a scroll: where the short path must give the general path's result exactly."""
+    return rfbservice_module._few_apart(rects) and not any(
+        rfbservice_module._searchable(r) for r in rects
+    )
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_small_damage_takes_the_short_path_to_the_general_paths_result(
     seed: int, monkeypatch: pytest.MonkeyPatch
@@ -1678,7 +1686,7 @@ def test_small_damage_takes_the_short_path_to_the_general_paths_result(
     if seed == 3:  # a text row of which a glyph changed, as sway reports a key's echo
         rects, changed = [Rect(0, 200, 320, 14)], screen.copy()
         changed[202:214, 40:52] = 7
-    unsearchable = rfbservice_module._unsearchable
+    unsearchable = _unsearchable
     assert unsearchable(rects)
     assert not unsearchable([Rect(0, 0, 64, 24)])  # a scroll could be in it
     assert not unsearchable([Rect(0, 0, 10, 10), Rect(5, 5, 10, 10)])  # overlapping
@@ -1762,7 +1770,7 @@ def test_small_damage_hands_a_large_change_to_the_general_path() -> None:
     news = [
         rfbservice_module._clear_x(changed[r.y : r.y + r.h, r.x : r.x + r.w].copy()) for r in blocks
     ]
-    assert rfbservice_module._unsearchable(blocks)
+    assert _unsearchable(blocks)
     assert not service._small_damage(service._previous, blocks, news)  # type: ignore[arg-type]
     np.testing.assert_array_equal(service._previous, before)  # untouched
     assert service._damage == []

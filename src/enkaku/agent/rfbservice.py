@@ -304,13 +304,6 @@ SMALL_DAMAGE_BLOCKS = 4
 SMALL_DAMAGE_BLOCK = 128 * 1024
 
 
-def _unsearchable(rects: list[Rect]) -> bool:
-    """Whether ``rects`` are a few blocks apart from each other (the general path
-    compares each against the frame the blocks before it updated), each too low or too
-    narrow to be searched for a scroll (vertical or sideways)."""
-    return _few_apart(rects) and not any(_searchable(r) for r in rects)
-
-
 def _short_path_may_fit(rects: list[Rect]) -> bool:
     """Whether ``_small_damage`` may take ``rects``: a few blocks apart from each
     other, each unsearchable or at most ``SMALL_DAMAGE_BLOCK`` pixels."""
@@ -320,10 +313,13 @@ def _short_path_may_fit(rects: list[Rect]) -> bool:
 
 
 def _searchable(r: Rect) -> bool:
+    """Whether a block is high and wide enough to be searched for a scroll."""
     return r.h >= SCROLL_MIN_ROWS and r.w >= SCROLL_MIN_COLS
 
 
 def _few_apart(rects: list[Rect]) -> bool:
+    """Whether ``rects`` are a few blocks apart from each other (the general path
+    compares each against the frame the blocks before it updated)."""
     if len(rects) > SMALL_DAMAGE_BLOCKS:
         return False
     return not any(a.intersect(b) for i, a in enumerate(rects) for b in rects[i + 1 :])

@@ -428,7 +428,7 @@ def native_tiles(values: Values, pf: PixelFormat) -> tuple[bytes, int] | None:
     lib = native.LIB
     if lib is None:
         return None
-    if values.dtype != np.uint32 or (values.ndim == 2 and values.strides[1] != 4):
+    if values.dtype != np.uint32 or values.strides[1] != 4:
         values = np.ascontiguousarray(values, dtype=np.uint32)
     h, w = values.shape
     cbytes = pf.cpixel_bytes
