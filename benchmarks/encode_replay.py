@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,19 @@ def load_tree(src: Path) -> dict[str, ModuleType]:
     return modules
 
 
+def build_native(src: Path) -> None:
+    """Build the compiled encoder core in the tree ``src`` when this checkout has one
+    built and that tree has the module (an older revision may not): both sides then
+    run as they would be deployed. Without a build here, neither side uses it."""
+    here = importlib.import_module("enkaku.native")
+    if here.LIB is None or not (src / "enkaku" / "native" / "rfbcore.c").exists():
+        return
+    subprocess.run(
+        [sys.executable, "-m", "enkaku.native", "build"], cwd=src, check=True,
+        env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True,
+    )  # fmt: skip
+
+
 def replay(
     modules: dict[str, ModuleType], recording: list[tuple[str, bytes, dict[str, Any], np.ndarray]]
 ) -> tuple[float, str]:
@@ -153,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             ["git", "archive", args.before, "src"], cwd=ROOT, capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        build_native(Path(tmp) / "src")
         trees = {args.before: load_tree(Path(tmp) / "src"), "now": load_tree(ROOT / "src")}
     times: dict[str, list[float]] = {label: [] for label in trees}
     digests: dict[str, set[str]] = {label: set() for label in trees}

@@ -26,7 +26,8 @@ every server in turn: the agent's ``RFBService`` on loopback TCP (``benchmarks.r
 authentication, no encryption, 127.0.0.1 only), ``x11vnc`` and ``X0tigervnc`` (Debian's
 ``tigervnc-scraping-server``; its ``x0vncserver`` wrapper daemonizes, so the binary itself
 is run). ``--before REV`` adds the agent as of git revision REV (``git archive`` of ``src/``
-into a temporary folder), so "before" and "after" are measured in the same run.
+into a temporary folder, its compiled encoder core built there when this checkout has
+one built), so "before" and "after" are measured in the same run.
 ``--server NAME=CMD`` adds any other server (``{display}`` and ``{port}`` are filled in;
 the command must stay in the foreground: its PID is the one whose CPU is measured).
 
@@ -130,6 +131,7 @@ import psutil
 from tests.protocol.rfb.decoders import Decoder, read_compact_length, tpixel_is_rgb
 from tests.xdisplay import x_env, xorg, xvfb, xvfb_pid
 
+from benchmarks.encode_replay import build_native
 from benchmarks.screen_apps import (
     DRAG_BOX,
     DRAG_RATE,
@@ -1111,6 +1113,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True,
                                  check=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        build_native(src / "src")  # built as the agent under test is, where it has one
         before[f"enkaku@{rev}"] = src / "src"
     paths = split(args.paths)
     if args.wayland:

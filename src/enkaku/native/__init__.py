@@ -3,9 +3,10 @@
 The RFB encoders' inner loops are numpy (``enkaku.protocol.rfb.encodings``); on screens of
 many small changes (a web page's spinner, a progress bar, a chart: a few rectangles an
 update) their cost is mostly numpy's own per-call overhead, not pixels. In C: ZRLE's tile
-loop (the same bytes as the numpy one) and Tight's look at each 64×64 cell (the same
-statistics and palettes as ``content.analyse``), tests/protocol/rfb/test_native.py; in a
-fraction of the time (``docs/performance.md``, "The compiled encoder core").
+loop (the same bytes as the numpy one), Tight's look at each 64×64 cell (the same
+statistics and palettes as ``content.analyse``) and Tight's plan (the same rectangles,
+palettes and palette indices as ``tight.plan`` and the numpy encoder's), all compared in
+tests/protocol/rfb/test_native.py; in a fraction of the time (``docs/performance.md``, "The compiled encoder core").
 
 The library has no Python C API in it, so one build serves every Python version: it is
 built by ``scripts/bootstrap`` and ``scripts/build-agent`` with the system's C compiler
@@ -36,7 +37,7 @@ CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra"]
 
 #: The library's interface version (``ENKAKU_RFBCORE_VERSION`` in rfbcore.c): a build of
 #: another version (a checkout updated since, a copied file) is not used.
-VERSION = 2
+VERSION = 3
 
 
 def load(path: Path) -> ctypes.CDLL | None:
@@ -55,6 +56,7 @@ def load(path: Path) -> ctypes.CDLL | None:
             return None
         tiles = lib.enkaku_zrle_tiles
         cells = lib.enkaku_tight_cells
+        plan = lib.enkaku_tight_plan
     except (OSError, AttributeError) as exc:  # another platform's build, an old or damaged file
         log.warning(
             "the compiled encoder core could not be loaded (%s): using numpy until it is "
@@ -70,6 +72,11 @@ def load(path: Path) -> ctypes.CDLL | None:
     cells.restype = ctypes.c_int
     cells.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
     cells.argtypes += [ctypes.c_void_p] * 5
+    plan.restype = ctypes.c_int64
+    plan.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+    ]  # fmt: skip
     return lib
 
 

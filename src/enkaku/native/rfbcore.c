@@ -1,14 +1,17 @@
-/* enkaku's compiled RFB encoder core: ZRLE tiles (RFC 6143 section 7.7.6).
+/* enkaku's compiled RFB encoder core: ZRLE tiles (RFC 6143 section 7.7.6) and Tight's
+ * cell analysis and plan (rfbproto, "Tight Encoding").
  *
  * Loaded with ctypes by enkaku/native/__init__.py (no Python C API: one shared library
- * serves every Python version). The numpy implementation in
- * enkaku/protocol/rfb/encodings/zrle.py is the reference: for every input this writes
- * exactly its bytes (tests/protocol/rfb/test_native.py compares them), and it stays the
- * fallback where this library is not built.
+ * serves every Python version). The numpy implementations in
+ * enkaku/protocol/rfb/encodings/ (zrle.py, content.py, tight.py) are the reference: for
+ * every input this gives exactly their bytes, statistics and rectangles
+ * (tests/protocol/rfb/test_native.py compares them), and they stay the fallback where
+ * this library is not built.
  *
  * Input is the agent's own screen (pixel values it computed), never network data; every
- * write is still bounded by the caller's buffer size, and a buffer too small returns -1
- * with nothing promised about its contents.
+ * write is still bounded: by the buffer size the caller passes (a buffer too small
+ * returns -1 with nothing promised about its contents), or by the room each function
+ * documents from the rectangle's size, which enkaku/ allocates.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -17,7 +20,7 @@
 
 /* Raised with every change of an exported function's arguments or results: a library
  * of another version is not loaded (enkaku/native/__init__.py, VERSION). */
-#define ENKAKU_RFBCORE_VERSION 2
+#define ENKAKU_RFBCORE_VERSION 3
 
 int enkaku_rfbcore_version(void) { return ENKAKU_RFBCORE_VERSION; }
 
@@ -446,4 +449,283 @@ int enkaku_tight_cells(const uint32_t *values, int64_t stride, int h, int w, uin
         }
     }
     return 0;
+}
+
+/* ---- Tight's plan: cells of a kind merged into rectangles (tight.py's plan) ---- */
+
+enum { K_FILL = 0, K_PALETTE = 1, K_FULL = 2, K_PHOTO = 3, K_GRADIENT = 4 };
+#define MAX_CELLS_ACROSS 32 /* Tight rectangles are at most 2048 pixels wide */
+#define JPEG_MAX_CELLS 64   /* JPEG_MAX_PIXELS / (CELL * CELL) */
+#define GRADIENT_MAX_SMOOTH 0.5
+#define PHOTO_MAX_SMOOTH 0.6
+#define SOME_COLOURS 64
+#define GRAINY_MAX_SMOOTH 0.2
+#define PLAN_FIELDS 6 /* a region: kind, cy, cx, ch, cw, colours (1 for a fill) */
+
+typedef struct {
+    int kind, cy, cx, ch, cw, npal;
+    uint32_t colour; /* a fill's */
+} plan_region;
+
+/* The sorted distinct values of sorted a and b into out (room for PHOTO_COLOURS);
+ * returns their count, or PHOTO_COLOURS + 1 when there are more. */
+static int union_sorted(const uint32_t *a, int na, const uint32_t *b, int nb, uint32_t *out) {
+    int i = 0, j = 0, n = 0;
+    while (i < na || j < nb) {
+        uint32_t v;
+        if (j >= nb || (i < na && a[i] < b[j]))
+            v = a[i++];
+        else if (i >= na || b[j] < a[i])
+            v = b[j++];
+        else {
+            v = a[i++];
+            j++;
+        }
+        if (n == PHOTO_COLOURS)
+            return PHOTO_COLOURS + 1;
+        out[n++] = v;
+    }
+    return n;
+}
+
+/* Colour -> index in a sorted palette of at most PHOTO_COLOURS colours. */
+typedef struct {
+    uint32_t key[CELL_SLOTS];
+    uint16_t index[CELL_SLOTS];
+} index_table;
+
+static void table_fill(index_table *t, const uint32_t *pal, int n) {
+    memset(t->index, 0xFF, sizeof t->index);
+    for (int k = 0; k < n; k++) {
+        uint32_t s = (pal[k] * 2654435761u) >> 22;
+        while (t->index[s] != EMPTY_INDEX)
+            s = (s + 1) & (CELL_SLOTS - 1);
+        t->key[s] = pal[k];
+        t->index[s] = (uint16_t)k;
+    }
+}
+
+/* v's index; every pixel of a palette region is in its palette. */
+static inline uint8_t table_index(const index_table *t, uint32_t v) {
+    uint32_t s = (v * 2654435761u) >> 22;
+    while (t->key[s] != v && t->index[s] != EMPTY_INDEX)
+        s = (s + 1) & (CELL_SLOTS - 1);
+    return (uint8_t)t->index[s];
+}
+
+/* A palette region's pixels as indices: a bit a pixel, most significant first, each row
+ * padded to a byte, for two colours (numpy's packbits), else a byte a pixel. */
+static uint8_t *put_indices(const uint32_t *block, int64_t stride, int rh, int rw,
+                            const uint32_t *pal, int npal, index_table *t, uint8_t *o) {
+    table_fill(t, pal, npal);
+    for (int y = 0; y < rh; y++) {
+        const uint32_t *row = block + (int64_t)y * stride;
+        uint32_t last = row[0];
+        uint8_t index = table_index(t, last);
+        if (npal == 2) {
+            uint8_t byte = 0;
+            for (int x = 0; x < rw; x++) {
+                if (row[x] != last) {
+                    last = row[x];
+                    index = table_index(t, last);
+                }
+                byte = (uint8_t)(byte << 1 | index);
+                if ((x & 7) == 7) {
+                    *o++ = byte;
+                    byte = 0;
+                }
+            }
+            if (rw & 7)
+                *o++ = (uint8_t)(byte << (8 - (rw & 7)));
+        } else {
+            for (int x = 0; x < rw; x++) {
+                if (row[x] != last) {
+                    last = row[x];
+                    index = table_index(t, last);
+                }
+                *o++ = index;
+            }
+        }
+    }
+    return o;
+}
+
+/*
+ * Tight's plan of an h x w rectangle of pixel values, as tight.py's plan makes it (the
+ * reference; tests/protocol/rfb/test_native.py compares the two): each 64 x 64 cell's
+ * kind from enkaku_tight_cells' statistics, runs of a kind merged across and down.
+ * jpeg: photo-like cells take JPEG; gradient: many-coloured cells that seldom repeat a
+ * neighbour take the gradient filter. Writes, in the reference's order of regions:
+ * PLAN_FIELDS int32 a region to regions (room for ny * nx regions); each region's fill
+ * colour or sorted palette to colours, one after another (room for ny * nx *
+ * PHOTO_COLOURS); each palette region's pixels as indices to data, one after another
+ * (put_indices; room for h * w + h bytes). Returns the number of regions, or -1 (bad
+ * arguments, no memory).
+ */
+int64_t enkaku_tight_plan(const uint32_t *values, int64_t stride, int h, int w, int jpeg,
+                          int gradient, int32_t *regions, uint32_t *colours, uint8_t *data) {
+    if (h <= 0 || w <= 0)
+        return -1;
+    int ny = (h + CELL - 1) / CELL, nx = (w + CELL - 1) / CELL;
+    int64_t n = (int64_t)ny * nx;
+    uint8_t *solid = malloc((size_t)n);
+    int64_t *counts = malloc((size_t)n * sizeof *counts);
+    double *smooth = malloc((size_t)n * sizeof *smooth);
+    uint32_t *cell_pals = malloc((size_t)n * PHOTO_COLOURS * sizeof *cell_pals);
+    int64_t *sizes = malloc((size_t)n * sizeof *sizes);
+    int64_t *offsets = malloc((size_t)n * sizeof *offsets);
+    uint8_t *kinds = malloc((size_t)n);
+    plan_region *out = malloc((size_t)n * sizeof *out);
+    /* Region k's palette while planning: PHOTO_COLOURS slots from k * PHOTO_COLOURS. */
+    uint32_t *region_pals = malloc((size_t)n * PHOTO_COLOURS * sizeof *region_pals);
+    /* Regions that may grow down, by the cell they start at: the row above's, this one's. */
+    int *above = malloc((size_t)nx * sizeof *above);
+    int *here = malloc((size_t)nx * sizeof *here);
+    index_table *table = malloc(sizeof *table);
+    int64_t count = -1;
+    if (!solid || !counts || !smooth || !cell_pals || !sizes || !offsets || !kinds || !out ||
+        !region_pals || !above || !here || !table)
+        goto done;
+    if (enkaku_tight_cells(values, stride, h, w, solid, counts, smooth, cell_pals, sizes) != 0)
+        goto done;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        offsets[i] = at;
+        at += sizes[i];
+        int kind;
+        if (solid[i])
+            kind = K_FILL;
+        else if (jpeg && ((counts[i] > PHOTO_COLOURS && smooth[i] < PHOTO_MAX_SMOOTH) ||
+                          (counts[i] > SOME_COLOURS && smooth[i] < GRAINY_MAX_SMOOTH)))
+            kind = K_PHOTO;
+        else if (counts[i] <= PHOTO_COLOURS)
+            kind = K_PALETTE;
+        else if (gradient && smooth[i] < GRADIENT_MAX_SMOOTH)
+            kind = K_GRADIENT;
+        else
+            kind = K_FULL;
+        kinds[i] = (uint8_t)kind;
+    }
+    int nregions = 0;
+    uint32_t run[PHOTO_COLOURS], next[PHOTO_COLOURS];
+    for (int cx = 0; cx < nx; cx++)
+        above[cx] = -1;
+    for (int cy = 0; cy < ny; cy++) {
+        const uint8_t *row = kinds + (int64_t)cy * nx;
+        const uint32_t *firsts = values + (int64_t)cy * CELL * stride; /* + cx * CELL */
+        for (int cx = 0; cx < nx; cx++)
+            here[cx] = -1;
+        int cx = 0;
+        while (cx < nx) {
+            int kind = row[cx], end = cx + 1, nrun = 0;
+            int64_t cell = (int64_t)cy * nx + cx;
+            uint32_t first = firsts[(int64_t)cx * CELL];
+            if (kind == K_PALETTE) {
+                /* Across while the palettes' union keeps to PHOTO_COLOURS colours. */
+                nrun = (int)sizes[cell];
+                memcpy(run, cell_pals + offsets[cell], (size_t)nrun * sizeof *run);
+                while (end < nx && end - cx < MAX_CELLS_ACROSS && row[end] == K_PALETTE) {
+                    int64_t other = cell + (end - cx);
+                    int k = union_sorted(run, nrun, cell_pals + offsets[other], (int)sizes[other],
+                                         next);
+                    if (k > PHOTO_COLOURS)
+                        break;
+                    memcpy(run, next, (size_t)k * sizeof *run);
+                    nrun = k;
+                    end++;
+                }
+            } else {
+                while (end < nx && end - cx < MAX_CELLS_ACROSS && row[end] == kind &&
+                       (kind != K_FILL || firsts[(int64_t)end * CELL] == first))
+                    end++;
+            }
+            /* Down: the region that the row above's run of the same cells started. */
+            int prev = above[cx];
+            plan_region *r = prev >= 0 ? &out[prev] : NULL;
+            if (r != NULL && (r->cw != end - cx || r->kind != kind))
+                r = NULL;
+            if (r != NULL && kind == K_FILL && r->colour == first) {
+                r->ch++;
+                here[cx] = prev;
+                cx = end;
+                continue;
+            }
+            if (r != NULL && kind == K_PHOTO && r->ch < JPEG_MAX_CELLS / (end - cx)) {
+                r->ch++;
+                here[cx] = prev;
+                cx = end;
+                continue;
+            }
+            if (r != NULL && kind == K_PALETTE) {
+                /* While the union keeps to PHOTO_COLOURS colours and to the indices'
+                 * width: two colours stay two. */
+                uint32_t *pal = region_pals + (int64_t)prev * PHOTO_COLOURS;
+                int k = union_sorted(pal, r->npal, run, nrun, next);
+                if (k <= 2 || (k <= PHOTO_COLOURS && r->npal > 2 && nrun > 2)) {
+                    memcpy(pal, next, (size_t)k * sizeof *pal);
+                    r->npal = k;
+                    r->ch++;
+                    here[cx] = prev;
+                    cx = end;
+                    continue;
+                }
+            }
+            r = &out[nregions];
+            r->kind = kind;
+            r->cy = cy;
+            r->cx = cx;
+            r->ch = 1;
+            r->cw = end - cx;
+            r->colour = first;
+            r->npal = nrun;
+            if (kind == K_PALETTE)
+                memcpy(region_pals + (int64_t)nregions * PHOTO_COLOURS, run,
+                       (size_t)nrun * sizeof *run);
+            if (kind == K_FILL || kind == K_PHOTO || kind == K_PALETTE)
+                here[cx] = nregions;
+            nregions++;
+            cx = end;
+        }
+        int *swap = above;
+        above = here;
+        here = swap;
+    }
+    uint32_t *c = colours;
+    uint8_t *o = data;
+    for (int k = 0; k < nregions; k++) {
+        const plan_region *r = &out[k];
+        int32_t *f = regions + (int64_t)k * PLAN_FIELDS;
+        f[0] = r->kind;
+        f[1] = r->cy;
+        f[2] = r->cx;
+        f[3] = r->ch;
+        f[4] = r->cw;
+        f[5] = r->kind == K_PALETTE ? r->npal : 1;
+        if (r->kind != K_PALETTE) {
+            *c++ = r->colour;
+            continue;
+        }
+        const uint32_t *pal = region_pals + (int64_t)k * PHOTO_COLOURS;
+        memcpy(c, pal, (size_t)r->npal * sizeof *c);
+        c += r->npal;
+        int y = r->cy * CELL, x = r->cx * CELL;
+        int rh = h - y < r->ch * CELL ? h - y : r->ch * CELL;
+        int rw = w - x < r->cw * CELL ? w - x : r->cw * CELL;
+        o = put_indices(values + (int64_t)y * stride + x, stride, rh, rw, pal, r->npal, table, o);
+    }
+    count = nregions;
+done:
+    free(solid);
+    free(counts);
+    free(smooth);
+    free(cell_pals);
+    free(sizes);
+    free(offsets);
+    free(kinds);
+    free(out);
+    free(region_pals);
+    free(above);
+    free(here);
+    free(table);
+    return count;
 }

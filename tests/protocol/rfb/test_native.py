@@ -209,6 +209,93 @@ def test_tight_rectangles_are_the_same_with_and_without_the_library(
         assert with_lib == without
 
 
+def _plans_agree(values: np.ndarray, jpeg: bool, gradient: bool) -> None:
+    """``tight.plan`` (numpy) and ``tight.plan_native``: the same regions, palettes and
+    the indices the numpy encoder would send for each palette region."""
+    from enkaku.protocol.rfb.encodings import tight
+
+    lib = native.LIB
+    assert lib is not None
+    try:
+        native.LIB = None
+        ref = tight.plan(values, jpeg, gradient)
+    finally:
+        native.LIB = lib
+    got = tight.plan_native(lib, values, jpeg, gradient)
+    assert [(r.kind, r.cy, r.cx, r.ch, r.cw) for r in got] == [
+        (r.kind, r.cy, r.cx, r.ch, r.cw) for r in ref
+    ]
+    h, w = values.shape
+    for g, r in zip(got, ref, strict=True):
+        if r.kind == tight.K_FILL:
+            assert g.colour == r.colour
+        if r.kind != tight.K_PALETTE:
+            continue
+        assert r.palette is not None and g.palette is not None and g.indices is not None
+        np.testing.assert_array_equal(g.palette, r.palette)
+        y, x = r.cy * tight.CELL, r.cx * tight.CELL
+        block = values[y : y + r.ch * tight.CELL, x : x + r.cw * tight.CELL]
+        indices = tight.palette_indices(block, r.palette)
+        if r.palette.size == 2:
+            indices = np.packbits(indices, axis=1)
+        assert g.indices.tobytes() == indices.tobytes()
+
+
+@needs_lib
+def test_tight_plans_match_the_numpy_plan() -> None:
+    """Pictures of every colour count (palettes that merge across and down, two-colour
+    runs that must stay two, runs past 32 cells and past JPEG's rectangle size), UI
+    screens, photos and views, with JPEG and the gradient filter each on and off."""
+    rng = np.random.default_rng(23)
+    pictures = []
+    for h, w in ((1, 1), (7, 9), (64, 64), (70, 130), (130, 70), (200, 333), (129, 2200)):
+        pictures += [NATIVE.values(p) for p in _images(rng, h, w)]
+    # Two colours in one cell, two others in the next: merged they would need 8 bits.
+    mono = np.zeros((128, 256), dtype=np.uint32)
+    mono[::2, :128] = 0xFFFFFF
+    mono[::3, 128:] = 0x00FF00
+    mono[1::3, 128:] = 0x0000FF
+    pictures.append(mono)
+    # Cells of a few colours each whose union passes 256 across and down.
+    blocks = rng.integers(0, 100, (4, 8, 60)).astype(np.uint32)
+    blocks += (np.arange(4 * 8).reshape(4, 8, 1) * 100).astype(np.uint32)
+    tiles = blocks[:, :, rng.integers(0, 60, (64, 64))]
+    pictures.append(tiles.transpose(0, 2, 1, 3).reshape(256, 512))
+    screen = NATIVE.values(sample_image(1080, 1920, seed=9))
+    pictures += [screen, screen[17:900, 3:1211], NATIVE.values(photo_image(700, 1200, seed=4))]
+    photo = NATIVE.values(photo_image(1080, 1920, seed=3))
+    pictures.append(photo)  # JPEG runs longer than JPEG_MAX_PIXELS: cut down
+    for values in pictures:
+        for jpeg in (False, True):
+            for gradient in (False, True):
+                _plans_agree(values, jpeg, gradient)
+
+
+@needs_lib
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_tight_updates_match_in_every_format(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole Tight updates in every pixel format, of one cell and of many, JPEG on and
+    off: the same bytes with and without the library."""
+    from enkaku.protocol.rfb.encodings.tight import TightEncoder
+
+    pf = FORMATS[fmt]
+    rng = np.random.default_rng(31)
+    pictures = [sample_image(300, 500, seed=2), photo_image(200, 300, seed=1)]
+    pictures += _images(rng, 40, 50) + _images(rng, 90, 150)
+    for options in (EncodeOptions(), EncodeOptions(jpeg_quality=60, compress_level=6)):
+        got = [
+            [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, pf, options)]
+            for p in pictures
+        ]
+        with monkeypatch.context() as m:
+            m.setattr(native, "LIB", None)
+            ref = [
+                [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, pf, options)]
+                for p in pictures
+            ]
+        assert got == ref
+
+
 @pytest.mark.parametrize(
     ("source", "says"),
     [

@@ -33,10 +33,17 @@ filter in less CPU (27 ms of filter, then zlib runs faster on the small residual
 against 168 ms), and on a smooth two-way UI gradient 86 KB instead of 1069 KB. Many-colour
 cells that repeat their neighbours (UI, icons) keep the copy filter, where LZ77 finds the
 repeats.
+
+Where the compiled core is built (``enkaku.native``), the whole plan runs there in one
+call (``plan_native``): the cells' statistics, their kinds, the merges across and down,
+and each palette rectangle's indices packed as sent; Python then only frames and
+compresses each rectangle. The numpy ``plan`` is the reference and the fallback: the same
+rectangles and bytes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import threading
@@ -52,7 +59,8 @@ try:  # libjpeg-turbo straight from BGRX (no Pillow image, no channel swap); see
 except ImportError:  # pragma: no cover - a platform without its wheel: Pillow does it
     simplejpeg = None
 
-from enkaku.protocol.rfb.encodings.content import CELL, SOME_COLOURS, analyse
+from enkaku import native
+from enkaku.protocol.rfb.encodings.content import CELL, PHOTO_COLOURS, SOME_COLOURS, analyse
 from enkaku.protocol.rfb.encodings.deflate import DeflateStream
 from enkaku.protocol.rfb.messages import EncodedRect, EncodeOptions
 from enkaku.protocol.rfb.pixelformat import Frame, PixelFormat, Values
@@ -121,6 +129,8 @@ class _Region:
     cw: int
     colour: int = 0  # fill
     palette: Values | None = None  # palette
+    #: A palette region's pixels as indices, packed as sent (from the compiled plan).
+    indices: npt.NDArray[np.uint8] | None = None
 
 
 def palette_indices(block: Values, palette: Values) -> npt.NDArray[np.uint8]:
@@ -279,6 +289,39 @@ def plan(values: Values, jpeg: bool, gradient: bool = True) -> list[_Region]:
     return out
 
 
+def plan_native(lib: ctypes.CDLL, values: Values, jpeg: bool, gradient: bool) -> list[_Region]:
+    """``plan`` by the compiled core (``enkaku.native``): the same regions and palettes,
+    and each palette region's indices as sent, in one call (tests/protocol/rfb/
+    test_native.py compares the two)."""
+    if values.dtype != np.uint32 or values.strides[1] != 4:
+        values = np.ascontiguousarray(values, dtype=np.uint32)
+    h, w = values.shape
+    n = -(-h // CELL) * -(-w // CELL)
+    fields = np.empty((n, 6), dtype=np.int32)
+    colours = np.empty(n * PHOTO_COLOURS, dtype=np.uint32)
+    data = np.empty(h * w + h, dtype=np.uint8)
+    count = lib.enkaku_tight_plan(
+        values.ctypes.data, values.strides[0] // 4, h, w, int(jpeg), int(gradient),
+        fields.ctypes.data, colours.ctypes.data, data.ctypes.data,
+    )  # fmt: skip
+    if count < 0:
+        raise MemoryError("the compiled Tight plan could not allocate its work space")
+    out = []
+    c = o = 0
+    for kind, cy, cx, ch, cw, k in fields[:count].tolist():
+        if kind == K_PALETTE:
+            rh, rw = min(ch * CELL, h - cy * CELL), min(cw * CELL, w - cx * CELL)
+            size = rh * ((rw + 7) // 8 if k == 2 else rw)
+            region = _Region(kind, cy, cx, ch, cw, palette=colours[c : c + k])
+            region.indices = data[o : o + size]
+            o += size
+        else:
+            region = _Region(kind, cy, cx, ch, cw, colour=int(colours[c]))
+        out.append(region)
+        c += k
+    return out
+
+
 class TightEncoder:
     """Tight with fill, palette, copy and JPEG chosen per region; holds the zlib streams."""
 
@@ -294,7 +337,10 @@ class TightEncoder:
             return []
         values = pf.values(frame, x_clear=options.x_clear)
         jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
-        if h <= CELL and w <= CELL:
+        lib = native.LIB
+        if lib is not None:
+            regions = plan_native(lib, values, jpeg, pf.tpixel_is_rgb)
+        elif h <= CELL and w <= CELL:
             # One cell (a scroll bar's thumb, a caret, a glyph): what ``plan`` chooses
             # for a cell that is one colour or a palette JPEG could not take (at most
             # SOME_COLOURS colours, or 256 without JPEG), without its set-up: 0.82
@@ -308,7 +354,9 @@ class TightEncoder:
             if palette.size <= (SOME_COLOURS if jpeg else 256):
                 payload = self._palette(values, palette, pf, options)
                 return [EncodedRect(0, 0, w, h, self.code, payload, False)]
-        regions = plan(values, jpeg, pf.tpixel_is_rgb)
+            regions = plan(values, jpeg, pf.tpixel_is_rgb)
+        else:
+            regions = plan(values, jpeg, pf.tpixel_is_rgb)
         photos = [r for r in regions if r.kind == K_PHOTO]
         work = sum(r.ch * r.cw for r in photos) * CELL * CELL
         futures: dict[int, Future[bytes]] = {}
@@ -332,7 +380,11 @@ class TightEncoder:
                     payload = _jpeg_payload(frame[y : y + rh, x : x + rw], options)
             elif r.kind == K_PALETTE:
                 assert r.palette is not None
-                payload = self._palette(values[y : y + rh, x : x + rw], r.palette, pf, options)
+                if r.indices is not None:
+                    payload = self._palette_payload(r.palette, r.indices.tobytes(), pf, options)
+                else:
+                    block = values[y : y + rh, x : x + rw]
+                    payload = self._palette(block, r.palette, pf, options)
             elif r.kind == K_GRADIENT:
                 payload = self._gradient(values[y : y + rh, x : x + rw], pf, options)
             else:
@@ -360,12 +412,14 @@ class TightEncoder:
         self, block: Values, palette: Values, pf: PixelFormat, options: EncodeOptions
     ) -> bytes:
         indices = palette_indices(block, palette)
-        if palette.size == 2:
-            stream = STREAM_MONO
-            data = np.packbits(indices, axis=1).tobytes()
-        else:
-            stream = STREAM_INDEXED
-            data = indices.tobytes()
+        packed = np.packbits(indices, axis=1) if palette.size == 2 else indices
+        return self._palette_payload(palette, packed.tobytes(), pf, options)
+
+    def _palette_payload(
+        self, palette: Values, data: bytes, pf: PixelFormat, options: EncodeOptions
+    ) -> bytes:
+        """A palette rectangle from its colours and its indices (packed as sent)."""
+        stream = STREAM_MONO if palette.size == 2 else STREAM_INDEXED
         head = bytes([FILTER_PALETTE, palette.size - 1]) + pf.pack_tpixels(palette).tobytes()
         return self._basic(stream, READ_FILTER, head, data, options)
 
