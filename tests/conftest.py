@@ -10,9 +10,18 @@ import pytest
 
 #: Where the long test files are (real servers, agents, browsers: 10-260 s a file, against
 #: well under 10 s for most others). They run first: the workers take whole files
-#: in collection order, so a long file collected last keeps one worker busy while the
-#: other has nothing left (tests/test_cli.py, 170 s, used to come after tests/server).
-LONG_FIRST = ("tests/e2e/", "tests/console/", "tests/agent/window/", "tests/test_cli.py")
+#: in collection order (scripts/test passes --no-loadscope-reorder, without which
+#: pytest-xdist 3.8 hands out the files of most tests first), so a long file collected
+#: last keeps one worker busy while the others have nothing left (tests/test_cli.py,
+#: 170 s, used to come after tests/server; on 2026-12-02 tests/e2e/test_download.py's
+#: 125 s build started near the end).
+LONG_FIRST = (
+    "tests/e2e/",
+    "tests/console/",
+    "tests/agent/window/",
+    "tests/test_cli.py",
+    "tests/benchmarks/",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
