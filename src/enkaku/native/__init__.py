@@ -6,7 +6,8 @@ update) their cost is mostly numpy's own per-call overhead, not pixels. In C: ZR
 loop (the same bytes as the numpy one), Tight's look at each 64×64 cell (the same
 statistics and palettes as ``content.analyse``) and Tight's plan (the same rectangles,
 palettes and palette indices as ``tight.plan`` and the numpy encoder's), all compared in
-tests/protocol/rfb/test_native.py; in a fraction of the time (``docs/performance.md``, "The compiled encoder core").
+tests/protocol/rfb/test_native.py; in a fraction of the time (``docs/performance.md``,
+"The compiled encoder core").
 
 The library has no Python C API in it, so one build serves every Python version: it is
 built by ``scripts/bootstrap`` and ``scripts/build-agent`` with the system's C compiler
