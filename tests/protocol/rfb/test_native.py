@@ -192,21 +192,27 @@ def test_tight_rectangles_are_the_same_with_and_without_the_library(
 ) -> None:
     """Whole Tight updates (palette merges, fills, JPEG and gradient choices) of a UI
     screen and a photo, with JPEG on and off: the same bytes."""
-    from enkaku.protocol.rfb.encodings.tight import TightEncoder
 
     pictures = [sample_image(400, 700, seed=7), photo_image(300, 400, seed=8)]
     for options in (EncodeOptions(), EncodeOptions(jpeg_quality=80)):
-        with_lib = [
-            [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, NATIVE, options)]
+        _same_tight_updates(pictures, NATIVE, options, monkeypatch)
+
+
+def _same_tight_updates(pictures, pf, options, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each picture's whole Tight update, with the library and without: the same."""
+    from enkaku.protocol.rfb.encodings.tight import TightEncoder
+
+    def encoded() -> list[list[tuple[int, int, int, int, bytes]]]:
+        return [
+            [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, pf, options)]
             for p in pictures
         ]
-        with monkeypatch.context() as m:
-            m.setattr(native, "LIB", None)
-            without = [
-                [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, NATIVE, options)]
-                for p in pictures
-            ]
-        assert with_lib == without
+
+    with_lib = encoded()
+    with monkeypatch.context() as m:
+        m.setattr(native, "LIB", None)
+        without = encoded()
+    assert with_lib == without
 
 
 def _plans_agree(values: np.ndarray, jpeg: bool, gradient: bool) -> None:
@@ -276,24 +282,13 @@ def test_tight_plans_match_the_numpy_plan() -> None:
 def test_tight_updates_match_in_every_format(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whole Tight updates in every pixel format, of one cell and of many, JPEG on and
     off: the same bytes with and without the library."""
-    from enkaku.protocol.rfb.encodings.tight import TightEncoder
 
     pf = FORMATS[fmt]
     rng = np.random.default_rng(31)
     pictures = [sample_image(300, 500, seed=2), photo_image(200, 300, seed=1)]
     pictures += _images(rng, 40, 50) + _images(rng, 90, 150)
     for options in (EncodeOptions(), EncodeOptions(jpeg_quality=60, compress_level=6)):
-        got = [
-            [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, pf, options)]
-            for p in pictures
-        ]
-        with monkeypatch.context() as m:
-            m.setattr(native, "LIB", None)
-            ref = [
-                [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, pf, options)]
-                for p in pictures
-            ]
-        assert got == ref
+        _same_tight_updates(pictures, pf, options, monkeypatch)
 
 
 @pytest.mark.parametrize(
