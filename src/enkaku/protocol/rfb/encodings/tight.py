@@ -312,8 +312,8 @@ def plan_native(lib: ctypes.CDLL, values: Values, jpeg: bool, gradient: bool) ->
         if kind == K_PALETTE:
             rh, rw = min(ch * CELL, h - cy * CELL), min(cw * CELL, w - cx * CELL)
             size = rh * ((rw + 7) // 8 if k == 2 else rw)
-            region = _Region(kind, cy, cx, ch, cw, palette=colours[c : c + k])
-            region.indices = data[o : o + size]
+            indices = data[o : o + size]
+            region = _Region(kind, cy, cx, ch, cw, palette=colours[c : c + k], indices=indices)
             o += size
         else:
             region = _Region(kind, cy, cx, ch, cw, colour=int(colours[c]))
@@ -338,14 +338,13 @@ class TightEncoder:
         values = pf.values(frame, x_clear=options.x_clear)
         jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
         lib = native.LIB
-        if lib is not None:
-            regions = plan_native(lib, values, jpeg, pf.tpixel_is_rgb)
-        elif h <= CELL and w <= CELL:
+        if lib is None and h <= CELL and w <= CELL:
             # One cell (a scroll bar's thumb, a caret, a glyph): what ``plan`` chooses
             # for a cell that is one colour or a palette JPEG could not take (at most
             # SOME_COLOURS colours, or 256 without JPEG), without its set-up: 0.82
             # against 1.29 ms of encoding per update of a page scrolled in Chromium.
-            # Any other cell goes through ``plan``.
+            # Any other cell goes through ``plan``. (numpy only: the compiled plan has
+            # no such set-up.)
             flat = values.ravel()
             if bool((flat == flat[0]).all()):
                 payload = bytes([FILL]) + pf.pack_tpixels(flat[:1]).tobytes()
@@ -354,7 +353,8 @@ class TightEncoder:
             if palette.size <= (SOME_COLOURS if jpeg else 256):
                 payload = self._palette(values, palette, pf, options)
                 return [EncodedRect(0, 0, w, h, self.code, payload, False)]
-            regions = plan(values, jpeg, pf.tpixel_is_rgb)
+        if lib is not None:
+            regions = plan_native(lib, values, jpeg, pf.tpixel_is_rgb)
         else:
             regions = plan(values, jpeg, pf.tpixel_is_rgb)
         photos = [r for r in regions if r.kind == K_PHOTO]
