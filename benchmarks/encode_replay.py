@@ -92,10 +92,10 @@ def load_recording(path: Path) -> list[tuple[str, bytes, dict[str, Any], np.ndar
         ]
 
 
-def load_tree(src: Path) -> dict[str, ModuleType]:
-    """The encoder and pixel format modules of the ``enkaku`` package under ``src``,
-    imported afresh; the ``enkaku`` imported before (if any) is put back afterwards, so
-    two trees' modules live side by side."""
+def load_tree(src: Path, names: dict[str, str] | None = None) -> dict[str, ModuleType]:
+    """The encoder and pixel format modules of the ``enkaku`` package under ``src`` (or
+    ``names``: label -> module), imported afresh; the ``enkaku`` imported before (if
+    any) is put back afterwards, so two trees' modules live side by side."""
 
     def ours() -> dict[str, ModuleType]:
         return {n: m for n, m in sys.modules.items() if n == "enkaku" or n.startswith("enkaku.")}
@@ -104,13 +104,12 @@ def load_tree(src: Path) -> dict[str, ModuleType]:
     for name in before:
         del sys.modules[name]
     sys.path.insert(0, str(src))
+    if names is None:
+        names = {name: f"enkaku.protocol.rfb.encodings.{name}" for name in ENCODERS}
+        names["pixelformat"] = "enkaku.protocol.rfb.pixelformat"
+        names["messages"] = "enkaku.protocol.rfb.messages"
     try:
-        modules = {
-            name: importlib.import_module(f"enkaku.protocol.rfb.encodings.{name}")
-            for name in ENCODERS
-        }
-        modules["pixelformat"] = importlib.import_module("enkaku.protocol.rfb.pixelformat")
-        modules["messages"] = importlib.import_module("enkaku.protocol.rfb.messages")
+        modules = {label: importlib.import_module(name) for label, name in names.items()}
     finally:
         sys.path.remove(str(src))
         for name in ours():
@@ -130,6 +129,17 @@ def build_native(src: Path) -> None:
         [sys.executable, "-m", "enkaku.native", "build"], cwd=src, check=True,
         env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True,
     )  # fmt: skip
+
+
+def old_src(rev: str, tmp: Path) -> Path:
+    """The ``src`` tree of git revision ``rev``, written into ``tmp``, its compiled core
+    built where this checkout has one (``build_native``)."""
+    archive = subprocess.run(
+        ["git", "archive", rev, "src"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+    build_native(tmp / "src")
+    return tmp / "src"
 
 
 def replay(
@@ -163,12 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print("encode_replay: the recording is empty", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(
-            ["git", "archive", args.before, "src"], cwd=ROOT, capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        build_native(Path(tmp) / "src")
-        trees = {args.before: load_tree(Path(tmp) / "src"), "now": load_tree(ROOT / "src")}
+        before = load_tree(old_src(args.before, Path(tmp)))
+        trees = {args.before: before, "now": load_tree(ROOT / "src")}
     times: dict[str, list[float]] = {label: [] for label in trees}
     digests: dict[str, set[str]] = {label: set() for label in trees}
     for _ in range(args.rounds):

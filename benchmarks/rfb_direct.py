@@ -141,7 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep what the Tight and ZRLE encoders are given, written to FILE (.npz) at "
         "exit, for benchmarks.encode_replay",
     )  # fmt: skip
-    p.add_argument("--record-max", type=int, default=200, help="rectangles kept (default 200)")
+    p.add_argument(
+        "--record-damage", type=Path, metavar="FILE",
+        help="keep what the damage step is given, written to FILE (.npz) at exit, for "
+        "benchmarks.damage_replay",
+    )  # fmt: skip
+    p.add_argument(
+        "--record-max", type=int, default=200,
+        help="rectangles (--record) or steps (--record-damage) kept (default 200)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if not is_loopback(args.host):
         print(
@@ -165,11 +173,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         recorder = Recorder(args.record, args.record_max)
         recorder.install()
+    damage = None
+    if args.record_damage is not None:
+        from benchmarks.damage_replay import DamageRecorder
+
+        damage = DamageRecorder(args.record_damage, args.record_max)
+        damage.install()
     try:
         return asyncio.run(serve(args.host, args.port, args.display, args.max_fps))
     finally:
-        if recorder is not None:
-            recorder.save()
+        for kept in (recorder, damage):
+            if kept is not None:
+                kept.save()
 
 
 if __name__ == "__main__":
