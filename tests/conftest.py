@@ -62,20 +62,3 @@ def _enkaku_log_level() -> Iterator[None]:
     logger.setLevel(logging.NOTSET)
     yield
     logger.setLevel(saved)
-
-
-@pytest.fixture(scope="session")
-def native_lib(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """The compiled core (enkaku.native): this checkout's (scripts/bootstrap builds it),
-    else one built here from the same source (a checkout where bootstrap did not run),
-    so that its tests never quietly compare numpy with itself. Skipped with
-    ``ENKAKU_NATIVE=0``."""
-    from enkaku import native
-
-    if os.environ.get("ENKAKU_NATIVE") == "0":
-        pytest.skip("turned off by ENKAKU_NATIVE=0")
-    if native.LIB is not None:
-        return native.LIB
-    lib = native.load(native.build(tmp_path_factory.mktemp("native") / native.LIBRARY.name))
-    assert lib is not None
-    return lib

@@ -1203,7 +1203,7 @@ def test_diff_box_bounds_the_changes() -> None:
 def test_changed_boxes_cover_every_change_once_and_little_else(seed: int) -> None:
     """Every changed cell is in exactly one box, the boxes stay in the mask and are
     tight (each box's edge rows and columns hold a change), and at most ``SPLIT_MAX``."""
-    from enkaku.agent.blockdiff import SPLIT_MAX, changed_boxes
+    from enkaku.agent.rfbservice import SPLIT_MAX, changed_boxes
 
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(1, 300)), int(rng.integers(1, 400))
@@ -1339,7 +1339,7 @@ def test_the_viewer_ends_exact_whatever_scrolls_beside_what(seed: int) -> None:
 def test_changed_columns_are_exact_when_a_side_is_still(seed: int) -> None:
     """Sampled rows give the span, the columns outside are compared whole: the span is
     exact, whichever rows the changes are in."""
-    from enkaku.agent.blockdiff import SIDE_MIN_COLS, _changed_columns
+    from enkaku.agent.rfbservice import SIDE_MIN_COLS, _changed_columns
 
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(24, 120)), int(rng.integers(64, 400))
@@ -1643,7 +1643,7 @@ def test_grab_damage_sends_a_sideways_scroll_as_a_copy_and_stays_exact() -> None
 def test_changed_span_is_the_first_and_last_changed_rows() -> None:
     """Found from both ends in growing bands, it is exactly the rows a whole
     comparison gives, wherever the changes are (or None when there are none)."""
-    from enkaku.agent.blockdiff import _changed_span
+    from enkaku.agent.rfbservice import _changed_span
 
     rng = np.random.default_rng(11)
     for _ in range(300):
@@ -1771,8 +1771,7 @@ def test_small_damage_hands_a_large_change_to_the_general_path() -> None:
         rfbservice_module._clear_x(changed[r.y : r.y + r.h, r.x : r.x + r.w].copy()) for r in blocks
     ]
     assert _unsearchable(blocks)
-    looks: list = [None] * len(blocks)
-    assert not service._small_damage(service._previous, blocks, news, looks)  # type: ignore[arg-type]
+    assert not service._small_damage(service._previous, blocks, news)  # type: ignore[arg-type]
     np.testing.assert_array_equal(service._previous, before)  # untouched
     assert service._damage == []
     capture.image = changed

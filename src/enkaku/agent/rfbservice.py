@@ -74,7 +74,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from enkaku.agent.blockdiff import BlockDiff, _clear_x, _words, changed_boxes
 from enkaku.agent.capture.base import CursorImage, ScreenCapture
 from enkaku.agent.capture.monitors import Monitor, MonitorView
 from enkaku.agent.clipboard.base import Clipboard, ClipboardError
@@ -250,6 +249,23 @@ def _values(block: Frame) -> npt.NDArray[np.uint32]:
     return block.view("<u4")[..., 0] & np.uint32(0xFFFFFF)
 
 
+def _words(block: Frame) -> npt.NDArray[np.uint32]:
+    """A BGRX block as an (h, w) view of its 32-bit words (no copy: compares and hashes
+    whole pixels, so the X bytes must have been cleared, see ``_clear_x``)."""
+    return block.view("<u4")[..., 0]
+
+
+def _clear_x(block: Frame) -> Frame:
+    """``block`` with its X (padding) bytes zeroed, in place when it is writable (else a
+    copy): the damage step keeps the previous frame and new pixels this way, so that it
+    compares and hashes them as words without masking a copy of each block."""
+    if not block.flags.writeable:
+        block = block.copy()
+    words = _words(block)
+    np.bitwise_and(words, np.uint32(0xFFFFFF), out=words)
+    return block
+
+
 def _xywh(r: RectLike) -> tuple[int, int, int, int]:
     return r.x, r.y, r.w, r.h
 
@@ -324,6 +340,118 @@ def _scattered(boxes: list[Rect]) -> bool:
             changed += b.y + b.h - top
             end = b.y + b.h
     return 2 * changed <= y1 - y0
+
+
+#: Changed pixels of one damaged block further apart than this (rows, then columns
+#: within a band of rows) go out as separate rectangles: an application that reports the
+#: bounding box of its drawing (Chromium does: a spinner in the header and a progress
+#: bar lower down are one 1000×186 box) sends what changed, not the box. Closer ones
+#: are one rectangle: each costs a header and an encoder call (some 50 µs), about as
+#: much as a few thousand unchanged pixels of a flat area.
+SPLIT_ROW_GAP = 16
+SPLIT_COL_GAP = 64
+#: At most this many rectangles from one block; beyond, the bands of rows whole.
+SPLIT_MAX = 16
+
+
+def changed_boxes(diff: npt.NDArray[np.bool_]) -> list[Rect]:
+    """The True cells of a (h, w) change mask as rectangles, in the mask's coordinates:
+    runs of changed rows less than ``SPLIT_ROW_GAP`` apart make a band; in each band,
+    runs of changed columns less than ``SPLIT_COL_GAP`` apart make a box, trimmed to
+    the rows where it changed. Every changed cell is in exactly one box; the boxes do
+    not overlap. More than ``SPLIT_MAX`` boxes: the bands (each its changed columns'
+    span), or one box (``diff_box``) if there are more bands than that."""
+    rows = np.flatnonzero(diff.any(axis=1))
+    if rows.size == 0:
+        return []
+    bands = _runs(rows, SPLIT_ROW_GAP)
+    if len(bands) > SPLIT_MAX:
+        box = diff_box(diff)
+        return [] if box is None else [box]
+    boxes: list[Rect] = []
+    whole: list[Rect] = []  # the bands, in case there are too many boxes
+    for y0, y1 in bands:
+        band = diff[y0:y1]
+        cols = np.flatnonzero(band.any(axis=0))
+        whole.append(Rect(int(cols[0]), y0, int(cols[-1]) + 1 - int(cols[0]), y1 - y0))
+        spans = _runs(cols, SPLIT_COL_GAP)
+        if len(spans) == 1:
+            boxes.append(whole[-1])
+            continue
+        for x0, x1 in spans:
+            used = np.flatnonzero(band[:, x0:x1].any(axis=1))
+            boxes.append(Rect(x0, y0 + int(used[0]), x1 - x0, int(used[-1]) + 1 - int(used[0])))
+    return whole if len(boxes) > SPLIT_MAX else boxes
+
+
+def _runs(indices: npt.NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
+    """Sorted ``indices`` as (start, past-the-end) runs, those less than ``gap`` apart
+    joined. (Without ``np.r_`` and ``np.diff``: their set-up cost 30 of the 40 µs a call
+    took, and the damage step of a web dashboard makes four of them.)"""
+    cut = np.flatnonzero(indices[1:] - indices[:-1] > gap)
+    first, last = int(indices[0]), int(indices[-1]) + 1
+    if not cut.size:
+        return [(first, last)]
+    starts = [first, *indices[cut + 1].tolist()]
+    ends = [*(indices[cut] + 1).tolist(), last]
+    return list(zip(starts, ends, strict=True))
+
+
+def _changed_span(
+    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
+) -> tuple[int, int] | None:
+    """The first and past-the-last rows where ``new`` differs from ``old``, or None: found
+    from each end in growing bands (16, 32, 64, ... rows), so a change that reaches
+    both ends (a scroll) compares a few rows, not the block."""
+    h = old.shape[0]
+    top, step = 0, 16
+    while top < h:
+        band = (old[top : top + step] != new[top : top + step]).any(axis=1)
+        if band.any():
+            y0 = top + int(np.argmax(band))
+            break
+        top, step = top + step, step * 2
+    else:
+        return None
+    bottom, step = h, 16
+    while True:
+        lo = max(y0, bottom - step)
+        band = (old[lo:bottom] != new[lo:bottom]).any(axis=1)
+        if band.any():
+            return y0, lo + int(np.flatnonzero(band)[-1]) + 1
+        bottom, step = lo, step * 2
+
+
+#: Unchanged columns at a side of a damaged block that narrow it before the searches
+#: for scrolls (``_changed_columns``): a page's fixed sidebar, a panel beside a list.
+SIDE_MIN_COLS = 64
+#: Every so many rows are compared first to find the changed columns.
+SIDE_SAMPLE = 8
+
+
+def _changed_columns(
+    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]
+) -> tuple[int, int] | None:
+    """The first and past-the-last columns where ``new`` differs from ``old`` (rows
+    of which the first changed: ``_changed_span``'s), when they leave at least
+    ``SIDE_MIN_COLS`` unchanged columns at one side; else None. Every
+    ``SIDE_SAMPLE``-th row gives the span, then the columns outside it are compared in
+    every row (the span is exact: a change there widens it), so a sidebar costs a
+    compare of itself and an eighth of the rest."""
+    w = new.shape[1]
+    cols = np.flatnonzero((old[::SIDE_SAMPLE] != new[::SIDE_SAMPLE]).any(axis=0))
+    if cols.size == 0:
+        return None
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    if x0 < SIDE_MIN_COLS and w - x1 < SIDE_MIN_COLS:
+        return None
+    if x0 > 0 and (left := (old[:, :x0] != new[:, :x0]).any(axis=0)).any():
+        x0 = int(np.argmax(left))
+    if x1 < w and (right := (old[:, x1:] != new[:, x1:]).any(axis=0)).any():
+        x1 += int(np.flatnonzero(right)[-1]) + 1
+    if x0 < SIDE_MIN_COLS and w - x1 < SIDE_MIN_COLS:
+        return None
+    return x0, x1
 
 
 def _row_hashes(values: npt.NDArray[np.uint32]) -> list[int]:
@@ -1487,20 +1615,13 @@ class RFBService:
         if parts is None:
             return None
         # The previous frame's X bytes are clear (``_poll``, and every block copied in
-        # below), so whole words compare and hash without masked copies. Each block's
-        # new pixels get theirs cleared by its first look (``BlockDiff``), or here at
-        # once where moved windows are checked first.
+        # below), so whole words compare and hash without masked copies.
+        news = [_clear_x(part) for part in parts]
         copies: list[Copy] = []
         self._lossy_copies = []
         take_moves = getattr(self._capture, "take_moves", None)
         moves = take_moves() if callable(take_moves) else []
-        news = [_clear_x(part) for part in parts] if moves else parts
-        looks: list[BlockDiff | None] = [None] * len(rects)  # each block's, once made
-        if (
-            not moves
-            and _short_path_may_fit(rects)
-            and self._small_damage(frame, rects, news, looks)
-        ):
+        if not moves and _short_path_may_fit(rects) and self._small_damage(frame, rects, news):
             return copies
         # Windows moved (the X server says where from). Where the window's new place was
         # grabbed whole (in one block or several), it is checked at once against its old
@@ -1547,19 +1668,15 @@ class RFBService:
         changed: list[Rect] = []
         moved_before, self._moved_in = self._moved_in, []
         panned_before, self._panned_in = self._panned_in, []
-        for i, (r, new) in enumerate(zip(rects, news, strict=True)):
+        for r, new in zip(rects, news, strict=True):
             old = frame[r.y : r.y + r.h, r.x : r.x + r.w]
             if any(d.intersect(r) == r for d in window_moves):
                 # Wholly within a moved window's copy: its pixels are the copy's.
                 old[:] = new
                 self._forget_hashes(r)
                 continue
-            # Made here, after the blocks before it were copied in (they may overlap);
-            # the short path's, made before any copy-in, where its blocks do not.
-            look = looks[i] or BlockDiff(old, new, cleared=bool(moves))
-            looks[i], new, bx = look, look.new, r.x
-            old_v, new_v = look.old_v, look.new_v
-            changed_span = look.span()
+            old_v, new_v = _words(old), _words(new)
+            changed_span = _changed_span(old_v, new_v)
             if changed_span is None:
                 continue
             y0, y1 = changed_span
@@ -1569,7 +1686,7 @@ class RFBService:
                 # sidebar beside what scrolled): the block is what changed between them,
                 # so a scroll's rows match there. Not narrower than a scroll is searched
                 # in (a terminal's short lines beside blank columns keep the width).
-                columns = look.columns(y0, y1)
+                columns = _changed_columns(old_v[y0:y1], new_v[y0:y1])
                 if columns is not None and columns[1] - columns[0] < SCROLL_MIN_COLS:
                     columns = None
                 if columns is not None:
@@ -1656,15 +1773,12 @@ class RFBService:
                     not diffed
                     and not slide
                     and columns is None  # narrowed: its edge columns changed by definition
-                    and look.edges_changed(y0, y1)
+                    and bool((old_v[y0:y1, 0] != new_v[y0:y1, 0]).any())
+                    and bool((old_v[y0:y1, -1] != new_v[y0:y1, -1]).any())
                 ):
                     # Changed in the first and the last column: those are the bounds,
                     # with no pixel-by-pixel comparison (a full-screen picture's 2 ms).
                     pieces = [Rect(r.x, r.y + y0, r.w, y1 - y0)]
-                elif not diffed and not slide:
-                    # What changed, not its bounding box (``changed_boxes``), in the
-                    # block's own columns: the narrowed ones only lose unchanged ones.
-                    pieces = [Rect(bx + b.x, r.y + y0 + b.y, b.w, b.h) for b in look.boxes(y0, y1)]
                 else:
                     if not diffed:
                         np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
@@ -1699,7 +1813,7 @@ class RFBService:
             else:
                 if motion and not copies:
                     kept_old.append((r.x, r.y + y0, old_v[y0:y1].copy()))
-                look.copy_in(y0, y1)  # the rows outside are the same words already
+                old[y0:y1] = new[y0:y1]  # the rows outside are the same words already
             if new_h is not None:
                 # These rows' hashes are the kept frame's now: the next scroll of the
                 # same area hashes only its new pixels.
@@ -1717,8 +1831,7 @@ class RFBService:
         if motion and not copies and sum(c.w * c.h for c in changed) >= MOTION_MIN_AREA:
             motion_new = _words(frame[area.y : area.y + area.h, area.x : area.x + area.w])
             if deferred is not None:  # one block: the frame still holds its old pixels
-                assert looks[0] is not None  # the block was looked at in the loop
-                motion_old, motion_new = motion_new, _words(looks[0].new)
+                motion_old, motion_new = motion_new, _words(news[0])
             else:
                 # The area's old pixels: the new ones, with the old rows kept put back
                 # (the first block's last where blocks overlap: it saw them first).
@@ -1735,17 +1848,14 @@ class RFBService:
                     rest = min(MOTION_REST_MAX, 1 << (self._motion_misses - MOTION_MISSES))
                     self._motion_rest_until = self.polls + 1 + rest  # polls skipped
         if deferred is not None:
-            assert looks[0] is not None
-            looks[0].copy_in(*deferred)
+            y0, y1 = deferred
+            r = rects[0]
+            frame[r.y + y0 : r.y + y1, r.x : r.x + r.w] = news[0][y0:y1]
         self._add_damage(changed)
         return copies
 
     def _small_damage(
-        self,
-        frame: Frame,
-        rects: list[Rect],
-        news: list[npt.NDArray[np.uint8]],
-        looks: list[BlockDiff | None],
+        self, frame: Frame, rects: list[Rect], news: list[npt.NDArray[np.uint8]]
     ) -> bool:
         """``_grab_damage`` for blocks no scroll search can use (``_short_path_may_fit``):
         each block's changed rows and columns found, and, when they are too few for a
@@ -1755,20 +1865,19 @@ class RFBService:
         by side); a small block's scattered change goes out as it is, where the general
         path might have found a copy of a few rows in it. False, with nothing changed,
         when the change is large enough to search: the general path then runs."""
-        found = []  # (block, its look, the boxes of what changed in it)
-        for i, (r, new) in enumerate(zip(rects, news, strict=True)):
-            look = looks[i] = BlockDiff(frame[r.y : r.y + r.h, r.x : r.x + r.w], new)
-            boxes = look.boxes(0, r.h)
+        found = []  # (block, its new pixels, the boxes of what changed in it)
+        for r, new in zip(rects, news, strict=True):
+            boxes = changed_boxes(_words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new))
             if boxes and _searchable(r) and not _scattered(boxes):
                 return False
             if boxes:
-                found.append((r, look, boxes))
+                found.append((r, new, boxes))
         if sum(b.w * b.h for _, _, boxes in found for b in boxes) >= SMALL_DAMAGE_AREA:
             return False
         self._moved_in, self._panned_in = [], []  # nothing moved this time
-        for r, look, boxes in found:
+        for r, new, boxes in found:
             y0, y1 = min(b.y for b in boxes), max(b.y + b.h for b in boxes)
-            look.copy_in(y0, y1)
+            frame[r.y + y0 : r.y + y1, r.x : r.x + r.w] = new[y0:y1]
             self._forget_hashes(Rect(r.x, r.y + y0, r.w, y1 - y0))
         self._add_damage(
             [Rect(r.x + b.x, r.y + b.y, b.w, b.h) for r, _, boxes in found for b in boxes]

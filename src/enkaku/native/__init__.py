@@ -1,8 +1,5 @@
 """enkaku's compiled encoder core (``rfbcore.c``), loaded with ctypes when it is built.
 
-(It also holds the damage step's look at what changed in a damaged block:
-``enkaku.agent.blockdiff``.)
-
 The RFB encoders' inner loops are numpy (``enkaku.protocol.rfb.encodings``); on screens of
 many small changes (a web page's spinner, a progress bar, a chart: a few rectangles an
 update) their cost is mostly numpy's own per-call overhead, not pixels. In C: ZRLE's tile
@@ -28,7 +25,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +38,7 @@ CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra"]
 
 #: The library's interface version (``ENKAKU_RFBCORE_VERSION`` in rfbcore.c): a build of
 #: another version (a checkout updated since, a copied file) is not used.
-VERSION = 4
+VERSION = 3
 
 
 def load(path: Path) -> ctypes.CDLL | None:
@@ -62,9 +58,6 @@ def load(path: Path) -> ctypes.CDLL | None:
         tiles = lib.enkaku_zrle_tiles
         cells = lib.enkaku_tight_cells
         plan = lib.enkaku_tight_plan
-        diff_rows = lib.enkaku_diff_rows
-        boxes = lib.enkaku_changed_boxes
-        copy = lib.enkaku_copy_changed
     except (OSError, AttributeError) as exc:  # another platform's build, an old or damaged file
         log.warning(
             "the compiled encoder core could not be loaded (%s): using numpy until it is "
@@ -85,18 +78,6 @@ def load(path: Path) -> ctypes.CDLL | None:
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
     ]  # fmt: skip
-    # A block's two arrays of words, their row strides (in words) and its height.
-    words: list[Any] = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
-    words.append(ctypes.c_int)
-    diff_rows.restype = ctypes.c_int64
-    diff_rows.argtypes = [*words, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    boxes.restype = ctypes.c_int
-    boxes.argtypes = [
-        *words, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-        ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-    ]  # fmt: skip
-    copy.restype = None
-    copy.argtypes = [*words, ctypes.c_void_p, ctypes.c_void_p]
     return lib
 
 

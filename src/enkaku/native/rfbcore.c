@@ -1,13 +1,11 @@
-/* enkaku's compiled RFB encoder core: ZRLE tiles (RFC 6143 section 7.7.6), Tight's cell
- * analysis and plan (rfbproto, "Tight Encoding"), and the agent's damage step's look at
- * what changed in a damaged block (enkaku/agent/blockdiff.py).
+/* enkaku's compiled RFB encoder core: ZRLE tiles (RFC 6143 section 7.7.6) and Tight's
+ * cell analysis and plan (rfbproto, "Tight Encoding").
  *
  * Loaded with ctypes by enkaku/native/__init__.py (no Python C API: one shared library
  * serves every Python version). The numpy implementations in
  * enkaku/protocol/rfb/encodings/ (zrle.py, content.py, tight.py) are the reference: for
  * every input this gives exactly their bytes, statistics and rectangles
- * (tests/protocol/rfb/test_native.py and tests/agent/test_blockdiff.py compare them), and
- * they stay the fallback where
+ * (tests/protocol/rfb/test_native.py compares them), and they stay the fallback where
  * this library is not built.
  *
  * Input is the agent's own screen (pixel values it computed), never network data; every
@@ -22,7 +20,7 @@
 
 /* Raised with every change of an exported function's arguments or results: a library
  * of another version is not loaded (enkaku/native/__init__.py, VERSION). */
-#define ENKAKU_RFBCORE_VERSION 4
+#define ENKAKU_RFBCORE_VERSION 3
 
 int enkaku_rfbcore_version(void) { return ENKAKU_RFBCORE_VERSION; }
 
@@ -777,190 +775,4 @@ done:
     free(here);
     free(table);
     return count;
-}
-
-/* ---- The damage step: what changed in a damaged block (enkaku/agent/blockdiff.py) ----
- *
- * A block is h rows of w 32-bit words: ``old`` the kept frame's (its X bytes clear),
- * ``cur`` the new grab's, each with its own row stride in words. */
-
-/* The first word of a row of w where a and b differ, or w. */
-static inline int first_change(const uint32_t *a, const uint32_t *b, int w) {
-    int x = 0;
-    while (x + 16 <= w && memcmp(a + x, b + x, 16 * sizeof *a) == 0)
-        x += 16;
-    while (x < w && a[x] == b[x])
-        x++;
-    return x;
-}
-
-/* The last word of a row of w where a and b differ, knowing one does. */
-static inline int last_change(const uint32_t *a, const uint32_t *b, int w) {
-    int x = w;
-    while (x >= 16 && memcmp(a + x - 16, b + x - 16, 16 * sizeof *a) == 0)
-        x -= 16;
-    while (a[x - 1] == b[x - 1])
-        x--;
-    return x - 1;
-}
-
-/* Each row's first and last changed word into first[y] and last[y] (-1 and -1: the
- * row is the same); with ``clear``, cur's X bytes (each word's top byte) are zeroed
- * first, in place. Returns the number of changed rows. */
-int64_t enkaku_diff_rows(const uint32_t *old, int64_t old_stride, uint32_t *cur,
-                         int64_t cur_stride, int h, int w, int clear, int32_t *first,
-                         int32_t *last) {
-    int64_t changed = 0;
-    for (int y = 0; y < h; y++) {
-        const uint32_t *o = old + (int64_t)y * old_stride;
-        uint32_t *n = cur + (int64_t)y * cur_stride;
-        if (clear)
-            for (int x = 0; x < w; x++)
-                n[x] &= 0xFFFFFFu;
-        if (memcmp(o, n, (size_t)w * sizeof *o) == 0) {
-            first[y] = last[y] = -1;
-            continue;
-        }
-        first[y] = first_change(o, n, w);
-        last[y] = last_change(o, n, w);
-        changed++;
-    }
-    return changed;
-}
-
-/* Whether row y has a changed word in columns x0 .. x1 - 1. */
-static inline int row_changed_in(const uint32_t *o, const uint32_t *n, int32_t first,
-                                 int32_t last, int x0, int x1) {
-    if (first < 0 || first >= x1 || last < x0)
-        return 0;
-    int a = first > x0 ? first : x0, b = last < x1 - 1 ? last : x1 - 1;
-    for (int x = a; x <= b; x++)
-        if (o[x] != n[x])
-            return 1;
-    return 0;
-}
-
-static inline void put_box(int32_t *out, int x, int y, int w, int h) {
-    out[0] = x;
-    out[1] = y;
-    out[2] = w;
-    out[3] = h;
-}
-
-/* The next run of changed columns (mask[x] set) from x to x1 inclusive, those at most
- * gap apart joined: its first and last column into *s and *e; 0 when none is left. */
-static int next_span(const uint8_t *mask, int x, int x1, int gap, int *s, int *e) {
-    while (x <= x1 && !mask[x])
-        x++;
-    if (x > x1)
-        return 0;
-    *s = *e = x;
-    for (x++; x <= x1; x++) {
-        if (!mask[x])
-            continue;
-        if (x - *e > gap)
-            break;
-        *e = x;
-    }
-    return 1;
-}
-
-/* The changed words of a block as boxes, exactly as ``changed_boxes`` in
- * enkaku/agent/blockdiff.py makes them from the block's change mask: runs of changed
- * rows at most ``row_gap`` apart make a band; in each band, runs of changed columns at
- * most ``col_gap`` apart make a box, trimmed to the rows where it changed; more than
- * ``max`` boxes: the bands, each its changed columns' span; more than ``max`` bands:
- * one box around every change. first and last are the rows' from enkaku_diff_rows;
- * ``mask`` is room for w bytes, ``out`` for 8 * max ints (x, y, w, h a box: the boxes
- * from the start, the bands from 4 * max). Returns the number of boxes at the start. */
-int enkaku_changed_boxes(const uint32_t *old, int64_t old_stride, const uint32_t *cur,
-                         int64_t cur_stride, int h, int w, const int32_t *first,
-                         const int32_t *last, int row_gap, int col_gap, int max,
-                         uint8_t *mask, int32_t *out) {
-    int bands = 0, prev = -1, top = -1, bottom = -1, left = w, right = -1;
-    for (int y = 0; y < h; y++) {
-        if (first[y] < 0)
-            continue;
-        if (prev < 0 || y - prev > row_gap)
-            bands++;
-        if (top < 0)
-            top = y;
-        bottom = prev = y;
-        if (first[y] < left)
-            left = first[y];
-        if (last[y] > right)
-            right = last[y];
-    }
-    if (bands == 0)
-        return 0;
-    if (bands > max) {
-        put_box(out, left, top, right + 1 - left, bottom + 1 - top);
-        return 1;
-    }
-    int32_t *whole = out + 4 * max;
-    int boxes = 0, band = 0;
-    for (int y0 = top; y0 <= bottom; band++) {
-        int y1 = y0, x0 = w, x1 = -1; /* the band: rows y0 .. y1, columns x0 .. x1 */
-        for (int y = y0; y <= bottom; y++) {
-            if (first[y] < 0)
-                continue;
-            if (y - y1 > row_gap)
-                break;
-            y1 = y;
-            if (first[y] < x0)
-                x0 = first[y];
-            if (last[y] > x1)
-                x1 = last[y];
-        }
-        put_box(whole + 4 * band, x0, y0, x1 + 1 - x0, y1 + 1 - y0);
-        memset(mask + x0, 0, (size_t)(x1 + 1 - x0));
-        for (int y = y0; y <= y1; y++) {
-            if (first[y] < 0)
-                continue;
-            const uint32_t *o = old + (int64_t)y * old_stride, *n = cur + (int64_t)y * cur_stride;
-            for (int x = first[y]; x <= last[y]; x++)
-                mask[x] |= o[x] != n[x];
-        }
-        int s = x0, e = x1; /* the first run starts at x0: a changed word */
-        next_span(mask, x0, x1, col_gap, &s, &e);
-        if (e == x1) { /* one run: the band's span */
-            if (boxes < max)
-                put_box(out + 4 * boxes, x0, y0, x1 + 1 - x0, y1 + 1 - y0);
-            boxes++;
-        } else {
-            do {
-                int u0 = -1, u1 = -1; /* the rows where this run changed */
-                for (int y = y0; y <= y1; y++) {
-                    const uint32_t *o = old + (int64_t)y * old_stride;
-                    const uint32_t *n = cur + (int64_t)y * cur_stride;
-                    if (row_changed_in(o, n, first[y], last[y], s, e + 1)) {
-                        if (u0 < 0)
-                            u0 = y;
-                        u1 = y;
-                    }
-                }
-                if (boxes < max)
-                    put_box(out + 4 * boxes, s, u0, e + 1 - s, u1 + 1 - u0);
-                boxes++;
-            } while (next_span(mask, e + 1, x1, col_gap, &s, &e));
-        }
-        y0 = y1 + 1;
-        while (y0 <= bottom && first[y0] < 0)
-            y0++;
-    }
-    if (boxes > max) {
-        memcpy(out, whole, (size_t)bands * 4 * sizeof *out);
-        return bands;
-    }
-    return boxes;
-}
-
-/* The changed words of each row (enkaku_diff_rows's first .. last) from cur into old:
- * old then equals cur in every row (the rest of each row was equal already). */
-void enkaku_copy_changed(uint32_t *old, int64_t old_stride, const uint32_t *cur,
-                         int64_t cur_stride, int h, const int32_t *first, const int32_t *last) {
-    for (int y = 0; y < h; y++)
-        if (first[y] >= 0)
-            memcpy(old + (int64_t)y * old_stride + first[y], cur + (int64_t)y * cur_stride + first[y],
-                   (size_t)(last[y] + 1 - first[y]) * sizeof *old);
 }
