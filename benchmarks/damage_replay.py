@@ -43,6 +43,8 @@ import numpy as np
 
 from benchmarks.encode_replay import ROOT, load_tree, old_src
 
+__all__ = ["DamageRecorder", "load_recording", "load_tree", "replay", "step_digest"]
+
 
 def _rect(r: Any) -> list[int]:
     return [r.x, r.y, r.w, r.h]
@@ -59,7 +61,7 @@ class _Tap:
         return getattr(self._capture, name)
 
     def _grab(self, grab: Callable[[Any], Any], rects: Any) -> Any:
-        parts = grab(rects)
+        parts = grab(rects)  # the views or copies the capture gives, unchanged
         self._step["grabbed"] = parts is not None
         if parts is not None:
             self._pixels.extend(np.array(p) for p in parts)
@@ -69,15 +71,18 @@ class _Tap:
         return self._grab(self._capture.grab_rects, rects)
 
     def grab_rects_shared(self, rects: Any) -> Any:
-        return self._grab(self._capture.grab_rects_shared, rects)
+        shared = getattr(self._capture, "grab_rects_shared", self._capture.grab_rects)
+        return self._grab(shared, rects)
 
+    # A capture without these tells of no moves and no windows shown: the same to the
+    # damage step as an empty answer.
     def take_moves(self) -> Any:
-        moves = self._capture.take_moves()
+        moves = getattr(self._capture, "take_moves", list)()
         self._step["moves"] = [[_rect(s), _rect(d)] for s, d in moves]
         return moves
 
     def recently_shown(self) -> Any:
-        shown = self._capture.recently_shown()
+        shown = getattr(self._capture, "recently_shown", list)()
         self._step["shown"] = [_rect(r) for r in shown]
         return shown
 
@@ -189,18 +194,24 @@ def replay(
         start = time.thread_time()
         copies = service._grab_damage(regions)
         times.append(time.thread_time() - start)
-        digest = hashlib.sha256()
-        digest.update(repr(sorted(_rect(r) for r in service._damage)).encode())
-        moves = None if copies is None else [(_rect(c.dest), c.src_x, c.src_y) for c in copies]
-        digest.update(repr(moves).encode())
-        # The kept frame where the step may write, and now and then all of it.
-        kept = service._previous
-        for x, y, w, h in step["regions"]:
-            digest.update(np.ascontiguousarray(kept[y : y + h, x : x + w]).data)
-        if k % 50 == 49 or k == len(steps) - 1:
-            digest.update(np.ascontiguousarray(kept).data)
-        digests.append(digest.hexdigest()[:16])
+        digests.append(step_digest(service, copies, step["regions"], whole=k % 50 == 49))
     return times, digests
+
+
+def step_digest(service: Any, copies: Any, regions: list[list[int]], *, whole: bool) -> str:
+    """What a damage step found: its damage, its copies, and the kept frame where the
+    step may write (``whole``: all of it; hashing 8 MB each step would slow the replay
+    more than the steps it measures)."""
+    digest = hashlib.sha256()
+    digest.update(repr(sorted(_rect(r) for r in service._damage)).encode())
+    moves = None if copies is None else [(_rect(c.dest), c.src_x, c.src_y) for c in copies]
+    digest.update(repr(moves).encode())
+    kept = service._previous
+    for x, y, w, h in regions:
+        digest.update(np.ascontiguousarray(kept[y : y + h, x : x + w]).data)
+    if whole:
+        digest.update(np.ascontiguousarray(kept).data)
+    return digest.hexdigest()[:16]
 
 
 def main(argv: list[str] | None = None) -> int:

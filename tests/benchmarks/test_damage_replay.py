@@ -1,0 +1,73 @@
+"""benchmarks/damage_replay.py: what rfb_direct --record-damage keeps replays to the same
+damage, copies and kept frame as the live damage step found."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import damage_replay, damage_step
+from enkaku.agent.rfbservice import RFBService
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = {"rfbservice": "enkaku.agent.rfbservice", "geometry": "enkaku.protocol.geometry"}
+
+
+def _live(frames: list[tuple[np.ndarray, list[Any]]], path: Path, limit: int) -> list[str]:
+    """The damage steps of ``frames`` on a service built as the agent builds it, recorded
+    into ``path``; each step's digest as the replay makes it."""
+
+    async def never() -> bytes:
+        raise AssertionError("not connected")
+
+    async def drop(data: bytes) -> None:
+        raise AssertionError("not connected")
+
+    capture = damage_step._Capture(frames[0][0])
+    service: Any = RFBService(capture, None, never, drop, name="damage-replay-test")  # type: ignore[arg-type]
+    first = frames[0][0].copy()
+    first[..., 3] = 0
+    service._previous = first
+    recorder = damage_replay.DamageRecorder(path, limit)
+    uninstall = recorder.install()
+    digests = []
+    try:
+        for k, (frame, regions) in enumerate(frames[1:]):
+            capture.image = frame
+            service._damage = []
+            copies = service._grab_damage(regions)
+            rects = [[r.x, r.y, r.w, r.h] for r in regions]
+            digests.append(damage_replay.step_digest(service, copies, rects, whole=k % 50 == 49))
+    finally:
+        uninstall()
+    recorder.save()
+    return digests
+
+
+def test_a_recording_replays_to_what_the_live_steps_found(tmp_path: Path) -> None:
+    frames = damage_step.text_frames(6, np.random.default_rng(4))  # a terminal scrolling
+    live = _live(frames, tmp_path / "rec.npz", limit=4)
+    steps, arrays = damage_replay.load_recording(tmp_path / "rec.npz")
+    assert len(steps) == 4 and steps[0].get("reset") and not steps[1].get("reset")
+    modules = damage_replay.load_tree(ROOT / "src", NAMES)
+    times, digests = damage_replay.replay(modules, steps, arrays)
+    assert digests == live[:4] and len(times) == 4
+    assert damage_replay.replay(modules, steps, arrays)[1] == digests  # repeatable
+    assert len(set(digests)) == 4  # each step found something else (the text moved on)
+
+
+def test_the_replay_compares_with_a_git_revision(tmp_path: Path) -> None:
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    _live(damage_step.text_frames(3, np.random.default_rng(5)), tmp_path / "rec.npz", limit=9)
+    result = subprocess.run(
+        [damage_replay.sys.executable, "-m", "benchmarks.damage_replay", str(tmp_path / "rec.npz"),
+         "--before", "HEAD", "--rounds", "2"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "2 damage steps" in result.stdout
+    assert "same damage, copies and kept frame at every step" in result.stdout
