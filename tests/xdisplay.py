@@ -38,12 +38,16 @@ _PIDS: dict[str, int] = {}
 
 
 @contextmanager
-def xvfb(width: int = 1024, height: int = 768, depth: int = 24) -> Iterator[str]:
-    """Run a private Xvfb; yields its DISPLAY string (":N") once it accepts clients."""
+def xvfb(
+    width: int = 1024, height: int = 768, depth: int = 24, visual_class: int | None = None
+) -> Iterator[str]:
+    """Run a private Xvfb; yields its DISPLAY string (":N") once it accepts clients.
+    ``visual_class``: the default visual's class (Xvfb's ``-cc``; 5: DirectColor)."""
+    cc = [] if visual_class is None else ["-cc", str(visual_class)]
     with _x_server(
         "Xvfb",
         ["-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp", "-noreset",
-         "+extension", "MIT-SHM", "+extension", "DAMAGE", "+extension", "XTEST"],
+         "+extension", "MIT-SHM", "+extension", "DAMAGE", "+extension", "XTEST", *cc],
     ) as display:  # fmt: skip
         yield display
 

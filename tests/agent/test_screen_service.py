@@ -76,7 +76,7 @@ async def test_an_agent_without_a_screen_says_no_display() -> None:
 @pytest.mark.parametrize(
     ("error", "reason"),
     [
-        (UnsupportedScreen("the X screen uses DirectColor"), "screen_format"),
+        (UnsupportedScreen("the X screen uses colour-mapped 4-bit colour"), "screen_format"),
         (CaptureError("cannot open display :9"), "screen_failed"),
         (RuntimeError("a bug in a backend"), "screen_failed"),
     ],

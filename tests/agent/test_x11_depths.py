@@ -27,7 +27,7 @@ from PIL import Image
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, Rect
 from enkaku.agent.capture.x11 import X11Capture
-from enkaku.agent.capture.xformat import ScreenFormat, palette
+from enkaku.agent.capture.xformat import ScreenFormat, channel_maps, palette
 from enkaku.agent.rfbservice import RFBService
 from enkaku.protocol.rfb import Encoding
 from enkaku.protocol.rfb.pixelformat import NATIVE, PixelFormat
@@ -49,7 +49,8 @@ def xwd_root(
     display: str,
 ) -> tuple[npt.NDArray[np.uint32], tuple[int, int, int, int], npt.NDArray[np.uint8]]:
     """The root window's pixel values as xwd reads them, (bpp, masks), and the colour
-    map xwd wrote (R, G, B of each pixel value, 16-bit channels taken to 8 bits)."""
+    map xwd wrote (R, G, B of each pixel value, 16-bit channels taken to 8 bits; on a
+    DirectColor screen, row i holds entry i of each channel's map)."""
     data = subprocess.run(
         ["xwd", "-root", "-silent", "-display", display], check=True, capture_output=True,
         timeout=30,
@@ -64,8 +65,12 @@ def xwd_root(
         data, dtype=">u4,>u2,>u2,>u2,u1,u1", count=ncolors, offset=header
     )  # fmt: skip
     colours = np.zeros((256, 3), np.uint8)
+    direct = f[13] == x11lib.DIRECT_COLOR  # the header's visual class
     for pixel, red, green, blue, _flags, _pad in entries.tolist():
-        if pixel < 256:
+        if direct:  # each channel's index in its own subfield
+            for c, (mask, value) in enumerate(zip(masks, (red, green, blue), strict=True)):
+                colours[(pixel & mask) >> ((mask & -mask).bit_length() - 1), c] = value >> 8
+        elif pixel < 256:
             colours[pixel] = (red >> 8, green >> 8, blue >> 8)
     values = raw.reshape(height, -1)[:, :width].astype(np.uint32)
     return values, (bpp, *masks), colours
@@ -342,6 +347,58 @@ def test_an_8_bit_colour_mapped_screen_is_captured_as_xwd_reads_it(
         assert_captures(cap, use_shm, expected)
 
 
+def test_direct_colour_pixels_are_looked_up_channel_by_channel() -> None:
+    """Each channel value is an index into its own channel's map (DirectColor), for
+    32-bit and 16-bit pixels; no widening, no raw values passed through."""
+    ramp = np.arange(256, dtype=np.uint32)
+    red, green, blue = (255 - ramp) * 257, (ramp // 2) * 257, np.full(256, 0x4000, np.uint32)
+    maps = channel_maps(red, green, blue, 256)
+    fmt = ScreenFormat.of(image(24, 32, 0, (0xFF0000, 0xFF00, 0xFF)))
+    assert fmt.native  # TrueColor would pass these pixels through as they are
+    rows = np.array([[0x000000, 0x10FF80, 0xFFFFFF]], "<u4").view(np.uint8)
+    frame = fmt.to_bgrx(rows, 3, maps)
+    assert frame.flags.c_contiguous and frame.shape == (1, 3, 4)
+    # B, G, R, X: blue's map is flat, green's halves, red's is reversed.
+    assert frame[0].tolist() == [[0x40, 0, 255, 0], [0x40, 127, 239, 0], [0x40, 127, 0, 0]]
+    fmt16 = ScreenFormat.of(image(16, 16, 0, (0xF800, 0x07E0, 0x001F)))
+    # 16-bit 5/6/5: channel values 31/63/31 at most, looked up at those indices.
+    rows16 = np.array([[0xFFFF, 0x0821]], "<u2").view(np.uint8)
+    frame16 = fmt16.to_bgrx(rows16, 2, maps)
+    assert frame16[0].tolist() == [[0x40, 31, 224, 0], [0x40, 0, 254, 0]]
+    # Entries past the map's read as black.
+    short = channel_maps(red, green, blue, 16)
+    assert fmt.to_bgrx(rows, 3, short)[0, :2].tolist() == [[0x40, 0, 255, 0], [0, 0, 0, 0]]
+
+
+@pytest.mark.x11
+@pytest.mark.parametrize("use_shm", [True, False], ids=["shm", "xgetimage"])
+def test_a_direct_colour_screen_is_captured_through_its_channel_maps(
+    use_shm: bool, tmp_path: Path
+) -> None:
+    """An Xvfb whose default visual is DirectColor (``-cc 5``), noise on its root and a
+    window in a colour cell of its own: the capture is xwd's pixel values looked up in
+    xwd's channel maps, the window red though its pixel value is not."""
+    where = Rect(60, 40, 30, 20)
+    with (
+        xvfb(320, 200, depth=24, visual_class=x11lib.DIRECT_COLOR) as display,
+        X11Capture(display, use_shm=use_shm) as cap,
+    ):
+        cell = ColourCell(display, where)  # first: the picture's colours may fill the maps
+        try:
+            show_noise(display, tmp_path, 320, 200, seed=5)
+            values, (bpp, *masks), colours = xwd_root(display)
+            assert bpp == 32 and tuple(masks) == (0xFF0000, 0xFF00, 0xFF)
+            expected = np.dstack(
+                [colours[(values >> s) & 0xFF, c] for c, s in enumerate((16, 8, 0))]
+            )
+            window = values[where.y, where.x]
+            assert window != 0xFF0000 and expected[where.y, where.x].tolist() == [255, 0, 0]
+            assert len(np.unique(values)) > 1000  # the noise is there
+            assert_captures(cap, use_shm, expected)
+        finally:
+            cell.close()
+
+
 class ColourCell:
     """A window painted with a read-write colour map cell of its own, through libX11
     directly: changing the cell's colour recolours the window without any drawing (so
@@ -396,11 +453,20 @@ class ColourCell:
 
 
 @pytest.mark.x11
-async def test_a_colour_map_change_reaches_an_idle_viewer() -> None:
+@pytest.mark.parametrize(
+    "depth, visual_class", [(8, None), (24, x11lib.DIRECT_COLOR)], ids=["8-bit", "directcolor"]
+)
+async def test_a_colour_map_change_reaches_an_idle_viewer(
+    depth: int, visual_class: int | None
+) -> None:
     """Nothing is drawn and no damage is reported: the service's check of the colour
-    map (X11Capture.colour_check_interval) finds the change and sends it."""
+    map (X11Capture.colour_check_interval) finds the change and sends it (on a
+    DirectColor screen: a change of the channel maps, as a gamma ramp makes)."""
     where = Rect(40, 30, 50, 20)
-    with xvfb(160, 120, depth=8) as display, X11Capture(display) as cap:
+    with (
+        xvfb(160, 120, depth=depth, visual_class=visual_class) as display,
+        X11Capture(display) as cap,
+    ):
         cell = ColourCell(display, where)
         try:
             async with served(cap, NATIVE, Encoding.RAW) as (pipe, dec):

@@ -42,7 +42,13 @@ import numpy.typing as npt
 from enkaku.agent import x11lib
 from enkaku.agent.capture.base import CaptureError, CursorImage, Rect, UnsupportedScreen
 from enkaku.agent.capture.monitors import Monitor, order
-from enkaku.agent.capture.xformat import DEPTH_24, ScreenFormat, palette
+from enkaku.agent.capture.xformat import (
+    DEPTH_24,
+    DIRECT_ENTRIES,
+    ScreenFormat,
+    channel_maps,
+    palette,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -244,31 +250,43 @@ class X11Capture:
         ).contents
         self._colours: npt.NDArray[np.uint32] | None = None
         self._colours_changed = False
-        if visual.c_class == x11lib.DIRECT_COLOR:
-            raise UnsupportedScreen(
-                "the X screen uses DirectColor (each colour channel through a colour "
-                f"map), which enkaku cannot show: {DEPTH_24}"
-            )
         if visual.c_class == x11lib.TRUE_COLOR:
             return 0
-        self._entries = max(1, min(256, visual.map_entries))
+        # Colour-mapped (one map, pixel values its indices) or DirectColor (each channel
+        # of a pixel an index into that channel's map: gamma ramps, colour correction).
+        self._direct = visual.c_class == x11lib.DIRECT_COLOR
+        masks = (visual.red_mask, visual.green_mask, visual.blue_mask)
+        if self._direct and any(m >> ((m & -m).bit_length() - 1) >= DIRECT_ENTRIES for m in masks):
+            raise UnsupportedScreen(
+                "the X screen uses DirectColor with more than 10 bits a channel, which "
+                f"enkaku cannot show: {DEPTH_24}"
+            )
+        size = DIRECT_ENTRIES if self._direct else 256
+        self._entries = max(1, min(size, visual.map_entries))
         # The query's entries, pixel values set once: each read fills in their colours.
-        self._defs = (x11lib.XColor * 256)()
-        for i in range(256):
-            self._defs[i].pixel = i
+        # DirectColor: entry i asks for index i of each channel's map at once.
+        self._defs = (x11lib.XColor * size)()
+        shifts = [(m & -m).bit_length() - 1 for m in masks]
+        for i in range(size):
+            self._defs[i].pixel = (
+                sum((i << s) & m for s, m in zip(shifts, masks, strict=True)) if self._direct else i
+            )
         colormap = int(x11.XDefaultColormap(self._conn.dpy, self._conn.screen))
         self._colours = self._read_colours(colormap)
         return colormap
 
     def _read_colours(self, colormap: int) -> npt.NDArray[np.uint32]:
-        """The colour map's entries as :func:`.xformat.palette` words (one round trip);
-        pixel values past its entries read as black."""
+        """The colour map's entries (one round trip): as :func:`.xformat.palette` words
+        on a colour-mapped screen, as :func:`.xformat.channel_maps` on a DirectColor
+        one; pixel values (channel values) past its entries read as black."""
         defs = self._defs
         self._conn.x11.XQueryColors(self._conn.dpy, colormap, defs, self._entries)
         self._conn.check()
         raw = np.frombuffer(ctypes.string_at(defs, ctypes.sizeof(defs)), dtype=np.dtype(
             [("pixel", "u8"), ("red", "u2"), ("green", "u2"), ("blue", "u2"), ("pad", "V2")]
         ))  # fmt: skip
+        if self._direct:
+            return channel_maps(raw["red"], raw["green"], raw["blue"], self._entries)
         words = palette(raw["red"], raw["green"], raw["blue"])
         words[self._entries :] = 0
         return words
@@ -479,6 +497,7 @@ class X11Capture:
             if shared and (
                 shm is None
                 or not ScreenFormat.of(shm.image.contents).viewable
+                or self._colours is not None  # DirectColor: looked up, not viewed
                 or sum(r.w * r.h for r in rects) * 4 > shm.size
             ):
                 shared = False

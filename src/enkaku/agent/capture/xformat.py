@@ -13,10 +13,14 @@ a channel (RFB viewers show 8).
 
 Colour-mapped screens (8 bits a pixel, PseudoColor, StaticColor or grey: old
 workstations, some embedded and industrial X servers, X started with ``-depth 8``)
-are looked up in the screen's colour map, read by the capture (:meth:`palette`): a
-16-bit colour map channel ``c`` becomes ``c >> 8``, the colours x11vnc sends. What
-else the agent cannot show (DirectColor, fewer than 8 bits a pixel, odd masks) is
-refused with a message that says how to start the X server at depth 24.
+are looked up in the screen's colour map, read by the capture (:func:`palette`): a
+16-bit colour map channel ``c`` becomes ``c >> 8``, the colours x11vnc sends.
+DirectColor screens (each channel of a pixel an index into that channel's own map: a
+server started with a DirectColor default visual, such as ``Xvfb -cc 5``, where
+programs set gamma ramps or colour correction through the maps) are looked up channel
+by channel in those maps (:func:`channel_maps`), the same ``c >> 8``. What else the
+agent cannot show (fewer than 8 bits a pixel, odd masks) is refused with a message
+that says how to start the X server at depth 24.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy.typing as npt
 
 from .base import UnsupportedScreen
 
-__all__ = ["ScreenFormat", "palette"]
+__all__ = ["DIRECT_ENTRIES", "ScreenFormat", "channel_maps", "palette"]
 
 LSB_FIRST = 0  # X's ImageByteOrder values
 MSB_FIRST = 1
@@ -41,6 +45,8 @@ DEPTH_24 = (
     "-screen 0 WIDTHxHEIGHTx24; for Xvnc or another VNC server, -depth 24)"
 )
 _known: dict[tuple[int, int, int, int, int, int], ScreenFormat] = {}
+#: A DirectColor channel's map entries at most (10-bit channels, depth 30).
+DIRECT_ENTRIES = 1024
 
 
 def _channel(mask: int) -> tuple[int, int]:
@@ -153,37 +159,66 @@ class ScreenFormat:
         colours: npt.NDArray[np.uint32] | None = None,
     ) -> npt.NDArray[np.uint8]:
         """An ``(h, stride)`` image's pixels as a new C-contiguous ``(h, width, 4)``
-        B, G, R, X array (X zero when widened, as the server's when native).
+        B, G, R, X array (X zero when widened or looked up, as the server's when native).
         ``colours``: the screen's colour map as :func:`palette` makes it, for an
-        indexed format (required there, ignored elsewhere)."""
+        indexed format (required there); for a format with channel masks, a DirectColor
+        screen's maps as :func:`channel_maps` makes them (None: TrueColor, each channel
+        value its own intensity)."""
         h = rows.shape[0]
         if self.indexed:
             if colours is None:
                 raise ValueError("a colour-mapped image needs the screen's colour map")
             return colours.take(rows[:, :width]).view(np.uint8).reshape(h, width, 4)
+        if colours is not None:
+            return self._looked_up(rows, width, colours)
         if self.native:
             frame = rows[:, : width * 4].reshape(h, width, 4)
             if self.byte_order != LSB_FIRST:
                 frame = frame[:, :, ::-1]  # X, R, G, B in memory
             return np.array(frame, dtype=np.uint8, copy=True, order="C")
-        order = ">" if self.byte_order == MSB_FIRST else "<"
         if self.bits_per_pixel == 16:
+            order = ">" if self.byte_order == MSB_FIRST else "<"
             pixels = rows[:, : width * 2].view(order + "u2")
             words = self._table16.take(pixels)
             return words.view(np.uint8).reshape(h, width, 4)
-        if self.bits_per_pixel == 24:
-            packed = rows[:, : width * 3].reshape(h, width, 3).astype(np.uint32)
-            if self.byte_order == MSB_FIRST:
-                packed = packed[:, :, ::-1]
-            values = packed[:, :, 0] | packed[:, :, 1] << 8 | packed[:, :, 2] << 16
-        else:
-            values = rows[:, : width * 4].view(order + "u4").astype(np.uint32)
+        values = self._values(rows, width)
         out = np.zeros((h, width, 4), dtype=np.uint8)
         for index, mask in ((2, self.red_mask), (1, self.green_mask), (0, self.blue_mask)):
             shift, maximum = _channel(mask)
             channel = (values >> np.uint32(shift)) & np.uint32(maximum)
             out[:, :, index] = _widening(maximum).take(channel)
         return out
+
+    def _values(self, rows: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint32]:
+        """An image's pixel values as ``(h, width)`` 32-bit integers."""
+        order = ">" if self.byte_order == MSB_FIRST else "<"
+        if self.bits_per_pixel == 16:
+            return rows[:, : width * 2].view(order + "u2").astype(np.uint32)
+        if self.bits_per_pixel == 24:
+            h = rows.shape[0]
+            packed = rows[:, : width * 3].reshape(h, width, 3).astype(np.uint32)
+            if self.byte_order == MSB_FIRST:
+                packed = packed[:, :, ::-1]
+            values = packed[:, :, 0] | packed[:, :, 1] << 8 | packed[:, :, 2] << 16
+            return values.astype(np.uint32, copy=False)
+        return rows[:, : width * 4].view(order + "u4").astype(np.uint32)
+
+    def _looked_up(
+        self, rows: npt.NDArray[np.uint8], width: int, maps: npt.NDArray[np.uint32]
+    ) -> npt.NDArray[np.uint8]:
+        """A DirectColor image: each channel value looked up in its channel's map."""
+        values = self._values(rows, width)
+        out = np.zeros((rows.shape[0], width, 4), dtype=np.uint8)
+        for index, mask, table in zip((2, 1, 0), self.masks, maps, strict=True):
+            shift, maximum = _channel(mask)
+            channel = (values >> np.uint32(shift)) & np.uint32(maximum)
+            out[:, :, index] = table.astype(np.uint8).take(channel)
+        return out
+
+    @property
+    def masks(self) -> tuple[int, int, int]:
+        """The red, green and blue masks."""
+        return self.red_mask, self.green_mask, self.blue_mask
 
     @cached_property
     def _table16(self) -> npt.NDArray[np.uint32]:
@@ -195,6 +230,21 @@ class ScreenFormat:
             widened = _widening(maximum).take((values >> shift) & maximum)
             words |= widened.astype(np.uint32) << np.uint32(8 * byte)
         return words
+
+
+def channel_maps(
+    red: npt.NDArray[np.integer[Any]],
+    green: npt.NDArray[np.integer[Any]],
+    blue: npt.NDArray[np.integer[Any]],
+    entries: int,
+) -> npt.NDArray[np.uint32]:
+    """A DirectColor screen's three channel maps (the 16-bit red of entry i of the red
+    map, and so on: one query entry asks for index i of each) as a ``(3, DIRECT_ENTRIES)``
+    table of 8-bit intensities, ``c >> 8``; indices past ``entries`` read as 0."""
+    maps = np.zeros((3, DIRECT_ENTRIES), np.uint32)
+    for row, channel in enumerate((red, green, blue)):
+        maps[row, :entries] = channel[:entries].astype(np.uint32) >> 8
+    return maps
 
 
 def palette(
