@@ -399,6 +399,34 @@ def test_a_direct_colour_screen_is_captured_through_its_channel_maps(
             cell.close()
 
 
+@pytest.mark.x11
+async def test_vncdotool_sees_a_direct_colour_screen_in_its_colours(tmp_path: Path) -> None:
+    """A viewer nobody here wrote (vncdotool) through the agent: the DirectColor
+    screen's colours, pixel for pixel xwd's values through xwd's channel maps (x11vnc
+    sends such a screen's raw values: its window would be near-black, not red)."""
+    where = Rect(60, 40, 30, 20)
+    with (
+        xvfb(320, 200, depth=24, visual_class=x11lib.DIRECT_COLOR) as display,
+        X11Capture(display) as cap,
+    ):
+        cell = ColourCell(display, where)
+        try:
+            show_noise(display, tmp_path, 320, 200, seed=6)
+            ours = tmp_path / "enkaku.png"
+            async with serve(cap, RecordingInjector()) as served_:
+                await run(VNCDO, "-s", f"127.0.0.1::{served_.port}", "--nocursor", "capture",
+                          str(ours))  # fmt: skip
+                await served_.wait_closed()
+            values, _fmt, colours = xwd_root(display)
+        finally:
+            cell.close()
+    expected = np.dstack([colours[(values >> s) & 0xFF, c] for c, s in enumerate((16, 8, 0))])
+    ours_rgb = np.asarray(Image.open(ours).convert("RGB"))
+    assert ours_rgb[where.y + 5, where.x + 5].tolist() == [255, 0, 0]
+    assert len(np.unique(ours_rgb.reshape(-1, 3), axis=0)) > 1000
+    np.testing.assert_array_equal(ours_rgb, expected)
+
+
 class ColourCell:
     """A window painted with a read-write colour map cell of its own, through libX11
     directly: changing the cell's colour recolours the window without any drawing (so
