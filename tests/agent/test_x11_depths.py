@@ -360,6 +360,13 @@ def test_direct_colour_pixels_are_looked_up_channel_by_channel() -> None:
     assert frame.flags.c_contiguous and frame.shape == (1, 3, 4)
     # B, G, R, X: blue's map is flat, green's halves, red's is reversed.
     assert frame[0].tolist() == [[0x40, 0, 255, 0], [0x40, 127, 239, 0], [0x40, 127, 0, 0]]
+    # The same pixels from an MSBFirst server, and through the generic path (24-bit).
+    msb = ScreenFormat.of(image(24, 32, 1, (0xFF0000, 0xFF00, 0xFF)))
+    rows_msb = np.array([[0x000000, 0x10FF80, 0xFFFFFF]], ">u4").view(np.uint8)
+    assert msb.to_bgrx(rows_msb, 3, maps).tolist() == frame.tolist()
+    packed = ScreenFormat.of(image(24, 24, 0, (0xFF0000, 0xFF00, 0xFF)))
+    rows24 = np.array([[0, 0, 0, 0x80, 0xFF, 0x10, 0xFF, 0xFF, 0xFF]], np.uint8)
+    assert packed.to_bgrx(rows24, 3, maps).tolist() == frame.tolist()
     fmt16 = ScreenFormat.of(image(16, 16, 0, (0xF800, 0x07E0, 0x001F)))
     # 16-bit 5/6/5: channel values 31/63/31 at most, looked up at those indices.
     rows16 = np.array([[0xFFFF, 0x0821]], "<u2").view(np.uint8)

@@ -3,15 +3,14 @@ damage, copies and kept frame as the live damage step found."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from benchmarks import damage_replay, damage_step
 from enkaku.agent.rfbservice import RFBService
+from tests.benchmarks.test_encode_replay import replay_against_head
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = {"rfbservice": "enkaku.agent.rfbservice", "geometry": "enkaku.protocol.geometry"}
@@ -61,13 +60,7 @@ def test_a_recording_replays_to_what_the_live_steps_found(tmp_path: Path) -> Non
 
 
 def test_the_replay_compares_with_a_git_revision(tmp_path: Path) -> None:
-    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
-        pytest.skip("not a git checkout")
     _live(damage_step.text_frames(3, np.random.default_rng(5)), tmp_path / "rec.npz", limit=9)
-    result = subprocess.run(
-        [damage_replay.sys.executable, "-m", "benchmarks.damage_replay", str(tmp_path / "rec.npz"),
-         "--before", "HEAD", "--rounds", "2"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert "2 damage steps" in result.stdout
-    assert "same damage, copies and kept frame at every step" in result.stdout
+    printed = replay_against_head("benchmarks.damage_replay", tmp_path / "rec.npz")
+    assert "2 damage steps" in printed
+    assert "same damage, copies and kept frame at every step" in printed

@@ -207,8 +207,15 @@ class ScreenFormat:
         self, rows: npt.NDArray[np.uint8], width: int, maps: npt.NDArray[np.uint32]
     ) -> npt.NDArray[np.uint8]:
         """A DirectColor image: each channel value looked up in its channel's map."""
-        values = self._values(rows, width)
         out = np.zeros((rows.shape[0], width, 4), dtype=np.uint8)
+        if self.native:  # 8-bit channels in bytes of their own: looked up byte by byte
+            pixels = rows[:, : width * 4].reshape(rows.shape[0], width, 4)
+            if self.byte_order != LSB_FIRST:
+                pixels = pixels[:, :, ::-1]
+            for index, table in zip((2, 1, 0), maps, strict=True):
+                out[:, :, index] = table.astype(np.uint8).take(pixels[:, :, index])
+            return out
+        values = self._values(rows, width)
         for index, mask, table in zip((2, 1, 0), self.masks, maps, strict=True):
             shift, maximum = _channel(mask)
             channel = (values >> np.uint32(shift)) & np.uint32(maximum)
