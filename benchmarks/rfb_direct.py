@@ -147,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmarks.damage_replay",
     )  # fmt: skip
     p.add_argument(
+        "--step-times", type=Path, metavar="FILE",
+        help="write the thread CPU time of the service's steps to FILE at exit "
+        "(benchmarks.step_times)",
+    )  # fmt: skip
+    p.add_argument(
         "--record-max", type=int, default=200,
         help="rectangles (--record) or steps (--record-damage) kept (default 200)",
     )  # fmt: skip
@@ -179,10 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         damage = DamageRecorder(args.record_damage, args.record_max)
         damage.install()
+    steps = None
+    if args.step_times is not None:
+        from benchmarks.step_times import StepTimes
+
+        steps = StepTimes(args.step_times)
+        steps.install()
     try:
         return asyncio.run(serve(args.host, args.port, args.display, args.max_fps))
     finally:
-        for kept in (recorder, damage):
+        for kept in (recorder, damage, steps):
             if kept is not None:
                 kept.save()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import damage_replay, damage_step
+from benchmarks import damage_replay, damage_step, step_times
 from enkaku.agent.rfbservice import RFBService
 from tests.benchmarks.test_encode_replay import replay_against_head
 
@@ -57,6 +57,24 @@ def test_a_recording_replays_to_what_the_live_steps_found(tmp_path: Path) -> Non
     assert digests == live[:4] and len(times) == 4
     assert damage_replay.replay(modules, steps, arrays)[1] == digests  # repeatable
     assert len(set(digests)) == 4  # each step found something else (the text moved on)
+
+
+def test_step_times_count_the_live_steps(tmp_path: Path) -> None:
+    """``rfb_direct --step-times``: each damage step counted once, with its CPU time."""
+    original = RFBService.__dict__["_grab_damage"]
+    steps = step_times.StepTimes(tmp_path / "steps.txt")
+    uninstall = steps.install()
+    try:
+        _live(damage_step.text_frames(4, np.random.default_rng(6)), tmp_path / "r.npz", limit=1)
+    finally:
+        uninstall()
+    assert RFBService.__dict__["_grab_damage"] is original  # undone
+    steps.save()
+    lines = (tmp_path / "steps.txt").read_text().splitlines()
+    assert lines[0].startswith("process CPU ")
+    row = next(line for line in lines if line.startswith("RFBService._grab_damage "))
+    assert row.split()[2] == "3" and float(row.split()[4]) > 0
+    assert any(line.startswith("RFBService._encode ") and " 0 " in line for line in lines)
 
 
 def test_the_replay_compares_with_a_git_revision(tmp_path: Path) -> None:
