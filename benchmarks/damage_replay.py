@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.damage_step import offline_service
 from benchmarks.encode_replay import ROOT, load_tree, old_src
 
 __all__ = ["DamageRecorder", "load_recording", "load_tree", "replay", "step_digest"]
@@ -172,14 +173,7 @@ def replay(
     copies, the kept frame)."""
     rfbservice, geometry = modules["rfbservice"], modules["geometry"]
     capture = _Capture(geometry.Rect)
-
-    async def never() -> bytes:  # the service is not run: no viewer
-        raise AssertionError("not connected")
-
-    async def drop(data: bytes) -> None:
-        raise AssertionError("not connected")
-
-    service: Any = rfbservice.RFBService(capture, None, never, drop, name="damage-replay")
+    service = offline_service(rfbservice, capture, "damage-replay")
     times, digests = [], []
     for k, step in enumerate(steps):
         if step.get("reset"):

@@ -100,18 +100,23 @@ def rfbservice_versions(before: str | None, tmp: Path, prefix: str) -> dict[str,
     return modules
 
 
-def measure(module: ModuleType, frames: list[tuple[np.ndarray, list[Rect]]]) -> tuple[float, int]:
-    capture = _Capture(frames[0][0])
+def offline_service(module: ModuleType, capture: Any, name: str) -> Any:
+    """An ``RFBService`` of ``module`` on ``capture``, built as the agent builds it
+    (every attribute the damage step reads) and never run: no viewer, no input."""
 
-    async def never() -> bytes:  # the service is not run: no viewer
+    async def never() -> bytes:
         raise AssertionError("not connected")
 
     async def drop(data: bytes) -> None:
         raise AssertionError("not connected")
 
-    # Built as the agent builds it (every attribute the damage step reads), then given
-    # the first frame as the one kept from the last update.
-    service: Any = module.RFBService(capture, None, never, drop, name="damage-step")
+    return module.RFBService(capture, None, never, drop, name=name)
+
+
+def measure(module: ModuleType, frames: list[tuple[np.ndarray, list[Rect]]]) -> tuple[float, int]:
+    capture = _Capture(frames[0][0])
+    # Given the first frame as the one kept from the last update.
+    service = offline_service(module, capture, "damage-step")
     first = frames[0][0].copy()
     first[..., 3] = 0
     service._previous = first

@@ -172,30 +172,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("enkaku").setLevel(level)
     log.setLevel(level)
-    recorder = None
-    if args.record is not None:
-        from benchmarks.encode_replay import Recorder
-
-        recorder = Recorder(args.record, args.record_max)
-        recorder.install()
-    damage = None
-    if args.record_damage is not None:
-        from benchmarks.damage_replay import DamageRecorder
-
-        damage = DamageRecorder(args.record_damage, args.record_max)
-        damage.install()
-    steps = None
-    if args.step_times is not None:
-        from benchmarks.step_times import StepTimes
-
-        steps = StepTimes(args.step_times)
-        steps.install()
+    kept = _instruments(args)
     try:
         return asyncio.run(serve(args.host, args.port, args.display, args.max_fps))
     finally:
-        for kept in (recorder, damage, steps):
-            if kept is not None:
-                kept.save()
+        for instrument in kept:
+            instrument.save()
+
+
+def _instruments(args: argparse.Namespace) -> list[Any]:
+    """What ``--record``, ``--record-damage`` and ``--step-times`` ask for, installed
+    (each is saved when the server stops)."""
+    made: list[Any] = []
+    if args.record is not None:
+        from benchmarks.encode_replay import Recorder
+
+        made.append(Recorder(args.record, args.record_max))
+    if args.record_damage is not None:
+        from benchmarks.damage_replay import DamageRecorder
+
+        made.append(DamageRecorder(args.record_damage, args.record_max))
+    if args.step_times is not None:
+        from benchmarks.step_times import StepTimes
+
+        made.append(StepTimes(args.step_times))
+    for instrument in made:
+        instrument.install()
+    return made
 
 
 if __name__ == "__main__":

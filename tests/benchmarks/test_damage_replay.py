@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import damage_replay, damage_step, step_times
+from enkaku.agent import rfbservice
 from enkaku.agent.rfbservice import RFBService
 from tests.benchmarks.test_encode_replay import replay_against_head
 
@@ -19,15 +20,8 @@ NAMES = {"rfbservice": "enkaku.agent.rfbservice", "geometry": "enkaku.protocol.g
 def _live(frames: list[tuple[np.ndarray, list[Any]]], path: Path, limit: int) -> list[str]:
     """The damage steps of ``frames`` on a service built as the agent builds it, recorded
     into ``path``; each step's digest as the replay makes it."""
-
-    async def never() -> bytes:
-        raise AssertionError("not connected")
-
-    async def drop(data: bytes) -> None:
-        raise AssertionError("not connected")
-
     capture = damage_step._Capture(frames[0][0])
-    service: Any = RFBService(capture, None, never, drop, name="damage-replay-test")  # type: ignore[arg-type]
+    service = damage_step.offline_service(rfbservice, capture, "damage-replay-test")
     first = frames[0][0].copy()
     first[..., 3] = 0
     service._previous = first

@@ -181,13 +181,7 @@ class ScreenFormat:
             pixels = rows[:, : width * 2].view(order + "u2")
             words = self._table16.take(pixels)
             return words.view(np.uint8).reshape(h, width, 4)
-        values = self._values(rows, width)
-        out = np.zeros((h, width, 4), dtype=np.uint8)
-        for index, mask in ((2, self.red_mask), (1, self.green_mask), (0, self.blue_mask)):
-            shift, maximum = _channel(mask)
-            channel = (values >> np.uint32(shift)) & np.uint32(maximum)
-            out[:, :, index] = _widening(maximum).take(channel)
-        return out
+        return self._by_channel(rows, width, [_widening(_channel(m)[1]) for m in self.masks])
 
     def _values(self, rows: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint32]:
         """An image's pixel values as ``(h, width)`` 32-bit integers."""
@@ -207,19 +201,27 @@ class ScreenFormat:
         self, rows: npt.NDArray[np.uint8], width: int, maps: npt.NDArray[np.uint32]
     ) -> npt.NDArray[np.uint8]:
         """A DirectColor image: each channel value looked up in its channel's map."""
-        out = np.zeros((rows.shape[0], width, 4), dtype=np.uint8)
+        tables = [table.astype(np.uint8) for table in maps]
         if self.native:  # 8-bit channels in bytes of their own: looked up byte by byte
+            out = np.zeros((rows.shape[0], width, 4), dtype=np.uint8)
             pixels = rows[:, : width * 4].reshape(rows.shape[0], width, 4)
             if self.byte_order != LSB_FIRST:
                 pixels = pixels[:, :, ::-1]
-            for index, table in zip((2, 1, 0), maps, strict=True):
-                out[:, :, index] = table.astype(np.uint8).take(pixels[:, :, index])
+            for index, table in zip((2, 1, 0), tables, strict=True):
+                out[:, :, index] = table.take(pixels[:, :, index])
             return out
+        return self._by_channel(rows, width, tables)
+
+    def _by_channel(
+        self, rows: npt.NDArray[np.uint8], width: int, tables: list[npt.NDArray[np.uint8]]
+    ) -> npt.NDArray[np.uint8]:
+        """Each channel value (red, green, blue) through its table, as B, G, R, X."""
         values = self._values(rows, width)
-        for index, mask, table in zip((2, 1, 0), self.masks, maps, strict=True):
+        out = np.zeros((rows.shape[0], width, 4), dtype=np.uint8)
+        for index, mask, table in zip((2, 1, 0), self.masks, tables, strict=True):
             shift, maximum = _channel(mask)
             channel = (values >> np.uint32(shift)) & np.uint32(maximum)
-            out[:, :, index] = table.astype(np.uint8).take(channel)
+            out[:, :, index] = table.take(channel)
         return out
 
     @property
