@@ -186,8 +186,17 @@ export async function currentLogin(): Promise<ConsoleLogin | null> {
   }
 }
 
+/** Signs out of the console. Clicked before the page learnt its CSRF token (its first
+ * GET /auth/console still on the way), it asks for the token first; a console that is
+ * already signed out (401) counts as signed out. Other errors are thrown: the technician
+ * is still signed in and must be told so. */
 export async function signOut(): Promise<void> {
-  await request<null>("DELETE", "/auth/console");
+  try {
+    if (csrfToken === null && (await currentLogin()) === null) return;
+    await request<null>("DELETE", "/auth/console");
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) throw e;
+  }
   setCsrfToken(null);
 }
 

@@ -85,6 +85,10 @@ const CATALOG = {
   signed_in_as: ["Signed in as {name}", "{name} としてサインイン中"],
   account_menu: ["Account", "アカウント"],
   sign_out: ["Sign out", "サインアウト"],
+  sign_out_failed: [
+    "Could not sign out; you are still signed in. {reason}",
+    "サインアウトできませんでした。サインインしたままです。{reason}",
+  ],
   connect_title: ["Connect to a customer", "お客様のコンピューターに接続"],
   connect_lead: [
     "Enter the ID and one-time password the customer reads to you from the enkaku window.",

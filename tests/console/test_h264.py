@@ -34,6 +34,11 @@ if not h264.available():
     pytest.skip("PyAV with libx264 is not installed (the h264 extra)", allow_module_level=True)
 
 W, H = 640, 480
+#: The least PSNR of a played frame in the canvas. A loaded machine's browser answers the
+#: agent's fences late, so the agent's quality governor may step down to its coarsest
+#: quality (20: CRF 37), which gives 27.3-28.4 dB on these frames (35-36 dB at noVNC's own
+#: quality); a neighbouring frame scores 21.5 dB against another, a grey area 15.
+PLAYED_FRAME_DB = 25.0
 
 #: The player's loop, shared by both pages: the next frame every 1/fps s until the
 #: folder holds "stop" (then the current one stays).
@@ -141,14 +146,8 @@ def test_novnc_draws_h264_video_then_the_exact_screen(
     assert state["errors"] == []
     assert any(c.startswith("avc1.42") for c in state["codecs"])  # constrained baseline
     got = picture(page)
-    import os
-
-    if os.environ.get("H264_DEBUG"):
-        Image.fromarray(got).save("/tmp/h264/got.png")
-        Image.fromarray(canvas_rgb(page)).save("/tmp/h264/canvas.png")
-        Image.fromarray(np.ascontiguousarray(frames[0][..., 2::-1])).save("/tmp/h264/src0.png")
     sources = [np.ascontiguousarray(f[..., 2::-1]) for f in frames]
-    assert max(psnr(got, s) for s in sources) > 30  # one of the frames played (36 dB here)
+    assert max(psnr(got, s) for s in sources) > PLAYED_FRAME_DB  # one of the frames played
     # The video stops: the lossless refresh makes the canvas exactly the screen.
     (folder / "stop").touch()
     wait_for(
@@ -265,8 +264,7 @@ def test_novnc_gets_the_video_beside_text_as_h264_and_the_text_exact(
     )
     # Still exact while more pictures arrive (the text is never in an H.264 rectangle),
     # and the video's area shows the played frames: each row one of theirs (the capture
-    # may read the area while the player draws it, a frame torn between two rows; on a
-    # loaded machine, 28 dB against any whole frame, where neighbours differ by 21.5).
+    # may read the area while the player draws it, a frame torn between two rows).
     sources = [np.ascontiguousarray(f[..., 2::-1]) for f in frames]
     for _ in range(3):
         seen = page.evaluate(f"() => window.__h264.sizes['{region}']")
@@ -277,7 +275,7 @@ def test_novnc_gets_the_video_beside_text_as_h264_and_the_text_exact(
         )
         canvas = canvas_rgb(page)
         assert np.array_equal(canvas[outside], screen[outside])
-        assert rows_psnr(canvas[y : y + VH, x : x + VW], sources) > 30
+        assert rows_psnr(canvas[y : y + VH, x : x + VW], sources) > PLAYED_FRAME_DB
     state = page.evaluate("() => window.__h264")
     assert state["errors"] == []
     assert f"{W}x{H}" not in state["sizes"]  # never the whole screen as one picture

@@ -160,3 +160,66 @@ def test_typing_while_the_lists_load_keeps_the_field_and_its_keys(cworld: World,
     assert page.evaluate("() => document.activeElement.id") == "otp"
     assert page.input_value("#otp") == "ABCD-EFGH-JK"
     assert page.input_value("#agent-id") == "123 456 789"
+
+
+def test_sign_out_before_the_page_has_its_token_signs_out(cworld: World, page: Any) -> None:
+    """Sign out clicked while the home page's own GET /auth/console (which hands it the
+    CSRF token) is still on its way: the console asks for the token first and signs out,
+    rather than sending a refused DELETE and landing on a sign-in page that bounces back
+    (seen as a flaky sign-in test)."""
+    held: list[Any] = []
+    sign_in(page, cworld)
+
+    def hold_first(route: Any) -> None:
+        if route.request.method == "GET" and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/auth/console", hold_first)
+    page.reload()
+    page.wait_for_selector("#connect-form")
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the home page never asked who is signed in"
+    page.click("#account-menu summary")
+    page.click("#sign-out")
+    page.wait_for_url("**/login.html")
+    held[0].continue_()
+    page.wait_for_timeout(500)  # a bounce back to home would come now
+    assert page.url.endswith("/login.html")
+    status = page.evaluate("async () => (await fetch('/api/v1/auth/console')).status")
+    assert status == 401
+
+
+@pytest.mark.parametrize("locale", ["en-US", "ja-JP"])
+def test_a_failed_sign_out_says_so_and_stays(cworld: World, browser: Any, locale: str) -> None:
+    """A sign-out the server does not take (here it answers 503) leaves the technician on
+    the home page with a message in their language, still signed in, rather than on a
+    sign-in page that sends them straight back."""
+    page = new_page(browser, locale=locale)
+    sign_in(page, cworld)
+    page.route(
+        "**/api/v1/auth/console",
+        lambda route: (
+            route.fulfill(status=503, body="")
+            if route.request.method == "DELETE"
+            else route.continue_()
+        ),
+    )
+    page.click("#account-menu summary")
+    page.click("#sign-out")
+    page.wait_for_selector("#connect-message[data-kind='error']")
+    text = str(page.text_content("#connect-message"))
+    expected = {
+        "en-US": "Could not sign out; you are still signed in. "
+        "The server answered with an error (503).",
+        "ja-JP": "サインアウトできませんでした。サインインしたままです。"
+        "サーバーがエラーを返しました (503)。",
+    }[locale]
+    assert text == expected
+    assert page.url.endswith("/console/")
+    page.unroute("**/api/v1/auth/console")
+    page.click("#sign-out")  # the menu stays open for another try
+    page.wait_for_url("**/login.html")

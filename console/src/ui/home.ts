@@ -215,9 +215,12 @@ form.addEventListener("submit", async (event) => {
 byId("sign-out").addEventListener("click", async () => {
   try {
     await signOut();
-  } finally {
-    location.replace(PAGES.login);
+  } catch (e) {
+    // Still signed in: going to the sign-in page would bounce straight back here.
+    showMessage(message, t("sign_out_failed", { reason: e instanceof ApiError ? e.message : t("network_error") }));
+    return;
   }
+  location.replace(PAGES.login);
 });
 
 onLangChange(() => {
