@@ -23,10 +23,12 @@ import functools
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from enkaku.agent.backends import select_backend
@@ -173,42 +175,77 @@ def test_keys_through_the_portal_reach_an_xterm(kwin: KWin, tmp_path: Path) -> N
 
 
 @needs_portal
+@pytest.mark.skipif(not XTERM, reason="xterm and Xwayland are needed (scripts/bootstrap)")
 @pytest.mark.skipif(pwstream_problem() is not None, reason=pwstream_problem() or "")
 def test_the_pointer_shape_from_kwins_cursor_metadata(kwin: KWin, tmp_path: Path) -> None:
     # KWin offers cursor mode "metadata"; a pointer move sends a buffer with the cursor
     # alone (no picture: see the module doc for why this KWin sends none), which our
     # own pw_stream reads: the shape, its hotspot inside it, where the pointer is.
-    pending = in_thread(
-        lambda: portal_session.PortalSession(
-            kwin.env, tmp_path / "cfg", remote_desktop=False, metadata=True
+    # Then a second shape, the xterm's.
+    env = {**kwin.env, "DISPLAY": kwin.display(), "PATH": "/usr/bin:/bin", "HOME": str(kwin.work)}
+    term = subprocess.Popen(
+        ["xterm", "-geometry", "80x20+0+0", "-e", "sh"], env=env, cwd=kwin.work,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: kwin.screenshot().any(), 30, "the xterm's window (the desktop is black)")
+        pending = in_thread(
+            lambda: portal_session.PortalSession(
+                kwin.env, tmp_path / "cfg", remote_desktop=False, metadata=True
+            )
         )
-    )
-    with FakeInput(str(kwin.socket)) as hand:
-        if not (tmp_path / "cfg" / portal_session.SC_TOKEN_NAME).exists():
-            kwin.answer(hand)
-        session = pending.result(60)
-        fd = session.open_pipewire()
-        stream = PwStream(fd, session.node)
-        try:
-            assert session.cursor_mode == portal_session.CURSOR_METADATA
-            wait_for(lambda: stream.frame_size == (kwin.width, kwin.height), 30, "the format")
+        with FakeInput(str(kwin.socket)) as hand:
+            if not (tmp_path / "cfg" / portal_session.SC_TOKEN_NAME).exists():
+                kwin.answer(hand)
+            session = pending.result(60)
+            fd = session.open_pipewire()
+            stream = PwStream(fd, session.node)
+            try:
+                assert session.cursor_mode == portal_session.CURSOR_METADATA
+                wait_for(lambda: stream.frame_size == (kwin.width, kwin.height), 30, "the format")
 
-            def pointer_at(x: int, y: int) -> bool:
-                # Moved again until it shows: KWin ignores a move until its side of
-                # the stream is streaming (``recordCursor``), a little after the format.
-                hand.move(x - 1, y)
-                hand.move(x, y)
-                return stream.position == (x, y)
+                moves = [0]
 
-            for x in (300, 500, 700):
-                wait_for(functools.partial(pointer_at, x, 200), 30, f"the pointer at {x}")
-            shape = stream.cursor()
-            assert shape is not None
-            h, w = shape.pixels.shape[:2]
-            assert 0 <= shape.hotspot_x < w and 0 <= shape.hotspot_y < h
-            assert (shape.pixels[..., 3] > 0).any() and (shape.pixels[..., 3] == 0).any()
-            assert stream.error() is None
-        finally:
-            stream.close()
-            os.close(fd)
-            session.stop()
+                def pointer_near(x: int, y: int) -> bool:
+                    # One move (to x or x+1 in turn: KWin records the pointer when it
+                    # moves), then time for its buffer to be read before any other: a
+                    # buffer not yet read when the next arrives is replaced by it, and
+                    # KWin sends a shape once, in the first buffer after it changed.
+                    # Moved again until it shows (KWin ignores moves until its side of
+                    # the stream is streaming, a little after the format).
+                    moves[0] += 1
+                    at = (x + moves[0] % 2, y)
+                    hand.move(*at)
+                    deadline = time.monotonic() + 1
+                    while time.monotonic() < deadline:
+                        if stream.position == at:
+                            return True
+                        time.sleep(0.01)
+                    return False
+
+                for x in (700, 900, 1100):  # on the desktop, beside the xterm
+                    wait_for(functools.partial(pointer_near, x, 600), 30, f"the pointer at {x}")
+                desktop = stream.cursor()
+                assert desktop is not None
+
+                # Over the xterm, Xwayland shows X's text cursor; KWin sends it with a
+                # move after the change (it records the pointer on moves only).
+                def xterm_shape() -> bool:
+                    pointer_near(200, 100)
+                    shape = stream.cursor()
+                    return shape is not None and shape.serial != desktop.serial
+
+                wait_for(xterm_shape, 30, "the xterm's pointer shape")
+                shape = stream.cursor()
+                assert shape is not None
+                h, w = shape.pixels.shape[:2]
+                assert 0 <= shape.hotspot_x < w and 0 <= shape.hotspot_y < h
+                assert (shape.pixels[..., 3] > 0).any() and (shape.pixels[..., 3] == 0).any()
+                assert not np.array_equal(desktop.pixels, shape.pixels)
+                assert stream.error() is None
+            finally:
+                stream.close()
+                os.close(fd)
+                session.stop()
+    finally:
+        stop(term)
