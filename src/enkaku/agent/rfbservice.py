@@ -1759,11 +1759,14 @@ class RFBService:
                 else:
                     self._add_copy(src, dest, copies)
                     self._moved_in.append((span, dy))
-                    for top, bottom in ((y0, y0 + a), (y0 + b, y1)):  # the exposed strips
-                        if (strip := diff_box(diff[top - y0 : bottom - y0])) is not None:
-                            changed.append(
-                                Rect(r.x + strip.x, r.y + top + strip.y, strip.w, strip.h)
-                            )
+                    # The rows outside the copy (the exposed strip, and whatever else
+                    # changed there: a page's header clock above a scrolled list) as
+                    # what changed in them, not their bounding box.
+                    for top, bottom in ((y0, y0 + a), (y0 + b, y1)):
+                        changed.extend(
+                            Rect(r.x + c.x, r.y + top + c.y, c.w, c.h)
+                            for c in changed_boxes(diff[top - y0 : bottom - y0])
+                        )
                     # What the copy got wrong in the rows it grew over, after it.
                     changed.extend(Rect(r.x + f.x, r.y + y0 + f.y, f.w, f.h) for f in fixes)
             if moved is None:
