@@ -142,13 +142,8 @@ def test_one_dialog_then_the_restore_token_skips_it(kwin: KWin, tmp_path: Path) 
     assert kwin.dialogs == dialogs + 1
 
 
-@needs_portal
-@pytest.mark.skipif(not XTERM, reason="xterm and Xwayland are needed (scripts/bootstrap)")
-def test_keys_through_the_portal_reach_an_xterm(kwin: KWin, tmp_path: Path) -> None:
-    # An xterm under KWin's Xwayland (it has the keyboard focus), a shell in it; the
-    # portal's remote-desktop session types a command by keysyms, KWin finds the keys
-    # in the layout: the file the command writes is the proof.
-    out = kwin.work / "typed.txt"
+def _xterm(kwin: KWin) -> subprocess.Popen[bytes]:
+    """An xterm with a shell at the top left of KWin's screen, under its Xwayland, shown."""
     env = {**kwin.env, "DISPLAY": kwin.display(), "PATH": "/usr/bin:/bin", "HOME": str(kwin.work)}
     term = subprocess.Popen(
         ["xterm", "-geometry", "80x20+0+0", "-e", "sh"], env=env, cwd=kwin.work,
@@ -156,6 +151,21 @@ def test_keys_through_the_portal_reach_an_xterm(kwin: KWin, tmp_path: Path) -> N
     )  # fmt: skip
     try:
         wait_for(lambda: kwin.screenshot().any(), 30, "the xterm's window (the desktop is black)")
+    except BaseException:
+        stop(term)
+        raise
+    return term
+
+
+@needs_portal
+@pytest.mark.skipif(not XTERM, reason="xterm and Xwayland are needed (scripts/bootstrap)")
+def test_keys_through_the_portal_reach_an_xterm(kwin: KWin, tmp_path: Path) -> None:
+    # An xterm under KWin's Xwayland (it has the keyboard focus), a shell in it; the
+    # portal's remote-desktop session types a command by keysyms, KWin finds the keys
+    # in the layout: the file the command writes is the proof.
+    out = kwin.work / "typed.txt"
+    term = _xterm(kwin)
+    try:
         pending = in_thread(lambda: PortalInput(kwin.env, tmp_path / "cfg"))
         # xdg-desktop-portal-kde 5.27.5 started this remote-desktop session with no
         # dialog here (it sent a notification instead); one that asks is answered.
@@ -182,13 +192,8 @@ def test_the_pointer_shape_from_kwins_cursor_metadata(kwin: KWin, tmp_path: Path
     # alone (no picture: see the module doc for why this KWin sends none), which our
     # own pw_stream reads: the shape, its hotspot inside it, where the pointer is.
     # Then a second shape, the xterm's.
-    env = {**kwin.env, "DISPLAY": kwin.display(), "PATH": "/usr/bin:/bin", "HOME": str(kwin.work)}
-    term = subprocess.Popen(
-        ["xterm", "-geometry", "80x20+0+0", "-e", "sh"], env=env, cwd=kwin.work,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    term = _xterm(kwin)
     try:
-        wait_for(lambda: kwin.screenshot().any(), 30, "the xterm's window (the desktop is black)")
         pending = in_thread(
             lambda: portal_session.PortalSession(
                 kwin.env, tmp_path / "cfg", remote_desktop=False, metadata=True
