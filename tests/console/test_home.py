@@ -220,6 +220,14 @@ def test_a_failed_sign_out_says_so_and_stays(cworld: World, browser: Any, locale
     }[locale]
     assert text == expected
     assert page.url.endswith("/console/")
+    # The open menu's "signed in as" line is one line in either language (the Japanese
+    # one used to wrap its last character).
+    lines = page.evaluate(
+        """() => { const r = document.createRange();
+        r.selectNodeContents(document.getElementById('signed-in-as'));
+        return new Set([...r.getClientRects()].map((b) => Math.round(b.top))).size; }"""
+    )
+    assert lines == 1
     page.unroute("**/api/v1/auth/console")
     page.click("#sign-out")  # the menu stays open for another try
     page.wait_for_url("**/login.html")
