@@ -1290,6 +1290,29 @@ def test_changes_beside_a_scroll_go_as_what_changed_not_their_box() -> None:
     np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
 
 
+def test_changes_beside_a_sideways_scroll_go_as_what_changed_not_their_box() -> None:
+    """The same beside a sideways scroll: a wide table scrolled right in the lower part of
+    the damaged box, two small numbers changed far apart above it: a copy, and above it
+    the two numbers, not the box around them."""
+    wide = _text_block(240, 720, seed=13)
+    screen = np.full((400, 480, 4), 240, dtype=np.uint8)
+    screen[:160, :] = _text_block(160, 480, seed=14)  # text that stays
+    screen[160:400, :] = wide[:, :480]
+    capture, service = _damage_step_service(screen)
+    after = screen.copy()
+    after[160:400, :] = wide[:, 32:512]  # scrolled right by 32 columns
+    after[20:34, 10:40, :3] = (20, 20, 20)
+    after[90:104, 430:470, :3] = (200, 30, 30)
+    capture.image = after
+    copies = service._grab_damage([Rect(0, 0, 480, 400)])
+    assert copies is not None and len(copies) == 1
+    (copy,) = copies
+    assert copy.src_x - copy.dest.x == 32 and copy.src_y == copy.dest.y >= 160
+    above = [d for d in service._damage if d.y < 160]
+    assert sorted((d.x, d.y, d.w, d.h) for d in above) == [(10, 20, 30, 14), (430, 90, 40, 14)]
+    np.testing.assert_array_equal(service._previous[..., :3], after[..., :3])
+
+
 def test_short_lines_beside_blank_columns_still_scroll_as_a_copy() -> None:
     """A terminal's short lines (a few glyphs wide, blank to the right): the block is not
     narrowed below what a scroll is searched in, so the scroll is still one copy."""

@@ -1971,8 +1971,10 @@ class RFBService:
             (top, bottom, 0, left),  # left of it
             (top, bottom, right, w),  # right of it
         ):
-            if y < y1 and x < x1 and (box := diff_box(diff[y:y1, x:x1])) is not None:
-                pixels.append(Rect(x + box.x, y + box.y, box.w, box.h))
+            if y < y1 and x < x1:  # what changed there, apart where it lies apart
+                pixels.extend(
+                    Rect(x + b.x, y + b.y, b.w, b.h) for b in changed_boxes(diff[y:y1, x:x1])
+                )
         return Rect(left, top, right - left, bottom - top), dx, pixels
 
     def _hashes_kept(self, frame: Frame, span: Rect) -> list[int] | None:
