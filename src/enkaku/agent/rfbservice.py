@@ -354,8 +354,9 @@ SPLIT_COL_GAP = 64
 SPLIT_MAX = 16
 
 
-def changed_boxes(diff: npt.NDArray[np.bool_]) -> list[Rect]:
-    """The True cells of a (h, w) change mask as rectangles, in the mask's coordinates:
+def changed_boxes(diff: npt.NDArray[np.bool_], x: int = 0, y: int = 0) -> list[Rect]:
+    """The True cells of a (h, w) change mask as rectangles, in the mask's coordinates
+    moved by ``x``, ``y`` (where the mask's first cell lies):
     runs of changed rows less than ``SPLIT_ROW_GAP`` apart make a band; in each band,
     runs of changed columns less than ``SPLIT_COL_GAP`` apart make a box, trimmed to
     the rows where it changed. Every changed cell is in exactly one box; the boxes do
@@ -367,20 +368,21 @@ def changed_boxes(diff: npt.NDArray[np.bool_]) -> list[Rect]:
     bands = _runs(rows, SPLIT_ROW_GAP)
     if len(bands) > SPLIT_MAX:
         box = diff_box(diff)
-        return [] if box is None else [box]
+        return [] if box is None else [Rect(x + box.x, y + box.y, box.w, box.h)]
     boxes: list[Rect] = []
     whole: list[Rect] = []  # the bands, in case there are too many boxes
     for y0, y1 in bands:
         band = diff[y0:y1]
         cols = np.flatnonzero(band.any(axis=0))
-        whole.append(Rect(int(cols[0]), y0, int(cols[-1]) + 1 - int(cols[0]), y1 - y0))
+        whole.append(Rect(x + int(cols[0]), y + y0, int(cols[-1]) + 1 - int(cols[0]), y1 - y0))
         spans = _runs(cols, SPLIT_COL_GAP)
         if len(spans) == 1:
             boxes.append(whole[-1])
             continue
         for x0, x1 in spans:
             used = np.flatnonzero(band[:, x0:x1].any(axis=1))
-            boxes.append(Rect(x0, y0 + int(used[0]), x1 - x0, int(used[-1]) + 1 - int(used[0])))
+            top, h = y + y0 + int(used[0]), int(used[-1]) + 1 - int(used[0])
+            boxes.append(Rect(x + x0, top, x1 - x0, h))
     return whole if len(boxes) > SPLIT_MAX else boxes
 
 
@@ -1763,10 +1765,7 @@ class RFBService:
                     # changed there: a page's header clock above a scrolled list) as
                     # what changed in them, not their bounding box.
                     for top, bottom in ((y0, y0 + a), (y0 + b, y1)):
-                        changed.extend(
-                            Rect(r.x + c.x, r.y + top + c.y, c.w, c.h)
-                            for c in changed_boxes(diff[top - y0 : bottom - y0])
-                        )
+                        changed.extend(changed_boxes(diff[top - y0 : bottom - y0], r.x, r.y + top))
                     # What the copy got wrong in the rows it grew over, after it.
                     changed.extend(Rect(r.x + f.x, r.y + y0 + f.y, f.w, f.h) for f in fixes)
             if moved is None:
@@ -1786,9 +1785,7 @@ class RFBService:
                     if not diffed:
                         np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
                     # What changed, not its bounding box (``changed_boxes``).
-                    pieces = [
-                        Rect(r.x + b.x, r.y + y0 + b.y, b.w, b.h) for b in changed_boxes(diff)
-                    ]
+                    pieces = changed_boxes(diff, r.x, r.y + y0)
                 whole = pieces[0]
                 for piece in pieces[1:]:
                     whole = whole.union(piece)
@@ -1972,9 +1969,7 @@ class RFBService:
             (top, bottom, right, w),  # right of it
         ):
             if y < y1 and x < x1:  # what changed there, apart where it lies apart
-                pixels.extend(
-                    Rect(x + b.x, y + b.y, b.w, b.h) for b in changed_boxes(diff[y:y1, x:x1])
-                )
+                pixels.extend(changed_boxes(diff[y:y1, x:x1], x, y))
         return Rect(left, top, right - left, bottom - top), dx, pixels
 
     def _hashes_kept(self, frame: Frame, span: Rect) -> list[int] | None:
