@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from enkaku.protocol.rfb import Encoding, PixelFormat, Rect
 from enkaku.protocol.rfb.encodings import EncodeOptions, content, tight
 from enkaku.protocol.rfb.encodings.content import CELL, _cell_blocks, analyse
-from enkaku.protocol.rfb.encodings.deflate import DeflateStream
+from enkaku.protocol.rfb.encodings.deflate import WINDOW, DeflateStream
 from enkaku.protocol.rfb.encodings.tight import JPEG_MAX_PIXELS, MAX_WIDTH, TightEncoder
 from enkaku.protocol.rfb.encodings.zrle import ZRLEEncoder, encode_tile, run_length_bytes
 from enkaku.protocol.rfb.pixelformat import NATIVE, SMALL_TPIXELS
@@ -458,6 +458,24 @@ def test_deflate_stream_changes_level_and_strategy_without_a_new_header(fast: bo
     assert len(outputs[1]) < 500 and len(outputs[4]) < 500
     if not fast:
         assert len(outputs[2]) > 4000  # Huffman only: no back-references
+
+
+def test_deflate_stream_history_is_its_last_window_of_input() -> None:
+    """The window a new compressor is primed with is the stream's last 32 KiB of input,
+    whatever the sizes of the pieces it came in (kept as pieces, joined when needed),
+    and a stream that changes parameters after many small pieces still inflates."""
+    rng = np.random.default_rng(7)
+    stream, inflater = DeflateStream(), zlib.decompressobj()
+    fed = b""
+    for i in range(400):
+        size = int(rng.choice([0, 1, 5, 300, 4000, 20000, 40000]))
+        data = rng.integers(0, 4, size, dtype=np.uint8).tobytes()  # compressible
+        # Alternate the strategy now and then: each change primes a new compressor.
+        strategy = zlib.Z_DEFAULT_STRATEGY if i % 7 else zlib.Z_HUFFMAN_ONLY
+        assert inflater.decompress(stream.compress(data, 2, strategy)) == data
+        fed += data
+        assert stream.history() == fed[-WINDOW:]
+    assert DeflateStream().history() == b""
 
 
 def test_small_pieces_change_compressor_mid_stream_and_come_out_smaller() -> None:

@@ -198,6 +198,62 @@ def test_tight_rectangles_are_the_same_with_and_without_the_library(
         _same_tight_updates(pictures, NATIVE, options, monkeypatch)
 
 
+@needs_lib
+@pytest.mark.parametrize("fmt", ["native", "xrgb32_high", "rgb565_be", "bgr233"])
+def test_one_tight_encoder_through_rectangles_growing_and_shrinking(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encoder keeps its compiled plan's work space from one rectangle to the next,
+    grown for a larger one and reused for a smaller one (``tight.PlanSpace``): a run of
+    rectangles of every size through one encoder, with the library, gives the bytes the
+    numpy plan gives through one encoder, and each plan through a kept work space is the
+    plan of a fresh one."""
+    from enkaku.protocol.rfb.encodings import tight
+
+    pf = FORMATS[fmt]
+    rng = np.random.default_rng(37)
+    # A checkerboard of flat and noisy cells: a region for every cell.
+    checks = rng.integers(0, 256, (577, 449, 4), dtype=np.uint8)
+    for cy in range(10):
+        for cx in range(8):
+            if (cy + cx) % 2 == 0:
+                checks[cy * 64 : cy * 64 + 64, cx * 64 : cx * 64 + 64] = (cy * 8 + cx) * 3
+    pictures = [sample_image(200, 333, seed=3), *_images(rng, 7, 9)[:6]]
+    pictures += [sample_image(128, 2048, seed=4), *_images(rng, 19, 30)[6:12]]
+    # More cells (80) in fewer pixels than the 128x2048 before (64 cells): the cells'
+    # buffers grow while the pixels' does not.
+    pictures += [checks, photo_image(140, 300, seed=5), sample_image(64, 64, seed=6)]
+    pictures += [sample_image(129, 2200, seed=7), *_images(rng, 65, 65)[-3:]]
+
+    def encoded() -> list[list[tuple[int, int, int, int, bytes]]]:
+        encoder = tight.TightEncoder()
+        options = EncodeOptions(jpeg_quality=70)
+        return [
+            [(r.x, r.y, r.w, r.h, r.payload) for r in encoder.encode(p, pf, options)]
+            for p in pictures
+        ]
+
+    with_lib = encoded()
+    with monkeypatch.context() as m:
+        m.setattr(native, "LIB", None)
+        without = encoded()
+    assert with_lib == without
+    lib, space = native.LIB, tight.PlanSpace()
+    assert lib is not None
+    for picture in pictures:
+        values = NATIVE.values(picture)
+        kept = tight.plan_native(lib, values, True, True, space)
+        fresh = tight.plan_native(lib, values, True, True)
+        assert [(r.kind, r.cy, r.cx, r.ch, r.cw, r.colour, r.at) for r in kept] == [
+            (r.kind, r.cy, r.cx, r.ch, r.cw, r.colour, r.at) for r in fresh
+        ]
+        for k, f in zip(kept, fresh, strict=True):
+            if f.palette is not None:
+                assert k.palette is not None and k.indices is not None and f.indices is not None
+                assert k.palette.tobytes() == f.palette.tobytes()
+                assert k.indices.tobytes() == f.indices.tobytes()
+
+
 def _same_tight_updates(pictures, pf, options, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Each picture's whole Tight update, with the library and without: the same."""
     from enkaku.protocol.rfb.encodings.tight import TightEncoder

@@ -23,6 +23,7 @@ Huffman coding alone keeps the ratio at half the CPU.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from types import ModuleType
 
 ISAL: ModuleType | None
@@ -80,7 +81,12 @@ class DeflateStream:
         self._fast = fast and ISAL is not None
         self._compressor: zlib._Compress | None = None
         self._params: tuple[bool, int, int] = (False, -1, -1)
-        self._history = b""  # the stream's last WINDOW bytes of input
+        # The stream's recent input, oldest first, at least its last WINDOW bytes when
+        # there are that many: joined only when a new compressor is primed with them
+        # (``history``). Joining at every piece copied 32 KiB twice for each of Tight's
+        # small palette rectangles.
+        self._recent: deque[bytes] = deque()
+        self._recent_size = 0
 
     @property
     def backend(self) -> str:
@@ -104,14 +110,30 @@ class DeflateStream:
         elif params != self._params:
             # Same stream, new parameters or compressor (see the module docstring): no
             # header, no reset.
-            primed = {"zdict": self._history} if self._history else {}
+            history = self.history()
+            primed = {"zdict": history} if history else {}
             self._compressor = mod.compressobj(
                 lvl, zlib.DEFLATED, -zlib.MAX_WBITS, 8, strat, **primed
             )
         self._params = params
         out: bytes = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
-        if len(data) >= WINDOW:
-            self._history = bytes(data[-WINDOW:])
-        else:
-            self._history = (self._history + data)[-WINDOW:]
+        self._remember(data)
         return out
+
+    def history(self) -> bytes:
+        """The stream's last ``WINDOW`` bytes of input (fewer at its start)."""
+        if len(self._recent) > 1:
+            self._recent = deque([b"".join(self._recent)[-WINDOW:]])
+            self._recent_size = len(self._recent[0])
+        return self._recent[0] if self._recent else b""
+
+    def _remember(self, data: bytes) -> None:
+        if len(data) >= WINDOW:
+            self._recent = deque([bytes(data[-WINDOW:])])
+            self._recent_size = WINDOW
+            return
+        self._recent.append(bytes(data))  # a copy only if it is not bytes already
+        self._recent_size += len(data)
+        # Drop the oldest pieces the window no longer reaches.
+        while self._recent_size - len(self._recent[0]) >= WINDOW:
+            self._recent_size -= len(self._recent.popleft())

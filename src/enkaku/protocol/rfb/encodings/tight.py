@@ -131,6 +131,8 @@ class _Region:
     palette: Values | None = None  # palette
     #: A palette region's pixels as indices, packed as sent (from the compiled plan).
     indices: npt.NDArray[np.uint8] | None = None
+    #: Where its colours start in the compiled plan's colour list (-1: numpy's plan).
+    at: int = -1
 
 
 def palette_indices(block: Values, palette: Values) -> npt.NDArray[np.uint8]:
@@ -289,35 +291,70 @@ def plan(values: Values, jpeg: bool, gradient: bool = True) -> list[_Region]:
     return out
 
 
-def plan_native(lib: ctypes.CDLL, values: Values, jpeg: bool, gradient: bool) -> list[_Region]:
+FILL_BYTE = bytes([FILL])
+
+
+class PlanSpace:
+    """``plan_native``'s work space, kept by an encoder from one rectangle to the next
+    and grown when a larger one comes: three buffers and their addresses, not three
+    allocations and four address look-ups (each a few µs of numpy) for every rectangle,
+    most of which are a glyph or a spinner. It keeps the size of the largest rectangle
+    planned (a whole 1920x1080 screen: about 2.6 MB). What a plan returns points into
+    it, so it is valid until the next plan."""
+
+    __slots__ = ("addresses", "cells", "colours", "data", "fields", "pixels")
+
+    def __init__(self) -> None:
+        self.cells = self.pixels = -1
+        self.fields = np.empty((0, 6), dtype=np.int32)
+        self.colours = np.empty(0, dtype=np.uint32)
+        self.data = np.empty(0, dtype=np.uint8)
+        self.addresses = (0, 0, 0)
+
+    def fit(self, cells: int, pixels: int) -> None:
+        """Make room for a rectangle of ``cells`` cells and ``pixels`` pixels (+ rows)."""
+        if cells <= self.cells and pixels <= self.pixels:
+            return
+        self.cells, self.pixels = max(cells, self.cells), max(pixels, self.pixels)
+        self.fields = np.empty((self.cells, 6), dtype=np.int32)
+        self.colours = np.empty(self.cells * PHOTO_COLOURS, dtype=np.uint32)
+        self.data = np.empty(self.pixels, dtype=np.uint8)
+        self.addresses = (self.fields.ctypes.data, self.colours.ctypes.data, self.data.ctypes.data)
+
+
+def plan_native(
+    lib: ctypes.CDLL, values: Values, jpeg: bool, gradient: bool, space: PlanSpace | None = None
+) -> list[_Region]:
     """``plan`` by the compiled core (``enkaku.native``): the same regions and palettes,
     and each palette region's indices as sent, in one call (tests/protocol/rfb/
-    test_native.py compares the two)."""
+    test_native.py compares the two). Each region's ``at`` is where its colours start in
+    ``space.colours``. ``space``: a work space to reuse (the regions then point into it);
+    None: a fresh one."""
     if values.dtype != np.uint32 or values.strides[1] != 4:
         values = np.ascontiguousarray(values, dtype=np.uint32)
     h, w = values.shape
-    n = -(-h // CELL) * -(-w // CELL)
-    fields = np.empty((n, 6), dtype=np.int32)
-    colours = np.empty(n * PHOTO_COLOURS, dtype=np.uint32)
-    data = np.empty(h * w + h, dtype=np.uint8)
+    if space is None:
+        space = PlanSpace()
+    space.fit(-(-h // CELL) * -(-w // CELL), h * w + h)
+    fields, colours, data = space.addresses
     count = lib.enkaku_tight_plan(
         values.ctypes.data, values.strides[0] // 4, h, w, int(jpeg), int(gradient),
-        fields.ctypes.data, colours.ctypes.data, data.ctypes.data,
+        fields, colours, data,
     )  # fmt: skip
     if count < 0:
         raise MemoryError("the compiled Tight plan could not allocate its work space")
     out = []
     c = o = 0
-    for kind, cy, cx, ch, cw, k in fields[:count].tolist():
+    for kind, cy, cx, ch, cw, k in space.fields[:count].tolist():
         if kind == K_PALETTE:
             rh, rw = min(ch * CELL, h - cy * CELL), min(cw * CELL, w - cx * CELL)
             size = rh * ((rw + 7) // 8 if k == 2 else rw)
-            indices = data[o : o + size]
-            region = _Region(kind, cy, cx, ch, cw, palette=colours[c : c + k], indices=indices)
+            indices = space.data[o : o + size]
+            palette = space.colours[c : c + k]
+            out.append(_Region(kind, cy, cx, ch, cw, palette=palette, indices=indices, at=c))
             o += size
         else:
-            region = _Region(kind, cy, cx, ch, cw, colour=int(colours[c]))
-        out.append(region)
+            out.append(_Region(kind, cy, cx, ch, cw, colour=int(space.colours[c]), at=c))
         c += k
     return out
 
@@ -329,6 +366,7 @@ class TightEncoder:
 
     def __init__(self) -> None:
         self._streams = [DeflateStream(small=0) for _ in range(4)]  # see deflate.SMALL
+        self._space = PlanSpace()
 
     def encode(self, frame: Frame, pf: PixelFormat, options: EncodeOptions) -> list[EncodedRect]:
         """Encode ``frame`` (a BGRX rectangle) as Tight rectangles chosen by content."""
@@ -353,8 +391,16 @@ class TightEncoder:
             if palette.size <= (SOME_COLOURS if jpeg else 256):
                 payload = self._palette(values, palette, pf, options)
                 return [EncodedRect(0, 0, w, h, self.code, payload, False)]
+        # The compiled plan's colours as TPIXELs, all at once (``size`` bytes each), not
+        # a conversion for each of a chart's dozens of rectangles.
+        tpixels, size = b"", 0
         if lib is not None:
-            regions = plan_native(lib, values, jpeg, pf.tpixel_is_rgb)
+            regions = plan_native(lib, values, jpeg, pf.tpixel_is_rgb, self._space)
+            if regions:
+                last = regions[-1]
+                used = last.at + (len(last.palette) if last.palette is not None else 1)
+                tpixels = pf.pack_tpixels(self._space.colours[:used]).tobytes()
+                size = len(tpixels) // used
         else:
             regions = plan(values, jpeg, pf.tpixel_is_rgb)
         photos = [r for r in regions if r.kind == K_PHOTO]
@@ -371,7 +417,11 @@ class TightEncoder:
             y, x = r.cy * CELL, r.cx * CELL
             rh, rw = min(r.ch * CELL, h - y), min(r.cw * CELL, w - x)
             if r.kind == K_FILL:
-                payload = bytes([FILL]) + pf.pack_tpixels(np.array([r.colour], np.uint32)).tobytes()
+                if r.at >= 0:
+                    payload = FILL_BYTE + tpixels[r.at * size : (r.at + 1) * size]
+                else:
+                    colour = np.array([r.colour], np.uint32)
+                    payload = FILL_BYTE + pf.pack_tpixels(colour).tobytes()
             elif r.kind == K_PHOTO:
                 future = futures.get(id(r))
                 if future is not None:
@@ -381,7 +431,9 @@ class TightEncoder:
             elif r.kind == K_PALETTE:
                 assert r.palette is not None
                 if r.indices is not None:
-                    payload = self._palette_payload(r.palette, r.indices.tobytes(), pf, options)
+                    k = len(r.palette)
+                    head = tpixels[r.at * size : (r.at + k) * size]
+                    payload = self._palette_payload(k, head, r.indices.tobytes(), options)
                 else:
                     block = values[y : y + rh, x : x + rw]
                     payload = self._palette(block, r.palette, pf, options)
@@ -413,14 +465,16 @@ class TightEncoder:
     ) -> bytes:
         indices = palette_indices(block, palette)
         packed = np.packbits(indices, axis=1) if palette.size == 2 else indices
-        return self._palette_payload(palette, packed.tobytes(), pf, options)
+        colours = pf.pack_tpixels(palette).tobytes()
+        return self._palette_payload(palette.size, colours, packed.tobytes(), options)
 
     def _palette_payload(
-        self, palette: Values, data: bytes, pf: PixelFormat, options: EncodeOptions
+        self, count: int, colours: bytes, data: bytes, options: EncodeOptions
     ) -> bytes:
-        """A palette rectangle from its colours and its indices (packed as sent)."""
-        stream = STREAM_MONO if palette.size == 2 else STREAM_INDEXED
-        head = bytes([FILTER_PALETTE, palette.size - 1]) + pf.pack_tpixels(palette).tobytes()
+        """A palette rectangle from its ``count`` colours (as TPIXELs) and its indices
+        (packed as sent)."""
+        stream = STREAM_MONO if count == 2 else STREAM_INDEXED
+        head = bytes([FILTER_PALETTE, count - 1]) + colours
         return self._basic(stream, READ_FILTER, head, data, options)
 
     def _gradient(self, block: Values, pf: PixelFormat, options: EncodeOptions) -> bytes:
