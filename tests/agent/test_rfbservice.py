@@ -1803,6 +1803,58 @@ def test_a_spinner_and_a_bar_in_one_small_box_take_the_short_path(
     np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
 
 
+def test_a_long_progress_bar_in_a_wide_box_takes_the_short_path_after_a_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chromium's box around a spinner and a progress bar grows with the bar: past
+    ``SMALL_DAMAGE_BLOCK`` pixels (here 1214×186) a look at every fourth row finds the
+    change scattered, and the box takes the short path (no copy search), its changes
+    sent as their own boxes, the frame exact. A list scrolled in a block of the same
+    size changes nearly every sampled row: it goes to the general path and out as a
+    copy."""
+    searched: list[str] = []
+    probes = rfbservice_module._probes
+    monkeypatch.setattr(
+        rfbservice_module, "_probes", lambda *a: searched.append("probes") or probes(*a)
+    )
+    looked: list[bool] = []
+    sample = rfbservice_module._sample_scattered
+    monkeypatch.setattr(
+        rfbservice_module, "_sample_scattered", lambda *a: looked.append(sample(*a)) or looked[-1]
+    )
+    screen = np.zeros((300, 1260, 4), dtype=np.uint8)
+    screen[..., :3] = 238
+    box = Rect(20, 10, 1214, 186)
+    assert box.w * box.h > rfbservice_module.SMALL_DAMAGE_BLOCK
+    assert box.w * box.h <= rfbservice_module.SMALL_DAMAGE_LOOK
+    capture, service = _damage_step_service(screen)
+    changed = screen.copy()
+    changed[12:31, 26:45, :3] = 40  # the spinner
+    changed[184:196, 39:1150, :3] = np.linspace(60, 200, 1111, dtype=np.uint8)[None, :, None]
+    capture.image = changed.copy()
+    assert service._grab_damage([box]) == []
+    assert looked == [True] and searched == []
+    assert service._damage == [Rect(26, 12, 19, 19), Rect(39, 184, 1111, 12)]
+    np.testing.assert_array_equal(service._previous[..., :3], changed[..., :3])
+
+    looked.clear()
+    # Lines of 20 rows, the last four blank (a blank row in every sampled one would
+    # hide the scroll from the look: the full compare then still sends it the general
+    # way, for a compare more).
+    text = np.zeros((206, 1214, 4), dtype=np.uint8)
+    text[..., :3] = np.random.default_rng(6).integers(0, 2, (206, 1214, 1)) * 255
+    text[np.arange(206) % 20 >= 16, :, :3] = 40
+    screen[10:196, 20:1234] = text[:186]
+    capture, service = _damage_step_service(screen)
+    scrolled = screen.copy()
+    scrolled[10:196, 20:1234] = text[20:]  # up one line, a new one below
+    capture.image = scrolled.copy()
+    copies = service._grab_damage([box])
+    assert looked == [False] and searched
+    assert copies and copies[0].src_y - copies[0].dest.y == 20
+    np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
+
+
 def test_small_damage_hands_a_large_change_to_the_general_path() -> None:
     """Unsearchable blocks whose change is large enough for a diagonal search go the
     general way, the short path having changed nothing."""

@@ -287,29 +287,55 @@ def _covers(rects: list[Rect], area: Rect) -> bool:
 
 
 #: Damage in a few blocks that are each too low or narrow to search for scrolls, or
-#: small (``SMALL_DAMAGE_BLOCK``) with changes no scroll explains, and that changed fewer
-#: pixels than a diagonal search needs, takes ``_small_damage``'s short path: a key's
-#: echo (on sway the damage is the text row, the change one glyph), a caret, a clock, a
-#: web page's spinner and progress bar (Chromium reports the box around both). A 14×14
-#: glyph cost 150 µs warm through the general path, most of it its bookkeeping, and a
-#: key's echo meets the interpreter cold; a dashboard's spinner and bar in a 459×186 box
-#: cost about 1 ms of scroll searches that could find nothing.
+#: small (``SMALL_DAMAGE_BLOCK``, ``SMALL_DAMAGE_LOOK``) with changes no scroll
+#: explains, and that changed fewer pixels than a diagonal search needs, takes
+#: ``_small_damage``'s short path: a key's echo (on sway the damage is the text row, the
+#: change one glyph), a caret, a clock, a web page's spinner and progress bar (Chromium
+#: reports the box around both). A 14×14 glyph cost 150 µs warm through the general
+#: path, most of it its bookkeeping, and a key's echo meets the interpreter cold; a
+#: dashboard's spinner and bar in a 459×186 box cost about 1 ms of scroll searches that
+#: could find nothing.
 SMALL_DAMAGE_AREA = MOTION_MIN_AREA
 #: The short path takes at most this many blocks (a key's echo is one or two).
 SMALL_DAMAGE_BLOCKS = 4
 #: Blocks up to this many pixels may take the short path even where a scroll could be
-#: searched, when their changed rows are scattered (``_small_damage``). Larger blocks (a
-#: terminal, a page) go to the general path unexamined, which compares a scroll's rows
-#: once, not twice.
+#: searched, when their changed rows are scattered (``_small_damage``).
 SMALL_DAMAGE_BLOCK = 128 * 1024
+#: Blocks up to this many pixels may too, after a look at every ``SMALL_DAMAGE_SAMPLE``-th
+#: row found their changed rows scattered there (``_sample_scattered``): a page's spinner
+#: and its progress bar once the bar is long (Chromium's box around both grows with it,
+#: 1214×186 on the benchmark's dashboard: 0.43× the damage step's time of the general
+#: path's searches in a replay). A block whose sampled rows changed densely (a dialog
+#: drawn, a list scrolled) goes to the general path for a quarter of a compare. Larger
+#: blocks (a terminal, a page) go there unexamined, which compares a scroll's rows
+#: once, not twice.
+SMALL_DAMAGE_LOOK = 256 * 1024
+SMALL_DAMAGE_SAMPLE = 4
 
 
 def _short_path_may_fit(rects: list[Rect]) -> bool:
     """Whether ``_small_damage`` may take ``rects``: a few blocks apart from each
-    other, each unsearchable or at most ``SMALL_DAMAGE_BLOCK`` pixels."""
+    other, each unsearchable or at most ``SMALL_DAMAGE_LOOK`` pixels."""
     return _few_apart(rects) and all(
-        not _searchable(r) or r.w * r.h <= SMALL_DAMAGE_BLOCK for r in rects
+        not _searchable(r) or r.w * r.h <= SMALL_DAMAGE_LOOK for r in rects
     )
+
+
+def _sample_scattered(old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]) -> bool:
+    """``_scattered`` as every ``SMALL_DAMAGE_SAMPLE``-th row of a block tells it: True
+    when those rows changed nowhere, over fewer than ``SCROLL_MIN_ROWS`` rows, or, with
+    the changed ones less than ``SPLIT_ROW_GAP`` apart joined as ``changed_boxes`` joins
+    them (a text's blank rows between its lines), in at most half of those between the
+    first and the last that changed."""
+    step = SMALL_DAMAGE_SAMPLE
+    rows = np.flatnonzero((old[::step] != new[::step]).any(axis=1))
+    if rows.size == 0:
+        return True
+    span = int(rows[-1]) - int(rows[0]) + 1
+    if (span - 1) * step < SCROLL_MIN_ROWS:
+        return True
+    changed = sum(b - a for a, b in _runs(rows, SPLIT_ROW_GAP // step))
+    return 2 * changed <= span
 
 
 def _searchable(r: Rect) -> bool:
@@ -1867,7 +1893,14 @@ class RFBService:
         when the change is large enough to search: the general path then runs."""
         found = []  # (block, its new pixels, the boxes of what changed in it)
         for r, new in zip(rects, news, strict=True):
-            boxes = changed_boxes(_words(frame[r.y : r.y + r.h, r.x : r.x + r.w]) != _words(new))
+            old_v, new_v = _words(frame[r.y : r.y + r.h, r.x : r.x + r.w]), _words(new)
+            if (
+                r.w * r.h > SMALL_DAMAGE_BLOCK
+                and _searchable(r)
+                and not _sample_scattered(old_v, new_v)
+            ):
+                return False
+            boxes = changed_boxes(old_v != new_v)
             if boxes and _searchable(r) and not _scattered(boxes):
                 return False
             if boxes:
