@@ -39,7 +39,10 @@ greedy client of the VNC benchmarks. Decoding uses the test suite's independent 
 For every server, profile and workload (measured cell by cell: each workload of a profile,
 then its latency, on every server in turn, each time from a fresh server process, so the
 figures compared in a cell are taken minutes apart at most, not half an hour;
-``--by-server`` keeps one process per server and runs all its cells in a row):
+``--by-server`` keeps one process per server and runs all its cells in a row;
+``--rounds N`` measures each workload cell N times, the servers' order reversed every
+other round, and reports each server's median: this VM's speed drifts by 10 % within
+minutes, which one round of a cell does not average out):
 
 * **throughput** (``--duration`` s after 1 s of warm-up): the client parses every update
   (zlib streams inflated so they stay in sync, pixels not rebuilt, so a Python client does
@@ -1078,14 +1081,61 @@ def measure_all(
         if args.keys:
             cells.append({"workloads": "", "keys": args.keys})
         for cell in cells:
-            for name, server in servers.items():
-                if name in failed:
-                    continue
-                one = argparse.Namespace(**(vars(args) | cell | {"profiles": profile}))
-                got = measure(name, server, one)
-                failed |= {r["server"] for r in got if r["workload"] == "error"}
-                results += got
+            # --rounds: the workload cells' servers in turn that many times, the order
+            # reversed every other round (the one measured first in a round does not
+            # always meet the same machine); each server's rounds become one row.
+            rounds = args.rounds if cell["keys"] == 0 else 1
+            got_cell: list[dict[str, Any]] = []
+            for round_ in range(rounds):
+                names = list(servers) if round_ % 2 == 0 else list(servers)[::-1]
+                for name in names:
+                    if name in failed:
+                        continue
+                    one = argparse.Namespace(**(vars(args) | cell | {"profiles": profile}))
+                    got = measure(name, servers[name], one)
+                    failed |= {r["server"] for r in got if r["workload"] == "error"}
+                    got_cell += got
+            results += merge_rounds(got_cell) if rounds > 1 else got_cell
     return results
+
+
+#: Rates a merged row takes as the median of its rounds (``merge_rounds``).
+ROUND_MEDIANS = ("upd_s", "kb_upd", "kb_s", "cpu_pct", "ms_upd", "xvfb_pct", "chain_pct",
+                 "client_pct")  # fmt: skip
+
+
+def merge_rounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server, profile and workload from the rows of its rounds: each rate
+    the median of the rounds' (``ROUND_MEDIANS``), the totals (seconds, updates, CPU
+    seconds) summed, the verification the worst one seen (any round not ``exact``
+    shows), the rectangles of the first round; ``ms_upd_rounds``: every round's
+    ms/upd, for the spread. Errors and rows of one round pass unchanged."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if row["workload"] == "error" or "upd_s" not in row:
+            out.append(row)
+            continue
+        groups.setdefault((row["server"], row["profile"], row["workload"]), []).append(row)
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        merged = dict(group[0])
+        for key in ROUND_MEDIANS:
+            values = [r[key] for r in group if isinstance(r.get(key), (int, float))]
+            if values:
+                merged[key] = float(np.median(values))
+        for key in ("secs", "updates", "cpu_s"):
+            if all(isinstance(r.get(key), (int, float)) for r in group):
+                merged[key] = sum(r[key] for r in group)
+        verdicts = [r.get("verify") for r in group]
+        worst = (v for v in verdicts if v not in ("exact", "exact+cur"))
+        merged["verify"] = next(worst, verdicts[0])
+        merged["rounds"] = len(group)
+        merged["ms_upd_rounds"] = [round(r["ms_upd"], 3) for r in group if "ms_upd" in r]
+        out.append(merged)
+    return out
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -1201,6 +1251,12 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r.get('chain_pct', r['cpu_pct']):6.1f} {r['xvfb_pct']:6.1f} {r['client_pct']:5.0f}  "
             f"{r['verify']:16} {rects}"
         )
+    spread = [r for r in results if r.get("rounds")]
+    if spread:
+        lines += ["", "--rounds: each row above is its rounds' median (totals summed); ms/upd "
+                  "of each round, in the order measured:"]  # fmt: skip
+        lines += [f"{r['server']:18} {r['profile']:14} {r['workload']:8} "
+                  + " ".join(f"{v:.2f}" for v in r["ms_upd_rounds"]) for r in spread]  # fmt: skip
     lines += ["", f"{'server':18} {'profile':14} {'keys':>4} {'miss':>4} {'p50 ms':>7} "
               f"{'p95 ms':>7} {'min':>6} {'max':>6}"]  # fmt: skip
     for r in results:
@@ -1391,6 +1447,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the Wayland run: headless sway, the wayland-wlroots backend, wayvnc",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure each workload cell N times, the servers' order reversed "
+        "every other round, and report each server's median (default 1; "
+        "not with --by-server; keys are measured once)",
+    )
     p.add_argument("--by-server", action="store_true",
                    help="each server once with all its cells in a row (default: cell by "
                         "cell, every server in turn, a fresh server process each)")  # fmt: skip
@@ -1404,6 +1469,8 @@ def main(argv: list[str] | None = None) -> None:
         "on a headless machine; needs root, xserver-xorg-video-dummy)",
     )  # fmt: skip
     a = p.parse_args(argv)
+    if a.rounds < 1 or (a.rounds > 1 and a.by_server):
+        raise SystemExit("--rounds: a number from 1, and not with --by-server")
     if a.wayland and "--paths" not in " ".join(argv):
         a.paths = "direct"
     # SIGTERM/SIGHUP unwind like Ctrl-C, so every server and window started is stopped.

@@ -1763,94 +1763,63 @@ def test_small_damage_takes_the_short_path_to_the_general_paths_result(
     np.testing.assert_array_equal(f1[..., :3], changed[..., :3])
 
 
-def test_a_spinner_and_a_bar_in_one_small_box_take_the_short_path(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A small damaged box (as Chromium reports one around all it drew) in which a
-    spinner and a progress bar far below it changed: no copy search is made (nothing
-    but the damage step's short path runs), the two changes go out as their own boxes,
-    and the kept frame is exact. The same box with nearly every row changed (text moved
-    up a line) still goes to the general path, and is sent as a copy."""
+def _searches_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that gets "probes" each time the damage step looks for a scroll."""
     searched: list[str] = []
     probes = rfbservice_module._probes
     monkeypatch.setattr(
         rfbservice_module, "_probes", lambda *a: searched.append("probes") or probes(*a)
     )
-    screen = np.zeros((300, 500, 4), dtype=np.uint8)
-    screen[..., :3] = 238
-    box = Rect(20, 10, 459, 186)  # at most SMALL_DAMAGE_BLOCK pixels, searchable
-    assert box.w * box.h <= rfbservice_module.SMALL_DAMAGE_BLOCK
-    capture, service = _damage_step_service(screen)
-    changed = screen.copy()
-    changed[12:31, 26:45, :3] = 40  # the spinner
-    changed[184:196, 39:478, :3] = np.linspace(60, 200, 439, dtype=np.uint8)[None, :, None]
-    capture.image = changed.copy()
-    assert service._grab_damage([box]) == []
-    assert searched == []
-    assert service._damage == [Rect(26, 12, 19, 19), Rect(39, 184, 439, 12)]
-    np.testing.assert_array_equal(service._previous[..., :3], changed[..., :3])
-
-    text = _text_block(186, 459, seed=4)
-    screen[10:196, 20:479] = text
-    capture, service = _damage_step_service(screen)
-    scrolled = screen.copy()
-    scrolled[10:180, 20:479] = text[16:]  # up one 16-row line, a new one below
-    scrolled[180:196, 20:479] = _text_block(16, 459, seed=5)
-    capture.image = scrolled.copy()
-    copies = service._grab_damage([box])
-    assert searched
-    assert copies and copies[0].src_y - copies[0].dest.y == 16
-    np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
+    return searched
 
 
-def test_a_long_progress_bar_in_a_wide_box_takes_the_short_path_after_a_look(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("width", [459, 1214])
+def test_a_spinner_and_a_bar_in_one_box_take_the_short_path(
+    width: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chromium's box around a spinner and a progress bar grows with the bar: past
-    ``SMALL_DAMAGE_BLOCK`` pixels (here 1214×186) a look at every fourth row finds the
-    change scattered, and the box takes the short path (no copy search), its changes
-    sent as their own boxes, the frame exact. A list scrolled in a block of the same
-    size changes nearly every sampled row: it goes to the general path and out as a
-    copy."""
-    searched: list[str] = []
-    probes = rfbservice_module._probes
-    monkeypatch.setattr(
-        rfbservice_module, "_probes", lambda *a: searched.append("probes") or probes(*a)
-    )
+    """A damaged box (as Chromium reports one around all it drew) in which a spinner and
+    a progress bar far below it changed: no copy search is made (nothing but the damage
+    step's short path runs), the two changes go out as their own boxes, and the kept
+    frame is exact. Up to ``SMALL_DAMAGE_BLOCK`` pixels (459×186) the box is compared
+    at once; a wider one (1214×186, the bar grown long), up to ``SMALL_DAMAGE_LOOK``,
+    after a look at every fourth row found the change scattered. The same box with
+    nearly every row changed (a list scrolled up a line) still goes to the general path
+    (the wide one after its look), and is sent as a copy."""
+    searched = _searches_counted(monkeypatch)
     looked: list[bool] = []
     sample = rfbservice_module._sample_scattered
     monkeypatch.setattr(
         rfbservice_module, "_sample_scattered", lambda *a: looked.append(sample(*a)) or looked[-1]
     )
-    screen = np.zeros((300, 1260, 4), dtype=np.uint8)
+    wide = width * 186 > rfbservice_module.SMALL_DAMAGE_BLOCK
+    assert width * 186 <= rfbservice_module.SMALL_DAMAGE_LOOK
+    screen = np.zeros((300, width + 46, 4), dtype=np.uint8)
     screen[..., :3] = 238
-    box = Rect(20, 10, 1214, 186)
-    assert box.w * box.h > rfbservice_module.SMALL_DAMAGE_BLOCK
-    assert box.w * box.h <= rfbservice_module.SMALL_DAMAGE_LOOK
+    box = Rect(20, 10, width, 186)
     capture, service = _damage_step_service(screen)
     changed = screen.copy()
     changed[12:31, 26:45, :3] = 40  # the spinner
-    changed[184:196, 39:1150, :3] = np.linspace(60, 200, 1111, dtype=np.uint8)[None, :, None]
+    bar = width - 103
+    changed[184:196, 39 : 39 + bar, :3] = np.linspace(60, 200, bar, dtype=np.uint8)[None, :, None]
     capture.image = changed.copy()
     assert service._grab_damage([box]) == []
-    assert looked == [True] and searched == []
-    assert service._damage == [Rect(26, 12, 19, 19), Rect(39, 184, 1111, 12)]
+    assert searched == [] and looked == ([True] if wide else [])
+    assert service._damage == [Rect(26, 12, 19, 19), Rect(39, 184, bar, 12)]
     np.testing.assert_array_equal(service._previous[..., :3], changed[..., :3])
 
     looked.clear()
-    # Lines of 20 rows, the last four blank (a blank row in every sampled one would
-    # hide the scroll from the look: the full compare then still sends it the general
-    # way, for a compare more).
-    text = np.zeros((206, 1214, 4), dtype=np.uint8)
-    text[..., :3] = np.random.default_rng(6).integers(0, 2, (206, 1214, 1)) * 255
+    # Lines of 20 rows, the last four blank. (Blank rows in every sampled one would hide
+    # the scroll from the look: the full compare then still sends it the general way.)
+    text = np.zeros((206, width, 4), dtype=np.uint8)
+    text[..., :3] = np.random.default_rng(6).integers(0, 2, (206, width, 1)) * 255
     text[np.arange(206) % 20 >= 16, :, :3] = 40
-    screen[10:196, 20:1234] = text[:186]
+    screen[10:196, 20 : 20 + width] = text[:186]
     capture, service = _damage_step_service(screen)
     scrolled = screen.copy()
-    scrolled[10:196, 20:1234] = text[20:]  # up one line, a new one below
+    scrolled[10:196, 20 : 20 + width] = text[20:]  # up one line, a new one below
     capture.image = scrolled.copy()
     copies = service._grab_damage([box])
-    assert looked == [False] and searched
+    assert searched and looked == ([False] if wide else [])
     assert copies and copies[0].src_y - copies[0].dest.y == 20
     np.testing.assert_array_equal(service._previous[..., :3], scrolled[..., :3])
 

@@ -10,8 +10,8 @@ from benchmarks.screen import Server, measure_all
 
 def _args(**kw: Any) -> argparse.Namespace:
     return argparse.Namespace(
-        **({"profiles": "tight,zrle", "workloads": "text,image", "keys": 5, "by_server": False}
-           | kw)
+        **({"profiles": "tight,zrle", "workloads": "text,image", "keys": 5, "by_server": False,
+            "rounds": 1} | kw)
     )  # fmt: skip
 
 
@@ -46,3 +46,38 @@ def test_by_server_runs_each_server_once_with_all_its_cells() -> None:
 
     measure_all(servers, _args(by_server=True), measure)
     assert seen == [("a", "tight,zrle", "text,image"), ("b", "tight,zrle", "text,image")]
+
+
+def test_rounds_alternate_the_order_and_report_each_servers_median() -> None:
+    """--rounds 3: each workload cell's servers three times, the order reversed in the
+    second round; the latency once; one row per server and cell, each rate its rounds'
+    median, the totals summed, a verification that was not exact in any round shown."""
+    servers = {"a": Server("a"), "b": Server("b")}
+    calls: list[tuple[str, str]] = []
+    speed = {"a": iter([4.0, 9.0, 5.0]), "b": iter([2.0, 3.0, 1.0])}
+
+    def measure(name: str, server: Server, a: argparse.Namespace) -> list[dict[str, Any]]:
+        calls.append((name, a.workloads or "latency"))
+        if not a.workloads:
+            return [{"server": name, "workload": "latency", "profile": a.profiles, "p50": 1.0}]
+        ms = next(speed[name])
+        return [{
+            "server": name, "workload": a.workloads, "profile": a.profiles, "secs": 10.0,
+            "updates": 100, "cpu_s": ms / 10, "upd_s": 10.0, "kb_upd": 1.0, "kb_s": 10.0,
+            "cpu_pct": ms, "ms_upd": ms, "xvfb_pct": 1.0, "chain_pct": ms, "client_pct": 1.0,
+            "rects": {"raw": 1}, "verify": "0.1%px" if (name, ms) == ("a", 9.0) else "exact",
+        }]  # fmt: skip
+
+    results = measure_all(servers, _args(profiles="tight", workloads="text", rounds=3), measure)
+    assert calls == [
+        ("a", "text"), ("b", "text"), ("b", "text"), ("a", "text"), ("a", "text"), ("b", "text"),
+        ("a", "latency"), ("b", "latency"),
+    ]  # fmt: skip
+    rows = {(r["server"], r["workload"]): r for r in results}
+    assert len(results) == 4
+    a, b = rows[("a", "text")], rows[("b", "text")]
+    assert (a["ms_upd"], b["ms_upd"]) == (5.0, 2.0)  # medians
+    assert a["ms_upd_rounds"] == [4.0, 9.0, 5.0] and a["rounds"] == 3
+    assert (a["updates"], a["secs"]) == (300, 30.0)
+    assert a["verify"] == "0.1%px" and b["verify"] == "exact"
+    assert rows[("a", "latency")]["p50"] == 1.0

@@ -225,19 +225,8 @@ def test_one_tight_encoder_through_rectangles_growing_and_shrinking(
     pictures += [checks, photo_image(140, 300, seed=5), sample_image(64, 64, seed=6)]
     pictures += [sample_image(129, 2200, seed=7), *_images(rng, 65, 65)[-3:]]
 
-    def encoded() -> list[list[tuple[int, int, int, int, bytes]]]:
-        encoder = tight.TightEncoder()
-        options = EncodeOptions(jpeg_quality=70)
-        return [
-            [(r.x, r.y, r.w, r.h, r.payload) for r in encoder.encode(p, pf, options)]
-            for p in pictures
-        ]
-
-    with_lib = encoded()
-    with monkeypatch.context() as m:
-        m.setattr(native, "LIB", None)
-        without = encoded()
-    assert with_lib == without
+    options = EncodeOptions(jpeg_quality=70)
+    _same_tight_updates(pictures, pf, options, monkeypatch, one_encoder=True)
     lib, space = native.LIB, tight.PlanSpace()
     assert lib is not None
     for picture in pictures:
@@ -254,13 +243,19 @@ def test_one_tight_encoder_through_rectangles_growing_and_shrinking(
                 assert k.indices.tobytes() == f.indices.tobytes()
 
 
-def _same_tight_updates(pictures, pf, options, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Each picture's whole Tight update, with the library and without: the same."""
+def _same_tight_updates(pictures, pf, options, monkeypatch, *, one_encoder=False) -> None:  # type: ignore[no-untyped-def]
+    """Each picture's whole Tight update, with the library and without: the same.
+    ``one_encoder``: one encoder for all the pictures (its work space and zlib streams
+    carried from one to the next), else a fresh one for each."""
     from enkaku.protocol.rfb.encodings.tight import TightEncoder
 
     def encoded() -> list[list[tuple[int, int, int, int, bytes]]]:
+        shared = TightEncoder()
         return [
-            [(r.x, r.y, r.w, r.h, r.payload) for r in TightEncoder().encode(p, pf, options)]
+            [
+                (r.x, r.y, r.w, r.h, r.payload)
+                for r in (shared if one_encoder else TightEncoder()).encode(p, pf, options)
+            ]
             for p in pictures
         ]
 
