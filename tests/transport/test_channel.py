@@ -17,7 +17,7 @@ from enkaku.protocol.handshake import (
     TechnicianHandshake,
 )
 from enkaku.protocol.streams import INITIAL_WINDOW
-from enkaku.transport.channel import SecureChannel, Stream, run_handshake
+from enkaku.transport.channel import ALONE_SLICE, SLICE, SecureChannel, Stream, run_handshake
 from enkaku.transport.errors import SessionEnded
 from tests.channelpair import GatedLeg, MemoryLeg, channels, gated_channels, leg_pair, wire_bytes
 
@@ -153,6 +153,21 @@ def frames_seen(channel: SecureChannel) -> list[tuple[int, int]]:
     return seen
 
 
+def data_sizes(channel: SecureChannel) -> list[tuple[int, int]]:
+    """(stream id, payload size) of every DATA record ``channel`` opens, in wire order."""
+    seen: list[tuple[int, int]] = []
+    original = channel.records.open
+
+    def recording_open(message: bytes) -> bytes:
+        frame = original(message)
+        if frame[0] == DATA:
+            seen.append((int.from_bytes(frame[1:5], "big"), len(frame) - 5))
+        return frame
+
+    channel.records.open = recording_open  # type: ignore[method-assign]
+    return seen
+
+
 async def drain(stream: Stream) -> int:
     total = 0
     while chunk := await stream.read():
@@ -205,6 +220,38 @@ async def test_two_big_writes_take_turns() -> None:
     # Round-robin slices: neither stream sends two records in a row (the very first
     # slice may go before the other write is queued).
     assert max(runs) <= 2
+    await tech.close("technician_ended")
+
+
+async def test_a_stream_alone_sends_whole_data_frames_and_shares_slices_when_not() -> None:
+    """A stream alone in the writer's line sends a large write a whole DATA frame to a
+    record (``ALONE_SLICE``: half the records of ``SLICE``); while another stream waits
+    its turn, each sends ``SLICE`` at a time, taking turns, and both arrive whole."""
+    assert SLICE < ALONE_SLICE
+    agent, tech = await channels()
+    screen = await tech.open_stream("rfb")
+    reader = asyncio.ensure_future(drain(await asyncio.wait_for(agent.incoming.get(), 5)))
+    sizes = data_sizes(agent)
+    await screen.write(b"s" * (INITIAL_WINDOW // 2))
+    alone = [n for sid, n in sizes if sid == screen.id]
+    assert sum(alone) == INITIAL_WINDOW // 2
+    assert alone == [ALONE_SLICE] * (INITIAL_WINDOW // 2 // ALONE_SLICE)
+    upload = await tech.open_stream("file")
+    uploaded = asyncio.ensure_future(drain(await asyncio.wait_for(agent.incoming.get(), 5)))
+    sizes.clear()
+    await asyncio.gather(screen.write(b"s" * INITIAL_WINDOW), upload.write(b"u" * INITIAL_WINDOW))
+    both = sizes[1:-1]  # the first may go before the other write is queued, the last after
+    assert {sid for sid, _ in both} == {screen.id, upload.id}
+    assert all(n <= SLICE for _, n in both)
+    runs = [1]
+    for (prev, _), (cur, _) in itertools.pairwise(both):
+        runs.append(runs[-1] + 1 if cur == prev else 1)
+    assert max(runs) <= 2  # in turns (as in test_two_big_writes_take_turns)
+    await screen.write_eof()
+    await upload.write_eof()
+    assert await asyncio.wait_for(asyncio.gather(reader, uploaded), 10) == [
+        INITIAL_WINDOW * 3 // 2, INITIAL_WINDOW,
+    ]  # fmt: skip
     await tech.close("technician_ended")
 
 

@@ -27,6 +27,9 @@ export const PAIRING_TIMEOUT_MS = 90_000;
 export const PEER_END_GRACE_MS = 5_000;
 /** Bytes a stream may send per turn of the writer before the next stream's turn. */
 export const SLICE = 16 * 1024;
+/** ... and a stream alone in the line (no other data stream waiting its turn): a whole
+ * DATA frame in one record, half the records of a large write (an upload). */
+export const ALONE_SLICE = MAX_DATA;
 /** The writer waits while the socket holds more than this unsent (backpressure). */
 export const SEND_HIGH_WATER = 256 * 1024;
 /** Control messages received before the first onControl handler, at most. */
@@ -34,7 +37,7 @@ export const MAX_PENDING_CONTROL = 256;
 /** Streams the peer opened that the application has not taken yet, at most. */
 export const MAX_PENDING_INCOMING = 16;
 
-if (SLICE > MAX_DATA) throw new Error("one slice must be one record");
+if (SLICE > ALONE_SLICE || ALONE_SLICE > MAX_DATA) throw new Error("one slice must be one record");
 
 /** A multiplexed byte stream of the channel. */
 export interface Stream {
@@ -583,17 +586,17 @@ export class Channel {
   /** Hand the mux one slice: control data first, else the next data stream in turn that
    * has credit. False when nothing can be sent now. */
   private takeSlice(): boolean {
-    if (this.sliceOf(CONTROL_STREAM)) return true;
+    if (this.sliceOf(CONTROL_STREAM, SLICE)) return true;
     for (let i = this.turns.length; i > 0; i--) {
       const sid = this.turns.shift() as number;
-      const took = this.sliceOf(sid);
+      const took = this.sliceOf(sid, this.turns.length ? SLICE : ALONE_SLICE);
       if (this.outgoing.get(sid)?.length) this.turns.push(sid); // more to send: back of the line
       if (took) return true;
     }
     return false;
   }
 
-  private sliceOf(sid: number): boolean {
+  private sliceOf(sid: number, size: number): boolean {
     const queue = this.outgoing.get(sid);
     while (queue && queue.length && (queue[0] as Outgoing).settled) queue.shift();
     if (!queue || queue.length === 0) {
@@ -605,7 +608,7 @@ export class Channel {
       return false; // waiting for credit: a WINDOW frame wakes the writer
     }
     const item = queue[0] as Outgoing;
-    const n = this.mux.sendData(sid, item.data.subarray(0, SLICE));
+    const n = this.mux.sendData(sid, item.data.subarray(0, size));
     item.data = item.data.subarray(n);
     if (item.data.length === 0) this.taken.push(queue.shift() as Outgoing);
     return true;

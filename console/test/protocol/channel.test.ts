@@ -3,7 +3,7 @@
 // streams round-robin), flow control, end reasons, close codes, fatal records, stats,
 // and the noVNC adapter.
 import { describe, expect, it } from "vitest";
-import { Channel, SLICE, type Stream } from "../../src/protocol/channel";
+import { ALONE_SLICE, Channel, SLICE, type Stream } from "../../src/protocol/channel";
 import { chat, consent, end, TechnicianSession, answer } from "../../src/protocol/control";
 import { HandshakeFailed, SessionEnded, StreamReset } from "../../src/protocol/errors";
 import { rfbSocket } from "../../src/protocol/rfbsocket";
@@ -89,6 +89,17 @@ describe("the writer and flow control", () => {
     expect(kinds(agent).slice(3, 11)).toEqual(["2:1", "2:3", "2:1", "2:3", "2:1", "2:3", "2:1", "2:3"]);
     expect(agent.frames.slice(3).every((f) => f.length - 5 <= SLICE)).toBe(true);
     expect(agent.control).toEqual([chat("hello", "2026-01-01T00:00:00+09:00")]);
+  });
+
+  it("a stream alone in the line sends a whole DATA frame to a record", async () => {
+    const { channel, agent } = await connected();
+    const a = await channel.openStream("file_put", { name: "a" });
+    const big = new Uint8Array(4 * SLICE);
+    await a.write(big);
+    await agent.until(() => (agent.data.get(1) ?? 0) === big.length);
+    expect(ALONE_SLICE).toBe(2 * SLICE);
+    expect(kinds(agent).slice(1)).toEqual(["2:1", "2:1"]);
+    expect(agent.frames.slice(1).map((f) => f.length - 5)).toEqual([ALONE_SLICE, ALONE_SLICE]);
   });
 
   it("a write waits for the peer's credit and goes on with its WINDOW", async () => {
