@@ -1108,8 +1108,9 @@ def merge_rounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per server, profile and workload from the rows of its rounds: each rate
     the median of the rounds' (``ROUND_MEDIANS``), the totals (seconds, updates, CPU
     seconds) summed, the verification the worst one seen (any round not ``exact``
-    shows), the rectangles of the first round; ``ms_upd_rounds``: every round's
-    ms/upd, for the spread. Errors and rows of one round pass unchanged."""
+    shows), the rectangles of the first round; ``ms_upd_rounds`` and
+    ``upd_s_rounds``: every round's ms/upd and updates a second, for the spread.
+    Errors and rows of one round pass unchanged."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -1134,6 +1135,7 @@ def merge_rounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         merged["verify"] = next(worst, verdicts[0])
         merged["rounds"] = len(group)
         merged["ms_upd_rounds"] = [round(r["ms_upd"], 3) for r in group if "ms_upd" in r]
+        merged["upd_s_rounds"] = [round(r["upd_s"], 2) for r in group if "upd_s" in r]
         out.append(merged)
     return out
 
@@ -1253,10 +1255,12 @@ def table(results: list[dict[str, Any]]) -> str:
         )
     spread = [r for r in results if r.get("rounds")]
     if spread:
-        lines += ["", "--rounds: each row above is its rounds' median (totals summed); ms/upd "
-                  "of each round, in the order measured:"]  # fmt: skip
+        lines += ["", "--rounds: each row above is its rounds' median (totals summed); upd/s "
+                  "and ms/upd of each round, in the order measured:"]  # fmt: skip
         lines += [f"{r['server']:18} {r['profile']:14} {r['workload']:8} "
-                  + " ".join(f"{v:.2f}" for v in r["ms_upd_rounds"]) for r in spread]  # fmt: skip
+                  + "  ".join(f"{u:.1f} {m:.2f}" for u, m in zip(
+                      r.get("upd_s_rounds", []), r["ms_upd_rounds"], strict=False))
+                  for r in spread]  # fmt: skip
     lines += ["", f"{'server':18} {'profile':14} {'keys':>4} {'miss':>4} {'p50 ms':>7} "
               f"{'p95 ms':>7} {'min':>6} {'max':>6}"]  # fmt: skip
     for r in results:

@@ -78,6 +78,7 @@ def test_rounds_alternate_the_order_and_report_each_servers_median() -> None:
     a, b = rows[("a", "text")], rows[("b", "text")]
     assert (a["ms_upd"], b["ms_upd"]) == (5.0, 2.0)  # medians
     assert a["ms_upd_rounds"] == [4.0, 9.0, 5.0] and a["rounds"] == 3
+    assert a["upd_s_rounds"] == [10.0, 10.0, 10.0]
     assert (a["updates"], a["secs"]) == (300, 30.0)
     assert a["verify"] == "0.1%px" and b["verify"] == "exact"
     assert rows[("a", "latency")]["p50"] == 1.0
