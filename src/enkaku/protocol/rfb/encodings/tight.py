@@ -77,6 +77,7 @@ MIN_TO_COMPRESS = 12
 TILE = 128
 
 FILL = 0x80
+FILL_BYTE = bytes([FILL])
 JPEG = 0x90
 READ_FILTER = 0x40
 FILTER_PALETTE = 1
@@ -291,9 +292,6 @@ def plan(values: Values, jpeg: bool, gradient: bool = True) -> list[_Region]:
     return out
 
 
-FILL_BYTE = bytes([FILL])
-
-
 class PlanSpace:
     """``plan_native``'s work space, kept by an encoder from one rectangle to the next
     and grown when a larger one comes: three buffers and their addresses, not three
@@ -302,7 +300,7 @@ class PlanSpace:
     planned (a whole 1920x1080 screen: about 2.6 MB). What a plan returns points into
     it, so it is valid until the next plan."""
 
-    __slots__ = ("addresses", "cells", "colours", "data", "fields", "pixels")
+    __slots__ = ("addresses", "cells", "colours", "data", "fields", "pixels", "used")
 
     def __init__(self) -> None:
         self.cells = self.pixels = -1
@@ -310,6 +308,7 @@ class PlanSpace:
         self.colours = np.empty(0, dtype=np.uint32)
         self.data = np.empty(0, dtype=np.uint8)
         self.addresses = (0, 0, 0)
+        self.used = 0  # colours the last plan wrote into ``colours``
 
     def fit(self, cells: int, pixels: int) -> None:
         """Make room for a rectangle of ``cells`` cells and ``pixels`` pixels (+ rows)."""
@@ -356,6 +355,7 @@ def plan_native(
         else:
             out.append(_Region(kind, cy, cx, ch, cw, colour=int(space.colours[c]), at=c))
         c += k
+    space.used = c
     return out
 
 
@@ -385,7 +385,7 @@ class TightEncoder:
             # no such set-up.)
             flat = values.ravel()
             if bool((flat == flat[0]).all()):
-                payload = bytes([FILL]) + pf.pack_tpixels(flat[:1]).tobytes()
+                payload = FILL_BYTE + pf.pack_tpixels(flat[:1]).tobytes()
                 return [EncodedRect(0, 0, w, h, self.code, payload, False)]
             palette = np.unique(flat)
             if palette.size <= (SOME_COLOURS if jpeg else 256):
@@ -396,11 +396,9 @@ class TightEncoder:
         tpixels, size = b"", 0
         if lib is not None:
             regions = plan_native(lib, values, jpeg, pf.tpixel_is_rgb, self._space)
-            if regions:
-                last = regions[-1]
-                used = last.at + (len(last.palette) if last.palette is not None else 1)
-                tpixels = pf.pack_tpixels(self._space.colours[:used]).tobytes()
-                size = len(tpixels) // used
+            if self._space.used:
+                tpixels = pf.pack_tpixels(self._space.colours[: self._space.used]).tobytes()
+                size = len(tpixels) // self._space.used
         else:
             regions = plan(values, jpeg, pf.tpixel_is_rgb)
         photos = [r for r in regions if r.kind == K_PHOTO]
@@ -451,7 +449,7 @@ class TightEncoder:
         values = pf.values(tile, x_clear=options.x_clear)
         flat = values.ravel()
         if bool((flat == flat[0]).all()):
-            return bytes([FILL]) + pf.pack_tpixels(flat[:1]).tobytes()
+            return FILL_BYTE + pf.pack_tpixels(flat[:1]).tobytes()
         jpeg = options.jpeg_quality is not None and pf.bits_per_pixel in (16, 32)
         if jpeg and bool(analyse(values, smoothness=True).photo_like().mean() >= 0.5):
             return _jpeg_payload(tile, options)
