@@ -1,12 +1,15 @@
 /* enkaku's compiled RFB encoder core: ZRLE tiles (RFC 6143 section 7.7.6) and Tight's
- * cell analysis and plan (rfbproto, "Tight Encoding").
+ * cell analysis and plan (rfbproto, "Tight Encoding"); and the agent's damage step's
+ * compares: what changed between two frames' blocks, as rows, columns and boxes, and
+ * row hashes for its scroll search.
  *
  * Loaded with ctypes by enkaku/native/__init__.py (no Python C API: one shared library
  * serves every Python version). The numpy implementations in
  * enkaku/protocol/rfb/encodings/ (zrle.py, content.py, tight.py) are the reference: for
  * every input this gives exactly their bytes, statistics and rectangles
  * (tests/protocol/rfb/test_native.py compares them), and they stay the fallback where
- * this library is not built.
+ * this library is not built. The damage step's reference is enkaku/agent/rfbservice.py
+ * (tests/agent/test_damage_native.py).
  *
  * Input is the agent's own screen (pixel values it computed), never network data; every
  * write is still bounded: by the buffer size the caller passes (a buffer too small
@@ -20,7 +23,7 @@
 
 /* Raised with every change of an exported function's arguments or results: a library
  * of another version is not loaded (enkaku/native/__init__.py, VERSION). */
-#define ENKAKU_RFBCORE_VERSION 3
+#define ENKAKU_RFBCORE_VERSION 4
 
 int enkaku_rfbcore_version(void) { return ENKAKU_RFBCORE_VERSION; }
 
@@ -775,4 +778,236 @@ done:
     free(here);
     free(table);
     return count;
+}
+
+/* ---- The damage step's compares (enkaku/agent/rfbservice.py) --------------------------
+ *
+ * Blocks are (h, w) 32-bit words with their X (padding) bytes cleared, so words compare
+ * as bytes: a row's compare is a memcmp, which stops at its first difference. Strides
+ * are in words. */
+
+static inline int row_differs(const uint32_t *a, const uint32_t *b, int x0, int x1) {
+    return x1 > x0 && memcmp(a + x0, b + x0, (size_t)(x1 - x0) * sizeof *a) != 0;
+}
+
+/* Rows are looked at in chunks of CHUNK words, each chunk first by memcmp (vectorised
+ * by the C library), then word by word only where it differs: a chart's line changes a
+ * few pixels a row, and a scalar scan across its unchanged width cost more than the
+ * compare. */
+#define CHUNK 32
+/* Rows sampled first for the changed columns (rfbservice.SIDE_SAMPLE). */
+#define SIDE_SAMPLE 8
+
+/* The first column in x0..x1-1 where the rows differ (x1 if none). */
+static inline int first_col(const uint32_t *a, const uint32_t *b, int x0, int x1) {
+    while (x1 - x0 >= CHUNK && !memcmp(a + x0, b + x0, CHUNK * sizeof *a)) x0 += CHUNK;
+    while (x0 < x1 && a[x0] == b[x0]) x0++;
+    return x0;
+}
+
+/* Past the last column in x0..x1-1 where the rows differ (x0 if none). */
+static inline int last_col(const uint32_t *a, const uint32_t *b, int x0, int x1) {
+    while (x1 - x0 >= CHUNK && !memcmp(a + x1 - CHUNK, b + x1 - CHUNK, CHUNK * sizeof *a))
+        x1 -= CHUNK;
+    while (x1 > x0 && a[x1 - 1] == b[x1 - 1]) x1--;
+    return x1;
+}
+
+/* cols[x] = 1 where the rows differ, for x in x0..x1-1 (others left as they are). */
+static inline void mark_cols(const uint32_t *a, const uint32_t *b, int x0, int x1,
+                             uint8_t *cols) {
+    for (int x = x0; x < x1; x += CHUNK) {
+        int end = x1 - x < CHUNK ? x1 : x + CHUNK;
+        if (!memcmp(a + x, b + x, (size_t)(end - x) * sizeof *a)) continue;
+        for (int c = x; c < end; c++) cols[c] |= a[c] != b[c];
+    }
+}
+
+/* The rows and, if ``columns``, the columns where ``new`` differs from ``old``: out =
+ * {y0, y1, x0, x1}, the first and past-the-last of each (without ``columns``: 0, w).
+ * Rows are found from each end, each row's compare stopping at its first difference.
+ * Returns 1, or 0 (out untouched) when nothing differs. */
+int enkaku_changed_extent(const uint32_t *old, int64_t old_stride, const uint32_t *new,
+                          int64_t new_stride, int h, int w, int columns, int32_t *out) {
+    int y0 = 0, y1 = h;
+    while (y0 < h && !row_differs(old + y0 * old_stride, new + y0 * new_stride, 0, w)) y0++;
+    if (y0 == h) return 0;
+    while (!row_differs(old + (y1 - 1) * old_stride, new + (y1 - 1) * new_stride, 0, w)) y1--;
+    int x0 = 0, x1 = w;
+    if (columns) {
+        /* Every SIDE_SAMPLE-th row first (the first one changed), then every row only
+         * outside what those found. */
+        x0 = w, x1 = 0;
+        for (int y = y0; y < y1; y += SIDE_SAMPLE) {
+            const uint32_t *a = old + y * old_stride, *b = new + y * new_stride;
+            int f = first_col(a, b, 0, x0);
+            if (f == w) continue; /* unchanged */
+            x0 = f;
+            x1 = last_col(a, b, x1 > x0 ? x1 : x0, w);
+        }
+        for (int y = y0; y < y1; y++) {
+            const uint32_t *a = old + y * old_stride, *b = new + y * new_stride;
+            x0 = first_col(a, b, 0, x0);
+            x1 = last_col(a, b, x1 > x0 ? x1 : x0, w);
+        }
+    }
+    out[0] = y0;
+    out[1] = y1;
+    out[2] = x0;
+    out[3] = x1;
+    return 1;
+}
+
+/* Whether each ``step``-th row differs: flags[i] for row i * step (rows 0, step, ...). */
+void enkaku_changed_rows(const uint32_t *old, int64_t old_stride, const uint32_t *new,
+                         int64_t new_stride, int h, int w, int step, uint8_t *flags) {
+    for (int i = 0, y = 0; y < h; i++, y += step)
+        flags[i] = (uint8_t)row_differs(old + y * old_stride, new + y * new_stride, 0, w);
+}
+
+static inline void put_box(int32_t *o, int x, int y, int w, int h) {
+    o[0] = x;
+    o[1] = y;
+    o[2] = w;
+    o[3] = h;
+}
+
+/* ``changed_boxes(old != new)``: the changed pixels as boxes (x, y, w, h in the block),
+ * at most ``max_boxes`` (rfbservice.SPLIT_MAX) of them, written to ``out`` (room for
+ * 4 * max_boxes int32), exactly as rfbservice.changed_boxes gives them: runs of changed rows at most ``row_gap`` apart make a band; in each
+ * band, runs of changed columns at most ``col_gap`` apart make a box, trimmed to the rows
+ * where it changed; more boxes than max_boxes: the bands, each its changed columns' span;
+ * more bands than that: one box around every change. ``work``: room for w bytes;
+ * ``firsts``: for 2 * h int32; ``boxes``: for 4 * max_boxes int32. Returns the count, 0 when nothing
+ * changed. */
+int enkaku_changed_boxes(const uint32_t *old, int64_t old_stride, const uint32_t *new,
+                         int64_t new_stride, int h, int w, int row_gap, int col_gap,
+                         int max_boxes, int32_t *out, uint8_t *work, int32_t *firsts,
+                         int32_t *boxes) {
+    /* Each row's first and past-the-last changed column (first == w: unchanged), in
+     * one look at the row; the bands then mark their columns between those. */
+    int32_t *first_at = firsts, *last_at = firsts + h;
+    uint8_t *cols = work;
+    int first = -1, last = -1, nbands = 0;
+    for (int y = 0; y < h; y++) {
+        const uint32_t *a = old + y * old_stride, *b = new + y * new_stride;
+        int f = first_col(a, b, 0, w);
+        first_at[y] = f;
+        if (f == w) continue;
+        last_at[y] = last_col(a, b, f, w);
+        if (first < 0 || y - last > row_gap) nbands++;
+        if (first < 0) first = y;
+        last = y;
+    }
+    if (first < 0) return 0;
+    if (nbands > max_boxes) {
+        int x0 = w, x1 = 0;
+        for (int y = first; y <= last; y++) {
+            if (first_at[y] == w) continue;
+            if (first_at[y] < x0) x0 = first_at[y];
+            if (last_at[y] > x1) x1 = last_at[y];
+        }
+        put_box(out, x0, first, x1 - x0, last + 1 - first);
+        return 1;
+    }
+    int nboxes = 0, band = 0;
+    for (int y0 = first; y0 <= last; band++) {
+        int y1 = y0 + 1; /* past the band's last changed row */
+        for (int y = y0 + 1; y <= last && y - (y1 - 1) <= row_gap; y++)
+            if (first_at[y] < w) y1 = y + 1;
+        /* The band's changed columns. */
+        int bx0 = w, bx1 = 0;
+        for (int y = y0; y < y1; y++) {
+            if (first_at[y] == w) continue;
+            if (first_at[y] < bx0) bx0 = first_at[y];
+            if (last_at[y] > bx1) bx1 = last_at[y];
+        }
+        memset(cols + bx0, 0, (size_t)(bx1 - bx0));
+        for (int y = y0; y < y1; y++) {
+            if (first_at[y] == w) continue;
+            cols[first_at[y]] = cols[last_at[y] - 1] = 1;
+            mark_cols(old + y * old_stride, new + y * new_stride, first_at[y] + 1,
+                      last_at[y] - 1, cols);
+        }
+        put_box(boxes + 4 * band, bx0, y0, bx1 - bx0, y1 - y0); /* the band whole */
+        /* Runs of changed columns at most col_gap apart. */
+        int spans = 0;
+        for (int x = bx0; x < bx1;) {
+            int x1 = x + 1;
+            for (int c = x + 1; c < bx1 && c - (x1 - 1) <= col_gap; c++)
+                if (cols[c]) x1 = c + 1;
+            spans++;
+            if (spans > 1 || x1 < bx1) {
+                /* One of several: trimmed to the rows where it changed. */
+                int top = -1, bottom = -1;
+                for (int y = y0; y < y1; y++) {
+                    if (first_at[y] >= x1 || last_at[y] <= x || first_at[y] == w) continue;
+                    if (row_differs(old + y * old_stride, new + y * new_stride, x, x1)) {
+                        if (top < 0) top = y;
+                        bottom = y;
+                    }
+                }
+                if (nboxes < max_boxes) put_box(out + 4 * nboxes, x, top, x1 - x, bottom + 1 - top);
+                nboxes++;
+            } else {
+                if (nboxes < max_boxes) put_box(out + 4 * nboxes, bx0, y0, bx1 - bx0, y1 - y0);
+                nboxes++;
+            }
+            x = x1;
+            while (x < bx1 && !cols[x]) x++;
+        }
+        y0 = y1;
+        while (y0 <= last && first_at[y0] == w) y0++;
+    }
+    if (nboxes > max_boxes) {
+        memcpy(out, boxes, (size_t)band * 4 * sizeof *out);
+        return band;
+    }
+    return nboxes;
+}
+
+/* One 64-bit hash per row of ``w`` words (for the scroll search's votes: equal rows hash
+ * equal; a match is checked pixel by pixel after, so a collision costs a compare, not a
+ * wrong copy). Four independent multiply-xor lanes over 64-bit pieces, then mixed. */
+static inline uint64_t mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+void enkaku_row_hashes(const uint32_t *values, int64_t stride, int h, int w, uint64_t *out) {
+    const uint64_t k = 0x9e3779b97f4a7c15ULL;
+    for (int y = 0; y < h; y++) {
+        const unsigned char *p = (const unsigned char *)(values + y * stride);
+        size_t n = (size_t)w * 4, i = 0;
+        uint64_t l0 = 1, l1 = 2, l2 = 3, l3 = 4, v;
+        for (; i + 32 <= n; i += 32) {
+            memcpy(&v, p + i, 8);
+            l0 = (l0 ^ v) * k;
+            memcpy(&v, p + i + 8, 8);
+            l1 = (l1 ^ v) * k;
+            memcpy(&v, p + i + 16, 8);
+            l2 = (l2 ^ v) * k;
+            memcpy(&v, p + i + 24, 8);
+            l3 = (l3 ^ v) * k;
+            l0 ^= l0 >> 29;
+            l1 ^= l1 >> 29;
+            l2 ^= l2 >> 29;
+            l3 ^= l3 >> 29;
+        }
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&v, p + i, 8);
+            l0 = (l0 ^ v) * k;
+            l0 ^= l0 >> 29;
+        }
+        if (i < n) {
+            uint32_t t;
+            memcpy(&t, p + i, 4);
+            l1 = (l1 ^ t) * k;
+        }
+        out[y] = mix64(l0 ^ mix64(l1 ^ mix64(l2 ^ mix64(l3 ^ (uint64_t)n))));
+    }
 }
