@@ -59,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
 import inspect
 import logging
 import math
@@ -75,7 +74,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from enkaku import native
 from enkaku.agent.capture.base import CursorImage, ScreenCapture
 from enkaku.agent.capture.monitors import Monitor, MonitorView
 from enkaku.agent.clipboard.base import Clipboard, ClipboardError
@@ -330,14 +328,7 @@ def _sample_scattered(old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]) 
     them (a text's blank rows between its lines), in at most half of those between the
     first and the last that changed."""
     step = SMALL_DAMAGE_SAMPLE
-    lib = native.LIB
-    if lib is not None and _rows_of_words(old, new):
-        h, w = new.shape
-        flags = (ctypes.c_uint8 * -(-h // step))()
-        lib.enkaku_changed_rows(*_blocks(old, new), h, w, step, flags)
-        rows = np.flatnonzero(np.frombuffer(flags, dtype=np.uint8))
-    else:
-        rows = np.flatnonzero((old[::step] != new[::step]).any(axis=1))
+    rows = np.flatnonzero((old[::step] != new[::step]).any(axis=1))
     if rows.size == 0:
         return True
     span = int(rows[-1]) - int(rows[0]) + 1
@@ -421,54 +412,6 @@ def changed_boxes(diff: npt.NDArray[np.bool_], x: int = 0, y: int = 0) -> list[R
     return whole if len(boxes) > SPLIT_MAX else boxes
 
 
-def _boxes(
-    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32], x: int = 0, y: int = 0
-) -> list[Rect]:
-    """``changed_boxes(old != new, x, y)``, by the compiled core where it is built (no
-    mask: each row is compared where it may add to what is known, in one call instead of
-    a dozen numpy passes and calls; tests/agent/test_damage_native.py compares them)."""
-    lib = native.LIB
-    if lib is None or not _rows_of_words(old, new):
-        return changed_boxes(old != new, x, y)
-    h, w = new.shape
-    out = (ctypes.c_int32 * (4 * SPLIT_MAX))()
-    bands = (ctypes.c_int32 * (4 * SPLIT_MAX))()
-    work, firsts = ctypes.create_string_buffer(w), (ctypes.c_int32 * (2 * h))()
-    n = lib.enkaku_changed_boxes(
-        *_blocks(old, new), h, w, SPLIT_ROW_GAP, SPLIT_COL_GAP, SPLIT_MAX, out, work, firsts, bands
-    )
-    v = out[: 4 * n]
-    return [Rect(x + v[i], y + v[i + 1], v[i + 2], v[i + 3]) for i in range(0, 4 * n, 4)]
-
-
-def _rows_of_words(*blocks: npt.NDArray[np.uint32]) -> bool:
-    """Whether the compiled core can read ``blocks`` (2-d words, each row contiguous;
-    a row step of whole words): the damage step's blocks and views of them are."""
-    return all(
-        b.ndim == 2 and b.dtype == np.uint32 and b.strides[1] == 4 and b.strides[0] % 4 == 0
-        for b in blocks
-    )
-
-
-def _blocks(old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32]) -> tuple[int, ...]:
-    """Two blocks' addresses and row strides (in words) for the compiled core."""
-    return old.ctypes.data, old.strides[0] // 4, new.ctypes.data, new.strides[0] // 4
-
-
-def _native_extent(
-    old: npt.NDArray[np.uint32], new: npt.NDArray[np.uint32], columns: bool
-) -> tuple[int, int, int, int] | None:
-    """The first and past-the-last rows and (if ``columns``) columns where ``new``
-    differs from ``old``, by the compiled core; None when nothing differs."""
-    lib = native.LIB
-    assert lib is not None
-    h, w = new.shape
-    out = (ctypes.c_int32 * 4)()
-    if not lib.enkaku_changed_extent(*_blocks(old, new), h, w, int(columns), out):
-        return None
-    return out[0], out[1], out[2], out[3]
-
-
 def _runs(indices: npt.NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
     """Sorted ``indices`` as (start, past-the-end) runs, those less than ``gap`` apart
     joined. (Without ``np.r_`` and ``np.diff``: their set-up cost 30 of the 40 µs a call
@@ -487,11 +430,7 @@ def _changed_span(
 ) -> tuple[int, int] | None:
     """The first and past-the-last rows where ``new`` differs from ``old``, or None: found
     from each end in growing bands (16, 32, 64, ... rows), so a change that reaches
-    both ends (a scroll) compares a few rows, not the block. (The compiled core, where it
-    is built, compares row by row from each end, each row up to its first difference.)"""
-    if native.LIB is not None and _rows_of_words(old, new):
-        found = _native_extent(old, new, False)
-        return None if found is None else (found[0], found[1])
+    both ends (a scroll) compares a few rows, not the block."""
     h = old.shape[0]
     top, step = 0, 16
     while top < h:
@@ -526,18 +465,8 @@ def _changed_columns(
     ``SIDE_MIN_COLS`` unchanged columns at one side; else None. Every
     ``SIDE_SAMPLE``-th row gives the span, then the columns outside it are compared in
     every row (the span is exact: a change there widens it), so a sidebar costs a
-    compare of itself and an eighth of the rest. (The compiled core, where it is built,
-    finds the exact columns in one pass, each row compared only where it can widen
-    them.)"""
+    compare of itself and an eighth of the rest."""
     w = new.shape[1]
-    if native.LIB is not None and _rows_of_words(old, new):
-        found = _native_extent(old, new, True)
-        if found is None:
-            return None
-        x0, x1 = found[2], found[3]
-        if x0 < SIDE_MIN_COLS and w - x1 < SIDE_MIN_COLS:
-            return None
-        return x0, x1
     cols = np.flatnonzero((old[::SIDE_SAMPLE] != new[::SIDE_SAMPLE]).any(axis=0))
     if cols.size == 0:
         return None
@@ -553,18 +482,10 @@ def _changed_columns(
     return x0, x1
 
 
-def _row_hashes(values: npt.NDArray[np.uint32]) -> list[int] | npt.NDArray[np.int64]:
-    """One hash per row of words: by the compiled core where it is built (a 64-bit
-    multiply-xor hash, all rows in one call, where they lie), else each row's CRC-32
-    (ISA-L's when installed: SIMD, about 1 ms for a 1920×1080 screen; zlib's otherwise).
-    Only hashes made the same way are compared (one process, one library). Collisions
-    are possible, so matches are checked pixel by pixel after."""
-    lib = native.LIB
-    if lib is not None and _rows_of_words(values):
-        h, w = values.shape
-        out = np.empty(h, dtype=np.int64)
-        lib.enkaku_row_hashes(values.ctypes.data, values.strides[0] // 4, h, w, out.ctypes.data)
-        return out
+def _row_hashes(values: npt.NDArray[np.uint32]) -> list[int]:
+    """One hash per row of words: its CRC-32 (ISA-L's when installed: SIMD, about 1 ms
+    for a 1920×1080 screen; zlib's otherwise). Rows are hashed where they lie, without
+    a copy. Collisions are possible, so matches are checked pixel by pixel after."""
     if values.strides[1] != values.itemsize:
         values = np.ascontiguousarray(values)
     crc = _crc32
@@ -921,8 +842,7 @@ class RFBService:
         self._worker_idle = threading.Event()  # no worker waits for damage
         self._worker_idle.set()
         self._previous: Frame | None = None
-        # Row hashes of the last scroll search (see _grab_damage).
-        self._kept_hashes: tuple[Frame, Rect, list[int] | npt.NDArray[np.int64]] | None = None
+        self._kept_hashes: tuple[Frame, Rect, list[int]] | None = None  # see _grab_damage
         # Blocks where the last damage step found a copy, and the vertical shift if any.
         self._moved_in: list[tuple[Rect, int | None]] = []
         self._panned_in: list[Rect] = []  # where the last one found a diagonal move
@@ -1887,13 +1807,11 @@ class RFBService:
                     # Changed in the first and the last column: those are the bounds,
                     # with no pixel-by-pixel comparison (a full-screen picture's 2 ms).
                     pieces = [Rect(r.x, r.y + y0, r.w, y1 - y0)]
-                elif diffed or slide:
+                else:
                     if not diffed:
                         np.not_equal(old_v[y0:y1], new_v[y0:y1], out=diff)
                     # What changed, not its bounding box (``changed_boxes``).
                     pieces = changed_boxes(diff, r.x, r.y + y0)
-                else:  # the same, without the mask the sideways search needs
-                    pieces = _boxes(old_v[y0:y1], new_v[y0:y1], r.x, r.y + y0)
                 whole = pieces[0]
                 for piece in pieces[1:]:
                     whole = whole.union(piece)
@@ -1982,7 +1900,7 @@ class RFBService:
                 and not _sample_scattered(old_v, new_v)
             ):
                 return False
-            boxes = _boxes(old_v, new_v)
+            boxes = changed_boxes(old_v != new_v)
             if boxes and _searchable(r) and not _scattered(boxes):
                 return False
             if boxes:
@@ -2087,7 +2005,7 @@ class RFBService:
                 pixels.extend(changed_boxes(diff[y:y1, x:x1], x, y))
         return Rect(left, top, right - left, bottom - top), dx, pixels
 
-    def _hashes_kept(self, frame: Frame, span: Rect) -> list[int] | npt.NDArray[np.int64] | None:
+    def _hashes_kept(self, frame: Frame, span: Rect) -> list[int] | None:
         """The row hashes of ``span`` in the kept ``frame`` if the last scroll search
         hashed those rows (same columns) and nothing was copied over them since."""
         kept = self._kept_hashes

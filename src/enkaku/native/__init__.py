@@ -38,7 +38,7 @@ CFLAGS = ["-O2", "-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra"]
 
 #: The library's interface version (``ENKAKU_RFBCORE_VERSION`` in rfbcore.c): a build of
 #: another version (a checkout updated since, a copied file) is not used.
-VERSION = 4
+VERSION = 3
 
 
 def load(path: Path) -> ctypes.CDLL | None:
@@ -58,10 +58,6 @@ def load(path: Path) -> ctypes.CDLL | None:
         tiles = lib.enkaku_zrle_tiles
         cells = lib.enkaku_tight_cells
         plan = lib.enkaku_tight_plan
-        extent = lib.enkaku_changed_extent
-        rows = lib.enkaku_changed_rows
-        boxes = lib.enkaku_changed_boxes
-        hashes = lib.enkaku_row_hashes
     except (OSError, AttributeError) as exc:  # another platform's build, an old or damaged file
         log.warning(
             "the compiled encoder core could not be loaded (%s): using numpy until it is "
@@ -82,20 +78,6 @@ def load(path: Path) -> ctypes.CDLL | None:
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
     ]  # fmt: skip
-    # Two blocks of words (address, row stride in words, each) of h × w.
-    two_blocks: list[type[ctypes.c_void_p | ctypes.c_int64 | ctypes.c_int]] = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-        ctypes.c_int, ctypes.c_int,
-    ]  # fmt: skip
-    extent.restype = ctypes.c_int
-    extent.argtypes = [*two_blocks, ctypes.c_int, ctypes.c_void_p]
-    rows.restype = None
-    rows.argtypes = [*two_blocks, ctypes.c_int, ctypes.c_void_p]
-    boxes.restype = ctypes.c_int
-    boxes.argtypes = [*two_blocks, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    boxes.argtypes += [ctypes.c_void_p] * 4
-    hashes.restype = None
-    hashes.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
     return lib
 
 
