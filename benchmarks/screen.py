@@ -1,7 +1,7 @@
 """The screen engine against x11vnc and TigerVNC's x0vncserver, on one Xvfb, in one run.
 
 ``python -m benchmarks.screen [--duration 6] [--keys 20] [--profiles tight,zrle]
-[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan,dashboard,docs,wheel]
+[--workloads idle,text,jlog,winmove,windiag,image,browser,dialogs,pan,dashboard,docs,wheel,tui]
 [--paths direct,bridge,relay]
 [--peers x11vnc,x0vncserver] [--wayland] [--before REV] [--server NAME=CMD] [--out STEM]``
 
@@ -90,8 +90,12 @@ a progress bar 30 steps a second, a line chart 10, metric cards and a log table 
 at its top) 2, a clock 1; ``docs``: ``browser``'s page laid out as a documentation site,
 a fixed header and a fixed sidebar of links beside the text that scrolls; ``wheel``: the
 docs page scrolled as by a mouse wheel, 300 px twice a second with Chromium's smooth
-scrolling, steps of varying size (X11 only, the last six). The default ``--workloads`` is
-idle, text, jlog, winmove and image.
+scrolling, steps of varying size; ``tui``: a process monitor as ``htop`` draws one in an
+xterm of 150x45 (DejaVu Sans Mono, Noto Sans Mono CJK JP for the Japanese commands),
+4 refreshes a second, each rewriting only the changed part of each row: per-CPU and
+memory bars, load and uptime, and the processes sorted by CPU, whose rows reorder (X11
+only, the last seven). The default ``--workloads`` is idle, text, jlog, winmove and
+image.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
@@ -139,6 +143,8 @@ from benchmarks.screen_apps import (
     DRAG_BOX,
     DRAG_RATE,
     DRAG_SIZE,
+    TUI_RATE,
+    TUI_SIZE,
     browser_page,
     chromium_cmd,
     dashboard_page,
@@ -179,9 +185,9 @@ ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -
 CHANGE_RATE = {
     "idle": 0.0, "text": 60.0, "jlog": 30.0, "winmove": 30.0, "windiag": 30.0, "image": 10.0,
     "browser": 30.0, "dialogs": 8.0, "pan": 30.0, "dashboard": 30.0, "docs": 30.0,
-    "wheel": 60.0,
+    "wheel": 60.0, "tui": 4.0,
 }  # fmt: skip
-X11_ONLY = {"browser", "dialogs", "pan", "dashboard", "docs", "wheel"}
+X11_ONLY = {"browser", "dialogs", "pan", "dashboard", "docs", "wheel", "tui"}
 BROWSER_PAGES = {"browser", "dashboard", "docs", "wheel"}
 LOSSLESS = {"zrle", "tight-lossless"}
 PEERS = ("x11vnc", "x0vncserver", "wayvnc")
@@ -621,12 +627,21 @@ class Desktop:
         elif name == "pan":
             procs.append(spawn(self.me("_pan", "--seconds", secs, "--seed", "5"),
                                self.display, **run))  # fmt: skip
+        elif name == "tui":
+            cols, rows = TUI_SIZE
+            procs.append(spawn(["xterm", "-T", "benchtui", "-u8", "-fa", "DejaVu Sans Mono",
+                                "-fd", "Noto Sans Mono CJK JP", "-fs", "10", "-geometry",
+                                f"{cols}x{rows}+520+40", "-e",
+                                *self.me("_tui", "--rate", f"{TUI_RATE:g}", "--seconds", secs,
+                                         "--seed", "9")],
+                               self.display, **run))  # fmt: skip
         elif name != "idle":
             raise SystemExit(f"unknown workload {name}")
         title = {"text": "benchtext", "jlog": "benchjlog", "image": "benchimage",
                  "browser": "benchbrowser", "dialogs": "benchdialogs",
                  "pan": "benchpan", "dashboard": "benchdash",
-                 "docs": "benchdocs", "wheel": "benchwheel"}.get(name)  # fmt: skip
+                 "docs": "benchdocs", "wheel": "benchwheel",
+                 "tui": "benchtui"}.get(name)  # fmt: skip
         try:
             if title and name in X11_ONLY:
                 # The page sets its title only once it has loaded and starts to scroll.
@@ -1388,6 +1403,17 @@ def main(argv: list[str] | None = None) -> None:
 
         with contextlib.suppress(KeyboardInterrupt):
             dialogs(a.rate, a.seconds, a.seed)
+        return
+    if argv and argv[0] == "_tui":
+        p = argparse.ArgumentParser()
+        p.add_argument("--rate", type=float, default=TUI_RATE)
+        p.add_argument("--seconds", type=float, default=10)
+        p.add_argument("--seed", type=int, default=9)
+        a = p.parse_args(argv[1:])
+        from benchmarks.screen_apps import tui
+
+        with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+            tui(a.rate, a.seconds, a.seed)
         return
     if argv and argv[0] == "_pan":
         p = argparse.ArgumentParser()

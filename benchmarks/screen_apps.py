@@ -1,6 +1,6 @@
 """Application workloads of ``benchmarks/screen.py``: browser pages (scrolled plain, as a
-documentation site, by a mouse wheel), a web dashboard and dialogs on Xvfb, a window
-dragged diagonally on Xvfb and on sway.
+documentation site, by a mouse wheel), a web dashboard, dialogs and a terminal process
+monitor on Xvfb, a window dragged diagonally on Xvfb and on sway.
 
 * ``browser``: Debian's Chromium (``/usr/bin/chromium``, never a downloaded one) as an
   app window of a fixed size and place, showing a generated local page (seeded: Japanese
@@ -42,6 +42,12 @@ dragged diagonally on Xvfb and on sway.
   changes far apart on every step (Chromium reports the bounding box of what it drew:
   the spinner and the bar are one damaged box of 1000×186 px), from a seeded generator on
   one clock, so every server sees the same pixels.
+* ``tui``: an xterm (``TUI_SIZE``) showing a process monitor as ``htop`` draws one
+  (``tui``, seeded): per-CPU and memory bars, tasks, load and a ticking uptime, and the
+  processes sorted by CPU with the first highlighted; ``TUI_RATE`` refreshes a second,
+  each, as curses does, rewriting only each row's span from its first to its last changed
+  cell. The screen an administrator watches on a server in trouble: small changes all
+  over a terminal, rows that reorder rather than scroll.
 
 All stay clear of the base xterm (top left), where the latency keys go.
 """
@@ -59,6 +65,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -679,3 +686,167 @@ def pan(seconds: float, seed: int) -> None:
     root.update()
     root.after(int(1000 / PAN_RATE), step)
     root.mainloop()
+
+
+# -- tui: a process monitor in a terminal ------------------------------------------------
+
+#: The terminal's size for ``tui`` (columns, rows) and its refreshes a second (``top -d
+#: 0.25``; htop's default is 1.5 s, so a quicker one gives a short run enough changes).
+TUI_SIZE = (150, 45)
+TUI_RATE = 4.0
+TUI_CPUS = 8
+TUI_PROCESSES = 60
+_TUI_USERS = ["root", "www-data", "postgres", "tanaka", "sato", "backup", "customer"]
+_TUI_COMMANDS = [
+    "/usr/sbin/sshd -D", "/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/15/main",
+    "postgres: checkpointer", "postgres: walwriter", "nginx: worker process",
+    "/usr/bin/python3 /srv/請求書/集計.py --月次", "rsync -a /home/ /mnt/バックアップ/",
+    "/usr/lib/systemd/systemd-journald", "/usr/sbin/cron -f", "java -Xmx2g -jar 在庫管理.jar",
+    "/usr/bin/dockerd -H fd://", "containerd-shim-runc-v2 -namespace moby",
+    "/usr/sbin/smbd --foreground", "php-fpm: pool www", "/usr/bin/redis-server 127.0.0.1:6379",
+    "node /opt/受付システム/server.js", "/usr/lib/xorg/Xorg :0", "clamd --foreground",
+    "/usr/sbin/rsyslogd -n", "bash ./夜間バッチ.sh", "tar czf /tmp/ログ.tar.gz /var/log",
+]  # fmt: skip
+_SGR = {"": "0", "green": "32", "red": "31", "blue": "34", "cyan": "36", "bold": "1",
+        "head": "30;46", "sel": "30;46", "key": "30;46", "dim": "2"}  # fmt: skip
+
+
+def _tui_cells(text: str, attr: str = "") -> list[tuple[str, str]]:
+    """Terminal cells of ``text``: a wide (CJK) character takes two, its second empty."""
+    out: list[tuple[str, str]] = []
+    for ch in text:
+        out.append((ch, attr))
+        if unicodedata.east_asian_width(ch) in "WF":
+            out.append(("", attr))
+    return out
+
+
+def _tui_line(parts: list[tuple[str, str]], cols: int) -> list[tuple[str, str]]:
+    """One screen row from (text, attribute) parts, cut or padded to ``cols`` cells."""
+    cells = [c for text, attr in parts for c in _tui_cells(text, attr)]
+    cells = cells[:cols]
+    if cells and cells[-1][0] and unicodedata.east_asian_width(cells[-1][0]) in "WF":
+        cells[-1] = (" ", cells[-1][1])  # half a wide character does not fit
+    fill = parts[-1][1] if parts and parts[-1][1] in ("head", "sel") else ""
+    return cells + [(" ", fill)] * (cols - len(cells))
+
+
+def _tui_frame(rnd: random.Random, state: dict[str, Any], t: float) -> list[list[tuple[str, str]]]:
+    """The monitor's screen at ``t`` seconds: per-CPU and memory bars, tasks, load and
+    uptime, and the processes sorted by CPU (values walk at random; rows reorder)."""
+    cols, rows = TUI_SIZE
+    cpus, procs = state["cpus"], state["procs"]
+    for i in range(len(cpus)):
+        cpus[i] = min(100.0, max(0.5, cpus[i] + rnd.uniform(-12, 12)))
+    screen = []
+    half = cols // 2
+    for r in range(TUI_CPUS // 2):
+        line: list[tuple[str, str]] = []
+        for c in (r, r + TUI_CPUS // 2):
+            busy = cpus[c]
+            width = half - 14
+            user = int(width * busy * 0.7 / 100)
+            kernel = int(width * busy * 0.3 / 100)
+            line += [(f"{c + 1:3d}", "cyan"), ("[", "bold"), ("|" * user, "green"),
+                     ("|" * kernel, "red"), (" " * (width - user - kernel), ""),
+                     (f"{busy:5.1f}%", "dim"), ("]", "bold"), ("  ", "")]  # fmt: skip
+        screen.append(_tui_line(line, cols))
+    state["mem"] = min(15.0, max(2.0, state["mem"] + rnd.uniform(-0.05, 0.06)))
+    width = half - 22
+    used = int(width * state["mem"] / 15.5)
+    up = int(state["uptime"] + t)
+    tasks = f"   Tasks: {len(procs) + 127}, 612 thr; {rnd.randint(1, 4)} running"
+    screen.append(_tui_line([("  Mem", "cyan"), ("[", "bold"), ("|" * used, "green"),
+                             (" " * (width - used), ""), (f"{state['mem']:.2f}G/15.5G", "dim"),
+                             ("]", "bold"), (tasks, "")], cols))  # fmt: skip
+    load = state["load"]
+    for i in range(3):
+        load[i] = max(0.0, load[i] + rnd.uniform(-0.08, 0.08) / (i + 1))
+    screen.append(_tui_line([("  Swp", "cyan"), ("[", "bold"), (" " * width, ""),
+                             ("0K/2.00G", "dim"), ("]", "bold"),
+                             (f"   Load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", ""),
+                             (f"   Uptime: {up // 86400} days, {up // 3600 % 24:02d}:"
+                              f"{up // 60 % 60:02d}:{up % 60:02d}", "")], cols))  # fmt: skip
+    screen.append(_tui_line([("", "")], cols))
+    screen.append(_tui_line([("    PID USER       PRI  NI  VIRT   RES   SHR S  CPU% MEM%"
+                              "    TIME+  Command", "head")], cols))  # fmt: skip
+    for p in procs:
+        p["cpu"] = max(0.0, min(99.9, p["cpu"] * rnd.uniform(0.7, 1.3) + rnd.uniform(-0.3, 0.5)))
+        p["time"] += p["cpu"] / 100 / TUI_RATE
+    shown = sorted(procs, key=lambda p: -p["cpu"])[: rows - len(screen) - 1]
+    for i, p in enumerate(shown):
+        tm = p["time"]
+        attr = "sel" if i == 0 else ""
+        state_char = "R" if p["cpu"] > 5 else "S"
+        screen.append(_tui_line([(
+            f"{p['pid']:7d} {p['user']:<9.9} {p['pri']:4d} {p['ni']:3d} {p['virt']:>5} "
+            f"{p['res']:>5} {p['shr']:>5} {state_char} {p['cpu']:5.1f} {p['mem']:4.1f} "
+            f"{int(tm // 60):3d}:{tm % 60:05.2f}  ", attr), (p["cmd"], attr or "")],
+            cols))  # fmt: skip
+    keys = ["Help", "Setup", "Search", "Filter", "Tree", "SortBy", "Nice -", "Nice +",
+            "Kill", "Quit"]  # fmt: skip
+    bar: list[tuple[str, str]] = []
+    for n, k in enumerate(keys, 1):
+        bar += [(f"F{n}", "bold"), (f"{k:<6}", "key")]
+    screen.append(_tui_line(bar, cols))
+    return screen
+
+
+def _tui_write(old: list[list[tuple[str, str]]] | None, new: list[list[tuple[str, str]]]) -> str:
+    """What a curses program writes to turn ``old`` into ``new``: per changed row, the
+    cursor moved to its first changed cell and the cells up to its last changed one,
+    with their attributes."""
+    out = []
+    for y, row in enumerate(new):
+        if old is not None and old[y] == row:
+            continue
+        first, last = 0, len(row) - 1
+        if old is not None:
+            while row[first] == old[y][first]:
+                first += 1
+            while row[last] == old[y][last]:
+                last -= 1
+        while first > 0 and row[first][0] == "":
+            first -= 1  # the start of a wide character
+        out.append(f"\x1b[{y + 1};{first + 1}H")
+        attr = None
+        for ch, a in row[first : last + 1]:
+            if a != attr:
+                out.append(f"\x1b[0;{_SGR[a]}m" if a else "\x1b[0m")
+                attr = a
+            out.append(ch)
+    out.append("\x1b[0m")
+    return "".join(out)
+
+
+def tui(rate: float, seconds: float, seed: int, frames: int | None = None) -> None:
+    """A process monitor as ``htop`` draws one, seeded, ``rate`` refreshes a second
+    (a subcommand run in the xterm) for ``seconds`` or ``frames`` refreshes: only the
+    changed part of each row is rewritten."""
+    rnd = random.Random(seed)
+    procs = [
+        {"pid": rnd.randint(300, 99999), "user": rnd.choice(_TUI_USERS),
+         "pri": 20, "ni": rnd.choice([0, 0, 0, 5, -5]),
+         "virt": f"{rnd.randint(10, 9000)}M", "res": f"{rnd.randint(2, 900)}M",
+         "shr": f"{rnd.randint(1, 90)}M", "cpu": rnd.uniform(0, 30) ** 1.3 / 10,
+         "mem": rnd.uniform(0, 8), "time": rnd.uniform(0, 5000),
+         "cmd": rnd.choice(_TUI_COMMANDS)}
+        for _ in range(TUI_PROCESSES)
+    ]  # fmt: skip
+    state: dict[str, Any] = {
+        "cpus": [rnd.uniform(5, 60) for _ in range(TUI_CPUS)], "procs": procs,
+        "mem": 6.0, "load": [1.2, 0.9, 0.7], "uptime": 12 * 86400 + 11655,
+    }  # fmt: skip
+    sys.stdout.write("\x1b[?25l\x1b[2J")  # no cursor, a clear screen
+    start = time.monotonic()
+    previous = None
+    i = 0
+    while time.monotonic() - start < seconds and (frames is None or i < frames):
+        frame = _tui_frame(rnd, state, i / rate)
+        sys.stdout.write(_tui_write(previous, frame))
+        sys.stdout.flush()
+        previous = frame
+        i += 1
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)

@@ -1,20 +1,28 @@
 """Workloads of ``benchmarks/screen.py`` (``benchmarks/screen_apps.py``): ``windiag``'s
 path and page (every step of the drag moves the window diagonally, within its box, back
-and forth; the page fits the terminal, so nothing scrolls while it is dragged), and the
-``dashboard`` page (the same pixels on every run)."""
+and forth; the page fits the terminal, so nothing scrolls while it is dragged), the
+``dashboard`` page (the same pixels on every run) and ``tui``'s process monitor (what it
+writes turns each screen into the next, only the changed spans)."""
 
 from __future__ import annotations
 
 import itertools
+import random
+import re
 from pathlib import Path
 
 from benchmarks.screen_apps import (
     DRAG_BOX,
     DRAG_SIZE,
+    TUI_RATE,
+    TUI_SIZE,
     _cells,
+    _tui_frame,
+    _tui_write,
     dashboard_page,
     drag_path,
     drag_text,
+    tui,
 )
 
 
@@ -74,3 +82,66 @@ def test_the_dashboard_draws_the_same_pixels_on_every_run(tmp_path: Path) -> Non
         finally:
             browser.close()
     assert shots[0] == shots[1]
+
+
+def _apply(screen: list[list[tuple[str, str]]], written: str) -> None:
+    """What a terminal does with ``tui``'s output (cursor moves, attributes, characters;
+    a wide character fills two cells), on a model of its cells."""
+    names = {"0": "", "0;32": "green", "0;31": "red", "0;34": "blue", "0;36": "cyan",
+             "0;1": "bold", "0;30;46": "head", "0;2": "dim"}  # fmt: skip
+    y = x = 0
+    attr = ""
+    for token in re.findall(r"\x1b\[(\d+);(\d+)H|\x1b\[([\d;]*)m|(.)", written, re.S):
+        row, col, sgr, ch = token
+        if row:
+            y, x = int(row) - 1, int(col) - 1
+        elif not ch:
+            attr = names[sgr]
+        else:
+            screen[y][x] = (ch, attr)
+            x += 1
+            if _cells(ch) == 2:
+                screen[y][x] = ("", attr)
+                x += 1
+
+
+def test_the_process_monitor_writes_what_changed_and_nothing_else() -> None:
+    """Each refresh's output turns the terminal's previous screen into the new one (the
+    highlighted row and the header as one attribute), and is a fraction of a full
+    redraw; the uptime ticks once a second; rows reorder; two runs are the same."""
+    cols, rows = TUI_SIZE
+    rnd, state = random.Random(9), None
+    from benchmarks import screen_apps
+
+    state = {"cpus": [30.0] * screen_apps.TUI_CPUS, "mem": 6.0, "load": [1.0, 1.0, 1.0],
+             "uptime": 0, "procs": [
+                 {"pid": 100 + i, "user": "root", "pri": 20, "ni": 0, "virt": "1M",
+                  "res": "1M", "shr": "1M", "cpu": float(i), "mem": 1.0, "time": 0.0,
+                  "cmd": "/srv/請求書/集計.py" if i % 3 else "cron"}
+                 for i in range(screen_apps.TUI_PROCESSES)]}  # fmt: skip
+    terminal = [[(" ", "")] * cols for _ in range(rows)]
+    previous = None
+    sizes, orders = [], []
+    for i in range(12):
+        frame = _tui_frame(rnd, state, i / TUI_RATE)
+        assert len(frame) == rows and all(len(r) == cols for r in frame)
+        written = _tui_write(previous, frame)
+        _apply(terminal, written)
+        # The highlighted row, the header and the function keys: one attribute.
+        same = {"sel": "head", "key": "head"}
+        assert [[(c, same.get(a, a)) for c, a in r] for r in frame] == terminal
+        sizes.append(len(written))
+        orders.append([r[:8] for r in frame[6:]])
+        previous = frame
+    assert max(sizes[1:]) < sizes[0] / 2  # refreshes write spans, not the screen
+    uptime = ["".join(c for c, _ in _tui_frame(random.Random(1), state, t)[5]) for t in (0, 1)]
+    assert uptime[0].split("Uptime:")[1] != uptime[1].split("Uptime:")[1]
+    assert any(a != b for a, b in itertools.pairwise(orders))  # rows reorder
+
+
+def test_the_process_monitor_is_seeded(capsys) -> None:  # type: ignore[no-untyped-def]
+    tui(TUI_RATE * 50, 10, 9, frames=6)
+    first = capsys.readouterr().out
+    tui(TUI_RATE * 50, 10, 9, frames=6)
+    assert capsys.readouterr().out == first
+    assert "在庫管理" in first  # Japanese command lines, wide in the terminal
