@@ -8,7 +8,11 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +22,8 @@ from enkaku.agent.services.typetext import MAX_CHARS, SPEC, keysyms, serve
 from enkaku.transport.errors import SessionEnded
 from tests.agent.test_terminal import LIMIT, Audit, context
 from tests.channelpair import channels
+from tests.e2e.test_type_text import cat_into
+from tests.xdisplay import x_env, xvfb
 
 
 class Keys:
@@ -175,3 +181,63 @@ async def test_the_text_is_never_logged(caplog: pytest.LogCaptureFixture) -> Non
     await run("hunter2-秘密".encode(), Keys())
     assert caplog.records
     assert "hunter2" not in caplog.text and "秘密" not in caplog.text
+
+
+def _bound(display: str, keysym_name: str) -> bool:
+    """Whether a keycode of the display's keymap carries the keysym (``xmodmap``)."""
+    table = subprocess.run(
+        ["xmodmap", "-pke"], env=x_env(display), capture_output=True, text=True, check=True
+    ).stdout
+    return f" {keysym_name} " in table + " "
+
+
+@pytest.mark.x11
+async def test_a_session_that_ends_after_the_text_leaves_the_keys_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The technician types Japanese and the session ends at once, while the customer's
+    application has not read its keys yet (a busy machine: here the xterm is stopped):
+    the spare keycodes stay bound for ``SETTLE`` after the last key, so the application
+    still reads the text; then the keymap is restored. (Before, the session's end
+    unbound them at once and the characters were lost: a clean-clone CI run saw it.)"""
+    from enkaku.agent.input.x11 import X11Input
+
+    # Longer than the agent's own second: the xterm, resumed 0.3 s after the session
+    # ended, must have read its keys before the unbinding even on a loaded machine.
+    monkeypatch.setattr(typetext, "SETTLE", 3.0)
+    monkeypatch.setattr(typetext, "PACE_PAUSE", 0.02)
+    target = tmp_path / "typed.txt"
+    text = "日本語\n"
+    with xvfb(640, 480) as display, cat_into(display, target) as xterm:
+        agent, tech = await channels()
+        ctx = dataclasses.replace(
+            context(Audit(), "control"), input_factory=lambda: X11Input(display)
+        )
+        os.kill(xterm.pid, signal.SIGSTOP)
+        try:
+            stream = await tech.open_stream("type_text", {})
+            serving = asyncio.ensure_future(serve(await agent.incoming.get(), ctx))
+            await stream.write(text.encode())
+            await stream.write_eof()
+            answer = bytearray()
+            while chunk := await asyncio.wait_for(stream.read(), LIMIT):
+                answer += chunk
+            assert json.loads(answer) == {"ok": True, "typed": len(text)}
+            serving.cancel()  # the session ends
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            await tech.close("technician_ended")
+            assert _bound(display, "U65E5")  # 日, still bound for the application
+            await asyncio.sleep(0.3)
+        finally:
+            os.kill(xterm.pid, signal.SIGCONT)
+        for _ in range(200):
+            if target.read_text(encoding="utf-8") == text:
+                break
+            await asyncio.sleep(0.05)
+        assert target.read_text(encoding="utf-8") == text
+        for _ in range(200):  # then the keymap is the customer's again
+            if not _bound(display, "U65E5"):
+                break
+            await asyncio.sleep(0.05)
+        assert not _bound(display, "U65E5")

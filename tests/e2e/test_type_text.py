@@ -26,9 +26,9 @@ JAPANESE = "日本語のパスワード é ß あいうえおかきくけこさ�
 
 
 @contextmanager
-def cat_into(display: str, target: Path) -> Iterator[None]:
+def cat_into(display: str, target: Path) -> Iterator[subprocess.Popen[bytes]]:
     """An xterm in UTF-8 mode whose shell runs `cat > target`, under the pointer (the
-    keyboard focus of a display without a window manager)."""
+    keyboard focus of a display without a window manager); yields the xterm's process."""
     env = dict(os.environ, DISPLAY=display, LANG="C.UTF-8", LC_ALL="C.UTF-8")
     proc = subprocess.Popen(
         ["xterm", "-u8", "-geometry", "80x24+0+0", "-e", "sh", "-c", f"cat > '{target}'"],
@@ -48,7 +48,7 @@ def cat_into(display: str, target: Path) -> Iterator[None]:
 
         wait_for(mapped, 90, "xterm running cat")
         subprocess.run(["xdotool", "mousemove", "100", "100"], env=env, check=True)
-        yield
+        yield proc
     finally:
         stop(proc)
 

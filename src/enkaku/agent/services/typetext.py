@@ -52,7 +52,7 @@ RESET_INPUT_FAILED = "input_failed"
 #: input layer reuses the least recently used one when none is free) or unbound (at
 #: close) before the client handled its last event would be read as another character
 #: or none. The pauses give the client that time; the text is typed at about 200
-#: characters a second.
+#: characters a second. The settle holds when the session ends meanwhile too.
 PACE_KEYS = 4
 PACE_PAUSE = 0.02
 SETTLE = 1.0
@@ -164,11 +164,28 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         except SessionEnded:
             return
     finally:
-        try:
-            if typed:
-                await asyncio.sleep(SETTLE)
-        finally:
-            await asyncio.to_thread(injector.close)
+        # Shielded: a session that ends right after the text (the technician typed a
+        # password and disconnected) cancels this task, and the spare keycodes must
+        # still stay bound until the application has read its keys (``SETTLE``).
+        closing = asyncio.ensure_future(_settle_and_close(injector, settle=typed > 0))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        await asyncio.shield(closing)
+
+
+#: Injectors being closed after their settle (referenced until done).
+_closing: set[asyncio.Future[None]] = set()
+
+
+async def _settle_and_close(injector: InputInjector, *, settle: bool) -> None:
+    """Close ``injector`` (which unbinds its spare keycodes) ``SETTLE`` seconds after
+    the last key; at once if this task is cancelled meanwhile (the agent is stopping:
+    the customer's keymap is restored before it exits)."""
+    try:
+        if settle:
+            await asyncio.sleep(SETTLE)
+    finally:
+        await asyncio.to_thread(injector.close)
 
 
 SPEC = ServiceSpec(kind=KIND, action=ACTION, serve=serve)
