@@ -862,6 +862,49 @@ def test_the_diagonal_search_rests_after_new_pictures_and_resumes(
     assert service._motion_misses == 0 and searched[-1] == 12
 
 
+@pytest.mark.parametrize(("w", "h", "rests"), [(180, 150, True), (300, 200, False)])
+def test_small_moves_found_let_the_diagonal_search_rest(
+    w: int, h: int, rests: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block moved diagonally at every poll: one of fewer than MOTION_WORTH pixels
+    (a terminal's row that changed places) is sent as a copy when found, but counts as
+    a miss, so the search rests as after new pictures; a larger one (a window dragged)
+    keeps it searching at every poll."""
+    from enkaku.agent import rfbservice as rs
+
+    assert (w * h < rs.MOTION_WORTH) == rests
+    searched: list[int] = []
+    find = rs.find_moved_block
+
+    def spy(*args: object, **kwargs: object) -> object:
+        searched.append(service.polls)
+        return find(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rs, "find_moved_block", spy)
+    rng = np.random.default_rng(14)
+    desktop = np.zeros((480, 640, 4), dtype=np.uint8)
+    desktop[..., :3] = rng.integers(0, 3, (480, 640, 1)) * 40 + 100  # textured
+    block = _text_block(h, w, seed=7)
+    x, y = 40, 30
+    screen = desktop.copy()
+    screen[y : y + h, x : x + w] = block
+    capture, service = _damage_step_service(screen)
+    copies_found = []
+    for poll in range(12):
+        service.polls = poll
+        service._damage = []
+        nx, ny = x + 12, y + 9
+        capture.image = desktop.copy()
+        capture.image[ny : ny + h, nx : nx + w] = block
+        copies = service._grab_damage([Rect(x, y, w + 12, h + 9)])
+        assert copies is not None
+        copies_found.append(len(copies))
+        np.testing.assert_array_equal(service._previous[..., :3], capture.image[..., :3])
+        x, y = nx, ny
+    assert copies_found[0] == 1  # found and sent, small or not
+    assert searched == ([0, 1, 2, 4, 7] if rests else list(range(12)))
+
+
 def test_a_pan_that_goes_on_is_searched_diagonally_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a diagonal move, the next step of the same area goes straight to the
     diagonal search (a map's grid lines fool the vertical and sideways probes), and is

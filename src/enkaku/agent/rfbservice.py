@@ -153,6 +153,12 @@ MOTION_MIN_AREA = 128 * 128
 MOTION_MAX_AREA = 1920 * 1200
 MOTION_MISSES = 3
 MOTION_REST_MAX = 32
+#: A move found that copies fewer pixels than this is sent, but counts as a miss for the
+#: rest above: on a terminal whose rows reorder (a process monitor), the search found a
+#: row or two that changed places at nearly every refresh, 6 ms a search for 8-23 K
+#: pixels (about 0.2 ms of encoding), and so never rested. A dragged window or a panned
+#: picture copies far more.
+MOTION_WORTH = 32 * 1024
 #: ``on_clipboard`` directions (also the audit event names the session reports).
 TO_CUSTOMER = "clipboard_to_customer"
 FROM_CUSTOMER = "clipboard_from_customer"
@@ -1943,7 +1949,8 @@ class RFBService:
         searches above did not find), searched in what is left to send (``changed``,
         replaced in place by what is left after the copy, which goes into ``copies``);
         ``old`` and ``new``: the area's words before and after this damage step.
-        Whether a moved block was found (even one that could not be sent as a copy);
+        Whether a moved block of at least ``MOTION_WORTH`` pixels was found (even one
+        that could not be sent as a copy; a smaller one is sent but does not count);
         None when what is left to send was too small to search."""
         union = changed[0]
         for c in changed[1:]:
@@ -1956,13 +1963,14 @@ class RFBService:
             return False
         dest = Rect(move.dest.x + area.x, move.dest.y + area.y, move.dest.w, move.dest.h)
         src = Rect(dest.x + move.dx, dest.y + move.dy, dest.w, dest.h)
+        worth = dest.w * dest.h >= MOTION_WORTH
         if not self._copy_allowed(src, dest, copies):
-            return True  # read from an area the viewer has not received yet
+            return worth  # read from an area the viewer has not received yet
         self._add_copy(src, dest, copies)
         if move.dx and move.dy:
             self._panned_in.append(dest)
         changed[:] = [piece for c in changed for piece in c.subtract(dest)]
-        return True
+        return worth
 
     def _copy_allowed(self, src: Rect, dest: Rect, copies: list[Copy]) -> bool:
         """Whether a copy from ``src`` to ``dest`` may go out: not from an area whose
