@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -818,23 +818,30 @@ def test_a_window_moved_diagonally_is_one_copy_found_in_the_damage_bands(one_blo
     np.testing.assert_array_equal(service._previous[..., :3], moved[..., :3])
 
 
+def _diagonal_searches(monkeypatch: pytest.MonkeyPatch, polls: Callable[[], int]) -> list[int]:
+    """The polls (``polls()`` at each call) at which the diagonal search runs, from now on."""
+    from enkaku.agent import rfbservice as rs
+
+    searched: list[int] = []
+    find = rs.find_moved_block
+
+    def spy(*args: object, **kwargs: object) -> object:
+        searched.append(polls())
+        return find(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rs, "find_moved_block", spy)
+    return searched
+
+
 def test_the_diagonal_search_rests_after_new_pictures_and_resumes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """New pictures (a slideshow, video) in a row: after MOTION_MISSES fruitless
     diagonal searches the search rests for 1, 2, 4 ... polls; a move found later is a
     copy again and the count starts over."""
-    from enkaku.agent import rfbservice as rs
     from enkaku.agent.rfbservice import _clear_x
 
-    searched: list[int] = []
-    find = rs.find_moved_block
-
-    def spy(*args: object, **kwargs: object) -> object:
-        searched.append(service.polls)
-        return find(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rs, "find_moved_block", spy)
+    searched = _diagonal_searches(monkeypatch, lambda: service.polls)
     rng = np.random.default_rng(3)
     screen = np.zeros((300, 400, 4), dtype=np.uint8)
     capture, service = _damage_step_service(screen)
@@ -873,14 +880,7 @@ def test_small_moves_found_let_the_diagonal_search_rest(
     from enkaku.agent import rfbservice as rs
 
     assert (w * h < rs.MOTION_WORTH) == rests
-    searched: list[int] = []
-    find = rs.find_moved_block
-
-    def spy(*args: object, **kwargs: object) -> object:
-        searched.append(service.polls)
-        return find(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rs, "find_moved_block", spy)
+    searched = _diagonal_searches(monkeypatch, lambda: service.polls)
     rng = np.random.default_rng(14)
     desktop = np.zeros((480, 640, 4), dtype=np.uint8)
     desktop[..., :3] = rng.integers(0, 3, (480, 640, 1)) * 40 + 100  # textured

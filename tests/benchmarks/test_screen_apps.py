@@ -14,6 +14,8 @@ from pathlib import Path
 from benchmarks.screen_apps import (
     DRAG_BOX,
     DRAG_SIZE,
+    TUI_CPUS,
+    TUI_PROCESSES,
     TUI_RATE,
     TUI_SIZE,
     _cells,
@@ -110,15 +112,13 @@ def test_the_process_monitor_writes_what_changed_and_nothing_else() -> None:
     highlighted row and the header as one attribute), and is a fraction of a full
     redraw; the uptime ticks once a second; rows reorder; two runs are the same."""
     cols, rows = TUI_SIZE
-    rnd, state = random.Random(9), None
-    from benchmarks import screen_apps
-
-    state = {"cpus": [30.0] * screen_apps.TUI_CPUS, "mem": 6.0, "load": [1.0, 1.0, 1.0],
+    rnd = random.Random(9)
+    state = {"cpus": [30.0] * TUI_CPUS, "mem": 6.0, "load": [1.0, 1.0, 1.0],
              "uptime": 0, "procs": [
                  {"pid": 100 + i, "user": "root", "pri": 20, "ni": 0, "virt": "1M",
                   "res": "1M", "shr": "1M", "cpu": float(i), "mem": 1.0, "time": 0.0,
                   "cmd": "/srv/請求書/集計.py" if i % 3 else "cron"}
-                 for i in range(screen_apps.TUI_PROCESSES)]}  # fmt: skip
+                 for i in range(TUI_PROCESSES)]}  # fmt: skip
     terminal = [[(" ", "")] * cols for _ in range(rows)]
     previous = None
     sizes, orders = [], []
