@@ -189,6 +189,14 @@ def x_env(display: str) -> dict[str, str]:
     return env
 
 
+def keysym_bound(display: str, keysym_name: str) -> bool:
+    """Whether a keycode of the display's keymap carries the keysym (``xmodmap``)."""
+    table = subprocess.run(
+        ["xmodmap", "-pke"], env=x_env(display), capture_output=True, text=True, check=True
+    ).stdout
+    return f" {keysym_name} " in table + " "
+
+
 def xwd_root(display: str) -> npt.NDArray[np.uint8]:
     """The root window as (h, w, 3) R, G, B, read by xwd and parsed here (XWDFile.h)."""
     data = subprocess.run(

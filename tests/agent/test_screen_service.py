@@ -8,19 +8,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import signal
+import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from enkaku.agent.capture.base import CaptureError, ScreenCapture, UnsupportedScreen
+from enkaku.agent.input import settle
 from enkaku.agent.input.base import InputError, InputInjector
 from enkaku.agent.services.screen import serve
 from enkaku.transport.errors import SessionEnded
 from tests.agent.test_rfbservice import FakeCapture, RecordingInjector
 from tests.agent.test_terminal import LIMIT, Audit, context
 from tests.channelpair import channels
+from tests.e2e.test_type_text import cat_into
 from tests.protocol.rfb.decoders import update_request
+from tests.xdisplay import keysym_bound, xvfb
 
 #: What a viewer sends up to its first update request: the version, security type None,
 #: a shared ClientInit, then a full update request.
@@ -108,3 +115,67 @@ async def test_a_screen_that_fails_while_shown_says_screen_failed(
     assert reason == "screen_failed"
     assert capture.closed
     assert "the screen stopped: the X server went away" in caplog.text
+
+
+def key_event(keysym: int, down: bool) -> bytes:
+    return struct.pack(">BBxxI", 4, down, keysym)
+
+
+@pytest.mark.x11
+async def test_a_session_that_ends_after_a_key_leaves_it_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The technician types a character the keymap lacks (日, bound to a spare keycode)
+    through the viewer and the session ends at once, while the customer's application
+    has not read its keys yet (a busy machine: here the xterm is stopped): the keycode
+    stays bound for the settle after the last key, so the application still reads the
+    character; then the keymap is restored. (Before, the screen's end closed the
+    injector at once, which unbinds it: the character was lost.)"""
+    from enkaku.agent.input.x11 import X11Input
+
+    # Longer than the agent's own second: the xterm, resumed 0.3 s after the session
+    # ended, must have read its keys before the unbinding even on a loaded machine.
+    monkeypatch.setattr(settle, "SETTLE", 3.0)
+    target = tmp_path / "typed.txt"
+    with xvfb(640, 480) as display, cat_into(display, target) as xterm:
+        agent, tech = await channels()
+        ctx = dataclasses.replace(
+            context(Audit(), "screen"),
+            capture_factory=Closing,
+            input_factory=lambda: X11Input(display),
+            allowed=lambda action: True,
+        )
+        os.kill(xterm.pid, signal.SIGSTOP)
+        try:
+            stream = await tech.open_stream("rfb", {})
+            serving = asyncio.ensure_future(serve(await agent.incoming.get(), ctx))
+            await stream.write(
+                VIEWER
+                + key_event(0x10065E5, True)  # 日
+                + key_event(0x10065E5, False)
+                + key_event(0xFF0D, True)  # Return
+                + key_event(0xFF0D, False)
+            )
+            for _ in range(200):  # the agent pressed it
+                if keysym_bound(display, "U65E5"):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # and Return after it
+            serving.cancel()  # the session ends
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            await tech.close("technician_ended")
+            assert keysym_bound(display, "U65E5")  # still bound for the application
+            await asyncio.sleep(0.3)
+        finally:
+            os.kill(xterm.pid, signal.SIGCONT)
+        for _ in range(200):
+            if target.read_text(encoding="utf-8") == "日\n":
+                break
+            await asyncio.sleep(0.05)
+        assert target.read_text(encoding="utf-8") == "日\n"
+        for _ in range(200):  # then the keymap is the customer's again
+            if not keysym_bound(display, "U65E5"):
+                break
+            await asyncio.sleep(0.05)
+        assert not keysym_bound(display, "U65E5")

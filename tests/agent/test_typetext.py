@@ -10,12 +10,12 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from enkaku.agent.input import settle
 from enkaku.agent.input.base import InputError
 from enkaku.agent.services import typetext
 from enkaku.agent.services.typetext import MAX_CHARS, SPEC, keysyms, serve
@@ -23,7 +23,7 @@ from enkaku.transport.errors import SessionEnded
 from tests.agent.test_terminal import LIMIT, Audit, context
 from tests.channelpair import channels
 from tests.e2e.test_type_text import cat_into
-from tests.xdisplay import x_env, xvfb
+from tests.xdisplay import keysym_bound, xvfb
 
 
 class Keys:
@@ -94,7 +94,7 @@ async def run(
 def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pauses are for X clients; the recording injector needs none."""
     monkeypatch.setattr(typetext, "PACE_PAUSE", 0.0)
-    monkeypatch.setattr(typetext, "SETTLE", 0.0)
+    monkeypatch.setattr(settle, "SETTLE", 0.0)
 
 
 def test_spec_needs_the_control_grant() -> None:
@@ -183,14 +183,6 @@ async def test_the_text_is_never_logged(caplog: pytest.LogCaptureFixture) -> Non
     assert "hunter2" not in caplog.text and "秘密" not in caplog.text
 
 
-def _bound(display: str, keysym_name: str) -> bool:
-    """Whether a keycode of the display's keymap carries the keysym (``xmodmap``)."""
-    table = subprocess.run(
-        ["xmodmap", "-pke"], env=x_env(display), capture_output=True, text=True, check=True
-    ).stdout
-    return f" {keysym_name} " in table + " "
-
-
 @pytest.mark.x11
 async def test_a_session_that_ends_after_the_text_leaves_the_keys_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -204,7 +196,7 @@ async def test_a_session_that_ends_after_the_text_leaves_the_keys_readable(
 
     # Longer than the agent's own second: the xterm, resumed 0.3 s after the session
     # ended, must have read its keys before the unbinding even on a loaded machine.
-    monkeypatch.setattr(typetext, "SETTLE", 3.0)
+    monkeypatch.setattr(settle, "SETTLE", 3.0)
     monkeypatch.setattr(typetext, "PACE_PAUSE", 0.02)
     target = tmp_path / "typed.txt"
     text = "日本語\n"
@@ -227,7 +219,7 @@ async def test_a_session_that_ends_after_the_text_leaves_the_keys_readable(
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
             await tech.close("technician_ended")
-            assert _bound(display, "U65E5")  # 日, still bound for the application
+            assert keysym_bound(display, "U65E5")  # 日, still bound for the application
             await asyncio.sleep(0.3)
         finally:
             os.kill(xterm.pid, signal.SIGCONT)
@@ -237,7 +229,7 @@ async def test_a_session_that_ends_after_the_text_leaves_the_keys_readable(
             await asyncio.sleep(0.05)
         assert target.read_text(encoding="utf-8") == text
         for _ in range(200):  # then the keymap is the customer's again
-            if not _bound(display, "U65E5"):
+            if not keysym_bound(display, "U65E5"):
                 break
             await asyncio.sleep(0.05)
-        assert not _bound(display, "U65E5")
+        assert not keysym_bound(display, "U65E5")

@@ -869,6 +869,9 @@ class RFBService:
         self._dirty = True  # damage reported and not polled yet
         self._dirty_since = -math.inf  # when the X server first reported it (loop time)
         self._input_at: float | None = None  # input not yet followed by a poll
+        #: The loop's time of the last key or pointer event injected (None: none yet):
+        #: the owner closes the injector a settle after it (input.settle).
+        self.last_input: float | None = None
         self._h264: h264.H264Policy | None = None  # with PyAV: video as H.264 (docs/h264.md)
         #: Screen polls (capture calls) so far: for tests and benchmarks.
         self.polls = 0
@@ -1039,7 +1042,7 @@ class RFBService:
 
     def _note_input(self) -> None:
         """Input is about to reach the screen: its result goes out without pacing."""
-        self._input_at = asyncio.get_running_loop().time()
+        self._input_at = self.last_input = asyncio.get_running_loop().time()
         self._settle_cut.set()
 
     async def _may_control(self) -> bool:

@@ -20,6 +20,7 @@ import logging
 from enkaku.agent.capture.base import CaptureError, UnsupportedScreen
 from enkaku.agent.clipboard import Clipboard, ClipboardError
 from enkaku.agent.input.base import InputError
+from enkaku.agent.input.settle import close_after_settle
 from enkaku.transport.channel import Stream
 from enkaku.transport.errors import SessionEnded
 
@@ -59,6 +60,7 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
     async def on_clipboard(direction: str, n_chars: int) -> None:
         await ctx.report(direction, str(n_chars))  # the length only, never the text
 
+    service: RFBService | None = None
     try:
         service = RFBService(
             capture,
@@ -80,12 +82,15 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         with contextlib.suppress(Exception):
             await stream.reset(_reason(exc))
     finally:
-        await asyncio.to_thread(injector.close)
         await asyncio.to_thread(capture.close)
         if board is not None:
             await asyncio.to_thread(board.close)
         with contextlib.suppress(Exception):
             await stream.write_eof()
+        # Keys held are released at once; the injector (X11: the spare keycodes bound
+        # for characters the keymap lacks) stays until the customer's applications have
+        # read the last keys typed, also when the session ends right after them.
+        await close_after_settle(injector, service.last_input if service else None)
 
 
 def _reason(exc: BaseException) -> str:

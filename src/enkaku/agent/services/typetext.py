@@ -24,6 +24,7 @@ import logging
 import unicodedata
 from typing import TYPE_CHECKING
 
+from enkaku.agent.input.settle import close_after_settle
 from enkaku.transport.errors import SessionEnded
 
 from . import ServiceContext, ServiceSpec
@@ -46,16 +47,15 @@ RESET_PAUSED = "control_paused"
 RESET_NO_DISPLAY = "no_display"
 RESET_INPUT_FAILED = "input_failed"
 
-#: Keys typed between two short pauses (PACE_PAUSE seconds), and how long the spare
-#: keycodes stay bound after the last key. An X client looks a keycode's keysym up when
-#: it handles the event, in the keymap of that moment: a spare keycode rebound (the
-#: input layer reuses the least recently used one when none is free) or unbound (at
-#: close) before the client handled its last event would be read as another character
-#: or none. The pauses give the client that time; the text is typed at about 200
-#: characters a second. The settle holds when the session ends meanwhile too.
+#: Keys typed between two short pauses (PACE_PAUSE seconds). An X client looks a
+#: keycode's keysym up when it handles the event, in the keymap of that moment: a spare
+#: keycode rebound (the input layer reuses the least recently used one when none is
+#: free) or unbound (at close) before the client handled its last event would be read
+#: as another character or none. The pauses give the client that time; the text is
+#: typed at about 200 characters a second. After the last key the spare keycodes stay
+#: bound for ``input.settle.SETTLE``, also when the session ends meanwhile.
 PACE_KEYS = 4
 PACE_PAUSE = 0.02
-SETTLE = 1.0
 
 XK_TAB = 0xFF09
 XK_RETURN = 0xFF0D
@@ -141,6 +141,7 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         await stream.reset(RESET_NO_DISPLAY)
         return
     typed = 0
+    last_key: float | None = None  # the loop's time of the last key typed
     try:
         for keysym in syms:
             if typed and typed % PACE_KEYS == 0:
@@ -155,6 +156,8 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
                 log.warning("typing stopped after %d characters: %s", typed, exc)
                 await stream.reset(RESET_INPUT_FAILED)
                 return
+            finally:
+                last_key = asyncio.get_running_loop().time()
             typed += 1
         log.info("typed %d characters for the technician", typed)
         await ctx.report("text_typed", str(typed))
@@ -164,28 +167,10 @@ async def serve(stream: Stream, ctx: ServiceContext) -> None:
         except SessionEnded:
             return
     finally:
-        # Shielded: a session that ends right after the text (the technician typed a
-        # password and disconnected) cancels this task, and the spare keycodes must
-        # still stay bound until the application has read its keys (``SETTLE``).
-        closing = asyncio.ensure_future(_settle_and_close(injector, settle=typed > 0))
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
-        await asyncio.shield(closing)
-
-
-#: Injectors being closed after their settle (referenced until done).
-_closing: set[asyncio.Future[None]] = set()
-
-
-async def _settle_and_close(injector: InputInjector, *, settle: bool) -> None:
-    """Close ``injector`` (which unbinds its spare keycodes) ``SETTLE`` seconds after
-    the last key; at once if this task is cancelled meanwhile (the agent is stopping:
-    the customer's keymap is restored before it exits)."""
-    try:
-        if settle:
-            await asyncio.sleep(SETTLE)
-    finally:
-        await asyncio.to_thread(injector.close)
+        # The session may end right after the text (a password typed, then the
+        # technician disconnects): the spare keycodes stay bound until the application
+        # has read its keys all the same.
+        await close_after_settle(injector, last_key)
 
 
 SPEC = ServiceSpec(kind=KIND, action=ACTION, serve=serve)
