@@ -1,11 +1,12 @@
-"""The screen benchmark's order of measurement: cell by cell, every server in turn."""
+"""The screen benchmark's order of measurement (cell by cell, every server in turn) and
+its ratios."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from benchmarks.screen import Server, measure_all
+from benchmarks.screen import Server, measure_all, table
 
 
 def _args(**kw: Any) -> argparse.Namespace:
@@ -82,3 +83,22 @@ def test_rounds_alternate_the_order_and_report_each_servers_median() -> None:
     assert (a["updates"], a["secs"]) == (300, 30.0)
     assert a["verify"] == "0.1%px" and b["verify"] == "exact"
     assert rows[("a", "latency")]["p50"] == 1.0
+
+
+def test_the_ratios_count_the_display_servers_cpu_beside_the_servers() -> None:
+    """The ``+disp`` ratio: CPU per update of each server and the display server
+    together (x11vnc has the X server copy its scan lines: part of its work is there)."""
+
+    def row(name: str, cpu: float, xvfb: float) -> dict[str, Any]:
+        return {
+            "server": name, "workload": "dashboard", "profile": "tight", "secs": 10.0,
+            "updates": 300, "cpu_s": cpu / 10, "upd_s": 30.0, "kb_upd": 10.0, "kb_s": 300.0,
+            "cpu_pct": cpu, "ms_upd": cpu / 3, "xvfb_pct": xvfb, "chain_pct": cpu,
+            "client_pct": 1.0, "rects": {"tight": 1}, "verify": "exact",
+        }  # fmt: skip
+
+    text = table([row("enkaku", 12.0, 2.0), row("x11vnc", 8.0, 6.0)])
+    (line,) = [s for s in text.splitlines() if s.startswith("enkaku ") and "x11vnc" in s]
+    # upd/s 1.00, KB/s 1.00, ms/upd 12/8 = 1.50, +disp (12+2)/(8+6) = 1.00
+    assert line.split()[-4:] == ["1.00", "1.00", "1.50", "1.00"]
+    assert "+disp" in text
