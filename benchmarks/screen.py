@@ -176,6 +176,13 @@ PROFILES: dict[str, list[int]] = {
     ],
     "zrle": [Encoding.ZRLE, Encoding.COPYRECT, Encoding.RAW],
 }  # fmt: skip
+#: Each profile also as a viewer of today does it (noVNC, TigerVNC's): continuous
+#: updates, fences answered; the server sends each update when it is ready, paced by its
+#: own flow control, instead of at each request (``Client``).
+PROFILES |= {
+    f"{name}-cu": [*codes, Encoding.FENCE, Encoding.CONTINUOUS_UPDATES]
+    for name, codes in list(PROFILES.items())
+}
 ENCODING_NAMES = {0: "raw", 1: "copy", 7: "tight", 16: "zrle", -239: "cursor", -224: "last"}
 #: The workload's own rate of visible changes per second (the ceiling a server can reach).
 #: browser: a 20 px scroll step every 33 ms; dialogs: 4 dialogs a second, each opened and
@@ -274,7 +281,10 @@ class BenchDecoder(Decoder):
 
 
 class Client:
-    """One RFB connection: handshake, pixel format, encodings, updates."""
+    """One RFB connection: handshake, pixel format, encodings, updates. With
+    ``ContinuousUpdates`` among its encodings it turns continuous updates on once the
+    server says it has them (EndOfContinuousUpdates) and then sends no incremental
+    requests; it answers every fence request (flags cleared, as TigerVNC's viewer does)."""
 
     def __init__(self, port: int, encodings: list[int], *, full: bool) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -303,8 +313,13 @@ class Client:
         self.dec = BenchDecoder(w, h, NATIVE)
         self.dec.full = full
         self.rects: Counter[str] = Counter()
+        self.wants_continuous = Encoding.CONTINUOUS_UPDATES in encodings
+        self.continuous = False  # on: the server offered it and we enabled it
+        self.fences = 0  # fence requests answered
 
     def request(self, incremental: bool = True) -> None:
+        if self.continuous and incremental:
+            return  # the server sends updates without them
         self.sock.sendall(
             struct.pack("!BBHHHH", 3, int(incremental), 0, 0, self.dec.width, self.dec.height)
         )
@@ -333,11 +348,17 @@ class Client:
         elif kind == 3:
             (n,) = self.r.unpack("!3xI")
             self.r.take(n)
-        elif kind == 150:
-            pass
+        elif kind == 150:  # EndOfContinuousUpdates: the server has them
+            if self.wants_continuous and not self.continuous:
+                self.continuous = True
+                w, h = self.dec.width, self.dec.height
+                self.sock.sendall(struct.pack("!BBHHHH", 150, 1, 0, 0, w, h))
         elif kind == 248:
-            _flags, n = self.r.unpack("!3xIB")
-            self.r.take(n)
+            flags, n = self.r.unpack("!3xIB")
+            payload = self.r.take(n)
+            if flags & 1 << 31:  # a request: answered at once, no flag kept
+                self.sock.sendall(struct.pack("!B3xIB", 248, 0, n) + payload)
+                self.fences += 1
         elif kind != 2:
             raise RuntimeError(f"unknown server message type {kind}")
         return False
@@ -803,6 +824,7 @@ def throughput(
             "chain_pct": 100 * (ch1 - ch0) / secs,
             "client_pct": 100 * (me1 - me0) / secs,
             "rects": dict(client.rects),
+            "continuous": client.continuous,
         }
     finally:
         client.close()
@@ -1262,6 +1284,8 @@ def table(results: list[dict[str, Any]]) -> str:
         if r["workload"] in ("latency", "error"):
             continue
         rects = " ".join(f"{k}:{v}" for k, v in sorted(r["rects"].items()))
+        if r.get("continuous"):
+            rects = f"(cu) {rects}"
         lines.append(
             f"{r['server']:18} {r['profile']:14} {r['workload']:8} {r['upd_s']:7.1f} "
             f"{r['kb_upd']:8.1f} {r['kb_s']:8.0f} {r['cpu_pct']:6.1f} {fmt(r['ms_upd'], '.2f'):>7} "

@@ -128,45 +128,21 @@ class QualityDecoder(BenchDecoder):
 
 
 class FenceClient(Client):
-    """The benchmark client, answering fences and using continuous updates if offered."""
+    """The benchmark client (fences answered, continuous updates if offered), recording
+    each update's JPEG quality and when its bytes had arrived."""
 
     def __init__(self, port: int) -> None:
         super().__init__(port, ENCODINGS, full=True)
         dec = QualityDecoder(self.dec.width, self.dec.height, self.dec.pf)
         dec.qualities = []
         self.dec = dec
-        self.continuous = False  # the server offered it (EndOfContinuousUpdates)
-        self.fences = 0
         self.bytes_at_update: list[tuple[float, int]] = []
 
     def read(self, timeout: float) -> bool | None:
-        if not self.r.readable(timeout):
-            return None
-        self.r._fill(1)
-        kind = self.r.buf[self.r.pos]
-        if kind == 248:
-            self.r.take(1)
-            flags, n = self.r.unpack("!3xIB")
-            payload = self.r.take(n)
-            if flags & 1 << 31:
-                self.sock.sendall(struct.pack("!B3xIB", 248, flags & 3, n) + payload)
-                self.fences += 1
-            return False
-        if kind == 150:
-            self.r.take(1)
-            if not self.continuous:
-                self.continuous = True
-                w, h = self.dec.width, self.dec.height
-                self.sock.sendall(struct.pack("!BBHHHH", 150, 1, 0, 0, w, h))
-            return False
         got = super().read(timeout)
         if got:
             self.bytes_at_update.append((time.monotonic(), self.r.consumed))
         return got
-
-    def request(self, incremental: bool = True) -> None:
-        if not self.continuous or not incremental:
-            super().request(incremental)
 
     def pump(self, until: float) -> int:
         """Read (and request) until ``until``; returns the updates read."""
