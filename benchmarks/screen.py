@@ -99,7 +99,13 @@ image.
 
 Profiles: ``tight`` = Tight, ZRLE, CopyRect, Raw, JPEG quality level 8, compression 2,
 Cursor, DesktopSize, LastRect (TigerVNC's viewer on a LAN); ``zrle`` = ZRLE, CopyRect,
-Raw (lossless); ``tight-lossless`` = ``tight`` without a quality level.
+Raw (lossless); ``tight-lossless`` = ``tight`` without a quality level. Each also as
+``NAME-cu``: the same encodings plus Fence and ContinuousUpdates, as noVNC and TigerVNC's
+viewer connect: once the server offers continuous updates the client turns them on and
+sends no more incremental requests (the server sends each update when it is ready,
+paced by its own flow control), and it answers the server's fence requests; a server
+without them is measured as with the greedy client (``(cu)`` in the rects column marks
+the cells where they were on).
 
 Prints a table per server and the ratios of every ``enkaku*`` server to each peer;
 writes STEM.txt and STEM.json (``--out``, default ``benchmarks/results/DATE-screen``).

@@ -136,10 +136,14 @@ class Congestion:
             self._draining_since = self._clock()
         self.position += nbytes
 
-    def ping(self) -> int:
-        """A ping goes out now, after everything sent so far; returns its sequence number."""
+    def ping(self, size: int = 0) -> int:
+        """A ping of ``size`` bytes goes out now, after everything sent so far; returns
+        its sequence number. Its answer acknowledges the ping's own bytes too, so a link
+        that carried nothing after it is idle again (the next bytes start a busy spell:
+        the delivery rate never counts the time between updates)."""
         seq = self._next_seq
         self._next_seq = (seq + 1) & 0xFFFFFFFF
+        self.sent(size)
         self._pings.append(_Ping(seq, self._clock(), self.position))
         return seq
 

@@ -88,6 +88,8 @@ SECURITY_NONE = 1
 PING_TAG = b"enkaku-ping"
 #: The flags of a ping: answered only once the client processed the update before it.
 PING_FLAGS = m.FenceFlags.REQUEST | m.FenceFlags.BLOCK_BEFORE
+#: A ping's size on the wire (its payload: the tag and a 4-byte sequence number).
+PING_SIZE = len(bytes(m.Fence(PING_FLAGS, PING_TAG + bytes(4))))
 
 
 class DesktopSizeReason:
@@ -618,7 +620,8 @@ class RFBServer:
         """Follow what was queued with a ping (congestion.py); the pinging client only."""
         link = self._link
         link.sent(self._position() - link.position)
-        seq = link.ping()
+        # Counted with the ping: once it is answered, nothing is in flight.
+        seq = link.ping(PING_SIZE)
         # Never held back: a ping goes right after (or before) the update it follows.
         self._out += bytes(m.Fence(PING_FLAGS, PING_TAG + seq.to_bytes(4, "big")))
 
