@@ -13,6 +13,7 @@ import signal
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -133,6 +134,15 @@ async def test_a_session_that_ends_after_a_key_leaves_it_readable(
     injector at once, which unbinds it: the character was lost.)"""
     from enkaku.agent.input.x11 import X11Input
 
+    class Keys(X11Input):
+        """X11Input that records the keys it injected."""
+
+        injected: ClassVar[list[tuple[int, bool]]] = []  # one injector in this test
+
+        def key(self, keysym: int, down: bool, scancode: int | None = None) -> None:
+            super().key(keysym, down, scancode)
+            self.injected.append((keysym, down))
+
     # Longer than the agent's own second: the xterm, resumed 0.3 s after the session
     # ended, must have read its keys before the unbinding even on a loaded machine.
     monkeypatch.setattr(settle, "SETTLE", 3.0)
@@ -142,7 +152,7 @@ async def test_a_session_that_ends_after_a_key_leaves_it_readable(
         ctx = dataclasses.replace(
             context(Audit(), "screen"),
             capture_factory=Closing,
-            input_factory=lambda: X11Input(display),
+            input_factory=lambda: Keys(display),
             allowed=lambda action: True,
         )
         os.kill(xterm.pid, signal.SIGSTOP)
@@ -156,11 +166,13 @@ async def test_a_session_that_ends_after_a_key_leaves_it_readable(
                 + key_event(0xFF0D, True)  # Return
                 + key_event(0xFF0D, False)
             )
-            for _ in range(200):  # the agent pressed it
-                if keysym_bound(display, "U65E5"):
+            for _ in range(500):  # the agent injected them all, Return last
+                if (0xFF0D, False) in Keys.injected:
                     break
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.2)  # and Return after it
+            assert Keys.injected == [
+                (0x10065E5, True), (0x10065E5, False), (0xFF0D, True), (0xFF0D, False)
+            ]  # fmt: skip
             serving.cancel()  # the session ends
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
