@@ -6,6 +6,7 @@ tests/agent/test_screen_service.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -56,6 +57,10 @@ async def test_recent_input_lets_go_at_once_and_closes_after_the_settle() -> Non
     injector = Injector()
     last = loop.time()
     await close_after_settle(injector, last)  # returns without waiting for the close
+    for _ in range(100):  # the keys held are let go at once, in the closing task
+        if injector.released is not None:
+            break
+        await asyncio.sleep(0.01)
     assert injector.released is not None and injector.closed is None
     for _ in range(100):
         if injector.closed is not None:
@@ -77,3 +82,27 @@ async def test_the_agent_stopping_closes_at_once(started: bool) -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert injector.closed is not None
+
+
+async def test_the_caller_cancelled_while_keys_are_released_still_closes() -> None:
+    """The session's end may cancel the stream's task at any await, also while the keys
+    held are being released: the close still comes, after the settle. (The release was
+    awaited by the caller before: a cancel there left the injector open and the spare
+    keycodes bound for good; a clean-clone CI run saw it.)"""
+
+    class Slow(Injector):
+        def release_all(self) -> None:
+            time.sleep(0.1)
+            super().release_all()
+
+    injector = Slow()
+    caller = asyncio.ensure_future(close_after_settle(injector, asyncio.get_running_loop().time()))
+    await asyncio.sleep(0.03)  # in the release
+    caller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await caller
+    for _ in range(100):
+        if injector.closed is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert injector.released is not None and injector.closed is not None

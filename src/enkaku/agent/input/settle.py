@@ -31,14 +31,11 @@ _closing: set[asyncio.Future[None]] = set()
 
 async def close_after_settle(injector: InputInjector, last_input: float | None) -> None:
     """Release what ``injector`` holds down now and close it ``SETTLE`` seconds after
-    ``last_input`` (the event loop's time of its last input; None: none). A close due
-    now is awaited (cancelling the caller meanwhile does not interrupt it); a later one
-    runs in the background and this returns at once, so the stream's end is not held
-    up by the settle."""
-    try:
-        await asyncio.to_thread(injector.release_all)
-    except Exception as exc:  # a display gone: close() below tidies what it can
-        logger.debug("cannot release the keys held: %s", exc)
+    ``last_input`` (the event loop's time of its last input; None: none). Both run in a
+    task of their own, which cancelling the caller does not reach (a session's end may
+    cancel it at any await); a close due now is awaited, a later one runs in the
+    background and this returns at once, so the stream's end is not held up by the
+    settle."""
     delay = 0.0
     if last_input is not None:
         delay = max(0.0, last_input + SETTLE - asyncio.get_running_loop().time())
@@ -59,6 +56,10 @@ async def close_after_settle(injector: InputInjector, last_input: float | None) 
 
 async def _close(injector: InputInjector, delay: float, closed: list[bool]) -> None:
     try:
+        try:
+            await asyncio.to_thread(injector.release_all)
+        except Exception as exc:  # a display gone: close() below tidies what it can
+            logger.debug("cannot release the keys held: %s", exc)
         if delay:
             await asyncio.sleep(delay)
     finally:  # also when cancelled: the agent is stopping
