@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 from enkaku.agent.backends import NoBackend, select_backend
 from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
 from enkaku.agent.capture.wlroots import WlrootsCapture
+from enkaku.agent.input.base import InputError
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.agent.wayland.keymap import KeysymKeymap
@@ -531,3 +533,50 @@ def test_x_clients_through_xwayland_get_the_keys_as_sent_on_a_japanese_layout() 
                 type_text(inp, f"printf '%s\\n' '{text}' > x.txt\n")
                 time.sleep(1)
             wait_for(lambda: out.read_text() == text + "\n", 30, "x.txt as typed")
+
+
+def test_a_burst_of_keys_while_the_compositor_is_busy_arrives_whole(sway: Sway) -> None:
+    # Each key is one message on the socket; the kernel holds about 270 of them for a
+    # compositor that reads nothing meanwhile. A burst larger than that (keys that
+    # arrived at once over a slow link) used to end the input connection for good.
+    line = "".join(chr(ord("a") + i % 26) for i in range(300))
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as inp:
+        os.kill(sway.pid, signal.SIGSTOP)
+        try:
+            type_text(inp, f"echo {line} > burst.txt\n")  # 622 events: over the limit
+            assert inp._dev.backlog  # some wait for the compositor, none lost
+        finally:
+            os.kill(sway.pid, signal.SIGCONT)
+        out = sway.work / "burst.txt"
+        wait_for(lambda: out.exists() and out.read_text() == line + "\n", 30, "the burst")
+        wait_for(lambda: not inp._dev.backlog, 10, "the queue sent")
+        type_text(inp, "echo after > burst2.txt\n")  # and the keyboard still types
+        out2 = sway.work / "burst2.txt"
+        wait_for(lambda: out2.exists() and out2.read_text() == "after\n", 30, "keys after it")
+
+
+def test_a_compositor_that_reads_nothing_for_long_ends_the_input_with_a_message(
+    sway: Sway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import enkaku.agent.input.wlroots as wlroots_input
+
+    monkeypatch.setattr(wlroots_input, "STALL_LIMIT", 0.5)
+    inp = WlrootsInput(sway.env["WAYLAND_DISPLAY"])
+    dev = inp._dev
+    os.kill(sway.pid, signal.SIGSTOP)
+    try:
+        type_text(inp, "a" * 400)
+        assert dev.backlog
+        wait_for(lambda: dev.dead, 10, "the stalled connection given up")
+        with pytest.raises(InputError, match="connection is gone"):
+            inp.key(ord("b"), True)
+    finally:
+        os.kill(sway.pid, signal.SIGCONT)
+    assert "has read no input for" in caplog.text
+    # The next injector connects afresh and types.
+    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as again:
+        assert again._dev is not dev
+        combo(again, 0xFFE3, ord("u"))  # Ctrl+U: the a's that did go out, erased
+        type_text(again, "echo fresh > fresh.txt\n")
+    out = sway.work / "fresh.txt"
+    wait_for(lambda: out.exists() and out.read_text() == "fresh\n", 30, "keys after it")

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import logging
 import mmap
 import os
 import select
 import threading
 import time
+
+from pywayland import ffi, lib
 
 from enkaku.agent.wayland.connection import WaylandConnection, WaylandUnavailable, socket_path
 from enkaku.agent.wayland.keymap import KEYMAP_NAME, MODIFIER_OF, KeysymKeymap
@@ -60,6 +63,13 @@ _LOCKING = {
 }  # Caps_Lock, Num_Lock: toggle on each press  # the value libinput reports for one wheel click
 
 
+#: How long ``key()`` and ``pointer()`` wait for a compositor that is not reading (busy
+#: drawing) before leaving the rest to a thread; and how long that thread waits for it to
+#: read anything before the connection counts as lost (a hung compositor).
+FLUSH_WAIT = 0.05
+STALL_LIMIT = 10.0
+
+
 def _normalise_keysym(keysym: int) -> int:
     """Unicode keysyms for Latin-1 characters are their legacy keysyms."""
     if 0x1000000 <= keysym <= 0x10000FF:
@@ -86,6 +96,7 @@ class _Devices:
     def __init__(self, display: str | None, output: str | None) -> None:
         self.lock = threading.Lock()
         self.dead = False
+        self.backlog = False  # requests the compositor has not read yet (``send()``)
         self.last_extent = (1, 1)
         try:
             self.conn = WaylandConnection(display)
@@ -193,18 +204,83 @@ class _Devices:
             self.keyboard.modifiers(depressed, 0, self.locked, 0)
 
     def send(self) -> None:
-        """Flush the requests and take any events, without blocking."""
+        """Flush the requests and take any events, without blocking for long.
+
+        Each flush is one message on the socket, and the kernel holds only a few hundred
+        of them for a compositor that is not reading (about 270 key events: a burst of
+        input that arrived at once over a slow link, while the compositor draws). What
+        does not fit stays queued, in order: sent here within ``FLUSH_WAIT``, or else by
+        a thread as soon as the compositor reads again (``_drain``)."""
         display = self.conn.display
         try:
-            if display.flush() < 0:
-                raise InputError("the Wayland compositor closed the connection")
+            if not self.backlog and not self.flush(FLUSH_WAIT):
+                self.backlog = True
+                threading.Thread(target=self._drain, name="wlr-input-drain", daemon=True).start()
             fd = display.get_fd()
             while select.select([fd], [], [], 0)[0]:
                 display.read()
                 display.dispatch(block=False)
+        except InputError:
+            raise
         except (RuntimeError, OSError) as exc:
             self.dead = True
             raise InputError(f"Wayland connection lost ({exc})") from exc
+
+    def flush(self, wait: float) -> bool:
+        """Hand the queued requests to the compositor, waiting at most ``wait`` seconds
+        for it to read; True when all went out."""
+        display = self.conn.display
+        deadline = time.monotonic() + wait
+        while display.flush() < 0:
+            err: int = ffi.errno  # type: ignore[attr-defined]
+            fatal: int = lib.wl_display_get_error(display._ptr)  # type: ignore[arg-type]
+            if err not in (errno.EAGAIN, errno.EWOULDBLOCK) or fatal:
+                # A full queue of our own also ends the connection (libwayland makes it
+                # fatal): the compositor read nothing while thousands of events came.
+                self.dead = True
+                raise InputError(
+                    f"the Wayland compositor closed the connection ({os.strerror(fatal or err)})"
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([], [display.get_fd()], [], left)
+        return True
+
+    def _drain(self) -> None:
+        """Thread: send the queued requests once the compositor reads again; the
+        connection counts as lost after ``STALL_LIMIT`` seconds without a read."""
+        fd = self.conn.display.get_fd()
+        stalled_since = time.monotonic()
+        while True:
+            writable = select.select([], [fd], [], 0.1)[1]
+            with self.lock:
+                if self.dead:
+                    return
+                now = time.monotonic()
+                if writable:
+                    stalled_since = now
+                try:
+                    if self.flush(0):
+                        self.backlog = False
+                        return
+                except InputError as exc:
+                    logger.warning("wlroots input: %s", exc)
+                    return
+                if now - stalled_since > STALL_LIMIT:
+                    # Closed, so that the compositor drops our keyboard (and the keys
+                    # it holds) once it reads again; the next injector connects afresh.
+                    self.dead = True
+                    logger.warning(
+                        "wlroots input: the compositor has read no input for %g s; "
+                        "the input connection is closed",
+                        STALL_LIMIT,
+                    )
+                    try:
+                        self.conn.close()
+                    except Exception:
+                        logger.debug("wlroots input close", exc_info=True)
+                    return
 
     def sync(self) -> None:
         """Wait until the compositor has taken every request sent so far."""
