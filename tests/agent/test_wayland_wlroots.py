@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -580,3 +581,24 @@ def test_a_compositor_that_reads_nothing_for_long_ends_the_input_with_a_message(
         type_text(again, "echo fresh > fresh.txt\n")
     out = sway.work / "fresh.txt"
     wait_for(lambda: out.exists() and out.read_text() == "fresh\n", 30, "keys after it")
+
+
+def test_closing_while_the_compositor_is_not_reading_does_not_wait_for_it(sway: Sway) -> None:
+    inp = WlrootsInput(sway.env["WAYLAND_DISPLAY"])
+    os.kill(sway.pid, signal.SIGSTOP)
+    try:
+        type_text(inp, "echo late > late.txt\n")
+        for _ in range(150):  # over the socket's room; erased again
+            combo(inp, ord("x"))
+            combo(inp, 0xFF08)  # BackSpace
+        assert inp._dev.backlog
+        closing = threading.Thread(target=inp.close)
+        closing.start()
+        closing.join(10)  # a hang guard: it used to wait for the compositor
+        closed_while_stopped = not closing.is_alive()
+    finally:
+        os.kill(sway.pid, signal.SIGCONT)
+    closing.join()
+    assert closed_while_stopped
+    out = sway.work / "late.txt"
+    wait_for(lambda: out.exists() and out.read_text() == "late\n", 30, "the keys sent late")

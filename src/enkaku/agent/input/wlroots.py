@@ -497,7 +497,10 @@ class WlrootsInput:
                 return
             self._release_all_locked()
             self._closed = True
-            if not self._dev.dead:
+            # A round trip, so that what was sent is taken before the caller goes on;
+            # not while the compositor is not reading (it would wait for it, holding the
+            # lock the drain thread needs): the drain thread sends the rest.
+            if not self._dev.dead and not self._dev.backlog:
                 with contextlib.suppress(InputError):
                     self._dev.sync()
 
