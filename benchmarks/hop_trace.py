@@ -19,16 +19,16 @@ The tracing costs a few microseconds per socket operation, in the traced chain o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.key_marks import cell_arguments, emit, latency_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,31 +147,22 @@ def summary(keys: list[dict[str, float]]) -> list[tuple[str, float, float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.hop_trace", description=__doc__)
-    p.add_argument("--keys", type=int, default=40)
-    p.add_argument("--profile", default="tight")
-    p.add_argument("--out", help="STEM: writes STEM.txt (and the screen run's STEM-screen.*)")
+    cell_arguments(p)
     args = p.parse_args(argv)
-    py = sys.executable
     with tempfile.TemporaryDirectory(prefix="enkaku-hoptrace-") as folder:
         os.chmod(folder, 0o777)
         path = os.pathsep.join(
-            [str(ROOT / "benchmarks" / "_hoptrace"), str(ROOT / "src"), str(ROOT)]
+            str(p) for p in (ROOT / "benchmarks" / "_hoptrace", ROOT / "src", ROOT)
         )
-        traced = (f"traced=env HOPTRACE_DIR={folder} PYTHONPATH={path} {py} "
+        traced = (f"traced=env HOPTRACE_DIR={folder} PYTHONPATH={path} {sys.executable} "
                   "-m benchmarks.e2e_chain --display {display} --port {port}")  # fmt: skip
-        stem = Path(args.out + "-screen") if args.out else Path(folder) / "screen"
-        cmd = [py, "-m", "benchmarks.screen", "--paths", "direct", "--peers", "",
-               "--profiles", args.profile, "--workloads", "idle", "--duration", "1",
-               "--verify-duration", "1", "--keys", str(args.keys), "--server", traced,
-               "--out", str(stem)]  # fmt: skip
-        subprocess.run(cmd, cwd=ROOT, check=True)
-        results = json.loads(stem.with_suffix(".json").read_text())
+        extra = ["--paths", "direct", "--peers", ""]
+        rows = latency_cell(traced, args.profile, args.keys, args.out, folder, extra)
         found = [follow(c) for c in chains(Path(folder))]
     keys = max(found, key=len, default=[])
     if not keys:
         print("hop_trace: no key could be followed through the chain", file=sys.stderr)
         return 1
-    rows = results["results"] if isinstance(results, dict) else results
     p50 = {r["server"]: r["p50"] for r in rows if r.get("workload") == "latency"}
     lines = [f"keys followed through the chain: {len(keys)} (profile {args.profile})", "",
              f"{'hop':48} {'p50 ms':>7} {'p90 ms':>7}"]  # fmt: skip
@@ -180,10 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["", f"key-to-screen p50 (the viewer's clock): direct {p50['enkaku']:.2f} ms, "
                   f"traced chain {p50['traced']:.2f} ms, difference "
                   f"{p50['traced'] - p50['enkaku']:+.2f} ms"]  # fmt: skip
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out + ".txt").write_text(text + "\n")
+    emit(lines, args.out)
     return 0
 
 

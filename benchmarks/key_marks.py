@@ -141,34 +141,52 @@ def serve(argv: list[str]) -> int:
     return paths_main(["direct", *argv])
 
 
+def latency_cell(
+    server: str, profile: str, keys: int, out: str | None, folder: str, extra: list[str]
+) -> list[dict[str, Any]]:
+    """``benchmarks.screen``'s latency cell (the idle workload and ``keys`` keys) with
+    the server ``NAME=CMD`` beside those ``extra`` arguments pick; the run's rows. The
+    run's own tables go to ``OUT-screen.{txt,json}`` (or into ``folder``)."""
+    stem = Path(out + "-screen") if out else Path(folder) / "screen"
+    cmd = [sys.executable, "-m", "benchmarks.screen", "--profiles", profile,
+           "--workloads", "idle", "--duration", "1", "--verify-duration", "1",
+           "--keys", str(keys), "--server", server, "--out", str(stem), *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    return list(json.loads(stem.with_suffix(".json").read_text())["results"])
+
+
+def cell_arguments(p: argparse.ArgumentParser) -> None:
+    """The latency cell's options (``latency_cell``)."""
+    p.add_argument("--keys", type=int, default=40)
+    p.add_argument("--profile", default="tight")
+    p.add_argument("--out", help="STEM: writes STEM.txt (and the screen run's STEM-screen.*)")
+
+
+def emit(lines: list[str], out: str | None) -> None:
+    """Print the report, and write it to ``OUT.txt`` when asked."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out + ".txt").write_text(text + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_serve"]:
         return serve(argv[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks.key_marks", description=__doc__)
     p.add_argument("--wayland", action="store_true")
-    p.add_argument("--keys", type=int, default=40)
-    p.add_argument("--profile", default="tight")
-    p.add_argument("--out", help="STEM: writes STEM.txt (and the screen run's STEM-screen.*)")
+    cell_arguments(p)
     args = p.parse_args(argv)
-    py = sys.executable
     with tempfile.TemporaryDirectory(prefix="enkaku-keymarks-") as folder:
         os.chmod(folder, 0o777)
         dump = Path(folder) / "marks.json"
         backend = "--backend wayland-wlroots " if args.wayland else ""
-        marked = (f"marked=env KEY_MARKS_OUT={dump} {py} -m benchmarks.key_marks _serve "
-                  f"{backend}--display {{display}} --port {{port}}")  # fmt: skip
-        stem = Path(args.out + "-screen") if args.out else Path(folder) / "screen"
-        cmd = [py, "-m", "benchmarks.screen", "--profiles", args.profile, "--workloads", "idle",
-               "--duration", "1", "--verify-duration", "1", "--keys", str(args.keys),
-               "--server", marked, "--out", str(stem)]  # fmt: skip
-        if args.wayland:
-            cmd.append("--wayland")
-        else:
-            cmd += ["--paths", "direct", "--peers", "x0vncserver"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
-        results = json.loads(stem.with_suffix(".json").read_text())["results"]
+        marked = (f"marked=env KEY_MARKS_OUT={dump} {sys.executable} -m benchmarks.key_marks "
+                  f"_serve {backend}--display {{display}} --port {{port}}")  # fmt: skip
+        extra = ["--wayland"] if args.wayland else ["--paths", "direct", "--peers", "x0vncserver"]
+        results = latency_cell(marked, args.profile, args.keys, args.out, folder, extra)
         keys = per_key([(label, t) for label, t in json.loads(dump.read_text())])
     if not keys:
         print("key_marks: the marked agent saw no key", file=sys.stderr)
@@ -183,10 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines.append(
                 f"key-to-screen p50 (the viewer's clock): {r['server']:10} {r['p50']:.2f} ms"
             )
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out + ".txt").write_text(text + "\n")
+    emit(lines, args.out)
     return 0
 
 
