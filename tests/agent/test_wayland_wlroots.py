@@ -23,7 +23,6 @@ import pytest
 from enkaku.agent.backends import NoBackend, select_backend
 from enkaku.agent.capture.base import CaptureError, EventCapture, Rect
 from enkaku.agent.capture.wlroots import WlrootsCapture
-from enkaku.agent.input.base import InputError
 from enkaku.agent.input.wlroots import WlrootsInput
 from enkaku.agent.rfbservice import RFBService
 from enkaku.agent.wayland.keymap import KeysymKeymap
@@ -546,6 +545,8 @@ def test_a_burst_of_keys_while_the_compositor_is_busy_arrives_whole(sway: Sway) 
         try:
             type_text(inp, f"echo {line} > burst.txt\n")  # 622 events: over the limit
             assert inp._dev.backlog  # some wait for the compositor, none lost
+            time.sleep(1.5)  # the drain thread waits as long as it takes
+            assert inp._dev.backlog and not inp._dev.dead
         finally:
             os.kill(sway.pid, signal.SIGCONT)
         out = sway.work / "burst.txt"
@@ -554,33 +555,6 @@ def test_a_burst_of_keys_while_the_compositor_is_busy_arrives_whole(sway: Sway) 
         type_text(inp, "echo after > burst2.txt\n")  # and the keyboard still types
         out2 = sway.work / "burst2.txt"
         wait_for(lambda: out2.exists() and out2.read_text() == "after\n", 30, "keys after it")
-
-
-def test_a_compositor_that_reads_nothing_for_long_ends_the_input_with_a_message(
-    sway: Sway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    import enkaku.agent.input.wlroots as wlroots_input
-
-    monkeypatch.setattr(wlroots_input, "STALL_LIMIT", 0.5)
-    inp = WlrootsInput(sway.env["WAYLAND_DISPLAY"])
-    dev = inp._dev
-    os.kill(sway.pid, signal.SIGSTOP)
-    try:
-        type_text(inp, "a" * 400)
-        assert dev.backlog
-        wait_for(lambda: dev.dead, 10, "the stalled connection given up")
-        with pytest.raises(InputError, match="connection is gone"):
-            inp.key(ord("b"), True)
-    finally:
-        os.kill(sway.pid, signal.SIGCONT)
-    assert "has read no input for" in caplog.text
-    # The next injector connects afresh and types.
-    with WlrootsInput(sway.env["WAYLAND_DISPLAY"]) as again:
-        assert again._dev is not dev
-        combo(again, 0xFFE3, ord("u"))  # Ctrl+U: the a's that did go out, erased
-        type_text(again, "echo fresh > fresh.txt\n")
-    out = sway.work / "fresh.txt"
-    wait_for(lambda: out.exists() and out.read_text() == "fresh\n", 30, "keys after it")
 
 
 def test_closing_while_the_compositor_is_not_reading_does_not_wait_for_it(sway: Sway) -> None:

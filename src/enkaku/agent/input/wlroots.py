@@ -64,10 +64,8 @@ _LOCKING = {
 
 
 #: How long ``key()`` and ``pointer()`` wait for a compositor that is not reading (busy
-#: drawing) before leaving the rest to a thread; and how long that thread waits for it to
-#: read anything before the connection counts as lost (a hung compositor).
+#: drawing, or stopped) before leaving the rest to a thread (``_Devices._drain``).
 FLUSH_WAIT = 0.05
-STALL_LIMIT = 10.0
 
 
 def _normalise_keysym(keysym: int) -> int:
@@ -248,38 +246,22 @@ class _Devices:
         return True
 
     def _drain(self) -> None:
-        """Thread: send the queued requests once the compositor reads again; the
-        connection counts as lost after ``STALL_LIMIT`` seconds without a read."""
+        """Thread: send the queued requests once the compositor reads again, however
+        long it takes (as X11's injector waits for a stopped X server: the keys typed
+        meanwhile arrive in order); ends when they are sent, the connection fails or
+        the devices are closed."""
         fd = self.conn.display.get_fd()
-        stalled_since = time.monotonic()
         while True:
-            writable = select.select([], [fd], [], 0.1)[1]
+            select.select([], [fd], [], 0.5)
             with self.lock:
                 if self.dead:
                     return
-                now = time.monotonic()
-                if writable:
-                    stalled_since = now
                 try:
                     if self.flush(0):
                         self.backlog = False
                         return
                 except InputError as exc:
                     logger.warning("wlroots input: %s", exc)
-                    return
-                if now - stalled_since > STALL_LIMIT:
-                    # Closed, so that the compositor drops our keyboard (and the keys
-                    # it holds) once it reads again; the next injector connects afresh.
-                    self.dead = True
-                    logger.warning(
-                        "wlroots input: the compositor has read no input for %g s; "
-                        "the input connection is closed",
-                        STALL_LIMIT,
-                    )
-                    try:
-                        self.conn.close()
-                    except Exception:
-                        logger.debug("wlroots input close", exc_info=True)
                     return
 
     def sync(self) -> None:
