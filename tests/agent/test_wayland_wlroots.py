@@ -9,6 +9,7 @@ import os
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -576,3 +577,45 @@ def test_closing_while_the_compositor_is_not_reading_does_not_wait_for_it(sway: 
     assert closed_while_stopped
     out = sway.work / "late.txt"
     wait_for(lambda: out.exists() and out.read_text() == "late\n", 30, "the keys sent late")
+
+
+async def test_keys_typed_while_the_compositor_is_stopped_arrive_through_the_service(
+    sway: Sway,
+) -> None:
+    # The viewer's keys come in one read after its link stalled, while sway is stopped
+    # (a busy machine): the service injects them on its event loop; those that do not
+    # fit in the socket wait, and every one arrives once sway runs again.
+    w, h = sway.width, sway.height
+    capture = WlrootsCapture(sway.env["WAYLAND_DISPLAY"])
+    injector = WlrootsInput(sway.env["WAYLAND_DISPLAY"])
+    pipe = Pipe()
+    service = RFBService(capture, injector, pipe.read, pipe.write, name="sway")
+    task = asyncio.create_task(service.run())
+    line = "".join(chr(ord("a") + i % 26) for i in range(300))
+    keys = b"".join(
+        struct.pack(">BBxxI", 4, down, ks)
+        for ks in [*map(ord, f"echo {line} > stalled.txt"), 0xFF0D]
+        for down in (1, 0)
+    )
+    try:
+        await pipe.handshake()
+        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
+        await pipe.to_server.put(update_request(False, 0, 0, w, h))
+        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        os.kill(sway.pid, signal.SIGSTOP)
+        try:
+            await pipe.to_server.put(keys)
+            await asyncio.sleep(1.0)
+            assert injector._dev.backlog and not task.done()
+        finally:
+            os.kill(sway.pid, signal.SIGCONT)
+        out = sway.work / "stalled.txt"
+        await asyncio.to_thread(
+            wait_for, lambda: out.exists() and out.read_text() == line + "\n", 30, "the keys"
+        )
+    finally:
+        await pipe.to_server.put(b"")  # EOF
+        await asyncio.wait_for(task, 10)
+        capture.close()
+        injector.close()
