@@ -371,7 +371,8 @@ class WlrootsInput:
     #: ``key()`` and ``pointer()`` queue requests and flush them without waiting for the
     #: compositor (no round trip; a keymap upload is flushed with the key): a caller may
     #: run them on its event loop. They wait only while another thread uses the same
-    #: devices (``close()`` waits for one round trip).
+    #: devices (``close()`` waits for one round trip), and at most ``FLUSH_WAIT`` once
+    #: for a compositor that is not reading (``_Devices.send``).
     nonblocking = True
 
     def __init__(self, display: str | None = None, output: str | None = None) -> None:
