@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -468,3 +469,26 @@ def test_the_agent_forced_to_gnome_without_mutter_stops_with_the_message(
     assert "Traceback" not in out.stderr
     assert "GNOME, Wayland" in out.stderr and "wayland-gnome" in out.stderr
     assert "X11" in out.stderr and "試したもの" in out.stderr  # both languages
+
+
+def test_keys_typed_while_mutter_is_stopped_go_without_waiting_and_arrive(gnome: Mutter) -> None:
+    # Each key was a call that waited for mutter's answer: a desktop frozen (a busy
+    # machine) held every key behind the one before, and after CALL_TIMEOUT (10 s)
+    # ended the technician's screen with "mutter did not answer". Now they are posted
+    # in order, and mutter takes them when it runs again.
+    with GnomeInput(gnome.env) as inp:
+        pid = gnome.pids["mutter"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            typing = threading.Thread(
+                target=type_text, args=(inp, "echo frozen > frozen.txt\n"), daemon=True
+            )
+            typing.start()
+            typing.join(5)  # a hang guard: it used to wait for mutter at every key
+            typed_while_stopped = not typing.is_alive()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        typing.join()
+        assert typed_while_stopped
+        out = gnome.work / "frozen.txt"
+        wait_for(lambda: out.exists() and out.read_text() == "frozen\n", 30, "the keys")

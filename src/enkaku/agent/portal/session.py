@@ -527,7 +527,12 @@ class PortalSession(SharedBusSession):
 
     def notify(self, member: str, signature: str, body: list[Any]) -> None:
         """Call a ``Notify*`` method of RemoteDesktop on this session: ``signature`` and
-        ``body`` are the arguments after the session handle and options."""
+        ``body`` are the arguments after the session handle and options. Each waits for
+        the portal's answer before the next goes (unlike mutter's session, which takes
+        posted calls in order): xdg-desktop-portal handles calls on threads of its own,
+        and a burst of keys posted without waiting arrived out of order or not at all
+        (seen with 1.16 and xdg-desktop-portal-gnome 43). The portal answers without
+        waiting for the compositor, so a frozen desktop does not hold the keys here."""
         if self.closed.is_set():
             raise PortalUnavailable("the portal session has ended")
         self._submit(self._call_msg(RD, member, "oa{sv}" + signature, [self.handle, {}, *body]))
