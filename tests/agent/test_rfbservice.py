@@ -465,6 +465,18 @@ class Pipe:
     async def write(self, data: bytes) -> None:
         await self.from_server.put(data)
 
+    async def first_frame(self, service: RFBService, w: int, h: int) -> Any:
+        """Handshake, ZRLE, a full update request and its update: the viewer's decoder,
+        holding the screen as it was."""
+        from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+
+        await self.handshake()
+        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
+        await self.to_server.put(set_encodings(Encoding.ZRLE))
+        await self.to_server.put(update_request(False, 0, 0, w, h))
+        await self.receive(dec, lambda: len(dec.updates) == 1)
+        return dec
+
     async def handshake(self) -> bytes:
         """RFB 3.8 with security type None and a shared ClientInit; returns ServerInit."""
         assert await self.from_server.get() == b"RFB 003.008\n"

@@ -26,12 +26,11 @@ from enkaku.agent.gnome import mutter
 from enkaku.agent.gnome.keymap import keymap_has, seat_keymap, yen_key_types_backslash
 from enkaku.agent.input.gnome import GnomeInput
 from enkaku.agent.rfbservice import RFBService
-from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
 from tests.agent.test_wayland_wlroots import combo
 from tests.e2e.harness import ENKAKU, wait_for
 from tests.gnome import Mutter, _call, _run, headless_mutter, pointer_follows
-from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+from tests.protocol.rfb.decoders import update_request
 
 RETURN = 0xFF0D
 CONTROL, SHIFT = 0xFFE3, 0xFFE1
@@ -354,11 +353,7 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(gnome: Mutter) -> 
     service = RFBService(capture, injector, pipe.read, pipe.write, name="gnome")
     task = asyncio.create_task(service.run())
     try:
-        await pipe.handshake()
-        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
-        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-        await pipe.to_server.put(update_request(False, 0, 0, w, h))
-        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        dec = await pipe.first_frame(service, w, h)
         await pipe.to_server.put(update_request(True, 0, 0, w, h))
         await asyncio.sleep(0.2)  # the service waits on the capture's descriptor now
         calls, frames, updates = capture.region_calls, capture.frames, len(dec.updates)

@@ -27,7 +27,6 @@ from enkaku.agent.gnome.pwstream import PwStream
 from enkaku.agent.input.portal import PortalInput
 from enkaku.agent.portal import session as portal_session
 from enkaku.agent.rfbservice import RFBService
-from enkaku.protocol.rfb import Encoding
 from tests.agent.test_rfbservice import Pipe
 from tests.e2e.harness import ENKAKU, wait_for
 from tests.gnome import (
@@ -42,7 +41,7 @@ from tests.gnome import (
     viewer_gets_each_shape,
 )
 from tests.portal import Portal, fake_portal, headless_portal
-from tests.protocol.rfb.decoders import Decoder, set_encodings, update_request
+from tests.protocol.rfb.decoders import update_request
 
 RETURN = 0xFF0D
 
@@ -128,11 +127,7 @@ async def test_the_rfb_service_serves_the_restored_screen(portal: Portal, tmp_pa
     service = RFBService(capture, injector, pipe.read, pipe.write, name="portal")
     task = asyncio.create_task(service.run())
     try:
-        await pipe.handshake()
-        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
-        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-        await pipe.to_server.put(update_request(False, 0, 0, w, h))
-        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        dec = await pipe.first_frame(service, w, h)
         await pipe.to_server.put(update_request(True, 0, 0, w, h))
         await pipe.to_server.put(b"\x04\x01\x00\x00\x00\x00\x00\x71")  # 'q' down
         await pipe.to_server.put(b"\x04\x00\x00\x00\x00\x00\x00\x71")  # 'q' up

@@ -291,11 +291,7 @@ async def test_rfb_updates_flow_only_on_change_and_stay_exact(sway: Sway) -> Non
     service = RFBService(capture, injector, pipe.read, pipe.write, name="sway")
     task = asyncio.create_task(service.run())
     try:
-        await pipe.handshake()
-        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
-        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-        await pipe.to_server.put(update_request(False, 0, 0, w, h))
-        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        dec = await pipe.first_frame(service, w, h)
         # foot may still be drawing its first prompt (late on a busy machine): the quiet
         # second starts once the viewer's picture is the screen's.
         await pipe.catch_up(dec, lambda: _screen(sway))
@@ -598,11 +594,7 @@ async def test_keys_typed_while_the_compositor_is_stopped_arrive_through_the_ser
         for down in (1, 0)
     )
     try:
-        await pipe.handshake()
-        dec = Decoder(w, h, service.server.pixel_format)  # type: ignore[union-attr]
-        await pipe.to_server.put(set_encodings(Encoding.ZRLE))
-        await pipe.to_server.put(update_request(False, 0, 0, w, h))
-        await pipe.receive(dec, lambda: len(dec.updates) == 1)
+        await pipe.first_frame(service, w, h)
         os.kill(sway.pid, signal.SIGSTOP)
         try:
             await pipe.to_server.put(keys)
