@@ -1,4 +1,4 @@
-"""``SharedBusSession.post``: input events sent without waiting for their answers."""
+"""``RemoteSession.post``: input events sent without waiting for mutter's answers."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import time
 
 import pytest
 
-from enkaku.agent.gnome.mutter import MutterUnavailable, SharedBusSession
+from enkaku.agent.gnome.mutter import MutterUnavailable, RemoteSession
 
 
-class Session(SharedBusSession):
-    """A session with its loop in a thread, as mutter's and the portal's have."""
+class Session(RemoteSession):
+    """mutter's session without mutter: its loop in a thread, calls that the test
+    answers."""
 
-    _unavailable = MutterUnavailable
-
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # no D-Bus connection, no mutter
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()

@@ -266,35 +266,6 @@ class SharedBusSession:
     _stop_timer: asyncio.TimerHandle | None
     #: The thread that stops an unused session.
     _stop_thread_name = "dbus-session-stop"
-    #: The error the session's calls raise (``MutterUnavailable``, ``PortalUnavailable``).
-    _unavailable: type[Exception] = RuntimeError
-    #: The first failure of a posted call (``post``): the next one raises it.
-    _post_failure: str | None = None
-
-    def post(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Send a call and do not wait for its reply (input events). Calls go out in the
-        order they were posted, and a compositor that is busy or stopped takes them
-        when it runs again, however long that is, as X11's and wlroots' injectors wait
-        (waiting for each reply made a key wait for mutter to handle the one before, and
-        a desktop frozen for ``CALL_TIMEOUT`` ended the technician's screen). A call
-        that fails is logged and makes the next ``post`` raise."""
-        if self._post_failure is not None:
-            coro.close()
-            raise self._unavailable(self._post_failure)
-        try:
-            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        except RuntimeError as exc:  # the session's loop is closed: it has ended
-            coro.close()
-            raise self._unavailable("the session has ended") from exc
-        future.add_done_callback(self._posted)
-
-    def _posted(self, future: concurrent.futures.Future[Any]) -> None:
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None and self._post_failure is None:
-            self._post_failure = str(exc) or type(exc).__name__
-            logger.warning("an input event was not taken: %s", self._post_failure)
 
     def _registry(self) -> tuple[dict[Any, Any], threading.Lock]:
         raise NotImplementedError
@@ -357,7 +328,33 @@ class RemoteSession(SharedBusSession):
     Blocking; safe to use from several threads.
     """
 
-    _unavailable = MutterUnavailable
+    #: The first failure of a posted call (``post``): the next one raises it.
+    _post_failure: str | None = None
+
+    def post(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Send a call and do not wait for its reply (input events). Calls go out in the
+        order they were posted, and a compositor that is busy or stopped takes them
+        when it runs again, however long that is, as X11's and wlroots' injectors wait
+        (waiting for each reply made a key wait for mutter to handle the one before, and
+        a desktop frozen for ``CALL_TIMEOUT`` ended the technician's screen). A call
+        that fails is logged and makes the next ``post`` raise."""
+        if self._post_failure is not None:
+            coro.close()
+            raise MutterUnavailable(self._post_failure)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError as exc:  # the session's loop is closed: it has ended
+            coro.close()
+            raise MutterUnavailable("the session has ended") from exc
+        future.add_done_callback(self._posted)
+
+    def _posted(self, future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None and self._post_failure is None:
+            self._post_failure = str(exc) or type(exc).__name__
+            logger.warning("an input event was not taken: %s", self._post_failure)
 
     def __init__(
         self,
