@@ -1183,6 +1183,18 @@ def merge_rounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def tree_at(rev: str, tmp: Path) -> Path:
+    """The agent's ``src/`` as of git revision ``rev``, in a folder of ``tmp``, with its
+    compiled encoder core built where this checkout has one (as the agent under test)."""
+    src = tmp / f"src-{rev}"
+    src.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True,
+                             check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    build_native(src / "src")
+    return src / "src"
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     tools = ["sway", "foot", "grim"] if args.wayland else ["Xvfb", "xterm", "xdotool", "display"]
     peer_tools = {"x11vnc": "x11vnc", "x0vncserver": "X0tigervnc", "wayvnc": "wayvnc"}
@@ -1201,15 +1213,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     logs = tmp / "logs"
     logs.mkdir()
     print(f"logs in {logs}", file=sys.stderr, flush=True)
-    before: dict[str, Path] = {}
-    for rev in args.before:
-        src = tmp / f"src-{rev}"
-        src.mkdir()
-        archive = subprocess.run(["git", "archive", rev, "src"], cwd=ROOT, capture_output=True,
-                                 check=True).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-        build_native(src / "src")  # built as the agent under test is, where it has one
-        before[f"enkaku@{rev}"] = src / "src"
+    before = {f"enkaku@{rev}": tree_at(rev, tmp) for rev in args.before}
     paths = split(args.paths)
     if args.wayland:
         peers = split("wayvnc" if args.peers is None else args.peers)
@@ -1249,7 +1253,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def x11_run(
     args: argparse.Namespace, servers: dict[str, Server], tmp: Path, logs: Path
 ) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
+    with x11_desktop(tmp, logs, args.x_server) as (desk, xpid):
+        return measure_all(servers, args, lambda name, server, a: measure_server(
+            name, server, a, desk, desk.display, x_env(desk.display), xpid, logs, BASE_XTERM,
+        ))  # fmt: skip
+
+
+@contextlib.contextmanager
+def x11_desktop(tmp: Path, logs: Path, x_server: str = "xvfb") -> Iterator[tuple[Desktop, int]]:
+    """The X11 run's screen: an X server of WIDTH x HEIGHT (Xvfb, or Xorg's dummy
+    driver), the gradient wallpaper and the xterm running ``cat`` that keys are typed
+    into; yields the desktop and the X server's PID."""
     wall = tmp / "wall.ppm"
     from PIL import Image
 
@@ -1257,23 +1271,19 @@ def x11_run(
     top, bottom = np.array([0x1D, 0x35, 0x57]), np.array([0xA8, 0xDA, 0xDC])
     grad = np.broadcast_to((top + (bottom - top) * ramp).astype(np.uint8), (HEIGHT, WIDTH, 3))
     Image.fromarray(np.ascontiguousarray(grad)).save(wall)
-    x_server = xorg if args.x_server == "xorg" else xvfb
-    with x_server(WIDTH, HEIGHT) as display:
+    start = xorg if x_server == "xorg" else xvfb
+    with start(WIDTH, HEIGHT) as display:
         desk = Desktop(display, tmp, logs)
         subprocess.run(["display", "-window", "root", str(wall)], env=x_env(display),
                        capture_output=True, timeout=30, check=False)  # fmt: skip
         base = spawn(["xterm", "-T", "benchtype", "-geometry", "80x24+40+40", "-e", "cat"],
                      display)  # fmt: skip
-        subprocess.run(["xdotool", "search", "--sync", "--name", "^benchtype$"],
-                       env=x_env(display), capture_output=True, timeout=20, check=True)  # fmt: skip
-        xpid = xvfb_pid(display)
         try:
-            results += measure_all(servers, args, lambda name, server, a: measure_server(
-                name, server, a, desk, display, x_env(display), xpid, logs, BASE_XTERM,
-            ))  # fmt: skip
+            find = ["xdotool", "search", "--sync", "--name", "^benchtype$"]
+            subprocess.run(find, env=x_env(display), capture_output=True, timeout=20, check=True)
+            yield desk, xvfb_pid(display)
         finally:
             stop(base)
-    return results
 
 
 def fmt(v: float | None, spec: str = ".1f") -> str:

@@ -233,9 +233,15 @@ async def test_slow_link_lowers_quality_then_ends_exact(tmp_path: Path) -> None:
         finally:
             capture.close()
     assert viewer.fences_answered > 5
-    # the link was measured, within reason, and the quality went down while it was full
+    # The link was measured, within reason, and the quality went down while it was full.
+    # Within reason: the loopback under the proxy carries hundreds of MB/s, so a rate
+    # that ignored the proxy would be far above this bound. A sample may still exceed the
+    # link by itself: the proxy lets 50 ms of bytes through at once after a pause, and an
+    # answer read late by the viewer's thread on a loaded machine shortens the span of
+    # the next sample (one sample of 2.04x LINK was seen in CI); the estimate is the
+    # largest recent sample (congestion.py), so one such sample shows.
     measured = [r for r in rates if r is not None]
-    assert measured and 0.3 * LINK <= max(measured) <= 2 * LINK
+    assert measured and 0.3 * LINK <= max(measured) <= 3 * LINK
     asked = [q for q in qualities if q is not None]  # once SetEncodings arrived
     assert asked[0] == 92 and min(asked) < 92
     # the same kind of picture took fewer bytes per JPEG pixel later on
