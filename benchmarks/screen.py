@@ -798,6 +798,7 @@ def throughput(
                 if got:
                     client.request()
             client.rects.clear()
+            jpeg0 = client.dec.jpeg
             b0, t0 = client.r.consumed, time.monotonic()
             c0, x0, me0 = cpu(server_pid), cpu(xvfb), cpu(os.getpid())
             ch0 = sum(cpu(pid) for pid in chain)
@@ -812,6 +813,9 @@ def throughput(
             c1, x1, me1 = cpu(server_pid), cpu(xvfb), cpu(os.getpid())
             ch1 = sum(cpu(pid) for pid in chain)
             b1 = client.r.consumed
+            # Tight rectangles sent as JPEG among them (lossy: the verify column says
+            # how much the end differs).
+            jpeg = {"jpeg": n} if (n := client.dec.jpeg - jpeg0) else {}
         # Hang up only once the screen is quiet: the agent's RFBService frees its capture
         # while a capture or encode it started in a worker thread may still run (a viewer
         # closing mid-update crashed the agent: docs/performance.md).
@@ -829,7 +833,7 @@ def throughput(
             "xvfb_pct": 100 * (x1 - x0) / secs,
             "chain_pct": 100 * (ch1 - ch0) / secs,
             "client_pct": 100 * (me1 - me0) / secs,
-            "rects": dict(client.rects),
+            "rects": dict(client.rects) | jpeg,
             "continuous": client.continuous,
         }
     finally:
