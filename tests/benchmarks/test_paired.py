@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def row(upd_s: float, ms_upd: float | None) -> dict[str, float | None]:
-    return {"upd_s": upd_s, "kb_s": 10.0, "cpu_pct": 5.0, "ms_upd": ms_upd}
+    cpu_s = None if ms_upd is None else ms_upd * upd_s * 10 / 1000
+    return {"upd_s": upd_s, "kb_s": 10.0, "cpu_pct": 5.0, "ms_upd": ms_upd, "cpu_s": cpu_s}
 
 
 def test_summary_takes_the_ratio_round_by_round() -> None:
@@ -68,3 +69,5 @@ def test_two_servers_measured_at_once(tmp_path: Path) -> None:
     assert len(cell["ratios"]) == 2 and cell["ratio"] > 0
     text = stem.with_suffix(".txt").read_text()
     assert "round 2" in text and "ratio" in text
+    # 1.5 s of a terminal: too little CPU for a fine ratio, and the output says so.
+    assert "a longer --duration tells more" in text
