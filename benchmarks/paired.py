@@ -51,6 +51,7 @@ from benchmarks.screen import (
     Client,
     Desktop,
     cpu,
+    fmt,
     free_port,
     make_images,
     spawn,
@@ -150,10 +151,6 @@ def summary(rounds: list[dict[str, dict[str, Any]]], a: str, b: str) -> dict[str
     return out
 
 
-def fmt(v: float | None, spec: str = ".2f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--before", metavar="REV", help="compare the working tree with REV")
@@ -222,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                         rows = measure_pair(order, ports, pids, desk, profile, workload,
                                             args.duration)  # fmt: skip
                         rounds.append(rows)
-                        each = (f"{n} {rows[n]['upd_s']:.1f} upd/s {fmt(rows[n]['ms_upd'])} ms/upd"
-                                for n in names)  # fmt: skip
+                        each = (
+                            f"{n} {rows[n]['upd_s']:.1f} upd/s {fmt(rows[n]['ms_upd'], '.2f')}"
+                            " ms/upd"
+                            for n in names
+                        )
                         say(f"  {profile:6} {workload:10} round {k + 1}: " + "  ".join(each))
                     cell = summary(rounds, a, b) | {"profile": profile, "workload": workload}
                     cells.append(cell)
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{a + ' ms/upd':>22}{b + ' ms/upd':>22}   ratio (min-max)")  # fmt: skip
     for c in cells:
         say(f"{c['profile']:8}{c['workload']:11}{fmt(c[f'{a}:upd_s'], '.1f'):>22}"
-            f"{fmt(c[f'{b}:upd_s'], '.1f'):>22}{fmt(c[f'{a}:ms_upd']):>22}"
-            f"{fmt(c[f'{b}:ms_upd']):>22}   {fmt(c['ratio'], '.3f')} "
+            f"{fmt(c[f'{b}:upd_s'], '.1f'):>22}{fmt(c[f'{a}:ms_upd'], '.2f'):>22}"
+            f"{fmt(c[f'{b}:ms_upd'], '.2f'):>22}   {fmt(c['ratio'], '.3f')} "
             f"({fmt(c['ratio_min'], '.3f')}-{fmt(c['ratio_max'], '.3f')})")  # fmt: skip
     say(f"ratio: {b}'s CPU an update over {a}'s, per round; the median of {args.rounds} rounds")
     # The kernel counts a process's CPU in clock ticks (10 ms here): a round that
